@@ -1,0 +1,5 @@
+mod command;
+mod config;
+mod frame;
+
+fn main() {}
