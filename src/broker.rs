@@ -1,0 +1,239 @@
+//! The MQTT event-loop thread: the only thread that polls rumqttc's
+//! `Connection`. It keeps the broker connection (reconnecting with a sleeping
+//! backoff of 1 s doubling to 30 s, reset on ConnAck), subscribes to the
+//! heartbeat and reply topics after every ConnAck, routes device replies to
+//! the backend holding the unit's route, and reports what the publisher needs
+//! to know as [`LinkEvent`]s on a bounded channel. It never blocks on a
+//! backend: replies go through `Outbox::offer`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use rumqttc::{
+    Client, Connection, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS, Request,
+};
+
+use crate::config::{self, Config};
+use crate::counters::Counters;
+use crate::publisher::WINDOW;
+use crate::routes::ReplyRoutes;
+use crate::shutdown::Stop;
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long the loop keeps polling after the publisher is done, to send DISCONNECT.
+const STOP_LINGER: Duration = Duration::from_secs(2);
+
+/// What the publisher learns from the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// ConnAck: a fresh session; everything unacknowledged must be handed out again.
+    Up,
+    /// The connection dropped; `drained` handed requests were still queued in the client and are gone.
+    Down { drained: usize },
+    /// `Outgoing::Publish(pkid)`: the oldest handed request went to the broker.
+    Sent(u16),
+    /// PUBACK for `pkid`.
+    Acked(u16),
+}
+
+/// rumqttc options for `config`. The request queue must hold a full window plus subscriptions.
+pub fn options(config: &Config) -> MqttOptions {
+    let mut opts = MqttOptions::new(config.client_id(), &config.mqtt_broker, config.mqtt_port);
+    opts.set_keep_alive(Duration::from_secs(config.mqtt_keepalive));
+    opts.set_clean_session(true);
+    opts.set_inflight(WINDOW as u16);
+    // The default 10 KiB limit would turn a larger command into a connection
+    // error, replayed forever. Leave room for the topic and the fixed header.
+    let outgoing = config.max_message_bytes + 64 * 1024;
+    let incoming = outgoing.max(1024 * 1024);
+    opts.set_max_packet_size(incoming, outgoing);
+    if !config.mqtt_username.is_empty() {
+        opts.set_credentials(config.mqtt_username.clone(), config.mqtt_password.clone());
+    }
+    opts
+}
+
+pub const CLIENT_QUEUE: usize = WINDOW + 16;
+
+pub struct BrokerLink {
+    pub connection: Connection,
+    /// A clone used only for `try_subscribe` and `try_disconnect`, which never block this thread.
+    pub client: Client,
+    pub events: Sender<LinkEvent>,
+    pub routes: ReplyRoutes,
+    pub counters: Arc<Counters>,
+    pub config: Arc<Config>,
+    pub stop: Stop,
+}
+
+/// Connection state as logged: every change once, not every attempt.
+#[derive(PartialEq)]
+enum State {
+    Starting,
+    Connected,
+    Down(String),
+}
+
+impl BrokerLink {
+    pub fn run(mut self) {
+        let broker = format!("{}:{}", self.config.mqtt_broker, self.config.mqtt_port);
+        let mut state = State::Starting;
+        let mut backoff = BACKOFF_MIN;
+        let mut stop_seen: Option<Instant> = None;
+        loop {
+            if self.stop.is_set() {
+                let since = *stop_seen.get_or_insert_with(Instant::now);
+                if state != State::Connected || since.elapsed() > STOP_LINGER {
+                    break;
+                }
+            }
+            let polled = if stop_seen.is_some() {
+                // Cancelling a poll is only acceptable once we are leaving anyway.
+                match self.connection.recv_timeout(Duration::from_millis(250)) {
+                    Ok(r) => r,
+                    Err(rumqttc::RecvTimeoutError::Timeout) => continue,
+                    Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                // Never cancel a poll mid-write: block until the next event.
+                match self.connection.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
+            match polled {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    log::info!("disconnected from broker {broker}");
+                    break;
+                }
+                Ok(event) => {
+                    if let Event::Incoming(Packet::ConnAck(_)) = event {
+                        log::info!("connected to broker {broker}");
+                        state = State::Connected;
+                        backoff = BACKOFF_MIN;
+                        self.subscribe();
+                    }
+                    self.handle(event);
+                }
+                Err(e) => {
+                    // Events rumqttc buffered before the failure still happened: report them first.
+                    let leftovers: Vec<Event> =
+                        self.connection.eventloop.state.events.drain(..).collect();
+                    for event in leftovers {
+                        self.handle(event);
+                    }
+                    // Requests still queued (pkid 0) were drained into `pending`, which a
+                    // new session clears: tell the publisher how many, then clear it here
+                    // so nothing is sent twice from that list.
+                    let drained = self
+                        .connection
+                        .eventloop
+                        .pending
+                        .iter()
+                        .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
+                        .count();
+                    self.connection.eventloop.pending.clear();
+                    let _ = self.events.send(LinkEvent::Down { drained });
+                    let reason = describe(&e);
+                    match &state {
+                        State::Connected => log::warn!(
+                            "lost connection to broker {broker}: {reason}; reconnecting with backoff from {} s up to {} s",
+                            BACKOFF_MIN.as_secs(),
+                            BACKOFF_MAX.as_secs()
+                        ),
+                        State::Down(previous) if *previous == reason => log::debug!(
+                            "broker {broker} still unreachable: {reason}; next try in {} s",
+                            backoff.as_secs()
+                        ),
+                        _ => log::warn!(
+                            "cannot connect to broker {broker}: {reason}; retrying with backoff from {} s up to {} s",
+                            backoff.as_secs(),
+                            BACKOFF_MAX.as_secs()
+                        ),
+                    }
+                    state = State::Down(reason);
+                    if self.stop.sleep(backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        log::debug!("broker event loop stopped");
+    }
+
+    fn subscribe(&self) {
+        let subs = [
+            (&self.config.heartbeat_topic, QoS::AtMostOnce),
+            (&self.config.reply_topic, QoS::AtLeastOnce),
+        ];
+        for (topic, qos) in subs {
+            if let Err(e) = self.client.try_subscribe(topic.as_str(), qos) {
+                log::error!("cannot subscribe to {topic}: {e}");
+            }
+        }
+    }
+
+    fn handle(&self, event: Event) {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                let _ = self.events.send(LinkEvent::Up);
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let _ = self.events.send(LinkEvent::Sent(pkid));
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let _ = self.events.send(LinkEvent::Acked(ack.pkid));
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                for code in &ack.return_codes {
+                    if let rumqttc::SubscribeReasonCode::Failure = code {
+                        log::error!("the broker refused a subscription (check its ACL)");
+                    }
+                }
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                self.on_message(&publish.topic, &publish.payload)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(&self, topic: &str, payload: &[u8]) {
+        if let Some(unit) = config::plus_level(&self.config.reply_topic, topic) {
+            match self.routes.route(unit) {
+                Some(outbox) => {
+                    if outbox.offer("device reply", payload.to_vec()) {
+                        Counters::add(&self.counters.replies_routed);
+                        log::info!("reply from unit {unit} -> backend {}", outbox.peer);
+                    } else {
+                        Counters::add(&self.counters.replies_dropped);
+                    }
+                }
+                None => {
+                    Counters::add(&self.counters.replies_dropped);
+                    log::warn!(
+                        "reply from unit {unit} has no backend route (no SCS/UDS pending): dropped"
+                    );
+                }
+            }
+        } else if let Some(device) = config::plus_level(&self.config.heartbeat_topic, topic) {
+            log::debug!("heartbeat from {device}: {} bytes", payload.len());
+        } else {
+            log::debug!("message on unexpected topic {topic}: ignored");
+        }
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::Io(io) => io.to_string(),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("broker refused the connection: {code:?}")
+        }
+        ConnectionError::NetworkTimeout => "connection timed out".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,167 @@
+//! Command-line parsing: turns `argv` into one [`Invocation`]. Pure; runs on
+//! the main thread before anything else starts.
+
+use std::path::PathBuf;
+
+use crate::error::Error;
+
+pub const HELP: &str = "\
+ms500-relay: relays backend JSON commands to MS500 cameras over MQTT
+
+Usage:
+  ms500-relay [run] [-c FILE]            run the relay in the foreground
+  ms500-relay check-config [-c FILE]     validate and print the effective configuration
+  ms500-relay send [-c FILE] [JSON...]   send commands (arguments, or stdin when none)
+                                         to the running relay and print what comes back
+  ms500-relay status [-c FILE]           print the status file in a readable form
+  ms500-relay --help | --version
+
+Options:
+  -c, --config FILE   configuration file (default ./relay.conf, then
+                      /etc/ms500-relay/relay.conf, else built-in defaults)
+  -w, --wait SECS     with send: how long to print what comes back (default 3)
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage,
+3 already running, 4 cannot listen on the socket.
+";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Run,
+    CheckConfig,
+    Send {
+        commands: Vec<String>,
+        wait_secs: f64,
+    },
+    Status,
+    Help,
+    Version,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    pub action: Action,
+    pub config: Option<PathBuf>,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Error> {
+    let mut config = None;
+    let mut subcommand: Option<String> = None;
+    let mut rest = Vec::new();
+    let mut wait_secs = 3.0;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                return Ok(Invocation {
+                    action: Action::Help,
+                    config,
+                })
+            }
+            "-V" | "--version" => {
+                return Ok(Invocation {
+                    action: Action::Version,
+                    config,
+                })
+            }
+            "-c" | "--config" => {
+                let path = args
+                    .next()
+                    .ok_or_else(|| Error::Usage(format!("{arg} needs a file name")))?;
+                config = Some(PathBuf::from(path));
+            }
+            "-w" | "--wait" => {
+                let value = args
+                    .next()
+                    .ok_or_else(|| Error::Usage(format!("{arg} needs a number of seconds")))?;
+                wait_secs = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| {
+                        Error::Usage(format!("{arg}: {value:?} is not a number of seconds"))
+                    })?;
+            }
+            _ if subcommand.is_none() && !arg.starts_with('-') => subcommand = Some(arg),
+            _ if subcommand.as_deref() == Some("send")
+                && !(arg.starts_with('-') && arg.len() > 1) =>
+            {
+                rest.push(arg)
+            }
+            _ => return Err(Error::Usage(format!("unexpected argument {arg:?}"))),
+        }
+    }
+    let action = match subcommand.as_deref() {
+        None | Some("run") => Action::Run,
+        Some("check-config") => Action::CheckConfig,
+        Some("status") => Action::Status,
+        Some("send") => Action::Send {
+            commands: rest,
+            wait_secs,
+        },
+        Some(other) => return Err(Error::Usage(format!("unknown command {other:?}"))),
+    };
+    if wait_secs != 3.0 && !matches!(action, Action::Send { .. }) {
+        return Err(Error::Usage("--wait only goes with send".into()));
+    }
+    Ok(Invocation { action, config })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Invocation, Error> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn no_arguments_runs_with_default_config() {
+        let inv = parse_str(&[]).unwrap();
+        assert_eq!(inv.action, Action::Run);
+        assert_eq!(inv.config, None);
+    }
+
+    #[test]
+    fn config_flag_before_or_after_subcommand() {
+        let a = parse_str(&["-c", "x.conf", "check-config"]).unwrap();
+        let b = parse_str(&["check-config", "--config", "x.conf"]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.config, Some(PathBuf::from("x.conf")));
+    }
+
+    #[test]
+    fn send_collects_json_arguments() {
+        let inv = parse_str(&["send", "-c", "r.conf", "{\"a\":1}", "{\"b\":2}"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Send {
+                commands: vec!["{\"a\":1}".into(), "{\"b\":2}".into()],
+                wait_secs: 3.0
+            }
+        );
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(matches!(parse_str(&["-c"]), Err(Error::Usage(_))));
+        assert!(matches!(parse_str(&["frobnicate"]), Err(Error::Usage(_))));
+        assert!(matches!(parse_str(&["run", "extra"]), Err(Error::Usage(_))));
+        assert!(matches!(parse_str(&["--bogus"]), Err(Error::Usage(_))));
+        assert!(matches!(
+            parse_str(&["run", "-w", "2"]),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            parse_str(&["send", "-w", "x"]),
+            Err(Error::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn help_and_version_win() {
+        assert_eq!(parse_str(&["send", "--help"]).unwrap().action, Action::Help);
+        assert_eq!(parse_str(&["-V"]).unwrap().action, Action::Version);
+    }
+}

@@ -1,0 +1,137 @@
+//! Wiring and shutdown: `run` binds the backend socket, starts the threads
+//! (listener → sessions → job channel → publisher → rumqttc client ← event
+//! loop), then waits on the main thread for SIGINT/SIGTERM. On the first
+//! signal it stops the intake, lets the publisher flush for up to
+//! `SHUTDOWN_GRACE` seconds and joins every thread; a second signal exits at
+//! once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
+use rumqttc::Client;
+
+use crate::broker::{self, BrokerLink, LinkEvent};
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::error::Error;
+use crate::listener;
+use crate::publisher::Publisher;
+use crate::routes::ReplyRoutes;
+use crate::session::{Accepted, Shared};
+use crate::shutdown::Stop;
+
+/// Commands parsed by sessions and not yet taken by the publisher; the
+/// publisher's ledger (`QUEUE_CAPACITY`) is the real queue.
+const JOB_CHANNEL: usize = 256;
+
+pub fn run(config: Config) -> Result<(), Error> {
+    let config = Arc::new(config);
+    // Bind first: "cannot listen" must be reported before anything else starts.
+    let socket = listener::bind(&config.socket_host, config.socket_port)?;
+    let local = socket.local_addr().map_err(Error::Io)?;
+
+    let signals = install_signal_handler()?;
+    let counters = Arc::new(Counters::default());
+    let routes = ReplyRoutes::new();
+    let intake = Stop::new();
+    let link_stop = Stop::new();
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
+    let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
+    let (client, connection) = Client::new(broker::options(&config), broker::CLIENT_QUEUE);
+
+    let link = BrokerLink {
+        connection,
+        client: client.clone(),
+        events: link_tx,
+        routes: routes.clone(),
+        counters: Arc::clone(&counters),
+        config: Arc::clone(&config),
+        stop: link_stop.clone(),
+    };
+    let (link_done_tx, link_done_rx) = crossbeam_channel::bounded::<()>(1);
+    let link_thread = spawn("mqtt-loop", move || {
+        link.run();
+        let _ = link_done_tx.send(());
+    })?;
+
+    let publisher = Publisher::new(client, &config, Arc::clone(&counters));
+    let grace = Duration::from_secs(config.shutdown_grace);
+    let publisher_thread = {
+        let intake = intake.clone();
+        let link_stop = link_stop.clone();
+        spawn("publisher", move || {
+            publisher.run(jobs_rx, link_rx, intake, link_stop, grace)
+        })?
+    };
+
+    let shared = Arc::new(Shared {
+        config: Arc::clone(&config),
+        jobs: jobs_tx,
+        routes,
+        counters: Arc::clone(&counters),
+        intake: intake.clone(),
+    });
+    let listener_thread = spawn("listener", move || listener::run(socket, shared))?;
+    log::info!(
+        "ms500-relay {} listening on {local}, broker {}:{}",
+        env!("CARGO_PKG_VERSION"),
+        config.mqtt_broker,
+        config.mqtt_port
+    );
+
+    loop {
+        match signals.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+
+    log::info!(
+        "shutting down: no new commands; publishing what is queued for up to {} s",
+        config.shutdown_grace
+    );
+    intake.trigger();
+    join(listener_thread);
+    join(publisher_thread);
+    // The event loop ends on DISCONNECT or after a short linger; do not hang on a dead broker.
+    link_stop.trigger();
+    match link_done_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => join(link_thread),
+        Err(_) => log::warn!("MQTT event loop did not stop in time; exiting without it"),
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| Error::Runtime(format!("cannot start the {name} thread: {e}")))
+}
+
+fn join(handle: JoinHandle<()>) {
+    let name = handle.thread().name().unwrap_or("?").to_string();
+    if handle.join().is_err() {
+        log::error!("the {name} thread panicked");
+    }
+}
+
+/// First SIGINT/SIGTERM: a message on the returned channel. Second: exit at once.
+fn install_signal_handler() -> Result<crossbeam_channel::Receiver<()>, Error> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let count = AtomicUsize::new(0);
+    ctrlc::set_handler(move || {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = tx.try_send(());
+        } else {
+            log::warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+    })
+    .map_err(|e| Error::Runtime(format!("cannot install the signal handler: {e}")))?;
+    Ok(rx)
+}

@@ -1,0 +1,96 @@
+//! Stop signals shared by every thread. A [`Stop`] is triggered once; threads
+//! either poll [`Stop::is_set`] between blocking calls or sleep on
+//! [`Stop::sleep`], which returns early the moment it is triggered.
+//!
+//! The relay uses two: `intake` (set by the main thread on SIGINT/SIGTERM:
+//! stop accepting and reading backends) and `link` (set by the publisher once
+//! it has flushed or given up: the MQTT event loop may now end).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+#[derive(Clone)]
+pub struct Stop {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    set: AtomicBool,
+    // Dropping the sender wakes every receiver blocked in `sleep`.
+    wake_tx: Mutex<Option<Sender<()>>>,
+    wake_rx: Receiver<()>,
+}
+
+impl Stop {
+    pub fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        Stop {
+            inner: Arc::new(Inner {
+                set: AtomicBool::new(false),
+                wake_tx: Mutex::new(Some(tx)),
+                wake_rx: rx,
+            }),
+        }
+    }
+
+    pub fn trigger(&self) {
+        self.inner.set.store(true, Ordering::SeqCst);
+        if let Ok(mut tx) = self.inner.wake_tx.lock() {
+            tx.take();
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.inner.set.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `duration` or until triggered; returns true when triggered.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        if self.is_set() {
+            return true;
+        }
+        let _ = self.inner.wake_rx.recv_timeout(duration);
+        self.is_set()
+    }
+
+    /// A receiver that becomes ready (disconnected) when triggered, for `select!`.
+    pub fn receiver(&self) -> &Receiver<()> {
+        &self.inner.wake_rx
+    }
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn sleep_returns_early_when_triggered_from_another_thread() {
+        let stop = Stop::new();
+        let other = stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            other.trigger();
+        });
+        let started = Instant::now();
+        assert!(stop.sleep(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn untriggered_sleep_times_out() {
+        let stop = Stop::new();
+        assert!(!stop.sleep(Duration::from_millis(10)));
+        assert!(!stop.is_set());
+    }
+}

@@ -1,0 +1,150 @@
+//! The operator's view: exit codes, check-config, send, --help, --version.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use support::{run_bin, Broker, Relay, Subscriber, TempDir};
+
+fn write_conf(dir: &TempDir, text: &str) -> String {
+    let p = dir.path().join("relay.conf");
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_config_passes_on_the_shipped_relay_conf_and_masks_the_password() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.conf");
+    let (code, out, err) = run_bin(&["check-config", "-c", shipped], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("MQTT_PORT = 1883"), "{out}");
+    assert!(out.contains("ACK_MODE = none"), "{out}");
+
+    let dir = TempDir::new("cli");
+    let conf = write_conf(
+        &dir,
+        "MQTT_PASSWORD = s3cr3t-value\nMQTT_USERNAME = relay\n",
+    );
+    let (code, out, _) = run_bin(&["check-config", "-c", &conf], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("MQTT_PASSWORD = ***"), "{out}");
+    assert!(!out.contains("s3cr3t-value"), "{out}");
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_file_line_and_key() {
+    let dir = TempDir::new("cli");
+    let conf = write_conf(&dir, "# comment\nMQTT_PORT = 1883\nMQTT_QOS = 7\n");
+    for args in [vec!["check-config", "-c", &conf], vec!["-c", &conf]] {
+        let (code, _, err) = run_bin(&args, None);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("relay.conf:3"), "{err}");
+        assert!(err.contains("MQTT_QOS"), "{err}");
+    }
+    let conf = write_conf(&dir, "NOT_A_KEY = 1\n");
+    let (code, _, err) = run_bin(&["-c", &conf], None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("relay.conf:1") && err.contains("NOT_A_KEY"),
+        "{err}"
+    );
+
+    let missing = dir.path().join("nope.conf");
+    let (code, _, err) = run_bin(&["-c", missing.to_str().unwrap()], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope.conf"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _, err) = run_bin(&["frobnicate"], None);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = run_bin(&["-c"], None);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = run_bin(&["--help"], None);
+    assert_eq!(code, 0);
+    for word in ["check-config", "send", "status", "--version"] {
+        assert!(out.contains(word), "{out}");
+    }
+    let (code, out, _) = run_bin(&["--version"], None);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("ms500-relay {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_taken_port_exits_4() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut relay = Relay::spawn(1, &[("SOCKET_PORT", &port.to_string())]);
+    let status = relay
+        .wait_exit(Duration::from_secs(10))
+        .expect("relay exits when its port is taken");
+    assert_eq!(status.code(), Some(4), "log:\n{}", relay.log());
+    assert!(relay.log().contains("cannot listen"), "{}", relay.log());
+}
+
+#[test]
+fn send_delivers_arguments_and_stdin_and_prints_replies() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    let conf = relay.conf.to_str().unwrap().to_string();
+    let a = r#"{"type":"IMG","unit":"s1","id":1}"#;
+    let b = r#"{"type":"RSR","unit":"s1","id":2}"#;
+    let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "2", a, b], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        sub.recv(Duration::from_secs(10)).unwrap().payload,
+        a.as_bytes()
+    );
+    assert_eq!(
+        sub.recv(Duration::from_secs(10)).unwrap().payload,
+        b.as_bytes()
+    );
+    assert!(
+        out.contains(r#""status":"ok""#) && out.contains(r#""id":2"#),
+        "{out}"
+    );
+
+    let c = r#"{"type":"FRS","unit":"s1","reset_level":1}"#;
+    let (code, _, err) = run_bin(&["send", "-c", &conf, "-w", "0.5"], Some(c.as_bytes()));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        sub.recv(Duration::from_secs(10)).unwrap().payload,
+        c.as_bytes()
+    );
+}
+
+#[test]
+fn send_without_a_relay_fails_with_exit_1() {
+    let dir = TempDir::new("cli");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = write_conf(&dir, &format!("SOCKET_PORT = {port}\n"));
+    let (code, _, err) = run_bin(&["send", "-c", &conf, "{}"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_exit_0() {
+    let broker = Broker::start();
+    let mut relay = Relay::start(broker.port, &[]);
+    relay.expect_log("connected to broker", Duration::from_secs(10));
+    relay.signal("TERM");
+    let status = relay
+        .wait_exit(Duration::from_secs(10))
+        .expect("relay stops on SIGTERM");
+    assert_eq!(status.code(), Some(0), "log:\n{}", relay.log());
+}

@@ -1,0 +1,549 @@
+//! Shared fixtures for the integration tests: a real mosquitto on a free
+//! loopback port, the real relay binary with its own relay.conf, a real MQTT
+//! subscriber, and real backend sockets. Every process is killed on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ms500-relay");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A fresh scratch directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ms500-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// A real mosquitto bound to 127.0.0.1 on a free port.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+    extra: String,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Broker::start_with("")
+    }
+
+    /// `extra` lines are appended to the listener's configuration.
+    pub fn start_with(extra: &str) -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            child: None,
+            dir: TempDir::new("broker"),
+            extra: extra.to_string(),
+        };
+        b.restart();
+        b
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// (Re)starts mosquitto on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n{}\n",
+                self.port, self.extra
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto (scripts/test.sh installs it)");
+        self.child = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(10), || port_open(self.port)),
+            "mosquitto did not listen on {}",
+            self.port
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            wait_until(Duration::from_secs(5), || !port_open(self.port));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn mosquitto_bin() -> &'static str {
+    if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    }
+}
+
+/// The real relay binary with a generated relay.conf.
+pub struct Relay {
+    pub port: u16,
+    pub conf: PathBuf,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    _dir: TempDir,
+}
+
+impl Relay {
+    /// Starts the relay against `broker_port` with `settings` added to relay.conf, and waits until it listens.
+    pub fn start(broker_port: u16, settings: &[(&str, &str)]) -> Relay {
+        let relay = Relay::spawn(broker_port, settings);
+        let port = relay.port;
+        assert!(
+            wait_until(Duration::from_secs(10), || port_open(port)),
+            "relay did not listen; log:\n{}",
+            relay.log()
+        );
+        relay
+    }
+
+    /// Starts the relay without waiting for it to listen.
+    pub fn spawn(broker_port: u16, settings: &[(&str, &str)]) -> Relay {
+        let dir = TempDir::new("relay");
+        let port = settings
+            .iter()
+            .find(|(k, _)| *k == "SOCKET_PORT")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or_else(free_port);
+        let mut conf =
+            format!("MQTT_BROKER = 127.0.0.1\nMQTT_PORT = {broker_port}\nSOCKET_PORT = {port}\n");
+        for (k, v) in settings {
+            if *k != "SOCKET_PORT" {
+                conf.push_str(&format!("{k} = \"{v}\"\n"));
+            }
+        }
+        let path = dir.path().join("relay.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut relay = Relay {
+            port,
+            conf: path,
+            child: None,
+            log: Arc::default(),
+            _dir: dir,
+        };
+        relay.launch();
+        relay
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new(BIN)
+            .arg("-c")
+            .arg(&self.conf)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start relay");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::clone(&self.log);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if std::env::var_os("RELAY_TEST_ECHO").is_some() {
+                    eprint!("relay| {line}");
+                }
+                log.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        self.child = Some(child);
+    }
+
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log otherwise.
+    pub fn expect_log(&self, needle: &str, timeout: Duration) {
+        if !wait_until(timeout, || self.log().contains(needle)) {
+            panic!("relay log never showed {needle:?}; log:\n{}", self.log());
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to relay");
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits for the relay to exit; None when it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    // Let the log reader catch the last lines.
+                    std::thread::sleep(Duration::from_millis(50));
+                    return Some(status);
+                }
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the binary to completion with `args`, returning (exit code, stdout, stderr).
+pub fn run_bin(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run relay binary");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        input.write_all(data).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One message seen by a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// A real MQTT subscriber on its own thread.
+pub struct Subscriber {
+    rx: crossbeam_channel::Receiver<Message>,
+    pub client: Client,
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` (QoS 1) and waits for the SubAck.
+    pub fn new(broker_port: u16, filter: &str) -> Subscriber {
+        Subscriber::with_session(broker_port, filter, None)
+    }
+
+    /// With `Some(id)`: a persistent session under that client id, so messages
+    /// published while the broker restarts are not missed... as far as the broker keeps them.
+    pub fn with_session(broker_port: u16, filter: &str, id: Option<&str>) -> Subscriber {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let client_id = id.map(str::to_string).unwrap_or_else(|| {
+            format!(
+                "test-sub-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            )
+        });
+        let mut opts = MqttOptions::new(client_id, "127.0.0.1", broker_port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_clean_session(id.is_none());
+        let (client, mut conn) = Client::new(opts, 64);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let sub_client = client.clone();
+        let filter = filter.to_string();
+        std::thread::spawn(move || {
+            for event in conn.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub_client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.try_send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx
+                            .send(Message {
+                                topic: p.topic.clone(),
+                                payload: p.payload.to_vec(),
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscription acknowledged");
+        Subscriber { rx, client }
+    }
+
+    pub fn recv(&self, timeout: Duration) -> Option<Message> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Collects messages until `n` arrived or nothing came for `quiet`.
+    pub fn collect(&self, n: usize, quiet: Duration) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.rx.recv_timeout(quiet) {
+                Ok(m) => out.push(m),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub fn assert_silent(&self, wait: Duration) {
+        if let Ok(m) = self.rx.recv_timeout(wait) {
+            panic!(
+                "unexpected message on {}: {}",
+                m.topic,
+                String::from_utf8_lossy(&m.payload)
+            );
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.client.try_disconnect();
+    }
+}
+
+/// A short-lived MQTT publisher (a simulated device).
+pub fn publish(broker_port: u16, topic: &str, payload: &[u8], qos: QoS) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut opts = MqttOptions::new(
+        format!(
+            "test-pub-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ),
+        "127.0.0.1",
+        broker_port,
+    );
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut conn) = Client::new(opts, 16);
+    client.publish(topic, qos, false, payload.to_vec()).unwrap();
+    client.disconnect().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match conn.recv_timeout(Duration::from_millis(500)) {
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => return,
+            Ok(Err(_)) | Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+            _ => {}
+        }
+    }
+}
+
+/// Reads lines from a backend socket until `n` lines or `timeout`.
+pub fn read_lines(stream: &TcpStream, n: usize, timeout: Duration) -> Vec<String> {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let deadline = Instant::now() + timeout;
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    lines.push(line.trim_end_matches('\n').to_string());
+                    line.clear();
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    lines
+}
+
+/// True when the relay closed the connection (read returns 0) within `timeout`.
+pub fn closed_by_peer(stream: &mut TcpStream, timeout: Duration) -> bool {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The twelve command types with a realistic, valid sample each, for `unit`.
+pub fn samples(unit: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "AIM",
+            format!(
+                r#"{{"type":"AIM","unit":"{unit}","model_id":17,"link":"https://fw.example/model.tflite","md5":"0123456789abcdef0123456789ABCDEF"}}"#
+            ),
+        ),
+        (
+            "FMW",
+            format!(
+                r#"{{"type":"FMW","unit":"{unit}","firmware_id":"2.4.1","link":"https://fw.example/fw.bin","md5":"ffffffffffffffffffffffffffffffff","id":7}}"#
+            ),
+        ),
+        (
+            "APP",
+            format!(
+                r#"{{"type":"APP","unit":"{unit}","application_id":3,"link":"https://fw.example/app.bin","md5":"00000000000000000000000000000000"}}"#
+            ),
+        ),
+        (
+            "CDN",
+            format!(
+                r#"{{"type":"CDN","unit":"{unit}","coordinates":[[0,0],[640,0],[640,480],[0,480]]}}"#
+            ),
+        ),
+        (
+            "CFG",
+            format!(
+                r#"{{"type":"CFG","unit":"{unit}","configs":{{"exposure":3,"name":"Café ☕ 東京"}}}}"#
+            ),
+        ),
+        (
+            "CTS",
+            format!(r#"{{"type":"CTS","unit":"{unit}","cs_width":1280,"cs_height":720}}"#),
+        ),
+        (
+            "WFI",
+            format!(
+                r#"{{"type":"WFI","unit":"{unit}","wifi_enabled":1,"wifi_ssid":"site","wifi_password":"hunter2"}}"#
+            ),
+        ),
+        ("SCS", format!(r#"{{"type":"SCS","unit":"{unit}"}}"#)),
+        (
+            "UDS",
+            format!(r#"{{"type":"UDS","unit":"{unit}","settings":{{"fps":5,"tz":"UTC"}}}}"#),
+        ),
+        (
+            "FRS",
+            format!(r#"{{"type":"FRS","unit":"{unit}","reset_level":2}}"#),
+        ),
+        (
+            "IMG",
+            format!(r#"{{"type":"IMG","unit":"{unit}","id":"img-1"}}"#),
+        ),
+        (
+            "RSR",
+            format!(r#"{{"type":"RSR","unit":"{unit}","since": 1.50e3}}"#),
+        ),
+    ]
+}
+
+pub fn topic(unit: &str) -> String {
+    format!("/service/ms500/{unit}/socket")
+}
