@@ -82,14 +82,19 @@ impl Broker {
 
     /// `extra` lines are appended to the listener's configuration.
     pub fn start_with(extra: &str) -> Broker {
-        let mut b = Broker {
+        let mut b = Broker::unstarted(extra);
+        b.restart();
+        b
+    }
+
+    /// A broker with its port chosen but not running yet: `restart()` starts it.
+    pub fn unstarted(extra: &str) -> Broker {
+        Broker {
             port: free_port(),
             child: None,
             dir: TempDir::new("broker"),
             extra: extra.to_string(),
-        };
-        b.restart();
-        b
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -225,6 +230,18 @@ impl Relay {
 
     pub fn dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// CPU seconds (user + system) the relay process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
     }
 
     pub fn pid(&self) -> u32 {
