@@ -1,13 +1,13 @@
 //! The MQTT event-loop thread: the only thread that polls rumqttc's
 //! `Connection`. It keeps the broker connection (reconnecting with a sleeping
 //! backoff of 1 s doubling to 30 s, reset on ConnAck), subscribes to the
-//! heartbeat and reply topics after every ConnAck, routes device replies to
-//! the backend holding the unit's route, and reports what the publisher needs
+//! heartbeat and reply topics after every ConnAck, records heartbeats in the
+//! device table, routes device replies to the backend holding the unit's route, and reports what the publisher needs
 //! to know as [`LinkEvent`]s on a bounded channel. It never blocks on a
 //! backend: replies go through `Outbox::offer`.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use rumqttc::{
@@ -16,6 +16,8 @@ use rumqttc::{
 
 use crate::config::{self, Config};
 use crate::counters::Counters;
+use crate::devices::{DeviceTable, Seen};
+use crate::heartbeat;
 use crate::publisher::WINDOW;
 use crate::routes::ReplyRoutes;
 use crate::shutdown::Stop;
@@ -65,6 +67,7 @@ pub struct BrokerLink {
     pub routes: ReplyRoutes,
     pub counters: Arc<Counters>,
     pub config: Arc<Config>,
+    pub devices: Arc<Mutex<DeviceTable>>,
     pub stop: Stop,
 }
 
@@ -220,9 +223,32 @@ impl BrokerLink {
                 }
             }
         } else if let Some(device) = config::plus_level(&self.config.heartbeat_topic, topic) {
-            log::debug!("heartbeat from {device}: {} bytes", payload.len());
+            self.on_heartbeat(device, payload);
         } else {
             log::debug!("message on unexpected topic {topic}: ignored");
+        }
+    }
+}
+
+impl BrokerLink {
+    fn on_heartbeat(&self, device: &str, payload: &[u8]) {
+        let status = match heartbeat::parse(payload) {
+            Ok(status) => status,
+            Err(why) => {
+                log::warn!("odd heartbeat from device {device} ignored: {why}");
+                return;
+            }
+        };
+        log::info!("heartbeat {device}: {}", status.summary());
+        let seen = self
+            .devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(device, status, Instant::now(), SystemTime::now());
+        match seen {
+            Seen::New => log::info!("device {device} online (first heartbeat since start)"),
+            Seen::BackOnline => log::info!("device {device} is back online"),
+            Seen::Again => {}
         }
     }
 }

@@ -3,12 +3,13 @@
 //! loop), then waits on the main thread for SIGINT/SIGTERM. On the first
 //! signal it stops the intake, lets the publisher flush for up to
 //! `SHUTDOWN_GRACE` seconds and joins every thread; a second signal exits at
-//! once.
+//! once. Once a second the main thread also sweeps the device table for
+//! devices gone silent.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use rumqttc::Client;
@@ -16,6 +17,7 @@ use rumqttc::Client;
 use crate::broker::{self, BrokerLink, LinkEvent};
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::devices::DeviceTable;
 use crate::error::Error;
 use crate::listener;
 use crate::publisher::Publisher;
@@ -36,6 +38,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let signals = install_signal_handler()?;
     let counters = Arc::new(Counters::default());
     let routes = ReplyRoutes::new();
+    let devices = Arc::new(Mutex::new(DeviceTable::new()));
     let intake = Stop::new();
     let link_stop = Stop::new();
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
@@ -49,6 +52,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         routes: routes.clone(),
         counters: Arc::clone(&counters),
         config: Arc::clone(&config),
+        devices: Arc::clone(&devices),
         stop: link_stop.clone(),
     };
     let (link_done_tx, link_done_rx) = crossbeam_channel::bounded::<()>(1);
@@ -85,7 +89,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     loop {
         match signals.recv_timeout(Duration::from_secs(1)) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => tick(&devices, &config),
         }
     }
 
@@ -104,6 +108,22 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Once a second on the main thread: devices gone silent are logged offline once.
+fn tick(devices: &Mutex<DeviceTable>, config: &Config) {
+    let timeout = Duration::from_secs(config.device_timeout);
+    let gone = devices
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .sweep(Instant::now(), timeout);
+    for (id, silent) in gone {
+        log::warn!(
+            "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",
+            silent.as_secs(),
+            config.device_timeout
+        );
+    }
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>, Error> {

@@ -1,0 +1,380 @@
+//! The upstream half: heartbeats shown and tracked, SCS/UDS replies routed
+//! back to the connection that asked, status lines per ACK_MODE.
+
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use rumqttc::QoS;
+use support::{publish, read_lines, Broker, Relay, Subscriber};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn reply_topic(unit: &str) -> String {
+    format!("/device/ms500/{unit}/socket_reply")
+}
+
+fn heartbeat_topic(id: &str) -> String {
+    format!("/device/ms500/{id}/online")
+}
+
+/// Waits until the relay has subscribed (after its ConnAck).
+fn ready(relay: &Relay) {
+    relay.expect_log("connected to broker", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[]);
+    ready(&relay);
+    let hb = br#"{"device_id":"cam-07","msg_type":"online","timestamp":1764391000,"ip":"10.1.2.3","network":"wifi","eth_connected":false,"wifi_connected":true,"lte_connected":0,"cpu_temp":51.5,"sense_temp":40.25,"video_fps":14.5,"spi_fps":29,"lte_signal":-77}"#;
+    publish(broker.port, &heartbeat_topic("cam-07"), hb, QoS::AtMostOnce);
+    relay.expect_log("heartbeat cam-07:", WAIT);
+    let log = relay.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("heartbeat cam-07:"))
+        .unwrap();
+    for part in [
+        "ts=1764391000",
+        "ip=10.1.2.3",
+        "net=wifi",
+        "eth=down",
+        "wifi=up",
+        "lte=down",
+        "cpu=51.5C",
+        "sense=40.25C",
+        "video=14.5fps",
+        "spi=29fps",
+        "lte_signal=-77",
+    ] {
+        assert!(line.contains(part), "{part} missing in {line}");
+    }
+
+    // Missing fields are absent, not zero.
+    publish(
+        broker.port,
+        &heartbeat_topic("cam-08"),
+        br#"{"ip":"10.1.2.4"}"#,
+        QoS::AtMostOnce,
+    );
+    relay.expect_log("heartbeat cam-08:", WAIT);
+    let log = relay.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("heartbeat cam-08:"))
+        .unwrap();
+    assert!(
+        line.contains("cpu=absent") && !line.contains("lte_signal"),
+        "{line}"
+    );
+
+    // Non-JSON and odd heartbeats: one warn line, and the relay carries on.
+    publish(
+        broker.port,
+        &heartbeat_topic("cam-09"),
+        b"\xff\xfeonline",
+        QoS::AtMostOnce,
+    );
+    publish(
+        broker.port,
+        &heartbeat_topic("cam-09"),
+        b"[1,2]",
+        QoS::AtMostOnce,
+    );
+    relay.expect_log("odd heartbeat from device cam-09", WAIT);
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    relay
+        .connect()
+        .write_all(br#"{"type":"IMG","unit":"cam-09"}"#)
+        .unwrap();
+    assert!(
+        sub.recv(WAIT).is_some(),
+        "relay still relays after odd heartbeats"
+    );
+    assert!(
+        !relay.log().contains("heartbeat cam-09:"),
+        "odd heartbeats are not shown as status"
+    );
+}
+
+#[test]
+fn silent_device_goes_offline_once_and_comes_back_online() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("DEVICE_TIMEOUT", "2")]);
+    ready(&relay);
+    publish(
+        broker.port,
+        &heartbeat_topic("cam-q"),
+        br#"{"ip":"10.0.0.1"}"#,
+        QoS::AtMostOnce,
+    );
+    relay.expect_log("device cam-q offline", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        relay.log().matches("device cam-q offline").count(),
+        1,
+        "offline is logged once"
+    );
+    publish(
+        broker.port,
+        &heartbeat_topic("cam-q"),
+        br#"{"ip":"10.0.0.1"}"#,
+        QoS::AtMostOnce,
+    );
+    relay.expect_log("device cam-q is back online", WAIT);
+}
+
+#[test]
+fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[]);
+    ready(&relay);
+    let mut a = relay.connect();
+    let mut b = relay.connect();
+    a.write_all(br#"{"type":"SCS","unit":"cam-r"}"#).unwrap();
+    relay.expect_log("accepted SCS for unit cam-r", WAIT);
+    let reply = "{\"fps\": 15, \"name\": \"caf\u{e9}\"}";
+    publish(
+        broker.port,
+        &reply_topic("cam-r"),
+        reply.as_bytes(),
+        QoS::AtLeastOnce,
+    );
+    assert_eq!(
+        read_lines(&a, 1, WAIT),
+        vec![reply.to_string()],
+        "byte-exact plus newline"
+    );
+    assert!(
+        read_lines(&b, 1, Duration::from_millis(500)).is_empty(),
+        "b did not ask"
+    );
+
+    // UDS from b takes the route over.
+    b.write_all(br#"{"type":"UDS","unit":"cam-r","settings":{"fps":10}}"#)
+        .unwrap();
+    relay.expect_log("accepted UDS for unit cam-r", WAIT);
+    std::thread::sleep(Duration::from_millis(100));
+    publish(
+        broker.port,
+        &reply_topic("cam-r"),
+        b"{\"ok\":true}",
+        QoS::AtLeastOnce,
+    );
+    assert_eq!(read_lines(&b, 1, WAIT), vec!["{\"ok\":true}".to_string()]);
+    assert!(
+        read_lines(&a, 1, Duration::from_millis(500)).is_empty(),
+        "route moved away from a"
+    );
+
+    // b closes: its route is gone and the reply is dropped with a warning.
+    drop(b);
+    relay.expect_log("closed the connection", WAIT);
+    std::thread::sleep(Duration::from_millis(200));
+    publish(
+        broker.port,
+        &reply_topic("cam-r"),
+        b"{\"late\":1}",
+        QoS::AtLeastOnce,
+    );
+    relay.expect_log("reply from unit cam-r has no backend route", WAIT);
+    assert!(read_lines(&a, 1, Duration::from_millis(500)).is_empty());
+
+    // An unrouted reply for an unknown unit is survived; a is still served.
+    publish(broker.port, &reply_topic("ghost"), b"{}", QoS::AtLeastOnce);
+    relay.expect_log("reply from unit ghost has no backend route", WAIT);
+    a.write_all(br#"{"type":"SCS","unit":"cam-s"}"#).unwrap();
+    relay.expect_log("accepted SCS for unit cam-s", WAIT);
+    publish(
+        broker.port,
+        &reply_topic("cam-s"),
+        b"{\"s\":1}",
+        QoS::AtLeastOnce,
+    );
+    assert_eq!(read_lines(&a, 1, WAIT), vec!["{\"s\":1}".to_string()]);
+}
+
+fn parse(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+}
+
+#[test]
+fn ack_mode_all_writes_one_ok_line_per_command_and_error_lines_naming_the_field() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    ready(&relay);
+    let mut s = relay.connect();
+    for i in 0..5 {
+        s.write_all(format!(r#"{{"type":"IMG","unit":"u{i}","id":{i}}}"#).as_bytes())
+            .unwrap();
+    }
+    s.write_all(br#"{"type":"FRS","unit":"u9","id":"bad-1"}"#)
+        .unwrap();
+    s.write_all(br#"{"type":"RSR","unit":"u9"}"#).unwrap();
+    let lines = read_lines(&s, 7, WAIT);
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    let values: Vec<serde_json::Value> = lines.iter().map(|l| parse(l)).collect();
+    let oks: Vec<&serde_json::Value> = values.iter().filter(|v| v["status"] == "ok").collect();
+    let errors: Vec<&serde_json::Value> =
+        values.iter().filter(|v| v["status"] == "error").collect();
+    assert_eq!(oks.len(), 6);
+    let ids: Vec<serde_json::Value> = oks.iter().map(|v| v["id"].clone()).collect();
+    assert_eq!(&ids[..5], &[0, 1, 2, 3, 4].map(serde_json::Value::from));
+    assert!(
+        oks[5].get("id").is_none(),
+        "no id key when the command had none"
+    );
+    assert!(oks.iter().all(|v| v.get("error").is_none()));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["id"], "bad-1");
+    assert_eq!(errors[0]["type"], "FRS");
+    assert_eq!(errors[0]["error"], r#"missing field "reset_level""#);
+    assert_eq!(sub.collect(6, WAIT).len(), 6);
+}
+
+#[test]
+fn ack_mode_all_ok_line_comes_only_after_the_broker_took_the_command() {
+    let mut broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    ready(&relay);
+    broker.stop();
+    relay.expect_log("lost connection to broker", WAIT);
+    let mut s = relay.connect();
+    s.write_all(br#"{"type":"IMG","unit":"w","id":"while-down"}"#)
+        .unwrap();
+    relay.expect_log("accepted IMG for unit w", WAIT);
+    assert!(
+        read_lines(&s, 1, Duration::from_secs(1)).is_empty(),
+        "no ok line before the broker acknowledged"
+    );
+    broker.restart();
+    let lines = read_lines(&s, 1, Duration::from_secs(40));
+    assert_eq!(
+        lines.len(),
+        1,
+        "ok line after reconnect; log:\n{}",
+        relay.log()
+    );
+    assert_eq!(parse(&lines[0])["id"], "while-down");
+}
+
+#[test]
+fn ack_mode_errors_writes_only_error_lines_and_none_writes_only_replies() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
+    ready(&relay);
+    let mut s = relay.connect();
+    s.write_all(br#"{"type":"IMG","unit":"e1","id":1}"#)
+        .unwrap();
+    s.write_all(br#"{"type":"CDN","unit":"e1","id":2}"#)
+        .unwrap();
+    s.write_all(b"not json\n").unwrap();
+    s.write_all(br#"{"type":"IMG","unit":"e1","id":3}"#)
+        .unwrap();
+    let lines = read_lines(&s, 3, Duration::from_secs(3));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let first = parse(&lines[0]);
+    assert_eq!(first["status"], "error");
+    assert_eq!(first["id"], 2);
+    assert_eq!(first["error"], r#"missing field "coordinates""#);
+    let second = parse(&lines[1]);
+    assert_eq!(second["status"], "error");
+    assert!(
+        second["error"].as_str().unwrap().contains("invalid JSON"),
+        "{second}"
+    );
+    drop(relay);
+
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "none")]);
+    ready(&relay);
+    let mut s = relay.connect();
+    s.write_all(br#"{"type":"SCS","unit":"n1"}"#).unwrap();
+    s.write_all(br#"{"type":"CDN","unit":"n1"}"#).unwrap();
+    relay.expect_log("accepted SCS for unit n1", WAIT);
+    publish(
+        broker.port,
+        &reply_topic("n1"),
+        b"{\"r\":1}",
+        QoS::AtLeastOnce,
+    );
+    let lines = read_lines(&s, 2, Duration::from_secs(3));
+    assert_eq!(lines, vec!["{\"r\":1}".to_string()]);
+}
+
+#[test]
+fn a_backend_that_never_reads_does_not_delay_other_connections() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[]);
+    ready(&relay);
+    let mut lazy = relay.connect();
+    lazy.write_all(br#"{"type":"SCS","unit":"flood"}"#).unwrap();
+    relay.expect_log("accepted SCS for unit flood", WAIT);
+    let _ = sub.recv(WAIT);
+
+    // The device floods replies (QoS 0, 4 KiB each, ~40 MB) from another thread.
+    let port = broker.port;
+    let flooder = std::thread::spawn(move || {
+        let mut opts = rumqttc::MqttOptions::new("flooder", "127.0.0.1", port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut conn) = rumqttc::Client::new(opts, 1000);
+        let pump = std::thread::spawn(move || {
+            for e in conn.iter() {
+                if e.is_err() {
+                    break;
+                }
+            }
+        });
+        let payload = vec![b'x'; 4096];
+        for _ in 0..10_000 {
+            if client
+                .publish(
+                    reply_topic("flood"),
+                    QoS::AtMostOnce,
+                    false,
+                    payload.clone(),
+                )
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = client.disconnect();
+        let _ = pump.join();
+    });
+
+    // Meanwhile another backend's commands go straight through.
+    let mut other = relay.connect();
+    let started = Instant::now();
+    for i in 0..200 {
+        other
+            .write_all(format!(r#"{{"type":"IMG","unit":"busy","id":{i}}}"#).as_bytes())
+            .unwrap();
+    }
+    let got = sub.collect(200, WAIT);
+    assert_eq!(
+        got.len(),
+        200,
+        "log tail:\n{}",
+        relay
+            .log()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "other backends were held up for {:?}",
+        started.elapsed()
+    );
+    flooder.join().unwrap();
+    relay.expect_log("is not reading", Duration::from_secs(20));
+    drop(lazy);
+}
