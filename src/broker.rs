@@ -2,16 +2,19 @@
 //! `Connection`. It keeps the broker connection (reconnecting with a sleeping
 //! backoff of 1 s doubling to 30 s, reset on ConnAck), subscribes to the
 //! heartbeat and reply topics after every ConnAck, records heartbeats in the
-//! device table, routes device replies to the backend holding the unit's route, and reports what the publisher needs
-//! to know as [`LinkEvent`]s on a bounded channel. It never blocks on a
-//! backend: replies go through `Outbox::offer`.
+//! device table, routes device replies to the backend holding the unit's
+//! route, rebuilds a connection that stalls with work pending, and reports
+//! what the publisher needs to know as [`LinkEvent`]s on a bounded channel.
+//! It never blocks on a backend: replies go through `Outbox::offer`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use rumqttc::{
-    Client, Connection, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS, Request,
+    Client, Connection, ConnectionError, Event, MqttOptions, MqttState, Outgoing, Packet, QoS,
+    Request,
 };
 
 use crate::config::{self, Config};
@@ -26,6 +29,9 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long the loop keeps polling after the publisher is done, to send DISCONNECT.
 const STOP_LINGER: Duration = Duration::from_secs(2);
+/// Connected, commands in flight, and no publish written or acknowledged for
+/// this long: the client is stalled (rumqttc #1014) and the connection is rebuilt.
+pub const STALL_LIMIT: Duration = Duration::from_secs(20);
 
 /// What the publisher learns from the event loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +74,8 @@ pub struct BrokerLink {
     pub counters: Arc<Counters>,
     pub config: Arc<Config>,
     pub devices: Arc<Mutex<DeviceTable>>,
+    /// Commands the publisher has in flight: work the watchdog expects progress on.
+    pub in_flight: Arc<AtomicUsize>,
     pub stop: Stop,
 }
 
@@ -85,6 +93,7 @@ impl BrokerLink {
         let mut state = State::Starting;
         let mut backoff = BACKOFF_MIN;
         let mut stop_seen: Option<Instant> = None;
+        let mut progress = Instant::now();
         loop {
             if self.stop.is_set() {
                 let since = *stop_seen.get_or_insert_with(Instant::now);
@@ -112,46 +121,49 @@ impl BrokerLink {
                     break;
                 }
                 Ok(event) => {
-                    if let Event::Incoming(Packet::ConnAck(_)) = event {
-                        log::info!("connected to broker {broker}");
-                        state = State::Connected;
-                        backoff = BACKOFF_MIN;
-                        self.subscribe();
+                    match event {
+                        Event::Incoming(Packet::ConnAck(_)) => {
+                            log::info!("connected to broker {broker}");
+                            state = State::Connected;
+                            backoff = BACKOFF_MIN;
+                            progress = Instant::now();
+                            self.subscribe();
+                        }
+                        Event::Outgoing(Outgoing::Publish(_))
+                        | Event::Incoming(Packet::PubAck(_)) => progress = Instant::now(),
+                        _ => {}
                     }
                     self.handle(event);
+                    let in_flight = self.in_flight.load(Ordering::Relaxed);
+                    if state == State::Connected
+                        && stalled(in_flight, progress.elapsed(), STALL_LIMIT)
+                    {
+                        log::warn!(
+                            "broker {broker}: no publish written or acknowledged for {} s with {in_flight} \
+                             commands in flight: rebuilding the connection",
+                            progress.elapsed().as_secs()
+                        );
+                        // Drop the connection as a network error would, then start afresh.
+                        self.connection.eventloop.clean();
+                        self.link_lost();
+                        state = State::Down("rebuilt after a stall".into());
+                        progress = Instant::now();
+                    }
                 }
                 Err(e) => {
-                    // Events rumqttc buffered before the failure still happened: report them first.
-                    let leftovers: Vec<Event> =
-                        self.connection.eventloop.state.events.drain(..).collect();
-                    for event in leftovers {
-                        self.handle(event);
-                    }
-                    // Requests still queued (pkid 0) were drained into `pending`, which a
-                    // new session clears: tell the publisher how many, then clear it here
-                    // so nothing is sent twice from that list.
-                    let drained = self
-                        .connection
-                        .eventloop
-                        .pending
-                        .iter()
-                        .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
-                        .count();
-                    self.connection.eventloop.pending.clear();
-                    let _ = self.events.send(LinkEvent::Down { drained });
+                    self.link_lost();
                     let reason = describe(&e);
                     match &state {
                         State::Connected => log::warn!(
-                            "lost connection to broker {broker}: {reason}; reconnecting with backoff from {} s up to {} s",
-                            BACKOFF_MIN.as_secs(),
-                            BACKOFF_MAX.as_secs()
+                            "lost connection to broker {broker}: {reason}; retrying in {} s",
+                            backoff.as_secs()
                         ),
                         State::Down(previous) if *previous == reason => log::debug!(
                             "broker {broker} still unreachable: {reason}; next try in {} s",
                             backoff.as_secs()
                         ),
                         _ => log::warn!(
-                            "cannot connect to broker {broker}: {reason}; retrying with backoff from {} s up to {} s",
+                            "cannot connect to broker {broker}: {reason}; retrying in {} s (backoff doubling up to {} s)",
                             backoff.as_secs(),
                             BACKOFF_MAX.as_secs()
                         ),
@@ -165,6 +177,30 @@ impl BrokerLink {
             }
         }
         log::debug!("broker event loop stopped");
+    }
+
+    /// The connection is gone (rumqttc has already moved what it held into
+    /// `pending`). Report it to the publisher and reset rumqttc's session state.
+    fn link_lost(&mut self) {
+        let eventloop = &mut self.connection.eventloop;
+        // Events rumqttc buffered before the failure still happened: report them first.
+        let leftovers: Vec<Event> = eventloop.state.events.drain(..).collect();
+        // Requests still queued (pkid 0) were drained into `pending`, which a new
+        // session clears anyway: tell the publisher how many, and clear it here so
+        // the publisher alone decides what is sent again.
+        let drained = eventloop
+            .pending
+            .iter()
+            .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
+            .count();
+        eventloop.pending.clear();
+        // A fresh state, as for any clean session: no stale packet ids or
+        // collision left to stall the next connection (rumqttc #1014, #1056).
+        eventloop.state = MqttState::new(WINDOW as u16, false);
+        for event in leftovers {
+            self.handle(event);
+        }
+        let _ = self.events.send(LinkEvent::Down { drained });
     }
 
     fn subscribe(&self) {
@@ -253,6 +289,11 @@ impl BrokerLink {
     }
 }
 
+/// The watchdog's rule: work is pending and nothing moved for longer than `limit`.
+pub fn stalled(in_flight: usize, since_progress: Duration, limit: Duration) -> bool {
+    in_flight > 0 && since_progress > limit
+}
+
 fn describe(e: &ConnectionError) -> String {
     match e {
         ConnectionError::Io(io) => io.to_string(),
@@ -261,5 +302,24 @@ fn describe(e: &ConnectionError) -> String {
         }
         ConnectionError::NetworkTimeout => "connection timed out".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_needs_work_and_silence_past_the_limit() {
+        let limit = Duration::from_secs(20);
+        assert!(
+            !stalled(0, Duration::from_secs(3600), limit),
+            "idle is not stalled"
+        );
+        assert!(
+            !stalled(5, limit, limit),
+            "exactly the limit is not yet a stall"
+        );
+        assert!(stalled(5, limit + Duration::from_millis(1), limit));
     }
 }

@@ -55,6 +55,11 @@ impl<T> Ledger<T> {
         seq
     }
 
+    /// The sequence number the next [`Ledger::push`] will return.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -117,6 +122,11 @@ impl<T> Ledger<T> {
         let drained = drained.min(self.handed.len());
         self.handed.drain(..drained);
         self.sent.clear();
+    }
+
+    /// Oldest-first view of everything not yet acknowledged.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.entries.iter().map(|(s, t)| (*s, t))
     }
 
     /// A new connection: everything unacknowledged is due again, oldest first.

@@ -12,6 +12,8 @@ pub enum Error {
     Usage(String),
     /// relay.conf could not be read or holds a bad line.
     Config(ConfigError),
+    /// The configuration parses but cannot be used (an unusable spool or certificate file).
+    Setup(String),
     /// The backend socket could not be bound.
     Listen { addr: String, source: io::Error },
     /// Anything else that stops the relay at run time.
@@ -24,7 +26,7 @@ impl Error {
     /// Exit codes of SPEC §4: 1 runtime, 2 configuration or usage, 4 cannot listen.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::Config(_) => 2,
+            Error::Usage(_) | Error::Config(_) | Error::Setup(_) => 2,
             Error::Listen { .. } => 4,
             Error::Runtime(_) | Error::Io(_) => 1,
         }
@@ -36,6 +38,7 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(msg) => write!(f, "{msg} (see --help)"),
             Error::Config(e) => write!(f, "{e}"),
+            Error::Setup(msg) => write!(f, "{msg}"),
             Error::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Runtime(msg) => write!(f, "{msg}"),
             Error::Io(e) => write!(f, "{e}"),

@@ -30,6 +30,7 @@ mod routes;
 mod send;
 mod session;
 mod shutdown;
+mod spool;
 
 use std::io::Write;
 use std::process::ExitCode;

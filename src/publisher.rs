@@ -1,26 +1,32 @@
 //! The publisher thread: the only owner of the rumqttc `Client` that
 //! publishes. It drains the job channel filled by backend sessions into the
 //! delivery ledger (at most `QUEUE_CAPACITY` commands; past that it stops
-//! reading the channel, which blocks the sessions: TCP backpressure), hands
-//! due commands to the client within the inflight window, and turns the link
-//! events reported by the MQTT event loop (`broker.rs`) into acknowledgements,
-//! resends and status lines. On shutdown it keeps publishing for up to
-//! `SHUTDOWN_GRACE` seconds, then asks the client to disconnect and triggers
-//! the `link` stop for the event loop.
+//! reading the channel, which blocks the sessions: TCP backpressure), writes
+//! each batch to the spool with one sync (group commit) before counting it
+//! accepted, hands due commands to the client within the inflight window, and
+//! turns the link events reported by the MQTT event loop (`broker.rs`) into
+//! acknowledgements, resends, spool compaction and status lines. On shutdown
+//! it keeps publishing for up to `SHUTDOWN_GRACE` seconds, leaves the rest in
+//! the spool, then asks the client to disconnect and triggers the `link` stop.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver};
 use rumqttc::{Client, QoS};
 
 use crate::broker::LinkEvent;
+use crate::command;
 use crate::config::{AckMode, Config};
 use crate::counters::Counters;
 use crate::delivery::Ledger;
+use crate::error::Error;
 use crate::outbox;
 use crate::session::Accepted;
 use crate::shutdown::Stop;
+use crate::spool::{Replayed, Spool};
 
 /// Commands handed to the client and not yet acknowledged. Equal to the
 /// client's inflight limit, so packet ids never collide.
@@ -29,18 +35,74 @@ pub const WINDOW: usize = 100;
 pub struct Publisher {
     client: Client,
     ledger: Ledger<Accepted>,
+    spool: Option<Spool>,
     qos: QoS,
     ttl: Option<Duration>,
     capacity: usize,
     ack_mode: AckMode,
     counters: Arc<Counters>,
+    /// Commands in flight, read by the event loop's stall watchdog.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Publisher {
-    pub fn new(client: Client, config: &Config, counters: Arc<Counters>) -> Self {
-        Publisher {
+    /// With `SPOOL_FILE` set, reads the spool left by the last run: its live
+    /// commands are queued first, and the file is rewritten to hold just them.
+    pub fn new(
+        client: Client,
+        config: &Config,
+        counters: Arc<Counters>,
+        in_flight: Arc<AtomicUsize>,
+    ) -> Result<Self, Error> {
+        let mut ledger = Ledger::new(WINDOW);
+        let mut spool = None;
+        if !config.spool_file.is_empty() {
+            let path = Path::new(&config.spool_file);
+            let fail =
+                |e: std::io::Error| Error::Setup(format!("SPOOL_FILE {}: {e}", config.spool_file));
+            let recovery = Spool::read(path).map_err(fail)?;
+            if let Some((offset, len)) = recovery.damaged {
+                log::warn!(
+                    "spool {}: damaged or torn data at offset {offset} ({len} bytes) skipped; \
+                     the {} intact commands before it are kept",
+                    config.spool_file,
+                    recovery.live.len()
+                );
+            }
+            let ttl = Duration::from_secs(config.command_ttl);
+            for r in recovery.live {
+                let Some((job, age)) = revive(r, config) else {
+                    continue;
+                };
+                if config.command_ttl > 0 && age > ttl {
+                    Counters::add(&counters.expired);
+                    log::warn!(
+                        "expired {} for unit {} after {} s in the spool (COMMAND_TTL {} s): not published",
+                        job.kind.as_str(),
+                        job.unit,
+                        age.as_secs(),
+                        config.command_ttl
+                    );
+                    continue;
+                }
+                ledger.push(job);
+            }
+            if !ledger.is_empty() {
+                log::info!(
+                    "spool {}: {} unacknowledged commands from the last run queued first",
+                    config.spool_file,
+                    ledger.len()
+                );
+            }
+            let live = ledger
+                .iter()
+                .map(|(seq, j)| (seq, j.received_wall, j.payload.as_slice()));
+            spool = Some(Spool::create(path, live).map_err(fail)?);
+        }
+        Ok(Publisher {
             client,
-            ledger: Ledger::new(WINDOW),
+            ledger,
+            spool,
             qos: if config.mqtt_qos == 0 {
                 QoS::AtMostOnce
             } else {
@@ -50,7 +112,8 @@ impl Publisher {
             capacity: config.queue_capacity,
             ack_mode: config.ack_mode,
             counters,
-        }
+            in_flight,
+        })
     }
 
     pub fn run(
@@ -66,8 +129,12 @@ impl Publisher {
         let mut jobs_open = true;
         let mut link_open = true;
         let mut deadline: Option<Instant> = None;
+        let mut batch = Vec::new();
         loop {
             self.pump();
+            self.tidy_spool();
+            self.in_flight
+                .store(self.ledger.in_flight(), Ordering::Relaxed);
             if deadline.is_none() && intake.is_set() {
                 deadline = Some(Instant::now() + grace);
             }
@@ -75,13 +142,7 @@ impl Publisher {
                 break;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                let left = self.ledger.len() + jobs.len();
-                if left > 0 {
-                    log::error!(
-                        "shutdown grace of {} s ran out: {left} accepted commands not delivered",
-                        grace.as_secs()
-                    );
-                }
+                self.give_up(grace, jobs.len());
                 break;
             }
             let wait = deadline
@@ -97,14 +158,15 @@ impl Publisher {
             select! {
                 recv(jobs_rx) -> job => match job {
                     Ok(job) => {
-                        self.ledger.push(job);
-                        // Take whatever else is waiting, up to capacity, before publishing.
-                        while self.ledger.len() < self.capacity {
+                        // Everything that arrived together is one batch: one spool sync.
+                        batch.push(job);
+                        while self.ledger.len() + batch.len() < self.capacity {
                             match jobs.try_recv() {
-                                Ok(job) => { self.ledger.push(job); }
+                                Ok(job) => batch.push(job),
                                 Err(_) => break,
                             }
                         }
+                        self.admit(&mut batch);
                     }
                     Err(_) => jobs_open = false,
                 },
@@ -121,11 +183,73 @@ impl Publisher {
                 default(wait) => {},
             }
         }
+        self.tidy_spool();
         if self.ledger.link_up() {
             let _ = self.client.try_disconnect();
         }
         link_stop.trigger();
         log::debug!("publisher stopped");
+    }
+
+    /// Queues a batch: spooled and synced first (when there is a spool), then logged as accepted.
+    fn admit(&mut self, batch: &mut Vec<Accepted>) {
+        let mut lines = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            let (wall, topic) = (job.received_wall, &job.topic);
+            let log_line = log::log_enabled!(log::Level::Info).then(|| {
+                format!(
+                    "accepted {} for unit {} from {} -> {topic}",
+                    job.kind.as_str(),
+                    job.unit,
+                    job.peer
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "spool".into()),
+                )
+            });
+            if let Some(spool) = self.spool.as_mut() {
+                spool.accepted(self.ledger.next_seq(), wall, &job.payload);
+            }
+            self.ledger.push(job);
+            lines.push(log_line);
+        }
+        self.sync_spool();
+        for line in lines.into_iter().flatten() {
+            log::info!("{line}");
+        }
+    }
+
+    /// Writes pending spool records; on failure the spool is given up (commands stay in memory).
+    fn sync_spool(&mut self) {
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(e) = spool.sync() {
+                log::error!(
+                    "spool {}: write failed: {e}; spooling stopped, queued commands are kept in memory only",
+                    spool.path().display()
+                );
+                self.spool = None;
+            }
+        }
+    }
+
+    fn tidy_spool(&mut self) {
+        self.sync_spool();
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        if !spool.wants_compaction() {
+            return;
+        }
+        let live = self
+            .ledger
+            .iter()
+            .map(|(seq, j)| (seq, j.received_wall, j.payload.as_slice()));
+        if let Err(e) = spool.compact(live) {
+            log::error!(
+                "spool {}: compaction failed: {e}; spooling stopped, queued commands are kept in memory only",
+                spool.path().display()
+            );
+            self.spool = None;
+        }
     }
 
     /// Hands due commands to the client while the window has room.
@@ -134,7 +258,7 @@ impl Publisher {
             if let Some(ttl) = self.ttl {
                 if job.received.elapsed() > ttl {
                     if let Some(job) = self.ledger.remove(seq) {
-                        self.expire(job, ttl);
+                        self.expire(seq, job, ttl);
                     }
                     continue;
                 }
@@ -157,20 +281,23 @@ impl Publisher {
             LinkEvent::Up => self.ledger.on_link_up(),
             LinkEvent::Down { drained } => self.ledger.on_link_lost(drained),
             LinkEvent::Sent(pkid) => {
-                if let Some((_, job)) = self.ledger.on_sent(pkid) {
-                    self.delivered(job);
+                if let Some((seq, job)) = self.ledger.on_sent(pkid) {
+                    self.delivered(seq, job);
                 }
             }
             LinkEvent::Acked(pkid) => {
-                if let Some((_, job)) = self.ledger.on_acked(pkid) {
-                    self.delivered(job);
+                if let Some((seq, job)) = self.ledger.on_acked(pkid) {
+                    self.delivered(seq, job);
                 }
             }
         }
     }
 
-    fn delivered(&self, job: Accepted) {
+    fn delivered(&mut self, seq: u64, job: Accepted) {
         Counters::add(&self.counters.published);
+        if let Some(spool) = self.spool.as_mut() {
+            spool.done(seq);
+        }
         log::debug!(
             "broker took {} for unit {} ({} bytes)",
             job.kind.as_str(),
@@ -192,8 +319,11 @@ impl Publisher {
         }
     }
 
-    fn expire(&self, job: Accepted, ttl: Duration) {
+    fn expire(&mut self, seq: u64, job: Accepted, ttl: Duration) {
         Counters::add(&self.counters.expired);
+        if let Some(spool) = self.spool.as_mut() {
+            spool.done(seq);
+        }
         let age = job.received.elapsed().as_secs();
         log::warn!(
             "expired {} for unit {} after {age} s in the queue (COMMAND_TTL {} s): not published",
@@ -216,4 +346,51 @@ impl Publisher {
             );
         }
     }
+
+    fn give_up(&self, grace: Duration, waiting: usize) {
+        let left = self.ledger.len() + waiting;
+        if left == 0 {
+            return;
+        }
+        match &self.spool {
+            Some(spool) => log::warn!(
+                "shutdown grace of {} s ran out: {} unacknowledged commands stay in the spool {} for the next start",
+                grace.as_secs(),
+                self.ledger.len(),
+                spool.path().display()
+            ),
+            None => log::error!(
+                "shutdown grace of {} s ran out: {left} accepted commands not delivered (no SPOOL_FILE)",
+                grace.as_secs()
+            ),
+        }
+    }
+}
+
+/// Rebuilds a queued command from its spooled bytes, with its age. Type and unit were valid
+/// when it was accepted; a spool edited by hand or a changed config can still
+/// make it unusable, which is logged and skipped.
+fn revive(r: Replayed, config: &Config) -> Option<(Accepted, Duration)> {
+    let cmd = match command::validate(&r.payload, false) {
+        Ok(cmd) => cmd,
+        Err(rejection) => {
+            log::warn!("spool: skipping a command that no longer validates: {rejection}");
+            return None;
+        }
+    };
+    let age = SystemTime::now()
+        .duration_since(r.received)
+        .unwrap_or(Duration::ZERO);
+    let job = Accepted {
+        topic: config.command_topic_for(&cmd.unit),
+        kind: cmd.kind,
+        unit: cmd.unit,
+        id: cmd.id,
+        payload: cmd.payload,
+        received: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+        received_wall: r.received,
+        peer: None,
+        reply: None,
+    };
+    Some((job, age))
 }

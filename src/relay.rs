@@ -44,15 +44,24 @@ pub fn run(config: Config) -> Result<(), Error> {
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
     let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
     let (client, connection) = Client::new(broker::options(&config), broker::CLIENT_QUEUE);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    // Reads and rewrites the spool: a bad SPOOL_FILE stops the start here.
+    let publisher = Publisher::new(
+        client.clone(),
+        &config,
+        Arc::clone(&counters),
+        Arc::clone(&in_flight),
+    )?;
 
     let link = BrokerLink {
         connection,
-        client: client.clone(),
+        client,
         events: link_tx,
         routes: routes.clone(),
         counters: Arc::clone(&counters),
         config: Arc::clone(&config),
         devices: Arc::clone(&devices),
+        in_flight: Arc::clone(&in_flight),
         stop: link_stop.clone(),
     };
     let (link_done_tx, link_done_rx) = crossbeam_channel::bounded::<()>(1);
@@ -61,7 +70,6 @@ pub fn run(config: Config) -> Result<(), Error> {
         let _ = link_done_tx.send(());
     })?;
 
-    let publisher = Publisher::new(client, &config, Arc::clone(&counters));
     let grace = Duration::from_secs(config.shutdown_grace);
     let publisher_thread = {
         let intake = intake.clone();

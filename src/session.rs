@@ -7,7 +7,7 @@
 use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
 
@@ -33,6 +33,10 @@ pub struct Accepted {
     pub topic: String,
     pub payload: Vec<u8>,
     pub received: Instant,
+    /// Wall-clock time of receipt, for the spool (TTL survives a restart).
+    pub received_wall: SystemTime,
+    /// The backend it came from; None when replayed from the spool.
+    pub peer: Option<SocketAddr>,
     /// Where its status line goes, when `ACK_MODE` asks for any.
     pub reply: Option<Outbox>,
 }
@@ -182,19 +186,16 @@ fn handle_value(bytes: &[u8], outbox: &Outbox, shared: &Shared) -> Option<End> {
     if cmd.kind.wants_reply() {
         shared.routes.claim(&cmd.unit, outbox);
     }
-    let topic = config.command_topic_for(&cmd.unit);
-    log::info!(
-        "accepted {} for unit {} from {peer} -> {topic}",
-        cmd.kind.as_str(),
-        cmd.unit
-    );
+    // The publisher logs "accepted" once the command is queued (and spooled).
     let mut job = Accepted {
+        topic: config.command_topic_for(&cmd.unit),
         kind: cmd.kind,
         unit: cmd.unit,
         id: cmd.id,
-        topic,
         payload: cmd.payload,
         received: Instant::now(),
+        received_wall: SystemTime::now(),
+        peer: Some(peer),
         reply: (config.ack_mode != AckMode::None).then(|| outbox.clone()),
     };
     // Blocking here while the queue is full is the backpressure: this socket
