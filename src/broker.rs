@@ -51,7 +51,7 @@ pub fn options(config: &Config) -> MqttOptions {
     let mut opts = MqttOptions::new(config.client_id(), &config.mqtt_broker, config.mqtt_port);
     opts.set_keep_alive(Duration::from_secs(config.mqtt_keepalive));
     opts.set_clean_session(true);
-    opts.set_inflight(WINDOW as u16);
+    opts.set_inflight(PACKET_IDS);
     // The default 10 KiB limit would turn a larger command into a connection
     // error, replayed forever. Leave room for the topic and the fixed header.
     let outgoing = config.max_message_bytes + 64 * 1024;
@@ -64,6 +64,12 @@ pub fn options(config: &Config) -> MqttOptions {
 }
 
 pub const CLIENT_QUEUE: usize = WINDOW + 16;
+
+/// rumqttc's packet-id space (its "inflight" setting). Twice the publisher's
+/// window, so that a packet id comes round again only long after its publish
+/// was acknowledged, even when subscriptions take ids or the broker acks
+/// somewhat out of order: no collision, no collision stall (rumqttc #1014).
+const PACKET_IDS: u16 = 2 * WINDOW as u16;
 
 pub struct BrokerLink {
     pub connection: Connection,
@@ -108,8 +114,22 @@ impl BrokerLink {
                     Err(rumqttc::RecvTimeoutError::Timeout) => continue,
                     Err(rumqttc::RecvTimeoutError::Disconnected) => break,
                 }
+            } else if state == State::Connected && self.in_flight.load(Ordering::Relaxed) > 0 {
+                // Work in flight: wake at the stall deadline even if nothing happens.
+                // A poll is only cancelled when nothing moved for that long, so
+                // never in the middle of a busy write.
+                let left =
+                    STALL_LIMIT.saturating_sub(progress.elapsed()) + Duration::from_millis(100);
+                match self.connection.recv_timeout(left) {
+                    Ok(r) => r,
+                    Err(rumqttc::RecvTimeoutError::Timeout) => {
+                        self.watchdog(&broker, &mut state, &mut progress);
+                        continue;
+                    }
+                    Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                }
             } else {
-                // Never cancel a poll mid-write: block until the next event.
+                // Idle: block until the next event; never cancel a poll mid-write.
                 match self.connection.recv() {
                     Ok(r) => r,
                     Err(_) => break,
@@ -134,21 +154,7 @@ impl BrokerLink {
                         _ => {}
                     }
                     self.handle(event);
-                    let in_flight = self.in_flight.load(Ordering::Relaxed);
-                    if state == State::Connected
-                        && stalled(in_flight, progress.elapsed(), STALL_LIMIT)
-                    {
-                        log::warn!(
-                            "broker {broker}: no publish written or acknowledged for {} s with {in_flight} \
-                             commands in flight: rebuilding the connection",
-                            progress.elapsed().as_secs()
-                        );
-                        // Drop the connection as a network error would, then start afresh.
-                        self.connection.eventloop.clean();
-                        self.link_lost();
-                        state = State::Down("rebuilt after a stall".into());
-                        progress = Instant::now();
-                    }
+                    self.watchdog(&broker, &mut state, &mut progress);
                 }
                 Err(e) => {
                     self.link_lost();
@@ -179,6 +185,25 @@ impl BrokerLink {
         log::debug!("broker event loop stopped");
     }
 
+    /// Rebuilds the connection when it is up, commands are in flight and
+    /// nothing moved for longer than [`STALL_LIMIT`].
+    fn watchdog(&mut self, broker: &str, state: &mut State, progress: &mut Instant) {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        if *state != State::Connected || !stalled(in_flight, progress.elapsed(), STALL_LIMIT) {
+            return;
+        }
+        log::warn!(
+            "broker {broker}: no publish written or acknowledged for {} s with {in_flight} \
+             commands in flight: rebuilding the connection",
+            progress.elapsed().as_secs()
+        );
+        // Drop the connection as a network error would, then start afresh.
+        self.connection.eventloop.clean();
+        self.link_lost();
+        *state = State::Down("rebuilt after a stall".into());
+        *progress = Instant::now();
+    }
+
     /// The connection is gone (rumqttc has already moved what it held into
     /// `pending`). Report it to the publisher and reset rumqttc's session state.
     fn link_lost(&mut self) {
@@ -188,15 +213,18 @@ impl BrokerLink {
         // Requests still queued (pkid 0) were drained into `pending`, which a new
         // session clears anyway: tell the publisher how many, and clear it here so
         // the publisher alone decides what is sent again.
+        // A publish parked on a packet-id collision was taken from the queue
+        // before those and never written: it is lost with the state, too.
         let drained = eventloop
             .pending
             .iter()
             .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
-            .count();
+            .count()
+            + usize::from(eventloop.state.collision.is_some());
         eventloop.pending.clear();
         // A fresh state, as for any clean session: no stale packet ids or
         // collision left to stall the next connection (rumqttc #1014, #1056).
-        eventloop.state = MqttState::new(WINDOW as u16, false);
+        eventloop.state = MqttState::new(PACKET_IDS, false);
         for event in leftovers {
             self.handle(event);
         }
@@ -222,6 +250,11 @@ impl BrokerLink {
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let _ = self.events.send(LinkEvent::Sent(pkid));
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                log::warn!(
+                    "publish waits for packet id {pkid} to be acknowledged (the broker acknowledges out of order)"
+                );
             }
             Event::Incoming(Packet::PubAck(ack)) => {
                 let _ = self.events.send(LinkEvent::Acked(ack.pkid));

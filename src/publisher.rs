@@ -278,8 +278,22 @@ impl Publisher {
 
     fn on_link(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Up => self.ledger.on_link_up(),
-            LinkEvent::Down { drained } => self.ledger.on_link_lost(drained),
+            LinkEvent::Up => {
+                log::debug!(
+                    "link up: {} queued, {} in flight from before",
+                    self.ledger.len(),
+                    self.ledger.in_flight()
+                );
+                self.ledger.on_link_up()
+            }
+            LinkEvent::Down { drained } => {
+                log::debug!(
+                    "link down: {} queued, {} in flight, {drained} drained from the client",
+                    self.ledger.len(),
+                    self.ledger.in_flight()
+                );
+                self.ledger.on_link_lost(drained)
+            }
             LinkEvent::Sent(pkid) => {
                 if let Some((seq, job)) = self.ledger.on_sent(pkid) {
                     self.delivered(seq, job);

@@ -108,7 +108,9 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n{}\n",
+                // No per-client queue limit: the default of 1000 would make the
+                // broker itself drop messages for a slow test subscriber.
+                "listener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{}\n",
                 self.port, self.extra
             ),
         )
@@ -129,6 +131,7 @@ impl Broker {
         );
     }
 
+    /// Kills mosquitto (SIGKILL): sessions it did not persist are lost.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -136,12 +139,52 @@ impl Broker {
             wait_until(Duration::from_secs(5), || !port_open(self.port));
         }
     }
+
+    /// Stops mosquitto with SIGTERM, so a persistent broker saves its sessions.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            send_signal(c.id(), "TERM");
+            let _ = c.wait();
+            wait_until(Duration::from_secs(5), || !port_open(self.port));
+        }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) mosquitto: connections stay open, nothing is answered.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(c) = self.child.as_ref() {
+            send_signal(c.id(), if frozen { "STOP" } else { "CONT" });
+        }
+    }
+
+    /// Configuration lines for a broker that keeps sessions and queued messages across a SIGTERM restart.
+    pub fn persistent_config(dir: &Path) -> String {
+        format!(
+            "persistence true\npersistence_location {}/\n",
+            dir.display()
+        )
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        self.freeze(false);
         self.stop();
+        if std::thread::panicking() {
+            // Keep the broker's own log next to the failure.
+            let kept =
+                std::env::temp_dir().join(format!("ms500-failed-mosquitto-{}.log", self.port));
+            if std::fs::copy(self.dir.path().join("mosquitto.log"), &kept).is_ok() {
+                eprintln!("mosquitto log kept in {}", kept.display());
+            }
+        }
     }
+}
+
+pub fn send_signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 fn mosquitto_bin() -> &'static str {
@@ -266,10 +309,27 @@ impl Relay {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status();
+        send_signal(self.pid(), sig);
+    }
+
+    /// Starts the same relay (same relay.conf) again after it exited or was killed.
+    pub fn relaunch(&mut self) {
+        self.kill();
+        self.launch();
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(10), || port_open(port)),
+            "relay did not listen again; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Kills the relay with SIGKILL, like a crash.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            send_signal(c.id(), "KILL");
+            let _ = c.wait();
+        }
     }
 
     /// Waits for the relay to exit; None when it is still running after `timeout`.
@@ -563,4 +623,67 @@ pub fn samples(unit: &str) -> Vec<(&'static str, String)> {
 
 pub fn topic(unit: &str) -> String {
     format!("/service/ms500/{unit}/socket")
+}
+
+/// A plain TCP forwarder between the relay and mosquitto, so a test can cut
+/// the relay's broker connection while the broker (and its subscribers) keep
+/// running. Not a broker: it forwards bytes untouched.
+pub struct Cutter {
+    pub port: u16,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cutter {
+    pub fn new(broker_port: u16) -> Cutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, st) = (Arc::clone(&conns), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(inbound) = inbound else { continue };
+                let Ok(outbound) = TcpStream::connect(("127.0.0.1", broker_port)) else {
+                    continue;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                {
+                    let mut list = c.lock().unwrap();
+                    list.push(inbound.try_clone().unwrap());
+                    list.push(outbound.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cutter { port, conns, stop }
+    }
+
+    /// Cuts every forwarded connection at once, as a network failure would.
+    pub fn cut(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Cutter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
 }

@@ -1,0 +1,344 @@
+//! Fault injection against a real mosquitto: the relay loses no accepted
+//! command through broker restarts, relay crashes, a full queue or shutdown.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{wait_until, Broker, Cutter, Message, Relay, Subscriber, TempDir};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn command(i: usize) -> String {
+    format!(r#"{{"type":"IMG","unit":"d{}","id":{i}}}"#, i % 7)
+}
+
+fn id_of(m: &Message) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_slice(&m.payload).expect("published payload is JSON");
+    v["id"].as_u64().expect("id")
+}
+
+/// Collects until every id in 0..n was seen or nothing arrives for `quiet`; returns (ids seen, messages seen).
+fn collect_ids(sub: &Subscriber, n: usize, quiet: Duration) -> (HashMap<u64, usize>, usize) {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut total = 0;
+    while seen.len() < n {
+        match sub.recv(quiet) {
+            Some(m) => {
+                total += 1;
+                *seen.entry(id_of(&m)).or_default() += 1;
+            }
+            None => break,
+        }
+    }
+    (seen, total)
+}
+
+fn accepted_count(relay: &Relay) -> usize {
+    relay.log().matches("INFO  accepted ").count()
+}
+
+#[test]
+fn broker_restart_in_the_middle_of_a_5000_command_stream_loses_nothing() {
+    let state = TempDir::new("persist");
+    let mut broker = Broker::start_with(&Broker::persistent_config(state.path()));
+    let sub = Subscriber::with_session(
+        broker.port,
+        "/service/ms500/+/socket",
+        Some(&format!("durable-{}", std::process::id())),
+    );
+    let relay = Relay::start(broker.port, &[]);
+    relay.expect_log("connected to broker", WAIT);
+
+    let mut s = relay.connect();
+    let writer = std::thread::spawn(move || {
+        for chunk in 0..50 {
+            let mut out = String::new();
+            for i in chunk * 100..(chunk + 1) * 100 {
+                out.push_str(&command(i));
+            }
+            s.write_all(out.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        s
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    broker.terminate();
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.restart();
+    let _s = writer.join().unwrap();
+
+    let (seen, total) = collect_ids(&sub, 5000, Duration::from_secs(30));
+    let missing: Vec<u64> = (0..5000).filter(|i| !seen.contains_key(i)).collect();
+    println!(
+        "broker restart mid-stream: {} distinct of 5000 delivered, {} duplicates",
+        seen.len(),
+        total - seen.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "lost {} commands, first {:?}; log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        relay.log()
+    );
+    assert!(
+        relay.log().contains("lost connection to broker"),
+        "the restart was noticed"
+    );
+}
+
+#[test]
+fn cutting_the_broker_connection_again_and_again_loses_nothing() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let cutter = Cutter::new(broker.port);
+    let relay = Relay::start(cutter.port, &[]);
+    relay.expect_log("connected to broker", WAIT);
+    let n = 5000;
+    let mut s = relay.connect();
+    let writer = std::thread::spawn(move || {
+        for chunk in 0..50 {
+            let out: String = (chunk * 100..(chunk + 1) * 100).map(command).collect();
+            s.write_all(out.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    });
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(250));
+        cutter.cut();
+    }
+    let _s = writer.join().unwrap();
+    let (seen, total) = collect_ids(&sub, n, Duration::from_secs(40));
+    let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains_key(i)).collect();
+    println!(
+        "connection cut 4 times mid-stream: {} distinct of {n} delivered, {} duplicates",
+        seen.len(),
+        total - seen.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "lost {} commands, first {:?}; log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        relay.log()
+    );
+}
+
+#[test]
+fn kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command() {
+    let dir = TempDir::new("spool");
+    let spool = dir.path().join("relay.spool");
+    let spool_s = spool.to_str().unwrap().to_string();
+    let mut broker = Broker::unstarted("");
+    let mut relay = Relay::start(broker.port, &[("SPOOL_FILE", &spool_s)]);
+    let mut s = relay.connect();
+    let n = 300;
+    let burst: String = (0..n).map(command).collect();
+    s.write_all(burst.as_bytes()).unwrap();
+    assert!(
+        wait_until(WAIT, || accepted_count(&relay) == n),
+        "accepted {} of {n}",
+        accepted_count(&relay)
+    );
+    relay.crash();
+    drop(s);
+    assert!(std::fs::metadata(&spool).unwrap().len() > 0);
+
+    broker.restart();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    relay.relaunch();
+    let (seen, total) = collect_ids(&sub, n, WAIT);
+    assert_eq!(seen.len(), n, "log:\n{}", relay.log());
+    println!(
+        "spool replay after kill -9: {n} delivered, {} duplicates",
+        total - n
+    );
+    relay.expect_log("300 unacknowledged commands from the last run", WAIT);
+}
+
+#[test]
+fn a_spool_with_a_torn_last_record_replays_the_intact_ones() {
+    let dir = TempDir::new("spool");
+    let spool = dir.path().join("relay.spool");
+    let spool_s = spool.to_str().unwrap().to_string();
+    let mut broker = Broker::unstarted("");
+    let mut relay = Relay::start(broker.port, &[("SPOOL_FILE", &spool_s)]);
+    let mut s = relay.connect();
+    for i in 0..10 {
+        s.write_all(command(i).as_bytes()).unwrap();
+        // One record each, so the last record is command 9.
+        assert!(wait_until(WAIT, || accepted_count(&relay) == i + 1));
+    }
+    relay.crash();
+    let len = std::fs::metadata(&spool).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spool)
+        .unwrap();
+    f.set_len(len - 3).unwrap();
+    drop(f);
+    // Garbage after a torn record must not matter either.
+    broker.restart();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    relay.relaunch();
+    let got = sub.collect(10, Duration::from_secs(5));
+    let ids: Vec<u64> = got.iter().map(id_of).collect();
+    assert_eq!(ids, (0..9).collect::<Vec<u64>>(), "log:\n{}", relay.log());
+    relay.expect_log("damaged or torn data", WAIT);
+    // The relay runs on normally with the repaired spool.
+    relay.connect().write_all(command(42).as_bytes()).unwrap();
+    let m = sub.recv(WAIT).expect("new command after recovery");
+    assert_eq!(id_of(&m), 42);
+}
+
+#[test]
+fn expired_commands_are_logged_reported_and_never_published() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    broker.freeze(true);
+    let relay = Relay::start(broker.port, &[("COMMAND_TTL", "1"), ("ACK_MODE", "errors")]);
+    let mut s = relay.connect();
+    for i in 0..3 {
+        s.write_all(command(i).as_bytes()).unwrap();
+    }
+    assert!(wait_until(WAIT, || accepted_count(&relay) == 3));
+    std::thread::sleep(Duration::from_millis(2500));
+    broker.freeze(false);
+    relay.expect_log("expired IMG for unit d0", Duration::from_secs(30));
+    let lines = support::read_lines(&s, 3, WAIT);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["status"], "error");
+        assert!(v["error"].as_str().unwrap().contains("expired"), "{line}");
+    }
+    s.write_all(command(99).as_bytes()).unwrap();
+    let m = sub.recv(WAIT).expect("a fresh command still goes out");
+    assert_eq!(id_of(&m), 99, "expired commands must not be published");
+    sub.assert_silent(Duration::from_millis(300));
+}
+
+#[test]
+fn sigterm_with_commands_queued_delivers_them_all_and_exits_0_within_the_grace() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let mut relay = Relay::start(broker.port, &[("SHUTDOWN_GRACE", "15")]);
+    relay.expect_log("connected to broker", WAIT);
+    broker.freeze(true);
+    let n = 500;
+    let burst: String = (0..n).map(command).collect();
+    relay.connect().write_all(burst.as_bytes()).unwrap();
+    assert!(wait_until(WAIT, || accepted_count(&relay) == n));
+    let started = Instant::now();
+    relay.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    broker.freeze(false);
+    let status = relay
+        .wait_exit(Duration::from_secs(20))
+        .expect("relay exits");
+    assert_eq!(status.code(), Some(0), "log:\n{}", relay.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "within the grace"
+    );
+    let (seen, _) = collect_ids(&sub, n, WAIT);
+    assert_eq!(seen.len(), n);
+}
+
+#[test]
+fn a_connection_that_stops_making_progress_is_rebuilt_by_the_watchdog() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[]);
+    relay.expect_log("connected to broker", WAIT);
+    // A frozen broker keeps the TCP connection open and answers nothing:
+    // rumqttc notices only after its keepalive (60 s); the watchdog after 20 s.
+    broker.freeze(true);
+    let n = 50;
+    let burst: String = (0..n).map(command).collect();
+    relay.connect().write_all(burst.as_bytes()).unwrap();
+    relay.expect_log("rebuilding the connection", Duration::from_secs(40));
+    broker.freeze(false);
+    let (seen, _) = collect_ids(&sub, n, Duration::from_secs(40));
+    assert_eq!(seen.len(), n, "log:\n{}", relay.log());
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let broker = Broker::unstarted("");
+    let mut relay = Relay::start(broker.port, &[("SHUTDOWN_GRACE", "120")]);
+    relay.connect().write_all(command(1).as_bytes()).unwrap();
+    assert!(wait_until(WAIT, || accepted_count(&relay) == 1));
+    relay.signal("TERM");
+    relay.expect_log("shutting down", WAIT);
+    relay.signal("INT");
+    let status = relay
+        .wait_exit(Duration::from_secs(5))
+        .expect("second signal ends it at once");
+    assert_eq!(status.code(), Some(1));
+    assert!(relay.log().contains("second signal"));
+}
+
+#[test]
+fn a_full_queue_blocks_the_backend_and_drops_nothing() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[("QUEUE_CAPACITY", "50")]);
+    relay.expect_log("connected to broker", WAIT);
+    broker.freeze(true);
+
+    // 20,000 commands of about 1 KB: far more than the queue plus socket buffers.
+    let pad = "p".repeat(1000);
+    let n = 20_000;
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            format!(r#"{{"type":"IMG","unit":"bp","id":{i},"pad":"{pad}"}}"#).into_bytes()
+        })
+        .collect();
+    let mut s: TcpStream = relay.connect();
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut pos = 0;
+    let mut blocked = false;
+    while pos < data.len() {
+        match s.write(&data[pos..]) {
+            Ok(k) => pos += k,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                blocked = true;
+                break;
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    assert!(
+        blocked,
+        "the backend's writes never blocked ({pos} bytes taken)"
+    );
+    let accepted = accepted_count(&relay);
+    assert!(
+        accepted < n,
+        "relay accepted {accepted} with the broker frozen"
+    );
+
+    broker.freeze(false);
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&data[pos..]).unwrap();
+    let (seen, _) = collect_ids(&sub, n, WAIT);
+    assert_eq!(
+        seen.len(),
+        n,
+        "log tail:\n{}",
+        relay
+            .log()
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
