@@ -392,6 +392,8 @@ pub fn run_bin(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
 pub struct Message {
     pub topic: String,
     pub payload: Vec<u8>,
+    /// When the subscriber's thread received it.
+    pub at: Instant,
 }
 
 /// A real MQTT subscriber on its own thread.
@@ -440,6 +442,7 @@ impl Subscriber {
                             .send(Message {
                                 topic: p.topic.clone(),
                                 payload: p.payload.to_vec(),
+                                at: Instant::now(),
                             })
                             .is_err()
                         {

@@ -1,0 +1,355 @@
+//! End-to-end benchmark: a real mosquitto, the release relay binary, real
+//! sockets. Every figure is measured in the same run as its baseline (the
+//! same commands published straight to the broker by a plain client), so the
+//! ratios hold on a shared, noisy machine where absolute numbers do not.
+//!
+//! Run: `cargo bench --bench relay` (N = 50,000), or `cargo bench --bench relay -- 5000`
+//! for a quick smoke run.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
+use support::{Broker, Relay, Subscriber, TempDir};
+
+const TOPIC_FILTER: &str = "/service/ms500/+/socket";
+
+fn command(i: usize) -> String {
+    format!(
+        r#"{{"type":"CFG","unit":"cam-{:02}","id":{i},"configs":{{"exposure":3,"gain":1.5,"mode":"day"}}}}"#,
+        i % 16
+    )
+}
+
+fn id_of(payload: &[u8]) -> usize {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["id"].as_u64())
+        .unwrap_or(u64::MAX) as usize
+}
+
+/// Waits until `n` messages arrived (or 60 s of silence); returns arrival time of each id.
+fn arrivals(sub: &Subscriber, n: usize) -> HashMap<usize, Instant> {
+    let mut seen = HashMap::with_capacity(n);
+    while seen.len() < n {
+        match sub.recv(Duration::from_secs(60)) {
+            Some(m) => {
+                seen.entry(id_of(&m.payload)).or_insert(m.at);
+            }
+            None => break,
+        }
+    }
+    seen
+}
+
+/// Publishes `cmds` straight to the broker, QoS 1, as fast as the client allows.
+fn direct(
+    broker: u16,
+    cmds: &[(usize, String)],
+    pace: Option<Duration>,
+) -> HashMap<usize, Instant> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut opts = MqttOptions::new(
+        format!("bench-direct-{}", N.fetch_add(1, Ordering::SeqCst)),
+        "127.0.0.1",
+        broker,
+    );
+    opts.set_inflight(100);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut conn) = Client::new(opts, 200);
+    let total = cmds.len();
+    let pump = std::thread::spawn(move || {
+        let mut acked = 0;
+        for e in conn.iter() {
+            match e {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acked += 1;
+                    if acked == total {
+                        break;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    });
+    let mut sent = HashMap::with_capacity(cmds.len());
+    let start = Instant::now();
+    for (k, (i, c)) in cmds.iter().enumerate() {
+        if let Some(p) = pace {
+            let due = start + p * k as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let unit = format!("cam-{:02}", i % 16);
+        sent.insert(*i, Instant::now());
+        client
+            .publish(
+                format!("/service/ms500/{unit}/socket"),
+                QoS::AtLeastOnce,
+                false,
+                c.clone().into_bytes(),
+            )
+            .unwrap();
+    }
+    let _ = pump.join();
+    let _ = client.disconnect();
+    sent
+}
+
+/// Writes `cmds` to the relay over `conns` connections (round robin), as a burst or paced.
+fn through_relay(
+    relay: &Relay,
+    cmds: &[(usize, String)],
+    conns: usize,
+    pace: Option<Duration>,
+) -> HashMap<usize, Instant> {
+    let mut sent = HashMap::with_capacity(cmds.len());
+    if let Some(p) = pace {
+        let mut s = relay.connect();
+        let start = Instant::now();
+        for (k, (i, c)) in cmds.iter().enumerate() {
+            let due = start + p * k as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            sent.insert(*i, Instant::now());
+            s.write_all(c.as_bytes()).unwrap();
+        }
+        return sent;
+    }
+    let mut parts: Vec<Vec<u8>> = vec![Vec::new(); conns];
+    for (k, (i, c)) in cmds.iter().enumerate() {
+        parts[k % conns].extend_from_slice(c.as_bytes());
+        sent.insert(*i, Instant::now());
+    }
+    let started = Instant::now();
+    let writers: Vec<_> = parts
+        .into_iter()
+        .map(|bytes| {
+            let mut s: TcpStream = relay.connect();
+            std::thread::spawn(move || {
+                for chunk in bytes.chunks(16 * 1024) {
+                    s.write_all(chunk).unwrap();
+                }
+                s
+            })
+        })
+        .collect();
+    for w in writers {
+        let _ = w.join();
+    }
+    for v in sent.values_mut() {
+        *v = started;
+    }
+    sent
+}
+
+struct Throughput {
+    delivered: usize,
+    secs: f64,
+}
+
+impl Throughput {
+    fn rate(&self) -> f64 {
+        self.delivered as f64 / self.secs
+    }
+}
+
+fn burst(sub: &Subscriber, n: usize, run: impl FnOnce() -> HashMap<usize, Instant>) -> Throughput {
+    let t0 = Instant::now();
+    let _sent = run();
+    let seen = arrivals(sub, n);
+    let last = seen.values().max().copied().unwrap_or(t0);
+    Throughput {
+        delivered: seen.len(),
+        secs: last.duration_since(t0).as_secs_f64(),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn latencies(sent: &HashMap<usize, Instant>, seen: &HashMap<usize, Instant>) -> (f64, f64) {
+    let mut ms: Vec<f64> = sent
+        .iter()
+        .filter_map(|(i, t)| {
+            seen.get(i)
+                .map(|r| r.duration_since(*t).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (percentile(&ms, 0.5), percentile(&ms, 0.99))
+}
+
+fn proc_status(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn batch(range: std::ops::Range<usize>) -> Vec<(usize, String)> {
+    range.map(|i| (i, command(i))).collect()
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50_000);
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, TOPIC_FILTER);
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut ratios: Vec<(String, f64)> = Vec::new();
+
+    // Start to listening, broker reachable and not: median of 5 alternating starts.
+    let dead_port = support::free_port();
+    let mut start_ms = [Vec::new(), Vec::new()];
+    for _ in 0..5 {
+        for (k, port) in [broker.port, dead_port].into_iter().enumerate() {
+            let t = Instant::now();
+            let r = Relay::spawn(port, &[]);
+            let listening = support::wait_until(Duration::from_secs(10), || {
+                TcpStream::connect(("127.0.0.1", r.port)).is_ok()
+            });
+            start_ms[k].push(if listening {
+                t.elapsed().as_secs_f64() * 1000.0
+            } else {
+                f64::NAN
+            });
+        }
+    }
+    for v in start_ms.iter_mut() {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    rows.push((
+        "start to listening, broker up / down (median of 5)".into(),
+        format!("{:.1} ms / {:.1} ms", start_ms[0][2], start_ms[1][2]),
+    ));
+
+    let relay = Relay::start(broker.port, &[]);
+    relay.expect_log("connected to broker", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = relay.pid();
+    let idle_rss = proc_status(pid, "VmRSS:");
+
+    // Baseline first, then the relay, on fresh id ranges.
+    let base = burst(&sub, n, || direct(broker.port, &batch(0..n), None));
+    rows.push((
+        format!("direct QoS 1, {n} commands"),
+        format!("{:.0} msg/s", base.rate()),
+    ));
+
+    let cpu0 = relay.cpu_seconds();
+    let one = burst(&sub, n, || through_relay(&relay, &batch(n..2 * n), 1, None));
+    let cpu1 = relay.cpu_seconds();
+    rows.push((
+        format!("relay, 1 connection, {n} burst"),
+        format!("{:.0} msg/s, {} delivered", one.rate(), one.delivered),
+    ));
+    let eight = burst(&sub, n, || {
+        through_relay(&relay, &batch(2 * n..3 * n), 8, None)
+    });
+    rows.push((
+        format!("relay, 8 connections, {n} burst"),
+        format!("{:.0} msg/s, {} delivered", eight.rate(), eight.delivered),
+    ));
+    let peak_rss = proc_status(pid, "VmHWM:");
+    let cpu_per_10k = (cpu1 - cpu0) / n as f64 * 10_000.0;
+    ratios.push(("relay 1 conn / direct".into(), one.rate() / base.rate()));
+    ratios.push(("relay 8 conn / direct".into(), eight.rate() / base.rate()));
+
+    // Paced latency, relay vs direct.
+    let paced = 2000.min(n);
+    let pace = Some(Duration::from_millis(1));
+    let sent = direct(broker.port, &batch(3 * n..3 * n + paced), pace);
+    let seen = arrivals(&sub, paced);
+    let (d50, d99) = latencies(&sent, &seen);
+    let sent = through_relay(&relay, &batch(4 * n..4 * n + paced), 1, pace);
+    let seen = arrivals(&sub, paced);
+    let (r50, r99) = latencies(&sent, &seen);
+    rows.push((
+        format!("latency p50/p99, {paced} paced 1/ms, direct"),
+        format!("{d50:.3} / {d99:.3} ms"),
+    ));
+    rows.push((
+        format!("latency p50/p99, {paced} paced 1/ms, relay"),
+        format!("{r50:.3} / {r99:.3} ms"),
+    ));
+    ratios.push(("relay p99 - direct p99 (ms)".into(), r99 - d99));
+
+    rows.push((
+        "relay RSS idle / peak (VmHWM)".into(),
+        format!("{idle_rss:.1} MiB / {peak_rss:.1} MiB"),
+    ));
+    rows.push((
+        "relay CPU per 10,000 commands".into(),
+        format!("{cpu_per_10k:.3} s"),
+    ));
+    drop(relay);
+
+    // Spool on vs off, same burst, same run.
+    let dir = TempDir::new("bench-spool");
+    let spool = dir.path().join("bench.spool");
+    let spooled = Relay::start(broker.port, &[("SPOOL_FILE", spool.to_str().unwrap())]);
+    spooled.expect_log("connected to broker", Duration::from_secs(10));
+    let with_spool = burst(&sub, n, || {
+        through_relay(&spooled, &batch(5 * n..6 * n), 1, None)
+    });
+    drop(spooled);
+    rows.push((
+        format!("relay + SPOOL_FILE, 1 connection, {n} burst"),
+        format!(
+            "{:.0} msg/s, {} delivered",
+            with_spool.rate(),
+            with_spool.delivered
+        ),
+    ));
+    ratios.push((
+        "spool on / spool off (1 conn)".into(),
+        with_spool.rate() / one.rate(),
+    ));
+
+    let static_bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-gnu/release/ms500-relay");
+    if let Ok(meta) = std::fs::metadata(&static_bin) {
+        rows.push((
+            "static binary (scripts/build-static.sh)".into(),
+            format!("{:.2} MB", meta.len() as f64 / 1e6),
+        ));
+    }
+
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    println!("\n| {:width$} | result |", "measurement");
+    println!("|{}|--------|", "-".repeat(width + 2));
+    for (k, v) in &rows {
+        println!("| {k:width$} | {v} |");
+    }
+    println!();
+    for (k, v) in &ratios {
+        println!("{k}: {v:.3}");
+    }
+    let lost = [&one, &eight, &with_spool]
+        .iter()
+        .map(|t| n - t.delivered)
+        .sum::<usize>();
+    println!("lost: {lost}");
+}
