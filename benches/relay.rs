@@ -7,7 +7,6 @@
 //! for a quick smoke run.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::collections::HashMap;
