@@ -4,7 +4,8 @@
 //! ratios hold on a shared, noisy machine where absolute numbers do not.
 //!
 //! Run: `cargo bench --bench relay` (N = 50,000), or `cargo bench --bench relay -- 5000`
-//! for a quick smoke run.
+//! for another N. Under `cargo test` it runs with N = 2,000 as a smoke test
+//! that fails on any lost command.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -210,10 +211,14 @@ fn batch(range: std::ops::Range<usize>) -> Vec<(usize, String)> {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
+    // `cargo bench` passes --bench; `cargo test` (scripts/test.sh) runs this
+    // as a smoke test with a small N so it cannot rot.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let n: usize = args
+        .iter()
         .find_map(|a| a.parse().ok())
-        .unwrap_or(50_000);
+        .unwrap_or(if full { 50_000 } else { 2_000 });
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, TOPIC_FILTER);
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -351,4 +356,8 @@ fn main() {
         .map(|t| n - t.delivered)
         .sum::<usize>();
     println!("lost: {lost}");
+    if lost > 0 {
+        eprintln!("the relay lost {lost} commands");
+        std::process::exit(1);
+    }
 }
