@@ -215,10 +215,10 @@ fn main() {
     // as a smoke test with a small N so it cannot rot.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let full = args.iter().any(|a| a == "--bench");
-    let n: usize = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if full { 50_000 } else { 2_000 });
+    let n: usize =
+        args.iter()
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(if full { 50_000 } else { 2_000 });
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, TOPIC_FILTER);
     let mut rows: Vec<(String, String)> = Vec::new();

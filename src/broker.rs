@@ -20,10 +20,13 @@ use rumqttc::{
 use crate::config::{self, Config};
 use crate::counters::Counters;
 use crate::devices::{DeviceTable, Seen};
+use crate::error::Error;
 use crate::heartbeat;
 use crate::publisher::WINDOW;
+use crate::redact;
 use crate::routes::ReplyRoutes;
 use crate::shutdown::Stop;
+use crate::tls;
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -46,8 +49,8 @@ pub enum LinkEvent {
     Acked(u16),
 }
 
-/// rumqttc options for `config`. The request queue must hold a full window plus subscriptions.
-pub fn options(config: &Config) -> MqttOptions {
+/// rumqttc options for `config`; reads the TLS files, so a bad one stops the start.
+pub fn options(config: &Config) -> Result<MqttOptions, Error> {
     let mut opts = MqttOptions::new(config.client_id(), &config.mqtt_broker, config.mqtt_port);
     opts.set_keep_alive(Duration::from_secs(config.mqtt_keepalive));
     opts.set_clean_session(true);
@@ -60,7 +63,8 @@ pub fn options(config: &Config) -> MqttOptions {
     if !config.mqtt_username.is_empty() {
         opts.set_credentials(config.mqtt_username.clone(), config.mqtt_password.clone());
     }
-    opts
+    opts.set_transport(tls::transport(config)?);
+    Ok(opts)
 }
 
 pub const CLIENT_QUEUE: usize = WINDOW + 16;
@@ -159,20 +163,36 @@ impl BrokerLink {
                 Err(e) => {
                     self.link_lost();
                     let reason = describe(&e);
-                    match &state {
-                        State::Connected => log::warn!(
-                            "lost connection to broker {broker}: {reason}; retrying in {} s",
-                            backoff.as_secs()
-                        ),
-                        State::Down(previous) if *previous == reason => log::debug!(
+                    // Refused logins and failed handshakes need a human; an absent broker does not.
+                    let needs_human = matches!(
+                        e,
+                        ConnectionError::ConnectionRefused(_) | ConnectionError::Tls(_)
+                    );
+                    let unchanged = matches!(&state, State::Down(previous) if *previous == reason);
+                    if unchanged {
+                        log::debug!(
                             "broker {broker} still unreachable: {reason}; next try in {} s",
                             backoff.as_secs()
-                        ),
-                        _ => log::warn!(
-                            "cannot connect to broker {broker}: {reason}; retrying in {} s (backoff doubling up to {} s)",
+                        );
+                    } else if needs_human {
+                        log::error!(
+                            "broker {broker} refused the connection: {reason}; check credentials \
+                             and certificates; retrying in {} s (backoff doubling up to {} s)",
                             backoff.as_secs(),
                             BACKOFF_MAX.as_secs()
-                        ),
+                        );
+                    } else if state == State::Connected {
+                        log::warn!(
+                            "lost connection to broker {broker}: {reason}; retrying in {} s",
+                            backoff.as_secs()
+                        );
+                    } else {
+                        log::warn!(
+                            "cannot connect to broker {broker}: {reason}; retrying in {} s \
+                             (backoff doubling up to {} s)",
+                            backoff.as_secs(),
+                            BACKOFF_MAX.as_secs()
+                        );
                     }
                     state = State::Down(reason);
                     if self.stop.sleep(backoff) {
@@ -274,6 +294,9 @@ impl BrokerLink {
     }
 
     fn on_message(&self, topic: &str, payload: &[u8]) {
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!("message on {topic}: {}", redact::payload(payload));
+        }
         if let Some(unit) = config::plus_level(&self.config.reply_topic, topic) {
             match self.routes.route(unit) {
                 Some(outbox) => {
@@ -330,9 +353,8 @@ pub fn stalled(in_flight: usize, since_progress: Duration, limit: Duration) -> b
 fn describe(e: &ConnectionError) -> String {
     match e {
         ConnectionError::Io(io) => io.to_string(),
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker refused the connection: {code:?}")
-        }
+        ConnectionError::ConnectionRefused(code) => format!("connection refused: {code:?}"),
+        ConnectionError::Tls(tls) => format!("TLS: {tls}"),
         ConnectionError::NetworkTimeout => "connection timed out".into(),
         other => other.to_string(),
     }

@@ -25,12 +25,14 @@ mod heartbeat;
 mod listener;
 mod outbox;
 mod publisher;
+mod redact;
 mod relay;
 mod routes;
 mod send;
 mod session;
 mod shutdown;
 mod spool;
+mod tls;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -62,6 +64,8 @@ fn run() -> Result<(), Error> {
         }
         Action::CheckConfig => {
             let (config, path) = config::load(invocation.config.as_deref())?;
+            // TLS files are part of the configuration: unreadable ones fail here too.
+            tls::transport(&config)?;
             let mut out = std::io::stdout().lock();
             match path {
                 Some(p) => writeln!(out, "# configuration from {}", p.display())?,

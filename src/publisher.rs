@@ -24,6 +24,7 @@ use crate::counters::Counters;
 use crate::delivery::Ledger;
 use crate::error::Error;
 use crate::outbox;
+use crate::redact;
 use crate::session::Accepted;
 use crate::shutdown::Stop;
 use crate::spool::{Replayed, Spool};
@@ -206,6 +207,13 @@ impl Publisher {
                         .unwrap_or_else(|| "spool".into()),
                 )
             });
+            if log::log_enabled!(log::Level::Debug) {
+                log::debug!(
+                    "payload of {}: {}",
+                    job.kind.as_str(),
+                    redact::payload(&job.payload)
+                );
+            }
             if let Some(spool) = self.spool.as_mut() {
                 spool.accepted(self.ledger.next_seq(), wall, &job.payload);
             }

@@ -43,7 +43,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let link_stop = Stop::new();
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
     let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
-    let (client, connection) = Client::new(broker::options(&config), broker::CLIENT_QUEUE);
+    let (client, connection) = Client::new(broker::options(&config)?, broker::CLIENT_QUEUE);
     let in_flight = Arc::new(AtomicUsize::new(0));
     // Reads and rewrites the spool: a bad SPOOL_FILE stops the start here.
     let publisher = Publisher::new(

@@ -105,13 +105,21 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         let conf = self.dir.path().join("mosquitto.conf");
+        // Global options must come before the first listener.
+        let (global, rest): (Vec<&str>, Vec<&str>) = self
+            .extra
+            .lines()
+            .partition(|l| l.starts_with("per_listener_settings"));
+        let (global, rest) = (global.join("\n"), rest.join("\n"));
         std::fs::write(
             &conf,
             format!(
                 // No per-client queue limit: the default of 1000 would make the
-                // broker itself drop messages for a slow test subscriber.
-                "listener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{}\n",
-                self.port, self.extra
+                // broker itself drop messages for a slow test subscriber. `user`
+                // keeps the broker from dropping root's rights, so it can read the
+                // test's key files and write its persistence directory.
+                "{}\nuser {}\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{}\n",
+                global, whoami(), self.port, rest
             ),
         )
         .unwrap();
@@ -187,6 +195,21 @@ pub fn send_signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// The user running the tests (mosquitto would otherwise switch to its own user when root).
+fn whoami() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        })
+        .unwrap_or_else(|| "root".into())
+}
+
 fn mosquitto_bin() -> &'static str {
     if Path::new("/usr/sbin/mosquitto").exists() {
         "/usr/sbin/mosquitto"
@@ -208,12 +231,8 @@ impl Relay {
     /// Starts the relay against `broker_port` with `settings` added to relay.conf, and waits until it listens.
     pub fn start(broker_port: u16, settings: &[(&str, &str)]) -> Relay {
         let relay = Relay::spawn(broker_port, settings);
-        let port = relay.port;
-        assert!(
-            wait_until(Duration::from_secs(10), || port_open(port)),
-            "relay did not listen; log:\n{}",
-            relay.log()
-        );
+        // Watch the log rather than probing the port: a probe would be a backend session.
+        relay.expect_log(" listening on ", Duration::from_secs(10));
         relay
     }
 
@@ -315,10 +334,14 @@ impl Relay {
     /// Starts the same relay (same relay.conf) again after it exited or was killed.
     pub fn relaunch(&mut self) {
         self.kill();
+        let starts = self.log().matches(" listening on ").count();
         self.launch();
-        let port = self.port;
         assert!(
-            wait_until(Duration::from_secs(10), || port_open(port)),
+            wait_until(Duration::from_secs(10), || self
+                .log()
+                .matches(" listening on ")
+                .count()
+                > starts),
             "relay did not listen again; log:\n{}",
             self.log()
         );

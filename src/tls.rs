@@ -1,0 +1,86 @@
+//! Broker TLS (`MQTT_TLS`): builds the rustls client configuration from the
+//! configured PEM files, with the ring provider only. Runs once on the main
+//! thread at start, so an unreadable or unusable CA, certificate or key file
+//! is a configuration error (exit 2), never a retry loop.
+
+use std::sync::Arc;
+
+use rumqttc::{TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// Where the system's CA bundle lives on Debian-like gateways, unless `SSL_CERT_FILE` says otherwise.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The transport for `config`: plain TCP, or TLS with the configured trust and client certificate.
+pub fn transport(config: &Config) -> Result<Transport, Error> {
+    if !config.mqtt_tls {
+        return Ok(Transport::tcp());
+    }
+    let (ca_key, ca_path) = if config.mqtt_ca_file.is_empty() {
+        let path = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| SYSTEM_BUNDLE.to_string());
+        ("MQTT_CA_FILE is empty and the system CA bundle", path)
+    } else {
+        ("MQTT_CA_FILE", config.mqtt_ca_file.clone())
+    };
+    let ca_pem = read(ca_key, &ca_path)?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+        let cert = cert.map_err(|e| setup(ca_key, &ca_path, &format!("bad PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| setup(ca_key, &ca_path, &format!("unusable certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(setup(ca_key, &ca_path, "holds no certificate"));
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Setup(format!("TLS: {e}")))?
+        .with_root_certificates(roots);
+    let client_config = if config.mqtt_client_cert.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let cert_path = &config.mqtt_client_cert;
+        let key_path = &config.mqtt_client_key;
+        let cert_pem = read("MQTT_CLIENT_CERT", cert_path)?;
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| setup("MQTT_CLIENT_CERT", cert_path, &format!("bad PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(setup("MQTT_CLIENT_CERT", cert_path, "holds no certificate"));
+        }
+        let key_pem = read("MQTT_CLIENT_KEY", key_path)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            setup(
+                "MQTT_CLIENT_KEY",
+                key_path,
+                &format!("no usable private key: {e}"),
+            )
+        })?;
+        builder.with_client_auth_cert(certs, key).map_err(|e| {
+            setup(
+                "MQTT_CLIENT_CERT",
+                cert_path,
+                &format!("does not fit the key: {e}"),
+            )
+        })?
+    };
+    Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
+        Arc::new(client_config),
+    )))
+}
+
+fn read(key: &str, path: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| setup(key, path, &format!("cannot be read: {e}")))
+}
+
+fn setup(key: &str, path: &str, what: &str) -> Error {
+    Error::Setup(format!("{key} {path}: {what}"))
+}

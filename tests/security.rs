@@ -1,0 +1,515 @@
+//! Hostile peers and secrets: access control, connection limits, slow
+//! values, hostile JSON, secrets in logs, broker TLS and passwords.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{closed_by_peer, run_bin, wait_until, Broker, Relay, Subscriber, TempDir};
+
+const WAIT: Duration = Duration::from_secs(10);
+const VALID: &str = r#"{"type":"IMG","unit":"ok"}"#;
+
+/// Connects to the relay from a chosen loopback source address.
+fn connect_from(source: &str, relay: &Relay) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&src.into()).unwrap();
+    let dst: SocketAddr = format!("127.0.0.1:{}", relay.port).parse().unwrap();
+    socket.connect(&dst.into()).unwrap();
+    socket.into()
+}
+
+#[test]
+fn a_peer_outside_socket_allow_is_closed_at_once_and_one_inside_a_cidr_is_served() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "#");
+    let strict = Relay::start(broker.port, &[("SOCKET_ALLOW", "127.0.0.1")]);
+    let mut outsider = connect_from("127.0.0.2", &strict);
+    let _ = outsider.write_all(VALID.as_bytes());
+    assert!(
+        closed_by_peer(&mut outsider, WAIT),
+        "127.0.0.2 must be closed"
+    );
+    strict.expect_log("refused backend 127.0.0.2", WAIT);
+    sub.assert_silent(Duration::from_millis(300));
+    // 127.0.0.1 itself is still served.
+    strict.connect().write_all(VALID.as_bytes()).unwrap();
+    assert!(sub.recv(WAIT).is_some());
+
+    let cidr = Relay::start(broker.port, &[("SOCKET_ALLOW", "10.0.0.0/8, 127.0.0.0/30")]);
+    let mut insider = connect_from("127.0.0.2", &cidr);
+    insider.write_all(VALID.as_bytes()).unwrap();
+    let m = sub.recv(WAIT).expect("127.0.0.2 is inside 127.0.0.0/30");
+    assert_eq!(m.payload, VALID.as_bytes());
+    let mut beyond = connect_from("127.0.0.4", &cidr);
+    assert!(
+        closed_by_peer(&mut beyond, WAIT),
+        "127.0.0.4 is outside 127.0.0.0/30"
+    );
+}
+
+#[test]
+fn connection_past_max_connections_is_closed_and_a_freed_slot_is_reused() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "#");
+    let relay = Relay::start(broker.port, &[("MAX_CONNECTIONS", "2")]);
+    let mut a = relay.connect();
+    let mut b = relay.connect();
+    a.write_all(VALID.as_bytes()).unwrap();
+    b.write_all(VALID.as_bytes()).unwrap();
+    assert_eq!(sub.collect(2, WAIT).len(), 2, "two connections are served");
+    let mut third = relay.connect();
+    assert!(
+        closed_by_peer(&mut third, WAIT),
+        "connection 3 of 2 must be closed"
+    );
+    relay.expect_log("MAX_CONNECTIONS reached", WAIT);
+    drop(a);
+    relay.expect_log("closed the connection", WAIT);
+    // The slot is free once the session thread has finished.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = relay.connect();
+    again.write_all(VALID.as_bytes()).unwrap();
+    assert!(
+        sub.recv(WAIT).is_some(),
+        "the freed slot is usable; log:\n{}",
+        relay.log()
+    );
+    let _ = b.write_all(VALID.as_bytes());
+    assert!(sub.recv(WAIT).is_some(), "b still works");
+}
+
+#[test]
+fn refusal_logging_is_rate_limited_under_a_flood() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("SOCKET_ALLOW", "127.0.0.1")]);
+    for _ in 0..200 {
+        let mut s = connect_from("127.0.0.3", &relay);
+        let _ = closed_by_peer(&mut s, WAIT);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = relay.log().matches("refused backend").count();
+    assert!(lines <= 10, "{lines} refusal lines for 200 refused peers");
+    // The relay still serves its own.
+    let sub = Subscriber::new(broker.port, "#");
+    relay.connect().write_all(VALID.as_bytes()).unwrap();
+    assert!(sub.recv(WAIT).is_some());
+}
+
+#[test]
+fn a_value_left_incomplete_for_60_s_is_dropped_and_its_connection_closed_but_idle_ones_stay() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "#");
+    let relay = Relay::start(broker.port, &[]);
+    let mut slow = relay.connect();
+    let idle = relay.connect();
+    slow.write_all(br#"{"type":"IMG","un"#).unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_by_peer(&mut slow, Duration::from_secs(90)),
+        "slow-loris connection must be closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(55),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    relay.expect_log("left a value incomplete for 60 s", WAIT);
+    sub.assert_silent(Duration::from_millis(200));
+    // The idle connection (nothing pending) is still open and works.
+    let mut idle = idle;
+    idle.write_all(VALID.as_bytes()).unwrap();
+    assert!(sub.recv(WAIT).is_some(), "idle connection must stay usable");
+}
+
+#[test]
+fn hostile_json_is_refused_with_a_reason_and_never_reaches_the_broker() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "#");
+    let relay = Relay::start(broker.port, &[]);
+    let mut s = relay.connect();
+    let deep = format!(
+        r#"{{"type":"CFG","unit":"u","configs":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (deep.into_bytes(), "nesting deeper than 128"),
+        (
+            br#"{"type":"FRS","unit":"u","reset_level":1e999}"#.to_vec(),
+            "reset_level",
+        ),
+        (
+            br#"{"type":"FRS","unit":"u","reset_level":123456789012345678901234567890}"#.to_vec(),
+            "reset_level",
+        ),
+        (
+            br#"{"type":"IMG","unit":"ok","unit":"evil/x"}"#.to_vec(),
+            r#"duplicate field "unit""#,
+        ),
+        (
+            br#"{"type":"IMG","type":"FRS","unit":"ok"}"#.to_vec(),
+            r#"duplicate field "type""#,
+        ),
+        (
+            br#"{"type":"IMG","unit":"../../x"}"#.to_vec(),
+            "contains '/'",
+        ),
+        (
+            br#"{"type":"IMG","unit":"a\u002fb"}"#.to_vec(),
+            "contains '/'",
+        ),
+        (
+            br#"{"type":"IMG","unit":"a\u0000b"}"#.to_vec(),
+            "control character",
+        ),
+        (
+            b"{\"type\":\"IMG\",\"unit\":\"ok\",\"x\":\"\x00\"}".to_vec(),
+            "invalid JSON",
+        ),
+        (
+            b"{\"type\":\"IMG\",\"unit\":\"ok\",\"x\":\"\xc0\xaf\"}".to_vec(),
+            "invalid UTF-8",
+        ),
+        (
+            b"{\"type\":\"IMG\",\"unit\":\"ok\",\"x\":\"\xed\xa0\x80\"}".to_vec(),
+            "invalid UTF-8",
+        ),
+    ];
+    for (input, reason) in &cases {
+        s.write_all(input).unwrap();
+        s.write_all(b"\n").unwrap();
+        s.write_all(VALID.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+        let m = sub.recv(WAIT).unwrap_or_else(|| {
+            panic!("valid line after {:?} lost", String::from_utf8_lossy(input))
+        });
+        assert_eq!(m.payload, VALID.as_bytes(), "a hostile value was published");
+        assert_eq!(m.topic, "/service/ms500/ok/socket");
+        relay.expect_log(reason, WAIT);
+    }
+    sub.assert_silent(Duration::from_millis(300));
+}
+
+const SECRETS: [&str; 7] = [
+    "Sup3rWifiPass",
+    "Rej3ctedWifiPass",
+    "Tok3nValue42",
+    "Cl1entS3cretX",
+    "DbPassw0rdRej",
+    "Inval1dJsonS3cret",
+    "R3plyWifiPass",
+];
+
+#[test]
+fn secrets_never_reach_the_log_even_at_debug() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "debug"), ("ACK_MODE", "all")]);
+    relay.expect_log("connected to broker", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = relay.connect();
+    let inputs = [
+        r#"{"type":"WFI","unit":"cam-1","wifi_enabled":true,"wifi_ssid":"site","wifi_password":"Sup3rWifiPass"}"#.to_string(),
+        r#"{"type":"WFI","unit":"cam-1","wifi_enabled":"maybe","wifi_password":"Rej3ctedWifiPass"}"#.to_string(),
+        r#"{"type":"CFG","unit":"cam-1","configs":{"api_TOKEN":"Tok3nValue42","nested":[{"Client_Secret":"Cl1entS3cretX"}]}}"#.to_string(),
+        r#"{"type":"CFG","unit":"cam 1","configs":{"db_password":"DbPassw0rdRej"}}"#.to_string(),
+        "{\"type\":\"WFI\",\"unit\":\"cam-1\",\"wifi_password\":\"Inval1dJsonS3cret\"\n".to_string(),
+        r#"{"type":"SCS","unit":"cam-1"}"#.to_string(),
+    ];
+    for i in &inputs {
+        s.write_all(i.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+    }
+    assert_eq!(
+        sub.collect(3, WAIT).len(),
+        3,
+        "the valid WFI, CFG and SCS are published"
+    );
+    relay.expect_log("accepted SCS for unit cam-1", WAIT);
+    support::publish(
+        broker.port,
+        "/device/ms500/cam-1/socket_reply",
+        br#"{"wifi":{"ssid":"site","wifi_password":"R3plyWifiPass"}}"#,
+        rumqttc::QoS::AtLeastOnce,
+    );
+    // Three ok lines, three error lines, then the reply.
+    let lines = support::read_lines(&s, 7, WAIT);
+    assert!(
+        lines.iter().any(|l| l.contains("R3plyWifiPass")),
+        "the reply itself goes back unchanged"
+    );
+    relay.expect_log("message on /device/ms500/cam-1/socket_reply", WAIT);
+    relay.expect_log("payload of CFG", WAIT);
+    let log = relay.log();
+    for secret in SECRETS {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+    assert!(
+        log.contains(r#""wifi_password":"***""#),
+        "debug dumps show the field, masked"
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl command line");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ms500 test CA",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    for name in ["server", "client"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+    }
+    // A second, unrelated CA the broker does not use.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=someone else",
+        ],
+    );
+}
+
+#[test]
+fn delivery_through_a_tls_listener_with_and_without_client_certificates() {
+    let certs = TempDir::new("certs");
+    make_certs(certs.path());
+    let p = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
+    let tls_port = support::free_port();
+    let mtls_port = support::free_port();
+    let broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+         listener {mtls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        p("ca.pem"), p("server.pem"), p("server.key"), p("ca.pem"), p("server.pem"), p("server.key")
+    ));
+    let sub = Subscriber::new(broker.port, "#");
+
+    let relay = Relay::start(
+        tls_port,
+        &[("MQTT_TLS", "true"), ("MQTT_CA_FILE", &p("ca.pem"))],
+    );
+    relay.expect_log("connected to broker", WAIT);
+    relay.connect().write_all(VALID.as_bytes()).unwrap();
+    assert_eq!(
+        sub.recv(WAIT).expect("delivered over TLS").payload,
+        VALID.as_bytes()
+    );
+
+    let mtls = Relay::start(
+        mtls_port,
+        &[
+            ("MQTT_TLS", "true"),
+            ("MQTT_CA_FILE", &p("ca.pem")),
+            ("MQTT_CLIENT_CERT", &p("client.pem")),
+            ("MQTT_CLIENT_KEY", &p("client.key")),
+        ],
+    );
+    mtls.expect_log("connected to broker", WAIT);
+    mtls.connect().write_all(VALID.as_bytes()).unwrap();
+    assert!(
+        sub.recv(WAIT).is_some(),
+        "delivered with a client certificate"
+    );
+
+    // A broker certificate from an unknown CA: logged at error once, retried, survived.
+    let wrong = Relay::start(
+        tls_port,
+        &[("MQTT_TLS", "true"), ("MQTT_CA_FILE", &p("other.pem"))],
+    );
+    wrong.expect_log("ERROR broker 127.0.0.1", WAIT);
+    std::thread::sleep(Duration::from_secs(4));
+    let log = wrong.log();
+    assert!(log.contains("TLS"), "{log}");
+    assert_eq!(
+        log.matches("ERROR").count(),
+        1,
+        "one error line per state change:\n{log}"
+    );
+    wrong.connect().write_all(VALID.as_bytes()).unwrap();
+    wrong.expect_log("accepted IMG", WAIT);
+}
+
+#[test]
+fn unreadable_tls_files_are_configuration_errors() {
+    let dir = TempDir::new("tlsconf");
+    let conf = dir.path().join("relay.conf");
+    let missing = dir.path().join("missing-ca.pem");
+    std::fs::write(
+        &conf,
+        format!("MQTT_TLS = true\nMQTT_CA_FILE = {}\n", missing.display()),
+    )
+    .unwrap();
+    let (code, _, err) = run_bin(&["check-config", "-c", conf.to_str().unwrap()], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("MQTT_CA_FILE") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+    let (code, _, err) = run_bin(&["-c", conf.to_str().unwrap()], None);
+    assert_eq!(code, 2, "{err}");
+
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "MQTT_TLS = true\nMQTT_CA_FILE = {}\n",
+            dir.path().join("junk.pem").display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_bin(&["check-config", "-c", conf.to_str().unwrap()], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no certificate"), "{err}");
+}
+
+#[test]
+fn delivery_through_a_listener_that_requires_a_password_and_a_wrong_one_is_survived() {
+    let dir = TempDir::new("passwd");
+    let pwfile = dir.path().join("passwd");
+    let status = Command::new("mosquitto_passwd")
+        .args([
+            "-b",
+            "-c",
+            pwfile.to_str().unwrap(),
+            "relay",
+            "Br0kerPassw0rd",
+        ])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(status.success());
+    let secure_port = support::free_port();
+    let broker = Broker::start_with(&format!(
+        "per_listener_settings true\nlistener {secure_port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+        pwfile.display()
+    ));
+    let sub = Subscriber::new(broker.port, "#");
+
+    let good = Relay::start(
+        secure_port,
+        &[
+            ("MQTT_USERNAME", "relay"),
+            ("MQTT_PASSWORD", "Br0kerPassw0rd"),
+            ("LOG_LEVEL", "debug"),
+        ],
+    );
+    good.expect_log("connected to broker", WAIT);
+    good.connect().write_all(VALID.as_bytes()).unwrap();
+    assert!(
+        sub.recv(WAIT).is_some(),
+        "delivered with the right password"
+    );
+    assert!(
+        !good.log().contains("Br0kerPassw0rd"),
+        "MQTT_PASSWORD must never be logged"
+    );
+
+    let bad = Relay::start(
+        secure_port,
+        &[
+            ("MQTT_USERNAME", "relay"),
+            ("MQTT_PASSWORD", "WrongPassw0rd"),
+        ],
+    );
+    bad.expect_log("ERROR broker 127.0.0.1", WAIT);
+    std::thread::sleep(Duration::from_secs(4));
+    let log = bad.log();
+    assert_eq!(
+        log.matches("ERROR").count(),
+        1,
+        "logged once, not per attempt:\n{log}"
+    );
+    assert!(log.contains("refused"), "{log}");
+    assert!(!log.contains("WrongPassw0rd"));
+    // Still alive and accepting.
+    let mut s = bad.connect();
+    s.write_all(VALID.as_bytes()).unwrap();
+    bad.expect_log("accepted IMG", WAIT);
+    let mut buf = [0u8; 1];
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(s.read(&mut buf).is_err(), "connection stays open");
+    assert!(wait_until(Duration::from_secs(1), || true));
+}
