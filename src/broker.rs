@@ -141,6 +141,9 @@ impl BrokerLink {
             };
             match polled {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    self.counters
+                        .broker_connected
+                        .store(false, Ordering::Relaxed);
                     log::info!("disconnected from broker {broker}");
                     break;
                 }
@@ -148,6 +151,9 @@ impl BrokerLink {
                     match event {
                         Event::Incoming(Packet::ConnAck(_)) => {
                             log::info!("connected to broker {broker}");
+                            self.counters
+                                .broker_connected
+                                .store(true, Ordering::Relaxed);
                             state = State::Connected;
                             backoff = BACKOFF_MIN;
                             progress = Instant::now();
@@ -227,6 +233,9 @@ impl BrokerLink {
     /// The connection is gone (rumqttc has already moved what it held into
     /// `pending`). Report it to the publisher and reset rumqttc's session state.
     fn link_lost(&mut self) {
+        self.counters
+            .broker_connected
+            .store(false, Ordering::Relaxed);
         let eventloop = &mut self.connection.eventloop;
         // Events rumqttc buffered before the failure still happened: report them first.
         let leftovers: Vec<Event> = eventloop.state.events.drain(..).collect();

@@ -1,10 +1,14 @@
-//! Relay-wide event counters, shared by every thread through an `Arc` and
-//! read by the status file. Relaxed atomics: each number is only ever added to.
+//! Relay-wide counters and gauges, shared by every thread through an `Arc`
+//! and read by the status file. Relaxed atomics: each is a number on its own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Default, Debug)]
 pub struct Counters {
+    /// Set by the MQTT event loop on ConnAck, cleared when the link drops.
+    pub broker_connected: AtomicBool,
+    /// Commands accepted and not yet acknowledged, set by the publisher.
+    pub queue_depth: AtomicUsize,
     pub received: AtomicU64,
     pub published: AtomicU64,
     pub rejected: AtomicU64,
@@ -16,5 +20,18 @@ pub struct Counters {
 impl Counters {
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (name, value) pairs in the order the status file lists them.
+    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("received", get(&self.received)),
+            ("published", get(&self.published)),
+            ("rejected", get(&self.rejected)),
+            ("expired", get(&self.expired)),
+            ("replies_routed", get(&self.replies_routed)),
+            ("replies_dropped", get(&self.replies_dropped)),
+        ]
     }
 }

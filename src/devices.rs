@@ -90,7 +90,6 @@ impl DeviceTable {
         gone
     }
 
-    #[allow(dead_code)] // read by the status file
     pub fn snapshot(&self) -> Vec<DeviceSnapshot> {
         self.devices
             .iter()

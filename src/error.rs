@@ -16,6 +16,10 @@ pub enum Error {
     Setup(String),
     /// The backend socket could not be bound.
     Listen { addr: String, source: io::Error },
+    /// Another instance holds the pid file.
+    AlreadyRunning { path: String, pid: String },
+    /// `status` found the status file missing or stale (already reported on stdout).
+    Unhealthy,
     /// Anything else that stops the relay at run time.
     Runtime(String),
     /// An I/O error outside the cases above.
@@ -23,12 +27,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Exit codes of SPEC §4: 1 runtime, 2 configuration or usage, 4 cannot listen.
+    /// Exit codes of SPEC §4: 1 runtime, 2 configuration or usage, 3 already running, 4 cannot listen.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Setup(_) => 2,
             Error::Listen { .. } => 4,
-            Error::Runtime(_) | Error::Io(_) => 1,
+            Error::AlreadyRunning { .. } => 3,
+            Error::Runtime(_) | Error::Io(_) | Error::Unhealthy => 1,
         }
     }
 }
@@ -40,6 +45,10 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "{e}"),
             Error::Setup(msg) => write!(f, "{msg}"),
             Error::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::AlreadyRunning { path, pid } => {
+                write!(f, "already running: {path} is locked by pid {pid}")
+            }
+            Error::Unhealthy => write!(f, "the relay is not healthy"),
             Error::Runtime(msg) => write!(f, "{msg}"),
             Error::Io(e) => write!(f, "{e}"),
         }

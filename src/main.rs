@@ -24,6 +24,7 @@ mod frame;
 mod heartbeat;
 mod listener;
 mod outbox;
+mod pidfile;
 mod publisher;
 mod redact;
 mod relay;
@@ -32,6 +33,7 @@ mod send;
 mod session;
 mod shutdown;
 mod spool;
+mod status;
 mod tls;
 
 use std::io::Write;
@@ -93,7 +95,14 @@ fn run() -> Result<(), Error> {
             init_logging("warn");
             send::run(&config, &commands, Duration::from_secs_f64(wait_secs))
         }
-        Action::Status => Err(Error::Runtime("status: not implemented yet".into())),
+        Action::Status => {
+            let (config, _) = config::load(invocation.config.as_deref())?;
+            if status::show(&config, &mut std::io::stdout().lock())? {
+                Ok(())
+            } else {
+                Err(Error::Unhealthy)
+            }
+        }
     }
 }
 

@@ -136,6 +136,9 @@ impl Publisher {
             self.tidy_spool();
             self.in_flight
                 .store(self.ledger.in_flight(), Ordering::Relaxed);
+            self.counters
+                .queue_depth
+                .store(self.ledger.len() + jobs.len(), Ordering::Relaxed);
             if deadline.is_none() && intake.is_set() {
                 deadline = Some(Instant::now() + grace);
             }

@@ -6,10 +6,11 @@
 //! once. Once a second the main thread also sweeps the device table for
 //! devices gone silent.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::RecvTimeoutError;
 use rumqttc::Client;
@@ -20,10 +21,12 @@ use crate::counters::Counters;
 use crate::devices::DeviceTable;
 use crate::error::Error;
 use crate::listener;
+use crate::pidfile::PidFile;
 use crate::publisher::Publisher;
 use crate::routes::ReplyRoutes;
 use crate::session::{Accepted, Shared};
 use crate::shutdown::Stop;
+use crate::status;
 
 /// Commands parsed by sessions and not yet taken by the publisher; the
 /// publisher's ledger (`QUEUE_CAPACITY`) is the real queue.
@@ -31,7 +34,15 @@ const JOB_CHANNEL: usize = 256;
 
 pub fn run(config: Config) -> Result<(), Error> {
     let config = Arc::new(config);
-    // Bind first: "cannot listen" must be reported before anything else starts.
+    let started = SystemTime::now();
+    // The pid lock comes first: a second instance must say "already running" (exit 3),
+    // not fail to bind the port that the first one holds.
+    let pid_file = if config.pid_file.is_empty() {
+        None
+    } else {
+        Some(PidFile::acquire(Path::new(&config.pid_file))?)
+    };
+    // Then bind: "cannot listen" is reported before anything else starts.
     let socket = listener::bind(&config.socket_host, config.socket_port)?;
     let local = socket.local_addr().map_err(Error::Io)?;
 
@@ -94,10 +105,17 @@ pub fn run(config: Config) -> Result<(), Error> {
         config.mqtt_port
     );
 
+    let mut status = StatusWriter::new(&config, started);
+    status.write(&config, &counters, &devices);
     loop {
         match signals.recv_timeout(Duration::from_secs(1)) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => tick(&devices, &config),
+            Err(RecvTimeoutError::Timeout) => {
+                sweep_devices(&devices, &config);
+                if status.due() {
+                    status.write(&config, &counters, &devices);
+                }
+            }
         }
     }
 
@@ -114,12 +132,64 @@ pub fn run(config: Config) -> Result<(), Error> {
         Ok(()) => join(link_thread),
         Err(_) => log::warn!("MQTT event loop did not stop in time; exiting without it"),
     }
+    status.write(&config, &counters, &devices);
+    if let Some(pid_file) = pid_file {
+        pid_file.release();
+    }
     log::info!("stopped");
     Ok(())
 }
 
+/// Writes `STATUS_FILE` (when set) every `STATUS_INTERVAL` seconds; a failure
+/// is logged at error once, until a write succeeds again.
+struct StatusWriter {
+    started: SystemTime,
+    last: Option<Instant>,
+    interval: Duration,
+    failing: bool,
+}
+
+impl StatusWriter {
+    fn new(config: &Config, started: SystemTime) -> Self {
+        StatusWriter {
+            started,
+            last: None,
+            interval: Duration::from_secs(config.status_interval),
+            failing: false,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last
+            .is_none_or(|t| t.elapsed() + Duration::from_millis(50) >= self.interval)
+    }
+
+    fn write(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
+        if config.status_file.is_empty() {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let devices = devices.lock().unwrap_or_else(|e| e.into_inner()).snapshot();
+        let snapshot = status::Snapshot {
+            config,
+            started: self.started,
+            now: SystemTime::now(),
+            counters,
+            devices,
+        };
+        match status::write(Path::new(&config.status_file), &snapshot) {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                self.failing = true;
+                log::error!("cannot write STATUS_FILE {}: {e}", config.status_file);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Once a second on the main thread: devices gone silent are logged offline once.
-fn tick(devices: &Mutex<DeviceTable>, config: &Config) {
+fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
     let timeout = Duration::from_secs(config.device_timeout);
     let gone = devices
         .lock()

@@ -1,0 +1,300 @@
+//! `STATUS_FILE` and the `status` command. The main thread writes a JSON
+//! snapshot (counters, gauges, device table) to a temporary file and renames
+//! it over `STATUS_FILE` every `STATUS_INTERVAL` seconds, so readers never see
+//! a half-written file and the file's age tells a watchdog whether the relay
+//! is alive. `ms500-relay status` reads it back and prints it for people.
+//! Rendering and reading are pure functions of the snapshot and the clock.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::devices::DeviceSnapshot;
+use crate::error::Error;
+
+/// A snapshot older than this many intervals means a hung relay.
+pub const STALE_INTERVALS: u64 = 3;
+
+/// Everything a snapshot shows, gathered by the caller.
+pub struct Snapshot<'a> {
+    pub config: &'a Config,
+    pub started: SystemTime,
+    pub now: SystemTime,
+    pub counters: &'a Counters,
+    pub devices: Vec<DeviceSnapshot>,
+}
+
+pub fn to_json(s: &Snapshot<'_>) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters: serde_json::Map<String, Value> = s
+        .counters
+        .snapshot()
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let devices: Vec<Value> = s
+        .devices
+        .iter()
+        .map(|d| {
+            let h = &d.status;
+            json!({
+                "id": d.id,
+                "online": d.online,
+                "last_seen": iso8601(d.last_seen),
+                "last_seen_unix": unix(d.last_seen),
+                "ip": h.ip,
+                "network": h.network,
+                "eth_connected": h.eth_connected,
+                "wifi_connected": h.wifi_connected,
+                "lte_connected": h.lte_connected,
+                "cpu_temp": h.cpu_temp,
+                "sense_temp": h.sense_temp,
+                "video_fps": h.video_fps,
+                "spi_fps": h.spi_fps,
+                "lte_signal": h.lte_signal,
+                "timestamp": h.timestamp,
+            })
+        })
+        .collect();
+    json!({
+        "pid": std::process::id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": iso8601(s.started),
+        "started_unix": unix(s.started),
+        "updated": iso8601(s.now),
+        "updated_unix": unix(s.now),
+        "status_interval": s.config.status_interval,
+        "broker": {
+            "address": format!("{}:{}", s.config.mqtt_broker, s.config.mqtt_port),
+            "connected": s.counters.broker_connected.load(Relaxed),
+        },
+        "queue_depth": s.counters.queue_depth.load(Relaxed),
+        "counters": counters,
+        "devices": devices,
+    })
+}
+
+/// Replaces `path` atomically with the snapshot.
+pub fn write(path: &Path, snapshot: &Snapshot<'_>) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let mut bytes = serde_json::to_vec_pretty(&to_json(snapshot)).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `ms500-relay status`: prints the snapshot; Ok(false) when missing or stale (exit 1).
+pub fn show(config: &Config, out: &mut dyn std::io::Write) -> Result<bool, Error> {
+    if config.status_file.is_empty() {
+        return Err(Error::Usage(
+            "status needs STATUS_FILE set in the configuration".into(),
+        ));
+    }
+    let text = match std::fs::read(&config.status_file) {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(
+                out,
+                "status file {} cannot be read: {e}",
+                config.status_file
+            )?;
+            writeln!(
+                out,
+                "the relay is not running, or STATUS_FILE differs from its configuration"
+            )?;
+            return Ok(false);
+        }
+    };
+    let value: Value = match serde_json::from_slice(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            writeln!(
+                out,
+                "status file {} is not valid JSON: {e}",
+                config.status_file
+            )?;
+            return Ok(false);
+        }
+    };
+    let (report, fresh) = render(&value, SystemTime::now(), config.status_interval);
+    out.write_all(report.as_bytes())?;
+    Ok(fresh)
+}
+
+/// The readable report and whether the snapshot is fresh.
+pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, bool) {
+    let now_unix = unix(now);
+    let interval = v["status_interval"]
+        .as_u64()
+        .unwrap_or(default_interval)
+        .max(1);
+    let updated = v["updated_unix"].as_u64().unwrap_or(0);
+    let age = now_unix.saturating_sub(updated);
+    let fresh = updated > 0 && age <= STALE_INTERVALS * interval;
+    let mut r = String::new();
+    let started = v["started_unix"].as_u64().unwrap_or(now_unix);
+    let _ = writeln!(
+        r,
+        "ms500-relay {} pid {}, up {}, status {} (updated {} ago)",
+        v["version"].as_str().unwrap_or("?"),
+        v["pid"]
+            .as_u64()
+            .map(|p| p.to_string())
+            .unwrap_or("?".into()),
+        human(now_unix.saturating_sub(started)),
+        if fresh { "FRESH" } else { "STALE" },
+        human(age),
+    );
+    if !fresh {
+        let _ = writeln!(
+            r,
+            "  the snapshot is older than {} x STATUS_INTERVAL ({interval} s): the relay is hung or stopped",
+            STALE_INTERVALS
+        );
+    }
+    let _ = writeln!(
+        r,
+        "broker {}: {}",
+        v["broker"]["address"].as_str().unwrap_or("?"),
+        if v["broker"]["connected"].as_bool() == Some(true) {
+            "connected"
+        } else {
+            "NOT connected"
+        }
+    );
+    let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
+    let counters: Vec<String> = [
+        "received",
+        "published",
+        "rejected",
+        "expired",
+        "replies_routed",
+        "replies_dropped",
+    ]
+    .iter()
+    .map(|k| {
+        format!(
+            "{} {}",
+            k.replace('_', " "),
+            v["counters"][k].as_u64().unwrap_or(0)
+        )
+    })
+    .collect();
+    let _ = writeln!(r, "counters: {}", counters.join(", "));
+    let devices = v["devices"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(r, "devices: {}", devices.len());
+    if !devices.is_empty() {
+        let header = [
+            "DEVICE",
+            "ONLINE",
+            "LAST SEEN",
+            "IP",
+            "NETWORK",
+            "CPU",
+            "SENSE",
+            "VIDEO",
+            "SPI",
+        ];
+        let rows: Vec<[String; 9]> = devices
+            .iter()
+            .map(|d| {
+                let seen = d["last_seen_unix"]
+                    .as_u64()
+                    .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
+                [
+                    d["id"].as_str().unwrap_or("?").to_string(),
+                    if d["online"].as_bool() == Some(true) {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                    seen.unwrap_or_else(|| "-".into()),
+                    text(&d["ip"]),
+                    text(&d["network"]),
+                    unit(&d["cpu_temp"], "C"),
+                    unit(&d["sense_temp"], "C"),
+                    unit(&d["video_fps"], "fps"),
+                    unit(&d["spi_fps"], "fps"),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| -> String {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+            l.trim_end().to_string()
+        };
+        let _ = writeln!(r, "{}", line(header.to_vec()));
+        for row in &rows {
+            let _ = writeln!(r, "{}", line(row.iter().map(String::as_str).collect()));
+        }
+    }
+    (r, fresh)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn unit(v: &Value, suffix: &str) -> String {
+    match v.as_f64() {
+        Some(f) => format!("{f}{suffix}"),
+        None => "-".into(),
+    }
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{}m {:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h {:02}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d {:02}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` in UTC (days-from-civil, Howard Hinnant's algorithm).
+pub fn iso8601(t: SystemTime) -> String {
+    let secs = unix(t);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+use super::*;
+use crate::heartbeat::Heartbeat;
+use std::time::Duration;
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[test]
+fn iso8601_known_dates() {
+    assert_eq!(iso8601(at(0)), "1970-01-01T00:00:00Z");
+    assert_eq!(iso8601(at(951_782_400)), "2000-02-29T00:00:00Z");
+    assert_eq!(iso8601(at(1_795_927_484)), "2026-11-29T04:44:44Z");
+    assert_eq!(iso8601(at(4_107_542_399)), "2100-02-28T23:59:59Z");
+}
+
+fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
+    let config = Config::default();
+    let counters = Counters::default();
+    Counters::add(&counters.received);
+    Counters::add(&counters.received);
+    Counters::add(&counters.published);
+    to_json(&Snapshot {
+        config: &config,
+        started: at(now - 7200),
+        now: at(now),
+        counters: &counters,
+        devices,
+    })
+}
+
+#[test]
+fn snapshot_has_the_documented_keys() {
+    let v = snapshot_value(vec![], 1_795_927_484);
+    for key in [
+        "pid",
+        "started",
+        "started_unix",
+        "updated",
+        "updated_unix",
+        "status_interval",
+        "broker",
+        "queue_depth",
+        "counters",
+        "devices",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    for key in [
+        "received",
+        "published",
+        "rejected",
+        "expired",
+        "replies_routed",
+        "replies_dropped",
+    ] {
+        assert!(v["counters"][key].is_u64(), "counter {key}: {v}");
+    }
+    assert_eq!(v["counters"]["received"], 2);
+    assert_eq!(v["broker"]["connected"], false);
+    assert_eq!(v["updated"], "2026-11-29T04:44:44Z");
+}
+
+#[test]
+fn render_marks_fresh_and_stale_by_three_intervals() {
+    let v = snapshot_value(vec![], 1_000_000);
+    let (report, fresh) = render(&v, at(1_000_015), 5);
+    assert!(fresh, "{report}");
+    assert!(report.contains("FRESH"));
+    let (report, fresh) = render(&v, at(1_000_016), 5);
+    assert!(!fresh);
+    assert!(report.contains("STALE"), "{report}");
+    assert!(report.contains("NOT connected"));
+    assert!(report.contains("up 2h 00m"), "{report}");
+}
+
+#[test]
+fn render_lists_devices_in_an_aligned_table_with_absent_values_as_dashes() {
+    let devices = vec![
+        DeviceSnapshot {
+            id: "cam-01".into(),
+            online: true,
+            last_seen: at(999_990),
+            status: Heartbeat {
+                ip: Some("10.0.0.7".into()),
+                network: Some("wifi".into()),
+                cpu_temp: Some(47.5),
+                video_fps: Some(15.0),
+                ..Heartbeat::default()
+            },
+        },
+        DeviceSnapshot {
+            id: "a-much-longer-device-id".into(),
+            online: false,
+            last_seen: at(900_000),
+            status: Heartbeat::default(),
+        },
+    ];
+    let v = snapshot_value(devices, 1_000_000);
+    let (report, _) = render(&v, at(1_000_000), 5);
+    let lines: Vec<&str> = report.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("DEVICE"))
+        .expect("table header");
+    let row1 = lines[header + 1];
+    let row2 = lines[header + 2];
+    assert!(row1.starts_with("cam-01 "), "{report}");
+    assert!(
+        row1.contains("10.0.0.7")
+            && row1.contains("47.5C")
+            && row1.contains("15fps")
+            && row1.contains("10 s ago"),
+        "{row1}"
+    );
+    assert!(row2.contains(" no ") && row2.contains(" - "), "{row2}");
+    // Columns line up: ONLINE starts at the same offset in every line.
+    let col = lines[header].find("ONLINE").unwrap();
+    assert_eq!(&row1[col..col + 3], "yes");
+    assert_eq!(&row2[col..col + 2], "no");
+}
+
+#[test]
+fn render_survives_a_foreign_file() {
+    let (report, fresh) = render(&json!({"something": "else"}), at(10), 5);
+    assert!(!fresh);
+    assert!(report.contains("STALE"));
+}
