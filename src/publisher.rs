@@ -33,6 +33,9 @@ use crate::spool::{Replayed, Spool};
 /// client's inflight limit, so packet ids never collide.
 pub const WINDOW: usize = 100;
 
+/// Commands held while the broker is connected (see [`Publisher::room`]).
+const CONNECTED_BACKLOG: usize = 4 * WINDOW;
+
 pub struct Publisher {
     client: Client,
     ledger: Ledger<Accepted>,
@@ -153,7 +156,8 @@ impl Publisher {
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
-            let jobs_rx = if jobs_open && self.ledger.len() < self.capacity {
+            let room = self.room();
+            let jobs_rx = if jobs_open && self.ledger.len() < room {
                 &jobs
             } else {
                 &no_jobs
@@ -164,7 +168,7 @@ impl Publisher {
                     Ok(job) => {
                         // Everything that arrived together is one batch: one spool sync.
                         batch.push(job);
-                        while self.ledger.len() + batch.len() < self.capacity {
+                        while self.ledger.len() + batch.len() < room {
                             match jobs.try_recv() {
                                 Ok(job) => batch.push(job),
                                 Err(_) => break,
@@ -193,6 +197,18 @@ impl Publisher {
         }
         link_stop.trigger();
         log::debug!("publisher stopped");
+    }
+
+    /// How many commands the ledger may hold now. With the broker connected a
+    /// few windows keep it busy, and the backends wait in their sockets (TCP
+    /// backpressure); only while it is away does the queue fill up to
+    /// `QUEUE_CAPACITY`, so memory is spent on outages, not on bursts.
+    fn room(&self) -> usize {
+        if self.ledger.link_up() {
+            self.capacity.min(CONNECTED_BACKLOG)
+        } else {
+            self.capacity
+        }
     }
 
     /// Queues a batch: spooled and synced first (when there is a spool), then logged as accepted.
