@@ -34,6 +34,7 @@ mod session;
 mod shutdown;
 mod spool;
 mod status;
+mod time;
 mod tls;
 
 use std::io::Write;
@@ -137,7 +138,7 @@ fn init_logging(level: &str) {
         writeln!(
             buf,
             "{} {:<5} {}",
-            buf.timestamp_millis(),
+            time::iso8601_millis(std::time::SystemTime::now()),
             record.level(),
             record.args()
         )

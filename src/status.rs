@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::devices::DeviceSnapshot;
 use crate::error::Error;
+use crate::time::{iso8601, unix};
 
 /// A snapshot older than this many intervals means a hung relay.
 pub const STALE_INTERVALS: u64 = 3;
@@ -266,34 +267,6 @@ fn human(secs: u64) -> String {
         3600..=86_399 => format!("{}h {:02}m", secs / 3600, (secs % 3600) / 60),
         _ => format!("{}d {:02}h", secs / 86_400, (secs % 86_400) / 3600),
     }
-}
-
-pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` in UTC (days-from-civil, Howard Hinnant's algorithm).
-pub fn iso8601(t: SystemTime) -> String {
-    let secs = unix(t);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
