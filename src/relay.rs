@@ -45,11 +45,17 @@ pub fn run(config: Config) -> Result<(), Error> {
     // Then bind: "cannot listen" is reported before anything else starts.
     let socket = listener::bind(&config.socket_host, config.socket_port)?;
     let local = socket.local_addr().map_err(Error::Io)?;
+    let counters = Arc::new(Counters::default());
+    let devices = Arc::new(Mutex::new(DeviceTable::new()));
+    // A STATUS_FILE that cannot be written is a configuration error, found
+    // now rather than by a watchdog that would see a "hung" relay forever.
+    let mut status = StatusWriter::new(&config, started);
+    status
+        .write(&config, &counters, &devices)
+        .map_err(|e| Error::Setup(format!("STATUS_FILE {}: {e}", config.status_file)))?;
 
     let signals = install_signal_handler()?;
-    let counters = Arc::new(Counters::default());
     let routes = ReplyRoutes::new();
-    let devices = Arc::new(Mutex::new(DeviceTable::new()));
     let intake = Stop::new();
     let link_stop = Stop::new();
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
@@ -105,15 +111,13 @@ pub fn run(config: Config) -> Result<(), Error> {
         config.mqtt_port
     );
 
-    let mut status = StatusWriter::new(&config, started);
-    status.write(&config, &counters, &devices);
     loop {
         match signals.recv_timeout(Duration::from_secs(1)) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
                 sweep_devices(&devices, &config);
                 if status.due() {
-                    status.write(&config, &counters, &devices);
+                    status.report(&config, &counters, &devices);
                 }
             }
         }
@@ -132,7 +136,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         Ok(()) => join(link_thread),
         Err(_) => log::warn!("MQTT event loop did not stop in time; exiting without it"),
     }
-    status.write(&config, &counters, &devices);
+    status.report(&config, &counters, &devices);
     if let Some(pid_file) = pid_file {
         pid_file.release();
     }
@@ -164,9 +168,26 @@ impl StatusWriter {
             .is_none_or(|t| t.elapsed() + Duration::from_millis(50) >= self.interval)
     }
 
-    fn write(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
+    /// Writes a snapshot now; failures are logged at error once, until a write succeeds.
+    fn report(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
+        match self.write(config, counters, devices) {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                self.failing = true;
+                log::error!("cannot write STATUS_FILE {}: {e}", config.status_file);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn write(
+        &mut self,
+        config: &Config,
+        counters: &Counters,
+        devices: &Mutex<DeviceTable>,
+    ) -> std::io::Result<()> {
         if config.status_file.is_empty() {
-            return;
+            return Ok(());
         }
         self.last = Some(Instant::now());
         let devices = devices.lock().unwrap_or_else(|e| e.into_inner()).snapshot();
@@ -177,14 +198,7 @@ impl StatusWriter {
             counters,
             devices,
         };
-        match status::write(Path::new(&config.status_file), &snapshot) {
-            Ok(()) => self.failing = false,
-            Err(e) if !self.failing => {
-                self.failing = true;
-                log::error!("cannot write STATUS_FILE {}: {e}", config.status_file);
-            }
-            Err(_) => {}
-        }
+        status::write(Path::new(&config.status_file), &snapshot)
     }
 }
 

@@ -1,0 +1,245 @@
+//! scripts/watchdog.sh against the real relay binary: it starts a relay that
+//! is not running, leaves a healthy one alone (silently), replaces one that
+//! was killed or is hung (SIGSTOP: the status file goes stale), and refuses a
+//! configuration without PID_FILE.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use support::{free_port, send_signal, wait_until, Broker, TempDir, BIN};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/watchdog.sh");
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+fn run_watchdog(conf: &Path, log: &Path) -> Outcome {
+    let out = Command::new(SCRIPT)
+        .arg(conf)
+        .env("MS500_RELAY_BIN", BIN)
+        .env("MS500_RELAY_LOG", log)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/watchdog.sh");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The pid written in the pid file, if any.
+fn read_pid(pid_file: &Path) -> Option<u32> {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+}
+
+/// Running (or stopped) and not a zombie: the relays started by the script
+/// are reparented, and a killed one may stay a zombie until someone reaps it.
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or("");
+    !matches!(state, "Z" | "X" | "")
+}
+
+fn is_relay(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("ms500-relay"))
+        .unwrap_or(false)
+}
+
+fn age(path: &Path) -> Option<Duration> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    SystemTime::now().duration_since(modified).ok()
+}
+
+/// Kills every relay the test saw (and the one in the pid file), even when
+/// an assertion failed: CONT first so a stopped one can die, then KILL.
+struct Reaper {
+    pid_file: PathBuf,
+    seen: Vec<u32>,
+}
+
+impl Reaper {
+    fn saw(&mut self, pid: u32) {
+        if !self.seen.contains(&pid) {
+            self.seen.push(pid);
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let mut pids = self.seen.clone();
+        pids.extend(read_pid(&self.pid_file));
+        for pid in pids {
+            if alive(pid) && is_relay(pid) {
+                send_signal(pid, "CONT");
+                send_signal(pid, "KILL");
+            }
+        }
+    }
+}
+
+#[test]
+fn watchdog_starts_keeps_and_replaces_the_relay() {
+    let broker = Broker::start();
+    let dir = TempDir::new("watchdog");
+    let pid_file = dir.path().join("relay.pid");
+    let status_file = dir.path().join("status.json");
+    let log = dir.path().join("relay.log");
+    let conf = dir.path().join("relay.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "MQTT_BROKER = 127.0.0.1\nMQTT_PORT = {}\nSOCKET_PORT = {}\n\
+             PID_FILE = {}\nSTATUS_FILE = {}\nSTATUS_INTERVAL = 1\nSHUTDOWN_GRACE = 2\n",
+            broker.port,
+            free_port(),
+            pid_file.display(),
+            status_file.display()
+        ),
+    )
+    .unwrap();
+    let mut reaper = Reaper {
+        pid_file: pid_file.clone(),
+        seen: Vec::new(),
+    };
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // (a) Not running: the first run starts it and waits until it is up.
+    let first = run_watchdog(&conf, &log);
+    if let Some(p) = read_pid(&pid_file) {
+        reaper.saw(p);
+    }
+    assert_eq!(first.code, 0, "{}\nrelay log:\n{}", first.all(), show_log());
+    assert!(first.stdout.contains("started"), "{}", first.all());
+    let p1 = read_pid(&pid_file).expect("a pid in PID_FILE");
+    assert!(alive(p1), "pid {p1} from the pid file is not running");
+    assert!(
+        first.stdout.contains(&format!("pid {p1}")),
+        "{}",
+        first.all()
+    );
+    assert!(status_file.exists(), "no status file after the start");
+    assert!(
+        show_log().contains("listening on"),
+        "relay log:\n{}",
+        show_log()
+    );
+
+    // (b) Healthy: nothing to do, nothing said, same relay.
+    let second = run_watchdog(&conf, &log);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert_eq!(
+        second.all(),
+        "",
+        "a healthy relay must be left alone quietly"
+    );
+    assert_eq!(read_pid(&pid_file), Some(p1));
+    assert!(alive(p1));
+
+    // (c) Killed (-9): the lock went with it, so the next run starts a new one.
+    send_signal(p1, "KILL");
+    assert!(wait_until(Duration::from_secs(5), || !alive(p1)));
+    let third = run_watchdog(&conf, &log);
+    if let Some(p) = read_pid(&pid_file) {
+        reaper.saw(p);
+    }
+    assert_eq!(third.code, 0, "{}\nrelay log:\n{}", third.all(), show_log());
+    assert!(third.stdout.contains("started"), "{}", third.all());
+    let p2 = read_pid(&pid_file).expect("a pid in PID_FILE");
+    assert_ne!(p2, p1, "the killed relay's pid is still in the pid file");
+    assert!(alive(p2), "new relay {p2} is not running");
+
+    // (d) Hung (SIGSTOP): still holds the lock, but its status file goes
+    // stale after 3 x STATUS_INTERVAL; the run replaces it.
+    send_signal(p2, "STOP");
+    assert!(
+        wait_until(Duration::from_secs(10), || age(&status_file)
+            .is_some_and(|a| a > Duration::from_millis(4200))),
+        "the status file of a stopped relay did not go stale"
+    );
+    let fourth = run_watchdog(&conf, &log);
+    if let Some(p) = read_pid(&pid_file) {
+        reaper.saw(p);
+    }
+    assert_eq!(
+        fourth.code,
+        0,
+        "{}\nrelay log:\n{}",
+        fourth.all(),
+        show_log()
+    );
+    assert!(fourth.stdout.contains("hung"), "{}", fourth.all());
+    assert!(fourth.stdout.contains("started"), "{}", fourth.all());
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(p2)),
+        "the hung relay {p2} is still there"
+    );
+    let p3 = read_pid(&pid_file).expect("a pid in PID_FILE");
+    assert_ne!(p3, p2);
+    assert!(alive(p3), "replacement relay {p3} is not running");
+    assert!(
+        age(&status_file).is_some_and(|a| a < Duration::from_secs(3)),
+        "the replacement's status file is not fresh"
+    );
+    // And the replacement is healthy: the next run is quiet again.
+    let fifth = run_watchdog(&conf, &log);
+    assert_eq!((fifth.code, fifth.all()), (0, String::new()));
+    assert_eq!(read_pid(&pid_file), Some(p3));
+
+    // Clean stop at the end (the reaper covers the failure paths).
+    send_signal(p3, "TERM");
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(p3)),
+        "relay {p3} did not stop on SIGTERM"
+    );
+    drop(reaper);
+    drop(broker);
+}
+
+#[test]
+fn watchdog_refuses_a_config_without_pid_file() {
+    let dir = TempDir::new("watchdog-nopid");
+    let conf = dir.path().join("relay.conf");
+    let log = dir.path().join("relay.log");
+    std::fs::write(
+        &conf,
+        format!(
+            "SOCKET_PORT = {}\nSTATUS_FILE = {}\n",
+            free_port(),
+            dir.path().join("status.json").display()
+        ),
+    )
+    .unwrap();
+    let out = run_watchdog(&conf, &log);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("PID_FILE"), "{}", out.all());
+    assert!(!log.exists(), "no relay may be started: {}", out.all());
+
+    // A configuration the relay refuses is refused too, with the relay's reason.
+    std::fs::write(&conf, "MQTT_QOS = 7\n").unwrap();
+    let out = run_watchdog(&conf, &log);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("MQTT_QOS"), "{}", out.all());
+}
