@@ -19,6 +19,52 @@ use std::fmt;
 
 use crate::frame;
 
+/// True when a number token of this (syntactically valid) JSON overflows f64.
+/// Only tokens that could overflow (an exponent, or more than 300 digits) are parsed.
+fn has_unrepresentable_number(json: &[u8]) -> bool {
+    let mut i = 0;
+    let mut in_string = false;
+    while i < json.len() {
+        let b = json[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                let mut exponent = false;
+                while i < json.len()
+                    && matches!(json[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    exponent |= matches!(json[i], b'e' | b'E');
+                    i += 1;
+                }
+                if exponent || i - start > 300 {
+                    let finite = std::str::from_utf8(&json[start..i])
+                        .ok()
+                        .and_then(|t| t.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite);
+                    if !finite {
+                        return true;
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -195,6 +241,14 @@ pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> 
     };
     if let Some(name) = object.first_duplicate() {
         return Err(reject(format!("duplicate field \"{name}\"")));
+    }
+    // JSON's grammar has no range, but a number that overflows a double
+    // becomes infinity (or an error) in the device's parser. The reason does
+    // not quote it: it could be a secret field's value.
+    if has_unrepresentable_number(payload) {
+        return Err(reject(
+            "a number is out of range (it overflows a 64-bit float)".to_owned(),
+        ));
     }
     if check_fields {
         check_type_fields(kind, &object).map_err(&reject)?;

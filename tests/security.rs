@@ -142,7 +142,11 @@ fn hostile_json_is_refused_with_a_reason_and_never_reaches_the_broker() {
         (deep.into_bytes(), "nesting deeper than 128"),
         (
             br#"{"type":"FRS","unit":"u","reset_level":1e999}"#.to_vec(),
-            "reset_level",
+            "out of range",
+        ),
+        (
+            br#"{"type":"CDN","unit":"u","coordinates":[[1e9990,0]]}"#.to_vec(),
+            "out of range",
         ),
         (
             br#"{"type":"FRS","unit":"u","reset_level":123456789012345678901234567890}"#.to_vec(),

@@ -846,3 +846,35 @@ fn random_input_never_panics_and_matches_serde_json() {
     }
     assert!(accepted > 50, "{accepted}");
 }
+
+#[test]
+fn numbers_that_overflow_a_double_are_refused_anywhere() {
+    for input in [
+        r#"{"type":"CDN","unit":"u","coordinates":[[1e9990,0]]}"#,
+        r#"{"type":"CFG","unit":"u","configs":{"a":{"b":-1E400}}}"#,
+        r#"{"type":"IMG","unit":"u","id":1e309}"#,
+    ] {
+        let err = validate(input.as_bytes(), true).unwrap_err();
+        assert!(
+            err.reason.contains("out of range"),
+            "{input}: {}",
+            err.reason
+        );
+        let err = validate(input.as_bytes(), false).unwrap_err();
+        assert!(
+            err.reason.contains("out of range"),
+            "{input}: {}",
+            err.reason
+        );
+    }
+}
+
+#[test]
+fn large_but_finite_numbers_and_number_like_strings_pass() {
+    for input in [
+        r#"{"type":"CDN","unit":"u","coordinates":[[1e308,-1.5e-400,0.0000001]]}"#,
+        r#"{"type":"CFG","unit":"u","configs":{"s":"1e99999","n":123456789012345678901234567890}}"#,
+    ] {
+        assert!(validate(input.as_bytes(), true).is_ok(), "{input}");
+    }
+}
