@@ -218,6 +218,16 @@ fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|m| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
 fn batch(range: std::ops::Range<usize>) -> Vec<(usize, String)> {
     range.map(|i| (i, command(i))).collect()
 }
@@ -344,13 +354,48 @@ fn main() {
         with_spool.rate() / one.rate(),
     ));
 
-    let static_bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/x86_64-unknown-linux-gnu/release/ms500-relay");
-    if let Ok(meta) = std::fs::metadata(&static_bin) {
-        rows.push((
-            "static binary (scripts/build-static.sh)".into(),
-            format!("{:.2} MB", meta.len() as f64 / 1e6),
-        ));
+    // The cost of one info line per command: the same burst with LOG_LEVEL = warn.
+    let quiet = Relay::start(broker.port, &[("LOG_LEVEL", "warn")]);
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu0 = quiet.cpu_seconds();
+    let without_log = burst(&sub, n, || {
+        through_relay(&quiet, &batch(6 * n..7 * n), 1, None)
+    });
+    let quiet_cpu = (quiet.cpu_seconds() - cpu0) / n as f64 * 10_000.0;
+    drop(quiet);
+    rows.push((
+        format!("relay, LOG_LEVEL = warn, 1 connection, {n} burst"),
+        format!(
+            "{:.0} msg/s, {} delivered, CPU {quiet_cpu:.3} s per 10,000",
+            without_log.rate(),
+            without_log.delivered
+        ),
+    ));
+    ratios.push((
+        "info logging on / off (1 conn)".into(),
+        one.rate() / without_log.rate(),
+    ));
+
+    if full {
+        // Built here, so the size is that of the code being measured.
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-static.sh");
+        let out = std::process::Command::new(script)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .expect("run scripts/build-static.sh");
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let size = match std::fs::metadata(&path) {
+            Ok(meta) if out.status.success() => {
+                format!("{} bytes ({:.2} MB)", meta.len(), meta.len() as f64 / 1e6)
+            }
+            _ => "build failed".into(),
+        };
+        rows.push(("static binary (scripts/build-static.sh)".into(), size));
     }
 
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -360,10 +405,17 @@ fn main() {
         println!("| {k:width$} | {v} |");
     }
     println!();
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cpu_model()
+    );
     for (k, v) in &ratios {
         println!("{k}: {v:.3}");
     }
-    let lost = [&one, &eight, &with_spool]
+    let lost = [&one, &eight, &with_spool, &without_log]
         .iter()
         .map(|t| n - t.delivered)
         .sum::<usize>();

@@ -126,7 +126,12 @@ impl<T> Ledger<T> {
 
     /// Oldest-first view of everything not yet acknowledged.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
-        self.entries.iter().map(|(s, t)| (*s, t))
+        self.iter_from(0)
+    }
+
+    /// Those with a sequence number of `first` or later, oldest first.
+    pub fn iter_from(&self, first: u64) -> impl Iterator<Item = (u64, &T)> {
+        self.entries.range(first..).map(|(s, t)| (*s, t))
     }
 
     /// A new connection: everything unacknowledged is due again, oldest first.

@@ -213,19 +213,8 @@ impl Publisher {
 
     /// Queues a batch: spooled and synced first (when there is a spool), then logged as accepted.
     fn admit(&mut self, batch: &mut Vec<Accepted>) {
-        let mut lines = Vec::with_capacity(batch.len());
+        let first = self.ledger.next_seq();
         for job in batch.drain(..) {
-            let (wall, topic) = (job.received_wall, &job.topic);
-            let log_line = log::log_enabled!(log::Level::Info).then(|| {
-                format!(
-                    "accepted {} for unit {} from {} -> {topic}",
-                    job.kind.as_str(),
-                    job.unit,
-                    job.peer
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "spool".into()),
-                )
-            });
             if log::log_enabled!(log::Level::Debug) {
                 log::debug!(
                     "payload of {}: {}",
@@ -234,14 +223,29 @@ impl Publisher {
                 );
             }
             if let Some(spool) = self.spool.as_mut() {
-                spool.accepted(self.ledger.next_seq(), wall, &job.payload);
+                spool.accepted(self.ledger.next_seq(), job.received_wall, &job.payload);
             }
             self.ledger.push(job);
-            lines.push(log_line);
         }
         self.sync_spool();
-        for line in lines.into_iter().flatten() {
-            log::info!("{line}");
+        // Logged only now that they count as accepted (spooled and synced).
+        if log::log_enabled!(log::Level::Info) {
+            for (_, job) in self.ledger.iter_from(first) {
+                match job.peer {
+                    Some(peer) => log::info!(
+                        "accepted {} for unit {} from {peer} -> {}",
+                        job.kind.as_str(),
+                        job.unit,
+                        job.topic
+                    ),
+                    None => log::info!(
+                        "accepted {} for unit {} from spool -> {}",
+                        job.kind.as_str(),
+                        job.unit,
+                        job.topic
+                    ),
+                }
+            }
         }
     }
 
