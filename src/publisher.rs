@@ -23,7 +23,6 @@ use crate::config::{AckMode, Config};
 use crate::counters::Counters;
 use crate::delivery::Ledger;
 use crate::error::Error;
-use crate::outbox;
 use crate::redact;
 use crate::session::Accepted;
 use crate::shutdown::Stop;
@@ -350,17 +349,7 @@ impl Publisher {
             job.payload.len()
         );
         if self.ack_mode == AckMode::All {
-            if let Some(reply) = &job.reply {
-                reply.offer(
-                    "status line",
-                    outbox::status_line(
-                        Some(job.kind.as_str()),
-                        Some(&job.unit),
-                        job.id.as_deref(),
-                        None,
-                    ),
-                );
-            }
+            job.report(None);
         }
     }
 
@@ -376,20 +365,10 @@ impl Publisher {
             job.unit,
             ttl.as_secs()
         );
-        if let Some(reply) = &job.reply {
-            reply.offer(
-                "status line",
-                outbox::status_line(
-                    Some(job.kind.as_str()),
-                    Some(&job.unit),
-                    job.id.as_deref(),
-                    Some(&format!(
-                        "expired after {age} s (COMMAND_TTL {} s)",
-                        ttl.as_secs()
-                    )),
-                ),
-            );
-        }
+        job.report(Some(&format!(
+            "expired after {age} s (COMMAND_TTL {} s)",
+            ttl.as_secs()
+        )));
     }
 
     fn give_up(&self, grace: Duration, waiting: usize) {

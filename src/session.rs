@@ -41,6 +41,24 @@ pub struct Accepted {
     pub reply: Option<Outbox>,
 }
 
+impl Accepted {
+    /// Writes this command's status line (ok, or the error) to its backend,
+    /// when `ACK_MODE` asked for status lines at all.
+    pub fn report(&self, error: Option<&str>) {
+        if let Some(reply) = &self.reply {
+            reply.offer(
+                "status line",
+                outbox::status_line(
+                    Some(self.kind.as_str()),
+                    Some(&self.unit),
+                    self.id.as_deref(),
+                    error,
+                ),
+            );
+        }
+    }
+}
+
 /// What every session shares.
 pub struct Shared {
     pub config: Arc<Config>,
