@@ -36,6 +36,24 @@ const STOP_LINGER: Duration = Duration::from_secs(2);
 /// this long: the client is stalled (rumqttc #1014) and the connection is rebuilt.
 pub const STALL_LIMIT: Duration = Duration::from_secs(20);
 
+/// State the event loop and the publisher share, beyond the event channel.
+#[derive(Default)]
+pub struct LinkShared {
+    /// Commands the publisher has in flight: work the watchdog expects progress on.
+    pub in_flight: AtomicUsize,
+    /// Open while connected. The publisher holds it while handing commands to
+    /// the client, the event loop while closing it on a lost link, so every
+    /// command handed over before the close is counted as drained and none is
+    /// handed after it: nothing stale can overtake the resends.
+    pub gate: Mutex<bool>,
+}
+
+impl LinkShared {
+    pub fn gate(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// What the publisher learns from the event loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkEvent {
@@ -58,7 +76,9 @@ pub fn options(config: &Config) -> Result<MqttOptions, Error> {
     // The default 10 KiB limit would turn a larger command into a connection
     // error, replayed forever. Leave room for the topic and the fixed header.
     let outgoing = config.max_message_bytes + 64 * 1024;
-    let incoming = outgoing.max(1024 * 1024);
+    // Device messages share the connection: one larger than this (a retained
+    // one, replayed on every reconnect) would break the link each time.
+    let incoming = outgoing.max(INCOMING_LIMIT);
     opts.set_max_packet_size(incoming, outgoing);
     if !config.mqtt_username.is_empty() {
         opts.set_credentials(config.mqtt_username.clone(), config.mqtt_password.clone());
@@ -68,6 +88,9 @@ pub fn options(config: &Config) -> Result<MqttOptions, Error> {
 }
 
 pub const CLIENT_QUEUE: usize = WINDOW + 16;
+
+/// Largest message accepted from the broker (heartbeats, replies).
+const INCOMING_LIMIT: usize = 16 * 1024 * 1024;
 
 /// rumqttc's packet-id space (its "inflight" setting). Twice the publisher's
 /// window, so that a packet id comes round again only long after its publish
@@ -84,8 +107,7 @@ pub struct BrokerLink {
     pub counters: Arc<Counters>,
     pub config: Arc<Config>,
     pub devices: Arc<Mutex<DeviceTable>>,
-    /// Commands the publisher has in flight: work the watchdog expects progress on.
-    pub in_flight: Arc<AtomicUsize>,
+    pub shared: Arc<LinkShared>,
     pub stop: Stop,
 }
 
@@ -118,7 +140,8 @@ impl BrokerLink {
                     Err(rumqttc::RecvTimeoutError::Timeout) => continue,
                     Err(rumqttc::RecvTimeoutError::Disconnected) => break,
                 }
-            } else if state == State::Connected && self.in_flight.load(Ordering::Relaxed) > 0 {
+            } else if state == State::Connected && self.shared.in_flight.load(Ordering::Relaxed) > 0
+            {
                 // Work in flight: wake at the stall deadline even if nothing happens.
                 // A poll is only cancelled when nothing moved for that long, so
                 // never in the middle of a busy write.
@@ -154,6 +177,7 @@ impl BrokerLink {
                             self.counters
                                 .broker_connected
                                 .store(true, Ordering::Relaxed);
+                            *self.shared.gate() = true;
                             state = State::Connected;
                             backoff = BACKOFF_MIN;
                             progress = Instant::now();
@@ -214,7 +238,7 @@ impl BrokerLink {
     /// Rebuilds the connection when it is up, commands are in flight and
     /// nothing moved for longer than [`STALL_LIMIT`].
     fn watchdog(&mut self, broker: &str, state: &mut State, progress: &mut Instant) {
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let in_flight = self.shared.in_flight.load(Ordering::Relaxed);
         if *state != State::Connected || !stalled(in_flight, progress.elapsed(), STALL_LIMIT) {
             return;
         }
@@ -236,7 +260,12 @@ impl BrokerLink {
         self.counters
             .broker_connected
             .store(false, Ordering::Relaxed);
+        let shared = Arc::clone(&self.shared);
+        let mut gate = shared.gate();
+        *gate = false;
         let eventloop = &mut self.connection.eventloop;
+        // Anything handed over since rumqttc drained its queue joins `pending` now.
+        eventloop.clean();
         // Events rumqttc buffered before the failure still happened: report them first.
         let leftovers: Vec<Event> = eventloop.state.events.drain(..).collect();
         // Requests still queued (pkid 0) were drained into `pending`, which a new
@@ -254,6 +283,7 @@ impl BrokerLink {
         // A fresh state, as for any clean session: no stale packet ids or
         // collision left to stall the next connection (rumqttc #1014, #1056).
         eventloop.state = MqttState::new(PACKET_IDS, false);
+        drop(gate);
         for event in leftovers {
             self.handle(event);
         }
@@ -304,10 +334,16 @@ impl BrokerLink {
 
     fn on_message(&self, topic: &str, payload: &[u8]) {
         if log::log_enabled!(log::Level::Debug) {
-            log::debug!("message on {topic}: {}", redact::payload(payload));
+            log::debug!(
+                "message on {}: {}",
+                redact::printable(topic),
+                redact::payload(payload)
+            );
         }
-        if let Some(unit) = config::plus_level(&self.config.reply_topic, topic) {
-            match self.routes.route(unit) {
+        if let Some(raw_unit) = config::plus_level(&self.config.reply_topic, topic) {
+            // Routes exist only for valid units; the printable form is for the log.
+            let unit = redact::printable(raw_unit);
+            match self.routes.route(raw_unit) {
                 Some(outbox) => {
                     if outbox.offer("device reply", payload.to_vec()) {
                         Counters::add(&self.counters.replies_routed);
@@ -324,9 +360,12 @@ impl BrokerLink {
                 }
             }
         } else if let Some(device) = config::plus_level(&self.config.heartbeat_topic, topic) {
-            self.on_heartbeat(device, payload);
+            self.on_heartbeat(&redact::printable(device), payload);
         } else {
-            log::debug!("message on unexpected topic {topic}: ignored");
+            log::debug!(
+                "message on unexpected topic {}: ignored",
+                redact::printable(topic)
+            );
         }
     }
 }

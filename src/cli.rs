@@ -84,6 +84,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
                     })?;
             }
             _ if subcommand.is_none() && !arg.starts_with('-') => subcommand = Some(arg),
+            // `send -` reads stdin, as with no command at all.
+            "-" if subcommand.as_deref() == Some("send") => {}
             _ if subcommand.as_deref() == Some("send")
                 && !(arg.starts_with('-') && arg.len() > 1) =>
             {

@@ -243,9 +243,10 @@ pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> 
         return Err(reject(format!("duplicate field \"{name}\"")));
     }
     // JSON's grammar has no range, but a number that overflows a double
-    // becomes infinity (or an error) in the device's parser. The reason does
-    // not quote it: it could be a secret field's value.
-    if has_unrepresentable_number(payload) {
+    // becomes infinity (or an error) in the device's parser. Checked with the
+    // field rules (VALIDATE_FIELDS); the reason does not quote the number: it
+    // could be a secret field's value.
+    if check_fields && has_unrepresentable_number(payload) {
         return Err(reject(
             "a number is out of range (it overflows a 64-bit float)".to_owned(),
         ));

@@ -9,6 +9,9 @@ pub struct Counters {
     pub broker_connected: AtomicBool,
     /// Commands accepted and not yet acknowledged, set by the publisher.
     pub queue_depth: AtomicUsize,
+    /// Bumped by the publisher on every turn of its loop (at least once a
+    /// second): the status file is only refreshed while it moves.
+    pub publisher_turns: AtomicU64,
     pub received: AtomicU64,
     pub published: AtomicU64,
     pub rejected: AtomicU64,

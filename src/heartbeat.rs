@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::redact;
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Heartbeat {
     pub device_id: Option<String>,
@@ -59,7 +61,8 @@ pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
 fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        // Shown in log lines and the status output: no control characters.
+        Some(Value::String(s)) => Ok(Some(redact::printable(s).into_owned())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(format!("field {key:?} must be a string")),
     }

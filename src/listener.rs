@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::allowed;
 use crate::error::Error;
-use crate::session::{self, Shared};
+use crate::session::{self, Shared, Slot};
 
 pub fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
     let addr = format!("{}:{port}", bracket_v6(host));
@@ -39,6 +40,9 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) {
     let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<u64>();
     let mut next_id: u64 = 0;
     let mut refusals = RefusalLog::default();
+    // Sessions still reading their peer: what MAX_CONNECTIONS limits. A session
+    // frees its place the moment it stops reading (see session::Slot).
+    let active = Arc::new(AtomicUsize::new(0));
 
     // Wakes accept() once the intake stops.
     let waker = {
@@ -81,7 +85,7 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) {
             let _ = stream.shutdown(Shutdown::Both);
             continue;
         }
-        if lock(&sessions).len() >= shared.config.max_connections {
+        if active.load(Ordering::SeqCst) >= shared.config.max_connections {
             refusals.note(peer, "MAX_CONNECTIONS reached");
             let _ = stream.shutdown(Shutdown::Both);
             continue;
@@ -96,6 +100,8 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) {
         log::info!("backend {peer} connected");
         next_id += 1;
         let id = next_id;
+        active.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(Arc::clone(&active));
         let shared_for_session = Arc::clone(&shared);
         let ended = ended_tx.clone();
         // Hold the map lock across spawn so the session's end cannot be reaped before it is registered.
@@ -103,7 +109,7 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) {
         match std::thread::Builder::new()
             .name(format!("backend-{id}"))
             .spawn(move || {
-                session::run(stream, peer, shared_for_session);
+                session::run(stream, peer, shared_for_session, slot);
                 let _ = ended.send(id);
             }) {
             Ok(thread) => {

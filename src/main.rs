@@ -107,9 +107,12 @@ fn run() -> Result<(), Error> {
     }
 }
 
-/// Values with spaces, `#` or nothing at all are quoted so the output is a valid relay.conf.
+/// Values with spaces, `#`, quotes or nothing at all are quoted so the output
+/// is a valid relay.conf (single quotes when the value holds a double quote).
 fn quote(value: &str) -> String {
-    if value.is_empty() || value.contains([' ', '#', '"', '\'']) {
+    if value.contains('"') {
+        format!("'{value}'")
+    } else if value.is_empty() || value.contains([' ', '#', '\'']) {
         format!("\"{value}\"")
     } else {
         value.to_string()

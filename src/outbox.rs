@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,29 @@ pub struct Outbox {
     pub session: u64,
     pub peer: SocketAddr,
     dropped: Arc<AtomicU64>,
+    /// Commands of this session still owed a status line (see [`StatusOwed`]).
+    owed: Arc<AtomicUsize>,
+}
+
+/// A command's claim on a status line: counted by its session while it
+/// lives, so a backend that half-closes still gets its lines.
+pub struct StatusOwed {
+    pub outbox: Outbox,
+}
+
+impl StatusOwed {
+    pub fn new(outbox: &Outbox) -> Self {
+        outbox.owed.fetch_add(1, Ordering::SeqCst);
+        StatusOwed {
+            outbox: outbox.clone(),
+        }
+    }
+}
+
+impl Drop for StatusOwed {
+    fn drop(&mut self) {
+        self.outbox.owed.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Outbox {
@@ -34,8 +57,14 @@ impl Outbox {
             session,
             peer,
             dropped: Arc::new(AtomicU64::new(0)),
+            owed: Arc::new(AtomicUsize::new(0)),
         };
         (outbox, rx)
+    }
+
+    /// Commands of this session still waiting for their status line.
+    pub fn owed(&self) -> usize {
+        self.owed.load(Ordering::SeqCst)
     }
 
     /// Queues one line (the `\n` is added here). Returns false when it was dropped.

@@ -10,14 +10,14 @@
 //! the spool, then asks the client to disconnect and triggers the `link` stop.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver};
 use rumqttc::{Client, QoS};
 
-use crate::broker::LinkEvent;
+use crate::broker::{LinkEvent, LinkShared};
 use crate::command;
 use crate::config::{AckMode, Config};
 use crate::counters::Counters;
@@ -44,8 +44,8 @@ pub struct Publisher {
     capacity: usize,
     ack_mode: AckMode,
     counters: Arc<Counters>,
-    /// Commands in flight, read by the event loop's stall watchdog.
-    in_flight: Arc<AtomicUsize>,
+    /// Shared with the event loop: the in-flight count and the hand-off gate.
+    link: Arc<LinkShared>,
 }
 
 impl Publisher {
@@ -55,7 +55,7 @@ impl Publisher {
         client: Client,
         config: &Config,
         counters: Arc<Counters>,
-        in_flight: Arc<AtomicUsize>,
+        link: Arc<LinkShared>,
     ) -> Result<Self, Error> {
         let mut ledger = Ledger::new(WINDOW);
         let mut spool = None;
@@ -115,7 +115,7 @@ impl Publisher {
             capacity: config.queue_capacity,
             ack_mode: config.ack_mode,
             counters,
-            in_flight,
+            link,
         })
     }
 
@@ -136,11 +136,15 @@ impl Publisher {
         loop {
             self.pump();
             self.tidy_spool();
-            self.in_flight
+            self.link
+                .in_flight
                 .store(self.ledger.in_flight(), Ordering::Relaxed);
             self.counters
                 .queue_depth
                 .store(self.ledger.len() + jobs.len(), Ordering::Relaxed);
+            self.counters
+                .publisher_turns
+                .fetch_add(1, Ordering::Relaxed);
             if deadline.is_none() && intake.is_set() {
                 deadline = Some(Instant::now() + grace);
             }
@@ -284,6 +288,14 @@ impl Publisher {
 
     /// Hands due commands to the client while the window has room.
     fn pump(&mut self) {
+        if self.ledger.next_due().is_none() {
+            return;
+        }
+        let link = Arc::clone(&self.link);
+        let open = link.gate();
+        if !*open {
+            return;
+        }
         while let Some((seq, job)) = self.ledger.next_due() {
             if let Some(ttl) = self.ttl {
                 if job.received.elapsed() > ttl {
@@ -372,21 +384,24 @@ impl Publisher {
     }
 
     fn give_up(&self, grace: Duration, waiting: usize) {
-        let left = self.ledger.len() + waiting;
-        if left == 0 {
-            return;
-        }
+        let queued = self.ledger.len();
         match &self.spool {
-            Some(spool) => log::warn!(
-                "shutdown grace of {} s ran out: {} unacknowledged commands stay in the spool {} for the next start",
+            Some(spool) if queued > 0 => log::warn!(
+                "shutdown grace of {} s ran out: {queued} unacknowledged commands stay in the spool {} for the next start",
                 grace.as_secs(),
-                self.ledger.len(),
                 spool.path().display()
             ),
-            None => log::error!(
-                "shutdown grace of {} s ran out: {left} accepted commands not delivered (no SPOOL_FILE)",
+            None if queued > 0 => log::error!(
+                "shutdown grace of {} s ran out: {queued} accepted commands not delivered (no SPOOL_FILE)",
                 grace.as_secs()
             ),
+            _ => {}
+        }
+        if waiting > 0 {
+            log::error!(
+                "shutdown grace of {} s ran out: {waiting} commands read from backends were never accepted (not spooled, no status line)",
+                grace.as_secs()
+            );
         }
     }
 }

@@ -15,6 +15,25 @@ pub fn is_secret_field(name: &str) -> bool {
     SECRET_WORDS.iter().any(|w| lower.contains(w))
 }
 
+/// Text from a device or topic as it may appear in a log line or the status
+/// output: control characters (a newline could forge a log line) escaped.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 /// Compact JSON with secret values masked, or a byte count when not JSON.
 pub fn payload(bytes: &[u8]) -> String {
     match serde_json::from_slice::<Value>(bytes) {
@@ -80,6 +99,14 @@ mod tests {
             r#""password""#,
             "a bare string is not a field"
         );
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_log_lines() {
+        assert_eq!(printable("10.0.0.7"), "10.0.0.7");
+        assert_eq!(printable("1.2.3.4\nERROR forged"), "1.2.3.4\\nERROR forged");
+        assert_eq!(printable("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert!(!printable("x\ry\u{7f}").contains(['\r', '\u{7f}']));
     }
 
     #[test]

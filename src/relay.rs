@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::RecvTimeoutError;
 use rumqttc::Client;
 
-use crate::broker::{self, BrokerLink, LinkEvent};
+use crate::broker::{self, BrokerLink, LinkEvent, LinkShared};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::devices::DeviceTable;
@@ -28,9 +28,11 @@ use crate::session::{Accepted, Shared};
 use crate::shutdown::Stop;
 use crate::status;
 
-/// Commands parsed by sessions and not yet taken by the publisher; the
-/// publisher's ledger (`QUEUE_CAPACITY`) is the real queue.
-const JOB_CHANNEL: usize = 256;
+/// Commands parsed by sessions and not yet taken by the publisher. Small on
+/// purpose: these are read from a socket but not yet accepted (not spooled),
+/// and the publisher's ledger (`QUEUE_CAPACITY`) is the real queue; a full
+/// channel blocks the sessions, which is the TCP backpressure.
+const JOB_CHANNEL: usize = 16;
 
 pub fn run(config: Config) -> Result<(), Error> {
     let config = Arc::new(config);
@@ -42,9 +44,6 @@ pub fn run(config: Config) -> Result<(), Error> {
     } else {
         Some(PidFile::acquire(Path::new(&config.pid_file))?)
     };
-    // Then bind: "cannot listen" is reported before anything else starts.
-    let socket = listener::bind(&config.socket_host, config.socket_port)?;
-    let local = socket.local_addr().map_err(Error::Io)?;
     let counters = Arc::new(Counters::default());
     let devices = Arc::new(Mutex::new(DeviceTable::new()));
     // A STATUS_FILE that cannot be written is a configuration error, found
@@ -53,6 +52,20 @@ pub fn run(config: Config) -> Result<(), Error> {
     status
         .write(&config, &counters, &devices)
         .map_err(|e| Error::Setup(format!("STATUS_FILE {}: {e}", config.status_file)))?;
+    let (client, connection) = Client::new(broker::options(&config)?, broker::CLIENT_QUEUE);
+    let link_shared = Arc::new(LinkShared::default());
+    // Reads and rewrites the spool, reads the TLS files: bad ones stop the start
+    // here, as configuration errors (exit 2), before the port is bound.
+    let publisher = Publisher::new(
+        client.clone(),
+        &config,
+        Arc::clone(&counters),
+        Arc::clone(&link_shared),
+    )?;
+
+    // Then bind: "cannot listen" (exit 4) comes after every configuration check.
+    let socket = listener::bind(&config.socket_host, config.socket_port)?;
+    let local = socket.local_addr().map_err(Error::Io)?;
 
     let signals = install_signal_handler()?;
     let routes = ReplyRoutes::new();
@@ -60,16 +73,6 @@ pub fn run(config: Config) -> Result<(), Error> {
     let link_stop = Stop::new();
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
     let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
-    let (client, connection) = Client::new(broker::options(&config)?, broker::CLIENT_QUEUE);
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    // Reads and rewrites the spool: a bad SPOOL_FILE stops the start here.
-    let publisher = Publisher::new(
-        client.clone(),
-        &config,
-        Arc::clone(&counters),
-        Arc::clone(&in_flight),
-    )?;
-
     let link = BrokerLink {
         connection,
         client,
@@ -78,7 +81,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         counters: Arc::clone(&counters),
         config: Arc::clone(&config),
         devices: Arc::clone(&devices),
-        in_flight: Arc::clone(&in_flight),
+        shared: Arc::clone(&link_shared),
         stop: link_stop.clone(),
     };
     let (link_done_tx, link_done_rx) = crossbeam_channel::bounded::<()>(1);
@@ -117,7 +120,16 @@ pub fn run(config: Config) -> Result<(), Error> {
             Err(RecvTimeoutError::Timeout) => {
                 sweep_devices(&devices, &config);
                 if status.due() {
-                    status.report(&config, &counters, &devices);
+                    if status.publisher_alive(&counters) {
+                        status.report(&config, &counters, &devices);
+                    } else if !status.failing {
+                        // A stale status file is how a watchdog learns the relay is hung.
+                        status.failing = true;
+                        log::error!(
+                            "the publisher thread has not moved for {} s: status file no longer refreshed",
+                            status.stuck_for().as_secs()
+                        );
+                    }
                 }
             }
         }
@@ -151,6 +163,8 @@ struct StatusWriter {
     last: Option<Instant>,
     interval: Duration,
     failing: bool,
+    /// The publisher's turn count and when it last changed.
+    turns: (u64, Instant),
 }
 
 impl StatusWriter {
@@ -160,7 +174,22 @@ impl StatusWriter {
             last: None,
             interval: Duration::from_secs(config.status_interval),
             failing: false,
+            turns: (0, Instant::now()),
         }
+    }
+
+    /// The publisher loop turns at least once a second; 3 intervals (and at
+    /// least 5 s) without a turn means it is stuck.
+    fn publisher_alive(&mut self, counters: &Counters) -> bool {
+        let turns = counters.publisher_turns.load(Ordering::Relaxed);
+        if turns != self.turns.0 {
+            self.turns = (turns, Instant::now());
+        }
+        self.stuck_for() <= (self.interval * 3).max(Duration::from_secs(5))
+    }
+
+    fn stuck_for(&self) -> Duration {
+        self.turns.1.elapsed()
     }
 
     fn due(&self) -> bool {

@@ -6,7 +6,9 @@
 
 use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
@@ -15,7 +17,7 @@ use crate::command::{self, CommandType};
 use crate::config::{AckMode, Config};
 use crate::counters::Counters;
 use crate::frame::{Frame, FrameDecoder};
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, Outbox, StatusOwed};
 use crate::routes::ReplyRoutes;
 use crate::shutdown::Stop;
 
@@ -24,6 +26,18 @@ const POLL: Duration = Duration::from_millis(250);
 const READ_CHUNK: usize = 64 * 1024;
 /// A value left incomplete this long is a slow-loris: discarded, connection closed.
 const PARTIAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a half-close: the longest a session waits for its status lines.
+const LINGER_MAX: Duration = Duration::from_secs(30);
+
+/// One of the `MAX_CONNECTIONS` places; freed when dropped, which a session
+/// does as soon as it stops reading its peer.
+pub struct Slot(pub Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// A validated command on its way to the broker.
 pub struct Accepted {
@@ -38,7 +52,7 @@ pub struct Accepted {
     /// The backend it came from; None when replayed from the spool.
     pub peer: Option<SocketAddr>,
     /// Where its status line goes, when `ACK_MODE` asks for any.
-    pub reply: Option<Outbox>,
+    pub reply: Option<StatusOwed>,
 }
 
 impl Accepted {
@@ -46,7 +60,7 @@ impl Accepted {
     /// when `ACK_MODE` asked for status lines at all.
     pub fn report(&self, error: Option<&str>) {
         if let Some(reply) = &self.reply {
-            reply.offer(
+            reply.outbox.offer(
                 "status line",
                 outbox::status_line(
                     Some(self.kind.as_str()),
@@ -78,7 +92,23 @@ enum End {
     PublisherGone,
 }
 
-pub fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// After the peer stops sending (a half-close, or shutdown), the status lines
+/// it is owed still go out: the session waits until every command it sent has
+/// its line, at most `LINGER_MAX` (the shutdown grace when stopping), and not
+/// once the peer is gone for good (the writer has ended).
+fn linger(outbox: &Outbox, writer: &JoinHandle<()>, shared: &Shared) {
+    let started = Instant::now();
+    let limit = if shared.intake.is_set() {
+        Duration::from_secs(shared.config.shutdown_grace + 1)
+    } else {
+        LINGER_MAX
+    };
+    while outbox.owed() > 0 && !writer.is_finished() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: Slot) {
     let session = outbox::next_session_id();
     let writer_stream = match stream.try_clone() {
         Ok(s) => s,
@@ -94,6 +124,8 @@ pub fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         .spawn(move || outbox::write_loop(writer_stream, lines, done_rx));
 
     let end = read_loop(&stream, &outbox, &shared);
+    // No longer reading this peer: its MAX_CONNECTIONS place is free.
+    drop(slot);
     match &end {
         End::PeerClosed => log::info!("backend {peer} closed the connection"),
         End::Stopped => log::info!("backend {peer}: stopped reading (shutting down)"),
@@ -105,7 +137,14 @@ pub fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         End::Io(e) => log::info!("backend {peer}: connection lost: {e}"),
         End::PublisherGone => log::warn!("backend {peer}: publisher gone, closing"),
     }
+    // Closed (or stopped) means no more replies for this connection (SPEC §2.2)...
     shared.routes.release(session);
+    // ...but status lines it is owed still go out to a peer that only half-closed.
+    if matches!(end, End::PeerClosed | End::Stopped) {
+        if let Ok(handle) = &writer {
+            linger(&outbox, handle, &shared);
+        }
+    }
     drop(outbox);
     drop(done_tx);
     match writer {
@@ -214,7 +253,7 @@ fn handle_value(bytes: &[u8], outbox: &Outbox, shared: &Shared) -> Option<End> {
         received: Instant::now(),
         received_wall: SystemTime::now(),
         peer: Some(peer),
-        reply: (config.ack_mode != AckMode::None).then(|| outbox.clone()),
+        reply: (config.ack_mode != AckMode::None).then(|| StatusOwed::new(outbox)),
     };
     // Blocking here while the queue is full is the backpressure: this socket
     // is not read until there is room.

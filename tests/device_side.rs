@@ -102,6 +102,64 @@ fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived() {
 }
 
 #[test]
+fn a_huge_retained_device_message_does_not_break_the_broker_link() {
+    let broker = Broker::start();
+    // 2 MB of non-JSON, retained: replayed to the relay on every (re)connect.
+    let mut opts = rumqttc::MqttOptions::new("big-retained", "127.0.0.1", broker.port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut conn) = rumqttc::Client::new(opts, 8);
+    client
+        .publish(
+            heartbeat_topic("camZ"),
+            QoS::AtLeastOnce,
+            true,
+            vec![b'x'; 2_000_000],
+        )
+        .unwrap();
+    for event in conn.iter() {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = event {
+            break;
+        }
+    }
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[]);
+    relay.expect_log("odd heartbeat from device camZ", WAIT);
+    relay
+        .connect()
+        .write_all(br#"{"type":"IMG","unit":"after-big"}"#)
+        .unwrap();
+    assert!(sub.recv(WAIT).is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    let log = relay.log();
+    assert!(
+        !log.contains("lost connection"),
+        "the link must stay up:\n{log}"
+    );
+}
+
+#[test]
+fn a_backend_that_half_closes_still_gets_its_status_lines() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    ready(&relay);
+    // One-shot: write, shut down the write side, read what comes back.
+    for i in 0..10 {
+        let mut s = relay.connect();
+        s.write_all(format!(r#"{{"type":"IMG","unit":"h","id":{i}}}"#).as_bytes())
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let lines = read_lines(&s, 1, WAIT);
+        assert_eq!(
+            lines.len(),
+            1,
+            "ok line {i} lost after a half-close; log:\n{}",
+            relay.log()
+        );
+        assert!(lines[0].contains(&format!(r#""id":{i}"#)), "{}", lines[0]);
+    }
+}
+
+#[test]
 fn silent_device_goes_offline_once_and_comes_back_online() {
     let broker = Broker::start();
     let relay = Relay::start(broker.port, &[("DEVICE_TIMEOUT", "2")]);

@@ -129,7 +129,8 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
 
     // A stopped relay's snapshot goes stale: status says so and exits 1.
     send_signal(relay.pid(), "STOP");
-    std::thread::sleep(Duration::from_millis(3500));
+    // 3 intervals, plus a second for whole-second timestamps.
+    std::thread::sleep(Duration::from_millis(4500));
     let (code, out, _) = run_bin(&["status", "-c", &conf], None);
     send_signal(relay.pid(), "CONT");
     assert_eq!(code, 1, "{out}");

@@ -71,8 +71,6 @@ fn connection_past_max_connections_is_closed_and_a_freed_slot_is_reused() {
     relay.expect_log("MAX_CONNECTIONS reached", WAIT);
     drop(a);
     relay.expect_log("closed the connection", WAIT);
-    // The slot is free once the session thread has finished.
-    std::thread::sleep(Duration::from_millis(300));
     let mut again = relay.connect();
     again.write_all(VALID.as_bytes()).unwrap();
     assert!(
@@ -82,6 +80,50 @@ fn connection_past_max_connections_is_closed_and_a_freed_slot_is_reused() {
     );
     let _ = b.write_all(VALID.as_bytes());
     assert!(sub.recv(WAIT).is_some(), "b still works");
+}
+
+#[test]
+fn one_shot_connections_at_the_limit_are_served_back_to_back() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "#");
+    let relay = Relay::start(broker.port, &[("MAX_CONNECTIONS", "1")]);
+    for _ in 0..20 {
+        let mut s = relay.connect();
+        s.write_all(VALID.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // Wait for the relay's side to close, then reconnect at once.
+        assert!(closed_by_peer(&mut s, WAIT));
+    }
+    assert_eq!(sub.collect(20, WAIT).len(), 20, "log:\n{}", relay.log());
+    assert!(
+        !relay.log().contains("MAX_CONNECTIONS reached"),
+        "{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn device_text_cannot_forge_log_lines() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[]);
+    relay.expect_log("connected to broker", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    support::publish(
+        broker.port,
+        "/device/ms500/camX/online",
+        br#"{"ip":"1.2.3.4\nERROR forged line","network":"wifi\r"}"#,
+        rumqttc::QoS::AtMostOnce,
+    );
+    relay.expect_log("heartbeat camX", WAIT);
+    let log = relay.log();
+    assert!(
+        log.lines().all(|l| !l.starts_with("ERROR forged")),
+        "a device forged a log line:\n{log}"
+    );
+    assert!(
+        log.contains(r"1.2.3.4\nERROR forged line"),
+        "shown escaped:\n{log}"
+    );
 }
 
 #[test]

@@ -15,11 +15,21 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ms500-relay");
 
+/// A loopback port nobody listens on, never handed out twice in this test
+/// process (tests run in parallel threads and bind their ports later).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
