@@ -20,6 +20,7 @@
 //!   built on serde_json (see `model`) predicts Ok/Err, the command, the
 //!   reason (exactly, or its prefix) and the `kind`/`unit`/`id` of the
 //!   rejection.
+//! * On Ok with field checks, no number in the command overflows an f64.
 //! * `valid_unit(s)` is Ok exactly for 1..=128 characters of `A-Za-z0-9._:-`.
 #![no_main]
 
@@ -48,7 +49,7 @@ const TYPES: [&str; 12] = [
 ];
 
 /// serde_json's view of a JSON text fragment (unpaired surrogates neutralised).
-fn sj(raw: &[u8]) -> serde_json::Value {
+fn sj(raw: &[u8]) -> json::J {
     json::serde_value(&json::fix_surrogates(raw))
         .unwrap_or_else(|| panic!("oracle cannot parse {:?}", String::from_utf8_lossy(raw)))
 }
@@ -139,6 +140,14 @@ fn model(data: &[u8], check_fields: bool) -> Expect {
             return err(Reason::Exact(format!("duplicate field \"{name}\"")));
         }
     }
+    // Numbers that overflow a double are refused anywhere in the command,
+    // with the field rules (VALIDATE_FIELDS): after the duplicate check,
+    // before the per-type rules.
+    if check_fields && json::has_overflowing_number(t) {
+        return err(Reason::Exact(
+            "a number is out of range (it overflows a 64-bit float)".into(),
+        ));
+    }
     if check_fields {
         if let Err(reason) = rules(kind, &fields) {
             return err(reason);
@@ -164,7 +173,7 @@ fn rules(kind: &str, fields: &[(String, &[u8])]) -> Result<(), Reason> {
             && (s.parse::<i64>().is_ok() || s.parse::<u64>().is_ok())
     };
     let nonempty_string = |raw: &[u8]| {
-        raw[0] == b'"' && sj(raw).as_str().is_some_and(|s| !s.is_empty())
+        raw[0] == b'"' && matches!(sj(raw), json::J::Str(s) if !s.is_empty())
     };
     match kind {
         "AIM" | "FMW" | "APP" => {
@@ -186,16 +195,16 @@ fn rules(kind: &str, fields: &[(String, &[u8])]) -> Result<(), Reason> {
             }
             Ok(())
         }
-        "CDN" => match sj(required("coordinates")?) {
-            serde_json::Value::Array(_) | serde_json::Value::Object(_) => Ok(()),
+        "CDN" => match required("coordinates")?[0] {
+            b'[' | b'{' => Ok(()),
             _ => fail("coordinates", "an array or object"),
         },
-        "CFG" => match sj(required("configs")?) {
-            serde_json::Value::Array(_) | serde_json::Value::Object(_) => Ok(()),
+        "CFG" => match required("configs")?[0] {
+            b'[' | b'{' => Ok(()),
             _ => fail("configs", "an object or array"),
         },
-        "UDS" => match sj(required("settings")?) {
-            serde_json::Value::Object(_) => Ok(()),
+        "UDS" => match required("settings")?[0] {
+            b'{' => Ok(()),
             _ => fail("settings", "an object"),
         },
         "CTS" => {
@@ -211,7 +220,7 @@ fn rules(kind: &str, fields: &[(String, &[u8])]) -> Result<(), Reason> {
                 b"false" | b"0" => false,
                 _ => return fail("wifi_enabled", "true, false, 0 or 1"),
             };
-            if enabled && !sj(required("wifi_password")?).is_string() {
+            if enabled && !matches!(sj(required("wifi_password")?), json::J::Str(_)) {
                 return fail("wifi_password", "a string when Wi-Fi is enabled");
             }
             Ok(())
@@ -303,12 +312,22 @@ fn check_ok(data: &[u8], cmd: &Command) {
     assert_eq!(CommandType::parse(cmd.kind.as_str()), Some(cmd.kind));
     assert!(frame::check_value(data).is_ok(), "accepted input fails check_value");
     assert!(json::oracle_accepts(t), "accepted input is not JSON per serde_json");
-    let value = sj(t);
-    let object = value.as_object().expect("accepted input is not an object");
-    let keys = json::members(t).len();
-    assert_eq!(object.len(), keys, "accepted input has duplicate top-level keys");
-    assert_eq!(object.get("type").and_then(|v| v.as_str()), Some(cmd.kind.as_str()));
-    assert_eq!(object.get("unit").and_then(|v| v.as_str()), Some(cmd.unit.as_str()));
+    let json::J::Obj(members) = sj(t) else {
+        panic!("accepted input is not an object per serde_json")
+    };
+    for (i, (key, _)) in members.iter().enumerate() {
+        assert!(
+            !members[..i].iter().any(|(earlier, _)| earlier == key),
+            "accepted input has a duplicate top-level key {key:?}"
+        );
+    }
+    assert_eq!(json::members(t).len(), members.len(), "oracle span parser disagrees with serde_json");
+    let text = |name: &str| match members.iter().find(|(k, _)| k == name) {
+        Some((_, json::J::Str(s))) => Some(s.as_str()),
+        _ => None,
+    };
+    assert_eq!(text("type"), Some(cmd.kind.as_str()), "type differs from serde_json's");
+    assert_eq!(text("unit"), Some(cmd.unit.as_str()), "unit differs from serde_json's");
 }
 
 /// Replaces every >= 4-character string inside a secret-named field by `~`s
@@ -389,7 +408,13 @@ fuzz_target!(|data: &[u8]| {
     let strict = validate(data, true);
     let loose = validate(data, false);
     match (&strict, &loose) {
-        (Ok(a), Ok(b)) => assert_eq!(a, b, "check_fields changes the accepted command"),
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "check_fields changes the accepted command");
+            assert!(
+                !json::has_overflowing_number(data),
+                "accepted a number that overflows an f64"
+            );
+        }
         (Ok(a), Err(b)) => panic!("accepted with field checks ({a:?}) but rejected without ({b:?})"),
         (Err(_), Ok(_)) => {}
         (Err(a), Err(b)) => assert_eq!(a, b, "field checks change an earlier rejection"),

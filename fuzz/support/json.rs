@@ -96,14 +96,84 @@ pub fn max_depth(bytes: &[u8]) -> usize {
     max
 }
 
+/// A JSON value as serde_json hands it to a visitor. Not `serde_json::Value`:
+/// with `arbitrary_precision` that type gives the object key
+/// `"$serde_json::private::Number"` a special meaning, so a valid document using
+/// it would be refused. Here a number arrives as a one-member map holding that
+/// key and the number's text, and is kept that way; objects keep their member
+/// order and duplicate keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum J {
+    Null,
+    Bool(bool),
+    Num(String),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+impl<'de> serde::Deserialize<'de> for J {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = J;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<J, E> {
+                Ok(J::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<J, E> {
+                Ok(J::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<J, E> {
+                Ok(J::Num(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<J, E> {
+                Ok(J::Num(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<J, E> {
+                Ok(J::Num(v.to_string()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<J, E> {
+                Ok(J::Str(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<J, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<J>()? {
+                    out.push(item);
+                }
+                Ok(J::Arr(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<J, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    out.push((key, map.next_value::<J>()?));
+                }
+                Ok(J::Obj(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl J {
+    pub fn get(&self, name: &str) -> Option<&J> {
+        match self {
+            J::Obj(members) => members.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
 /// `bytes` as exactly one JSON value (surrounding whitespace allowed) per
 /// serde_json, with its recursion limit lifted (callers bound the depth first
 /// with [`max_depth`]) and numbers kept as text (`arbitrary_precision`, so
 /// `1e400` is valid as the grammar says).
-pub fn serde_value(bytes: &[u8]) -> Option<serde_json::Value> {
+pub fn serde_value(bytes: &[u8]) -> Option<J> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.disable_recursion_limit();
-    let value = <serde_json::Value as serde::Deserialize>::deserialize(&mut de).ok()?;
+    let value = <J as serde::Deserialize>::deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(value)
 }
@@ -255,4 +325,26 @@ pub fn secret_strings(t: &[u8], i: usize, secret: bool, out: &mut Vec<Range<usiz
         }
         _ => skip_value(t, i),
     }
+}
+
+/// Whether valid JSON text `t` holds a number that is not finite as an f64
+/// (e.g. `1e400`, or a 400-digit integer). Underflow to zero is fine.
+pub fn has_overflowing_number(t: &[u8]) -> bool {
+    let mut i = 0;
+    while i < t.len() {
+        match t[i] {
+            b'"' => i = skip_string(t, i),
+            b'-' | b'0'..=b'9' => {
+                let end = skip_value(t, i);
+                let text = std::str::from_utf8(&t[i..end]).expect("number text is ASCII");
+                let value: f64 = text.parse().expect("oracle: JSON number parses as f64");
+                if !value.is_finite() {
+                    return true;
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    false
 }
