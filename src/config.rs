@@ -40,6 +40,19 @@ pub struct KeyDoc {
     pub doc: &'static str,
 }
 
+/// `value` as it must be written in relay.conf to read back the same: quoted
+/// when empty or holding spaces, `#` or quotes (single quotes around a value
+/// that holds a double quote; the format has no escapes).
+pub fn quoted(value: &str) -> String {
+    if value.contains('"') {
+        format!("'{value}'")
+    } else if value.is_empty() || value.contains([' ', '#', '\'']) {
+        format!("\"{value}\"")
+    } else {
+        value.to_string()
+    }
+}
+
 /// Every relay.conf key, in the order of the shipped file.
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {

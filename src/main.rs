@@ -75,7 +75,7 @@ fn run() -> Result<(), Error> {
                 None => writeln!(out, "# no configuration file found: built-in defaults")?,
             }
             for (key, value) in config.effective() {
-                writeln!(out, "{key} = {}", quote(&value))?;
+                writeln!(out, "{key} = {}", config::quoted(&value))?;
             }
             writeln!(out, "# configuration is valid")?;
             Ok(())
@@ -104,18 +104,6 @@ fn run() -> Result<(), Error> {
                 Err(Error::Unhealthy)
             }
         }
-    }
-}
-
-/// Values with spaces, `#`, quotes or nothing at all are quoted so the output
-/// is a valid relay.conf (single quotes when the value holds a double quote).
-fn quote(value: &str) -> String {
-    if value.contains('"') {
-        format!("'{value}'")
-    } else if value.is_empty() || value.contains([' ', '#', '\'']) {
-        format!("\"{value}\"")
-    } else {
-        value.to_string()
     }
 }
 

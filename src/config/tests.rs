@@ -720,3 +720,22 @@ fn shipped_relay_conf_lists_every_key_once_in_order() {
     }
     assert_eq!(found.len(), KEYS.len(), "relay.conf lists {found:?}");
 }
+
+#[test]
+fn quoted_values_read_back_the_same() {
+    for value in [
+        "",
+        "plain",
+        "with space",
+        "a#b",
+        "it's",
+        r#"say "hi""#,
+        "127.0.0.0/8, ::1",
+    ] {
+        let text = format!("MQTT_USERNAME = {}\n", quoted(value));
+        let config = parse(&text, "relay.conf").unwrap_or_else(|e| panic!("{value:?}: {e}"));
+        assert_eq!(config.mqtt_username, value, "{text}");
+    }
+    assert_eq!(quoted("plain"), "plain");
+    assert_eq!(quoted(""), "\"\"");
+}
