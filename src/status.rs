@@ -73,6 +73,8 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
             "address": format!("{}:{}", s.config.mqtt_broker, s.config.mqtt_port),
             "connected": s.counters.broker_connected.load(Relaxed),
         },
+        // The same flag at the top level, for one-key checks (`jq .broker_connected`).
+        "broker_connected": s.counters.broker_connected.load(Relaxed),
         "queue_depth": s.counters.queue_depth.load(Relaxed),
         "counters": counters,
         "devices": devices,

@@ -51,6 +51,7 @@ fn snapshot_has_the_documented_keys() {
     }
     assert_eq!(v["counters"]["received"], 2);
     assert_eq!(v["broker"]["connected"], false);
+    assert_eq!(v["broker_connected"], false);
     assert_eq!(v["updated"], "2026-11-29T04:44:44Z");
 }
 
