@@ -38,6 +38,24 @@ fn collect_ids(sub: &Subscriber, n: usize, quiet: Duration) -> (HashMap<u64, usi
     (seen, total)
 }
 
+/// Asserts that every id in 0..n arrived (at least once) and reports the duplicates.
+fn expect_all(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &Relay) {
+    let (seen, total) = collect_ids(sub, n, quiet);
+    let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains_key(i)).collect();
+    println!(
+        "{what}: {} distinct of {n} delivered, {} duplicates",
+        seen.len(),
+        total - seen.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "lost {} commands, first {:?}; log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        relay.log()
+    );
+}
+
 fn accepted_count(relay: &Relay) -> usize {
     relay.log().matches("INFO  accepted ").count()
 }
@@ -72,19 +90,12 @@ fn broker_restart_in_the_middle_of_a_5000_command_stream_loses_nothing() {
     broker.restart();
     let _s = writer.join().unwrap();
 
-    let (seen, total) = collect_ids(&sub, 5000, Duration::from_secs(30));
-    let missing: Vec<u64> = (0..5000).filter(|i| !seen.contains_key(i)).collect();
-    println!(
-        "broker restart mid-stream: {} distinct of 5000 delivered, {} duplicates",
-        seen.len(),
-        total - seen.len()
-    );
-    assert!(
-        missing.is_empty(),
-        "lost {} commands, first {:?}; log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        relay.log()
+    expect_all(
+        &sub,
+        5000,
+        Duration::from_secs(30),
+        "broker restart mid-stream",
+        &relay,
     );
     assert!(
         relay.log().contains("lost connection to broker"),
@@ -114,19 +125,12 @@ fn cutting_the_broker_connection_again_and_again_loses_nothing() {
         cutter.cut();
     }
     let _s = writer.join().unwrap();
-    let (seen, total) = collect_ids(&sub, n, Duration::from_secs(40));
-    let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains_key(i)).collect();
-    println!(
-        "connection cut 4 times mid-stream: {} distinct of {n} delivered, {} duplicates",
-        seen.len(),
-        total - seen.len()
-    );
-    assert!(
-        missing.is_empty(),
-        "lost {} commands, first {:?}; log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        relay.log()
+    expect_all(
+        &sub,
+        n,
+        Duration::from_secs(40),
+        "connection cut 4 times mid-stream",
+        &relay,
     );
 }
 
