@@ -146,6 +146,18 @@ mod tests {
     }
 
     #[test]
+    fn send_dash_means_stdin() {
+        let inv = parse_str(&["send", "-"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Send {
+                commands: vec![],
+                wait_secs: 3.0
+            }
+        );
+    }
+
+    #[test]
     fn usage_errors() {
         assert!(matches!(parse_str(&["-c"]), Err(Error::Usage(_))));
         assert!(matches!(parse_str(&["frobnicate"]), Err(Error::Usage(_))));

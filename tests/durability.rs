@@ -56,6 +56,21 @@ fn expect_all(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &R
     );
 }
 
+/// A relay with `SPOOL_FILE` (relay.spool in the returned dir) whose broker is not running yet.
+fn spooled_relay_with_the_broker_away(settings: &[(&str, &str)]) -> (TempDir, Broker, Relay) {
+    let dir = TempDir::new("spool");
+    let spool = dir
+        .path()
+        .join("relay.spool")
+        .to_string_lossy()
+        .into_owned();
+    let broker = Broker::unstarted("");
+    let mut all = vec![("SPOOL_FILE", spool.as_str())];
+    all.extend_from_slice(settings);
+    let relay = Relay::start(broker.port, &all);
+    (dir, broker, relay)
+}
+
 fn accepted_count(relay: &Relay) -> usize {
     relay.log().matches("INFO  accepted ").count()
 }
@@ -136,11 +151,8 @@ fn cutting_the_broker_connection_again_and_again_loses_nothing() {
 
 #[test]
 fn kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command() {
-    let dir = TempDir::new("spool");
+    let (dir, mut broker, mut relay) = spooled_relay_with_the_broker_away(&[]);
     let spool = dir.path().join("relay.spool");
-    let spool_s = spool.to_str().unwrap().to_string();
-    let mut broker = Broker::unstarted("");
-    let mut relay = Relay::start(broker.port, &[("SPOOL_FILE", &spool_s)]);
     let mut s = relay.connect();
     let n = 300;
     let burst: String = (0..n).map(command).collect();
@@ -168,11 +180,8 @@ fn kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command(
 
 #[test]
 fn a_spool_with_a_torn_last_record_replays_the_intact_ones() {
-    let dir = TempDir::new("spool");
+    let (dir, mut broker, mut relay) = spooled_relay_with_the_broker_away(&[]);
     let spool = dir.path().join("relay.spool");
-    let spool_s = spool.to_str().unwrap().to_string();
-    let mut broker = Broker::unstarted("");
-    let mut relay = Relay::start(broker.port, &[("SPOOL_FILE", &spool_s)]);
     let mut s = relay.connect();
     for i in 0..10 {
         s.write_all(command(i).as_bytes()).unwrap();
@@ -347,4 +356,39 @@ fn a_full_queue_blocks_the_backend_and_drops_nothing() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+#[test]
+fn sigterm_with_the_broker_away_leaves_the_queue_in_the_spool_for_the_next_start() {
+    let (_dir, mut broker, mut relay) =
+        spooled_relay_with_the_broker_away(&[("SHUTDOWN_GRACE", "1")]);
+    let n = 40;
+    let burst: String = (0..n).map(command).collect();
+    relay.connect().write_all(burst.as_bytes()).unwrap();
+    assert!(wait_until(WAIT, || accepted_count(&relay) == n));
+    relay.signal("TERM");
+    let status = relay.wait_exit(WAIT).expect("exits after the grace");
+    assert_eq!(status.code(), Some(0), "log:\n{}", relay.log());
+    relay.expect_log("stay in the spool", WAIT);
+
+    broker.restart();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    relay.relaunch();
+    let (seen, _) = collect_ids(&sub, n, WAIT);
+    assert_eq!(seen.len(), n, "log:\n{}", relay.log());
+}
+
+#[test]
+fn spooled_commands_older_than_the_ttl_expire_at_the_next_start() {
+    let (_dir, mut broker, mut relay) = spooled_relay_with_the_broker_away(&[("COMMAND_TTL", "1")]);
+    relay.connect().write_all(command(5).as_bytes()).unwrap();
+    assert!(wait_until(WAIT, || accepted_count(&relay) == 1));
+    relay.crash();
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.restart();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    relay.relaunch();
+    relay.expect_log("in the spool (COMMAND_TTL 1 s): not published", WAIT);
+    relay.expect_log("connected to broker", WAIT);
+    sub.assert_silent(Duration::from_millis(500));
 }
