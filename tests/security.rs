@@ -559,3 +559,24 @@ fn delivery_through_a_listener_that_requires_a_password_and_a_wrong_one_is_survi
     assert!(s.read(&mut buf).is_err(), "connection stays open");
     assert!(wait_until(Duration::from_secs(1), || true));
 }
+
+#[test]
+fn an_ipv6_listener_serves_ipv6_loopback_by_default() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "#");
+    let relay = Relay::start(broker.port, &[("SOCKET_HOST", "::1")]);
+    let mut s = TcpStream::connect(("::1", relay.port)).expect("connect to [::1]");
+    s.write_all(VALID.as_bytes()).unwrap();
+    assert_eq!(sub.recv(WAIT).expect("published").payload, VALID.as_bytes());
+
+    // An allow-list without ::1 refuses the same peer.
+    let v4_only = Relay::start(
+        broker.port,
+        &[("SOCKET_HOST", "::1"), ("SOCKET_ALLOW", "127.0.0.1")],
+    );
+    let mut s = TcpStream::connect(("::1", v4_only.port)).expect("connect to [::1]");
+    let _ = s.write_all(VALID.as_bytes());
+    assert!(closed_by_peer(&mut s, WAIT));
+    v4_only.expect_log("refused backend [::1]", WAIT);
+    sub.assert_silent(Duration::from_millis(300));
+}
