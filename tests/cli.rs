@@ -148,3 +148,28 @@ fn sigterm_stops_cleanly_with_exit_0() {
         .expect("relay stops on SIGTERM");
     assert_eq!(status.code(), Some(0), "log:\n{}", relay.log());
 }
+
+#[test]
+fn rust_log_wins_over_log_level() {
+    let dir = TempDir::new("cli");
+    let conf = write_conf(
+        &dir,
+        &format!(
+            "LOG_LEVEL = debug\nSOCKET_PORT = {}\nMQTT_PORT = {}\n",
+            support::free_port(),
+            support::free_port()
+        ),
+    );
+    let child = std::process::Command::new(support::BIN)
+        .args(["-c", &conf])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    support::send_signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARN  cannot connect to broker"), "{err}");
+    assert!(!err.contains("INFO") && !err.contains("DEBUG"), "{err}");
+}
