@@ -14,6 +14,10 @@ Usage:
   ms500-relay send [-c FILE] [JSON...]   send commands (arguments, or stdin when none)
                                          to the running relay and print what comes back
   ms500-relay status [-c FILE]           print the status file in a readable form
+  ms500-relay watchdog [-c FILE]         start the relay unless one runs and is healthy;
+                                         replace a hung one (for a * * * * * crontab line)
+  ms500-relay stop [-c FILE]             stop the relay holding PID_FILE (SIGTERM, then
+                                         SIGKILL after SHUTDOWN_GRACE + 1 s)
   ms500-relay --help | --version
 
 Options:
@@ -34,6 +38,8 @@ pub enum Action {
         wait_secs: f64,
     },
     Status,
+    Watchdog,
+    Stop,
     Help,
     Version,
 }
@@ -98,6 +104,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
         None | Some("run") => Action::Run,
         Some("check-config") => Action::CheckConfig,
         Some("status") => Action::Status,
+        Some("watchdog") => Action::Watchdog,
+        Some("stop") => Action::Stop,
         Some("send") => Action::Send {
             commands: rest,
             wait_secs,

@@ -34,8 +34,10 @@ mod session;
 mod shutdown;
 mod spool;
 mod status;
+mod sys;
 mod time;
 mod tls;
+mod watchdog;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -95,6 +97,16 @@ fn run() -> Result<(), Error> {
             let (config, _) = config::load(invocation.config.as_deref())?;
             init_logging("warn");
             send::run(&config, &commands, Duration::from_secs_f64(wait_secs))
+        }
+        Action::Watchdog => {
+            let (config, path) = config::load(invocation.config.as_deref())?;
+            // What check-config refuses, the watchdog refuses before starting anything.
+            tls::transport(&config)?;
+            watchdog::run(&config, path.as_deref())
+        }
+        Action::Stop => {
+            let (config, path) = config::load(invocation.config.as_deref())?;
+            watchdog::stop(&config, path.as_deref())
         }
         Action::Status => {
             let (config, _) = config::load(invocation.config.as_deref())?;

@@ -1,7 +1,8 @@
-//! scripts/watchdog.sh against the real relay binary: it starts a relay that
-//! is not running, leaves a healthy one alone (silently), replaces one that
-//! was killed or is hung (SIGSTOP: the status file goes stale), and refuses a
-//! configuration without PID_FILE.
+//! `ms500-relay watchdog` against the real relay binary: it starts a relay
+//! that is not running, leaves a healthy one alone (silently), replaces one
+//! that was killed or is hung (SIGSTOP: the status file goes stale), and
+//! refuses a configuration without PID_FILE. scripts/watchdog.sh, kept for
+//! old crontab lines, is a one-line POSIX sh wrapper around it.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use support::{free_port, send_signal, wait_until, Broker, TempDir, BIN};
+use support::{free_port, relay_command, send_signal, wait_until, Broker, TempDir, BIN};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/watchdog.sh");
 
@@ -26,14 +27,25 @@ impl Outcome {
 }
 
 fn run_watchdog(conf: &Path, log: &Path) -> Outcome {
-    let out = Command::new(SCRIPT)
-        .arg(conf)
-        .env("MS500_RELAY_BIN", BIN)
+    let mut command = relay_command();
+    command.arg("watchdog").arg("-c").arg(conf);
+    outcome(command, log)
+}
+
+/// The same through scripts/watchdog.sh, as an old crontab line runs it.
+fn run_wrapper(conf: &Path, log: &Path) -> Outcome {
+    let mut command = Command::new(SCRIPT);
+    command.arg(conf).env("MS500_RELAY_BIN", BIN);
+    outcome(command, log)
+}
+
+fn outcome(mut command: Command, log: &Path) -> Outcome {
+    let out = command
         .env("MS500_RELAY_LOG", log)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()
-        .expect("run scripts/watchdog.sh");
+        .expect("run the watchdog");
     Outcome {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -126,8 +138,25 @@ fn watchdog_starts_keeps_and_replaces_the_relay() {
     };
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    // (a) Not running: the first run starts it and waits until it is up.
-    let first = run_watchdog(&conf, &log);
+    // (a) Not running: the first run starts it and waits until it is up. Two
+    // runs at once (overlapping cron minutes) take turns: one starts it, the
+    // other then finds it healthy and says nothing.
+    let (first, other) = std::thread::scope(|s| {
+        let a = s.spawn(|| run_watchdog(&conf, &log));
+        let b = s.spawn(|| run_watchdog(&conf, &log));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (first, other) = if first.stdout.contains("started") {
+        (first, other)
+    } else {
+        (other, first)
+    };
+    assert_eq!(
+        (other.code, other.all()),
+        (0, String::new()),
+        "{}",
+        first.all()
+    );
     if let Some(p) = read_pid(&pid_file) {
         reaper.saw(p);
     }
@@ -147,7 +176,9 @@ fn watchdog_starts_keeps_and_replaces_the_relay() {
         show_log()
     );
 
-    // (b) Healthy: nothing to do, nothing said, same relay.
+    // (b) Healthy: nothing to do, nothing said, same relay (also through the wrapper script).
+    let wrapped = run_wrapper(&conf, &log);
+    assert_eq!((wrapped.code, wrapped.all()), (0, String::new()));
     let second = run_watchdog(&conf, &log);
     assert_eq!(second.code, 0, "{}", second.all());
     assert_eq!(
