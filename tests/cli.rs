@@ -160,7 +160,7 @@ fn rust_log_wins_over_log_level() {
             support::free_port()
         ),
     );
-    let child = std::process::Command::new(support::BIN)
+    let child = support::relay_command()
         .args(["-c", &conf])
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::piped())

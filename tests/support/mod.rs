@@ -13,7 +13,23 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
+/// The relay binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ms500-relay");
+
+/// A command that runs the relay under test: [`BIN`], or the binary named by
+/// `MS500_RELAY_EXE`, which may start with a runner, split at whitespace
+/// (`MS500_RELAY_EXE="qemu-aarch64-static /path/to/ms500-relay"` runs an ARM
+/// build under qemu; paths with spaces are not supported).
+pub fn relay_command() -> Command {
+    let words: Vec<String> = std::env::var("MS500_RELAY_EXE")
+        .ok()
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .filter(|w: &Vec<String>| !w.is_empty())
+        .unwrap_or_else(|| vec![BIN.to_string()]);
+    let mut command = Command::new(&words[0]);
+    command.args(&words[1..]);
+    command
+}
 
 /// A loopback port nobody listens on, never handed out twice in this test
 /// process (tests run in parallel threads and bind their ports later).
@@ -287,7 +303,7 @@ impl Relay {
     }
 
     fn launch(&mut self) {
-        let mut child = Command::new(BIN)
+        let mut child = relay_command()
             .arg("-c")
             .arg(&self.conf)
             .env_remove("RUST_LOG")
@@ -411,7 +427,7 @@ impl Drop for Relay {
 
 /// Runs the binary to completion with `args`, returning (exit code, stdout, stderr).
 pub fn run_bin(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
+    let mut child = relay_command()
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
