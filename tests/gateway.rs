@@ -1,0 +1,456 @@
+//! The gateway as it runs the relay: the static binary, a root holding
+//! nothing but BusyBox and that binary where the README's crontab line keeps
+//! the relay running, and the package a gateway installs from. Slow (release
+//! builds with LTO, a chroot), so ignored by default: scripts/test.sh runs
+//! them with `--ignored` after building each target once.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use support::{free_port, send_signal, topic, wait_until, Broker, Subscriber, TempDir};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The size goal for a static binary with TLS, on every target.
+const MAX_BINARY_BYTES: u64 = 3_000_000;
+
+/// Runs a script of the repository from elsewhere (it must not care) and
+/// returns its last line of stdout, the path it promises.
+fn script_output(script: &str, arch: &str) -> PathBuf {
+    let out = Command::new(Path::new(REPO).join(script))
+        .arg(arch)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script} {arch} failed:\n{stdout}");
+    print!("{stdout}");
+    let last = stdout.lines().last().expect("no output");
+    let path = PathBuf::from(last.trim());
+    assert!(
+        path.is_absolute(),
+        "last line is not an absolute path: {last}"
+    );
+    assert!(path.is_file(), "{} is not a file", path.display());
+    path
+}
+
+fn file_says(path: &Path) -> String {
+    let out = Command::new("file")
+        .arg("-b")
+        .arg(path)
+        .output()
+        .expect("file(1) (scripts/test.sh installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn is_static(file_output: &str) -> bool {
+    file_output.contains("statically linked") || file_output.contains("static-pie linked")
+}
+
+/// The runner in front of the relay binary under test (e.g. qemu-aarch64-static), if any.
+fn runner() -> Vec<String> {
+    let mut words: Vec<String> = std::env::var("MS500_RELAY_EXE")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    words.pop();
+    words
+}
+
+#[test]
+#[ignore = "slow: static release build; scripts/test.sh runs it"]
+fn the_static_x86_64_binary_needs_no_library_is_small_and_runs() {
+    let bin = script_output("scripts/build-static.sh", "x86_64");
+    let kind = file_says(&bin);
+    assert!(is_static(&kind) && kind.contains("x86-64"), "{kind}");
+    let ldd = Command::new("ldd").arg(&bin).output().unwrap();
+    let ldd =
+        String::from_utf8_lossy(&ldd.stdout).into_owned() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(!ldd.contains("=>"), "ldd lists libraries:\n{ldd}");
+    let size = std::fs::metadata(&bin).unwrap().len();
+    assert!(size <= MAX_BINARY_BYTES, "{size} bytes: over the 3 MB goal");
+    let out = Command::new(&bin).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("ms500-relay {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+#[ignore = "slow: builds the package; scripts/test.sh runs it for each target"]
+fn the_package_unpacks_and_its_binary_runs() {
+    let arch = std::env::var("MS500_PACKAGE_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let tarball = script_output("scripts/package.sh", &arch);
+    let name = format!("ms500-relay-{}-{arch}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        tarball.file_name().unwrap().to_string_lossy(),
+        format!("{name}.tar.gz")
+    );
+    let dir = TempDir::new("package");
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let root = dir.path().join(&name);
+    let mut files: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "INSTALL.md",
+            "crontab",
+            "ms500-relay",
+            "ms500-relay.init",
+            "relay.conf"
+        ]
+    );
+
+    let bin = root.join("ms500-relay");
+    let kind = file_says(&bin);
+    assert!(is_static(&kind), "{kind}");
+    let size = std::fs::metadata(&bin).unwrap().len();
+    assert!(
+        size <= MAX_BINARY_BYTES,
+        "{arch}: {size} bytes, over the 3 MB goal"
+    );
+    let mut words = runner();
+    words.push(bin.to_string_lossy().into_owned());
+    let out = Command::new(&words[0])
+        .args(&words[1..])
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("ms500-relay {}", env!("CARGO_PKG_VERSION")),
+        "{arch} binary from the package does not run"
+    );
+    // The shipped configuration and scripts are usable as they are.
+    let check = Command::new(&words[0])
+        .args(&words[1..])
+        .args(["check-config", "-c"])
+        .arg(root.join("relay.conf"))
+        .output()
+        .unwrap();
+    let effective = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{effective}");
+    assert!(
+        effective.contains("PID_FILE = /run/ms500-relay/relay.pid"),
+        "{effective}"
+    );
+    assert!(effective.contains("SPOOL_FILE = /var/lib/ms500-relay/spool.bin"));
+    let crontab = std::fs::read_to_string(root.join("crontab")).unwrap();
+    assert!(crontab.contains(&cron_command()), "{crontab}");
+    let parses = Command::new("busybox")
+        .args(["sh", "-n"])
+        .arg(root.join("ms500-relay.init"))
+        .status()
+        .expect("busybox (scripts/test.sh installs busybox-static)");
+    assert!(parses.success(), "BusyBox sh cannot parse the init script");
+}
+
+/// The command of the crontab line in README's "Install on a gateway"
+/// section: what cron hands to `/bin/sh -c` every minute.
+fn cron_command() -> String {
+    let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Install on a gateway"))
+        .expect("README has an \"Install on a gateway\" section");
+    let line = section
+        .lines()
+        .find(|l| l.starts_with("* * * * * "))
+        .expect("a crontab line in that section");
+    line["* * * * * ".len()..].trim().to_string()
+}
+
+/// A gateway's root file system holding BusyBox (static) and the relay's
+/// static binary, nothing else: no bash, no shared library.
+struct Gateway {
+    root: TempDir,
+    relay_port: u16,
+}
+
+impl Gateway {
+    fn new(relay_bin: &Path, broker_port: u16) -> Gateway {
+        let root = TempDir::new("gateway-root");
+        let r = root.path();
+        for dir in [
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/sbin",
+            "usr/local/bin",
+            "etc/ms500-relay",
+            "var/lib/ms500-relay",
+            "var/log",
+            "run",
+            "tmp",
+        ] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            is_static(&file_says(busybox)),
+            "/bin/busybox is not the static BusyBox (scripts/test.sh installs busybox-static)"
+        );
+        std::fs::copy(busybox, r.join("bin/busybox")).unwrap();
+        std::fs::create_dir_all(r.join("dev")).unwrap();
+        let null = Command::new("mknod")
+            .args(["-m", "666"])
+            .arg(r.join("dev/null"))
+            .args(["c", "1", "3"])
+            .status()
+            .expect("mknod");
+        assert!(
+            null.success(),
+            "cannot create /dev/null in the gateway root"
+        );
+        std::fs::copy(relay_bin, r.join("usr/local/bin/ms500-relay")).unwrap();
+        std::fs::write(
+            r.join("etc/hosts"),
+            "127.0.0.1 localhost\n127.0.0.1 mqtt-broker.gateway\n",
+        )
+        .unwrap();
+        let relay_port = free_port();
+        std::fs::write(
+            r.join("etc/ms500-relay/relay.conf"),
+            format!(
+                "MQTT_BROKER = mqtt-broker.gateway\nMQTT_PORT = {broker_port}\n\
+                 SOCKET_PORT = {relay_port}\n\
+                 PID_FILE = /run/ms500-relay/relay.pid\n\
+                 STATUS_FILE = /run/ms500-relay/status.json\n\
+                 SPOOL_FILE = /var/lib/ms500-relay/spool.bin\n\
+                 STATUS_INTERVAL = 1\nSHUTDOWN_GRACE = 1\n"
+            ),
+        )
+        .unwrap();
+        Gateway { root, relay_port }
+    }
+
+    fn path(&self, inside: &str) -> PathBuf {
+        self.root.path().join(inside.trim_start_matches('/'))
+    }
+
+    /// Runs `argv` inside the root with cron's bare environment.
+    fn run(&self, argv: &[&str]) -> std::process::Output {
+        Command::new("chroot")
+            .arg(self.root.path())
+            .args(argv)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", "/")
+            .env("SHELL", "/bin/sh")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run chroot")
+    }
+
+    /// What cron does every minute: the README's command through /bin/sh.
+    fn cron(&self) -> std::process::Output {
+        self.run(&["/bin/sh", "-c", &cron_command()])
+    }
+
+    fn relay_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.path("/run/ms500-relay/relay.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn watchdog_log(&self) -> String {
+        std::fs::read_to_string(self.path("/var/log/ms500-relay-watchdog.log")).unwrap_or_default()
+    }
+
+    fn relay_log(&self) -> String {
+        std::fs::read_to_string(self.path("/run/ms500-relay/ms500-relay.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(pid) = self.relay_pid() {
+            send_signal(pid, "CONT");
+            send_signal(pid, "KILL");
+        }
+    }
+}
+
+/// Running and not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
+}
+
+fn status_age(gw: &Gateway) -> Option<Duration> {
+    let modified = std::fs::metadata(gw.path("/run/ms500-relay/status.json"))
+        .ok()?
+        .modified()
+        .ok()?;
+    SystemTime::now().duration_since(modified).ok()
+}
+
+fn send_img(gw: &Gateway, id: u32) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.relay_port)).expect("relay listens");
+    s.write_all(format!(r#"{{"type":"IMG","unit":"cam-gw","id":{id}}}"#).as_bytes())
+        .unwrap();
+}
+
+fn expect_command(sub: &Subscriber, id: u32, gw: &Gateway) {
+    let want = format!(r#"{{"type":"IMG","unit":"cam-gw","id":{id}}}"#);
+    let got = sub.recv(Duration::from_secs(10));
+    assert_eq!(
+        got.as_ref()
+            .map(|m| (m.topic.as_str(), m.payload.as_slice())),
+        Some((topic("cam-gw").as_str(), want.as_bytes())),
+        "command {id} did not arrive; relay log:\n{}",
+        gw.relay_log()
+    );
+}
+
+#[test]
+#[ignore = "slow: static release build and a chroot; scripts/test.sh runs it as root"]
+fn a_busybox_only_gateway_keeps_the_relay_running_from_cron() {
+    let bin = script_output("scripts/build-static.sh", "x86_64");
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let gw = Gateway::new(&bin, broker.port);
+    let probe = gw.run(&["/bin/busybox", "true"]);
+    if !probe.status.success() {
+        println!(
+            "skipped: chroot is not permitted here ({})",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+        return;
+    }
+    let out = gw.run(&["/bin/busybox", "--install", "-s"]);
+    assert!(out.status.success(), "{out:?}");
+
+    // Nothing but BusyBox and the relay: no bash, no shared library, no loader.
+    for entry in walk(gw.root.path()) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name != "bash" && !name.contains(".so"),
+            "{}",
+            entry.display()
+        );
+        let meta = std::fs::symlink_metadata(&entry).unwrap();
+        if meta.is_file() {
+            let kind = file_says(&entry);
+            assert!(
+                !kind.contains("ELF") || is_static(&kind),
+                "{} is dynamically linked: {kind}",
+                entry.display()
+            );
+        }
+    }
+
+    // (a) Not running (and /run/ms500-relay missing, as after a reboot): the cron line starts it.
+    let first = gw.cron();
+    assert!(
+        first.status.success(),
+        "{}\n{}",
+        gw.watchdog_log(),
+        gw.relay_log()
+    );
+    assert!(
+        gw.watchdog_log().contains("started"),
+        "{}",
+        gw.watchdog_log()
+    );
+    let p1 = gw.relay_pid().expect("a pid in PID_FILE");
+    assert!(alive(p1));
+    assert!(
+        gw.relay_log()
+            .contains("connected to broker mqtt-broker.gateway:"),
+        "the broker's host name from /etc/hosts: {}",
+        gw.relay_log()
+    );
+    send_img(&gw, 1);
+    expect_command(&sub, 1, &gw);
+
+    // (b) Healthy: the next minute changes nothing and says nothing.
+    let said = gw.watchdog_log();
+    let second = gw.cron();
+    assert!(second.status.success());
+    assert_eq!(
+        gw.watchdog_log(),
+        said,
+        "a healthy relay must be left alone quietly"
+    );
+    assert_eq!(gw.relay_pid(), Some(p1));
+
+    // `status` inside the gateway reads the status file and says it is fine.
+    let status = gw.run(&[
+        "/usr/local/bin/ms500-relay",
+        "status",
+        "-c",
+        "/etc/ms500-relay/relay.conf",
+    ]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains(&format!("pid {p1}")) && shown.contains("FRESH"),
+        "{shown}"
+    );
+    assert!(shown.contains("connected"), "{shown}");
+
+    // (c) Killed: the next minute starts a new one.
+    send_signal(p1, "KILL");
+    assert!(wait_until(Duration::from_secs(5), || !alive(p1)));
+    let third = gw.cron();
+    assert!(third.status.success(), "{third:?}\n{}", gw.watchdog_log());
+    let p2 = gw.relay_pid().expect("a pid in PID_FILE");
+    assert_ne!(p2, p1);
+    assert!(alive(p2));
+    send_img(&gw, 2);
+    expect_command(&sub, 2, &gw);
+
+    // (d) Hung (SIGSTOP): its status file goes stale, the next minute replaces it.
+    send_signal(p2, "STOP");
+    assert!(wait_until(Duration::from_secs(10), || status_age(&gw)
+        .is_some_and(|a| a > Duration::from_millis(3500))));
+    let fourth = gw.cron();
+    assert!(fourth.status.success(), "{fourth:?}\n{}", gw.watchdog_log());
+    assert!(gw.watchdog_log().contains("hung"), "{}", gw.watchdog_log());
+    let p3 = gw.relay_pid().expect("a pid in PID_FILE");
+    assert_ne!(p3, p2);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(p2)),
+        "the hung relay is still there"
+    );
+    send_img(&gw, 3);
+    expect_command(&sub, 3, &gw);
+}
+
+/// Every path under `dir`, symlinks not followed.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        out.push(path.clone());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        }
+    }
+    out
+}
