@@ -9,6 +9,8 @@ pub struct Counters {
     pub broker_connected: AtomicBool,
     /// Commands accepted and not yet acknowledged, set by the publisher.
     pub queue_depth: AtomicUsize,
+    /// Size of the spool file, set by the publisher (0 without one).
+    pub spool_bytes: AtomicU64,
     /// Bumped by the publisher on every turn of its loop (at least once a
     /// second): the status file is only refreshed while it moves.
     pub publisher_turns: AtomicU64,

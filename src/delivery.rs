@@ -93,6 +93,11 @@ impl<T> Ledger<T> {
         self.cursor = self.cursor.max(seq + 1);
     }
 
+    /// The command `seq`, while it is queued.
+    pub fn get(&self, seq: u64) -> Option<&T> {
+        self.entries.get(&seq)
+    }
+
     /// Takes a command out without it being delivered (expired, or given up at shutdown).
     pub fn remove(&mut self, seq: u64) -> Option<T> {
         self.entries.remove(&seq)

@@ -8,8 +8,17 @@
 //! acknowledgements, resends, spool compaction and status lines. On shutdown
 //! it keeps publishing for up to `SHUTDOWN_GRACE` seconds, leaves the rest in
 //! the spool, then asks the client to disconnect and triggers the `link` stop.
+//!
+//! The spool is the source of truth. While it cannot be written (a full or
+//! read-only file system, an I/O error), a command is accepted only when the
+//! broker is connected and it can be published at once; with the broker away
+//! too, the job channel is not read (backpressure again). Writing is retried
+//! every second and resumes by itself. A spool deleted, truncated or replaced
+//! under the relay is noticed at the next write and written again from what
+//! is pending.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,14 +28,15 @@ use rumqttc::{Client, QoS};
 
 use crate::broker::{LinkEvent, LinkShared};
 use crate::command;
-use crate::config::{AckMode, Config};
+use crate::config::Config;
 use crate::counters::Counters;
 use crate::delivery::Ledger;
 use crate::error::Error;
 use crate::redact;
 use crate::session::Accepted;
 use crate::shutdown::Stop;
-use crate::spool::{Replayed, Spool};
+use crate::spool::{Recovery, Replayed, Spool, SpoolError};
+use crate::time;
 
 /// Commands handed to the client and not yet acknowledged. Equal to the
 /// client's inflight limit, so packet ids never collide.
@@ -35,14 +45,36 @@ pub const WINDOW: usize = 100;
 /// Commands held while the broker is connected (see [`Publisher::room`]).
 const CONNECTED_BACKLOG: usize = 4 * WINDOW;
 
+/// Retry interval for a spool that cannot be written.
+const SPOOL_RETRY: Duration = Duration::from_secs(1);
+
+/// Where accepted commands are kept durable.
+enum SpoolState {
+    /// No SPOOL_FILE: memory only.
+    Off,
+    Writing(Spool),
+    /// SPOOL_FILE cannot be written now; retried every [`SPOOL_RETRY`].
+    Failing {
+        path: PathBuf,
+        reason: String,
+        retry_at: Instant,
+        /// The file at `path` was not read (or is damaged) and must be moved
+        /// aside under this kind before anything is written over it.
+        move_first: Option<&'static str>,
+    },
+}
+
 pub struct Publisher {
     client: Client,
     ledger: Ledger<Accepted>,
-    spool: Option<Spool>,
+    spool: SpoolState,
+    /// Read from backends but not accepted yet: their spool write failed
+    /// with the broker away. Accepted (and logged so) once the spool takes
+    /// them or the broker does; lost with the process until then.
+    unconfirmed: BTreeSet<u64>,
     qos: QoS,
     ttl: Option<Duration>,
     capacity: usize,
-    ack_mode: AckMode,
     counters: Arc<Counters>,
     /// Shared with the event loop: the in-flight count and the hand-off gate.
     link: Arc<LinkShared>,
@@ -51,6 +83,9 @@ pub struct Publisher {
 impl Publisher {
     /// With `SPOOL_FILE` set, reads the spool left by the last run: its live
     /// commands are queued first, and the file is rewritten to hold just them.
+    /// A spool that cannot be read or written does not stop the start (that
+    /// is for configuration errors): the relay runs without it, logged at
+    /// error, until it can be written again.
     pub fn new(
         client: Client,
         config: &Config,
@@ -58,54 +93,58 @@ impl Publisher {
         link: Arc<LinkShared>,
     ) -> Result<Self, Error> {
         let mut ledger = Ledger::new(WINDOW);
-        let mut spool = None;
+        let mut spool = SpoolState::Off;
         if !config.spool_file.is_empty() {
-            let path = Path::new(&config.spool_file);
-            let fail =
-                |e: std::io::Error| Error::Setup(format!("SPOOL_FILE {}: {e}", config.spool_file));
-            let recovery = Spool::read(path).map_err(fail)?;
-            if let Some((offset, len)) = recovery.damaged {
+            let path = PathBuf::from(&config.spool_file);
+            let mut move_first = None;
+            let recovery = match Spool::read(&path) {
+                Ok(recovery) => recovery,
+                Err(e) => {
+                    log::error!(
+                        "spool {}: cannot be read: {e}; its commands are not replayed \
+                         (the file is kept, moved aside before a new spool is written)",
+                        path.display()
+                    );
+                    move_first = Some("unreadable");
+                    Recovery::default()
+                }
+            };
+            if !recovery.damaged.is_empty() {
                 log::warn!(
-                    "spool {}: damaged or torn data at offset {offset} ({len} bytes) skipped; \
-                     the {} intact commands before it are kept",
-                    config.spool_file,
+                    "spool {}: {} damaged bytes in {} places skipped; the {} intact commands \
+                     around them are kept, and the file is moved aside for inspection",
+                    path.display(),
+                    recovery.damaged_bytes(),
+                    recovery.damaged.len(),
                     recovery.live.len()
                 );
+                move_first = Some("damaged");
             }
-            let ttl = Duration::from_secs(config.command_ttl);
-            for r in recovery.live {
-                let Some((job, age)) = revive(r, config) else {
-                    continue;
-                };
-                if config.command_ttl > 0 && age > ttl {
-                    Counters::add(&counters.expired);
-                    log::warn!(
-                        "expired {} for unit {} after {} s in the spool (COMMAND_TTL {} s): not published",
-                        job.kind.as_str(),
-                        job.unit,
-                        age.as_secs(),
-                        config.command_ttl
-                    );
-                    continue;
-                }
-                ledger.push(job);
+            if let Some((offset, len)) = recovery.torn_tail {
+                log::warn!(
+                    "spool {}: a record cut short at offset {offset} ({len} bytes, a write \
+                     interrupted by a crash) skipped",
+                    path.display()
+                );
             }
+            replay(recovery, config, &counters, &mut ledger);
             if !ledger.is_empty() {
                 log::info!(
                     "spool {}: {} unacknowledged commands from the last run queued first",
-                    config.spool_file,
+                    path.display(),
                     ledger.len()
                 );
             }
-            let live = ledger
-                .iter()
-                .map(|(seq, j)| (seq, j.received_wall, j.payload.as_slice()));
-            spool = Some(Spool::create(path, live).map_err(fail)?);
+            spool = open_spool(path, move_first, &ledger);
+            if let SpoolState::Failing { path, reason, .. } = &spool {
+                log_spool_failing(path, reason);
+            }
         }
         Ok(Publisher {
             client,
             ledger,
             spool,
+            unconfirmed: BTreeSet::new(),
             qos: if config.mqtt_qos == 0 {
                 QoS::AtMostOnce
             } else {
@@ -113,7 +152,6 @@ impl Publisher {
             },
             ttl: (config.command_ttl > 0).then(|| Duration::from_secs(config.command_ttl)),
             capacity: config.queue_capacity,
-            ack_mode: config.ack_mode,
             counters,
             link,
         })
@@ -145,6 +183,13 @@ impl Publisher {
             self.counters
                 .publisher_turns
                 .fetch_add(1, Ordering::Relaxed);
+            let spool_bytes = match &self.spool {
+                SpoolState::Writing(spool) => spool.bytes(),
+                _ => 0,
+            };
+            self.counters
+                .spool_bytes
+                .store(spool_bytes, Ordering::Relaxed);
             if deadline.is_none() && intake.is_set() {
                 deadline = Some(Instant::now() + grace);
             }
@@ -206,11 +251,17 @@ impl Publisher {
     /// few windows keep it busy, and the backends wait in their sockets (TCP
     /// backpressure); only while it is away does the queue fill up to
     /// `QUEUE_CAPACITY`, so memory is spent on outages, not on bursts.
+    ///
+    /// While the spool cannot be written, only what can be published at once
+    /// (one window, with the broker connected) is taken: nothing waits in
+    /// memory alone for a broker that is away.
     fn room(&self) -> usize {
-        if self.ledger.link_up() {
-            self.capacity.min(CONNECTED_BACKLOG)
-        } else {
-            self.capacity
+        let connected = self.ledger.link_up();
+        match (&self.spool, connected) {
+            (SpoolState::Failing { .. }, true) => self.capacity.min(WINDOW),
+            (SpoolState::Failing { .. }, false) => 0,
+            (_, true) => self.capacity.min(CONNECTED_BACKLOG),
+            (_, false) => self.capacity,
         }
     }
 
@@ -225,64 +276,150 @@ impl Publisher {
                     redact::payload(&job.payload)
                 );
             }
-            if let Some(spool) = self.spool.as_mut() {
+            if let SpoolState::Writing(spool) = &mut self.spool {
                 spool.accepted(self.ledger.next_seq(), job.received_wall, &job.payload);
             }
             self.ledger.push(job);
         }
-        self.sync_spool();
+        let spooled = matches!(self.spool, SpoolState::Writing(_));
+        if spooled && !self.sync_spool() && !self.ledger.link_up() {
+            // Neither durable nor publishable now: not accepted yet.
+            let unconfirmed: Vec<u64> = self.ledger.iter_from(first).map(|(seq, _)| seq).collect();
+            log::error!(
+                "{} commands just read could not be spooled and the broker is away: \
+                 they are held in memory, accepted once the spool or the broker takes them",
+                unconfirmed.len()
+            );
+            self.unconfirmed.extend(unconfirmed);
+            return;
+        }
         // Logged only now that they count as accepted (spooled and synced).
-        if log::log_enabled!(log::Level::Info) {
-            for (_, job) in self.ledger.iter_from(first) {
-                match job.peer {
-                    Some(peer) => log::info!(
-                        "accepted {} for unit {} from {peer} -> {}",
-                        job.kind.as_str(),
-                        job.unit,
-                        job.topic
-                    ),
-                    None => log::info!(
-                        "accepted {} for unit {} from spool -> {}",
-                        job.kind.as_str(),
-                        job.unit,
-                        job.topic
-                    ),
-                }
+        self.log_accepted(first..self.ledger.next_seq());
+    }
+
+    /// The "accepted" line of each command in `seqs` still queued.
+    fn log_accepted(&self, seqs: impl Iterator<Item = u64>) {
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
+        for seq in seqs {
+            let Some(job) = self.ledger.get(seq) else {
+                continue;
+            };
+            match job.peer {
+                Some(peer) => log::info!(
+                    "accepted {} for unit {} from {peer} -> {}",
+                    job.kind.as_str(),
+                    job.unit,
+                    job.topic
+                ),
+                None => log::info!(
+                    "accepted {} for unit {} from spool -> {}",
+                    job.kind.as_str(),
+                    job.unit,
+                    job.topic
+                ),
             }
         }
     }
 
-    /// Writes pending spool records; on failure the spool is given up (commands stay in memory).
-    fn sync_spool(&mut self) {
-        if let Some(spool) = self.spool.as_mut() {
-            if let Err(e) = spool.sync() {
-                log::error!(
-                    "spool {}: write failed: {e}; spooling stopped, queued commands are kept in memory only",
-                    spool.path().display()
-                );
-                self.spool = None;
+    /// Commands held unconfirmed are accepted now (the spool took them).
+    fn confirm_all(&mut self) {
+        let seqs = std::mem::take(&mut self.unconfirmed);
+        self.log_accepted(seqs.into_iter());
+    }
+
+    /// Writes pending spool records; false when the spool could not be
+    /// written (it is then failing, retried every second).
+    fn sync_spool(&mut self) -> bool {
+        let SpoolState::Writing(spool) = &mut self.spool else {
+            return false;
+        };
+        match spool.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                self.spool_broke(e);
+                // A lost file is written again at once, with everything queued.
+                matches!(self.spool, SpoolState::Writing(_))
             }
+        }
+    }
+
+    /// A write or compaction failed: rewrite a lost file at once, or fall
+    /// back to accepting only what can be published at once.
+    fn spool_broke(&mut self, e: SpoolError) {
+        let SpoolState::Writing(spool) = &self.spool else {
+            return;
+        };
+        let path = spool.path().to_path_buf();
+        if let SpoolError::Lost(why) = &e {
+            log::warn!(
+                "spool {}: {why}; writing it again from the {} pending commands",
+                path.display(),
+                self.ledger.len()
+            );
+        }
+        self.spool = match e {
+            SpoolError::Lost(_) => open_spool(path, None, &self.ledger),
+            SpoolError::Io(e) => SpoolState::Failing {
+                path,
+                reason: e.to_string(),
+                retry_at: Instant::now() + SPOOL_RETRY,
+                move_first: None,
+            },
+        };
+        match &self.spool {
+            SpoolState::Failing { path, reason, .. } => log_spool_failing(path, reason),
+            SpoolState::Writing(_) => self.confirm_all(),
+            SpoolState::Off => {}
         }
     }
 
     fn tidy_spool(&mut self) {
-        self.sync_spool();
-        let Some(spool) = self.spool.as_mut() else {
-            return;
-        };
-        if !spool.wants_compaction() {
-            return;
-        }
-        let live = self
-            .ledger
-            .iter()
-            .map(|(seq, j)| (seq, j.received_wall, j.payload.as_slice()));
-        if let Err(e) = spool.compact(live) {
-            log::error!(
-                "spool {}: compaction failed: {e}; spooling stopped, queued commands are kept in memory only",
-                spool.path().display()
-            );
-            self.spool = None;
+        match &mut self.spool {
+            SpoolState::Off => {}
+            SpoolState::Writing(spool) => {
+                if let Err(e) = spool.sync() {
+                    return self.spool_broke(e);
+                }
+                if !spool.wants_compaction() {
+                    return;
+                }
+                let live = self
+                    .ledger
+                    .iter()
+                    .map(|(seq, j)| (seq, j.received_wall, j.payload.as_slice()));
+                if let Err(e) = spool.compact(live) {
+                    self.spool_broke(e);
+                }
+            }
+            SpoolState::Failing {
+                path,
+                retry_at,
+                move_first,
+                ..
+            } => {
+                if Instant::now() < *retry_at {
+                    return;
+                }
+                let path = std::mem::take(path);
+                let move_first = move_first.take();
+                self.spool = open_spool(path, move_first, &self.ledger);
+                match &mut self.spool {
+                    SpoolState::Writing(spool) => {
+                        log::info!(
+                            "spool {}: writable again; {} pending commands written to it",
+                            spool.path().display(),
+                            self.ledger.len()
+                        );
+                        self.confirm_all();
+                    }
+                    SpoolState::Failing { reason, path, .. } => {
+                        log::debug!("spool {} still cannot be written: {reason}", path.display())
+                    }
+                    SpoolState::Off => {}
+                }
+            }
         }
     }
 
@@ -307,7 +444,13 @@ impl Publisher {
             }
             let (topic, payload) = (job.topic.clone(), job.payload.clone());
             match self.client.try_publish(topic, self.qos, false, payload) {
-                Ok(()) => self.ledger.mark_handed(seq),
+                Ok(()) => {
+                    self.ledger.mark_handed(seq);
+                    if self.unconfirmed.remove(&seq) {
+                        // Published at once: accepted.
+                        self.log_accepted(std::iter::once(seq));
+                    }
+                }
                 Err(e) => {
                     // The client's queue is full (or the event loop is gone):
                     // try again on the next link event.
@@ -351,7 +494,7 @@ impl Publisher {
 
     fn delivered(&mut self, seq: u64, job: Accepted) {
         Counters::add(&self.counters.published);
-        if let Some(spool) = self.spool.as_mut() {
+        if let SpoolState::Writing(spool) = &mut self.spool {
             spool.done(seq);
         }
         log::debug!(
@@ -360,14 +503,12 @@ impl Publisher {
             job.unit,
             job.payload.len()
         );
-        if self.ack_mode == AckMode::All {
-            job.report(None);
-        }
+        job.report(None);
     }
 
     fn expire(&mut self, seq: u64, job: Accepted, ttl: Duration) {
         Counters::add(&self.counters.expired);
-        if let Some(spool) = self.spool.as_mut() {
+        if let SpoolState::Writing(spool) = &mut self.spool {
             spool.done(seq);
         }
         let age = job.received.elapsed().as_secs();
@@ -386,16 +527,21 @@ impl Publisher {
     fn give_up(&self, grace: Duration, waiting: usize) {
         let queued = self.ledger.len();
         match &self.spool {
-            Some(spool) if queued > 0 => log::warn!(
+            _ if queued == 0 => {}
+            SpoolState::Writing(spool) => log::warn!(
                 "shutdown grace of {} s ran out: {queued} unacknowledged commands stay in the spool {} for the next start",
                 grace.as_secs(),
                 spool.path().display()
             ),
-            None if queued > 0 => log::error!(
+            SpoolState::Failing { path, .. } => log::error!(
+                "shutdown grace of {} s ran out: {queued} accepted commands not delivered, and the spool {} cannot be written: lost",
+                grace.as_secs(),
+                path.display()
+            ),
+            SpoolState::Off => log::error!(
                 "shutdown grace of {} s ran out: {queued} accepted commands not delivered (no SPOOL_FILE)",
                 grace.as_secs()
             ),
-            _ => {}
         }
         if waiting > 0 {
             log::error!(
@@ -406,10 +552,57 @@ impl Publisher {
     }
 }
 
-/// Rebuilds a queued command from its spooled bytes, with its age. Type and unit were valid
+/// Queues the live commands of a recovered spool, oldest first. Ages come
+/// from the wall clock of the run that spooled them; a time that cannot be
+/// right (before this binary was built, or in the future: the clock jumped,
+/// as on a gateway without a real-time clock before and after NTP) gives an
+/// unknown age, and such a command is published rather than expired.
+fn replay(recovery: Recovery, config: &Config, counters: &Counters, ledger: &mut Ledger<Accepted>) {
+    let now = SystemTime::now();
+    let ttl = Duration::from_secs(config.command_ttl);
+    let mut unknown_age = 0;
+    for r in recovery.live {
+        Counters::add(&counters.received);
+        let age = time::age(r.received, now);
+        let Some(job) = revive(r, config, age) else {
+            Counters::add(&counters.rejected);
+            continue;
+        };
+        match age {
+            Some(age) if config.command_ttl > 0 && age > ttl => {
+                Counters::add(&counters.expired);
+                log::warn!(
+                    "expired {} for unit {} after {} s in the spool (COMMAND_TTL {} s): not published",
+                    job.kind.as_str(),
+                    job.unit,
+                    age.as_secs(),
+                    config.command_ttl
+                );
+            }
+            Some(_) => {
+                ledger.push(job);
+            }
+            None => {
+                unknown_age += 1;
+                ledger.push(job);
+            }
+        }
+    }
+    if unknown_age > 0 {
+        log::warn!(
+            "spool: {unknown_age} commands carry a time that cannot be right (before this \
+             binary was built on {}, or in the future: the clock was wrong when they were \
+             spooled, or is now); their age is unknown, so they are published, not expired",
+            time::iso8601(time::built())
+        );
+    }
+}
+
+/// Rebuilds a queued command from its spooled bytes. Type and unit were valid
 /// when it was accepted; a spool edited by hand or a changed config can still
-/// make it unusable, which is logged and skipped.
-fn revive(r: Replayed, config: &Config) -> Option<(Accepted, Duration)> {
+/// make it unusable, which is logged and skipped. A command of unknown age
+/// is taken as received now (its TTL counts from this start).
+fn revive(r: Replayed, config: &Config, age: Option<Duration>) -> Option<Accepted> {
     let cmd = match command::validate(&r.payload, false) {
         Ok(cmd) => cmd,
         Err(rejection) => {
@@ -417,19 +610,60 @@ fn revive(r: Replayed, config: &Config) -> Option<(Accepted, Duration)> {
             return None;
         }
     };
-    let age = SystemTime::now()
-        .duration_since(r.received)
-        .unwrap_or(Duration::ZERO);
-    let job = Accepted {
+    let received = age
+        .and_then(|age| Instant::now().checked_sub(age))
+        .unwrap_or_else(Instant::now);
+    Some(Accepted {
         topic: config.command_topic_for(&cmd.unit),
         kind: cmd.kind,
         unit: cmd.unit,
         id: cmd.id,
         payload: cmd.payload,
-        received: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+        received,
         received_wall: r.received,
         peer: None,
         reply: None,
+    })
+}
+
+/// Opens SPOOL_FILE for writing with exactly the commands of `ledger` in it,
+/// first moving aside a file that must be kept (unread or damaged).
+fn open_spool(
+    path: PathBuf,
+    move_first: Option<&'static str>,
+    ledger: &Ledger<Accepted>,
+) -> SpoolState {
+    let failing = |path: PathBuf, reason: String, move_first| SpoolState::Failing {
+        path,
+        reason,
+        retry_at: Instant::now() + SPOOL_RETRY,
+        move_first,
     };
-    Some((job, age))
+    if let Some(kind) = move_first {
+        match Spool::move_aside(&path, kind, SystemTime::now()) {
+            Ok(aside) => log::warn!("spool {}: kept as {}", path.display(), aside.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let reason = format!("cannot move the {kind} file aside: {e}");
+                return failing(path, reason, Some(kind));
+            }
+        }
+    }
+    let live = ledger
+        .iter()
+        .map(|(seq, j)| (seq, j.received_wall, j.payload.as_slice()));
+    match Spool::create(&path, live) {
+        Ok(spool) => SpoolState::Writing(spool),
+        Err(e) => failing(path, e.to_string(), None),
+    }
+}
+
+fn log_spool_failing(path: &Path, reason: &str) {
+    log::error!(
+        "spool {} cannot be written: {reason}; until it can, commands are accepted only \
+         while the broker is connected and published at once (backends wait otherwise); \
+         retrying every {} s",
+        path.display(),
+        SPOOL_RETRY.as_secs()
+    );
 }

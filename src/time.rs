@@ -1,7 +1,33 @@
 //! UTC timestamps for log lines and the status file, without a date crate.
 //! Pure functions of a `SystemTime`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// When this binary was built (from build.rs). No wall-clock time before it
+/// can be right: a gateway without a real-time clock starts in 1970.
+pub fn built() -> SystemTime {
+    let secs = env!("MS500_BUILD_UNIX").parse().unwrap_or(0);
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// How far in the future a recorded time may lie and still count as now
+/// (clocks of one machine disagree by that much after a small correction).
+const FUTURE_SLACK: Duration = Duration::from_secs(300);
+
+/// The age of something recorded at wall-clock time `then`, seen at `now`;
+/// `None` when one of the two clocks cannot be right (before the build, or
+/// `then` in the future): a clock that jumped, not an age.
+pub fn age(then: SystemTime, now: SystemTime) -> Option<Duration> {
+    let floor = built();
+    if then < floor || now < floor {
+        return None;
+    }
+    match now.duration_since(then) {
+        Ok(age) => Some(age),
+        Err(e) if e.duration() <= FUTURE_SLACK => Some(Duration::ZERO),
+        Err(_) => None,
+    }
+}
 
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -13,6 +39,11 @@ pub fn unix(t: SystemTime) -> u64 {
 pub fn iso8601(t: SystemTime) -> String {
     let (date, time) = civil(unix(t));
     format!("{date}T{time}Z")
+}
+
+/// `YYYYMMDDTHHMMSSZ`, for file names.
+pub fn compact(t: SystemTime) -> String {
+    iso8601(t).replace(['-', ':'], "")
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, for log lines.
@@ -59,6 +90,26 @@ mod tests {
         assert_eq!(iso8601(at(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(iso8601(at(1_795_927_484)), "2026-11-29T04:44:44Z");
         assert_eq!(iso8601(at(4_107_542_399)), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn ages_only_between_plausible_times() {
+        let b = built();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(age(b + day, b + 3 * day), Some(2 * day));
+        assert_eq!(
+            age(b + day, b + day - Duration::from_secs(10)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(age(b + 2 * day, b + day), None, "recorded in the future");
+        assert_eq!(age(at(3600), b + day), None, "recorded in 1970");
+        assert_eq!(age(b + day, at(3600)), None, "now is 1970");
+        assert!(b > at(1_790_000_000), "built() is the build date");
+    }
+
+    #[test]
+    fn compact_form_for_file_names() {
+        assert_eq!(compact(at(1_795_927_484)), "20261129T044444Z");
     }
 
     #[test]
