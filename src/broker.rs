@@ -347,7 +347,7 @@ impl BrokerLink {
                 Some(outbox) => {
                     if outbox.offer("device reply", payload.to_vec()) {
                         Counters::add(&self.counters.replies_routed);
-                        log::info!("reply from unit {unit} -> backend {}", outbox.peer);
+                        log::info!("reply from unit {unit} -> backend {}", outbox.peer());
                     } else {
                         Counters::add(&self.counters.replies_dropped);
                     }

@@ -1,15 +1,20 @@
 //! The backend listener thread: accepts TCP connections on
 //! `SOCKET_HOST:SOCKET_PORT`, refuses peers outside `SOCKET_ALLOW` and past
 //! `MAX_CONNECTIONS`, and spawns one session thread per connection. On stop
-//! it wakes its own blocking `accept()` by connecting to itself, shuts down
-//! the read side of every open session and joins them all.
+//! it wakes its own blocking `accept()` by connecting to itself, accepts the
+//! connections still waiting in the kernel's backlog (their bytes reached
+//! the relay too), and joins every session, each of which reads what its
+//! peer already sent before it ends.
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::allowed;
 use crate::error::Error;
@@ -28,110 +33,98 @@ fn bracket_v6(host: &str) -> String {
     }
 }
 
-/// Opens sessions know about: the handle to join and a clone to shut down.
-struct Open {
-    thread: JoinHandle<()>,
-    stream: TcpStream,
+/// The listener's own state, touched by its thread only.
+struct Listener {
+    shared: Arc<Shared>,
+    /// Sessions not yet joined, by connection id.
+    sessions: HashMap<u64, JoinHandle<()>>,
+    /// Ids of sessions that have ended.
+    ended_tx: Sender<u64>,
+    ended_rx: Receiver<u64>,
+    next_id: u64,
+    refusals: RefusalLog,
+    /// Sessions still reading their peer: what MAX_CONNECTIONS limits. A
+    /// session frees its place the moment it stops reading (see session::Slot).
+    active: Arc<AtomicUsize>,
 }
 
 pub fn run(listener: TcpListener, shared: Arc<Shared>) {
     let local = listener.local_addr().ok();
-    let sessions: Arc<Mutex<HashMap<u64, Open>>> = Arc::default();
-    let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<u64>();
-    let mut next_id: u64 = 0;
-    let mut refusals = RefusalLog::default();
-    // Sessions still reading their peer: what MAX_CONNECTIONS limits. A session
-    // frees its place the moment it stops reading (see session::Slot).
-    let active = Arc::new(AtomicUsize::new(0));
+    let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
+    let mut state = Listener {
+        shared,
+        sessions: HashMap::new(),
+        ended_tx,
+        ended_rx,
+        next_id: 0,
+        refusals: RefusalLog::default(),
+        active: Arc::new(AtomicUsize::new(0)),
+    };
 
-    // Wakes accept() once the intake stops.
+    // Wakes accept() once the intake stops; the listener knows its
+    // connection by its address and does not take it for a backend.
+    let waker_addr: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
     let waker = {
-        let stop = shared.intake.clone();
+        let stop = state.shared.intake.clone();
+        let waker_addr = Arc::clone(&waker_addr);
         std::thread::Builder::new()
             .name("listener-waker".into())
             .spawn(move || {
                 while !stop.sleep(Duration::from_secs(3600)) {}
                 if let Some(addr) = local {
-                    let _ = TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1));
+                    // Hold the lock across connect: the listener reads the
+                    // address only after accept(), so it sees it set.
+                    let mut own = waker_addr.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Ok(s) =
+                        TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1))
+                    {
+                        *own = s.local_addr().ok();
+                    }
                 }
             })
     };
+    let is_waker =
+        |peer: &SocketAddr| *waker_addr.lock().unwrap_or_else(|e| e.into_inner()) == Some(*peer);
 
     for incoming in listener.incoming() {
-        if shared.intake.is_set() {
-            break;
-        }
-        // Reap finished sessions so their slots free up.
-        while let Ok(id) = ended_rx.try_recv() {
-            if let Some(open) = lock(&sessions).remove(&id) {
-                let _ = open.thread.join();
+        state.reap();
+        match incoming {
+            Ok(stream) => {
+                if let Ok(peer) = stream.peer_addr() {
+                    if !is_waker(&peer) {
+                        state.admit(stream, peer, true);
+                    }
+                }
             }
-        }
-        let stream = match incoming {
-            Ok(s) => s,
             Err(e) => {
                 log::warn!("accept failed: {e}");
                 // EMFILE and friends: do not spin.
                 std::thread::sleep(Duration::from_millis(50));
-                continue;
             }
-        };
-        let peer = match stream.peer_addr() {
-            Ok(p) => p,
-            Err(_) => continue,
-        };
-        if !allowed(&shared.config.socket_allow, peer.ip()) {
-            refusals.note(peer, "not in SOCKET_ALLOW");
-            let _ = stream.shutdown(Shutdown::Both);
-            continue;
         }
-        if active.load(Ordering::SeqCst) >= shared.config.max_connections {
-            refusals.note(peer, "MAX_CONNECTIONS reached");
-            let _ = stream.shutdown(Shutdown::Both);
-            continue;
-        }
-        let clone = match stream.try_clone() {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("backend {peer}: cannot set up the connection: {e}");
-                continue;
-            }
-        };
-        log::info!("backend {peer} connected");
-        next_id += 1;
-        let id = next_id;
-        active.fetch_add(1, Ordering::SeqCst);
-        let slot = Slot(Arc::clone(&active));
-        let shared_for_session = Arc::clone(&shared);
-        let ended = ended_tx.clone();
-        // Hold the map lock across spawn so the session's end cannot be reaped before it is registered.
-        let mut map = lock(&sessions);
-        match std::thread::Builder::new()
-            .name(format!("backend-{id}"))
-            .spawn(move || {
-                session::run(stream, peer, shared_for_session, slot);
-                let _ = ended.send(id);
-            }) {
-            Ok(thread) => {
-                map.insert(
-                    id,
-                    Open {
-                        thread,
-                        stream: clone,
-                    },
-                );
-            }
-            Err(e) => log::error!("cannot start a thread for backend {peer}: {e}"),
+        if state.shared.intake.is_set() {
+            break;
         }
     }
 
-    // Stop reading every backend; each session then ends and is joined.
-    let open: Vec<Open> = lock(&sessions).drain().map(|(_, o)| o).collect();
-    for o in &open {
-        let _ = o.stream.shutdown(Shutdown::Read);
+    // Stopping: connections already in the backlog were accepted by the
+    // kernel, and their peers' bytes may be waiting: serve them as well.
+    if listener.set_nonblocking(true).is_ok() {
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) if !is_waker(&peer) => {
+                    let _ = stream.set_nonblocking(false);
+                    state.admit(stream, peer, false);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
     }
-    for o in open {
-        let _ = o.thread.join();
+    drop(listener);
+    for (_, session) in state.sessions.drain() {
+        let _ = session.join();
     }
     if let Ok(w) = waker {
         let _ = w.join();
@@ -139,8 +132,51 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) {
     log::debug!("listener stopped");
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+impl Listener {
+    /// Joins finished sessions so their threads are gone.
+    fn reap(&mut self) {
+        while let Ok(id) = self.ended_rx.try_recv() {
+            if let Some(session) = self.sessions.remove(&id) {
+                let _ = session.join();
+            }
+        }
+    }
+
+    /// Starts a session for `stream`, unless the peer is not allowed or
+    /// (when `limited`) the relay is at MAX_CONNECTIONS.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, limited: bool) {
+        let config = &self.shared.config;
+        if !allowed(&config.socket_allow, peer.ip()) {
+            self.refusals.note(peer, "not in SOCKET_ALLOW");
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        if limited && self.active.load(Ordering::SeqCst) >= config.max_connections {
+            self.refusals.note(peer, "MAX_CONNECTIONS reached");
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        log::info!("backend {peer} connected");
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(Arc::clone(&self.active));
+        let shared = Arc::clone(&self.shared);
+        let ended = self.ended_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("backend-{id}"))
+            .spawn(move || {
+                session::run(stream, peer, id, shared, slot);
+                let _ = ended.send(id);
+            });
+        match spawned {
+            Ok(thread) => {
+                // Reaped only by this thread, after this insert.
+                self.sessions.insert(id, thread);
+            }
+            Err(e) => log::error!("cannot start a thread for backend {peer}: {e}"),
+        }
+    }
 }
 
 /// The address to connect to in order to wake our own accept().

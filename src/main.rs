@@ -22,6 +22,7 @@ mod devices;
 mod error;
 mod frame;
 mod heartbeat;
+mod lingering;
 mod listener;
 mod outbox;
 mod pidfile;

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::devices::DeviceTable;
 use crate::error::Error;
+use crate::lingering;
 use crate::listener;
 use crate::pidfile::PidFile;
 use crate::publisher::Publisher;
@@ -27,6 +28,7 @@ use crate::routes::ReplyRoutes;
 use crate::session::{Accepted, Shared};
 use crate::shutdown::Stop;
 use crate::status;
+use crate::sys;
 
 /// Commands parsed by sessions and not yet taken by the publisher. Small on
 /// purpose: these are read from a socket but not yet accepted (not spooled),
@@ -99,12 +101,29 @@ pub fn run(config: Config) -> Result<(), Error> {
         })?
     };
 
+    let (lingering_tx, lingering_rx) = crossbeam_channel::bounded(64);
+    let (lingering_wake, lingering_woken) = crossbeam_channel::bounded(1);
+    let lingering_thread = {
+        let stop = intake.clone();
+        let cap = lingering_cap();
+        spawn("lingering", move || {
+            lingering::run(
+                lingering_rx,
+                lingering_woken,
+                stop,
+                grace + Duration::from_secs(1),
+                cap,
+            )
+        })?
+    };
     let shared = Arc::new(Shared {
         config: Arc::clone(&config),
         jobs: jobs_tx,
         routes,
         counters: Arc::clone(&counters),
         intake: intake.clone(),
+        lingering: lingering_tx,
+        lingering_wake,
     });
     let listener_thread = spawn("listener", move || listener::run(socket, shared))?;
     log::info!(
@@ -142,6 +161,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     intake.trigger();
     join(listener_thread);
     join(publisher_thread);
+    join(lingering_thread);
     // The event loop ends on DISCONNECT or after a short linger; do not hang on a dead broker.
     link_stop.trigger();
     match link_done_rx.recv_timeout(Duration::from_secs(10)) {
@@ -245,6 +265,14 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
             config.device_timeout
         );
     }
+}
+
+/// How many closed connections may wait for status lines at once: a quarter
+/// of the descriptors the process may open (at least 16, at most 1024), so
+/// they can never starve new connections or the broker link.
+fn lingering_cap() -> usize {
+    let limit = sys::open_files_limit().unwrap_or(1024);
+    usize::try_from(limit / 4).unwrap_or(1024).clamp(16, 1024)
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>, Error> {

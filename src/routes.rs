@@ -27,11 +27,11 @@ impl ReplyRoutes {
     pub fn claim(&self, unit: &str, outbox: &Outbox) {
         let previous = self.lock().insert(unit.to_string(), outbox.clone());
         if let Some(previous) = previous {
-            if previous.session != outbox.session {
+            if previous.id() != outbox.id() {
                 log::debug!(
                     "replies of unit {unit} now go to {} instead of {}",
-                    outbox.peer,
-                    previous.peer
+                    outbox.peer(),
+                    previous.peer()
                 );
             }
         }
@@ -39,7 +39,7 @@ impl ReplyRoutes {
 
     /// Drops every route held by `session`.
     pub fn release(&self, session: u64) {
-        self.lock().retain(|_, o| o.session != session);
+        self.lock().retain(|_, o| o.id() != session);
     }
 
     pub fn route(&self, unit: &str) -> Option<Outbox> {
@@ -67,10 +67,10 @@ mod tests {
         routes.claim("u1", &outbox(1));
         routes.claim("u2", &outbox(1));
         routes.claim("u1", &outbox(2));
-        assert_eq!(routes.route("u1").map(|o| o.session), Some(2));
+        assert_eq!(routes.route("u1").map(|o| o.id()), Some(2));
         routes.release(1);
         assert!(routes.route("u2").is_none());
-        assert_eq!(routes.route("u1").map(|o| o.session), Some(2));
+        assert_eq!(routes.route("u1").map(|o| o.id()), Some(2));
         routes.release(2);
         assert_eq!(routes.len(), 0);
     }

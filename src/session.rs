@@ -1,14 +1,19 @@
 //! One backend connection. The session thread reads the socket, frames and
 //! validates commands, claims reply routes for SCS/UDS and pushes accepted
 //! commands onto the bounded job channel read by the publisher (blocking
-//! there is the TCP backpressure of SPEC §3). It owns a writer thread
-//! (`outbox::write_loop`) for everything written back, and joins it on exit.
+//! there is the TCP backpressure of SPEC §3). A writer thread
+//! (`outbox::write_loop`) shares the socket for everything written back; the
+//! session joins it on exit, or, when the peer has closed its side but is
+//! still owed status lines, hands the socket to the lingering thread.
+//!
+//! On shutdown the session reads on until the kernel holds nothing more for
+//! it (bounded by `SHUTDOWN_GRACE`): a command whose bytes reached the relay
+//! is published, spooled, or reported as left unread, never dropped silently.
 
 use std::io::{ErrorKind, Read};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
@@ -17,17 +22,21 @@ use crate::command::{self, CommandType};
 use crate::config::{AckMode, Config};
 use crate::counters::Counters;
 use crate::frame::{Frame, FrameDecoder};
-use crate::outbox::{self, Outbox, StatusOwed};
+use crate::lingering::Lingering;
+use crate::outbox::{self, Finish, Outbox, StatusOwed};
 use crate::routes::ReplyRoutes;
 use crate::shutdown::Stop;
 
 /// How often a blocked read or queue push looks at the stop signal.
 const POLL: Duration = Duration::from_millis(250);
+/// While draining at shutdown: a read that finds nothing within this means
+/// the kernel holds nothing more for this connection.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 const READ_CHUNK: usize = 64 * 1024;
 /// A value left incomplete this long is a slow-loris: discarded, connection closed.
 const PARTIAL_TIMEOUT: Duration = Duration::from_secs(60);
-/// After a half-close: the longest a session waits for its status lines.
-const LINGER_MAX: Duration = Duration::from_secs(30);
+/// Most bytes read just to count what the shutdown grace left unread.
+const COUNT_UNREAD_MAX: usize = 16 * 1024 * 1024;
 
 /// One of the `MAX_CONNECTIONS` places; freed when dropped, which a session
 /// does as soon as it stops reading its peer.
@@ -46,20 +55,24 @@ pub struct Accepted {
     pub id: Option<String>,
     pub topic: String,
     pub payload: Vec<u8>,
+    /// When it was received (monotonic: TTLs do not jump with the wall clock).
     pub received: Instant,
     /// Wall-clock time of receipt, for the spool (TTL survives a restart).
     pub received_wall: SystemTime,
     /// The backend it came from; None when replayed from the spool.
     pub peer: Option<SocketAddr>,
-    /// Where its status line goes, when `ACK_MODE` asks for any.
+    /// Where its status line goes, when its connection wants any.
     pub reply: Option<StatusOwed>,
 }
 
 impl Accepted {
-    /// Writes this command's status line (ok, or the error) to its backend,
-    /// when `ACK_MODE` asked for status lines at all.
+    /// Writes this command's status line to its backend: errors whenever its
+    /// connection wants status lines, `ok` only when it wants those too.
     pub fn report(&self, error: Option<&str>) {
         if let Some(reply) = &self.reply {
+            if error.is_none() && !reply.ok_lines {
+                return;
+            }
             reply.outbox.offer(
                 "status line",
                 outbox::status_line(
@@ -80,55 +93,82 @@ pub struct Shared {
     pub routes: ReplyRoutes,
     pub counters: Arc<Counters>,
     pub intake: Stop,
+    /// Connections handed to the lingering thread, and its waker.
+    pub lingering: Sender<Lingering>,
+    pub lingering_wake: Sender<()>,
+}
+
+impl Shared {
+    /// When reading must stop at shutdown: the grace after the stop signal.
+    fn drain_deadline(&self) -> Instant {
+        self.intake.triggered_at().unwrap_or_else(Instant::now)
+            + Duration::from_secs(self.config.shutdown_grace)
+    }
 }
 
 /// Why a session ended.
 enum End {
     PeerClosed,
+    /// Shutdown: everything the kernel held was read.
     Stopped,
+    /// Shutdown: the grace ran out with commands still unread.
+    GraceOver {
+        commands: usize,
+        bytes: usize,
+    },
     Fatal,
     SlowValue,
     Io(std::io::Error),
     PublisherGone,
 }
 
-/// After the peer stops sending (a half-close, or shutdown), the status lines
-/// it is owed still go out: the session waits until every command it sent has
-/// its line, at most `LINGER_MAX` (the shutdown grace when stopping), and not
-/// once the peer is gone for good (the writer has ended).
-fn linger(outbox: &Outbox, writer: &JoinHandle<()>, shared: &Shared) {
-    let started = Instant::now();
-    let limit = if shared.intake.is_set() {
-        Duration::from_secs(shared.config.shutdown_grace + 1)
-    } else {
-        LINGER_MAX
-    };
-    while outbox.owed() > 0 && !writer.is_finished() && started.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The state of one connection as its session reads it.
+struct Reader<'a> {
+    stream: &'a TcpStream,
+    outbox: Outbox,
+    shared: &'a Shared,
+    /// Status lines this connection wants: ACK_MODE, unless it asked otherwise.
+    ack_mode: AckMode,
+    /// Reading at shutdown: pushes give up at the deadline.
+    draining: Option<Instant>,
 }
 
-pub fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: Slot) {
-    let session = outbox::next_session_id();
-    let writer_stream = match stream.try_clone() {
-        Ok(s) => s,
+pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, slot: Slot) {
+    let stream = Arc::new(stream);
+    let (outbox, woken) = Outbox::new(id, peer);
+    let (finish_tx, finish_rx) = crossbeam_channel::bounded::<Finish>(1);
+    let writer = {
+        let (stream, outbox) = (Arc::clone(&stream), outbox.clone());
+        std::thread::Builder::new()
+            .name(format!("backend-write-{id}"))
+            .spawn(move || outbox::write_loop(stream, outbox, woken, finish_rx))
+    };
+    let writer = match writer {
+        Ok(w) => w,
         Err(e) => {
-            log::warn!("backend {peer}: cannot set up the connection: {e}");
+            log::warn!("backend {peer}: cannot start its writer thread: {e}");
             return;
         }
     };
-    let (outbox, lines) = Outbox::new(session, peer);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
-    let writer = std::thread::Builder::new()
-        .name(format!("backend-write-{session}"))
-        .spawn(move || outbox::write_loop(writer_stream, lines, done_rx));
 
-    let end = read_loop(&stream, &outbox, &shared);
+    let mut reader = Reader {
+        stream: &stream,
+        outbox: outbox.clone(),
+        shared: &shared,
+        ack_mode: shared.config.ack_mode,
+        draining: None,
+    };
+    let end = reader.read_loop();
     // No longer reading this peer: its MAX_CONNECTIONS place is free.
     drop(slot);
     match &end {
         End::PeerClosed => log::info!("backend {peer} closed the connection"),
-        End::Stopped => log::info!("backend {peer}: stopped reading (shutting down)"),
+        End::Stopped => log::info!("backend {peer}: read all it sent (shutting down)"),
+        End::GraceOver { commands, bytes } => log::warn!(
+            "backend {peer}: the shutdown grace of {} s ran out with {commands} commands \
+             ({bytes} bytes) it sent still unread: not published",
+            shared.config.shutdown_grace
+        ),
         End::Fatal => log::info!("backend {peer}: connection closed by the relay"),
         End::SlowValue => log::warn!(
             "backend {peer} left a value incomplete for {} s: discarded, connection closed",
@@ -138,147 +178,281 @@ pub fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: Slot)
         End::PublisherGone => log::warn!("backend {peer}: publisher gone, closing"),
     }
     // Closed (or stopped) means no more replies for this connection (SPEC §2.2)...
-    shared.routes.release(session);
+    shared.routes.release(id);
     // ...but status lines it is owed still go out to a peer that only half-closed.
-    if matches!(end, End::PeerClosed | End::Stopped) {
-        if let Ok(handle) = &writer {
-            linger(&outbox, handle, &shared);
+    let linger =
+        matches!(end, End::PeerClosed | End::Stopped | End::GraceOver { .. }) && outbox.owed() > 0;
+    let _ = finish_tx.send(if linger {
+        Finish::HandOff
+    } else {
+        Finish::Flush
+    });
+    let _ = writer.join();
+    if linger {
+        match Arc::try_unwrap(stream) {
+            Ok(stream) => {
+                outbox.rewire(shared.lingering_wake.clone());
+                let _ = shared.lingering.send(Lingering::new(stream, outbox));
+            }
+            Err(_) => log::debug!("backend {peer}: socket still shared; not lingering"),
         }
     }
-    drop(outbox);
-    drop(done_tx);
-    match writer {
-        Ok(handle) => {
-            let _ = handle.join();
-        }
-        Err(e) => log::warn!("backend {peer}: could not start its writer: {e}"),
-    }
-    // The listener keeps a clone of the socket for shutdown: close explicitly.
-    let _ = stream.shutdown(Shutdown::Both);
 }
 
-fn read_loop(mut stream: &TcpStream, outbox: &Outbox, shared: &Shared) -> End {
-    let config = &shared.config;
-    let peer = outbox.peer;
-    let _ = stream.set_nodelay(true);
-    if let Err(e) = stream.set_read_timeout(Some(POLL)) {
-        return End::Io(e);
+impl Reader<'_> {
+    fn peer(&self) -> SocketAddr {
+        self.outbox.peer()
     }
-    let mut decoder = FrameDecoder::new(config.max_message_bytes);
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut partial_since: Option<Instant> = None;
-    loop {
-        if shared.intake.is_set() {
-            return End::Stopped;
+
+    fn read_loop(&mut self) -> End {
+        let mut stream = self.stream;
+        let mut decoder = FrameDecoder::new(self.shared.config.max_message_bytes);
+        let _ = self.stream.set_nodelay(true);
+        if let Err(e) = self.stream.set_read_timeout(Some(POLL)) {
+            return End::Io(e);
         }
-        if partial_since.is_some_and(|t| t.elapsed() > PARTIAL_TIMEOUT) {
-            return End::SlowValue;
-        }
-        let n = match stream.read(&mut buf) {
-            Ok(0) => {
-                if let Some(partial) = decoder.finish() {
-                    log::warn!(
-                        "backend {peer} closed with an incomplete value of {partial} bytes: discarded"
-                    );
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut partial_since: Option<Instant> = None;
+        loop {
+            if self.draining.is_none() && self.shared.intake.is_set() {
+                let deadline = self.shared.drain_deadline();
+                self.draining = Some(deadline);
+                if let Err(e) = self.stream.set_read_timeout(Some(DRAIN_POLL)) {
+                    return End::Io(e);
                 }
-                return End::PeerClosed;
             }
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return End::Io(e),
-        };
-        decoder.push(&buf[..n]);
-        while let Some(frame) = decoder.next_frame() {
-            // Any completed frame means the value now pending (if any) is a new one.
-            partial_since = None;
-            match frame {
-                Frame::Value(bytes) => {
-                    if let Some(end) = handle_value(bytes, outbox, shared) {
-                        return end;
-                    }
+            if let Some(deadline) = self.draining {
+                if Instant::now() >= deadline {
+                    return self.count_unread(&mut decoder, 0, &mut buf);
                 }
+            }
+            if partial_since.is_some_and(|t| t.elapsed() > PARTIAL_TIMEOUT) {
+                return End::SlowValue;
+            }
+            let n = match stream.read(&mut buf) {
+                Ok(0) => {
+                    if let Some(partial) = decoder.finish() {
+                        log::warn!(
+                            "backend {} closed with an incomplete value of {partial} bytes: discarded",
+                            self.peer()
+                        );
+                    }
+                    return End::PeerClosed;
+                }
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if self.draining.is_some() {
+                        // The kernel holds nothing more for this connection.
+                        return End::Stopped;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return End::Io(e),
+            };
+            decoder.push(&buf[..n]);
+            if let Some(end) = self.handle_frames(&mut decoder) {
+                return match end {
+                    End::GraceOver { commands, .. } => {
+                        self.count_unread(&mut decoder, commands, &mut buf)
+                    }
+                    other => other,
+                };
+            }
+            partial_since = match (decoder.pending_bytes(), partial_since) {
+                (0, _) => None,
+                (_, None) => Some(Instant::now()),
+                (_, since) => since,
+            };
+        }
+    }
+
+    /// Handles every complete frame the decoder holds; `Some` ends the session.
+    fn handle_frames(&mut self, decoder: &mut FrameDecoder) -> Option<End> {
+        loop {
+            let outcome = match decoder.next_frame()? {
+                Frame::Value(bytes) => self.handle_value(bytes),
                 Frame::Invalid(e) => {
-                    Counters::add(&shared.counters.rejected);
-                    log::warn!("rejected input from {peer}: {e}");
-                    report(config, outbox, None, None, None, &e.to_string());
+                    let reason = e.to_string();
+                    self.reject_input(&reason, false);
+                    Ok(())
                 }
                 Frame::Fatal(e) => {
-                    Counters::add(&shared.counters.rejected);
-                    log::warn!("rejected input from {peer}: {e}; closing the connection");
-                    report(config, outbox, None, None, None, &e.to_string());
-                    return End::Fatal;
+                    let reason = e.to_string();
+                    self.reject_input(&reason, true);
+                    return Some(End::Fatal);
+                }
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(Pushed::Gone) => return Some(End::PublisherGone),
+                Err(Pushed::GraceOver) => {
+                    return Some(End::GraceOver {
+                        commands: 1,
+                        bytes: 0,
+                    })
                 }
             }
         }
-        partial_since = match (decoder.pending_bytes(), partial_since) {
-            (0, _) => None,
-            (_, None) => Some(Instant::now()),
-            (_, since) => since,
-        };
     }
-}
 
-/// Validates one value and queues it; `Some` ends the session.
-fn handle_value(bytes: &[u8], outbox: &Outbox, shared: &Shared) -> Option<End> {
-    let config = &shared.config;
-    let peer = outbox.peer;
-    Counters::add(&shared.counters.received);
-    let cmd = match command::validate(bytes, config.validate_fields) {
-        Ok(cmd) => cmd,
-        Err(rejection) => {
-            Counters::add(&shared.counters.rejected);
-            log::warn!("rejected command from {peer}: {}", rejection.reason);
-            report(
-                config,
-                outbox,
-                rejection.kind.as_deref(),
-                rejection.unit.as_deref(),
-                rejection.id.as_deref(),
-                &rejection.reason,
+    /// Bytes that are not JSON (or too large): counted, logged, reported.
+    fn reject_input(&self, reason: &str, fatal: bool) {
+        let counters = &self.shared.counters;
+        Counters::add(&counters.received);
+        Counters::add(&counters.rejected);
+        if fatal {
+            log::warn!(
+                "rejected input from {}: {reason}; closing the connection",
+                self.peer()
             );
-            return None;
+        } else {
+            log::warn!("rejected input from {}: {reason}", self.peer());
         }
-    };
-    if cmd.kind.wants_reply() {
-        shared.routes.claim(&cmd.unit, outbox);
+        self.report(None, None, None, reason);
     }
-    // The publisher logs "accepted" once the command is queued (and spooled).
-    let mut job = Accepted {
-        topic: config.command_topic_for(&cmd.unit),
-        kind: cmd.kind,
-        unit: cmd.unit,
-        id: cmd.id,
-        payload: cmd.payload,
-        received: Instant::now(),
-        received_wall: SystemTime::now(),
-        peer: Some(peer),
-        reply: (config.ack_mode != AckMode::None).then(|| StatusOwed::new(outbox)),
-    };
-    // Blocking here while the queue is full is the backpressure: this socket
-    // is not read until there is room.
-    loop {
-        match shared.jobs.send_timeout(job, POLL) {
-            Ok(()) => return None,
-            Err(SendTimeoutError::Timeout(back)) => job = back,
-            Err(SendTimeoutError::Disconnected(_)) => return Some(End::PublisherGone),
+
+    /// Validates one value and queues it.
+    fn handle_value(&mut self, bytes: &[u8]) -> Result<(), Pushed> {
+        if let Some(asked) = command::ack_request(bytes) {
+            match asked {
+                Ok(mode) => {
+                    log::debug!(
+                        "backend {} asks for status lines: {}",
+                        self.peer(),
+                        mode.as_str()
+                    );
+                    self.ack_mode = mode;
+                }
+                Err(reason) => self.reject_input(&reason, false),
+            }
+            return Ok(());
+        }
+        let shared = self.shared;
+        let config = &shared.config;
+        Counters::add(&shared.counters.received);
+        let cmd = match command::validate(bytes, config.validate_fields) {
+            Ok(cmd) => cmd,
+            Err(rejection) => {
+                Counters::add(&shared.counters.rejected);
+                log::warn!(
+                    "rejected command from {}: {}",
+                    self.peer(),
+                    rejection.reason
+                );
+                self.report(
+                    rejection.kind.as_deref(),
+                    rejection.unit.as_deref(),
+                    rejection.id.as_deref(),
+                    &rejection.reason,
+                );
+                return Ok(());
+            }
+        };
+        if cmd.kind.wants_reply() {
+            shared.routes.claim(&cmd.unit, &self.outbox);
+        }
+        // The publisher logs "accepted" once the command is queued (and spooled).
+        let job = Accepted {
+            topic: config.command_topic_for(&cmd.unit),
+            kind: cmd.kind,
+            unit: cmd.unit,
+            id: cmd.id,
+            payload: cmd.payload,
+            received: Instant::now(),
+            received_wall: SystemTime::now(),
+            peer: Some(self.peer()),
+            reply: (self.ack_mode != AckMode::None)
+                .then(|| StatusOwed::new(&self.outbox, self.ack_mode == AckMode::All)),
+        };
+        self.push(job)
+    }
+
+    /// Blocking here while the queue is full is the backpressure: this socket
+    /// is not read until there is room.
+    fn push(&self, mut job: Accepted) -> Result<(), Pushed> {
+        loop {
+            if self.draining.is_some_and(|d| Instant::now() >= d) {
+                return Err(Pushed::GraceOver);
+            }
+            match self.shared.jobs.send_timeout(job, POLL) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(back)) => {
+                    job = back;
+                    if self.draining.is_none() && self.shared.intake.is_set() {
+                        // Keep trying until the shutdown grace is over.
+                        return self.drain_push(job);
+                    }
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
+            }
+        }
+    }
+
+    fn drain_push(&self, job: Accepted) -> Result<(), Pushed> {
+        let deadline = self.shared.drain_deadline();
+        let mut job = job;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Pushed::GraceOver);
+            }
+            match self.shared.jobs.send_timeout(job, left.min(POLL)) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(back)) => job = back,
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
+            }
+        }
+    }
+
+    /// The grace ran out: counts the commands still unread (`already` of
+    /// them were framed but not queued), reading what the kernel holds
+    /// without queueing it, so the log can say what was left.
+    fn count_unread(&self, decoder: &mut FrameDecoder, already: usize, buf: &mut [u8]) -> End {
+        let mut stream = self.stream;
+        let mut commands = already;
+        let mut bytes = decoder.pending_bytes();
+        while let Some(frame) = decoder.next_frame() {
+            if let Frame::Value(v) = frame {
+                commands += 1;
+                bytes += v.len();
+            }
+        }
+        let _ = self.stream.set_read_timeout(Some(DRAIN_POLL));
+        let mut read = 0;
+        while read < COUNT_UNREAD_MAX {
+            match stream.read(buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    read += n;
+                    bytes += n;
+                    decoder.push(&buf[..n]);
+                    while let Some(frame) = decoder.next_frame() {
+                        if let Frame::Value(_) = frame {
+                            commands += 1;
+                        }
+                    }
+                }
+            }
+        }
+        End::GraceOver { commands, bytes }
+    }
+
+    /// Writes an error status line when this connection wants status lines.
+    fn report(&self, kind: Option<&str>, unit: Option<&str>, id: Option<&str>, reason: &str) {
+        if self.ack_mode != AckMode::None {
+            self.outbox.offer(
+                "status line",
+                outbox::status_line(kind, unit, id, Some(reason)),
+            );
         }
     }
 }
 
-/// Writes an error status line when `ACK_MODE` is `errors` or `all`.
-fn report(
-    config: &Config,
-    outbox: &Outbox,
-    kind: Option<&str>,
-    unit: Option<&str>,
-    id: Option<&str>,
-    reason: &str,
-) {
-    if config.ack_mode != AckMode::None {
-        outbox.offer(
-            "status line",
-            outbox::status_line(kind, unit, id, Some(reason)),
-        );
-    }
+/// Why a command could not be handed to the publisher.
+enum Pushed {
+    /// The publisher has stopped.
+    Gone,
+    /// Shutting down, and the grace ran out first.
+    GraceOver,
 }

@@ -7,8 +7,8 @@
 //! it has flushed or given up: the MQTT event loop may now end).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -19,6 +19,8 @@ pub struct Stop {
 
 struct Inner {
     set: AtomicBool,
+    /// When it was first triggered.
+    at: OnceLock<Instant>,
     // Dropping the sender wakes every receiver blocked in `sleep`.
     wake_tx: Mutex<Option<Sender<()>>>,
     wake_rx: Receiver<()>,
@@ -30,6 +32,7 @@ impl Stop {
         Stop {
             inner: Arc::new(Inner {
                 set: AtomicBool::new(false),
+                at: OnceLock::new(),
                 wake_tx: Mutex::new(Some(tx)),
                 wake_rx: rx,
             }),
@@ -37,6 +40,7 @@ impl Stop {
     }
 
     pub fn trigger(&self) {
+        let _ = self.inner.at.set(Instant::now());
         self.inner.set.store(true, Ordering::SeqCst);
         if let Ok(mut tx) = self.inner.wake_tx.lock() {
             tx.take();
@@ -45,6 +49,11 @@ impl Stop {
 
     pub fn is_set(&self) -> bool {
         self.inner.set.load(Ordering::SeqCst)
+    }
+
+    /// When it was triggered, once it was.
+    pub fn triggered_at(&self) -> Option<Instant> {
+        self.inner.at.get().copied()
     }
 
     /// Sleeps for `duration` or until triggered; returns true when triggered.

@@ -60,6 +60,21 @@ pub fn new_session(command: &mut Command) -> &mut Command {
     }
 }
 
+/// The soft limit on open file descriptors (RLIMIT_NOFILE), when known.
+pub fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    // rlim_t is 32 bits wide on armv7.
+    #[allow(clippy::unnecessary_cast)]
+    Some(limit.rlim_cur as u64)
+}
+
 /// A pid as the kernel takes it; 0 and values past `pid_t` (which would mean
 /// "my process group" or "every process") are refused.
 fn to_pid(pid: u32) -> io::Result<libc::pid_t> {
@@ -81,6 +96,11 @@ mod tests {
         assert!(kill(0, Signal::Term).is_err());
         assert!(kill(u32::MAX, Signal::Term).is_err());
         assert!(!process_exists(0));
+    }
+
+    #[test]
+    fn there_is_a_descriptor_limit() {
+        assert!(open_files_limit().is_some_and(|n| n > 0));
     }
 
     #[test]
