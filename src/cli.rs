@@ -11,8 +11,11 @@ ms500-relay: relays backend JSON commands to MS500 cameras over MQTT
 Usage:
   ms500-relay [run] [-c FILE]            run the relay in the foreground
   ms500-relay check-config [-c FILE]     validate and print the effective configuration
-  ms500-relay send [-c FILE] [JSON...]   send commands (arguments, or stdin when none)
-                                         to the running relay and print what comes back
+  ms500-relay send [-c FILE] [-w SECS] [JSON...]
+                                         send commands (arguments, or stdin when none) to
+                                         the running relay; print one ok/error line per
+                                         command and what else comes back (exit 0 when
+                                         every command was published, 1 otherwise)
   ms500-relay status [-c FILE]           print the status file in a readable form
   ms500-relay watchdog [-c FILE]         start the relay unless one runs and is healthy;
                                          replace a hung one (for a * * * * * crontab line)
@@ -23,11 +26,16 @@ Usage:
 Options:
   -c, --config FILE   configuration file (default ./relay.conf, then
                       /etc/ms500-relay/relay.conf, else built-in defaults)
-  -w, --wait SECS     with send: how long to print what comes back (default 3)
+  -w, --wait SECS     with send: how long to wait for the status lines and
+                      replies (default 3, at most 86400)
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage,
 3 already running, 4 cannot listen on the socket.
 ";
+
+/// The longest `send --wait` (a day): any number of seconds past it would
+/// overflow a deadline, and no operator waits that long.
+const MAX_WAIT_SECS: f64 = 86_400.0;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -84,9 +92,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
                 wait_secs = value
                     .parse::<f64>()
                     .ok()
-                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .filter(|s| (0.0..=MAX_WAIT_SECS).contains(s))
                     .ok_or_else(|| {
-                        Error::Usage(format!("{arg}: {value:?} is not a number of seconds"))
+                        Error::Usage(format!(
+                            "{arg}: {value:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"
+                        ))
                     })?;
             }
             _ if subcommand.is_none() && !arg.starts_with('-') => subcommand = Some(arg),
@@ -175,10 +185,12 @@ mod tests {
             parse_str(&["run", "-w", "2"]),
             Err(Error::Usage(_))
         ));
-        assert!(matches!(
-            parse_str(&["send", "-w", "x"]),
-            Err(Error::Usage(_))
-        ));
+        for bad in ["x", "-1", "NaN", "inf", "1e20", "1e19", "86401"] {
+            assert!(
+                matches!(parse_str(&["send", "-w", bad]), Err(Error::Usage(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

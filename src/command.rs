@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::config::AckMode;
 use crate::frame;
 
 /// True when a number token of this (syntactically valid) JSON overflows f64.
@@ -260,6 +261,32 @@ pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> 
         id: object.get("id").map(compact_json),
         payload: payload.to_vec(),
     })
+}
+
+/// A connection asking for status lines whatever `ACK_MODE` says: the value
+/// `{"ack_mode":"all"}` (or `"errors"`, `"none"`), an object whose only member
+/// is `ack_mode`. `None` for any other value (a command, to be validated);
+/// `Some(Err(reason))` when the member's value is not a mode.
+pub fn ack_request(value: &[u8]) -> Option<Result<AckMode, String>> {
+    let value = trim(value);
+    // Cheap test first: this runs for every command.
+    if value.len() > 256 || value.first() != Some(&b'{') {
+        return None;
+    }
+    let needle = b"\"ack_mode\"";
+    if !value.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).ok()?;
+    if object.len() != 1 {
+        return None;
+    }
+    let mode = object.get("ack_mode")?;
+    Some(
+        mode.as_str()
+            .and_then(|m| crate::config::parse_ack_mode(m).ok())
+            .ok_or_else(|| must_be("ack_mode", "\"none\", \"errors\" or \"all\"")),
+    )
 }
 
 /// Checks that `unit` can be a topic level: 1–128 characters of

@@ -436,7 +436,7 @@ impl Config {
             "HEARTBEAT_TOPIC" => self.heartbeat_topic = plus_filter(value)?,
             "REPLY_TOPIC" => self.reply_topic = plus_filter(value)?,
             "VALIDATE_FIELDS" => self.validate_fields = boolean(value)?,
-            "ACK_MODE" => self.ack_mode = ack_mode(value)?,
+            "ACK_MODE" => self.ack_mode = parse_ack_mode(value)?,
             "QUEUE_CAPACITY" => self.queue_capacity = number(value, 1, 1_000_000, "commands")?,
             "COMMAND_TTL" => self.command_ttl = number(value, 0, MAX_SECONDS, "seconds")?,
             "SPOOL_FILE" => self.spool_file = value.to_string(),
@@ -797,7 +797,8 @@ fn qos(value: &str) -> Result<u8, String> {
     }
 }
 
-fn ack_mode(value: &str) -> Result<AckMode, String> {
+/// `ACK_MODE`'s values, any case.
+pub fn parse_ack_mode(value: &str) -> Result<AckMode, String> {
     match value.to_ascii_lowercase().as_str() {
         "none" => Ok(AckMode::None),
         "errors" => Ok(AckMode::Errors),
