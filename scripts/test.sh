@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_mosquitto
-ensure_packages openssl file busybox-static qemu-user-static
+ensure_packages openssl file busybox-static qemu-user-static faketime
 
 cargo test --locked --all-targets "$@"
 

@@ -3,58 +3,16 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{wait_until, Broker, Cutter, Message, Relay, Subscriber, TempDir};
+use support::{
+    accepted_count, collect_ids, expect_all, id_of, numbered_command as command, wait_until,
+    Broker, Cutter, Relay, Subscriber, TempDir,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn command(i: usize) -> String {
-    format!(r#"{{"type":"IMG","unit":"d{}","id":{i}}}"#, i % 7)
-}
-
-fn id_of(m: &Message) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_slice(&m.payload).expect("published payload is JSON");
-    v["id"].as_u64().expect("id")
-}
-
-/// Collects until every id in 0..n was seen or nothing arrives for `quiet`; returns (ids seen, messages seen).
-fn collect_ids(sub: &Subscriber, n: usize, quiet: Duration) -> (HashMap<u64, usize>, usize) {
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    let mut total = 0;
-    while seen.len() < n {
-        match sub.recv(quiet) {
-            Some(m) => {
-                total += 1;
-                *seen.entry(id_of(&m)).or_default() += 1;
-            }
-            None => break,
-        }
-    }
-    (seen, total)
-}
-
-/// Asserts that every id in 0..n arrived (at least once) and reports the duplicates.
-fn expect_all(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &Relay) {
-    let (seen, total) = collect_ids(sub, n, quiet);
-    let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains_key(i)).collect();
-    println!(
-        "{what}: {} distinct of {n} delivered, {} duplicates",
-        seen.len(),
-        total - seen.len()
-    );
-    assert!(
-        missing.is_empty(),
-        "lost {} commands, first {:?}; log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        relay.log()
-    );
-}
 
 /// A relay with `SPOOL_FILE` (relay.spool in the returned dir) whose broker is not running yet.
 fn spooled_relay_with_the_broker_away(settings: &[(&str, &str)]) -> (TempDir, Broker, Relay) {
@@ -69,10 +27,6 @@ fn spooled_relay_with_the_broker_away(settings: &[(&str, &str)]) -> (TempDir, Br
     all.extend_from_slice(settings);
     let relay = Relay::start(broker.port, &all);
     (dir, broker, relay)
-}
-
-fn accepted_count(relay: &Relay) -> usize {
-    relay.log().matches("INFO  accepted ").count()
 }
 
 #[test]
@@ -203,7 +157,7 @@ fn a_spool_with_a_torn_last_record_replays_the_intact_ones() {
     let got = sub.collect(10, Duration::from_secs(5));
     let ids: Vec<u64> = got.iter().map(id_of).collect();
     assert_eq!(ids, (0..9).collect::<Vec<u64>>(), "log:\n{}", relay.log());
-    relay.expect_log("damaged or torn data", WAIT);
+    relay.expect_log("a record cut short at offset", WAIT);
     // The relay runs on normally with the repaired spool.
     relay.connect().write_all(command(42).as_bytes()).unwrap();
     let m = sub.recv(WAIT).expect("new command after recovery");

@@ -3,6 +3,7 @@
 //! subscriber, and real backend sockets. Every process is killed on drop.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,14 +22,34 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ms500-relay");
 /// (`MS500_RELAY_EXE="qemu-aarch64-static /path/to/ms500-relay"` runs an ARM
 /// build under qemu; paths with spaces are not supported).
 pub fn relay_command() -> Command {
-    let words: Vec<String> = std::env::var("MS500_RELAY_EXE")
-        .ok()
-        .map(|v| v.split_whitespace().map(str::to_string).collect())
-        .filter(|w: &Vec<String>| !w.is_empty())
-        .unwrap_or_else(|| vec![BIN.to_string()]);
+    let words = relay_words();
     let mut command = Command::new(&words[0]);
     command.args(&words[1..]);
     command
+}
+
+/// The words of [`relay_command`]: runner (if any), then the binary.
+pub fn relay_words() -> Vec<String> {
+    std::env::var("MS500_RELAY_EXE")
+        .ok()
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .filter(|w: &Vec<String>| !w.is_empty())
+        .unwrap_or_else(|| vec![BIN.to_string()])
+}
+
+/// Whether the relay under test is this machine's own debug build (so
+/// LD_PRELOAD tricks such as libfaketime work on it).
+pub fn testing_own_build() -> bool {
+    relay_words() == [BIN.to_string()]
+}
+
+/// How a [`Relay`] process is started, beyond its relay.conf.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// `ulimit -n` for the relay process.
+    pub open_files: Option<u32>,
 }
 
 /// A loopback port nobody listens on, never handed out twice in this test
@@ -248,6 +269,8 @@ fn mosquitto_bin() -> &'static str {
 pub struct Relay {
     pub port: u16,
     pub conf: PathBuf,
+    /// Applies to every (re)launch.
+    pub launch: Launch,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     _dir: TempDir,
@@ -256,7 +279,12 @@ pub struct Relay {
 impl Relay {
     /// Starts the relay against `broker_port` with `settings` added to relay.conf, and waits until it listens.
     pub fn start(broker_port: u16, settings: &[(&str, &str)]) -> Relay {
-        let relay = Relay::spawn(broker_port, settings);
+        Relay::start_with(broker_port, settings, Launch::default())
+    }
+
+    /// As [`Relay::start`], started as `launch` says.
+    pub fn start_with(broker_port: u16, settings: &[(&str, &str)], launch: Launch) -> Relay {
+        let relay = Relay::spawn_with(broker_port, settings, launch);
         let quiet = settings
             .iter()
             .any(|(k, v)| *k == "LOG_LEVEL" && ["error", "warn", "off"].contains(v));
@@ -276,6 +304,10 @@ impl Relay {
 
     /// Starts the relay without waiting for it to listen.
     pub fn spawn(broker_port: u16, settings: &[(&str, &str)]) -> Relay {
+        Relay::spawn_with(broker_port, settings, Launch::default())
+    }
+
+    pub fn spawn_with(broker_port: u16, settings: &[(&str, &str)], launch: Launch) -> Relay {
         let dir = TempDir::new("relay");
         let port = settings
             .iter()
@@ -294,6 +326,7 @@ impl Relay {
         let mut relay = Relay {
             port,
             conf: path,
+            launch,
             child: None,
             log: Arc::default(),
             _dir: dir,
@@ -303,7 +336,26 @@ impl Relay {
     }
 
     fn launch(&mut self) {
-        let mut child = relay_command()
+        let words = relay_words();
+        let mut command = match self.launch.open_files {
+            Some(n) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$@\""))
+                    .arg("relay")
+                    .args(&words);
+                c
+            }
+            None => {
+                let mut c = Command::new(&words[0]);
+                c.args(&words[1..]);
+                c
+            }
+        };
+        for (k, v) in &self.launch.env {
+            command.env(k, v);
+        }
+        let mut child = command
             .arg("-c")
             .arg(&self.conf)
             .env_remove("RUST_LOG")
@@ -750,4 +802,145 @@ impl Drop for Cutter {
         self.cut();
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
+}
+
+/// A small tmpfs mounted by the test (as root), unmounted on drop: a disk
+/// that fills up, or one that is read-only.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size_kib` at a fresh directory under `parent`;
+    /// `None` (after saying so) where mounting is not permitted.
+    pub fn mount(parent: &Path, size_kib: u64, read_only: bool) -> Option<Tmpfs> {
+        let dir = parent.join("tmpfs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut options = format!("size={size_kib}k,mode=0755");
+        if read_only {
+            options.push_str(",ro");
+        }
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &options,
+                "ms500-test",
+                dir.to_str().unwrap(),
+            ])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            Ok(o) => {
+                println!(
+                    "skipped: cannot mount a tmpfs here ({})",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                println!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    /// Fills the file system up to about `free_kib` of free space.
+    pub fn fill_leaving(&self, free_kib: u64) {
+        let filler = self.dir.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            if free_bytes(&self.dir) <= free_kib * 1024 {
+                break;
+            }
+            if f.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+    }
+
+    /// Gives the space back.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.dir.join("filler"));
+    }
+}
+
+/// Free bytes on the file system holding `dir`, from `df`.
+pub fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Descriptors the process holds now.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Command number `i`: an IMG with `"id": i`, spread over 7 units.
+pub fn numbered_command(i: usize) -> String {
+    format!(r#"{{"type":"IMG","unit":"d{}","id":{i}}}"#, i % 7)
+}
+
+pub fn id_of(m: &Message) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_slice(&m.payload).expect("published payload is JSON");
+    v["id"].as_u64().expect("id")
+}
+
+/// Collects until every id in 0..n was seen or nothing arrives for `quiet`; returns (ids seen, messages seen).
+pub fn collect_ids(sub: &Subscriber, n: usize, quiet: Duration) -> (HashMap<u64, usize>, usize) {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut total = 0;
+    while seen.len() < n {
+        match sub.recv(quiet) {
+            Some(m) => {
+                total += 1;
+                *seen.entry(id_of(&m)).or_default() += 1;
+            }
+            None => break,
+        }
+    }
+    (seen, total)
+}
+
+/// Asserts that every id in 0..n arrived (at least once) and reports the duplicates.
+pub fn expect_all(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &Relay) {
+    let (seen, total) = collect_ids(sub, n, quiet);
+    let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains_key(i)).collect();
+    println!(
+        "{what}: {} distinct of {n} delivered, {} duplicates",
+        seen.len(),
+        total - seen.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "lost {} commands, first {:?}; log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        relay.log()
+    );
+}
+
+/// How many commands the relay has logged as accepted.
+pub fn accepted_count(relay: &Relay) -> usize {
+    relay.log().matches("INFO  accepted ").count()
 }
