@@ -11,7 +11,19 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::log_limit::cut_to;
 use crate::redact;
+
+/// Longest string kept from a heartbeat (and longest device id), in
+/// characters: what is stored, shown and logged is cut to this.
+pub const MAX_FIELD_CHARS: usize = 64;
+
+/// A device's text as it may be stored and shown: control characters
+/// escaped, cut to [`MAX_FIELD_CHARS`] (saying how long it was).
+pub fn shown(text: &str) -> String {
+    let cut = cut_to(text, MAX_FIELD_CHARS);
+    redact::printable(&cut).into_owned()
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Heartbeat {
@@ -42,7 +54,7 @@ pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
         msg_type: text(&map, "msg_type")?,
         timestamp: match map.get("timestamp") {
             None | Some(Value::Null) => None,
-            Some(v @ (Value::Number(_) | Value::String(_))) => Some(v.to_string()),
+            Some(v @ (Value::Number(_) | Value::String(_))) => Some(shown(&v.to_string())),
             Some(_) => return Err(r#"field "timestamp" must be a number or a string"#.into()),
         },
         ip: text(&map, "ip")?,
@@ -62,7 +74,7 @@ fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         // Shown in log lines and the status output: no control characters.
-        Some(Value::String(s)) => Ok(Some(redact::printable(s).into_owned())),
+        Some(Value::String(s)) => Ok(Some(shown(s))),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(format!("field {key:?} must be a string")),
     }
@@ -187,6 +199,17 @@ mod tests {
         let hb = parse(br#"{"cpu_temp":0,"video_fps":0.0}"#).unwrap();
         let s = hb.summary();
         assert!(s.contains("cpu=0C") && s.contains("video=0fps"), "{s}");
+    }
+
+    #[test]
+    fn long_strings_are_cut_before_they_are_stored() {
+        let long = "x".repeat(70_000);
+        let hb = parse(format!(r#"{{"ip":"{long}","network":"a\nb"}}"#).as_bytes()).unwrap();
+        let ip = hb.ip.unwrap();
+        assert!(ip.starts_with(&"x".repeat(MAX_FIELD_CHARS)));
+        assert!(ip.ends_with("… (70000 characters)"), "{ip}");
+        assert!(ip.chars().count() < 100);
+        assert_eq!(hb.network.as_deref(), Some("a\\nb"));
     }
 
     #[test]

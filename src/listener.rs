@@ -12,12 +12,13 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::allowed;
 use crate::error::Error;
+use crate::log_limit::{self, Kind};
 use crate::session::{self, Shared, Slot};
 
 pub fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
@@ -42,7 +43,6 @@ struct Listener {
     ended_tx: Sender<u64>,
     ended_rx: Receiver<u64>,
     next_id: u64,
-    refusals: RefusalLog,
     /// Sessions still reading their peer: what MAX_CONNECTIONS limits. A
     /// session frees its place the moment it stops reading (see session::Slot).
     active: Arc<AtomicUsize>,
@@ -57,7 +57,6 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) {
         ended_tx,
         ended_rx,
         next_id: 0,
-        refusals: RefusalLog::default(),
         active: Arc::new(AtomicUsize::new(0)),
     };
 
@@ -147,12 +146,12 @@ impl Listener {
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, limited: bool) {
         let config = &self.shared.config;
         if !allowed(&config.socket_allow, peer.ip()) {
-            self.refusals.note(peer, "not in SOCKET_ALLOW");
+            refused(peer, "not in SOCKET_ALLOW");
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
         if limited && self.active.load(Ordering::SeqCst) >= config.max_connections {
-            self.refusals.note(peer, "MAX_CONNECTIONS reached");
+            refused(peer, "MAX_CONNECTIONS reached");
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
@@ -191,39 +190,10 @@ fn wake_addr(local: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// Rate-limits refusal log lines: a connection flood must not fill the disk.
-#[derive(Default)]
-struct RefusalLog {
-    window_start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl RefusalLog {
-    const PER_WINDOW: u32 = 10;
-    const WINDOW: Duration = Duration::from_secs(60);
-
-    fn note(&mut self, peer: SocketAddr, why: &str) {
-        let now = Instant::now();
-        let fresh = self
-            .window_start
-            .is_none_or(|start| now.duration_since(start) >= Self::WINDOW);
-        if fresh {
-            if self.suppressed > 0 {
-                log::warn!(
-                    "{} more connections refused in the last minute (not logged one by one)",
-                    self.suppressed
-                );
-            }
-            self.window_start = Some(now);
-            self.logged = 0;
-            self.suppressed = 0;
-        }
-        if self.logged < Self::PER_WINDOW {
-            self.logged += 1;
-            log::warn!("refused backend {peer}: {why}");
-        } else {
-            self.suppressed += 1;
-        }
+/// A refused peer is logged, within the remote-input budget: a connection
+/// flood must not fill the disk.
+fn refused(peer: SocketAddr, why: &str) {
+    if log_limit::allow(Kind::RefusedPeer) {
+        log::warn!("refused backend {peer}: {why}");
     }
 }

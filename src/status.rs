@@ -13,12 +13,17 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::counters::Counters;
-use crate::devices::DeviceSnapshot;
+use crate::devices::TableSnapshot;
 use crate::error::Error;
+use crate::heartbeat;
 use crate::time::{iso8601, unix};
 
 /// A snapshot older than this many intervals means a hung relay.
 pub const STALE_INTERVALS: u64 = 3;
+
+/// Devices listed one by one in the status file, the most recently seen;
+/// the others are only counted, so the file stays small with any fleet.
+pub const DEVICES_SHOWN: usize = 200;
 
 /// Everything a snapshot shows, gathered by the caller.
 pub struct Snapshot<'a> {
@@ -26,7 +31,9 @@ pub struct Snapshot<'a> {
     pub started: SystemTime,
     pub now: SystemTime,
     pub counters: &'a Counters,
-    pub devices: Vec<DeviceSnapshot>,
+    /// The broker in use (or being tried), `host:port`.
+    pub broker: String,
+    pub devices: TableSnapshot,
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
@@ -39,6 +46,7 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         .collect();
     let devices: Vec<Value> = s
         .devices
+        .shown
         .iter()
         .map(|d| {
             let h = &d.status;
@@ -70,13 +78,18 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "updated_unix": unix(s.now),
         "status_interval": s.config.status_interval,
         "broker": {
-            "address": format!("{}:{}", s.config.mqtt_broker, s.config.mqtt_port),
+            "address": s.broker,
             "connected": s.counters.broker_connected.load(Relaxed),
         },
         // The same flag at the top level, for one-key checks (`jq .broker_connected`).
         "broker_connected": s.counters.broker_connected.load(Relaxed),
         "queue_depth": s.counters.queue_depth.load(Relaxed),
         "counters": counters,
+        "devices_total": s.devices.total,
+        "devices_online": s.devices.online,
+        "devices_offline": s.devices.total - s.devices.online,
+        "devices_not_shown": s.devices.total - s.devices.shown.len(),
+        "devices_forgotten": s.devices.forgotten,
         "devices": devices,
     })
 }
@@ -190,7 +203,20 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, boo
     .collect();
     let _ = writeln!(r, "counters: {}", counters.join(", "));
     let devices = v["devices"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(r, "devices: {}", devices.len());
+    let total = v["devices_total"].as_u64().unwrap_or(devices.len() as u64);
+    let _ = write!(
+        r,
+        "devices: {total} ({} online, {} offline)",
+        v["devices_online"].as_u64().unwrap_or(0),
+        v["devices_offline"].as_u64().unwrap_or(0)
+    );
+    if total > devices.len() as u64 {
+        let _ = write!(r, ", the {} seen most recently listed", devices.len());
+    }
+    if let Some(forgotten) = v["devices_forgotten"].as_u64().filter(|n| *n > 0) {
+        let _ = write!(r, "; {forgotten} forgotten (MAX_DEVICES reached)");
+    }
+    let _ = writeln!(r);
     if !devices.is_empty() {
         let header = [
             "DEVICE",
@@ -210,7 +236,7 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, boo
                     .as_u64()
                     .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
                 [
-                    d["id"].as_str().unwrap_or("?").to_string(),
+                    heartbeat::shown(d["id"].as_str().unwrap_or("?")),
                     if d["online"].as_bool() == Some(true) {
                         "yes".into()
                     } else {
@@ -247,17 +273,19 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, boo
     (r, fresh)
 }
 
+/// A cell of the device table: whatever the file holds (it may have been
+/// written by anyone), cut to a sane width, so formatting cannot fail.
 fn text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => heartbeat::shown(s),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => heartbeat::shown(&other.to_string()),
     }
 }
 
 fn unit(v: &Value, suffix: &str) -> String {
     match v.as_f64() {
-        Some(f) => format!("{f}{suffix}"),
+        Some(f) => heartbeat::shown(&format!("{f}{suffix}")),
         None => "-".into(),
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::devices::DeviceSnapshot;
 use crate::heartbeat::Heartbeat;
 use std::time::Duration;
 use std::time::UNIX_EPOCH;
@@ -13,12 +14,19 @@ fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
     Counters::add(&counters.received);
     Counters::add(&counters.received);
     Counters::add(&counters.published);
+    let total = devices.len() + 300;
     to_json(&Snapshot {
         config: &config,
         started: at(now - 7200),
         now: at(now),
         counters: &counters,
-        devices,
+        broker: "127.0.0.1:1883".into(),
+        devices: TableSnapshot {
+            online: devices.iter().filter(|d| d.online).count() + 100,
+            shown: devices,
+            total,
+            forgotten: 7,
+        },
     })
 }
 
@@ -53,6 +61,41 @@ fn snapshot_has_the_documented_keys() {
     assert_eq!(v["broker"]["connected"], false);
     assert_eq!(v["broker_connected"], false);
     assert_eq!(v["updated"], "2026-11-29T04:44:44Z");
+    assert_eq!(v["broker"]["address"], "127.0.0.1:1883");
+    assert_eq!(
+        (
+            &v["devices_total"],
+            &v["devices_online"],
+            &v["devices_offline"],
+            &v["devices_not_shown"],
+            &v["devices_forgotten"]
+        ),
+        (
+            &json!(300),
+            &json!(100),
+            &json!(200),
+            &json!(300),
+            &json!(7)
+        )
+    );
+}
+
+#[test]
+fn a_hostile_status_file_never_makes_status_panic() {
+    let huge = "w".repeat(70_000);
+    let v = json!({
+        "status_interval": 5, "updated_unix": 1_000_000, "started_unix": 1,
+        "devices": [
+            {"id": huge, "ip": huge, "network": 12, "cpu_temp": "hot", "last_seen_unix": u64::MAX},
+            {"id": null, "online": "yes"},
+            "not an object"
+        ],
+        "devices_total": -1,
+        "counters": [1, 2]
+    });
+    let (report, _) = render(&v, at(1_000_000), 5);
+    assert!(report.lines().all(|l| l.chars().count() < 500), "{report}");
+    assert!(report.contains("70000 characters"), "{report}");
 }
 
 #[test]
