@@ -58,7 +58,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "MQTT_BROKER",
         default: "127.0.0.1",
-        doc: "Broker host name or IP address.",
+        doc: "Brokers to use, in order: host[:port], host[:port], ... (port defaults to MQTT_PORT); the first that answers is used, the next on failure.",
     },
     KeyDoc {
         key: "MQTT_PORT",
@@ -166,6 +166,11 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Commands held while the broker is away, 1-1000000; when full, backends are not read.",
     },
     KeyDoc {
+        key: "QUEUE_MAX_BYTES",
+        default: "16777216",
+        doc: "Bytes of commands held at most (payloads), 65536-1073741824; when reached, backends are not read.",
+    },
+    KeyDoc {
         key: "COMMAND_TTL",
         default: "600",
         doc: "Age after which a queued command is dropped as expired, 0 = never, in seconds.",
@@ -179,6 +184,11 @@ pub const KEYS: &[KeyDoc] = &[
         key: "DEVICE_TIMEOUT",
         default: "90",
         doc: "Silence after which a device is logged as offline, in seconds.",
+    },
+    KeyDoc {
+        key: "MAX_DEVICES",
+        default: "10000",
+        doc: "Devices tracked at most, 1-1000000; past that the longest-silent one is forgotten.",
     },
     KeyDoc {
         key: "STATUS_FILE",
@@ -299,8 +309,8 @@ pub fn allowed(rules: &[AllowRule], ip: IpAddr) -> bool {
 /// The relay's configuration, one field per relay.conf key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `MQTT_BROKER`.
-    pub mqtt_broker: String,
+    /// `MQTT_BROKER`: hosts in order, each with its own port when given.
+    pub mqtt_broker: Vec<(String, Option<u16>)>,
     /// `MQTT_PORT`.
     pub mqtt_port: u16,
     /// `MQTT_KEEPALIVE`, in seconds.
@@ -343,12 +353,16 @@ pub struct Config {
     pub ack_mode: AckMode,
     /// `QUEUE_CAPACITY`.
     pub queue_capacity: usize,
+    /// `QUEUE_MAX_BYTES`.
+    pub queue_max_bytes: usize,
     /// `COMMAND_TTL`, in seconds; 0 = never.
     pub command_ttl: u64,
     /// `SPOOL_FILE`; empty = off.
     pub spool_file: String,
     /// `DEVICE_TIMEOUT`, in seconds.
     pub device_timeout: u64,
+    /// `MAX_DEVICES`.
+    pub max_devices: usize,
     /// `STATUS_FILE`; empty = off.
     pub status_file: String,
     /// `STATUS_INTERVAL`, in seconds.
@@ -379,7 +393,7 @@ impl Config {
     /// defaults live only in [`KEYS`].
     fn placeholder() -> Self {
         Config {
-            mqtt_broker: String::new(),
+            mqtt_broker: Vec::new(),
             mqtt_port: 0,
             mqtt_keepalive: 0,
             mqtt_client_id: String::new(),
@@ -401,9 +415,11 @@ impl Config {
             validate_fields: false,
             ack_mode: AckMode::None,
             queue_capacity: 0,
+            queue_max_bytes: 0,
             command_ttl: 0,
             spool_file: String::new(),
             device_timeout: 0,
+            max_devices: 0,
             status_file: String::new(),
             status_interval: 0,
             pid_file: String::new(),
@@ -416,7 +432,7 @@ impl Config {
     /// placed after `file:line: KEY: `.
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
-            "MQTT_BROKER" => self.mqtt_broker = non_empty(value, "a broker host")?,
+            "MQTT_BROKER" => self.mqtt_broker = crate::brokers::parse_list(value)?,
             "MQTT_PORT" => self.mqtt_port = port(value)?,
             "MQTT_KEEPALIVE" => self.mqtt_keepalive = number(value, 5, 65535, "seconds")?,
             "MQTT_CLIENT_ID" => self.mqtt_client_id = value.to_string(),
@@ -438,9 +454,13 @@ impl Config {
             "VALIDATE_FIELDS" => self.validate_fields = boolean(value)?,
             "ACK_MODE" => self.ack_mode = parse_ack_mode(value)?,
             "QUEUE_CAPACITY" => self.queue_capacity = number(value, 1, 1_000_000, "commands")?,
+            "QUEUE_MAX_BYTES" => {
+                self.queue_max_bytes = number(value, 65_536, 1_073_741_824, "bytes")?
+            }
             "COMMAND_TTL" => self.command_ttl = number(value, 0, MAX_SECONDS, "seconds")?,
             "SPOOL_FILE" => self.spool_file = value.to_string(),
             "DEVICE_TIMEOUT" => self.device_timeout = number(value, 1, MAX_SECONDS, "seconds")?,
+            "MAX_DEVICES" => self.max_devices = number(value, 1, 1_000_000, "devices")?,
             "STATUS_FILE" => self.status_file = value.to_string(),
             "STATUS_INTERVAL" => self.status_interval = number(value, 1, 86_400, "seconds")?,
             "PID_FILE" => self.pid_file = value.to_string(),
@@ -463,7 +483,16 @@ impl Config {
     fn render(&self, key: &str) -> String {
         let text = |s: &str| s.to_string();
         match key {
-            "MQTT_BROKER" => text(&self.mqtt_broker),
+            "MQTT_BROKER" => self
+                .mqtt_broker
+                .iter()
+                .map(|(host, port)| match (port, host.contains(':')) {
+                    (None, _) => host.clone(),
+                    (Some(p), true) => format!("[{host}]:{p}"),
+                    (Some(p), false) => format!("{host}:{p}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             "MQTT_PORT" => self.mqtt_port.to_string(),
             "MQTT_KEEPALIVE" => self.mqtt_keepalive.to_string(),
             "MQTT_CLIENT_ID" => text(&self.mqtt_client_id),
@@ -491,9 +520,11 @@ impl Config {
             "VALIDATE_FIELDS" => self.validate_fields.to_string(),
             "ACK_MODE" => self.ack_mode.as_str().to_string(),
             "QUEUE_CAPACITY" => self.queue_capacity.to_string(),
+            "QUEUE_MAX_BYTES" => self.queue_max_bytes.to_string(),
             "COMMAND_TTL" => self.command_ttl.to_string(),
             "SPOOL_FILE" => text(&self.spool_file),
             "DEVICE_TIMEOUT" => self.device_timeout.to_string(),
+            "MAX_DEVICES" => self.max_devices.to_string(),
             "STATUS_FILE" => text(&self.status_file),
             "STATUS_INTERVAL" => self.status_interval.to_string(),
             "PID_FILE" => text(&self.pid_file),
@@ -519,6 +550,17 @@ impl Config {
             .find(|name| !name.is_empty())
             .unwrap_or_else(|| "gateway".to_string());
         format!("ms500-relay-{host}-{}", std::process::id())
+    }
+
+    /// The brokers of `MQTT_BROKER`, in order, each with its port (MQTT_PORT by default).
+    pub fn brokers(&self) -> Vec<crate::brokers::Broker> {
+        self.mqtt_broker
+            .iter()
+            .map(|(host, port)| crate::brokers::Broker {
+                host: host.clone(),
+                port: port.unwrap_or(self.mqtt_port),
+            })
+            .collect()
     }
 
     /// The topic a command for `unit` is published to.

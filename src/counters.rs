@@ -5,8 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Default, Debug)]
 pub struct Counters {
-    /// Set by the MQTT event loop on ConnAck, cleared when the link drops.
+    /// Set by the publish link on CONNACK, cleared when the link drops.
     pub broker_connected: AtomicBool,
+    /// Connections the publish link has made (the first one included).
+    pub broker_connections: AtomicU64,
+    /// Since when (Unix seconds) the publish link has been down; 0 while up.
+    pub broker_down_since_unix: AtomicU64,
     /// Commands accepted and not yet acknowledged, set by the publisher.
     pub queue_depth: AtomicUsize,
     /// Size of the spool file, set by the publisher (0 without one).
@@ -23,6 +27,20 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The publish link is connected (again).
+    pub fn link_up(&self) {
+        self.broker_connections.fetch_add(1, Ordering::Relaxed);
+        self.broker_down_since_unix.store(0, Ordering::Relaxed);
+    }
+
+    /// The publish link is down from now on.
+    pub fn link_down(&self) {
+        self.broker_down_since_unix.store(
+            crate::time::unix(std::time::SystemTime::now()),
+            Ordering::Relaxed,
+        );
+    }
+
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -1,58 +1,68 @@
 //! The delivery ledger: the relay's own record of every accepted command until
 //! the broker has acknowledged it. Pure bookkeeping, no I/O; owned by the
-//! publisher thread and fed the events the MQTT event loop reports.
+//! publisher thread and fed what the publish link reports.
 //!
-//! Why it exists: rumqttc silently discards unacknowledged publishes when a
-//! reconnect does not keep the session (`../shared/RUMQTTC.md`). So the relay
-//! never trusts the client with a command: it hands a copy to rumqttc and keeps
-//! the original here until the matching PUBACK arrives, and after every
-//! reconnect it hands out again everything still unacknowledged.
+//! Each command keeps its place (a sequence number, oldest first) until its
+//! PUBACK. When it is written to the broker it gets a packet id, assigned
+//! here and never one still awaiting its PUBACK on the current connection,
+//! so an acknowledgement names exactly one command. A new connection is a
+//! clean session: everything unacknowledged is due again, oldest first, and
+//! gets fresh packet ids. A command may thus be written twice; the first
+//! acknowledgement removes it: at least once, never lost.
 //!
-//! Correlation is FIFO, as rumqttc works: requests leave the client's queue in
-//! the order they were handed over, each producing `Outgoing::Publish(pkid)`;
-//! the PUBACK then carries that pkid. `handed` is that queue as seen from here.
-//! When the link drops, rumqttc moves what was still queued into its `pending`
-//! list, which is then cleared; the event loop counts those (`drained`) so the
-//! front of `handed` can be dropped while requests handed after the drop (still
-//! in the client's channel, to be sent after the reconnect) keep their place.
-//! A command may thus be handed out twice; the first acknowledgement removes it
-//! and later ones are ignored: at least once, never lost.
+//! The ledger also keeps the total weight (payload bytes) of what it holds,
+//! for `QUEUE_MAX_BYTES`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+
+/// What an entry weighs against the byte budget.
+pub trait Weighed {
+    fn weight(&self) -> usize;
+}
 
 pub struct Ledger<T> {
     entries: BTreeMap<u64, T>,
     next_seq: u64,
-    /// Entries with a sequence number below this were handed out on the current link.
+    /// Entries with a sequence number below this were written on the current connection.
     cursor: u64,
-    /// Handed to the client, no `Outgoing::Publish` seen yet, in order.
-    handed: VecDeque<u64>,
-    /// Written to the broker, waiting for the PUBACK with this pkid.
-    sent: HashMap<u16, u64>,
+    /// Written on the current connection, waiting for the PUBACK with this packet id.
+    in_flight: HashMap<u16, u64>,
+    /// The packet id tried next.
+    next_pkid: u16,
     window: usize,
     link_up: bool,
+    weight: usize,
 }
 
-impl<T> Ledger<T> {
-    /// `window` bounds the commands handed to the client and not yet acknowledged;
-    /// keep it at or below the client's inflight limit so pkids never collide.
+impl<T: Weighed> Ledger<T> {
+    /// `window` bounds the commands written and not yet acknowledged.
     pub fn new(window: usize) -> Self {
         Ledger {
             entries: BTreeMap::new(),
             next_seq: 0,
             cursor: 0,
-            handed: VecDeque::new(),
-            sent: HashMap::new(),
-            window: window.max(1),
+            in_flight: HashMap::new(),
+            next_pkid: 1,
+            window: window.clamp(1, usize::from(u16::MAX)),
             link_up: false,
+            weight: 0,
         }
     }
 
     pub fn push(&mut self, item: T) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.weight += item.weight();
         self.entries.insert(seq, item);
         seq
+    }
+
+    /// Puts a command back at its old place (`seq`, from an earlier push).
+    pub fn restore(&mut self, seq: u64, item: T) {
+        self.weight += item.weight();
+        if let Some(old) = self.entries.insert(seq, item) {
+            self.weight -= old.weight();
+        }
     }
 
     /// The sequence number the next [`Ledger::push`] will return.
@@ -68,17 +78,22 @@ impl<T> Ledger<T> {
         self.entries.is_empty()
     }
 
+    /// Total weight of what is held.
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+
     pub fn in_flight(&self) -> usize {
-        self.handed.len() + self.sent.len()
+        self.in_flight.len()
     }
 
     pub fn link_up(&self) -> bool {
         self.link_up
     }
 
-    /// The next command to hand to the client, when the link is up and the window has room.
+    /// The next command to write, when the link is up and the window has room.
     pub fn next_due(&self) -> Option<(u64, &T)> {
-        if !self.link_up || self.in_flight() >= self.window {
+        if !self.link_up || self.in_flight.len() >= self.window {
             return None;
         }
         self.entries
@@ -87,9 +102,22 @@ impl<T> Ledger<T> {
             .map(|(s, t)| (*s, t))
     }
 
-    /// The command `seq` (from [`Ledger::next_due`]) was handed to the client.
-    pub fn mark_handed(&mut self, seq: u64) {
-        self.handed.push_back(seq);
+    /// The command `seq` (from [`Ledger::next_due`]) is written with QoS 1:
+    /// its packet id, one no command in flight holds.
+    pub fn mark_sent(&mut self, seq: u64) -> u16 {
+        let mut pkid = self.next_pkid;
+        while self.in_flight.contains_key(&pkid) {
+            pkid = pkid.checked_add(1).unwrap_or(1);
+        }
+        self.next_pkid = pkid.checked_add(1).unwrap_or(1);
+        self.in_flight.insert(pkid, seq);
+        self.cursor = self.cursor.max(seq + 1);
+        pkid
+    }
+
+    /// The command `seq` is being written with QoS 0 (no acknowledgement
+    /// comes: once the write succeeds, the caller removes it as delivered).
+    pub fn mark_written(&mut self, seq: u64) {
         self.cursor = self.cursor.max(seq + 1);
     }
 
@@ -98,35 +126,31 @@ impl<T> Ledger<T> {
         self.entries.get(&seq)
     }
 
-    /// Takes a command out without it being delivered (expired, or given up at shutdown).
+    /// Takes a command out without it being delivered (expired).
     pub fn remove(&mut self, seq: u64) -> Option<T> {
-        self.entries.remove(&seq)
+        let item = self.entries.remove(&seq)?;
+        self.weight -= item.weight();
+        Some(item)
     }
 
-    /// `Outgoing::Publish(pkid)`: the oldest handed request was written to the
-    /// broker. With QoS 0 (pkid 0) that is delivery, and the command is returned.
-    pub fn on_sent(&mut self, pkid: u16) -> Option<(u64, T)> {
-        let seq = self.handed.pop_front()?;
-        if pkid == 0 {
-            return self.entries.remove(&seq).map(|t| (seq, t));
-        }
-        self.sent.insert(pkid, seq);
-        None
-    }
-
-    /// PUBACK for `pkid`: returns the command it acknowledges, unless an
-    /// earlier copy was acknowledged already.
+    /// PUBACK for `pkid`: the command it acknowledges, unless an earlier
+    /// copy was acknowledged already or the id is not ours.
     pub fn on_acked(&mut self, pkid: u16) -> Option<(u64, T)> {
-        let seq = self.sent.remove(&pkid)?;
-        self.entries.remove(&seq).map(|t| (seq, t))
+        let seq = self.in_flight.remove(&pkid)?;
+        self.remove(seq).map(|t| (seq, t))
     }
 
-    /// The link dropped; `drained` requests were still queued in the client and are gone.
-    pub fn on_link_lost(&mut self, drained: usize) {
+    /// The connection is gone: nothing is in flight any more.
+    pub fn on_link_lost(&mut self) {
         self.link_up = false;
-        let drained = drained.min(self.handed.len());
-        self.handed.drain(..drained);
-        self.sent.clear();
+        self.in_flight.clear();
+    }
+
+    /// A new connection: everything unacknowledged is due again, oldest first.
+    pub fn on_link_up(&mut self) {
+        self.link_up = true;
+        self.in_flight.clear();
+        self.cursor = 0;
     }
 
     /// Oldest-first view of everything not yet acknowledged.
@@ -137,12 +161,6 @@ impl<T> Ledger<T> {
     /// Those with a sequence number of `first` or later, oldest first.
     pub fn iter_from(&self, first: u64) -> impl Iterator<Item = (u64, &T)> {
         self.entries.range(first..).map(|(s, t)| (*s, t))
-    }
-
-    /// A new connection: everything unacknowledged is due again, oldest first.
-    pub fn on_link_up(&mut self) {
-        self.link_up = true;
-        self.cursor = 0;
     }
 }
 

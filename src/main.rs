@@ -12,20 +12,24 @@
 //! peer, device or the broker misbehaved and the relay carried on; info = one
 //! line per command, connection and state change; debug = internals.
 
-mod broker;
+mod brokers;
 mod cli;
 mod command;
 mod config;
 mod counters;
 mod delivery;
+mod device_link;
 mod devices;
 mod error;
 mod frame;
 mod heartbeat;
 mod lingering;
 mod listener;
+mod log_limit;
+mod mqtt;
 mod outbox;
 mod pidfile;
+mod publish_link;
 mod publisher;
 mod redact;
 mod relay;
@@ -39,6 +43,7 @@ mod sys;
 mod time;
 mod tls;
 mod watchdog;
+mod wire;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -71,7 +76,7 @@ fn run() -> Result<(), Error> {
         Action::CheckConfig => {
             let (config, path) = config::load(invocation.config.as_deref())?;
             // TLS files are part of the configuration: unreadable ones fail here too.
-            tls::transport(&config)?;
+            tls::client_config(&config)?;
             let mut out = std::io::stdout().lock();
             match path {
                 Some(p) => writeln!(out, "# configuration from {}", p.display())?,
@@ -102,7 +107,7 @@ fn run() -> Result<(), Error> {
         Action::Watchdog => {
             let (config, path) = config::load(invocation.config.as_deref())?;
             // What check-config refuses, the watchdog refuses before starting anything.
-            tls::transport(&config)?;
+            tls::client_config(&config)?;
             watchdog::run(&config, path.as_deref())
         }
         Action::Stop => {

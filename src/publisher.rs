@@ -1,13 +1,14 @@
-//! The publisher thread: the only owner of the rumqttc `Client` that
-//! publishes. It drains the job channel filled by backend sessions into the
-//! delivery ledger (at most `QUEUE_CAPACITY` commands; past that it stops
-//! reading the channel, which blocks the sessions: TCP backpressure), writes
-//! each batch to the spool with one sync (group commit) before counting it
-//! accepted, hands due commands to the client within the inflight window, and
-//! turns the link events reported by the MQTT event loop (`broker.rs`) into
-//! acknowledgements, resends, spool compaction and status lines. On shutdown
-//! it keeps publishing for up to `SHUTDOWN_GRACE` seconds, leaves the rest in
-//! the spool, then asks the client to disconnect and triggers the `link` stop.
+//! The publisher thread: the only writer of commands to the broker. It
+//! drains the job channel filled by backend sessions into the delivery
+//! ledger (at most `QUEUE_CAPACITY` commands and `QUEUE_MAX_BYTES` of them;
+//! past that it stops reading the channel, which blocks the sessions: TCP
+//! backpressure), writes each batch to the spool with one sync (group commit)
+//! before counting it accepted, writes due commands to the publish link's
+//! connection within the inflight window, as one write per batch, and turns
+//! the link events reported by the publish link thread (`publish_link.rs`)
+//! into acknowledgements, resends, spool compaction and status lines. On
+//! shutdown it keeps publishing for up to `SHUTDOWN_GRACE` seconds, leaves the
+//! rest in the spool, then sends DISCONNECT and triggers the `link` stop.
 //!
 //! The spool is the source of truth. While it cannot be written (a full or
 //! read-only file system, an I/O error), a command is accepted only when the
@@ -17,29 +18,30 @@
 //! under the relay is noticed at the next write and written again from what
 //! is pending.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver};
-use rumqttc::{Client, QoS};
 
-use crate::broker::{LinkEvent, LinkShared};
 use crate::command;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::delivery::Ledger;
+use crate::delivery::Weighed;
 use crate::error::Error;
+use crate::mqtt;
+use crate::publish_link::{LinkEvent, LinkShared};
 use crate::redact;
 use crate::session::Accepted;
 use crate::shutdown::Stop;
 use crate::spool::{Recovery, Replayed, Spool, SpoolError};
 use crate::time;
+use crate::wire::Wire;
 
-/// Commands handed to the client and not yet acknowledged. Equal to the
-/// client's inflight limit, so packet ids never collide.
+/// Commands written to the broker and not yet acknowledged.
 pub const WINDOW: usize = 100;
 
 /// Commands held while the broker is connected (see [`Publisher::room`]).
@@ -47,6 +49,12 @@ const CONNECTED_BACKLOG: usize = 4 * WINDOW;
 
 /// Retry interval for a spool that cannot be written.
 const SPOOL_RETRY: Duration = Duration::from_secs(1);
+/// Commands a broker acknowledged this shortly before its connection broke
+/// are published again on the next one: a broker that dies (SIGKILL, power)
+/// may have acknowledged a command and not yet passed it on (mosquitto
+/// queues the PUBACK and the delivery to subscribers alike), and nobody
+/// else could ever resend it. At least once, as always.
+const AGAIN_WITHIN: Duration = Duration::from_secs(1);
 
 /// Where accepted commands are kept durable.
 enum SpoolState {
@@ -65,16 +73,27 @@ enum SpoolState {
 }
 
 pub struct Publisher {
-    client: Client,
+    /// The publish link's connection, while it is up.
+    wire: Option<Wire>,
+    /// Encoded PUBLISH packets of the batch being written (kept to reuse its allocation).
+    out: Vec<u8>,
     ledger: Ledger<Accepted>,
     spool: SpoolState,
+    /// Acknowledged in the last [`AGAIN_WITHIN`] (at most one window), with
+    /// their sequence numbers: published again if the connection breaks now.
+    recent: VecDeque<(Instant, u64, Accepted)>,
+    /// Copies published again that are in the ledger (not counted as queued).
+    again_queued: usize,
     /// Read from backends but not accepted yet: their spool write failed
     /// with the broker away. Accepted (and logged so) once the spool takes
     /// them or the broker does; lost with the process until then.
     unconfirmed: BTreeSet<u64>,
-    qos: QoS,
+    /// QoS 1 (acknowledged) or 0.
+    qos1: bool,
     ttl: Option<Duration>,
     capacity: usize,
+    /// `QUEUE_MAX_BYTES`: payload bytes the ledger may hold.
+    max_bytes: usize,
     counters: Arc<Counters>,
     /// Shared with the event loop: the in-flight count and the hand-off gate.
     link: Arc<LinkShared>,
@@ -87,7 +106,6 @@ impl Publisher {
     /// is for configuration errors): the relay runs without it, logged at
     /// error, until it can be written again.
     pub fn new(
-        client: Client,
         config: &Config,
         counters: Arc<Counters>,
         link: Arc<LinkShared>,
@@ -141,15 +159,15 @@ impl Publisher {
             }
         }
         Ok(Publisher {
-            client,
+            wire: None,
+            out: Vec::with_capacity(64 * 1024),
             ledger,
             spool,
             unconfirmed: BTreeSet::new(),
-            qos: if config.mqtt_qos == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            },
+            recent: VecDeque::new(),
+            again_queued: 0,
+            qos1: config.mqtt_qos == 1,
+            max_bytes: config.queue_max_bytes,
             ttl: (config.command_ttl > 0).then(|| Duration::from_secs(config.command_ttl)),
             capacity: config.queue_capacity,
             counters,
@@ -167,6 +185,7 @@ impl Publisher {
     ) {
         let no_jobs = crossbeam_channel::never();
         let no_link = crossbeam_channel::never();
+        let no_intake = crossbeam_channel::never();
         let mut jobs_open = true;
         let mut link_open = true;
         let mut deadline: Option<Instant> = None;
@@ -177,9 +196,11 @@ impl Publisher {
             self.link
                 .in_flight
                 .store(self.ledger.in_flight(), Ordering::Relaxed);
-            self.counters
-                .queue_depth
-                .store(self.ledger.len() + jobs.len(), Ordering::Relaxed);
+            self.forget_recent();
+            self.counters.queue_depth.store(
+                self.ledger.len() - self.again_queued + jobs.len(),
+                Ordering::Relaxed,
+            );
             self.counters
                 .publisher_turns
                 .fetch_add(1, Ordering::Relaxed);
@@ -205,20 +226,29 @@ impl Publisher {
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
             let room = self.room();
-            let jobs_rx = if jobs_open && self.ledger.len() < room {
+            let jobs_rx = if jobs_open && self.has_room(room, 0) {
                 &jobs
             } else {
                 &no_jobs
             };
             let link_rx = if link_open { &link } else { &no_link };
+            let intake_rx = if deadline.is_none() {
+                intake.receiver()
+            } else {
+                &no_intake
+            };
             select! {
                 recv(jobs_rx) -> job => match job {
                     Ok(job) => {
                         // Everything that arrived together is one batch: one spool sync.
+                        let mut weight = job.weight();
                         batch.push(job);
-                        while self.ledger.len() + batch.len() < room {
+                        while self.has_room(room, batch.len()) && self.ledger.weight() + weight < self.max_bytes {
                             match jobs.try_recv() {
-                                Ok(job) => batch.push(job),
+                                Ok(job) => {
+                                    weight += job.weight();
+                                    batch.push(job);
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -235,13 +265,18 @@ impl Publisher {
                     }
                     Err(_) => link_open = false,
                 },
-                recv(intake.receiver()) -> _ => {},
+                recv(intake_rx) -> _ => {},
                 default(wait) => {},
             }
         }
         self.tidy_spool();
-        if self.ledger.link_up() {
-            let _ = self.client.try_disconnect();
+        if let Some(wire) = self.wire.take() {
+            let mut bye = Vec::new();
+            mqtt::disconnect(&mut bye);
+            self.link.closing.store(true, Ordering::Relaxed);
+            if wire.write_all(&bye).is_ok() {
+                log::info!("disconnected from broker");
+            }
         }
         link_stop.trigger();
         log::debug!("publisher stopped");
@@ -263,6 +298,12 @@ impl Publisher {
             (_, true) => self.capacity.min(CONNECTED_BACKLOG),
             (_, false) => self.capacity,
         }
+    }
+
+    /// Whether the ledger (with `more` commands about to join it) may take
+    /// another: within `room` commands and within `QUEUE_MAX_BYTES`.
+    fn has_room(&self, room: usize, more: usize) -> bool {
+        self.ledger.len() + more < room && self.ledger.weight() < self.max_bytes
     }
 
     /// Queues a batch: spooled and synced first (when there is a spool), then logged as accepted.
@@ -423,16 +464,15 @@ impl Publisher {
         }
     }
 
-    /// Hands due commands to the client while the window has room.
+    /// Writes due commands to the broker while the window has room: every
+    /// one that is ready, encoded into one buffer and written at once.
     fn pump(&mut self) {
-        if self.ledger.next_due().is_none() {
+        let Some(wire) = self.wire.clone() else {
             return;
-        }
-        let link = Arc::clone(&self.link);
-        let open = link.gate();
-        if !*open {
-            return;
-        }
+        };
+        self.out.clear();
+        let mut written_qos0 = Vec::new();
+        let mut confirmed = Vec::new();
         while let Some((seq, job)) = self.ledger.next_due() {
             if let Some(ttl) = self.ttl {
                 if job.received.elapsed() > ttl {
@@ -442,71 +482,142 @@ impl Publisher {
                     continue;
                 }
             }
-            let (topic, payload) = (job.topic.clone(), job.payload.clone());
-            match self.client.try_publish(topic, self.qos, false, payload) {
-                Ok(()) => {
-                    self.ledger.mark_handed(seq);
-                    if self.unconfirmed.remove(&seq) {
-                        // Published at once: accepted.
-                        self.log_accepted(std::iter::once(seq));
-                    }
-                }
-                Err(e) => {
-                    // The client's queue is full (or the event loop is gone):
-                    // try again on the next link event.
-                    log::debug!("client queue busy: {e}");
-                    break;
-                }
+            let (topic, payload) = (job.topic.as_str(), job.payload.as_slice());
+            if self.qos1 {
+                // The id is only read back from the ledger's own table.
+                let pkid = self.ledger.mark_sent(seq);
+                let job = self
+                    .ledger
+                    .get(seq)
+                    .expect("a command just marked sent is queued");
+                mqtt::publish(&mut self.out, &job.topic, Some(pkid), false, &job.payload);
+            } else {
+                mqtt::publish(&mut self.out, topic, None, false, payload);
+                self.ledger.mark_written(seq);
+                written_qos0.push(seq);
+            }
+            if self.unconfirmed.remove(&seq) {
+                confirmed.push(seq);
+            }
+        }
+        if self.out.is_empty() {
+            return;
+        }
+        // Written at once: accepted (they were read while the spool failed).
+        self.log_accepted(confirmed.into_iter());
+        if let Err(e) = wire.write_all(&self.out) {
+            // The publish link hears of it too and reports the link down;
+            // what was written stays unacknowledged and goes out again.
+            log::debug!("write to the broker failed: {e}");
+            wire.shut();
+            self.wire = None;
+            return;
+        }
+        // QoS 0: written is delivered.
+        for seq in written_qos0 {
+            if let Some(job) = self.ledger.remove(seq) {
+                self.delivered(seq, job);
             }
         }
     }
 
     fn on_link(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Up => {
+            LinkEvent::Up(wire) => {
                 log::debug!(
-                    "link up: {} queued, {} in flight from before",
+                    "link up: {} queued, written again from the oldest",
+                    self.ledger.len()
+                );
+                self.wire = Some(wire);
+                self.ledger.on_link_up();
+            }
+            LinkEvent::Down => {
+                log::debug!(
+                    "link down: {} queued, {} were in flight",
                     self.ledger.len(),
                     self.ledger.in_flight()
                 );
-                self.ledger.on_link_up()
+                self.wire = None;
+                self.ledger.on_link_lost();
+                self.again();
             }
-            LinkEvent::Down { drained } => {
-                log::debug!(
-                    "link down: {} queued, {} in flight, {drained} drained from the client",
-                    self.ledger.len(),
-                    self.ledger.in_flight()
-                );
-                self.ledger.on_link_lost(drained)
-            }
-            LinkEvent::Sent(pkid) => {
-                if let Some((seq, job)) = self.ledger.on_sent(pkid) {
-                    self.delivered(seq, job);
-                }
-            }
-            LinkEvent::Acked(pkid) => {
-                if let Some((seq, job)) = self.ledger.on_acked(pkid) {
-                    self.delivered(seq, job);
+            LinkEvent::Acked(pkids) => {
+                for pkid in pkids {
+                    if let Some((seq, job)) = self.ledger.on_acked(pkid) {
+                        self.delivered(seq, job);
+                    }
                 }
             }
         }
     }
 
-    fn delivered(&mut self, seq: u64, job: Accepted) {
+    /// The connection broke: what its broker acknowledged in the last
+    /// [`AGAIN_WITHIN`] goes out again, at its old place in the order.
+    fn again(&mut self) {
+        if self.link.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        self.forget_recent();
+        let again = self.recent.len();
+        for (_, seq, job) in self.recent.drain(..) {
+            self.ledger.restore(seq, job);
+        }
+        self.again_queued += again;
+        if again > 0 {
+            log::info!(
+                "publishing again the {again} commands the broker acknowledged in the last \
+                 {} s before the connection broke (it may have died before passing them on)",
+                AGAIN_WITHIN.as_secs()
+            );
+        }
+    }
+
+    fn forget_recent(&mut self) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _, _)| at.elapsed() > AGAIN_WITHIN)
+            || self.recent.len() > WINDOW
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    fn delivered(&mut self, seq: u64, mut job: Accepted) {
+        if job.again {
+            self.again_queued -= 1;
+            log::debug!(
+                "broker took {} for unit {} again",
+                job.kind.as_str(),
+                job.unit
+            );
+            return;
+        }
         Counters::add(&self.counters.published);
         if let SpoolState::Writing(spool) = &mut self.spool {
             spool.done(seq);
         }
         log::debug!(
-            "broker took {} for unit {} ({} bytes)",
+            "broker took {} for unit {} id {} ({} bytes)",
             job.kind.as_str(),
             job.unit,
+            job.id.as_deref().unwrap_or("-"),
             job.payload.len()
         );
         job.report(None);
+        if self.qos1 {
+            job.reply = None;
+            job.again = true;
+            self.recent.push_back((Instant::now(), seq, job));
+            self.forget_recent();
+        }
     }
 
     fn expire(&mut self, seq: u64, job: Accepted, ttl: Duration) {
+        if job.again {
+            self.again_queued -= 1;
+            return;
+        }
         Counters::add(&self.counters.expired);
         if let SpoolState::Writing(spool) = &mut self.spool {
             spool.done(seq);
@@ -525,7 +636,7 @@ impl Publisher {
     }
 
     fn give_up(&self, grace: Duration, waiting: usize) {
-        let queued = self.ledger.len();
+        let queued = self.ledger.len() - self.again_queued;
         match &self.spool {
             _ if queued == 0 => {}
             SpoolState::Writing(spool) => log::warn!(
@@ -623,6 +734,7 @@ fn revive(r: Replayed, config: &Config, age: Option<Duration>) -> Option<Accepte
         received_wall: r.received,
         peer: None,
         reply: None,
+        again: false,
     })
 }
 
@@ -666,4 +778,10 @@ fn log_spool_failing(path: &Path, reason: &str) {
         path.display(),
         SPOOL_RETRY.as_secs()
     );
+}
+
+impl Weighed for Accepted {
+    fn weight(&self) -> usize {
+        self.payload.len()
+    }
 }

@@ -13,22 +13,25 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::RecvTimeoutError;
-use rumqttc::Client;
 
-use crate::broker::{self, BrokerLink, LinkEvent, LinkShared};
+use crate::brokers::Brokers;
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::device_link::DeviceLink;
 use crate::devices::DeviceTable;
 use crate::error::Error;
 use crate::lingering;
 use crate::listener;
+use crate::log_limit;
 use crate::pidfile::PidFile;
+use crate::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink};
 use crate::publisher::Publisher;
 use crate::routes::ReplyRoutes;
 use crate::session::{Accepted, Shared};
 use crate::shutdown::Stop;
 use crate::status;
 use crate::sys;
+use crate::tls;
 
 /// Commands parsed by sessions and not yet taken by the publisher. Small on
 /// purpose: these are read from a socket but not yet accepted (not spooled),
@@ -47,23 +50,22 @@ pub fn run(config: Config) -> Result<(), Error> {
         Some(PidFile::acquire(Path::new(&config.pid_file))?)
     };
     let counters = Arc::new(Counters::default());
-    let devices = Arc::new(Mutex::new(DeviceTable::new()));
+    let devices = Arc::new(Mutex::new(DeviceTable::new(config.max_devices)));
     // A STATUS_FILE that cannot be written is a configuration error, found
     // now rather than by a watchdog that would see a "hung" relay forever.
     let mut status = StatusWriter::new(&config, started);
     status
         .write(&config, &counters, &devices)
         .map_err(|e| Error::Setup(format!("STATUS_FILE {}: {e}", config.status_file)))?;
-    let (client, connection) = Client::new(broker::options(&config)?, broker::CLIENT_QUEUE);
     let link_shared = Arc::new(LinkShared::default());
-    // Reads and rewrites the spool, reads the TLS files: bad ones stop the start
-    // here, as configuration errors (exit 2), before the port is bound.
-    let publisher = Publisher::new(
-        client.clone(),
-        &config,
-        Arc::clone(&counters),
-        Arc::clone(&link_shared),
-    )?;
+    *link_shared.broker.lock().unwrap_or_else(|e| e.into_inner()) = config.brokers()[0].to_string();
+    status.link = Some(Arc::clone(&link_shared));
+    counters.link_down();
+    // Reads the TLS files: bad ones stop the start here, as configuration
+    // errors (exit 2), before the port is bound. The spool never does.
+    let tls = tls::client_config(&config)?;
+    let transport = tls::transport(&config)?;
+    let publisher = Publisher::new(&config, Arc::clone(&counters), Arc::clone(&link_shared))?;
 
     // Then bind: "cannot listen" (exit 4) comes after every configuration check.
     let socket = listener::bind(&config.socket_host, config.socket_port)?;
@@ -75,22 +77,36 @@ pub fn run(config: Config) -> Result<(), Error> {
     let link_stop = Stop::new();
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
     let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
-    let link = BrokerLink {
-        connection,
-        client,
+    let client_id = config.client_id();
+    let keepalive = Duration::from_secs(config.mqtt_keepalive);
+    let publish_link = PublishLink {
+        brokers: Brokers::new(config.brokers(), keepalive * 2),
+        dialer: Dialer {
+            client_id: format!("{client_id}-pub"),
+            keepalive,
+            username: (!config.mqtt_username.is_empty()).then(|| config.mqtt_username.clone()),
+            password: (!config.mqtt_username.is_empty()).then(|| config.mqtt_password.clone()),
+            tls,
+            will: None,
+        },
         events: link_tx,
+        shared: Arc::clone(&link_shared),
+        counters: Arc::clone(&counters),
+        stop: link_stop.clone(),
+    };
+    let publish_link_thread = spawn("publish-link", move || publish_link.run())?;
+    let device_link = DeviceLink {
+        config: Arc::clone(&config),
+        brokers: config.brokers(),
+        client_id: format!("{client_id}-sub"),
+        transport,
         routes: routes.clone(),
         counters: Arc::clone(&counters),
-        config: Arc::clone(&config),
         devices: Arc::clone(&devices),
         shared: Arc::clone(&link_shared),
         stop: link_stop.clone(),
     };
-    let (link_done_tx, link_done_rx) = crossbeam_channel::bounded::<()>(1);
-    let link_thread = spawn("mqtt-loop", move || {
-        link.run();
-        let _ = link_done_tx.send(());
-    })?;
+    let device_link_thread = spawn("device-link", move || device_link.run())?;
 
     let grace = Duration::from_secs(config.shutdown_grace);
     let publisher_thread = {
@@ -127,10 +143,14 @@ pub fn run(config: Config) -> Result<(), Error> {
     });
     let listener_thread = spawn("listener", move || listener::run(socket, shared))?;
     log::info!(
-        "ms500-relay {} listening on {local}, broker {}:{}",
+        "ms500-relay {} listening on {local}, broker {}",
         env!("CARGO_PKG_VERSION"),
-        config.mqtt_broker,
-        config.mqtt_port
+        config
+            .brokers()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     loop {
@@ -138,6 +158,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
                 sweep_devices(&devices, &config);
+                log_limit::tick();
                 if status.due() {
                     if status.publisher_alive(&counters) {
                         status.report(&config, &counters, &devices);
@@ -162,12 +183,10 @@ pub fn run(config: Config) -> Result<(), Error> {
     join(listener_thread);
     join(publisher_thread);
     join(lingering_thread);
-    // The event loop ends on DISCONNECT or after a short linger; do not hang on a dead broker.
+    // The links end within a second of the publisher's last word.
     link_stop.trigger();
-    match link_done_rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(()) => join(link_thread),
-        Err(_) => log::warn!("MQTT event loop did not stop in time; exiting without it"),
-    }
+    join(publish_link_thread);
+    join(device_link_thread);
     status.report(&config, &counters, &devices);
     if let Some(pid_file) = pid_file {
         pid_file.release();
@@ -180,6 +199,8 @@ pub fn run(config: Config) -> Result<(), Error> {
 /// is logged at error once, until a write succeeds again.
 struct StatusWriter {
     started: SystemTime,
+    /// Where the broker in use is read from.
+    link: Option<Arc<LinkShared>>,
     last: Option<Instant>,
     interval: Duration,
     failing: bool,
@@ -191,6 +212,7 @@ impl StatusWriter {
     fn new(config: &Config, started: SystemTime) -> Self {
         StatusWriter {
             started,
+            link: None,
             last: None,
             interval: Duration::from_secs(config.status_interval),
             failing: false,
@@ -239,25 +261,45 @@ impl StatusWriter {
             return Ok(());
         }
         self.last = Some(Instant::now());
-        let devices = devices.lock().unwrap_or_else(|e| e.into_inner()).snapshot();
+        let devices = devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(status::DEVICES_SHOWN);
+        let broker = match &self.link {
+            Some(link) => link
+                .broker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            None => config.brokers()[0].to_string(),
+        };
         let snapshot = status::Snapshot {
             config,
             started: self.started,
             now: SystemTime::now(),
             counters,
+            broker,
             devices,
         };
         status::write(Path::new(&config.status_file), &snapshot)
     }
 }
 
-/// Once a second on the main thread: devices gone silent are logged offline once.
+/// Once a second on the main thread: devices gone silent are logged offline
+/// once; devices forgotten because the table is full, once a minute at most.
 fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
     let timeout = Duration::from_secs(config.device_timeout);
-    let gone = devices
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .sweep(Instant::now(), timeout);
+    let now = Instant::now();
+    let (gone, forgotten) = {
+        let mut table = devices.lock().unwrap_or_else(|e| e.into_inner());
+        (table.sweep(now, timeout), table.forgotten_to_report(now))
+    };
+    if let Some(n) = forgotten {
+        log::warn!(
+            "forgot {n} devices, the longest silent (MAX_DEVICES {} reached)",
+            config.max_devices
+        );
+    }
     for (id, silent) in gone {
         log::warn!(
             "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",

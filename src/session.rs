@@ -23,6 +23,7 @@ use crate::config::{AckMode, Config};
 use crate::counters::Counters;
 use crate::frame::{Frame, FrameDecoder};
 use crate::lingering::Lingering;
+use crate::log_limit::{self, Kind};
 use crate::outbox::{self, Finish, Outbox, StatusOwed};
 use crate::routes::ReplyRoutes;
 use crate::shutdown::Stop;
@@ -63,6 +64,10 @@ pub struct Accepted {
     pub peer: Option<SocketAddr>,
     /// Where its status line goes, when its connection wants any.
     pub reply: Option<StatusOwed>,
+    /// A second copy of a command a broker acknowledged just before its
+    /// connection broke (see `Publisher::again`): published, not counted,
+    /// no status line.
+    pub again: bool,
 }
 
 impl Accepted {
@@ -301,13 +306,15 @@ impl Reader<'_> {
         let counters = &self.shared.counters;
         Counters::add(&counters.received);
         Counters::add(&counters.rejected);
-        if fatal {
-            log::warn!(
-                "rejected input from {}: {reason}; closing the connection",
-                self.peer()
-            );
-        } else {
-            log::warn!("rejected input from {}: {reason}", self.peer());
+        if log_limit::allow(Kind::RejectedCommand) {
+            if fatal {
+                log::warn!(
+                    "rejected input from {}: {reason}; closing the connection",
+                    self.peer()
+                );
+            } else {
+                log::warn!("rejected input from {}: {reason}", self.peer());
+            }
         }
         self.report(None, None, None, reason);
     }
@@ -335,11 +342,13 @@ impl Reader<'_> {
             Ok(cmd) => cmd,
             Err(rejection) => {
                 Counters::add(&shared.counters.rejected);
-                log::warn!(
-                    "rejected command from {}: {}",
-                    self.peer(),
-                    rejection.reason
-                );
+                if log_limit::allow(Kind::RejectedCommand) {
+                    log::warn!(
+                        "rejected command from {}: {}",
+                        self.peer(),
+                        log_limit::cut(&rejection.reason)
+                    );
+                }
                 self.report(
                     rejection.kind.as_deref(),
                     rejection.unit.as_deref(),
@@ -364,6 +373,7 @@ impl Reader<'_> {
             peer: Some(self.peer()),
             reply: (self.ack_mode != AckMode::None)
                 .then(|| StatusOwed::new(&self.outbox, self.ack_mode == AckMode::All)),
+            again: false,
         };
         self.push(job)
     }

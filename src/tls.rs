@@ -16,10 +16,19 @@ use crate::error::Error;
 /// Where the system's CA bundle lives on Debian-like gateways, unless `SSL_CERT_FILE` says otherwise.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The transport for `config`: plain TCP, or TLS with the configured trust and client certificate.
+/// The rumqttc transport for `config` (the device link): plain TCP, or TLS
+/// with the configured trust and client certificate.
 pub fn transport(config: &Config) -> Result<Transport, Error> {
+    Ok(match client_config(config)? {
+        None => Transport::tcp(),
+        Some(tls) => Transport::tls_with_config(TlsConfiguration::Rustls(tls)),
+    })
+}
+
+/// The rustls client configuration when `MQTT_TLS` is on (None when off).
+pub fn client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>, Error> {
     if !config.mqtt_tls {
-        return Ok(Transport::tcp());
+        return Ok(None);
     }
     let (ca_key, ca_path) = if config.mqtt_ca_file.is_empty() {
         let path = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| SYSTEM_BUNDLE.to_string());
@@ -72,9 +81,7 @@ pub fn transport(config: &Config) -> Result<Transport, Error> {
             )
         })?
     };
-    Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
-        Arc::new(client_config),
-    )))
+    Ok(Some(Arc::new(client_config)))
 }
 
 fn read(key: &str, path: &str) -> Result<Vec<u8>, Error> {

@@ -39,7 +39,7 @@ fn empty_file_gives_defaults() {
 #[test]
 fn defaults_follow_the_key_table() {
     let c = Config::default();
-    assert_eq!(c.mqtt_broker, "127.0.0.1");
+    assert_eq!(c.mqtt_broker, [("127.0.0.1".to_string(), None)]);
     assert_eq!(c.mqtt_port, 1883);
     assert_eq!(c.mqtt_keepalive, 60);
     assert_eq!(c.mqtt_client_id, "");
@@ -95,9 +95,11 @@ fn key_table_is_well_formed() {
             "VALIDATE_FIELDS",
             "ACK_MODE",
             "QUEUE_CAPACITY",
+            "QUEUE_MAX_BYTES",
             "COMMAND_TTL",
             "SPOOL_FILE",
             "DEVICE_TIMEOUT",
+            "MAX_DEVICES",
             "STATUS_FILE",
             "STATUS_INTERVAL",
             "PID_FILE",
@@ -126,8 +128,12 @@ fn key_value_whitespace_and_last_wins() {
     assert_eq!(ok("MQTT_USERNAME =").mqtt_username, "");
     assert_eq!(
         ok("MQTT_BROKER = mqtt.example.com").mqtt_broker,
-        "mqtt.example.com"
+        [("mqtt.example.com".to_string(), None)]
     );
+    let list = ok("MQTT_PORT = 1884\nMQTT_BROKER = a, b:1999, [::1]:8883");
+    let brokers: Vec<String> = list.brokers().iter().map(ToString::to_string).collect();
+    assert_eq!(brokers, ["a:1884", "b:1999", "[::1]:8883"]);
+    assert!(err("MQTT_BROKER = a:0").contains("MQTT_BROKER"));
 }
 
 #[test]
@@ -338,7 +344,7 @@ fn ack_modes_and_log_levels() {
 fn hosts_must_not_be_empty() {
     assert_eq!(
         err("MQTT_BROKER = \"\""),
-        "relay.conf:1: MQTT_BROKER: must not be empty: give a broker host"
+        "relay.conf:1: MQTT_BROKER: must name at least one broker: host[:port], host[:port], ..."
     );
     assert!(err("SOCKET_HOST =").starts_with("relay.conf:1: SOCKET_HOST: must not be empty"));
     assert_eq!(ok("SOCKET_HOST = 0.0.0.0").socket_host, "0.0.0.0");

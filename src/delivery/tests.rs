@@ -1,12 +1,23 @@
-use super::Ledger;
+use super::{Ledger, Weighed};
 
-fn hand_all(ledger: &mut Ledger<&'static str>) -> Vec<&'static str> {
+impl Weighed for &str {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Writes everything due with QoS 1: (item, packet id) in order.
+fn send_all(ledger: &mut Ledger<&'static str>) -> Vec<(&'static str, u16)> {
     let mut out = Vec::new();
     while let Some((seq, item)) = ledger.next_due() {
-        out.push(*item);
-        ledger.mark_handed(seq);
+        let item = *item;
+        out.push((item, ledger.mark_sent(seq)));
     }
     out
+}
+
+fn items(sent: &[(&'static str, u16)]) -> Vec<&'static str> {
+    sent.iter().map(|(i, _)| *i).collect()
 }
 
 #[test]
@@ -15,33 +26,32 @@ fn nothing_is_due_while_the_link_is_down() {
     l.push("a");
     assert!(l.next_due().is_none());
     l.on_link_up();
-    assert_eq!(hand_all(&mut l), vec!["a"]);
+    assert_eq!(items(&send_all(&mut l)), vec!["a"]);
 }
 
 #[test]
-fn window_bounds_what_is_handed_out() {
+fn the_window_bounds_what_is_in_flight() {
     let mut l = Ledger::new(2);
     l.on_link_up();
     for s in ["a", "b", "c"] {
         l.push(s);
     }
-    assert_eq!(hand_all(&mut l), vec!["a", "b"]);
-    assert!(l.on_sent(1).is_none());
-    assert_eq!(l.on_acked(1).map(|(_, t)| t), Some("a"));
-    assert_eq!(hand_all(&mut l), vec!["c"]);
+    let sent = send_all(&mut l);
+    assert_eq!(items(&sent), vec!["a", "b"]);
+    assert_eq!(l.on_acked(sent[0].1).map(|(_, t)| t), Some("a"));
+    assert_eq!(items(&send_all(&mut l)), vec!["c"]);
 }
 
 #[test]
-fn acks_correlate_in_fifo_order() {
+fn acks_name_their_command_in_any_order() {
     let mut l = Ledger::new(10);
     l.on_link_up();
     l.push("a");
     l.push("b");
-    hand_all(&mut l);
-    l.on_sent(7);
-    l.on_sent(8);
-    assert_eq!(l.on_acked(8).map(|(_, t)| t), Some("b"));
-    assert_eq!(l.on_acked(7).map(|(_, t)| t), Some("a"));
+    let sent = send_all(&mut l);
+    assert_ne!(sent[0].1, sent[1].1);
+    assert_eq!(l.on_acked(sent[1].1).map(|(_, t)| t), Some("b"));
+    assert_eq!(l.on_acked(sent[0].1).map(|(_, t)| t), Some("a"));
     assert!(l.is_empty());
     assert_eq!(l.in_flight(), 0);
 }
@@ -50,13 +60,11 @@ fn acks_correlate_in_fifo_order() {
 fn unknown_or_repeated_acks_are_ignored() {
     let mut l = Ledger::<&str>::new(10);
     assert!(l.on_acked(3).is_none());
-    assert!(l.on_sent(3).is_none());
     l.on_link_up();
     l.push("a");
-    hand_all(&mut l);
-    l.on_sent(1);
-    assert!(l.on_acked(1).is_some());
-    assert!(l.on_acked(1).is_none());
+    let sent = send_all(&mut l);
+    assert!(l.on_acked(sent[0].1).is_some());
+    assert!(l.on_acked(sent[0].1).is_none());
 }
 
 #[test]
@@ -64,81 +72,80 @@ fn qos0_write_counts_as_delivery() {
     let mut l = Ledger::new(10);
     l.on_link_up();
     l.push("a");
-    hand_all(&mut l);
-    assert_eq!(l.on_sent(0).map(|(_, t)| t), Some("a"));
-    assert!(l.is_empty());
+    l.push("b");
+    let (seq, _) = l.next_due().unwrap();
+    l.mark_written(seq);
+    assert_eq!(l.next_due().map(|(_, t)| *t), Some("b"));
+    assert_eq!(l.remove(seq), Some("a"));
+    assert_eq!(l.len(), 1);
+    assert_eq!(items(&send_all(&mut l)), vec!["b"]);
 }
 
 #[test]
-fn everything_unacknowledged_is_handed_again_after_a_reconnect() {
+fn everything_unacknowledged_is_written_again_after_a_reconnect() {
     let mut l = Ledger::new(10);
     l.on_link_up();
     for s in ["a", "b", "c", "d"] {
         l.push(s);
     }
-    hand_all(&mut l);
-    l.on_sent(1); // a written
-    l.on_sent(2); // b written
-    assert!(l.on_acked(1).is_some()); // a acknowledged
-
-    // The link drops: c was drained from the client's queue, d was handed after the drop.
-    l.on_link_lost(1);
-    assert_eq!(l.in_flight(), 1, "d is still in the client's channel");
+    let first = send_all(&mut l);
+    assert!(l.on_acked(first[0].1).is_some()); // a acknowledged
+    l.on_link_lost();
+    assert_eq!(l.in_flight(), 0);
     assert!(l.next_due().is_none());
+    // A late PUBACK of the old connection names nothing now.
+    assert!(l.on_acked(first[1].1).is_none());
     l.on_link_up();
-    assert_eq!(hand_all(&mut l), vec!["b", "c", "d"]);
-    // the stale d leaves first, then the resends in order
-    l.on_sent(1); // stale d
-    l.on_sent(2); // b
-    l.on_sent(3); // c
-    l.on_sent(4); // d again
-    assert_eq!(l.on_acked(1).map(|(_, t)| t), Some("d"));
-    assert_eq!(l.on_acked(2).map(|(_, t)| t), Some("b"));
-    assert_eq!(l.on_acked(3).map(|(_, t)| t), Some("c"));
-    assert!(l.on_acked(4).is_none(), "second copy of d is a duplicate");
+    let again = send_all(&mut l);
+    assert_eq!(items(&again), vec!["b", "c", "d"]);
+    for (item, pkid) in &again {
+        assert_eq!(l.on_acked(*pkid).map(|(_, t)| t), Some(*item));
+    }
     assert!(l.is_empty());
-    assert_eq!(l.in_flight(), 0);
 }
 
 #[test]
-fn lost_link_with_more_drained_than_handed_does_not_panic() {
+fn packet_ids_skip_those_still_in_flight_and_wrap() {
+    let mut l = Ledger::new(3);
+    l.on_link_up();
+    l.next_pkid = u16::MAX;
+    for s in ["a", "b", "c"] {
+        l.push(s);
+    }
+    let sent = send_all(&mut l);
+    let ids: Vec<u16> = sent.iter().map(|(_, p)| *p).collect();
+    assert_eq!(ids, vec![u16::MAX, 1, 2], "0 is never a packet id");
+    // 1 stays in flight; the next ids go round it.
+    l.on_acked(u16::MAX);
+    l.on_acked(2);
+    l.next_pkid = 1;
+    l.push("d");
+    l.push("e");
+    let ids: Vec<u16> = send_all(&mut l).iter().map(|(_, p)| *p).collect();
+    assert_eq!(ids, vec![2, 3]);
+}
+
+#[test]
+fn removed_entries_are_skipped_and_weight_follows() {
+    let mut l = Ledger::new(10);
+    l.on_link_up();
+    let a = l.push("aaa");
+    l.push("bb");
+    assert_eq!(l.weight(), 5);
+    assert_eq!(l.remove(a), Some("aaa"));
+    assert_eq!(l.weight(), 2);
+    let sent = send_all(&mut l);
+    assert_eq!(items(&sent), vec!["bb"]);
+    l.on_acked(sent[0].1);
+    assert_eq!(l.weight(), 0);
+}
+
+#[test]
+fn commands_pushed_after_a_write_are_due_next() {
     let mut l = Ledger::new(10);
     l.on_link_up();
     l.push("a");
-    hand_all(&mut l);
-    l.on_link_lost(5);
-    assert_eq!(l.in_flight(), 0);
-    l.on_link_up();
-    assert_eq!(hand_all(&mut l), vec!["a"]);
-}
-
-#[test]
-fn removing_a_later_entry_does_not_skip_earlier_ones() {
-    let mut l = Ledger::new(10);
-    l.on_link_up();
-    l.push("a");
-    let b = l.push("b");
-    l.push("c");
-    assert_eq!(l.remove(b), Some("b"));
-    assert_eq!(hand_all(&mut l), vec!["a", "c"]);
-}
-
-#[test]
-fn removed_entries_are_skipped() {
-    let mut l = Ledger::new(10);
-    l.on_link_up();
-    let a = l.push("a");
+    assert_eq!(items(&send_all(&mut l)), vec!["a"]);
     l.push("b");
-    assert_eq!(l.remove(a), Some("a"));
-    assert_eq!(hand_all(&mut l), vec!["b"]);
-}
-
-#[test]
-fn commands_pushed_after_a_handout_are_due_next() {
-    let mut l = Ledger::new(10);
-    l.on_link_up();
-    l.push("a");
-    assert_eq!(hand_all(&mut l), vec!["a"]);
-    l.push("b");
-    assert_eq!(hand_all(&mut l), vec!["b"]);
+    assert_eq!(items(&send_all(&mut l)), vec!["b"]);
 }

@@ -1,0 +1,276 @@
+//! The device link thread: the MQTT connection (client id `…-sub`, MQTT 5
+//! through rumqttc) that subscribes to the heartbeat and reply topics. It
+//! records heartbeats in the device table and routes device replies to the
+//! backend holding the unit's route; it never blocks on a backend (replies
+//! go through `Outbox::offer`). It follows the publish link to whichever
+//! broker of the list that one uses.
+//!
+//! Device traffic can never stop or duplicate commands: commands travel on
+//! the publish link's own connection. And a message larger than the relay
+//! takes costs only that message: the CONNECT announces a maximum packet
+//! size ([`MAX_DEVICE_MESSAGE`], MQTT 5), and the broker drops what is
+//! larger instead of sending it (MQTT 3.1.1 has no such property: a retained
+//! 17 MB heartbeat broke the link on every subscribe, forever). A link that
+//! dies right after its CONNACK backs off like one that cannot connect.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{Client, Connection, ConnectionError, Event, MqttOptions, RecvTimeoutError};
+use rumqttc::Transport;
+
+use crate::brokers::Broker;
+use crate::config::{self, Config};
+use crate::counters::Counters;
+use crate::devices::{DeviceTable, Seen};
+use crate::heartbeat;
+use crate::log_limit::{self, Kind};
+use crate::publish_link::LinkShared;
+use crate::redact;
+use crate::routes::ReplyRoutes;
+use crate::shutdown::Stop;
+
+/// Largest device message the relay takes (heartbeats, replies); the broker
+/// drops larger ones for this connection.
+pub const MAX_DEVICE_MESSAGE: u32 = 1024 * 1024;
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A link that lived this long was a good one: the backoff starts over.
+const STABLE: Duration = Duration::from_secs(10);
+/// How often a wait on the connection looks at the stop signal and the broker in use.
+const TICK: Duration = Duration::from_secs(1);
+/// rumqttc's outgoing packet-id table; the device link only subscribes, so
+/// a few are plenty (rumqttc's default table of 65,536 costs 16 MB of RAM).
+const PACKET_IDS: u16 = 16;
+
+pub struct DeviceLink {
+    pub config: Arc<Config>,
+    pub brokers: Vec<Broker>,
+    pub client_id: String,
+    pub transport: Transport,
+    pub routes: ReplyRoutes,
+    pub counters: Arc<Counters>,
+    pub devices: Arc<Mutex<DeviceTable>>,
+    pub shared: Arc<LinkShared>,
+    pub stop: Stop,
+}
+
+/// How the current connection ended.
+enum Ended {
+    Stopped,
+    /// The publish link moved to another broker: follow it.
+    Moved,
+    Lost,
+}
+
+impl DeviceLink {
+    pub fn run(self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut logged_failure: Option<String> = None;
+        while !self.stop.is_set() {
+            let index = self.shared.broker_index.load(Ordering::Relaxed) % self.brokers.len();
+            let broker = &self.brokers[index];
+            let (client, mut connection) = Client::new(self.options(broker), 16);
+            let mut up_since: Option<Instant> = None;
+            let ended = loop {
+                if self.stop.is_set() {
+                    break Ended::Stopped;
+                }
+                if self.shared.broker_index.load(Ordering::Relaxed) % self.brokers.len() != index {
+                    break Ended::Moved;
+                }
+                match connection.recv_timeout(TICK) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break Ended::Lost,
+                    Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        log::info!("device link connected to broker {broker}");
+                        logged_failure = None;
+                        up_since = Some(Instant::now());
+                        for (topic, qos) in [
+                            (&self.config.heartbeat_topic, QoS::AtMostOnce),
+                            (&self.config.reply_topic, QoS::AtLeastOnce),
+                        ] {
+                            if let Err(e) = client.try_subscribe(topic.as_str(), qos) {
+                                log::error!("cannot subscribe to {topic}: {e}");
+                            }
+                        }
+                    }
+                    Ok(Ok(event)) => self.handle(event),
+                    Ok(Err(e)) => {
+                        let why = describe(&e);
+                        if logged_failure.as_ref() != Some(&why) {
+                            log::warn!(
+                                "device link to broker {broker}: {why}; retrying in {} s",
+                                backoff.as_secs()
+                            );
+                            logged_failure = Some(why);
+                        }
+                        // A link that was up for a while earns a fresh backoff;
+                        // one that died right after CONNACK does not.
+                        if up_since.take().is_some_and(|t| t.elapsed() >= STABLE) {
+                            backoff = BACKOFF_MIN;
+                        }
+                        if self.stop.sleep(backoff) {
+                            break Ended::Stopped;
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            };
+            match ended {
+                Ended::Stopped => {
+                    disconnect(&client, &mut connection);
+                    break;
+                }
+                Ended::Moved => disconnect(&client, &mut connection),
+                Ended::Lost => {}
+            }
+        }
+        log::debug!("device link stopped");
+    }
+
+    fn options(&self, broker: &Broker) -> MqttOptions {
+        let mut opts = MqttOptions::new(self.client_id.clone(), broker.host.clone(), broker.port);
+        opts.set_keep_alive(Duration::from_secs(self.config.mqtt_keepalive));
+        opts.set_clean_start(true);
+        opts.set_session_expiry_interval(Some(0));
+        opts.set_max_packet_size(Some(MAX_DEVICE_MESSAGE));
+        opts.set_outgoing_inflight_upper_limit(PACKET_IDS);
+        if !self.config.mqtt_username.is_empty() {
+            opts.set_credentials(
+                self.config.mqtt_username.clone(),
+                self.config.mqtt_password.clone(),
+            );
+        }
+        opts.set_transport(self.transport.clone());
+        opts
+    }
+
+    fn handle(&self, event: Event) {
+        match event {
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| !matches!(c, SubscribeReasonCode::Success(_)));
+                if refused {
+                    log::error!(
+                        "the broker refused a subscription (check its ACL): {:?}",
+                        ack.return_codes
+                    );
+                }
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                let topic = String::from_utf8_lossy(&publish.topic);
+                self.on_message(&topic, &publish.payload);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(&self, topic: &str, payload: &[u8]) {
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!(
+                "message on {}: {}",
+                log_limit::cut(&redact::printable(topic)),
+                log_limit::cut(&redact::payload(payload))
+            );
+        }
+        if let Some(raw_unit) = config::plus_level(&self.config.reply_topic, topic) {
+            // Routes exist only for valid units; the shown form is for the log.
+            match self.routes.route(raw_unit) {
+                Some(outbox) => {
+                    if outbox.offer("device reply", payload.to_vec()) {
+                        Counters::add(&self.counters.replies_routed);
+                        log::info!(
+                            "reply from unit {} -> backend {}",
+                            heartbeat::shown(raw_unit),
+                            outbox.peer()
+                        );
+                    } else {
+                        Counters::add(&self.counters.replies_dropped);
+                    }
+                }
+                None => {
+                    // Several relays on one broker all see every reply; only
+                    // the one holding the route writes it. Counted, not warned.
+                    Counters::add(&self.counters.replies_dropped);
+                    if log_limit::allow(Kind::UnroutedReply) {
+                        log::debug!(
+                            "reply from unit {} has no backend route here (no SCS/UDS pending): dropped",
+                            heartbeat::shown(raw_unit)
+                        );
+                    }
+                }
+            }
+        } else if let Some(device) = config::plus_level(&self.config.heartbeat_topic, topic) {
+            self.on_heartbeat(&heartbeat::shown(device), payload);
+        } else {
+            log::debug!(
+                "message on unexpected topic {}: ignored",
+                log_limit::cut(&redact::printable(topic))
+            );
+        }
+    }
+
+    fn on_heartbeat(&self, device: &str, payload: &[u8]) {
+        let status = match heartbeat::parse(payload) {
+            Ok(status) => status,
+            Err(why) => {
+                if log_limit::allow(Kind::OddHeartbeat) {
+                    log::warn!(
+                        "odd heartbeat from device {device} ignored: {}",
+                        log_limit::cut(&why)
+                    );
+                }
+                return;
+            }
+        };
+        log::info!("heartbeat {device}: {}", status.summary());
+        let seen = self
+            .devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(device, status, Instant::now(), SystemTime::now());
+        match seen {
+            Seen::New => log::info!("device {device} online (first heartbeat since start)"),
+            Seen::BackOnline => log::info!("device {device} is back online"),
+            Seen::Again => {}
+        }
+    }
+}
+
+/// A clean goodbye: DISCONNECT, then poll until it is written (briefly).
+fn disconnect(client: &Client, connection: &mut Connection) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match connection.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) => return,
+            Err(RecvTimeoutError::Disconnected) => return,
+            _ => {}
+        }
+    }
+}
+
+/// A connection error as logged: the same failure gives the same text.
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::Io(io) => io.to_string(),
+        ConnectionError::ConnectionRefused(code) => format!("connection refused: {code:?}"),
+        ConnectionError::Tls(tls) => {
+            let text = format!("TLS: {tls}");
+            match text.find(": verification time ") {
+                Some(cut) => text[..cut].to_string(),
+                None => text,
+            }
+        }
+        ConnectionError::Timeout(_) => "connection timed out".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,136 @@
+//! One publish-link connection's byte stream to the broker, plain TCP or TLS,
+//! shared by two threads: the publish link thread reads it (CONNACK, PUBACK,
+//! PINGRESP) and writes pings, the publisher thread writes PUBLISH batches.
+//! Every `write_all` sends whole packets in order; neither side ever waits
+//! for the other during a blocking socket call.
+//!
+//! With TLS the rustls session is shared under a mutex held only for
+//! in-memory work (encrypting, decrypting), never across a socket call. Only
+//! writers write to the socket, under a second lock taken before the
+//! session's, so records leave in the order they were encrypted. Records the
+//! reader's side produces (a TLS 1.3 key update answer) wait in the session
+//! until the next write, and a ping is never more than a keepalive away.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustls::ClientConnection;
+
+/// How long a write may block before the connection counts as dead (a
+/// frozen broker whose receive window is full).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Wire {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    socket: TcpStream,
+    tls: Option<Tls>,
+    /// Serialises writers, so packets are never interleaved.
+    writing: Mutex<()>,
+}
+
+struct Tls {
+    session: Mutex<ClientConnection>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Wire {
+    /// A plain TCP connection.
+    pub fn plain(socket: TcpStream) -> io::Result<Wire> {
+        Wire::new(socket, None)
+    }
+
+    /// A TLS connection whose handshake is complete.
+    pub fn tls(socket: TcpStream, session: ClientConnection) -> io::Result<Wire> {
+        Wire::new(
+            socket,
+            Some(Tls {
+                session: Mutex::new(session),
+            }),
+        )
+    }
+
+    fn new(socket: TcpStream, tls: Option<Tls>) -> io::Result<Wire> {
+        socket.set_nodelay(true)?;
+        socket.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        Ok(Wire {
+            inner: Arc::new(Inner {
+                socket,
+                tls,
+                writing: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Sends `bytes` (whole packets) in full, or fails (a write that blocks
+    /// for [`WRITE_TIMEOUT`] fails as `TimedOut`).
+    pub fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        let _turn = lock(&self.inner.writing);
+        let mut socket = &self.inner.socket;
+        match &self.inner.tls {
+            None => socket.write_all(bytes),
+            Some(tls) => {
+                let mut records = Vec::with_capacity(bytes.len() + 64);
+                {
+                    let mut session = lock(&tls.session);
+                    session.writer().write_all(bytes)?;
+                    while session.wants_write() {
+                        session.write_tls(&mut records)?;
+                    }
+                }
+                socket.write_all(&records)
+            }
+        }
+    }
+
+    /// Reads what the broker sent into `buf`; `Ok(0)` when it closed the
+    /// connection. Waits at most the socket's read timeout (then
+    /// `WouldBlock`/`TimedOut`). One thread reads.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut socket = &self.inner.socket;
+        let Some(tls) = &self.inner.tls else {
+            return socket.read(buf);
+        };
+        loop {
+            {
+                let mut session = lock(&tls.session);
+                match session.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Small reads keep the plaintext rustls holds under its 16 KiB limit.
+            let mut raw = [0u8; 4096];
+            let n = socket.read(&mut raw)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut session = lock(&tls.session);
+            let mut bytes = &raw[..n];
+            while !bytes.is_empty() {
+                session.read_tls(&mut bytes)?;
+                session
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+            }
+        }
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner.socket.set_read_timeout(timeout)
+    }
+
+    /// Ends the connection for both threads: a blocked read or write returns.
+    pub fn shut(&self) {
+        let _ = self.inner.socket.shutdown(Shutdown::Both);
+    }
+}
