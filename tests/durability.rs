@@ -221,18 +221,23 @@ fn sigterm_with_commands_queued_delivers_them_all_and_exits_0_within_the_grace()
 }
 
 #[test]
-fn a_connection_that_stops_making_progress_is_rebuilt_by_the_watchdog() {
+fn a_connection_that_stops_making_progress_is_dropped_and_rebuilt() {
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[]);
+    let relay = Relay::start(broker.port, &[("MQTT_KEEPALIVE", "10")]);
     relay.expect_log("connected to broker", WAIT);
-    // A frozen broker keeps the TCP connection open and answers nothing:
-    // rumqttc notices only after its keepalive (60 s); the watchdog after 20 s.
+    // A frozen broker keeps the TCP connection open and answers nothing: the
+    // link is dropped after 1.5 x MQTT_KEEPALIVE without an answer or a PUBACK.
     broker.freeze(true);
     let n = 50;
     let burst: String = (0..n).map(command).collect();
     relay.connect().write_all(burst.as_bytes()).unwrap();
-    relay.expect_log("rebuilding the connection", Duration::from_secs(40));
+    relay.expect_log("lost connection to broker", Duration::from_secs(25));
+    let log = relay.log();
+    assert!(
+        log.contains("no answer from the broker for") || log.contains("no PUBACK for"),
+        "{log}"
+    );
     broker.freeze(false);
     let (seen, _) = collect_ids(&sub, n, Duration::from_secs(40));
     assert_eq!(seen.len(), n, "log:\n{}", relay.log());

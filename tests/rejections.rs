@@ -93,9 +93,10 @@ fn rejection_cases() -> Vec<(&'static str, &'static str)> {
 
 #[test]
 fn every_rejection_class_publishes_nothing_and_the_next_command_still_arrives() {
-    let (_broker, relay, sub) = setup(&[]);
+    let (_broker, relay, sub) = setup(&[("ACK_MODE", "errors")]);
     let mut s = relay.connect();
-    for (input, reason) in rejection_cases() {
+    let cases = rejection_cases();
+    for (i, (input, reason)) in cases.iter().enumerate() {
         s.write_all(input.as_bytes()).unwrap();
         s.write_all(VALID.as_bytes()).unwrap();
         let m = sub
@@ -106,9 +107,22 @@ fn every_rejection_class_publishes_nothing_and_the_next_command_still_arrives() 
             VALID.as_bytes(),
             "after {input}: a rejected command was published"
         );
-        relay.expect_log(reason, WAIT);
+        let line = read_lines(&s, 1, WAIT);
+        assert!(
+            line.first()
+                .is_some_and(|l| l.contains(r#""status":"error""#)
+                    && l.contains(&reason.replace('"', "\\\""))),
+            "after {input}: {line:?} should give the reason {reason}"
+        );
+        // Remote input is logged within a budget: the first ten a minute.
+        if i < 10 {
+            relay.expect_log(reason, WAIT);
+        }
     }
     sub.assert_silent(Duration::from_millis(300));
+    assert!(cases.len() > 10);
+    let logged = relay.log().matches("WARN  rejected").count();
+    assert_eq!(logged, 10, "{}", relay.log());
 }
 
 #[test]

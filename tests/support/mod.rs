@@ -524,6 +524,15 @@ impl Subscriber {
     /// With `Some(id)`: a persistent session under that client id, so messages
     /// published while the broker restarts are not missed... as far as the broker keeps them.
     pub fn with_session(broker_port: u16, filter: &str, id: Option<&str>) -> Subscriber {
+        Subscriber::subscribe(broker_port, filter, id, QoS::AtLeastOnce)
+    }
+
+    /// A subscriber at `qos` (a clean session).
+    pub fn with_qos(broker_port: u16, filter: &str, qos: QoS) -> Subscriber {
+        Subscriber::subscribe(broker_port, filter, None, qos)
+    }
+
+    fn subscribe(broker_port: u16, filter: &str, id: Option<&str>, qos: QoS) -> Subscriber {
         static N: AtomicU32 = AtomicU32::new(0);
         let client_id = id.map(str::to_string).unwrap_or_else(|| {
             format!(
@@ -545,7 +554,7 @@ impl Subscriber {
             for event in conn.iter() {
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub_client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        let _ = sub_client.try_subscribe(filter.clone(), qos);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = ready_tx.try_send(());
