@@ -16,7 +16,10 @@ Usage:
                                          the running relay; print one ok/error line per
                                          command and what else comes back (exit 0 when
                                          every command was published, 1 otherwise)
-  ms500-relay status [-c FILE]           print the status file in a readable form
+  ms500-relay status [-c FILE] [--json]  print the status file in a readable form (or raw);
+                                         exit 0 healthy, 1 not running or hung (stale or
+                                         missing), 3 running but no broker reached for
+                                         longer than 2 x MQTT_KEEPALIVE
   ms500-relay watchdog [-c FILE]         start the relay unless one runs and is healthy;
                                          replace a hung one (for a * * * * * crontab line)
   ms500-relay stop [-c FILE]             stop the relay holding PID_FILE (SIGTERM, then
@@ -29,8 +32,15 @@ Options:
   -w, --wait SECS     with send: how long to wait for the status lines and
                       replies (default 3, at most 86400)
 
+Signals (to the running relay):
+  SIGINT, SIGTERM     stop: read what backends already sent, publish what is
+                      queued for up to SHUTDOWN_GRACE s, exit 0 (a second one:
+                      exit 1 at once)
+  SIGHUP              reopen LOG_FILE (after an external rotation); keeps running
+  SIGUSR1             write the status snapshot (and metrics) now
+
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage,
-3 already running, 4 cannot listen on the socket.
+3 already running (status: broker unreachable), 4 cannot listen on the socket.
 ";
 
 /// The longest `send --wait` (a day): any number of seconds past it would
@@ -45,7 +55,10 @@ pub enum Action {
         commands: Vec<String>,
         wait_secs: f64,
     },
-    Status,
+    Status {
+        /// Print the raw snapshot.
+        json: bool,
+    },
     Watchdog,
     Stop,
     Help,
@@ -64,6 +77,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
     let mut subcommand: Option<String> = None;
     let mut rest = Vec::new();
     let mut wait_secs = 3.0;
+    let mut json = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -79,6 +93,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
                     config,
                 })
             }
+            "--json" => json = true,
             "-c" | "--config" => {
                 let path = args
                     .next()
@@ -113,7 +128,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
     let action = match subcommand.as_deref() {
         None | Some("run") => Action::Run,
         Some("check-config") => Action::CheckConfig,
-        Some("status") => Action::Status,
+        Some("status") => Action::Status { json },
         Some("watchdog") => Action::Watchdog,
         Some("stop") => Action::Stop,
         Some("send") => Action::Send {
@@ -124,6 +139,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
     };
     if wait_secs != 3.0 && !matches!(action, Action::Send { .. }) {
         return Err(Error::Usage("--wait only goes with send".into()));
+    }
+    if json && !matches!(action, Action::Status { .. }) {
+        return Err(Error::Usage("--json only goes with status".into()));
     }
     Ok(Invocation { action, config })
 }

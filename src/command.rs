@@ -191,6 +191,21 @@ impl fmt::Display for Rejection {
 impl std::error::Error for Rejection {}
 
 impl Rejection {
+    /// What could be read of the command, for a log line:
+    /// `type "AIM", unit "cam-01", id 7` (`?` for what could not be read).
+    pub fn describe(&self) -> String {
+        let shown = |v: &Option<String>| match v {
+            Some(text) => quote(text),
+            None => "?".to_string(),
+        };
+        let mut out = format!("type {}, unit {}", shown(&self.kind), shown(&self.unit));
+        if let Some(id) = &self.id {
+            out.push_str(", id ");
+            out.push_str(&crate::log_limit::cut_to(id, QUOTED_CHARS));
+        }
+        out
+    }
+
     fn bare(reason: String) -> Self {
         Rejection {
             reason,

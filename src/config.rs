@@ -73,7 +73,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "MQTT_CLIENT_ID",
         default: "",
-        doc: "MQTT client id; empty means ms500-relay-HOSTNAME-PID, computed at start.",
+        doc: "MQTT client id (with -pub and -sub appended for the two connections); empty means ms500-relay-HOSTNAME.",
     },
     KeyDoc {
         key: "MQTT_USERNAME",
@@ -214,6 +214,36 @@ pub const KEYS: &[KeyDoc] = &[
         key: "LOG_LEVEL",
         default: "info",
         doc: "Log level: error, warn, info, debug, trace or off.",
+    },
+    KeyDoc {
+        key: "LOG_FILE",
+        default: "",
+        doc: "File the relay writes its log to, rotated by size; empty = stderr.",
+    },
+    KeyDoc {
+        key: "LOG_MAX_BYTES",
+        default: "1048576",
+        doc: "Size at which LOG_FILE is rotated, 65536-1073741824, in bytes.",
+    },
+    KeyDoc {
+        key: "LOG_KEEP",
+        default: "2",
+        doc: "Rotated log files kept (LOG_FILE.1 ... LOG_FILE.N), 0-100.",
+    },
+    KeyDoc {
+        key: "LOG_SYSLOG",
+        default: "false",
+        doc: "Send the log to the local syslog socket (/dev/log) instead: true or false.",
+    },
+    KeyDoc {
+        key: "METRICS_FILE",
+        default: "",
+        doc: "Prometheus text file (node_exporter's textfile collector), written with every status snapshot; empty = off.",
+    },
+    KeyDoc {
+        key: "STATE_TOPIC",
+        default: "/service/ms500-relay/{client_id}/state",
+        doc: "Retained topic saying whether the relay is online (its last will says offline); empty = off.",
     },
 ];
 
@@ -373,6 +403,18 @@ pub struct Config {
     pub shutdown_grace: u64,
     /// `LOG_LEVEL`, lower case.
     pub log_level: String,
+    /// `LOG_FILE`; empty = stderr.
+    pub log_file: String,
+    /// `LOG_MAX_BYTES`.
+    pub log_max_bytes: u64,
+    /// `LOG_KEEP`.
+    pub log_keep: u32,
+    /// `LOG_SYSLOG`.
+    pub log_syslog: bool,
+    /// `METRICS_FILE`; empty = off.
+    pub metrics_file: String,
+    /// `STATE_TOPIC`; empty = off.
+    pub state_topic: String,
 }
 
 impl Default for Config {
@@ -425,6 +467,12 @@ impl Config {
             pid_file: String::new(),
             shutdown_grace: 0,
             log_level: String::new(),
+            log_file: String::new(),
+            log_max_bytes: 0,
+            log_keep: 0,
+            log_syslog: false,
+            metrics_file: String::new(),
+            state_topic: String::new(),
         }
     }
 
@@ -466,6 +514,12 @@ impl Config {
             "PID_FILE" => self.pid_file = value.to_string(),
             "SHUTDOWN_GRACE" => self.shutdown_grace = number(value, 0, 3600, "seconds")?,
             "LOG_LEVEL" => self.log_level = log_level(value)?,
+            "LOG_FILE" => self.log_file = value.to_string(),
+            "LOG_MAX_BYTES" => self.log_max_bytes = number(value, 65_536, 1_073_741_824, "bytes")?,
+            "LOG_KEEP" => self.log_keep = number(value, 0, 100, "files")?,
+            "LOG_SYSLOG" => self.log_syslog = boolean(value)?,
+            "METRICS_FILE" => self.metrics_file = value.to_string(),
+            "STATE_TOPIC" => self.state_topic = state_topic(value)?,
             _ => return Err("unknown key".to_string()),
         }
         Ok(())
@@ -530,13 +584,21 @@ impl Config {
             "PID_FILE" => text(&self.pid_file),
             "SHUTDOWN_GRACE" => self.shutdown_grace.to_string(),
             "LOG_LEVEL" => text(&self.log_level),
+            "LOG_FILE" => text(&self.log_file),
+            "LOG_MAX_BYTES" => self.log_max_bytes.to_string(),
+            "LOG_KEEP" => self.log_keep.to_string(),
+            "LOG_SYSLOG" => self.log_syslog.to_string(),
+            "METRICS_FILE" => text(&self.metrics_file),
+            "STATE_TOPIC" => text(&self.state_topic),
             _ => String::new(),
         }
     }
 
-    /// The MQTT client id: `MQTT_CLIENT_ID`, or `ms500-relay-HOSTNAME-PID`
-    /// when it is empty (host name from /etc/hostname, else `$HOSTNAME`, else
-    /// `gateway`; only `A-Z a-z 0-9 - _ .` kept).
+    /// The MQTT client id: `MQTT_CLIENT_ID`, or `ms500-relay-HOSTNAME` when
+    /// it is empty (host name from /etc/hostname, else `$HOSTNAME`, else
+    /// `gateway`; only `A-Z a-z 0-9 - _ .` kept). Stable across restarts, so
+    /// the broker's retained state of this relay is replaced, not multiplied;
+    /// PID_FILE keeps it to one relay per configuration.
     pub fn client_id(&self) -> String {
         if !self.mqtt_client_id.is_empty() {
             return self.mqtt_client_id.clone();
@@ -549,7 +611,32 @@ impl Config {
             .map(|name| sanitize_host(&name))
             .find(|name| !name.is_empty())
             .unwrap_or_else(|| "gateway".to_string());
-        format!("ms500-relay-{host}-{}", std::process::id())
+        format!("ms500-relay-{host}")
+    }
+
+    /// The state topic with `{client_id}` filled in, when there is one.
+    pub fn state_topic_for(&self, client_id: &str) -> Option<String> {
+        (!self.state_topic.is_empty()).then(|| self.state_topic.replace("{client_id}", client_id))
+    }
+
+    /// The log level as the `log` crate takes it.
+    pub fn log_level_filter(&self) -> log::LevelFilter {
+        self.log_level.parse().unwrap_or(log::LevelFilter::Info)
+    }
+
+    /// The files the relay writes, by key, when set.
+    pub fn written_files(&self) -> Vec<(&'static str, &Path)> {
+        [
+            ("PID_FILE", &self.pid_file),
+            ("STATUS_FILE", &self.status_file),
+            ("SPOOL_FILE", &self.spool_file),
+            ("LOG_FILE", &self.log_file),
+            ("METRICS_FILE", &self.metrics_file),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, Path::new(v.as_str())))
+        .collect()
     }
 
     /// The brokers of `MQTT_BROKER`, in order, each with its port (MQTT_PORT by default).
@@ -902,6 +989,17 @@ fn command_topic(value: &str) -> Result<String, String> {
     if value.matches("{unit}").count() != 1 {
         return Err(format!("{value:?} must contain {{unit}} exactly once"));
     }
+    if value.contains(['+', '#']) {
+        return Err(format!(
+            "{value:?} must not contain the MQTT wildcards + or #"
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `STATE_TOPIC`: empty (off) or a topic without wildcards; `{client_id}`
+/// may appear in it.
+fn state_topic(value: &str) -> Result<String, String> {
     if value.contains(['+', '#']) {
         return Err(format!(
             "{value:?} must not contain the MQTT wildcards + or #"

@@ -1,7 +1,7 @@
 //! Relay-wide counters and gauges, shared by every thread through an `Arc`
 //! and read by the status file. Relaxed atomics: each is a number on its own.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Default, Debug)]
 pub struct Counters {
@@ -11,8 +11,13 @@ pub struct Counters {
     pub broker_connections: AtomicU64,
     /// Since when (Unix seconds) the publish link has been down; 0 while up.
     pub broker_down_since_unix: AtomicU64,
-    /// Commands accepted and not yet acknowledged, set by the publisher.
-    pub queue_depth: AtomicUsize,
+    /// Commands received and not yet published, rejected or expired: a
+    /// session adds each valid command, the publisher takes it off when the
+    /// broker took it or it expired. So received = published + rejected +
+    /// expired + queued.
+    pub queued: AtomicU64,
+    /// Bytes of commands the publisher holds, set by the publisher.
+    pub queue_bytes: AtomicU64,
     /// Size of the spool file, set by the publisher (0 without one).
     pub spool_bytes: AtomicU64,
     /// Bumped by the publisher on every turn of its loop (at least once a
@@ -43,6 +48,13 @@ impl Counters {
 
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One queued command is done (published or expired).
+    pub fn unqueue(&self) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// (name, value) pairs in the order the status file lists them.

@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::mqtt::STATE_PKID;
+
 /// What an entry weighs against the byte budget.
 pub trait Weighed {
     fn weight(&self) -> usize;
@@ -105,11 +107,15 @@ impl<T: Weighed> Ledger<T> {
     /// The command `seq` (from [`Ledger::next_due`]) is written with QoS 1:
     /// its packet id, one no command in flight holds.
     pub fn mark_sent(&mut self, seq: u64) -> u16 {
+        let next = |id: u16| match id.checked_add(1) {
+            Some(n) if n != STATE_PKID => n,
+            _ => 1,
+        };
         let mut pkid = self.next_pkid;
-        while self.in_flight.contains_key(&pkid) {
-            pkid = pkid.checked_add(1).unwrap_or(1);
+        while self.in_flight.contains_key(&pkid) || pkid == STATE_PKID {
+            pkid = next(pkid);
         }
-        self.next_pkid = pkid.checked_add(1).unwrap_or(1);
+        self.next_pkid = next(pkid);
         self.in_flight.insert(pkid, seq);
         self.cursor = self.cursor.max(seq + 1);
         pkid

@@ -183,13 +183,15 @@ impl DeviceLink {
             // Routes exist only for valid units; the shown form is for the log.
             match self.routes.route(raw_unit) {
                 Some(outbox) => {
+                    log::info!(
+                        "reply from unit {} -> backend {}",
+                        heartbeat::shown(raw_unit),
+                        outbox.peer()
+                    );
+                    // Logged before the backend can read it.
+                    log::logger().flush();
                     if outbox.offer("device reply", payload.to_vec()) {
                         Counters::add(&self.counters.replies_routed);
-                        log::info!(
-                            "reply from unit {} -> backend {}",
-                            heartbeat::shown(raw_unit),
-                            outbox.peer()
-                        );
                     } else {
                         Counters::add(&self.counters.replies_dropped);
                     }

@@ -20,6 +20,9 @@ pub enum Error {
     AlreadyRunning { path: String, pid: String },
     /// `status` found the status file missing or stale (already reported on stdout).
     Unhealthy,
+    /// `status` found the relay running but no broker reached for longer
+    /// than 2 × MQTT_KEEPALIVE (already reported on stdout).
+    BrokerAway,
     /// Anything else that stops the relay at run time.
     Runtime(String),
     /// An I/O error outside the cases above.
@@ -32,7 +35,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Setup(_) => 2,
             Error::Listen { .. } => 4,
-            Error::AlreadyRunning { .. } => 3,
+            Error::AlreadyRunning { .. } | Error::BrokerAway => 3,
             Error::Runtime(_) | Error::Io(_) | Error::Unhealthy => 1,
         }
     }
@@ -49,6 +52,7 @@ impl fmt::Display for Error {
                 write!(f, "already running: {path} is locked by pid {pid}")
             }
             Error::Unhealthy => write!(f, "the relay is not healthy"),
+            Error::BrokerAway => write!(f, "the relay runs but reaches no broker"),
             Error::Runtime(msg) => write!(f, "{msg}"),
             Error::Io(e) => write!(f, "{e}"),
         }

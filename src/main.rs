@@ -21,11 +21,14 @@ mod delivery;
 mod device_link;
 mod devices;
 mod error;
+mod files;
 mod frame;
 mod heartbeat;
 mod lingering;
 mod listener;
 mod log_limit;
+mod logging;
+mod metrics;
 mod mqtt;
 mod outbox;
 mod pidfile;
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Error> {
     let invocation = cli::parse(std::env::args().skip(1))?;
+    let load = || config::load(invocation.config.as_deref());
     match invocation.action {
         Action::Help => {
             print!("{}", cli::HELP);
@@ -74,8 +78,9 @@ fn run() -> Result<(), Error> {
             Ok(())
         }
         Action::CheckConfig => {
-            let (config, path) = config::load(invocation.config.as_deref())?;
-            // TLS files are part of the configuration: unreadable ones fail here too.
+            let (config, path) = load()?;
+            // What the run refuses before serving is refused here too.
+            files::preflight(&config)?;
             tls::client_config(&config)?;
             let mut out = std::io::stdout().lock();
             match path {
@@ -89,69 +94,30 @@ fn run() -> Result<(), Error> {
             Ok(())
         }
         Action::Run => {
-            let (config, path) = config::load(invocation.config.as_deref())?;
-            init_logging(&config.log_level);
-            if let Some(p) = path {
-                log::debug!("configuration from {}", p.display());
-            }
-            relay::run(config)
+            let (config, path) = load()?;
+            relay::run(config, path)
         }
         Action::Send {
             commands,
             wait_secs,
         } => {
-            let (config, _) = config::load(invocation.config.as_deref())?;
-            init_logging("warn");
-            send::run(&config, &commands, Duration::from_secs_f64(wait_secs))
+            let (config, _) = load()?;
+            let log = logging::init(log::LevelFilter::Warn, &logging::Destination::Stderr)?;
+            let sent = send::run(&config, &commands, Duration::from_secs_f64(wait_secs));
+            log.finish();
+            sent
         }
         Action::Watchdog => {
-            let (config, path) = config::load(invocation.config.as_deref())?;
-            // What check-config refuses, the watchdog refuses before starting anything.
-            tls::client_config(&config)?;
+            let (config, path) = load()?;
             watchdog::run(&config, path.as_deref())
         }
         Action::Stop => {
-            let (config, path) = config::load(invocation.config.as_deref())?;
+            let (config, path) = load()?;
             watchdog::stop(&config, path.as_deref())
         }
-        Action::Status => {
-            let (config, _) = config::load(invocation.config.as_deref())?;
-            if status::show(&config, &mut std::io::stdout().lock())? {
-                Ok(())
-            } else {
-                Err(Error::Unhealthy)
-            }
+        Action::Status { json } => {
+            let (config, _) = load()?;
+            status::show(&config, json, &mut std::io::stdout().lock())
         }
     }
-}
-
-/// `RUST_LOG` wins over `LOG_LEVEL` when set.
-fn init_logging(level: &str) {
-    let mut builder = env_logger::Builder::new();
-    match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => {
-            builder.parse_filters(&spec);
-        }
-        _ => {
-            let level = level.parse().unwrap_or(log::LevelFilter::Info);
-            builder.filter_level(level);
-            // rumqttc and rustls narrate their internals at info; keep them to warnings
-            // unless asked for debug.
-            if level < log::LevelFilter::Debug {
-                builder.filter_module("rumqttc", log::LevelFilter::Warn);
-                builder.filter_module("rustls", log::LevelFilter::Warn);
-            }
-        }
-    }
-    builder.format(|buf, record| {
-        writeln!(
-            buf,
-            "{} {:<5} {}",
-            time::iso8601_millis(std::time::SystemTime::now()),
-            record.level(),
-            record.args()
-        )
-    });
-    builder.target(env_logger::Target::Stderr);
-    let _ = builder.try_init();
 }

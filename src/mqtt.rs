@@ -13,6 +13,10 @@ use std::fmt;
 /// CONNACK, PUBACK and PINGRESP (4 bytes each).
 pub const MAX_INCOMING: usize = 64 * 1024;
 
+/// The packet id of the relay's own state messages (STATE_TOPIC), which the
+/// delivery ledger never gives a command.
+pub const STATE_PKID: u16 = u16::MAX;
+
 const CONNECT: u8 = 0x10;
 const CONNACK: u8 = 0x20;
 const PUBLISH: u8 = 0x30;

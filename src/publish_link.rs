@@ -21,7 +21,7 @@ use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use rustls::pki_types::ServerName;
@@ -41,6 +41,37 @@ const STABLE: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Probing the first broker must not hold up reading acknowledgements long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The retained messages of `STATE_TOPIC` for this run.
+#[derive(Clone)]
+pub struct StateMessages {
+    pub topic: String,
+    pub online: Vec<u8>,
+    pub offline: Vec<u8>,
+}
+
+impl StateMessages {
+    pub fn new(topic: String, client_id: &str, started: SystemTime) -> StateMessages {
+        // The fields in the order the contract shows them.
+        let message = |state: &str| {
+            let quoted = |s: &str| serde_json::Value::from(s).to_string();
+            format!(
+                "{{\"state\":{},\"client_id\":{},\"version\":{},\"pid\":{},\"started\":{}}}",
+                quoted(state),
+                quoted(client_id),
+                quoted(env!("CARGO_PKG_VERSION")),
+                std::process::id(),
+                quoted(&crate::time::iso8601(started))
+            )
+            .into_bytes()
+        };
+        StateMessages {
+            topic,
+            online: message("online"),
+            offline: message("offline"),
+        }
+    }
+}
 
 /// What the publisher learns from the publish link.
 pub enum LinkEvent {
@@ -233,6 +264,8 @@ pub struct PublishLink {
     pub shared: Arc<LinkShared>,
     pub counters: Arc<Counters>,
     pub stop: Stop,
+    /// `STATE_TOPIC`: "online" published after each CONNACK.
+    pub state: Option<StateMessages>,
 }
 
 /// The connection state as logged: every change once, not every attempt.
@@ -259,6 +292,20 @@ impl PublishLink {
                 .connect(&broker, &client_id, true, CONNECT_TIMEOUT)
             {
                 Ok(wire) => {
+                    if let Some(state) = &self.state {
+                        // Retained, QoS 1, under the packet id the ledger never uses.
+                        let mut online = Vec::new();
+                        mqtt::publish(
+                            &mut online,
+                            &state.topic,
+                            Some(mqtt::STATE_PKID),
+                            true,
+                            &state.online,
+                        );
+                        if let Err(e) = wire.write_all(&online) {
+                            log::debug!("cannot publish the online state: {e}");
+                        }
+                    }
                     log::info!("connected to broker {broker}");
                     logged = Logged::Connected;
                     self.counters
@@ -393,6 +440,7 @@ impl PublishLink {
                             Ok(Some((packet, len))) => {
                                 used += len;
                                 match packet {
+                                    Incoming::PubAck(mqtt::STATE_PKID) => {}
                                     Incoming::PubAck(pkid) => acks.push(pkid),
                                     Incoming::PingResp => {}
                                     other => log::debug!(

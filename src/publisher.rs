@@ -33,7 +33,7 @@ use crate::delivery::Ledger;
 use crate::delivery::Weighed;
 use crate::error::Error;
 use crate::mqtt;
-use crate::publish_link::{LinkEvent, LinkShared};
+use crate::publish_link::{LinkEvent, LinkShared, StateMessages};
 use crate::redact;
 use crate::session::Accepted;
 use crate::shutdown::Stop;
@@ -84,6 +84,8 @@ pub struct Publisher {
     recent: VecDeque<(Instant, u64, Accepted)>,
     /// Copies published again that are in the ledger (not counted as queued).
     again_queued: usize,
+    /// `STATE_TOPIC`: "offline" published before a clean DISCONNECT.
+    state: Option<StateMessages>,
     /// Read from backends but not accepted yet: their spool write failed
     /// with the broker away. Accepted (and logged so) once the spool takes
     /// them or the broker does; lost with the process until then.
@@ -166,6 +168,7 @@ impl Publisher {
             unconfirmed: BTreeSet::new(),
             recent: VecDeque::new(),
             again_queued: 0,
+            state: None,
             qos1: config.mqtt_qos == 1,
             max_bytes: config.queue_max_bytes,
             ttl: (config.command_ttl > 0).then(|| Duration::from_secs(config.command_ttl)),
@@ -173,6 +176,12 @@ impl Publisher {
             counters,
             link,
         })
+    }
+
+    /// Publishes `state`'s "offline" at a clean stop.
+    pub fn with_state(mut self, state: Option<StateMessages>) -> Self {
+        self.state = state;
+        self
     }
 
     pub fn run(
@@ -197,10 +206,9 @@ impl Publisher {
                 .in_flight
                 .store(self.ledger.in_flight(), Ordering::Relaxed);
             self.forget_recent();
-            self.counters.queue_depth.store(
-                self.ledger.len() - self.again_queued + jobs.len(),
-                Ordering::Relaxed,
-            );
+            self.counters
+                .queue_bytes
+                .store(self.ledger.weight() as u64, Ordering::Relaxed);
             self.counters
                 .publisher_turns
                 .fetch_add(1, Ordering::Relaxed);
@@ -272,6 +280,15 @@ impl Publisher {
         self.tidy_spool();
         if let Some(wire) = self.wire.take() {
             let mut bye = Vec::new();
+            if let Some(state) = &self.state {
+                mqtt::publish(
+                    &mut bye,
+                    &state.topic,
+                    Some(mqtt::STATE_PKID),
+                    true,
+                    &state.offline,
+                );
+            }
             mqtt::disconnect(&mut bye);
             self.link.closing.store(true, Ordering::Relaxed);
             if wire.write_all(&bye).is_ok() {
@@ -505,6 +522,9 @@ impl Publisher {
         }
         // Written at once: accepted (they were read while the spool failed).
         self.log_accepted(confirmed.into_iter());
+        // The log is written before the broker hears of the batch: whoever
+        // sees a command arrive finds its "accepted" line already there.
+        log::logger().flush();
         if let Err(e) = wire.write_all(&self.out) {
             // The publish link hears of it too and reports the link down;
             // what was written stays unacknowledged and goes out again.
@@ -594,6 +614,7 @@ impl Publisher {
             return;
         }
         Counters::add(&self.counters.published);
+        self.counters.unqueue();
         if let SpoolState::Writing(spool) = &mut self.spool {
             spool.done(seq);
         }
@@ -619,6 +640,7 @@ impl Publisher {
             return;
         }
         Counters::add(&self.counters.expired);
+        self.counters.unqueue();
         if let SpoolState::Writing(spool) = &mut self.spool {
             spool.done(seq);
         }
@@ -674,14 +696,17 @@ fn replay(recovery: Recovery, config: &Config, counters: &Counters, ledger: &mut
     let mut unknown_age = 0;
     for r in recovery.live {
         Counters::add(&counters.received);
+        Counters::add(&counters.queued);
         let age = time::age(r.received, now);
         let Some(job) = revive(r, config, age) else {
             Counters::add(&counters.rejected);
+            counters.unqueue();
             continue;
         };
         match age {
             Some(age) if config.command_ttl > 0 && age > ttl => {
                 Counters::add(&counters.expired);
+                counters.unqueue();
                 log::warn!(
                     "expired {} for unit {} after {} s in the spool (COMMAND_TTL {} s): not published",
                     job.kind.as_str(),

@@ -1,13 +1,15 @@
-//! Wiring and shutdown: `run` binds the backend socket, starts the threads
-//! (listener → sessions → job channel → publisher → rumqttc client ← event
-//! loop), then waits on the main thread for SIGINT/SIGTERM. On the first
-//! signal it stops the intake, lets the publisher flush for up to
-//! `SHUTDOWN_GRACE` seconds and joins every thread; a second signal exits at
-//! once. Once a second the main thread also sweeps the device table for
-//! devices gone silent.
+//! Wiring and shutdown: `run` takes the pid lock, starts the logger, binds
+//! the backend socket, starts the threads (listener → sessions → job channel
+//! → publisher → publish link; device link; lingering; signals), then waits
+//! on the main thread for signals. SIGINT/SIGTERM stop the intake, let the
+//! publisher flush for up to `SHUTDOWN_GRACE` seconds and join every thread
+//! (a second one exits at once); SIGHUP reopens LOG_FILE; SIGUSR1 writes the
+//! status snapshot at once. Once a second the main thread also sweeps the
+//! device table for devices gone silent and writes the status snapshot and
+//! metrics when due.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,17 +22,20 @@ use crate::counters::Counters;
 use crate::device_link::DeviceLink;
 use crate::devices::DeviceTable;
 use crate::error::Error;
+use crate::files;
 use crate::lingering;
 use crate::listener;
 use crate::log_limit;
+use crate::logging::{self, Destination, LogHandle};
+use crate::metrics;
 use crate::pidfile::PidFile;
-use crate::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink};
+use crate::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
 use crate::publisher::Publisher;
 use crate::routes::ReplyRoutes;
 use crate::session::{Accepted, Shared};
 use crate::shutdown::Stop;
 use crate::status;
-use crate::sys;
+use crate::sys::{self, Received};
 use crate::tls;
 
 /// Commands parsed by sessions and not yet taken by the publisher. Small on
@@ -39,39 +44,45 @@ use crate::tls;
 /// channel blocks the sessions, which is the TCP backpressure.
 const JOB_CHANNEL: usize = 16;
 
-pub fn run(config: Config) -> Result<(), Error> {
+pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
+    // Before any thread exists: signals wait for the signal thread.
+    let signals =
+        sys::block_signals().map_err(|e| Error::Runtime(format!("cannot block signals: {e}")))?;
     let config = Arc::new(config);
     let started = SystemTime::now();
-    // The pid lock comes first: a second instance must say "already running" (exit 3),
-    // not fail to bind the port that the first one holds.
+    // Everything the run would refuse, refused now with exit 2.
+    files::preflight(&config)?;
+    let tls = tls::client_config(&config)?;
+    let transport = tls::transport(&config)?;
+    // The pid lock comes next: a second instance must say "already running"
+    // (exit 3), not fail to bind the port, and touch none of the first one's files.
     let pid_file = if config.pid_file.is_empty() {
         None
     } else {
         Some(PidFile::acquire(Path::new(&config.pid_file))?)
     };
+    let log = start_logging(&config)?;
+    if let Some(p) = &source {
+        log::debug!("configuration from {}", p.display());
+    }
     let counters = Arc::new(Counters::default());
     let devices = Arc::new(Mutex::new(DeviceTable::new(config.max_devices)));
-    // A STATUS_FILE that cannot be written is a configuration error, found
-    // now rather than by a watchdog that would see a "hung" relay forever.
     let mut status = StatusWriter::new(&config, started);
-    status
-        .write(&config, &counters, &devices)
-        .map_err(|e| Error::Setup(format!("STATUS_FILE {}: {e}", config.status_file)))?;
     let link_shared = Arc::new(LinkShared::default());
     *link_shared.broker.lock().unwrap_or_else(|e| e.into_inner()) = config.brokers()[0].to_string();
     status.link = Some(Arc::clone(&link_shared));
     counters.link_down();
-    // Reads the TLS files: bad ones stop the start here, as configuration
-    // errors (exit 2), before the port is bound. The spool never does.
-    let tls = tls::client_config(&config)?;
-    let transport = tls::transport(&config)?;
+    // Reads the spool; a bad one never stops the start (only configuration does).
     let publisher = Publisher::new(&config, Arc::clone(&counters), Arc::clone(&link_shared))?;
 
-    // Then bind: "cannot listen" (exit 4) comes after every configuration check.
+    // Then bind: "cannot listen" (exit 4) comes after every configuration check,
+    // and STATUS_FILE and METRICS_FILE are written only once the socket is ours.
     let socket = listener::bind(&config.socket_host, config.socket_port)?;
     let local = socket.local_addr().map_err(Error::Io)?;
+    status.report(&config, &counters, &devices);
 
-    let signals = install_signal_handler()?;
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<Received>(8);
+    let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
     let routes = ReplyRoutes::new();
     let intake = Stop::new();
     let link_stop = Stop::new();
@@ -79,6 +90,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
     let client_id = config.client_id();
     let keepalive = Duration::from_secs(config.mqtt_keepalive);
+    let state = config
+        .state_topic_for(&client_id)
+        .map(|topic| StateMessages::new(topic, &client_id, started));
     let publish_link = PublishLink {
         brokers: Brokers::new(config.brokers(), keepalive * 2),
         dialer: Dialer {
@@ -87,8 +101,9 @@ pub fn run(config: Config) -> Result<(), Error> {
             username: (!config.mqtt_username.is_empty()).then(|| config.mqtt_username.clone()),
             password: (!config.mqtt_username.is_empty()).then(|| config.mqtt_password.clone()),
             tls,
-            will: None,
+            will: state.as_ref().map(|s| (s.topic.clone(), s.offline.clone())),
         },
+        state: state.clone(),
         events: link_tx,
         shared: Arc::clone(&link_shared),
         counters: Arc::clone(&counters),
@@ -113,7 +128,9 @@ pub fn run(config: Config) -> Result<(), Error> {
         let intake = intake.clone();
         let link_stop = link_stop.clone();
         spawn("publisher", move || {
-            publisher.run(jobs_rx, link_rx, intake, link_stop, grace)
+            publisher
+                .with_state(state)
+                .run(jobs_rx, link_rx, intake, link_stop, grace)
         })?
     };
 
@@ -154,8 +171,17 @@ pub fn run(config: Config) -> Result<(), Error> {
     );
 
     loop {
-        match signals.recv_timeout(Duration::from_secs(1)) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        match signal_rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Received::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Received::Hangup) => {
+                log.sink.reopen();
+                log::info!("SIGHUP: log file reopened");
+            }
+            Ok(Received::Snapshot) => {
+                log::info!("SIGUSR1: writing the status snapshot now");
+                status.report(&config, &counters, &devices);
+            }
+            Ok(Received::Wake) => {}
             Err(RecvTimeoutError::Timeout) => {
                 sweep_devices(&devices, &config);
                 log_limit::tick();
@@ -192,7 +218,61 @@ pub fn run(config: Config) -> Result<(), Error> {
         pid_file.release();
     }
     log::info!("stopped");
+    sys::wake_signal_thread();
+    join(signal_thread);
+    log.finish();
     Ok(())
+}
+
+/// Installs the logger `LOG_FILE`, `LOG_SYSLOG` and `LOG_LEVEL` ask for.
+fn start_logging(config: &Config) -> Result<LogHandle, Error> {
+    let destination = if config.log_syslog {
+        Destination::Syslog
+    } else if config.log_file.is_empty() {
+        Destination::Stderr
+    } else {
+        Destination::File {
+            path: PathBuf::from(&config.log_file),
+            max_bytes: config.log_max_bytes,
+            keep: config.log_keep,
+        }
+    };
+    logging::init(config.log_level_filter(), &destination).map_err(|e| {
+        let what = if config.log_syslog {
+            "LOG_SYSLOG".to_string()
+        } else {
+            format!("LOG_FILE {}", config.log_file)
+        };
+        Error::Setup(format!("{what}: {e}"))
+    })
+}
+
+/// The signal thread: turns the blocked signals into messages for the main
+/// thread. A second SIGINT/SIGTERM ends the process at once (exit 1); the
+/// relay's own SIGUSR2 after shutdown ends the thread.
+fn watch_signals(signals: &sys::HandledSignals, tx: &crossbeam_channel::Sender<Received>) {
+    let mut stops = 0;
+    loop {
+        match sys::wait_signal(signals) {
+            Ok(Received::Wake) => return,
+            Ok(Received::Stop) => {
+                stops += 1;
+                if stops > 1 {
+                    log::warn!("second signal: exiting at once");
+                    log::logger().flush();
+                    std::process::exit(1);
+                }
+                let _ = tx.try_send(Received::Stop);
+            }
+            Ok(other) => {
+                let _ = tx.try_send(other);
+            }
+            Err(e) => {
+                log::error!("cannot wait for signals: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// Writes `STATUS_FILE` (when set) every `STATUS_INTERVAL` seconds; a failure
@@ -239,26 +319,11 @@ impl StatusWriter {
             .is_none_or(|t| t.elapsed() + Duration::from_millis(50) >= self.interval)
     }
 
-    /// Writes a snapshot now; failures are logged at error once, until a write succeeds.
+    /// Writes the snapshot (STATUS_FILE, METRICS_FILE) now; a failure is
+    /// logged at error once, until a write succeeds.
     fn report(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
-        match self.write(config, counters, devices) {
-            Ok(()) => self.failing = false,
-            Err(e) if !self.failing => {
-                self.failing = true;
-                log::error!("cannot write STATUS_FILE {}: {e}", config.status_file);
-            }
-            Err(_) => {}
-        }
-    }
-
-    fn write(
-        &mut self,
-        config: &Config,
-        counters: &Counters,
-        devices: &Mutex<DeviceTable>,
-    ) -> std::io::Result<()> {
-        if config.status_file.is_empty() {
-            return Ok(());
+        if config.status_file.is_empty() && config.metrics_file.is_empty() {
+            return;
         }
         self.last = Some(Instant::now());
         let devices = devices
@@ -281,7 +346,25 @@ impl StatusWriter {
             broker,
             devices,
         };
-        status::write(Path::new(&config.status_file), &snapshot)
+        let mut failed = None;
+        if !config.status_file.is_empty() {
+            if let Err(e) = status::write(Path::new(&config.status_file), &snapshot) {
+                failed = Some(format!("STATUS_FILE {}: {e}", config.status_file));
+            }
+        }
+        if !config.metrics_file.is_empty() {
+            if let Err(e) = metrics::write(Path::new(&config.metrics_file), &snapshot) {
+                failed = Some(format!("METRICS_FILE {}: {e}", config.metrics_file));
+            }
+        }
+        match failed {
+            None => self.failing = false,
+            Some(why) if !self.failing => {
+                self.failing = true;
+                log::error!("cannot write {why}");
+            }
+            Some(_) => {}
+        }
     }
 }
 
@@ -329,20 +412,4 @@ fn join(handle: JoinHandle<()>) {
     if handle.join().is_err() {
         log::error!("the {name} thread panicked");
     }
-}
-
-/// First SIGINT/SIGTERM: a message on the returned channel. Second: exit at once.
-fn install_signal_handler() -> Result<crossbeam_channel::Receiver<()>, Error> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let count = AtomicUsize::new(0);
-    ctrlc::set_handler(move || {
-        if count.fetch_add(1, Ordering::SeqCst) == 0 {
-            let _ = tx.try_send(());
-        } else {
-            log::warn!("second signal: exiting at once");
-            std::process::exit(1);
-        }
-    })
-    .map_err(|e| Error::Runtime(format!("cannot install the signal handler: {e}")))?;
-    Ok(rx)
 }

@@ -344,7 +344,8 @@ impl Reader<'_> {
                 Counters::add(&shared.counters.rejected);
                 if log_limit::allow(Kind::RejectedCommand) {
                     log::warn!(
-                        "rejected command from {}: {}",
+                        "rejected command ({}) from {}: {}",
+                        rejection.describe(),
                         self.peer(),
                         log_limit::cut(&rejection.reason)
                     );
@@ -358,6 +359,7 @@ impl Reader<'_> {
                 return Ok(());
             }
         };
+        Counters::add(&shared.counters.queued);
         if cmd.kind.wants_reply() {
             shared.routes.claim(&cmd.unit, &self.outbox);
         }

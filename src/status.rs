@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::devices::TableSnapshot;
 use crate::error::Error;
+use crate::files;
 use crate::heartbeat;
 use crate::time::{iso8601, unix};
 
@@ -38,6 +39,7 @@ pub struct Snapshot<'a> {
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
+    let down_since = Some(s.counters.broker_down_since_unix.load(Relaxed)).filter(|t| *t > 0);
     let counters: serde_json::Map<String, Value> = s
         .counters
         .snapshot()
@@ -80,10 +82,16 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "broker": {
             "address": s.broker,
             "connected": s.counters.broker_connected.load(Relaxed),
+            "down_since": down_since.map(|t| iso8601(UNIX_EPOCH + Duration::from_secs(t))),
+            "down_since_unix": down_since,
         },
+        "mqtt_keepalive": s.config.mqtt_keepalive,
         // The same flag at the top level, for one-key checks (`jq .broker_connected`).
         "broker_connected": s.counters.broker_connected.load(Relaxed),
-        "queue_depth": s.counters.queue_depth.load(Relaxed),
+        "queue_depth": s.counters.queued.load(Relaxed),
+        "queue_bytes": s.counters.queue_bytes.load(Relaxed),
+        "spool_bytes": s.counters.spool_bytes.load(Relaxed),
+        "broker_reconnects": s.counters.broker_connections.load(Relaxed).saturating_sub(1),
         "counters": counters,
         "devices_total": s.devices.total,
         "devices_online": s.devices.online,
@@ -96,16 +104,26 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
 
 /// Replaces `path` atomically with the snapshot.
 pub fn write(path: &Path, snapshot: &Snapshot<'_>) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
     let mut bytes = serde_json::to_vec_pretty(&to_json(snapshot)).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    std::fs::write(&tmp, &bytes)?;
-    std::fs::rename(&tmp, path)
+    files::replace(path, &bytes, files::STATUS_MODE)
 }
 
-/// `ms500-relay status`: prints the snapshot; Ok(false) when missing or stale (exit 1).
-pub fn show(config: &Config, out: &mut dyn std::io::Write) -> Result<bool, Error> {
+/// What `status` concludes from a snapshot; its exit code says the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Fresh, and the broker connected (or away for less than 2 × MQTT_KEEPALIVE): exit 0.
+    Healthy,
+    /// Missing, unreadable or older than 3 × STATUS_INTERVAL (dead or hung): exit 1.
+    Stale,
+    /// Fresh, but no broker reached for longer than 2 × MQTT_KEEPALIVE: exit 3.
+    BrokerAway,
+}
+
+/// `ms500-relay status [--json]`: prints the snapshot (readable, or the raw
+/// JSON); an error carries the exit code for a stale or missing snapshot
+/// (1) and for a broker away too long (3).
+pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result<(), Error> {
     if config.status_file.is_empty() {
         return Err(Error::Usage(
             "status needs STATUS_FILE set in the configuration".into(),
@@ -123,7 +141,7 @@ pub fn show(config: &Config, out: &mut dyn std::io::Write) -> Result<bool, Error
                 out,
                 "the relay is not running, or STATUS_FILE differs from its configuration"
             )?;
-            return Ok(false);
+            return Err(Error::Unhealthy);
         }
     };
     let value: Value = match serde_json::from_slice(&text) {
@@ -134,16 +152,24 @@ pub fn show(config: &Config, out: &mut dyn std::io::Write) -> Result<bool, Error
                 "status file {} is not valid JSON: {e}",
                 config.status_file
             )?;
-            return Ok(false);
+            return Err(Error::Unhealthy);
         }
     };
-    let (report, fresh) = render(&value, SystemTime::now(), config.status_interval);
-    out.write_all(report.as_bytes())?;
-    Ok(fresh)
+    let (report, health) = render(&value, SystemTime::now(), config.status_interval);
+    if json {
+        out.write_all(&text)?;
+    } else {
+        out.write_all(report.as_bytes())?;
+    }
+    match health {
+        Health::Healthy => Ok(()),
+        Health::Stale => Err(Error::Unhealthy),
+        Health::BrokerAway => Err(Error::BrokerAway),
+    }
 }
 
-/// The readable report and whether the snapshot is fresh.
-pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, bool) {
+/// The readable report and the health it shows.
+pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Health) {
     let now_unix = unix(now);
     let interval = v["status_interval"]
         .as_u64()
@@ -173,16 +199,29 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, boo
             STALE_INTERVALS
         );
     }
-    let _ = writeln!(
+    let connected = v["broker"]["connected"].as_bool() == Some(true);
+    let down_for = v["broker"]["down_since_unix"]
+        .as_u64()
+        .map(|t| now_unix.saturating_sub(t));
+    let keepalive = v["mqtt_keepalive"].as_u64().unwrap_or(60);
+    let broker_away = !connected && down_for.is_some_and(|d| d > 2 * keepalive);
+    let _ = write!(
         r,
         "broker {}: {}",
-        v["broker"]["address"].as_str().unwrap_or("?"),
-        if v["broker"]["connected"].as_bool() == Some(true) {
+        heartbeat::shown(v["broker"]["address"].as_str().unwrap_or("?")),
+        if connected {
             "connected"
         } else {
             "NOT connected"
         }
     );
+    if let (false, Some(d)) = (connected, down_for) {
+        let _ = write!(r, " for {}", human(d));
+        if broker_away {
+            let _ = write!(r, " (longer than 2 x MQTT_KEEPALIVE: {} s)", 2 * keepalive);
+        }
+    }
+    let _ = writeln!(r);
     let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
     let counters: Vec<String> = [
         "received",
@@ -270,7 +309,14 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, boo
             let _ = writeln!(r, "{}", line(row.iter().map(String::as_str).collect()));
         }
     }
-    (r, fresh)
+    let health = if !fresh {
+        Health::Stale
+    } else if broker_away {
+        Health::BrokerAway
+    } else {
+        Health::Healthy
+    };
+    (r, health)
 }
 
 /// A cell of the device table: whatever the file holds (it may have been

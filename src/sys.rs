@@ -75,6 +75,80 @@ pub fn open_files_limit() -> Option<u64> {
     Some(limit.rlim_cur as u64)
 }
 
+/// The signals the running relay handles itself, on a thread of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// SIGINT or SIGTERM: stop.
+    Stop,
+    /// SIGHUP: reopen LOG_FILE.
+    Hangup,
+    /// SIGUSR1: write the status snapshot now.
+    Snapshot,
+    /// SIGUSR2: the relay's own wake-up for the signal thread to end.
+    Wake,
+}
+
+/// The signals the relay waits for instead of letting them act.
+pub struct HandledSignals {
+    set: libc::sigset_t,
+}
+
+/// Blocks SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 in the calling thread
+/// and every thread it starts afterwards (call it first), so that they wait
+/// for [`wait_signal`] instead of acting (SIGHUP would stop the relay,
+/// SIGUSR1 kill it).
+pub fn block_signals() -> io::Result<HandledSignals> {
+    // SAFETY: sigemptyset/sigaddset initialise a sigset_t we own;
+    // pthread_sigmask reads it and changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::sigaddset(&mut set, sig);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(HandledSignals { set })
+    }
+}
+
+/// Waits for the next of the blocked signals.
+pub fn wait_signal(signals: &HandledSignals) -> io::Result<Received> {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait reads the set we own and writes one int we own.
+        let rc = unsafe { libc::sigwait(&signals.set, &mut sig) };
+        if rc != 0 {
+            if rc == libc::EINTR {
+                continue;
+            }
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        return Ok(match sig {
+            libc::SIGHUP => Received::Hangup,
+            libc::SIGUSR1 => Received::Snapshot,
+            libc::SIGUSR2 => Received::Wake,
+            _ => Received::Stop,
+        });
+    }
+}
+
+/// Sends SIGUSR2 to this process, for the signal thread to wake up and end.
+pub fn wake_signal_thread() {
+    // SAFETY: kill(2) with our own pid and a signal every thread blocks.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGUSR2);
+    }
+}
+
 /// A pid as the kernel takes it; 0 and values past `pid_t` (which would mean
 /// "my process group" or "every process") are refused.
 fn to_pid(pid: u32) -> io::Result<libc::pid_t> {

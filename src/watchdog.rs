@@ -20,7 +20,7 @@
 //! Runs for the same configuration take turns (an exclusive lock on the
 //! configuration file), so overlapping cron runs never start two relays.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::files;
 use crate::status::STALE_INTERVALS;
 use crate::sys::{self, Signal};
 use crate::time::iso8601;
@@ -51,15 +52,7 @@ pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
             watch.conf.display()
         )));
     }
-    // The relay would only log an unwritable STATUS_FILE and run on, and look
-    // hung to every later run: refuse that configuration here.
-    let status_dir = parent_dir(&watch.status_file);
-    check_writable_dir(&status_dir).map_err(|e| {
-        Error::Usage(format!(
-            "the directory of STATUS_FILE ({}) {e}",
-            status_dir.display()
-        ))
-    })?;
+    prepare(config)?;
     let _turn = take_turn(&watch.conf)?;
     match lock_state(&watch.pid_file)? {
         LockState::Free => return watch.start("relay was not running; started it"),
@@ -108,6 +101,32 @@ pub fn stop(config: &Config, source: Option<&Path>) -> Result<(), Error> {
     }
 }
 
+/// Creates the runtime directories of the relay's files when they are
+/// missing (a tmpfs /run empties at every reboot), as systemd's
+/// RuntimeDirectory= would; not the spool's: persistent storage that is
+/// missing is not mounted, and must not be replaced by the root file system.
+/// Then refuses what the relay would refuse, before starting anything.
+fn prepare(config: &Config) -> Result<(), Error> {
+    for (key, path) in config.written_files() {
+        let dir = files::parent(path);
+        if key != "SPOOL_FILE" && !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| {
+                    Error::Setup(format!(
+                        "{key}: cannot create the directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+        }
+    }
+    files::preflight(config)?;
+    crate::tls::client_config(config)?;
+    Ok(())
+}
+
 /// One watchdog run's view of the configuration.
 struct Watch {
     /// The configuration file, absolute, as the relay is started with it.
@@ -138,27 +157,16 @@ impl Watch {
         }
         let pid_file = PathBuf::from(&config.pid_file);
         let status_file = PathBuf::from(&config.status_file);
-        // Runtime directories (often on a tmpfs such as /run) are gone after a
-        // reboot; create them as the relay's user would, like systemd's
-        // RuntimeDirectory=.
-        for dir in [parent_dir(&pid_file), parent_dir(&status_file)] {
-            if !dir.exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(&dir)
-                    .map_err(|e| {
-                        Error::Usage(format!(
-                            "cannot create the directory {}: {e}",
-                            dir.display()
-                        ))
-                    })?;
+        // The relay writes its own log to LOG_FILE; what it prints before its
+        // logger runs (a refused start) goes there too. Without LOG_FILE its
+        // output goes to $MS500_RELAY_LOG, else next to STATUS_FILE.
+        let log = if !config.log_file.is_empty() {
+            PathBuf::from(&config.log_file)
+        } else {
+            match std::env::var_os("MS500_RELAY_LOG") {
+                Some(path) if !path.is_empty() => PathBuf::from(path),
+                _ => parent_dir(&status_file).join("ms500-relay.log"),
             }
-        }
-        let status_dir = parent_dir(&status_file);
-        let log = match std::env::var_os("MS500_RELAY_LOG") {
-            Some(path) if !path.is_empty() => PathBuf::from(path),
-            _ => status_dir.join("ms500-relay.log"),
         };
         let interval = Duration::from_secs(config.status_interval);
         let grace = Duration::from_secs(config.shutdown_grace);
@@ -249,16 +257,12 @@ impl Watch {
         // A leftover snapshot of a dead relay is no sign of life for the new one.
         let _ = std::fs::remove_file(&self.status_file);
         let exe = relay_exe()?;
-        let mut log = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.log)
-            .map_err(|e| {
-                Error::Usage(format!(
-                    "cannot append to the log file {}: {e} (set MS500_RELAY_LOG)",
-                    self.log.display()
-                ))
-            })?;
+        let mut log = files::open_log(&self.log).map_err(|e| {
+            Error::Usage(format!(
+                "cannot append to the log file {}: {e} (set MS500_RELAY_LOG)",
+                self.log.display()
+            ))
+        })?;
         let started = SystemTime::now();
         // Best effort: the line only helps a person reading the log.
         let _ = writeln!(
@@ -462,21 +466,6 @@ fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    }
-}
-
-/// Ok when `dir` is a directory this process can create files in.
-fn check_writable_dir(dir: &Path) -> Result<(), String> {
-    if !dir.is_dir() {
-        return Err("does not exist".into());
-    }
-    let probe = dir.join(format!(".ms500-relay-probe-{}", std::process::id()));
-    match OpenOptions::new().write(true).create_new(true).open(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(format!("is not writable: {e}")),
     }
 }
 

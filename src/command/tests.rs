@@ -876,3 +876,17 @@ fn large_but_finite_numbers_and_number_like_strings_pass() {
         assert!(validate(input.as_bytes(), true).is_ok(), "{input}");
     }
 }
+
+#[test]
+fn a_rejection_describes_the_command_for_the_log() {
+    let r = validate(
+        br#"{"type":"AIM","unit":"cam-01","id":7,"model_id":1,"link":"l"}"#,
+        true,
+    )
+    .unwrap_err();
+    assert_eq!(r.describe(), r#"type "AIM", unit "cam-01", id 7"#);
+    let r = validate(br#"{"unit":"x\ny"}"#, true).unwrap_err();
+    assert_eq!(r.describe(), r#"type ?, unit "x\ny""#);
+    let r = validate(b"[1]", true).unwrap_err();
+    assert_eq!(r.describe(), "type ?, unit ?");
+}

@@ -105,6 +105,12 @@ fn key_table_is_well_formed() {
             "PID_FILE",
             "SHUTDOWN_GRACE",
             "LOG_LEVEL",
+            "LOG_FILE",
+            "LOG_MAX_BYTES",
+            "LOG_KEEP",
+            "LOG_SYSLOG",
+            "METRICS_FILE",
+            "STATE_TOPIC",
         ]
     );
     for key in KEYS {
@@ -613,8 +619,13 @@ fn client_ids() {
     assert_eq!(ok("MQTT_CLIENT_ID = gw-1").client_id(), "gw-1");
     let generated = Config::default().client_id();
     assert!(generated.starts_with("ms500-relay-"), "{generated}");
+    assert_eq!(
+        generated,
+        Config::default().client_id(),
+        "stable across starts"
+    );
     assert!(
-        generated.ends_with(&format!("-{}", std::process::id())),
+        !generated.ends_with(&format!("-{}", std::process::id())),
         "{generated}"
     );
     assert!(generated

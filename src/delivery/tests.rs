@@ -108,15 +108,19 @@ fn everything_unacknowledged_is_written_again_after_a_reconnect() {
 fn packet_ids_skip_those_still_in_flight_and_wrap() {
     let mut l = Ledger::new(3);
     l.on_link_up();
-    l.next_pkid = u16::MAX;
+    l.next_pkid = u16::MAX - 1;
     for s in ["a", "b", "c"] {
         l.push(s);
     }
     let sent = send_all(&mut l);
     let ids: Vec<u16> = sent.iter().map(|(_, p)| *p).collect();
-    assert_eq!(ids, vec![u16::MAX, 1, 2], "0 is never a packet id");
+    assert_eq!(
+        ids,
+        vec![u16::MAX - 1, 1, 2],
+        "neither 0 nor the state messages' id"
+    );
     // 1 stays in flight; the next ids go round it.
-    l.on_acked(u16::MAX);
+    l.on_acked(u16::MAX - 1);
     l.on_acked(2);
     l.next_pkid = 1;
     l.push("d");

@@ -11,6 +11,9 @@ fn at(secs: u64) -> SystemTime {
 fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
     let config = Config::default();
     let counters = Counters::default();
+    counters
+        .broker_down_since_unix
+        .store(now - 10, std::sync::atomic::Ordering::Relaxed);
     Counters::add(&counters.received);
     Counters::add(&counters.received);
     Counters::add(&counters.published);
@@ -101,11 +104,15 @@ fn a_hostile_status_file_never_makes_status_panic() {
 #[test]
 fn render_marks_fresh_and_stale_by_three_intervals() {
     let v = snapshot_value(vec![], 1_000_000);
-    let (report, fresh) = render(&v, at(1_000_015), 5);
-    assert!(fresh, "{report}");
+    let (report, health) = render(&v, at(1_000_015), 5);
+    assert_eq!(
+        health,
+        Health::Healthy,
+        "not connected for 15 s is within 2 x keepalive: {report}"
+    );
     assert!(report.contains("FRESH"));
-    let (report, fresh) = render(&v, at(1_000_016), 5);
-    assert!(!fresh);
+    let (report, health) = render(&v, at(1_000_016), 5);
+    assert_eq!(health, Health::Stale);
     assert!(report.contains("STALE"), "{report}");
     assert!(report.contains("NOT connected"));
     assert!(report.contains("up 2h 00m"), "{report}");
@@ -159,7 +166,24 @@ fn render_lists_devices_in_an_aligned_table_with_absent_values_as_dashes() {
 
 #[test]
 fn render_survives_a_foreign_file() {
-    let (report, fresh) = render(&json!({"something": "else"}), at(10), 5);
-    assert!(!fresh);
+    let (report, health) = render(&json!({"something": "else"}), at(10), 5);
+    assert_eq!(health, Health::Stale);
     assert!(report.contains("STALE"));
+}
+
+#[test]
+fn a_broker_away_longer_than_two_keepalives_is_its_own_health() {
+    let v = snapshot_value(vec![], 1_000_000);
+    assert_eq!(v["broker"]["down_since_unix"], 999_990);
+    let mut v = v;
+    v["mqtt_keepalive"] = json!(5);
+    v["status_interval"] = json!(60);
+    let (report, health) = render(&v, at(1_000_005), 5);
+    assert_eq!(health, Health::BrokerAway, "{report}");
+    assert!(
+        report.contains("NOT connected for 15 s (longer than 2 x MQTT_KEEPALIVE: 10 s)"),
+        "{report}"
+    );
+    v["broker"]["connected"] = json!(true);
+    assert_eq!(render(&v, at(1_000_005), 5).1, Health::Healthy);
 }
