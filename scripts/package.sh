@@ -34,10 +34,12 @@ dir="$stage/$name"
 mkdir "$dir"
 install -m 755 "$bin" "$dir/ms500-relay"
 # The shipped relay.conf with the files a gateway needs: state the watchdog
-# and `status` read on tmpfs (/run), the spool on persistent storage.
+# and `status` read on tmpfs (/run), the spool on persistent storage, the
+# log rotated by the relay itself (at most 3 MiB of flash by default).
 sed -e 's|^PID_FILE = .*|PID_FILE = /run/ms500-relay/relay.pid|' \
     -e 's|^STATUS_FILE = .*|STATUS_FILE = /run/ms500-relay/status.json|' \
     -e 's|^SPOOL_FILE = .*|SPOOL_FILE = /var/lib/ms500-relay/spool.bin|' \
+    -e 's|^LOG_FILE = .*|LOG_FILE = /var/log/ms500-relay/relay.log|' \
     relay.conf >"$dir/relay.conf"
 install -m 755 scripts/gateway/ms500-relay.init "$dir/ms500-relay.init"
 install -m 644 scripts/gateway/crontab "$dir/crontab"

@@ -16,6 +16,10 @@ cd "$(dirname "$0")/.."
 
 ensure_mosquitto
 ensure_packages openssl file busybox-static qemu-user-static faketime
+# The metrics test reads METRICS_FILE with the Prometheus client's own parser.
+python3 -c 'import prometheus_client' 2>/dev/null ||
+    python3 -m pip install -q prometheus-client 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages prometheus-client
 
 cargo test --locked --all-targets "$@"
 

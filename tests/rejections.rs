@@ -13,7 +13,7 @@ const VALID: &str = r#"{"type":"IMG","unit":"next"}"#;
 
 fn setup(settings: &[(&str, &str)]) -> (Broker, Relay, Subscriber) {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let relay = Relay::start(broker.port, settings);
     (broker, relay, sub)
 }

@@ -27,7 +27,7 @@ fn connect_from(source: &str, relay: &Relay) -> TcpStream {
 #[test]
 fn a_peer_outside_socket_allow_is_closed_at_once_and_one_inside_a_cidr_is_served() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let strict = Relay::start(broker.port, &[("SOCKET_ALLOW", "127.0.0.1")]);
     let mut outsider = connect_from("127.0.0.2", &strict);
     let _ = outsider.write_all(VALID.as_bytes());
@@ -56,7 +56,7 @@ fn a_peer_outside_socket_allow_is_closed_at_once_and_one_inside_a_cidr_is_served
 #[test]
 fn connection_past_max_connections_is_closed_and_a_freed_slot_is_reused() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let relay = Relay::start(broker.port, &[("MAX_CONNECTIONS", "2")]);
     let mut a = relay.connect();
     let mut b = relay.connect();
@@ -85,7 +85,7 @@ fn connection_past_max_connections_is_closed_and_a_freed_slot_is_reused() {
 #[test]
 fn one_shot_connections_at_the_limit_are_served_back_to_back() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let relay = Relay::start(broker.port, &[("MAX_CONNECTIONS", "1")]);
     for _ in 0..20 {
         let mut s = relay.connect();
@@ -138,7 +138,7 @@ fn refusal_logging_is_rate_limited_under_a_flood() {
     let lines = relay.log().matches("refused backend").count();
     assert!(lines <= 10, "{lines} refusal lines for 200 refused peers");
     // The relay still serves its own.
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     relay.connect().write_all(VALID.as_bytes()).unwrap();
     assert!(sub.recv(WAIT).is_some());
 }
@@ -146,7 +146,7 @@ fn refusal_logging_is_rate_limited_under_a_flood() {
 #[test]
 fn a_value_left_incomplete_for_60_s_is_dropped_and_its_connection_closed_but_idle_ones_stay() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let relay = Relay::start(broker.port, &[]);
     let mut slow = relay.connect();
     let idle = relay.connect();
@@ -172,7 +172,7 @@ fn a_value_left_incomplete_for_60_s_is_dropped_and_its_connection_closed_but_idl
 #[test]
 fn hostile_json_is_refused_with_a_reason_and_never_reaches_the_broker() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
     let mut s = relay.connect();
     let deep = format!(
@@ -423,7 +423,7 @@ fn delivery_through_a_tls_listener_with_and_without_client_certificates() {
          listener {mtls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
         p("ca.pem"), p("server.pem"), p("server.key"), p("ca.pem"), p("server.pem"), p("server.key")
     ));
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
 
     let relay = Relay::start(
         tls_port,
@@ -523,7 +523,7 @@ fn delivery_through_a_listener_that_requires_a_password_and_a_wrong_one_is_survi
         "per_listener_settings true\nlistener {secure_port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
         pwfile.display()
     ));
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
 
     let good = Relay::start(
         secure_port,
@@ -575,7 +575,7 @@ fn delivery_through_a_listener_that_requires_a_password_and_a_wrong_one_is_survi
 #[test]
 fn an_ipv6_listener_serves_ipv6_loopback_by_default() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let relay = Relay::start(broker.port, &[("SOCKET_HOST", "::1")]);
     let mut s = TcpStream::connect(("::1", relay.port)).expect("connect to [::1]");
     s.write_all(VALID.as_bytes()).unwrap();

@@ -100,7 +100,7 @@ fn valid_unit(u: &str) -> bool {
 #[test]
 fn mutated_commands_never_escape_and_every_sentinel_arrives() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "#");
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let relay = Relay::start(broker.port, &[("LOG_LEVEL", "error")]);
     let connections = 4;
     let per_connection = 6_000;
