@@ -139,20 +139,35 @@ fn the_package_unpacks_and_its_binary_runs() {
         format!("ms500-relay {}", env!("CARGO_PKG_VERSION")),
         "{arch} binary from the package does not run"
     );
-    // The shipped configuration and scripts are usable as they are.
+    // The shipped configuration names the gateway's places and is valid
+    // (checked with those places made here, as on a gateway).
+    let shipped = std::fs::read_to_string(root.join("relay.conf")).unwrap();
+    for line in [
+        "PID_FILE = /run/ms500-relay/relay.pid",
+        "STATUS_FILE = /run/ms500-relay/status.json",
+        "SPOOL_FILE = /var/lib/ms500-relay/spool.bin",
+        "LOG_FILE = /var/log/ms500-relay/relay.log",
+    ] {
+        assert!(shipped.lines().any(|l| l == line), "{line} missing:\n{shipped}");
+    }
+    let places = TempDir::new("package-places");
+    let local = shipped.replace("= /", &format!("= {}/", places.path().display()));
+    for dir in ["run/ms500-relay", "var/lib/ms500-relay", "var/log/ms500-relay"] {
+        std::fs::create_dir_all(places.path().join(dir)).unwrap();
+    }
+    std::fs::write(places.path().join("relay.conf"), local).unwrap();
     let check = Command::new(&words[0])
         .args(&words[1..])
         .args(["check-config", "-c"])
-        .arg(root.join("relay.conf"))
+        .arg(places.path().join("relay.conf"))
         .output()
         .unwrap();
     let effective = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{effective}");
     assert!(
-        effective.contains("PID_FILE = /run/ms500-relay/relay.pid"),
-        "{effective}"
+        check.status.success(),
+        "{effective}{}",
+        String::from_utf8_lossy(&check.stderr)
     );
-    assert!(effective.contains("SPOOL_FILE = /var/lib/ms500-relay/spool.bin"));
     let crontab = std::fs::read_to_string(root.join("crontab")).unwrap();
     assert!(crontab.contains(&cron_command()), "{crontab}");
     let parses = Command::new("busybox")
