@@ -1,59 +1,14 @@
-//! ms500-relay: relays JSON commands from a backend TCP socket to MS500
-//! cameras over MQTT, and routes device replies back.
-//!
-//! How a command travels: `listener` accepts a connection and starts a
-//! `session`, which frames the byte stream (`frame`), validates each value
-//! (`command`) and pushes it to the `publisher`, which records it in the
-//! delivery ledger (`delivery`) and hands it to rumqttc; the MQTT event loop
-//! (`broker`) reports acknowledgements back and routes device replies
-//! (`routes`) to the backend's `outbox`.
-//!
-//! Log levels: error = needs a human (the relay cannot do its job); warn = a
-//! peer, device or the broker misbehaved and the relay carried on; info = one
-//! line per command, connection and state change; debug = internals.
-
-mod brokers;
-mod cli;
-mod command;
-mod config;
-mod counters;
-mod delivery;
-mod device_link;
-mod devices;
-mod error;
-mod files;
-mod frame;
-mod heartbeat;
-mod lingering;
-mod listener;
-mod log_limit;
-mod logging;
-mod metrics;
-mod mqtt;
-mod outbox;
-mod pidfile;
-mod publish_link;
-mod publisher;
-mod redact;
-mod relay;
-mod routes;
-mod send;
-mod session;
-mod shutdown;
-mod spool;
-mod status;
-mod sys;
-mod time;
-mod tls;
-mod watchdog;
-mod wire;
+//! The `ms500-relay` binary: reads the command line, runs what it asks for
+//! (the library does the work), and maps errors to exit codes, all in one
+//! place ([`Error::exit_code`]).
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cli::Action;
-use error::Error;
+use ms500_relay::cli::{self, Action};
+use ms500_relay::error::Error;
+use ms500_relay::{config, files, logging, relay, send, status, tls, watchdog};
 
 fn main() -> ExitCode {
     match run() {
