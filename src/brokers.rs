@@ -87,6 +87,10 @@ impl Brokers {
         self.list.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The current broker answered (CONNACK) and the link stayed up: a new round starts.
     pub fn connected(&mut self) {
         self.failures_in_round = 0;

@@ -1,4 +1,4 @@
-//! Command validation (SPEC §2.1).
+//! Command validation (PROTOCOL.md §1.2).
 //!
 //! Runs on the backend session threads, right after framing. Pure: turns one
 //! framed JSON value into a validated [`Command`] to publish, or a

@@ -134,16 +134,14 @@ impl DeviceLink {
 
     fn options(&self, broker: &Broker) -> MqttOptions {
         let mut opts = MqttOptions::new(self.client_id.clone(), broker.host.clone(), broker.port);
-        opts.set_keep_alive(Duration::from_secs(self.config.mqtt_keepalive));
+        opts.set_keep_alive(self.config.mqtt_keepalive);
         opts.set_clean_start(true);
         opts.set_session_expiry_interval(Some(0));
         opts.set_max_packet_size(Some(MAX_DEVICE_MESSAGE));
         opts.set_outgoing_inflight_upper_limit(PACKET_IDS);
-        if !self.config.mqtt_username.is_empty() {
-            opts.set_credentials(
-                self.config.mqtt_username.clone(),
-                self.config.mqtt_password.clone(),
-            );
+        if let Some(user) = &self.config.mqtt_username {
+            let password = self.config.mqtt_password.clone().unwrap_or_default();
+            opts.set_credentials(user.clone(), password);
         }
         opts.set_transport(self.transport.clone());
         opts

@@ -1,5 +1,5 @@
 //! The device table: last-seen time and latest heartbeat per device, and the
-//! online/offline transitions of SPEC §3.1. Pure bookkeeping with the clock
+//! online/offline transitions of PROTOCOL.md §2.3. Pure bookkeeping with the clock
 //! passed in. Shared as `Arc<Mutex<DeviceTable>>`: the device link thread
 //! records heartbeats, the main thread sweeps for silent devices every
 //! second and takes snapshots for the status file.
@@ -89,6 +89,11 @@ impl DeviceTable {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.devices.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn key(&mut self, now: Instant) -> (Instant, u64) {

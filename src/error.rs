@@ -6,14 +6,18 @@ use std::io;
 
 use crate::config::ConfigError;
 
+/// What caused a [`Error::Setup`] or [`Error::Runtime`], kept for `source()`.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug)]
 pub enum Error {
     /// The command line could not be understood.
     Usage(String),
     /// relay.conf could not be read or holds a bad line.
     Config(ConfigError),
-    /// The configuration parses but cannot be used (an unusable spool or certificate file).
-    Setup(String),
+    /// The configuration parses but cannot be used (an unusable spool or
+    /// certificate file): `what` names the key and file, `cause` says why.
+    Setup { what: String, cause: Option<Cause> },
     /// The backend socket could not be bound.
     Listen { addr: String, source: io::Error },
     /// Another instance holds the pid file.
@@ -24,19 +28,51 @@ pub enum Error {
     /// than 2 × MQTT_KEEPALIVE (already reported on stdout).
     BrokerAway,
     /// Anything else that stops the relay at run time.
-    Runtime(String),
+    Runtime { what: String, cause: Option<Cause> },
     /// An I/O error outside the cases above.
     Io(io::Error),
 }
 
 impl Error {
-    /// Exit codes of SPEC §4: 1 runtime, 2 configuration or usage, 3 already running, 4 cannot listen.
+    /// A setup problem with no deeper cause.
+    pub fn setup(what: impl Into<String>) -> Self {
+        Error::Setup {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// A setup problem caused by `cause` (shown after `what` and a colon).
+    pub fn setup_because(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Error::Setup {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// A run-time problem with no deeper cause.
+    pub fn runtime(what: impl Into<String>) -> Self {
+        Error::Runtime {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// A run-time problem caused by `cause` (shown after `what` and a colon).
+    pub fn runtime_because(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Error::Runtime {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// Exit codes of PROTOCOL.md §4: 1 runtime, 2 configuration or usage, 3 already running, 4 cannot listen.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::Config(_) | Error::Setup(_) => 2,
+            Error::Usage(_) | Error::Config(_) | Error::Setup { .. } => 2,
             Error::Listen { .. } => 4,
             Error::AlreadyRunning { .. } | Error::BrokerAway => 3,
-            Error::Runtime(_) | Error::Io(_) | Error::Unhealthy => 1,
+            Error::Runtime { .. } | Error::Io(_) | Error::Unhealthy => 1,
         }
     }
 }
@@ -46,14 +82,16 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(msg) => write!(f, "{msg} (see --help)"),
             Error::Config(e) => write!(f, "{e}"),
-            Error::Setup(msg) => write!(f, "{msg}"),
+            Error::Setup { what, cause } | Error::Runtime { what, cause } => match cause {
+                Some(cause) => write!(f, "{what}: {cause}"),
+                None => write!(f, "{what}"),
+            },
             Error::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::AlreadyRunning { path, pid } => {
                 write!(f, "already running: {path} is locked by pid {pid}")
             }
             Error::Unhealthy => write!(f, "the relay is not healthy"),
             Error::BrokerAway => write!(f, "the relay runs but reaches no broker"),
-            Error::Runtime(msg) => write!(f, "{msg}"),
             Error::Io(e) => write!(f, "{e}"),
         }
     }
@@ -65,6 +103,9 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::Listen { source, .. } => Some(source),
             Error::Io(e) => Some(e),
+            Error::Setup { cause, .. } | Error::Runtime { cause, .. } => cause
+                .as_deref()
+                .map(|c| c as &(dyn std::error::Error + 'static)),
             _ => None,
         }
     }

@@ -149,7 +149,7 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
             // again); a missing directory or missing rights are configuration.
             Err(problem) if key == "SPOOL_FILE" && problem.passing() => {}
             Err(problem) => {
-                return Err(Error::Setup(format!(
+                return Err(Error::setup(format!(
                     "{key} {}: {}",
                     path.display(),
                     problem.describe(dir)
@@ -165,7 +165,7 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
         .to_socket_addrs()
         .is_ok_and(|mut a| a.next().is_some());
     if !resolves {
-        return Err(Error::Setup(format!(
+        return Err(Error::setup(format!(
             "SOCKET_HOST {:?} is not an address this machine can listen on",
             config.socket_host
         )));

@@ -1,4 +1,4 @@
-//! Device heartbeats (SPEC §3.1): the payload parsed into a [`Heartbeat`]
+//! Device heartbeats (PROTOCOL.md §2.3): the payload parsed into a [`Heartbeat`]
 //! and its one-line rendering for the log. Pure; called on the MQTT
 //! event-loop thread for every message on `HEARTBEAT_TOPIC`.
 //!

@@ -1,4 +1,4 @@
-//! What goes back to one backend connection (SPEC §2.2): device replies and
+//! What goes back to one backend connection (PROTOCOL.md §1.3): device replies and
 //! status lines. Everyone who has something for a backend (the publisher for
 //! status lines, the MQTT event loop for replies, the session for rejections)
 //! calls [`Outbox::offer`], which never blocks: a backend that does not read
@@ -264,7 +264,7 @@ fn write_within(mut stream: &TcpStream, bytes: &[u8], limit: Duration) -> std::i
     Ok(())
 }
 
-/// One status line of SPEC §2.2. `id` is the command's own `id` as JSON text.
+/// One status line of PROTOCOL.md §1.3. `id` is the command's own `id` as JSON text.
 pub fn status_line(
     kind: Option<&str>,
     unit: Option<&str>,

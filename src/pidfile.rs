@@ -25,7 +25,7 @@ impl PidFile {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| Error::Setup(format!("PID_FILE {shown}: {e}")))?;
+            .map_err(|e| Error::setup_because(format!("PID_FILE {shown}"), e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -42,7 +42,10 @@ impl PidFile {
                 });
             }
             Err(TryLockError::Error(e)) => {
-                return Err(Error::Setup(format!("PID_FILE {shown}: cannot lock: {e}")))
+                return Err(Error::setup_because(
+                    format!("PID_FILE {shown}: cannot lock"),
+                    e,
+                ))
             }
         }
         let write = |file: &mut File| -> std::io::Result<()> {
@@ -51,7 +54,7 @@ impl PidFile {
             writeln!(file, "{}", std::process::id())?;
             file.sync_data()
         };
-        write(&mut file).map_err(|e| Error::Setup(format!("PID_FILE {shown}: {e}")))?;
+        write(&mut file).map_err(|e| Error::setup_because(format!("PID_FILE {shown}"), e))?;
         Ok(PidFile {
             path: path.to_path_buf(),
             file,

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver};
 
 use crate::command;
-use crate::config::Config;
+use crate::config::{Config, Qos};
 use crate::counters::Counters;
 use crate::delivery::Ledger;
 use crate::delivery::Weighed;
@@ -114,8 +114,8 @@ impl Publisher {
     ) -> Result<Self, Error> {
         let mut ledger = Ledger::new(WINDOW);
         let mut spool = SpoolState::Off;
-        if !config.spool_file.is_empty() {
-            let path = PathBuf::from(&config.spool_file);
+        if let Some(path) = &config.spool_file {
+            let path = path.clone();
             let mut move_first = None;
             let recovery = match Spool::read(&path) {
                 Ok(recovery) => recovery,
@@ -169,9 +169,9 @@ impl Publisher {
             recent: VecDeque::new(),
             again_queued: 0,
             state: None,
-            qos1: config.mqtt_qos == 1,
+            qos1: config.mqtt_qos == Qos::AtLeastOnce,
             max_bytes: config.queue_max_bytes,
-            ttl: (config.command_ttl > 0).then(|| Duration::from_secs(config.command_ttl)),
+            ttl: config.command_ttl,
             capacity: config.queue_capacity,
             counters,
             link,
@@ -692,7 +692,6 @@ impl Publisher {
 /// unknown age, and such a command is published rather than expired.
 fn replay(recovery: Recovery, config: &Config, counters: &Counters, ledger: &mut Ledger<Accepted>) {
     let now = SystemTime::now();
-    let ttl = Duration::from_secs(config.command_ttl);
     let mut unknown_age = 0;
     for r in recovery.live {
         Counters::add(&counters.received);
@@ -704,7 +703,7 @@ fn replay(recovery: Recovery, config: &Config, counters: &Counters, ledger: &mut
             continue;
         };
         match age {
-            Some(age) if config.command_ttl > 0 && age > ttl => {
+            Some(age) if config.command_ttl.is_some_and(|ttl| age > ttl) => {
                 Counters::add(&counters.expired);
                 counters.unqueue();
                 log::warn!(
@@ -712,7 +711,7 @@ fn replay(recovery: Recovery, config: &Config, counters: &Counters, ledger: &mut
                     job.kind.as_str(),
                     job.unit,
                     age.as_secs(),
-                    config.command_ttl
+                    config.command_ttl.unwrap_or_default().as_secs()
                 );
             }
             Some(_) => {

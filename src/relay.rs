@@ -8,7 +8,7 @@
 //! device table for devices gone silent and writes the status snapshot and
 //! metrics when due.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -47,7 +47,7 @@ const JOB_CHANNEL: usize = 16;
 pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     // Before any thread exists: signals wait for the signal thread.
     let signals =
-        sys::block_signals().map_err(|e| Error::Runtime(format!("cannot block signals: {e}")))?;
+        sys::block_signals().map_err(|e| Error::runtime_because("cannot block signals", e))?;
     let config = Arc::new(config);
     let started = SystemTime::now();
     // Everything the run would refuse, refused now with exit 2.
@@ -56,10 +56,9 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     let transport = tls::transport(&config)?;
     // The pid lock comes next: a second instance must say "already running"
     // (exit 3), not fail to bind the port, and touch none of the first one's files.
-    let pid_file = if config.pid_file.is_empty() {
-        None
-    } else {
-        Some(PidFile::acquire(Path::new(&config.pid_file))?)
+    let pid_file = match &config.pid_file {
+        None => None,
+        Some(path) => Some(PidFile::acquire(path)?),
     };
     let log = start_logging(&config)?;
     if let Some(p) = &source {
@@ -89,7 +88,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
     let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
     let client_id = config.client_id();
-    let keepalive = Duration::from_secs(config.mqtt_keepalive);
+    let keepalive = config.mqtt_keepalive;
     let state = config
         .state_topic_for(&client_id)
         .map(|topic| StateMessages::new(topic, &client_id, started));
@@ -98,8 +97,11 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
         dialer: Dialer {
             client_id: format!("{client_id}-pub"),
             keepalive,
-            username: (!config.mqtt_username.is_empty()).then(|| config.mqtt_username.clone()),
-            password: (!config.mqtt_username.is_empty()).then(|| config.mqtt_password.clone()),
+            username: config.mqtt_username.clone(),
+            password: config
+                .mqtt_username
+                .as_ref()
+                .map(|_| config.mqtt_password.clone().unwrap_or_default()),
             tls,
             will: state.as_ref().map(|s| (s.topic.clone(), s.offline.clone())),
         },
@@ -123,7 +125,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     };
     let device_link_thread = spawn("device-link", move || device_link.run())?;
 
-    let grace = Duration::from_secs(config.shutdown_grace);
+    let grace = config.shutdown_grace;
     let publisher_thread = {
         let intake = intake.clone();
         let link_stop = link_stop.clone();
@@ -203,7 +205,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
 
     log::info!(
         "shutting down: no new commands; publishing what is queued for up to {} s",
-        config.shutdown_grace
+        config.shutdown_grace.as_secs()
     );
     intake.trigger();
     join(listener_thread);
@@ -228,22 +230,21 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
 fn start_logging(config: &Config) -> Result<LogHandle, Error> {
     let destination = if config.log_syslog {
         Destination::Syslog
-    } else if config.log_file.is_empty() {
-        Destination::Stderr
-    } else {
+    } else if let Some(path) = &config.log_file {
         Destination::File {
-            path: PathBuf::from(&config.log_file),
+            path: path.clone(),
             max_bytes: config.log_max_bytes,
             keep: config.log_keep,
         }
+    } else {
+        Destination::Stderr
     };
-    logging::init(config.log_level_filter(), &destination).map_err(|e| {
-        let what = if config.log_syslog {
-            "LOG_SYSLOG".to_string()
-        } else {
-            format!("LOG_FILE {}", config.log_file)
+    logging::init(config.log_level, &destination).map_err(|e| {
+        let what = match (&config.log_file, config.log_syslog) {
+            (Some(path), false) => format!("LOG_FILE {}", path.display()),
+            _ => "LOG_SYSLOG".to_string(),
         };
-        Error::Setup(format!("{what}: {e}"))
+        Error::setup_because(what, e)
     })
 }
 
@@ -294,7 +295,7 @@ impl StatusWriter {
             started,
             link: None,
             last: None,
-            interval: Duration::from_secs(config.status_interval),
+            interval: config.status_interval,
             failing: false,
             turns: (0, Instant::now()),
         }
@@ -322,7 +323,7 @@ impl StatusWriter {
     /// Writes the snapshot (STATUS_FILE, METRICS_FILE) now; a failure is
     /// logged at error once, until a write succeeds.
     fn report(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
-        if config.status_file.is_empty() && config.metrics_file.is_empty() {
+        if config.status_file.is_none() && config.metrics_file.is_none() {
             return;
         }
         self.last = Some(Instant::now());
@@ -347,14 +348,14 @@ impl StatusWriter {
             devices,
         };
         let mut failed = None;
-        if !config.status_file.is_empty() {
-            if let Err(e) = status::write(Path::new(&config.status_file), &snapshot) {
-                failed = Some(format!("STATUS_FILE {}: {e}", config.status_file));
+        if let Some(path) = &config.status_file {
+            if let Err(e) = status::write(path, &snapshot) {
+                failed = Some(format!("STATUS_FILE {}: {e}", path.display()));
             }
         }
-        if !config.metrics_file.is_empty() {
-            if let Err(e) = metrics::write(Path::new(&config.metrics_file), &snapshot) {
-                failed = Some(format!("METRICS_FILE {}: {e}", config.metrics_file));
+        if let Some(path) = &config.metrics_file {
+            if let Err(e) = metrics::write(path, &snapshot) {
+                failed = Some(format!("METRICS_FILE {}: {e}", path.display()));
             }
         }
         match failed {
@@ -371,7 +372,7 @@ impl StatusWriter {
 /// Once a second on the main thread: devices gone silent are logged offline
 /// once; devices forgotten because the table is full, once a minute at most.
 fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
-    let timeout = Duration::from_secs(config.device_timeout);
+    let timeout = config.device_timeout;
     let now = Instant::now();
     let (gone, forgotten) = {
         let mut table = devices.lock().unwrap_or_else(|e| e.into_inner());
@@ -387,7 +388,7 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
         log::warn!(
             "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",
             silent.as_secs(),
-            config.device_timeout
+            config.device_timeout.as_secs()
         );
     }
 }
@@ -404,7 +405,7 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map_err(|e| Error::Runtime(format!("cannot start the {name} thread: {e}")))
+        .map_err(|e| Error::runtime_because(format!("cannot start the {name} thread"), e))
 }
 
 fn join(handle: JoinHandle<()>) {

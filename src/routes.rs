@@ -1,4 +1,4 @@
-//! Reply routes (SPEC §2.2): which backend connection gets the replies of
+//! Reply routes (PROTOCOL.md §1.3): which backend connection gets the replies of
 //! which unit. Written by session threads (an accepted SCS/UDS claims the
 //! unit, a closing session drops its claims), read by the MQTT event loop
 //! when a reply arrives. One mutex, held only for a map operation.
@@ -49,6 +49,11 @@ impl ReplyRoutes {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -58,7 +58,7 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     }
     let want = expected(&input, config.max_message_bytes);
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| Error::Runtime(format!("cannot connect to the relay at {addr}: {e}")))?;
+        .map_err(|e| Error::runtime_because(format!("cannot connect to the relay at {addr}"), e))?;
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(ASK_FOR_STATUS_LINES)?;
@@ -66,13 +66,13 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     stream.flush()?;
     let seen = print_replies(stream, want, wait)?;
     if seen.errors > 0 {
-        return Err(Error::Runtime(format!(
+        return Err(Error::runtime(format!(
             "{} of {want} commands were refused or expired",
             seen.errors
         )));
     }
     if seen.status_lines < want {
-        return Err(Error::Runtime(format!(
+        return Err(Error::runtime(format!(
             "{} of {want} commands not confirmed within {:.1} s (queued in the relay for a broker that is away, or not read yet)",
             want - seen.status_lines,
             wait.as_secs_f64()
@@ -93,7 +93,7 @@ fn target(config: &Config) -> Result<SocketAddr, Error> {
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| Error::Runtime(format!("cannot resolve SOCKET_HOST {host:?}")))
+        .ok_or_else(|| Error::runtime(format!("cannot resolve SOCKET_HOST {host:?}")))
 }
 
 #[derive(Debug, Default)]

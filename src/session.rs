@@ -1,7 +1,7 @@
 //! One backend connection. The session thread reads the socket, frames and
 //! validates commands, claims reply routes for SCS/UDS and pushes accepted
 //! commands onto the bounded job channel read by the publisher (blocking
-//! there is the TCP backpressure of SPEC §3). A writer thread
+//! there is the TCP backpressure of PROTOCOL.md §2.6). A writer thread
 //! (`outbox::write_loop`) shares the socket for everything written back; the
 //! session joins it on exit, or, when the peer has closed its side but is
 //! still owed status lines, hands the socket to the lingering thread.
@@ -106,8 +106,7 @@ pub struct Shared {
 impl Shared {
     /// When reading must stop at shutdown: the grace after the stop signal.
     fn drain_deadline(&self) -> Instant {
-        self.intake.triggered_at().unwrap_or_else(Instant::now)
-            + Duration::from_secs(self.config.shutdown_grace)
+        self.intake.triggered_at().unwrap_or_else(Instant::now) + self.config.shutdown_grace
     }
 }
 
@@ -172,7 +171,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
         End::GraceOver { commands, bytes } => log::warn!(
             "backend {peer}: the shutdown grace of {} s ran out with {commands} commands \
              ({bytes} bytes) it sent still unread: not published",
-            shared.config.shutdown_grace
+            shared.config.shutdown_grace.as_secs()
         ),
         End::Fatal => log::info!("backend {peer}: connection closed by the relay"),
         End::SlowValue => log::warn!(
@@ -182,7 +181,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
         End::Io(e) => log::info!("backend {peer}: connection lost: {e}"),
         End::PublisherGone => log::warn!("backend {peer}: publisher gone, closing"),
     }
-    // Closed (or stopped) means no more replies for this connection (SPEC §2.2)...
+    // Closed (or stopped) means no more replies for this connection (PROTOCOL.md §1.3)...
     shared.routes.release(id);
     // ...but status lines it is owed still go out to a peer that only half-closed.
     let linger =
@@ -396,6 +395,9 @@ impl Reader<'_> {
                         return self.drain_push(job);
                     }
                 }
+                Err(SendTimeoutError::Disconnected(_)) if self.shared.intake.is_set() => {
+                    return Err(Pushed::GraceOver)
+                }
                 Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
             }
         }
@@ -412,7 +414,10 @@ impl Reader<'_> {
             match self.shared.jobs.send_timeout(job, left.min(POLL)) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(back)) => job = back,
-                Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
+                // At shutdown the publisher leaves when the grace is over:
+                // its going means the grace ran out (its clock may be a
+                // moment ahead of this one), so the unread are counted.
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::GraceOver),
             }
         }
     }

@@ -78,14 +78,14 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "started_unix": unix(s.started),
         "updated": iso8601(s.now),
         "updated_unix": unix(s.now),
-        "status_interval": s.config.status_interval,
+        "status_interval": s.config.status_interval.as_secs(),
         "broker": {
             "address": s.broker,
             "connected": s.counters.broker_connected.load(Relaxed),
             "down_since": down_since.map(|t| iso8601(UNIX_EPOCH + Duration::from_secs(t))),
             "down_since_unix": down_since,
         },
-        "mqtt_keepalive": s.config.mqtt_keepalive,
+        "mqtt_keepalive": s.config.mqtt_keepalive.as_secs(),
         // The same flag at the top level, for one-key checks (`jq .broker_connected`).
         "broker_connected": s.counters.broker_connected.load(Relaxed),
         "queue_depth": s.counters.queued.load(Relaxed),
@@ -124,19 +124,16 @@ pub enum Health {
 /// JSON); an error carries the exit code for a stale or missing snapshot
 /// (1) and for a broker away too long (3).
 pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result<(), Error> {
-    if config.status_file.is_empty() {
+    let Some(path) = &config.status_file else {
         return Err(Error::Usage(
             "status needs STATUS_FILE set in the configuration".into(),
         ));
-    }
-    let text = match std::fs::read(&config.status_file) {
+    };
+    let shown = path.display();
+    let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) => {
-            writeln!(
-                out,
-                "status file {} cannot be read: {e}",
-                config.status_file
-            )?;
+            writeln!(out, "status file {shown} cannot be read: {e}")?;
             writeln!(
                 out,
                 "the relay is not running, or STATUS_FILE differs from its configuration"
@@ -147,15 +144,11 @@ pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result
     let value: Value = match serde_json::from_slice(&text) {
         Ok(v) => v,
         Err(e) => {
-            writeln!(
-                out,
-                "status file {} is not valid JSON: {e}",
-                config.status_file
-            )?;
+            writeln!(out, "status file {shown} is not valid JSON: {e}")?;
             return Err(Error::Unhealthy);
         }
     };
-    let (report, health) = render(&value, SystemTime::now(), config.status_interval);
+    let (report, health) = render(&value, SystemTime::now(), config.status_interval.as_secs());
     if json {
         out.write_all(&text)?;
     } else {

@@ -3,6 +3,7 @@
 //! thread at start, so an unreadable or unusable CA, certificate or key file
 //! is a configuration error (exit 2), never a retry loop.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rumqttc::{TlsConfiguration, Transport};
@@ -30,11 +31,15 @@ pub fn client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>, Error
     if !config.mqtt_tls {
         return Ok(None);
     }
-    let (ca_key, ca_path) = if config.mqtt_ca_file.is_empty() {
-        let path = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| SYSTEM_BUNDLE.to_string());
-        ("MQTT_CA_FILE is empty and the system CA bundle", path)
-    } else {
-        ("MQTT_CA_FILE", config.mqtt_ca_file.clone())
+    let (ca_key, ca_path) = match &config.mqtt_ca_file {
+        None => {
+            let path = std::env::var_os("SSL_CERT_FILE").unwrap_or_else(|| SYSTEM_BUNDLE.into());
+            (
+                "MQTT_CA_FILE is empty and the system CA bundle",
+                PathBuf::from(path),
+            )
+        }
+        Some(path) => ("MQTT_CA_FILE", path.clone()),
     };
     let ca_pem = read(ca_key, &ca_path)?;
     let mut roots = RootCertStore::empty();
@@ -51,13 +56,11 @@ pub fn client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>, Error
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Setup(format!("TLS: {e}")))?
+        .map_err(|e| Error::setup_because("TLS", e))?
         .with_root_certificates(roots);
-    let client_config = if config.mqtt_client_cert.is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        let cert_path = &config.mqtt_client_cert;
-        let key_path = &config.mqtt_client_key;
+    let client_config = if let (Some(cert_path), Some(key_path)) =
+        (&config.mqtt_client_cert, &config.mqtt_client_key)
+    {
         let cert_pem = read("MQTT_CLIENT_CERT", cert_path)?;
         let certs = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
@@ -80,14 +83,17 @@ pub fn client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>, Error
                 &format!("does not fit the key: {e}"),
             )
         })?
+    } else {
+        builder.with_no_client_auth()
     };
     Ok(Some(Arc::new(client_config)))
 }
 
-fn read(key: &str, path: &str) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| setup(key, path, &format!("cannot be read: {e}")))
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path)
+        .map_err(|e| Error::setup_because(format!("{key} {}: cannot be read", path.display()), e))
 }
 
-fn setup(key: &str, path: &str, what: &str) -> Error {
-    Error::Setup(format!("{key} {path}: {what}"))
+fn setup(key: &str, path: &Path, what: &str) -> Error {
+    Error::setup(format!("{key} {}: {what}", path.display()))
 }

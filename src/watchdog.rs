@@ -46,7 +46,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// `source` is the configuration file the relay is to be started with.
 pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
     let watch = Watch::new(config, source)?;
-    if config.status_file.is_empty() {
+    if config.status_file.is_none() {
         return Err(Error::Usage(format!(
             "watchdog needs PID_FILE and STATUS_FILE set in {}",
             watch.conf.display()
@@ -115,10 +115,10 @@ fn prepare(config: &Config) -> Result<(), Error> {
                 .mode(0o755)
                 .create(dir)
                 .map_err(|e| {
-                    Error::Setup(format!(
-                        "{key}: cannot create the directory {}: {e}",
-                        dir.display()
-                    ))
+                    Error::setup_because(
+                        format!("{key}: cannot create the directory {}", dir.display()),
+                        e,
+                    )
                 })?;
         }
     }
@@ -149,27 +149,25 @@ impl Watch {
         };
         let conf = std::path::absolute(source)
             .map_err(|e| Error::Usage(format!("configuration file {}: {e}", source.display())))?;
-        if config.pid_file.is_empty() {
+        let Some(pid_file) = config.pid_file.clone() else {
             return Err(Error::Usage(format!(
                 "PID_FILE is not set in {}: without it no relay can be found",
                 conf.display()
             )));
-        }
-        let pid_file = PathBuf::from(&config.pid_file);
-        let status_file = PathBuf::from(&config.status_file);
+        };
+        // Empty when STATUS_FILE is not set: `stop` does without it, and
+        // `run` refuses that configuration first.
+        let status_file = config.status_file.clone().unwrap_or_default();
         // The relay writes its own log to LOG_FILE; what it prints before its
         // logger runs (a refused start) goes there too. Without LOG_FILE its
         // output goes to $MS500_RELAY_LOG, else next to STATUS_FILE.
-        let log = if !config.log_file.is_empty() {
-            PathBuf::from(&config.log_file)
-        } else {
-            match std::env::var_os("MS500_RELAY_LOG") {
-                Some(path) if !path.is_empty() => PathBuf::from(path),
-                _ => parent_dir(&status_file).join("ms500-relay.log"),
-            }
+        let log = match (&config.log_file, std::env::var_os("MS500_RELAY_LOG")) {
+            (Some(path), _) => path.clone(),
+            (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
+            (None, _) => parent_dir(&status_file).join("ms500-relay.log"),
         };
-        let interval = Duration::from_secs(config.status_interval);
-        let grace = Duration::from_secs(config.shutdown_grace);
+        let interval = config.status_interval;
+        let grace = config.shutdown_grace;
         Ok(Watch {
             conf,
             pid_file,
@@ -191,7 +189,7 @@ impl Watch {
             let pid = read_pid(&self.pid_file);
             if let Some(pid) = pid.filter(|&p| alive(p)) {
                 if !holds_file(pid, &self.pid_file) {
-                    return Err(Error::Runtime(format!(
+                    return Err(Error::runtime(format!(
                         "pid {pid} in {} does not hold that file open; not touching it",
                         self.pid_file.display()
                     )));
@@ -199,7 +197,7 @@ impl Watch {
                 return Ok(Some(pid));
             }
             if Instant::now() >= deadline {
-                return Err(Error::Runtime(format!(
+                return Err(Error::runtime(format!(
                     "{} is locked but holds no live pid ({}); not touching it",
                     self.pid_file.display(),
                     pid.map_or("none".to_string(), |p| p.to_string())
@@ -213,7 +211,7 @@ impl Watch {
     /// `hung` says why the watchdog replaces it.
     fn stop(&self, pid: u32, hung: Option<&str>) -> Result<(), Error> {
         sys::kill(pid, Signal::Term)
-            .map_err(|e| Error::Runtime(format!("cannot signal relay pid {pid}: {e}")))?;
+            .map_err(|e| Error::runtime_because(format!("cannot signal relay pid {pid}"), e))?;
         if let Some(why) = hung {
             say(&format!(
                 "relay pid {pid} is hung ({why}); stopping it and starting a new one"
@@ -231,7 +229,7 @@ impl Watch {
         if self.wait_free(KILL_WAIT)? {
             return Ok(());
         }
-        Err(Error::Runtime(format!(
+        Err(Error::runtime(format!(
             "relay pid {pid} still holds {} {} s after SIGKILL",
             self.pid_file.display(),
             KILL_WAIT.as_secs()
@@ -276,7 +274,7 @@ impl Watch {
         // Opened here rather than by Stdio::null() so that a missing /dev/null
         // is reported as such, not as a binary that cannot be found.
         let null = File::open("/dev/null")
-            .map_err(|e| Error::Runtime(format!("cannot open /dev/null for the relay: {e}")))?;
+            .map_err(|e| Error::runtime_because("cannot open /dev/null for the relay", e))?;
         let mut command = Command::new(&exe);
         command
             .arg("-c")
@@ -286,7 +284,7 @@ impl Watch {
             .stderr(stderr);
         let mut child = sys::new_session(&mut command)
             .spawn()
-            .map_err(|e| Error::Runtime(format!("cannot start {}: {e}", exe.display())))?;
+            .map_err(|e| Error::runtime_because(format!("cannot start {}", exe.display()), e))?;
         self.wait_up(&mut child, started).map(|pid| {
             say(&format!(
                 "{message} (pid {pid}, config {}, log {})",
@@ -303,7 +301,7 @@ impl Watch {
         let deadline = Instant::now() + START_WAIT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(Error::Runtime(format!(
+                return Err(Error::runtime(format!(
                     "the relay exited at once ({status}) when started with -c {}\n{}",
                     self.conf.display(),
                     log_tail(&self.log)
@@ -321,7 +319,7 @@ impl Watch {
                 return Ok(pid);
             }
             if Instant::now() >= deadline {
-                return Err(Error::Runtime(format!(
+                return Err(Error::runtime(format!(
                     "started the relay (pid {pid}) but it is not up after {} s \
                      (pid file: {}, status file: {}); leaving it to the next run\n{}",
                     START_WAIT.as_secs(),
@@ -355,17 +353,17 @@ fn take_turn(conf: &Path) -> Result<File, Error> {
             Ok(()) => return Ok(file),
             Err(TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(POLL),
             Err(TryLockError::WouldBlock) => {
-                return Err(Error::Runtime(format!(
+                return Err(Error::runtime(format!(
                     "another watchdog for {} has been busy for {} s; giving up",
                     conf.display(),
                     TURN_WAIT.as_secs()
                 )))
             }
             Err(TryLockError::Error(e)) => {
-                return Err(Error::Runtime(format!(
-                    "cannot lock {}: {e}",
-                    conf.display()
-                )))
+                return Err(Error::runtime_because(
+                    format!("cannot lock {}", conf.display()),
+                    e,
+                ))
             }
         }
     }
@@ -384,20 +382,20 @@ fn lock_state(pid_file: &Path) -> Result<LockState, Error> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
         Err(e) => {
-            return Err(Error::Runtime(format!(
-                "cannot open {} to test its lock: {e}",
-                pid_file.display()
-            )))
+            return Err(Error::runtime_because(
+                format!("cannot open {} to test its lock", pid_file.display()),
+                e,
+            ))
         }
     };
     // A shared lock conflicts with the relay's exclusive one and is dropped at once.
     match file.try_lock_shared() {
         Ok(()) => Ok(LockState::Free),
         Err(TryLockError::WouldBlock) => Ok(LockState::Held),
-        Err(TryLockError::Error(e)) => Err(Error::Runtime(format!(
-            "cannot test the lock on {}: {e}",
-            pid_file.display()
-        ))),
+        Err(TryLockError::Error(e)) => Err(Error::runtime_because(
+            format!("cannot test the lock on {}", pid_file.display()),
+            e,
+        )),
     }
 }
 
@@ -488,7 +486,7 @@ fn relay_exe() -> Result<PathBuf, Error> {
         .map(|dir| dir.join(&arg0))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
-            Error::Runtime(format!(
+            Error::runtime(format!(
                 "cannot find this program's own binary ({}) to start the relay",
                 arg0.display()
             ))

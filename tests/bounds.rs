@@ -38,7 +38,16 @@ fn device(broker: u16, name: &str) -> Client {
 
 #[test]
 fn broker_away_and_commands_of_64_kb_the_queue_stays_within_its_byte_budget() {
-    let mut broker = Broker::unstarted("");
+    // The subscriber's session outlives the broker's absence, so it misses
+    // nothing the relay sends the moment the broker is back.
+    let state = TempDir::new("bounds-persist");
+    let mut broker = Broker::start_with(&Broker::persistent_config(state.path()));
+    let sub = Subscriber::with_session(
+        broker.port,
+        "/service/ms500/+/socket",
+        Some(&format!("bounds-{}", std::process::id())),
+    );
+    broker.terminate();
     let relay = Relay::start(broker.port, &[]);
     let blob = "b".repeat(64_000);
     let n = 2000;
@@ -73,7 +82,6 @@ fn broker_away_and_commands_of_64_kb_the_queue_stays_within_its_byte_budget() {
 
     // Nothing is lost: the backend waited, and everything goes out when the broker is back.
     broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
     let mut got = 0;
     while got < n && sub.recv(Duration::from_secs(10)).is_some() {
         got += 1;

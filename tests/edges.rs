@@ -426,7 +426,7 @@ fn six_hundred_one_shot_connections_during_an_outage_under_ulimit_256() {
     let mut most_fds = 0;
     let mut refused = 0;
     for i in 0..600 {
-        match TcpStream::connect(("127.0.0.1", relay.port)) {
+        match TcpStream::connect(("127.0.0.1", relay.port())) {
             Ok(mut s) => {
                 if s.write_all(command(i).as_bytes()).is_err() {
                     refused += 1;

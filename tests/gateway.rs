@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use support::{free_port, send_signal, topic, wait_until, Broker, Subscriber, TempDir};
+use support::{send_signal, topic, wait_listening_port, wait_until, Broker, Subscriber, TempDir};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The size goal for a static binary with TLS, on every target.
@@ -148,11 +148,18 @@ fn the_package_unpacks_and_its_binary_runs() {
         "SPOOL_FILE = /var/lib/ms500-relay/spool.bin",
         "LOG_FILE = /var/log/ms500-relay/relay.log",
     ] {
-        assert!(shipped.lines().any(|l| l == line), "{line} missing:\n{shipped}");
+        assert!(
+            shipped.lines().any(|l| l == line),
+            "{line} missing:\n{shipped}"
+        );
     }
     let places = TempDir::new("package-places");
     let local = shipped.replace("= /", &format!("= {}/", places.path().display()));
-    for dir in ["run/ms500-relay", "var/lib/ms500-relay", "var/log/ms500-relay"] {
+    for dir in [
+        "run/ms500-relay",
+        "var/lib/ms500-relay",
+        "var/log/ms500-relay",
+    ] {
         std::fs::create_dir_all(places.path().join(dir)).unwrap();
     }
     std::fs::write(places.path().join("relay.conf"), local).unwrap();
@@ -197,7 +204,6 @@ fn cron_command() -> String {
 /// static binary, nothing else: no bash, no shared library.
 struct Gateway {
     root: TempDir,
-    relay_port: u16,
 }
 
 impl Gateway {
@@ -241,12 +247,11 @@ impl Gateway {
             "127.0.0.1 localhost\n127.0.0.1 mqtt-broker.gateway\n",
         )
         .unwrap();
-        let relay_port = free_port();
         std::fs::write(
             r.join("etc/ms500-relay/relay.conf"),
             format!(
                 "MQTT_BROKER = mqtt-broker.gateway\nMQTT_PORT = {broker_port}\n\
-                 SOCKET_PORT = {relay_port}\n\
+                 SOCKET_PORT = 0\n\
                  PID_FILE = /run/ms500-relay/relay.pid\n\
                  STATUS_FILE = /run/ms500-relay/status.json\n\
                  SPOOL_FILE = /var/lib/ms500-relay/spool.bin\n\
@@ -254,7 +259,7 @@ impl Gateway {
             ),
         )
         .unwrap();
-        Gateway { root, relay_port }
+        Gateway { root }
     }
 
     fn path(&self, inside: &str) -> PathBuf {
@@ -278,6 +283,11 @@ impl Gateway {
     /// What cron does every minute: the README's command through /bin/sh.
     fn cron(&self) -> std::process::Output {
         self.run(&["/bin/sh", "-c", &cron_command()])
+    }
+
+    /// The port the relay got (it binds port 0).
+    fn relay_port(&self) -> u16 {
+        wait_listening_port(self.relay_pid().expect("a pid in PID_FILE"))
     }
 
     fn relay_pid(&self) -> Option<u32> {
@@ -325,7 +335,8 @@ fn status_age(gw: &Gateway) -> Option<Duration> {
 }
 
 fn send_img(gw: &Gateway, id: u32) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.relay_port)).expect("relay listens");
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", gw.relay_port())).expect("relay listens");
     s.write_all(format!(r#"{{"type":"IMG","unit":"cam-gw","id":{id}}}"#).as_bytes())
         .unwrap();
 }

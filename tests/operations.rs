@@ -159,12 +159,10 @@ fn status_exits_1_when_the_file_is_missing_and_2_when_not_configured() {
 fn a_status_file_that_cannot_be_written_stops_the_start_with_exit_2() {
     let dir = TempDir::new("status");
     let conf = dir.path().join("relay.conf");
-    let port = support::free_port();
     std::fs::write(
         &conf,
         format!(
-            "SOCKET_PORT = {port}\nMQTT_PORT = {}\nSTATUS_FILE = {}\n",
-            support::free_port(),
+            "SOCKET_PORT = 0\nMQTT_PORT = 1\nSTATUS_FILE = {}\n",
             dir.path().join("no-such-dir/status.json").display()
         ),
     )

@@ -19,7 +19,7 @@ fn connect_from(source: &str, relay: &Relay) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let src: SocketAddr = format!("{source}:0").parse().unwrap();
     socket.bind(&src.into()).unwrap();
-    let dst: SocketAddr = format!("127.0.0.1:{}", relay.port).parse().unwrap();
+    let dst: SocketAddr = format!("127.0.0.1:{}", relay.port()).parse().unwrap();
     socket.connect(&dst.into()).unwrap();
     socket.into()
 }
@@ -577,7 +577,7 @@ fn an_ipv6_listener_serves_ipv6_loopback_by_default() {
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, "/service/ms500/#");
     let relay = Relay::start(broker.port, &[("SOCKET_HOST", "::1")]);
-    let mut s = TcpStream::connect(("::1", relay.port)).expect("connect to [::1]");
+    let mut s = TcpStream::connect(("::1", relay.port())).expect("connect to [::1]");
     s.write_all(VALID.as_bytes()).unwrap();
     assert_eq!(sub.recv(WAIT).expect("published").payload, VALID.as_bytes());
 
@@ -586,7 +586,7 @@ fn an_ipv6_listener_serves_ipv6_loopback_by_default() {
         broker.port,
         &[("SOCKET_HOST", "::1"), ("SOCKET_ALLOW", "127.0.0.1")],
     );
-    let mut s = TcpStream::connect(("::1", v4_only.port)).expect("connect to [::1]");
+    let mut s = TcpStream::connect(("::1", v4_only.port())).expect("connect to [::1]");
     let _ = s.write_all(VALID.as_bytes());
     assert!(closed_by_peer(&mut s, WAIT));
     v4_only.expect_log("refused backend [::1]", WAIT);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use support::{free_port, relay_command, send_signal, wait_until, Broker, TempDir, BIN};
+use support::{relay_command, send_signal, wait_until, Broker, TempDir, BIN};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/watchdog.sh");
 
@@ -123,10 +123,9 @@ fn watchdog_starts_keeps_and_replaces_the_relay() {
     std::fs::write(
         &conf,
         format!(
-            "MQTT_BROKER = 127.0.0.1\nMQTT_PORT = {}\nSOCKET_PORT = {}\n\
+            "MQTT_BROKER = 127.0.0.1\nMQTT_PORT = {}\nSOCKET_PORT = 0\n\
              PID_FILE = {}\nSTATUS_FILE = {}\nSTATUS_INTERVAL = 1\nSHUTDOWN_GRACE = 2\n",
             broker.port,
-            free_port(),
             pid_file.display(),
             status_file.display()
         ),
@@ -257,8 +256,7 @@ fn watchdog_refuses_a_config_without_pid_file() {
     std::fs::write(
         &conf,
         format!(
-            "SOCKET_PORT = {}\nSTATUS_FILE = {}\n",
-            free_port(),
+            "SOCKET_PORT = 0\nSTATUS_FILE = {}\n",
             dir.path().join("status.json").display()
         ),
     )

@@ -16,7 +16,7 @@
 //!   another string leaves the reason unchanged, so the reason never quotes
 //!   such a value (for non-JSON input the reason must be a bare
 //!   "invalid JSON: ..." rejection: those messages are fixed strings).
-//! * Differential model: for every input, an independent model of SPEC §2.1
+//! * Differential model: for every input, an independent model of PROTOCOL.md §1.2
 //!   built on serde_json (see `model`) predicts Ok/Err, the command, the
 //!   reason (exactly, or its prefix) and the `kind`/`unit`/`id` of the
 //!   rejection.
@@ -79,7 +79,7 @@ fn must_be(name: &str, what: &str) -> String {
     format!("field \"{name}\" must be {what}")
 }
 
-/// SPEC §2.1 on top of serde_json, independent of src/command.rs.
+/// PROTOCOL.md §1.2 on top of serde_json, independent of src/command.rs.
 fn model(data: &[u8], check_fields: bool) -> Expect {
     let bare = |reason| Expect::Err { reason, read: None };
     let t = json::trim(data);
@@ -160,7 +160,7 @@ fn model(data: &[u8], check_fields: bool) -> Expect {
     }
 }
 
-/// Per-type rules of SPEC §2.1. Integers are JSON numbers without fraction or
+/// Per-type rules of PROTOCOL.md §1.2. Integers are JSON numbers without fraction or
 /// exponent that fit i64/u64 (non-negative: u64, no minus sign, so `-0` fails).
 fn rules(kind: &str, fields: &[(String, &[u8])]) -> Result<(), Reason> {
     let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);

@@ -1,5 +1,7 @@
 use super::*;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
 
 const SHIPPED: &str = include_str!("../../relay.conf");
 
@@ -39,13 +41,13 @@ fn empty_file_gives_defaults() {
 #[test]
 fn defaults_follow_the_key_table() {
     let c = Config::default();
-    assert_eq!(c.mqtt_broker, [("127.0.0.1".to_string(), None)]);
+    assert_eq!(render_brokers(&c.mqtt_broker), "127.0.0.1");
     assert_eq!(c.mqtt_port, 1883);
-    assert_eq!(c.mqtt_keepalive, 60);
-    assert_eq!(c.mqtt_client_id, "");
-    assert_eq!(c.mqtt_password, "");
+    assert_eq!(c.mqtt_keepalive.as_secs(), 60);
+    assert_eq!(c.mqtt_client_id.as_deref().unwrap_or(""), "");
+    assert_eq!(c.mqtt_password.as_deref().unwrap_or(""), "");
     assert!(!c.mqtt_tls);
-    assert_eq!(c.mqtt_qos, 1);
+    assert_eq!(c.mqtt_qos, Qos::AtLeastOnce);
     assert_eq!(c.socket_host, "127.0.0.1");
     assert_eq!(c.socket_port, 6080);
     assert_eq!(c.socket_allow, vec![rule("127.0.0.0/8"), rule("::1")]);
@@ -57,14 +59,14 @@ fn defaults_follow_the_key_table() {
     assert!(c.validate_fields);
     assert_eq!(c.ack_mode, AckMode::None);
     assert_eq!(c.queue_capacity, 10000);
-    assert_eq!(c.command_ttl, 600);
-    assert_eq!(c.spool_file, "");
-    assert_eq!(c.device_timeout, 90);
-    assert_eq!(c.status_file, "");
-    assert_eq!(c.status_interval, 5);
-    assert_eq!(c.pid_file, "");
-    assert_eq!(c.shutdown_grace, 5);
-    assert_eq!(c.log_level, "info");
+    assert_eq!(c.command_ttl, Some(Duration::from_secs(600)));
+    assert_eq!(c.spool_file, None);
+    assert_eq!(c.device_timeout.as_secs(), 90);
+    assert_eq!(c.status_file, None);
+    assert_eq!(c.status_interval.as_secs(), 5);
+    assert_eq!(c.pid_file, None);
+    assert_eq!(c.shutdown_grace.as_secs(), 5);
+    assert_eq!(c.log_level.as_str().to_ascii_lowercase(), "info");
 }
 
 #[test]
@@ -130,11 +132,23 @@ fn key_value_whitespace_and_last_wins() {
     assert_eq!(ok("  MQTT_PORT   =   1884   ").mqtt_port, 1884);
     assert_eq!(ok("\tMQTT_PORT\t=\t1884\t\r\n").mqtt_port, 1884);
     assert_eq!(ok("MQTT_PORT = 1884\nMQTT_PORT = 1885\n").mqtt_port, 1885);
-    assert_eq!(ok("MQTT_PASSWORD = a=b=c").mqtt_password, "a=b=c");
-    assert_eq!(ok("MQTT_USERNAME =").mqtt_username, "");
+    assert_eq!(
+        ok("MQTT_PASSWORD = a=b=c")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "a=b=c"
+    );
+    assert_eq!(
+        ok("MQTT_USERNAME =").mqtt_username.as_deref().unwrap_or(""),
+        ""
+    );
     assert_eq!(
         ok("MQTT_BROKER = mqtt.example.com").mqtt_broker,
-        [("mqtt.example.com".to_string(), None)]
+        [BrokerAddr {
+            host: "mqtt.example.com".to_string(),
+            port: None
+        }]
     );
     let list = ok("MQTT_PORT = 1884\nMQTT_BROKER = a, b:1999, [::1]:8883");
     let brokers: Vec<String> = list.brokers().iter().map(ToString::to_string).collect();
@@ -149,30 +163,111 @@ fn comments() {
         ok("MQTT_PORT = 1884\t# tab before the hash").mqtt_port,
         1884
     );
-    assert_eq!(ok("MQTT_PASSWORD = a#b").mqtt_password, "a#b");
-    assert_eq!(ok("MQTT_PASSWORD = a#b #c").mqtt_password, "a#b");
-    assert_eq!(ok("MQTT_PASSWORD = # nothing").mqtt_password, "");
-    assert_eq!(ok("MQTT_PASSWORD =#nothing").mqtt_password, "");
+    assert_eq!(
+        ok("MQTT_PASSWORD = a#b")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "a#b"
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = a#b #c")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "a#b"
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = # nothing")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        ""
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD =#nothing")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        ""
+    );
     assert_eq!(ok("#MQTT_PORT = 1").mqtt_port, 1883);
 }
 
 #[test]
 fn quotes() {
-    assert_eq!(ok("MQTT_PASSWORD = \"a #b\"").mqtt_password, "a #b");
-    assert_eq!(ok("MQTT_PASSWORD = 'a #b'").mqtt_password, "a #b");
-    assert_eq!(ok("MQTT_PASSWORD = \" spaced \"").mqtt_password, " spaced ");
-    assert_eq!(ok("MQTT_PASSWORD = \"it's\"").mqtt_password, "it's");
     assert_eq!(
-        ok("MQTT_PASSWORD = 'say \"hi\"'").mqtt_password,
+        ok("MQTT_PASSWORD = \"a #b\"")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "a #b"
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = 'a #b'")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "a #b"
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = \" spaced \"")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        " spaced "
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = \"it's\"")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "it's"
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = 'say \"hi\"'")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
         "say \"hi\""
     );
-    assert_eq!(ok("MQTT_PASSWORD = \"\"").mqtt_password, "");
-    assert_eq!(ok("MQTT_PASSWORD = \"x\" # comment").mqtt_password, "x");
-    assert_eq!(ok("MQTT_PASSWORD = \"x\"#comment").mqtt_password, "x");
-    assert_eq!(ok("MQTT_PASSWORD = \"x\"   ").mqtt_password, "x");
+    assert_eq!(
+        ok("MQTT_PASSWORD = \"\"")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        ""
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = \"x\" # comment")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "x"
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = \"x\"#comment")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "x"
+    );
+    assert_eq!(
+        ok("MQTT_PASSWORD = \"x\"   ")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "x"
+    );
     assert_eq!(ok("MQTT_PORT = \"1884\"").mqtt_port, 1884);
     // A quote inside an unquoted value is just a character.
-    assert_eq!(ok("MQTT_PASSWORD = a\"b").mqtt_password, "a\"b");
+    assert_eq!(
+        ok("MQTT_PASSWORD = a\"b")
+            .mqtt_password
+            .as_deref()
+            .unwrap_or(""),
+        "a\"b"
+    );
 }
 
 #[test]
@@ -246,11 +341,16 @@ fn ports() {
             err(&format!("MQTT_PORT = {bad}")),
             format!("relay.conf:1: MQTT_PORT: {bad:?} {m}")
         );
-        assert_eq!(
-            err(&format!("SOCKET_PORT = {bad}")),
-            format!("relay.conf:1: SOCKET_PORT: {bad:?} {m}")
-        );
+        if bad != "0" {
+            assert_eq!(
+                err(&format!("SOCKET_PORT = {bad}")),
+                format!(
+                    "relay.conf:1: SOCKET_PORT: {bad:?} is not a port number (0-65535; 0 lets the system choose)"
+                )
+            );
+        }
     }
+    assert_eq!(ok("SOCKET_PORT = 0").socket_port, 0);
     assert_eq!(
         err("\n\n\n\n\n\n\n\n\n\n\nMQTT_PORT = abc"),
         "relay.conf:12: MQTT_PORT: \"abc\" is not a port number (1-65535)"
@@ -265,8 +365,8 @@ fn numbers_and_ranges() {
         err("MQTT_KEEPALIVE = 4"),
         "relay.conf:1: MQTT_KEEPALIVE: \"4\" is not a whole number of seconds (5-65535)"
     );
-    assert_eq!(ok("MQTT_KEEPALIVE = 5").mqtt_keepalive, 5);
-    assert_eq!(ok("MQTT_KEEPALIVE = 65535").mqtt_keepalive, 65535);
+    assert_eq!(ok("MQTT_KEEPALIVE = 5").mqtt_keepalive.as_secs(), 5);
+    assert_eq!(ok("MQTT_KEEPALIVE = 65535").mqtt_keepalive.as_secs(), 65535);
     assert!(err("MQTT_KEEPALIVE = 65536").starts_with("relay.conf:1: MQTT_KEEPALIVE: "));
     assert_eq!(
         err("MAX_CONNECTIONS = 0"),
@@ -286,19 +386,19 @@ fn numbers_and_ranges() {
     assert!(err("QUEUE_CAPACITY = 0").contains("QUEUE_CAPACITY: \"0\""));
     assert_eq!(ok("QUEUE_CAPACITY = 1").queue_capacity, 1);
     assert!(err("STATUS_INTERVAL = 0").contains("STATUS_INTERVAL: \"0\""));
-    assert_eq!(ok("STATUS_INTERVAL = 1").status_interval, 1);
-    assert_eq!(ok("COMMAND_TTL = 0").command_ttl, 0);
+    assert_eq!(ok("STATUS_INTERVAL = 1").status_interval.as_secs(), 1);
+    assert_eq!(ok("COMMAND_TTL = 0").command_ttl, None);
     assert!(err("COMMAND_TTL = -1").contains("COMMAND_TTL: \"-1\""));
     assert!(err("COMMAND_TTL = 99999999999999999999").contains("COMMAND_TTL"));
     assert!(err("DEVICE_TIMEOUT = 0").contains("DEVICE_TIMEOUT: \"0\""));
-    assert_eq!(ok("SHUTDOWN_GRACE = 0").shutdown_grace, 0);
+    assert_eq!(ok("SHUTDOWN_GRACE = 0").shutdown_grace.as_secs(), 0);
     assert!(err("SHUTDOWN_GRACE = soon").contains("SHUTDOWN_GRACE: \"soon\""));
 }
 
 #[test]
 fn qos_levels() {
-    assert_eq!(ok("MQTT_QOS = 0").mqtt_qos, 0);
-    assert_eq!(ok("MQTT_QOS = 1").mqtt_qos, 1);
+    assert_eq!(ok("MQTT_QOS = 0").mqtt_qos, Qos::AtMostOnce);
+    assert_eq!(ok("MQTT_QOS = 1").mqtt_qos, Qos::AtLeastOnce);
     assert_eq!(
         err("MQTT_QOS = 2"),
         "relay.conf:1: MQTT_QOS: QoS 2 is not supported: only 0 and 1 are supported"
@@ -337,9 +437,21 @@ fn ack_modes_and_log_levels() {
         "relay.conf:1: ACK_MODE: \"some\" is not one of none, errors, all"
     );
     for level in ["error", "warn", "info", "debug", "trace", "off"] {
-        assert_eq!(ok(&format!("LOG_LEVEL = {level}")).log_level, level);
+        assert_eq!(
+            ok(&format!("LOG_LEVEL = {level}"))
+                .log_level
+                .as_str()
+                .to_ascii_lowercase(),
+            level
+        );
     }
-    assert_eq!(ok("LOG_LEVEL = DEBUG").log_level, "debug");
+    assert_eq!(
+        ok("LOG_LEVEL = DEBUG")
+            .log_level
+            .as_str()
+            .to_ascii_lowercase(),
+        "debug"
+    );
     assert_eq!(
         err("LOG_LEVEL = verbose"),
         "relay.conf:1: LOG_LEVEL: \"verbose\" is not one of error, warn, info, debug, trace, off"
@@ -552,11 +664,14 @@ fn client_certificate_needs_its_key() {
     );
     let c = ok("MQTT_TLS = true\nMQTT_CLIENT_CERT = c.pem\nMQTT_CLIENT_KEY = k.pem\n");
     assert_eq!(
-        (c.mqtt_client_cert.as_str(), c.mqtt_client_key.as_str()),
-        ("c.pem", "k.pem")
+        (c.mqtt_client_cert.as_deref(), c.mqtt_client_key.as_deref()),
+        (Some(Path::new("c.pem")), Some(Path::new("k.pem")))
     );
     // Without TLS the pair is unused, so it is not checked.
-    assert_eq!(ok("MQTT_CLIENT_CERT = c.pem").mqtt_client_cert, "c.pem");
+    assert_eq!(
+        ok("MQTT_CLIENT_CERT = c.pem").mqtt_client_cert.as_deref(),
+        Some(Path::new("c.pem"))
+    );
 }
 
 #[test]
@@ -751,8 +866,70 @@ fn quoted_values_read_back_the_same() {
     ] {
         let text = format!("MQTT_USERNAME = {}\n", quoted(value));
         let config = parse(&text, "relay.conf").unwrap_or_else(|e| panic!("{value:?}: {e}"));
-        assert_eq!(config.mqtt_username, value, "{text}");
+        assert_eq!(
+            config.mqtt_username.as_deref().unwrap_or(""),
+            value,
+            "{text}"
+        );
     }
     assert_eq!(quoted("plain"), "plain");
     assert_eq!(quoted(""), "\"\"");
+}
+
+/// The key tables of README.md and docs/PROTOCOL.md (the first block of
+/// key rows in each): one row per key, in
+/// table order, with its default and its one-line doc.
+#[test]
+fn documented_key_tables_follow_the_key_table() {
+    let want: Vec<String> = KEYS
+        .iter()
+        .map(|k| {
+            let default = if k.default.is_empty() {
+                "(empty)".to_string()
+            } else {
+                format!("`{}`", k.default)
+            };
+            format!("| `{}` | {default} | {} |", k.key, k.doc)
+        })
+        .collect();
+    for (name, text) in [
+        ("README.md", include_str!("../../README.md")),
+        ("docs/PROTOCOL.md", include_str!("../../docs/PROTOCOL.md")),
+    ] {
+        let is_key_row = |line: &&str| {
+            line.strip_prefix("| `")
+                .and_then(|rest| rest.split_once('`'))
+                .is_some_and(|(key, rest)| {
+                    rest.starts_with(" |") && KEYS.iter().any(|k| k.key == key)
+                })
+        };
+        // The first block of key rows is the key table (later tables may
+        // name keys too).
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|line| !is_key_row(line))
+            .take_while(is_key_row)
+            .collect();
+        assert_eq!(rows, want, "{name}: the key table must match KEYS");
+        // A clone of the repository is all a reader has.
+        assert!(
+            !text.contains("../shared"),
+            "{name} points outside the repository"
+        );
+    }
+}
+
+/// The table lists every key once, and each parses its own default.
+#[test]
+fn key_table_has_each_key_once() {
+    for (i, key) in KEYS.iter().enumerate() {
+        assert!(
+            KEYS[..i].iter().all(|k| k.key != key.key),
+            "{} twice",
+            key.key
+        );
+        let mut config = Config::default();
+        assert_eq!(config.set(key.key, key.default), Ok(()), "{}", key.key);
+    }
+    assert_eq!(Config::default().effective().len(), KEYS.len());
 }

@@ -50,6 +50,9 @@ fn snapshot_has_the_documented_keys() {
     ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
+    // Durations are whole seconds, as the status command reads them.
+    assert_eq!(v["status_interval"], 5, "{v}");
+    assert_eq!(v["mqtt_keepalive"], 60, "{v}");
     for key in [
         "received",
         "published",

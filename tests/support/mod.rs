@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,10 @@ pub struct Launch {
 }
 
 /// A loopback port nobody listens on, never handed out twice in this test
-/// process (tests run in parallel threads and bind their ports later).
+/// process (tests run in parallel threads and bind their ports later). Only
+/// for mosquitto, which cannot report a port the system chose, and must come
+/// back on the same port after a restart; the relay binds port 0 instead
+/// (`SOCKET_PORT = 0`) and the tests read the port it got ([`listening_port`]).
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     loop {
@@ -67,6 +70,46 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// The TCP port process `pid` listens on, from its socket descriptors and
+/// /proc/PID/net/tcp{,6}; None until it listens.
+pub fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, rem_address, st (0A = LISTEN), ..., inode (10th).
+            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
+                let port = fields[1].rsplit_once(':')?.1;
+                return u16::from_str_radix(port, 16).ok();
+            }
+        }
+    }
+    None
+}
+
+/// Waits up to 10 s for process `pid` to listen, and returns its port.
+pub fn wait_listening_port(pid: u32) -> u16 {
+    let mut port = None;
+    wait_until(Duration::from_secs(10), || {
+        port = listening_port(pid);
+        port.is_some()
+    });
+    port.unwrap_or_else(|| panic!("process {pid} never listened"))
 }
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
@@ -148,8 +191,23 @@ impl Broker {
         self.dir.path()
     }
 
-    /// (Re)starts mosquitto on the same port.
+    /// (Re)starts mosquitto on the same port. A first start that finds its
+    /// port taken (another process bound it between `free_port` and now)
+    /// moves to another port; a restart keeps its port.
     pub fn restart(&mut self) {
+        let first = self.child.is_none() && !self.dir.path().join("mosquitto.conf").exists();
+        for _ in 0..5 {
+            if self.try_start() {
+                return;
+            }
+            assert!(first, "mosquitto did not come back on {}", self.port);
+            self.port = free_port();
+        }
+        panic!("mosquitto could not find a free port");
+    }
+
+    /// Starts mosquitto; false when it exited at once (its port taken).
+    fn try_start(&mut self) -> bool {
         self.stop();
         let conf = self.dir.path().join("mosquitto.conf");
         // Global options must come before the first listener.
@@ -171,19 +229,25 @@ impl Broker {
         )
         .unwrap();
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
-        let child = Command::new(mosquitto_bin())
+        let mut child = Command::new(mosquitto_bin())
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start mosquitto (scripts/test.sh installs it)");
-        self.child = Some(child);
-        assert!(
-            wait_until(Duration::from_secs(10), || port_open(self.port)),
-            "mosquitto did not listen on {}",
-            self.port
-        );
+        // Listening means nothing if it is someone else on the port: the
+        // broker must still be running once the port answers.
+        let up = wait_until(Duration::from_secs(10), || {
+            port_open(self.port) || !matches!(child.try_wait(), Ok(None))
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let running = matches!(child.try_wait(), Ok(None));
+        if running {
+            assert!(up, "mosquitto did not listen on {}", self.port);
+            self.child = Some(child);
+        }
+        running
     }
 
     /// Kills mosquitto (SIGKILL): sessions it did not persist are lost.
@@ -267,7 +331,8 @@ fn mosquitto_bin() -> &'static str {
 
 /// The real relay binary with a generated relay.conf.
 pub struct Relay {
-    pub port: u16,
+    /// The backend port; 0 until read from the running process.
+    port: AtomicU16,
     pub conf: PathBuf,
     /// Applies to every (re)launch.
     pub launch: Launch,
@@ -289,16 +354,13 @@ impl Relay {
             .iter()
             .any(|(k, v)| *k == "LOG_LEVEL" && ["error", "warn", "off"].contains(v));
         if quiet {
-            // No info line to wait for: probe the port (one short backend session).
-            let port = relay.port;
-            assert!(
-                wait_until(Duration::from_secs(10), || port_open(port)),
-                "relay did not listen"
-            );
+            // No info line to wait for: the port shows in /proc once it listens.
+            wait_listening_port(relay.pid());
         } else {
             // Watch the log rather than probing the port: a probe would be a backend session.
             relay.expect_log(" listening on ", Duration::from_secs(10));
         }
+        relay.port();
         relay
     }
 
@@ -309,11 +371,12 @@ impl Relay {
 
     pub fn spawn_with(broker_port: u16, settings: &[(&str, &str)], launch: Launch) -> Relay {
         let dir = TempDir::new("relay");
+        // Port 0: the system picks a free port, read back by `port()`.
         let port = settings
             .iter()
             .find(|(k, _)| *k == "SOCKET_PORT")
             .map(|(_, v)| v.parse().unwrap())
-            .unwrap_or_else(free_port);
+            .unwrap_or(0);
         let mut conf =
             format!("MQTT_BROKER = 127.0.0.1\nMQTT_PORT = {broker_port}\nSOCKET_PORT = {port}\n");
         for (k, v) in settings {
@@ -324,7 +387,7 @@ impl Relay {
         let path = dir.path().join("relay.conf");
         std::fs::write(&path, conf).unwrap();
         let mut relay = Relay {
-            port,
+            port: AtomicU16::new(port),
             conf: path,
             launch,
             child: None,
@@ -384,6 +447,23 @@ impl Relay {
         self._dir.path()
     }
 
+    /// The backend port. With `SOCKET_PORT = 0` it is read from the running
+    /// relay the first time (waiting up to 10 s for it to listen), then
+    /// written into relay.conf so a relaunch binds the same port again, as a
+    /// backend reconnecting to a restarted relay expects.
+    pub fn port(&self) -> u16 {
+        let known = self.port.load(Ordering::SeqCst);
+        if known != 0 {
+            return known;
+        }
+        let port = wait_listening_port(self.pid());
+        self.port.store(port, Ordering::SeqCst);
+        let conf = std::fs::read_to_string(&self.conf).unwrap();
+        let pinned = conf.replacen("SOCKET_PORT = 0\n", &format!("SOCKET_PORT = {port}\n"), 1);
+        std::fs::write(&self.conf, pinned).unwrap();
+        port
+    }
+
     /// CPU seconds (user + system) the relay process has used so far.
     pub fn cpu_seconds(&self) -> f64 {
         let stat =
@@ -412,7 +492,7 @@ impl Relay {
     }
 
     pub fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to relay");
+        let s = TcpStream::connect(("127.0.0.1", self.port())).expect("connect to relay");
         s.set_nodelay(true).unwrap();
         s
     }
@@ -423,6 +503,9 @@ impl Relay {
 
     /// Starts the same relay (same relay.conf) again after it exited or was killed.
     pub fn relaunch(&mut self) {
+        if self.port.load(Ordering::SeqCst) == 0 && self.wait_exit(Duration::ZERO).is_none() {
+            self.port();
+        }
         self.kill();
         let starts = self.log().matches(" listening on ").count();
         self.launch();

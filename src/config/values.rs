@@ -1,0 +1,372 @@
+//! The value types of relay.conf keys and how each is read from, and
+//! written back to, its text. Pure; used by the key table in `config.rs`.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::brokers;
+
+/// Longest time any seconds key accepts (one year): far beyond any sensible
+/// setting, and small enough that `Instant + Duration` can never overflow.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Which status lines go back to the backend (`ACK_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Nothing but device replies.
+    None,
+    /// One line per rejected or expired command.
+    Errors,
+    /// One line per command.
+    All,
+}
+
+impl AckMode {
+    /// The relay.conf spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::None => "none",
+            AckMode::Errors => "errors",
+            AckMode::All => "all",
+        }
+    }
+}
+
+/// QoS of published commands (`MQTT_QOS`); QoS 2 is not supported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+impl Qos {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Qos::AtMostOnce => "0",
+            Qos::AtLeastOnce => "1",
+        }
+    }
+}
+
+/// One `SOCKET_ALLOW` entry: a CIDR block; a bare address has a full-length
+/// prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl AllowRule {
+    /// Whether `ip` lies in this block. An IPv4-mapped IPv6 peer
+    /// (`::ffff:a.b.c.d`, what a dual-stack listener reports) is treated as
+    /// the IPv4 address it carries.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(rule), IpAddr::V4(peer)) => same_prefix(
+                u32::from(rule).into(),
+                u32::from(peer).into(),
+                32,
+                self.prefix,
+            ),
+            (IpAddr::V6(rule), IpAddr::V6(peer)) => {
+                same_prefix(u128::from(rule), u128::from(peer), 128, self.prefix)
+            }
+            // A rule written as ::ffff:a.b.c.d/n still covers IPv4 peers.
+            (IpAddr::V6(rule), IpAddr::V4(peer)) => same_prefix(
+                u128::from(rule),
+                u128::from(peer.to_ipv6_mapped()),
+                128,
+                self.prefix,
+            ),
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
+        }
+    }
+}
+
+/// Whether the top `prefix` bits of two `bits`-wide addresses agree. A prefix
+/// longer than the address counts as the full address.
+fn same_prefix(a: u128, b: u128, bits: u32, prefix: u8) -> bool {
+    let prefix = u32::from(prefix).min(bits);
+    let mask = u128::MAX.checked_shl(bits - prefix).unwrap_or(0);
+    let width_mask = u128::MAX >> (128 - bits);
+    (a ^ b) & mask & width_mask == 0
+}
+
+impl fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = match self.addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        if self.prefix >= full {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+/// Whether any rule lets `ip` in.
+pub fn allowed(rules: &[AllowRule], ip: IpAddr) -> bool {
+    rules.iter().any(|rule| rule.contains(ip))
+}
+
+/// One `MQTT_BROKER` entry: a host, with its own port when given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+pub fn brokers(value: &str) -> Result<Vec<BrokerAddr>, String> {
+    Ok(brokers::parse_list(value)?
+        .into_iter()
+        .map(|(host, port)| BrokerAddr { host, port })
+        .collect())
+}
+
+pub fn render_brokers(list: &[BrokerAddr]) -> String {
+    list.iter()
+        .map(|b| match (b.port, b.host.contains(':')) {
+            (None, _) => b.host.clone(),
+            (Some(p), true) => format!("[{}]:{p}", b.host),
+            (Some(p), false) => format!("{}:{p}", b.host),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn text(value: &str) -> Result<String, String> {
+    Ok(value.to_string())
+}
+
+/// Empty means "not set".
+pub fn optional_text(value: &str) -> Result<Option<String>, String> {
+    Ok((!value.is_empty()).then(|| value.to_string()))
+}
+
+/// Empty means "off".
+pub fn optional_path(value: &str) -> Result<Option<PathBuf>, String> {
+    Ok((!value.is_empty()).then(|| PathBuf::from(value)))
+}
+
+pub fn render_optional(value: &Option<String>) -> String {
+    value.clone().unwrap_or_default()
+}
+
+pub fn render_path(value: &Option<PathBuf>) -> String {
+    value
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A secret is never shown: `***` when set.
+pub fn render_secret(value: &Option<String>) -> String {
+    match value {
+        Some(_) => "***".to_string(),
+        None => String::new(),
+    }
+}
+
+pub fn render<T: ToString>(value: &T) -> String {
+    value.to_string()
+}
+
+/// Whole seconds in `min..=max`.
+pub fn seconds(value: &str, min: u64, max: u64) -> Result<Duration, String> {
+    number::<u64>(value, min, max, "seconds").map(Duration::from_secs)
+}
+
+pub fn render_seconds(value: &Duration) -> String {
+    value.as_secs().to_string()
+}
+
+/// `COMMAND_TTL`: seconds, 0 = never.
+pub fn ttl(value: &str) -> Result<Option<Duration>, String> {
+    seconds(value, 0, MAX_SECONDS).map(|d| (!d.is_zero()).then_some(d))
+}
+
+pub fn render_ttl(value: &Option<Duration>) -> String {
+    value.map_or(0, |d| d.as_secs()).to_string()
+}
+
+pub fn render_ack_mode(value: &AckMode) -> String {
+    value.as_str().to_string()
+}
+
+pub fn render_qos(value: &Qos) -> String {
+    value.as_str().to_string()
+}
+
+pub fn render_level(value: &LevelFilter) -> String {
+    value.as_str().to_ascii_lowercase()
+}
+
+pub fn render_allow(rules: &[AllowRule]) -> String {
+    rules
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `SOCKET_PORT` may be 0 (the system picks a free port); other ports may not.
+pub fn socket_port(value: &str) -> Result<u16, String> {
+    value
+        .parse::<u16>()
+        .map_err(|_| format!("{value:?} is not a port number (0-65535; 0 lets the system choose)"))
+}
+
+pub fn non_empty(value: &str, what: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err(format!("must not be empty: give {what}"))
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+pub fn port(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(port) if port >= 1 => Ok(port),
+        _ => Err(format!("{value:?} is not a port number (1-65535)")),
+    }
+}
+
+/// A whole number in `min..=max`; `unit` names what it counts.
+pub fn number<T>(value: &str, min: u64, max: u64, unit: &str) -> Result<T, String>
+where
+    T: TryFrom<u64>,
+{
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| format!("{value:?} is not a whole number of {unit} ({min}-{max})"))
+}
+
+pub fn boolean(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err(format!(
+            "{value:?} is not a boolean (true/false, yes/no, on/off, 1/0)"
+        )),
+    }
+}
+
+pub fn qos(value: &str) -> Result<Qos, String> {
+    match value {
+        "0" => Ok(Qos::AtMostOnce),
+        "1" => Ok(Qos::AtLeastOnce),
+        "2" => Err("QoS 2 is not supported: only 0 and 1 are supported".to_string()),
+        _ => Err(format!(
+            "{value:?} is not a QoS level (only 0 and 1 are supported)"
+        )),
+    }
+}
+
+/// `ACK_MODE`'s values, any case.
+pub fn parse_ack_mode(value: &str) -> Result<AckMode, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "none" => Ok(AckMode::None),
+        "errors" => Ok(AckMode::Errors),
+        "all" => Ok(AckMode::All),
+        _ => Err(format!("{value:?} is not one of none, errors, all")),
+    }
+}
+
+pub fn log_level(value: &str) -> Result<LevelFilter, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "error" => Ok(LevelFilter::Error),
+        "warn" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        "off" => Ok(LevelFilter::Off),
+        _ => Err(format!(
+            "{value:?} is not one of error, warn, info, debug, trace, off"
+        )),
+    }
+}
+
+/// A comma-separated list of addresses and CIDRs; empty entries (a trailing
+/// comma) are skipped, but the list itself must not be empty.
+pub fn allow_list(value: &str) -> Result<Vec<AllowRule>, String> {
+    let rules = value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(allow_rule)
+        .collect::<Result<Vec<_>, _>>()?;
+    if rules.is_empty() {
+        return Err(
+            "must list at least one address or CIDR (loopback only is \"127.0.0.0/8, ::1\")"
+                .to_string(),
+        );
+    }
+    Ok(rules)
+}
+
+pub fn allow_rule(entry: &str) -> Result<AllowRule, String> {
+    let bad = || format!("{entry:?} is not an IP address or CIDR");
+    let (addr, prefix) = match entry.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (entry, None),
+    };
+    let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+    let full: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => full,
+        Some(text) => {
+            let prefix: u8 = text.trim().parse().map_err(|_| bad())?;
+            if prefix > full {
+                return Err(format!("{entry:?}: prefix longer than {full} bits"));
+            }
+            prefix
+        }
+    };
+    Ok(AllowRule { addr, prefix })
+}
+
+pub fn command_topic(value: &str) -> Result<String, String> {
+    if value.matches("{unit}").count() != 1 {
+        return Err(format!("{value:?} must contain {{unit}} exactly once"));
+    }
+    if value.contains(['+', '#']) {
+        return Err(format!(
+            "{value:?} must not contain the MQTT wildcards + or #"
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `STATE_TOPIC`: empty (off) or a topic without wildcards; `{client_id}`
+/// may appear in it.
+pub fn state_topic(value: &str) -> Result<Option<String>, String> {
+    if value.contains(['+', '#']) {
+        return Err(format!(
+            "{value:?} must not contain the MQTT wildcards + or #"
+        ));
+    }
+    optional_text(value)
+}
+
+/// A subscription filter whose one `+` level carries the device id or unit.
+pub fn plus_filter(value: &str) -> Result<String, String> {
+    if value.contains('#') {
+        return Err(format!("{value:?} must not contain the MQTT wildcard #"));
+    }
+    let plus_levels = value.split('/').filter(|level| *level == "+").count();
+    if plus_levels != 1 || value.matches('+').count() != 1 {
+        return Err(format!(
+            "{value:?} must contain exactly one + as a whole topic level, like /device/ms500/+/online"
+        ));
+    }
+    Ok(value.to_string())
+}
