@@ -8,7 +8,8 @@
 //! Device traffic can never stop or duplicate commands: commands travel on
 //! the publish link's own connection. And a message larger than the relay
 //! takes costs only that message: the CONNECT announces a maximum packet
-//! size ([`MAX_DEVICE_MESSAGE`], MQTT 5), and the broker drops what is
+//! size ([`MAX_DEVICE_MESSAGE`], MQTT 5; every rumqttc setting is in
+//! `device_link/client.rs`), and the broker drops what is
 //! larger instead of sending it (MQTT 3.1.1 has no such property: a retained
 //! 17 MB heartbeat broke the link on every subscribe, forever). A link that
 //! dies right after its CONNACK backs off like one that cannot connect.
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{Client, Connection, ConnectionError, Event, MqttOptions, RecvTimeoutError};
+use rumqttc::v5::{Client, Connection, ConnectionError, Event, RecvTimeoutError};
 use rumqttc::Transport;
 
 use crate::brokers::Broker;
@@ -33,18 +34,15 @@ use crate::redact;
 use crate::routes::ReplyRoutes;
 use crate::shutdown::Stop;
 
-/// Largest device message the relay takes (heartbeats, replies); the broker
-/// drops larger ones for this connection.
-pub const MAX_DEVICE_MESSAGE: u32 = 1024 * 1024;
+mod client;
+pub use client::MAX_DEVICE_MESSAGE;
+
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A link that lived this long was a good one: the backoff starts over.
 const STABLE: Duration = Duration::from_secs(10);
 /// How often a wait on the connection looks at the stop signal and the broker in use.
 const TICK: Duration = Duration::from_secs(1);
-/// rumqttc's outgoing packet-id table; the device link only subscribes, so
-/// a few are plenty (rumqttc's default table of 65,536 costs 16 MB of RAM).
-const PACKET_IDS: u16 = 16;
 
 pub struct DeviceLink {
     pub config: Arc<Config>,
@@ -73,7 +71,15 @@ impl DeviceLink {
         while !self.stop.is_set() {
             let index = self.shared.broker_index.load(Ordering::Relaxed) % self.brokers.len();
             let broker = &self.brokers[index];
-            let (client, mut connection) = Client::new(self.options(broker), 16);
+            let (client, mut connection) = Client::new(
+                client::options(
+                    &self.config,
+                    &self.client_id,
+                    broker,
+                    self.transport.clone(),
+                ),
+                client::REQUESTS,
+            );
             let mut up_since: Option<Instant> = None;
             let ended = loop {
                 if self.stop.is_set() {
@@ -130,21 +136,6 @@ impl DeviceLink {
             }
         }
         log::debug!("device link stopped");
-    }
-
-    fn options(&self, broker: &Broker) -> MqttOptions {
-        let mut opts = MqttOptions::new(self.client_id.clone(), broker.host.clone(), broker.port);
-        opts.set_keep_alive(self.config.mqtt_keepalive);
-        opts.set_clean_start(true);
-        opts.set_session_expiry_interval(Some(0));
-        opts.set_max_packet_size(Some(MAX_DEVICE_MESSAGE));
-        opts.set_outgoing_inflight_upper_limit(PACKET_IDS);
-        if let Some(user) = &self.config.mqtt_username {
-            let password = self.config.mqtt_password.clone().unwrap_or_default();
-            opts.set_credentials(user.clone(), password);
-        }
-        opts.set_transport(self.transport.clone());
-        opts
     }
 
     fn handle(&self, event: Event) {
