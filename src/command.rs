@@ -5,11 +5,10 @@
 //! [`Rejection`] whose reason names the offending field. Owns and shares
 //! nothing.
 //!
-//! The value is first checked with the framing state machine
-//! ([`frame::check_value`]), so validation accepts exactly the JSON that framing
-//! accepts. The top-level object is then scanned in place: only `type`, `unit`,
-//! `id` and the fields a rule needs are decoded, and the payload is the received
-//! bytes, untouched. Reasons never quote the value of a field whose name
+//! It takes the [`Json`] the framer produced: the value's bytes with the
+//! spans of its top-level members and of its long or exponent numbers, so
+//! nothing is scanned again here. Only `type`, `unit`, `id` and the fields a
+//! rule needs are decoded, and the payload is the received bytes, untouched. Reasons never quote the value of a field whose name
 //! contains `password`, `secret` or `token`: the only values they quote are
 //! `type` and `unit`.
 
@@ -18,53 +17,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use crate::config::AckMode;
-use crate::frame;
-
-/// True when a number token of this (syntactically valid) JSON overflows f64.
-/// Only tokens that could overflow (an exponent, or more than 300 digits) are parsed.
-fn has_unrepresentable_number(json: &[u8]) -> bool {
-    let mut i = 0;
-    let mut in_string = false;
-    while i < json.len() {
-        let b = json[i];
-        if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        match b {
-            b'"' => {
-                in_string = true;
-                i += 1;
-            }
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                let mut exponent = false;
-                while i < json.len()
-                    && matches!(json[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                {
-                    exponent |= matches!(json[i], b'e' | b'E');
-                    i += 1;
-                }
-                if exponent || i - start > 300 {
-                    let finite = std::str::from_utf8(&json[start..i])
-                        .ok()
-                        .and_then(|t| t.parse::<f64>().ok())
-                        .is_some_and(f64::is_finite);
-                    if !finite {
-                        return true;
-                    }
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    false
-}
+use crate::frame::{self, Json};
 
 #[cfg(test)]
 mod tests;
@@ -216,23 +169,31 @@ impl Rejection {
     }
 }
 
-/// Turns one framed JSON value into a command. Checks, in order: JSON, object,
+/// [`validate_json`] for bytes that did not come through a framer (a spooled
+/// command, a test): they are parsed first, with the framer's rules.
+pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> {
+    let mut spans = frame::Spans::default();
+    match frame::parse(value, &mut spans) {
+        Ok(json) => validate_json(json, check_fields),
+        Err(err) => {
+            let reason = match err {
+                frame::FrameError::Syntax { reason, .. } => format!("invalid JSON: {reason}"),
+                other => format!("invalid JSON: {other}"),
+            };
+            Err(Rejection::bare(reason))
+        }
+    }
+}
+
+/// Turns one framed JSON value into a command. Checks, in order: object,
 /// `type`, `unit`, duplicate top-level fields, then (when `check_fields`) the
 /// per-type field rules. When a field appears twice, `type`, `unit` and `id`
 /// are read from its first occurrence.
-pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> {
-    let payload = trim(value);
-    if let Err(err) = frame::check_value(payload) {
-        let reason = match err {
-            frame::FrameError::Syntax { reason, .. } => format!("invalid JSON: {reason}"),
-            other => format!("invalid JSON: {other}"),
-        };
-        return Err(Rejection::bare(reason));
-    }
-    if payload.first() != Some(&b'{') {
+pub fn validate_json(json: Json<'_>, check_fields: bool) -> Result<Command, Rejection> {
+    if !json.is_object() {
         return Err(Rejection::bare("command is not a JSON object".to_owned()));
     }
-    let object = Object::scan(payload).map_err(Rejection::bare)?;
+    let object = Object::new(&json).map_err(Rejection::bare)?;
 
     let type_text = object.text("type");
     let unit_text = object.text("unit");
@@ -240,7 +201,7 @@ pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> 
         reason,
         kind: type_text.as_string(),
         unit: unit_text.as_string(),
-        id: object.get("id").map(compact_json),
+        id: object.get("id").map(frame::compact),
     };
 
     let kind = match &type_text {
@@ -262,7 +223,7 @@ pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> 
     // becomes infinity (or an error) in the device's parser. Checked with the
     // field rules (VALIDATE_FIELDS); the reason does not quote the number: it
     // could be a secret field's value.
-    if check_fields && has_unrepresentable_number(payload) {
+    if check_fields && json.wide_numbers().any(overflows_f64) {
         return Err(reject(
             "a number is out of range (it overflows a 64-bit float)".to_owned(),
         ));
@@ -273,33 +234,35 @@ pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> 
     Ok(Command {
         kind,
         unit,
-        id: object.get("id").map(compact_json),
-        payload: payload.to_vec(),
+        id: object.get("id").map(frame::compact),
+        payload: json.bytes().to_vec(),
     })
+}
+
+/// Whether a JSON number token is too large for a double.
+fn overflows_f64(token: &[u8]) -> bool {
+    !std::str::from_utf8(token)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
 }
 
 /// A connection asking for status lines whatever `ACK_MODE` says: the value
 /// `{"ack_mode":"all"}` (or `"errors"`, `"none"`), an object whose only member
 /// is `ack_mode`. `None` for any other value (a command, to be validated);
 /// `Some(Err(reason))` when the member's value is not a mode.
-pub fn ack_request(value: &[u8]) -> Option<Result<AckMode, String>> {
-    let value = trim(value);
-    // Cheap test first: this runs for every command.
-    if value.len() > 256 || value.first() != Some(&b'{') {
+pub fn ack_request(json: &Json<'_>) -> Option<Result<AckMode, String>> {
+    let mut members = json.members();
+    let (Some(only), None) = (members.next(), members.next()) else {
+        return None;
+    };
+    if frame::decode_string(only.key)? != "ack_mode" {
         return None;
     }
-    let needle = b"\"ack_mode\"";
-    if !value.windows(needle.len()).any(|w| w == needle) {
-        return None;
-    }
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).ok()?;
-    if object.len() != 1 {
-        return None;
-    }
-    let mode = object.get("ack_mode")?;
     Some(
-        mode.as_str()
-            .and_then(|m| crate::config::parse_ack_mode(m).ok())
+        frame::decode_string(only.value)
+            .filter(|_| only.value.starts_with(b"\""))
+            .and_then(|mode| crate::config::parse_ack_mode(&mode).ok())
             .ok_or_else(|| must_be("ack_mode", "\"none\", \"errors\" or \"all\"")),
     )
 }
@@ -370,7 +333,7 @@ fn update_fields(object: &Object<'_>, id_field: &str) -> Result<(), String> {
         return Err(must_be("link", "a non-empty string"));
     }
     let md5 = required(object, "md5")?;
-    let hex = match decode_string(md5) {
+    let hex = match frame::decode_string(md5) {
         Some(text) => text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()),
         None => false,
     };
@@ -437,43 +400,6 @@ fn quote(s: &str) -> String {
     }
 }
 
-fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| !is_ws(b)).unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|&b| !is_ws(b))
-        .map_or(start, |i| i + 1);
-    bytes.get(start..end).unwrap_or_default()
-}
-
-/// JSON text with the whitespace outside strings removed; numbers and escapes stay as sent.
-fn compact_json(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in raw {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if is_ws(b) {
-            continue;
-        }
-        out.push(b);
-    }
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
 /// A top-level string field as read for `type` and `unit`.
 enum Text<'a> {
     Missing,
@@ -514,34 +440,18 @@ struct Object<'a> {
 }
 
 impl<'a> Object<'a> {
-    /// Splits an object that `frame::check_value` accepted into its fields. On
-    /// other input it returns something without panicking or looping.
-    fn scan(bytes: &'a [u8]) -> Result<Self, String> {
+    /// The members the framer found, keys decoded.
+    fn new(json: &Json<'a>) -> Result<Self, String> {
         // Enough for a typical command without growing.
         let mut members = Vec::with_capacity(16);
-        let mut i = 1;
-        while let Some(&b) = bytes.get(i) {
-            match b {
-                b'}' => break,
-                b'"' => {
-                    let key_end = string_end(bytes, i);
-                    let key = bytes
-                        .get(i..key_end)
-                        .and_then(decode_string)
-                        .ok_or_else(|| {
-                            "invalid JSON: unpaired surrogate escape in a field name".to_owned()
-                        })?;
-                    i = skip_ws(bytes, key_end);
-                    if bytes.get(i) == Some(&b':') {
-                        i = skip_ws(bytes, i + 1);
-                    }
-                    let value_end = value_end(bytes, i);
-                    let value = bytes.get(i..value_end).unwrap_or_default();
-                    members.push(Member { key, value });
-                    i = value_end.max(i + 1);
-                }
-                _ => i += 1,
-            }
+        for member in json.members() {
+            let key = frame::decode_string(member.key).ok_or_else(|| {
+                "invalid JSON: unpaired surrogate escape in a field name".to_owned()
+            })?;
+            members.push(Member {
+                key,
+                value: member.value,
+            });
         }
         Ok(Object { members })
     }
@@ -555,7 +465,7 @@ impl<'a> Object<'a> {
         match self.get(name) {
             None => Text::Missing,
             Some(raw) if !raw.starts_with(b"\"") => Text::NotString,
-            Some(raw) => decode_string(raw).map_or(Text::Undecodable, Text::Str),
+            Some(raw) => frame::decode_string(raw).map_or(Text::Undecodable, Text::Str),
         }
     }
 
@@ -576,117 +486,4 @@ impl<'a> Object<'a> {
                 .map(|m| m.key.as_ref())
         }
     }
-}
-
-fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
-    while bytes.get(i).is_some_and(|&b| is_ws(b)) {
-        i += 1;
-    }
-    i
-}
-
-/// Index just past the string that opens at `start`.
-fn string_end(bytes: &[u8], start: usize) -> usize {
-    let mut i = start + 1;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'"' => return i + 1,
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
-    bytes.len()
-}
-
-/// Index just past the JSON value that starts at `start`.
-fn value_end(bytes: &[u8], start: usize) -> usize {
-    match bytes.get(start) {
-        Some(b'"') => string_end(bytes, start),
-        Some(b'{' | b'[') => {
-            let mut depth = 0usize;
-            let mut i = start;
-            while let Some(&b) = bytes.get(i) {
-                match b {
-                    b'"' => {
-                        i = string_end(bytes, i);
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth = depth.saturating_sub(1);
-                        if depth == 0 {
-                            return i + 1;
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            bytes.len()
-        }
-        _ => {
-            let mut i = start;
-            while bytes
-                .get(i)
-                .is_some_and(|&b| !is_ws(b) && !matches!(b, b',' | b'}' | b']'))
-            {
-                i += 1;
-            }
-            i
-        }
-    }
-}
-
-/// Decodes a JSON string literal (quotes included) whose syntax is already
-/// checked. None when a `\u` escape holds an unpaired surrogate.
-fn decode_string(raw: &[u8]) -> Option<Cow<'_, str>> {
-    let inner = raw.get(1..raw.len().checked_sub(1)?)?;
-    if !inner.contains(&b'\\') {
-        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
-    }
-    let mut out = String::with_capacity(inner.len());
-    let mut rest = inner;
-    while let Some(at) = rest.iter().position(|&b| b == b'\\') {
-        // Splitting at an ASCII byte keeps the UTF-8 pieces whole.
-        out.push_str(std::str::from_utf8(rest.get(..at)?).ok()?);
-        let escape = *rest.get(at + 1)?;
-        rest = rest.get(at + 2..)?;
-        let c = match escape {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let unit = hex4(rest)?;
-                rest = rest.get(4..)?;
-                if (0xD800..0xDC00).contains(&unit) {
-                    let low = rest.strip_prefix(b"\\u").and_then(hex4)?;
-                    if !(0xDC00..0xE000).contains(&low) {
-                        return None;
-                    }
-                    rest = rest.get(6..)?;
-                    char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
-                } else {
-                    // None for a lone low surrogate.
-                    char::from_u32(unit)?
-                }
-            }
-            _ => return None,
-        };
-        out.push(c);
-    }
-    out.push_str(std::str::from_utf8(rest).ok()?);
-    Some(Cow::Owned(out))
-}
-
-fn hex4(bytes: &[u8]) -> Option<u32> {
-    let digits = std::str::from_utf8(bytes.get(..4)?).ok()?;
-    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u32::from_str_radix(digits, 16).ok()
 }

@@ -13,9 +13,16 @@
 //! Every byte is examined once (bytes of a broken value after its first newline
 //! are examined again when parsing resumes there).
 //!
-//! [`check_value`] runs the same state machine over one complete slice, so the
-//! command validator accepts exactly what framing accepts.
+//! While it checks the syntax, the state machine notes where the top-level
+//! members of an object begin and end, and which numbers might overflow a
+//! double. A complete value comes out as a [`Json`]: the bytes received and
+//! those spans, which is all validation (`command.rs`) needs, so no byte is
+//! scanned a second time. [`parse`] runs the same state machine over one
+//! complete slice (a spooled command, a test), so the validator accepts
+//! exactly what framing accepts. [`decode_string`] and [`compact`] read the
+//! single tokens validation quotes.
 
+use std::borrow::Cow;
 use std::fmt;
 
 #[cfg(test)]
@@ -37,13 +44,161 @@ pub struct FrameDecoder {
     max_value_bytes: usize,
     parser: Parser,
     mode: Mode,
+    /// Spans of the value being parsed (reused from value to value).
+    spans: Spans,
+}
+
+/// One complete JSON value: exactly the bytes received (surrounding
+/// whitespace trimmed), and, for an object, where its top-level members and
+/// its long or exponent numbers are. Only the framer ([`FrameDecoder`],
+/// [`parse`]) builds one, so the spans always match the bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Json<'a> {
+    bytes: &'a [u8],
+    spans: &'a Spans,
+}
+
+/// One top-level member of an object: the key as a JSON string token
+/// (quotes and escapes included) and the value's JSON text, both exactly as
+/// received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl<'a> Json<'a> {
+    /// The value's bytes, as received.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Whether the value is an object.
+    pub fn is_object(&self) -> bool {
+        self.bytes.first() == Some(&b'{')
+    }
+
+    /// The top-level members of an object, in order (none for other values).
+    pub fn members(&self) -> impl Iterator<Item = Member<'a>> + 'a {
+        let bytes = self.bytes;
+        self.spans.members.iter().map(move |m| Member {
+            key: bytes.get(m.key.0..m.key.1).unwrap_or_default(),
+            value: bytes.get(m.value.0..m.value.1).unwrap_or_default(),
+        })
+    }
+
+    /// Number tokens anywhere in the value that have an exponent or more than
+    /// 300 characters: the only ones that can overflow a double.
+    pub fn wide_numbers(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let bytes = self.bytes;
+        self.spans
+            .wide_numbers
+            .iter()
+            .map(move |&(from, to)| bytes.get(from..to).unwrap_or_default())
+    }
+}
+
+impl PartialEq for Json<'_> {
+    /// Equal when the bytes are: the spans follow from them.
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Json<'_> {}
+
+impl PartialEq<&[u8]> for Json<'_> {
+    fn eq(&self, other: &&[u8]) -> bool {
+        self.bytes == *other
+    }
+}
+
+/// The spans the state machine notes while it parses a value, as offsets
+/// from the value's first byte. See [`Json`].
+#[derive(Debug, Clone, Default)]
+pub struct Spans {
+    members: Vec<MemberSpan>,
+    wide_numbers: Vec<(usize, usize)>,
+    key_start: usize,
+    key: (usize, usize),
+    value_start: usize,
+    number_start: usize,
+    number_exp: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MemberSpan {
+    key: (usize, usize),
+    value: (usize, usize),
+}
+
+impl Spans {
+    fn clear(&mut self) {
+        self.members.clear();
+        self.wide_numbers.clear();
+    }
+
+    /// Records what the byte at offset `at` did (`marks`, see [`mark`]).
+    #[cold]
+    fn note(&mut self, marks: u8, at: usize) {
+        if marks & mark::KEY_START != 0 {
+            self.key_start = at;
+        }
+        if marks & mark::KEY_END != 0 {
+            self.key = (self.key_start, at + 1);
+        }
+        if marks & mark::VALUE_START != 0 {
+            self.value_start = at;
+        }
+        if marks & (mark::VALUE_END | mark::VALUE_END_BEFORE) != 0 {
+            let end = if marks & mark::VALUE_END != 0 {
+                at + 1
+            } else {
+                at
+            };
+            self.members.push(MemberSpan {
+                key: self.key,
+                value: (self.value_start, end),
+            });
+        }
+        if marks & mark::NUMBER_START != 0 {
+            self.number_start = at;
+            self.number_exp = false;
+        }
+        if marks & mark::NUMBER_EXP != 0 {
+            self.number_exp = true;
+        }
+        if marks & mark::NUMBER_END != 0 && (self.number_exp || at - self.number_start > 300) {
+            self.wide_numbers.push((self.number_start, at));
+        }
+    }
+}
+
+/// What a byte did, for [`Spans`]: bits the parser sets in `Parser::marks`.
+mod mark {
+    /// The `"` opening a top-level key.
+    pub const KEY_START: u8 = 1;
+    /// The `"` closing a top-level key.
+    pub const KEY_END: u8 = 2;
+    /// The first byte of a top-level member's value.
+    pub const VALUE_START: u8 = 4;
+    /// The last byte of a top-level member's value (a string or container).
+    pub const VALUE_END: u8 = 8;
+    /// The byte just after a top-level member's value (a number or literal).
+    pub const VALUE_END_BEFORE: u8 = 16;
+    /// The first byte of a number, at any depth.
+    pub const NUMBER_START: u8 = 32;
+    /// The `e` or `E` of a number.
+    pub const NUMBER_EXP: u8 = 64;
+    /// The byte just after a number.
+    pub const NUMBER_END: u8 = 128;
 }
 
 /// What one call to [`FrameDecoder::next_frame`] produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// One complete JSON value, leading/trailing whitespace trimmed, exactly the bytes received.
-    Value(&'a [u8]),
+    Value(Json<'a>),
     /// Bytes that are not JSON, reported as soon as the bad byte arrives. The
     /// decoder then skips to the first newline after the start of the broken
     /// value by itself (a `Fatal(NoResync)` follows if none comes in time). The
@@ -96,6 +251,7 @@ impl FrameDecoder {
             max_value_bytes,
             parser: Parser::new(),
             mode: Mode::Framing,
+            spans: Spans::default(),
         }
     }
 
@@ -112,7 +268,12 @@ impl FrameDecoder {
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         match self.scan() {
             Event::Pending => None,
-            Event::Value(start, end) => self.buf.get(start..end).map(Frame::Value),
+            Event::Value(start, end) => self.buf.get(start..end).map(|bytes| {
+                Frame::Value(Json {
+                    bytes,
+                    spans: &self.spans,
+                })
+            }),
             Event::Invalid(err) => Some(Frame::Invalid(err)),
             Event::Fatal(err) => Some(Frame::Fatal(err)),
         }
@@ -133,7 +294,9 @@ impl FrameDecoder {
             }
             Mode::Framing => self.buf.len().saturating_sub(self.start),
         };
+        let spans = std::mem::take(&mut self.spans);
         *self = FrameDecoder::new(self.max_value_bytes);
+        self.spans = spans;
         (partial > 0).then_some(partial)
     }
 
@@ -187,6 +350,7 @@ impl FrameDecoder {
                     continue;
                 }
                 self.start = self.pos;
+                self.spans.clear();
             }
             // The value already holds max_value_bytes: only a byte that ends a
             // top-level number or literal (and is not part of it) may follow.
@@ -198,7 +362,12 @@ impl FrameDecoder {
                     limit: self.max_value_bytes,
                 });
             }
-            match self.parser.step(b) {
+            let step = self.parser.step(b);
+            if self.parser.marks != 0 {
+                self.spans.note(self.parser.marks, self.pos - self.start);
+                self.parser.marks = 0;
+            }
+            match step {
                 Step::Next => {
                     self.pos += 1;
                     if let State::Str { .. } = self.parser.state {
@@ -297,9 +466,16 @@ impl FrameDecoder {
 /// Checks that `bytes` hold exactly one JSON value, optionally surrounded by
 /// whitespace, under the same rules as framing (but without a size limit).
 pub fn check_value(bytes: &[u8]) -> Result<(), FrameError> {
+    parse(bytes, &mut Spans::default()).map(|_| ())
+}
+
+/// [`check_value`], giving the value (whitespace trimmed) with its spans,
+/// which are kept in `spans`.
+pub fn parse<'a>(bytes: &'a [u8], spans: &'a mut Spans) -> Result<Json<'a>, FrameError> {
+    spans.clear();
     let mut parser = Parser::new();
     let mut start = None;
-    let mut complete = false;
+    let mut end = None;
     let mut pos = 0;
     while let Some(&b) = bytes.get(pos) {
         if parser.state == State::Idle {
@@ -316,7 +492,12 @@ pub fn check_value(bytes: &[u8]) -> Result<(), FrameError> {
             start = Some(pos);
         }
         let first = start.unwrap_or(0);
-        match parser.step(b) {
+        let step = parser.step(b);
+        if parser.marks != 0 {
+            spans.note(parser.marks, pos - first);
+            parser.marks = 0;
+        }
+        match step {
             Step::Next => {
                 pos += 1;
                 if let State::Str { .. } = parser.state {
@@ -326,23 +507,111 @@ pub fn check_value(bytes: &[u8]) -> Result<(), FrameError> {
             Step::Again => {}
             Step::Close => {
                 pos += 1;
-                complete = true;
+                end = Some(pos);
             }
-            Step::End => complete = true,
+            Step::End => end = Some(pos),
             Step::Error(fault) => return Err(fault.at(pos.saturating_sub(first))),
         }
     }
-    match start {
-        None => Err(FrameError::Syntax {
+    let Some(first) = start else {
+        return Err(FrameError::Syntax {
             reason: "no value",
             offset: 0,
-        }),
-        Some(_) if complete || parser.top_level_scalar_complete() => Ok(()),
-        Some(first) => Err(FrameError::Syntax {
-            reason: "unexpected end of input",
-            offset: bytes.len() - first,
-        }),
+        });
+    };
+    let end = match end {
+        Some(end) => end,
+        None if parser.top_level_scalar_complete() => bytes.len(),
+        None => {
+            return Err(FrameError::Syntax {
+                reason: "unexpected end of input",
+                offset: bytes.len() - first,
+            })
+        }
+    };
+    Ok(Json {
+        bytes: bytes.get(first..end).unwrap_or_default(),
+        spans,
+    })
+}
+
+/// A JSON token (from a [`Json`]) with the whitespace outside strings
+/// removed; numbers and escapes stay as sent.
+pub fn compact(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in raw {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if is_ws(b) {
+            continue;
+        }
+        out.push(b);
     }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Decodes a JSON string literal (quotes included) whose syntax is already
+/// checked. None when a `\u` escape holds an unpaired surrogate.
+pub fn decode_string(raw: &[u8]) -> Option<Cow<'_, str>> {
+    let inner = raw.get(1..raw.len().checked_sub(1)?)?;
+    if !inner.contains(&b'\\') {
+        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(at) = rest.iter().position(|&b| b == b'\\') {
+        // Splitting at an ASCII byte keeps the UTF-8 pieces whole.
+        out.push_str(std::str::from_utf8(rest.get(..at)?).ok()?);
+        let escape = *rest.get(at + 1)?;
+        rest = rest.get(at + 2..)?;
+        let c = match escape {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = hex4(rest)?;
+                rest = rest.get(4..)?;
+                if (0xD800..0xDC00).contains(&unit) {
+                    let low = rest.strip_prefix(b"\\u").and_then(hex4)?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return None;
+                    }
+                    rest = rest.get(6..)?;
+                    char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
+                } else {
+                    // None for a lone low surrogate.
+                    char::from_u32(unit)?
+                }
+            }
+            _ => return None,
+        };
+        out.push(c);
+    }
+    out.push_str(std::str::from_utf8(rest).ok()?);
+    Some(Cow::Owned(out))
+}
+
+fn hex4(bytes: &[u8]) -> Option<u32> {
+    let digits = std::str::from_utf8(bytes.get(..4)?).ok()?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,6 +719,8 @@ struct Parser {
     state: State,
     depth: usize,
     objects: u128,
+    /// What the last byte did ([`mark`] bits); the caller notes and clears them.
+    marks: u8,
 }
 
 const _: () = assert!(MAX_DEPTH <= u128::BITS as usize);
@@ -460,6 +731,7 @@ impl Parser {
             state: State::Idle,
             depth: 0,
             objects: 0,
+            marks: 0,
         }
     }
 
@@ -468,12 +740,22 @@ impl Parser {
         match self.state {
             Idle => self.value_start(b, "expected a JSON value"),
             Value if is_ws(b) => Step::Next,
-            Value => self.value_start(b, "expected a value"),
+            Value => {
+                if self.depth == 1 && self.in_object() {
+                    self.marks |= mark::VALUE_START;
+                }
+                self.value_start(b, "expected a value")
+            }
             ArrayFirst if is_ws(b) => Step::Next,
             ArrayFirst if b == b']' => self.close_container(),
             ArrayFirst => self.value_start(b, "expected a value or ']'"),
             ObjectFirst | Key | Colon | AfterValue if is_ws(b) => Step::Next,
-            ObjectFirst | Key if b == b'"' => self.go(Str { key: true }),
+            ObjectFirst | Key if b == b'"' => {
+                if self.depth == 1 {
+                    self.marks |= mark::KEY_START;
+                }
+                self.go(Str { key: true })
+            }
             ObjectFirst if b == b'}' => self.close_container(),
             ObjectFirst => fault(b, "expected '\"' or '}' after '{'"),
             Key => fault(b, "expected '\"' to start an object key"),
@@ -481,7 +763,12 @@ impl Parser {
             Colon => fault(b, "expected ':' after object key"),
             AfterValue => self.after_value(b),
             Str { key } => match b {
-                b'"' if key => self.go(Colon),
+                b'"' if key => {
+                    if self.depth == 1 {
+                        self.marks |= mark::KEY_END;
+                    }
+                    self.go(Colon)
+                }
                 b'"' => self.value_done(),
                 b'\\' => self.go(Escape { key }),
                 0x20..=0x7F => Step::Next,
@@ -522,14 +809,14 @@ impl Parser {
             },
             Zero => match b {
                 b'.' => self.go(Dot),
-                b'e' | b'E' => self.go(ExpMark),
+                b'e' | b'E' => self.exponent(),
                 b'0'..=b'9' => fault(b, "leading zero in number"),
                 _ => self.scalar_end(b, "invalid number"),
             },
             Int => match b {
                 b'0'..=b'9' => Step::Next,
                 b'.' => self.go(Dot),
-                b'e' | b'E' => self.go(ExpMark),
+                b'e' | b'E' => self.exponent(),
                 _ => self.scalar_end(b, "invalid number"),
             },
             Dot => match b {
@@ -538,7 +825,7 @@ impl Parser {
             },
             Frac => match b {
                 b'0'..=b'9' => Step::Next,
-                b'e' | b'E' => self.go(ExpMark),
+                b'e' | b'E' => self.exponent(),
                 _ => self.scalar_end(b, "invalid number"),
             },
             ExpMark => match b {
@@ -577,14 +864,24 @@ impl Parser {
             b'{' => self.open(true),
             b'[' => self.open(false),
             b'"' => self.go(State::Str { key: false }),
-            b'-' => self.go(State::Minus),
-            b'0' => self.go(State::Zero),
-            b'1'..=b'9' => self.go(State::Int),
+            b'-' => self.number(State::Minus),
+            b'0' => self.number(State::Zero),
+            b'1'..=b'9' => self.number(State::Int),
             b't' => self.literal(*b"rue\0"),
             b'f' => self.literal(*b"alse"),
             b'n' => self.literal(*b"ull\0"),
             _ => fault(b, reason),
         }
+    }
+
+    fn number(&mut self, state: State) -> Step {
+        self.marks |= mark::NUMBER_START;
+        self.go(state)
+    }
+
+    fn exponent(&mut self) -> Step {
+        self.marks |= mark::NUMBER_EXP;
+        self.go(State::ExpMark)
     }
 
     /// `rest`: the literal's bytes after the first, NUL-padded.
@@ -633,6 +930,9 @@ impl Parser {
 
     /// A string or container just closed with the current byte.
     fn value_done(&mut self) -> Step {
+        if self.depth == 1 && self.in_object() {
+            self.marks |= mark::VALUE_END;
+        }
         if self.depth == 0 {
             self.state = State::Idle;
             Step::Close
@@ -643,6 +943,15 @@ impl Parser {
 
     /// `b` cannot continue the number or literal that was being read.
     fn scalar_end(&mut self, b: u8, reason: &'static str) -> Step {
+        if matches!(
+            self.state,
+            State::Zero | State::Int | State::Frac | State::Exp
+        ) {
+            self.marks |= mark::NUMBER_END;
+        }
+        if self.depth == 1 && self.in_object() {
+            self.marks |= mark::VALUE_END_BEFORE;
+        }
         if self.depth > 0 {
             self.state = State::AfterValue;
             Step::Again

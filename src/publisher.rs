@@ -748,18 +748,7 @@ fn revive(r: Replayed, config: &Config, age: Option<Duration>) -> Option<Accepte
     let received = age
         .and_then(|age| Instant::now().checked_sub(age))
         .unwrap_or_else(Instant::now);
-    Some(Accepted {
-        topic: config.command_topic_for(&cmd.unit),
-        kind: cmd.kind,
-        unit: cmd.unit,
-        id: cmd.id,
-        payload: cmd.payload,
-        received,
-        received_wall: r.received,
-        peer: None,
-        reply: None,
-        again: false,
-    })
+    Some(Accepted::new(cmd, config, received, r.received))
 }
 
 /// Opens SPOOL_FILE for writing with exactly the commands of `ledger` in it,

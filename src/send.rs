@@ -29,7 +29,7 @@ fn expected(input: &[u8], max_message_bytes: usize) -> usize {
     let mut lines = 0;
     while let Some(frame) = decoder.next_frame() {
         match frame {
-            Frame::Value(bytes) if command::ack_request(bytes).is_some() => {}
+            Frame::Value(json) if command::ack_request(&json).is_some() => {}
             Frame::Value(_) | Frame::Invalid(_) => lines += 1,
             Frame::Fatal(_) => {
                 // The relay closes the connection after this one.

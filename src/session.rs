@@ -18,10 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
 
-use crate::command::{self, CommandType};
+use crate::command::{self, Command, CommandType};
 use crate::config::{AckMode, Config};
 use crate::counters::Counters;
-use crate::frame::{Frame, FrameDecoder};
+use crate::frame::{Frame, FrameDecoder, Json};
 use crate::lingering::Lingering;
 use crate::log_limit::{self, Kind};
 use crate::outbox::{self, Finish, Outbox, StatusOwed};
@@ -71,6 +71,28 @@ pub struct Accepted {
 }
 
 impl Accepted {
+    /// `cmd` as queued for its topic: from no backend and owing no status
+    /// line until the session fills in `peer` and `reply`.
+    pub fn new(
+        cmd: Command,
+        config: &Config,
+        received: Instant,
+        received_wall: SystemTime,
+    ) -> Self {
+        Accepted {
+            topic: config.command_topic_for(&cmd.unit),
+            kind: cmd.kind,
+            unit: cmd.unit,
+            id: cmd.id,
+            payload: cmd.payload,
+            received,
+            received_wall,
+            peer: None,
+            reply: None,
+            again: false,
+        }
+    }
+
     /// Writes this command's status line to its backend: errors whenever its
     /// connection wants status lines, `ok` only when it wants those too.
     pub fn report(&self, error: Option<&str>) {
@@ -275,7 +297,7 @@ impl Reader<'_> {
     fn handle_frames(&mut self, decoder: &mut FrameDecoder) -> Option<End> {
         loop {
             let outcome = match decoder.next_frame()? {
-                Frame::Value(bytes) => self.handle_value(bytes),
+                Frame::Value(json) => self.handle_value(json),
                 Frame::Invalid(e) => {
                     let reason = e.to_string();
                     self.reject_input(&reason, false);
@@ -319,8 +341,8 @@ impl Reader<'_> {
     }
 
     /// Validates one value and queues it.
-    fn handle_value(&mut self, bytes: &[u8]) -> Result<(), Pushed> {
-        if let Some(asked) = command::ack_request(bytes) {
+    fn handle_value(&mut self, json: Json<'_>) -> Result<(), Pushed> {
+        if let Some(asked) = command::ack_request(&json) {
             match asked {
                 Ok(mode) => {
                     log::debug!(
@@ -337,7 +359,7 @@ impl Reader<'_> {
         let shared = self.shared;
         let config = &shared.config;
         Counters::add(&shared.counters.received);
-        let cmd = match command::validate(bytes, config.validate_fields) {
+        let cmd = match command::validate_json(json, config.validate_fields) {
             Ok(cmd) => cmd,
             Err(rejection) => {
                 Counters::add(&shared.counters.rejected);
@@ -363,19 +385,10 @@ impl Reader<'_> {
             shared.routes.claim(&cmd.unit, &self.outbox);
         }
         // The publisher logs "accepted" once the command is queued (and spooled).
-        let job = Accepted {
-            topic: config.command_topic_for(&cmd.unit),
-            kind: cmd.kind,
-            unit: cmd.unit,
-            id: cmd.id,
-            payload: cmd.payload,
-            received: Instant::now(),
-            received_wall: SystemTime::now(),
-            peer: Some(self.peer()),
-            reply: (self.ack_mode != AckMode::None)
-                .then(|| StatusOwed::new(&self.outbox, self.ack_mode == AckMode::All)),
-            again: false,
-        };
+        let mut job = Accepted::new(cmd, config, Instant::now(), SystemTime::now());
+        job.peer = Some(self.peer());
+        job.reply = (self.ack_mode != AckMode::None)
+            .then(|| StatusOwed::new(&self.outbox, self.ack_mode == AckMode::All));
         self.push(job)
     }
 
@@ -432,7 +445,7 @@ impl Reader<'_> {
         while let Some(frame) = decoder.next_frame() {
             if let Frame::Value(v) = frame {
                 commands += 1;
-                bytes += v.len();
+                bytes += v.bytes().len();
             }
         }
         let _ = self.stream.set_read_timeout(Some(DRAIN_POLL));

@@ -25,14 +25,11 @@
 //!   `Fatal(TooLarge)` when it is longer than the limit.
 #![no_main]
 
-#[path = "../../src/frame.rs"]
-#[allow(dead_code)]
-mod frame;
 #[path = "../support/json.rs"]
 #[allow(dead_code)]
 mod json;
 
-use frame::{check_value, Frame, FrameDecoder, FrameError};
+use ms500_relay::frame::{self, check_value, parse, Frame, FrameDecoder, FrameError, Json, Spans};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: [usize; 8] = [4096, 4096, 4096, 4096, 1, 7, 32, 300];
@@ -54,7 +51,10 @@ struct Run {
 fn drain(decoder: &mut FrameDecoder, limit: usize, bound: usize, out: &mut Vec<Out>) {
     while let Some(frame) = decoder.next_frame() {
         let frame = match frame {
-            Frame::Value(bytes) => Out::Value(bytes.to_vec()),
+            Frame::Value(json) => {
+                check_spans(&json);
+                Out::Value(json.bytes().to_vec())
+            }
             Frame::Invalid(err) => Out::Invalid(err),
             Frame::Fatal(err) => Out::Fatal(err),
         };
@@ -67,6 +67,61 @@ fn drain(decoder: &mut FrameDecoder, limit: usize, bound: usize, out: &mut Vec<O
     }
     let pending = decoder.pending_bytes();
     assert!(pending <= limit, "pending_bytes {pending} > limit {limit}");
+}
+
+/// The spans the framer noted are those `parse` notes for the same bytes,
+/// and they cover an object exactly: `{`, then key `:` value pairs
+/// separated by `,`, then `}`, with only whitespace in between; every key is
+/// a string and every key and value is one JSON value. Wide numbers are
+/// number tokens with an exponent or more than 300 characters.
+fn check_spans(json: &Json<'_>) {
+    let mut spans = Spans::default();
+    let again = parse(json.bytes(), &mut spans).expect("a framed value parses");
+    let framed: Vec<_> = json.members().collect();
+    assert_eq!(framed, again.members().collect::<Vec<_>>(), "members differ");
+    let wide: Vec<_> = json.wide_numbers().collect();
+    assert_eq!(wide, again.wide_numbers().collect::<Vec<_>>(), "wide numbers differ");
+    for n in &wide {
+        assert!(
+            matches!(n.first(), Some(b'-' | b'0'..=b'9'))
+                && (n.iter().any(|b| matches!(b, b'e' | b'E')) || n.len() > 300)
+                && check_value(n).is_ok(),
+            "not a wide number: {:?}",
+            String::from_utf8_lossy(n)
+        );
+    }
+    let bytes = json.bytes();
+    if !json.is_object() {
+        assert!(framed.is_empty(), "members of a non-object");
+        return;
+    }
+    let offset = |part: &[u8]| part.as_ptr() as usize - bytes.as_ptr() as usize;
+    // Each gap holds whitespace around exactly the one byte expected there.
+    let gap = |from: usize, to: usize, sep: u8| {
+        let text = &bytes[from..to];
+        let mut seps = text.iter().filter(|&&b| !json::is_ws(b));
+        assert!(
+            seps.next() == Some(&sep) && seps.next().is_none(),
+            "expected {:?} between spans, found {:?} in {:?}",
+            sep as char,
+            String::from_utf8_lossy(text),
+            String::from_utf8_lossy(bytes)
+        );
+    };
+    let mut at = 0;
+    for (i, m) in framed.iter().enumerate() {
+        assert!(m.key.first() == Some(&b'"') && check_value(m.key).is_ok(), "bad key span");
+        assert!(check_value(m.value).is_ok(), "bad value span");
+        let (key, value) = (offset(m.key), offset(m.value));
+        gap(at, key, if i == 0 { b'{' } else { b',' });
+        gap(key + m.key.len(), value, b':');
+        at = value + m.value.len();
+    }
+    if framed.is_empty() {
+        gap(0, bytes.len() - 1, b'{');
+    } else {
+        gap(at, bytes.len(), b'}');
+    }
 }
 
 fn finish(decoder: &mut FrameDecoder, frames: Vec<Out>) -> Run {

@@ -24,17 +24,12 @@
 //! * `valid_unit(s)` is Ok exactly for 1..=128 characters of `A-Za-z0-9._:-`.
 #![no_main]
 
-#[path = "../../src/frame.rs"]
-#[allow(dead_code)]
-mod frame;
-#[path = "../../src/command.rs"]
-#[allow(dead_code)]
-mod command;
 #[path = "../support/json.rs"]
 #[allow(dead_code)]
 mod json;
 
-use command::{valid_unit, validate, Command, CommandType, Rejection};
+use ms500_relay::command::{valid_unit, validate, Command, CommandType, Rejection};
+use ms500_relay::frame;
 use libfuzzer_sys::fuzz_target;
 
 fn unit_ok(unit: &str) -> bool {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::frame::decode_string;
 
 /// One realistic command per type, as a backend sends them.
 pub(crate) const SAMPLES: [(CommandType, &str); 12] = [

@@ -23,7 +23,9 @@ fn syntax(reason: &'static str, offset: usize) -> Out {
 fn drain(decoder: &mut FrameDecoder, out: &mut Vec<Out>) {
     while let Some(frame) = decoder.next_frame() {
         out.push(match frame {
-            Frame::Value(v) => Out::Value(String::from_utf8(v.to_vec()).expect("values are UTF-8")),
+            Frame::Value(v) => {
+                Out::Value(String::from_utf8(v.bytes().to_vec()).expect("values are UTF-8"))
+            }
             Frame::Invalid(e) => Out::Invalid(e),
             Frame::Fatal(e) => Out::Fatal(e),
         });
@@ -556,11 +558,11 @@ fn top_level_scalars_are_framed() {
 fn pending_bytes_tracks_the_value_in_progress() {
     let mut decoder = FrameDecoder::new(LIMIT);
     decoder.push(b"{}  {\"a\"");
-    assert_eq!(decoder.next_frame(), Some(Frame::Value(b"{}")));
+    assert_eq!(value_of(decoder.next_frame()), Some(&b"{}"[..]));
     assert_eq!(decoder.next_frame(), None);
     assert_eq!(decoder.pending_bytes(), 4);
     decoder.push(b":1}  ");
-    assert_eq!(decoder.next_frame(), Some(Frame::Value(b"{\"a\":1}")));
+    assert_eq!(value_of(decoder.next_frame()), Some(&b"{\"a\":1}"[..]));
     assert_eq!(decoder.next_frame(), None);
     assert_eq!(decoder.pending_bytes(), 0);
 }
@@ -596,7 +598,7 @@ fn skipped_bytes_are_not_buffered() {
         assert!(decoder.buf.len() <= 1000);
     }
     decoder.push(b"\n{}");
-    assert_eq!(decoder.next_frame(), Some(Frame::Value(b"{}")));
+    assert_eq!(value_of(decoder.next_frame()), Some(&b"{}"[..]));
 }
 
 #[test]
@@ -833,4 +835,91 @@ fn random_bytes_agree_with_serde_json() {
         valid += usize::from(ours.is_ok());
     }
     assert!(valid > 400, "{valid}");
+}
+
+/// The bytes of a `Frame::Value`.
+fn value_of(frame: Option<Frame<'_>>) -> Option<&[u8]> {
+    match frame {
+        Some(Frame::Value(json)) => Some(json.bytes()),
+        _ => None,
+    }
+}
+
+/// (key, value) texts of the top-level members, and the wide numbers.
+fn spans_of(json: &Json<'_>) -> (Vec<(String, String)>, Vec<String>) {
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    (
+        json.members()
+            .map(|m| (text(m.key), text(m.value)))
+            .collect(),
+        json.wide_numbers().map(text).collect(),
+    )
+}
+
+#[test]
+fn values_come_with_the_spans_of_their_members_and_wide_numbers() {
+    let input = concat!(
+        r#" { "type" : "CFG", "u\u006eit":"a", "n":12, "e": -1.5e3 , "t":true,"#,
+        r#" "o":{"x":[1,2e9,{"k":null}]} ,"a":[ ], "z":"\"}" } "#
+    );
+    let mut spans = Spans::default();
+    let json = parse(input.as_bytes(), &mut spans).unwrap();
+    let (members, wide) = spans_of(&json);
+    let pairs: Vec<(&str, &str)> = members
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            (r#""type""#, r#""CFG""#),
+            (r#""u\u006eit""#, r#""a""#),
+            (r#""n""#, "12"),
+            (r#""e""#, "-1.5e3"),
+            (r#""t""#, "true"),
+            (r#""o""#, r#"{"x":[1,2e9,{"k":null}]}"#),
+            (r#""a""#, "[ ]"),
+            (r#""z""#, r#""\"}""#),
+        ]
+    );
+    assert_eq!(wide, ["-1.5e3", "2e9"]);
+    assert_eq!(json.bytes(), input.trim().as_bytes());
+
+    // The same spans however the stream is split, and with values before it.
+    let stream = format!("[1,2] \"x\" 7e1 {input}\n{{}}");
+    for cut in 0..stream.len() {
+        let mut decoder = FrameDecoder::new(4096);
+        let mut found = Vec::new();
+        for part in [&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]] {
+            decoder.push(part);
+            while let Some(frame) = decoder.next_frame() {
+                if let Frame::Value(json) = frame {
+                    found.push((json.is_object(), spans_of(&json)));
+                }
+            }
+        }
+        assert_eq!(found.len(), 5, "cut at {cut}");
+        assert_eq!(found[0], (false, (vec![], vec![])), "cut at {cut}");
+        assert_eq!(found[1], (false, (vec![], vec![])), "cut at {cut}");
+        assert_eq!(
+            found[2],
+            (false, (vec![], vec!["7e1".into()])),
+            "cut at {cut}"
+        );
+        assert_eq!(
+            found[3],
+            (true, (members.clone(), wide.clone())),
+            "cut at {cut}"
+        );
+        assert_eq!(found[4], (true, (vec![], vec![])), "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_number_of_more_than_300_characters_is_wide() {
+    let long = "9".repeat(301);
+    let input = format!(r#"{{"a":{long},"b":{}}}"#, "9".repeat(300));
+    let mut spans = Spans::default();
+    let json = parse(input.as_bytes(), &mut spans).unwrap();
+    assert_eq!(spans_of(&json).1, [long]);
 }
