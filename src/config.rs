@@ -369,6 +369,9 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    /// The file is writable by group or others: whoever can write it
+    /// decides what the relay (often root) writes and where.
+    WritableByOthers { path: String, mode: u32 },
     /// A line could not be used.
     Line {
         source: String,
@@ -382,6 +385,11 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Read { path, source } => write!(f, "cannot read {path}: {source}"),
+            ConfigError::WritableByOthers { path, mode } => write!(
+                f,
+                "{path} is writable by group or others (mode {mode:04o}): anyone who can \
+                 write it decides what the relay does; chmod go-w {path}"
+            ),
             ConfigError::Line {
                 source,
                 line,
@@ -402,7 +410,7 @@ impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ConfigError::Read { source, .. } => Some(source),
-            ConfigError::Line { .. } => None,
+            ConfigError::Line { .. } | ConfigError::WritableByOthers { .. } => None,
         }
     }
 }
@@ -552,7 +560,8 @@ fn strip_comment(value: &str) -> &str {
 }
 
 /// Reads relay.conf: the file given with `-c`, or else `./relay.conf`, or
-/// else `/etc/ms500-relay/relay.conf`. With no file given and none found, the
+/// else `/etc/ms500-relay/relay.conf`. A file writable by group or others
+/// is refused, as ssh and mosquitto refuse theirs. With no file given and none found, the
 /// defaults apply and no path is returned.
 pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
     let read = |path: &Path| {
@@ -562,6 +571,12 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigErro
         })
     };
     let parse_file = |path: &Path, text: &str| {
+        if let Some(mode) = crate::files::writable_by_others(path) {
+            return Err(ConfigError::WritableByOthers {
+                path: path.display().to_string(),
+                mode,
+            });
+        }
         parse(text, &path.display().to_string()).map(|config| (config, Some(path.to_path_buf())))
     };
     if let Some(path) = path {

@@ -8,16 +8,27 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::sys;
 
 /// Modes of what the relay writes: readable by everyone for the status and
-/// metrics (monitoring runs as another user), the log by the group only.
+/// metrics (monitoring runs as another user), the log by the group only,
+/// the pid by everyone, and the spool (which holds Wi-Fi passwords) by the
+/// relay's user alone.
 pub const STATUS_MODE: u32 = 0o644;
 pub const LOG_MODE: u32 = 0o640;
+pub const PID_MODE: u32 = 0o644;
+pub const SPOOL_MODE: u32 = 0o600;
+
+/// Mode bits that let group or others write.
+const GROUP_OTHER_WRITE: u32 = 0o022;
+/// Mode bits that let group or others read.
+const GROUP_OTHER_READ: u32 = 0o044;
+const STICKY: u32 = 0o1000;
 
 /// The directory holding `path` (`.` for a bare name).
 pub fn parent(path: &Path) -> &Path {
@@ -27,14 +38,58 @@ pub fn parent(path: &Path) -> &Path {
     }
 }
 
-/// Opens LOG_FILE for appending, created when missing (never through a symlink).
+/// Opens LOG_FILE for appending, created when missing (never through a
+/// symlink), and gives it [`LOG_MODE`] if it had a wider one.
 pub fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(LOG_MODE)
         .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    narrow_mode(&file, LOG_MODE)?;
+    Ok(file)
+}
+
+/// Opens PID_FILE for reading and writing, created when missing, never
+/// through a symlink, with [`PID_MODE`].
+pub fn open_pid(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(PID_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    narrow_mode(&file, PID_MODE)?;
+    Ok(file)
+}
+
+/// Opens an existing file to read it, never through a symlink.
+pub fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+}
+
+/// Opens an existing file to append to it, never through a symlink.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Takes away the mode bits `file` has beyond `mode` (a file left by an
+/// older version, or created under a permissive umask).
+fn narrow_mode(file: &File, mode: u32) -> io::Result<()> {
+    let now = file.metadata()?.permissions().mode() & 0o7777;
+    if now & !mode != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(now & mode))?;
+    }
+    Ok(())
 }
 
 /// A name next to `path` that nobody can guess: `.NAME.tmp-XXXXXXXXXXXXXXXX`.
@@ -135,9 +190,98 @@ pub fn check_writable_dir(dir: &Path) -> Result<(), DirProblem> {
     }
 }
 
+/// Why another local user could make the relay write where it should not:
+/// the directory of `path` is writable by group or others without the
+/// sticky bit, or belongs to another user (other than root); or something
+/// already at `path` is a symlink, not a regular file, or another user's.
+/// With `file_too` false only the directory is checked (the spool's own
+/// file is judged when it is read: see `Spool::distrust`).
+pub fn unsafe_place(path: &Path, file_too: bool) -> Option<String> {
+    let dir = parent(path);
+    let me = sys::euid();
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.mode();
+        if mode & GROUP_OTHER_WRITE != 0 && mode & STICKY == 0 {
+            return Some(format!(
+                "the directory {} is writable by group or others (mode {:04o}) without the \
+                 sticky bit: another user could put a symlink there",
+                dir.display(),
+                mode & 0o7777
+            ));
+        }
+        if meta.uid() != me && meta.uid() != 0 {
+            return Some(format!(
+                "the directory {} belongs to uid {}, not to the relay's user (uid {me}) \
+                 or root: that user could put a symlink there",
+                dir.display(),
+                meta.uid()
+            ));
+        }
+    }
+    if !file_too {
+        return None;
+    }
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        Some("is a symlink; the relay does not write through symlinks".to_string())
+    } else if !meta.is_file() {
+        Some("exists and is not a regular file".to_string())
+    } else if meta.uid() != me {
+        Some(format!(
+            "belongs to uid {}, not to the relay's user (uid {me})",
+            meta.uid()
+        ))
+    } else {
+        None
+    }
+}
+
+/// Mode of `path` when it lets group or others write to it.
+pub fn writable_by_others(path: &Path) -> Option<u32> {
+    let mode = std::fs::metadata(path).ok()?.mode() & 0o7777;
+    (mode & GROUP_OTHER_WRITE != 0).then_some(mode)
+}
+
+/// What is readable by others that should not be: relay.conf when it holds
+/// MQTT_PASSWORD, and MQTT_CLIENT_KEY. One line each, for a warning at
+/// start and in `check-config`.
+pub fn secret_file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
+    let readable = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.mode() & 0o7777)
+            .filter(|mode| mode & GROUP_OTHER_READ != 0)
+    };
+    let mut warnings = Vec::new();
+    if let (Some(path), Some(_)) = (source, &config.mqtt_password) {
+        if let Some(mode) = readable(path) {
+            warnings.push(format!(
+                "{} holds MQTT_PASSWORD and is readable by group or others (mode {mode:04o}): \
+                 chmod 600 it",
+                path.display()
+            ));
+        }
+    }
+    if let Some(path) = config
+        .mqtt_client_key
+        .as_deref()
+        .filter(|_| config.mqtt_tls)
+    {
+        if let Some(mode) = readable(path) {
+            warnings.push(format!(
+                "MQTT_CLIENT_KEY {} is readable by group or others (mode {mode:04o}): \
+                 chmod 600 it",
+                path.display()
+            ));
+        }
+    }
+    warnings
+}
+
 /// What the run would refuse before serving, checked beforehand: the
-/// directories of the files the relay writes exist and are writable, and
-/// SOCKET_HOST is an address to bind. Shared by `check-config`, the watchdog
+/// directories of the files the relay writes exist, are writable, and are
+/// safe from other users ([`unsafe_place`]); MQTT_CLIENT_KEY is not
+/// writable by others; SOCKET_HOST is an address to bind. Shared by `check-config`, the watchdog
 /// and the start itself (exit 2, naming the key).
 pub fn preflight(config: &Config) -> Result<(), Error> {
     for (key, path) in config.written_files() {
@@ -155,6 +299,22 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
                     problem.describe(dir)
                 )))
             }
+        }
+        if let Some(why) = unsafe_place(path, key != "SPOOL_FILE") {
+            return Err(Error::setup(format!("{key} {}: {why}", path.display())));
+        }
+    }
+    if let Some(path) = config
+        .mqtt_client_key
+        .as_deref()
+        .filter(|_| config.mqtt_tls)
+    {
+        if let Some(mode) = writable_by_others(path) {
+            return Err(Error::setup(format!(
+                "MQTT_CLIENT_KEY {}: writable by group or others (mode {mode:04o}); \
+                 chmod 600 it",
+                path.display()
+            )));
         }
     }
     let host = config
@@ -219,6 +379,38 @@ mod tests {
         std::os::unix::fs::symlink(&victim, dir.join("relay.log")).unwrap();
         assert!(open_log(&dir.join("relay.log")).is_err());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn secrets_readable_by_others_are_warned_about_once_each() {
+        let dir = scratch("secrets");
+        let conf = dir.join("relay.conf");
+        let key = dir.join("client.key");
+        std::fs::write(&conf, "").unwrap();
+        std::fs::write(&key, "").unwrap();
+        let set = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let mut config = Config {
+            mqtt_password: Some("pw".into()),
+            mqtt_tls: true,
+            mqtt_client_key: Some(key.clone()),
+            ..Config::default()
+        };
+        set(&conf, 0o644);
+        set(&key, 0o640);
+        let warnings = secret_file_warnings(&config, Some(&conf));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("MQTT_PASSWORD") && warnings[0].contains("0644"));
+        assert!(warnings[1].contains("MQTT_CLIENT_KEY") && warnings[1].contains("0640"));
+        set(&conf, 0o600);
+        set(&key, 0o600);
+        assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
+        // A readable relay.conf without a password is no secret.
+        set(&conf, 0o644);
+        config.mqtt_password = None;
+        assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -4,7 +4,7 @@
 //! holds the pid. The lock, not the file's existence, is what counts: a file
 //! left by a dead process is unlocked and simply taken over.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -19,12 +19,7 @@ pub struct PidFile {
 impl PidFile {
     pub fn acquire(path: &Path) -> Result<PidFile, Error> {
         let shown = path.display().to_string();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+        let mut file = crate::files::open_pid(path)
             .map_err(|e| Error::setup_because(format!("PID_FILE {shown}"), e))?;
         match file.try_lock() {
             Ok(()) => {}

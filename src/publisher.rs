@@ -117,7 +117,20 @@ impl Publisher {
         if let Some(path) = &config.spool_file {
             let path = path.clone();
             let mut move_first = None;
-            let recovery = match Spool::read(&path) {
+            let read = match Spool::distrust(&path) {
+                Some(why) => {
+                    log::error!(
+                        "spool {}: {why}: another user could have written it, so its commands \
+                         are not replayed (the file is moved aside as untrusted and a new \
+                         spool is started)",
+                        path.display()
+                    );
+                    move_first = Some("untrusted");
+                    Ok(Recovery::default())
+                }
+                None => Spool::read(&path),
+            };
+            let recovery = match read {
                 Ok(recovery) => recovery,
                 Err(e) => {
                     log::error!(

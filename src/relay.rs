@@ -45,6 +45,9 @@ use crate::tls;
 const JOB_CHANNEL: usize = 16;
 
 pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
+    // The relay holds MQTT_PASSWORD and queued Wi-Fi passwords in memory:
+    // no core file may carry them off (logged once the log is open).
+    let no_core_dumps = sys::forbid_core_dumps();
     // Before any thread exists: signals wait for the signal thread.
     let signals =
         sys::block_signals().map_err(|e| Error::runtime_because("cannot block signals", e))?;
@@ -63,6 +66,12 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     let log = start_logging(&config)?;
     if let Some(p) = &source {
         log::debug!("configuration from {}", p.display());
+    }
+    for warning in files::secret_file_warnings(&config, source.as_deref()) {
+        log::warn!("{warning}");
+    }
+    if let Err(e) = no_core_dumps {
+        log::warn!("cannot forbid core dumps (secrets could end up in one): {e}");
     }
     let counters = Arc::new(Counters::default());
     let devices = Arc::new(Mutex::new(DeviceTable::new(config.max_devices)));

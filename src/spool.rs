@@ -36,9 +36,17 @@
 //!
 //! Files written by the first version (`MS500SPOOL1\n`: records without sync
 //! marker and header checksum) are read up to their first bad record.
+//!
+//! # Trust
+//!
+//! Whatever the spool holds is published at the next start, so only a file
+//! that no one else could have written is replayed ([`Spool::distrust`]): a
+//! regular file owned by the relay's user, not writable by group or others.
+//! It is created 0600 (it holds Wi-Fi passwords) through an exclusive
+//! temporary file of an unguessable name, and never opened through a symlink.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -139,7 +147,7 @@ impl Spool {
     /// Reads what an existing spool holds (nothing when there is no file).
     pub fn read(path: &Path) -> io::Result<Recovery> {
         let mut bytes = Vec::new();
-        match File::open(path) {
+        match crate::files::open_read(path) {
             Ok(mut f) => {
                 f.read_to_end(&mut bytes)?;
             }
@@ -149,6 +157,30 @@ impl Spool {
         Ok(recover(&bytes))
     }
 
+    /// Why the file at `path` must not be replayed, when it must not: it is
+    /// a symlink or not a regular file, belongs to another user, or is
+    /// writable by group or others (anyone of them could have planted
+    /// commands in it). None when it is trustworthy or missing.
+    pub fn distrust(path: &Path) -> Option<String> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        let me = crate::sys::euid();
+        let mode = meta.mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            Some("is a symlink".to_string())
+        } else if !meta.is_file() {
+            Some("is not a regular file".to_string())
+        } else if meta.uid() != me {
+            Some(format!(
+                "belongs to uid {}, not to the relay's user (uid {me})",
+                meta.uid()
+            ))
+        } else if mode & 0o022 != 0 {
+            Some(format!("is writable by group or others (mode {mode:04o})"))
+        } else {
+            None
+        }
+    }
+
     /// Renames the file at `path` to `PATH.KIND-YYYYMMDDTHHMMSSZ` (for a person
     /// to inspect) and returns the new name; keeps the newest few of each kind.
     pub fn move_aside(path: &Path, kind: &str, now: SystemTime) -> io::Result<PathBuf> {
@@ -156,7 +188,7 @@ impl Spool {
         aside.push(format!(".{kind}-{}", crate::time::compact(now)));
         let mut aside = PathBuf::from(aside);
         let mut n = 1;
-        while aside.exists() {
+        while std::fs::symlink_metadata(&aside).is_ok() {
             n += 1;
             let mut name = path.as_os_str().to_owned();
             name.push(format!(".{kind}-{}-{n}", crate::time::compact(now)));
@@ -179,9 +211,8 @@ impl Spool {
             encode_accepted(&mut out, seq, unix_ms(received), payload);
             count += 1;
         }
-        let tmp = temp_name(path);
+        let (tmp, mut f) = crate::files::create_temp(path, crate::files::SPOOL_MODE)?;
         let written = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(&out)?;
             f.sync_all()?;
             std::fs::rename(&tmp, path)
@@ -192,7 +223,7 @@ impl Spool {
             return Err(e);
         }
         sync_dir(path);
-        let file = OpenOptions::new().append(true).open(path)?;
+        let file = crate::files::open_append(path)?;
         let meta = file.metadata()?;
         Ok(Spool {
             path: path.to_path_buf(),
@@ -487,19 +518,6 @@ fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A temporary name next to `path` that no other writer uses.
-fn temp_name(path: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    PathBuf::from(name)
 }
 
 fn parent(path: &Path) -> &Path {

@@ -75,6 +75,31 @@ pub fn open_files_limit() -> Option<u64> {
     Some(limit.rlim_cur as u64)
 }
 
+/// The effective user id: whose files the relay may trust.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// Keeps secrets out of core dumps: no core file at all (RLIMIT_CORE 0, soft
+/// and hard), and the process marked non-dumpable, which also keeps other
+/// users (and ptrace) out of its memory and /proc/PID/fd.
+pub fn forbid_core_dumps() -> io::Result<()> {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit(2) reads one rlimit from a struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: prctl(2) with PR_SET_DUMPABLE takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The signals the running relay handles itself, on a thread of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {

@@ -341,7 +341,7 @@ fn at_1970(lib: &str) -> Launch {
             ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
             ("FAKETIME_DONT_RESET".into(), "1".into()),
         ],
-        open_files: None,
+        ..Launch::default()
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     /// `ulimit -n` for the relay process.
     pub open_files: Option<u32>,
+    /// `umask` for the relay process (octal, as the shell takes it).
+    pub umask: Option<u32>,
 }
 
 /// A loopback port nobody listens on, never handed out twice in this test
@@ -400,20 +402,24 @@ impl Relay {
 
     fn launch(&mut self) {
         let words = relay_words();
-        let mut command = match self.launch.open_files {
-            Some(n) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$@\""))
-                    .arg("relay")
-                    .args(&words);
-                c
-            }
-            None => {
-                let mut c = Command::new(&words[0]);
-                c.args(&words[1..]);
-                c
-            }
+        let mut shell = Vec::new();
+        if let Some(n) = self.launch.open_files {
+            shell.push(format!("ulimit -n {n}"));
+        }
+        if let Some(mask) = self.launch.umask {
+            shell.push(format!("umask {mask:03o}"));
+        }
+        let mut command = if shell.is_empty() {
+            let mut c = Command::new(&words[0]);
+            c.args(&words[1..]);
+            c
+        } else {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg(format!("{} && exec \"$@\"", shell.join(" && ")))
+                .arg("relay")
+                .args(&words);
+            c
         };
         for (k, v) in &self.launch.env {
             command.env(k, v);
@@ -456,7 +462,14 @@ impl Relay {
         if known != 0 {
             return known;
         }
-        let port = wait_listening_port(self.pid());
+        // The "listening on ADDR:PORT" line when it is logged; else /proc
+        // (root only: the relay makes itself non-dumpable, which closes its
+        // /proc/PID/fd to other non-root users, its own included).
+        let logged = self.log().lines().find_map(|line| {
+            let addr = line.split(" listening on ").nth(1)?.split(',').next()?;
+            addr.rsplit_once(':')?.1.parse::<u16>().ok()
+        });
+        let port = logged.unwrap_or_else(|| wait_listening_port(self.pid()));
         self.port.store(port, Ordering::SeqCst);
         let conf = std::fs::read_to_string(&self.conf).unwrap();
         let pinned = conf.replacen("SOCKET_PORT = 0\n", &format!("SOCKET_PORT = {port}\n"), 1);
