@@ -1,7 +1,9 @@
 //! Command-line parsing: turns `argv` into one [`Invocation`]. Pure; runs on
 //! the main thread before anything else starts.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::Error;
 
@@ -47,13 +49,17 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage,
 /// overflow a deadline, and no operator waits that long.
 const MAX_WAIT_SECS: f64 = 86_400.0;
 
+/// `send`'s wait when `-w` is not given.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Run,
     CheckConfig,
     Send {
         commands: Vec<String>,
-        wait_secs: f64,
+        /// At most [`MAX_WAIT_SECS`], so `Instant::now() + wait` cannot overflow.
+        wait: Duration,
     },
     Status {
         /// Print the raw snapshot.
@@ -71,15 +77,22 @@ pub struct Invocation {
     pub config: Option<PathBuf>,
 }
 
-/// Parses the arguments after the program name.
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Error> {
+/// Parses the arguments after the program name (`std::env::args_os()`
+/// without the first). Never panics: an argument that is not UTF-8 is a
+/// usage error, except the file name after `-c`, which is used as it is.
+pub fn parse<I, A>(args: I) -> Result<Invocation, Error>
+where
+    I: IntoIterator<Item = A>,
+    A: Into<OsString>,
+{
     let mut config = None;
     let mut subcommand: Option<String> = None;
     let mut rest = Vec::new();
-    let mut wait_secs = 3.0;
+    let mut wait: Option<Duration> = None;
     let mut json = false;
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
+        let arg = utf8(arg)?;
         match arg.as_str() {
             "-h" | "--help" => {
                 return Ok(Invocation {
@@ -104,15 +117,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
                 let value = args
                     .next()
                     .ok_or_else(|| Error::Usage(format!("{arg} needs a number of seconds")))?;
-                wait_secs = value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| (0.0..=MAX_WAIT_SECS).contains(s))
-                    .ok_or_else(|| {
-                        Error::Usage(format!(
-                            "{arg}: {value:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"
-                        ))
-                    })?;
+                wait = Some(wait_secs(&arg, &utf8(value)?)?);
             }
             _ if subcommand.is_none() && !arg.starts_with('-') => subcommand = Some(arg),
             // `send -` reads stdin, as with no command at all.
@@ -133,17 +138,43 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Erro
         Some("stop") => Action::Stop,
         Some("send") => Action::Send {
             commands: rest,
-            wait_secs,
+            wait: wait.unwrap_or(DEFAULT_WAIT),
         },
         Some(other) => return Err(Error::Usage(format!("unknown command {other:?}"))),
     };
-    if wait_secs != 3.0 && !matches!(action, Action::Send { .. }) {
+    if wait.is_some() && !matches!(action, Action::Send { .. }) {
         return Err(Error::Usage("--wait only goes with send".into()));
     }
     if json && !matches!(action, Action::Status { .. }) {
         return Err(Error::Usage("--json only goes with status".into()));
     }
     Ok(Invocation { action, config })
+}
+
+/// The argument as a `String`, or a usage error naming it (lossily).
+fn utf8(arg: OsString) -> Result<String, Error> {
+    arg.into_string().map_err(|arg| {
+        Error::Usage(format!(
+            "argument {:?} is not valid UTF-8",
+            arg.to_string_lossy()
+        ))
+    })
+}
+
+/// The value of `-w`: a decimal number of seconds from 0 to
+/// [`MAX_WAIT_SECS`]; anything else (negative, NaN, infinite, too large,
+/// hexadecimal, empty) is a usage error. Too small to count (`1e-400`) is 0.
+fn wait_secs(flag: &str, value: &str) -> Result<Duration, Error> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=MAX_WAIT_SECS).contains(s))
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{flag}: {value:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -176,7 +207,7 @@ mod tests {
             inv.action,
             Action::Send {
                 commands: vec!["{\"a\":1}".into(), "{\"b\":2}".into()],
-                wait_secs: 3.0
+                wait: DEFAULT_WAIT
             }
         );
     }
@@ -188,7 +219,7 @@ mod tests {
             inv.action,
             Action::Send {
                 commands: vec![],
-                wait_secs: 3.0
+                wait: DEFAULT_WAIT
             }
         );
     }
@@ -203,12 +234,87 @@ mod tests {
             parse_str(&["run", "-w", "2"]),
             Err(Error::Usage(_))
         ));
-        for bad in ["x", "-1", "NaN", "inf", "1e20", "1e19", "86401"] {
-            assert!(
-                matches!(parse_str(&["send", "-w", bad]), Err(Error::Usage(_))),
-                "{bad}"
-            );
+        // Also when it is the default value: -w only goes with send.
+        assert!(matches!(
+            parse_str(&["run", "-w", "3"]),
+            Err(Error::Usage(_))
+        ));
+    }
+
+    fn wait_of(value: &str) -> Result<Duration, Error> {
+        parse_str(&["send", "-w", value]).map(|inv| match inv.action {
+            Action::Send { wait, .. } => wait,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn wait_is_a_usage_error_or_a_duration_of_at_most_a_day() {
+        let huge_digits = "9".repeat(400);
+        for bad in [
+            "x",
+            "",
+            " 1",
+            "-1",
+            "-0.5",
+            "NaN",
+            "nan",
+            "-nan",
+            "inf",
+            "-inf",
+            "infinity",
+            "1e20",
+            "1e19",
+            "1e309",
+            "86401",
+            "86400.001",
+            "0x10",
+            "1_000",
+            "18446744073709551616",
+            huge_digits.as_str(),
+        ] {
+            match wait_of(bad) {
+                Err(Error::Usage(msg)) => assert!(msg.contains("-w"), "{bad}: {msg}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
         }
+        for (good, want) in [
+            ("0", Duration::ZERO),
+            ("-0", Duration::ZERO),
+            // Too small to tell from 0 (as f64), whatever its sign.
+            ("1e-400", Duration::ZERO),
+            ("-1e-400", Duration::ZERO),
+            ("0.5", Duration::from_millis(500)),
+            ("2", Duration::from_secs(2)),
+            ("1e3", Duration::from_secs(1000)),
+            ("86400", Duration::from_secs(86_400)),
+        ] {
+            assert_eq!(wait_of(good).unwrap(), want, "{good}");
+        }
+        let longest = wait_of("86400").unwrap();
+        assert!(std::time::Instant::now().checked_add(longest).is_some());
+    }
+
+    #[test]
+    fn non_utf8_arguments_are_usage_errors_naming_them() {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = std::ffi::OsStr::from_bytes(b"b\xffd").to_os_string();
+        for args in [
+            vec![bad.clone()],
+            vec!["send".into(), bad.clone()],
+            vec!["send".into(), "-w".into(), bad.clone()],
+            vec!["status".into(), bad.clone(), "--help".into()],
+        ] {
+            match parse(args.clone()) {
+                Err(Error::Usage(msg)) => {
+                    assert!(msg.contains("b\u{fffd}d"), "{args:?}: {msg}")
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+        // A file name is a file name, UTF-8 or not.
+        let inv = parse([std::ffi::OsString::from("-c"), bad.clone()]).unwrap();
+        assert_eq!(inv.config, Some(PathBuf::from(bad)));
     }
 
     #[test]

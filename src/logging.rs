@@ -115,7 +115,11 @@ impl State {
             self.reopen = false;
             if let Output::File(file) = &mut self.output {
                 if let Err(e) = file.reopen() {
-                    eprintln!("ms500-relay: cannot reopen {}: {e}", file.path.display());
+                    let _ = writeln!(
+                        io::stderr(),
+                        "ms500-relay: cannot reopen {}: {e}",
+                        file.path.display()
+                    );
                 }
             }
         }
@@ -133,7 +137,7 @@ impl State {
             Ok(()) => self.failing = false,
             Err(e) if !self.failing => {
                 self.failing = true;
-                eprintln!("ms500-relay: cannot write the log: {e}");
+                let _ = writeln!(io::stderr(), "ms500-relay: cannot write the log: {e}");
             }
             Err(_) => {}
         }

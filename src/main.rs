@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use ms500_relay::cli::{self, Action};
 use ms500_relay::error::Error;
@@ -14,29 +13,39 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ms500-relay: {e}");
+            // Not eprintln!, which panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "ms500-relay: {e}");
             ExitCode::from(e.exit_code())
         }
     }
 }
 
 fn run() -> Result<(), Error> {
-    let invocation = cli::parse(std::env::args().skip(1))?;
+    let invocation = cli::parse(std::env::args_os().skip(1))?;
     let load = || config::load(invocation.config.as_deref());
     match invocation.action {
+        // write! rather than print!, which panics when stdout is a closed pipe.
         Action::Help => {
-            print!("{}", cli::HELP);
+            let mut out = std::io::stdout().lock();
+            write!(out, "{}", cli::HELP)?;
+            out.flush()?;
             Ok(())
         }
         Action::Version => {
-            println!("ms500-relay {}", env!("CARGO_PKG_VERSION"));
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ms500-relay {}", env!("CARGO_PKG_VERSION"))?;
+            out.flush()?;
             Ok(())
         }
         Action::CheckConfig => {
             let (config, path) = load()?;
-            // What the run refuses before serving is refused here too.
+            // What the run refuses before serving is refused here too, and
+            // what it warns about is warned about.
             files::preflight(&config)?;
             tls::client_config(&config)?;
+            for warning in files::secret_file_warnings(&config, path.as_deref()) {
+                let _ = writeln!(std::io::stderr(), "ms500-relay: warning: {warning}");
+            }
             let mut out = std::io::stdout().lock();
             match path {
                 Some(p) => writeln!(out, "# configuration from {}", p.display())?,
@@ -52,13 +61,10 @@ fn run() -> Result<(), Error> {
             let (config, path) = load()?;
             relay::run(config, path)
         }
-        Action::Send {
-            commands,
-            wait_secs,
-        } => {
+        Action::Send { commands, wait } => {
             let (config, _) = load()?;
             let log = logging::init(log::LevelFilter::Warn, &logging::Destination::Stderr)?;
-            let sent = send::run(&config, &commands, Duration::from_secs_f64(wait_secs));
+            let sent = send::run(&config, &commands, wait);
             log.finish();
             sent
         }

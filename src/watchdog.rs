@@ -337,8 +337,9 @@ impl Watch {
     }
 }
 
+/// One line on stdout (cron mails it); a closed stdout is no reason to fail.
 fn say(message: &str) {
-    println!("watchdog: {message}");
+    let _ = writeln!(std::io::stdout(), "watchdog: {message}");
 }
 
 /// Waits for overlapping runs: an exclusive lock on the configuration file,

@@ -2,7 +2,10 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Stdio;
 use std::time::Duration;
 
 use support::{run_bin, Broker, Relay, Subscriber, TempDir};
@@ -62,6 +65,54 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2, "{err}");
     let (code, _, _) = run_bin(&["-c"], None);
     assert_eq!(code, 2);
+}
+
+/// Runs the binary with `args` (not necessarily UTF-8); its exit code and stderr.
+fn run_os(args: &[&OsStr]) -> (Option<i32>, String) {
+    let out = support::relay_command()
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run relay binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn no_argument_makes_it_panic_non_utf8_or_an_unusable_wait() {
+    let bad = OsStr::from_bytes(b"caf\xe9");
+    let huge = "9".repeat(400);
+    let cases: Vec<Vec<&OsStr>> = vec![
+        vec![bad],
+        vec![OsStr::new("send"), bad],
+        vec![OsStr::new("send"), OsStr::new("-w"), bad],
+        vec![OsStr::new("send"), OsStr::new("-w"), OsStr::new("1e20")],
+        vec![OsStr::new("send"), OsStr::new("-w"), OsStr::new("1e19")],
+        vec![OsStr::new("send"), OsStr::new("-w"), OsStr::new("inf")],
+        vec![OsStr::new("send"), OsStr::new("-w"), OsStr::new("nan")],
+        vec![OsStr::new("send"), OsStr::new("-w"), OsStr::new("-1")],
+        vec![OsStr::new("send"), OsStr::new("-w"), OsStr::new("0x10")],
+        vec![OsStr::new("send"), OsStr::new("-w"), OsStr::new(&huge)],
+    ];
+    for args in cases {
+        let (code, err) = run_os(&args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("ms500-relay: ") && err.contains("(see --help)"),
+            "{args:?}: {err}"
+        );
+        if args.contains(&bad) {
+            assert!(err.contains("caf\u{fffd}"), "{args:?}: {err}");
+        } else {
+            assert!(err.contains("-w"), "{args:?}: {err}");
+        }
+    }
 }
 
 #[test]

@@ -5,6 +5,8 @@ mod support;
 
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{
@@ -72,34 +74,74 @@ fn broker_restart_in_the_middle_of_a_5000_command_stream_loses_nothing() {
     );
 }
 
+/// The publish link's log lines: each connection made, each one lost.
+fn link_ups_and_downs(relay: &Relay) -> (usize, usize) {
+    let log = relay.log();
+    (
+        log.matches("INFO  connected to broker ").count(),
+        log.matches("WARN  lost connection to broker ").count(),
+    )
+}
+
 #[test]
 fn cutting_the_broker_connection_again_and_again_loses_nothing() {
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
     let cutter = Cutter::new(broker.port);
     let relay = Relay::start(cutter.port, &[]);
-    relay.expect_log("connected to broker", WAIT);
-    let n = 5000;
+    relay.expect_log("INFO  connected to broker ", WAIT);
+    let (ups, downs) = link_ups_and_downs(&relay);
+    assert_eq!((ups, downs), (1, 0), "log:\n{}", relay.log());
+
+    // Commands keep coming, 500 a second, until the last cut was recovered
+    // from: every cut falls mid-stream.
+    let stop = Arc::new(AtomicBool::new(false));
     let mut s = relay.connect();
-    let writer = std::thread::spawn(move || {
-        for chunk in 0..50 {
-            let out: String = (chunk * 100..(chunk + 1) * 100).map(command).collect();
-            s.write_all(out.as_bytes()).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    });
-    for _ in 0..4 {
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let out: String = (n..n + 10).map(command).collect();
+                s.write_all(out.as_bytes()).unwrap();
+                n += 10;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (s, n)
+        })
+    };
+    // The backoff after a lost link starts at 1 s and doubles (the links
+    // here live shorter than STABLE): the reconnections take about
+    // 1 + 2 + 4 + 8 s. Each cut waits until the relay is connected again,
+    // so each one cuts a live link.
+    for cut in 1..=4 {
         std::thread::sleep(Duration::from_millis(250));
         cutter.cut();
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                link_ups_and_downs(&relay) == (ups + cut, downs + cut)
+            }),
+            "cut {cut}: (connections, losses) {:?}, expected {:?}; log:\n{}",
+            link_ups_and_downs(&relay),
+            (ups + cut, downs + cut),
+            relay.log()
+        );
     }
-    let _s = writer.join().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let (_s, n) = writer.join().unwrap();
     expect_all(
         &sub,
         n,
         Duration::from_secs(40),
         "connection cut 4 times mid-stream",
         &relay,
+    );
+    // Four reconnections, one per cut, and no other.
+    assert_eq!(
+        link_ups_and_downs(&relay),
+        (ups + 4, downs + 4),
+        "log:\n{}",
+        relay.log()
     );
 }
 

@@ -130,17 +130,61 @@ fn device_text_cannot_forge_log_lines() {
 fn refusal_logging_is_rate_limited_under_a_flood() {
     let broker = Broker::start();
     let relay = Relay::start(broker.port, &[("SOCKET_ALLOW", "127.0.0.1")]);
-    for _ in 0..200 {
+    let refusals = |relay: &Relay| relay.log().matches("refused backend 127.0.0.3").count();
+    let summaries = |relay: &Relay| relay.log().matches("more refused-connection lines").count();
+    let flood_started = Instant::now();
+    for i in 0..200 {
         let mut s = connect_from("127.0.0.3", &relay);
-        let _ = closed_by_peer(&mut s, WAIT);
+        assert!(
+            closed_by_peer(&mut s, WAIT),
+            "refused peer {i} was not closed by the relay; log:\n{}",
+            relay.log()
+        );
     }
+    let flood_took = flood_started.elapsed();
+    assert!(flood_took < Duration::from_secs(50), "{flood_took:?}");
+    // The first 10 refusals of the minute are logged one by one (log_limit::PER_MINUTE)...
+    assert!(
+        wait_until(WAIT, || refusals(&relay) >= 10),
+        "{} refusal lines; log:\n{}",
+        refusals(&relay),
+        relay.log()
+    );
     std::thread::sleep(Duration::from_millis(300));
-    let lines = relay.log().matches("refused backend").count();
-    assert!(lines <= 10, "{lines} refusal lines for 200 refused peers");
+    let log = relay.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused backend"))
+        .collect();
+    assert_eq!(lines.len(), 10, "log:\n{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("WARN  refused backend 127.0.0.3:")
+                && l.ends_with(": not in SOCKET_ALLOW")),
+        "{lines:#?}"
+    );
+    // ... the other 190 in one line once the minute is over.
+    assert_eq!(summaries(&relay), 0, "log:\n{}", relay.log());
     // The relay still serves its own.
     let sub = Subscriber::new(broker.port, "/service/ms500/#");
     relay.connect().write_all(VALID.as_bytes()).unwrap();
     assert!(sub.recv(WAIT).is_some());
+    assert!(
+        wait_until(Duration::from_secs(75), || summaries(&relay) > 0),
+        "no summary line; log:\n{}",
+        relay.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = relay.log();
+    assert_eq!(summaries(&relay), 1, "log:\n{log}");
+    assert!(
+        log.contains(
+            "WARN  190 more refused-connection lines in the last minute were not logged one by one"
+        ),
+        "log:\n{log}"
+    );
+    assert_eq!(refusals(&relay), 10, "log:\n{log}");
 }
 
 #[test]
