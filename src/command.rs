@@ -8,12 +8,19 @@
 //! It takes the [`Json`] the framer produced: the value's bytes with the
 //! spans of its top-level members and of its long or exponent numbers, so
 //! nothing is scanned again here. Only `type`, `unit`, `id` and the fields a
-//! rule needs are decoded, and the payload is the received bytes, untouched. Reasons never quote the value of a field whose name
-//! contains `password`, `secret` or `token`: the only values they quote are
-//! `type` and `unit`.
+//! rule needs are decoded, and the payload is the received bytes, untouched.
+//! Reasons never quote a field's value (a secret field's least of all): the
+//! only values they quote are `type` and `unit`; field names they quote are
+//! escaped like `type` and `unit` values, so no name can break a log line.
+//!
+//! Field names are case-sensitive (`Type` is not `type`), but a command
+//! whose top-level names include two that differ only in ASCII letter case
+//! (`"Type"` and `"type"`, `"Wifi_Password"` and `"wifi_password"`) is
+//! refused like one with a duplicate name: a device whose parser folds case
+//! would read another command than the one validated.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 
 use crate::config::AckMode;
@@ -28,8 +35,8 @@ pub const MAX_UNIT_CHARS: usize = 128;
 /// Longest excerpt of a `type` or `unit` value quoted in a reason.
 const QUOTED_CHARS: usize = 64;
 
-/// Above this many top-level fields, duplicates are found with a hash set
-/// instead of comparing every pair.
+/// Above this many top-level fields, duplicate and case-variant names are
+/// found with a hash map instead of comparing every pair.
 const PAIRWISE_DUPLICATE_CHECK_MAX: usize = 16;
 
 /// The `type` of a command.
@@ -153,8 +160,12 @@ impl Rejection {
         };
         let mut out = format!("type {}, unit {}", shown(&self.kind), shown(&self.unit));
         if let Some(id) = &self.id {
+            // An id may be an object: its secret fields are masked too.
             out.push_str(", id ");
-            out.push_str(&crate::log_limit::cut_to(id, QUOTED_CHARS));
+            out.push_str(&crate::log_limit::cut_to(
+                &crate::redact::shown(id.as_bytes()),
+                QUOTED_CHARS,
+            ));
         }
         out
     }
@@ -186,9 +197,10 @@ pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> 
 }
 
 /// Turns one framed JSON value into a command. Checks, in order: object,
-/// `type`, `unit`, duplicate top-level fields, then (when `check_fields`) the
-/// per-type field rules. When a field appears twice, `type`, `unit` and `id`
-/// are read from its first occurrence.
+/// `type`, `unit`, duplicate top-level fields (exact, or differing only in
+/// ASCII letter case), then (when `check_fields`) the per-type field rules.
+/// When a field appears twice, `type`, `unit` and `id` are read from its
+/// first occurrence.
 pub fn validate_json(json: Json<'_>, check_fields: bool) -> Result<Command, Rejection> {
     if !json.is_object() {
         return Err(Rejection::bare("command is not a JSON object".to_owned()));
@@ -216,8 +228,8 @@ pub fn validate_json(json: Json<'_>, check_fields: bool) -> Result<Command, Reje
         }
         other => return Err(reject(other.problem("unit"))),
     };
-    if let Some(name) = object.first_duplicate() {
-        return Err(reject(format!("duplicate field \"{name}\"")));
+    if let Some(clash) = object.first_clash() {
+        return Err(reject(clash.reason()));
     }
     // JSON's grammar has no range, but a number that overflows a double
     // becomes infinity (or an error) in the device's parser. Checked with the
@@ -469,21 +481,68 @@ impl<'a> Object<'a> {
         }
     }
 
-    /// The first field name that was already used earlier in the object.
-    fn first_duplicate(&self) -> Option<&str> {
+    /// The first field whose name equals an earlier field's name under ASCII
+    /// case folding, with that earlier name. Up to that field all names are
+    /// distinct when folded, so the earlier one is the only one.
+    fn first_clash(&self) -> Option<Clash<'_>> {
         let members = &self.members;
         if members.len() <= PAIRWISE_DUPLICATE_CHECK_MAX {
-            members
-                .iter()
-                .enumerate()
-                .find(|(i, m)| members[..*i].iter().any(|earlier| earlier.key == m.key))
-                .map(|(_, m)| m.key.as_ref())
+            members.iter().enumerate().find_map(|(i, m)| {
+                members[..i]
+                    .iter()
+                    .find(|earlier| earlier.key.eq_ignore_ascii_case(&m.key))
+                    .map(|earlier| Clash {
+                        earlier: &earlier.key,
+                        later: &m.key,
+                    })
+            })
         } else {
-            let mut seen = HashSet::with_capacity(members.len());
-            members
-                .iter()
-                .find(|m| !seen.insert(m.key.as_ref()))
-                .map(|m| m.key.as_ref())
+            let mut seen: HashMap<Cow<'_, str>, &str> = HashMap::with_capacity(members.len());
+            for m in members {
+                match seen.entry(fold_case(&m.key)) {
+                    Entry::Occupied(earlier) => {
+                        return Some(Clash {
+                            earlier: earlier.get(),
+                            later: &m.key,
+                        })
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(&m.key);
+                    }
+                }
+            }
+            None
+        }
+    }
+}
+
+/// `name` with ASCII letters in lower case (borrowed when it has no upper-case one).
+fn fold_case(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// Two top-level field names equal under ASCII case folding, in order.
+struct Clash<'a> {
+    earlier: &'a str,
+    later: &'a str,
+}
+
+impl Clash<'_> {
+    /// `duplicate field "unit"` when the names are equal, else
+    /// `fields "Type" and "type" differ only in letter case`.
+    fn reason(&self) -> String {
+        if self.earlier == self.later {
+            format!("duplicate field {}", quote(self.later))
+        } else {
+            format!(
+                "fields {} and {} differ only in letter case",
+                quote(self.earlier),
+                quote(self.later)
+            )
         }
     }
 }

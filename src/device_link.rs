@@ -13,6 +13,10 @@
 //! larger instead of sending it (MQTT 3.1.1 has no such property: a retained
 //! 17 MB heartbeat broke the link on every subscribe, forever). A link that
 //! dies right after its CONNACK backs off like one that cannot connect.
+//! Connection failures are logged as the publish link's are (`log_limit.rs`:
+//! once per kind and broker, again after a "connected" line), at warn: a
+//! failure that needs a human (certificate, credentials) is the publish
+//! link's error line already.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -28,7 +32,7 @@ use crate::config::{self, Config};
 use crate::counters::Counters;
 use crate::devices::{DeviceTable, Seen};
 use crate::heartbeat;
-use crate::log_limit::{self, Kind};
+use crate::log_limit::{self, Failures, Kind};
 use crate::publish_link::LinkShared;
 use crate::redact;
 use crate::routes::ReplyRoutes;
@@ -67,7 +71,7 @@ enum Ended {
 impl DeviceLink {
     pub fn run(self) {
         let mut backoff = BACKOFF_MIN;
-        let mut logged_failure: Option<String> = None;
+        let mut failures = Failures::default();
         while !self.stop.is_set() {
             let index = self.shared.broker_index.load(Ordering::Relaxed) % self.brokers.len();
             let broker = &self.brokers[index];
@@ -93,7 +97,7 @@ impl DeviceLink {
                     Err(RecvTimeoutError::Disconnected) => break Ended::Lost,
                     Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                         log::info!("device link connected to broker {broker}");
-                        logged_failure = None;
+                        failures.connected();
                         up_since = Some(Instant::now());
                         for (topic, qos) in [
                             (&self.config.heartbeat_topic, QoS::AtMostOnce),
@@ -107,12 +111,17 @@ impl DeviceLink {
                     Ok(Ok(event)) => self.handle(event),
                     Ok(Err(e)) => {
                         let why = describe(&e);
-                        if logged_failure.as_ref() != Some(&why) {
+                        if failures.first_of_kind(&broker.to_string(), &why) {
                             log::warn!(
                                 "device link to broker {broker}: {why}; retrying in {} s",
                                 backoff.as_secs()
                             );
-                            logged_failure = Some(why);
+                        } else {
+                            log::debug!(
+                                "device link to broker {broker} still unreachable: {why}; \
+                                 retrying in {} s",
+                                backoff.as_secs()
+                            );
                         }
                         // A link that was up for a while earns a fresh backoff;
                         // one that died right after CONNACK does not.
@@ -249,19 +258,55 @@ fn disconnect(client: &Client, connection: &mut Connection) {
     }
 }
 
-/// A connection error as logged: the same failure gives the same text.
+/// A connection error as logged, normalised ([`log_limit::failure_reason`]):
+/// the same failure gives the same text.
 fn describe(e: &ConnectionError) -> String {
-    match e {
+    let text = match e {
         ConnectionError::Io(io) => io.to_string(),
         ConnectionError::ConnectionRefused(code) => format!("connection refused: {code:?}"),
-        ConnectionError::Tls(tls) => {
-            let text = format!("TLS: {tls}");
-            match text.find(": verification time ") {
-                Some(cut) => text[..cut].to_string(),
-                None => text,
-            }
-        }
+        ConnectionError::Tls(tls) => format!("TLS: {tls}"),
         ConnectionError::Timeout(_) => "connection timed out".into(),
         other => other.to_string(),
+    };
+    log_limit::failure_reason(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_described_without_what_varies() {
+        let expired = |t: u64| {
+            ConnectionError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "invalid peer certificate: certificate expired: verification time {t} (UNIX), \
+                     but certificate is not valid after 1795900000 ({} seconds ago)",
+                    t - 1795900000
+                ),
+            ))
+        };
+        assert_eq!(
+            describe(&expired(1795950000)),
+            describe(&expired(1795950009))
+        );
+        assert_eq!(
+            describe(&expired(1795950000)),
+            "invalid peer certificate: certificate expired"
+        );
+        let refused = ConnectionError::Io(std::io::Error::from_raw_os_error(111));
+        assert_eq!(describe(&refused), "Connection refused (os error 111)");
+        let mut failures = Failures::default();
+        let broker = "127.0.0.1:8883";
+        let logged = [
+            expired(1795950000),
+            expired(1795950001),
+            expired(1795950003),
+        ]
+        .iter()
+        .filter(|e| failures.first_of_kind(broker, &describe(e)))
+        .count();
+        assert_eq!(logged, 1);
     }
 }

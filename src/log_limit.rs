@@ -7,6 +7,15 @@
 //! second to write the summaries.
 //!
 //! Strings from remote input are cut before they are logged ([`cut`]).
+//!
+//! Broker connection failures (both links) follow one rule ([`Failures`]):
+//! a failure is logged once per kind and broker, with its reason
+//! normalised ([`failure_reason`]); a retry that fails the same way is not
+//! logged again (debug at most) until the kind changes or the link comes
+//! back (its "connected" line starts over). Two reasons are of the same kind
+//! when they differ only in numbers ([`failure_kind`]: a port, a counter, a
+//! duration), so an expired broker certificate gives one line, not one per
+//! retry.
 
 use std::borrow::Cow;
 use std::sync::Mutex;
@@ -163,9 +172,174 @@ pub fn cut_to(text: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
+/// A broker connection failure's reason as logged: without what rustls adds
+/// that changes from one attempt to the next (the verification time and
+/// the seconds since a certificate expired, in "certificate expired:
+/// verification time 1795950000 (UNIX), but certificate is not valid after
+/// …"), so a lasting failure reads the same every time.
+pub fn failure_reason(text: &str) -> String {
+    let text = match text.find("verification time") {
+        Some(at) => text[..at].trim_end_matches([':', ',', ' ']),
+        None => text,
+    };
+    text.trim().to_string()
+}
+
+/// The kind of a failure: its normalised reason with every run of digits
+/// as `#`. Reasons that differ only in numbers (a port, a counter, a
+/// duration, a packet id) are one kind; `os error 111` and `os error 113`
+/// come with different texts anyway.
+pub fn failure_kind(text: &str) -> String {
+    let mut kind = String::with_capacity(text.len());
+    let mut in_number = false;
+    for c in failure_reason(text).chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                kind.push('#');
+            }
+            in_number = true;
+        } else {
+            kind.push(c);
+            in_number = false;
+        }
+    }
+    kind
+}
+
+/// The failures a link logged since it was last connected, per broker: a
+/// failure is logged when it is the first of its kind for its broker.
+#[derive(Debug, Default)]
+pub struct Failures {
+    /// (broker, kind of the failure last logged for it).
+    logged: Vec<(String, String)>,
+}
+
+impl Failures {
+    /// Notes a failure of `broker`; true when it is to be logged (the first
+    /// of its kind for that broker since the link was last connected).
+    pub fn first_of_kind(&mut self, broker: &str, reason: &str) -> bool {
+        let kind = failure_kind(reason);
+        match self.logged.iter_mut().find(|(b, _)| b == broker) {
+            Some((_, last)) if *last == kind => false,
+            Some((_, last)) => {
+                *last = kind;
+                true
+            }
+            None => {
+                self.logged.push((broker.to_string(), kind));
+                true
+            }
+        }
+    }
+
+    /// The link is up (its "connected" line was logged): every failure is news again.
+    pub fn connected(&mut self) {
+        self.logged.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// rustls's text for an expired certificate (rustls 0.23, `CertificateError::ExpiredContext`).
+    fn expired_at(now: u64) -> String {
+        format!(
+            "invalid peer certificate: certificate expired: verification time {now} (UNIX), \
+             but certificate is not valid after 1795900000 ({} seconds ago)",
+            now - 1795900000
+        )
+    }
+
+    #[test]
+    fn failure_reasons_drop_what_changes_between_attempts() {
+        assert_eq!(
+            failure_reason(&expired_at(1795950000)),
+            "invalid peer certificate: certificate expired"
+        );
+        assert_eq!(
+            failure_reason(&format!("TLS: I/O: {}", expired_at(1795950031))),
+            "TLS: I/O: invalid peer certificate: certificate expired"
+        );
+        assert_eq!(
+            failure_reason(
+                "invalid peer certificate: certificate not valid yet: verification time 1795950000 \
+                 (UNIX), but certificate is not valid before 1795990000 (40000 seconds in future)"
+            ),
+            "invalid peer certificate: certificate not valid yet"
+        );
+        assert_eq!(
+            failure_reason(
+                "invalid peer certificate: certificate revocation list expired: verification time \
+                 1795950000 (UNIX), but CRL is not valid after 1795900000 (50000 seconds ago)"
+            ),
+            "invalid peer certificate: certificate revocation list expired"
+        );
+        // What does not vary is kept as it is.
+        for text in [
+            "Connection refused (os error 111)",
+            "invalid peer certificate: UnknownIssuer",
+            "connection refused: bad user name or password",
+            "the broker closed the connection before CONNACK",
+        ] {
+            assert_eq!(failure_reason(text), text);
+        }
+    }
+
+    #[test]
+    fn failures_differing_only_in_numbers_are_one_kind() {
+        assert_eq!(
+            failure_kind(&expired_at(1795950000)),
+            failure_kind(&expired_at(1795950030))
+        );
+        assert_eq!(
+            failure_kind("Connection refused (os error 111)"),
+            "Connection refused (os error #)"
+        );
+        assert_eq!(
+            failure_kind("Connection reset by peer, local 127.0.0.1:40312"),
+            failure_kind("Connection reset by peer, local 127.0.0.1:51877")
+        );
+        assert_eq!(
+            failure_kind("no PUBACK for 91 s with 37 commands in flight"),
+            failure_kind("no PUBACK for 92 s with 1200 commands in flight")
+        );
+        assert_eq!(
+            failure_kind("Mqtt state: Received unsolicited ack pkid: 7"),
+            failure_kind("Mqtt state: Received unsolicited ack pkid: 12")
+        );
+        assert_ne!(
+            failure_kind("Connection refused (os error 111)"),
+            failure_kind("No route to host (os error 113)")
+        );
+        assert_ne!(
+            failure_kind(&expired_at(1795950000)),
+            failure_kind("invalid peer certificate: UnknownIssuer")
+        );
+    }
+
+    #[test]
+    fn a_lasting_failure_is_logged_once_per_kind_and_broker_until_connected() {
+        let mut failures = Failures::default();
+        let a = "127.0.0.1:8883";
+        let b = "10.0.0.2:8883";
+        let logged: Vec<bool> = (0..5)
+            .map(|i| failures.first_of_kind(a, &expired_at(1795950000 + i * 7)))
+            .collect();
+        assert_eq!(logged, [true, false, false, false, false]);
+        // Another broker failing the same way is news; then it is not.
+        assert!(failures.first_of_kind(b, &expired_at(1795950100)));
+        assert!(!failures.first_of_kind(b, &expired_at(1795950200)));
+        assert!(!failures.first_of_kind(a, &expired_at(1795950300)));
+        // A new kind is logged, and so is the old one when it comes back.
+        assert!(failures.first_of_kind(a, "Connection refused (os error 111)"));
+        assert!(!failures.first_of_kind(a, "Connection refused (os error 111)"));
+        assert!(failures.first_of_kind(a, &expired_at(1795950400)));
+        // After a connection, everything is news again.
+        failures.connected();
+        assert!(failures.first_of_kind(a, &expired_at(1795950500)));
+        assert!(failures.first_of_kind(b, &expired_at(1795950500)));
+    }
 
     #[test]
     fn ten_a_minute_then_counted_then_a_new_window() {

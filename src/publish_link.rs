@@ -29,6 +29,7 @@ use rustls::{ClientConfig, ClientConnection};
 
 use crate::brokers::{Broker, Brokers, Next};
 use crate::counters::Counters;
+use crate::log_limit::{self, Failures};
 use crate::mqtt::{self, Incoming};
 use crate::shutdown::Stop;
 use crate::wire::Wire;
@@ -127,13 +128,15 @@ impl ConnectFailure {
         matches!(self, ConnectFailure::Refused(_) | ConnectFailure::Tls(_))
     }
 
+    /// The reason as logged, normalised ([`log_limit::failure_reason`]).
     fn describe(&self) -> String {
-        match self {
+        let text = match self {
             ConnectFailure::Unreachable(why) => why.clone(),
             ConnectFailure::Refused(why) => format!("connection refused: {why}"),
             ConnectFailure::Tls(why) => format!("TLS: {why}"),
             ConnectFailure::Protocol(why) => why.clone(),
-        }
+        };
+        log_limit::failure_reason(&text)
     }
 }
 
@@ -166,7 +169,7 @@ impl Dialer {
                 let mut io = &socket;
                 while session.is_handshaking() {
                     session.complete_io(&mut io).map_err(|e| match e.kind() {
-                        ErrorKind::InvalidData => ConnectFailure::Tls(tls_reason(&e)),
+                        ErrorKind::InvalidData => ConnectFailure::Tls(e.to_string()),
                         _ => ConnectFailure::Unreachable(e.to_string()),
                     })?;
                 }
@@ -193,7 +196,7 @@ impl Dialer {
         let mut got = Vec::new();
         loop {
             let n = wire.read(&mut buf).map_err(|e| match e.kind() {
-                ErrorKind::InvalidData => ConnectFailure::Tls(tls_reason(&e)),
+                ErrorKind::InvalidData => ConnectFailure::Tls(e.to_string()),
                 ErrorKind::WouldBlock | ErrorKind::TimedOut => {
                     ConnectFailure::Protocol("no CONNACK from the broker in time".into())
                 }
@@ -219,17 +222,6 @@ impl Dialer {
                 Err(e) => return Err(ConnectFailure::Protocol(e.to_string())),
             }
         }
-    }
-}
-
-/// A TLS error's reason without what changes from one attempt to the next
-/// (rustls puts the verification time in some), so that a failure that
-/// persists is one failure, logged once.
-fn tls_reason(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.find(": verification time ") {
-        Some(cut) => text[..cut].to_string(),
-        None => text,
     }
 }
 
@@ -268,18 +260,11 @@ pub struct PublishLink {
     pub state: Option<StateMessages>,
 }
 
-/// The connection state as logged: every change once, not every attempt.
-#[derive(PartialEq)]
-enum Logged {
-    Nothing,
-    Connected,
-    Failing(String),
-}
-
 impl PublishLink {
     pub fn run(mut self) {
         let mut backoff = BACKOFF_MIN;
-        let mut logged = Logged::Nothing;
+        // Every change once, not every attempt (log_limit.rs).
+        let mut failures = Failures::default();
         while !self.stop.is_set() {
             let broker = self.brokers.current().clone();
             self.shared
@@ -307,7 +292,7 @@ impl PublishLink {
                         }
                     }
                     log::info!("connected to broker {broker}");
-                    logged = Logged::Connected;
+                    failures.connected();
                     self.counters
                         .broker_connected
                         .store(true, Ordering::Relaxed);
@@ -336,10 +321,12 @@ impl PublishLink {
                             continue;
                         }
                         Ended::Lost(why) => {
+                            let why = log_limit::failure_reason(&why);
                             let next = self.brokers.failed();
                             let then = self.next_step(next, backoff);
+                            // Always logged: it follows a "connected" line.
                             log::warn!("lost connection to broker {broker}: {why}; {then}");
-                            logged = Logged::Failing(why);
+                            failures.first_of_kind(&broker.to_string(), &why);
                             if self.pause(next, &mut backoff) {
                                 break;
                             }
@@ -350,9 +337,7 @@ impl PublishLink {
                     let why = failure.describe();
                     let next = self.brokers.failed();
                     let then = self.next_step(next, backoff);
-                    let unchanged = matches!(&logged, Logged::Failing(previous) if *previous == why)
-                        && self.brokers.len() == 1;
-                    if unchanged {
+                    if !failures.first_of_kind(&broker.to_string(), &why) {
                         log::debug!("broker {broker} still unreachable: {why}; {then}");
                     } else if failure.needs_human() {
                         log::error!(
@@ -362,7 +347,6 @@ impl PublishLink {
                     } else {
                         log::warn!("cannot connect to broker {broker}: {why}; {then}");
                     }
-                    logged = Logged::Failing(why);
                     if self.pause(next, &mut backoff) {
                         break;
                     }
@@ -522,29 +506,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_reasons_drop_the_time_so_a_lasting_failure_is_one_failure() {
+    fn a_lasting_tls_failure_reads_the_same_at_every_attempt() {
         let at = |t: u64| {
-            io::Error::new(
+            let e = io::Error::new(
                 ErrorKind::InvalidData,
                 format!(
                     "invalid peer certificate: certificate expired: verification time {t} (UNIX), \
                      but certificate is not valid after 1795900000 ({} seconds ago)",
                     t - 1795900000
                 ),
-            )
+            );
+            ConnectFailure::Tls(e.to_string())
         };
-        assert_eq!(tls_reason(&at(1795950000)), tls_reason(&at(1795950030)));
+        assert_eq!(at(1795950000).describe(), at(1795950030).describe());
         assert_eq!(
-            tls_reason(&at(1795950000)),
-            "invalid peer certificate: certificate expired"
+            at(1795950000).describe(),
+            "TLS: invalid peer certificate: certificate expired"
         );
-        let plain = io::Error::new(
-            ErrorKind::InvalidData,
-            "invalid peer certificate: UnknownIssuer",
-        );
+        assert!(at(1795950000).needs_human());
+        let plain = ConnectFailure::Tls("invalid peer certificate: UnknownIssuer".into());
         assert_eq!(
-            tls_reason(&plain),
-            "invalid peer certificate: UnknownIssuer"
+            plain.describe(),
+            "TLS: invalid peer certificate: UnknownIssuer"
         );
+        let absent = ConnectFailure::Unreachable("Connection refused (os error 111)".into());
+        assert_eq!(absent.describe(), "Connection refused (os error 111)");
+        assert!(!absent.needs_human());
     }
 }

@@ -1,23 +1,111 @@
 //! The one redaction function: how any payload (command, device reply,
-//! heartbeat) is shown in a log line. Pure; used by every thread that prints
-//! a payload. Values of fields whose names contain `password`, `secret` or
-//! `token` (any case, at any depth, whatever the value's type) become `"***"`.
-//! Bytes that are not JSON are never shown, only counted: a secret could hide
-//! in them and there is no way to tell.
+//! heartbeat) is shown in a log line or printed by `ms500-relay send`. Pure;
+//! used by every thread that prints a payload.
+//!
+//! The values of secret fields, at any depth and whatever their type
+//! (string, number, object, array), become `"***"`. A field is secret when its
+//! name (as decoded: `"pass\u0077ord"` is `password`; compared in ASCII
+//! lower case) either
+//!
+//! * contains one of [`SECRET_WORDS`]: `password`, `passwd`, `pwd`,
+//!   `passphrase`, `psk`, `secret`, `token`, `credential` (`wifi_password`,
+//!   `cs_psk`, `Passphrase`, `credentials`, `x_pwd`, `Api_TOKEN`), or
+//! * ends in the word `key`: the name is split into words at `_`, `-`, `.`,
+//!   spaces and where a lower-case letter or a digit is followed by an
+//!   upper-case one, trailing digits are dropped, and the last word is `key`
+//!   (`key`, `api_key`, `API-KEY`, `apiKey`, `privateKey`, `key_2`) or one of
+//!   [`KEY_COMPOUNDS`] run together (`apikey`, `APIKey`, `privatekey`,
+//!   `passkey`). `key` anywhere else is an ordinary word: `keyframe`,
+//!   `keyboard`, `monkey`, `key_id`, `keys_count` and `keys` (a list of
+//!   setting names, say) are shown.
+//!
+//! None of the field names of the contract (PROTOCOL.md §1.2 and §2.3) is
+//! secret but `wifi_password`. Bytes that are not JSON are never shown, only
+//! counted: a secret could hide in them and there is no way to tell.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 
-/// Field names whose values are never shown.
-const SECRET_WORDS: [&str; 3] = ["password", "secret", "token"];
+/// Words that make a field secret wherever they appear in its name.
+pub const SECRET_WORDS: [&str; 8] = [
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "psk",
+    "secret",
+    "token",
+    "credential",
+];
 
+/// Words that, run together with a final `key` (`apikey`, `privatekey`),
+/// make a last word secret.
+pub const KEY_COMPOUNDS: [&str; 19] = [
+    "access",
+    "aes",
+    "api",
+    "app",
+    "auth",
+    "client",
+    "device",
+    "encryption",
+    "hmac",
+    "license",
+    "master",
+    "pass",
+    "private",
+    "session",
+    "shared",
+    "signing",
+    "ssh",
+    "wifi",
+    "wpa",
+];
+
+/// What is shown instead of a secret value.
+const MASK: &str = "***";
+
+/// Whether the value of a field called `name` (decoded) is never shown.
 pub fn is_secret_field(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| lower.contains(w))
+    if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+        return true;
+    }
+    let last = last_word(name).to_ascii_lowercase();
+    match last.strip_suffix("key") {
+        Some("") => true,
+        Some(compound) => KEY_COMPOUNDS.contains(&compound),
+        None => false,
+    }
+}
+
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'_' | b'-' | b'.' | b' ')
+}
+
+/// The last word of a field name (see the module doc), trailing digits and
+/// separators dropped first: `"apiKey"` → `"Key"`, `"api_key_2"` → `"key"`.
+fn last_word(name: &str) -> &str {
+    let name = name
+        .trim_end_matches(|c: char| c.is_ascii_digit() || (c.is_ascii() && is_separator(c as u8)));
+    let bytes = name.as_bytes();
+    let mut start = 0;
+    for i in 1..bytes.len() {
+        let (before, at) = (bytes[i - 1], bytes[i]);
+        // Both tests look at ASCII bytes only, so `i` is a character boundary.
+        if is_separator(before)
+            || ((before.is_ascii_lowercase() || before.is_ascii_digit()) && at.is_ascii_uppercase())
+        {
+            start = i;
+        }
+    }
+    &name[start..]
 }
 
 /// Text from a device or topic as it may appear in a log line or the status
 /// output: control characters (a newline could forge a log line) escaped.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn printable(text: &str) -> Cow<'_, str> {
     if text.chars().any(char::is_control) {
         text.chars()
             .map(|c| {
@@ -41,23 +129,49 @@ pub fn payload(bytes: &[u8]) -> String {
             mask(&mut value);
             value.to_string()
         }
-        Err(_) => format!("<{} bytes, not JSON: not shown>", bytes.len()),
+        Err(_) => not_shown(bytes.len()),
     }
 }
 
-fn mask(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                if is_secret_field(key) {
-                    *v = Value::String("***".into());
-                } else {
-                    mask(v);
-                }
+/// As [`payload`], but JSON without any secret field comes back as it is
+/// (key order, spacing and number spelling kept): for `ms500-relay send`,
+/// which prints status lines and device replies, and for the command `id` a
+/// rejection log line shows.
+pub fn shown(bytes: &[u8]) -> Cow<'_, str> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(mut value) => {
+            if mask(&mut value) {
+                value.to_string().into()
+            } else {
+                // serde_json accepted it, so it is UTF-8.
+                String::from_utf8_lossy(bytes)
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(mask),
-        _ => {}
+        Err(_) => not_shown(bytes.len()).into(),
+    }
+}
+
+fn not_shown(len: usize) -> String {
+    format!("<{len} bytes, not JSON: not shown>")
+}
+
+/// Masks every secret value in `value`; whether there was any.
+fn mask(value: &mut Value) -> bool {
+    match value {
+        Value::Object(map) => {
+            let mut masked = false;
+            for (key, v) in map.iter_mut() {
+                if is_secret_field(key) {
+                    *v = Value::String(MASK.into());
+                    masked = true;
+                } else {
+                    masked |= mask(v);
+                }
+            }
+            masked
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |any, v| mask(v) | any),
+        _ => false,
     }
 }
 
@@ -74,6 +188,7 @@ mod tests {
         );
         assert!(!payload(b"{\"wifi_password\":\"hunter2\"").contains("hunter2"));
         assert!(!payload(b"\xff\"hunter2\"").contains("hunter2"));
+        assert_eq!(shown(b"psk=hunter2"), "<11 bytes, not JSON: not shown>");
     }
 
     #[test]
@@ -91,6 +206,166 @@ mod tests {
     }
 
     #[test]
+    fn every_word_is_secret_anywhere_in_a_name_in_any_case() {
+        for word in SECRET_WORDS {
+            let upper = word.to_ascii_uppercase();
+            for name in [
+                word.to_string(),
+                upper.clone(),
+                format!("wifi_{word}"),
+                format!("x{upper}y"),
+                format!("{word}s"),
+            ] {
+                assert!(is_secret_field(&name), "{name}");
+                let out = payload(format!(r#"{{"{name}":"V4lue-{word}","n":1}}"#).as_bytes());
+                assert!(!out.contains("V4lue"), "{name}: {out}");
+                assert!(out.contains(r#""n":1"#), "{out}");
+            }
+        }
+        for name in [
+            "wifi_password",
+            "cs_psk",
+            "Passphrase",
+            "credentials",
+            "x_pwd",
+            "Wifi_Password",
+            "x-Auth-Token",
+            "SECRET",
+            "db_passwd",
+        ] {
+            assert!(is_secret_field(name), "{name}");
+        }
+        assert!(!is_secret_field("tok"));
+        assert!(!is_secret_field("pass"));
+        assert!(!is_secret_field("credit"));
+    }
+
+    #[test]
+    fn key_is_secret_only_as_the_last_word() {
+        for name in [
+            "key",
+            "KEY",
+            "Key",
+            "api_key",
+            "private_key",
+            "apiKey",
+            "API-KEY",
+            "privateKey",
+            "ssh.key",
+            "wifi key",
+            "api_key_2",
+            "key1",
+            "MD5Key",
+            "apikey",
+            "APIKey",
+            "privatekey",
+            "PassKey",
+            "passkey",
+            "wpa_key_",
+        ] {
+            assert!(is_secret_field(name), "{name} is secret");
+        }
+        for name in [
+            "keyframe",
+            "keyframe_interval",
+            "keyboard",
+            "monkey",
+            "hotkey",
+            "keys",
+            "api_keys",
+            "keys_count",
+            "key_id",
+            "keyId",
+            "key_frame",
+            "KeyFrame",
+            "turnkey_mode",
+            "key\u{15f}",
+            "",
+            "_",
+            "42",
+        ] {
+            assert!(!is_secret_field(name), "{name} is not secret");
+        }
+    }
+
+    #[test]
+    fn the_contracts_own_field_names_are_shown_but_wifi_password() {
+        for name in [
+            "type",
+            "unit",
+            "id",
+            "model_id",
+            "firmware_id",
+            "application_id",
+            "link",
+            "md5",
+            "coordinates",
+            "configs",
+            "cs_exposure",
+            "cs_gain",
+            "cs_white_balance",
+            "wifi_enabled",
+            "wifi_ssid",
+            "settings",
+            "reset_level",
+            "seq",
+            "ack_mode",
+            "status",
+            "error",
+            "device_id",
+            "msg_type",
+            "timestamp",
+            "ip",
+            "network",
+            "eth_connected",
+            "wifi_connected",
+            "lte_connected",
+            "cpu_temp",
+            "sense_temp",
+            "video_fps",
+            "spi_fps",
+            "lte_signal",
+        ] {
+            assert!(!is_secret_field(name), "{name}");
+        }
+        assert!(is_secret_field("wifi_password"));
+    }
+
+    #[test]
+    fn escaped_names_are_matched_as_decoded() {
+        let out =
+            payload(br#"{"pass\u0077ord":"hunter2","\u0041PI_\u004bEY":"k3y","\u006beyframe":7}"#);
+        assert!(!out.contains("hunter2") && !out.contains("k3y"), "{out}");
+        assert!(out.contains(r#""password":"***""#), "{out}");
+        assert!(out.contains(r#""API_KEY":"***""#), "{out}");
+        assert!(out.contains(r#""keyframe":7"#), "{out}");
+    }
+
+    #[test]
+    fn values_of_any_type_and_depth_are_masked() {
+        let out = payload(
+            br#"[{"a":[{"psk":{"x":"o1"}},{"b":{"token":["o2",3]}}]},{"apiKey":4.5},{"secret":null},{"pwd":true}]"#,
+        );
+        assert_eq!(
+            out,
+            r#"[{"a":[{"psk":"***"},{"b":{"token":"***"}}]},{"apiKey":"***"},{"secret":"***"},{"pwd":"***"}]"#
+        );
+    }
+
+    #[test]
+    fn shown_keeps_json_without_secrets_as_it_is() {
+        let line = br#"{"status":"ok","type":"IMG","unit":"u","id":1.50}"#;
+        assert_eq!(shown(line), String::from_utf8_lossy(line));
+        assert_eq!(shown(b"42"), "42");
+        let masked = shown(br#"{"z":1,"psk":"hunter2"}"#);
+        assert_eq!(masked, r#"{"psk":"***","z":1}"#);
+        assert_eq!(
+            shown(br#"{"id":{"token":"t0"}}"#),
+            r#"{"id":{"token":"***"}}"#
+        );
+    }
+
+    #[test]
     fn ordinary_fields_and_scalars_pass_through() {
         assert_eq!(payload(br#"{"a":[1,"x",null]}"#), r#"{"a":[1,"x",null]}"#);
         assert_eq!(payload(b"42"), "42");
@@ -98,6 +373,11 @@ mod tests {
             payload(br#""password""#),
             r#""password""#,
             "a bare string is not a field"
+        );
+        assert_eq!(
+            payload(br#"{"keys":["psk","password"]}"#),
+            r#"{"keys":["psk","password"]}"#,
+            "names of secret fields as values are shown"
         );
     }
 
@@ -107,14 +387,5 @@ mod tests {
         assert_eq!(printable("1.2.3.4\nERROR forged"), "1.2.3.4\\nERROR forged");
         assert_eq!(printable("a\u{1b}[31mb"), "a\\u{1b}[31mb");
         assert!(!printable("x\ry\u{7f}").contains(['\r', '\u{7f}']));
-    }
-
-    #[test]
-    fn field_names_are_matched_by_substring() {
-        assert!(is_secret_field("wifi_password"));
-        assert!(is_secret_field("x-Auth-Token"));
-        assert!(is_secret_field("SECRET"));
-        assert!(!is_secret_field("passphrase"));
-        assert!(!is_secret_field("tok"));
     }
 }

@@ -5,6 +5,12 @@
 //! comes back until each command has its status line (and each SCS/UDS that
 //! went out its device reply), or `--wait` runs out. Runs on the main thread;
 //! nothing else is started.
+//!
+//! What it prints goes through [`redact::shown`], as log lines do: a line
+//! without secret fields is printed as it came; one with secret fields
+//! (`wifi_password`, `api_key`, ... at any depth: a device's SCS reply, an
+//! `id` object) is printed with their values as `"***"`, and a line that is
+//! not JSON as its length only. Commands themselves are never echoed.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -16,6 +22,7 @@ use crate::command;
 use crate::config::Config;
 use crate::error::Error;
 use crate::frame::{Frame, FrameDecoder};
+use crate::redact;
 
 /// What `send` asks of the relay before its commands.
 const ASK_FOR_STATUS_LINES: &[u8] = b"{\"ack_mode\":\"all\"}\n";
@@ -169,7 +176,8 @@ fn print_replies(stream: TcpStream, want: usize, wait: Duration) -> Result<Seen,
             Ok(0) => break,
             Ok(_) if line.ends_with(b"\n") => {
                 seen.note(line.trim_ascii_end());
-                print_line(&stdout, &mut line)?;
+                print_line(&stdout, &line)?;
+                line.clear();
             }
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
@@ -181,19 +189,22 @@ fn print_replies(stream: TcpStream, want: usize, wait: Duration) -> Result<Seen,
         }
     }
     if !line.is_empty() {
-        print_line(&stdout, &mut line)?;
+        print_line(&stdout, &line)?;
     }
     Ok(seen)
 }
 
-fn print_line(stdout: &std::io::Stdout, line: &mut Vec<u8>) -> Result<(), Error> {
+/// One line from the relay as printed: secret values masked.
+fn printed(line: &[u8]) -> String {
+    let mut text = redact::shown(line.trim_ascii_end()).into_owned();
+    text.push('\n');
+    text
+}
+
+fn print_line(stdout: &std::io::Stdout, line: &[u8]) -> Result<(), Error> {
     let mut out = stdout.lock();
-    out.write_all(line)?;
-    if !line.ends_with(b"\n") {
-        out.write_all(b"\n")?;
-    }
+    out.write_all(printed(line).as_bytes())?;
     out.flush()?;
-    line.clear();
     Ok(())
 }
 
@@ -213,6 +224,29 @@ mod tests {
             ),
             1,
             "a request for status lines is not a command"
+        );
+    }
+
+    #[test]
+    fn printed_lines_never_show_a_secret() {
+        let ok = br#"{"status":"ok","type":"SCS","unit":"u","id":7}"#;
+        assert_eq!(
+            printed(&[ok.as_slice(), b"\n"].concat()),
+            format!("{}\n", String::from_utf8_lossy(ok)),
+            "a line without secrets is printed as it came"
+        );
+        let reply =
+            br#"{"wifi":{"ssid":"site","wifi_password":"R3ply","psk":"Psk1"},"api_key":"K3y"}"#;
+        let shown = printed(reply);
+        for secret in ["R3ply", "Psk1", "K3y"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains(r#""ssid":"site""#), "{shown}");
+        let id = br#"{"status":"error","type":"IMG","unit":"u","id":{"token":"T0k"},"error":"x"}"#;
+        assert!(!printed(id).contains("T0k"));
+        assert_eq!(
+            printed(b"password=hunter2\r\n"),
+            "<16 bytes, not JSON: not shown>\n"
         );
     }
 

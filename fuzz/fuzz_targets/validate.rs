@@ -9,8 +9,9 @@
 //! * On Ok: the payload is the input trimmed; `unit` passes `valid_unit`, is
 //!   1..=128 characters of `A-Za-z0-9._:-`; the type is one of the 12;
 //!   `check_value` accepts the input; serde_json parses it as an object whose
-//!   top-level keys are all distinct and whose "type"/"unit" equal the
-//!   command's; `id` is the "id" member (as JSON, compacted) when present.
+//!   top-level keys are all distinct, even under ASCII case folding, and whose
+//!   "type"/"unit" equal the command's; `id` is the "id" member (as JSON,
+//!   compacted) when present.
 //! * On Err: the reason is non-empty, and replacing every string value (of >= 4
 //!   characters) inside fields whose name contains password/secret/token by
 //!   another string leaves the reason unchanged, so the reason never quotes
@@ -74,6 +75,18 @@ fn must_be(name: &str, what: &str) -> String {
     format!("field \"{name}\" must be {what}")
 }
 
+/// A field name as a reason quotes it: Rust's `{:?}` of its first 64
+/// characters, with `…` before the closing quote when there were more.
+fn quoted(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= 64 {
+        return format!("{name:?}");
+    }
+    let head: String = chars[..64].iter().collect();
+    let q = format!("{head:?}");
+    format!("{}…\"", &q[..q.len() - 1])
+}
+
 /// PROTOCOL.md §1.2 on top of serde_json, independent of src/command.rs.
 fn model(data: &[u8], check_fields: bool) -> Expect {
     let bare = |reason| Expect::Err { reason, read: None };
@@ -130,9 +143,22 @@ fn model(data: &[u8], check_fields: bool) -> Expect {
             Reason::Exact("unit is longer than 128 characters".into())
         });
     }
-    for (i, (name, _)) in fields.iter().enumerate() {
-        if fields[..i].iter().any(|(earlier, _)| earlier == name) {
-            return err(Reason::Exact(format!("duplicate field \"{name}\"")));
+    // Top-level names must be distinct under ASCII case folding. The first
+    // field whose name folds to an earlier one's is reported: as a duplicate
+    // when the names are equal, else naming both, the earlier first.
+    let folded: Vec<String> = fields.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+    for later in 0..fields.len() {
+        if let Some(earlier) = (0..later).find(|&e| folded[e] == folded[later]) {
+            let (a, b) = (&fields[earlier].0, &fields[later].0);
+            return err(Reason::Exact(if a == b {
+                format!("duplicate field {}", quoted(b))
+            } else {
+                format!(
+                    "fields {} and {} differ only in letter case",
+                    quoted(a),
+                    quoted(b)
+                )
+            }));
         }
     }
     // Numbers that overflow a double are refused anywhere in the command,
@@ -312,8 +338,8 @@ fn check_ok(data: &[u8], cmd: &Command) {
     };
     for (i, (key, _)) in members.iter().enumerate() {
         assert!(
-            !members[..i].iter().any(|(earlier, _)| earlier == key),
-            "accepted input has a duplicate top-level key {key:?}"
+            !members[..i].iter().any(|(earlier, _)| earlier.eq_ignore_ascii_case(key)),
+            "accepted input has two top-level keys equal under ASCII case folding: {key:?}"
         );
     }
     assert_eq!(json::members(t).len(), members.len(), "oracle span parser disagrees with serde_json");

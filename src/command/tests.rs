@@ -385,6 +385,154 @@ fn duplicate_fields() {
 }
 
 #[test]
+fn names_differing_only_in_letter_case_are_refused() {
+    let cases = [
+        (
+            r#"{"Type":"FRS","type":"IMG","unit":"cam-05","id":1}"#,
+            r#"fields "Type" and "type" differ only in letter case"#,
+        ),
+        (
+            r#"{"type":"IMG","TYPE":"IMG","unit":"a"}"#,
+            r#"fields "type" and "TYPE" differ only in letter case"#,
+        ),
+        (
+            r#"{"type":"IMG","unit":"a","Unit":"b"}"#,
+            r#"fields "unit" and "Unit" differ only in letter case"#,
+        ),
+        (
+            r#"{"type":"IMG","unit":"a","ID":2,"id":1}"#,
+            r#"fields "ID" and "id" differ only in letter case"#,
+        ),
+        (
+            r#"{"type":"WFI","unit":"a","wifi_enabled":true,"wifi_password":"x","Wifi_Password":"y"}"#,
+            r#"fields "wifi_password" and "Wifi_Password" differ only in letter case"#,
+        ),
+        (
+            r#"{"type":"AIM","unit":"a","MD5":"x","model_id":1,"link":"l","md5":"0123456789abcdef0123456789abcdef"}"#,
+            r#"fields "MD5" and "md5" differ only in letter case"#,
+        ),
+        (
+            r#"{"type":"CTS","unit":"a","cs_gain":1,"CS_GAIN":2}"#,
+            r#"fields "cs_gain" and "CS_GAIN" differ only in letter case"#,
+        ),
+        // Any field, not only those a rule reads.
+        (
+            r#"{"type":"IMG","unit":"a","Foo":1,"foo":2}"#,
+            r#"fields "Foo" and "foo" differ only in letter case"#,
+        ),
+        // Names are compared as decoded.
+        (
+            r#"{"type":"IMG","unit":"a","\u0054ype":"FRS"}"#,
+            r#"fields "type" and "Type" differ only in letter case"#,
+        ),
+        // The first field that clashes with an earlier one decides.
+        (
+            r#"{"type":"IMG","unit":"a","x":1,"x":2,"X":3}"#,
+            r#"duplicate field "x""#,
+        ),
+        (
+            r#"{"type":"IMG","unit":"a","x":1,"X":2,"x":3}"#,
+            r#"fields "x" and "X" differ only in letter case"#,
+        ),
+        // Names are quoted escaped: none can break a log line.
+        (
+            r#"{"type":"IMG","unit":"a","a\nERROR b":1,"A\nerror B":2}"#,
+            r#"fields "a\nERROR b" and "A\nerror B" differ only in letter case"#,
+        ),
+        (
+            r#"{"type":"IMG","unit":"a","a\"b":1,"a\"b":2}"#,
+            r#"duplicate field "a\"b""#,
+        ),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(reason(input), expected, "{input}");
+        assert_eq!(
+            validate(input.as_bytes(), false).map_err(|r| r.reason),
+            Err(expected.to_owned()),
+            "checked whatever VALIDATE_FIELDS says: {input}"
+        );
+    }
+    // What was read is reported, from the exact names.
+    let rejection = reject(br#"{"Type":"FRS","type":"IMG","unit":"cam-05","id":1}"#);
+    assert_eq!(rejection.kind.as_deref(), Some("IMG"));
+    assert_eq!(rejection.unit.as_deref(), Some("cam-05"));
+    assert_eq!(rejection.id.as_deref(), Some("1"));
+    // Type and unit come first, as for duplicates.
+    assert_eq!(
+        reason(r#"{"Type":"IMG","type":"XYZ","unit":"a"}"#),
+        r#"unknown type "XYZ""#
+    );
+    assert_eq!(
+        reason(r#"{"type":"IMG","Type":"FRS","unit":"a/b"}"#),
+        r#"unit "a/b" contains '/'"#
+    );
+    // A lone case variant is just another field: `type` is still missing.
+    assert_eq!(
+        reason(r#"{"Type":"IMG","unit":"a"}"#),
+        r#"missing field "type""#
+    );
+    assert_eq!(
+        reason(r#"{"type":"FRS","unit":"a","Reset_Level":1}"#),
+        r#"missing field "reset_level""#
+    );
+    accept(r#"{"type":"IMG","unit":"a","Foo":1,"bar":2,"FOO_":3}"#);
+    // Only ASCII letters are folded, and only the top level counts.
+    accept(r#"{"type":"IMG","unit":"a","é":1,"É":2,"ß":3,"SS":4}"#);
+    accept(r#"{"type":"CFG","unit":"a","configs":{"K":1,"k":2},"x":[{"A":1,"a":1}]}"#);
+    // Long names are cut in the reason.
+    let long = "n".repeat(300);
+    let r = reason(&format!(
+        r#"{{"type":"IMG","unit":"a","{long}":1,"{}":2}}"#,
+        long.to_uppercase()
+    ));
+    assert!(
+        r.len() < 200 && r.ends_with("differ only in letter case"),
+        "{r}"
+    );
+}
+
+#[test]
+fn case_variants_among_many_fields_are_found_in_linear_time() {
+    let many: String = (0..40).map(|i| format!(r#","f{i}":{i}"#)).collect();
+    assert_eq!(
+        reason(&format!(r#"{{"type":"IMG","unit":"a"{many},"F7":0}}"#)),
+        r#"fields "f7" and "F7" differ only in letter case"#
+    );
+    assert_eq!(
+        reason(&format!(r#"{{"TYPE":0,"type":"IMG","unit":"a"{many}}}"#)),
+        r#"fields "TYPE" and "type" differ only in letter case"#
+    );
+    assert_eq!(
+        reason(&format!(
+            r#"{{"type":"IMG","unit":"a"{many},"f7":0,"F3":0}}"#
+        )),
+        r#"duplicate field "f7""#
+    );
+    // 100,000 distinct names, half with upper-case letters, then one clash.
+    let mut input = String::from(r#"{"type":"IMG","unit":"a""#);
+    for i in 0..100_000 {
+        if i % 2 == 0 {
+            input.push_str(&format!(r#","Field{i}":0"#));
+        } else {
+            input.push_str(&format!(r#","field{i}":0"#));
+        }
+    }
+    let started = std::time::Instant::now();
+    let distinct = format!("{input}}}");
+    assert!(validate(distinct.as_bytes(), false).is_ok());
+    let clash = format!(r#"{input},"FIELD99999":1}}"#);
+    assert_eq!(
+        validate(clash.as_bytes(), false).map_err(|r| r.reason),
+        Err(r#"fields "field99999" and "FIELD99999" differ only in letter case"#.to_owned())
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn unpaired_surrogate_in_a_field_name() {
     assert_eq!(
         reason(r#"{"type":"IMG","unit":"a","\ud800x":1}"#),
@@ -890,4 +1038,19 @@ fn a_rejection_describes_the_command_for_the_log() {
     assert_eq!(r.describe(), r#"type ?, unit "x\ny""#);
     let r = validate(b"[1]", true).unwrap_err();
     assert_eq!(r.describe(), "type ?, unit ?");
+    // An id object's secret fields are masked in the log line.
+    let r = validate(
+        br#"{"type":"XYZ","unit":"u","id":{"token":"T0k3n","n":1}}"#,
+        true,
+    )
+    .unwrap_err();
+    assert_eq!(
+        r.describe(),
+        r#"type "XYZ", unit "u", id {"n":1,"token":"***"}"#
+    );
+    assert_eq!(
+        r.id.as_deref(),
+        Some(r#"{"token":"T0k3n","n":1}"#),
+        "echoed as sent"
+    );
 }

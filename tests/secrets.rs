@@ -1,0 +1,344 @@
+//! Secrets and what the log shows of them: secret fields in commands and
+//! device replies are published and routed unchanged but never logged, even
+//! at trace; `ms500-relay send` prints them masked; field names that differ
+//! only in letter case are refused; a lasting broker failure (an expired
+//! certificate) is logged once, not at every retry.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Members with secret values, each value distinctive (tagged so that the
+/// copies in a CFG, a UDS and a reply differ). `pass\u0077ord` is
+/// `password`, escaped.
+fn secret_members(tag: &str) -> String {
+    format!(
+        r#""psk":"PskV4lue{tag}","passphrase":"Pa55phrase{tag}","api_key":"ApiK3yV4lue{tag}","credentials":{{"user":"u","pass":"Cr3dV4lue{tag}"}},"pwd":"PwdV4lue{tag}","Wifi_Password":"WifiPwV4lue{tag}","pass\u0077ord":"EscPwV4lue{tag}","list":[{{"privateKey":["PrivK3y{tag}"]}}],"ap":{{"secret":73645190{tag}}},"keyframe":"KeyfrV4lueIsShown{tag}""#
+    )
+}
+
+/// The distinctive secret values of [`secret_members`].
+fn secrets(tag: &str) -> Vec<String> {
+    [
+        "PskV4lue",
+        "Pa55phrase",
+        "ApiK3yV4lue",
+        "Cr3dV4lue",
+        "PwdV4lue",
+        "WifiPwV4lue",
+        "EscPwV4lue",
+        "PrivK3y",
+        "73645190",
+    ]
+    .iter()
+    .map(|s| format!("{s}{tag}"))
+    .collect()
+}
+
+#[test]
+fn secret_fields_are_published_unchanged_and_never_logged_even_at_trace() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "trace")]);
+    relay.expect_log("device link connected to broker", WAIT);
+    // The device link subscribes right after its CONNACK.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let cfg = format!(
+        r#"{{"type":"CFG","unit":"cam-7","id":"c1","configs":{{{}}}}}"#,
+        secret_members("1")
+    );
+    let uds = format!(
+        r#"{{"type":"UDS","unit":"cam-7","id":"u1","settings":{{{}}}}}"#,
+        secret_members("2")
+    );
+    let case = r#"{"Type":"FRS","type":"IMG","unit":"cam-05","id":1}"#;
+    let mut s = relay.connect();
+    for value in [r#"{"ack_mode":"all"}"#, &cfg, &uds, case] {
+        s.write_all(value.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+    }
+
+    // The error line may come before the ok lines (those wait for PUBACK).
+    let mut lines = read_lines(&s, 3, WAIT);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#"{"status":"error","type":"IMG","unit":"cam-05","id":1,"error":"fields \"Type\" and \"type\" differ only in letter case"}"#,
+            r#"{"status":"ok","type":"CFG","unit":"cam-7","id":"c1"}"#,
+            r#"{"status":"ok","type":"UDS","unit":"cam-7","id":"u1"}"#,
+        ]
+    );
+    let published = sub.collect(2, WAIT);
+    let payloads: Vec<&[u8]> = published.iter().map(|m| m.payload.as_slice()).collect();
+    assert_eq!(
+        payloads,
+        [cfg.as_bytes(), uds.as_bytes()],
+        "published byte for byte"
+    );
+    sub.assert_silent(Duration::from_millis(500));
+
+    // The device answers the UDS: the reply goes back unchanged, the log shows it masked.
+    let reply = format!(
+        r#"{{"unit":"cam-7","settings":{{{}}}}}"#,
+        secret_members("3")
+    );
+    support::publish(
+        broker.port,
+        "/device/ms500/cam-7/socket_reply",
+        reply.as_bytes(),
+        rumqttc::QoS::AtLeastOnce,
+    );
+    assert_eq!(read_lines(&s, 1, WAIT), [reply]);
+    relay.expect_log("message on /device/ms500/cam-7/socket_reply", WAIT);
+    relay.expect_log("payload of UDS", WAIT);
+
+    let log = relay.log();
+    for tag in ["1", "2", "3"] {
+        for secret in secrets(tag) {
+            assert!(
+                !log.contains(&secret),
+                "{secret} leaked into the log:\n{log}"
+            );
+        }
+        assert!(
+            log.contains(&format!("KeyfrV4lueIsShown{tag}")),
+            "a field that is not secret is shown (copy {tag}):\n{log}"
+        );
+    }
+    for masked in [
+        r#""psk":"***""#,
+        r#""password":"***""#,
+        r#""Wifi_Password":"***""#,
+        r#""privateKey":"***""#,
+        r#""credentials":"***""#,
+        r#""secret":"***""#,
+    ] {
+        assert!(log.contains(masked), "{masked} not in the log:\n{log}");
+    }
+    assert!(
+        log.contains(r#"fields "Type" and "type" differ only in letter case"#),
+        "the rejection is logged with both names:\n{log}"
+    );
+}
+
+#[test]
+fn send_prints_device_replies_with_secret_values_masked() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[]);
+    relay.expect_log("device link connected to broker", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let port = broker.port;
+    let reply = format!(
+        r#"{{"unit":"cam-8","settings":{{{}}}}}"#,
+        secret_members("4")
+    );
+    let device_reply = reply.clone();
+    // A simulated camera: answers the UDS once it arrives.
+    let device = std::thread::spawn(move || {
+        let command = sub.recv(WAIT).expect("the UDS reaches the camera");
+        support::publish(
+            port,
+            "/device/ms500/cam-8/socket_reply",
+            device_reply.as_bytes(),
+            rumqttc::QoS::AtLeastOnce,
+        );
+        command.payload
+    });
+    let uds = format!(
+        r#"{{"type":"UDS","unit":"cam-8","id":9,"settings":{{{}}}}}"#,
+        secret_members("5")
+    );
+    let conf = relay.conf.to_string_lossy().into_owned();
+    let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "10"], Some(uds.as_bytes()));
+    assert_eq!(
+        device.join().unwrap(),
+        uds.as_bytes(),
+        "published unchanged"
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(
+        lines[0], r#"{"status":"ok","type":"UDS","unit":"cam-8","id":9}"#,
+        "a status line is printed as it came"
+    );
+    for secret in secrets("4").iter().chain(&secrets("5")) {
+        assert!(!out.contains(secret.as_str()), "{secret} printed:\n{out}");
+        assert!(!err.contains(secret.as_str()), "{secret} printed:\n{err}");
+    }
+    assert!(
+        lines[1].contains(r#""psk":"***""#) && lines[1].contains("KeyfrV4lueIsShown4"),
+        "the reply, masked:\n{out}"
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl command line");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a server certificate for 127.0.0.1 it signed that expired in
+/// January 2020 (`openssl ca` takes explicit dates; `-days` cannot be negative).
+fn make_expired_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ms500 test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=server",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "01\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = test_ca\n[test_ca]\ndatabase = index.txt\nserial = serial\n\
+         new_certs_dir = .\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+         [any]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.pem",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            "server.csr",
+            "-out",
+            "server.pem",
+            "-notext",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+}
+
+#[test]
+fn an_expired_broker_certificate_is_one_error_line_not_one_per_retry() {
+    let certs = TempDir::new("certs");
+    make_expired_certs(certs.path());
+    let p = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
+    let tls_port = support::free_port();
+    let _broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        p("ca.pem"),
+        p("server.pem"),
+        p("server.key")
+    ));
+    let relay = Relay::start(
+        tls_port,
+        &[
+            ("MQTT_TLS", "true"),
+            ("MQTT_CA_FILE", &p("ca.pem")),
+            ("LOG_LEVEL", "debug"),
+        ],
+    );
+    relay.expect_log("ERROR broker 127.0.0.1", WAIT);
+    // Attempts at 0, 1, 3 and 7 s (backoff 1 s doubling): wait for the third.
+    let retries = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("DEBUG broker") && l.contains("still unreachable"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || retries(&relay.log()) >= 2),
+        "the relay retries; log:\n{}",
+        relay.log()
+    );
+    let log = relay.log();
+    let about_the_certificate: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("certificate expired") && !l.contains(" DEBUG "))
+        .collect();
+    let errors: Vec<&&str> = about_the_certificate
+        .iter()
+        .filter(|l| l.contains(" ERROR "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{log}");
+    assert!(
+        errors[0].contains(&format!(
+            "broker 127.0.0.1:{tls_port} refused the connection: TLS: invalid peer certificate: \
+             certificate expired; check credentials and certificates"
+        )),
+        "{log}"
+    );
+    // The device link (its own connection) says it once too, at warn.
+    let device_link: Vec<&&str> = about_the_certificate
+        .iter()
+        .filter(|l| l.contains(" WARN  device link to broker"))
+        .collect();
+    assert_eq!(device_link.len(), 1, "{log}");
+    assert_eq!(
+        about_the_certificate.len(),
+        errors.len() + device_link.len(),
+        "{log}"
+    );
+    assert!(
+        !log.contains("verification time"),
+        "no varying time in the reason:\n{log}"
+    );
+    assert_eq!(
+        log.matches(" ERROR ").count(),
+        1,
+        "nothing else at error:\n{log}"
+    );
+}
