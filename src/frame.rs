@@ -521,7 +521,18 @@ pub fn parse<'a>(bytes: &'a [u8], spans: &'a mut Spans) -> Result<Json<'a>, Fram
     };
     let end = match end {
         Some(end) => end,
-        None if parser.top_level_scalar_complete() => bytes.len(),
+        None if parser.top_level_scalar_complete() => {
+            // A top-level number ended by the end of the input: no byte
+            // after it marked its end, so mark it here (framing sees the
+            // byte that follows it in the stream).
+            if matches!(
+                parser.state,
+                State::Zero | State::Int | State::Frac | State::Exp
+            ) {
+                spans.note(mark::NUMBER_END, bytes.len() - first);
+            }
+            bytes.len()
+        }
         None => {
             return Err(FrameError::Syntax {
                 reason: "unexpected end of input",

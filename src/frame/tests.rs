@@ -923,3 +923,21 @@ fn a_number_of_more_than_300_characters_is_wide() {
     let json = parse(input.as_bytes(), &mut spans).unwrap();
     assert_eq!(spans_of(&json).1, [long]);
 }
+
+/// Found by the decoder fuzz target: a top-level number that ends the input
+/// of `parse` has the same wide-number span as when framing ends it.
+#[test]
+fn a_top_level_number_at_the_end_of_the_input_is_still_noted() {
+    let mut spans = Spans::default();
+    let json = parse(b"  -12.5e+3 ", &mut spans).unwrap();
+    assert_eq!(spans_of(&json).1, ["-12.5e+3"]);
+    let mut spans = Spans::default();
+    let json = parse(b"-12.5e+3", &mut spans).unwrap();
+    assert_eq!(spans_of(&json).1, ["-12.5e+3"]);
+    let mut decoder = FrameDecoder::new(LIMIT);
+    decoder.push(b"-12.5e+3 ");
+    match decoder.next_frame() {
+        Some(Frame::Value(json)) => assert_eq!(spans_of(&json).1, ["-12.5e+3"]),
+        other => panic!("{other:?}"),
+    }
+}
