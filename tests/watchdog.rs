@@ -73,6 +73,11 @@ fn alive(pid: u32) -> bool {
     !matches!(state, "Z" | "X" | "")
 }
 
+/// Whether nobody holds the lock on `path` (a shared lock can be taken).
+fn lock_free(path: &Path) -> bool {
+    std::fs::File::open(path).is_ok_and(|f| f.try_lock_shared().is_ok())
+}
+
 fn is_relay(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains("ms500-relay"))
@@ -191,6 +196,9 @@ fn watchdog_starts_keeps_and_replaces_the_relay() {
     // (c) Killed (-9): the lock went with it, so the next run starts a new one.
     send_signal(p1, "KILL");
     assert!(wait_until(Duration::from_secs(5), || !alive(p1)));
+    // The main thread shows as a zombie while the others may still be
+    // exiting with the descriptor table (and the lock): wait for the lock.
+    assert!(wait_until(Duration::from_secs(5), || lock_free(&pid_file)));
     let third = run_watchdog(&conf, &log);
     if let Some(p) = read_pid(&pid_file) {
         reaper.saw(p);
