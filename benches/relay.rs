@@ -6,6 +6,15 @@
 //! Run: `cargo bench --bench relay` (N = 50,000), or `cargo bench --bench relay -- 5000`
 //! for another N. Under `cargo test` it runs with N = 2,000 as a smoke test
 //! that fails on any lost command.
+//!
+//! CPU is utime + stime from /proc for the relay and for mosquitto over the
+//! same burst, so "relay / broker" compares the relay's cost per command
+//! with the broker's per message in the same run. Syscalls per command come
+//! from `strace -c -f` attached to the relay over a shorter burst (when
+//! strace is installed). With `MS500_BENCH_BASELINE=/path/to/ms500-relay`
+//! (another build, e.g. an older commit's `cargo build --release`) the same
+//! cost figures are measured for it too, in the same run, against the same
+//! broker.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -17,7 +26,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
-use support::{Broker, Relay, Subscriber, TempDir};
+use support::{Broker, Launch, Relay, Subscriber, TempDir};
 
 const TOPIC_FILTER: &str = "/service/ms500/+/socket";
 
@@ -232,6 +241,159 @@ fn batch(range: std::ops::Range<usize>) -> Vec<(usize, String)> {
     range.map(|i| (i, command(i))).collect()
 }
 
+/// What one relay binary costs in this run.
+struct Cost {
+    one: Throughput,
+    eight: Throughput,
+    /// CPU seconds per 10,000 commands: relay, broker; 1 then 8 connections.
+    cpu_one: (f64, f64),
+    cpu_eight: (f64, f64),
+    syscalls: Option<Syscalls>,
+}
+
+/// Syscalls per command, by name, busiest first.
+struct Syscalls {
+    commands: usize,
+    total: f64,
+    by_name: Vec<(String, f64)>,
+}
+
+impl Syscalls {
+    fn describe(&self, top: usize) -> String {
+        let names: Vec<String> = self
+            .by_name
+            .iter()
+            .take(top)
+            .map(|(name, per)| format!("{name} {per:.2}"))
+            .collect();
+        format!(
+            "{:.2} per command ({}; {} commands)",
+            self.total,
+            names.join(", "),
+            self.commands
+        )
+    }
+}
+
+/// Fresh command ids for each burst, so arrivals are never confused.
+struct Ids(usize);
+
+impl Ids {
+    fn take(&mut self, n: usize) -> Vec<(usize, String)> {
+        let range = self.0..self.0 + n;
+        self.0 += n;
+        batch(range)
+    }
+}
+
+/// Starts a relay from `exe` (this build when None) on a port of its own.
+fn start_relay(broker: &Broker, exe: Option<&str>, settings: &[(&str, &str)]) -> Relay {
+    let launch = Launch {
+        exe: exe.map(|e| e.split_whitespace().map(str::to_string).collect()),
+        ..Launch::default()
+    };
+    // An older build may not take SOCKET_PORT = 0: give it a free port.
+    let port = support::free_port().to_string();
+    let mut all = vec![("SOCKET_PORT", port.as_str())];
+    all.extend_from_slice(settings);
+    let relay = Relay::start_with(broker.port, &all, launch);
+    relay.expect_log("connected to broker", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    relay
+}
+
+/// Throughput and CPU of one relay binary over bursts of `n` on 1 and 8
+/// connections, and its syscalls over a shorter one.
+fn cost(
+    broker: &Broker,
+    sub: &Subscriber,
+    ids: &mut Ids,
+    n: usize,
+    relay: &Relay,
+    strace_n: Option<usize>,
+) -> Cost {
+    let per_10k = |secs: f64| secs / n as f64 * 10_000.0;
+    let mut measure = |conns: usize| {
+        let cmds = ids.take(n);
+        let (r0, b0) = (relay.cpu_seconds(), broker.cpu_seconds());
+        let t = burst(sub, n, || through_relay(relay, &cmds, conns, None));
+        let cpu = (
+            per_10k(relay.cpu_seconds() - r0),
+            per_10k(broker.cpu_seconds() - b0),
+        );
+        (t, cpu)
+    };
+    let (one, cpu_one) = measure(1);
+    let (eight, cpu_eight) = measure(8);
+    let syscalls = strace_n.and_then(|m| {
+        let cmds = ids.take(m);
+        strace(relay.pid(), m, || {
+            burst(sub, m, || through_relay(relay, &cmds, 1, None));
+        })
+    });
+    Cost {
+        one,
+        eight,
+        cpu_one,
+        cpu_eight,
+        syscalls,
+    }
+}
+
+/// Counts the syscalls of process `pid` (all threads) while `run` runs.
+/// None when strace is missing or cannot attach.
+fn strace(pid: u32, commands: usize, run: impl FnOnce()) -> Option<Syscalls> {
+    let dir = TempDir::new("bench-strace");
+    let out = dir.path().join("strace.txt");
+    let mut child = std::process::Command::new("strace")
+        .args(["-c", "-f", "-q", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    // Attached once it says so in /proc (TracerPid of the main thread).
+    let traced = poll_until(Duration::from_secs(5), || {
+        proc_status_text(pid, "TracerPid:").is_some_and(|t| t != "0")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    run();
+    support::send_signal(child.id(), "INT");
+    let _ = child.wait();
+    if !traced {
+        return None;
+    }
+    let text = std::fs::read_to_string(&out).ok()?;
+    let mut by_name = Vec::new();
+    let mut total = None;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(name) = fields.last() else { continue };
+        if *name == "total" {
+            total = fields.get(2).and_then(|c| c.parse::<f64>().ok());
+        } else if fields.len() >= 5 && fields[0].parse::<f64>().is_ok() {
+            if let Ok(calls) = fields[3].parse::<f64>() {
+                by_name.push((name.to_string(), calls / commands as f64));
+            }
+        }
+    }
+    by_name.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    Some(Syscalls {
+        commands,
+        total: total? / commands as f64,
+        by_name,
+    })
+}
+
+fn proc_status_text(pid: u32, key: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test` (scripts/test.sh) runs this
     // as a smoke test with a small N so it cannot rot.
@@ -271,45 +433,95 @@ fn main() {
         format!("{:.1} ms / {:.1} ms", start_ms[0][2], start_ms[1][2]),
     ));
 
-    let relay = Relay::start(broker.port, &[]);
-    relay.expect_log("connected to broker", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(300));
+    let mut ids = Ids(0);
+    let strace_n = full.then_some(5_000.min(n));
+    let relay = start_relay(&broker, None, &[]);
     let pid = relay.pid();
     let idle_rss = proc_status(pid, "VmRSS:");
 
     // Baseline first, then the relay, on fresh id ranges.
-    let base = burst(&sub, n, || direct(broker.port, &batch(0..n), None));
+    let b0 = broker.cpu_seconds();
+    let cmds = ids.take(n);
+    let base = burst(&sub, n, || direct(broker.port, &cmds, None));
+    let direct_broker_cpu = (broker.cpu_seconds() - b0) / n as f64 * 10_000.0;
     rows.push((
         format!("direct QoS 1, {n} commands"),
-        format!("{:.0} msg/s", base.rate()),
+        format!(
+            "{:.0} msg/s, broker CPU {direct_broker_cpu:.3} s per 10,000",
+            base.rate()
+        ),
     ));
-
-    let cpu0 = relay.cpu_seconds();
-    let one = burst(&sub, n, || through_relay(&relay, &batch(n..2 * n), 1, None));
-    let cpu1 = relay.cpu_seconds();
-    rows.push((
-        format!("relay, 1 connection, {n} burst"),
-        format!("{:.0} msg/s, {} delivered", one.rate(), one.delivered),
-    ));
-    let eight = burst(&sub, n, || {
-        through_relay(&relay, &batch(2 * n..3 * n), 8, None)
-    });
-    rows.push((
-        format!("relay, 8 connections, {n} burst"),
-        format!("{:.0} msg/s, {} delivered", eight.rate(), eight.delivered),
-    ));
+    let mut costs = vec![(
+        "this build",
+        cost(&broker, &sub, &mut ids, n, &relay, strace_n),
+    )];
     let peak_rss = proc_status(pid, "VmHWM:");
-    let cpu_per_10k = (cpu1 - cpu0) / n as f64 * 10_000.0;
-    ratios.push(("relay 1 conn / direct".into(), one.rate() / base.rate()));
-    ratios.push(("relay 8 conn / direct".into(), eight.rate() / base.rate()));
+    if let Ok(exe) = std::env::var("MS500_BENCH_BASELINE") {
+        let old = start_relay(&broker, Some(&exe), &[]);
+        costs.push(("baseline", cost(&broker, &sub, &mut ids, n, &old, strace_n)));
+    }
+    for (name, c) in &costs {
+        rows.push((
+            format!("{name}: relay, 1 connection, {n} burst"),
+            format!(
+                "{:.0} msg/s ({:.2} x direct), {} delivered",
+                c.one.rate(),
+                c.one.rate() / base.rate(),
+                c.one.delivered
+            ),
+        ));
+        rows.push((
+            format!("{name}: relay, 8 connections, {n} burst"),
+            format!(
+                "{:.0} msg/s ({:.2} x direct), {} delivered",
+                c.eight.rate(),
+                c.eight.rate() / base.rate(),
+                c.eight.delivered
+            ),
+        ));
+        for (conns, (relay_cpu, broker_cpu)) in [(1, c.cpu_one), (8, c.cpu_eight)] {
+            rows.push((
+                format!("{name}: CPU per 10,000, relay / broker, {conns} conn"),
+                format!(
+                    "{relay_cpu:.3} s / {broker_cpu:.3} s ({:.2} x)",
+                    relay_cpu / broker_cpu
+                ),
+            ));
+        }
+        if let Some(sys) = &c.syscalls {
+            rows.push((
+                format!("{name}: syscalls (strace -c -f, 1 conn)"),
+                sys.describe(6),
+            ));
+        }
+        ratios.push((
+            format!("{name}: relay 1 conn / direct"),
+            c.one.rate() / base.rate(),
+        ));
+        ratios.push((
+            format!("{name}: relay 8 conn / direct"),
+            c.eight.rate() / base.rate(),
+        ));
+        ratios.push((
+            format!("{name}: relay CPU / broker CPU (1 conn)"),
+            c.cpu_one.0 / c.cpu_one.1,
+        ));
+    }
+    if full && costs[0].1.syscalls.is_none() {
+        rows.push((
+            "syscalls".into(),
+            "not measured: strace missing or cannot attach (apt-get install strace)".into(),
+        ));
+    }
+    let cpu_per_10k = costs[0].1.cpu_one.0;
 
     // Paced latency, relay vs direct.
     let paced = 2000.min(n);
     let pace = Some(Duration::from_millis(1));
-    let sent = direct(broker.port, &batch(3 * n..3 * n + paced), pace);
+    let sent = direct(broker.port, &ids.take(paced), pace);
     let seen = arrivals(&sub, paced);
     let (d50, d99) = latencies(&sent, &seen);
-    let sent = through_relay(&relay, &batch(4 * n..4 * n + paced), 1, pace);
+    let sent = through_relay(&relay, &ids.take(paced), 1, pace);
     let seen = arrivals(&sub, paced);
     let (r50, r99) = latencies(&sent, &seen);
     rows.push((
@@ -337,9 +549,8 @@ fn main() {
     let spool = dir.path().join("bench.spool");
     let spooled = Relay::start(broker.port, &[("SPOOL_FILE", spool.to_str().unwrap())]);
     spooled.expect_log("connected to broker", Duration::from_secs(10));
-    let with_spool = burst(&sub, n, || {
-        through_relay(&spooled, &batch(5 * n..6 * n), 1, None)
-    });
+    let cmds = ids.take(n);
+    let with_spool = burst(&sub, n, || through_relay(&spooled, &cmds, 1, None));
     drop(spooled);
     rows.push((
         format!("relay + SPOOL_FILE, 1 connection, {n} burst"),
@@ -351,16 +562,15 @@ fn main() {
     ));
     ratios.push((
         "spool on / spool off (1 conn)".into(),
-        with_spool.rate() / one.rate(),
+        with_spool.rate() / costs[0].1.one.rate(),
     ));
 
     // The cost of one info line per command: the same burst with LOG_LEVEL = warn.
     let quiet = Relay::start(broker.port, &[("LOG_LEVEL", "warn")]);
     std::thread::sleep(Duration::from_millis(300));
     let cpu0 = quiet.cpu_seconds();
-    let without_log = burst(&sub, n, || {
-        through_relay(&quiet, &batch(6 * n..7 * n), 1, None)
-    });
+    let cmds = ids.take(n);
+    let without_log = burst(&sub, n, || through_relay(&quiet, &cmds, 1, None));
     let quiet_cpu = (quiet.cpu_seconds() - cpu0) / n as f64 * 10_000.0;
     drop(quiet);
     rows.push((
@@ -373,7 +583,7 @@ fn main() {
     ));
     ratios.push((
         "info logging on / off (1 conn)".into(),
-        one.rate() / without_log.rate(),
+        costs[0].1.one.rate() / without_log.rate(),
     ));
 
     if full {
@@ -415,8 +625,10 @@ fn main() {
     for (k, v) in &ratios {
         println!("{k}: {v:.3}");
     }
-    let lost = [&one, &eight, &with_spool, &without_log]
+    let lost = costs
         .iter()
+        .flat_map(|(_, c)| [&c.one, &c.eight])
+        .chain([&with_spool, &without_log])
         .map(|t| n - t.delivered)
         .sum::<usize>();
     println!("lost: {lost}");

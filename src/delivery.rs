@@ -89,6 +89,16 @@ impl<T: Weighed> Ledger<T> {
         self.in_flight.len()
     }
 
+    /// Free places in the window.
+    pub fn window_free(&self) -> usize {
+        self.window.saturating_sub(self.in_flight.len())
+    }
+
+    /// Commands held and not written on the current connection.
+    pub fn unsent(&self) -> usize {
+        self.entries.len().saturating_sub(self.in_flight.len())
+    }
+
     pub fn link_up(&self) -> bool {
         self.link_up
     }

@@ -69,6 +69,9 @@ struct State {
     closing: bool,
     /// A write failed: said once on stderr, until one succeeds.
     failing: bool,
+    /// The writer thread waits for a first line (not on its timer): only
+    /// then does a new line wake it, so a busy relay wakes it once a batch.
+    writer_idle: bool,
 }
 
 /// The buffer shared by every logging thread and the writer thread.
@@ -90,7 +93,8 @@ impl Sink {
         state.pending.extend_from_slice(line);
         if urgent || state.pending.len() >= MAX_PENDING {
             state.write_out();
-        } else if was_empty {
+        } else if was_empty && state.writer_idle {
+            state.writer_idle = false;
             self.wake.notify_one();
         }
     }
@@ -372,6 +376,7 @@ pub fn init(level: LevelFilter, destination: &Destination) -> io::Result<LogHand
             reopen: false,
             closing: false,
             failing: false,
+            writer_idle: false,
         }),
         wake: Condvar::new(),
     });
@@ -402,8 +407,10 @@ fn write_loop(sink: &Sink) {
     let mut state = sink.lock();
     loop {
         while state.pending.is_empty() && !state.closing && !state.reopen {
+            state.writer_idle = true;
             state = sink.wake.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+        state.writer_idle = false;
         if state.closing {
             state.write_out();
             return;

@@ -43,6 +43,14 @@ use crate::wire::Wire;
 
 /// Commands written to the broker and not yet acknowledged.
 pub const WINDOW: usize = 100;
+/// Under load (more commands ready than the window has room for), the
+/// publisher writes once at least this many places are free again, or
+/// [`MAX_HOLD`] after it first could have written: a few large writes
+/// instead of one per PUBACK read, which costs the relay and the broker a
+/// system call and a wake-up each. Whatever is ready and fits is written at
+/// once, so a lone command never waits.
+const MIN_WRITE: usize = 25;
+const MAX_HOLD: Duration = Duration::from_micros(200);
 
 /// Commands held while the broker is connected (see [`Publisher::room`]).
 const CONNECTED_BACKLOG: usize = 4 * WINDOW;
@@ -78,6 +86,14 @@ pub struct Publisher {
     /// Encoded PUBLISH packets of the batch being written (kept to reuse its allocation).
     out: Vec<u8>,
     ledger: Ledger<Accepted>,
+    /// Commands handed over by sessions that did not fit in the ledger yet
+    /// (a batch is taken whole): read, not accepted; admitted first when
+    /// there is room, and no new batch is taken while any wait.
+    waiting: VecDeque<Accepted>,
+    /// Payload bytes of `waiting`.
+    waiting_bytes: usize,
+    /// Since when a write is held back for more room (see [`MIN_WRITE`]).
+    held_since: Option<Instant>,
     spool: SpoolState,
     /// Acknowledged in the last [`AGAIN_WITHIN`] (at most one window), with
     /// their sequence numbers: published again if the connection breaks now.
@@ -181,6 +197,9 @@ impl Publisher {
             unconfirmed: BTreeSet::new(),
             recent: VecDeque::new(),
             again_queued: 0,
+            waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            held_since: None,
             state: None,
             qos1: config.mqtt_qos == Qos::AtLeastOnce,
             max_bytes: config.queue_max_bytes,
@@ -199,7 +218,7 @@ impl Publisher {
 
     pub fn run(
         mut self,
-        jobs: Receiver<Accepted>,
+        jobs: Receiver<Vec<Accepted>>,
         link: Receiver<LinkEvent>,
         intake: Stop,
         link_stop: Stop,
@@ -213,6 +232,7 @@ impl Publisher {
         let mut deadline: Option<Instant> = None;
         let mut batch = Vec::new();
         loop {
+            self.admit_waiting(&mut batch);
             self.pump();
             self.tidy_spool();
             self.link
@@ -235,19 +255,24 @@ impl Publisher {
             if deadline.is_none() && intake.is_set() {
                 deadline = Some(Instant::now() + grace);
             }
-            if !jobs_open && self.ledger.is_empty() {
+            if !jobs_open && self.ledger.is_empty() && self.waiting.is_empty() {
                 break;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                self.give_up(grace, jobs.len());
+                let unaccepted =
+                    self.waiting.len() + jobs.try_iter().map(|b| b.len()).sum::<usize>();
+                self.give_up(grace, unaccepted);
                 break;
             }
-            let wait = deadline
+            let mut wait = deadline
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
+            if let Some(since) = self.held_since {
+                wait = wait.min(MAX_HOLD.saturating_sub(since.elapsed()));
+            }
             let room = self.room();
-            let jobs_rx = if jobs_open && self.has_room(room, 0) {
+            let jobs_rx = if jobs_open && self.waiting.is_empty() && self.has_room(room, 0) {
                 &jobs
             } else {
                 &no_jobs
@@ -259,21 +284,19 @@ impl Publisher {
                 &no_intake
             };
             select! {
-                recv(jobs_rx) -> job => match job {
-                    Ok(job) => {
+                recv(jobs_rx) -> jobs_batch => match jobs_batch {
+                    Ok(jobs_batch) => {
                         // Everything that arrived together is one batch: one spool sync.
-                        let mut weight = job.weight();
-                        batch.push(job);
-                        while self.has_room(room, batch.len()) && self.ledger.weight() + weight < self.max_bytes {
+                        self.wait_for_room(jobs_batch);
+                        while self.has_room(room, self.waiting.len())
+                            && self.ledger.weight() + self.waiting_bytes < self.max_bytes
+                        {
                             match jobs.try_recv() {
-                                Ok(job) => {
-                                    weight += job.weight();
-                                    batch.push(job);
-                                }
+                                Ok(more) => self.wait_for_room(more),
                                 Err(_) => break,
                             }
                         }
-                        self.admit(&mut batch);
+                        self.admit_waiting(&mut batch);
                     }
                     Err(_) => jobs_open = false,
                 },
@@ -334,6 +357,35 @@ impl Publisher {
     /// another: within `room` commands and within `QUEUE_MAX_BYTES`.
     fn has_room(&self, room: usize, more: usize) -> bool {
         self.ledger.len() + more < room && self.ledger.weight() < self.max_bytes
+    }
+
+    /// Takes a batch handed over by a session into `waiting`.
+    fn wait_for_room(&mut self, jobs: Vec<Accepted>) {
+        self.waiting_bytes += jobs.iter().map(|j| j.payload.len()).sum::<usize>();
+        self.waiting.extend(jobs);
+    }
+
+    /// Admits what waits, oldest first, as far as the room allows (see
+    /// [`Publisher::room`]), as one batch: one spool sync.
+    fn admit_waiting(&mut self, batch: &mut Vec<Accepted>) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let room = self.room();
+        let mut weight = 0;
+        while self.has_room(room, batch.len())
+            && (batch.is_empty() || self.ledger.weight() + weight < self.max_bytes)
+        {
+            let Some(job) = self.waiting.pop_front() else {
+                break;
+            };
+            self.waiting_bytes -= job.payload.len();
+            weight += job.weight();
+            batch.push(job);
+        }
+        if !batch.is_empty() {
+            self.admit(batch);
+        }
     }
 
     /// Queues a batch: spooled and synced first (when there is a spool), then logged as accepted.
@@ -500,6 +552,9 @@ impl Publisher {
         let Some(wire) = self.wire.clone() else {
             return;
         };
+        if !self.worth_writing() {
+            return;
+        }
         self.out.clear();
         let mut written_qos0 = Vec::new();
         let mut confirmed = Vec::new();
@@ -552,6 +607,24 @@ impl Publisher {
                 self.delivered(seq, job);
             }
         }
+    }
+
+    /// Whether to write now (see [`MIN_WRITE`]): always when nothing is in
+    /// flight or all that is ready fits in the window; under load once
+    /// `MIN_WRITE` places are free or the write was held for `MAX_HOLD`.
+    fn worth_writing(&mut self) -> bool {
+        let free = self.ledger.window_free();
+        let unsent = self.ledger.unsent();
+        if !self.qos1 || self.ledger.in_flight() == 0 || free >= MIN_WRITE || unsent <= free {
+            self.held_since = None;
+            return true;
+        }
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= MAX_HOLD {
+            self.held_since = None;
+            return true;
+        }
+        false
     }
 
     fn on_link(&mut self, event: LinkEvent) {

@@ -38,11 +38,13 @@ use crate::status;
 use crate::sys::{self, Received};
 use crate::tls;
 
-/// Commands parsed by sessions and not yet taken by the publisher. Small on
-/// purpose: these are read from a socket but not yet accepted (not spooled),
-/// and the publisher's ledger (`QUEUE_CAPACITY`) is the real queue; a full
-/// channel blocks the sessions, which is the TCP backpressure.
-const JOB_CHANNEL: usize = 16;
+/// Batches of commands parsed by sessions and not yet taken by the
+/// publisher (each at most `session::BATCH_COMMANDS` commands or about
+/// `session::BATCH_BYTES`). Small on purpose: these are read from a socket
+/// but not yet accepted (not spooled), and the publisher's ledger
+/// (`QUEUE_CAPACITY`) is the real queue; a full channel blocks the
+/// sessions, which is the TCP backpressure.
+const JOB_CHANNEL: usize = 2;
 
 pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     // The relay holds MQTT_PASSWORD and queued Wi-Fi passwords in memory:
@@ -94,7 +96,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     let routes = ReplyRoutes::new();
     let intake = Stop::new();
     let link_stop = Stop::new();
-    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Accepted>(JOB_CHANNEL);
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Vec<Accepted>>(JOB_CHANNEL);
     let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
     let client_id = config.client_id();
     let keepalive = config.mqtt_keepalive;

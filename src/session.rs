@@ -116,7 +116,7 @@ impl Accepted {
 /// What every session shares.
 pub struct Shared {
     pub config: Arc<Config>,
-    pub jobs: Sender<Accepted>,
+    pub jobs: Sender<Vec<Accepted>>,
     pub routes: ReplyRoutes,
     pub counters: Arc<Counters>,
     pub intake: Stop,
@@ -157,7 +157,17 @@ struct Reader<'a> {
     ack_mode: AckMode,
     /// Reading at shutdown: pushes give up at the deadline.
     draining: Option<Instant>,
+    /// Commands framed and validated, handed to the publisher together
+    /// (one channel send, one wake-up): all those of one read, or
+    /// [`BATCH_COMMANDS`] / [`BATCH_BYTES`] when that comes first.
+    batch: Vec<Accepted>,
+    batch_bytes: usize,
 }
+
+/// Most commands handed to the publisher in one batch.
+pub const BATCH_COMMANDS: usize = 64;
+/// A batch is handed over once its payloads reach this many bytes.
+pub const BATCH_BYTES: usize = 64 * 1024;
 
 pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, slot: Slot) {
     let stream = Arc::new(stream);
@@ -183,6 +193,8 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
         shared: &shared,
         ack_mode: shared.config.ack_mode,
         draining: None,
+        batch: Vec::with_capacity(BATCH_COMMANDS),
+        batch_bytes: 0,
     };
     let end = reader.read_loop();
     // No longer reading this peer: its MAX_CONNECTIONS place is free.
@@ -293,10 +305,12 @@ impl Reader<'_> {
         }
     }
 
-    /// Handles every complete frame the decoder holds; `Some` ends the session.
+    /// Handles every complete frame the decoder holds, then hands what it
+    /// accepted to the publisher; `Some` ends the session.
     fn handle_frames(&mut self, decoder: &mut FrameDecoder) -> Option<End> {
-        loop {
-            let outcome = match decoder.next_frame()? {
+        let mut fatal = false;
+        while let Some(frame) = decoder.next_frame() {
+            let outcome = match frame {
                 Frame::Value(json) => self.handle_value(json),
                 Frame::Invalid(e) => {
                     let reason = e.to_string();
@@ -306,20 +320,29 @@ impl Reader<'_> {
                 Frame::Fatal(e) => {
                     let reason = e.to_string();
                     self.reject_input(&reason, true);
-                    return Some(End::Fatal);
+                    fatal = true;
+                    break;
                 }
             };
-            match outcome {
-                Ok(()) => {}
-                Err(Pushed::Gone) => return Some(End::PublisherGone),
-                Err(Pushed::GraceOver) => {
-                    return Some(End::GraceOver {
-                        commands: 1,
-                        bytes: 0,
-                    })
-                }
+            if let Err(pushed) = outcome {
+                return Some(pushed.end());
             }
         }
+        // What came before a fatal value is queued before the connection closes.
+        if let Err(pushed) = self.hand_over() {
+            return Some(pushed.end());
+        }
+        fatal.then_some(End::Fatal)
+    }
+
+    /// Hands the batch to the publisher (blocking while its channel is full).
+    fn hand_over(&mut self) -> Result<(), Pushed> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_COMMANDS));
+        self.batch_bytes = 0;
+        self.push(batch)
     }
 
     /// Bytes that are not JSON (or too large): counted, logged, reported.
@@ -389,15 +412,20 @@ impl Reader<'_> {
         job.peer = Some(self.peer());
         job.reply = (self.ack_mode != AckMode::None)
             .then(|| StatusOwed::new(&self.outbox, self.ack_mode == AckMode::All));
-        self.push(job)
+        self.batch_bytes += job.payload.len();
+        self.batch.push(job);
+        if self.batch.len() >= BATCH_COMMANDS || self.batch_bytes >= BATCH_BYTES {
+            self.hand_over()?;
+        }
+        Ok(())
     }
 
     /// Blocking here while the queue is full is the backpressure: this socket
     /// is not read until there is room.
-    fn push(&self, mut job: Accepted) -> Result<(), Pushed> {
+    fn push(&self, mut job: Vec<Accepted>) -> Result<(), Pushed> {
         loop {
             if self.draining.is_some_and(|d| Instant::now() >= d) {
-                return Err(Pushed::GraceOver);
+                return Err(Pushed::GraceOver(job.len()));
             }
             match self.shared.jobs.send_timeout(job, POLL) {
                 Ok(()) => return Ok(()),
@@ -408,21 +436,21 @@ impl Reader<'_> {
                         return self.drain_push(job);
                     }
                 }
-                Err(SendTimeoutError::Disconnected(_)) if self.shared.intake.is_set() => {
-                    return Err(Pushed::GraceOver)
+                Err(SendTimeoutError::Disconnected(back)) if self.shared.intake.is_set() => {
+                    return Err(Pushed::GraceOver(back.len()))
                 }
                 Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
             }
         }
     }
 
-    fn drain_push(&self, job: Accepted) -> Result<(), Pushed> {
+    fn drain_push(&self, job: Vec<Accepted>) -> Result<(), Pushed> {
         let deadline = self.shared.drain_deadline();
         let mut job = job;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Pushed::GraceOver);
+                return Err(Pushed::GraceOver(job.len()));
             }
             match self.shared.jobs.send_timeout(job, left.min(POLL)) {
                 Ok(()) => return Ok(()),
@@ -430,7 +458,9 @@ impl Reader<'_> {
                 // At shutdown the publisher leaves when the grace is over:
                 // its going means the grace ran out (its clock may be a
                 // moment ahead of this one), so the unread are counted.
-                Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::GraceOver),
+                Err(SendTimeoutError::Disconnected(back)) => {
+                    return Err(Pushed::GraceOver(back.len()))
+                }
             }
         }
     }
@@ -479,10 +509,20 @@ impl Reader<'_> {
     }
 }
 
-/// Why a command could not be handed to the publisher.
+/// Why commands could not be handed to the publisher.
 enum Pushed {
     /// The publisher has stopped.
     Gone,
-    /// Shutting down, and the grace ran out first.
-    GraceOver,
+    /// Shutting down, and the grace ran out first, with this many commands
+    /// of the batch not handed over.
+    GraceOver(usize),
+}
+
+impl Pushed {
+    fn end(self) -> End {
+        match self {
+            Pushed::Gone => End::PublisherGone,
+            Pushed::GraceOver(commands) => End::GraceOver { commands, bytes: 0 },
+        }
+    }
 }

@@ -52,6 +52,8 @@ pub struct Launch {
     pub open_files: Option<u32>,
     /// `umask` for the relay process (octal, as the shell takes it).
     pub umask: Option<u32>,
+    /// Another relay binary (runner words included), instead of [`relay_words`].
+    pub exe: Option<Vec<String>>,
 }
 
 /// A loopback port nobody listens on, never handed out twice in this test
@@ -112,6 +114,18 @@ pub fn wait_listening_port(pid: u32) -> u16 {
         port.is_some()
     });
     port.unwrap_or_else(|| panic!("process {pid} never listened"))
+}
+
+/// CPU seconds (user + system, all threads) process `pid` has used so far,
+/// from /proc/PID/stat (in clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
@@ -270,6 +284,16 @@ impl Broker {
         }
     }
 
+    /// The running mosquitto's pid (0 when stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// CPU seconds (user + system) mosquitto has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid())
+    }
+
     /// Freezes (SIGSTOP) or thaws (SIGCONT) mosquitto: connections stay open, nothing is answered.
     pub fn freeze(&self, frozen: bool) {
         if let Some(c) = self.child.as_ref() {
@@ -401,7 +425,7 @@ impl Relay {
     }
 
     fn launch(&mut self) {
-        let words = relay_words();
+        let words = self.launch.exe.clone().unwrap_or_else(relay_words);
         let mut shell = Vec::new();
         if let Some(n) = self.launch.open_files {
             shell.push(format!("ulimit -n {n}"));
@@ -479,14 +503,7 @@ impl Relay {
 
     /// CPU seconds (user + system) the relay process has used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
-        ticks / 100.0
+        cpu_seconds(self.pid())
     }
 
     pub fn pid(&self) -> u32 {
