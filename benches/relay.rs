@@ -364,23 +364,23 @@ fn strace(pid: u32, commands: usize, run: impl FnOnce()) -> Option<Syscalls> {
         return None;
     }
     let text = std::fs::read_to_string(&out).ok()?;
+    // Rows: % time, seconds, usecs/call, calls, [errors,] syscall.
     let mut by_name = Vec::new();
-    let mut total = None;
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let Some(name) = fields.last() else { continue };
-        if *name == "total" {
-            total = fields.get(2).and_then(|c| c.parse::<f64>().ok());
-        } else if fields.len() >= 5 && fields[0].parse::<f64>().is_ok() {
-            if let Ok(calls) = fields[3].parse::<f64>() {
-                by_name.push((name.to_string(), calls / commands as f64));
-            }
+        if *name == "total" || fields.len() < 5 || fields[0].parse::<f64>().is_err() {
+            continue;
+        }
+        if let Ok(calls) = fields[3].parse::<f64>() {
+            by_name.push((name.to_string(), calls / commands as f64));
         }
     }
     by_name.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
-    Some(Syscalls {
+    let total = by_name.iter().map(|(_, per)| per).sum();
+    (!by_name.is_empty()).then_some(Syscalls {
         commands,
-        total: total? / commands as f64,
+        total,
         by_name,
     })
 }
