@@ -17,7 +17,7 @@
 //! members of an object begin and end, and which numbers might overflow a
 //! double. A complete value comes out as a [`Json`]: the bytes received and
 //! those spans, which is all validation (`command.rs`) needs, so no byte is
-//! scanned a second time. [`parse`] runs the same state machine over one
+//! scanned a second time. [`parse`] runs the framer itself over one
 //! complete slice (a spooled command, a test), so the validator accepts
 //! exactly what framing accepts. [`decode_string`] and [`compact`] read the
 //! single tokens validation quotes.
@@ -470,78 +470,51 @@ pub fn check_value(bytes: &[u8]) -> Result<(), FrameError> {
 }
 
 /// [`check_value`], giving the value (whitespace trimmed) with its spans,
-/// which are kept in `spans`.
+/// which are kept in `spans`. It is the framer run over `bytes` and one
+/// space (which ends a top-level number or literal as the next byte of a
+/// stream would), so it accepts exactly what framing accepts, with the same
+/// errors at the same offsets.
 pub fn parse<'a>(bytes: &'a [u8], spans: &'a mut Spans) -> Result<Json<'a>, FrameError> {
-    spans.clear();
-    let mut parser = Parser::new();
-    let mut start = None;
-    let mut end = None;
-    let mut pos = 0;
-    while let Some(&b) = bytes.get(pos) {
-        if parser.state == State::Idle {
-            if is_ws(b) {
-                pos += 1;
-                continue;
-            }
-            if let Some(first) = start {
-                return Err(FrameError::Syntax {
-                    reason: "unexpected bytes after the value",
-                    offset: pos - first,
-                });
-            }
-            start = Some(pos);
-        }
-        let first = start.unwrap_or(0);
-        let step = parser.step(b);
-        if parser.marks != 0 {
-            spans.note(parser.marks, pos - first);
-            parser.marks = 0;
-        }
-        match step {
-            Step::Next => {
-                pos += 1;
-                if let State::Str { .. } = parser.state {
-                    pos += plain_string_run(bytes.get(pos..).unwrap_or_default());
-                }
-            }
-            Step::Again => {}
-            Step::Close => {
-                pos += 1;
-                end = Some(pos);
-            }
-            Step::End => end = Some(pos),
-            Step::Error(fault) => return Err(fault.at(pos.saturating_sub(first))),
-        }
-    }
-    let Some(first) = start else {
-        return Err(FrameError::Syntax {
-            reason: "no value",
-            offset: 0,
-        });
-    };
-    let end = match end {
-        Some(end) => end,
-        None if parser.top_level_scalar_complete() => {
-            // A top-level number ended by the end of the input: no byte
-            // after it marked its end, so mark it here (framing sees the
-            // byte that follows it in the stream).
-            if matches!(
-                parser.state,
-                State::Zero | State::Int | State::Frac | State::Exp
-            ) {
-                spans.note(mark::NUMBER_END, bytes.len() - first);
-            }
-            bytes.len()
-        }
-        None => {
+    let mut decoder = FrameDecoder::new(usize::MAX);
+    decoder.buf.reserve_exact(bytes.len() + 1);
+    decoder.push(bytes);
+    decoder.push(b" ");
+    // Where the value starts, for an error found at the added space.
+    let first = bytes.iter().position(|&b| !is_ws(b)).unwrap_or(bytes.len());
+    let (start, end) = match decoder.scan() {
+        Event::Value(start, end) => (start, end),
+        Event::Invalid(FrameError::Syntax { offset, .. }) if offset == bytes.len() - first => {
             return Err(FrameError::Syntax {
                 reason: "unexpected end of input",
-                offset: bytes.len() - first,
+                offset,
+            })
+        }
+        Event::Invalid(err) | Event::Fatal(err) => return Err(err),
+        Event::Pending => {
+            return Err(match decoder.finish() {
+                None => FrameError::Syntax {
+                    reason: "no value",
+                    offset: 0,
+                },
+                Some(partial) => FrameError::Syntax {
+                    reason: "unexpected end of input",
+                    offset: partial.saturating_sub(1),
+                },
             })
         }
     };
+    if let Some(extra) = bytes
+        .get(end..)
+        .and_then(|rest| rest.iter().position(|&b| !is_ws(b)))
+    {
+        return Err(FrameError::Syntax {
+            reason: "unexpected bytes after the value",
+            offset: end + extra - start,
+        });
+    }
+    std::mem::swap(spans, &mut decoder.spans);
     Ok(Json {
-        bytes: bytes.get(first..end).unwrap_or_default(),
+        bytes: bytes.get(start..end).unwrap_or_default(),
         spans,
     })
 }
@@ -972,14 +945,6 @@ impl Parser {
         } else {
             fault(b, reason)
         }
-    }
-
-    fn top_level_scalar_complete(&self) -> bool {
-        self.depth == 0
-            && matches!(
-                self.state,
-                State::Zero | State::Int | State::Frac | State::Exp | State::LiteralEnd
-            )
     }
 
     /// Whether `b` ends a top-level number or literal without being part of it.
