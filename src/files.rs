@@ -221,9 +221,15 @@ pub fn unsafe_place(path: &Path, file_too: bool) -> Option<String> {
     if !file_too {
         return None;
     }
-    let meta = std::fs::symlink_metadata(path).ok()?;
+    not_ours(&std::fs::symlink_metadata(path).ok()?)
+}
+
+/// Why a file (its `symlink_metadata`) is not the relay's own: a symlink,
+/// not a regular file, or another user's.
+pub fn not_ours(meta: &std::fs::Metadata) -> Option<String> {
+    let me = sys::euid();
     if meta.file_type().is_symlink() {
-        Some("is a symlink; the relay does not write through symlinks".to_string())
+        Some("is a symlink; the relay does not use files through symlinks".to_string())
     } else if !meta.is_file() {
         Some("exists and is not a regular file".to_string())
     } else if meta.uid() != me {

@@ -163,22 +163,10 @@ impl Spool {
     /// commands in it). None when it is trustworthy or missing.
     pub fn distrust(path: &Path) -> Option<String> {
         let meta = std::fs::symlink_metadata(path).ok()?;
-        let me = crate::sys::euid();
         let mode = meta.mode() & 0o7777;
-        if meta.file_type().is_symlink() {
-            Some("is a symlink".to_string())
-        } else if !meta.is_file() {
-            Some("is not a regular file".to_string())
-        } else if meta.uid() != me {
-            Some(format!(
-                "belongs to uid {}, not to the relay's user (uid {me})",
-                meta.uid()
-            ))
-        } else if mode & 0o022 != 0 {
-            Some(format!("is writable by group or others (mode {mode:04o})"))
-        } else {
-            None
-        }
+        crate::files::not_ours(&meta).or_else(|| {
+            (mode & 0o022 != 0).then(|| format!("is writable by group or others (mode {mode:04o})"))
+        })
     }
 
     /// Renames the file at `path` to `PATH.KIND-YYYYMMDDTHHMMSSZ` (for a person

@@ -8,10 +8,11 @@ mod support;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir};
+use support::{
+    make_ca, openssl, read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -182,41 +183,10 @@ fn send_prints_device_replies_with_secret_values_masked() {
     );
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl command line");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA, and a server certificate for 127.0.0.1 it signed that expired in
 /// January 2020 (`openssl ca` takes explicit dates; `-days` cannot be negative).
 fn make_expired_certs(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ms500 test CA",
-        ],
-    );
+    make_ca(dir);
     openssl(
         dir,
         &[
@@ -232,11 +202,6 @@ fn make_expired_certs(dir: &Path) {
             "/CN=server",
         ],
     );
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
     std::fs::write(dir.join("index.txt"), "").unwrap();
     std::fs::write(dir.join("serial"), "01\n").unwrap();
     std::fs::write(

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{closed_by_peer, run_bin, wait_until, Broker, Relay, Subscriber, TempDir};
+use support::{
+    closed_by_peer, make_ca, openssl, run_bin, wait_until, Broker, Relay, Subscriber, TempDir,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const VALID: &str = r#"{"type":"IMG","unit":"ok"}"#;
@@ -361,42 +363,9 @@ fn secrets_never_reach_the_log_even_at_debug() {
     );
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl command line");
-    assert!(status.success(), "openssl {args:?} failed");
-}
-
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
 fn make_certs(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ms500 test CA",
-        ],
-    );
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
+    make_ca(dir);
     for name in ["server", "client"] {
         openssl(
             dir,

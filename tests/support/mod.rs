@@ -1066,3 +1066,46 @@ pub fn expect_all(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay
 pub fn accepted_count(relay: &Relay) -> usize {
     relay.log().matches("INFO  accepted ").count()
 }
+
+/// Runs the openssl CLI in `dir`; panics with its stderr when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl command line");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA in `dir` (`ca.key`, `ca.pem`), and `san.ext` naming 127.0.0.1
+/// and localhost for the certificates it signs.
+pub fn make_ca(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ms500 test CA",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+}
