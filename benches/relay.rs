@@ -184,6 +184,12 @@ fn burst(sub: &Subscriber, n: usize, run: impl FnOnce() -> HashMap<usize, Instan
     }
 }
 
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    percentile(&sorted, 0.5)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -414,10 +420,14 @@ fn main() {
     for _ in 0..5 {
         for (k, port) in [broker.port, dead_port].into_iter().enumerate() {
             let t = Instant::now();
-            let r = Relay::spawn(port, &[]);
+            // A port of its own, so readiness is a plain connect (reading
+            // /proc/net/tcp on a busy test machine takes milliseconds).
+            let own = support::free_port();
+            let r = Relay::spawn(port, &[("SOCKET_PORT", own.to_string().as_str())]);
             let listening = poll_until(Duration::from_secs(10), || {
-                support::listening_port(r.pid()).is_some()
+                TcpStream::connect(("127.0.0.1", own)).is_ok()
             });
+            drop(r);
             start_ms[k].push(if listening {
                 t.elapsed().as_secs_f64() * 1000.0
             } else {
@@ -439,47 +449,85 @@ fn main() {
     let pid = relay.pid();
     let idle_rss = proc_status(pid, "VmRSS:");
 
-    // Baseline first, then the relay, on fresh id ranges.
-    let b0 = broker.cpu_seconds();
-    let cmds = ids.take(n);
-    let base = burst(&sub, n, || direct(broker.port, &cmds, None));
-    let direct_broker_cpu = (broker.cpu_seconds() - b0) / n as f64 * 10_000.0;
+    // Rounds of: direct, then each relay build, on fresh id ranges. Each
+    // relay's throughput is compared with the direct run of its own round,
+    // and the median over the rounds is reported (the machine is shared).
+    let rounds = if full { 3 } else { 1 };
+    let baseline = std::env::var("MS500_BENCH_BASELINE")
+        .ok()
+        .map(|exe| start_relay(&broker, Some(&exe), &[]));
+    let mut relays: Vec<(&str, &Relay, Vec<Cost>)> = vec![("this build", &relay, Vec::new())];
+    if let Some(old) = &baseline {
+        relays.push(("baseline", old, Vec::new()));
+    }
+    let mut direct_runs: Vec<(Throughput, f64)> = Vec::new();
+    for round in 0..rounds {
+        let b0 = broker.cpu_seconds();
+        let cmds = ids.take(n);
+        let base = burst(&sub, n, || direct(broker.port, &cmds, None));
+        let broker_cpu = (broker.cpu_seconds() - b0) / n as f64 * 10_000.0;
+        direct_runs.push((base, broker_cpu));
+        let last = round + 1 == rounds;
+        for (_, r, costs) in relays.iter_mut() {
+            costs.push(cost(
+                &broker,
+                &sub,
+                &mut ids,
+                n,
+                r,
+                strace_n.filter(|_| last),
+            ));
+        }
+    }
+    let peak_rss = proc_status(pid, "VmHWM:");
+    let direct_rates: Vec<f64> = direct_runs.iter().map(|(t, _)| t.rate()).collect();
     rows.push((
-        format!("direct QoS 1, {n} commands"),
+        format!("direct QoS 1, {n} commands (median of {rounds})"),
         format!(
-            "{:.0} msg/s, broker CPU {direct_broker_cpu:.3} s per 10,000",
-            base.rate()
+            "{:.0} msg/s, broker CPU {:.3} s per 10,000",
+            median(&direct_rates),
+            median(&direct_runs.iter().map(|(_, c)| *c).collect::<Vec<_>>())
         ),
     ));
-    let mut costs = vec![(
-        "this build",
-        cost(&broker, &sub, &mut ids, n, &relay, strace_n),
-    )];
-    let peak_rss = proc_status(pid, "VmHWM:");
-    if let Ok(exe) = std::env::var("MS500_BENCH_BASELINE") {
-        let old = start_relay(&broker, Some(&exe), &[]);
-        costs.push(("baseline", cost(&broker, &sub, &mut ids, n, &old, strace_n)));
-    }
-    for (name, c) in &costs {
-        rows.push((
-            format!("{name}: relay, 1 connection, {n} burst"),
-            format!(
-                "{:.0} msg/s ({:.2} x direct), {} delivered",
-                c.one.rate(),
-                c.one.rate() / base.rate(),
-                c.one.delivered
-            ),
-        ));
-        rows.push((
-            format!("{name}: relay, 8 connections, {n} burst"),
-            format!(
-                "{:.0} msg/s ({:.2} x direct), {} delivered",
-                c.eight.rate(),
-                c.eight.rate() / base.rate(),
-                c.eight.delivered
-            ),
-        ));
-        for (conns, (relay_cpu, broker_cpu)) in [(1, c.cpu_one), (8, c.cpu_eight)] {
+    for (name, _, costs) in &relays {
+        let per_round = |f: &dyn Fn(&Cost) -> f64| median(&costs.iter().map(f).collect::<Vec<_>>());
+        for (conns, rate) in [
+            (1, &(|c: &Cost| c.one.rate()) as &dyn Fn(&Cost) -> f64),
+            (8, &|c: &Cost| c.eight.rate()),
+        ] {
+            let ratio = median(
+                &costs
+                    .iter()
+                    .zip(&direct_rates)
+                    .map(|(c, d)| rate(c) / d)
+                    .collect::<Vec<_>>(),
+            );
+            let delivered: usize = costs
+                .iter()
+                .map(|c| {
+                    if conns == 1 {
+                        c.one.delivered
+                    } else {
+                        c.eight.delivered
+                    }
+                })
+                .min()
+                .unwrap_or(0);
+            rows.push((
+                format!("{name}: relay, {conns} connection(s), {n} burst"),
+                format!(
+                    "{:.0} msg/s ({ratio:.2} x direct), {delivered} delivered",
+                    per_round(rate)
+                ),
+            ));
+            ratios.push((format!("{name}: relay {conns} conn / direct"), ratio));
+        }
+        for (conns, pick) in [
+            (1, &(|c: &Cost| c.cpu_one) as &dyn Fn(&Cost) -> (f64, f64)),
+            (8, &|c: &Cost| c.cpu_eight),
+        ] {
+            let relay_cpu = per_round(&|c| pick(c).0);
+            let broker_cpu = per_round(&|c| pick(c).1);
             rows.push((
                 format!("{name}: CPU per 10,000, relay / broker, {conns} conn"),
                 format!(
@@ -487,33 +535,35 @@ fn main() {
                     relay_cpu / broker_cpu
                 ),
             ));
+            if conns == 1 {
+                ratios.push((
+                    format!("{name}: relay CPU / broker CPU (1 conn)"),
+                    relay_cpu / broker_cpu,
+                ));
+            }
         }
-        if let Some(sys) = &c.syscalls {
+        if let Some(sys) = costs.last().and_then(|c| c.syscalls.as_ref()) {
             rows.push((
                 format!("{name}: syscalls (strace -c -f, 1 conn)"),
                 sys.describe(6),
             ));
         }
-        ratios.push((
-            format!("{name}: relay 1 conn / direct"),
-            c.one.rate() / base.rate(),
-        ));
-        ratios.push((
-            format!("{name}: relay 8 conn / direct"),
-            c.eight.rate() / base.rate(),
-        ));
-        ratios.push((
-            format!("{name}: relay CPU / broker CPU (1 conn)"),
-            c.cpu_one.0 / c.cpu_one.1,
-        ));
     }
-    if full && costs[0].1.syscalls.is_none() {
+    if full && relays[0].2.last().is_none_or(|c| c.syscalls.is_none()) {
         rows.push((
             "syscalls".into(),
             "not measured: strace missing or cannot attach (apt-get install strace)".into(),
         ));
     }
-    let cpu_per_10k = costs[0].1.cpu_one.0;
+    let one_rate = median(&relays[0].2.iter().map(|c| c.one.rate()).collect::<Vec<_>>());
+    let lost_in_rounds: usize = relays
+        .iter()
+        .flat_map(|(_, _, costs)| costs.iter())
+        .map(|c| 2 * n - c.one.delivered - c.eight.delivered)
+        .sum();
+    let cpu_per_10k = median(&relays[0].2.iter().map(|c| c.cpu_one.0).collect::<Vec<_>>());
+    drop(relays);
+    drop(baseline);
 
     // Paced latency, relay vs direct.
     let paced = 2000.min(n);
@@ -562,7 +612,7 @@ fn main() {
     ));
     ratios.push((
         "spool on / spool off (1 conn)".into(),
-        with_spool.rate() / costs[0].1.one.rate(),
+        with_spool.rate() / one_rate,
     ));
 
     // The cost of one info line per command: the same burst with LOG_LEVEL = warn.
@@ -583,7 +633,7 @@ fn main() {
     ));
     ratios.push((
         "info logging on / off (1 conn)".into(),
-        costs[0].1.one.rate() / without_log.rate(),
+        one_rate / without_log.rate(),
     ));
 
     if full {
@@ -625,12 +675,11 @@ fn main() {
     for (k, v) in &ratios {
         println!("{k}: {v:.3}");
     }
-    let lost = costs
-        .iter()
-        .flat_map(|(_, c)| [&c.one, &c.eight])
-        .chain([&with_spool, &without_log])
-        .map(|t| n - t.delivered)
-        .sum::<usize>();
+    let lost = lost_in_rounds
+        + [&with_spool, &without_log]
+            .iter()
+            .map(|t| n - t.delivered)
+            .sum::<usize>();
     println!("lost: {lost}");
     if lost > 0 {
         eprintln!("the relay lost {lost} commands");
