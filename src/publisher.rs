@@ -550,6 +550,8 @@ impl Publisher {
     /// one that is ready, encoded into one buffer and written at once.
     fn pump(&mut self) {
         let Some(wire) = self.wire.clone() else {
+            // Nothing held without a link (the loop's wait follows `held_since`).
+            self.held_since = None;
             return;
         };
         if !self.worth_writing() {

@@ -60,3 +60,31 @@ fn broker_absent_at_start_commands_wait_without_burning_cpu_then_arrive() {
     assert_eq!(got, expected);
     relay.expect_log("connected to broker", Duration::from_secs(1));
 }
+
+#[test]
+fn a_broker_killed_in_the_middle_of_a_burst_leaves_the_relay_idle_until_it_is_back() {
+    let mut broker = Broker::start();
+    let relay = Relay::start(broker.port, &[]);
+    relay.expect_log("connected to broker", Duration::from_secs(10));
+    let mut s = relay.connect();
+    // Enough to keep the window full (the publisher holds writes for room).
+    let burst: String = (0..200_000)
+        .map(|i| format!(r#"{{"type":"IMG","unit":"burst","id":{i}}}"#))
+        .collect();
+    let writer = std::thread::spawn(move || {
+        let _ = s.write_all(burst.as_bytes());
+        s
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    broker.stop();
+    relay.expect_log("lost connection to broker", Duration::from_secs(10));
+    let before = relay.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = relay.cpu_seconds() - before;
+    assert!(
+        used < 0.5,
+        "relay used {used} CPU s in 3 s with the broker gone mid-burst: busy loop"
+    );
+    broker.restart();
+    let _s = writer.join().unwrap();
+}
