@@ -339,17 +339,23 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// An empty scratch directory for a unit test: `ms500-unit-PID-TAG` under
+/// the system temp dir, emptied first.
+#[cfg(test)]
+pub(crate) fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ms500-unit-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory under the temp dir");
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ms500-files-unit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        scratch_dir(&format!("files-{name}"))
     }
 
     #[test]

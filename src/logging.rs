@@ -438,13 +438,8 @@ fn write_loop(sink: &Sink) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ms500-log-unit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("relay.log")
+        crate::files::scratch_dir(&format!("log-{name}")).join("relay.log")
     }
 
     fn lines(n: usize, width: usize) -> (Vec<u8>, Vec<usize>) {

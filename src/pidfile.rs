@@ -66,13 +66,8 @@ impl PidFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ms500-pid-unit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("relay.pid")
+        crate::files::scratch_dir(&format!("pid-{name}")).join("relay.pid")
     }
 
     #[test]

@@ -86,18 +86,7 @@ fn broker_away_and_commands_of_64_kb_the_queue_stays_within_its_byte_budget() {
     while got < n && sub.recv(Duration::from_secs(10)).is_some() {
         got += 1;
     }
-    assert_eq!(
-        got,
-        n,
-        "log tail:\n{}",
-        relay
-            .log()
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_eq!(got, n, "log tail:\n{}", relay.log_tail(20));
     drop(sender.join());
     let peak = peak_rss_kib(relay.pid());
     assert!(

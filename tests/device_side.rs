@@ -449,18 +449,7 @@ fn a_backend_that_never_reads_does_not_delay_other_connections() {
             .unwrap();
     }
     let got = sub.collect(200, WAIT);
-    assert_eq!(
-        got.len(),
-        200,
-        "log tail:\n{}",
-        relay
-            .log()
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_eq!(got.len(), 200, "log tail:\n{}", relay.log_tail(20));
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "other backends were held up for {:?}",

@@ -345,18 +345,7 @@ fn a_full_queue_blocks_the_backend_and_drops_nothing() {
     s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(&data[pos..]).unwrap();
     let (seen, _) = collect_ids(&sub, n, WAIT);
-    assert_eq!(
-        seen.len(),
-        n,
-        "log tail:\n{}",
-        relay
-            .log()
-            .lines()
-            .rev()
-            .take(10)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_eq!(seen.len(), n, "log tail:\n{}", relay.log_tail(10));
 }
 
 #[test]

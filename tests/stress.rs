@@ -175,13 +175,7 @@ fn mutated_commands_never_escape_and_every_sentinel_arrives() {
         sentinels.len(),
         connections * per_connection,
         "sentinels lost; log tail:\n{}",
-        relay
-            .log()
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
+        relay.log_tail(20)
     );
     // Still up.
     relay

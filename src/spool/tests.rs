@@ -178,12 +178,8 @@ fn a_first_version_spool_is_still_replayed() {
     assert_eq!(payloads(&r), vec![&b"a"[..], b"b"]);
     assert!(r.torn_tail.is_some());
 }
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ms500-spool-unit-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("relay.spool")
+    crate::files::scratch_dir(&format!("spool-{name}")).join("relay.spool")
 }
 
 #[test]

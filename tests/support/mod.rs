@@ -514,6 +514,16 @@ impl Relay {
         self.log.lock().unwrap().clone()
     }
 
+    /// The last `n` lines of the log, newest first (for assertion messages).
+    pub fn log_tail(&self, n: usize) -> String {
+        self.log()
+            .lines()
+            .rev()
+            .take(n)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits until the log contains `needle`; panics with the log otherwise.
     pub fn expect_log(&self, needle: &str, timeout: Duration) {
         if !wait_until(timeout, || self.log().contains(needle)) {
