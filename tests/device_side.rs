@@ -459,3 +459,115 @@ fn a_backend_that_never_reads_does_not_delay_other_connections() {
     relay.expect_log("is not reading", Duration::from_secs(20));
     drop(lazy);
 }
+
+/// Publishes `payload` on `topic` until `got` holds: the device link
+/// subscribes right after its CONNACK, and what the broker gets before that
+/// is not for it.
+fn publish_until(broker: u16, topic: &str, payload: &[u8], mut got: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        publish(broker, topic, payload, QoS::AtLeastOnce);
+        if got() {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_again() {
+    let mut broker = Broker::start();
+    let relay = Relay::start(broker.port, &[]);
+    ready(&relay);
+    let mut a = relay.connect();
+    a.write_all(br#"{"type":"SCS","unit":"cam-re"}"#).unwrap();
+    relay.expect_log("accepted SCS for unit cam-re", WAIT);
+    let device_links = || {
+        relay
+            .log()
+            .matches("device link connected to broker")
+            .count()
+    };
+    let before = device_links();
+
+    // The broker loses everything: sessions, subscriptions.
+    broker.stop();
+    broker.restart();
+    assert!(
+        support::wait_until(Duration::from_secs(40), || device_links() > before),
+        "the device link never came back; log:\n{}",
+        relay.log()
+    );
+    let seen = publish_until(
+        broker.port,
+        &heartbeat_topic("cam-re"),
+        b"{\"ip\":\"10.9.9.9\"}",
+        || relay.log().contains("heartbeat cam-re:"),
+    );
+    assert!(
+        seen,
+        "no heartbeat after the restart; log:\n{}",
+        relay.log()
+    );
+    // The route lives in the relay: it outlived the broker.
+    let mut line = Vec::new();
+    let routed = publish_until(
+        broker.port,
+        &reply_topic("cam-re"),
+        b"{\"after\":\"restart\"}",
+        || {
+            line = read_lines(&a, 1, Duration::from_millis(300));
+            !line.is_empty()
+        },
+    );
+    assert!(routed, "no reply after the restart; log:\n{}", relay.log());
+    assert_eq!(line, vec!["{\"after\":\"restart\"}".to_string()]);
+}
+
+#[test]
+fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_claimed_again() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[]);
+    ready(&relay);
+    let mut a = relay.connect();
+    let mut b = relay.connect();
+    a.write_all(br#"{"type":"SCS","unit":"cam-t"}"#).unwrap();
+    relay.expect_log("accepted SCS for unit cam-t from", WAIT);
+    b.write_all(br#"{"type":"UDS","unit":"cam-t","settings":{"x":1}}"#)
+        .unwrap();
+    relay.expect_log("accepted UDS for unit cam-t from", WAIT);
+
+    // The old holder leaves: b's route stays.
+    drop(a);
+    relay.expect_log("closed the connection", WAIT);
+    std::thread::sleep(Duration::from_millis(200));
+    publish(
+        broker.port,
+        &reply_topic("cam-t"),
+        b"{\"to\":\"b\"}",
+        QoS::AtLeastOnce,
+    );
+    assert_eq!(read_lines(&b, 1, WAIT), vec!["{\"to\":\"b\"}".to_string()]);
+
+    // b leaves too; a new connection claims the same unit and gets its replies.
+    drop(b);
+    support::wait_until(WAIT, || {
+        relay.log().matches("closed the connection").count() == 2
+    });
+    let mut c = relay.connect();
+    c.write_all(br#"{"type":"SCS","unit":"cam-t"}"#).unwrap();
+    support::wait_until(WAIT, || {
+        relay
+            .log()
+            .matches("accepted SCS for unit cam-t from")
+            .count()
+            == 2
+    });
+    publish(
+        broker.port,
+        &reply_topic("cam-t"),
+        b"{\"to\":\"c\"}",
+        QoS::AtLeastOnce,
+    );
+    assert_eq!(read_lines(&c, 1, WAIT), vec!["{\"to\":\"c\"}".to_string()]);
+}

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{
-    accepted_count, collect_ids, expect_all, id_of, numbered_command as command, wait_until,
-    Broker, Cutter, Relay, Subscriber, TempDir,
+    accepted_count, collect_ids, expect_all_in_order, id_of, numbered_command as command,
+    wait_until, Broker, Cutter, Relay, Subscriber, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -61,7 +61,7 @@ fn broker_restart_in_the_middle_of_a_5000_command_stream_loses_nothing() {
     broker.restart();
     let _s = writer.join().unwrap();
 
-    expect_all(
+    expect_all_in_order(
         &sub,
         5000,
         Duration::from_secs(30),
@@ -129,7 +129,7 @@ fn cutting_the_broker_connection_again_and_again_loses_nothing() {
     }
     stop.store(true, Ordering::SeqCst);
     let (_s, n) = writer.join().unwrap();
-    expect_all(
+    expect_all_in_order(
         &sub,
         n,
         Duration::from_secs(40),

@@ -1072,6 +1072,51 @@ pub fn expect_all(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay
     );
 }
 
+/// [`expect_all`] for [`numbered_command`]s, and also that each unit's
+/// commands first arrived in the order sent (ids increasing); a duplicate
+/// published again after a broken link may come later, out of order.
+pub fn expect_all_in_order(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &Relay) {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut last_first: HashMap<u64, u64> = HashMap::new();
+    let mut out_of_order = Vec::new();
+    let mut total = 0;
+    while seen.len() < n {
+        let Some(m) = sub.recv(quiet) else { break };
+        total += 1;
+        let id = id_of(&m);
+        let first = !seen.contains_key(&id);
+        *seen.entry(id).or_default() += 1;
+        if first {
+            let unit = id % 7;
+            if let Some(&before) = last_first.get(&unit) {
+                if before > id {
+                    out_of_order.push((before, id));
+                }
+            }
+            last_first.insert(unit, id);
+        }
+    }
+    let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains_key(i)).collect();
+    println!(
+        "{what}: {} distinct of {n} delivered, {} duplicates",
+        seen.len(),
+        total - seen.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "lost {} commands, first {:?}; log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        relay.log()
+    );
+    assert!(
+        out_of_order.is_empty(),
+        "{} commands first arrived after a later one of their unit, e.g. (later, earlier) {:?}",
+        out_of_order.len(),
+        &out_of_order[..out_of_order.len().min(5)]
+    );
+}
+
 /// How many commands the relay has logged as accepted.
 pub fn accepted_count(relay: &Relay) -> usize {
     relay.log().matches("INFO  accepted ").count()
