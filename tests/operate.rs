@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{accepted_count, run_bin, wait_until, Broker, Message, Relay, Subscriber, TempDir};
+use support::{
+    accepted_count, run_bin, wait_until, Broker, Cutter, Message, Relay, Subscriber, TempDir,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -132,6 +134,24 @@ fn state_subscriber(broker: &Broker) -> Subscriber {
 
 fn state_of(m: &Message) -> serde_json::Value {
     serde_json::from_slice(&m.payload).expect("state is JSON")
+}
+
+#[test]
+fn after_a_lost_connection_the_relay_says_online_again_over_its_will() {
+    let broker = Broker::start();
+    let cutter = Cutter::new(broker.port);
+    let sub = state_subscriber(&broker);
+    let relay = Relay::start(cutter.port, &[("MQTT_CLIENT_ID", "gw-cut")]);
+    let state = |m: Option<Message>| m.map(|m| state_of(&m)["state"].clone());
+    assert_eq!(state(sub.recv(WAIT)), Some("online".into()));
+    // The network drops the connection: the broker publishes the will...
+    cutter.cut();
+    assert_eq!(state(sub.recv(WAIT)), Some("offline".into()));
+    // ...and the relay, connected again, replaces it.
+    assert_eq!(state(sub.recv(WAIT)), Some("online".into()));
+    let late = state_subscriber(&broker);
+    assert_eq!(state(late.recv(WAIT)), Some("online".into()), "retained");
+    drop(relay);
 }
 
 #[test]
