@@ -14,13 +14,16 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::ClientConnection;
 
 /// How long a write may block before the connection counts as dead (a
 /// frozen broker whose receive window is full).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Plaintext handed to rustls at once: well under its 64 KiB buffer limit.
+const TLS_PIECE: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct Wire {
@@ -78,15 +81,30 @@ impl Wire {
         match &self.inner.tls {
             None => socket.write_all(bytes),
             Some(tls) => {
-                let mut records = Vec::with_capacity(bytes.len() + 64);
-                {
-                    let mut session = lock(&tls.session);
-                    session.writer().write_all(bytes)?;
-                    while session.wants_write() {
-                        session.write_tls(&mut records)?;
+                // rustls buffers at most 64 KiB of plaintext it has not
+                // turned into records: feed it a piece at a time, and send
+                // each piece's records before the next (a batch may be MiBs).
+                let mut records = Vec::with_capacity(TLS_PIECE.min(bytes.len()) + 256);
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    records.clear();
+                    {
+                        let mut session = lock(&tls.session);
+                        let taken = session.writer().write(&rest[..rest.len().min(TLS_PIECE)])?;
+                        if taken == 0 {
+                            return Err(io::Error::new(
+                                ErrorKind::WriteZero,
+                                "the TLS session takes no more data",
+                            ));
+                        }
+                        rest = &rest[taken..];
+                        while session.wants_write() {
+                            session.write_tls(&mut records)?;
+                        }
                     }
+                    socket.write_all(&records)?;
                 }
-                socket.write_all(&records)
+                Ok(())
             }
         }
     }
@@ -99,6 +117,10 @@ impl Wire {
         let Some(tls) = &self.inner.tls else {
             return socket.read(buf);
         };
+        // A peer trickling one record byte by byte must not keep this call
+        // from returning: after the read timeout it gives up like a plain read.
+        let started = Instant::now();
+        let limit = socket.read_timeout().ok().flatten();
         loop {
             {
                 let mut session = lock(&tls.session);
@@ -107,6 +129,12 @@ impl Wire {
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
+            }
+            if limit.is_some_and(|limit| started.elapsed() >= limit) {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    "no whole TLS record in time",
+                ));
             }
             // Small reads keep the plaintext rustls holds under its 16 KiB limit.
             let mut raw = [0u8; 4096];
@@ -117,7 +145,10 @@ impl Wire {
             let mut session = lock(&tls.session);
             let mut bytes = &raw[..n];
             while !bytes.is_empty() {
-                session.read_tls(&mut bytes)?;
+                // Nothing taken: the session is closed (close_notify seen).
+                if session.read_tls(&mut bytes)? == 0 {
+                    return Ok(0);
+                }
                 session
                     .process_new_packets()
                     .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;

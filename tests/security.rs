@@ -424,6 +424,57 @@ fn make_certs(dir: &Path) {
     );
 }
 
+/// rustls buffers at most 64 KiB of plaintext: a batch larger than that
+/// (one big command, or a window of mid-sized ones) must still go out whole.
+#[test]
+fn commands_larger_than_tls_buffers_are_published_whole_over_tls() {
+    let certs = TempDir::new("certs-big");
+    make_certs(certs.path());
+    let p = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
+    let tls_port = support::free_port();
+    let broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        p("ca.pem"),
+        p("server.pem"),
+        p("server.key")
+    ));
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
+    let relay = Relay::start(
+        tls_port,
+        &[
+            ("MQTT_TLS", "true"),
+            ("MQTT_CA_FILE", &p("ca.pem")),
+            ("MAX_MESSAGE_BYTES", "300000"),
+        ],
+    );
+    relay.expect_log("connected to broker", WAIT);
+    let big = format!(
+        r#"{{"type":"CFG","unit":"big","configs":{{"blob":"{}"}}}}"#,
+        "x".repeat(250_000)
+    );
+    let burst: Vec<String> = (0..300)
+        .map(|i| {
+            format!(
+                r#"{{"type":"CFG","unit":"mid","id":{i},"configs":{{"pad":"{}"}}}}"#,
+                "y".repeat(2_000)
+            )
+        })
+        .collect();
+    let mut s = relay.connect();
+    s.write_all(big.as_bytes()).unwrap();
+    s.write_all(burst.concat().as_bytes()).unwrap();
+    let got: Vec<Vec<u8>> = sub
+        .collect(301, Duration::from_secs(5))
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    assert_eq!(got.len(), 301, "log:\n{}", relay.log_tail(20));
+    assert_eq!(got[0], big.as_bytes());
+    for (i, cmd) in burst.iter().enumerate() {
+        assert_eq!(got[i + 1], cmd.as_bytes(), "command {i}");
+    }
+}
+
 #[test]
 fn delivery_through_a_tls_listener_with_and_without_client_certificates() {
     let certs = TempDir::new("certs");
