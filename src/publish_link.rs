@@ -95,6 +95,9 @@ pub struct LinkShared {
     pub broker: Mutex<String>,
     /// Set once the publisher has sent DISCONNECT: the next close is expected.
     pub closing: AtomicBool,
+    /// Why the publisher's last write on this connection failed (it then
+    /// shuts the connection): the reason the link reports for the loss.
+    pub write_failed: Mutex<Option<String>>,
 }
 
 /// Everything needed to open a connection to one broker of the list.
@@ -114,8 +117,8 @@ pub struct Dialer {
 pub enum ConnectFailure {
     /// No TCP connection (nobody listens, no route, name unknown, timeout).
     Unreachable(String),
-    /// The broker refused the login (CONNACK code).
-    Refused(&'static str),
+    /// The broker refused the connection (the CONNACK return code).
+    Refused(u8),
     /// The TLS handshake failed (certificate, protocol).
     Tls(String),
     /// The broker answered with something that is not a CONNACK.
@@ -123,16 +126,23 @@ pub enum ConnectFailure {
 }
 
 impl ConnectFailure {
-    /// Refused logins and failed handshakes need a human; an absent broker does not.
+    /// Refused logins and failed handshakes need a human; an absent broker,
+    /// or one that says it is unavailable for now (code 3), does not.
     fn needs_human(&self) -> bool {
-        matches!(self, ConnectFailure::Refused(_) | ConnectFailure::Tls(_))
+        match self {
+            ConnectFailure::Refused(code) => *code != 3,
+            ConnectFailure::Tls(_) => true,
+            ConnectFailure::Unreachable(_) | ConnectFailure::Protocol(_) => false,
+        }
     }
 
     /// The reason as logged, normalised ([`log_limit::failure_reason`]).
     fn describe(&self) -> String {
         let text = match self {
             ConnectFailure::Unreachable(why) => why.clone(),
-            ConnectFailure::Refused(why) => format!("connection refused: {why}"),
+            ConnectFailure::Refused(code) => {
+                format!("connection refused: {}", mqtt::refusal(*code))
+            }
             ConnectFailure::Tls(why) => format!("TLS: {why}"),
             ConnectFailure::Protocol(why) => why.clone(),
         };
@@ -212,7 +222,7 @@ impl Dialer {
                 Ok(None) => continue,
                 Ok(Some((Incoming::ConnAck { code: 0, .. }, _))) => return Ok(wire),
                 Ok(Some((Incoming::ConnAck { code, .. }, _))) => {
-                    return Err(ConnectFailure::Refused(mqtt::refusal(code)))
+                    return Err(ConnectFailure::Refused(code))
                 }
                 Ok(Some((other, _))) => {
                     return Err(ConnectFailure::Protocol(format!(
@@ -270,13 +280,14 @@ impl PublishLink {
             self.shared
                 .broker_index
                 .store(self.brokers.index(), Ordering::Relaxed);
-            *self.shared.broker.lock().unwrap_or_else(|e| e.into_inner()) = broker.to_string();
+            *lock(&self.shared.broker) = broker.to_string();
             let client_id = self.dialer.client_id.clone();
             match self
                 .dialer
                 .connect(&broker, &client_id, true, CONNECT_TIMEOUT)
             {
                 Ok(wire) => {
+                    *lock(&self.shared.write_failed) = None;
                     if let Some(state) = &self.state {
                         // Retained, QoS 1, under the packet id the ledger never uses.
                         let mut online = Vec::new();
@@ -388,6 +399,15 @@ impl PublishLink {
     }
 
     /// Reads the broker's packets until the connection ends.
+    /// The connection is lost: the publisher's failed write says why, when
+    /// there was one (its shutting the socket is what this side then sees).
+    fn lost(&self, seen: String) -> Ended {
+        match lock(&self.shared.write_failed).take() {
+            Some(why) => Ended::Lost(format!("writing to the broker failed: {why}")),
+            None => Ended::Lost(seen),
+        }
+    }
+
     fn serve(&mut self, wire: &Wire) -> Ended {
         let keepalive = self.dialer.keepalive;
         let silence_limit = keepalive * 3 / 2;
@@ -407,13 +427,9 @@ impl PublishLink {
                 return Ended::Stopped;
             }
             match wire.read(&mut buf) {
-                Ok(0) => {
-                    return Ended::Lost(if self.shared.closing.load(Ordering::Relaxed) {
-                        "closed after DISCONNECT".into()
-                    } else {
-                        "the broker closed the connection".into()
-                    })
-                }
+                // Our DISCONNECT went out: the close that follows is the clean stop.
+                _ if self.shared.closing.load(Ordering::Relaxed) => return Ended::Stopped,
+                Ok(0) => return self.lost("the broker closed the connection".into()),
                 Ok(n) => {
                     last_heard = Instant::now();
                     pending.extend_from_slice(&buf[..n]);
@@ -447,7 +463,7 @@ impl PublishLink {
                         e.kind(),
                         ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
                     ) => {}
-                Err(e) => return Ended::Lost(e.to_string()),
+                Err(e) => return self.lost(e.to_string()),
             }
             let now = Instant::now();
             if self.shared.in_flight.load(Ordering::Relaxed) == 0 {
@@ -499,6 +515,10 @@ impl PublishLink {
         };
         self.brokers.probed(answered, now)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

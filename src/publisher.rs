@@ -599,6 +599,11 @@ impl Publisher {
             // The publish link hears of it too and reports the link down;
             // what was written stays unacknowledged and goes out again.
             log::debug!("write to the broker failed: {e}");
+            *self
+                .link
+                .write_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
             wire.shut();
             self.wire = None;
             return;

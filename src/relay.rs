@@ -58,7 +58,8 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     // Everything the run would refuse, refused now with exit 2.
     files::preflight(&config)?;
     let tls = tls::client_config(&config)?;
-    let transport = tls::transport(&config)?;
+    // Read once: both links trust exactly the same files.
+    let transport = tls::transport(tls.clone());
     // The pid lock comes next: a second instance must say "already running"
     // (exit 3), not fail to bind the port, and touch none of the first one's files.
     let pid_file = match &config.pid_file {

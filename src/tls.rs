@@ -17,13 +17,13 @@ use crate::error::Error;
 /// Where the system's CA bundle lives on Debian-like gateways, unless `SSL_CERT_FILE` says otherwise.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The rumqttc transport for `config` (the device link): plain TCP, or TLS
-/// with the configured trust and client certificate.
-pub fn transport(config: &Config) -> Result<Transport, Error> {
-    Ok(match client_config(config)? {
+/// The rumqttc transport (the device link) for the client configuration
+/// the publish link uses too ([`client_config`]): plain TCP without one.
+pub fn transport(tls: Option<Arc<ClientConfig>>) -> Transport {
+    match tls {
         None => Transport::tcp(),
         Some(tls) => Transport::tls_with_config(TlsConfiguration::Rustls(tls)),
-    })
+    }
 }
 
 /// The rustls client configuration when `MQTT_TLS` is on (None when off).
