@@ -508,11 +508,7 @@ impl Publisher {
                 if !spool.wants_compaction() {
                     return;
                 }
-                let live = self
-                    .ledger
-                    .iter()
-                    .map(|(seq, j)| (seq, j.received_wall, j.payload.as_slice()));
-                if let Err(e) = spool.compact(live) {
+                if let Err(e) = spool.compact(spooled(&self.ledger)) {
                     self.spool_broke(e);
                 }
             }
@@ -550,8 +546,6 @@ impl Publisher {
     /// one that is ready, encoded into one buffer and written at once.
     fn pump(&mut self) {
         let Some(wire) = self.wire.clone() else {
-            // Nothing held without a link (the loop's wait follows `held_since`).
-            self.held_since = None;
             return;
         };
         if !self.worth_writing() {
@@ -605,7 +599,7 @@ impl Publisher {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
             wire.shut();
-            self.wire = None;
+            self.lose_wire();
             return;
         }
         // QoS 0: written is delivered.
@@ -619,9 +613,17 @@ impl Publisher {
     /// Whether to write now (see [`MIN_WRITE`]): always when nothing is in
     /// flight or all that is ready fits in the window; under load once
     /// `MIN_WRITE` places are free or the write was held for `MAX_HOLD`.
+    ///
+    /// A write is held only while there is room to write into (`free > 0`):
+    /// with the window full (or the link down, which empties it and sets
+    /// nothing due) there is nothing to hold, and no timer runs.
     fn worth_writing(&mut self) -> bool {
         let free = self.ledger.window_free();
         let unsent = self.ledger.unsent();
+        if free == 0 {
+            self.held_since = None;
+            return false;
+        }
         if !self.qos1 || self.ledger.in_flight() == 0 || free >= MIN_WRITE || unsent <= free {
             self.held_since = None;
             return true;
@@ -632,6 +634,12 @@ impl Publisher {
             return true;
         }
         false
+    }
+
+    /// The connection is gone, and with it any write held for its window.
+    fn lose_wire(&mut self) {
+        self.wire = None;
+        self.held_since = None;
     }
 
     fn on_link(&mut self, event: LinkEvent) {
@@ -650,7 +658,7 @@ impl Publisher {
                     self.ledger.len(),
                     self.ledger.in_flight()
                 );
-                self.wire = None;
+                self.lose_wire();
                 self.ledger.on_link_lost();
                 self.again();
             }
@@ -844,7 +852,18 @@ fn revive(r: Replayed, config: &Config, age: Option<Duration>) -> Option<Accepte
     Some(Accepted::new(cmd, config, received, r.received))
 }
 
-/// Opens SPOOL_FILE for writing with exactly the commands of `ledger` in it,
+/// What the spool must hold of `ledger`: every command but the copies
+/// published again after a broken link (`again`), whose own records were
+/// marked done when the broker first acknowledged them; written as live,
+/// they would never be marked done again and be replayed at every start.
+fn spooled(ledger: &Ledger<Accepted>) -> impl Iterator<Item = crate::spool::Live<'_>> {
+    ledger
+        .iter()
+        .filter(|(_, job)| !job.again)
+        .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice()))
+}
+
+/// Opens SPOOL_FILE for writing with exactly the [`spooled`] commands of `ledger` in it,
 /// first moving aside a file that must be kept (unread or damaged).
 fn open_spool(
     path: PathBuf,
@@ -867,10 +886,7 @@ fn open_spool(
             }
         }
     }
-    let live = ledger
-        .iter()
-        .map(|(seq, j)| (seq, j.received_wall, j.payload.as_slice()));
-    match Spool::create(&path, live) {
+    match Spool::create(&path, spooled(ledger)) {
         Ok(spool) => SpoolState::Writing(spool),
         Err(e) => failing(path, e.to_string(), None),
     }
@@ -889,5 +905,39 @@ fn log_spool_failing(path: &Path, reason: &str) {
 impl Weighed for Accepted {
     fn weight(&self) -> usize {
         self.payload.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(unit: &str, again: bool) -> Accepted {
+        let cmd = command::validate(
+            format!(r#"{{"type":"IMG","unit":"{unit}"}}"#).as_bytes(),
+            true,
+        )
+        .expect("a valid command");
+        let mut job = Accepted::new(cmd, &Config::default(), Instant::now(), SystemTime::now());
+        job.again = again;
+        job
+    }
+
+    #[test]
+    fn copies_published_again_are_not_written_to_the_spool() {
+        let mut ledger = Ledger::new(WINDOW);
+        ledger.push(job("a", false));
+        ledger.push(job("b", true));
+        ledger.push(job("c", false));
+        let units: Vec<String> = spooled(&ledger)
+            .map(|(_, _, payload)| String::from_utf8_lossy(payload).into_owned())
+            .collect();
+        assert_eq!(
+            units,
+            [
+                r#"{"type":"IMG","unit":"a"}"#,
+                r#"{"type":"IMG","unit":"c"}"#
+            ]
+        );
     }
 }
