@@ -421,46 +421,37 @@ impl Reader<'_> {
     }
 
     /// Blocking here while the queue is full is the backpressure: this socket
-    /// is not read until there is room.
+    /// is not read until there is room. At shutdown no wait lasts past the
+    /// grace (this side's deadline is never later than the publisher's, so
+    /// a batch is either taken before the publisher counts what it leaves,
+    /// or counted here).
     fn push(&self, mut job: Vec<Accepted>) -> Result<(), Pushed> {
         loop {
-            if self.draining.is_some_and(|d| Instant::now() >= d) {
-                return Err(Pushed::GraceOver(job.len()));
-            }
-            match self.shared.jobs.send_timeout(job, POLL) {
-                Ok(()) => return Ok(()),
-                Err(SendTimeoutError::Timeout(back)) => {
-                    job = back;
-                    if self.draining.is_none() && self.shared.intake.is_set() {
-                        // Keep trying until the shutdown grace is over.
-                        return self.drain_push(job);
+            let deadline = self
+                .shared
+                .intake
+                .is_set()
+                .then(|| self.shared.drain_deadline());
+            let wait = match deadline {
+                None => POLL,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Pushed::GraceOver(job.len()));
                     }
+                    left.min(POLL)
                 }
-                Err(SendTimeoutError::Disconnected(back)) if self.shared.intake.is_set() => {
-                    return Err(Pushed::GraceOver(back.len()))
-                }
-                Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
-            }
-        }
-    }
-
-    fn drain_push(&self, job: Vec<Accepted>) -> Result<(), Pushed> {
-        let deadline = self.shared.drain_deadline();
-        let mut job = job;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Pushed::GraceOver(job.len()));
-            }
-            match self.shared.jobs.send_timeout(job, left.min(POLL)) {
+            };
+            match self.shared.jobs.send_timeout(job, wait) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(back)) => job = back,
                 // At shutdown the publisher leaves when the grace is over:
                 // its going means the grace ran out (its clock may be a
                 // moment ahead of this one), so the unread are counted.
-                Err(SendTimeoutError::Disconnected(back)) => {
+                Err(SendTimeoutError::Disconnected(back)) if deadline.is_some() => {
                     return Err(Pushed::GraceOver(back.len()))
                 }
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
             }
         }
     }
