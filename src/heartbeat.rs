@@ -43,8 +43,19 @@ pub struct Heartbeat {
     pub lte_signal: Option<f64>,
 }
 
+/// Largest heartbeat parsed. A real one is a few hundred bytes (odd ones
+/// with long fields are still shown, cut); parsing a 1 MiB one into a JSON
+/// tree would take tens of MiB for a moment.
+pub const MAX_HEARTBEAT_BYTES: usize = 256 * 1024;
+
 /// Parses a heartbeat payload; `Err` says why it is odd.
 pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
+    if payload.len() > MAX_HEARTBEAT_BYTES {
+        return Err(format!(
+            "{} bytes, more than a heartbeat's {MAX_HEARTBEAT_BYTES}: not parsed",
+            payload.len()
+        ));
+    }
     let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(map) = value else {
         return Err("not a JSON object".into());
@@ -216,5 +227,16 @@ mod tests {
     fn nulls_and_unknown_fields_are_tolerated() {
         let hb = parse(br#"{"ip":null,"firmware":"1.2","extra":{"a":1}}"#).unwrap();
         assert_eq!(hb.ip, None);
+    }
+
+    #[test]
+    fn a_heartbeat_larger_than_any_real_one_is_odd_without_being_parsed() {
+        let big = format!(
+            r#"{{"ip":"1.2.3.4","pad":"{}"}}"#,
+            "x".repeat(MAX_HEARTBEAT_BYTES)
+        );
+        let why = parse(big.as_bytes()).unwrap_err();
+        assert!(why.contains("not parsed"), "{why}");
+        assert!(parse(br#"{"ip":"1.2.3.4"}"#).is_ok());
     }
 }

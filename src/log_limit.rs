@@ -34,14 +34,16 @@ pub enum Kind {
     RefusedPeer,
     OddHeartbeat,
     UnroutedReply,
+    ForgottenRoute,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 5] = [
         Kind::RejectedCommand,
         Kind::RefusedPeer,
         Kind::OddHeartbeat,
         Kind::UnroutedReply,
+        Kind::ForgottenRoute,
     ];
 
     fn what(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Kind {
             Kind::RefusedPeer => "refused-connection lines",
             Kind::OddHeartbeat => "odd-heartbeat lines",
             Kind::UnroutedReply => "unrouted-reply lines",
+            Kind::ForgottenRoute => "forgotten-route lines",
         }
     }
 

@@ -94,7 +94,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
 
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<Received>(8);
     let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
-    let routes = ReplyRoutes::new();
+    let routes = ReplyRoutes::new(config.max_devices);
     let intake = Stop::new();
     let link_stop = Stop::new();
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Vec<Accepted>>(JOB_CHANNEL);

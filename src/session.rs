@@ -208,10 +208,14 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
             shared.config.shutdown_grace.as_secs()
         ),
         End::Fatal => log::info!("backend {peer}: connection closed by the relay"),
-        End::SlowValue => log::warn!(
-            "backend {peer} left a value incomplete for {} s: discarded, connection closed",
-            PARTIAL_TIMEOUT.as_secs()
-        ),
+        End::SlowValue => {
+            if log_limit::allow(Kind::RejectedCommand) {
+                log::warn!(
+                    "backend {peer} left a value incomplete for {} s: discarded, connection closed",
+                    PARTIAL_TIMEOUT.as_secs()
+                )
+            }
+        }
         End::Io(e) => log::info!("backend {peer}: connection lost: {e}"),
         End::PublisherGone => log::warn!("backend {peer}: publisher gone, closing"),
     }
@@ -269,11 +273,14 @@ impl Reader<'_> {
             }
             let n = match stream.read(&mut buf) {
                 Ok(0) => {
+                    // Rate-limited: a peer can repeat this as fast as it connects.
                     if let Some(partial) = decoder.finish() {
-                        log::warn!(
-                            "backend {} closed with an incomplete value of {partial} bytes: discarded",
-                            self.peer()
-                        );
+                        if log_limit::allow(Kind::RejectedCommand) {
+                            log::warn!(
+                                "backend {} closed with an incomplete value of {partial} bytes: discarded",
+                                self.peer()
+                            );
+                        }
                     }
                     return End::PeerClosed;
                 }
