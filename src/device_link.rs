@@ -47,6 +47,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(10);
 /// How often a wait on the connection looks at the stop signal and the broker in use.
 const TICK: Duration = Duration::from_secs(1);
+/// The wait while connecting: longer than rumqttc's own 5 s connection
+/// timeout, because a wait that runs out drops the connection attempt
+/// under way (a broker whose CONNACK takes over a second, over LTE and TLS,
+/// was otherwise never reached, silently, one new attempt a second).
+const CONNECTING: Duration = Duration::from_secs(6);
 
 pub struct DeviceLink {
     pub config: Arc<Config>,
@@ -85,6 +90,7 @@ impl DeviceLink {
                 client::REQUESTS,
             );
             let mut up_since: Option<Instant> = None;
+            let mut connected = false;
             let ended = loop {
                 if self.stop.is_set() {
                     break Ended::Stopped;
@@ -92,10 +98,11 @@ impl DeviceLink {
                 if self.shared.broker_index.load(Ordering::Relaxed) % self.brokers.len() != index {
                     break Ended::Moved;
                 }
-                match connection.recv_timeout(TICK) {
+                match connection.recv_timeout(if connected { TICK } else { CONNECTING }) {
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break Ended::Lost,
                     Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        connected = true;
                         log::info!("device link connected to broker {broker}");
                         failures.connected();
                         up_since = Some(Instant::now());
@@ -110,6 +117,7 @@ impl DeviceLink {
                     }
                     Ok(Ok(event)) => self.handle(event),
                     Ok(Err(e)) => {
+                        connected = false;
                         let why = describe(&e);
                         if failures.first_of_kind(&broker.to_string(), &why) {
                             log::warn!(

@@ -571,3 +571,54 @@ fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_
     );
     assert_eq!(read_lines(&c, 1, WAIT), vec!["{\"to\":\"c\"}".to_string()]);
 }
+
+/// A TCP proxy to `broker` that holds the broker's first answer on each
+/// connection (the CONNACK) for `delay`, like a slow link.
+fn slow_first_answer(broker: u16, delay: Duration) -> u16 {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { continue };
+            let Ok(outbound) = TcpStream::connect(("127.0.0.1", broker)) else {
+                continue;
+            };
+            let (mut up_from, mut up_to) =
+                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_from, &mut up_to);
+                let _ = up_to.shutdown(std::net::Shutdown::Both);
+            });
+            let (mut down_from, mut down_to) = (outbound, inbound);
+            std::thread::spawn(move || {
+                let mut first = [0u8; 4096];
+                let Ok(n) = std::io::Read::read(&mut down_from, &mut first) else {
+                    return;
+                };
+                std::thread::sleep(delay);
+                if down_to.write_all(&first[..n]).is_ok() {
+                    let _ = std::io::copy(&mut down_from, &mut down_to);
+                }
+                let _ = down_to.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link() {
+    let broker = Broker::start();
+    let slow = slow_first_answer(broker.port, Duration::from_secs(2));
+    let relay = Relay::start(slow, &[]);
+    relay.expect_log("device link connected to broker", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    publish(
+        broker.port,
+        &heartbeat_topic("cam-slow"),
+        b"{}",
+        QoS::AtMostOnce,
+    );
+    relay.expect_log("heartbeat cam-slow:", WAIT);
+}
