@@ -185,9 +185,11 @@ impl StatusOwed {
 
 impl Drop for StatusOwed {
     fn drop(&mut self) {
-        self.outbox.inner.owed.fetch_sub(1, Ordering::SeqCst);
-        // The lingering thread releases a connection once nothing is owed.
-        self.outbox.nudge();
+        // The lingering thread releases a connection once nothing is owed:
+        // only the last claim's going is news (a line written wakes it anyway).
+        if self.outbox.inner.owed.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.outbox.nudge();
+        }
     }
 }
 
