@@ -41,6 +41,8 @@ const START_WAIT: Duration = Duration::from_secs(10);
 /// How long a killed relay has to release the lock.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
+/// Longest wait for a stale-looking status file to be rewritten.
+const CONFIRM_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// `ms500-relay watchdog`: `Ok` when a relay is running at the end (exit 0).
 /// `source` is the configuration file the relay is to be started with.
@@ -52,10 +54,16 @@ pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
             watch.conf.display()
         )));
     }
-    prepare(config)?;
     let _turn = take_turn(&watch.conf)?;
+    // What the start needs (directories, the checks the relay would make)
+    // only when a relay is to be started: a healthy one is left alone
+    // whatever its disk does, and flash is not written every minute.
+    let start = |message: &str| {
+        prepare(config)?;
+        watch.start(message)
+    };
     match lock_state(&watch.pid_file)? {
-        LockState::Free => return watch.start("relay was not running; started it"),
+        LockState::Free => return start("relay was not running; started it"),
         LockState::Held => {}
     }
     // Running. A fresh status file means all is well; so does a relay that
@@ -66,10 +74,15 @@ pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
     {
         return Ok(());
     }
+    // Stale by the wall clock, which may have jumped (no RTC, then NTP):
+    // a relay that rewrites its status file within an interval is alive.
+    if rewritten_within(&watch.status_file, watch.confirm_wait) {
+        return Ok(());
+    }
     let pid = watch.locking_pid()?;
     let Some(pid) = pid else {
         // It went away on its own while we looked.
-        return watch.start("relay was not running; started it");
+        return start("relay was not running; started it");
     };
     let why = match status_age {
         Some(a) => format!(
@@ -81,7 +94,7 @@ pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
         None => format!("no status file {}", watch.status_file.display()),
     };
     watch.stop(pid, Some(&why))?;
-    watch.start(&format!("started a new relay in place of pid {pid}"))
+    start(&format!("started a new relay in place of pid {pid}"))
 }
 
 /// `ms500-relay stop`: stops the relay holding PID_FILE as the watchdog stops
@@ -135,6 +148,8 @@ struct Watch {
     status_file: PathBuf,
     log: PathBuf,
     stale_after: Duration,
+    /// How long to watch a stale-looking status file for a rewrite.
+    confirm_wait: Duration,
     stop_wait: Duration,
 }
 
@@ -174,6 +189,7 @@ impl Watch {
             status_file,
             log,
             stale_after: interval * STALE_INTERVALS as u32,
+            confirm_wait: (interval + Duration::from_secs(1)).min(CONFIRM_WAIT_MAX),
             stop_wait: (grace + Duration::from_secs(1)).max(Duration::from_secs(5)),
         })
     }
@@ -446,15 +462,38 @@ fn holds_file(pid: u32, path: &Path) -> bool {
     fds.any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == want))
 }
 
-/// Time since `path` was last modified; a time in the future (the clock was
-/// set back) counts as just now.
+/// Time since `path` was last modified. A time in the future (the clock was
+/// set back after it was written) counts by how far ahead it is: a relay
+/// that lives rewrites the file, with the new time, within an interval.
 fn age(path: &Path) -> Option<Duration> {
     let modified = std::fs::metadata(path).ok()?.modified().ok()?;
     Some(
         SystemTime::now()
             .duration_since(modified)
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or_else(|ahead| ahead.duration()),
     )
+}
+
+/// Whether the file at `path` is replaced or rewritten within `wait`
+/// (another inode or another modification time): liveness that does not
+/// depend on the wall clock being right.
+fn rewritten_within(path: &Path, wait: Duration) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.ino(), m.modified().ok()))
+    };
+    let before = identity(path);
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        std::thread::sleep(POLL);
+        let now = identity(path);
+        if now.is_some() && now != before {
+            return true;
+        }
+    }
+    false
 }
 
 fn whole_seconds(t: SystemTime) -> u64 {

@@ -336,19 +336,6 @@ fn a_spool_deleted_or_truncated_under_the_relay_is_written_again() {
     );
 }
 
-/// libfaketime's preload library, when installed.
-fn faketime_lib() -> Option<String> {
-    let candidates = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ];
-    candidates
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .map(|p| p.to_string())
-}
-
 fn at_1970(lib: &str) -> Launch {
     Launch {
         env: vec![
@@ -366,7 +353,7 @@ fn at_1970(lib: &str) -> Launch {
 /// of unknown age: published, not expired.
 #[test]
 fn spooled_commands_survive_a_clock_that_jumped_between_runs() {
-    let Some(lib) = faketime_lib() else {
+    let Some(lib) = support::faketime_lib() else {
         println!("skipped: libfaketime is not installed (scripts/test.sh installs faketime)");
         return;
     };

@@ -193,6 +193,30 @@ fn watchdog_starts_keeps_and_replaces_the_relay() {
     assert_eq!(read_pid(&pid_file), Some(p1));
     assert!(alive(p1));
 
+    // (b') A wall clock a day off either way (no RTC, then NTP) makes the
+    // status file look a day old: the relay rewrites it, so it is left alone.
+    if let Some(lib) = support::faketime_lib().filter(|_| support::testing_own_build()) {
+        for shift in ["+1d", "-1d"] {
+            let mut command = relay_command();
+            command
+                .arg("watchdog")
+                .arg("-c")
+                .arg(&conf)
+                .env("LD_PRELOAD", &lib)
+                .env("FAKETIME", shift)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            let shifted = outcome(command, &log);
+            assert_eq!(
+                (shifted.code, shifted.all()),
+                (0, String::new()),
+                "clock {shift}: a live relay must be left alone"
+            );
+            assert_eq!(read_pid(&pid_file), Some(p1), "clock {shift}");
+        }
+    } else {
+        println!("skipped the clock part: libfaketime missing or not our own build");
+    }
+
     // (c) Killed (-9): the lock went with it, so the next run starts a new one.
     send_signal(p1, "KILL");
     assert!(wait_until(Duration::from_secs(5), || !alive(p1)));

@@ -1164,3 +1164,16 @@ pub fn make_ca(dir: &Path) {
     )
     .unwrap();
 }
+
+/// libfaketime's preload library, when installed.
+pub fn faketime_lib() -> Option<String> {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ];
+    candidates
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+}
