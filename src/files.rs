@@ -162,8 +162,7 @@ impl DirProblem {
     /// A read-only or full file system: a disk problem that may pass, not
     /// a configuration error.
     pub fn passing(&self) -> bool {
-        matches!(self, DirProblem::NotWritable(e)
-            if matches!(e.raw_os_error(), Some(libc::EROFS | libc::ENOSPC | libc::EDQUOT)))
+        matches!(self, DirProblem::NotWritable(e) if disk_problem(e))
     }
 
     pub fn describe(&self, dir: &Path) -> String {
@@ -174,6 +173,15 @@ impl DirProblem {
             }
         }
     }
+}
+
+/// A full or read-only file system: a disk problem that may pass, which the
+/// relay rides out rather than refusing to run.
+pub fn disk_problem(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EROFS | libc::ENOSPC | libc::EDQUOT)
+    )
 }
 
 /// Ok when `dir` is a directory this process can create files in.
@@ -294,10 +302,12 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
         let dir = parent(path);
         match check_writable_dir(dir) {
             Ok(()) => {}
-            // The spool's disk being full or read-only is a disk problem the
-            // relay rides out (it runs without the spool until it can write
-            // again); a missing directory or missing rights are configuration.
-            Err(problem) if key == "SPOOL_FILE" && problem.passing() => {}
+            // A full or read-only disk is a disk problem the relay rides out
+            // (without the spool until it can write again, the log on stderr,
+            // status and metrics reported failing); a missing directory or
+            // missing rights are configuration. Only the pid lock cannot do
+            // without its file: without it a second relay could start.
+            Err(problem) if key != "PID_FILE" && problem.passing() => {}
             Err(problem) => {
                 return Err(Error::setup(format!(
                     "{key} {}: {}",

@@ -251,13 +251,28 @@ fn start_logging(config: &Config) -> Result<LogHandle, Error> {
     } else {
         Destination::Stderr
     };
-    logging::init(config.log_level, &destination).map_err(|e| {
-        let what = match (&config.log_file, config.log_syslog) {
-            (Some(path), false) => format!("LOG_FILE {}", path.display()),
-            _ => "LOG_SYSLOG".to_string(),
-        };
-        Error::setup_because(what, e)
-    })
+    match logging::init(config.log_level, &destination) {
+        Ok(log) => Ok(log),
+        // A full or read-only disk must not keep the relay from serving:
+        // the log goes to stderr until the next start.
+        Err(e) if matches!(destination, Destination::File { .. }) && files::disk_problem(&e) => {
+            let log = logging::init(config.log_level, &Destination::Stderr)?;
+            if let Some(path) = &config.log_file {
+                log::error!(
+                    "LOG_FILE {} cannot be written ({e}): logging to stderr instead",
+                    path.display()
+                );
+            }
+            Ok(log)
+        }
+        Err(e) => {
+            let what = match (&config.log_file, config.log_syslog) {
+                (Some(path), false) => format!("LOG_FILE {}", path.display()),
+                _ => "LOG_SYSLOG".to_string(),
+            };
+            Err(Error::setup_because(what, e))
+        }
+    }
 }
 
 /// The signal thread: turns the blocked signals into messages for the main
@@ -359,24 +374,22 @@ impl StatusWriter {
             broker,
             devices,
         };
-        let mut failed = None;
+        let mut failed = Vec::new();
         if let Some(path) = &config.status_file {
             if let Err(e) = status::write(path, &snapshot) {
-                failed = Some(format!("STATUS_FILE {}: {e}", path.display()));
+                failed.push(format!("STATUS_FILE {}: {e}", path.display()));
             }
         }
         if let Some(path) = &config.metrics_file {
             if let Err(e) = metrics::write(path, &snapshot) {
-                failed = Some(format!("METRICS_FILE {}: {e}", path.display()));
+                failed.push(format!("METRICS_FILE {}: {e}", path.display()));
             }
         }
-        match failed {
-            None => self.failing = false,
-            Some(why) if !self.failing => {
-                self.failing = true;
-                log::error!("cannot write {why}");
-            }
-            Some(_) => {}
+        if failed.is_empty() {
+            self.failing = false;
+        } else if !self.failing {
+            self.failing = true;
+            log::error!("cannot write {}", failed.join("; nor "));
         }
     }
 }

@@ -235,6 +235,45 @@ fn a_read_only_spool_directory_does_not_stop_the_start_and_commands_flow_while_c
     );
 }
 
+/// The flash that holds the log, status and metrics turned read-only (ext4
+/// errors=remount-ro): the relay still starts and serves, the log on
+/// stderr, the failing files reported.
+#[test]
+fn a_read_only_disk_under_log_status_and_metrics_does_not_stop_the_start() {
+    let dir = TempDir::new("edge-ro-all");
+    let Some(fs) = Tmpfs::mount(dir.path(), 64, true) else {
+        return;
+    };
+    let at = |name: &str| fs.dir.join(name).to_string_lossy().into_owned();
+    let (log, status, metrics) = (at("relay.log"), at("status.json"), at("relay.prom"));
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(
+        broker.port,
+        &[
+            ("LOG_FILE", log.as_str()),
+            ("STATUS_FILE", status.as_str()),
+            ("METRICS_FILE", metrics.as_str()),
+        ],
+    );
+    relay.expect_log("cannot be written", WAIT);
+    relay.expect_log("cannot write STATUS_FILE", WAIT);
+    let mut s = relay.connect();
+    let burst: String = (0..100).map(command).collect();
+    s.write_all(burst.as_bytes()).unwrap();
+    expect_all(
+        &sub,
+        100,
+        Duration::from_secs(5),
+        "read-only log disk",
+        &relay,
+    );
+    assert!(
+        relay.log().contains("accepted IMG"),
+        "the log went to stderr"
+    );
+}
+
 #[test]
 fn a_spool_on_a_full_disk_at_start_does_not_stop_the_start() {
     let dir = TempDir::new("edge-full-start");
