@@ -213,6 +213,13 @@ impl RotatingFile {
     /// LOG_FILE.(N-1) → LOG_FILE.N, …, LOG_FILE → LOG_FILE.1, then a fresh
     /// LOG_FILE. With LOG_KEEP = 0 the file simply starts over.
     fn rotate(&mut self) -> io::Result<()> {
+        // Deleted or moved away meanwhile (an operator freeing space): the
+        // numbered files are not ours to shift; start a fresh LOG_FILE.
+        if !self.still_at_path() {
+            self.file = files::open_log(&self.path)?;
+            self.size = self.file.metadata()?.len();
+            return Ok(());
+        }
         if self.keep == 0 {
             self.file.set_len(0)?;
             self.size = 0;
@@ -231,6 +238,17 @@ impl RotatingFile {
         self.file = files::open_log(&self.path)?;
         self.size = 0;
         Ok(())
+    }
+}
+
+impl RotatingFile {
+    /// Whether LOG_FILE still names the file being written.
+    fn still_at_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(open), Ok(named)) => (open.dev(), open.ino()) == (named.dev(), named.ino()),
+            _ => false,
+        }
     }
 }
 
@@ -476,6 +494,31 @@ mod tests {
                 "{name} holds whole lines only"
             );
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_deleted_log_file_is_started_afresh_and_the_rotated_ones_are_kept() {
+        let path = scratch("deleted");
+        let mut file = RotatingFile::open(&path, 1000, 2).unwrap();
+        for _ in 0..3 {
+            let (bytes, starts) = lines(30, 50);
+            file.write_lines(&bytes, &starts).unwrap();
+        }
+        let dir = path.parent().unwrap().to_path_buf();
+        let rotated = std::fs::read(dir.join("relay.log.1")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        for _ in 0..2 {
+            let (bytes, starts) = lines(30, 50);
+            file.write_lines(&bytes, &starts).unwrap();
+        }
+        assert!(path.exists(), "a fresh LOG_FILE");
+        assert!(!std::fs::read(&path).unwrap().is_empty(), "lines go to it");
+        assert_eq!(
+            std::fs::read(dir.join("relay.log.1")).unwrap(),
+            rotated,
+            "the rotated history is not shifted away by a file that is gone"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
