@@ -240,36 +240,37 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
 
 /// Installs the logger `LOG_FILE`, `LOG_SYSLOG` and `LOG_LEVEL` ask for.
 fn start_logging(config: &Config) -> Result<LogHandle, Error> {
-    let destination = if config.log_syslog {
-        Destination::Syslog
-    } else if let Some(path) = &config.log_file {
-        Destination::File {
+    // Without LOG_FILE, a relay the watchdog started writes the file the
+    // watchdog named (its output's), rotated by the same rules.
+    let watchdog_log = std::env::var_os(crate::watchdog::LOG_ENV)
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from);
+    let destination = match (
+        config.log_syslog,
+        config.log_file.as_ref().or(watchdog_log.as_ref()),
+    ) {
+        (true, _) => Destination::Syslog,
+        (false, Some(path)) => Destination::File {
             path: path.clone(),
             max_bytes: config.log_max_bytes,
             keep: config.log_keep,
-        }
-    } else {
-        Destination::Stderr
+        },
+        (false, None) => Destination::Stderr,
     };
     match logging::init(config.log_level, &destination) {
         Ok(log) => Ok(log),
         // A full or read-only disk must not keep the relay from serving:
         // the log goes to stderr until the next start.
-        Err(e) if matches!(destination, Destination::File { .. }) && files::disk_problem(&e) => {
-            let log = logging::init(config.log_level, &Destination::Stderr)?;
-            if let Some(path) = &config.log_file {
-                log::error!(
-                    "LOG_FILE {} cannot be written ({e}): logging to stderr instead",
-                    path.display()
-                );
-            }
-            Ok(log)
-        }
         Err(e) => {
-            let what = match (&config.log_file, config.log_syslog) {
-                (Some(path), false) => format!("LOG_FILE {}", path.display()),
+            let what = match &destination {
+                Destination::File { path, .. } => format!("LOG_FILE {}", path.display()),
                 _ => "LOG_SYSLOG".to_string(),
             };
+            if matches!(destination, Destination::File { .. }) && files::disk_problem(&e) {
+                let log = logging::init(config.log_level, &Destination::Stderr)?;
+                log::error!("{what} cannot be written ({e}): logging to stderr instead");
+                return Ok(log);
+            }
             Err(Error::setup_because(what, e))
         }
     }

@@ -41,6 +41,9 @@ const START_WAIT: Duration = Duration::from_secs(10);
 /// How long a killed relay has to release the lock.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
+/// Where the relay's output goes without LOG_FILE (the watchdog's choice,
+/// passed on to the relay it starts).
+pub const LOG_ENV: &str = "MS500_RELAY_LOG";
 /// Longest wait for a stale-looking status file to be rewritten.
 const CONFIRM_WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -176,7 +179,7 @@ impl Watch {
         // The relay writes its own log to LOG_FILE; what it prints before its
         // logger runs (a refused start) goes there too. Without LOG_FILE its
         // output goes to $MS500_RELAY_LOG, else next to STATUS_FILE.
-        let log = match (&config.log_file, std::env::var_os("MS500_RELAY_LOG")) {
+        let log = match (&config.log_file, std::env::var_os(LOG_ENV)) {
             (Some(path), _) => path.clone(),
             (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
             (None, _) => parent_dir(&status_file).join("ms500-relay.log"),
@@ -297,7 +300,10 @@ impl Watch {
             .arg(&self.conf)
             .stdin(null)
             .stdout(log)
-            .stderr(stderr);
+            .stderr(stderr)
+            // Without LOG_FILE the relay writes this file itself, rotated
+            // like LOG_FILE: appended output alone would grow without bound.
+            .env(LOG_ENV, &self.log);
         let mut child = sys::new_session(&mut command)
             .spawn()
             .map_err(|e| Error::runtime_because(format!("cannot start {}", exe.display()), e))?;

@@ -71,19 +71,33 @@ fn sighup_reopens_the_log_file_and_the_relay_keeps_running() {
 
 #[test]
 fn a_log_flood_at_debug_stays_within_keep_plus_one_files_of_max_bytes() {
+    log_flood_stays_within_bounds(false);
+}
+
+/// Without LOG_FILE, a relay the watchdog starts writes the file the
+/// watchdog names ($MS500_RELAY_LOG) itself, rotated the same way.
+#[test]
+fn the_watchdogs_log_file_is_rotated_like_log_file() {
+    log_flood_stays_within_bounds(true);
+}
+
+fn log_flood_stays_within_bounds(named_by_the_watchdog: bool) {
     let broker = Broker::start();
     let dir = TempDir::new("op-flood");
     let log = dir.path().join("relay.log");
     let log_s = log.to_string_lossy().into_owned();
-    let relay = Relay::spawn(
-        broker.port,
-        &[
-            ("LOG_FILE", log_s.as_str()),
-            ("LOG_MAX_BYTES", "65536"),
-            ("LOG_KEEP", "2"),
-            ("LOG_LEVEL", "debug"),
-        ],
-    );
+    let mut settings = vec![
+        ("LOG_MAX_BYTES", "65536"),
+        ("LOG_KEEP", "2"),
+        ("LOG_LEVEL", "debug"),
+    ];
+    let mut launch = support::Launch::default();
+    if named_by_the_watchdog {
+        launch.env.push(("MS500_RELAY_LOG".into(), log_s.clone()));
+    } else {
+        settings.push(("LOG_FILE", log_s.as_str()));
+    }
+    let relay = Relay::spawn_with(broker.port, &settings, launch);
     assert!(wait_until(WAIT, || text(&log).contains("listening on")));
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
     let mut s = relay.connect();
