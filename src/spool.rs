@@ -21,7 +21,8 @@
 //! command counts as accepted only after that sync. `D` records are written
 //! without a sync of their own; losing one after a crash only means a
 //! duplicate publish (at least once). When nothing is live the file is cut
-//! back to its header; when dead records outweigh live ones it is rewritten
+//! back to its header; when dead records outweigh live ones (and number
+//! 4096 or take 4 MiB) it is rewritten
 //! (temporary file, sync, rename).
 //!
 //! # Damage
@@ -59,8 +60,11 @@ const SYNC: [u8; 2] = [0xA5, 0x5A];
 const RECORD_HEAD: usize = 2 + 1 + 4 + 4;
 const KIND_ACCEPTED: u8 = b'A';
 const KIND_DONE: u8 = b'D';
-/// Rewrite only when this many dead records have piled up (and outweigh the live ones).
+/// Rewrite only when this many dead records have piled up (and outweigh the live ones)...
 const COMPACT_MIN_DEAD: u64 = 4096;
+/// ...or the file is this large: 4096 dead records of 60 KiB would be
+/// 240 MiB of flash, and RAM to read it back after a crash.
+const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
 /// A record longer than this cannot be ours (MAX_MESSAGE_BYTES tops out at 16 MiB).
 const MAX_RECORD: u32 = 32 * 1024 * 1024;
 /// Files moved aside (damaged, unreadable) kept per kind; older ones are removed.
@@ -302,7 +306,7 @@ impl Spool {
             self.file.sync_data()?;
             self.written = HEADER.len() as u64;
             self.dead = 0;
-        } else if self.dead >= COMPACT_MIN_DEAD && self.dead > self.live {
+        } else if self.rewrite_due() {
             self.sync()?;
             *self = Spool::create(&self.path, live)?;
         }
@@ -311,8 +315,14 @@ impl Spool {
 
     /// True when there is something to compact away.
     pub fn wants_compaction(&self) -> bool {
-        (self.live == 0 && self.dead > 0)
-            || (self.dead >= COMPACT_MIN_DEAD && self.dead > self.live)
+        (self.live == 0 && self.dead > 0) || self.rewrite_due()
+    }
+
+    /// Dead records outweigh live ones, and there are many of them or
+    /// they take room.
+    fn rewrite_due(&self) -> bool {
+        self.dead > self.live
+            && (self.dead >= COMPACT_MIN_DEAD || self.bytes() >= COMPACT_MIN_BYTES)
     }
 }
 

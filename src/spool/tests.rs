@@ -319,3 +319,29 @@ fn compaction_rewrites_when_dead_records_pile_up() {
     assert_eq!(payloads(&recover(&bytes)), vec![&b"keep"[..]]);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn compaction_rewrites_when_a_few_large_dead_records_take_megabytes() {
+    let path = scratch("rewrite-bytes");
+    let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
+    let now = SystemTime::now();
+    let big = vec![b'x'; 60 * 1024];
+    spool.accepted(0, now, b"keep");
+    let mut seq = 1;
+    while spool.bytes() < COMPACT_MIN_BYTES {
+        spool.accepted(seq, now, &big);
+        spool.done(seq);
+        seq += 1;
+    }
+    spool.sync().unwrap();
+    assert!(
+        seq < COMPACT_MIN_DEAD,
+        "far fewer records than the count limit"
+    );
+    assert!(spool.wants_compaction());
+    spool
+        .compact(std::iter::once((0, now, &b"keep"[..])))
+        .unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() < 100);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
