@@ -314,10 +314,10 @@ impl Config {
     }
 
     /// The brokers of `MQTT_BROKER`, in order, each with its port (MQTT_PORT by default).
-    pub fn brokers(&self) -> Vec<crate::brokers::Broker> {
+    pub fn brokers(&self) -> Vec<Broker> {
         self.mqtt_broker
             .iter()
-            .map(|b| crate::brokers::Broker {
+            .map(|b| Broker {
                 host: b.host.clone(),
                 port: b.port.unwrap_or(self.mqtt_port),
             })
@@ -559,6 +559,12 @@ fn strip_comment(value: &str) -> &str {
     value
 }
 
+/// Mode of `path` when it lets group or others write to it.
+pub fn writable_by_others(path: &Path) -> Option<u32> {
+    let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(path).ok()?) & 0o7777;
+    (mode & 0o022 != 0).then_some(mode)
+}
+
 /// Reads relay.conf: the file given with `-c`, or else `./relay.conf`, or
 /// else `/etc/ms500-relay/relay.conf`. A file writable by group or others
 /// is refused, as ssh and mosquitto refuse theirs. With no file given and none found, the
@@ -571,7 +577,7 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigErro
         })
     };
     let parse_file = |path: &Path, text: &str| {
-        if let Some(mode) = crate::files::writable_by_others(path) {
+        if let Some(mode) = writable_by_others(path) {
             return Err(ConfigError::WritableByOthers {
                 path: path.display().to_string(),
                 mode,

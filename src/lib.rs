@@ -4,14 +4,24 @@
 //! codes; everything else is this library, which the fuzz targets and the
 //! benchmark use too.
 //!
-//! How a command travels: [`listener`] accepts a connection and starts a
-//! [`session`], which frames the byte stream ([`frame`]), validates each
-//! value ([`command`]) and pushes it to the [`publisher`], which keeps it in
-//! the delivery ledger ([`delivery`]) and the [`spool`] and writes it to the
-//! broker over the [`publish_link`]'s connection ([`wire`], [`mqtt`]). The
-//! [`device_link`] receives heartbeats ([`heartbeat`], [`devices`]) and
-//! device replies, which go to the backend holding the unit's route
-//! ([`routes`], [`outbox`], [`lingering`]). [`relay`] wires the threads.
+//! The tree is the architecture, one folder per side, and a command
+//! travels through it in this order:
+//!
+//! - `backend/`: the listener accepts a connection and starts a session,
+//!   which frames and validates the byte stream ([`protocol`]) and hands
+//!   accepted commands over in batches;
+//! - `delivery/`: the queue item, the publisher that owns every command
+//!   until the broker acknowledged it (the ledger, the spool), and the
+//!   outbox that carries status lines and replies back to a connection;
+//! - [`mqtt`]: the broker links: the MQTT codec, the byte stream (TCP or
+//!   TLS), the broker list and the publish link thread;
+//! - `devices/`: the device link that receives heartbeats (the device
+//!   table) and device replies, which go back over the reply routes;
+//! - [`ops`]: what every thread uses (logging, counters, files, time, stop);
+//! - [`report`]: the status and metrics files; [`cli`]: the commands.
+//!
+//! [`relay`] starts the threads and stops them. Folders only point down
+//! this list (`devices` also uses the backend's reply routes): no cycles.
 //!
 //! # Log levels
 //!
@@ -21,38 +31,14 @@
 //! - info: one line per command, heartbeat, connection and state change;
 //! - debug: internals.
 
-pub mod brokers;
+mod backend;
 pub mod cli;
-pub mod command;
 pub mod config;
-pub mod counters;
-pub mod delivery;
-pub mod device_link;
-pub mod devices;
+mod delivery;
+mod devices;
 pub mod error;
-pub mod files;
-pub mod frame;
-pub mod heartbeat;
-pub mod lingering;
-pub mod listener;
-pub mod log_limit;
-pub mod logging;
-pub mod metrics;
 pub mod mqtt;
-pub mod outbox;
-pub mod pidfile;
-pub mod publish_link;
-pub mod publisher;
-pub mod redact;
+pub mod ops;
+pub mod protocol;
 pub mod relay;
-pub mod routes;
-pub mod send;
-pub mod session;
-pub mod shutdown;
-pub mod spool;
-pub mod status;
-pub mod sys;
-pub mod time;
-pub mod tls;
-pub mod watchdog;
-pub mod wire;
+pub mod report;

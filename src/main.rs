@@ -5,9 +5,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use ms500_relay::cli::{self, Action};
+use ms500_relay::cli::args::{self as cli, Action};
+use ms500_relay::cli::{send, watchdog};
 use ms500_relay::error::Error;
-use ms500_relay::{config, files, logging, relay, send, status, tls, watchdog};
+use ms500_relay::mqtt::tls;
+use ms500_relay::ops::{logging, preflight};
+use ms500_relay::report::status;
+use ms500_relay::{config, relay};
 
 fn main() -> ExitCode {
     match run() {
@@ -41,9 +45,9 @@ fn run() -> Result<(), Error> {
             let (config, path) = load()?;
             // What the run refuses before serving is refused here too, and
             // what it warns about is warned about.
-            files::preflight(&config)?;
+            preflight::preflight(&config)?;
             tls::client_config(&config)?;
-            for warning in files::secret_file_warnings(&config, path.as_deref()) {
+            for warning in preflight::secret_file_warnings(&config, path.as_deref()) {
                 let _ = writeln!(std::io::stderr(), "ms500-relay: warning: {warning}");
             }
             let mut out = std::io::stdout().lock();

@@ -16,27 +16,28 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::brokers::Brokers;
+use crate::backend::lingering;
+use crate::backend::listener;
+use crate::backend::routes::ReplyRoutes;
+use crate::backend::session::Shared;
 use crate::config::Config;
-use crate::counters::Counters;
-use crate::device_link::DeviceLink;
-use crate::devices::DeviceTable;
+use crate::delivery::item::Accepted;
+use crate::delivery::publisher::Publisher;
+use crate::devices::link::DeviceLink;
+use crate::devices::table::DeviceTable;
 use crate::error::Error;
-use crate::files;
-use crate::lingering;
-use crate::listener;
-use crate::log_limit;
-use crate::logging::{self, Destination, LogHandle};
-use crate::metrics;
-use crate::pidfile::PidFile;
-use crate::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
-use crate::publisher::Publisher;
-use crate::routes::ReplyRoutes;
-use crate::session::{Accepted, Shared};
-use crate::shutdown::Stop;
-use crate::status;
-use crate::sys::{self, Received};
-use crate::tls;
+use crate::mqtt::brokers::Brokers;
+use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
+use crate::mqtt::tls;
+use crate::ops::counters::Counters;
+use crate::ops::log_limit;
+use crate::ops::logging::{self, Destination, LogHandle};
+use crate::ops::pidfile::PidFile;
+use crate::ops::shutdown::Stop;
+use crate::ops::sys::{self, Received};
+use crate::ops::{files, preflight};
+use crate::report::metrics;
+use crate::report::status;
 
 /// Batches of commands parsed by sessions and not yet taken by the
 /// publisher (each at most `session::BATCH_COMMANDS` commands or about
@@ -56,7 +57,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     let config = Arc::new(config);
     let started = SystemTime::now();
     // Everything the run would refuse, refused now with exit 2.
-    files::preflight(&config)?;
+    preflight::preflight(&config)?;
     let tls = tls::client_config(&config)?;
     // Read once: both links trust exactly the same files.
     let transport = tls::transport(tls.clone());
@@ -70,7 +71,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     if let Some(p) = &source {
         log::debug!("configuration from {}", p.display());
     }
-    for warning in files::secret_file_warnings(&config, source.as_deref()) {
+    for warning in preflight::secret_file_warnings(&config, source.as_deref()) {
         log::warn!("{warning}");
     }
     if let Err(e) = no_core_dumps {
@@ -132,7 +133,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
         routes: routes.clone(),
         counters: Arc::clone(&counters),
         devices: Arc::clone(&devices),
-        shared: Arc::clone(&link_shared),
+        broker_in_use: Arc::clone(&link_shared.broker_in_use),
         stop: link_stop.clone(),
     };
     let device_link_thread = spawn("device-link", move || device_link.run())?;
@@ -242,7 +243,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
 fn start_logging(config: &Config) -> Result<LogHandle, Error> {
     // Without LOG_FILE, a relay the watchdog started writes the file the
     // watchdog named (its output's), rotated by the same rules.
-    let watchdog_log = std::env::var_os(crate::watchdog::LOG_ENV)
+    let watchdog_log = std::env::var_os(logging::LOG_ENV)
         .filter(|path| !path.is_empty())
         .map(PathBuf::from);
     let destination = match (

@@ -29,7 +29,7 @@
 #[allow(dead_code)]
 mod json;
 
-use ms500_relay::frame::{self, check_value, parse, Frame, FrameDecoder, FrameError, Json, Spans};
+use ms500_relay::protocol::frame::{self, check_value, parse, Frame, FrameDecoder, FrameError, Json, Spans};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: [usize; 8] = [4096, 4096, 4096, 4096, 1, 7, 32, 300];

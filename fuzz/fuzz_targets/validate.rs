@@ -29,8 +29,8 @@
 #[allow(dead_code)]
 mod json;
 
-use ms500_relay::command::{valid_unit, validate, Command, CommandType, Rejection};
-use ms500_relay::frame;
+use ms500_relay::protocol::command::{valid_unit, validate, Command, CommandType, Rejection};
+use ms500_relay::protocol::frame;
 use libfuzzer_sys::fuzz_target;
 
 fn unit_ok(unit: &str) -> bool {

@@ -933,3 +933,22 @@ fn key_table_has_each_key_once() {
     }
     assert_eq!(Config::default().effective().len(), KEYS.len());
 }
+
+#[test]
+fn parses_hosts_ports_and_ipv6() {
+    assert_eq!(
+        parse_list("a, b:1884 ,[::1]:8883, ::1, 10.0.0.1:1,").unwrap(),
+        vec![
+            ("a".into(), None),
+            ("b".into(), Some(1884)),
+            ("::1".into(), Some(8883)),
+            ("::1".into(), None),
+            ("10.0.0.1".into(), Some(1)),
+        ]
+    );
+    for bad in [
+        "", " , ", "a:0", "a:x", "a:70000", "[::1", "[::1]x", ":1883", "a b",
+    ] {
+        assert!(parse_list(bad).is_err(), "{bad:?}");
+    }
+}

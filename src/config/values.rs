@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::brokers;
-
 /// Longest time any seconds key accepts (one year): far beyond any sensible
 /// setting, and small enough that `Instant + Duration` can never overflow.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
@@ -115,6 +113,23 @@ pub fn allowed(rules: &[AllowRule], ip: IpAddr) -> bool {
     rules.iter().any(|rule| rule.contains(ip))
 }
 
+/// One broker of the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// One `MQTT_BROKER` entry: a host, with its own port when given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddr {
@@ -123,10 +138,48 @@ pub struct BrokerAddr {
 }
 
 pub fn brokers(value: &str) -> Result<Vec<BrokerAddr>, String> {
-    Ok(brokers::parse_list(value)?
+    Ok(parse_list(value)?
         .into_iter()
         .map(|(host, port)| BrokerAddr { host, port })
         .collect())
+}
+
+/// Parses `MQTT_BROKER`: comma-separated `host`, `host:port`, `[v6]:port`
+/// or a bare IPv6 address; entries without a port get `None`.
+pub fn parse_list(value: &str) -> Result<Vec<(String, Option<u16>)>, String> {
+    let mut out = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad_port = |p: &str| format!("{entry:?}: {p:?} is not a port number (1-65535)");
+        let port = |p: &str| match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad_port(p)),
+        };
+        let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{entry:?}: missing ']' after an IPv6 address"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, Some(port(p)?)),
+                None if after.is_empty() => (host, None),
+                None => return Err(format!("{entry:?}: unexpected text after ']'")),
+            }
+        } else if entry.matches(':').count() > 1 {
+            // A bare IPv6 address: no port can follow without brackets.
+            (entry, None)
+        } else if let Some((host, p)) = entry.split_once(':') {
+            (host, Some(port(p)?))
+        } else {
+            (entry, None)
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(format!("{entry:?} is not a host name or address"));
+        }
+        out.push((host.to_string(), port));
+    }
+    if out.is_empty() {
+        return Err("must name at least one broker: host[:port], host[:port], ...".into());
+    }
+    Ok(out)
 }
 
 pub fn render_brokers(list: &[BrokerAddr]) -> String {

@@ -1,0 +1,168 @@
+//! The lingering thread: backend connections whose peer has closed its side
+//! (a one-shot sender: connect, send, shut down writing) but that are still
+//! owed status lines, because their commands wait for the broker. One thread
+//! for all of them: each holds nothing but its socket's descriptor and its
+//! outbox, so a broker outage with thousands of one-shot senders costs
+//! neither threads nor a descriptor per pending command.
+//!
+//! It owns the sockets handed over by sessions (through a bounded channel)
+//! and is woken by their outboxes when a line is queued or a claim ends.
+//! Sockets are non-blocking here (nobody else uses them any more): a line
+//! that does not fit is retried shortly, never waited for. A connection is
+//! released when nothing more is owed, after [`LINGER_MAX`], when its socket
+//! fails, or, past the cap, oldest first, so closed peers can never exhaust
+//! the descriptors the relay needs for new connections and its broker link.
+//! On shutdown it keeps writing for the shutdown grace, then releases all.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+
+use crate::delivery::outbox::Outbox;
+use crate::ops::shutdown::Stop;
+
+/// The longest a closed peer waits for its status lines.
+pub const LINGER_MAX: Duration = Duration::from_secs(30);
+/// How soon a write that did not fit is tried again.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// A connection the peer has closed, still owed status lines.
+pub struct Lingering {
+    pub stream: TcpStream,
+    pub outbox: Outbox,
+    since: Instant,
+    /// Bytes taken from the outbox and not yet written.
+    pending: Vec<u8>,
+}
+
+impl Lingering {
+    pub fn new(stream: TcpStream, outbox: Outbox) -> Lingering {
+        Lingering {
+            stream,
+            outbox,
+            since: Instant::now(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Writes what it can without blocking; false when the socket failed.
+    fn flush(&mut self) -> bool {
+        if self.pending.is_empty() {
+            self.pending = self.outbox.take();
+        }
+        while !self.pending.is_empty() {
+            match self.stream.write(&self.pending) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                    if self.pending.is_empty() {
+                        self.pending = self.outbox.take();
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("backend {}: write failed: {e}", self.outbox.peer());
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn finished(&self) -> bool {
+        self.pending.is_empty() && self.outbox.owed() == 0 && self.outbox.is_empty()
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        // No more lines for this connection; the socket closes with `stream`.
+        self.outbox.close();
+    }
+}
+
+/// Runs until every session has gone (the channel of handed-over
+/// connections is closed) and no connection lingers, or, after `stop`, for
+/// at most `grace`.
+pub fn run(
+    handed: Receiver<Lingering>,
+    woken: Receiver<()>,
+    stop: Stop,
+    grace: Duration,
+    cap: usize,
+) {
+    let mut conns: VecDeque<Lingering> = VecDeque::new();
+    let never = crossbeam_channel::never();
+    let never_stop = crossbeam_channel::never();
+    let mut handed_open = true;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if deadline.is_none() && stop.is_set() {
+            deadline = Some(Instant::now() + grace);
+        }
+        let now = Instant::now();
+        let past_deadline = deadline.is_some_and(|d| now >= d);
+        conns.retain_mut(|c| {
+            let ok = c.flush();
+            let keep =
+                ok && !c.finished() && now.duration_since(c.since) < LINGER_MAX && !past_deadline;
+            if !keep && !c.finished() {
+                log::debug!(
+                    "backend {}: released with {} status lines still owed",
+                    c.outbox.peer(),
+                    c.outbox.owed()
+                );
+            }
+            keep
+        });
+        if conns.is_empty() && (!handed_open || past_deadline) {
+            break;
+        }
+        let wait = if conns.iter().any(|c| !c.pending.is_empty()) {
+            RETRY
+        } else {
+            conns
+                .front()
+                .map(|c| LINGER_MAX.saturating_sub(c.since.elapsed()))
+                .unwrap_or(Duration::from_secs(3600))
+        };
+        let wait = match deadline {
+            Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
+            None => wait,
+        };
+        let handed_rx = if handed_open { &handed } else { &never };
+        let stop_rx = if deadline.is_none() {
+            stop.receiver()
+        } else {
+            &never_stop
+        };
+        select! {
+            recv(handed_rx) -> conn => match conn {
+                Ok(conn) => {
+                    if let Err(e) = conn.stream.set_nonblocking(true) {
+                        log::debug!("backend {}: {e}", conn.outbox.peer());
+                        continue;
+                    }
+                    conns.push_back(conn);
+                    while conns.len() > cap {
+                        if let Some(old) = conns.pop_front() {
+                            log::debug!(
+                                "backend {}: released early ({cap} closed connections already wait for status lines)",
+                                old.outbox.peer()
+                            );
+                        }
+                    }
+                }
+                Err(_) => handed_open = false,
+            },
+            recv(woken) -> _ => {},
+            recv(stop_rx) -> _ => {},
+            default(wait) => {},
+        }
+    }
+    log::debug!("lingering thread stopped");
+}

@@ -1,0 +1,131 @@
+//! Reply routes (PROTOCOL.md §1.3): which backend connection gets the replies of
+//! which unit. Written by session threads (an accepted SCS/UDS claims the
+//! unit, a closing session drops its claims), read by the MQTT event loop
+//! when a reply arrives. One mutex, held only for a map operation.
+//!
+//! Bounded: at most `max` units have a route (MAX_DEVICES); a claim for
+//! one more drops the oldest claim (its replies are then unrouted), so a
+//! backend claiming ever new units on one connection cannot grow it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::delivery::outbox::Outbox;
+use crate::ops::log_limit::{self, Kind};
+
+#[derive(Clone)]
+pub struct ReplyRoutes {
+    inner: Arc<Mutex<Routes>>,
+}
+
+struct Routes {
+    /// unit → (claim number, the connection's outbox).
+    map: HashMap<String, (u64, Outbox)>,
+    next: u64,
+    max: usize,
+}
+
+impl ReplyRoutes {
+    /// Routes for at most `max` units.
+    pub fn new(max: usize) -> Self {
+        ReplyRoutes {
+            inner: Arc::new(Mutex::new(Routes {
+                map: HashMap::new(),
+                next: 0,
+                max: max.max(1),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Routes> {
+        // A panic while holding this lock cannot leave the map half-updated, so keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session behind `outbox` becomes the route for `unit`, replacing any other.
+    pub fn claim(&self, unit: &str, outbox: &Outbox) {
+        let mut routes = self.lock();
+        let seq = routes.next;
+        routes.next += 1;
+        if !routes.map.contains_key(unit) && routes.map.len() >= routes.max {
+            // Full: the oldest claim goes (a scan, only when full).
+            let oldest = routes
+                .map
+                .iter()
+                .min_by_key(|(_, (seq, _))| *seq)
+                .map(|(unit, _)| unit.clone());
+            if let Some(oldest) = oldest {
+                routes.map.remove(&oldest);
+                if log_limit::allow(Kind::ForgottenRoute) {
+                    log::warn!(
+                        "reply route of unit {oldest} forgotten: {} units have routes (MAX_DEVICES)",
+                        routes.max
+                    );
+                }
+            }
+        }
+        let previous = routes.map.insert(unit.to_string(), (seq, outbox.clone()));
+        drop(routes);
+        if let Some((_, previous)) = previous {
+            if previous.id() != outbox.id() {
+                log::debug!(
+                    "replies of unit {unit} now go to {} instead of {}",
+                    outbox.peer(),
+                    previous.peer()
+                );
+            }
+        }
+    }
+
+    /// Drops every route held by `session`.
+    pub fn release(&self, session: u64) {
+        self.lock().map.retain(|_, (_, o)| o.id() != session);
+    }
+
+    pub fn route(&self, unit: &str) -> Option<Outbox> {
+        self.lock().map.get(unit).map(|(_, o)| o.clone())
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(session: u64) -> Outbox {
+        Outbox::new(session, "127.0.0.1:9".parse().unwrap()).0
+    }
+
+    #[test]
+    fn newer_claim_takes_over_and_release_only_drops_own_routes() {
+        let routes = ReplyRoutes::new(10);
+        assert!(routes.route("u1").is_none());
+        routes.claim("u1", &outbox(1));
+        routes.claim("u2", &outbox(1));
+        routes.claim("u1", &outbox(2));
+        assert_eq!(routes.route("u1").map(|o| o.id()), Some(2));
+        routes.release(1);
+        assert!(routes.route("u2").is_none());
+        assert_eq!(routes.route("u1").map(|o| o.id()), Some(2));
+        routes.release(2);
+        assert_eq!(routes.len(), 0);
+    }
+
+    #[test]
+    fn past_the_limit_the_oldest_claim_is_forgotten() {
+        let routes = ReplyRoutes::new(2);
+        routes.claim("u1", &outbox(1));
+        routes.claim("u2", &outbox(1));
+        routes.claim("u1", &outbox(2)); // a new claim of a routed unit: still 2
+        assert_eq!(routes.len(), 2);
+        routes.claim("u3", &outbox(3)); // u2's claim is the oldest now
+        assert_eq!(routes.len(), 2);
+        assert!(routes.route("u2").is_none());
+        assert_eq!(routes.route("u1").map(|o| o.id()), Some(2));
+        assert_eq!(routes.route("u3").map(|o| o.id()), Some(3));
+    }
+}

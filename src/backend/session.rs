@@ -1,0 +1,463 @@
+//! One backend connection. The session thread reads the socket, frames and
+//! validates commands, claims reply routes for SCS/UDS and pushes accepted
+//! commands onto the bounded job channel read by the publisher (blocking
+//! there is the TCP backpressure of PROTOCOL.md §2.6). A writer thread
+//! (`outbox::write_loop`) shares the socket for everything written back; the
+//! session joins it on exit, or, when the peer has closed its side but is
+//! still owed status lines, hands the socket to the lingering thread.
+//!
+//! On shutdown the session reads on until the kernel holds nothing more for
+//! it (bounded by `SHUTDOWN_GRACE`): a command whose bytes reached the relay
+//! is published, spooled, or reported as left unread, never dropped silently.
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{SendTimeoutError, Sender};
+
+use crate::backend::lingering::Lingering;
+use crate::backend::routes::ReplyRoutes;
+use crate::config::{AckMode, Config};
+use crate::delivery::item::Accepted;
+use crate::delivery::outbox::{self, Finish, Outbox, StatusOwed};
+use crate::ops::counters::Counters;
+use crate::ops::log_limit::{self, Kind};
+use crate::ops::shutdown::Stop;
+use crate::protocol::command;
+use crate::protocol::frame::{Frame, FrameDecoder, Json};
+
+/// How often a blocked read or queue push looks at the stop signal.
+const POLL: Duration = Duration::from_millis(250);
+/// While draining at shutdown: a read that finds nothing within this means
+/// the kernel holds nothing more for this connection.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+const READ_CHUNK: usize = 64 * 1024;
+/// A value left incomplete this long is a slow-loris: discarded, connection closed.
+const PARTIAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes read just to count what the shutdown grace left unread.
+const COUNT_UNREAD_MAX: usize = 16 * 1024 * 1024;
+
+/// One of the `MAX_CONNECTIONS` places; freed when dropped, which a session
+/// does as soon as it stops reading its peer.
+pub struct Slot(pub Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What every session shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub jobs: Sender<Vec<Accepted>>,
+    pub routes: ReplyRoutes,
+    pub counters: Arc<Counters>,
+    pub intake: Stop,
+    /// Connections handed to the lingering thread, and its waker.
+    pub lingering: Sender<Lingering>,
+    pub lingering_wake: Sender<()>,
+}
+
+impl Shared {
+    /// When reading must stop at shutdown: the grace after the stop signal.
+    fn drain_deadline(&self) -> Instant {
+        self.intake.triggered_at().unwrap_or_else(Instant::now) + self.config.shutdown_grace
+    }
+}
+
+/// Why a session ended.
+enum End {
+    PeerClosed,
+    /// Shutdown: everything the kernel held was read.
+    Stopped,
+    /// Shutdown: the grace ran out with commands still unread.
+    GraceOver {
+        commands: usize,
+        bytes: usize,
+    },
+    Fatal,
+    SlowValue,
+    Io(std::io::Error),
+    PublisherGone,
+}
+
+/// The state of one connection as its session reads it.
+struct Reader<'a> {
+    stream: &'a TcpStream,
+    outbox: Outbox,
+    shared: &'a Shared,
+    /// Status lines this connection wants: ACK_MODE, unless it asked otherwise.
+    ack_mode: AckMode,
+    /// Reading at shutdown: pushes give up at the deadline.
+    draining: Option<Instant>,
+    /// Commands framed and validated, handed to the publisher together
+    /// (one channel send, one wake-up): all those of one read, or
+    /// [`BATCH_COMMANDS`] / [`BATCH_BYTES`] when that comes first.
+    batch: Vec<Accepted>,
+    batch_bytes: usize,
+}
+
+/// Most commands handed to the publisher in one batch.
+pub const BATCH_COMMANDS: usize = 64;
+/// A batch is handed over once its payloads reach this many bytes.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
+pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, slot: Slot) {
+    let stream = Arc::new(stream);
+    let (outbox, woken) = Outbox::new(id, peer);
+    let (finish_tx, finish_rx) = crossbeam_channel::bounded::<Finish>(1);
+    let writer = {
+        let (stream, outbox) = (Arc::clone(&stream), outbox.clone());
+        std::thread::Builder::new()
+            .name(format!("backend-write-{id}"))
+            .spawn(move || outbox::write_loop(stream, outbox, woken, finish_rx))
+    };
+    let writer = match writer {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("backend {peer}: cannot start its writer thread: {e}");
+            return;
+        }
+    };
+
+    let mut reader = Reader {
+        stream: &stream,
+        outbox: outbox.clone(),
+        shared: &shared,
+        ack_mode: shared.config.ack_mode,
+        draining: None,
+        batch: Vec::with_capacity(BATCH_COMMANDS),
+        batch_bytes: 0,
+    };
+    let end = reader.read_loop();
+    // No longer reading this peer: its MAX_CONNECTIONS place is free.
+    drop(slot);
+    match &end {
+        End::PeerClosed => log::info!("backend {peer} closed the connection"),
+        End::Stopped => log::info!("backend {peer}: read all it sent (shutting down)"),
+        End::GraceOver { commands, bytes } => log::warn!(
+            "backend {peer}: the shutdown grace of {} s ran out with {commands} commands \
+             ({bytes} bytes) it sent still unread: not published",
+            shared.config.shutdown_grace.as_secs()
+        ),
+        End::Fatal => log::info!("backend {peer}: connection closed by the relay"),
+        End::SlowValue => {
+            if log_limit::allow(Kind::RejectedCommand) {
+                log::warn!(
+                    "backend {peer} left a value incomplete for {} s: discarded, connection closed",
+                    PARTIAL_TIMEOUT.as_secs()
+                )
+            }
+        }
+        End::Io(e) => log::info!("backend {peer}: connection lost: {e}"),
+        End::PublisherGone => log::warn!("backend {peer}: publisher gone, closing"),
+    }
+    // Closed (or stopped) means no more replies for this connection (PROTOCOL.md §1.3)...
+    shared.routes.release(id);
+    // ...but status lines it is owed still go out to a peer that only half-closed.
+    let linger =
+        matches!(end, End::PeerClosed | End::Stopped | End::GraceOver { .. }) && outbox.owed() > 0;
+    let _ = finish_tx.send(if linger {
+        Finish::HandOff
+    } else {
+        Finish::Flush
+    });
+    let _ = writer.join();
+    if linger {
+        match Arc::try_unwrap(stream) {
+            Ok(stream) => {
+                outbox.rewire(shared.lingering_wake.clone());
+                let _ = shared.lingering.send(Lingering::new(stream, outbox));
+            }
+            Err(_) => log::debug!("backend {peer}: socket still shared; not lingering"),
+        }
+    }
+}
+
+impl Reader<'_> {
+    fn peer(&self) -> SocketAddr {
+        self.outbox.peer()
+    }
+
+    fn read_loop(&mut self) -> End {
+        let mut stream = self.stream;
+        let mut decoder = FrameDecoder::new(self.shared.config.max_message_bytes);
+        let _ = self.stream.set_nodelay(true);
+        if let Err(e) = self.stream.set_read_timeout(Some(POLL)) {
+            return End::Io(e);
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut partial_since: Option<Instant> = None;
+        loop {
+            if self.draining.is_none() && self.shared.intake.is_set() {
+                let deadline = self.shared.drain_deadline();
+                self.draining = Some(deadline);
+                if let Err(e) = self.stream.set_read_timeout(Some(DRAIN_POLL)) {
+                    return End::Io(e);
+                }
+            }
+            if let Some(deadline) = self.draining {
+                if Instant::now() >= deadline {
+                    return self.count_unread(&mut decoder, 0, &mut buf);
+                }
+            }
+            if partial_since.is_some_and(|t| t.elapsed() > PARTIAL_TIMEOUT) {
+                return End::SlowValue;
+            }
+            let n = match stream.read(&mut buf) {
+                Ok(0) => {
+                    // Rate-limited: a peer can repeat this as fast as it connects.
+                    if let Some(partial) = decoder.finish() {
+                        if log_limit::allow(Kind::RejectedCommand) {
+                            log::warn!(
+                                "backend {} closed with an incomplete value of {partial} bytes: discarded",
+                                self.peer()
+                            );
+                        }
+                    }
+                    return End::PeerClosed;
+                }
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if self.draining.is_some() {
+                        // The kernel holds nothing more for this connection.
+                        return End::Stopped;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return End::Io(e),
+            };
+            decoder.push(&buf[..n]);
+            if let Some(end) = self.handle_frames(&mut decoder) {
+                return match end {
+                    End::GraceOver { commands, .. } => {
+                        self.count_unread(&mut decoder, commands, &mut buf)
+                    }
+                    other => other,
+                };
+            }
+            partial_since = match (decoder.pending_bytes(), partial_since) {
+                (0, _) => None,
+                (_, None) => Some(Instant::now()),
+                (_, since) => since,
+            };
+        }
+    }
+
+    /// Handles every complete frame the decoder holds, then hands what it
+    /// accepted to the publisher; `Some` ends the session.
+    fn handle_frames(&mut self, decoder: &mut FrameDecoder) -> Option<End> {
+        let mut fatal = false;
+        while let Some(frame) = decoder.next_frame() {
+            let outcome = match frame {
+                Frame::Value(json) => self.handle_value(json),
+                Frame::Invalid(e) => {
+                    let reason = e.to_string();
+                    self.reject_input(&reason, false);
+                    Ok(())
+                }
+                Frame::Fatal(e) => {
+                    let reason = e.to_string();
+                    self.reject_input(&reason, true);
+                    fatal = true;
+                    break;
+                }
+            };
+            if let Err(pushed) = outcome {
+                return Some(pushed.end());
+            }
+        }
+        // What came before a fatal value is queued before the connection closes.
+        if let Err(pushed) = self.hand_over() {
+            return Some(pushed.end());
+        }
+        fatal.then_some(End::Fatal)
+    }
+
+    /// Hands the batch to the publisher (blocking while its channel is full).
+    fn hand_over(&mut self) -> Result<(), Pushed> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_COMMANDS));
+        self.batch_bytes = 0;
+        self.push(batch)
+    }
+
+    /// Bytes that are not JSON (or too large): counted, logged, reported.
+    fn reject_input(&self, reason: &str, fatal: bool) {
+        let counters = &self.shared.counters;
+        Counters::add(&counters.received);
+        Counters::add(&counters.rejected);
+        if log_limit::allow(Kind::RejectedCommand) {
+            if fatal {
+                log::warn!(
+                    "rejected input from {}: {reason}; closing the connection",
+                    self.peer()
+                );
+            } else {
+                log::warn!("rejected input from {}: {reason}", self.peer());
+            }
+        }
+        self.report(None, None, None, reason);
+    }
+
+    /// Validates one value and queues it.
+    fn handle_value(&mut self, json: Json<'_>) -> Result<(), Pushed> {
+        if let Some(asked) = command::ack_request(&json) {
+            match asked {
+                Ok(mode) => {
+                    log::debug!(
+                        "backend {} asks for status lines: {}",
+                        self.peer(),
+                        mode.as_str()
+                    );
+                    self.ack_mode = mode;
+                }
+                Err(reason) => self.reject_input(&reason, false),
+            }
+            return Ok(());
+        }
+        let shared = self.shared;
+        let config = &shared.config;
+        Counters::add(&shared.counters.received);
+        let cmd = match command::validate_json(json, config.validate_fields) {
+            Ok(cmd) => cmd,
+            Err(rejection) => {
+                Counters::add(&shared.counters.rejected);
+                if log_limit::allow(Kind::RejectedCommand) {
+                    log::warn!(
+                        "rejected command ({}) from {}: {}",
+                        rejection.describe(),
+                        self.peer(),
+                        log_limit::cut(&rejection.reason)
+                    );
+                }
+                self.report(
+                    rejection.kind.as_deref(),
+                    rejection.unit.as_deref(),
+                    rejection.id.as_deref(),
+                    &rejection.reason,
+                );
+                return Ok(());
+            }
+        };
+        Counters::add(&shared.counters.queued);
+        if cmd.kind.wants_reply() {
+            shared.routes.claim(&cmd.unit, &self.outbox);
+        }
+        // The publisher logs "accepted" once the command is queued (and spooled).
+        let mut job = Accepted::new(cmd, config, Instant::now(), SystemTime::now());
+        job.peer = Some(self.peer());
+        job.reply = (self.ack_mode != AckMode::None)
+            .then(|| StatusOwed::new(&self.outbox, self.ack_mode == AckMode::All));
+        self.batch_bytes += job.payload.len();
+        self.batch.push(job);
+        if self.batch.len() >= BATCH_COMMANDS || self.batch_bytes >= BATCH_BYTES {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Blocking here while the queue is full is the backpressure: this socket
+    /// is not read until there is room. At shutdown no wait lasts past the
+    /// grace (this side's deadline is never later than the publisher's, so
+    /// a batch is either taken before the publisher counts what it leaves,
+    /// or counted here).
+    fn push(&self, mut job: Vec<Accepted>) -> Result<(), Pushed> {
+        loop {
+            let deadline = self
+                .shared
+                .intake
+                .is_set()
+                .then(|| self.shared.drain_deadline());
+            let wait = match deadline {
+                None => POLL,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Pushed::GraceOver(job.len()));
+                    }
+                    left.min(POLL)
+                }
+            };
+            match self.shared.jobs.send_timeout(job, wait) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(back)) => job = back,
+                // At shutdown the publisher leaves when the grace is over:
+                // its going means the grace ran out (its clock may be a
+                // moment ahead of this one), so the unread are counted.
+                Err(SendTimeoutError::Disconnected(back)) if deadline.is_some() => {
+                    return Err(Pushed::GraceOver(back.len()))
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
+            }
+        }
+    }
+
+    /// The grace ran out: counts the commands still unread (`already` of
+    /// them were framed but not queued), reading what the kernel holds
+    /// without queueing it, so the log can say what was left.
+    fn count_unread(&self, decoder: &mut FrameDecoder, already: usize, buf: &mut [u8]) -> End {
+        let mut stream = self.stream;
+        let mut commands = already;
+        let mut bytes = decoder.pending_bytes();
+        while let Some(frame) = decoder.next_frame() {
+            if let Frame::Value(v) = frame {
+                commands += 1;
+                bytes += v.bytes().len();
+            }
+        }
+        let _ = self.stream.set_read_timeout(Some(DRAIN_POLL));
+        let mut read = 0;
+        while read < COUNT_UNREAD_MAX {
+            match stream.read(buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    read += n;
+                    bytes += n;
+                    decoder.push(&buf[..n]);
+                    while let Some(frame) = decoder.next_frame() {
+                        if let Frame::Value(_) = frame {
+                            commands += 1;
+                        }
+                    }
+                }
+            }
+        }
+        End::GraceOver { commands, bytes }
+    }
+
+    /// Writes an error status line when this connection wants status lines.
+    fn report(&self, kind: Option<&str>, unit: Option<&str>, id: Option<&str>, reason: &str) {
+        if self.ack_mode != AckMode::None {
+            self.outbox.offer(
+                "status line",
+                outbox::status_line(kind, unit, id, Some(reason)),
+            );
+        }
+    }
+}
+
+/// Why commands could not be handed to the publisher.
+enum Pushed {
+    /// The publisher has stopped.
+    Gone,
+    /// Shutting down, and the grace ran out first, with this many commands
+    /// of the batch not handed over.
+    GraceOver(usize),
+}
+
+impl Pushed {
+    fn end(self) -> End {
+        match self {
+            Pushed::Gone => End::PublisherGone,
+            Pushed::GraceOver(commands) => End::GraceOver { commands, bytes: 0 },
+        }
+    }
+}

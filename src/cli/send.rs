@@ -1,0 +1,266 @@
+//! `ms500-relay send`: a tiny backend for operators. Connects to the running
+//! relay's socket, asks for a status line per command whatever `ACK_MODE`
+//! says (the `{"ack_mode":"all"}` value of the wire contract), writes each
+//! command (arguments, or stdin copied as is), then prints every line that
+//! comes back until each command has its status line (and each SCS/UDS that
+//! went out its device reply), or `--wait` runs out. Runs on the main thread;
+//! nothing else is started.
+//!
+//! What it prints goes through [`redact::shown`], as log lines do: a line
+//! without secret fields is printed as it came; one with secret fields
+//! (`wifi_password`, `api_key`, ... at any depth: a device's SCS reply, an
+//! `id` object) is printed with their values as `"***"`, and a line that is
+//! not JSON as its length only. Commands themselves are never echoed.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::ops::redact;
+use crate::protocol::command;
+use crate::protocol::frame::{Frame, FrameDecoder};
+
+/// What `send` asks of the relay before its commands.
+const ASK_FOR_STATUS_LINES: &[u8] = b"{\"ack_mode\":\"all\"}\n";
+
+/// The status lines the relay owes for the bytes sent: one per framed value
+/// (a command, or bytes that are not JSON), found by framing them as the
+/// relay does.
+fn expected(input: &[u8], max_message_bytes: usize) -> usize {
+    let mut decoder = FrameDecoder::new(max_message_bytes);
+    decoder.push(input);
+    let mut lines = 0;
+    while let Some(frame) = decoder.next_frame() {
+        match frame {
+            Frame::Value(json) if command::ack_request(&json).is_some() => {}
+            Frame::Value(_) | Frame::Invalid(_) => lines += 1,
+            Frame::Fatal(_) => {
+                // The relay closes the connection after this one.
+                lines += 1;
+                break;
+            }
+        }
+    }
+    if decoder.finish().is_some() {
+        // An incomplete value at the end is discarded by the relay, without a line.
+        log::warn!("the input ends in an incomplete JSON value: it will not be sent on");
+    }
+    lines
+}
+
+pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), Error> {
+    let addr = target(config)?;
+    let mut input = Vec::new();
+    if commands.is_empty() {
+        std::io::stdin().read_to_end(&mut input)?;
+    } else {
+        for c in commands {
+            input.extend_from_slice(c.trim().as_bytes());
+            input.push(b'\n');
+        }
+    }
+    let want = expected(&input, config.max_message_bytes);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| Error::runtime_because(format!("cannot connect to the relay at {addr}"), e))?;
+    let _ = stream.set_nodelay(true);
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(ASK_FOR_STATUS_LINES)?;
+    stream.write_all(&input)?;
+    stream.flush()?;
+    let seen = print_replies(stream, want, wait)?;
+    if seen.errors > 0 {
+        return Err(Error::runtime(format!(
+            "{} of {want} commands were refused or expired",
+            seen.errors
+        )));
+    }
+    if seen.status_lines < want {
+        return Err(Error::runtime(format!(
+            "{} of {want} commands not confirmed within {:.1} s (queued in the relay for a broker that is away, or not read yet)",
+            want - seen.status_lines,
+            wait.as_secs_f64()
+        )));
+    }
+    Ok(())
+}
+
+/// The address to connect to: SOCKET_HOST, with a wildcard bind mapped to loopback.
+fn target(config: &Config) -> Result<SocketAddr, Error> {
+    let host = match config.socket_host.as_str() {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" | "[::]" => "::1",
+        h => h,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, config.socket_port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Error::runtime(format!("cannot resolve SOCKET_HOST {host:?}")))
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    status_lines: usize,
+    errors: usize,
+    /// SCS/UDS the broker took: each may get a device reply.
+    replies_due: usize,
+    replies: usize,
+}
+
+impl Seen {
+    /// Counts one line: a status line or a device reply.
+    fn note(&mut self, line: &[u8]) {
+        match status_line(line) {
+            Some((true, kind)) => {
+                self.status_lines += 1;
+                if kind
+                    .as_deref()
+                    .and_then(command::CommandType::parse)
+                    .is_some_and(|k| k.wants_reply())
+                {
+                    self.replies_due += 1;
+                }
+            }
+            Some((false, _)) => {
+                self.status_lines += 1;
+                self.errors += 1;
+            }
+            None => self.replies += 1,
+        }
+    }
+
+    fn complete(&self, want: usize) -> bool {
+        self.status_lines >= want && self.replies >= self.replies_due
+    }
+}
+
+/// (ok, type) of a status line: an object with `status` ("ok" or "error"),
+/// `type` and `unit`, and nothing but `id` and `error` besides. A device
+/// reply is anything else.
+fn status_line(line: &[u8]) -> Option<(bool, Option<String>)> {
+    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(line) else {
+        return None;
+    };
+    let known = ["status", "type", "unit", "id", "error"];
+    if !v.keys().all(|k| known.contains(&k.as_str())) || !v.contains_key("unit") {
+        return None;
+    }
+    let kind = v.get("type")?.as_str().map(str::to_string);
+    match v.get("status")?.as_str()? {
+        "ok" => Some((true, kind)),
+        "error" => Some((false, kind)),
+        _ => None,
+    }
+}
+
+/// Prints each line as it comes, until everything expected came, the relay
+/// closed the connection, or `wait` ran out.
+fn print_replies(stream: TcpStream, want: usize, wait: Duration) -> Result<Seen, Error> {
+    let deadline = Instant::now() + wait;
+    let mut reader = BufReader::new(stream);
+    let stdout = std::io::stdout();
+    let mut line = Vec::new();
+    let mut seen = Seen::default();
+    while !seen.complete(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        reader.get_ref().set_read_timeout(Some(left))?;
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) if line.ends_with(b"\n") => {
+                seen.note(line.trim_ascii_end());
+                print_line(&stdout, &line)?;
+                line.clear();
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::debug!("relay connection ended: {e}");
+                break;
+            }
+        }
+    }
+    if !line.is_empty() {
+        print_line(&stdout, &line)?;
+    }
+    Ok(seen)
+}
+
+/// One line from the relay as printed: secret values masked.
+fn printed(line: &[u8]) -> String {
+    let mut text = redact::shown(line.trim_ascii_end()).into_owned();
+    text.push('\n');
+    text
+}
+
+fn print_line(stdout: &std::io::Stdout, line: &[u8]) -> Result<(), Error> {
+    let mut out = stdout.lock();
+    out.write_all(printed(line).as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_lines_follow_the_relays_framing() {
+        let input = b"{\"type\":\"IMG\",\"unit\":\"u\"}\n{\"type\":\"SCS\",\"unit\":\"u\"} not json\n{\"type\":\"UDS\",\"unit\":\"u\",\"settings\":{}}";
+        assert_eq!(expected(input, 65536), 4);
+        assert_eq!(expected(b"   \n", 65536), 0);
+        assert_eq!(
+            expected(
+                b"{\"ack_mode\":\"none\"} {\"type\":\"IMG\",\"unit\":\"u\"}",
+                65536
+            ),
+            1,
+            "a request for status lines is not a command"
+        );
+    }
+
+    #[test]
+    fn printed_lines_never_show_a_secret() {
+        let ok = br#"{"status":"ok","type":"SCS","unit":"u","id":7}"#;
+        assert_eq!(
+            printed(&[ok.as_slice(), b"\n"].concat()),
+            format!("{}\n", String::from_utf8_lossy(ok)),
+            "a line without secrets is printed as it came"
+        );
+        let reply =
+            br#"{"wifi":{"ssid":"site","wifi_password":"R3ply","psk":"Psk1"},"api_key":"K3y"}"#;
+        let shown = printed(reply);
+        for secret in ["R3ply", "Psk1", "K3y"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains(r#""ssid":"site""#), "{shown}");
+        let id = br#"{"status":"error","type":"IMG","unit":"u","id":{"token":"T0k"},"error":"x"}"#;
+        assert!(!printed(id).contains("T0k"));
+        assert_eq!(
+            printed(b"password=hunter2\r\n"),
+            "<16 bytes, not JSON: not shown>\n"
+        );
+    }
+
+    #[test]
+    fn status_lines_and_replies_are_told_apart() {
+        let mut seen = Seen::default();
+        seen.note(br#"{"status":"ok","type":"IMG","unit":"u"}"#);
+        seen.note(br#"{"status":"ok","type":"SCS","unit":"u","id":7}"#);
+        seen.note(br#"{"status":"error","type":null,"unit":null,"error":"invalid JSON"}"#);
+        seen.note(br#"{"type":"SCS","unit":"u","status":"ok","fps":5}"#);
+        seen.note(b"not json at all");
+        assert_eq!((seen.status_lines, seen.errors, seen.replies), (3, 1, 2));
+        assert_eq!(seen.replies_due, 1);
+        assert!(seen.complete(3));
+        assert!(!seen.complete(4));
+    }
+}

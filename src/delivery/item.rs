@@ -1,0 +1,75 @@
+//! The queue item: one validated command on its way from a backend session
+//! (or the spool, at start) to the publisher, with where its status line
+//! goes. Built on session threads, sent in batches over the job channel,
+//! owned by the publisher from then on.
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use crate::config::Config;
+use crate::delivery::outbox::{self, StatusOwed};
+use crate::protocol::command::{Command, CommandType};
+
+/// A validated command on its way to the broker.
+pub struct Accepted {
+    pub kind: CommandType,
+    pub unit: String,
+    pub id: Option<String>,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// When it was received (monotonic: TTLs do not jump with the wall clock).
+    pub received: Instant,
+    /// Wall-clock time of receipt, for the spool (TTL survives a restart).
+    pub received_wall: SystemTime,
+    /// The backend it came from; None when replayed from the spool.
+    pub peer: Option<SocketAddr>,
+    /// Where its status line goes, when its connection wants any.
+    pub reply: Option<StatusOwed>,
+    /// A second copy of a command a broker acknowledged just before its
+    /// connection broke (see `Publisher::again`): published, not counted,
+    /// no status line.
+    pub again: bool,
+}
+
+impl Accepted {
+    /// `cmd` as queued for its topic: from no backend and owing no status
+    /// line until the session fills in `peer` and `reply`.
+    pub fn new(
+        cmd: Command,
+        config: &Config,
+        received: Instant,
+        received_wall: SystemTime,
+    ) -> Self {
+        Accepted {
+            topic: config.command_topic_for(&cmd.unit),
+            kind: cmd.kind,
+            unit: cmd.unit,
+            id: cmd.id,
+            payload: cmd.payload,
+            received,
+            received_wall,
+            peer: None,
+            reply: None,
+            again: false,
+        }
+    }
+
+    /// Writes this command's status line to its backend: errors whenever its
+    /// connection wants status lines, `ok` only when it wants those too.
+    pub fn report(&self, error: Option<&str>) {
+        if let Some(reply) = &self.reply {
+            if error.is_none() && !reply.ok_lines {
+                return;
+            }
+            reply.outbox.offer(
+                "status line",
+                outbox::status_line(
+                    Some(self.kind.as_str()),
+                    Some(&self.unit),
+                    self.id.as_deref(),
+                    error,
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Device heartbeats (PROTOCOL.md §2.3): the payload parsed into a [`Heartbeat`]
+//! and its one-line rendering for the log. Pure; called on the MQTT
+//! event-loop thread for every message on `HEARTBEAT_TOPIC`.
+//!
+//! Every field is optional. A field that is missing stays `None` and is shown
+//! as `absent`, never as zero. A payload that is not a JSON object, or a known
+//! field with a type that makes no sense, makes the heartbeat "odd": the
+//! caller logs one warn line and does nothing else with it.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::ops::log_limit::cut_to;
+use crate::ops::redact;
+
+/// Longest string kept from a heartbeat (and longest device id), in
+/// characters: what is stored, shown and logged is cut to this.
+pub const MAX_FIELD_CHARS: usize = 64;
+
+/// A device's text as it may be stored and shown: control characters
+/// escaped, cut to [`MAX_FIELD_CHARS`] (saying how long it was).
+pub fn shown(text: &str) -> String {
+    let cut = cut_to(text, MAX_FIELD_CHARS);
+    redact::printable(&cut).into_owned()
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Heartbeat {
+    pub device_id: Option<String>,
+    pub msg_type: Option<String>,
+    /// As the device sent it (number or string), rendered as JSON text.
+    pub timestamp: Option<String>,
+    pub ip: Option<String>,
+    pub network: Option<String>,
+    pub eth_connected: Option<bool>,
+    pub wifi_connected: Option<bool>,
+    pub lte_connected: Option<bool>,
+    pub cpu_temp: Option<f64>,
+    pub sense_temp: Option<f64>,
+    pub video_fps: Option<f64>,
+    pub spi_fps: Option<f64>,
+    pub lte_signal: Option<f64>,
+}
+
+/// Largest heartbeat parsed. A real one is a few hundred bytes (odd ones
+/// with long fields are still shown, cut); parsing a 1 MiB one into a JSON
+/// tree would take tens of MiB for a moment.
+pub const MAX_HEARTBEAT_BYTES: usize = 256 * 1024;
+
+/// Parses a heartbeat payload; `Err` says why it is odd.
+pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
+    if payload.len() > MAX_HEARTBEAT_BYTES {
+        return Err(format!(
+            "{} bytes, more than a heartbeat's {MAX_HEARTBEAT_BYTES}: not parsed",
+            payload.len()
+        ));
+    }
+    let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err("not a JSON object".into());
+    };
+    Ok(Heartbeat {
+        device_id: text(&map, "device_id")?,
+        msg_type: text(&map, "msg_type")?,
+        timestamp: match map.get("timestamp") {
+            None | Some(Value::Null) => None,
+            Some(v @ (Value::Number(_) | Value::String(_))) => Some(shown(&v.to_string())),
+            Some(_) => return Err(r#"field "timestamp" must be a number or a string"#.into()),
+        },
+        ip: text(&map, "ip")?,
+        network: text(&map, "network")?,
+        eth_connected: flag(&map, "eth_connected")?,
+        wifi_connected: flag(&map, "wifi_connected")?,
+        lte_connected: flag(&map, "lte_connected")?,
+        cpu_temp: number(&map, "cpu_temp")?,
+        sense_temp: number(&map, "sense_temp")?,
+        video_fps: number(&map, "video_fps")?,
+        spi_fps: number(&map, "spi_fps")?,
+        lte_signal: number(&map, "lte_signal")?,
+    })
+}
+
+fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        // Shown in log lines and the status output: no control characters.
+        Some(Value::String(s)) => Ok(Some(shown(s))),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(format!("field {key:?} must be a string")),
+    }
+}
+
+fn flag(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+        Some(_) => Err(format!("field {key:?} must be true, false, 0 or 1")),
+    }
+}
+
+fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        // Some firmware sends numbers as strings; accept them when they parse.
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| format!("field {key:?} must be a number")),
+        Some(_) => Err(format!("field {key:?} must be a number")),
+    }
+}
+
+/// Writes `absent` for a missing value.
+struct Shown<'a, T>(&'a Option<T>, &'a str);
+
+impl<T: fmt::Display> fmt::Display for Shown<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}{}", self.1),
+            None => f.write_str("absent"),
+        }
+    }
+}
+
+fn up_down(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "up",
+        Some(false) => "down",
+        None => "absent",
+    }
+}
+
+impl Heartbeat {
+    /// `ts=… ip=… net=… eth=up wifi=down lte=absent cpu=47.5C sense=39C video=15fps spi=30fps[ lte_signal=-71]`
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "ts={} ip={} net={} eth={} wifi={} lte={} cpu={} sense={} video={} spi={}",
+            Shown(&self.timestamp, ""),
+            Shown(&self.ip, ""),
+            Shown(&self.network, ""),
+            up_down(self.eth_connected),
+            up_down(self.wifi_connected),
+            up_down(self.lte_connected),
+            Shown(&self.cpu_temp, "C"),
+            Shown(&self.sense_temp, "C"),
+            Shown(&self.video_fps, "fps"),
+            Shown(&self.spi_fps, "fps"),
+        );
+        if let Some(signal) = self.lte_signal {
+            s.push_str(&format!(" lte_signal={signal}"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_is_a_heartbeat_with_everything_absent() {
+        let hb = parse(b"{}").unwrap();
+        assert_eq!(hb, Heartbeat::default());
+        let s = hb.summary();
+        assert!(s.contains("cpu=absent") && s.contains("eth=absent"), "{s}");
+        assert!(!s.contains("lte_signal"), "{s}");
+        assert!(!s.contains('0'), "absent must not read as zero: {s}");
+    }
+
+    #[test]
+    fn odd_payloads_are_errors() {
+        assert!(parse(b"").is_err());
+        assert!(parse(b"online").is_err());
+        assert!(parse(b"[1,2]").is_err());
+        assert!(parse(b"\xff").is_err());
+        assert!(parse(br#"{"cpu_temp":"hot"}"#)
+            .unwrap_err()
+            .contains("cpu_temp"));
+        assert!(parse(br#"{"eth_connected":2}"#)
+            .unwrap_err()
+            .contains("eth_connected"));
+        assert!(parse(br#"{"ip":{}}"#).is_err());
+        assert!(parse(br#"{"timestamp":[1]}"#).is_err());
+    }
+
+    #[test]
+    fn full_heartbeat_summary() {
+        let hb = parse(
+            br#"{"device_id":"cam-01","msg_type":"online","timestamp":1764391000,"ip":"10.0.0.7",
+                "network":"lte","eth_connected":false,"wifi_connected":0,"lte_connected":true,
+                "cpu_temp":47.5,"sense_temp":"39.25","video_fps":15,"spi_fps":30.0,"lte_signal":-71}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            hb.summary(),
+            "ts=1764391000 ip=10.0.0.7 net=lte eth=down wifi=down lte=up cpu=47.5C sense=39.25C \
+             video=15fps spi=30fps lte_signal=-71"
+        );
+    }
+
+    #[test]
+    fn zero_values_are_shown_as_zero_not_absent() {
+        let hb = parse(br#"{"cpu_temp":0,"video_fps":0.0}"#).unwrap();
+        let s = hb.summary();
+        assert!(s.contains("cpu=0C") && s.contains("video=0fps"), "{s}");
+    }
+
+    #[test]
+    fn long_strings_are_cut_before_they_are_stored() {
+        let long = "x".repeat(70_000);
+        let hb = parse(format!(r#"{{"ip":"{long}","network":"a\nb"}}"#).as_bytes()).unwrap();
+        let ip = hb.ip.unwrap();
+        assert!(ip.starts_with(&"x".repeat(MAX_FIELD_CHARS)));
+        assert!(ip.ends_with("… (70000 characters)"), "{ip}");
+        assert!(ip.chars().count() < 100);
+        assert_eq!(hb.network.as_deref(), Some("a\\nb"));
+    }
+
+    #[test]
+    fn nulls_and_unknown_fields_are_tolerated() {
+        let hb = parse(br#"{"ip":null,"firmware":"1.2","extra":{"a":1}}"#).unwrap();
+        assert_eq!(hb.ip, None);
+    }
+
+    #[test]
+    fn a_heartbeat_larger_than_any_real_one_is_odd_without_being_parsed() {
+        let big = format!(
+            r#"{{"ip":"1.2.3.4","pad":"{}"}}"#,
+            "x".repeat(MAX_HEARTBEAT_BYTES)
+        );
+        let why = parse(big.as_bytes()).unwrap_err();
+        assert!(why.contains("not parsed"), "{why}");
+        assert!(parse(br#"{"ip":"1.2.3.4"}"#).is_ok());
+    }
+}

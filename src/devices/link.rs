@@ -1,0 +1,318 @@
+//! The device link thread: the MQTT connection (client id `…-sub`, MQTT 5
+//! through rumqttc) that subscribes to the heartbeat and reply topics. It
+//! records heartbeats in the device table and routes device replies to the
+//! backend holding the unit's route; it never blocks on a backend (replies
+//! go through `Outbox::offer`). It follows the publish link to whichever
+//! broker of the list that one uses.
+//!
+//! Device traffic can never stop or duplicate commands: commands travel on
+//! the publish link's own connection. And a message larger than the relay
+//! takes costs only that message: the CONNECT announces a maximum packet
+//! size ([`client::MAX_DEVICE_MESSAGE`], MQTT 5; every rumqttc setting is in
+//! `device_link/client.rs`), and the broker drops what is
+//! larger instead of sending it (MQTT 3.1.1 has no such property: a retained
+//! 17 MB heartbeat broke the link on every subscribe, forever). A link that
+//! dies right after its CONNACK backs off like one that cannot connect.
+//! Connection failures are logged as the publish link's are (`log_limit.rs`:
+//! once per kind and broker, again after a "connected" line), at warn: a
+//! failure that needs a human (certificate, credentials) is the publish
+//! link's error line already.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{Client, Connection, ConnectionError, Event, RecvTimeoutError};
+use rumqttc::Transport;
+
+use crate::backend::routes::ReplyRoutes;
+use crate::config::{self, Config};
+use crate::devices::heartbeat;
+use crate::devices::table::{DeviceTable, Seen};
+use crate::mqtt::brokers::{Broker, InUse};
+use crate::ops::counters::Counters;
+use crate::ops::log_limit::{self, Failures, Kind};
+use crate::ops::redact;
+use crate::ops::shutdown::Stop;
+
+mod client;
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A link that lived this long was a good one: the backoff starts over.
+const STABLE: Duration = Duration::from_secs(10);
+/// How often a wait on the connection looks at the stop signal and the broker in use.
+const TICK: Duration = Duration::from_secs(1);
+/// The wait while connecting: longer than rumqttc's own 5 s connection
+/// timeout, because a wait that runs out drops the connection attempt
+/// under way (a broker whose CONNACK takes over a second, over LTE and TLS,
+/// was otherwise never reached, silently, one new attempt a second).
+const CONNECTING: Duration = Duration::from_secs(6);
+
+pub struct DeviceLink {
+    pub config: Arc<Config>,
+    pub brokers: Vec<Broker>,
+    pub client_id: String,
+    pub transport: Transport,
+    pub routes: ReplyRoutes,
+    pub counters: Arc<Counters>,
+    pub devices: Arc<Mutex<DeviceTable>>,
+    /// The broker the publish link is on: this link follows it.
+    pub broker_in_use: Arc<InUse>,
+    pub stop: Stop,
+}
+
+/// How the current connection ended.
+enum Ended {
+    Stopped,
+    /// The publish link moved to another broker: follow it.
+    Moved,
+    Lost,
+}
+
+impl DeviceLink {
+    pub fn run(self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut failures = Failures::default();
+        while !self.stop.is_set() {
+            let index = self.broker_in_use.get() % self.brokers.len();
+            let broker = &self.brokers[index];
+            let (client, mut connection) = Client::new(
+                client::options(
+                    &self.config,
+                    &self.client_id,
+                    broker,
+                    self.transport.clone(),
+                ),
+                client::REQUESTS,
+            );
+            let mut up_since: Option<Instant> = None;
+            let mut connected = false;
+            let ended = loop {
+                if self.stop.is_set() {
+                    break Ended::Stopped;
+                }
+                if self.broker_in_use.get() % self.brokers.len() != index {
+                    break Ended::Moved;
+                }
+                match connection.recv_timeout(if connected { TICK } else { CONNECTING }) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break Ended::Lost,
+                    Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        connected = true;
+                        log::info!("device link connected to broker {broker}");
+                        failures.connected();
+                        up_since = Some(Instant::now());
+                        for (topic, qos) in [
+                            (&self.config.heartbeat_topic, QoS::AtMostOnce),
+                            (&self.config.reply_topic, QoS::AtLeastOnce),
+                        ] {
+                            if let Err(e) = client.try_subscribe(topic.as_str(), qos) {
+                                log::error!("cannot subscribe to {topic}: {e}");
+                            }
+                        }
+                    }
+                    Ok(Ok(event)) => self.handle(event),
+                    Ok(Err(e)) => {
+                        connected = false;
+                        let why = describe(&e);
+                        if failures.first_of_kind(&broker.to_string(), &why) {
+                            log::warn!(
+                                "device link to broker {broker}: {why}; retrying in {} s",
+                                backoff.as_secs()
+                            );
+                        } else {
+                            log::debug!(
+                                "device link to broker {broker} still unreachable: {why}; \
+                                 retrying in {} s",
+                                backoff.as_secs()
+                            );
+                        }
+                        // A link that was up for a while earns a fresh backoff;
+                        // one that died right after CONNACK does not.
+                        if up_since.take().is_some_and(|t| t.elapsed() >= STABLE) {
+                            backoff = BACKOFF_MIN;
+                        }
+                        if self.stop.sleep(backoff) {
+                            break Ended::Stopped;
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            };
+            match ended {
+                Ended::Stopped => {
+                    disconnect(&client, &mut connection);
+                    break;
+                }
+                Ended::Moved => disconnect(&client, &mut connection),
+                Ended::Lost => {}
+            }
+        }
+        log::debug!("device link stopped");
+    }
+
+    fn handle(&self, event: Event) {
+        match event {
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| !matches!(c, SubscribeReasonCode::Success(_)));
+                if refused {
+                    log::error!(
+                        "the broker refused a subscription (check its ACL): {:?}",
+                        ack.return_codes
+                    );
+                }
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                let topic = String::from_utf8_lossy(&publish.topic);
+                self.on_message(&topic, &publish.payload);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(&self, topic: &str, payload: &[u8]) {
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!(
+                "message on {}: {}",
+                log_limit::cut(&redact::printable(topic)),
+                log_limit::cut(&redact::payload(payload))
+            );
+        }
+        if let Some(raw_unit) = config::plus_level(&self.config.reply_topic, topic) {
+            // Routes exist only for valid units; the shown form is for the log.
+            match self.routes.route(raw_unit) {
+                Some(outbox) => {
+                    log::info!(
+                        "reply from unit {} -> backend {}",
+                        heartbeat::shown(raw_unit),
+                        outbox.peer()
+                    );
+                    // Logged before the backend can read it.
+                    log::logger().flush();
+                    if outbox.offer("device reply", payload.to_vec()) {
+                        Counters::add(&self.counters.replies_routed);
+                    } else {
+                        Counters::add(&self.counters.replies_dropped);
+                    }
+                }
+                None => {
+                    // Several relays on one broker all see every reply; only
+                    // the one holding the route writes it. Counted, not warned.
+                    Counters::add(&self.counters.replies_dropped);
+                    if log_limit::allow(Kind::UnroutedReply) {
+                        log::debug!(
+                            "reply from unit {} has no backend route here (no SCS/UDS pending): dropped",
+                            heartbeat::shown(raw_unit)
+                        );
+                    }
+                }
+            }
+        } else if let Some(device) = config::plus_level(&self.config.heartbeat_topic, topic) {
+            self.on_heartbeat(&heartbeat::shown(device), payload);
+        } else {
+            log::debug!(
+                "message on unexpected topic {}: ignored",
+                log_limit::cut(&redact::printable(topic))
+            );
+        }
+    }
+
+    fn on_heartbeat(&self, device: &str, payload: &[u8]) {
+        let status = match heartbeat::parse(payload) {
+            Ok(status) => status,
+            Err(why) => {
+                if log_limit::allow(Kind::OddHeartbeat) {
+                    log::warn!(
+                        "odd heartbeat from device {device} ignored: {}",
+                        log_limit::cut(&why)
+                    );
+                }
+                return;
+            }
+        };
+        log::info!("heartbeat {device}: {}", status.summary());
+        let seen = self
+            .devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(device, status, Instant::now(), SystemTime::now());
+        match seen {
+            Seen::New => log::info!("device {device} online (first heartbeat since start)"),
+            Seen::BackOnline => log::info!("device {device} is back online"),
+            Seen::Again => {}
+        }
+    }
+}
+
+/// A clean goodbye: DISCONNECT, then poll until it is written (briefly).
+fn disconnect(client: &Client, connection: &mut Connection) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match connection.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) => return,
+            Err(RecvTimeoutError::Disconnected) => return,
+            _ => {}
+        }
+    }
+}
+
+/// A connection error as logged, normalised ([`log_limit::failure_reason`]):
+/// the same failure gives the same text.
+fn describe(e: &ConnectionError) -> String {
+    let text = match e {
+        ConnectionError::Io(io) => io.to_string(),
+        ConnectionError::ConnectionRefused(code) => format!("connection refused: {code:?}"),
+        ConnectionError::Tls(tls) => format!("TLS: {tls}"),
+        ConnectionError::Timeout(_) => "connection timed out".into(),
+        other => other.to_string(),
+    };
+    log_limit::failure_reason(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_described_without_what_varies() {
+        let expired = |t: u64| {
+            ConnectionError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "invalid peer certificate: certificate expired: verification time {t} (UNIX), \
+                     but certificate is not valid after 1795900000 ({} seconds ago)",
+                    t - 1795900000
+                ),
+            ))
+        };
+        assert_eq!(
+            describe(&expired(1795950000)),
+            describe(&expired(1795950009))
+        );
+        assert_eq!(
+            describe(&expired(1795950000)),
+            "invalid peer certificate: certificate expired"
+        );
+        let refused = ConnectionError::Io(std::io::Error::from_raw_os_error(111));
+        assert_eq!(describe(&refused), "Connection refused (os error 111)");
+        let mut failures = Failures::default();
+        let broker = "127.0.0.1:8883";
+        let logged = [
+            expired(1795950000),
+            expired(1795950001),
+            expired(1795950003),
+        ]
+        .iter()
+        .filter(|e| failures.first_of_kind(broker, &describe(e)))
+        .count();
+        assert_eq!(logged, 1);
+    }
+}

@@ -1,0 +1,326 @@
+//! The device table: last-seen time and latest heartbeat per device, and the
+//! online/offline transitions of PROTOCOL.md §2.3. Pure bookkeeping with the clock
+//! passed in. Shared as `Arc<Mutex<DeviceTable>>`: the device link thread
+//! records heartbeats, the main thread sweeps for silent devices every
+//! second and takes snapshots for the status file.
+//!
+//! Bounded: at most `MAX_DEVICES` devices; a new one past that makes the
+//! table forget the device silent the longest (counted, and logged at most
+//! once a minute by the sweep). Ids and heartbeat strings are cut to
+//! [`crate::devices::heartbeat::MAX_FIELD_CHARS`] before they are stored, so a
+//! device cannot make the table, the status file or a log line large.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::devices::heartbeat::Heartbeat;
+
+/// How often at most the sweep logs that devices were forgotten.
+const FORGOTTEN_LOG_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+struct Device {
+    /// Its key in `by_silence`.
+    seen_key: (Instant, u64),
+    last_seen_wall: SystemTime,
+    online: bool,
+    status: Heartbeat,
+}
+
+/// One device as the status file and the `status` command show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSnapshot {
+    pub id: String,
+    pub online: bool,
+    pub last_seen: SystemTime,
+    pub status: Heartbeat,
+}
+
+/// The devices shown (the most recently seen first) and counts of all.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableSnapshot {
+    pub shown: Vec<DeviceSnapshot>,
+    pub total: usize,
+    pub online: usize,
+    /// Devices forgotten since start because the table was full.
+    pub forgotten: u64,
+}
+
+#[derive(Debug)]
+pub struct DeviceTable {
+    devices: HashMap<String, Device>,
+    /// Devices by last heartbeat, the longest silent first.
+    by_silence: BTreeMap<(Instant, u64), String>,
+    next: u64,
+    max: usize,
+    online: usize,
+    forgotten: u64,
+    /// Forgotten since the last log line about it, and when that was.
+    forgotten_unlogged: u64,
+    last_forgotten_log: Option<Instant>,
+}
+
+/// What recording a heartbeat changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First heartbeat since the relay started (or since it was forgotten).
+    New,
+    /// Known and online.
+    Again,
+    /// Was logged offline; now back.
+    BackOnline,
+}
+
+impl DeviceTable {
+    /// A table of at most `max` devices.
+    pub fn new(max: usize) -> Self {
+        DeviceTable {
+            devices: HashMap::new(),
+            by_silence: BTreeMap::new(),
+            next: 0,
+            max: max.max(1),
+            online: 0,
+            forgotten: 0,
+            forgotten_unlogged: 0,
+            last_forgotten_log: None,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    fn key(&mut self, now: Instant) -> (Instant, u64) {
+        self.next += 1;
+        (now, self.next)
+    }
+
+    pub fn record(&mut self, id: &str, status: Heartbeat, now: Instant, wall: SystemTime) -> Seen {
+        let key = self.key(now);
+        if let Some(d) = self.devices.get_mut(id) {
+            self.by_silence.remove(&d.seen_key);
+            self.by_silence.insert(key, id.to_string());
+            let was_online = d.online;
+            d.seen_key = key;
+            d.last_seen_wall = wall;
+            d.online = true;
+            d.status = status;
+            if was_online {
+                return Seen::Again;
+            }
+            self.online += 1;
+            return Seen::BackOnline;
+        }
+        if self.devices.len() >= self.max {
+            self.forget_longest_silent();
+        }
+        self.by_silence.insert(key, id.to_string());
+        self.devices.insert(
+            id.to_string(),
+            Device {
+                seen_key: key,
+                last_seen_wall: wall,
+                online: true,
+                status,
+            },
+        );
+        self.online += 1;
+        Seen::New
+    }
+
+    fn forget_longest_silent(&mut self) {
+        let Some((_, id)) = self.by_silence.pop_first() else {
+            return;
+        };
+        if let Some(d) = self.devices.remove(&id) {
+            if d.online {
+                self.online -= 1;
+            }
+        }
+        self.forgotten += 1;
+        self.forgotten_unlogged += 1;
+    }
+
+    /// Marks devices silent for longer than `timeout` as offline; returns the
+    /// ids that just went offline (each is reported once).
+    pub fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<(String, Duration)> {
+        let mut gone = Vec::new();
+        for ((seen, _), id) in &self.by_silence {
+            let silent = now.saturating_duration_since(*seen);
+            if silent <= timeout {
+                break;
+            }
+            if let Some(d) = self.devices.get_mut(id) {
+                if d.online {
+                    d.online = false;
+                    self.online -= 1;
+                    gone.push((id.clone(), silent));
+                }
+            }
+        }
+        gone
+    }
+
+    /// Devices forgotten since the last call, when a minute has passed since
+    /// the last report (so it is logged once a minute at most).
+    pub fn forgotten_to_report(&mut self, now: Instant) -> Option<u64> {
+        if self.forgotten_unlogged == 0
+            || self
+                .last_forgotten_log
+                .is_some_and(|t| now.duration_since(t) < FORGOTTEN_LOG_EVERY)
+        {
+            return None;
+        }
+        self.last_forgotten_log = Some(now);
+        Some(std::mem::take(&mut self.forgotten_unlogged))
+    }
+
+    /// The `limit` most recently seen devices, and counts of all.
+    pub fn snapshot(&self, limit: usize) -> TableSnapshot {
+        let shown = self
+            .by_silence
+            .values()
+            .rev()
+            .take(limit)
+            .filter_map(|id| {
+                let d = self.devices.get(id)?;
+                Some(DeviceSnapshot {
+                    id: id.clone(),
+                    online: d.online,
+                    last_seen: d.last_seen_wall,
+                    status: d.status.clone(),
+                })
+            })
+            .collect();
+        TableSnapshot {
+            shown,
+            total: self.devices.len(),
+            online: self.online,
+            forgotten: self.forgotten,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(ip: &str) -> Heartbeat {
+        Heartbeat {
+            ip: Some(ip.into()),
+            ..Heartbeat::default()
+        }
+    }
+
+    #[test]
+    fn empty_table_sweeps_nothing() {
+        let mut t = DeviceTable::new(10);
+        assert!(t.sweep(Instant::now(), Duration::ZERO).is_empty());
+        assert_eq!(t.snapshot(200), TableSnapshot::default());
+    }
+
+    #[test]
+    fn offline_once_then_back_online_once() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let timeout = Duration::from_secs(90);
+        assert_eq!(t.record("cam", hb("1.1.1.1"), t0, wall), Seen::New);
+        assert!(
+            t.sweep(t0 + Duration::from_secs(90), timeout).is_empty(),
+            "exactly the timeout is not yet silent"
+        );
+        let gone = t.sweep(t0 + Duration::from_secs(91), timeout);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "cam");
+        assert!(
+            t.sweep(t0 + Duration::from_secs(500), timeout).is_empty(),
+            "offline is reported once"
+        );
+        let snap = t.snapshot(200);
+        assert!(!snap.shown[0].online);
+        assert_eq!((snap.total, snap.online), (1, 0));
+        assert_eq!(
+            t.record("cam", hb("2.2.2.2"), t0 + Duration::from_secs(501), wall),
+            Seen::BackOnline
+        );
+        assert_eq!(
+            t.record("cam", hb("2.2.2.2"), t0 + Duration::from_secs(502), wall),
+            Seen::Again
+        );
+        let snap = t.snapshot(200);
+        assert!(snap.shown[0].online);
+        assert_eq!(snap.online, 1);
+        assert_eq!(snap.shown[0].status.ip.as_deref(), Some("2.2.2.2"));
+    }
+
+    #[test]
+    fn snapshot_shows_the_most_recently_seen_first_up_to_the_limit() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        for (i, id) in ["b", "a", "c"].iter().enumerate() {
+            t.record(
+                id,
+                Heartbeat::default(),
+                t0 + Duration::from_secs(i as u64),
+                SystemTime::now(),
+            );
+        }
+        let snap = t.snapshot(2);
+        let ids: Vec<&str> = snap.shown.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["c", "a"]);
+        assert_eq!(snap.total, 3);
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_longest_silent_and_reports_it_once_a_minute() {
+        let mut t = DeviceTable::new(3);
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            t.record(
+                id,
+                Heartbeat::default(),
+                t0 + Duration::from_secs(i as u64),
+                wall,
+            );
+        }
+        // "a" speaks again: "b" is now the longest silent.
+        t.record("a", Heartbeat::default(), t0 + Duration::from_secs(5), wall);
+        assert_eq!(
+            t.record("d", Heartbeat::default(), t0 + Duration::from_secs(6), wall),
+            Seen::New
+        );
+        let ids: Vec<String> = t.snapshot(10).shown.into_iter().map(|d| d.id).collect();
+        assert_eq!(ids, ["d", "a", "c"]);
+        assert_eq!(t.forgotten_to_report(t0 + Duration::from_secs(6)), Some(1));
+        t.record("e", Heartbeat::default(), t0 + Duration::from_secs(7), wall);
+        assert_eq!(
+            t.forgotten_to_report(t0 + Duration::from_secs(8)),
+            None,
+            "within the minute"
+        );
+        assert_eq!(t.forgotten_to_report(t0 + Duration::from_secs(70)), Some(1));
+        let snap = t.snapshot(10);
+        assert_eq!((snap.total, snap.online, snap.forgotten), (3, 3, 2));
+    }
+
+    #[test]
+    fn a_flood_of_new_ids_stays_within_the_bound() {
+        let mut t = DeviceTable::new(1000);
+        let t0 = Instant::now();
+        for i in 0..20_000u64 {
+            t.record(
+                &format!("dev-{i}"),
+                Heartbeat::default(),
+                t0 + Duration::from_millis(i),
+                SystemTime::now(),
+            );
+        }
+        assert_eq!(t.len(), 1000);
+        assert_eq!(t.by_silence.len(), 1000);
+        assert_eq!(t.snapshot(0).forgotten, 19_000);
+        assert_eq!(t.snapshot(1).shown[0].id, "dev-19999");
+    }
+}

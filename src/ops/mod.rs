@@ -1,0 +1,14 @@
+//! Operations: what every thread uses to run on a gateway: logging and its rate
+//! limits, redaction, counters, the files the relay writes, the pid lock, stop
+//! signals, time and the few system calls std lacks.
+
+pub(crate) mod counters;
+pub(crate) mod files;
+pub(crate) mod log_limit;
+pub mod logging;
+pub(crate) mod pidfile;
+pub mod preflight;
+pub(crate) mod redact;
+pub(crate) mod shutdown;
+pub(crate) mod sys;
+pub(crate) mod time;

@@ -1,0 +1,149 @@
+//! The checks `check-config`, the watchdog and the start share before
+//! anything runs: the places of the files the relay writes, the trust of
+//! the secret files, the address to listen on. Runs on the main thread (or
+//! the watchdog's); pure apart from reading file metadata.
+
+use std::net::ToSocketAddrs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::config::{writable_by_others, Config};
+use crate::error::Error;
+use crate::ops::files::{check_writable_dir, parent, unsafe_place, GROUP_OTHER_READ};
+
+/// What is readable by others that should not be: relay.conf when it holds
+/// MQTT_PASSWORD, and MQTT_CLIENT_KEY. One line each, for a warning at
+/// start and in `check-config`.
+pub fn secret_file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
+    let readable = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.mode() & 0o7777)
+            .filter(|mode| mode & GROUP_OTHER_READ != 0)
+    };
+    let mut warnings = Vec::new();
+    if let (Some(path), Some(_)) = (source, &config.mqtt_password) {
+        if let Some(mode) = readable(path) {
+            warnings.push(format!(
+                "{} holds MQTT_PASSWORD and is readable by group or others (mode {mode:04o}): \
+                 chmod 600 it",
+                path.display()
+            ));
+        }
+    }
+    if let Some(path) = config
+        .mqtt_client_key
+        .as_deref()
+        .filter(|_| config.mqtt_tls)
+    {
+        if let Some(mode) = readable(path) {
+            warnings.push(format!(
+                "MQTT_CLIENT_KEY {} is readable by group or others (mode {mode:04o}): \
+                 chmod 600 it",
+                path.display()
+            ));
+        }
+    }
+    warnings
+}
+
+/// What the run would refuse before serving, checked beforehand: the
+/// directories of the files the relay writes exist, are writable, and are
+/// safe from other users ([`unsafe_place`]); MQTT_CLIENT_KEY is not
+/// writable by others; SOCKET_HOST is an address to bind. Shared by `check-config`, the watchdog
+/// and the start itself (exit 2, naming the key).
+pub fn preflight(config: &Config) -> Result<(), Error> {
+    for (key, path) in config.written_files() {
+        let dir = parent(path);
+        match check_writable_dir(dir) {
+            Ok(()) => {}
+            // A full or read-only disk is a disk problem the relay rides out
+            // (without the spool until it can write again, the log on stderr,
+            // status and metrics reported failing); a missing directory or
+            // missing rights are configuration. Only the pid lock cannot do
+            // without its file: without it a second relay could start.
+            Err(problem) if key != "PID_FILE" && problem.passing() => {}
+            Err(problem) => {
+                return Err(Error::setup(format!(
+                    "{key} {}: {}",
+                    path.display(),
+                    problem.describe(dir)
+                )))
+            }
+        }
+        if let Some(why) = unsafe_place(path, key != "SPOOL_FILE") {
+            return Err(Error::setup(format!("{key} {}: {why}", path.display())));
+        }
+    }
+    if let Some(path) = config
+        .mqtt_client_key
+        .as_deref()
+        .filter(|_| config.mqtt_tls)
+    {
+        if let Some(mode) = writable_by_others(path) {
+            return Err(Error::setup(format!(
+                "MQTT_CLIENT_KEY {}: writable by group or others (mode {mode:04o}); \
+                 chmod 600 it",
+                path.display()
+            )));
+        }
+    }
+    let host = config
+        .socket_host
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let resolves = (host, config.socket_port)
+        .to_socket_addrs()
+        .is_ok_and(|mut a| a.next().is_some());
+    if !resolves {
+        return Err(Error::setup(format!(
+            "SOCKET_HOST {:?} is not an address this machine can listen on",
+            config.socket_host
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::files::scratch_dir;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    fn scratch(name: &str) -> PathBuf {
+        scratch_dir(&format!("preflight-{name}"))
+    }
+
+    #[test]
+    fn secrets_readable_by_others_are_warned_about_once_each() {
+        let dir = scratch("secrets");
+        let conf = dir.join("relay.conf");
+        let key = dir.join("client.key");
+        std::fs::write(&conf, "").unwrap();
+        std::fs::write(&key, "").unwrap();
+        let set = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let mut config = Config {
+            mqtt_password: Some("pw".into()),
+            mqtt_tls: true,
+            mqtt_client_key: Some(key.clone()),
+            ..Config::default()
+        };
+        set(&conf, 0o644);
+        set(&key, 0o640);
+        let warnings = secret_file_warnings(&config, Some(&conf));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("MQTT_PASSWORD") && warnings[0].contains("0644"));
+        assert!(warnings[1].contains("MQTT_CLIENT_KEY") && warnings[1].contains("0640"));
+        set(&conf, 0o600);
+        set(&key, 0o600);
+        assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
+        // A readable relay.conf without a password is no secret.
+        set(&conf, 0o644);
+        config.mqtt_password = None;
+        assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

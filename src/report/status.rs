@@ -1,0 +1,342 @@
+//! `STATUS_FILE` and the `status` command. The main thread writes a JSON
+//! snapshot (counters, gauges, device table) to a temporary file and renames
+//! it over `STATUS_FILE` every `STATUS_INTERVAL` seconds, so readers never see
+//! a half-written file and the file's age tells a watchdog whether the relay
+//! is alive. `ms500-relay status` reads it back and prints it for people.
+//! Rendering and reading are pure functions of the snapshot and the clock.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::devices::heartbeat;
+use crate::devices::table::TableSnapshot;
+use crate::error::Error;
+use crate::ops::counters::Counters;
+use crate::ops::files;
+use crate::ops::time::{iso8601, unix};
+
+/// A snapshot older than this many intervals means a hung relay.
+pub const STALE_INTERVALS: u64 = 3;
+
+/// Devices listed one by one in the status file, the most recently seen;
+/// the others are only counted, so the file stays small with any fleet.
+pub const DEVICES_SHOWN: usize = 200;
+
+/// Everything a snapshot shows, gathered by the caller.
+pub struct Snapshot<'a> {
+    pub config: &'a Config,
+    pub started: SystemTime,
+    pub now: SystemTime,
+    pub counters: &'a Counters,
+    /// The broker in use (or being tried), `host:port`.
+    pub broker: String,
+    pub devices: TableSnapshot,
+}
+
+pub fn to_json(s: &Snapshot<'_>) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let down_since = Some(s.counters.broker_down_since_unix.load(Relaxed)).filter(|t| *t > 0);
+    let counters: serde_json::Map<String, Value> = s
+        .counters
+        .snapshot()
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let devices: Vec<Value> = s
+        .devices
+        .shown
+        .iter()
+        .map(|d| {
+            let h = &d.status;
+            json!({
+                "id": d.id,
+                "online": d.online,
+                "last_seen": iso8601(d.last_seen),
+                "last_seen_unix": unix(d.last_seen),
+                "ip": h.ip,
+                "network": h.network,
+                "eth_connected": h.eth_connected,
+                "wifi_connected": h.wifi_connected,
+                "lte_connected": h.lte_connected,
+                "cpu_temp": h.cpu_temp,
+                "sense_temp": h.sense_temp,
+                "video_fps": h.video_fps,
+                "spi_fps": h.spi_fps,
+                "lte_signal": h.lte_signal,
+                "timestamp": h.timestamp,
+            })
+        })
+        .collect();
+    json!({
+        "pid": std::process::id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": iso8601(s.started),
+        "started_unix": unix(s.started),
+        "updated": iso8601(s.now),
+        "updated_unix": unix(s.now),
+        "status_interval": s.config.status_interval.as_secs(),
+        "broker": {
+            "address": s.broker,
+            "connected": s.counters.broker_connected.load(Relaxed),
+            "down_since": down_since.map(|t| iso8601(UNIX_EPOCH + Duration::from_secs(t))),
+            "down_since_unix": down_since,
+        },
+        "mqtt_keepalive": s.config.mqtt_keepalive.as_secs(),
+        // The same flag at the top level, for one-key checks (`jq .broker_connected`).
+        "broker_connected": s.counters.broker_connected.load(Relaxed),
+        "queue_depth": s.counters.queued.load(Relaxed),
+        "queue_bytes": s.counters.queue_bytes.load(Relaxed),
+        "spool_bytes": s.counters.spool_bytes.load(Relaxed),
+        "broker_reconnects": s.counters.broker_connections.load(Relaxed).saturating_sub(1),
+        "counters": counters,
+        "devices_total": s.devices.total,
+        "devices_online": s.devices.online,
+        "devices_offline": s.devices.total - s.devices.online,
+        "devices_not_shown": s.devices.total - s.devices.shown.len(),
+        "devices_forgotten": s.devices.forgotten,
+        "devices": devices,
+    })
+}
+
+/// Replaces `path` atomically with the snapshot.
+pub fn write(path: &Path, snapshot: &Snapshot<'_>) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(&to_json(snapshot)).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    files::replace(path, &bytes, files::STATUS_MODE)
+}
+
+/// What `status` concludes from a snapshot; its exit code says the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Fresh, and the broker connected (or away for less than 2 × MQTT_KEEPALIVE): exit 0.
+    Healthy,
+    /// Missing, unreadable or older than 3 × STATUS_INTERVAL (dead or hung): exit 1.
+    Stale,
+    /// Fresh, but no broker reached for longer than 2 × MQTT_KEEPALIVE: exit 3.
+    BrokerAway,
+}
+
+/// `ms500-relay status [--json]`: prints the snapshot (readable, or the raw
+/// JSON); an error carries the exit code for a stale or missing snapshot
+/// (1) and for a broker away too long (3).
+pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result<(), Error> {
+    let Some(path) = &config.status_file else {
+        return Err(Error::Usage(
+            "status needs STATUS_FILE set in the configuration".into(),
+        ));
+    };
+    let shown = path.display();
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(out, "status file {shown} cannot be read: {e}")?;
+            writeln!(
+                out,
+                "the relay is not running, or STATUS_FILE differs from its configuration"
+            )?;
+            return Err(Error::Unhealthy);
+        }
+    };
+    let value: Value = match serde_json::from_slice(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            writeln!(out, "status file {shown} is not valid JSON: {e}")?;
+            return Err(Error::Unhealthy);
+        }
+    };
+    let (report, health) = render(&value, SystemTime::now(), config.status_interval.as_secs());
+    if json {
+        out.write_all(&text)?;
+    } else {
+        out.write_all(report.as_bytes())?;
+    }
+    match health {
+        Health::Healthy => Ok(()),
+        Health::Stale => Err(Error::Unhealthy),
+        Health::BrokerAway => Err(Error::BrokerAway),
+    }
+}
+
+/// The readable report and the health it shows.
+pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Health) {
+    let now_unix = unix(now);
+    let interval = v["status_interval"]
+        .as_u64()
+        .unwrap_or(default_interval)
+        .max(1);
+    let updated = v["updated_unix"].as_u64().unwrap_or(0);
+    let age = now_unix.saturating_sub(updated);
+    let fresh = updated > 0 && age <= STALE_INTERVALS * interval;
+    let mut r = String::new();
+    let started = v["started_unix"].as_u64().unwrap_or(now_unix);
+    let _ = writeln!(
+        r,
+        "ms500-relay {} pid {}, up {}, status {} (updated {} ago)",
+        v["version"].as_str().unwrap_or("?"),
+        v["pid"]
+            .as_u64()
+            .map(|p| p.to_string())
+            .unwrap_or("?".into()),
+        human(now_unix.saturating_sub(started)),
+        if fresh { "FRESH" } else { "STALE" },
+        human(age),
+    );
+    if !fresh {
+        let _ = writeln!(
+            r,
+            "  the snapshot is older than {} x STATUS_INTERVAL ({interval} s): the relay is hung or stopped",
+            STALE_INTERVALS
+        );
+    }
+    let connected = v["broker"]["connected"].as_bool() == Some(true);
+    let down_for = v["broker"]["down_since_unix"]
+        .as_u64()
+        .map(|t| now_unix.saturating_sub(t));
+    let keepalive = v["mqtt_keepalive"].as_u64().unwrap_or(60);
+    let broker_away = !connected && down_for.is_some_and(|d| d > 2 * keepalive);
+    let _ = write!(
+        r,
+        "broker {}: {}",
+        heartbeat::shown(v["broker"]["address"].as_str().unwrap_or("?")),
+        if connected {
+            "connected"
+        } else {
+            "NOT connected"
+        }
+    );
+    if let (false, Some(d)) = (connected, down_for) {
+        let _ = write!(r, " for {}", human(d));
+        if broker_away {
+            let _ = write!(r, " (longer than 2 x MQTT_KEEPALIVE: {} s)", 2 * keepalive);
+        }
+    }
+    let _ = writeln!(r);
+    let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
+    let counters: Vec<String> = [
+        "received",
+        "published",
+        "rejected",
+        "expired",
+        "replies_routed",
+        "replies_dropped",
+    ]
+    .iter()
+    .map(|k| {
+        format!(
+            "{} {}",
+            k.replace('_', " "),
+            v["counters"][k].as_u64().unwrap_or(0)
+        )
+    })
+    .collect();
+    let _ = writeln!(r, "counters: {}", counters.join(", "));
+    let devices = v["devices"].as_array().cloned().unwrap_or_default();
+    let total = v["devices_total"].as_u64().unwrap_or(devices.len() as u64);
+    let _ = write!(
+        r,
+        "devices: {total} ({} online, {} offline)",
+        v["devices_online"].as_u64().unwrap_or(0),
+        v["devices_offline"].as_u64().unwrap_or(0)
+    );
+    if total > devices.len() as u64 {
+        let _ = write!(r, ", the {} seen most recently listed", devices.len());
+    }
+    if let Some(forgotten) = v["devices_forgotten"].as_u64().filter(|n| *n > 0) {
+        let _ = write!(r, "; {forgotten} forgotten (MAX_DEVICES reached)");
+    }
+    let _ = writeln!(r);
+    if !devices.is_empty() {
+        let header = [
+            "DEVICE",
+            "ONLINE",
+            "LAST SEEN",
+            "IP",
+            "NETWORK",
+            "CPU",
+            "SENSE",
+            "VIDEO",
+            "SPI",
+        ];
+        let rows: Vec<[String; 9]> = devices
+            .iter()
+            .map(|d| {
+                let seen = d["last_seen_unix"]
+                    .as_u64()
+                    .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
+                [
+                    heartbeat::shown(d["id"].as_str().unwrap_or("?")),
+                    if d["online"].as_bool() == Some(true) {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                    seen.unwrap_or_else(|| "-".into()),
+                    text(&d["ip"]),
+                    text(&d["network"]),
+                    unit(&d["cpu_temp"], "C"),
+                    unit(&d["sense_temp"], "C"),
+                    unit(&d["video_fps"], "fps"),
+                    unit(&d["spi_fps"], "fps"),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| -> String {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+            l.trim_end().to_string()
+        };
+        let _ = writeln!(r, "{}", line(header.to_vec()));
+        for row in &rows {
+            let _ = writeln!(r, "{}", line(row.iter().map(String::as_str).collect()));
+        }
+    }
+    let health = if !fresh {
+        Health::Stale
+    } else if broker_away {
+        Health::BrokerAway
+    } else {
+        Health::Healthy
+    };
+    (r, health)
+}
+
+/// A cell of the device table: whatever the file holds (it may have been
+/// written by anyone), cut to a sane width, so formatting cannot fail.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => heartbeat::shown(s),
+        Value::Null => "-".into(),
+        other => heartbeat::shown(&other.to_string()),
+    }
+}
+
+fn unit(v: &Value, suffix: &str) -> String {
+    match v.as_f64() {
+        Some(f) => heartbeat::shown(&format!("{f}{suffix}")),
+        None => "-".into(),
+    }
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{}m {:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h {:02}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d {:02}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests;

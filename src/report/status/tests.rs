@@ -1,0 +1,192 @@
+use super::*;
+use crate::devices::heartbeat::Heartbeat;
+use crate::devices::table::DeviceSnapshot;
+use std::time::Duration;
+use std::time::UNIX_EPOCH;
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
+    let config = Config::default();
+    let counters = Counters::default();
+    counters
+        .broker_down_since_unix
+        .store(now - 10, std::sync::atomic::Ordering::Relaxed);
+    Counters::add(&counters.received);
+    Counters::add(&counters.received);
+    Counters::add(&counters.published);
+    let total = devices.len() + 300;
+    to_json(&Snapshot {
+        config: &config,
+        started: at(now - 7200),
+        now: at(now),
+        counters: &counters,
+        broker: "127.0.0.1:1883".into(),
+        devices: TableSnapshot {
+            online: devices.iter().filter(|d| d.online).count() + 100,
+            shown: devices,
+            total,
+            forgotten: 7,
+        },
+    })
+}
+
+#[test]
+fn snapshot_has_the_documented_keys() {
+    let v = snapshot_value(vec![], 1_795_927_484);
+    for key in [
+        "pid",
+        "started",
+        "started_unix",
+        "updated",
+        "updated_unix",
+        "status_interval",
+        "broker",
+        "queue_depth",
+        "counters",
+        "devices",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    // Durations are whole seconds, as the status command reads them.
+    assert_eq!(v["status_interval"], 5, "{v}");
+    assert_eq!(v["mqtt_keepalive"], 60, "{v}");
+    for key in [
+        "received",
+        "published",
+        "rejected",
+        "expired",
+        "replies_routed",
+        "replies_dropped",
+    ] {
+        assert!(v["counters"][key].is_u64(), "counter {key}: {v}");
+    }
+    assert_eq!(v["counters"]["received"], 2);
+    assert_eq!(v["broker"]["connected"], false);
+    assert_eq!(v["broker_connected"], false);
+    assert_eq!(v["updated"], "2026-11-29T04:44:44Z");
+    assert_eq!(v["broker"]["address"], "127.0.0.1:1883");
+    assert_eq!(
+        (
+            &v["devices_total"],
+            &v["devices_online"],
+            &v["devices_offline"],
+            &v["devices_not_shown"],
+            &v["devices_forgotten"]
+        ),
+        (
+            &json!(300),
+            &json!(100),
+            &json!(200),
+            &json!(300),
+            &json!(7)
+        )
+    );
+}
+
+#[test]
+fn a_hostile_status_file_never_makes_status_panic() {
+    let huge = "w".repeat(70_000);
+    let v = json!({
+        "status_interval": 5, "updated_unix": 1_000_000, "started_unix": 1,
+        "devices": [
+            {"id": huge, "ip": huge, "network": 12, "cpu_temp": "hot", "last_seen_unix": u64::MAX},
+            {"id": null, "online": "yes"},
+            "not an object"
+        ],
+        "devices_total": -1,
+        "counters": [1, 2]
+    });
+    let (report, _) = render(&v, at(1_000_000), 5);
+    assert!(report.lines().all(|l| l.chars().count() < 500), "{report}");
+    assert!(report.contains("70000 characters"), "{report}");
+}
+
+#[test]
+fn render_marks_fresh_and_stale_by_three_intervals() {
+    let v = snapshot_value(vec![], 1_000_000);
+    let (report, health) = render(&v, at(1_000_015), 5);
+    assert_eq!(
+        health,
+        Health::Healthy,
+        "not connected for 15 s is within 2 x keepalive: {report}"
+    );
+    assert!(report.contains("FRESH"));
+    let (report, health) = render(&v, at(1_000_016), 5);
+    assert_eq!(health, Health::Stale);
+    assert!(report.contains("STALE"), "{report}");
+    assert!(report.contains("NOT connected"));
+    assert!(report.contains("up 2h 00m"), "{report}");
+}
+
+#[test]
+fn render_lists_devices_in_an_aligned_table_with_absent_values_as_dashes() {
+    let devices = vec![
+        DeviceSnapshot {
+            id: "cam-01".into(),
+            online: true,
+            last_seen: at(999_990),
+            status: Heartbeat {
+                ip: Some("10.0.0.7".into()),
+                network: Some("wifi".into()),
+                cpu_temp: Some(47.5),
+                video_fps: Some(15.0),
+                ..Heartbeat::default()
+            },
+        },
+        DeviceSnapshot {
+            id: "a-much-longer-device-id".into(),
+            online: false,
+            last_seen: at(900_000),
+            status: Heartbeat::default(),
+        },
+    ];
+    let v = snapshot_value(devices, 1_000_000);
+    let (report, _) = render(&v, at(1_000_000), 5);
+    let lines: Vec<&str> = report.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("DEVICE"))
+        .expect("table header");
+    let row1 = lines[header + 1];
+    let row2 = lines[header + 2];
+    assert!(row1.starts_with("cam-01 "), "{report}");
+    assert!(
+        row1.contains("10.0.0.7")
+            && row1.contains("47.5C")
+            && row1.contains("15fps")
+            && row1.contains("10 s ago"),
+        "{row1}"
+    );
+    assert!(row2.contains(" no ") && row2.contains(" - "), "{row2}");
+    // Columns line up: ONLINE starts at the same offset in every line.
+    let col = lines[header].find("ONLINE").unwrap();
+    assert_eq!(&row1[col..col + 3], "yes");
+    assert_eq!(&row2[col..col + 2], "no");
+}
+
+#[test]
+fn render_survives_a_foreign_file() {
+    let (report, health) = render(&json!({"something": "else"}), at(10), 5);
+    assert_eq!(health, Health::Stale);
+    assert!(report.contains("STALE"));
+}
+
+#[test]
+fn a_broker_away_longer_than_two_keepalives_is_its_own_health() {
+    let v = snapshot_value(vec![], 1_000_000);
+    assert_eq!(v["broker"]["down_since_unix"], 999_990);
+    let mut v = v;
+    v["mqtt_keepalive"] = json!(5);
+    v["status_interval"] = json!(60);
+    let (report, health) = render(&v, at(1_000_005), 5);
+    assert_eq!(health, Health::BrokerAway, "{report}");
+    assert!(
+        report.contains("NOT connected for 15 s (longer than 2 x MQTT_KEEPALIVE: 10 s)"),
+        "{report}"
+    );
+    v["broker"]["connected"] = json!(true);
+    assert_eq!(render(&v, at(1_000_005), 5).1, Health::Healthy);
+}
