@@ -21,7 +21,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{Client, Connection, ConnectionError, Event, RecvTimeoutError};
 use rumqttc::Transport;
@@ -104,13 +104,13 @@ impl DeviceLink {
                         log::info!("device link connected to broker {broker}");
                         failures.connected();
                         up_since = Some(Instant::now());
-                        for (topic, qos) in [
-                            (&self.config.heartbeat_topic, QoS::AtMostOnce),
-                            (&self.config.reply_topic, QoS::AtLeastOnce),
-                        ] {
-                            if let Err(e) = client.try_subscribe(topic.as_str(), qos) {
-                                log::error!("cannot subscribe to {topic}: {e}");
-                            }
+                        // One SUBSCRIBE, so one SUBACK says both are in place.
+                        let filters = [
+                            Filter::new(self.config.heartbeat_topic.as_str(), QoS::AtMostOnce),
+                            Filter::new(self.config.reply_topic.as_str(), QoS::AtLeastOnce),
+                        ];
+                        if let Err(e) = client.try_subscribe_many(filters) {
+                            log::error!("device link cannot subscribe: {e}");
                         }
                     }
                     Ok(Ok(event)) => self.handle(event),
@@ -164,6 +164,14 @@ impl DeviceLink {
                     log::error!(
                         "the broker refused a subscription (check its ACL): {:?}",
                         ack.return_codes
+                    );
+                } else {
+                    // Tests and operators wait for this line: from here on no
+                    // heartbeat or reply on these topics is missed.
+                    log::info!(
+                        "device link subscribed to {} and {}",
+                        self.config.heartbeat_topic,
+                        self.config.reply_topic
                     );
                 }
             }
