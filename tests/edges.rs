@@ -511,6 +511,33 @@ fn six_hundred_one_shot_connections_during_an_outage_under_ulimit_256() {
     assert!(!log.contains("Too many open files"), "{log}");
 }
 
+/// `send < big.ndjson`: the status lines are read while the input is
+/// still being written, so none is dropped and every command is confirmed.
+#[test]
+fn send_confirms_every_command_of_a_large_input() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "warn")]);
+    let conf = relay.conf.to_string_lossy().into_owned();
+    let n = 30_000;
+    let input: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"IMG\",\"unit\":\"big-{}\",\"id\":{i}}}\n",
+                i % 5
+            )
+        })
+        .collect();
+    let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "20"], Some(input.as_bytes()));
+    assert_eq!(code, 0, "{err}");
+    let ok = out
+        .lines()
+        .filter(|l| l.starts_with(r#"{"status":"ok""#))
+        .count();
+    assert_eq!(ok, n, "one ok line per command");
+    assert_eq!(sub.collect(n, Duration::from_secs(5)).len(), n);
+}
+
 #[test]
 fn send_says_what_became_of_each_command_whatever_ack_mode() {
     let broker = Broker::start();
