@@ -322,11 +322,17 @@ fn check_type_fields(kind: CommandType, object: &Object<'_>) -> Result<(), Strin
         CommandType::Wfi => wifi_fields(object),
         CommandType::Uds => container(object, "settings", b"{", "an object"),
         CommandType::Frs => {
+            // The backend's own client sends a level name ("full"); older
+            // firmware takes a number. Both reach the camera untouched.
             let raw = required(object, "reset_level")?;
-            if is_json_number(raw) && utf8(raw).parse::<u64>().is_ok() {
+            if (is_json_number(raw) && utf8(raw).parse::<u64>().is_ok()) || is_nonempty_string(raw)
+            {
                 Ok(())
             } else {
-                Err(must_be("reset_level", "a non-negative integer"))
+                Err(must_be(
+                    "reset_level",
+                    "a non-negative integer or a non-empty string",
+                ))
             }
         }
         CommandType::Scs | CommandType::Img | CommandType::Rsr => Ok(()),

@@ -752,7 +752,7 @@ fn wifi_rules() {
 
 #[test]
 fn factory_reset_rule() {
-    for level in ["0", "1", "18446744073709551615"] {
+    for level in ["0", "1", "18446744073709551615", "\"full\"", "\"1\""] {
         accept(&format!(
             r#"{{"type":"FRS","unit":"a","reset_level":{level}}}"#
         ));
@@ -766,15 +766,17 @@ fn factory_reset_rule() {
         "-0",
         "1.5",
         "1e1",
-        "\"1\"",
+        "\"\"",
         "null",
+        "[]",
+        "true",
         "18446744073709551616",
     ] {
         assert_eq!(
             reason(&format!(
                 r#"{{"type":"FRS","unit":"a","reset_level":{level}}}"#
             )),
-            r#"field "reset_level" must be a non-negative integer"#,
+            r#"field "reset_level" must be a non-negative integer or a non-empty string"#,
             "{level}"
         );
     }
