@@ -11,11 +11,79 @@ use std::ops::Range;
 use log::Level;
 
 use super::{
-    Action, Awaiting, Delivery, Durability, Now, Opening, SpoolOp, SpoolOutcome, SPOOL_RETRY,
+    Action, Awaiting, Delivery, Durability, Found, Now, Opening, SpoolOp, SpoolOutcome, SPOOL_RETRY,
 };
+use crate::config::Config;
+use crate::delivery::spool::Recovery;
 use crate::delivery::spool::SpoolError;
 
 impl Delivery {
+    /// With `SPOOL_FILE` set, replays what the last run left there (its live
+    /// commands are queued first) and asks for the file to be written afresh
+    /// holding just them. A spool that cannot be read or written does not
+    /// stop the start (that is for configuration errors): the relay runs
+    /// without it, logged at error, until it can be written again.
+    pub fn start(&mut self, found: Found, config: &Config, now: Now) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(path) = self.settings.spool.clone() else {
+            return out;
+        };
+        let path = path.display();
+        let (recovery, mut move_first) = match found {
+            Found::Untrusted(why) => {
+                self.log(&mut out, Level::Error, || {
+                    format!(
+                        "spool {path}: {why}: another user could have written it, so its commands \
+                         are not replayed (the file is moved aside as untrusted and a new \
+                         spool is started)"
+                    )
+                });
+                (Recovery::default(), Some("untrusted"))
+            }
+            Found::Unreadable(e) => {
+                self.log(&mut out, Level::Error, || {
+                    format!(
+                        "spool {path}: cannot be read: {e}; its commands are not replayed \
+                         (the file is kept, moved aside before a new spool is written)"
+                    )
+                });
+                (Recovery::default(), Some("unreadable"))
+            }
+            Found::Read(recovery) => (recovery, None),
+        };
+        if !recovery.damaged.is_empty() {
+            self.log(&mut out, Level::Warn, || {
+                format!(
+                    "spool {path}: {} damaged bytes in {} places skipped; the {} intact commands \
+                     around them are kept, and the file is moved aside for inspection",
+                    recovery.damaged_bytes(),
+                    recovery.damaged.len(),
+                    recovery.live.len()
+                )
+            });
+            move_first = Some("damaged");
+        }
+        if let Some((offset, len)) = recovery.torn_tail {
+            self.log(&mut out, Level::Warn, || {
+                format!(
+                    "spool {path}: a record cut short at offset {offset} ({len} bytes, a write \
+                     interrupted by a crash) skipped"
+                )
+            });
+        }
+        self.replay(recovery.live, config, now, &mut out);
+        if !self.ledger.is_empty() {
+            let queued = self.ledger.len();
+            self.log(&mut out, Level::Info, || {
+                format!(
+                    "spool {path}: {queued} unacknowledged commands from the last run queued first"
+                )
+            });
+        }
+        self.request_open(Opening::Start, move_first, None, &mut out);
+        out
+    }
+
     /// Asks for the spool to be written afresh with everything pending.
     pub(super) fn request_open(
         &mut self,
