@@ -181,10 +181,11 @@ pub enum Count {
 pub enum Action {
     Log(Level, String),
     Count(Count),
-    /// Offer this status line to a connection; the command's claim on it ends.
+    /// Offer this status line (if any: `ok` lines only go where asked for)
+    /// to a connection; the command's claim on a line ends either way.
     Status {
         to: StatusOwed,
-        line: Vec<u8>,
+        line: Option<Vec<u8>>,
     },
     Spool(SpoolOp),
     /// Request: write these PUBLISH packets to the broker's connection.
@@ -203,7 +204,7 @@ impl std::fmt::Debug for Action {
                 f,
                 "Status(to connection {}: {:?})",
                 to.outbox.id(),
-                String::from_utf8_lossy(line)
+                line.as_deref().map(String::from_utf8_lossy)
             ),
             Action::Spool(op) => write!(f, "Spool({op:?})"),
             Action::Write(packets) => write!(f, "Write({} bytes)", packets.len()),

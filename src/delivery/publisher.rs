@@ -194,7 +194,9 @@ impl Publisher {
                 Action::Log(level, line) => log::log!(level, "{line}"),
                 Action::Count(count) => self.count(count),
                 Action::Status { to, line } => {
-                    to.outbox.offer("status line", line);
+                    if let Some(line) = line {
+                        to.outbox.offer("status line", line);
+                    }
                 }
                 Action::Spool(op) => {
                     if let Some(outcome) = self.spool(op) {

@@ -1,3 +1,5 @@
+//! Part of the delivery policy (run on the publisher thread, no I/O).
+//!
 //! Admission: how many commands the ledger takes (the queue and byte
 //! budgets), when a batch counts as accepted (spooled and synced, or
 //! publishable at once), and the commands replayed from the spool at start.

@@ -1,3 +1,5 @@
+//! Part of the delivery policy (run on the publisher thread, no I/O).
+//!
 //! Shutdown: once intake stops, the publisher keeps publishing for up to
 //! `SHUTDOWN_GRACE`, leaves the rest in the spool, then publishes the
 //! "offline" state (with `STATE_TOPIC`) and DISCONNECT.

@@ -1,3 +1,5 @@
+//! Part of the delivery policy (run on the publisher thread, no I/O).
+//!
 //! Durability: the spool's state as the policy sees it. The spool is the
 //! source of truth. While it cannot be written (a full or read-only file
 //! system, an I/O error), a command is accepted only when the broker is

@@ -105,6 +105,8 @@ struct Rig {
     spool_answers: VecDeque<SpoolOutcome>,
     write_answers: VecDeque<Result<(), String>>,
     outbox: Outbox,
+    /// Status claims handed back (with or without a line).
+    claims_ended: usize,
 }
 
 impl Rig {
@@ -124,6 +126,7 @@ impl Rig {
             spool_answers: VecDeque::new(),
             write_answers: VecDeque::new(),
             outbox: Outbox::new(1, peer).0,
+            claims_ended: 0,
         }
     }
 
@@ -158,7 +161,10 @@ impl Rig {
                 Action::Count(c) => self.counts.push(c),
                 Action::Status { to, line } => {
                     assert_eq!(to.outbox.id(), 1);
-                    self.status.push(String::from_utf8(line).expect("UTF-8"));
+                    if let Some(line) = line {
+                        self.status.push(String::from_utf8(line).expect("UTF-8"));
+                    }
+                    self.claims_ended += 1;
                 }
                 Action::Spool(op) => {
                     let answer = match &op {
@@ -490,6 +496,8 @@ fn ok_lines_go_only_to_connections_that_asked_for_them() {
     r.ack_all();
     assert_eq!(r.counts, [Count::Published]);
     assert!(r.status.is_empty());
+    assert_eq!(r.claims_ended, 1, "the claim ends with no line");
+    assert_eq!(r.outbox.owed(), 0);
     assert_eq!(r.d.queued_bytes(), 0);
 }
 

@@ -1,3 +1,5 @@
+//! Part of the delivery policy (run on the publisher thread, no I/O).
+//!
 //! The write window and hold, acknowledgements, resend after a lost link
 //! (with the "again" copies of what a dying broker may not have passed on),
 //! and expiry of commands that waited longer than `COMMAND_TTL`.
@@ -253,9 +255,6 @@ fn report(job: &mut Accepted, error: Option<&str>, out: &mut Vec<Action>) {
     let Some(to) = job.reply.take() else {
         return;
     };
-    if error.is_none() && !to.ok_lines {
-        return;
-    }
-    let line = job.status_line(error);
+    let line = (error.is_some() || to.ok_lines).then(|| job.status_line(error));
     out.push(Action::Status { to, line });
 }
