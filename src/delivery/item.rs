@@ -26,7 +26,7 @@ pub struct Accepted {
     /// Where its status line goes, when its connection wants any.
     pub reply: Option<StatusOwed>,
     /// A second copy of a command a broker acknowledged just before its
-    /// connection broke (see `Publisher::again`): published, not counted,
+    /// connection broke (see `policy::Delivery`): published, not counted,
     /// no status line.
     pub again: bool,
 }
@@ -54,22 +54,13 @@ impl Accepted {
         }
     }
 
-    /// Writes this command's status line to its backend: errors whenever its
-    /// connection wants status lines, `ok` only when it wants those too.
-    pub fn report(&self, error: Option<&str>) {
-        if let Some(reply) = &self.reply {
-            if error.is_none() && !reply.ok_lines {
-                return;
-            }
-            reply.outbox.offer(
-                "status line",
-                outbox::status_line(
-                    Some(self.kind.as_str()),
-                    Some(&self.unit),
-                    self.id.as_deref(),
-                    error,
-                ),
-            );
-        }
+    /// This command's status line (PROTOCOL.md §1.3): `ok`, or `error` with why.
+    pub fn status_line(&self, error: Option<&str>) -> Vec<u8> {
+        outbox::status_line(
+            Some(self.kind.as_str()),
+            Some(&self.unit),
+            self.id.as_deref(),
+            error,
+        )
     }
 }

@@ -169,11 +169,6 @@ impl<T: Weighed> Ledger<T> {
         self.cursor = 0;
     }
 
-    /// Oldest-first view of everything not yet acknowledged.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
-        self.iter_from(0)
-    }
-
     /// Those with a sequence number of `first` or later, oldest first.
     pub fn iter_from(&self, first: u64) -> impl Iterator<Item = (u64, &T)> {
         self.entries.range(first..).map(|(s, t)| (*s, t))

@@ -229,10 +229,6 @@ impl Spool {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Size of the file once what is queued is written.
     pub fn bytes(&self) -> u64 {
         self.written + self.buf.len() as u64

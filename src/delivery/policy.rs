@@ -1,0 +1,496 @@
+//! The publisher's policy, without I/O: admission (the `QUEUE_CAPACITY` and
+//! `QUEUE_MAX_BYTES` budgets, spool or wait), durability (the spool's
+//! state, its failures and recovery), the write window and the write hold,
+//! acknowledgements and resend after a lost link (the "again" copies), expiry
+//! (`COMMAND_TTL`) and shutdown. Owned by the publisher thread
+//! (`publisher.rs`), which feeds it [`Event`]s and performs the [`Action`]s it
+//! returns; there are no sockets, files, channels or clocks in here: time
+//! comes in as [`Now`], spool and socket results come back as events.
+//!
+//! Three actions are requests whose result the publisher feeds back before
+//! anything else: [`Action::Write`] and [`Action::Disconnect`] (answered by
+//! [`Event::Written`]) and the spool's `Sync`, `Tidy` and `Open` (answered
+//! by [`Event::Spool`]). A request is always the last action of a list; what
+//! follows it (the rest of a turn, the batch waiting for its sync) is kept
+//! here and resumes with the answer.
+//!
+//! Every command keeps its place in the ledger (a sequence number in the
+//! order it was accepted) until the broker acknowledges it, so per-unit order
+//! holds across resends. `Event` and `Action` are meant to grow: a command
+//! held for a camera that is offline can keep its sequence number while
+//! held, and be released in that order by a presence event.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{Level, LevelFilter};
+
+use crate::config::{Config, Qos};
+use crate::delivery::item::Accepted;
+use crate::delivery::ledger::{Ledger, Weighed};
+use crate::delivery::outbox::StatusOwed;
+use crate::delivery::spool::{Live, Recovery, SpoolError};
+
+/// Commands written to the broker and not yet acknowledged.
+pub const WINDOW: usize = 100;
+/// Under load (more commands ready than the window has room for), the
+/// publisher writes once at least this many places are free again, or
+/// [`MAX_HOLD`] after it first could have written: a few large writes
+/// instead of one per PUBACK read, which costs the relay and the broker a
+/// system call and a wake-up each. Whatever is ready and fits is written at
+/// once, so a lone command never waits.
+const MIN_WRITE: usize = 25;
+const MAX_HOLD: Duration = Duration::from_micros(200);
+/// Commands held while the broker is connected (see [`Delivery::room`]).
+const CONNECTED_BACKLOG: usize = 4 * WINDOW;
+/// Retry interval for a spool that cannot be written.
+pub const SPOOL_RETRY: Duration = Duration::from_secs(1);
+/// Commands a broker acknowledged this shortly before its connection broke
+/// are published again on the next one: a broker that dies (SIGKILL, power)
+/// may have acknowledged a command and not yet passed it on (mosquitto
+/// queues the PUBACK and the delivery to subscribers alike), and nobody
+/// else could ever resend it. At least once, as always.
+const AGAIN_WITHIN: Duration = Duration::from_secs(1);
+/// The loop turns at least this often: expiry, spool retries and the
+/// status file's liveness check ride on it.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// The time of an event, read by the caller: monotonic for TTLs, holds and
+/// retries (they do not jump with the wall clock), wall clock for what must
+/// survive a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+/// What the policy needs of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// QoS 1 (acknowledged) or 0.
+    pub qos1: bool,
+    pub ttl: Option<Duration>,
+    pub capacity: usize,
+    /// `QUEUE_MAX_BYTES`: payload bytes the ledger may hold.
+    pub max_bytes: usize,
+    /// `SPOOL_FILE`, named in log lines.
+    pub spool: Option<PathBuf>,
+    /// `STATE_TOPIC` and its "offline" message, published before a clean DISCONNECT.
+    pub state: Option<(String, Vec<u8>)>,
+    /// The most verbose level logged: lines below it are not even formatted.
+    pub log_level: LevelFilter,
+}
+
+impl Settings {
+    pub fn new(config: &Config, log_level: LevelFilter) -> Settings {
+        Settings {
+            qos1: config.mqtt_qos == Qos::AtLeastOnce,
+            ttl: config.command_ttl,
+            capacity: config.queue_capacity,
+            max_bytes: config.queue_max_bytes,
+            spool: config.spool_file.clone(),
+            state: None,
+            log_level,
+        }
+    }
+}
+
+/// What the publisher found at `SPOOL_FILE` when it started.
+#[derive(Debug)]
+pub enum Found {
+    /// Someone else could have written it (why): not replayed, moved aside.
+    Untrusted(String),
+    /// It could not be read (why): kept, moved aside.
+    Unreadable(String),
+    Read(Recovery),
+}
+
+/// What happens to the publisher.
+pub enum Event {
+    /// Commands a session handed over, taken whole; admitted at the next [`Event::Tick`].
+    Batch(Vec<Accepted>),
+    /// A turn of the loop: admit what waits, write what is due, tidy the spool.
+    Tick,
+    /// A fresh (clean) session with the broker: everything unacknowledged is due again.
+    LinkUp,
+    /// The connection is gone; what was in flight on it is unacknowledged.
+    LinkDown,
+    /// PUBACKs, in the order they were read.
+    Acked(Vec<u16>),
+    /// The answer to [`Action::Write`] or [`Action::Disconnect`].
+    Written(Result<(), String>),
+    /// The answer to a spool request.
+    Spool(SpoolOutcome),
+    /// Intake stopped: publish for at most `grace` more, then give up.
+    Stop { grace: Duration },
+    /// No session can hand over commands any more.
+    IntakeClosed,
+    /// The loop ended (see [`Delivery::ending`]); `unread` commands are still
+    /// in the job channel. Tidies the spool and says goodbye to the broker.
+    Close { unread: usize },
+}
+
+/// How a spool request went.
+#[derive(Debug)]
+pub enum SpoolOutcome {
+    /// Written (and synced when accepted records were among it); compacted if due.
+    Synced,
+    /// Writing failed; the spool is closed.
+    Broke(SpoolError),
+    /// Written afresh with everything [`Delivery::spooled`]; `kept_as` is
+    /// where a file that had to be kept was moved first.
+    Opened { kept_as: Option<PathBuf> },
+    /// Could not be written afresh (why); `move_first` still has to be moved aside.
+    OpenFailed {
+        kept_as: Option<PathBuf>,
+        reason: String,
+        move_first: Option<&'static str>,
+    },
+}
+
+/// What to do to the spool file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpoolOp {
+    /// Append these accepted commands (read through [`Delivery::spooled_in`]).
+    Append(Range<u64>),
+    /// Append the end of this command (acknowledged or expired).
+    Done(u64),
+    /// Request: write what is appended, with one sync.
+    Sync,
+    /// Request: write what is appended, then compact when the file asks for it.
+    Tidy,
+    /// Request: move the file aside under this kind first (when set), then
+    /// write it afresh with everything [`Delivery::spooled`].
+    Open { move_first: Option<&'static str> },
+}
+
+/// A counter of the status file that moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// A command read back from the spool: received and queued.
+    Replayed,
+    /// A spooled command that no longer validates: rejected, no longer queued.
+    Rejected,
+    Expired,
+    Published,
+}
+
+/// What the publisher must do.
+pub enum Action {
+    Log(Level, String),
+    Count(Count),
+    /// Offer this status line (if any: `ok` lines only go where asked for)
+    /// to a connection; the command's claim on a line ends either way.
+    Status {
+        to: StatusOwed,
+        line: Option<Vec<u8>>,
+    },
+    Spool(SpoolOp),
+    /// Request: write these PUBLISH packets to the broker's connection.
+    Write(Vec<u8>),
+    /// Request: write these last packets (the "offline" state and
+    /// DISCONNECT), telling the publish link the close is ours.
+    Disconnect(Vec<u8>),
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Log(level, line) => write!(f, "Log({level}, {line:?})"),
+            Action::Count(count) => write!(f, "Count({count:?})"),
+            Action::Status { to, line } => write!(
+                f,
+                "Status(to connection {}: {:?})",
+                to.outbox.id(),
+                line.as_deref().map(String::from_utf8_lossy)
+            ),
+            Action::Spool(op) => write!(f, "Spool({op:?})"),
+            Action::Write(packets) => write!(f, "Write({} bytes)", packets.len()),
+            Action::Disconnect(packets) => write!(f, "Disconnect({} bytes)", packets.len()),
+        }
+    }
+}
+
+/// Why the loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Intake closed and everything delivered.
+    Drained,
+    /// The shutdown grace ran out.
+    GraceOver,
+}
+
+/// Where accepted commands are kept durable.
+#[derive(Debug)]
+enum Durability {
+    /// No SPOOL_FILE: memory only.
+    Off,
+    Writing,
+    /// SPOOL_FILE cannot be written now; retried every [`SPOOL_RETRY`].
+    Failing {
+        reason: String,
+        retry_at: Instant,
+        /// The file was not read (or is damaged) and must be moved aside
+        /// under this kind before anything is written over it.
+        move_first: Option<&'static str>,
+    },
+}
+
+/// Why the spool is being written afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    Start,
+    Lost,
+    Retry,
+}
+
+/// The request whose answer is awaited.
+#[derive(Debug)]
+enum Awaiting {
+    /// A batch was appended (`batch`: accepted once durable).
+    Sync {
+        batch: Range<u64>,
+    },
+    Tidy,
+    Open {
+        why: Opening,
+        batch: Option<Range<u64>>,
+    },
+    /// Written; with QoS 0 these are then delivered.
+    Write {
+        qos0: Vec<u64>,
+    },
+    Bye,
+}
+
+/// Steps of a turn, done in order; a request pauses them until its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Admit,
+    Write,
+    Tidy,
+    Forget,
+    Bye,
+}
+
+/// The publisher's state and decisions (see the module doc).
+pub struct Delivery {
+    settings: Settings,
+    ledger: Ledger<Accepted>,
+    /// Commands handed over by sessions that did not fit in the ledger yet
+    /// (a batch is taken whole): read, not accepted; admitted first when
+    /// there is room, and no new batch is taken while any wait.
+    waiting: VecDeque<Accepted>,
+    /// Payload bytes of `waiting`.
+    waiting_bytes: usize,
+    /// The broker's connection can be written to.
+    connected: bool,
+    /// Since when a write is held back for more room (see [`MIN_WRITE`]).
+    held_since: Option<Instant>,
+    spool: Durability,
+    /// Acknowledged in the last [`AGAIN_WITHIN`] (at most one window), with
+    /// their sequence numbers: published again if the connection breaks now.
+    recent: VecDeque<(Instant, u64, Accepted)>,
+    /// Copies published again that are in the ledger (not counted as queued).
+    again_queued: usize,
+    /// Read from backends but not accepted yet: their spool write failed
+    /// with the broker away. Accepted (and logged so) once the spool takes
+    /// them or the broker does; lost with the process until then.
+    unconfirmed: BTreeSet<u64>,
+    awaiting: Option<Awaiting>,
+    /// What is left of the current turn.
+    steps: VecDeque<Step>,
+    /// Set by [`Event::Stop`]: (deadline, grace).
+    stop: Option<(Instant, Duration)>,
+    intake_closed: bool,
+    /// DISCONNECT is on its way: the next broken link is ours.
+    closing: bool,
+}
+
+impl Delivery {
+    pub fn new(settings: Settings) -> Delivery {
+        let spool = match settings.spool {
+            Some(_) => Durability::Writing,
+            None => Durability::Off,
+        };
+        Delivery {
+            settings,
+            ledger: Ledger::new(WINDOW),
+            waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            connected: false,
+            held_since: None,
+            spool,
+            recent: VecDeque::new(),
+            again_queued: 0,
+            unconfirmed: BTreeSet::new(),
+            awaiting: None,
+            steps: VecDeque::new(),
+            stop: None,
+            intake_closed: false,
+            closing: false,
+        }
+    }
+
+    /// Publishes this "offline" message on this topic before a clean DISCONNECT.
+    pub fn set_state(&mut self, state: Option<(String, Vec<u8>)>) {
+        self.settings.state = state;
+    }
+
+    /// The levels logged from now on.
+    pub fn set_log_level(&mut self, level: LevelFilter) {
+        self.settings.log_level = level;
+    }
+
+    /// Takes one event; returns what to do, in order.
+    pub fn handle(&mut self, event: Event, now: Now) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Batch(jobs) => self.wait_for_room(jobs),
+            Event::Tick => {
+                self.steps = [Step::Admit, Step::Write, Step::Tidy, Step::Forget].into();
+            }
+            Event::LinkUp => self.link_up(&mut out),
+            Event::LinkDown => self.link_down(now, &mut out),
+            Event::Acked(pkids) => {
+                for pkid in pkids {
+                    if let Some((seq, job)) = self.ledger.on_acked(pkid) {
+                        self.delivered(seq, job, now, &mut out);
+                    }
+                }
+            }
+            Event::Written(result) => self.written(result, now, &mut out),
+            Event::Spool(outcome) => self.spool_answered(outcome, now, &mut out),
+            Event::Stop { grace } => {
+                self.stop.get_or_insert((now.mono + grace, grace));
+            }
+            Event::IntakeClosed => self.intake_closed = true,
+            Event::Close { unread } => {
+                if self.ending(now) == Some(Ending::GraceOver) {
+                    self.give_up(self.waiting.len() + unread, &mut out);
+                }
+                self.steps = [Step::Tidy, Step::Bye].into();
+            }
+        }
+        self.resume(now, &mut out);
+        out
+    }
+
+    /// Does what is left of the turn until a request must be answered.
+    fn resume(&mut self, now: Now, out: &mut Vec<Action>) {
+        while self.awaiting.is_none() {
+            let Some(step) = self.steps.pop_front() else {
+                return;
+            };
+            match step {
+                Step::Admit => self.admit_waiting(out),
+                Step::Write => self.write_due(now, out),
+                Step::Tidy => self.tidy_spool(now, out),
+                Step::Forget => self.forget_recent(now),
+                Step::Bye => self.bye(out),
+            }
+        }
+    }
+
+    /// Whether to read the job channel now: nothing waits and there is room.
+    pub fn reads_jobs(&self) -> bool {
+        self.waiting.is_empty() && self.has_room(self.room(), 0)
+    }
+
+    /// Whether to take another batch already in the job channel into the
+    /// same admission (one spool sync for everything that arrived together).
+    pub fn reads_more(&self) -> bool {
+        self.has_room(self.room(), self.waiting.len())
+            && self.ledger.weight() + self.waiting_bytes < self.settings.max_bytes
+    }
+
+    /// How long the loop may wait for the next event before a [`Event::Tick`] is due.
+    pub fn wait(&self, now: Now) -> Duration {
+        let mut wait = self
+            .stop
+            .map(|(deadline, _)| deadline.saturating_duration_since(now.mono))
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT);
+        if let Some(since) = self.held_since {
+            wait = wait.min(MAX_HOLD.saturating_sub(now.mono.saturating_duration_since(since)));
+        }
+        wait
+    }
+
+    /// Intake has been told to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Whether the loop ends now, and why.
+    pub fn ending(&self, now: Now) -> Option<Ending> {
+        if self.intake_closed && self.ledger.is_empty() && self.waiting.is_empty() {
+            return Some(Ending::Drained);
+        }
+        self.stop
+            .filter(|(deadline, _)| now.mono >= *deadline)
+            .map(|_| Ending::GraceOver)
+    }
+
+    /// Commands written on this connection and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.ledger.in_flight()
+    }
+
+    /// Payload bytes of the commands held.
+    pub fn queued_bytes(&self) -> usize {
+        self.ledger.weight()
+    }
+
+    /// What the spool must hold: every command but the copies published
+    /// again after a broken link (`again`), whose own records were marked
+    /// done when the broker first acknowledged them; written as live, they
+    /// would never be marked done again and be replayed at every start.
+    pub fn spooled(&self) -> impl Iterator<Item = Live<'_>> {
+        self.spooled_in(0..u64::MAX)
+    }
+
+    /// The [`Delivery::spooled`] commands with a sequence number in `seqs`.
+    pub fn spooled_in(&self, seqs: Range<u64>) -> impl Iterator<Item = Live<'_>> {
+        self.ledger
+            .iter_from(seqs.start)
+            .take_while(move |(seq, _)| *seq < seqs.end)
+            .filter(|(_, job)| !job.again)
+            .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice()))
+    }
+
+    /// `SPOOL_FILE`, when set.
+    pub fn spool_file(&self) -> Option<&Path> {
+        self.settings.spool.as_deref()
+    }
+
+    fn log(&self, out: &mut Vec<Action>, level: Level, line: impl FnOnce() -> String) {
+        if level <= self.settings.log_level {
+            out.push(Action::Log(level, line()));
+        }
+    }
+
+    fn spool_path(&self) -> std::path::Display<'_> {
+        self.settings
+            .spool
+            .as_deref()
+            .unwrap_or(Path::new(""))
+            .display()
+    }
+}
+
+mod admit;
+mod shutdown;
+mod spool;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+impl Weighed for Accepted {
+    fn weight(&self) -> usize {
+        self.payload.len()
+    }
+}

@@ -1,0 +1,235 @@
+//! Part of the delivery policy (run on the publisher thread, no I/O).
+//!
+//! Admission: how many commands the ledger takes (the queue and byte
+//! budgets), when a batch counts as accepted (spooled and synced, or
+//! publishable at once), and the commands replayed from the spool at start.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use log::Level;
+
+use super::{Action, Count, Delivery, Durability, Now, SpoolOp, CONNECTED_BACKLOG, WINDOW};
+use crate::config::Config;
+use crate::delivery::item::Accepted;
+use crate::delivery::ledger::Weighed;
+use crate::delivery::spool::Replayed;
+use crate::ops::{redact, time};
+use crate::protocol::command;
+
+impl Delivery {
+    /// How many commands the ledger may hold now. With the broker connected a
+    /// few windows keep it busy, and the backends wait in their sockets (TCP
+    /// backpressure); only while it is away does the queue fill up to
+    /// `QUEUE_CAPACITY`, so memory is spent on outages, not on bursts.
+    ///
+    /// While the spool cannot be written, only what can be published at once
+    /// (one window, with the broker connected) is taken: nothing waits in
+    /// memory alone for a broker that is away.
+    pub(super) fn room(&self) -> usize {
+        let capacity = self.settings.capacity;
+        match (&self.spool, self.ledger.link_up()) {
+            (Durability::Failing { .. }, true) => capacity.min(WINDOW),
+            (Durability::Failing { .. }, false) => 0,
+            (_, true) => capacity.min(CONNECTED_BACKLOG),
+            (_, false) => capacity,
+        }
+    }
+
+    /// Whether the ledger (with `more` commands about to join it) may take
+    /// another: within `room` commands and within `QUEUE_MAX_BYTES`.
+    pub(super) fn has_room(&self, room: usize, more: usize) -> bool {
+        self.ledger.len() + more < room && self.ledger.weight() < self.settings.max_bytes
+    }
+
+    /// Takes a batch handed over by a session into `waiting`.
+    pub(super) fn wait_for_room(&mut self, jobs: Vec<Accepted>) {
+        self.waiting_bytes += jobs.iter().map(|j| j.payload.len()).sum::<usize>();
+        self.waiting.extend(jobs);
+    }
+
+    /// Admits what waits, oldest first, as far as the room allows (see
+    /// [`Delivery::room`]), as one batch: one spool sync.
+    pub(super) fn admit_waiting(&mut self, out: &mut Vec<Action>) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let room = self.room();
+        let mut batch = Vec::new();
+        let mut weight = 0;
+        while self.has_room(room, batch.len())
+            && (batch.is_empty() || self.ledger.weight() + weight < self.settings.max_bytes)
+        {
+            let Some(job) = self.waiting.pop_front() else {
+                break;
+            };
+            self.waiting_bytes -= job.payload.len();
+            weight += job.weight();
+            batch.push(job);
+        }
+        if !batch.is_empty() {
+            self.admit(batch, out);
+        }
+    }
+
+    /// Queues a batch: spooled and synced first (when there is a spool),
+    /// then logged as accepted (see [`Delivery::batch_settled`]).
+    fn admit(&mut self, batch: Vec<Accepted>, out: &mut Vec<Action>) {
+        let first = self.ledger.next_seq();
+        for job in batch {
+            self.log(out, Level::Debug, || {
+                format!(
+                    "payload of {}: {}",
+                    job.kind.as_str(),
+                    redact::payload(&job.payload)
+                )
+            });
+            self.ledger.push(job);
+        }
+        let batch = first..self.ledger.next_seq();
+        if matches!(self.spool, Durability::Writing) {
+            out.push(Action::Spool(SpoolOp::Append(batch.clone())));
+            out.push(Action::Spool(SpoolOp::Sync));
+            self.awaiting = Some(super::Awaiting::Sync { batch });
+            return;
+        }
+        self.log_accepted(batch, out);
+    }
+
+    /// The spool write of `batch` is over (synced, or failed and dealt
+    /// with): accepted when it is durable or can be published now.
+    pub(super) fn batch_settled(&mut self, batch: Range<u64>, out: &mut Vec<Action>) {
+        if !matches!(self.spool, Durability::Writing) && !self.ledger.link_up() {
+            // Neither durable nor publishable now: not accepted yet.
+            let unconfirmed: Vec<u64> = self
+                .ledger
+                .iter_from(batch.start)
+                .map(|(seq, _)| seq)
+                .take_while(|seq| *seq < batch.end)
+                .collect();
+            let n = unconfirmed.len();
+            self.log(out, Level::Error, || {
+                format!(
+                    "{n} commands just read could not be spooled and the broker is away: \
+                     they are held in memory, accepted once the spool or the broker takes them"
+                )
+            });
+            self.unconfirmed.extend(unconfirmed);
+            return;
+        }
+        // Logged only now that they count as accepted (spooled and synced).
+        self.log_accepted(batch, out);
+    }
+
+    /// The "accepted" line of each command in `seqs` still queued.
+    pub(super) fn log_accepted(&self, seqs: impl IntoIterator<Item = u64>, out: &mut Vec<Action>) {
+        if Level::Info > self.settings.log_level {
+            return;
+        }
+        for seq in seqs {
+            let Some(job) = self.ledger.get(seq) else {
+                continue;
+            };
+            let from = match job.peer {
+                Some(peer) => peer.to_string(),
+                None => "spool".to_string(),
+            };
+            out.push(Action::Log(
+                Level::Info,
+                format!(
+                    "accepted {} for unit {} from {from} -> {}",
+                    job.kind.as_str(),
+                    job.unit,
+                    job.topic
+                ),
+            ));
+        }
+    }
+
+    /// Commands held unconfirmed are accepted now (the spool took them).
+    pub(super) fn confirm_all(&mut self, out: &mut Vec<Action>) {
+        let seqs = std::mem::take(&mut self.unconfirmed);
+        self.log_accepted(seqs, out);
+    }
+
+    /// Queues the live commands of a recovered spool, oldest first. Ages come
+    /// from the wall clock of the run that spooled them; a time that cannot be
+    /// right (before this binary was built, or in the future: the clock jumped,
+    /// as on a gateway without a real-time clock before and after NTP) gives an
+    /// unknown age, and such a command is published rather than expired.
+    pub(super) fn replay(
+        &mut self,
+        live: Vec<Replayed>,
+        config: &Config,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let mut unknown_age = 0;
+        for r in live {
+            out.push(Action::Count(Count::Replayed));
+            let age = time::age(r.received, now.wall);
+            let Some(job) = self.revive(r, config, age, now, out) else {
+                out.push(Action::Count(Count::Rejected));
+                continue;
+            };
+            match (age, self.settings.ttl) {
+                (Some(age), Some(ttl)) if age > ttl => {
+                    out.push(Action::Count(Count::Expired));
+                    self.log(out, Level::Warn, || {
+                        format!(
+                            "expired {} for unit {} after {} s in the spool (COMMAND_TTL {} s): not published",
+                            job.kind.as_str(),
+                            job.unit,
+                            age.as_secs(),
+                            ttl.as_secs()
+                        )
+                    });
+                }
+                (None, _) => {
+                    unknown_age += 1;
+                    self.ledger.push(job);
+                }
+                (Some(_), _) => {
+                    self.ledger.push(job);
+                }
+            }
+        }
+        if unknown_age > 0 {
+            self.log(out, Level::Warn, || {
+                format!(
+                    "spool: {unknown_age} commands carry a time that cannot be right (before this \
+                     binary was built on {}, or in the future: the clock was wrong when they were \
+                     spooled, or is now); their age is unknown, so they are published, not expired",
+                    time::iso8601(time::built())
+                )
+            });
+        }
+    }
+
+    /// Rebuilds a queued command from its spooled bytes. Type and unit were valid
+    /// when it was accepted; a spool edited by hand or a changed config can still
+    /// make it unusable, which is logged and skipped. A command of unknown age
+    /// is taken as received now (its TTL counts from this start).
+    fn revive(
+        &self,
+        r: Replayed,
+        config: &Config,
+        age: Option<Duration>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) -> Option<Accepted> {
+        let cmd = match command::validate(&r.payload, false) {
+            Ok(cmd) => cmd,
+            Err(rejection) => {
+                self.log(out, Level::Warn, || {
+                    format!("spool: skipping a command that no longer validates: {rejection}")
+                });
+                return None;
+            }
+        };
+        let received = age
+            .and_then(|age| now.mono.checked_sub(age))
+            .unwrap_or(now.mono);
+        Some(Accepted::new(cmd, config, received, r.received))
+    }
+}

@@ -1,0 +1,65 @@
+//! Part of the delivery policy (run on the publisher thread, no I/O).
+//!
+//! Shutdown: once intake stops, the publisher keeps publishing for up to
+//! `SHUTDOWN_GRACE`, leaves the rest in the spool, then publishes the
+//! "offline" state (with `STATE_TOPIC`) and DISCONNECT.
+
+use log::Level;
+
+use super::{Action, Awaiting, Delivery, Durability};
+use crate::mqtt::codec;
+
+impl Delivery {
+    /// The grace ran out: says what stays undelivered, and where.
+    pub(super) fn give_up(&self, unaccepted: usize, out: &mut Vec<Action>) {
+        let grace = self
+            .stop
+            .map(|(_, grace)| grace)
+            .unwrap_or_default()
+            .as_secs();
+        let queued = self.ledger.len().saturating_sub(self.again_queued);
+        let path = self.spool_path();
+        match &self.spool {
+            _ if queued == 0 => {}
+            Durability::Writing => self.log(out, Level::Warn, || {
+                format!(
+                    "shutdown grace of {grace} s ran out: {queued} unacknowledged commands stay in the spool {path} for the next start"
+                )
+            }),
+            Durability::Failing { .. } => self.log(out, Level::Error, || {
+                format!(
+                    "shutdown grace of {grace} s ran out: {queued} accepted commands not delivered, and the spool {path} cannot be written: lost"
+                )
+            }),
+            Durability::Off => self.log(out, Level::Error, || {
+                format!(
+                    "shutdown grace of {grace} s ran out: {queued} accepted commands not delivered (no SPOOL_FILE)"
+                )
+            }),
+        }
+        if unaccepted > 0 {
+            self.log(out, Level::Error, || {
+                format!(
+                    "shutdown grace of {grace} s ran out: {unaccepted} commands read from backends were never accepted (not spooled, no status line)"
+                )
+            });
+        }
+    }
+
+    /// The last words to a connected broker: "offline" (retained) when
+    /// there is a state topic, then DISCONNECT.
+    pub(super) fn bye(&mut self, out: &mut Vec<Action>) {
+        if !self.connected {
+            return;
+        }
+        let mut bye = Vec::new();
+        if let Some((topic, offline)) = &self.settings.state {
+            codec::publish(&mut bye, topic, Some(codec::STATE_PKID), true, offline);
+        }
+        codec::disconnect(&mut bye);
+        self.closing = true;
+        self.connected = false;
+        out.push(Action::Disconnect(bye));
+        self.awaiting = Some(Awaiting::Bye);
+    }
+}

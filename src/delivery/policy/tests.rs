@@ -1,0 +1,850 @@
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter};
+
+use super::{
+    Action, Count, Delivery, Ending, Event, Found, Now, Settings, SpoolOp, SpoolOutcome, WINDOW,
+};
+use crate::config::Config;
+use crate::delivery::item::Accepted;
+use crate::delivery::outbox::{Outbox, StatusOwed};
+use crate::delivery::spool::{Recovery, Replayed, SpoolError};
+use crate::protocol::command;
+
+const PEER: &str = "192.0.2.7:4000";
+
+fn settings() -> Settings {
+    Settings {
+        qos1: true,
+        ttl: None,
+        capacity: 10_000,
+        max_bytes: 16 * 1024 * 1024,
+        spool: None,
+        state: None,
+        log_level: LevelFilter::Trace,
+    }
+}
+
+fn spooled_settings() -> Settings {
+    Settings {
+        spool: Some("/var/spool/relay.spool".into()),
+        ..settings()
+    }
+}
+
+/// `{"type":"IMG","unit":UNIT,"id":"ID"}`, labelled `UNIT/ID` by [`label`].
+fn payload(cmd: &str) -> Vec<u8> {
+    let (unit, id) = cmd.split_once('/').unwrap_or((cmd, "0"));
+    format!(r#"{{"type":"IMG","unit":"{unit}","id":"{id}"}}"#).into_bytes()
+}
+
+fn label(payload: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(payload).expect("a JSON payload");
+    format!(
+        "{}/{}",
+        v["unit"].as_str().unwrap_or("?"),
+        v["id"].as_str().unwrap_or("?")
+    )
+}
+
+/// One PUBLISH as written: (packet id, topic, label of the payload).
+type Published = (Option<u16>, String, String);
+
+/// Reads back the PUBLISH packets in `bytes` (other packets are skipped).
+fn publishes(mut bytes: &[u8]) -> Vec<Published> {
+    let mut out = Vec::new();
+    while let Some(&first) = bytes.first() {
+        let (mut len, mut at, mut shift) = (0usize, 1, 0);
+        loop {
+            let b = bytes[at];
+            len |= usize::from(b & 0x7F) << shift;
+            shift += 7;
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let body = &bytes[at..at + len];
+        bytes = &bytes[at + len..];
+        if first >> 4 != 3 {
+            continue;
+        }
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let topic = String::from_utf8_lossy(&body[2..2 + topic_len]).into_owned();
+        let mut rest = &body[2 + topic_len..];
+        let pkid = (first & 0x06 != 0).then(|| {
+            let id = u16::from_be_bytes([rest[0], rest[1]]);
+            rest = &rest[2..];
+            id
+        });
+        let what = if topic.contains("state") {
+            String::from_utf8_lossy(rest).into_owned()
+        } else {
+            label(rest)
+        };
+        out.push((pkid, topic, what));
+    }
+    out
+}
+
+/// The policy with a pretend publisher around it: it performs every action
+/// by recording it, and answers requests from scripts (success by default).
+struct Rig {
+    d: Delivery,
+    t0: Instant,
+    wall0: SystemTime,
+    at: Duration,
+    logs: Vec<(Level, String)>,
+    counts: Vec<Count>,
+    status: Vec<String>,
+    published: Vec<Published>,
+    spool_ops: Vec<SpoolOp>,
+    disconnects: Vec<Published>,
+    spool_answers: VecDeque<SpoolOutcome>,
+    write_answers: VecDeque<Result<(), String>>,
+    outbox: Outbox,
+    /// Status claims handed back (with or without a line).
+    claims_ended: usize,
+}
+
+impl Rig {
+    fn new(settings: Settings) -> Rig {
+        let peer: SocketAddr = PEER.parse().expect("an address");
+        Rig {
+            d: Delivery::new(settings),
+            t0: Instant::now(),
+            wall0: SystemTime::now(),
+            at: Duration::ZERO,
+            logs: Vec::new(),
+            counts: Vec::new(),
+            status: Vec::new(),
+            published: Vec::new(),
+            spool_ops: Vec::new(),
+            disconnects: Vec::new(),
+            spool_answers: VecDeque::new(),
+            write_answers: VecDeque::new(),
+            outbox: Outbox::new(1, peer).0,
+            claims_ended: 0,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            mono: self.t0 + self.at,
+            wall: self.wall0 + self.at,
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.at += by;
+    }
+
+    fn event(&mut self, event: Event) {
+        let actions = self.d.handle(event, self.now());
+        self.perform(actions);
+    }
+
+    fn perform(&mut self, actions: Vec<Action>) {
+        let count = actions.len();
+        for (i, action) in actions.into_iter().enumerate() {
+            let request = matches!(
+                action,
+                Action::Write(_)
+                    | Action::Disconnect(_)
+                    | Action::Spool(SpoolOp::Sync | SpoolOp::Tidy | SpoolOp::Open { .. })
+            );
+            assert!(!request || i + 1 == count, "a request ends its list");
+            match action {
+                Action::Log(level, line) => self.logs.push((level, line)),
+                Action::Count(c) => self.counts.push(c),
+                Action::Status { to, line } => {
+                    assert_eq!(to.outbox.id(), 1);
+                    if let Some(line) = line {
+                        self.status.push(String::from_utf8(line).expect("UTF-8"));
+                    }
+                    self.claims_ended += 1;
+                }
+                Action::Spool(op) => {
+                    let answer = match &op {
+                        SpoolOp::Sync | SpoolOp::Tidy => Some(
+                            self.spool_answers
+                                .pop_front()
+                                .unwrap_or(SpoolOutcome::Synced),
+                        ),
+                        SpoolOp::Open { .. } => Some(
+                            self.spool_answers
+                                .pop_front()
+                                .unwrap_or(SpoolOutcome::Opened { kept_as: None }),
+                        ),
+                        SpoolOp::Append(_) | SpoolOp::Done(_) => None,
+                    };
+                    self.spool_ops.push(op);
+                    if let Some(answer) = answer {
+                        self.event(Event::Spool(answer));
+                    }
+                }
+                Action::Write(bytes) => {
+                    self.published.extend(publishes(&bytes));
+                    let answer = self.write_answers.pop_front().unwrap_or(Ok(()));
+                    self.event(Event::Written(answer));
+                }
+                Action::Disconnect(bytes) => {
+                    self.disconnects.extend(publishes(&bytes));
+                    assert_eq!(bytes[bytes.len() - 2..], [0xE0, 0]);
+                    self.event(Event::Written(Ok(())));
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, found: Found) {
+        let actions = self.d.start(found, &Config::default(), self.now());
+        self.perform(actions);
+    }
+
+    fn tick(&mut self) {
+        self.event(Event::Tick);
+    }
+
+    /// A batch from one connection (status lines: errors, and `ok` when `ok_lines`).
+    fn send(&mut self, cmds: &[&str], ok_lines: bool) {
+        let jobs = cmds.iter().map(|c| self.job(c, ok_lines)).collect();
+        self.event(Event::Batch(jobs));
+        self.tick();
+    }
+
+    fn job(&self, cmd: &str, ok_lines: bool) -> Accepted {
+        let cmd = command::validate(&payload(cmd), true).expect("a valid command");
+        let now = self.now();
+        let mut job = Accepted::new(cmd, &Config::default(), now.mono, now.wall);
+        job.peer = Some(PEER.parse().expect("an address"));
+        job.reply = Some(StatusOwed::new(&self.outbox, ok_lines));
+        job
+    }
+
+    fn up(&mut self) {
+        self.event(Event::LinkUp);
+        self.tick();
+    }
+
+    /// Acknowledges everything in flight written so far, oldest first.
+    fn ack_all(&mut self) {
+        let pkids = self.published.iter().filter_map(|(p, _, _)| *p).collect();
+        self.event(Event::Acked(pkids));
+        self.tick();
+    }
+
+    fn sent(&self) -> Vec<&str> {
+        self.published.iter().map(|(_, _, l)| l.as_str()).collect()
+    }
+
+    fn logged(&self, level: Level, part: &str) -> usize {
+        self.logs
+            .iter()
+            .filter(|(l, line)| *l == level && line.contains(part))
+            .count()
+    }
+
+    fn take_published(&mut self) -> Vec<Published> {
+        std::mem::take(&mut self.published)
+    }
+}
+
+#[test]
+fn the_count_budget_keeps_a_batch_waiting_and_stops_reading() {
+    let mut r = Rig::new(Settings {
+        capacity: 3,
+        ..settings()
+    });
+    assert!(r.d.reads_jobs());
+    r.send(&["a/1", "a/2", "a/3", "a/4", "a/5"], false);
+    assert_eq!(r.logged(Level::Info, "accepted IMG for unit a from"), 3);
+    assert!(!r.d.reads_jobs(), "no new batch while two commands wait");
+    assert!(!r.d.reads_more());
+    r.up();
+    assert_eq!(r.sent(), ["a/1", "a/2", "a/3"]);
+    r.ack_all();
+    r.tick();
+    assert_eq!(r.logged(Level::Info, "accepted"), 5);
+    assert_eq!(r.sent(), ["a/1", "a/2", "a/3", "a/4", "a/5"]);
+    assert!(r.d.reads_jobs());
+}
+
+#[test]
+fn the_byte_budget_stops_admission_once_reached() {
+    let mut r = Rig::new(Settings {
+        max_bytes: payload("a/1").len() + 1,
+        ..settings()
+    });
+    r.send(&["a/1", "a/2", "a/3"], false);
+    assert_eq!(r.logged(Level::Info, "accepted"), 2);
+    assert_eq!(r.d.queued_bytes(), 2 * payload("a/1").len());
+    assert!(!r.d.reads_jobs());
+    r.up();
+    r.ack_all();
+    r.ack_all();
+    assert_eq!(r.sent(), ["a/1", "a/2", "a/3"]);
+    assert_eq!(r.d.queued_bytes(), 0);
+}
+
+#[test]
+fn while_the_broker_is_connected_only_a_few_windows_are_taken() {
+    let mut r = Rig::new(settings());
+    r.up();
+    let cmds: Vec<String> = (0..4 * WINDOW).map(|i| format!("a/{i}")).collect();
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    r.send(&cmds[..4 * WINDOW - 1], false);
+    assert!(r.d.reads_jobs());
+    assert_eq!(r.published.len(), WINDOW, "one window written");
+    r.send(&cmds[4 * WINDOW - 1..], false);
+    assert!(!r.d.reads_jobs(), "400 held while connected");
+}
+
+#[test]
+fn a_failing_spool_with_the_broker_away_holds_a_batch_unconfirmed_until_it_recovers() {
+    let mut r = Rig::new(spooled_settings());
+    r.start(Found::Read(Recovery::default()));
+    r.spool_answers
+        .push_back(SpoolOutcome::Broke(SpoolError::Io(std::io::Error::other(
+            "No space left on device",
+        ))));
+    r.send(&["a/1", "a/2"], true);
+    assert_eq!(
+        r.spool_ops[1..3],
+        [SpoolOp::Append(0..2), SpoolOp::Sync],
+        "appended, then synced once for the batch"
+    );
+    assert_eq!(
+        r.logged(Level::Error, "cannot be written: No space left"),
+        1
+    );
+    assert_eq!(
+        r.logged(Level::Error, "2 commands just read could not be spooled"),
+        1
+    );
+    assert_eq!(r.logged(Level::Info, "accepted"), 0);
+    assert!(!r.d.reads_jobs(), "nothing more is read");
+    r.advance(Duration::from_millis(500));
+    let opens = |r: &Rig| {
+        r.spool_ops
+            .iter()
+            .filter(|op| **op == SpoolOp::Open { move_first: None })
+            .count()
+    };
+    r.tick();
+    assert_eq!(
+        opens(&r),
+        1,
+        "only the one at start: retried after a second"
+    );
+    r.advance(Duration::from_millis(500));
+    r.tick();
+    assert_eq!(opens(&r), 2);
+    assert_eq!(r.logged(Level::Info, "writable again; 2 pending"), 1);
+    assert_eq!(r.logged(Level::Info, "accepted IMG for unit a"), 2);
+    assert!(r.d.reads_jobs());
+}
+
+#[test]
+fn a_failing_spool_with_the_broker_connected_takes_one_window_published_at_once() {
+    let mut r = Rig::new(spooled_settings());
+    r.start(Found::Read(Recovery::default()));
+    r.up();
+    r.spool_answers
+        .push_back(SpoolOutcome::Broke(SpoolError::Io(std::io::Error::other(
+            "Read-only file system",
+        ))));
+    r.send(&["a/1"], false);
+    assert_eq!(r.logged(Level::Info, "accepted IMG for unit a"), 1);
+    assert_eq!(r.sent(), ["a/1"]);
+    assert_eq!(r.d.room(), WINDOW);
+    r.ack_all();
+    assert!(
+        !r.spool_ops.contains(&SpoolOp::Done(0)),
+        "no record written while failing"
+    );
+    // Still failing at the retry: logged at debug only, retried again later.
+    r.spool_answers.push_back(SpoolOutcome::OpenFailed {
+        kept_as: None,
+        reason: "Read-only file system".into(),
+        move_first: None,
+    });
+    r.advance(Duration::from_secs(1));
+    r.tick();
+    assert_eq!(r.logged(Level::Debug, "still cannot be written"), 1);
+    assert_eq!(r.logged(Level::Error, "cannot be written"), 1);
+}
+
+#[test]
+fn a_lost_spool_is_written_again_at_once_and_the_batch_accepted() {
+    let mut r = Rig::new(spooled_settings());
+    r.start(Found::Read(Recovery::default()));
+    r.spool_answers
+        .push_back(SpoolOutcome::Broke(SpoolError::Lost(
+            "the file was deleted".into(),
+        )));
+    r.send(&["a/1"], false);
+    assert_eq!(
+        r.logged(
+            Level::Warn,
+            "the file was deleted; writing it again from the 1 pending"
+        ),
+        1
+    );
+    assert_eq!(
+        r.spool_ops[..4],
+        [
+            SpoolOp::Open { move_first: None },
+            SpoolOp::Append(0..1),
+            SpoolOp::Sync,
+            SpoolOp::Open { move_first: None },
+        ]
+    );
+    assert_eq!(r.logged(Level::Info, "accepted"), 1);
+    assert_eq!(r.logged(Level::Error, ""), 0);
+}
+
+#[test]
+fn a_spool_that_cannot_be_written_at_start_is_retried_and_still_moved_aside_first() {
+    let mut r = Rig::new(spooled_settings());
+    r.spool_answers.push_back(SpoolOutcome::OpenFailed {
+        kept_as: None,
+        reason: "cannot move the damaged file aside: Permission denied".into(),
+        move_first: Some("damaged"),
+    });
+    let recovery = Recovery {
+        damaged: vec![(12, 40)],
+        ..Recovery::default()
+    };
+    r.start(Found::Read(recovery));
+    assert_eq!(
+        r.logged(Level::Warn, "40 damaged bytes in 1 places skipped"),
+        1
+    );
+    assert_eq!(
+        r.logged(Level::Error, "cannot move the damaged file aside"),
+        1
+    );
+    assert_eq!(r.d.room(), 0, "nothing is taken with the broker away");
+    r.spool_answers.push_back(SpoolOutcome::Opened {
+        kept_as: Some("/var/spool/relay.spool.damaged-X".into()),
+    });
+    r.advance(Duration::from_secs(1));
+    r.tick();
+    assert_eq!(
+        r.spool_ops,
+        [
+            SpoolOp::Open {
+                move_first: Some("damaged")
+            },
+            SpoolOp::Open {
+                move_first: Some("damaged")
+            }
+        ]
+    );
+    assert_eq!(
+        r.logged(Level::Warn, "kept as /var/spool/relay.spool.damaged-X"),
+        1
+    );
+    assert_eq!(r.logged(Level::Info, "writable again"), 1);
+}
+
+#[test]
+fn an_untrusted_or_unreadable_spool_is_not_replayed_and_moved_aside() {
+    for (found, kind) in [
+        (
+            Found::Untrusted("is writable by group or others".into()),
+            "untrusted",
+        ),
+        (Found::Unreadable("Permission denied".into()), "unreadable"),
+    ] {
+        let mut r = Rig::new(spooled_settings());
+        r.start(found);
+        assert_eq!(
+            r.spool_ops,
+            [SpoolOp::Open {
+                move_first: Some(kind)
+            }]
+        );
+        assert_eq!(r.logged(Level::Error, "commands are not replayed"), 1);
+        assert_eq!(r.counts, []);
+    }
+}
+
+#[test]
+fn acks_of_unknown_or_repeated_packet_ids_change_nothing() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1"], true);
+    let pkid = r.published[0].0.expect("QoS 1");
+    r.event(Event::Acked(vec![pkid.wrapping_add(7), pkid, pkid]));
+    r.event(Event::Acked(vec![pkid]));
+    assert_eq!(r.counts, [Count::Published]);
+    assert_eq!(
+        r.status,
+        [r#"{"status":"ok","type":"IMG","unit":"a","id":"1"}"#]
+    );
+}
+
+#[test]
+fn ok_lines_go_only_to_connections_that_asked_for_them() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1"], false);
+    r.ack_all();
+    assert_eq!(r.counts, [Count::Published]);
+    assert!(r.status.is_empty());
+    assert_eq!(r.claims_ended, 1, "the claim ends with no line");
+    assert_eq!(r.outbox.owed(), 0);
+    assert_eq!(r.d.queued_bytes(), 0);
+}
+
+#[test]
+fn a_lost_link_resends_from_the_oldest_with_recent_acks_again_in_their_place() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1", "b/1", "a/2", "b/2"], true);
+    let sent = r.take_published();
+    // Only b/1 is acknowledged before the broker dies.
+    r.event(Event::Acked(vec![sent[1].0.expect("QoS 1")]));
+    r.event(Event::LinkDown);
+    assert_eq!(r.logged(Level::Info, "publishing again the 1 commands"), 1);
+    r.tick();
+    assert!(
+        r.published.is_empty(),
+        "nothing is written while the link is down"
+    );
+    r.up();
+    assert_eq!(
+        r.sent(),
+        ["a/1", "b/1", "a/2", "b/2"],
+        "acceptance order, per unit too"
+    );
+    let pkids: Vec<u16> = r.published.iter().filter_map(|(p, _, _)| *p).collect();
+    let unique: std::collections::BTreeSet<u16> = pkids.into_iter().collect();
+    assert_eq!(unique.len(), 4, "fresh packet ids");
+    r.ack_all();
+    assert_eq!(
+        r.counts,
+        [Count::Published; 4],
+        "the copy is not counted again"
+    );
+    assert_eq!(r.status.len(), 4, "the copy owes no status line");
+    assert_eq!(
+        r.logged(Level::Debug, "broker took IMG for unit b again"),
+        1
+    );
+}
+
+#[test]
+fn acks_older_than_a_second_are_not_published_again() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1", "a/2"], false);
+    r.ack_all();
+    r.advance(Duration::from_millis(1001));
+    r.tick();
+    r.send(&["a/3"], false);
+    r.take_published();
+    r.event(Event::LinkDown);
+    r.up();
+    assert_eq!(r.sent(), ["a/3"]);
+}
+
+#[test]
+fn a_failed_write_loses_the_connection_until_the_next_one() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.write_answers.push_back(Err("Broken pipe".into()));
+    r.send(&["a/1"], false);
+    assert_eq!(
+        r.logged(Level::Debug, "write to the broker failed: Broken pipe"),
+        1
+    );
+    r.take_published();
+    r.send(&["a/2"], false);
+    assert!(r.published.is_empty());
+    r.event(Event::LinkDown);
+    r.up();
+    assert_eq!(r.sent(), ["a/1", "a/2"]);
+}
+
+#[test]
+fn a_write_is_held_briefly_for_room_under_load() {
+    let mut r = Rig::new(settings());
+    r.up();
+    let cmds: Vec<String> = (0..WINDOW + 10).map(|i| format!("a/{i}")).collect();
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    r.send(&cmds, false);
+    assert_eq!(r.published.len(), WINDOW);
+    // One place frees up; ten wait: held, not written one by one.
+    r.event(Event::Acked(vec![r.published[0].0.expect("QoS 1")]));
+    r.tick();
+    assert_eq!(r.published.len(), WINDOW);
+    assert!(r.d.wait(r.now()) <= Duration::from_micros(200));
+    r.advance(Duration::from_micros(200));
+    r.tick();
+    assert_eq!(r.published.len(), WINDOW + 1);
+    assert_eq!(
+        r.d.wait(r.now()),
+        Duration::from_secs(1),
+        "nothing held with the window full"
+    );
+}
+
+#[test]
+fn with_qos_0_written_is_delivered() {
+    let mut r = Rig::new(Settings {
+        qos1: false,
+        ..settings()
+    });
+    r.up();
+    r.send(&["a/1", "a/2"], true);
+    assert_eq!(r.published[0].0, None);
+    assert_eq!(r.counts, [Count::Published; 2]);
+    assert_eq!(r.status.len(), 2);
+    r.event(Event::LinkDown);
+    r.up();
+    assert_eq!(r.sent(), ["a/1", "a/2"], "nothing kept to publish again");
+}
+
+#[test]
+fn a_command_past_its_ttl_while_queued_is_dropped_with_an_error_line() {
+    let mut r = Rig::new(Settings {
+        ttl: Some(Duration::from_secs(10)),
+        ..spooled_settings()
+    });
+    r.start(Found::Read(Recovery::default()));
+    r.send(&["a/1"], false);
+    r.advance(Duration::from_secs(5));
+    r.send(&["a/2"], false);
+    r.advance(Duration::from_secs(6));
+    r.up();
+    assert_eq!(r.sent(), ["a/2"]);
+    assert_eq!(r.counts, [Count::Expired]);
+    assert!(r.spool_ops.contains(&SpoolOp::Done(0)));
+    assert_eq!(
+        r.status,
+        [
+            r#"{"status":"error","type":"IMG","unit":"a","id":"1","error":"expired after 11 s (COMMAND_TTL 10 s)"}"#
+        ]
+    );
+    assert_eq!(
+        r.logged(
+            Level::Warn,
+            "expired IMG for unit a after 11 s in the queue (COMMAND_TTL 10 s)"
+        ),
+        1
+    );
+}
+
+fn replayed(cmd: &str, received: SystemTime) -> Replayed {
+    Replayed {
+        received,
+        payload: payload(cmd),
+    }
+}
+
+#[test]
+fn replayed_commands_expire_by_their_spooled_age_unless_the_clock_cannot_be_right() {
+    let mut r = Rig::new(Settings {
+        ttl: Some(Duration::from_secs(60)),
+        ..spooled_settings()
+    });
+    // Well after this binary was built, so that a minute ago was too.
+    r.wall0 += Duration::from_secs(3600);
+    let now = r.now().wall;
+    let live = vec![
+        replayed("old/1", now - Duration::from_secs(61)),
+        replayed("young/1", now - Duration::from_secs(59)),
+        replayed("future/1", now + Duration::from_secs(86_400)),
+        replayed("before-build/1", UNIX_EPOCH + Duration::from_secs(1)),
+        Replayed {
+            received: now,
+            payload: b"{\"unit\":\"x\"}".to_vec(),
+        },
+    ];
+    let recovery = Recovery {
+        live,
+        ..Recovery::default()
+    };
+    r.start(Found::Read(recovery));
+    assert_eq!(
+        r.logged(
+            Level::Warn,
+            "expired IMG for unit old after 61 s in the spool"
+        ),
+        1
+    );
+    assert_eq!(
+        r.logged(Level::Warn, "2 commands carry a time that cannot be right"),
+        1
+    );
+    assert_eq!(r.logged(Level::Warn, "no longer validates"), 1);
+    assert_eq!(
+        r.logged(Level::Info, "3 unacknowledged commands from the last run"),
+        1
+    );
+    assert_eq!(
+        r.counts,
+        [
+            Count::Replayed,
+            Count::Expired,
+            Count::Replayed,
+            Count::Replayed,
+            Count::Replayed,
+            Count::Replayed,
+            Count::Rejected
+        ]
+    );
+    // The young one keeps its age: it expires 1 s later; those of unknown
+    // age count from now.
+    r.advance(Duration::from_secs(2));
+    r.up();
+    assert_eq!(r.sent(), ["future/1", "before-build/1"]);
+    assert_eq!(
+        r.logged(Level::Info, "accepted"),
+        0,
+        "spooled before, not accepted again"
+    );
+}
+
+#[test]
+fn a_clock_jump_does_not_expire_what_waits() {
+    let mut r = Rig::new(Settings {
+        ttl: Some(Duration::from_secs(10)),
+        ..settings()
+    });
+    r.send(&["a/1"], false);
+    // The wall clock jumps a day ahead (NTP); the monotonic clock does not.
+    r.wall0 += Duration::from_secs(86_400);
+    r.up();
+    assert_eq!(r.sent(), ["a/1"]);
+}
+
+#[test]
+fn shutdown_with_commands_left_says_what_is_lost_and_says_goodbye() {
+    let mut r = Rig::new(Settings {
+        state: Some(("relay/state".into(), b"offline".to_vec())),
+        ..settings()
+    });
+    r.send(&["a/1", "a/2"], false);
+    r.up();
+    // a/1 is acknowledged: it would be published again if the link broke now.
+    r.event(Event::Acked(vec![r.published[0].0.expect("QoS 1")]));
+    r.event(Event::Stop {
+        grace: Duration::from_secs(5),
+    });
+    assert!(r.d.stopping());
+    assert_eq!(r.d.wait(r.now()), Duration::from_secs(1));
+    r.advance(Duration::from_millis(4500));
+    assert_eq!(r.d.wait(r.now()), Duration::from_millis(500));
+    assert_eq!(r.d.ending(r.now()), None);
+    r.advance(Duration::from_millis(500));
+    assert_eq!(r.d.ending(r.now()), Some(Ending::GraceOver));
+    r.event(Event::Close { unread: 3 });
+    assert_eq!(
+        r.logged(
+            Level::Error,
+            "shutdown grace of 5 s ran out: 1 accepted commands not delivered (no SPOOL_FILE)"
+        ),
+        1
+    );
+    assert_eq!(
+        r.logged(
+            Level::Error,
+            "3 commands read from backends were never accepted"
+        ),
+        1
+    );
+    assert_eq!(
+        r.disconnects,
+        [(
+            Some(u16::MAX),
+            "relay/state".to_string(),
+            "offline".to_string()
+        )]
+    );
+    assert_eq!(r.logged(Level::Info, "disconnected from broker"), 1);
+    // The broken link that follows is ours: nothing is published again.
+    r.event(Event::LinkDown);
+    assert_eq!(r.logged(Level::Info, "publishing again"), 0);
+}
+
+#[test]
+fn shutdown_with_a_spool_leaves_the_rest_in_it() {
+    let mut r = Rig::new(spooled_settings());
+    r.start(Found::Read(Recovery::default()));
+    r.send(&["a/1"], false);
+    r.event(Event::Stop {
+        grace: Duration::ZERO,
+    });
+    r.spool_ops.clear();
+    r.event(Event::Close { unread: 0 });
+    assert_eq!(
+        r.logged(
+            Level::Warn,
+            "1 unacknowledged commands stay in the spool /var/spool/relay.spool"
+        ),
+        1
+    );
+    assert_eq!(
+        r.spool_ops,
+        [SpoolOp::Tidy],
+        "the spool is written out last"
+    );
+    assert!(r.disconnects.is_empty(), "no broker to say goodbye to");
+}
+
+#[test]
+fn the_loop_ends_drained_once_intake_closed_and_everything_is_delivered() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1"], false);
+    r.event(Event::IntakeClosed);
+    assert_eq!(r.d.ending(r.now()), None);
+    r.ack_all();
+    assert_eq!(r.d.ending(r.now()), Some(Ending::Drained));
+    r.event(Event::Close { unread: 0 });
+    assert_eq!(r.logged(Level::Error, ""), 0);
+}
+
+#[test]
+fn copies_published_again_are_not_written_to_the_spool() {
+    let mut r = Rig::new(spooled_settings());
+    r.start(Found::Read(Recovery::default()));
+    r.up();
+    r.send(&["a/1", "b/1", "c/1"], false);
+    let sent = r.take_published();
+    r.event(Event::Acked(vec![sent[1].0.expect("QoS 1")]));
+    r.event(Event::LinkDown);
+    let spooled: Vec<String> = r.d.spooled().map(|(_, _, p)| label(p)).collect();
+    assert_eq!(spooled, ["a/1", "c/1"]);
+    assert_eq!(r.d.spooled_in(1..3).count(), 1);
+}
+
+#[test]
+fn spool_records_follow_acceptance_and_delivery() {
+    let mut r = Rig::new(spooled_settings());
+    r.start(Found::Read(Recovery::default()));
+    r.up();
+    r.send(&["a/1", "a/2"], false);
+    r.ack_all();
+    let ops: Vec<&SpoolOp> = r
+        .spool_ops
+        .iter()
+        .filter(|op| !matches!(op, SpoolOp::Tidy))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            &SpoolOp::Open { move_first: None },
+            &SpoolOp::Append(0..2),
+            &SpoolOp::Sync,
+            &SpoolOp::Done(0),
+            &SpoolOp::Done(1)
+        ]
+    );
+}

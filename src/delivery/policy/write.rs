@@ -1,0 +1,260 @@
+//! Part of the delivery policy (run on the publisher thread, no I/O).
+//!
+//! The write window and hold, acknowledgements, resend after a lost link
+//! (with the "again" copies of what a dying broker may not have passed on),
+//! and expiry of commands that waited longer than `COMMAND_TTL`.
+
+use std::time::Duration;
+
+use log::Level;
+
+use super::{
+    Action, Awaiting, Count, Delivery, Durability, Now, SpoolOp, AGAIN_WITHIN, MAX_HOLD, MIN_WRITE,
+    WINDOW,
+};
+use crate::delivery::item::Accepted;
+use crate::mqtt::codec;
+
+impl Delivery {
+    /// Writes due commands to the broker while the window has room: every
+    /// one that is ready, encoded into one buffer and written at once.
+    /// Commands past their TTL are dropped on the way.
+    pub(super) fn write_due(&mut self, now: Now, out: &mut Vec<Action>) {
+        if !self.connected || !self.worth_writing(now) {
+            return;
+        }
+        let mut packets = Vec::new();
+        let mut qos0 = Vec::new();
+        let mut confirmed = Vec::new();
+        while let Some((seq, job)) = self.ledger.next_due() {
+            let ttl = self.settings.ttl;
+            if let Some(ttl) =
+                ttl.filter(|ttl| now.mono.saturating_duration_since(job.received) > *ttl)
+            {
+                if let Some(job) = self.ledger.remove(seq) {
+                    self.expire(seq, job, ttl, now, out);
+                }
+                continue;
+            }
+            let pkid = if self.settings.qos1 {
+                Some(self.ledger.mark_sent(seq))
+            } else {
+                self.ledger.mark_written(seq);
+                qos0.push(seq);
+                None
+            };
+            let job = self
+                .ledger
+                .get(seq)
+                .expect("a command just written is queued");
+            codec::publish(&mut packets, &job.topic, pkid, false, &job.payload);
+            if self.unconfirmed.remove(&seq) {
+                confirmed.push(seq);
+            }
+        }
+        if packets.is_empty() {
+            return;
+        }
+        // Written at once: accepted (they were read while the spool failed).
+        // The log comes before the write: whoever sees a command arrive
+        // finds its "accepted" line already there.
+        self.log_accepted(confirmed, out);
+        out.push(Action::Write(packets));
+        self.awaiting = Some(Awaiting::Write { qos0 });
+    }
+
+    /// Whether to write now (see [`MIN_WRITE`]): always when nothing is in
+    /// flight or all that is ready fits in the window; under load once
+    /// `MIN_WRITE` places are free or the write was held for `MAX_HOLD`.
+    ///
+    /// A write is held only while there is room to write into (`free > 0`):
+    /// with the window full (or the link down, which empties it and sets
+    /// nothing due) there is nothing to hold, and no timer runs.
+    fn worth_writing(&mut self, now: Now) -> bool {
+        let free = self.ledger.window_free();
+        let unsent = self.ledger.unsent();
+        if free == 0 {
+            self.held_since = None;
+            return false;
+        }
+        if !self.settings.qos1
+            || self.ledger.in_flight() == 0
+            || free >= MIN_WRITE
+            || unsent <= free
+        {
+            self.held_since = None;
+            return true;
+        }
+        let since = *self.held_since.get_or_insert(now.mono);
+        if now.mono.saturating_duration_since(since) >= MAX_HOLD {
+            self.held_since = None;
+            return true;
+        }
+        false
+    }
+
+    /// The answer to a write: with QoS 0, written is delivered; a failed
+    /// write loses the connection (the publish link reports it down too, and
+    /// what was written stays unacknowledged and goes out again).
+    pub(super) fn written(&mut self, result: Result<(), String>, now: Now, out: &mut Vec<Action>) {
+        match (self.awaiting.take(), result) {
+            (Some(Awaiting::Write { qos0 }), Ok(())) => {
+                for seq in qos0 {
+                    if let Some(job) = self.ledger.remove(seq) {
+                        self.delivered(seq, job, now, out);
+                    }
+                }
+            }
+            (Some(Awaiting::Write { .. }), Err(e)) => {
+                self.log(out, Level::Debug, || {
+                    format!("write to the broker failed: {e}")
+                });
+                self.lose_wire();
+            }
+            (Some(Awaiting::Bye), Ok(())) => {
+                self.log(out, Level::Info, || "disconnected from broker".to_string())
+            }
+            (Some(Awaiting::Bye), Err(_)) => {}
+            (awaiting, _) => self.awaiting = awaiting,
+        }
+    }
+
+    /// The connection is gone, and with it any write held for its window.
+    pub(super) fn lose_wire(&mut self) {
+        self.connected = false;
+        self.held_since = None;
+    }
+
+    pub(super) fn link_up(&mut self, out: &mut Vec<Action>) {
+        let queued = self.ledger.len();
+        self.log(out, Level::Debug, || {
+            format!("link up: {queued} queued, written again from the oldest")
+        });
+        self.connected = true;
+        self.ledger.on_link_up();
+    }
+
+    pub(super) fn link_down(&mut self, now: Now, out: &mut Vec<Action>) {
+        let (queued, in_flight) = (self.ledger.len(), self.ledger.in_flight());
+        self.log(out, Level::Debug, || {
+            format!("link down: {queued} queued, {in_flight} were in flight")
+        });
+        self.lose_wire();
+        self.ledger.on_link_lost();
+        self.again(now, out);
+    }
+
+    /// The connection broke: what its broker acknowledged in the last
+    /// [`AGAIN_WITHIN`] goes out again, at its old place in the order.
+    fn again(&mut self, now: Now, out: &mut Vec<Action>) {
+        if self.closing {
+            return;
+        }
+        self.forget_recent(now);
+        let again = self.recent.len();
+        for (_, seq, job) in self.recent.drain(..) {
+            self.ledger.restore(seq, job);
+        }
+        self.again_queued += again;
+        if again > 0 {
+            self.log(out, Level::Info, || {
+                format!(
+                    "publishing again the {again} commands the broker acknowledged in the last \
+                     {} s before the connection broke (it may have died before passing them on)",
+                    AGAIN_WITHIN.as_secs()
+                )
+            });
+        }
+    }
+
+    pub(super) fn forget_recent(&mut self, now: Now) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _, _)| now.mono.saturating_duration_since(*at) > AGAIN_WITHIN)
+            || self.recent.len() > WINDOW
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The broker took `job` (acknowledged, or written with QoS 0).
+    pub(super) fn delivered(
+        &mut self,
+        seq: u64,
+        mut job: Accepted,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        if job.again {
+            self.again_queued = self.again_queued.saturating_sub(1);
+            self.log(out, Level::Debug, || {
+                format!(
+                    "broker took {} for unit {} again",
+                    job.kind.as_str(),
+                    job.unit
+                )
+            });
+            return;
+        }
+        out.push(Action::Count(Count::Published));
+        if matches!(self.spool, Durability::Writing) {
+            out.push(Action::Spool(SpoolOp::Done(seq)));
+        }
+        self.log(out, Level::Debug, || {
+            format!(
+                "broker took {} for unit {} id {} ({} bytes)",
+                job.kind.as_str(),
+                job.unit,
+                job.id.as_deref().unwrap_or("-"),
+                job.payload.len()
+            )
+        });
+        report(&mut job, None, out);
+        if self.settings.qos1 {
+            job.again = true;
+            self.recent.push_back((now.mono, seq, job));
+            self.forget_recent(now);
+        }
+    }
+
+    /// `job` waited longer than `ttl`: dropped, never published.
+    fn expire(
+        &mut self,
+        seq: u64,
+        mut job: Accepted,
+        ttl: Duration,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        if job.again {
+            self.again_queued = self.again_queued.saturating_sub(1);
+            return;
+        }
+        out.push(Action::Count(Count::Expired));
+        if matches!(self.spool, Durability::Writing) {
+            out.push(Action::Spool(SpoolOp::Done(seq)));
+        }
+        let age = now.mono.saturating_duration_since(job.received).as_secs();
+        let ttl = ttl.as_secs();
+        self.log(out, Level::Warn, || {
+            format!(
+                "expired {} for unit {} after {age} s in the queue (COMMAND_TTL {ttl} s): not published",
+                job.kind.as_str(),
+                job.unit,
+            )
+        });
+        let error = format!("expired after {age} s (COMMAND_TTL {ttl} s)");
+        report(&mut job, Some(&error), out);
+    }
+}
+
+/// The status line `job` owes its connection, if that wants it (errors
+/// always, `ok` only when asked for); its claim on a line ends either way.
+fn report(job: &mut Accepted, error: Option<&str>, out: &mut Vec<Action>) {
+    let Some(to) = job.reply.take() else {
+        return;
+    };
+    let line = (error.is_some() || to.ok_lines).then(|| job.status_line(error));
+    out.push(Action::Status { to, line });
+}
