@@ -27,6 +27,7 @@ use crate::devices::link::DeviceLink;
 use crate::devices::table::DeviceTable;
 use crate::error::Error;
 use crate::mqtt::brokers::Brokers;
+use crate::mqtt::dialing::Dialing;
 use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
@@ -106,7 +107,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
         .state_topic_for(&client_id)
         .map(|topic| StateMessages::new(topic, &client_id, started));
     let publish_link = PublishLink {
-        brokers: Brokers::new(config.brokers(), keepalive * 2),
+        dialing: Dialing::new(Brokers::new(config.brokers(), keepalive * 2)),
         dialer: Dialer {
             client_id: format!("{client_id}-pub"),
             keepalive,

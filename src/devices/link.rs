@@ -12,7 +12,8 @@
 //! `device_link/client.rs`), and the broker drops what is
 //! larger instead of sending it (MQTT 3.1.1 has no such property: a retained
 //! 17 MB heartbeat broke the link on every subscribe, forever). A link that
-//! dies right after its CONNACK backs off like one that cannot connect.
+//! dies right after its CONNACK backs off like one that cannot connect
+//! (the backoff the publish link uses too: `mqtt/backoff.rs`).
 //! Connection failures are logged as the publish link's are (`log_limit.rs`:
 //! once per kind and broker, again after a "connected" line), at warn: a
 //! failure that needs a human (certificate, credentials) is the publish
@@ -30,6 +31,7 @@ use crate::backend::routes::ReplyRoutes;
 use crate::config::{self, Config};
 use crate::devices::heartbeat;
 use crate::devices::table::{DeviceTable, Seen};
+use crate::mqtt::backoff::Backoff;
 use crate::mqtt::brokers::{Broker, InUse};
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
@@ -38,10 +40,6 @@ use crate::ops::shutdown::Stop;
 
 mod client;
 
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A link that lived this long was a good one: the backoff starts over.
-const STABLE: Duration = Duration::from_secs(10);
 /// How often a wait on the connection looks at the stop signal and the broker in use.
 const TICK: Duration = Duration::from_secs(1);
 /// The wait while connecting: longer than rumqttc's own 5 s connection
@@ -73,7 +71,7 @@ enum Ended {
 
 impl DeviceLink {
     pub fn run(self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::default();
         let mut failures = Failures::default();
         while !self.stop.is_set() {
             let index = self.broker_in_use.get() % self.brokers.len();
@@ -120,24 +118,23 @@ impl DeviceLink {
                         if failures.first_of_kind(&broker.to_string(), &why) {
                             log::warn!(
                                 "device link to broker {broker}: {why}; retrying in {} s",
-                                backoff.as_secs()
+                                backoff.upcoming().as_secs()
                             );
                         } else {
                             log::debug!(
                                 "device link to broker {broker} still unreachable: {why}; \
                                  retrying in {} s",
-                                backoff.as_secs()
+                                backoff.upcoming().as_secs()
                             );
                         }
                         // A link that was up for a while earns a fresh backoff;
                         // one that died right after CONNACK does not.
-                        if up_since.take().is_some_and(|t| t.elapsed() >= STABLE) {
-                            backoff = BACKOFF_MIN;
+                        if let Some(t) = up_since.take() {
+                            backoff.link_ended(t.elapsed());
                         }
-                        if self.stop.sleep(backoff) {
+                        if self.stop.sleep(backoff.wait()) {
                             break Ended::Stopped;
                         }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
             };
