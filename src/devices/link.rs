@@ -320,4 +320,50 @@ mod tests {
         .count();
         assert_eq!(logged, 1);
     }
+
+    fn link() -> DeviceLink {
+        let config = Config::default();
+        DeviceLink {
+            brokers: config.brokers(),
+            routes: ReplyRoutes::new(config.max_devices),
+            devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
+            config: Arc::new(config),
+            client_id: "gw-sub".into(),
+            transport: Transport::tcp(),
+            counters: Arc::new(Counters::default()),
+            broker_in_use: Arc::default(),
+            stop: Stop::new(),
+        }
+    }
+
+    fn count(link: &DeviceLink, counter: fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+        counter(&link.counters).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_reply_goes_to_the_backend_holding_the_units_route_and_only_there() {
+        let link = link();
+        let (outbox, _woken) =
+            crate::delivery::outbox::Outbox::new(1, "127.0.0.1:5000".parse().unwrap());
+        link.routes.claim("cam1", &outbox);
+        link.on_message("/device/ms500/cam1/socket_reply", br#"{"ok":1}"#);
+        assert_eq!(outbox.take(), b"{\"ok\":1}\n");
+        assert_eq!(count(&link, |c| &c.replies_routed), 1);
+        link.on_message("/device/ms500/cam2/socket_reply", br#"{"ok":2}"#);
+        assert!(outbox.is_empty(), "cam2 has no route here");
+        assert_eq!(count(&link, |c| &c.replies_dropped), 1);
+    }
+
+    #[test]
+    fn heartbeats_fill_the_device_table_and_odd_ones_are_ignored() {
+        let link = link();
+        link.on_message("/device/ms500/cam1/online", br#"{"ip":"10.0.0.7"}"#);
+        link.on_message("/device/ms500/cam2/online", b"not json");
+        link.on_message("/somewhere/else", b"{}");
+        let table = link.devices.lock().unwrap().snapshot(10);
+        assert_eq!(table.total, 1, "only the good heartbeat counts");
+        assert_eq!(table.shown[0].id, "cam1");
+        assert_eq!(table.shown[0].status.ip.as_deref(), Some("10.0.0.7"));
+        assert_eq!(count(&link, |c| &c.replies_dropped), 0);
+    }
 }
