@@ -5,14 +5,14 @@
 //! `serve_signals` then waits for signals: SIGHUP reopens LOG_FILE, SIGUSR1
 //! writes the status snapshot at once, and once a second the main thread
 //! sweeps the device table for devices gone silent and writes the status
-//! snapshot and metrics when due; on SIGINT/SIGTERM `shut_down` stops the
-//! intake, lets the publisher flush for up to `SHUTDOWN_GRACE` seconds and
-//! joins every thread in order (a second signal exits at once).
+//! snapshot and metrics when due (`report/writer.rs`); on SIGINT/SIGTERM
+//! `shut_down` stops the intake, lets the publisher flush for up to
+//! `SHUTDOWN_GRACE` seconds and joins every thread in order (a second
+//! signal exits at once).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,8 +42,7 @@ use crate::ops::pidfile::PidFile;
 use crate::ops::shutdown::Stop;
 use crate::ops::sys::{self, Received};
 use crate::ops::{files, preflight};
-use crate::report::metrics;
-use crate::report::status;
+use crate::report::writer::StatusWriter;
 
 /// Batches of commands parsed by sessions and not yet taken by the
 /// publisher (each at most `session::BATCH_COMMANDS` commands or about
@@ -115,8 +114,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let log = start_logging(&config)?;
     log_start_warnings(&config, source.as_deref(), no_core_dumps);
     let wiring = Wiring::new(config, started);
-    let mut status = StatusWriter::new(&wiring.config, started);
-    status.link = Some(Arc::clone(&wiring.link));
+    let mut status = StatusWriter::new(&wiring.config, started, Arc::clone(&wiring.link));
     // Reads the spool; a bad one never stops the start (only configuration does).
     let publisher = Publisher::new(
         &wiring.config,
@@ -348,19 +346,7 @@ impl Running {
         let w = &self.wiring;
         sweep_devices(&w.devices, &w.config);
         log_limit::tick();
-        if !self.status.due() {
-            return;
-        }
-        if self.status.publisher_alive(&w.counters) {
-            self.report();
-        } else if !self.status.failing {
-            // A stale status file is how a watchdog learns the relay is hung.
-            self.status.failing = true;
-            log::error!(
-                "the publisher thread has not moved for {} s: status file no longer refreshed",
-                self.status.stuck_for().as_secs()
-            );
-        }
+        self.status.tick(&w.config, &w.counters, &w.devices);
     }
 
     fn report(&mut self) {
@@ -459,97 +445,6 @@ fn watch_signals(signals: &sys::HandledSignals, tx: &crossbeam_channel::Sender<R
                 log::error!("cannot wait for signals: {e}");
                 return;
             }
-        }
-    }
-}
-
-/// Writes `STATUS_FILE` (when set) every `STATUS_INTERVAL` seconds; a failure
-/// is logged at error once, until a write succeeds again.
-struct StatusWriter {
-    started: SystemTime,
-    /// Where the broker in use is read from.
-    link: Option<Arc<LinkShared>>,
-    last: Option<Instant>,
-    interval: Duration,
-    failing: bool,
-    /// The publisher's turn count and when it last changed.
-    turns: (u64, Instant),
-}
-
-impl StatusWriter {
-    fn new(config: &Config, started: SystemTime) -> Self {
-        StatusWriter {
-            started,
-            link: None,
-            last: None,
-            interval: config.status_interval,
-            failing: false,
-            turns: (0, Instant::now()),
-        }
-    }
-
-    /// The publisher loop turns at least once a second; 3 intervals (and at
-    /// least 5 s) without a turn means it is stuck.
-    fn publisher_alive(&mut self, counters: &Counters) -> bool {
-        let turns = counters.publisher_turns.load(Ordering::Relaxed);
-        if turns != self.turns.0 {
-            self.turns = (turns, Instant::now());
-        }
-        self.stuck_for() <= (self.interval * 3).max(Duration::from_secs(5))
-    }
-
-    fn stuck_for(&self) -> Duration {
-        self.turns.1.elapsed()
-    }
-
-    fn due(&self) -> bool {
-        self.last
-            .is_none_or(|t| t.elapsed() + Duration::from_millis(50) >= self.interval)
-    }
-
-    /// Writes the snapshot (STATUS_FILE, METRICS_FILE) now; a failure is
-    /// logged at error once, until a write succeeds.
-    fn report(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
-        if config.status_file.is_none() && config.metrics_file.is_none() {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let devices = devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot(status::DEVICES_SHOWN);
-        let broker = match &self.link {
-            Some(link) => link
-                .broker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            None => config.brokers()[0].to_string(),
-        };
-        let snapshot = status::Snapshot {
-            config,
-            started: self.started,
-            now: SystemTime::now(),
-            counters,
-            broker,
-            devices,
-        };
-        let mut failed = Vec::new();
-        if let Some(path) = &config.status_file {
-            if let Err(e) = status::write(path, &snapshot) {
-                failed.push(format!("STATUS_FILE {}: {e}", path.display()));
-            }
-        }
-        if let Some(path) = &config.metrics_file {
-            if let Err(e) = metrics::write(path, &snapshot) {
-                failed.push(format!("METRICS_FILE {}: {e}", path.display()));
-            }
-        }
-        if failed.is_empty() {
-            self.failing = false;
-        } else if !self.failing {
-            self.failing = true;
-            log::error!("cannot write {}", failed.join("; nor "));
         }
     }
 }
