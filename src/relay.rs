@@ -1,22 +1,27 @@
-//! Wiring and shutdown: `run` takes the pid lock, starts the logger, binds
-//! the backend socket, starts the threads (listener → sessions → job channel
-//! → publisher → publish link; device link; lingering; signals), then waits
-//! on the main thread for signals. SIGINT/SIGTERM stop the intake, let the
-//! publisher flush for up to `SHUTDOWN_GRACE` seconds and join every thread
-//! (a second one exits at once); SIGHUP reopens LOG_FILE; SIGUSR1 writes the
-//! status snapshot at once. Once a second the main thread also sweeps the
-//! device table for devices gone silent and writes the status snapshot and
-//! metrics when due.
+//! Wiring and shutdown, run on the main thread. `run` is three steps:
+//! `start` takes the pid lock, starts the logger, binds the backend socket
+//! and starts the threads (signals; publish link; device link; publisher;
+//! lingering; listener → sessions → job channel → publisher → publish link);
+//! `serve_signals` then waits for signals: SIGHUP reopens LOG_FILE, SIGUSR1
+//! writes the status snapshot at once, and once a second the main thread
+//! sweeps the device table for devices gone silent and writes the status
+//! snapshot and metrics when due (`report/writer.rs`); on SIGINT/SIGTERM
+//! `shut_down` stops the intake, lets the publisher flush for up to
+//! `SHUTDOWN_GRACE` seconds and joins every thread in order (a second
+//! signal exits at once).
 
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rumqttc::Transport;
+use rustls::ClientConfig;
 
-use crate::backend::lingering;
+use crate::backend::lingering::{self, Lingering};
 use crate::backend::listener;
 use crate::backend::routes::ReplyRoutes;
 use crate::backend::session::Shared;
@@ -27,6 +32,7 @@ use crate::devices::link::DeviceLink;
 use crate::devices::table::DeviceTable;
 use crate::error::Error;
 use crate::mqtt::brokers::Brokers;
+use crate::mqtt::dialing::Dialing;
 use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
@@ -36,8 +42,7 @@ use crate::ops::pidfile::PidFile;
 use crate::ops::shutdown::Stop;
 use crate::ops::sys::{self, Received};
 use crate::ops::{files, preflight};
-use crate::report::metrics;
-use crate::report::status;
+use crate::report::writer::StatusWriter;
 
 /// Batches of commands parsed by sessions and not yet taken by the
 /// publisher (each at most `session::BATCH_COMMANDS` commands or about
@@ -48,6 +53,50 @@ use crate::report::status;
 const JOB_CHANNEL: usize = 2;
 
 pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
+    let mut relay = start(config, source)?;
+    relay.serve_signals();
+    relay.shut_down();
+    Ok(())
+}
+
+/// What every thread is given a share of, made before any thread starts.
+struct Wiring {
+    config: Arc<Config>,
+    started: SystemTime,
+    counters: Arc<Counters>,
+    devices: Arc<Mutex<DeviceTable>>,
+    link: Arc<LinkShared>,
+    routes: ReplyRoutes,
+    /// Set on SIGINT/SIGTERM: no new backends, no new commands.
+    intake: Stop,
+    /// Set by the publisher once it has flushed or given up: the links end.
+    link_stop: Stop,
+}
+
+/// The relay once started: what the main thread serves signals with and
+/// stops in order.
+struct Running {
+    wiring: Wiring,
+    log: LogHandle,
+    pid_file: Option<PidFile>,
+    status: StatusWriter,
+    signals: Receiver<Received>,
+    threads: Threads,
+}
+
+/// Every thread the relay starts, each joined at shutdown.
+struct Threads {
+    signals: JoinHandle<()>,
+    publish_link: JoinHandle<()>,
+    device_link: JoinHandle<()>,
+    publisher: JoinHandle<()>,
+    lingering: JoinHandle<()>,
+    listener: JoinHandle<()>,
+}
+
+/// Checks everything, takes the pid lock, starts logging, binds, then
+/// starts each thread; every refusal comes before the socket is bound.
+fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     // The relay holds MQTT_PASSWORD and queued Wi-Fi passwords in memory:
     // no core file may carry them off (logged once the log is open).
     let no_core_dumps = sys::forbid_core_dumps();
@@ -59,121 +108,56 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     // Everything the run would refuse, refused now with exit 2.
     preflight::preflight(&config)?;
     let tls = tls::client_config(&config)?;
-    // Read once: both links trust exactly the same files.
-    let transport = tls::transport(tls.clone());
     // The pid lock comes next: a second instance must say "already running"
     // (exit 3), not fail to bind the port, and touch none of the first one's files.
-    let pid_file = match &config.pid_file {
-        None => None,
-        Some(path) => Some(PidFile::acquire(path)?),
-    };
+    let pid_file = take_pid_lock(&config)?;
     let log = start_logging(&config)?;
-    if let Some(p) = &source {
+    log_start_warnings(&config, source.as_deref(), no_core_dumps);
+    let wiring = Wiring::new(config, started);
+    let mut status = StatusWriter::new(&wiring.config, started, Arc::clone(&wiring.link));
+    // Reads the spool; a bad one never stops the start (only configuration does).
+    let publisher = Publisher::new(
+        &wiring.config,
+        Arc::clone(&wiring.counters),
+        Arc::clone(&wiring.link),
+    )?;
+    // Then bind: "cannot listen" (exit 4) comes after every configuration check,
+    // and STATUS_FILE and METRICS_FILE are written only once the socket is ours.
+    let socket = listener::bind(&wiring.config.socket_host, wiring.config.socket_port)?;
+    let local = socket.local_addr().map_err(Error::Io)?;
+    status.report(&wiring.config, &wiring.counters, &wiring.devices);
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<Received>(8);
+    let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
+    let threads = wiring.spawn_threads(signal_thread, publisher, tls, socket)?;
+    log_listening(&wiring.config, local);
+    Ok(Running {
+        wiring,
+        log,
+        pid_file,
+        status,
+        signals: signal_rx,
+        threads,
+    })
+}
+
+fn take_pid_lock(config: &Config) -> Result<Option<PidFile>, Error> {
+    config.pid_file.as_deref().map(PidFile::acquire).transpose()
+}
+
+/// What the start has to say once the log is open.
+fn log_start_warnings(config: &Config, source: Option<&Path>, no_core_dumps: io::Result<()>) {
+    if let Some(p) = source {
         log::debug!("configuration from {}", p.display());
     }
-    for warning in preflight::secret_file_warnings(&config, source.as_deref()) {
+    for warning in preflight::secret_file_warnings(config, source) {
         log::warn!("{warning}");
     }
     if let Err(e) = no_core_dumps {
         log::warn!("cannot forbid core dumps (secrets could end up in one): {e}");
     }
-    let counters = Arc::new(Counters::default());
-    let devices = Arc::new(Mutex::new(DeviceTable::new(config.max_devices)));
-    let mut status = StatusWriter::new(&config, started);
-    let link_shared = Arc::new(LinkShared::default());
-    *link_shared.broker.lock().unwrap_or_else(|e| e.into_inner()) = config.brokers()[0].to_string();
-    status.link = Some(Arc::clone(&link_shared));
-    counters.link_down();
-    // Reads the spool; a bad one never stops the start (only configuration does).
-    let publisher = Publisher::new(&config, Arc::clone(&counters), Arc::clone(&link_shared))?;
+}
 
-    // Then bind: "cannot listen" (exit 4) comes after every configuration check,
-    // and STATUS_FILE and METRICS_FILE are written only once the socket is ours.
-    let socket = listener::bind(&config.socket_host, config.socket_port)?;
-    let local = socket.local_addr().map_err(Error::Io)?;
-    status.report(&config, &counters, &devices);
-
-    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<Received>(8);
-    let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
-    let routes = ReplyRoutes::new(config.max_devices);
-    let intake = Stop::new();
-    let link_stop = Stop::new();
-    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Vec<Accepted>>(JOB_CHANNEL);
-    let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
-    let client_id = config.client_id();
-    let keepalive = config.mqtt_keepalive;
-    let state = config
-        .state_topic_for(&client_id)
-        .map(|topic| StateMessages::new(topic, &client_id, started));
-    let publish_link = PublishLink {
-        brokers: Brokers::new(config.brokers(), keepalive * 2),
-        dialer: Dialer {
-            client_id: format!("{client_id}-pub"),
-            keepalive,
-            username: config.mqtt_username.clone(),
-            password: config
-                .mqtt_username
-                .as_ref()
-                .map(|_| config.mqtt_password.clone().unwrap_or_default()),
-            tls,
-            will: state.as_ref().map(|s| (s.topic.clone(), s.offline.clone())),
-        },
-        state: state.clone(),
-        events: link_tx,
-        shared: Arc::clone(&link_shared),
-        counters: Arc::clone(&counters),
-        stop: link_stop.clone(),
-    };
-    let publish_link_thread = spawn("publish-link", move || publish_link.run())?;
-    let device_link = DeviceLink {
-        config: Arc::clone(&config),
-        brokers: config.brokers(),
-        client_id: format!("{client_id}-sub"),
-        transport,
-        routes: routes.clone(),
-        counters: Arc::clone(&counters),
-        devices: Arc::clone(&devices),
-        broker_in_use: Arc::clone(&link_shared.broker_in_use),
-        stop: link_stop.clone(),
-    };
-    let device_link_thread = spawn("device-link", move || device_link.run())?;
-
-    let grace = config.shutdown_grace;
-    let publisher_thread = {
-        let intake = intake.clone();
-        let link_stop = link_stop.clone();
-        spawn("publisher", move || {
-            publisher
-                .with_state(state)
-                .run(jobs_rx, link_rx, intake, link_stop, grace)
-        })?
-    };
-
-    let (lingering_tx, lingering_rx) = crossbeam_channel::bounded(64);
-    let (lingering_wake, lingering_woken) = crossbeam_channel::bounded(1);
-    let lingering_thread = {
-        let stop = intake.clone();
-        let cap = lingering_cap();
-        spawn("lingering", move || {
-            lingering::run(
-                lingering_rx,
-                lingering_woken,
-                stop,
-                grace + Duration::from_secs(1),
-                cap,
-            )
-        })?
-    };
-    let shared = Arc::new(Shared {
-        config: Arc::clone(&config),
-        jobs: jobs_tx,
-        routes,
-        counters: Arc::clone(&counters),
-        intake: intake.clone(),
-        lingering: lingering_tx,
-        lingering_wake,
-    });
-    let listener_thread = spawn("listener", move || listener::run(socket, shared))?;
+fn log_listening(config: &Config, local: SocketAddr) {
     log::info!(
         "ms500-relay {} listening on {local}, broker {}",
         env!("CARGO_PKG_VERSION"),
@@ -184,59 +168,219 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
 
-    loop {
-        match signal_rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(Received::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(Received::Hangup) => {
-                log.sink.reopen();
-                log::info!("SIGHUP: log file reopened");
-            }
-            Ok(Received::Snapshot) => {
-                log::info!("SIGUSR1: writing the status snapshot now");
-                status.report(&config, &counters, &devices);
-            }
-            Ok(Received::Wake) => {}
-            Err(RecvTimeoutError::Timeout) => {
-                sweep_devices(&devices, &config);
-                log_limit::tick();
-                if status.due() {
-                    if status.publisher_alive(&counters) {
-                        status.report(&config, &counters, &devices);
-                    } else if !status.failing {
-                        // A stale status file is how a watchdog learns the relay is hung.
-                        status.failing = true;
-                        log::error!(
-                            "the publisher thread has not moved for {} s: status file no longer refreshed",
-                            status.stuck_for().as_secs()
-                        );
-                    }
+impl Wiring {
+    fn new(config: Arc<Config>, started: SystemTime) -> Wiring {
+        let counters = Arc::new(Counters::default());
+        let link = Arc::new(LinkShared::default());
+        *link.broker.lock().unwrap_or_else(|e| e.into_inner()) = config.brokers()[0].to_string();
+        counters.link_down();
+        Wiring {
+            devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
+            routes: ReplyRoutes::new(config.max_devices),
+            config,
+            started,
+            counters,
+            link,
+            intake: Stop::new(),
+            link_stop: Stop::new(),
+        }
+    }
+
+    /// Starts the threads in the order commands travel backwards: the links
+    /// first, then the publisher, the lingering thread and the listener.
+    fn spawn_threads(
+        &self,
+        signals: JoinHandle<()>,
+        publisher: Publisher,
+        tls: Option<Arc<ClientConfig>>,
+        socket: TcpListener,
+    ) -> Result<Threads, Error> {
+        let client_id = self.config.client_id();
+        let state = self
+            .config
+            .state_topic_for(&client_id)
+            .map(|topic| StateMessages::new(topic, &client_id, self.started));
+        // Read once: both links trust exactly the same files.
+        let transport = tls::transport(tls.clone());
+        let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
+        let publish_link = self.spawn_publish_link(&client_id, tls, state.clone(), link_tx)?;
+        let device_link = self.spawn_device_link(&client_id, transport)?;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Vec<Accepted>>(JOB_CHANNEL);
+        let publisher = self.spawn_publisher(publisher.with_state(state), jobs_rx, link_rx)?;
+        let (handed_tx, handed_rx) = crossbeam_channel::bounded::<Lingering>(64);
+        let (wake_tx, woken) = crossbeam_channel::bounded(1);
+        let lingering = self.spawn_lingering(handed_rx, woken)?;
+        let listener = self.spawn_listener(socket, jobs_tx, handed_tx, wake_tx)?;
+        Ok(Threads {
+            signals,
+            publish_link,
+            device_link,
+            publisher,
+            lingering,
+            listener,
+        })
+    }
+
+    fn spawn_publish_link(
+        &self,
+        client_id: &str,
+        tls: Option<Arc<ClientConfig>>,
+        state: Option<StateMessages>,
+        events: Sender<LinkEvent>,
+    ) -> Result<JoinHandle<()>, Error> {
+        let config = &self.config;
+        let keepalive = config.mqtt_keepalive;
+        let publish_link = PublishLink {
+            dialing: Dialing::new(Brokers::new(config.brokers(), keepalive * 2)),
+            dialer: Dialer {
+                client_id: format!("{client_id}-pub"),
+                keepalive,
+                username: config.mqtt_username.clone(),
+                password: config
+                    .mqtt_username
+                    .as_ref()
+                    .map(|_| config.mqtt_password.clone().unwrap_or_default()),
+                tls,
+                will: state.as_ref().map(|s| (s.topic.clone(), s.offline.clone())),
+            },
+            state,
+            events,
+            shared: Arc::clone(&self.link),
+            counters: Arc::clone(&self.counters),
+            stop: self.link_stop.clone(),
+        };
+        spawn("publish-link", move || publish_link.run())
+    }
+
+    fn spawn_device_link(
+        &self,
+        client_id: &str,
+        transport: Transport,
+    ) -> Result<JoinHandle<()>, Error> {
+        let device_link = DeviceLink {
+            config: Arc::clone(&self.config),
+            brokers: self.config.brokers(),
+            client_id: format!("{client_id}-sub"),
+            transport,
+            routes: self.routes.clone(),
+            counters: Arc::clone(&self.counters),
+            devices: Arc::clone(&self.devices),
+            broker_in_use: Arc::clone(&self.link.broker_in_use),
+            stop: self.link_stop.clone(),
+        };
+        spawn("device-link", move || device_link.run())
+    }
+
+    fn spawn_publisher(
+        &self,
+        publisher: Publisher,
+        jobs: Receiver<Vec<Accepted>>,
+        link: Receiver<LinkEvent>,
+    ) -> Result<JoinHandle<()>, Error> {
+        let intake = self.intake.clone();
+        let link_stop = self.link_stop.clone();
+        let grace = self.config.shutdown_grace;
+        spawn("publisher", move || {
+            publisher.run(jobs, link, intake, link_stop, grace)
+        })
+    }
+
+    /// The lingering thread: takes closed connections still owed status lines.
+    fn spawn_lingering(
+        &self,
+        handed: Receiver<Lingering>,
+        woken: Receiver<()>,
+    ) -> Result<JoinHandle<()>, Error> {
+        let stop = self.intake.clone();
+        let grace = self.config.shutdown_grace + Duration::from_secs(1);
+        let cap = lingering_cap();
+        spawn("lingering", move || {
+            lingering::run(handed, woken, stop, grace, cap)
+        })
+    }
+
+    fn spawn_listener(
+        &self,
+        socket: TcpListener,
+        jobs: Sender<Vec<Accepted>>,
+        lingering: Sender<Lingering>,
+        lingering_wake: Sender<()>,
+    ) -> Result<JoinHandle<()>, Error> {
+        let shared = Arc::new(Shared {
+            config: Arc::clone(&self.config),
+            jobs,
+            routes: self.routes.clone(),
+            counters: Arc::clone(&self.counters),
+            intake: self.intake.clone(),
+            lingering,
+            lingering_wake,
+        });
+        spawn("listener", move || listener::run(socket, shared))
+    }
+}
+
+impl Running {
+    /// The main thread until SIGINT/SIGTERM: signals as they come, and once
+    /// a second the device sweep and the status snapshot when due.
+    fn serve_signals(&mut self) {
+        loop {
+            match self.signals.recv_timeout(Duration::from_secs(1)) {
+                Ok(Received::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Received::Hangup) => {
+                    self.log.sink.reopen();
+                    log::info!("SIGHUP: log file reopened");
                 }
+                Ok(Received::Snapshot) => {
+                    log::info!("SIGUSR1: writing the status snapshot now");
+                    self.report();
+                }
+                Ok(Received::Wake) => {}
+                Err(RecvTimeoutError::Timeout) => self.every_second(),
             }
         }
     }
 
-    log::info!(
-        "shutting down: no new commands; publishing what is queued for up to {} s",
-        config.shutdown_grace.as_secs()
-    );
-    intake.trigger();
-    join(listener_thread);
-    join(publisher_thread);
-    join(lingering_thread);
-    // The links end within a second of the publisher's last word.
-    link_stop.trigger();
-    join(publish_link_thread);
-    join(device_link_thread);
-    status.report(&config, &counters, &devices);
-    if let Some(pid_file) = pid_file {
-        pid_file.release();
+    fn every_second(&mut self) {
+        let w = &self.wiring;
+        sweep_devices(&w.devices, &w.config);
+        log_limit::tick();
+        self.status.tick(&w.config, &w.counters, &w.devices);
     }
-    log::info!("stopped");
-    sys::wake_signal_thread();
-    join(signal_thread);
-    log.finish();
-    Ok(())
+
+    fn report(&mut self) {
+        let w = &self.wiring;
+        self.status.report(&w.config, &w.counters, &w.devices);
+    }
+
+    /// Stops in order: the intake (listener, sessions), the publisher once it
+    /// has flushed or the grace ran out, the links, then the last snapshot,
+    /// the pid file, the signal thread and the log.
+    fn shut_down(mut self) {
+        log::info!(
+            "shutting down: no new commands; publishing what is queued for up to {} s",
+            self.wiring.config.shutdown_grace.as_secs()
+        );
+        let threads = self.threads;
+        self.wiring.intake.trigger();
+        join(threads.listener);
+        join(threads.publisher);
+        join(threads.lingering);
+        // The links end within a second of the publisher's last word.
+        self.wiring.link_stop.trigger();
+        join(threads.publish_link);
+        join(threads.device_link);
+        let w = &self.wiring;
+        self.status.report(&w.config, &w.counters, &w.devices);
+        if let Some(pid_file) = self.pid_file {
+            pid_file.release();
+        }
+        log::info!("stopped");
+        sys::wake_signal_thread();
+        join(threads.signals);
+        self.log.finish();
+    }
 }
 
 /// Installs the logger `LOG_FILE`, `LOG_SYSLOG` and `LOG_LEVEL` ask for.
@@ -301,97 +445,6 @@ fn watch_signals(signals: &sys::HandledSignals, tx: &crossbeam_channel::Sender<R
                 log::error!("cannot wait for signals: {e}");
                 return;
             }
-        }
-    }
-}
-
-/// Writes `STATUS_FILE` (when set) every `STATUS_INTERVAL` seconds; a failure
-/// is logged at error once, until a write succeeds again.
-struct StatusWriter {
-    started: SystemTime,
-    /// Where the broker in use is read from.
-    link: Option<Arc<LinkShared>>,
-    last: Option<Instant>,
-    interval: Duration,
-    failing: bool,
-    /// The publisher's turn count and when it last changed.
-    turns: (u64, Instant),
-}
-
-impl StatusWriter {
-    fn new(config: &Config, started: SystemTime) -> Self {
-        StatusWriter {
-            started,
-            link: None,
-            last: None,
-            interval: config.status_interval,
-            failing: false,
-            turns: (0, Instant::now()),
-        }
-    }
-
-    /// The publisher loop turns at least once a second; 3 intervals (and at
-    /// least 5 s) without a turn means it is stuck.
-    fn publisher_alive(&mut self, counters: &Counters) -> bool {
-        let turns = counters.publisher_turns.load(Ordering::Relaxed);
-        if turns != self.turns.0 {
-            self.turns = (turns, Instant::now());
-        }
-        self.stuck_for() <= (self.interval * 3).max(Duration::from_secs(5))
-    }
-
-    fn stuck_for(&self) -> Duration {
-        self.turns.1.elapsed()
-    }
-
-    fn due(&self) -> bool {
-        self.last
-            .is_none_or(|t| t.elapsed() + Duration::from_millis(50) >= self.interval)
-    }
-
-    /// Writes the snapshot (STATUS_FILE, METRICS_FILE) now; a failure is
-    /// logged at error once, until a write succeeds.
-    fn report(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
-        if config.status_file.is_none() && config.metrics_file.is_none() {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let devices = devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot(status::DEVICES_SHOWN);
-        let broker = match &self.link {
-            Some(link) => link
-                .broker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            None => config.brokers()[0].to_string(),
-        };
-        let snapshot = status::Snapshot {
-            config,
-            started: self.started,
-            now: SystemTime::now(),
-            counters,
-            broker,
-            devices,
-        };
-        let mut failed = Vec::new();
-        if let Some(path) = &config.status_file {
-            if let Err(e) = status::write(path, &snapshot) {
-                failed.push(format!("STATUS_FILE {}: {e}", path.display()));
-            }
-        }
-        if let Some(path) = &config.metrics_file {
-            if let Err(e) = metrics::write(path, &snapshot) {
-                failed.push(format!("METRICS_FILE {}: {e}", path.display()));
-            }
-        }
-        if failed.is_empty() {
-            self.failing = false;
-        } else if !self.failing {
-            self.failing = true;
-            log::error!("cannot write {}", failed.join("; nor "));
         }
     }
 }

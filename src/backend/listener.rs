@@ -20,6 +20,7 @@ use crate::backend::session::{self, Shared, Slot};
 use crate::config::allowed;
 use crate::error::Error;
 use crate::ops::log_limit::{self, Kind};
+use crate::ops::shutdown::Stop;
 
 pub fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
     let addr = format!("{}:{port}", bracket_v6(host));
@@ -49,89 +50,126 @@ struct Listener {
 }
 
 pub fn run(listener: TcpListener, shared: Arc<Shared>) {
-    let local = listener.local_addr().ok();
-    let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
-    let mut state = Listener {
-        shared,
-        sessions: HashMap::new(),
-        ended_tx,
-        ended_rx,
-        next_id: 0,
-        active: Arc::new(AtomicUsize::new(0)),
-    };
-
-    // Wakes accept() once the intake stops; the listener knows its
-    // connection by its address and does not take it for a backend.
-    let waker_addr: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-    let waker = {
-        let stop = state.shared.intake.clone();
-        let waker_addr = Arc::clone(&waker_addr);
-        std::thread::Builder::new()
-            .name("listener-waker".into())
-            .spawn(move || {
-                while !stop.sleep(Duration::from_secs(3600)) {}
-                if let Some(addr) = local {
-                    // Hold the lock across connect: the listener reads the
-                    // address only after accept(), so it sees it set.
-                    let mut own = waker_addr.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Ok(s) =
-                        TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1))
-                    {
-                        *own = s.local_addr().ok();
-                    }
-                }
-            })
-    };
-    let is_waker =
-        |peer: &SocketAddr| *waker_addr.lock().unwrap_or_else(|e| e.into_inner()) == Some(*peer);
-
-    for incoming in listener.incoming() {
-        state.reap();
-        match incoming {
-            Ok(stream) => {
-                if let Ok(peer) = stream.peer_addr() {
-                    if !is_waker(&peer) {
-                        state.admit(stream, peer, true);
-                    }
-                }
-            }
-            Err(e) => {
-                log::warn!("accept failed: {e}");
-                // EMFILE and friends: do not spin.
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        if state.shared.intake.is_set() {
-            break;
-        }
-    }
-
+    let waker = Waker::start(shared.intake.clone(), listener.local_addr().ok());
+    let mut state = Listener::new(shared);
+    state.accept_until_stopped(&listener, &waker);
     // Stopping: connections already in the backlog were accepted by the
     // kernel, and their peers' bytes may be waiting: serve them as well.
-    if listener.set_nonblocking(true).is_ok() {
-        loop {
-            match listener.accept() {
-                Ok((stream, peer)) if !is_waker(&peer) => {
-                    let _ = stream.set_nonblocking(false);
-                    state.admit(stream, peer, false);
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-    }
+    state.accept_backlog(&listener, &waker);
     drop(listener);
-    for (_, session) in state.sessions.drain() {
-        let _ = session.join();
-    }
-    if let Ok(w) = waker {
-        let _ = w.join();
-    }
+    state.join_sessions();
+    waker.join();
     log::debug!("listener stopped");
 }
 
+/// Wakes the listener's blocking accept() once the intake stops, by
+/// connecting to it; the listener knows that connection by its address and
+/// does not take it for a backend.
+struct Waker {
+    own: Arc<Mutex<Option<SocketAddr>>>,
+    thread: std::io::Result<JoinHandle<()>>,
+}
+
+impl Waker {
+    fn start(stop: Stop, local: Option<SocketAddr>) -> Waker {
+        let own: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let thread = {
+            let own = Arc::clone(&own);
+            std::thread::Builder::new()
+                .name("listener-waker".into())
+                .spawn(move || {
+                    while !stop.sleep(Duration::from_secs(3600)) {}
+                    if let Some(addr) = local {
+                        // Hold the lock across connect: the listener reads the
+                        // address only after accept(), so it sees it set.
+                        let mut own = own.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Ok(s) =
+                            TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1))
+                        {
+                            *own = s.local_addr().ok();
+                        }
+                    }
+                })
+        };
+        Waker { own, thread }
+    }
+
+    /// Whether `peer` is the waker's own connection.
+    fn is(&self, peer: &SocketAddr) -> bool {
+        *self.own.lock().unwrap_or_else(|e| e.into_inner()) == Some(*peer)
+    }
+
+    fn join(self) {
+        if let Ok(thread) = self.thread {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Listener {
+    fn new(shared: Arc<Shared>) -> Listener {
+        let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
+        Listener {
+            shared,
+            sessions: HashMap::new(),
+            ended_tx,
+            ended_rx,
+            next_id: 0,
+            active: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Accepts backends until the intake stops (the waker's connection
+    /// wakes the last accept).
+    fn accept_until_stopped(&mut self, listener: &TcpListener, waker: &Waker) {
+        for incoming in listener.incoming() {
+            self.reap();
+            match incoming {
+                Ok(stream) => {
+                    if let Ok(peer) = stream.peer_addr() {
+                        if !waker.is(&peer) {
+                            self.admit(stream, peer, true);
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    // EMFILE and friends: do not spin.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            if self.shared.intake.is_set() {
+                return;
+            }
+        }
+    }
+
+    /// Admits every connection still waiting in the kernel's backlog, past
+    /// MAX_CONNECTIONS: their peers sent before the stop.
+    fn accept_backlog(&mut self, listener: &TcpListener, waker: &Waker) {
+        if listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) if !waker.is(&peer) => {
+                    let _ = stream.set_nonblocking(false);
+                    self.admit(stream, peer, false);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Waits for every session, each of which reads what its peer sent.
+    fn join_sessions(&mut self) {
+        for (_, session) in self.sessions.drain() {
+            let _ = session.join();
+        }
+    }
+
     /// Joins finished sessions so their threads are gone.
     fn reap(&mut self) {
         while let Ok(id) = self.ended_rx.try_recv() {
@@ -195,5 +233,108 @@ fn wake_addr(local: SocketAddr) -> SocketAddr {
 fn refused(peer: SocketAddr, why: &str) {
     if log_limit::allow(Kind::RefusedPeer) {
         log::warn!("refused backend {peer}: {why}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::session::Fixture;
+    use std::io::{Read, Write};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// The listener on a port the OS picked, in its own thread; the
+    /// receiver says when it has stopped.
+    fn start(fixture: &Fixture) -> (SocketAddr, crossbeam_channel::Receiver<()>) {
+        let socket = bind("127.0.0.1", 0).expect("a loopback port");
+        let addr = socket.local_addr().expect("its address");
+        let shared = Arc::clone(&fixture.shared);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            run(socket, shared);
+            let _ = done_tx.send(());
+        });
+        (addr, done)
+    }
+
+    /// True when the relay closed `stream` without taking anything.
+    fn closed(mut stream: TcpStream) -> bool {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 16];
+        matches!(stream.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    #[test]
+    fn a_backend_is_served_and_a_stop_wakes_the_blocked_accept() {
+        let fixture = Fixture::new("");
+        let (addr, done) = start(&fixture);
+        let mut backend = TcpStream::connect(addr).unwrap();
+        backend
+            .write_all(br#"{"type":"SCS","unit":"cam1"}"#)
+            .unwrap();
+        let batch = fixture.jobs.recv_timeout(WAIT).expect("a batch");
+        assert_eq!(batch[0].unit, "cam1");
+        assert_eq!(batch[0].peer, backend.local_addr().ok());
+        fixture.shared.intake.trigger();
+        done.recv_timeout(WAIT)
+            .expect("the listener and its sessions end on stop");
+    }
+
+    #[test]
+    fn a_peer_outside_socket_allow_is_closed_unread() {
+        let fixture = Fixture::new("SOCKET_ALLOW=10.0.0.0/8\n");
+        let (addr, done) = start(&fixture);
+        let mut backend = TcpStream::connect(addr).unwrap();
+        let _ = backend.write_all(br#"{"type":"SCS","unit":"cam1"}"#);
+        assert!(closed(backend));
+        assert!(fixture.jobs.try_recv().is_err());
+        assert_eq!(fixture.count(|c| &c.received), 0);
+        fixture.shared.intake.trigger();
+        done.recv_timeout(WAIT).expect("stops");
+    }
+
+    #[test]
+    fn past_max_connections_a_new_backend_is_refused_until_a_place_is_free() {
+        let fixture = Fixture::new("MAX_CONNECTIONS=1\n");
+        let (addr, done) = start(&fixture);
+        let mut first = TcpStream::connect(addr).unwrap();
+        first.write_all(br#"{"type":"SCS","unit":"cam1"}"#).unwrap();
+        fixture
+            .jobs
+            .recv_timeout(WAIT)
+            .expect("the first is served");
+        assert!(closed(TcpStream::connect(addr).unwrap()), "one too many");
+        drop(first);
+        // The first session frees its place once it sees the close.
+        let served = (0..100).any(|_| {
+            let mut next = TcpStream::connect(addr).unwrap();
+            let _ = next.write_all(br#"{"type":"SCS","unit":"cam2"}"#);
+            fixture
+                .jobs
+                .recv_timeout(Duration::from_millis(100))
+                .is_ok()
+        });
+        assert!(served, "a freed place takes a new backend");
+        fixture.shared.intake.trigger();
+        done.recv_timeout(WAIT).expect("stops");
+    }
+
+    #[test]
+    fn the_waker_connects_to_loopback_when_bound_to_every_address() {
+        let v4: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        assert_eq!(wake_addr(v4), "127.0.0.1:7000".parse().unwrap());
+        let v6: SocketAddr = "[::]:7000".parse().unwrap();
+        assert_eq!(wake_addr(v6), "[::1]:7000".parse().unwrap());
+        let one: SocketAddr = "10.1.2.3:7000".parse().unwrap();
+        assert_eq!(wake_addr(one), one);
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_for_binding() {
+        assert_eq!(bracket_v6("::1"), "[::1]");
+        assert_eq!(bracket_v6("[::1]"), "[::1]");
+        assert_eq!(bracket_v6("0.0.0.0"), "0.0.0.0");
+        assert_eq!(bracket_v6("localhost"), "localhost");
     }
 }

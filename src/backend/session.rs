@@ -461,3 +461,165 @@ impl Pushed {
         }
     }
 }
+
+/// What a test of a session or the listener holds on to: the far ends of
+/// the channels a [`Shared`] writes.
+#[cfg(test)]
+pub(crate) struct Fixture {
+    pub shared: Arc<Shared>,
+    pub jobs: crossbeam_channel::Receiver<Vec<Accepted>>,
+    pub lingering: crossbeam_channel::Receiver<Lingering>,
+    _lingering_woken: crossbeam_channel::Receiver<()>,
+}
+
+#[cfg(test)]
+impl Fixture {
+    /// Sessions sharing `config` (relay.conf text over the defaults).
+    pub fn new(config: &str) -> Fixture {
+        let config = crate::config::parse(config, "test").expect("a test configuration");
+        let (jobs_tx, jobs) = crossbeam_channel::bounded(16);
+        let (lingering_tx, lingering) = crossbeam_channel::bounded(4);
+        let (wake_tx, woken) = crossbeam_channel::bounded(1);
+        Fixture {
+            shared: Arc::new(Shared {
+                routes: ReplyRoutes::new(config.max_devices),
+                config: Arc::new(config),
+                jobs: jobs_tx,
+                counters: Arc::new(Counters::default()),
+                intake: Stop::new(),
+                lingering: lingering_tx,
+                lingering_wake: wake_tx,
+            }),
+            jobs,
+            lingering,
+            _lingering_woken: woken,
+        }
+    }
+
+    pub fn count(&self, counter: fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+        counter(&self.shared.counters).load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A connected pair over loopback: (the relay's end, the backend's end).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let backend =
+            TcpStream::connect(listener.local_addr().expect("its address")).expect("a connection");
+        let (relay, _) = listener.accept().expect("the backend's connection");
+        (relay, backend)
+    }
+
+    /// Runs a session on `relay` in its own thread; the receiver says when it ended.
+    fn start(fixture: &Fixture, relay: TcpStream) -> crossbeam_channel::Receiver<()> {
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let shared = Arc::clone(&fixture.shared);
+        let active = Arc::new(AtomicUsize::new(1));
+        std::thread::spawn(move || {
+            let peer = relay.peer_addr().expect("a peer");
+            run(relay, peer, 1, shared, Slot(Arc::clone(&active)));
+            assert_eq!(active.load(Ordering::SeqCst), 0, "the place is freed");
+            let _ = done_tx.send(());
+        });
+        done
+    }
+
+    fn read_line(stream: &mut TcpStream) -> String {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            match stream.read(&mut byte) {
+                Ok(1) => line.push(byte[0]),
+                other => panic!("no whole line: {other:?} after {line:?}"),
+            }
+        }
+        String::from_utf8(line).expect("UTF-8")
+    }
+
+    #[test]
+    fn valid_commands_go_to_the_publisher_and_a_rejected_one_gets_its_status_line() {
+        let fixture = Fixture::new("ACK_MODE=errors\n");
+        let (relay, mut backend) = pair();
+        let done = start(&fixture, relay);
+        backend
+            .write_all(br#"{"type":"NOPE","unit":"cam1"}{"type":"SCS","unit":"cam1"}"#)
+            .unwrap();
+        let batch = fixture.jobs.recv_timeout(WAIT).expect("a batch");
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].unit, "cam1");
+        let line = read_line(&mut backend);
+        assert!(
+            line.starts_with(r#"{"status":"error","type":"NOPE""#),
+            "{line}"
+        );
+        assert_eq!(fixture.count(|c| &c.received), 2);
+        assert_eq!(fixture.count(|c| &c.rejected), 1);
+        assert_eq!(fixture.count(|c| &c.queued), 1);
+        backend.shutdown(Shutdown::Write).unwrap();
+        done.recv_timeout(WAIT)
+            .expect("the session ends when its peer closes");
+    }
+
+    #[test]
+    fn a_peer_that_half_closes_still_owed_status_lines_is_handed_to_the_lingering_thread() {
+        let fixture = Fixture::new("ACK_MODE=all\n");
+        let (relay, mut backend) = pair();
+        let done = start(&fixture, relay);
+        backend
+            .write_all(br#"{"type":"SCS","unit":"cam1"}"#)
+            .unwrap();
+        backend.shutdown(Shutdown::Write).unwrap();
+        let batch = fixture.jobs.recv_timeout(WAIT).expect("a batch");
+        done.recv_timeout(WAIT).expect("the session ends");
+        assert!(
+            fixture.lingering.recv_timeout(WAIT).is_ok(),
+            "the ok line is still owed"
+        );
+        drop(batch);
+    }
+
+    #[test]
+    fn at_shutdown_a_session_reads_what_its_peer_already_sent_then_ends() {
+        let fixture = Fixture::new("");
+        let (relay, mut backend) = pair();
+        backend
+            .write_all(br#"{"type":"SCS","unit":"cam1"} {"type":"SCS","unit":"cam2"}"#)
+            .unwrap();
+        fixture.shared.intake.trigger();
+        let done = start(&fixture, relay);
+        done.recv_timeout(WAIT)
+            .expect("ends without the peer closing");
+        let units: Vec<String> = fixture
+            .jobs
+            .try_iter()
+            .flatten()
+            .map(|job| job.unit)
+            .collect();
+        assert_eq!(units, ["cam1", "cam2"]);
+        assert!(
+            fixture.lingering.try_recv().is_err(),
+            "no status lines wanted (ACK_MODE none): nothing lingers"
+        );
+    }
+
+    #[test]
+    fn a_value_too_large_closes_the_connection() {
+        let fixture = Fixture::new("MAX_MESSAGE_BYTES=1024\nACK_MODE=errors\n");
+        let (relay, mut backend) = pair();
+        let done = start(&fixture, relay);
+        let big = format!(r#"{{"type":"SCS","unit":"{}"}}"#, "x".repeat(4096));
+        let _ = backend.write_all(big.as_bytes());
+        done.recv_timeout(WAIT).expect("the relay closes it");
+        assert_eq!(fixture.count(|c| &c.rejected), 1);
+        assert!(fixture.jobs.try_recv().is_err());
+    }
+}

@@ -179,7 +179,7 @@ impl Watch {
         let log = match (&config.log_file, std::env::var_os(logging::LOG_ENV)) {
             (Some(path), _) => path.clone(),
             (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
-            (None, _) => parent_dir(&status_file).join("ms500-relay.log"),
+            (None, _) => files::parent(&status_file).join("ms500-relay.log"),
         };
         let interval = config.status_interval;
         let grace = config.shutdown_grace;
@@ -501,13 +501,6 @@ fn rewritten_within(path: &Path, wait: Duration) -> bool {
 
 fn whole_seconds(t: SystemTime) -> u64 {
     crate::ops::time::unix(t)
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// This program's own binary: the relay to start. `/proc/self/exe` where

@@ -514,16 +514,9 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
 /// Makes a rename durable. Best effort: not every filesystem allows it.
 fn sync_dir(path: &Path) {
-    if let Ok(d) = File::open(parent(path)) {
+    if let Ok(d) = File::open(crate::ops::files::parent(path)) {
         let _ = d.sync_all();
     }
 }
@@ -534,7 +527,7 @@ fn prune_aside(path: &Path, kind: &str) {
         return;
     };
     let prefix = format!("{name}.{kind}-");
-    let Ok(entries) = std::fs::read_dir(parent(path)) else {
+    let Ok(entries) = std::fs::read_dir(crate::ops::files::parent(path)) else {
         return;
     };
     let mut aside: Vec<(SystemTime, PathBuf)> = entries

@@ -12,7 +12,8 @@
 //! `device_link/client.rs`), and the broker drops what is
 //! larger instead of sending it (MQTT 3.1.1 has no such property: a retained
 //! 17 MB heartbeat broke the link on every subscribe, forever). A link that
-//! dies right after its CONNACK backs off like one that cannot connect.
+//! dies right after its CONNACK backs off like one that cannot connect
+//! (the backoff the publish link uses too: `mqtt/backoff.rs`).
 //! Connection failures are logged as the publish link's are (`log_limit.rs`:
 //! once per kind and broker, again after a "connected" line), at warn: a
 //! failure that needs a human (certificate, credentials) is the publish
@@ -30,6 +31,7 @@ use crate::backend::routes::ReplyRoutes;
 use crate::config::{self, Config};
 use crate::devices::heartbeat;
 use crate::devices::table::{DeviceTable, Seen};
+use crate::mqtt::backoff::Backoff;
 use crate::mqtt::brokers::{Broker, InUse};
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
@@ -38,10 +40,6 @@ use crate::ops::shutdown::Stop;
 
 mod client;
 
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A link that lived this long was a good one: the backoff starts over.
-const STABLE: Duration = Duration::from_secs(10);
 /// How often a wait on the connection looks at the stop signal and the broker in use.
 const TICK: Duration = Duration::from_secs(1);
 /// The wait while connecting: longer than rumqttc's own 5 s connection
@@ -71,10 +69,17 @@ enum Ended {
     Lost,
 }
 
+/// What the link remembers across connections: the backoff and which
+/// failures were already logged.
+#[derive(Default)]
+struct Retries {
+    backoff: Backoff,
+    failures: Failures,
+}
+
 impl DeviceLink {
     pub fn run(self) {
-        let mut backoff = BACKOFF_MIN;
-        let mut failures = Failures::default();
+        let mut retries = Retries::default();
         while !self.stop.is_set() {
             let index = self.broker_in_use.get() % self.brokers.len();
             let broker = &self.brokers[index];
@@ -87,61 +92,7 @@ impl DeviceLink {
                 ),
                 client::REQUESTS,
             );
-            let mut up_since: Option<Instant> = None;
-            let mut connected = false;
-            let ended = loop {
-                if self.stop.is_set() {
-                    break Ended::Stopped;
-                }
-                if self.broker_in_use.get() % self.brokers.len() != index {
-                    break Ended::Moved;
-                }
-                match connection.recv_timeout(if connected { TICK } else { CONNECTING }) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break Ended::Lost,
-                    Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                        connected = true;
-                        log::info!("device link connected to broker {broker}");
-                        failures.connected();
-                        up_since = Some(Instant::now());
-                        // One SUBSCRIBE, so one SUBACK says both are in place.
-                        let filters = [
-                            Filter::new(self.config.heartbeat_topic.as_str(), QoS::AtMostOnce),
-                            Filter::new(self.config.reply_topic.as_str(), QoS::AtLeastOnce),
-                        ];
-                        if let Err(e) = client.try_subscribe_many(filters) {
-                            log::error!("device link cannot subscribe: {e}");
-                        }
-                    }
-                    Ok(Ok(event)) => self.handle(event),
-                    Ok(Err(e)) => {
-                        connected = false;
-                        let why = describe(&e);
-                        if failures.first_of_kind(&broker.to_string(), &why) {
-                            log::warn!(
-                                "device link to broker {broker}: {why}; retrying in {} s",
-                                backoff.as_secs()
-                            );
-                        } else {
-                            log::debug!(
-                                "device link to broker {broker} still unreachable: {why}; \
-                                 retrying in {} s",
-                                backoff.as_secs()
-                            );
-                        }
-                        // A link that was up for a while earns a fresh backoff;
-                        // one that died right after CONNACK does not.
-                        if up_since.take().is_some_and(|t| t.elapsed() >= STABLE) {
-                            backoff = BACKOFF_MIN;
-                        }
-                        if self.stop.sleep(backoff) {
-                            break Ended::Stopped;
-                        }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
-            };
-            match ended {
+            match self.serve(index, &client, &mut connection, &mut retries) {
                 Ended::Stopped => {
                     disconnect(&client, &mut connection);
                     break;
@@ -151,6 +102,85 @@ impl DeviceLink {
             }
         }
         log::debug!("device link stopped");
+    }
+
+    /// Polls one rumqttc client for broker `index` until the relay stops,
+    /// the publish link moves to another broker, or the client gives up.
+    fn serve(
+        &self,
+        index: usize,
+        client: &Client,
+        connection: &mut Connection,
+        retries: &mut Retries,
+    ) -> Ended {
+        let broker = &self.brokers[index];
+        let mut up_since: Option<Instant> = None;
+        loop {
+            if self.stop.is_set() {
+                return Ended::Stopped;
+            }
+            if self.broker_in_use.get() % self.brokers.len() != index {
+                return Ended::Moved;
+            }
+            let wait = if up_since.is_some() { TICK } else { CONNECTING };
+            match connection.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ended::Lost,
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                    up_since = Some(Instant::now());
+                    self.connected(broker, client, retries);
+                }
+                Ok(Ok(event)) => self.handle(event),
+                Ok(Err(e)) => {
+                    if self.failed(broker, &e, up_since.take(), retries) {
+                        return Ended::Stopped;
+                    }
+                }
+            }
+        }
+    }
+
+    /// CONNACK: one SUBSCRIBE for both topics, so one SUBACK says both are in place.
+    fn connected(&self, broker: &Broker, client: &Client, retries: &mut Retries) {
+        log::info!("device link connected to broker {broker}");
+        retries.failures.connected();
+        let filters = [
+            Filter::new(self.config.heartbeat_topic.as_str(), QoS::AtMostOnce),
+            Filter::new(self.config.reply_topic.as_str(), QoS::AtLeastOnce),
+        ];
+        if let Err(e) = client.try_subscribe_many(filters) {
+            log::error!("device link cannot subscribe: {e}");
+        }
+    }
+
+    /// A connection error (rumqttc reconnects on the next poll): logs it
+    /// once per kind and backs off. True when the relay stopped meanwhile.
+    fn failed(
+        &self,
+        broker: &Broker,
+        e: &ConnectionError,
+        up_since: Option<Instant>,
+        retries: &mut Retries,
+    ) -> bool {
+        let why = describe(e);
+        let backoff = &mut retries.backoff;
+        if retries.failures.first_of_kind(&broker.to_string(), &why) {
+            log::warn!(
+                "device link to broker {broker}: {why}; retrying in {} s",
+                backoff.upcoming().as_secs()
+            );
+        } else {
+            log::debug!(
+                "device link to broker {broker} still unreachable: {why}; retrying in {} s",
+                backoff.upcoming().as_secs()
+            );
+        }
+        // A link that was up for a while earns a fresh backoff; one that
+        // died right after CONNACK does not.
+        if let Some(t) = up_since {
+            backoff.link_ended(t.elapsed());
+        }
+        self.stop.sleep(backoff.wait())
     }
 
     fn handle(&self, event: Event) {
@@ -322,5 +352,52 @@ mod tests {
         .filter(|e| failures.first_of_kind(broker, &describe(e)))
         .count();
         assert_eq!(logged, 1);
+    }
+
+    fn link() -> DeviceLink {
+        let config = Config::default();
+        DeviceLink {
+            brokers: config.brokers(),
+            routes: ReplyRoutes::new(config.max_devices),
+            devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
+            config: Arc::new(config),
+            client_id: "gw-sub".into(),
+            transport: Transport::tcp(),
+            counters: Arc::new(Counters::default()),
+            broker_in_use: Arc::default(),
+            stop: Stop::new(),
+        }
+    }
+
+    fn count(link: &DeviceLink, counter: fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+        counter(&link.counters).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_reply_goes_to_the_backend_holding_the_units_route_and_only_there() {
+        let link = link();
+        let (outbox, _woken) =
+            crate::delivery::outbox::Outbox::new(1, "127.0.0.1:5000".parse().unwrap());
+        link.routes.claim("cam1", &outbox);
+        link.on_message("/device/ms500/cam1/socket_reply", br#"{"ok":1}"#);
+        assert_eq!(outbox.take(), b"{\"ok\":1}\n");
+        assert_eq!(count(&link, |c| &c.replies_routed), 1);
+        link.on_message("/device/ms500/cam2/socket_reply", br#"{"ok":2}"#);
+        assert!(outbox.is_empty(), "cam2 has no route here");
+        assert_eq!(count(&link, |c| &c.replies_dropped), 1);
+    }
+
+    #[test]
+    fn heartbeats_fill_the_device_table_and_other_topics_are_ignored() {
+        let link = link();
+        link.on_message("/device/ms500/cam1/online", br#"{"ip":"10.0.0.7"}"#);
+        // (Odd heartbeats are left out: their log budget is global, and
+        // log_limit's own test counts it.)
+        link.on_message("/somewhere/else", b"{}");
+        let table = link.devices.lock().unwrap().snapshot(10);
+        assert_eq!(table.total, 1, "only the heartbeat counts");
+        assert_eq!(table.shown[0].id, "cam1");
+        assert_eq!(table.shown[0].status.ip.as_deref(), Some("10.0.0.7"));
+        assert_eq!(count(&link, |c| &c.replies_dropped), 0);
     }
 }

@@ -3,8 +3,9 @@
 //! does: use the first broker that answers; when the link to the one in use
 //! is lost or the broker stops answering, move to the next (wrapping round);
 //! while on another one, keep probing the first, and go back to it once it
-//! has answered every probe for a while. Pure: the publish link thread asks
-//! it what to do and tells it what happened, with the clock passed in.
+//! has answered every probe for a while. Pure: the dialing policy
+//! (`dialing.rs`) asks it what to do and tells it what happened, with the
+//! clock passed in.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -71,12 +72,13 @@ impl Brokers {
         }
     }
 
-    pub fn current(&self) -> &Broker {
-        &self.list[self.current]
-    }
-
     pub fn index(&self) -> usize {
         self.current
+    }
+
+    /// Broker `index` of the list (an index this list gave out).
+    pub fn get(&self, index: usize) -> &Broker {
+        &self.list[index % self.list.len()]
     }
 
     pub fn first(&self) -> &Broker {
@@ -142,6 +144,11 @@ impl Brokers {
 mod tests {
     use super::*;
 
+    /// The host of the broker in use.
+    fn on(b: &Brokers) -> &str {
+        &b.get(b.index()).host
+    }
+
     fn list(n: usize) -> Brokers {
         let brokers = (0..n)
             .map(|i| Broker {
@@ -155,12 +162,12 @@ mod tests {
     #[test]
     fn failures_move_along_and_a_full_round_waits() {
         let mut b = list(3);
-        assert_eq!(b.current().host, "b0");
+        assert_eq!(on(&b), "b0");
         assert_eq!(b.failed(), Next::TryNext);
-        assert_eq!(b.current().host, "b1");
+        assert_eq!(on(&b), "b1");
         assert_eq!(b.failed(), Next::TryNext);
         assert_eq!(b.failed(), Next::Wait, "all three failed");
-        assert_eq!(b.current().host, "b0", "wraps round");
+        assert_eq!(on(&b), "b0", "wraps round");
         assert_eq!(b.failed(), Next::TryNext, "a new round");
     }
 
@@ -202,6 +209,8 @@ mod tests {
         );
         assert!(!b.probed(true, t0 + Duration::from_secs(120)));
         assert!(b.probed(true, t0 + Duration::from_secs(240)));
+        assert_eq!(b.get(0).host, "b0");
+        assert_eq!(b.get(3).host, "b1", "an index past the end wraps round");
         b.go_back();
         assert_eq!(b.index(), 0);
         assert!(!b.probe_due(t0 + Duration::from_secs(300)));

@@ -1,21 +1,22 @@
 //! The publish link thread: keeps the MQTT connection commands are published
 //! on (client id `…-pub`; it subscribes to nothing, so device traffic never
-//! shares it). It connects to the brokers of `MQTT_BROKER` in turn
-//! (`brokers.rs`), hands each new connection ([`Wire`]) to the publisher,
-//! reads what the broker sends (PUBACKs, reported in batches; PINGRESPs),
-//! pings every half keepalive, and drops a connection whose broker stopped
-//! answering: nothing at all for 1.5 × `MQTT_KEEPALIVE`, or no PUBACK for as
-//! long with commands in flight. Reports what the publisher needs as
-//! [`LinkEvent`]s on a bounded channel; the publisher alone writes commands.
+//! shares it). It dials the brokers of `MQTT_BROKER` as the pure dialing
+//! policy says (`dialing.rs`: which broker, how long to back off, when to
+//! probe the first one and move back to it), hands each new connection
+//! ([`Wire`]) to the publisher, reads what the broker sends (PUBACKs,
+//! reported in batches; PINGRESPs), and pings and drops a broker that
+//! stopped answering as `keepalive.rs` says. Reports what the publisher
+//! needs as [`LinkEvent`]s on a bounded channel; the publisher alone writes
+//! commands.
 //!
 //! Why not rumqttc here: its request path writes and flushes every publish
 //! on its own and wakes two threads per event (measured: as much CPU per
 //! command as the broker spends per message), it silently drops what was in
 //! flight when a session is lost, and it cannot be moved to another broker
 //! without editing its internals. The publish side of MQTT 3.1.1 is five
-//! small packets (`mqtt.rs`); owning them lets the publisher write a batch
+//! small packets (`codec.rs`); owning them lets the publisher write a batch
 //! of commands with one system call and correlate PUBACKs by the packet ids
-//! it assigned. rumqttc still carries the device side (`device_link.rs`).
+//! it assigned. rumqttc still carries the device side (`devices/link.rs`).
 
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -27,18 +28,15 @@ use crossbeam_channel::Sender;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
-use crate::mqtt::brokers::{Broker, Brokers, InUse, Next};
+use crate::mqtt::brokers::{Broker, InUse};
 use crate::mqtt::codec::{self, Incoming};
+use crate::mqtt::dialing::{Dial, Dialing, OnLink};
+use crate::mqtt::keepalive::{Liveness, Verdict};
 use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures};
 use crate::ops::shutdown::Stop;
 
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A link that lived this long was a good one: the backoff starts over.
-/// One that dies sooner (right after CONNACK) keeps backing off.
-const STABLE: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Probing the first broker must not hold up reading acknowledgements long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -159,33 +157,43 @@ impl Dialer {
         will: bool,
         timeout: Duration,
     ) -> Result<Wire, ConnectFailure> {
-        let socket =
-            tcp_connect(broker, timeout).map_err(|e| ConnectFailure::Unreachable(e.to_string()))?;
+        let wire = self.open(broker, timeout)?;
+        wire.write_all(&self.hello(client_id, will))
+            .map_err(|e| ConnectFailure::Unreachable(e.to_string()))?;
+        await_connack(&wire)?;
+        Ok(wire)
+    }
+
+    /// The byte stream to `broker`: TCP, and the TLS handshake when configured.
+    fn open(&self, broker: &Broker, timeout: Duration) -> Result<Wire, ConnectFailure> {
         let unreachable = |e: io::Error| ConnectFailure::Unreachable(e.to_string());
+        let socket = tcp_connect(broker, timeout).map_err(unreachable)?;
         socket
             .set_read_timeout(Some(timeout))
             .map_err(unreachable)?;
         socket
             .set_write_timeout(Some(timeout))
             .map_err(unreachable)?;
-        let wire = match &self.tls {
-            None => Wire::plain(socket).map_err(unreachable)?,
-            Some(config) => {
-                let name = ServerName::try_from(broker.host.clone()).map_err(|e| {
-                    ConnectFailure::Tls(format!("{:?} is not a server name: {e}", broker.host))
-                })?;
-                let mut session = ClientConnection::new(Arc::clone(config), name)
-                    .map_err(|e| ConnectFailure::Tls(e.to_string()))?;
-                let mut io = &socket;
-                while session.is_handshaking() {
-                    session.complete_io(&mut io).map_err(|e| match e.kind() {
-                        ErrorKind::InvalidData => ConnectFailure::Tls(e.to_string()),
-                        _ => ConnectFailure::Unreachable(e.to_string()),
-                    })?;
-                }
-                Wire::tls(socket, session).map_err(unreachable)?
-            }
+        let Some(config) = &self.tls else {
+            return Wire::plain(socket).map_err(unreachable);
         };
+        let name = ServerName::try_from(broker.host.clone()).map_err(|e| {
+            ConnectFailure::Tls(format!("{:?} is not a server name: {e}", broker.host))
+        })?;
+        let mut session = ClientConnection::new(Arc::clone(config), name)
+            .map_err(|e| ConnectFailure::Tls(e.to_string()))?;
+        let mut io = &socket;
+        while session.is_handshaking() {
+            session.complete_io(&mut io).map_err(|e| match e.kind() {
+                ErrorKind::InvalidData => ConnectFailure::Tls(e.to_string()),
+                _ => ConnectFailure::Unreachable(e.to_string()),
+            })?;
+        }
+        Wire::tls(socket, session).map_err(unreachable)
+    }
+
+    /// The CONNECT packet, with the last will when `will` (probes go without).
+    fn hello(&self, client_id: &str, will: bool) -> Vec<u8> {
         let mut hello = Vec::with_capacity(128);
         codec::connect(
             &mut hello,
@@ -201,37 +209,38 @@ impl Dialer {
                     .map(|(t, m)| (t.as_str(), m.as_slice())),
             },
         );
-        wire.write_all(&hello).map_err(unreachable)?;
-        let mut buf = [0u8; 64];
-        let mut got = Vec::new();
-        loop {
-            let n = wire.read(&mut buf).map_err(|e| match e.kind() {
-                ErrorKind::InvalidData => ConnectFailure::Tls(e.to_string()),
-                ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                    ConnectFailure::Protocol("no CONNACK from the broker in time".into())
-                }
-                _ => ConnectFailure::Unreachable(e.to_string()),
-            })?;
-            if n == 0 {
-                return Err(ConnectFailure::Unreachable(
-                    "the broker closed the connection before CONNACK".into(),
-                ));
+        hello
+    }
+}
+
+/// Reads until the broker's CONNACK (within the socket's read timeout):
+/// Ok when it accepts the connection.
+fn await_connack(wire: &Wire) -> Result<(), ConnectFailure> {
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    loop {
+        let n = wire.read(&mut buf).map_err(|e| match e.kind() {
+            ErrorKind::InvalidData => ConnectFailure::Tls(e.to_string()),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                ConnectFailure::Protocol("no CONNACK from the broker in time".into())
             }
-            got.extend_from_slice(&buf[..n]);
-            match codec::decode(&got) {
-                Ok(None) => continue,
-                Ok(Some((Incoming::ConnAck { code: 0, .. }, _))) => return Ok(wire),
-                Ok(Some((Incoming::ConnAck { code, .. }, _))) => {
-                    return Err(ConnectFailure::Refused(code))
-                }
-                Ok(Some((other, _))) => {
-                    return Err(ConnectFailure::Protocol(format!(
-                        "expected CONNACK, got {other:?}"
-                    )))
-                }
-                Err(e) => return Err(ConnectFailure::Protocol(e.to_string())),
-            }
+            _ => ConnectFailure::Unreachable(e.to_string()),
+        })?;
+        if n == 0 {
+            return Err(ConnectFailure::Unreachable(
+                "the broker closed the connection before CONNACK".into(),
+            ));
         }
+        got.extend_from_slice(&buf[..n]);
+        return match codec::decode(&got) {
+            Ok(None) => continue,
+            Ok(Some((Incoming::ConnAck { code: 0, .. }, _))) => Ok(()),
+            Ok(Some((Incoming::ConnAck { code, .. }, _))) => Err(ConnectFailure::Refused(code)),
+            Ok(Some((other, _))) => Err(ConnectFailure::Protocol(format!(
+                "expected CONNACK, got {other:?}"
+            ))),
+            Err(e) => Err(ConnectFailure::Protocol(e.to_string())),
+        };
     }
 }
 
@@ -260,7 +269,7 @@ enum Ended {
 }
 
 pub struct PublishLink {
-    pub brokers: Brokers,
+    pub dialing: Dialing,
     pub dialer: Dialer,
     pub events: Sender<LinkEvent>,
     pub shared: Arc<LinkShared>,
@@ -272,95 +281,24 @@ pub struct PublishLink {
 
 impl PublishLink {
     pub fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
         // Every change once, not every attempt (log_limit.rs).
         let mut failures = Failures::default();
-        while !self.stop.is_set() {
-            let broker = self.brokers.current().clone();
-            self.shared.broker_in_use.set(self.brokers.index());
+        let mut dial = self.dialing.start();
+        while let Some(n) = self.turn(dial) {
+            let broker = self.dialing.broker(n).clone();
+            self.shared.broker_in_use.set(n);
             *lock(&self.shared.broker) = broker.to_string();
             let client_id = self.dialer.client_id.clone();
-            match self
+            dial = match self
                 .dialer
                 .connect(&broker, &client_id, true, CONNECT_TIMEOUT)
             {
-                Ok(wire) => {
-                    *lock(&self.shared.write_failed) = None;
-                    if let Some(state) = &self.state {
-                        // Retained, QoS 1, under the packet id the ledger never uses.
-                        let mut online = Vec::new();
-                        codec::publish(
-                            &mut online,
-                            &state.topic,
-                            Some(codec::STATE_PKID),
-                            true,
-                            &state.online,
-                        );
-                        if let Err(e) = wire.write_all(&online) {
-                            log::debug!("cannot publish the online state: {e}");
-                        }
-                    }
-                    log::info!("connected to broker {broker}");
-                    failures.connected();
-                    self.counters
-                        .broker_connected
-                        .store(true, Ordering::Relaxed);
-                    self.counters.link_up();
-                    let up_since = Instant::now();
-                    let _ = self.events.send(LinkEvent::Up(wire.clone()));
-                    let ended = self.serve(&wire);
-                    wire.shut();
-                    self.counters
-                        .broker_connected
-                        .store(false, Ordering::Relaxed);
-                    self.counters.link_down();
-                    let _ = self.events.send(LinkEvent::Down);
-                    if up_since.elapsed() >= STABLE {
-                        self.brokers.connected();
-                        backoff = BACKOFF_MIN;
-                    }
-                    match ended {
-                        Ended::Stopped => break,
-                        Ended::Return => {
-                            self.brokers.go_back();
-                            log::info!(
-                                "broker {} answers again: moving back to it from {broker}",
-                                self.brokers.current()
-                            );
-                            continue;
-                        }
-                        Ended::Lost(why) => {
-                            let why = log_limit::failure_reason(&why);
-                            let next = self.brokers.failed();
-                            let then = self.next_step(next, backoff);
-                            // Always logged: it follows a "connected" line.
-                            log::warn!("lost connection to broker {broker}: {why}; {then}");
-                            failures.first_of_kind(&broker.to_string(), &why);
-                            if self.pause(next, &mut backoff) {
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(failure) => {
-                    let why = failure.describe();
-                    let next = self.brokers.failed();
-                    let then = self.next_step(next, backoff);
-                    if !failures.first_of_kind(&broker.to_string(), &why) {
-                        log::debug!("broker {broker} still unreachable: {why}; {then}");
-                    } else if failure.needs_human() {
-                        log::error!(
-                            "broker {broker} refused the connection: {why}; check credentials \
-                             and certificates; {then}"
-                        );
-                    } else {
-                        log::warn!("cannot connect to broker {broker}: {why}; {then}");
-                    }
-                    if self.pause(next, &mut backoff) {
-                        break;
-                    }
-                }
-            }
+                Ok(wire) => match self.session(&broker, &wire, &mut failures) {
+                    Some(dial) => dial,
+                    None => break,
+                },
+                Err(failure) => self.unreachable(&broker, &failure, &mut failures),
+            };
         }
         self.counters
             .broker_connected
@@ -368,35 +306,105 @@ impl PublishLink {
         log::debug!("publish link stopped");
     }
 
-    /// What happens next, for the log line.
-    fn next_step(&self, next: Next, backoff: Duration) -> String {
-        match next {
-            Next::TryNext => format!("trying broker {} now", self.brokers.current()),
-            Next::Wait if self.brokers.len() > 1 => format!(
-                "every broker failed; retrying {} in {} s (backoff doubling up to {} s)",
-                self.brokers.current(),
-                backoff.as_secs(),
-                BACKOFF_MAX.as_secs()
-            ),
-            Next::Wait => format!(
-                "retrying in {} s (backoff doubling up to {} s)",
-                backoff.as_secs(),
-                BACKOFF_MAX.as_secs()
-            ),
+    /// Waits as `dial` says; the broker to dial then, or None when stopping.
+    fn turn(&self, dial: Dial) -> Option<usize> {
+        let n = match dial {
+            Dial::Now(n) => n,
+            Dial::After(wait, n) => {
+                if self.stop.sleep(wait) {
+                    return None;
+                }
+                n
+            }
+        };
+        (!self.stop.is_set()).then_some(n)
+    }
+
+    /// A connection was made: reports it, serves it until it ends, reports
+    /// the loss. What to dial next; None when the relay is stopping.
+    fn session(&mut self, broker: &Broker, wire: &Wire, failures: &mut Failures) -> Option<Dial> {
+        *lock(&self.shared.write_failed) = None;
+        self.publish_online(wire);
+        log::info!("connected to broker {broker}");
+        failures.connected();
+        self.counters
+            .broker_connected
+            .store(true, Ordering::Relaxed);
+        self.counters.link_up();
+        self.dialing.connected(Instant::now());
+        let _ = self.events.send(LinkEvent::Up(wire.clone()));
+        let ended = self.serve(wire);
+        wire.shut();
+        self.counters
+            .broker_connected
+            .store(false, Ordering::Relaxed);
+        self.counters.link_down();
+        let _ = self.events.send(LinkEvent::Down);
+        match ended {
+            Ended::Stopped => None,
+            Ended::Return => {
+                let dial = self.dialing.switched_back(Instant::now());
+                log::info!(
+                    "broker {} answers again: moving back to it from {broker}",
+                    self.dialing.first()
+                );
+                Some(dial)
+            }
+            Ended::Lost(why) => {
+                let why = log_limit::failure_reason(&why);
+                let dial = self.dialing.link_lost(Instant::now());
+                let then = self.dialing.next_step(dial);
+                // Always logged: it follows a "connected" line.
+                log::warn!("lost connection to broker {broker}: {why}; {then}");
+                failures.first_of_kind(&broker.to_string(), &why);
+                Some(dial)
+            }
         }
     }
 
-    /// Waits before the next attempt when a whole round failed; true when stopping.
-    fn pause(&self, next: Next, backoff: &mut Duration) -> bool {
-        if next == Next::TryNext {
-            return self.stop.is_set();
+    /// `STATE_TOPIC`'s "online": retained, QoS 1, under the packet id the
+    /// ledger never uses.
+    fn publish_online(&self, wire: &Wire) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let mut online = Vec::new();
+        codec::publish(
+            &mut online,
+            &state.topic,
+            Some(codec::STATE_PKID),
+            true,
+            &state.online,
+        );
+        if let Err(e) = wire.write_all(&online) {
+            log::debug!("cannot publish the online state: {e}");
         }
-        let stopped = self.stop.sleep(*backoff);
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        stopped
     }
 
-    /// Reads the broker's packets until the connection ends.
+    /// Dialing `broker` failed: logs why (once per kind, at the level it
+    /// deserves) and says what to dial next.
+    fn unreachable(
+        &mut self,
+        broker: &Broker,
+        failure: &ConnectFailure,
+        failures: &mut Failures,
+    ) -> Dial {
+        let why = failure.describe();
+        let dial = self.dialing.connect_failed();
+        let then = self.dialing.next_step(dial);
+        if !failures.first_of_kind(&broker.to_string(), &why) {
+            log::debug!("broker {broker} still unreachable: {why}; {then}");
+        } else if failure.needs_human() {
+            log::error!(
+                "broker {broker} refused the connection: {why}; check credentials \
+                 and certificates; {then}"
+            );
+        } else {
+            log::warn!("cannot connect to broker {broker}: {why}; {then}");
+        }
+        dial
+    }
+
     /// The connection is lost: the publisher's failed write says why, when
     /// there was one (its shutting the socket is what this side then sees).
     fn lost(&self, seen: String) -> Ended {
@@ -406,18 +414,16 @@ impl PublishLink {
         }
     }
 
+    /// Reads the broker's packets until the connection ends: reports
+    /// PUBACKs, pings, drops a broker that stopped answering, and probes
+    /// the first broker while on another one.
     fn serve(&mut self, wire: &Wire) -> Ended {
-        let keepalive = self.dialer.keepalive;
-        let silence_limit = keepalive * 3 / 2;
-        let tick = (keepalive / 4).min(Duration::from_secs(1));
-        if let Err(e) = wire.set_read_timeout(Some(tick)) {
+        let mut liveness = Liveness::new(self.dialer.keepalive, Instant::now());
+        if let Err(e) = wire.set_read_timeout(Some(liveness.read_tick())) {
             return Ended::Lost(e.to_string());
         }
         let mut buf = vec![0u8; 16 * 1024];
         let mut pending: Vec<u8> = Vec::new();
-        let mut last_heard = Instant::now();
-        let mut last_ping = Instant::now();
-        let mut last_progress = Instant::now();
         let mut ping = Vec::with_capacity(2);
         codec::pingreq(&mut ping);
         loop {
@@ -429,30 +435,14 @@ impl PublishLink {
                 _ if self.shared.closing.load(Ordering::Relaxed) => return Ended::Stopped,
                 Ok(0) => return self.lost("the broker closed the connection".into()),
                 Ok(n) => {
-                    last_heard = Instant::now();
+                    liveness.heard(Instant::now());
                     pending.extend_from_slice(&buf[..n]);
-                    let mut acks = Vec::new();
-                    let mut used = 0;
-                    loop {
-                        match codec::decode(&pending[used..]) {
-                            Ok(Some((packet, len))) => {
-                                used += len;
-                                match packet {
-                                    Incoming::PubAck(codec::STATE_PKID) => {}
-                                    Incoming::PubAck(pkid) => acks.push(pkid),
-                                    Incoming::PingResp => {}
-                                    other => log::debug!(
-                                        "broker sent {other:?} on the publish link: ignored"
-                                    ),
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => return Ended::Lost(e.to_string()),
-                        }
-                    }
-                    pending.drain(..used);
+                    let acks = match take_acks(&mut pending) {
+                        Ok(acks) => acks,
+                        Err(e) => return Ended::Lost(e),
+                    };
                     if !acks.is_empty() {
-                        last_progress = Instant::now();
+                        liveness.acked(Instant::now());
                         let _ = self.events.send(LinkEvent::Acked(acks));
                     }
                 }
@@ -464,41 +454,30 @@ impl PublishLink {
                 Err(e) => return self.lost(e.to_string()),
             }
             let now = Instant::now();
-            if self.shared.in_flight.load(Ordering::Relaxed) == 0 {
-                last_progress = now;
-            }
-            if now.duration_since(last_heard) > silence_limit {
-                return Ended::Lost(format!(
-                    "no answer from the broker for {} s (MQTT_KEEPALIVE {} s): it is frozen or gone",
-                    now.duration_since(last_heard).as_secs(),
-                    keepalive.as_secs()
-                ));
-            }
-            if now.duration_since(last_progress) > silence_limit {
-                return Ended::Lost(format!(
-                    "no PUBACK for {} s with {} commands in flight",
-                    now.duration_since(last_progress).as_secs(),
-                    self.shared.in_flight.load(Ordering::Relaxed)
-                ));
-            }
-            if now.duration_since(last_ping) >= keepalive / 2 {
-                last_ping = now;
-                if let Err(e) = wire.write_all(&ping) {
-                    return Ended::Lost(format!("cannot write to the broker: {e}"));
+            match liveness.check(now, self.shared.in_flight.load(Ordering::Relaxed)) {
+                Verdict::Alive => {}
+                Verdict::Ping => {
+                    if let Err(e) = wire.write_all(&ping) {
+                        return Ended::Lost(format!("cannot write to the broker: {e}"));
+                    }
                 }
+                Verdict::Dead(why) => return Ended::Lost(why),
             }
-            if self.brokers.probe_due(now) && self.probe_first(now) {
-                return Ended::Return;
+            if self.dialing.tick(now) == OnLink::ProbeFirst {
+                let answered = self.probe_first();
+                if self.dialing.probed(answered, now) == OnLink::SwitchBack {
+                    return Ended::Return;
+                }
             }
         }
     }
 
     /// While on another broker: asks the first one for a CONNACK (and says
-    /// goodbye at once). True when it is time to go back to it.
-    fn probe_first(&mut self, now: Instant) -> bool {
-        let first = self.brokers.first().clone();
+    /// goodbye at once). True when it answered.
+    fn probe_first(&self) -> bool {
+        let first = self.dialing.first();
         let id = format!("{}-probe", self.dialer.client_id);
-        let answered = match self.dialer.connect(&first, &id, false, PROBE_TIMEOUT) {
+        match self.dialer.connect(first, &id, false, PROBE_TIMEOUT) {
             Ok(wire) => {
                 let mut bye = Vec::new();
                 codec::disconnect(&mut bye);
@@ -510,9 +489,34 @@ impl PublishLink {
                 log::debug!("broker {first} still does not answer: {}", e.describe());
                 false
             }
-        };
-        self.brokers.probed(answered, now)
+        }
     }
+}
+
+/// Takes the whole packets off the front of `pending`: the PUBACKs of
+/// commands, in the order read. The state message's PUBACK and PINGRESPs
+/// are dropped, anything else is logged and ignored; bytes that are not
+/// MQTT end the connection (the reason).
+fn take_acks(pending: &mut Vec<u8>) -> Result<Vec<u16>, String> {
+    let mut acks = Vec::new();
+    let mut used = 0;
+    loop {
+        match codec::decode(&pending[used..]) {
+            Ok(Some((packet, len))) => {
+                used += len;
+                match packet {
+                    Incoming::PubAck(codec::STATE_PKID) => {}
+                    Incoming::PubAck(pkid) => acks.push(pkid),
+                    Incoming::PingResp => {}
+                    other => log::debug!("broker sent {other:?} on the publish link: ignored"),
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    pending.drain(..used);
+    Ok(acks)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -550,5 +554,146 @@ mod tests {
         let absent = ConnectFailure::Unreachable("Connection refused (os error 111)".into());
         assert_eq!(absent.describe(), "Connection refused (os error 111)");
         assert!(!absent.needs_human());
+    }
+
+    fn dialer() -> Dialer {
+        Dialer {
+            client_id: "gw-pub".into(),
+            keepalive: Duration::from_secs(60),
+            username: None,
+            password: None,
+            tls: None,
+            will: Some(("relay/state".into(), b"{\"state\":\"offline\"}".to_vec())),
+        }
+    }
+
+    /// A one-connection broker on a port the OS picked: reads the CONNECT,
+    /// answers `answer` (nothing: closes), and hands back what it read.
+    fn fake_broker(answer: &'static [u8]) -> (Broker, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = listener.local_addr().expect("a bound address").port();
+        let broker = Broker {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let thread = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("the dialer connects");
+            let mut got = vec![0u8; 1024];
+            let n = std::io::Read::read(&mut socket, &mut got).expect("the CONNECT");
+            got.truncate(n);
+            std::io::Write::write_all(&mut socket, answer).expect("the answer");
+            got
+        });
+        (broker, thread)
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn a_connack_of_zero_is_a_connection_with_the_will() {
+        let (broker, seen) = fake_broker(&[0x20, 0x02, 0x00, 0x00]);
+        let wire = dialer().connect(&broker, "gw-pub", true, Duration::from_secs(5));
+        assert!(wire.is_ok(), "{:?}", wire.err());
+        let connect = seen.join().unwrap();
+        assert_eq!(connect[0], 0x10, "CONNECT first");
+        assert!(contains(&connect, b"gw-pub"));
+        assert!(contains(&connect, b"relay/state"), "the will goes along");
+    }
+
+    #[test]
+    fn a_probe_goes_without_the_will() {
+        let (broker, seen) = fake_broker(&[0x20, 0x02, 0x00, 0x00]);
+        let wire = dialer().connect(&broker, "gw-pub-probe", false, Duration::from_secs(5));
+        assert!(wire.is_ok(), "{:?}", wire.err());
+        let connect = seen.join().unwrap();
+        assert!(contains(&connect, b"gw-pub-probe"));
+        assert!(!contains(&connect, b"relay/state"));
+    }
+
+    #[test]
+    fn a_refusal_names_its_code_and_a_bad_login_needs_a_human() {
+        let (broker, seen) = fake_broker(&[0x20, 0x02, 0x00, 0x05]);
+        let failure = dialer()
+            .connect(&broker, "gw-pub", true, Duration::from_secs(5))
+            .err()
+            .expect("refused");
+        seen.join().unwrap();
+        assert!(matches!(failure, ConnectFailure::Refused(5)), "{failure:?}");
+        assert!(failure.needs_human());
+        assert!(
+            !ConnectFailure::Refused(3).needs_human(),
+            "server unavailable passes"
+        );
+    }
+
+    #[test]
+    fn a_broker_that_closes_or_answers_otherwise_is_no_connection() {
+        let (broker, seen) = fake_broker(&[]);
+        let failure = dialer()
+            .connect(&broker, "gw-pub", true, Duration::from_secs(5))
+            .err()
+            .expect("closed");
+        seen.join().unwrap();
+        assert_eq!(
+            failure.describe(),
+            "the broker closed the connection before CONNACK"
+        );
+        let (broker, seen) = fake_broker(&[0xD0, 0x00]);
+        let failure = dialer()
+            .connect(&broker, "gw-pub", true, Duration::from_secs(5))
+            .err()
+            .expect("not a CONNACK");
+        seen.join().unwrap();
+        assert!(
+            matches!(failure, ConnectFailure::Protocol(_)),
+            "{failure:?}"
+        );
+        assert!(!failure.needs_human());
+    }
+
+    #[test]
+    fn nobody_listening_is_unreachable() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let broker = Broker {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let failure = dialer()
+            .connect(&broker, "gw-pub", true, Duration::from_secs(5))
+            .err()
+            .expect("nobody listens");
+        assert!(
+            matches!(failure, ConnectFailure::Unreachable(_)),
+            "{failure:?}"
+        );
+    }
+
+    #[test]
+    fn acks_are_taken_in_order_and_a_partial_packet_waits() {
+        let state = codec::STATE_PKID.to_be_bytes();
+        let mut pending = vec![
+            0x40, 0x02, 0x00, 0x01, // PUBACK 1
+            0xD0, 0x00, // PINGRESP
+            0x40, 0x02, state[0], state[1], // the state message's PUBACK
+            0x40, 0x02, 0x01, 0x02, // PUBACK 258
+            0x40, 0x02, 0x00, // the start of PUBACK 3
+        ];
+        assert_eq!(take_acks(&mut pending), Ok(vec![1, 258]));
+        assert_eq!(pending, [0x40, 0x02, 0x00]);
+        pending.push(0x03);
+        assert_eq!(take_acks(&mut pending), Ok(vec![3]));
+        assert!(pending.is_empty());
+        assert_eq!(take_acks(&mut pending), Ok(vec![]));
+    }
+
+    #[test]
+    fn bytes_that_are_not_mqtt_end_the_connection() {
+        let mut pending = vec![0x40, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
+        assert!(take_acks(&mut pending).is_err());
     }
 }

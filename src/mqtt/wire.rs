@@ -165,3 +165,99 @@ impl Wire {
         let _ = self.inner.socket.shutdown(Shutdown::Both);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A plain wire and the broker's end of it, over loopback.
+    fn pair() -> (Wire, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let socket =
+            TcpStream::connect(listener.local_addr().expect("its address")).expect("a connection");
+        let (broker, _) = listener.accept().expect("the wire's connection");
+        (Wire::plain(socket).expect("a wire"), broker)
+    }
+
+    #[test]
+    fn bytes_go_both_ways_and_a_close_reads_as_zero() {
+        let (wire, mut broker) = pair();
+        wire.write_all(&[0xC0, 0x00]).unwrap();
+        let mut got = [0u8; 2];
+        broker.read_exact(&mut got).unwrap();
+        assert_eq!(got, [0xC0, 0x00]);
+        broker.write_all(&[0xD0, 0x00]).unwrap();
+        wire.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(wire.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], [0xD0, 0x00]);
+        drop(broker);
+        assert_eq!(wire.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_read_waits_no_longer_than_its_timeout() {
+        let (wire, _broker) = pair();
+        wire.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let started = Instant::now();
+        let e = wire.read(&mut [0u8; 16]).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{e}"
+        );
+        assert!(started.elapsed() < WAIT);
+    }
+
+    #[test]
+    fn shut_wakes_a_reader_blocked_in_another_thread() {
+        let (wire, _broker) = pair();
+        wire.set_read_timeout(None).unwrap();
+        let reader = wire.clone();
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = done_tx.send(reader.read(&mut [0u8; 16]).map_err(|e| e.kind()));
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        wire.shut();
+        let read = done.recv_timeout(WAIT).expect("the blocked read returns");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+
+    #[test]
+    fn two_writers_never_interleave_their_packets() {
+        const PACKET: usize = 256 * 1024;
+        const EACH: usize = 16;
+        let (wire, mut broker) = pair();
+        let writers: Vec<_> = [0xAAu8, 0x55]
+            .into_iter()
+            .map(|byte| {
+                let wire = wire.clone();
+                std::thread::spawn(move || {
+                    let packet = vec![byte; PACKET];
+                    for _ in 0..EACH {
+                        wire.write_all(&packet).unwrap();
+                    }
+                })
+            })
+            .collect();
+        // Packets larger than the socket takes at once, read only once both
+        // writers are blocked: each write_all is several system calls.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut all = vec![0u8; 2 * EACH * PACKET];
+        broker.set_read_timeout(Some(WAIT)).unwrap();
+        broker.read_exact(&mut all).unwrap();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        for (i, packet) in all.chunks(PACKET).enumerate() {
+            assert!(
+                packet.iter().all(|b| *b == packet[0]),
+                "packet {i} is a mix of both writers"
+            );
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Relay-wide counters and gauges, shared by every thread through an `Arc`
-//! and read by the status file. Relaxed atomics: each is a number on its own.
+//! and read by the status file and the metrics file. [`COUNTED`] names the
+//! counted events once, for the status file, the `status` command and the
+//! metrics alike. Relaxed atomics: each is a number on its own.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -57,16 +59,125 @@ impl Counters {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    /// (name, value) pairs in the order the status file lists them.
-    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        [
-            ("received", get(&self.received)),
-            ("published", get(&self.published)),
-            ("rejected", get(&self.rejected)),
-            ("expired", get(&self.expired)),
-            ("replies_routed", get(&self.replies_routed)),
-            ("replies_dropped", get(&self.replies_dropped)),
-        ]
+    /// The value of each of [`COUNTED`], in its order.
+    pub fn snapshot(&self) -> [(&'static Counted, u64); 6] {
+        COUNTED
+            .each_ref()
+            .map(|counted| (counted, counted.get(self)))
+    }
+}
+
+/// One of the events the relay counts, under the names every report uses:
+/// the key in the status file's `counters` (and, with spaces, in the
+/// `status` command's output) and the Prometheus metric.
+#[derive(Debug)]
+pub struct Counted {
+    pub key: &'static str,
+    pub metric: &'static str,
+    pub help: &'static str,
+    cell: fn(&Counters) -> &AtomicU64,
+}
+
+impl Counted {
+    pub fn get(&self, counters: &Counters) -> u64 {
+        (self.cell)(counters).load(Ordering::Relaxed)
+    }
+}
+
+/// The counted events, in the order the status file, the `status` command
+/// and the metrics file list them.
+pub const COUNTED: [Counted; 6] = [
+    Counted {
+        key: "received",
+        metric: "commands_received_total",
+        help:
+            "JSON values read from backends (valid or not), and commands replayed from the spool.",
+        cell: |c| &c.received,
+    },
+    Counted {
+        key: "published",
+        metric: "commands_published_total",
+        help: "Commands the broker acknowledged (QoS 1) or took (QoS 0).",
+        cell: |c| &c.published,
+    },
+    Counted {
+        key: "rejected",
+        metric: "commands_rejected_total",
+        help: "Values refused: not JSON, not a command, or a rule broken.",
+        cell: |c| &c.rejected,
+    },
+    Counted {
+        key: "expired",
+        metric: "commands_expired_total",
+        help: "Commands dropped after COMMAND_TTL.",
+        cell: |c| &c.expired,
+    },
+    Counted {
+        key: "replies_routed",
+        metric: "replies_routed_total",
+        help: "Device replies written to the backend connection that asked.",
+        cell: |c| &c.replies_routed,
+    },
+    Counted {
+        key: "replies_dropped",
+        metric: "replies_dropped_total",
+        help: "Device replies with no route here, or that a backend did not read in time.",
+        cell: |c| &c.replies_dropped,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_name_reads_its_own_counter() {
+        let counters = Counters::default();
+        let cells = [
+            &counters.received,
+            &counters.published,
+            &counters.rejected,
+            &counters.expired,
+            &counters.replies_routed,
+            &counters.replies_dropped,
+        ];
+        for (i, cell) in cells.iter().enumerate() {
+            cell.store(i as u64 + 10, Ordering::Relaxed);
+        }
+        let shown: Vec<(&str, u64)> = counters
+            .snapshot()
+            .iter()
+            .map(|(c, v)| (c.key, *v))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("received", 10),
+                ("published", 11),
+                ("rejected", 12),
+                ("expired", 13),
+                ("replies_routed", 14),
+                ("replies_dropped", 15)
+            ]
+        );
+    }
+
+    #[test]
+    fn metric_names_are_the_keys_as_prometheus_wants_them() {
+        for counted in &COUNTED {
+            assert!(counted.metric.ends_with("_total"), "{}", counted.metric);
+            assert!(counted.metric.contains(counted.key), "{}", counted.metric);
+            assert!(counted.help.ends_with('.'), "{}", counted.help);
+        }
+    }
+
+    #[test]
+    fn unqueue_stops_at_zero() {
+        let counters = Counters::default();
+        counters.unqueue();
+        assert_eq!(counters.queued.load(Ordering::Relaxed), 0);
+        Counters::add(&counters.queued);
+        counters.unqueue();
+        assert_eq!(counters.queued.load(Ordering::Relaxed), 0);
     }
 }

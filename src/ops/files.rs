@@ -279,6 +279,12 @@ mod tests {
     }
 
     #[test]
+    fn the_parent_of_a_bare_name_is_the_current_directory() {
+        assert_eq!(parent(Path::new("/run/x/status.json")), Path::new("/run/x"));
+        assert_eq!(parent(Path::new("status.json")), Path::new("."));
+    }
+
+    #[test]
     fn temporary_names_are_not_predictable() {
         let a = temp_name(Path::new("/run/x/status.json"));
         let b = temp_name(Path::new("/run/x/status.json"));

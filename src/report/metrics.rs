@@ -11,109 +11,98 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::ops::files;
 use crate::report::status::Snapshot;
 
-/// The metrics text of `s`: every metric with its HELP and TYPE lines.
-pub fn render(s: &Snapshot<'_>) -> String {
-    let c = s.counters;
-    let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP ms500_relay_{name} {help}");
-        let _ = writeln!(out, "# TYPE ms500_relay_{name} {kind}");
-        for (labels, value) in samples {
+/// One metric: its name (after `ms500_relay_`), type, help, and samples
+/// (labels, value).
+struct Metric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(String, u64)>,
+}
+
+impl Metric {
+    fn counter(name: &'static str, help: &'static str, value: u64) -> Metric {
+        Metric {
+            name,
+            kind: "counter",
+            help,
+            samples: vec![(String::new(), value)],
+        }
+    }
+
+    fn gauge(name: &'static str, help: &'static str, value: u64) -> Metric {
+        Metric {
+            kind: "gauge",
+            ..Metric::counter(name, help, value)
+        }
+    }
+
+    /// Its HELP and TYPE lines, then a line per sample.
+    fn write(&self, out: &mut String) {
+        let name = self.name;
+        let _ = writeln!(out, "# HELP ms500_relay_{name} {}", self.help);
+        let _ = writeln!(out, "# TYPE ms500_relay_{name} {}", self.kind);
+        for (labels, value) in &self.samples {
             let _ = writeln!(out, "ms500_relay_{name}{labels} {value}");
         }
-    };
-    let counters = c.snapshot();
-    let counter = |key: &str| {
-        counters
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or(0, |(_, v)| *v)
-    };
-    metric(
-        "commands_received_total",
-        "counter",
-        "JSON values read from backends (valid or not), and commands replayed from the spool.",
-        &[("", counter("received"))],
-    );
-    metric(
-        "commands_published_total",
-        "counter",
-        "Commands the broker acknowledged (QoS 1) or took (QoS 0).",
-        &[("", counter("published"))],
-    );
-    metric(
-        "commands_rejected_total",
-        "counter",
-        "Values refused: not JSON, not a command, or a rule broken.",
-        &[("", counter("rejected"))],
-    );
-    metric(
-        "commands_expired_total",
-        "counter",
-        "Commands dropped after COMMAND_TTL.",
-        &[("", counter("expired"))],
-    );
-    metric(
-        "replies_routed_total",
-        "counter",
-        "Device replies written to the backend connection that asked.",
-        &[("", counter("replies_routed"))],
-    );
-    metric(
-        "replies_dropped_total",
-        "counter",
-        "Device replies with no route here, or that a backend did not read in time.",
-        &[("", counter("replies_dropped"))],
-    );
-    metric(
-        "queue_depth",
-        "gauge",
-        "Commands received and not yet published, rejected or expired.",
-        &[("", c.queued.load(Relaxed))],
-    );
-    metric(
-        "queue_bytes",
-        "gauge",
-        "Bytes of commands held in memory.",
-        &[("", c.queue_bytes.load(Relaxed))],
-    );
-    metric(
-        "broker_connected",
-        "gauge",
-        "1 while the connection commands are published on is up.",
-        &[("", u64::from(c.broker_connected.load(Relaxed)))],
-    );
-    metric(
-        "broker_reconnects_total",
-        "counter",
-        "Connections to a broker after the first one.",
-        &[("", c.broker_connections.load(Relaxed).saturating_sub(1))],
-    );
+    }
+}
+
+/// The metrics text of `s`: every metric with its HELP and TYPE lines.
+pub fn render(s: &Snapshot<'_>) -> String {
+    let mut out = String::with_capacity(2048);
+    for (counted, value) in s.counters.snapshot() {
+        Metric::counter(counted.metric, counted.help, value).write(&mut out);
+    }
+    for metric in gauges(s) {
+        metric.write(&mut out);
+    }
+    out
+}
+
+/// The queue, the broker link, the device table, the spool and the build.
+fn gauges(s: &Snapshot<'_>) -> [Metric; 7] {
+    let c = s.counters;
     let online = s.devices.online as u64;
     let offline = (s.devices.total - s.devices.online) as u64;
-    metric(
-        "devices",
-        "gauge",
-        "Devices in the device table, by state.",
-        &[
-            ("{state=\"online\"}", online),
-            ("{state=\"offline\"}", offline),
-        ],
-    );
-    metric(
-        "spool_bytes",
-        "gauge",
-        "Size of SPOOL_FILE (0 without one).",
-        &[("", c.spool_bytes.load(Relaxed))],
-    );
-    let version = format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
-    metric(
-        "build_info",
-        "gauge",
-        "Always 1; the version is in the label.",
-        &[(version.as_str(), 1)],
-    );
-    out
+    [
+        Metric::gauge(
+            "queue_depth",
+            "Commands received and not yet published, rejected or expired.",
+            c.queued.load(Relaxed),
+        ),
+        Metric::gauge(
+            "queue_bytes",
+            "Bytes of commands held in memory.",
+            c.queue_bytes.load(Relaxed),
+        ),
+        Metric::gauge(
+            "broker_connected",
+            "1 while the connection commands are published on is up.",
+            u64::from(c.broker_connected.load(Relaxed)),
+        ),
+        Metric::counter(
+            "broker_reconnects_total",
+            "Connections to a broker after the first one.",
+            c.broker_connections.load(Relaxed).saturating_sub(1),
+        ),
+        Metric {
+            samples: vec![
+                ("{state=\"online\"}".into(), online),
+                ("{state=\"offline\"}".into(), offline),
+            ],
+            ..Metric::gauge("devices", "Devices in the device table, by state.", 0)
+        },
+        Metric::gauge(
+            "spool_bytes",
+            "Size of SPOOL_FILE (0 without one).",
+            c.spool_bytes.load(Relaxed),
+        ),
+        Metric {
+            samples: vec![(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1)],
+            ..Metric::gauge("build_info", "Always 1; the version is in the label.", 0)
+        },
+    ]
 }
 
 /// Replaces `path` with the metrics of `s`.
@@ -174,5 +163,46 @@ mod tests {
             }
         }
         assert_eq!(helped, 13);
+    }
+
+    #[test]
+    fn the_metrics_come_in_the_documented_order() {
+        let config = Config::default();
+        let counters = Counters::default();
+        let text = render(&Snapshot {
+            config: &config,
+            started: SystemTime::now(),
+            now: SystemTime::now(),
+            counters: &counters,
+            broker: "127.0.0.1:1883".into(),
+            devices: TableSnapshot {
+                shown: vec![],
+                total: 0,
+                online: 0,
+                forgotten: 0,
+            },
+        });
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ms500_relay_"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "commands_received_total counter",
+                "commands_published_total counter",
+                "commands_rejected_total counter",
+                "commands_expired_total counter",
+                "replies_routed_total counter",
+                "replies_dropped_total counter",
+                "queue_depth gauge",
+                "queue_bytes gauge",
+                "broker_connected gauge",
+                "broker_reconnects_total counter",
+                "devices gauge",
+                "spool_bytes gauge",
+                "build_info gauge",
+            ]
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! What the relay reports about itself: the status file and `status` command,
-//! and the Prometheus metrics file. Reads every side; no side reads it.
+//! the Prometheus metrics file, and when the main thread writes them. Reads
+//! every side; no side reads it.
 
 pub(crate) mod metrics;
 pub mod status;
+pub(crate) mod writer;

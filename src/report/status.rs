@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::devices::heartbeat;
 use crate::devices::table::TableSnapshot;
 use crate::error::Error;
-use crate::ops::counters::Counters;
+use crate::ops::counters::{Counters, COUNTED};
 use crate::ops::files;
 use crate::ops::time::{iso8601, unix};
 
@@ -44,7 +44,7 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         .counters
         .snapshot()
         .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
+        .map(|(counted, v)| (counted.key.to_string(), json!(v)))
         .collect();
     let devices: Vec<Value> = s
         .devices
@@ -164,6 +164,39 @@ pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result
 /// The readable report and the health it shows.
 pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Health) {
     let now_unix = unix(now);
+    let mut r = String::new();
+    let fresh = headline(&mut r, v, now_unix, default_interval);
+    let broker_away = broker_line(&mut r, v, now_unix);
+    let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
+    let counters: Vec<String> = COUNTED
+        .iter()
+        .map(|counted| {
+            format!(
+                "{} {}",
+                counted.key.replace('_', " "),
+                v["counters"][counted.key].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    let _ = writeln!(r, "counters: {}", counters.join(", "));
+    let devices = v["devices"].as_array().cloned().unwrap_or_default();
+    devices_line(&mut r, v, devices.len());
+    if !devices.is_empty() {
+        device_table(&mut r, &devices, now_unix);
+    }
+    let health = if !fresh {
+        Health::Stale
+    } else if broker_away {
+        Health::BrokerAway
+    } else {
+        Health::Healthy
+    };
+    (r, health)
+}
+
+/// Version, pid, uptime and whether the snapshot is fresh (returned), with
+/// a warning line when it is not.
+fn headline(r: &mut String, v: &Value, now_unix: u64, default_interval: u64) -> bool {
     let interval = v["status_interval"]
         .as_u64()
         .unwrap_or(default_interval)
@@ -171,7 +204,6 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
     let updated = v["updated_unix"].as_u64().unwrap_or(0);
     let age = now_unix.saturating_sub(updated);
     let fresh = updated > 0 && age <= STALE_INTERVALS * interval;
-    let mut r = String::new();
     let started = v["started_unix"].as_u64().unwrap_or(now_unix);
     let _ = writeln!(
         r,
@@ -192,6 +224,12 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
             STALE_INTERVALS
         );
     }
+    fresh
+}
+
+/// The broker line; true when the broker has been away for longer than
+/// 2 × MQTT_KEEPALIVE.
+fn broker_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
     let connected = v["broker"]["connected"].as_bool() == Some(true);
     let down_for = v["broker"]["down_since_unix"]
         .as_u64()
@@ -215,101 +253,80 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
         }
     }
     let _ = writeln!(r);
-    let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
-    let counters: Vec<String> = [
-        "received",
-        "published",
-        "rejected",
-        "expired",
-        "replies_routed",
-        "replies_dropped",
-    ]
-    .iter()
-    .map(|k| {
-        format!(
-            "{} {}",
-            k.replace('_', " "),
-            v["counters"][k].as_u64().unwrap_or(0)
-        )
-    })
-    .collect();
-    let _ = writeln!(r, "counters: {}", counters.join(", "));
-    let devices = v["devices"].as_array().cloned().unwrap_or_default();
-    let total = v["devices_total"].as_u64().unwrap_or(devices.len() as u64);
+    broker_away
+}
+
+/// How many devices, how many online, and how many are listed (`listed`).
+fn devices_line(r: &mut String, v: &Value, listed: usize) {
+    let total = v["devices_total"].as_u64().unwrap_or(listed as u64);
     let _ = write!(
         r,
         "devices: {total} ({} online, {} offline)",
         v["devices_online"].as_u64().unwrap_or(0),
         v["devices_offline"].as_u64().unwrap_or(0)
     );
-    if total > devices.len() as u64 {
-        let _ = write!(r, ", the {} seen most recently listed", devices.len());
+    if total > listed as u64 {
+        let _ = write!(r, ", the {listed} seen most recently listed");
     }
     if let Some(forgotten) = v["devices_forgotten"].as_u64().filter(|n| *n > 0) {
         let _ = write!(r, "; {forgotten} forgotten (MAX_DEVICES reached)");
     }
     let _ = writeln!(r);
-    if !devices.is_empty() {
-        let header = [
-            "DEVICE",
-            "ONLINE",
-            "LAST SEEN",
-            "IP",
-            "NETWORK",
-            "CPU",
-            "SENSE",
-            "VIDEO",
-            "SPI",
-        ];
-        let rows: Vec<[String; 9]> = devices
-            .iter()
-            .map(|d| {
-                let seen = d["last_seen_unix"]
-                    .as_u64()
-                    .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
-                [
-                    heartbeat::shown(d["id"].as_str().unwrap_or("?")),
-                    if d["online"].as_bool() == Some(true) {
-                        "yes".into()
-                    } else {
-                        "no".into()
-                    },
-                    seen.unwrap_or_else(|| "-".into()),
-                    text(&d["ip"]),
-                    text(&d["network"]),
-                    unit(&d["cpu_temp"], "C"),
-                    unit(&d["sense_temp"], "C"),
-                    unit(&d["video_fps"], "fps"),
-                    unit(&d["spi_fps"], "fps"),
-                ]
-            })
-            .collect();
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: Vec<&str>| -> String {
-            let mut l = String::new();
-            for (i, c) in cells.iter().enumerate() {
-                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
-            }
-            l.trim_end().to_string()
-        };
-        let _ = writeln!(r, "{}", line(header.to_vec()));
-        for row in &rows {
-            let _ = writeln!(r, "{}", line(row.iter().map(String::as_str).collect()));
+}
+
+const DEVICE_COLUMNS: [&str; 9] = [
+    "DEVICE",
+    "ONLINE",
+    "LAST SEEN",
+    "IP",
+    "NETWORK",
+    "CPU",
+    "SENSE",
+    "VIDEO",
+    "SPI",
+];
+
+/// The listed devices as a table, each column as wide as its widest cell.
+fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
+    let rows: Vec<[String; 9]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
+    let mut widths = DEVICE_COLUMNS.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
         }
     }
-    let health = if !fresh {
-        Health::Stale
-    } else if broker_away {
-        Health::BrokerAway
-    } else {
-        Health::Healthy
+    let line = |cells: Vec<&str>| -> String {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+        }
+        l.trim_end().to_string()
     };
-    (r, health)
+    let _ = writeln!(r, "{}", line(DEVICE_COLUMNS.to_vec()));
+    for row in &rows {
+        let _ = writeln!(r, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+fn device_row(d: &Value, now_unix: u64) -> [String; 9] {
+    let seen = d["last_seen_unix"]
+        .as_u64()
+        .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
+    [
+        heartbeat::shown(d["id"].as_str().unwrap_or("?")),
+        if d["online"].as_bool() == Some(true) {
+            "yes".into()
+        } else {
+            "no".into()
+        },
+        seen.unwrap_or_else(|| "-".into()),
+        text(&d["ip"]),
+        text(&d["network"]),
+        unit(&d["cpu_temp"], "C"),
+        unit(&d["sense_temp"], "C"),
+        unit(&d["video_fps"], "fps"),
+        unit(&d["spi_fps"], "fps"),
+    ]
 }
 
 /// A cell of the device table: whatever the file holds (it may have been

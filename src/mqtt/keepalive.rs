@@ -1,0 +1,164 @@
+//! Whether the publish link's broker is still there: a PINGREQ every half
+//! `MQTT_KEEPALIVE`, and the link counts as dead after 1.5 × `MQTT_KEEPALIVE`
+//! with nothing heard at all, or as long without a PUBACK while commands are
+//! in flight (a broker that answers pings but no longer takes commands).
+//! Pure: the publish link thread reports what it read, with the time, and
+//! asks [`Liveness::check`] what is due.
+
+use std::time::{Duration, Instant};
+
+/// What is due on the link after a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing: read on.
+    Alive,
+    /// Time to send a PINGREQ.
+    Ping,
+    /// The broker stopped answering: drop the link, for this reason.
+    Dead(String),
+}
+
+/// The times that tell whether the broker answers.
+#[derive(Debug)]
+pub struct Liveness {
+    keepalive: Duration,
+    last_heard: Instant,
+    last_ping: Instant,
+    /// The last PUBACK, or the last moment nothing was in flight.
+    last_progress: Instant,
+}
+
+impl Liveness {
+    /// A link that got its CONNACK at `now`.
+    pub fn new(keepalive: Duration, now: Instant) -> Liveness {
+        Liveness {
+            keepalive,
+            last_heard: now,
+            last_ping: now,
+            last_progress: now,
+        }
+    }
+
+    /// How long one read may block: often enough to ping and probe on time.
+    pub fn read_tick(&self) -> Duration {
+        (self.keepalive / 4).min(Duration::from_secs(1))
+    }
+
+    /// Bytes arrived from the broker at `now`.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// PUBACKs for commands arrived at `now`.
+    pub fn acked(&mut self, now: Instant) {
+        self.last_progress = now;
+    }
+
+    /// What is due at `now`, with `in_flight` commands awaiting their PUBACK.
+    pub fn check(&mut self, now: Instant, in_flight: usize) -> Verdict {
+        let limit = self.keepalive * 3 / 2;
+        if in_flight == 0 {
+            self.last_progress = now;
+        }
+        let silent = now.saturating_duration_since(self.last_heard);
+        if silent > limit {
+            return Verdict::Dead(format!(
+                "no answer from the broker for {} s (MQTT_KEEPALIVE {} s): it is frozen or gone",
+                silent.as_secs(),
+                self.keepalive.as_secs()
+            ));
+        }
+        let stalled = now.saturating_duration_since(self.last_progress);
+        if stalled > limit {
+            return Verdict::Dead(format!(
+                "no PUBACK for {} s with {in_flight} commands in flight",
+                stalled.as_secs()
+            ));
+        }
+        if now.saturating_duration_since(self.last_ping) >= self.keepalive / 2 {
+            self.last_ping = now;
+            return Verdict::Ping;
+        }
+        Verdict::Alive
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn pings_every_half_keepalive_while_the_broker_answers() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(secs(60), t0);
+        assert_eq!(l.read_tick(), secs(1));
+        assert_eq!(l.check(t0 + secs(29), 0), Verdict::Alive);
+        assert_eq!(l.check(t0 + secs(30), 0), Verdict::Ping);
+        assert_eq!(l.check(t0 + secs(31), 0), Verdict::Alive);
+        l.heard(t0 + secs(31));
+        assert_eq!(l.check(t0 + secs(60), 0), Verdict::Ping);
+        l.heard(t0 + secs(61));
+        assert_eq!(
+            l.check(t0 + secs(150), 0),
+            Verdict::Ping,
+            "90 s: not yet dead"
+        );
+    }
+
+    #[test]
+    fn silence_past_one_and_a_half_keepalives_is_death() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(secs(10), t0);
+        assert_eq!(l.read_tick(), Duration::from_millis(2500).min(secs(1)));
+        assert_eq!(l.check(t0 + secs(5), 0), Verdict::Ping);
+        assert_eq!(
+            l.check(t0 + secs(15), 0),
+            Verdict::Ping,
+            "15 s is the limit itself"
+        );
+        assert_eq!(
+            l.check(t0 + secs(16), 0),
+            Verdict::Dead(
+                "no answer from the broker for 16 s (MQTT_KEEPALIVE 10 s): it is frozen or gone"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn commands_in_flight_without_a_puback_are_death_even_with_pings_answered() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(secs(10), t0);
+        for s in 1..=15 {
+            l.heard(t0 + secs(s));
+            assert!(!matches!(l.check(t0 + secs(s), 3), Verdict::Dead(_)), "{s}");
+        }
+        l.heard(t0 + secs(16));
+        assert_eq!(
+            l.check(t0 + secs(16), 3),
+            Verdict::Dead("no PUBACK for 16 s with 3 commands in flight".into())
+        );
+    }
+
+    #[test]
+    fn an_ack_or_an_empty_window_is_progress() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(secs(10), t0);
+        l.heard(t0 + secs(10));
+        l.acked(t0 + secs(10));
+        assert!(!matches!(l.check(t0 + secs(20), 5), Verdict::Dead(_)));
+        l.heard(t0 + secs(20));
+        assert!(!matches!(l.check(t0 + secs(24), 0), Verdict::Dead(_)));
+        l.heard(t0 + secs(30));
+        assert!(
+            !matches!(l.check(t0 + secs(30), 5), Verdict::Dead(_)),
+            "nothing was in flight at 24 s"
+        );
+        l.heard(t0 + secs(40));
+        assert!(matches!(l.check(t0 + secs(40), 5), Verdict::Dead(_)));
+    }
+}
