@@ -213,6 +213,26 @@ config_keys! {
         parse: ttl,
         render: render_ttl,
         doc: "Age after which a queued command is dropped as expired, 0 = never, in seconds.";
+    "COMMAND_TTLS" => command_ttls: Vec<(String, Option<Duration>)> = "",
+        parse: ttls,
+        render: |v| render_ttls(v),
+        doc: "Lifetimes per command type overriding COMMAND_TTL: TYPE:seconds, ... (0 = never), e.g. IMG:60, FMW:604800.";
+    "PRESENCE_FIELD" => presence_field: Option<String> = "camera",
+        parse: presence_field,
+        render: render_optional,
+        doc: "Command field naming the camera (its heartbeat id, any letter case) whose presence decides delivery; empty = off.";
+    "HOLD_OFFLINE" => hold_offline: bool = "true",
+        parse: boolean,
+        render: render,
+        doc: "Hold commands for a camera that is offline until its next heartbeat, instead of publishing them: true or false.";
+    "HOLD_MAX_PER_CAMERA" => hold_max_per_camera: usize = "100",
+        parse: |v| number(v, 1, 100_000, "commands"),
+        render: render,
+        doc: "Commands held at most for one offline camera, 1-100000; past that, its new commands are refused.";
+    "HOLD_MAX_BYTES" => hold_max_bytes: usize = "8388608",
+        parse: |v| number(v, 65_536, 1_073_741_824, "bytes"),
+        render: render,
+        doc: "Bytes of commands held at most for all offline cameras (payloads), 65536-1073741824; past that, commands for offline cameras are refused.";
     "SPOOL_FILE" => spool_file: Option<PathBuf> = "",
         parse: optional_path,
         render: render_path,
@@ -322,6 +342,15 @@ impl Config {
                 port: b.port.unwrap_or(self.mqtt_port),
             })
             .collect()
+    }
+
+    /// The lifetime of a command of type `kind` (its `COMMAND_TTLS` entry,
+    /// else `COMMAND_TTL`); None = never expires.
+    pub fn ttl_for(&self, kind: &str) -> Option<Duration> {
+        self.command_ttls
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or(self.command_ttl, |(_, ttl)| *ttl)
     }
 
     /// The topic a command for `unit` is published to.

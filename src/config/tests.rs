@@ -99,6 +99,11 @@ fn key_table_is_well_formed() {
             "QUEUE_CAPACITY",
             "QUEUE_MAX_BYTES",
             "COMMAND_TTL",
+            "COMMAND_TTLS",
+            "PRESENCE_FIELD",
+            "HOLD_OFFLINE",
+            "HOLD_MAX_PER_CAMERA",
+            "HOLD_MAX_BYTES",
             "SPOOL_FILE",
             "DEVICE_TIMEOUT",
             "MAX_DEVICES",
@@ -950,5 +955,45 @@ fn parses_hosts_ports_and_ipv6() {
         "", " , ", "a:0", "a:x", "a:70000", "[::1", "[::1]x", ":1883", "a b",
     ] {
         assert!(parse_list(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn lifetimes_per_type_override_command_ttl() {
+    let c = ok("COMMAND_TTL = 600\nCOMMAND_TTLS = IMG:60, FMW:604800 ,CFG:0");
+    assert_eq!(c.ttl_for("IMG"), Some(Duration::from_secs(60)));
+    assert_eq!(c.ttl_for("FMW"), Some(Duration::from_secs(604_800)));
+    assert_eq!(c.ttl_for("CFG"), None, "0 = never");
+    assert_eq!(c.ttl_for("WFI"), Some(Duration::from_secs(600)));
+    assert_eq!(
+        c.effective()
+            .into_iter()
+            .find(|(k, _)| *k == "COMMAND_TTLS")
+            .map(|(_, v)| v),
+        Some("IMG:60, FMW:604800, CFG:0".to_string())
+    );
+    assert!(ok("COMMAND_TTLS =").command_ttls.is_empty());
+    for (bad, why) in [
+        ("COMMAND_TTLS = img:60", "not a command type"),
+        ("COMMAND_TTLS = XYZ:60", "not a command type"),
+        ("COMMAND_TTLS = IMG", "TYPE:seconds"),
+        ("COMMAND_TTLS = IMG:-1", "seconds"),
+        ("COMMAND_TTLS = IMG:1, IMG:2", "twice"),
+    ] {
+        let e = parse(bad, "relay.conf").unwrap_err().to_string();
+        assert!(e.contains("COMMAND_TTLS") && e.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn presence_field_names_a_field_or_is_off() {
+    assert_eq!(Config::default().presence_field.as_deref(), Some("camera"));
+    assert_eq!(ok("PRESENCE_FIELD = \"\"").presence_field, None);
+    assert_eq!(
+        ok("PRESENCE_FIELD = mac").presence_field.as_deref(),
+        Some("mac")
+    );
+    for bad in ["PRESENCE_FIELD = unit", "PRESENCE_FIELD = type"] {
+        assert!(parse(bad, "relay.conf").is_err(), "{bad}");
     }
 }

@@ -248,6 +248,61 @@ pub fn render_ttl(value: &Option<Duration>) -> String {
     value.map_or(0, |d| d.as_secs()).to_string()
 }
 
+/// The command types, as `type` names them (protocol::command tests hold
+/// this list to its `CommandType`).
+pub const COMMAND_TYPES: [&str; 12] = [
+    "AIM", "FMW", "APP", "CDN", "CFG", "CTS", "WFI", "SCS", "UDS", "FRS", "IMG", "RSR",
+];
+
+/// `COMMAND_TTLS`: `TYPE:seconds, ...`, each type at most once, 0 = never.
+pub fn ttls(value: &str) -> Result<Vec<(String, Option<Duration>)>, String> {
+    let mut out: Vec<(String, Option<Duration>)> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (kind, secs) = entry
+            .split_once(':')
+            .ok_or_else(|| format!("{entry:?} is not TYPE:seconds"))?;
+        let kind = kind.trim();
+        if !COMMAND_TYPES.contains(&kind) {
+            return Err(format!(
+                "{kind:?} is not a command type ({})",
+                COMMAND_TYPES.join(", ")
+            ));
+        }
+        if out.iter().any(|(k, _)| k == kind) {
+            return Err(format!("{kind} is given twice"));
+        }
+        out.push((kind.to_string(), ttl(secs.trim())?));
+    }
+    Ok(out)
+}
+
+pub fn render_ttls(list: &[(String, Option<Duration>)]) -> String {
+    list.iter()
+        .map(|(kind, ttl)| format!("{kind}:{}", render_ttl(ttl)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `PRESENCE_FIELD`: a field name a command can carry; empty = off.
+pub fn presence_field(value: &str) -> Result<Option<String>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > 64
+        || value
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(format!(
+            "{value:?} is not a field name (at most 64 characters, no quotes, backslashes or control characters)"
+        ));
+    }
+    if matches!(value, "type" | "unit" | "id") {
+        return Err(format!("{value:?} names the command itself, not a camera"));
+    }
+    Ok(Some(value.to_string()))
+}
+
 pub fn render_ack_mode(value: &AckMode) -> String {
     value.as_str().to_string()
 }

@@ -1056,3 +1056,9 @@ fn a_rejection_describes_the_command_for_the_log() {
         "echoed as sent"
     );
 }
+
+#[test]
+fn config_knows_the_same_command_types() {
+    let names: Vec<&str> = CommandType::ALL.iter().map(|t| t.as_str()).collect();
+    assert_eq!(names, crate::config::COMMAND_TYPES);
+}
