@@ -326,6 +326,8 @@ impl Reader<'_> {
         let shared = self.shared;
         let config = &shared.config;
         Counters::add(&shared.counters.received);
+        let camera =
+            (config.presence_field.as_deref()).and_then(|field| command::text_field(&json, field));
         let cmd = match command::validate_json(json, config.validate_fields) {
             Ok(cmd) => cmd,
             Err(rejection) => {
@@ -354,6 +356,7 @@ impl Reader<'_> {
         // The publisher logs "accepted" once the command is queued (and spooled).
         let mut job = Accepted::new(cmd, config, Instant::now(), SystemTime::now());
         job.peer = Some(self.peer());
+        job.camera = camera;
         job.reply = (self.ack_mode != AckMode::None)
             .then(|| StatusOwed::new(&self.outbox, self.ack_mode == AckMode::All));
         self.batch_bytes += job.payload.len();

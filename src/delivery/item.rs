@@ -25,6 +25,9 @@ pub struct Accepted {
     pub peer: Option<SocketAddr>,
     /// Where its status line goes, when its connection wants any.
     pub reply: Option<StatusOwed>,
+    /// The camera its `PRESENCE_FIELD` names, as sent: while that camera is
+    /// offline the command is held (policy/hold.rs).
+    pub camera: Option<String>,
     /// A second copy of a command a broker acknowledged just before its
     /// connection broke (see `policy::Delivery`): published, not counted,
     /// no status line.
@@ -50,6 +53,7 @@ impl Accepted {
             received_wall,
             peer: None,
             reply: None,
+            camera: None,
             again: false,
         }
     }

@@ -13,7 +13,7 @@
 //! The ledger also keeps the total weight (payload bytes) of what it holds,
 //! for `QUEUE_MAX_BYTES`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::mqtt::codec::STATE_PKID;
 
@@ -25,8 +25,10 @@ pub trait Weighed {
 pub struct Ledger<T> {
     entries: BTreeMap<u64, T>,
     next_seq: u64,
-    /// Entries with a sequence number below this were written on the current connection.
-    cursor: u64,
+    /// Entries not written on the current connection yet, oldest first. A
+    /// set rather than a cursor: a command released from the hold comes
+    /// back at its old place, behind commands already written.
+    due: BTreeSet<u64>,
     /// Written on the current connection, waiting for the PUBACK with this packet id.
     in_flight: HashMap<u16, u64>,
     /// The packet id tried next.
@@ -42,7 +44,7 @@ impl<T: Weighed> Ledger<T> {
         Ledger {
             entries: BTreeMap::new(),
             next_seq: 0,
-            cursor: 0,
+            due: BTreeSet::new(),
             in_flight: HashMap::new(),
             next_pkid: 1,
             window: window.clamp(1, usize::from(u16::MAX)),
@@ -56,15 +58,25 @@ impl<T: Weighed> Ledger<T> {
         self.next_seq += 1;
         self.weight += item.weight();
         self.entries.insert(seq, item);
+        self.due.insert(seq);
         seq
     }
 
     /// Puts a command back at its old place (`seq`, from an earlier push).
     pub fn restore(&mut self, seq: u64, item: T) {
+        self.due.insert(seq);
         self.weight += item.weight();
         if let Some(old) = self.entries.insert(seq, item) {
             self.weight -= old.weight();
         }
+    }
+
+    /// Takes the next sequence number for something kept elsewhere (a
+    /// command held for an offline camera), to be restored at its place.
+    pub fn skip_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     /// The sequence number the next [`Ledger::push`] will return.
@@ -96,7 +108,7 @@ impl<T: Weighed> Ledger<T> {
 
     /// Commands held and not written on the current connection.
     pub fn unsent(&self) -> usize {
-        self.entries.len().saturating_sub(self.in_flight.len())
+        self.due.len()
     }
 
     pub fn link_up(&self) -> bool {
@@ -108,10 +120,8 @@ impl<T: Weighed> Ledger<T> {
         if !self.link_up || self.in_flight.len() >= self.window {
             return None;
         }
-        self.entries
-            .range(self.cursor..)
-            .next()
-            .map(|(s, t)| (*s, t))
+        let seq = *self.due.first()?;
+        self.entries.get(&seq).map(|t| (seq, t))
     }
 
     /// The command `seq` (from [`Ledger::next_due`]) is written with QoS 1:
@@ -127,14 +137,14 @@ impl<T: Weighed> Ledger<T> {
         }
         self.next_pkid = next(pkid);
         self.in_flight.insert(pkid, seq);
-        self.cursor = self.cursor.max(seq + 1);
+        self.due.remove(&seq);
         pkid
     }
 
     /// The command `seq` is being written with QoS 0 (no acknowledgement
     /// comes: once the write succeeds, the caller removes it as delivered).
     pub fn mark_written(&mut self, seq: u64) {
-        self.cursor = self.cursor.max(seq + 1);
+        self.due.remove(&seq);
     }
 
     /// The command `seq`, while it is queued.
@@ -145,6 +155,7 @@ impl<T: Weighed> Ledger<T> {
     /// Takes a command out without it being delivered (expired).
     pub fn remove(&mut self, seq: u64) -> Option<T> {
         let item = self.entries.remove(&seq)?;
+        self.due.remove(&seq);
         self.weight -= item.weight();
         Some(item)
     }
@@ -166,7 +177,7 @@ impl<T: Weighed> Ledger<T> {
     pub fn on_link_up(&mut self) {
         self.link_up = true;
         self.in_flight.clear();
-        self.cursor = 0;
+        self.due = self.entries.keys().copied().collect();
     }
 
     /// Those with a sequence number of `first` or later, oldest first.

@@ -8,5 +8,6 @@ pub(crate) mod item;
 pub(crate) mod ledger;
 pub(crate) mod outbox;
 pub(crate) mod policy;
+pub(crate) mod presence;
 pub(crate) mod publisher;
 pub(crate) mod spool;

@@ -90,6 +90,11 @@ impl Outbox {
         self.inner.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether lines offered now can still reach the connection.
+    pub fn is_open(&self) -> bool {
+        self.queue().open
+    }
+
     /// Commands of this connection still waiting for their status line.
     pub fn owed(&self) -> usize {
         self.inner.owed.load(Ordering::SeqCst)
@@ -190,6 +195,42 @@ impl Drop for StatusOwed {
         if self.outbox.inner.owed.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.outbox.nudge();
         }
+    }
+}
+
+/// Where a held command's status lines go once it is released: its
+/// connection, if still open. Holds no claim (a held command may wait for
+/// days; its connection must not linger for it).
+pub struct LaterReply {
+    outbox: Outbox,
+    ok_lines: bool,
+}
+
+impl StatusOwed {
+    /// Gives up the claim, keeping where later lines would go.
+    pub fn defer(self) -> LaterReply {
+        LaterReply {
+            outbox: self.outbox.clone(),
+            ok_lines: self.ok_lines,
+        }
+    }
+}
+
+impl LaterReply {
+    /// `ok` lines too, not only errors.
+    pub fn ok_lines(&self) -> bool {
+        self.ok_lines
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// A claim on a status line again, when the connection is still open.
+    pub fn claim(self) -> Option<StatusOwed> {
+        self.outbox
+            .is_open()
+            .then(|| StatusOwed::new(&self.outbox, self.ok_lines))
     }
 }
 
@@ -294,6 +335,24 @@ pub fn status_line(
     line
 }
 
+/// The status line of a command held for a camera that is offline
+/// (PROTOCOL.md §1.3): `{"status":"held",…,"camera":…}`.
+pub fn held_line(kind: &str, unit: &str, id: Option<&str>, camera: &str) -> Vec<u8> {
+    let mut line = Vec::with_capacity(112);
+    line.extend_from_slice(b"{\"status\":\"held\",\"type\":");
+    push_json_string(&mut line, Some(kind));
+    line.extend_from_slice(b",\"unit\":");
+    push_json_string(&mut line, Some(unit));
+    if let Some(id) = id {
+        line.extend_from_slice(b",\"id\":");
+        line.extend_from_slice(id.as_bytes());
+    }
+    line.extend_from_slice(b",\"camera\":");
+    push_json_string(&mut line, Some(camera));
+    line.push(b'}');
+    line
+}
+
 fn push_json_string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => {
@@ -314,6 +373,18 @@ mod tests {
 
     fn outbox() -> (Outbox, Receiver<()>) {
         Outbox::new(1, "127.0.0.1:1".parse().unwrap())
+    }
+
+    #[test]
+    fn held_line_names_the_camera() {
+        let line = held_line("FMW", "u1", Some("7"), "30eda0e27100");
+        assert_eq!(
+            line,
+            br#"{"status":"held","type":"FMW","unit":"u1","id":7,"camera":"30eda0e27100"}"#
+        );
+        let line = held_line("IMG", "u1", None, "a\"b");
+        assert_eq!(parse(&line)["camera"], "a\"b");
+        assert!(parse(&line).get("id").is_none());
     }
 
     #[test]

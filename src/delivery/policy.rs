@@ -30,8 +30,10 @@ use log::{Level, LevelFilter};
 use crate::config::{Config, Qos};
 use crate::delivery::item::Accepted;
 use crate::delivery::ledger::{Ledger, Weighed};
-use crate::delivery::outbox::StatusOwed;
+use crate::delivery::outbox::{Outbox, StatusOwed};
 use crate::delivery::spool::{Live, Recovery, SpoolError};
+pub use hold::HeldFor;
+use hold::Hold;
 
 /// Commands written to the broker and not yet acknowledged.
 pub const WINDOW: usize = 100;
@@ -71,7 +73,17 @@ pub struct Now {
 pub struct Settings {
     /// QoS 1 (acknowledged) or 0.
     pub qos1: bool,
+    /// `COMMAND_TTL`, and `COMMAND_TTLS` per type.
     pub ttl: Option<Duration>,
+    pub ttls: Vec<(String, Option<Duration>)>,
+    /// Hold commands for cameras that are offline (`PRESENCE_FIELD` set and `HOLD_OFFLINE`).
+    pub hold_offline: bool,
+    pub hold_max_per_camera: usize,
+    pub hold_max_bytes: usize,
+    /// Offline cameras remembered at most (`MAX_DEVICES`).
+    pub max_cameras: usize,
+    /// `PRESENCE_FIELD`: read again from spooled commands.
+    pub presence_field: Option<String>,
     pub capacity: usize,
     /// `QUEUE_MAX_BYTES`: payload bytes the ledger may hold.
     pub max_bytes: usize,
@@ -88,11 +100,34 @@ impl Settings {
         Settings {
             qos1: config.mqtt_qos == Qos::AtLeastOnce,
             ttl: config.command_ttl,
+            ttls: config.command_ttls.clone(),
+            hold_offline: config.hold_offline && config.presence_field.is_some(),
+            hold_max_per_camera: config.hold_max_per_camera,
+            hold_max_bytes: config.hold_max_bytes,
+            max_cameras: config.max_devices,
+            presence_field: config.presence_field.clone(),
             capacity: config.queue_capacity,
             max_bytes: config.queue_max_bytes,
             spool: config.spool_file.clone(),
             state: None,
             log_level,
+        }
+    }
+
+    /// The lifetime of a command of type `kind`; None = never expires.
+    pub fn ttl_for(&self, kind: &str) -> Option<Duration> {
+        self.ttls
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or(self.ttl, |(_, ttl)| *ttl)
+    }
+
+    /// The key that sets `kind`'s lifetime, as log lines name it.
+    pub fn ttl_key(&self, kind: &str) -> String {
+        if self.ttls.iter().any(|(k, _)| k == kind) {
+            format!("COMMAND_TTLS {kind}")
+        } else {
+            "COMMAND_TTL".to_string()
         }
     }
 }
@@ -119,6 +154,9 @@ pub enum Event {
     LinkDown,
     /// PUBACKs, in the order they were read.
     Acked(Vec<u16>),
+    /// Cameras came online (`true`: a heartbeat after silence, or the first
+    /// since start) or went offline (`false`: silent for `DEVICE_TIMEOUT`).
+    Presence(Vec<(String, bool)>),
     /// The answer to [`Action::Write`] or [`Action::Disconnect`].
     Written(Result<(), String>),
     /// The answer to a spool request.
@@ -175,6 +213,12 @@ pub enum Count {
     Rejected,
     Expired,
     Published,
+    /// Held for a camera that is offline (accepted, not published yet).
+    Held,
+    /// Refused: its camera is offline and the hold is full.
+    Refused,
+    /// A held command whose lifetime ran out before its camera came back.
+    ExpiredHeld,
 }
 
 /// What the publisher must do.
@@ -188,6 +232,12 @@ pub enum Action {
         line: Option<Vec<u8>>,
     },
     Spool(SpoolOp),
+    /// Offer a line to a connection without ending a claim (a held
+    /// command's `held` line; its `ok` or error comes later).
+    Notice {
+        to: Outbox,
+        line: Vec<u8>,
+    },
     /// Request: write these PUBLISH packets to the broker's connection.
     Write(Vec<u8>),
     /// Request: write these last packets (the "offline" state and
@@ -207,6 +257,12 @@ impl std::fmt::Debug for Action {
                 line.as_deref().map(String::from_utf8_lossy)
             ),
             Action::Spool(op) => write!(f, "Spool({op:?})"),
+            Action::Notice { to, line } => write!(
+                f,
+                "Notice(to connection {}: {:?})",
+                to.id(),
+                String::from_utf8_lossy(line)
+            ),
             Action::Write(packets) => write!(f, "Write({} bytes)", packets.len()),
             Action::Disconnect(packets) => write!(f, "Disconnect({} bytes)", packets.len()),
         }
@@ -269,6 +325,7 @@ enum Awaiting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Admit,
+    ExpireHeld,
     Write,
     Tidy,
     Forget,
@@ -279,6 +336,9 @@ enum Step {
 pub struct Delivery {
     settings: Settings,
     ledger: Ledger<Accepted>,
+    /// Commands held for cameras that are offline, out of the ledger (and
+    /// its budgets) until their camera's heartbeat.
+    hold: Hold,
     /// Commands handed over by sessions that did not fit in the ledger yet
     /// (a batch is taken whole): read, not accepted; admitted first when
     /// there is room, and no new batch is taken while any wait.
@@ -318,6 +378,7 @@ impl Delivery {
         Delivery {
             settings,
             ledger: Ledger::new(WINDOW),
+            hold: Hold::default(),
             waiting: VecDeque::new(),
             waiting_bytes: 0,
             connected: false,
@@ -350,9 +411,17 @@ impl Delivery {
         match event {
             Event::Batch(jobs) => self.wait_for_room(jobs),
             Event::Tick => {
-                self.steps = [Step::Admit, Step::Write, Step::Tidy, Step::Forget].into();
+                self.steps = [
+                    Step::Admit,
+                    Step::ExpireHeld,
+                    Step::Write,
+                    Step::Tidy,
+                    Step::Forget,
+                ]
+                .into();
             }
             Event::LinkUp => self.link_up(&mut out),
+            Event::Presence(changes) => self.presence(changes, &mut out),
             Event::LinkDown => self.link_down(now, &mut out),
             Event::Acked(pkids) => {
                 for pkid in pkids {
@@ -386,6 +455,7 @@ impl Delivery {
             };
             match step {
                 Step::Admit => self.admit_waiting(out),
+                Step::ExpireHeld => self.expire_held(now, out),
                 Step::Write => self.write_due(now, out),
                 Step::Tidy => self.tidy_spool(now, out),
                 Step::Forget => self.forget_recent(now),
@@ -413,6 +483,9 @@ impl Delivery {
             .map(|(deadline, _)| deadline.saturating_duration_since(now.mono))
             .unwrap_or(MAX_WAIT)
             .min(MAX_WAIT);
+        if let Some(next) = self.next_expiry(now) {
+            wait = wait.min(next);
+        }
         if let Some(since) = self.held_since {
             wait = wait.min(MAX_HOLD.saturating_sub(now.mono.saturating_duration_since(since)));
         }
@@ -452,13 +525,20 @@ impl Delivery {
         self.spooled_in(0..u64::MAX)
     }
 
-    /// The [`Delivery::spooled`] commands with a sequence number in `seqs`.
+    /// The [`Delivery::spooled`] commands with a sequence number in `seqs`:
+    /// those queued, then those held (the order of records does not matter).
     pub fn spooled_in(&self, seqs: Range<u64>) -> impl Iterator<Item = Live<'_>> {
-        self.ledger
+        let queued = self
+            .ledger
             .iter_from(seqs.start)
             .take_while(move |(seq, _)| *seq < seqs.end)
             .filter(|(_, job)| !job.again)
-            .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice()))
+            .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice(), false));
+        let held = self
+            .hold
+            .range(seqs.start, seqs.end)
+            .map(|(seq, h)| (seq, h.job.received_wall, h.job.payload.as_slice(), true));
+        queued.chain(held)
     }
 
     /// `SPOOL_FILE`, when set.
@@ -482,6 +562,7 @@ impl Delivery {
 }
 
 mod admit;
+mod hold;
 mod shutdown;
 mod spool;
 mod write;

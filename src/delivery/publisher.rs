@@ -25,6 +25,7 @@ use crate::delivery::item::Accepted;
 use crate::delivery::policy::{
     Action, Count, Delivery, Event, Found, Now, Settings, SpoolOp, SpoolOutcome,
 };
+use crate::delivery::presence::{Held, HeldView, Presence};
 use crate::delivery::spool::{Spool, SpoolError};
 use crate::error::Error;
 use crate::mqtt::publish_link::{LinkEvent, LinkShared, StateMessages};
@@ -41,6 +42,12 @@ pub struct Publisher {
     counters: Arc<Counters>,
     /// Shared with the event loop: the in-flight count and the hand-off gate.
     link: Arc<LinkShared>,
+    /// Cameras coming online and going offline, from the device side.
+    presence: Arc<Presence>,
+    /// What is held for offline cameras, for the status file; and the
+    /// policy's change count it was last set at.
+    held_view: Arc<HeldView>,
+    held_shown: u64,
 }
 
 impl Publisher {
@@ -60,6 +67,9 @@ impl Publisher {
             spool: None,
             counters,
             link,
+            presence: Arc::default(),
+            held_view: Arc::default(),
+            held_shown: 0,
         };
         if let Some(path) = &config.spool_file {
             let actions = publisher.delivery.start(find(path), config, now());
@@ -72,6 +82,13 @@ impl Publisher {
     pub fn with_state(mut self, state: Option<StateMessages>) -> Self {
         self.delivery
             .set_state(state.map(|state| (state.topic, state.offline)));
+        self
+    }
+
+    /// Takes presence changes from `presence`, and shows what is held in `held`.
+    pub fn with_presence(mut self, presence: Arc<Presence>, held: Arc<HeldView>) -> Self {
+        self.presence = presence;
+        self.held_view = held;
         self
     }
 
@@ -130,6 +147,10 @@ impl Publisher {
                     Err(_) => link_open = false,
                 },
                 recv(intake_rx) -> _ => {},
+                recv(self.presence.bell()) -> _ => {
+                    let changes = self.presence.take();
+                    self.step(Event::Presence(changes));
+                },
                 default(wait) => {},
             }
         }
@@ -167,7 +188,7 @@ impl Publisher {
 
     /// The gauges of the status file, and the turn count that shows this
     /// thread is alive.
-    fn show_gauges(&self) {
+    fn show_gauges(&mut self) {
         let in_flight = self.delivery.in_flight();
         self.link.in_flight.store(in_flight, Ordering::Relaxed);
         let queued_bytes = self.delivery.queued_bytes() as u64;
@@ -179,6 +200,22 @@ impl Publisher {
         self.counters
             .spool_bytes
             .store(spool_bytes, Ordering::Relaxed);
+        let changes = self.delivery.hold_changes();
+        if changes != self.held_shown {
+            self.held_shown = changes;
+            let held = Held {
+                commands: self.delivery.held(),
+                bytes: self.delivery.held_bytes(),
+                by_camera: self.delivery.held_by_camera(),
+            };
+            self.counters
+                .held
+                .store(held.commands as u64, Ordering::Relaxed);
+            self.counters
+                .held_bytes
+                .store(held.bytes as u64, Ordering::Relaxed);
+            self.held_view.set(held);
+        }
     }
 
     fn step(&mut self, event: Event) {
@@ -197,6 +234,9 @@ impl Publisher {
                     if let Some(line) = line {
                         to.outbox.offer("status line", line);
                     }
+                }
+                Action::Notice { to, line } => {
+                    to.offer("status line", line);
                 }
                 Action::Spool(op) => {
                     if let Some(outcome) = self.spool(op) {
@@ -229,6 +269,12 @@ impl Publisher {
             Count::Rejected => Counters::add(&c.rejected),
             Count::Expired => Counters::add(&c.expired),
             Count::Published => Counters::add(&c.published),
+            Count::Refused => Counters::add(&c.rejected),
+            Count::ExpiredHeld => {
+                Counters::add(&c.expired);
+                Counters::add(&c.expired_held);
+            }
+            Count::Held => return,
         }
         if count != Count::Replayed {
             c.unqueue();
@@ -260,8 +306,8 @@ impl Publisher {
     fn spool(&mut self, op: SpoolOp) -> Option<SpoolOutcome> {
         let outcome = match (op, &mut self.spool) {
             (SpoolOp::Append(seqs), Some(spool)) => {
-                for (seq, received, payload) in self.delivery.spooled_in(seqs) {
-                    spool.accepted(seq, received, payload);
+                for (seq, received, payload, held) in self.delivery.spooled_in(seqs) {
+                    spool.accepted(seq, received, payload, held);
                 }
                 return None;
             }

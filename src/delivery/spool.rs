@@ -11,12 +11,16 @@
 //! ```
 //!
 //! `head_crc` is CRC-32 (IEEE) over the 7 bytes before it, `body_crc` over
-//! the body. Two kinds:
+//! the body. Three kinds:
 //!
 //! * `A` (accepted): `seq: u64 LE | received_unix_ms: u64 LE | payload`
+//! * `H` (accepted and held for a camera that was offline): as `A`
 //! * `D` (done, acknowledged or expired): `seq: u64 LE`
 //!
-//! A command is live when its `A` record has no `D` record. Accepted records
+//! A command is live when its `A` or `H` record has no `D` record. A live
+//! `H` record says its camera was offline when the command came: after a
+//! restart the camera counts as offline, and the command stays held, until
+//! the camera's next heartbeat. Accepted records
 //! are written in batches followed by one `fdatasync` (group commit): a
 //! command counts as accepted only after that sync. `D` records are written
 //! without a sync of their own; losing one after a crash only means a
@@ -59,6 +63,7 @@ const SYNC: [u8; 2] = [0xA5, 0x5A];
 /// Sync marker, kind, length, header checksum.
 const RECORD_HEAD: usize = 2 + 1 + 4 + 4;
 const KIND_ACCEPTED: u8 = b'A';
+const KIND_HELD: u8 = b'H';
 const KIND_DONE: u8 = b'D';
 /// Rewrite only when this many dead records have piled up (and outweigh the live ones)...
 const COMPACT_MIN_DEAD: u64 = 4096;
@@ -70,14 +75,17 @@ const MAX_RECORD: u32 = 32 * 1024 * 1024;
 /// Files moved aside (damaged, unreadable) kept per kind; older ones are removed.
 const KEEP_ASIDE: usize = 3;
 
-/// A live command as the spool stores it: (sequence, received, payload).
-pub type Live<'a> = (u64, SystemTime, &'a [u8]);
+/// A live command as the spool stores it: (sequence, received, payload,
+/// held for a camera that is offline).
+pub type Live<'a> = (u64, SystemTime, &'a [u8], bool);
 
 /// One live command read back at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replayed {
     pub received: SystemTime,
     pub payload: Vec<u8>,
+    /// Held for a camera that was offline (an `H` record).
+    pub held: bool,
 }
 
 /// What reading an existing spool found.
@@ -199,8 +207,8 @@ impl Spool {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(HEADER);
         let mut count = 0;
-        for (seq, received, payload) in live {
-            encode_accepted(&mut out, seq, unix_ms(received), payload);
+        for (seq, received, payload, held) in live {
+            encode_accepted(&mut out, seq, unix_ms(received), payload, held);
             count += 1;
         }
         let (tmp, mut f) = crate::ops::files::create_temp(path, crate::ops::files::SPOOL_MODE)?;
@@ -235,8 +243,8 @@ impl Spool {
     }
 
     /// Queues an accepted command; durable after the next [`Spool::sync`].
-    pub fn accepted(&mut self, seq: u64, received: SystemTime, payload: &[u8]) {
-        encode_accepted(&mut self.buf, seq, unix_ms(received), payload);
+    pub fn accepted(&mut self, seq: u64, received: SystemTime, payload: &[u8], held: bool) {
+        encode_accepted(&mut self.buf, seq, unix_ms(received), payload, held);
         self.unsynced = true;
         self.live += 1;
     }
@@ -322,11 +330,12 @@ impl Spool {
     }
 }
 
-fn encode_accepted(out: &mut Vec<u8>, seq: u64, unix_ms: u64, payload: &[u8]) {
+fn encode_accepted(out: &mut Vec<u8>, seq: u64, unix_ms: u64, payload: &[u8], held: bool) {
     let mut head = [0u8; 16];
     head[..8].copy_from_slice(&seq.to_le_bytes());
     head[8..].copy_from_slice(&unix_ms.to_le_bytes());
-    encode(out, KIND_ACCEPTED, &head, payload);
+    let kind = if held { KIND_HELD } else { KIND_ACCEPTED };
+    encode(out, kind, &head, payload);
 }
 
 fn encode(out: &mut Vec<u8>, kind: u8, head: &[u8], rest: &[u8]) {
@@ -370,7 +379,7 @@ fn decode(bytes: &[u8]) -> At<'_> {
     let kind = bytes[2];
     let len = le_u32(&bytes[3..7]);
     let plausible = match kind {
-        KIND_ACCEPTED => (16..=MAX_RECORD).contains(&len),
+        KIND_ACCEPTED | KIND_HELD => (16..=MAX_RECORD).contains(&len),
         KIND_DONE => len == 8,
         _ => false,
     };
@@ -440,12 +449,13 @@ pub fn recover(bytes: &[u8]) -> Recovery {
 
 fn apply(live: &mut BTreeMap<u64, Replayed>, kind: u8, body: &[u8]) {
     match kind {
-        KIND_ACCEPTED => {
+        KIND_ACCEPTED | KIND_HELD => {
             live.insert(
                 le_u64(&body[..8]),
                 Replayed {
                     received: UNIX_EPOCH + Duration::from_millis(le_u64(&body[8..16])),
                     payload: body[16..].to_vec(),
+                    held: kind == KIND_HELD,
                 },
             );
         }

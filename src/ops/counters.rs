@@ -22,6 +22,10 @@ pub struct Counters {
     pub queue_bytes: AtomicU64,
     /// Size of the spool file, set by the publisher (0 without one).
     pub spool_bytes: AtomicU64,
+    /// Commands held for offline cameras and their payload bytes, set by
+    /// the publisher (held commands count as queued too).
+    pub held: AtomicU64,
+    pub held_bytes: AtomicU64,
     /// Bumped by the publisher on every turn of its loop (at least once a
     /// second): the status file is only refreshed while it moves.
     pub publisher_turns: AtomicU64,
@@ -29,6 +33,8 @@ pub struct Counters {
     pub published: AtomicU64,
     pub rejected: AtomicU64,
     pub expired: AtomicU64,
+    /// Of `expired`: held for a camera that did not come back in time.
+    pub expired_held: AtomicU64,
     pub replies_routed: AtomicU64,
     pub replies_dropped: AtomicU64,
 }

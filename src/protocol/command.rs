@@ -183,17 +183,7 @@ impl Rejection {
 /// [`validate_json`] for bytes that did not come through a framer (a spooled
 /// command, a test): they are parsed first, with the framer's rules.
 pub fn validate(value: &[u8], check_fields: bool) -> Result<Command, Rejection> {
-    let mut spans = frame::Spans::default();
-    match frame::parse(value, &mut spans) {
-        Ok(json) => validate_json(json, check_fields),
-        Err(err) => {
-            let reason = match err {
-                frame::FrameError::Syntax { reason, .. } => format!("invalid JSON: {reason}"),
-                other => format!("invalid JSON: {other}"),
-            };
-            Err(Rejection::bare(reason))
-        }
-    }
+    validate_with_camera(value, check_fields, None).map(|(cmd, _)| cmd)
 }
 
 /// Turns one framed JSON value into a command. Checks, in order: object,
@@ -249,6 +239,41 @@ pub fn validate_json(json: Json<'_>, check_fields: bool) -> Result<Command, Reje
         id: object.get("id").map(frame::compact),
         payload: json.bytes().to_vec(),
     })
+}
+
+/// Longest camera id taken from a command's `PRESENCE_FIELD`, in bytes; a
+/// longer value names no camera (heartbeat ids are hex MACs).
+pub const MAX_CAMERA_BYTES: usize = 128;
+
+/// The text of the top-level string member `name` of an object (the first
+/// one, as for `type` and `unit`): for `PRESENCE_FIELD`. None when missing,
+/// not a string, empty or longer than [`MAX_CAMERA_BYTES`].
+pub fn text_field(json: &Json<'_>, name: &str) -> Option<String> {
+    let member = json
+        .members()
+        .find(|m| frame::decode_string(m.key).is_some_and(|k| k == name))?;
+    if !member.value.starts_with(b"\"") {
+        return None;
+    }
+    let text = frame::decode_string(member.value)?;
+    (!text.is_empty() && text.len() <= MAX_CAMERA_BYTES).then(|| text.into_owned())
+}
+
+/// [`validate`], with the text of the string field `presence` (see [`text_field`]).
+pub fn validate_with_camera(
+    value: &[u8],
+    check_fields: bool,
+    presence: Option<&str>,
+) -> Result<(Command, Option<String>), Rejection> {
+    let mut spans = frame::Spans::default();
+    let json = frame::parse(value, &mut spans).map_err(|err| {
+        Rejection::bare(match err {
+            frame::FrameError::Syntax { reason, .. } => format!("invalid JSON: {reason}"),
+            other => format!("invalid JSON: {other}"),
+        })
+    })?;
+    let camera = presence.and_then(|name| text_field(&json, name));
+    validate_json(json, check_fields).map(|cmd| (cmd, camera))
 }
 
 /// Whether a JSON number token is too large for a double.

@@ -12,7 +12,6 @@ use log::Level;
 use super::{Action, Count, Delivery, Durability, Now, SpoolOp, CONNECTED_BACKLOG, WINDOW};
 use crate::config::Config;
 use crate::delivery::item::Accepted;
-use crate::delivery::ledger::Weighed;
 use crate::delivery::spool::Replayed;
 use crate::ops::{redact, time};
 use crate::protocol::command;
@@ -49,34 +48,30 @@ impl Delivery {
     }
 
     /// Admits what waits, oldest first, as far as the room allows (see
-    /// [`Delivery::room`]), as one batch: one spool sync.
+    /// [`Delivery::room`]), as one batch: one spool sync. A command for a
+    /// camera that is offline is held (or refused) instead, outside the
+    /// room, unless nothing can be kept durable now.
     pub(super) fn admit_waiting(&mut self, out: &mut Vec<Action>) {
         if self.waiting.is_empty() {
             return;
         }
         let room = self.room();
-        let mut batch = Vec::new();
-        let mut weight = 0;
-        while self.has_room(room, batch.len())
-            && (batch.is_empty() || self.ledger.weight() + weight < self.settings.max_bytes)
-        {
+        let first = self.ledger.next_seq();
+        while let Some(job) = self.waiting.front() {
+            let camera = self.offline_camera(job);
+            let fits = match camera {
+                Some(_) => !matches!(self.spool, Durability::Failing { .. }),
+                // Queued commands join the ledger at once: its count and
+                // weight include those taken so far.
+                None => self.has_room(room, 0),
+            };
+            if !fits {
+                break;
+            }
             let Some(job) = self.waiting.pop_front() else {
                 break;
             };
             self.waiting_bytes -= job.payload.len();
-            weight += job.weight();
-            batch.push(job);
-        }
-        if !batch.is_empty() {
-            self.admit(batch, out);
-        }
-    }
-
-    /// Queues a batch: spooled and synced first (when there is a spool),
-    /// then logged as accepted (see [`Delivery::batch_settled`]).
-    fn admit(&mut self, batch: Vec<Accepted>, out: &mut Vec<Action>) {
-        let first = self.ledger.next_seq();
-        for job in batch {
             self.log(out, Level::Debug, || {
                 format!(
                     "payload of {}: {}",
@@ -84,9 +79,28 @@ impl Delivery {
                     redact::payload(&job.payload)
                 )
             });
-            self.ledger.push(job);
+            match camera {
+                Some(camera) => {
+                    let seq = self.ledger.next_seq();
+                    if self.hold_or_refuse(seq, job, camera, out) {
+                        self.ledger.skip_seq();
+                    }
+                }
+                None => {
+                    self.ledger.push(job);
+                }
+            }
         }
         let batch = first..self.ledger.next_seq();
+        if !batch.is_empty() {
+            self.admit(batch, out);
+        }
+    }
+
+    /// Makes a batch just queued or held durable: spooled and synced first
+    /// (when there is a spool), then logged as accepted (see
+    /// [`Delivery::batch_settled`]).
+    fn admit(&mut self, batch: Range<u64>, out: &mut Vec<Action>) {
         if matches!(self.spool, Durability::Writing) {
             out.push(Action::Spool(SpoolOp::Append(batch.clone())));
             out.push(Action::Spool(SpoolOp::Sync));
@@ -101,12 +115,13 @@ impl Delivery {
     pub(super) fn batch_settled(&mut self, batch: Range<u64>, out: &mut Vec<Action>) {
         if !matches!(self.spool, Durability::Writing) && !self.ledger.link_up() {
             // Neither durable nor publishable now: not accepted yet.
-            let unconfirmed: Vec<u64> = self
+            let mut unconfirmed: Vec<u64> = self
                 .ledger
                 .iter_from(batch.start)
                 .map(|(seq, _)| seq)
                 .take_while(|seq| *seq < batch.end)
                 .collect();
+            unconfirmed.extend(self.hold.range(batch.start, batch.end).map(|(seq, _)| seq));
             let n = unconfirmed.len();
             self.log(out, Level::Error, || {
                 format!(
@@ -121,19 +136,25 @@ impl Delivery {
         self.log_accepted(batch, out);
     }
 
-    /// The "accepted" line of each command in `seqs` still queued.
+    /// The "accepted" line of each command in `seqs` still queued, and
+    /// the "held" lines (log and status) of those held.
     pub(super) fn log_accepted(&self, seqs: impl IntoIterator<Item = u64>, out: &mut Vec<Action>) {
-        if Level::Info > self.settings.log_level {
-            return;
-        }
+        let from = |job: &Accepted| match job.peer {
+            Some(peer) => peer.to_string(),
+            None => "spool".to_string(),
+        };
         for seq in seqs {
+            if let Some(held) = self.hold.get(seq) {
+                self.announce_held(seq, &from(&held.job), out);
+                continue;
+            }
+            if Level::Info > self.settings.log_level {
+                continue;
+            }
             let Some(job) = self.ledger.get(seq) else {
                 continue;
             };
-            let from = match job.peer {
-                Some(peer) => peer.to_string(),
-                None => "spool".to_string(),
-            };
+            let from = from(job);
             out.push(Action::Log(
                 Level::Info,
                 format!(
@@ -168,29 +189,28 @@ impl Delivery {
         for r in live {
             out.push(Action::Count(Count::Replayed));
             let age = time::age(r.received, now.wall);
+            let held = r.held;
             let Some(job) = self.revive(r, config, age, now, out) else {
                 out.push(Action::Count(Count::Rejected));
                 continue;
             };
-            match (age, self.settings.ttl) {
+            let kind = job.kind.as_str();
+            match (age, self.settings.ttl_for(kind)) {
                 (Some(age), Some(ttl)) if age > ttl => {
                     out.push(Action::Count(Count::Expired));
+                    let which = self.settings.ttl_key(kind);
                     self.log(out, Level::Warn, || {
                         format!(
-                            "expired {} for unit {} after {} s in the spool (COMMAND_TTL {} s): not published",
-                            job.kind.as_str(),
+                            "expired {kind} for unit {} after {} s in the spool ({which} {} s): not published",
                             job.unit,
                             age.as_secs(),
                             ttl.as_secs()
                         )
                     });
                 }
-                (None, _) => {
-                    unknown_age += 1;
-                    self.ledger.push(job);
-                }
-                (Some(_), _) => {
-                    self.ledger.push(job);
+                (age, _) => {
+                    unknown_age += usize::from(age.is_none());
+                    self.requeue(job, held, out);
                 }
             }
         }
@@ -218,8 +238,9 @@ impl Delivery {
         now: Now,
         out: &mut Vec<Action>,
     ) -> Option<Accepted> {
-        let cmd = match command::validate(&r.payload, false) {
-            Ok(cmd) => cmd,
+        let presence = self.settings.presence_field.as_deref();
+        let (cmd, camera) = match command::validate_with_camera(&r.payload, false, presence) {
+            Ok(found) => found,
             Err(rejection) => {
                 self.log(out, Level::Warn, || {
                     format!("spool: skipping a command that no longer validates: {rejection}")
@@ -230,6 +251,25 @@ impl Delivery {
         let received = age
             .and_then(|age| now.mono.checked_sub(age))
             .unwrap_or(now.mono);
-        Some(Accepted::new(cmd, config, received, r.received))
+        let mut job = Accepted::new(cmd, config, received, r.received);
+        job.camera = camera;
+        Some(job)
+    }
+
+    /// Queues a replayed command, or holds it again when it was held: its
+    /// camera was offline then and counts as offline until its heartbeat.
+    fn requeue(&mut self, job: Accepted, held: bool, out: &mut Vec<Action>) {
+        let camera = job.camera.as_deref().map(str::to_ascii_lowercase);
+        if let Some(camera) = camera.filter(|_| held && self.settings.hold_offline) {
+            if !self.hold.is_offline(&camera) {
+                self.presence(vec![(camera.clone(), false)], out);
+            }
+            let seq = self.ledger.next_seq();
+            if self.hold_or_refuse(seq, job, camera, out) {
+                self.ledger.skip_seq();
+            }
+            return;
+        }
+        self.ledger.push(job);
     }
 }

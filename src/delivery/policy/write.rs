@@ -27,7 +27,7 @@ impl Delivery {
         let mut qos0 = Vec::new();
         let mut confirmed = Vec::new();
         while let Some((seq, job)) = self.ledger.next_due() {
-            let ttl = self.settings.ttl;
+            let ttl = self.settings.ttl_for(job.kind.as_str());
             if let Some(ttl) =
                 ttl.filter(|ttl| now.mono.saturating_duration_since(job.received) > *ttl)
             {
@@ -237,21 +237,22 @@ impl Delivery {
         }
         let age = now.mono.saturating_duration_since(job.received).as_secs();
         let ttl = ttl.as_secs();
+        let which = self.settings.ttl_key(job.kind.as_str());
         self.log(out, Level::Warn, || {
             format!(
-                "expired {} for unit {} after {age} s in the queue (COMMAND_TTL {ttl} s): not published",
+                "expired {} for unit {} after {age} s in the queue ({which} {ttl} s): not published",
                 job.kind.as_str(),
                 job.unit,
             )
         });
-        let error = format!("expired after {age} s (COMMAND_TTL {ttl} s)");
+        let error = format!("expired after {age} s ({which} {ttl} s)");
         report(&mut job, Some(&error), out);
     }
 }
 
 /// The status line `job` owes its connection, if that wants it (errors
 /// always, `ok` only when asked for); its claim on a line ends either way.
-fn report(job: &mut Accepted, error: Option<&str>, out: &mut Vec<Action>) {
+pub(super) fn report(job: &mut Accepted, error: Option<&str>, out: &mut Vec<Action>) {
     let Some(to) = job.reply.take() else {
         return;
     };

@@ -120,7 +120,7 @@ fn garbage_between_records_is_skipped() {
     let mut bytes = image(&[accepted(1, b"one")]);
     bytes.extend_from_slice(b"\xA5\x5Agarbage that looks like a start\xA5");
     let mut rest = Vec::new();
-    encode_accepted(&mut rest, 2, 1000, b"two");
+    encode_accepted(&mut rest, 2, 1000, b"two", false);
     bytes.extend_from_slice(&rest);
     let r = recover(&bytes);
     assert_eq!(payloads(&r), vec![&b"one"[..], b"two"]);
@@ -188,9 +188,9 @@ fn open_append_sync_and_reopen_round_trip() {
     assert!(Spool::read(&path).unwrap().live.is_empty());
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
-    spool.accepted(0, t, b"first");
-    spool.accepted(1, t, b"second");
-    spool.accepted(2, t, b"third");
+    spool.accepted(0, t, b"first", false);
+    spool.accepted(1, t, b"second", false);
+    spool.accepted(2, t, b"third", false);
     spool.done(1);
     spool.sync().unwrap();
     assert_eq!(spool.bytes(), std::fs::metadata(&path).unwrap().len());
@@ -203,7 +203,7 @@ fn open_append_sync_and_reopen_round_trip() {
         .live
         .iter()
         .enumerate()
-        .map(|(i, r)| (i as u64, r.received, r.payload.as_slice()));
+        .map(|(i, r)| (i as u64, r.received, r.payload.as_slice(), false));
     let _spool = Spool::create(&path, live).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let again = recover(&bytes);
@@ -227,7 +227,7 @@ fn a_deleted_truncated_or_replaced_file_is_noticed_at_the_next_write() {
     let now = SystemTime::now();
     for how in ["delete", "truncate", "replace"] {
         let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
-        spool.accepted(0, now, b"x");
+        spool.accepted(0, now, b"x", false);
         spool.sync().unwrap();
         match how {
             "delete" => std::fs::remove_file(&path).unwrap(),
@@ -242,7 +242,7 @@ fn a_deleted_truncated_or_replaced_file_is_noticed_at_the_next_write() {
                 std::fs::write(&path, HEADER).unwrap();
             }
         }
-        spool.accepted(1, now, b"y");
+        spool.accepted(1, now, b"y", false);
         match spool.sync() {
             Err(SpoolError::Lost(why)) => assert!(!why.is_empty(), "{how}"),
             other => panic!("{how}: {other:?}"),
@@ -279,14 +279,14 @@ fn compaction_cuts_the_file_back_when_nothing_is_live() {
     let path = scratch("compact");
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
-    spool.accepted(0, now, b"x");
+    spool.accepted(0, now, b"x", false);
     spool.sync().unwrap();
     spool.done(0);
     assert!(spool.wants_compaction());
     spool.compact(std::iter::empty()).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), HEADER);
     // Appending after the cut still yields a valid file, and is not taken for a truncation.
-    spool.accepted(1, now, b"y");
+    spool.accepted(1, now, b"y", false);
     spool.sync().unwrap();
     assert_eq!(
         payloads(&recover(&std::fs::read(&path).unwrap())),
@@ -300,15 +300,15 @@ fn compaction_rewrites_when_dead_records_pile_up() {
     let path = scratch("rewrite");
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
-    spool.accepted(0, now, b"keep");
+    spool.accepted(0, now, b"keep", false);
     for seq in 1..=COMPACT_MIN_DEAD {
-        spool.accepted(seq, now, b"gone");
+        spool.accepted(seq, now, b"gone", false);
         spool.done(seq);
     }
     spool.sync().unwrap();
     assert!(spool.wants_compaction());
     spool
-        .compact(std::iter::once((0, now, &b"keep"[..])))
+        .compact(std::iter::once((0, now, &b"keep"[..], false)))
         .unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert!(
@@ -326,10 +326,10 @@ fn compaction_rewrites_when_a_few_large_dead_records_take_megabytes() {
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
     let big = vec![b'x'; 60 * 1024];
-    spool.accepted(0, now, b"keep");
+    spool.accepted(0, now, b"keep", false);
     let mut seq = 1;
     while spool.bytes() < COMPACT_MIN_BYTES {
-        spool.accepted(seq, now, &big);
+        spool.accepted(seq, now, &big, false);
         spool.done(seq);
         seq += 1;
     }
@@ -340,7 +340,7 @@ fn compaction_rewrites_when_a_few_large_dead_records_take_megabytes() {
     );
     assert!(spool.wants_compaction());
     spool
-        .compact(std::iter::once((0, now, &b"keep"[..])))
+        .compact(std::iter::once((0, now, &b"keep"[..], false)))
         .unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() < 100);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());

@@ -1062,3 +1062,35 @@ fn config_knows_the_same_command_types() {
     let names: Vec<&str> = CommandType::ALL.iter().map(|t| t.as_str()).collect();
     assert_eq!(names, crate::config::COMMAND_TYPES);
 }
+
+#[test]
+fn the_camera_field_is_read_when_it_is_a_short_string() {
+    let camera = |text: &str| {
+        validate_with_camera(text.as_bytes(), true, Some("camera"))
+            .unwrap()
+            .1
+    };
+    assert_eq!(
+        camera(r#"{"type":"IMG","unit":"MS500-H090-EP-2549-0038","camera":"30eda0e27100"}"#)
+            .as_deref(),
+        Some("30eda0e27100")
+    );
+    assert_eq!(
+        camera(r#"{"type":"IMG","unit":"a","camera":"a\u0062"}"#).as_deref(),
+        Some("ab")
+    );
+    assert_eq!(camera(r#"{"type":"IMG","unit":"a"}"#), None);
+    assert_eq!(camera(r#"{"type":"IMG","unit":"a","camera":12}"#), None);
+    assert_eq!(camera(r#"{"type":"IMG","unit":"a","camera":""}"#), None);
+    let long = "c".repeat(MAX_CAMERA_BYTES + 1);
+    assert_eq!(
+        camera(&format!(r#"{{"type":"IMG","unit":"a","camera":"{long}"}}"#)),
+        None
+    );
+    assert_eq!(
+        validate_with_camera(br#"{"type":"IMG","unit":"a","camera":"x"}"#, true, None)
+            .unwrap()
+            .1,
+        None
+    );
+}
