@@ -27,6 +27,7 @@ use crate::backend::routes::ReplyRoutes;
 use crate::backend::session::Shared;
 use crate::config::Config;
 use crate::delivery::item::Accepted;
+use crate::delivery::presence::{HeldView, Presence};
 use crate::delivery::publisher::Publisher;
 use crate::devices::link::DeviceLink;
 use crate::devices::table::DeviceTable;
@@ -67,6 +68,10 @@ struct Wiring {
     devices: Arc<Mutex<DeviceTable>>,
     link: Arc<LinkShared>,
     routes: ReplyRoutes,
+    /// Cameras coming and going, for the publisher's hold.
+    presence: Arc<Presence>,
+    /// What the publisher holds for offline cameras, for the status file.
+    held: Arc<HeldView>,
     /// Set on SIGINT/SIGTERM: no new backends, no new commands.
     intake: Stop,
     /// Set by the publisher once it has flushed or given up: the links end.
@@ -114,13 +119,19 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let log = start_logging(&config)?;
     log_start_warnings(&config, source.as_deref(), no_core_dumps);
     let wiring = Wiring::new(config, started);
-    let mut status = StatusWriter::new(&wiring.config, started, Arc::clone(&wiring.link));
+    let mut status = StatusWriter::new(
+        &wiring.config,
+        started,
+        Arc::clone(&wiring.link),
+        Arc::clone(&wiring.held),
+    );
     // Reads the spool; a bad one never stops the start (only configuration does).
     let publisher = Publisher::new(
         &wiring.config,
         Arc::clone(&wiring.counters),
         Arc::clone(&wiring.link),
-    )?;
+    )?
+    .with_presence(Arc::clone(&wiring.presence), Arc::clone(&wiring.held));
     // Then bind: "cannot listen" (exit 4) comes after every configuration check,
     // and STATUS_FILE and METRICS_FILE are written only once the socket is ours.
     let socket = listener::bind(&wiring.config.socket_host, wiring.config.socket_port)?;
@@ -179,6 +190,8 @@ impl Wiring {
         Wiring {
             devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
             routes: ReplyRoutes::new(config.max_devices),
+            presence: Arc::default(),
+            held: Arc::default(),
             config,
             started,
             counters,
@@ -267,6 +280,7 @@ impl Wiring {
             routes: self.routes.clone(),
             counters: Arc::clone(&self.counters),
             devices: Arc::clone(&self.devices),
+            presence: Arc::clone(&self.presence),
             broker_in_use: Arc::clone(&self.link.broker_in_use),
             stop: self.link_stop.clone(),
         };
@@ -344,7 +358,7 @@ impl Running {
 
     fn every_second(&mut self) {
         let w = &self.wiring;
-        sweep_devices(&w.devices, &w.config);
+        sweep_devices(&w.devices, &w.config, &w.presence);
         log_limit::tick();
         self.status.tick(&w.config, &w.counters, &w.devices);
     }
@@ -451,7 +465,7 @@ fn watch_signals(signals: &sys::HandledSignals, tx: &crossbeam_channel::Sender<R
 
 /// Once a second on the main thread: devices gone silent are logged offline
 /// once; devices forgotten because the table is full, once a minute at most.
-fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
+fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Presence) {
     let timeout = config.device_timeout;
     let now = Instant::now();
     let (gone, forgotten) = {
@@ -465,6 +479,7 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
         );
     }
     for (id, silent) in gone {
+        presence.report(&id, false);
         log::warn!(
             "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",
             silent.as_secs(),

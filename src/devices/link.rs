@@ -29,6 +29,7 @@ use rumqttc::Transport;
 
 use crate::backend::routes::ReplyRoutes;
 use crate::config::{self, Config};
+use crate::delivery::presence::Presence;
 use crate::devices::heartbeat;
 use crate::devices::table::{DeviceTable, Seen};
 use crate::mqtt::backoff::Backoff;
@@ -56,6 +57,8 @@ pub struct DeviceLink {
     pub routes: ReplyRoutes,
     pub counters: Arc<Counters>,
     pub devices: Arc<Mutex<DeviceTable>>,
+    /// Told when a camera comes online: the publisher releases what it holds for it.
+    pub presence: Arc<Presence>,
     /// The broker the publish link is on: this link follows it.
     pub broker_in_use: Arc<InUse>,
     pub stop: Stop,
@@ -282,8 +285,9 @@ impl DeviceLink {
         match seen {
             Seen::New => log::info!("device {device} online (first heartbeat since start)"),
             Seen::BackOnline => log::info!("device {device} is back online"),
-            Seen::Again => {}
+            Seen::Again => return,
         }
+        self.presence.report(device, true);
     }
 }
 
@@ -364,6 +368,7 @@ mod tests {
             client_id: "gw-sub".into(),
             transport: Transport::tcp(),
             counters: Arc::new(Counters::default()),
+            presence: Arc::default(),
             broker_in_use: Arc::default(),
             stop: Stop::new(),
         }

@@ -60,8 +60,8 @@ pub fn render(s: &Snapshot<'_>) -> String {
     out
 }
 
-/// The queue, the broker link, the device table, the spool and the build.
-fn gauges(s: &Snapshot<'_>) -> [Metric; 7] {
+/// The queue, the hold, the broker link, the device table, the spool and the build.
+fn gauges(s: &Snapshot<'_>) -> [Metric; 10] {
     let c = s.counters;
     let online = s.devices.online as u64;
     let offline = (s.devices.total - s.devices.online) as u64;
@@ -76,6 +76,32 @@ fn gauges(s: &Snapshot<'_>) -> [Metric; 7] {
             "Bytes of commands held in memory.",
             c.queue_bytes.load(Relaxed),
         ),
+        Metric::gauge(
+            "commands_held",
+            "Commands held for cameras that are offline (also in queue_depth).",
+            s.held.commands as u64,
+        ),
+        Metric::gauge(
+            "held_bytes",
+            "Bytes of the commands held for cameras that are offline.",
+            s.held.bytes as u64,
+        ),
+        Metric {
+            samples: vec![
+                (
+                    "{reason=\"queued\"}".into(),
+                    c.expired
+                        .load(Relaxed)
+                        .saturating_sub(c.expired_held.load(Relaxed)),
+                ),
+                ("{reason=\"held\"}".into(), c.expired_held.load(Relaxed)),
+            ],
+            ..Metric::counter(
+                "commands_expired_by_reason_total",
+                "Commands dropped after their lifetime, by where they waited: in the queue (broker away) or held for an offline camera.",
+                0,
+            )
+        },
         Metric::gauge(
             "broker_connected",
             "1 while the connection commands are published on is up.",
@@ -138,6 +164,7 @@ mod tests {
                 online: 2,
                 forgotten: 0,
             },
+            held: Default::default(),
         });
         assert!(
             text.contains("ms500_relay_commands_received_total 2\n"),
@@ -162,7 +189,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(helped, 13);
+        assert_eq!(helped, 16);
     }
 
     #[test]
@@ -181,6 +208,7 @@ mod tests {
                 online: 0,
                 forgotten: 0,
             },
+            held: Default::default(),
         });
         let names: Vec<&str> = text
             .lines()
@@ -197,6 +225,9 @@ mod tests {
                 "replies_dropped_total counter",
                 "queue_depth gauge",
                 "queue_bytes gauge",
+                "commands_held gauge",
+                "held_bytes gauge",
+                "commands_expired_by_reason_total counter",
                 "broker_connected gauge",
                 "broker_reconnects_total counter",
                 "devices gauge",

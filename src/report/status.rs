@@ -5,6 +5,7 @@
 //! is alive. `ms500-relay status` reads it back and prints it for people.
 //! Rendering and reading are pure functions of the snapshot and the clock.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::delivery::policy::HeldFor;
+use crate::delivery::presence::Held;
 use crate::devices::heartbeat;
 use crate::devices::table::TableSnapshot;
 use crate::error::Error;
@@ -35,6 +38,8 @@ pub struct Snapshot<'a> {
     /// The broker in use (or being tried), `host:port`.
     pub broker: String,
     pub devices: TableSnapshot,
+    /// What the publisher holds for offline cameras.
+    pub held: Held,
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
@@ -46,12 +51,19 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         .iter()
         .map(|(counted, v)| (counted.key.to_string(), json!(v)))
         .collect();
+    let held_for: HashMap<String, &HeldFor> = s
+        .held
+        .by_camera
+        .iter()
+        .map(|h| (h.camera.to_ascii_lowercase(), h))
+        .collect();
     let devices: Vec<Value> = s
         .devices
         .shown
         .iter()
         .map(|d| {
             let h = &d.status;
+            let held = held_for.get(&d.id.to_ascii_lowercase());
             json!({
                 "id": d.id,
                 "online": d.online,
@@ -68,6 +80,23 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
                 "spi_fps": h.spi_fps,
                 "lte_signal": h.lte_signal,
                 "timestamp": h.timestamp,
+                "held": held.map_or(0, |h| h.commands),
+                "held_oldest_age_s": held.map(|h| age_s(h.oldest, s.now)),
+            })
+        })
+        .collect();
+    let held_cameras: Vec<Value> = s
+        .held
+        .by_camera
+        .iter()
+        .take(DEVICES_SHOWN)
+        .map(|h| {
+            json!({
+                "camera": heartbeat::shown(&h.camera),
+                "held": h.commands,
+                "oldest": iso8601(h.oldest),
+                "oldest_unix": unix(h.oldest),
+                "oldest_age_s": age_s(h.oldest, s.now),
             })
         })
         .collect();
@@ -91,6 +120,9 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "queue_depth": s.counters.queued.load(Relaxed),
         "queue_bytes": s.counters.queue_bytes.load(Relaxed),
         "spool_bytes": s.counters.spool_bytes.load(Relaxed),
+        "held": s.held.commands,
+        "held_bytes": s.held.bytes,
+        "held_cameras": held_cameras,
         "broker_reconnects": s.counters.broker_connections.load(Relaxed).saturating_sub(1),
         "counters": counters,
         "devices_total": s.devices.total,
@@ -100,6 +132,11 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "devices_forgotten": s.devices.forgotten,
         "devices": devices,
     })
+}
+
+/// Seconds from `t` to `now` (0 when the clock says `t` is later).
+fn age_s(t: SystemTime, now: SystemTime) -> u64 {
+    now.duration_since(t).unwrap_or_default().as_secs()
 }
 
 /// Replaces `path` atomically with the snapshot.
@@ -168,6 +205,7 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
     let fresh = headline(&mut r, v, now_unix, default_interval);
     let broker_away = broker_line(&mut r, v, now_unix);
     let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
+    held_lines(&mut r, v);
     let counters: Vec<String> = COUNTED
         .iter()
         .map(|counted| {
@@ -256,6 +294,27 @@ fn broker_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
     broker_away
 }
 
+/// What is held for offline cameras: the totals, then a line per camera.
+fn held_lines(r: &mut String, v: &Value) {
+    let held = v["held"].as_u64().unwrap_or(0);
+    let cameras = v["held_cameras"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(
+        r,
+        "held for offline cameras: {held} commands, {} bytes, for {} cameras",
+        v["held_bytes"].as_u64().unwrap_or(0),
+        cameras.len()
+    );
+    for c in &cameras {
+        let _ = writeln!(
+            r,
+            "  camera {}: {} held, the oldest for {}",
+            heartbeat::shown(c["camera"].as_str().unwrap_or("?")),
+            c["held"].as_u64().unwrap_or(0),
+            human(c["oldest_age_s"].as_u64().unwrap_or(0))
+        );
+    }
+}
+
 /// How many devices, how many online, and how many are listed (`listed`).
 fn devices_line(r: &mut String, v: &Value, listed: usize) {
     let total = v["devices_total"].as_u64().unwrap_or(listed as u64);
@@ -274,7 +333,7 @@ fn devices_line(r: &mut String, v: &Value, listed: usize) {
     let _ = writeln!(r);
 }
 
-const DEVICE_COLUMNS: [&str; 9] = [
+const DEVICE_COLUMNS: [&str; 10] = [
     "DEVICE",
     "ONLINE",
     "LAST SEEN",
@@ -284,11 +343,12 @@ const DEVICE_COLUMNS: [&str; 9] = [
     "SENSE",
     "VIDEO",
     "SPI",
+    "HELD",
 ];
 
 /// The listed devices as a table, each column as wide as its widest cell.
 fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
-    let rows: Vec<[String; 9]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
+    let rows: Vec<[String; 10]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
     let mut widths = DEVICE_COLUMNS.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -308,7 +368,7 @@ fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
     }
 }
 
-fn device_row(d: &Value, now_unix: u64) -> [String; 9] {
+fn device_row(d: &Value, now_unix: u64) -> [String; 10] {
     let seen = d["last_seen_unix"]
         .as_u64()
         .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
@@ -326,6 +386,10 @@ fn device_row(d: &Value, now_unix: u64) -> [String; 9] {
         unit(&d["sense_temp"], "C"),
         unit(&d["video_fps"], "fps"),
         unit(&d["spi_fps"], "fps"),
+        match (d["held"].as_u64(), d["held_oldest_age_s"].as_u64()) {
+            (Some(n), Some(age)) if n > 0 => format!("{n} ({})", human(age)),
+            _ => "-".into(),
+        },
     ]
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
+use crate::delivery::presence::HeldView;
 use crate::devices::table::DeviceTable;
 use crate::mqtt::publish_link::LinkShared;
 use crate::ops::counters::Counters;
@@ -20,6 +21,8 @@ pub struct StatusWriter {
     started: SystemTime,
     /// Where the broker in use is read from.
     link: Arc<LinkShared>,
+    /// What the publisher holds for offline cameras.
+    held: Arc<HeldView>,
     last: Option<Instant>,
     interval: Duration,
     /// A write failed, or the publisher was found stuck: logged once.
@@ -29,10 +32,16 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub fn new(config: &Config, started: SystemTime, link: Arc<LinkShared>) -> Self {
+    pub fn new(
+        config: &Config,
+        started: SystemTime,
+        link: Arc<LinkShared>,
+        held: Arc<HeldView>,
+    ) -> Self {
         StatusWriter {
             started,
             link,
+            held,
             last: None,
             interval: config.status_interval,
             failing: false,
@@ -104,6 +113,7 @@ impl StatusWriter {
             counters,
             broker,
             devices,
+            held: self.held.get(),
         };
         let mut failed = Vec::new();
         if let Some(path) = &config.status_file {
@@ -132,7 +142,7 @@ mod tests {
     fn writer(interval: u64) -> StatusWriter {
         let config = crate::config::parse(&format!("STATUS_INTERVAL={interval}\n"), "test")
             .expect("a test configuration");
-        StatusWriter::new(&config, SystemTime::now(), Arc::default())
+        StatusWriter::new(&config, SystemTime::now(), Arc::default(), Arc::default())
     }
 
     fn secs(s: u64) -> Duration {

@@ -1,4 +1,6 @@
 use super::*;
+use crate::delivery::policy::HeldFor;
+use crate::delivery::presence::Held;
 use crate::devices::heartbeat::Heartbeat;
 use crate::devices::table::DeviceSnapshot;
 use std::time::Duration;
@@ -30,6 +32,7 @@ fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
             total,
             forgotten: 7,
         },
+        held: Default::default(),
     })
 }
 
@@ -189,4 +192,67 @@ fn a_broker_away_longer_than_two_keepalives_is_its_own_health() {
     );
     v["broker"]["connected"] = json!(true);
     assert_eq!(render(&v, at(1_000_005), 5).1, Health::Healthy);
+}
+
+#[test]
+fn held_commands_show_per_device_in_totals_and_per_camera() {
+    let config = Config::default();
+    let counters = Counters::default();
+    let now = 1_000_000;
+    let devices = vec![DeviceSnapshot {
+        id: "A0B1C2D3E4F5".into(),
+        online: false,
+        last_seen: at(now - 600),
+        status: Heartbeat::default(),
+    }];
+    let held = Held {
+        commands: 3,
+        bytes: 420,
+        by_camera: vec![
+            HeldFor {
+                camera: "a0b1c2d3e4f5".into(),
+                commands: 2,
+                oldest: at(now - 7200),
+            },
+            HeldFor {
+                camera: "never-seen-since-start".into(),
+                commands: 1,
+                oldest: at(now - 60),
+            },
+        ],
+    };
+    let v = to_json(&Snapshot {
+        config: &config,
+        started: at(now - 9000),
+        now: at(now),
+        counters: &counters,
+        broker: "127.0.0.1:1883".into(),
+        devices: TableSnapshot {
+            online: 0,
+            total: 1,
+            shown: devices,
+            forgotten: 0,
+        },
+        held,
+    });
+    assert_eq!(v["held"], 3);
+    assert_eq!(v["held_bytes"], 420);
+    assert_eq!(v["devices"][0]["held"], 2, "matched ignoring case");
+    assert_eq!(v["devices"][0]["held_oldest_age_s"], 7200);
+    assert_eq!(v["held_cameras"][1]["camera"], "never-seen-since-start");
+    assert_eq!(v["held_cameras"][1]["oldest_age_s"], 60);
+    let (report, _) = render(&v, at(now), 5);
+    assert!(
+        report.contains("held for offline cameras: 3 commands, 420 bytes, for 2 cameras"),
+        "{report}"
+    );
+    assert!(
+        report.contains("  camera a0b1c2d3e4f5: 2 held, the oldest for 2h 00m"),
+        "{report}"
+    );
+    let row = report
+        .lines()
+        .find(|l| l.starts_with("A0B1C2D3E4F5"))
+        .expect("the device's row");
+    assert!(row.ends_with("2 (2h 00m)"), "{report}");
 }
