@@ -148,7 +148,7 @@ impl DeviceLink {
         log::info!("device link connected to broker {broker}");
         retries.failures.connected();
         let filters = [
-            Filter::new(self.config.heartbeat_topic.as_str(), QoS::AtMostOnce),
+            Filter::new(self.config.heartbeat_topic.as_str(), QoS::AtLeastOnce),
             Filter::new(self.config.reply_topic.as_str(), QoS::AtLeastOnce),
         ];
         if let Err(e) = client.try_subscribe_many(filters) {

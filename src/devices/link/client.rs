@@ -11,9 +11,11 @@
 //!   drops a larger message for this client instead of sending it; without
 //!   it one oversized retained heartbeat would break the link on every
 //!   subscribe.
-//! - Sessions are not kept (clean start, expiry 0): subscriptions are made
-//!   again on every CONNACK, and nothing waits in the broker for a relay that
-//!   is away.
+//! - The session is kept for [`SESSION_EXPIRY`] (clean start off, a stable
+//!   client id, QoS 1 subscriptions): a heartbeat or a reply a camera
+//!   publishes while this link is away (a cut connection, a restart) waits
+//!   in the broker and arrives when it is back. Subscriptions are still made
+//!   again on every CONNACK: the broker may have expired the session.
 //! - The request channel holds [`REQUESTS`] requests; the link thread only
 //!   queues subscriptions and a disconnect, with `try_` calls that never
 //!   block the thread that polls the connection.
@@ -33,6 +35,11 @@ pub const MAX_DEVICE_MESSAGE: u32 = 1024 * 1024;
 /// Outgoing packet ids (see the module doc).
 pub const PACKET_IDS: u16 = 16;
 
+/// How long the broker keeps the device link's session while it is away:
+/// a broker or network hiccup, a relay restart or a watchdog replacing it
+/// fit in it; a relay gone for good costs the broker nothing after it.
+pub const SESSION_EXPIRY: u32 = 300;
+
 /// Capacity of rumqttc's request channel.
 pub const REQUESTS: usize = 16;
 
@@ -45,8 +52,8 @@ pub fn options(
 ) -> MqttOptions {
     let mut opts = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     opts.set_keep_alive(config.mqtt_keepalive);
-    opts.set_clean_start(true);
-    opts.set_session_expiry_interval(Some(0));
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(SESSION_EXPIRY));
     opts.set_max_packet_size(Some(MAX_DEVICE_MESSAGE));
     opts.set_outgoing_inflight_upper_limit(PACKET_IDS);
     if let Some(user) = &config.mqtt_username {
