@@ -72,6 +72,13 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     stream.write_all(&input)?;
     stream.flush()?;
     let seen = print_replies(stream, want, wait)?;
+    if seen.held > 0 {
+        log::warn!(
+            "{} of {want} commands are held in the relay for cameras that are offline: \
+             published when each camera's heartbeat returns",
+            seen.held
+        );
+    }
     if seen.errors > 0 {
         return Err(Error::runtime(format!(
             "{} of {want} commands were refused or expired",
@@ -105,8 +112,11 @@ fn target(config: &Config) -> Result<SocketAddr, Error> {
 
 #[derive(Debug, Default)]
 struct Seen {
+    /// Lines that settle a command for `send`: ok, error, or held (the
+    /// relay keeps it for a camera that is offline; its ok comes later).
     status_lines: usize,
     errors: usize,
+    held: usize,
     /// SCS/UDS the broker took: each may get a device reply.
     replies_due: usize,
     replies: usize,
@@ -116,7 +126,7 @@ impl Seen {
     /// Counts one line: a status line or a device reply.
     fn note(&mut self, line: &[u8]) {
         match status_line(line) {
-            Some((true, kind)) => {
+            Some((Status::Ok, kind)) => {
                 self.status_lines += 1;
                 if kind
                     .as_deref()
@@ -126,9 +136,13 @@ impl Seen {
                     self.replies_due += 1;
                 }
             }
-            Some((false, _)) => {
+            Some((Status::Error, _)) => {
                 self.status_lines += 1;
                 self.errors += 1;
+            }
+            Some((Status::Held, _)) => {
+                self.status_lines += 1;
+                self.held += 1;
             }
             None => self.replies += 1,
         }
@@ -139,21 +153,30 @@ impl Seen {
     }
 }
 
-/// (ok, type) of a status line: an object with `status` ("ok" or "error"),
-/// `type` and `unit`, and nothing but `id` and `error` besides. A device
-/// reply is anything else.
-fn status_line(line: &[u8]) -> Option<(bool, Option<String>)> {
+/// What a status line says of its command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Error,
+    Held,
+}
+
+/// (status, type) of a status line: an object with `status` ("ok", "error"
+/// or "held"), `type` and `unit`, and nothing but `id`, `error` and
+/// `camera` besides. A device reply is anything else.
+fn status_line(line: &[u8]) -> Option<(Status, Option<String>)> {
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(line) else {
         return None;
     };
-    let known = ["status", "type", "unit", "id", "error"];
+    let known = ["status", "type", "unit", "id", "error", "camera"];
     if !v.keys().all(|k| known.contains(&k.as_str())) || !v.contains_key("unit") {
         return None;
     }
     let kind = v.get("type")?.as_str().map(str::to_string);
     match v.get("status")?.as_str()? {
-        "ok" => Some((true, kind)),
-        "error" => Some((false, kind)),
+        "ok" => Some((Status::Ok, kind)),
+        "error" => Some((Status::Error, kind)),
+        "held" => Some((Status::Held, kind)),
         _ => None,
     }
 }
@@ -262,5 +285,8 @@ mod tests {
         assert_eq!(seen.replies_due, 1);
         assert!(seen.complete(3));
         assert!(!seen.complete(4));
+        seen.note(br#"{"status":"held","type":"FMW","unit":"u","id":8,"camera":"a0b1"}"#);
+        assert_eq!((seen.status_lines, seen.held, seen.replies), (4, 1, 2));
+        assert!(seen.complete(4), "a held command is settled for send");
     }
 }
