@@ -317,13 +317,15 @@ impl Publisher {
         if let Some(wire) = self.wire.take() {
             let mut bye = Vec::new();
             if let Some(state) = &self.state {
-                codec::publish(
+                if let Err(e) = codec::publish(
                     &mut bye,
                     &state.topic,
                     Some(codec::STATE_PKID),
                     true,
                     &state.offline,
-                );
+                ) {
+                    log::error!("cannot publish the offline state: {e}");
+                }
             }
             codec::disconnect(&mut bye);
             self.link.closing.store(true, Ordering::Relaxed);
@@ -571,9 +573,24 @@ impl Publisher {
                     .ledger
                     .get(seq)
                     .expect("a command just marked sent is queued");
-                codec::publish(&mut self.out, &job.topic, Some(pkid), false, &job.payload);
+                // check-config bounds topics and payloads, so this cannot fail.
+                if let Err(e) =
+                    codec::publish(&mut self.out, &job.topic, Some(pkid), false, &job.payload)
+                {
+                    log::error!(
+                        "cannot publish {} for unit {}: {e}",
+                        job.kind.as_str(),
+                        job.unit
+                    );
+                }
             } else {
-                codec::publish(&mut self.out, topic, None, false, payload);
+                if let Err(e) = codec::publish(&mut self.out, topic, None, false, payload) {
+                    log::error!(
+                        "cannot publish {} for unit {}: {e}",
+                        job.kind.as_str(),
+                        job.unit
+                    );
+                }
                 self.ledger.mark_written(seq);
                 written_qos0.push(seq);
             }

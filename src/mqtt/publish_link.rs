@@ -200,7 +200,8 @@ impl Dialer {
                     .filter(|_| will)
                     .map(|(t, m)| (t.as_str(), m.as_slice())),
             },
-        );
+        )
+        .map_err(|e| ConnectFailure::Protocol(e.to_string()))?;
         wire.write_all(&hello).map_err(unreachable)?;
         let mut buf = [0u8; 64];
         let mut got = Vec::new();
@@ -289,13 +290,15 @@ impl PublishLink {
                     if let Some(state) = &self.state {
                         // Retained, QoS 1, under the packet id the ledger never uses.
                         let mut online = Vec::new();
-                        codec::publish(
+                        if let Err(e) = codec::publish(
                             &mut online,
                             &state.topic,
                             Some(codec::STATE_PKID),
                             true,
                             &state.online,
-                        );
+                        ) {
+                            log::error!("cannot publish the online state: {e}");
+                        }
                         if let Err(e) = wire.write_all(&online) {
                             log::debug!("cannot publish the online state: {e}");
                         }
