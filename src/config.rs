@@ -130,15 +130,15 @@ config_keys! {
         render: render_seconds,
         doc: "Keepalive interval agreed with the broker, 5-65535, in seconds.";
     "MQTT_CLIENT_ID" => mqtt_client_id: Option<String> = "",
-        parse: optional_text,
+        parse: client_id,
         render: render_optional,
         doc: "MQTT client id (with -pub and -sub appended for the two connections); empty means ms500-relay-HOSTNAME.";
     "MQTT_USERNAME" => mqtt_username: Option<String> = "",
-        parse: optional_text,
+        parse: optional_mqtt_string,
         render: render_optional,
         doc: "Broker user name; empty means no authentication.";
     "MQTT_PASSWORD" => mqtt_password: Option<String> = "",
-        parse: optional_text,
+        parse: optional_mqtt_string,
         render: render_secret,
         doc: "Broker password; never logged, shown as *** by check-config.";
     "MQTT_TLS" => mqtt_tls: bool = "false",
@@ -476,6 +476,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
         seen.insert(known.key, number);
     }
     check_client_auth(&config, &seen)
+        .and_then(|()| check_state_lengths(&config, &seen))
         .map_err(|(line, key, reason)| error(line, Some(key), reason))?;
     Ok(config)
 }
@@ -521,6 +522,74 @@ fn check_client_auth(
         };
         Err((key_line, "MQTT_CLIENT_KEY", reason(state, other)))
     }
+}
+
+/// The default client id, `ms500-relay-HOSTNAME`, is at most this long: a
+/// Linux host name has at most 64 bytes (HOST_NAME_MAX).
+const LONGEST_DEFAULT_CLIENT_ID: usize = "ms500-relay-".len() + 64;
+
+/// The bytes of a STATE_TOPIC message besides the client id it quotes
+/// (about 110 today: state, version, pid and start time); a codec test
+/// holds the publish link's messages to it.
+pub const STATE_MESSAGE_WITHOUT_ID: usize = 160;
+
+/// STATE_TOPIC with `{client_id}` filled in is a topic, and its offline
+/// message, which quotes the client id, is the last will of the publish
+/// link's CONNECT: both must fit an MQTT string. A topic too long names the
+/// later of STATE_TOPIC and MQTT_CLIENT_ID (the id only when it is filled
+/// in); a will too long names MQTT_CLIENT_ID, since only a set one can be long.
+fn check_state_lengths(
+    config: &Config,
+    seen: &HashMap<&'static str, usize>,
+) -> Result<(), (usize, &'static str, String)> {
+    let Some(topic) = &config.state_topic else {
+        return Ok(());
+    };
+    let id = config.mqtt_client_id.as_deref();
+    let id_len = id.map_or(LONGEST_DEFAULT_CLIENT_ID, str::len);
+    let fills = topic.matches("{client_id}").count();
+    let topic_len = topic.len() - fills * "{client_id}".len() + fills * id_len;
+    let state_line = seen.get("STATE_TOPIC").copied().unwrap_or(0);
+    let id_line = seen.get("MQTT_CLIENT_ID").copied().unwrap_or(0);
+    let limit = MAX_MQTT_STRING;
+    if topic_len > limit {
+        return Err(if fills > 0 && id.is_some() && id_line > state_line {
+            (
+                id_line,
+                "MQTT_CLIENT_ID",
+                format!(
+                    "is {id_len} bytes: STATE_TOPIC with it filled in would be {topic_len} \
+                     bytes, more than the {limit} bytes an MQTT topic can hold"
+                ),
+            )
+        } else {
+            let size = if fills > 0 {
+                format!("would be {topic_len} bytes with {{client_id}} filled in ({id_len} bytes)")
+            } else {
+                format!("is {topic_len} bytes")
+            };
+            (
+                state_line,
+                "STATE_TOPIC",
+                format!("{size}, more than the {limit} bytes an MQTT topic can hold"),
+            )
+        });
+    }
+    let quoted_id = id.map_or(LONGEST_DEFAULT_CLIENT_ID + 2, |id| {
+        serde_json::Value::from(id).to_string().len()
+    });
+    if STATE_MESSAGE_WITHOUT_ID + quoted_id > limit {
+        return Err((
+            id_line,
+            "MQTT_CLIENT_ID",
+            format!(
+                "is {id_len} bytes ({quoted_id} in JSON): STATE_TOPIC's offline message, the \
+                 connection's last will, would be more than the {limit} bytes an MQTT will \
+                 message can hold (with {STATE_MESSAGE_WITHOUT_ID} for the rest of it)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One `KEY = value` line with quotes and comment removed.

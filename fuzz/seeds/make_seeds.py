@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates fuzz/seeds/{validate,decoder}/ (run from anywhere)."""
+"""Regenerates fuzz/seeds/{validate,decoder,mqtt_decode}/ (run from anywhere)."""
 import json, os, pathlib
 
 here = pathlib.Path(__file__).resolve().parent
@@ -68,7 +68,37 @@ DECODER = {
     "scalar_at_end": header(0, 0x01) + compact(COMMANDS["img"]) + b"\n12345",
 }
 
-for name, files in (("validate", VALIDATE), ("decoder", DECODER)):
+def mqtt(first, body):
+    """One MQTT packet: `first` byte, remaining length, `body`."""
+    n, length = len(body), b""
+    while True:
+        b, n = n % 128, n // 128
+        length += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return bytes([first]) + length + body
+
+CONNACK, PUBACK, PINGRESP = mqtt(0x20, b"\0\0"), mqtt(0x40, b"\x12\x34"), mqtt(0xD0, b"")
+SUBACK, PUBLISH = mqtt(0x90, b"\0\1\1"), mqtt(0x32, b"\0\3a/b\0\7" + b'{"x":1}')
+# What brokers send the publish link (CONNACK, PUBACK, PINGRESP), what they
+# should not (the rest), and broken lengths.
+MQTT_DECODE = {
+    "connack": CONNACK,
+    "connack_session_refused": mqtt(0x20, b"\1\5"),
+    "connack_unknown_code": mqtt(0x20, b"\0\x09"),
+    "puback": PUBACK,
+    "puback_state": mqtt(0x40, b"\xff\xff"),
+    "pingresp": PINGRESP,
+    "stream": CONNACK + PUBACK + mqtt(0x40, b"\0\1") + PINGRESP + SUBACK + PUBLISH + PUBACK,
+    "publish_200": mqtt(0x30, b"\0\1t" + b"p" * 200),
+    "malformed_puback": mqtt(0x40, b"\0\1\2"),
+    "malformed_connack": mqtt(0x20, b"\0"),
+    "reserved_types": mqtt(0x00, b"") + mqtt(0xF0, b"\1"),
+    "length_five_bytes": b"\x30\xff\xff\xff\xff\x7f",
+    "too_large": b"\x30\x81\x80\x04",
+    "partial": PUBACK[:3],
+}
+
+for name, files in (("validate", VALIDATE), ("decoder", DECODER), ("mqtt_decode", MQTT_DECODE)):
     d = here / name
     d.mkdir(parents=True, exist_ok=True)
     for f in d.iterdir():

@@ -997,3 +997,142 @@ fn presence_field_names_a_field_or_is_off() {
         assert!(parse(bad, "relay.conf").is_err(), "{bad}");
     }
 }
+
+/// `head`, then `x`s, then `tail`: `len` bytes in all.
+fn sized(head: &str, len: usize, tail: &str) -> String {
+    format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()))
+}
+
+const TOO_LONG: &str = "more than the 65535 bytes an MQTT string can hold";
+
+#[test]
+fn command_topic_must_fit_an_mqtt_topic_with_the_longest_unit() {
+    // 65,535 - 128 + "{unit}": with a 128-character unit exactly 65,535 bytes.
+    let longest = sized("/", 65_413, "/{unit}");
+    let c = ok(&format!("COMMAND_TOPIC = {longest}"));
+    assert_eq!(c.command_topic_for(&"u".repeat(LONGEST_UNIT)).len(), 65_535);
+    assert_eq!(
+        err(&format!(
+            "COMMAND_TOPIC = {}",
+            sized("/", 65_414, "/{unit}")
+        )),
+        format!(
+            "relay.conf:1: COMMAND_TOPIC: is 65414 bytes: with a unit of 128 characters a \
+             command's topic would be 65536 bytes, {TOO_LONG}"
+        )
+    );
+    // What check-config used to accept and the codec then cut.
+    let issue = err(&format!(
+        "MQTT_QOS = 0\nCOMMAND_TOPIC = {}",
+        sized("/", 70_000, "/{unit}")
+    ));
+    assert!(
+        issue.starts_with("relay.conf:2: COMMAND_TOPIC: is 70000 bytes: "),
+        "{issue}"
+    );
+    assert!(issue.len() < 200, "the message does not quote the topic");
+}
+
+#[test]
+fn credentials_and_filters_must_fit_an_mqtt_string() {
+    for key in [
+        "MQTT_USERNAME",
+        "MQTT_PASSWORD",
+        "HEARTBEAT_TOPIC",
+        "REPLY_TOPIC",
+    ] {
+        let longest = sized("+/", 65_535, "");
+        let c = ok(&format!("{key} = {longest}"));
+        assert!(c.effective().iter().any(|(k, _)| *k == key));
+        assert_eq!(
+            err(&format!("{key} = {}", sized("+/", 65_536, ""))),
+            format!("relay.conf:1: {key}: is 65536 bytes, {TOO_LONG}"),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        ok(&format!("MQTT_USERNAME = {}", "u".repeat(65_535)))
+            .mqtt_username
+            .map(|u| u.len()),
+        Some(65_535)
+    );
+}
+
+#[test]
+fn client_id_must_fit_with_what_the_relay_appends() {
+    // STATE_TOPIC off: only the id's own limit applies.
+    let id = |len| format!("STATE_TOPIC = \"\"\nMQTT_CLIENT_ID = {}", "i".repeat(len));
+    let c = ok(&id(65_525));
+    assert_eq!(format!("{}-pub-probe", c.client_id()).len(), 65_535);
+    assert_eq!(
+        err(&id(65_526)),
+        format!(
+            "relay.conf:2: MQTT_CLIENT_ID: is 65526 bytes: with -pub-probe appended the client \
+             id would be 65536 bytes, {TOO_LONG}"
+        )
+    );
+}
+
+#[test]
+fn state_topic_with_the_client_id_must_fit_an_mqtt_topic() {
+    let topic_limit = "more than the 65535 bytes an MQTT topic can hold";
+    // The default STATE_TOPIC fills in a long MQTT_CLIENT_ID: the id is named.
+    assert_eq!(
+        err(&format!("MQTT_CLIENT_ID = {}", "i".repeat(65_510))),
+        format!(
+            "relay.conf:1: MQTT_CLIENT_ID: is 65510 bytes: STATE_TOPIC with it filled in would \
+             be 65537 bytes, {topic_limit}"
+        )
+    );
+    // A long STATE_TOPIC, with the default id assumed as long as a host
+    // name can make it (76 bytes).
+    let topic = sized("/s/{client_id}/", 65_500, "");
+    assert_eq!(
+        err(&format!("STATE_TOPIC = {topic}")),
+        format!(
+            "relay.conf:1: STATE_TOPIC: would be 65565 bytes with {{client_id}} filled in (76 \
+             bytes), {topic_limit}"
+        )
+    );
+    assert!(ok(&format!(
+        "STATE_TOPIC = {}",
+        sized("/s/{client_id}/", 65_470, "")
+    ))
+    .state_topic
+    .is_some());
+    // Without {client_id} the topic is what it is.
+    assert_eq!(
+        err(&format!("STATE_TOPIC = {}", sized("/s", 65_536, ""))),
+        format!("relay.conf:1: STATE_TOPIC: is 65536 bytes, {topic_limit}")
+    );
+    // Both set: the later line is named.
+    let long_id = format!("MQTT_CLIENT_ID = {}", "i".repeat(65_000));
+    let long_topic = format!("STATE_TOPIC = {}", sized("/{client_id}", 1_000, ""));
+    assert!(err(&format!("{long_topic}\n{long_id}"))
+        .starts_with("relay.conf:2: MQTT_CLIENT_ID: is 65000 bytes: "));
+    assert!(err(&format!("{long_id}\n{long_topic}")).starts_with(
+        "relay.conf:2: STATE_TOPIC: would be 65989 bytes with {client_id} filled in (65000 bytes)"
+    ));
+}
+
+#[test]
+fn the_offline_state_message_must_fit_the_last_will() {
+    // The offline message quotes the id in JSON besides at most
+    // STATE_MESSAGE_WITHOUT_ID bytes, and is the CONNECT's will message.
+    let with_id = |id: &str| format!("STATE_TOPIC = /s\nMQTT_CLIENT_ID = '{id}'");
+    let longest = 65_535 - STATE_MESSAGE_WITHOUT_ID - 2;
+    ok(&with_id(&"i".repeat(longest)));
+    let message = err(&with_id(&"i".repeat(longest + 1)));
+    assert_eq!(
+        message,
+        format!(
+            "relay.conf:2: MQTT_CLIENT_ID: is 65374 bytes (65376 in JSON): STATE_TOPIC's offline \
+             message, the connection's last will, would be more than the 65535 bytes an MQTT \
+             will message can hold (with 160 for the rest of it)"
+        )
+    );
+    // Quotes double in JSON; with STATE_TOPIC off there is no will.
+    let quotes = "\"".repeat(40_000);
+    assert!(err(&with_id(&quotes)).contains("(80002 in JSON)"));
+    ok(&format!("STATE_TOPIC = \"\"\nMQTT_CLIENT_ID = '{quotes}'"));
+}

@@ -12,6 +12,51 @@ use log::LevelFilter;
 /// setting, and small enough that `Instant + Duration` can never overflow.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
 
+/// Longest MQTT string in bytes: topics, client ids, user names, passwords
+/// and the will message carry a two-byte length (MQTT 3.1.1 §1.5.3). The
+/// codec's `MAX_STRING`, which config, below every other module, cannot
+/// import; a codec test holds the two equal.
+pub const MAX_MQTT_STRING: usize = 65_535;
+
+/// Longest unit a command can carry, in bytes (units are ASCII): what
+/// `{unit}` in COMMAND_TOPIC can become (`protocol::command::MAX_UNIT_CHARS`).
+pub const LONGEST_UNIT: usize = 128;
+
+/// The longest of what the relay appends to the client id for its
+/// connections (`-pub`, `-sub`, and this one when it probes the first broker).
+pub const LONGEST_CLIENT_ID_SUFFIX: &str = "-pub-probe";
+
+/// Why a value cannot go into an MQTT string; `why` (empty, or `: …`) says
+/// what it would become. The value itself is not quoted: it is long, and
+/// may be a password.
+fn too_long_for_mqtt(len: usize, why: &str) -> String {
+    format!("is {len} bytes{why}, more than the {MAX_MQTT_STRING} bytes an MQTT string can hold")
+}
+
+/// `MQTT_USERNAME`, `MQTT_PASSWORD`: empty means "not set"; at most one
+/// MQTT string.
+pub fn optional_mqtt_string(value: &str) -> Result<Option<String>, String> {
+    if value.len() > MAX_MQTT_STRING {
+        return Err(too_long_for_mqtt(value.len(), ""));
+    }
+    optional_text(value)
+}
+
+/// `MQTT_CLIENT_ID`: empty means the default; the longest id the relay
+/// sends (this one with [`LONGEST_CLIENT_ID_SUFFIX`]) must be an MQTT string.
+pub fn client_id(value: &str) -> Result<Option<String>, String> {
+    let longest = value.len() + LONGEST_CLIENT_ID_SUFFIX.len();
+    if longest > MAX_MQTT_STRING {
+        return Err(too_long_for_mqtt(
+            value.len(),
+            &format!(
+                ": with {LONGEST_CLIENT_ID_SUFFIX} appended the client id would be {longest} bytes"
+            ),
+        ));
+    }
+    optional_text(value)
+}
+
 /// Which status lines go back to the backend (`ACK_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckMode {
@@ -446,6 +491,17 @@ pub fn command_topic(value: &str) -> Result<String, String> {
     if value.matches("{unit}").count() != 1 {
         return Err(format!("{value:?} must contain {{unit}} exactly once"));
     }
+    // {unit} is there once, so this cannot underflow.
+    let longest = value.len() - "{unit}".len() + LONGEST_UNIT;
+    if longest > MAX_MQTT_STRING {
+        return Err(too_long_for_mqtt(
+            value.len(),
+            &format!(
+                ": with a unit of {LONGEST_UNIT} characters a command's topic would be \
+                 {longest} bytes"
+            ),
+        ));
+    }
     if value.contains(['+', '#']) {
         return Err(format!(
             "{value:?} must not contain the MQTT wildcards + or #"
@@ -467,6 +523,9 @@ pub fn state_topic(value: &str) -> Result<Option<String>, String> {
 
 /// A subscription filter whose one `+` level carries the device id or unit.
 pub fn plus_filter(value: &str) -> Result<String, String> {
+    if value.len() > MAX_MQTT_STRING {
+        return Err(too_long_for_mqtt(value.len(), ""));
+    }
     if value.contains('#') {
         return Err(format!("{value:?} must not contain the MQTT wildcard #"));
     }

@@ -160,6 +160,13 @@ impl<T: Weighed> Ledger<T> {
         Some(item)
     }
 
+    /// Takes out a command that was just marked sent but cannot be written:
+    /// its packet id is free again.
+    pub fn drop_unsendable(&mut self, seq: u64) -> Option<T> {
+        self.in_flight.retain(|_, s| *s != seq);
+        self.remove(seq)
+    }
+
     /// PUBACK for `pkid`: the command it acknowledges, unless an earlier
     /// copy was acknowledged already or the id is not ours.
     pub fn on_acked(&mut self, pkid: u16) -> Option<(u64, T)> {

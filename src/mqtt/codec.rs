@@ -4,6 +4,13 @@
 //! be written at once) and decoded from the bytes read so far. Used by the
 //! publish link thread (reading) and the publisher thread (writing).
 //!
+//! Encoding is bounded like the standard: a string (topic, client id, user
+//! name, password, will message) holds at most [`MAX_STRING`] bytes and a
+//! packet's remaining length at most [`MAX_REMAINING`]. An encoder refuses
+//! a packet past either limit with an [`EncodeError`] and leaves the buffer
+//! as it was, so a batch never holds a mis-framed packet. check-config keeps
+//! the relay's own topics and ids within these limits (`config.rs`).
+//!
 //! The publish link subscribes to nothing, so a broker has no reason to
 //! send it anything else; what it sends anyway is skipped by length.
 
@@ -12,6 +19,12 @@ use std::fmt;
 /// Largest packet the publish link accepts from a broker: it only expects
 /// CONNACK, PUBACK and PINGRESP (4 bytes each).
 pub const MAX_INCOMING: usize = 64 * 1024;
+
+/// Longest MQTT string: its length is a two-byte prefix (MQTT 3.1.1 §1.5.3).
+pub const MAX_STRING: usize = u16::MAX as usize;
+
+/// Largest remaining length four length bytes can say (MQTT 3.1.1 §2.2.3).
+pub const MAX_REMAINING: usize = 268_435_455;
 
 /// The packet id of the relay's own state messages (STATE_TOPIC), which the
 /// delivery ledger never gives a command.
@@ -31,17 +44,55 @@ pub struct Connect<'a> {
     pub client_id: &'a str,
     pub keepalive_secs: u16,
     pub username: Option<&'a str>,
+    /// Only with a user name (MQTT 3.1.1 §3.1.2.9).
     pub password: Option<&'a str>,
     /// Last will: (topic, message), published retained at QoS 1 by the
     /// broker when the connection dies without a DISCONNECT.
     pub will: Option<(&'a str, &'a [u8])>,
 }
 
+/// Why a packet cannot be encoded; nothing was appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodeError {
+    /// A string field longer than [`MAX_STRING`] bytes: its name and length.
+    StringTooLong { field: &'static str, len: usize },
+    /// A remaining length over [`MAX_REMAINING`].
+    PacketTooLarge(usize),
+    /// A QoS 1 PUBLISH needs a non-zero packet id.
+    PacketIdZero,
+    /// A password without a user name.
+    PasswordWithoutUserName,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::StringTooLong { field, len } => write!(
+                f,
+                "the {field} is {len} bytes, more than the {MAX_STRING} an MQTT string can hold"
+            ),
+            EncodeError::PacketTooLarge(len) => write!(
+                f,
+                "a packet of {len} bytes after its header, more than the {MAX_REMAINING} MQTT allows"
+            ),
+            EncodeError::PacketIdZero => f.write_str("a QoS 1 PUBLISH with packet id 0"),
+            EncodeError::PasswordWithoutUserName => {
+                f.write_str("a password without a user name")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
 /// Appends CONNECT (clean session: the relay keeps its own ledger).
-pub fn connect(out: &mut Vec<u8>, c: &Connect<'_>) {
+pub fn connect(out: &mut Vec<u8>, c: &Connect<'_>) -> Result<(), EncodeError> {
+    if c.password.is_some() && c.username.is_none() {
+        return Err(EncodeError::PasswordWithoutUserName);
+    }
     let mut flags = 0x02;
     let mut body = Vec::with_capacity(64);
-    push_str(&mut body, b"MQTT");
+    push_str(&mut body, "protocol name", b"MQTT")?;
     body.push(4);
     if c.will.is_some() {
         flags |= 0x04 | (1 << 3) | 0x20;
@@ -54,23 +105,34 @@ pub fn connect(out: &mut Vec<u8>, c: &Connect<'_>) {
     }
     body.push(flags);
     body.extend_from_slice(&c.keepalive_secs.to_be_bytes());
-    push_str(&mut body, c.client_id.as_bytes());
+    push_str(&mut body, "client id", c.client_id.as_bytes())?;
     if let Some((topic, message)) = c.will {
-        push_str(&mut body, topic.as_bytes());
-        push_str(&mut body, message);
+        push_str(&mut body, "will topic", topic.as_bytes())?;
+        push_str(&mut body, "will message", message)?;
     }
     if let Some(user) = c.username {
-        push_str(&mut body, user.as_bytes());
+        push_str(&mut body, "user name", user.as_bytes())?;
     }
     if let Some(password) = c.password {
-        push_str(&mut body, password.as_bytes());
+        push_str(&mut body, "password", password.as_bytes())?;
     }
-    header(out, CONNECT, body.len());
+    header(out, CONNECT, body.len())?;
     out.extend_from_slice(&body);
+    Ok(())
 }
 
 /// Appends PUBLISH; `pkid` is `Some` for QoS 1 (and `None` for QoS 0).
-pub fn publish(out: &mut Vec<u8>, topic: &str, pkid: Option<u16>, retain: bool, payload: &[u8]) {
+pub fn publish(
+    out: &mut Vec<u8>,
+    topic: &str,
+    pkid: Option<u16>,
+    retain: bool,
+    payload: &[u8],
+) -> Result<(), EncodeError> {
+    let topic_len = string_len("topic", topic.as_bytes())?;
+    if pkid == Some(0) {
+        return Err(EncodeError::PacketIdZero);
+    }
     let mut first = PUBLISH;
     if pkid.is_some() {
         first |= 1 << 1;
@@ -78,13 +140,17 @@ pub fn publish(out: &mut Vec<u8>, topic: &str, pkid: Option<u16>, retain: bool, 
     if retain {
         first |= 0x01;
     }
-    let len = 2 + topic.len() + if pkid.is_some() { 2 } else { 0 } + payload.len();
-    header(out, first, len);
-    push_str(out, topic.as_bytes());
+    let pkid_len = if pkid.is_some() { 2 } else { 0 };
+    // A payload is at most isize::MAX bytes, so this cannot overflow.
+    let len = 2 + topic.len() + pkid_len + payload.len();
+    header(out, first, len)?;
+    out.extend_from_slice(&topic_len);
+    out.extend_from_slice(topic.as_bytes());
     if let Some(id) = pkid {
         out.extend_from_slice(&id.to_be_bytes());
     }
     out.extend_from_slice(payload);
+    Ok(())
 }
 
 pub fn pingreq(out: &mut Vec<u8>) {
@@ -187,152 +253,43 @@ pub fn refusal(code: u8) -> &'static str {
     }
 }
 
-fn header(out: &mut Vec<u8>, first: u8, mut len: usize) {
+/// Appends the fixed header; refuses a remaining length MQTT cannot say,
+/// before appending anything.
+fn header(out: &mut Vec<u8>, first: u8, len: usize) -> Result<(), EncodeError> {
+    if len > MAX_REMAINING {
+        return Err(EncodeError::PacketTooLarge(len));
+    }
     out.push(first);
+    let mut rest = len;
     loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
+        let mut b = (rest % 128) as u8;
+        rest /= 128;
+        if rest > 0 {
             b |= 0x80;
         }
         out.push(b);
-        if len == 0 {
-            break;
+        if rest == 0 {
+            return Ok(());
         }
     }
 }
 
-fn push_str(out: &mut Vec<u8>, s: &[u8]) {
-    // MQTT strings are at most 65535 bytes; topics and ids are far shorter
-    // (config keeps them so), and a longer one is cut rather than mis-framed.
-    let len = s.len().min(usize::from(u16::MAX));
-    out.extend_from_slice(&(len as u16).to_be_bytes());
-    out.extend_from_slice(&s[..len]);
+/// The two-byte length prefix of an MQTT string, or why `s` cannot be one.
+fn string_len(field: &'static str, s: &[u8]) -> Result<[u8; 2], EncodeError> {
+    u16::try_from(s.len())
+        .map(u16::to_be_bytes)
+        .map_err(|_| EncodeError::StringTooLong {
+            field,
+            len: s.len(),
+        })
+}
+
+/// Appends `s` as an MQTT string; a longer one is refused, never cut.
+fn push_str(out: &mut Vec<u8>, field: &'static str, s: &[u8]) -> Result<(), EncodeError> {
+    out.extend_from_slice(&string_len(field, s)?);
+    out.extend_from_slice(s);
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connect_with_credentials_and_will() {
-        let mut out = Vec::new();
-        connect(
-            &mut out,
-            &Connect {
-                client_id: "relay",
-                keepalive_secs: 60,
-                username: Some("u"),
-                password: Some("p"),
-                will: Some(("t", b"off")),
-            },
-        );
-        assert_eq!(
-            out,
-            [
-                0x10, 31, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xEE, 0, 60, 0, 5, b'r', b'e', b'l',
-                b'a', b'y', 0, 1, b't', 0, 3, b'o', b'f', b'f', 0, 1, b'u', 0, 1, b'p'
-            ]
-        );
-    }
-
-    #[test]
-    fn bare_connect_asks_for_a_clean_session() {
-        let mut out = Vec::new();
-        connect(
-            &mut out,
-            &Connect {
-                client_id: "c",
-                keepalive_secs: 5,
-                username: None,
-                password: None,
-                will: None,
-            },
-        );
-        assert_eq!(out[9], 0x02, "clean session, nothing else");
-    }
-
-    #[test]
-    fn publish_qos1_and_qos0() {
-        let mut out = Vec::new();
-        publish(&mut out, "a/b", Some(0x0102), false, b"{}");
-        assert_eq!(out, [0x32, 9, 0, 3, b'a', b'/', b'b', 1, 2, b'{', b'}']);
-        out.clear();
-        publish(&mut out, "a", None, true, b"x");
-        assert_eq!(out, [0x31, 4, 0, 1, b'a', b'x']);
-    }
-
-    #[test]
-    fn remaining_length_uses_as_many_bytes_as_needed() {
-        for (payload, len_bytes) in [(100, 1), (200, 2), (20_000, 3), (3_000_000, 4)] {
-            let mut out = Vec::new();
-            publish(&mut out, "t", Some(1), false, &vec![b'x'; payload]);
-            assert_eq!(out.len(), 1 + len_bytes + 2 + 1 + 2 + payload, "{payload}");
-        }
-        let mut out = Vec::new();
-        header(&mut out, PUBLISH, 321);
-        assert_eq!(out, [0x30, 0xC1, 0x02]);
-    }
-
-    #[test]
-    fn decodes_what_a_broker_sends_the_publish_link() {
-        assert_eq!(
-            decode(&[0x20, 2, 0, 0]),
-            Ok(Some((
-                Incoming::ConnAck {
-                    session_present: false,
-                    code: 0
-                },
-                4
-            )))
-        );
-        assert_eq!(
-            decode(&[0x20, 2, 1, 5, 0xFF]),
-            Ok(Some((
-                Incoming::ConnAck {
-                    session_present: true,
-                    code: 5
-                },
-                4
-            )))
-        );
-        assert_eq!(
-            decode(&[0x40, 2, 0x12, 0x34]),
-            Ok(Some((Incoming::PubAck(0x1234), 4)))
-        );
-        assert_eq!(decode(&[0xD0, 0]), Ok(Some((Incoming::PingResp, 2))));
-        assert_eq!(
-            decode(&[0x90, 3, 0, 1, 0]),
-            Ok(Some((Incoming::Other(9), 5)))
-        );
-    }
-
-    #[test]
-    fn partial_packets_wait_for_more_bytes() {
-        let whole = [0x40, 2, 0, 7];
-        for cut in 0..whole.len() {
-            assert_eq!(decode(&whole[..cut]), Ok(None), "cut at {cut}");
-        }
-        assert_eq!(decode(&[0x30, 0x80]), Ok(None));
-    }
-
-    #[test]
-    fn hostile_lengths_are_errors_not_allocations() {
-        assert_eq!(
-            decode(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),
-            Err(DecodeError::BadLength)
-        );
-        assert_eq!(
-            decode(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]),
-            Err(DecodeError::TooLarge(268_435_455))
-        );
-        assert_eq!(
-            decode(&[0x40, 3, 0, 1, 2]),
-            Err(DecodeError::Malformed("PUBACK"))
-        );
-        assert_eq!(
-            decode(&[0x20, 1, 0]),
-            Err(DecodeError::Malformed("CONNACK"))
-        );
-    }
-}
+mod tests;

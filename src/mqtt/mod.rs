@@ -11,3 +11,7 @@ pub(crate) mod keepalive;
 pub(crate) mod publish_link;
 pub mod tls;
 pub(crate) mod wire;
+
+/// The decoder of what a broker sends the publish link, public for the fuzz
+/// target (`fuzz/`); the encoders stay inside the crate.
+pub use codec::{decode, DecodeError, Incoming, MAX_INCOMING};

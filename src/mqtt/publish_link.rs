@@ -158,7 +158,7 @@ impl Dialer {
         timeout: Duration,
     ) -> Result<Wire, ConnectFailure> {
         let wire = self.open(broker, timeout)?;
-        wire.write_all(&self.hello(client_id, will))
+        wire.write_all(&self.hello(client_id, will)?)
             .map_err(|e| ConnectFailure::Unreachable(e.to_string()))?;
         await_connack(&wire)?;
         Ok(wire)
@@ -193,7 +193,7 @@ impl Dialer {
     }
 
     /// The CONNECT packet, with the last will when `will` (probes go without).
-    fn hello(&self, client_id: &str, will: bool) -> Vec<u8> {
+    fn hello(&self, client_id: &str, will: bool) -> Result<Vec<u8>, ConnectFailure> {
         let mut hello = Vec::with_capacity(128);
         codec::connect(
             &mut hello,
@@ -208,8 +208,9 @@ impl Dialer {
                     .filter(|_| will)
                     .map(|(t, m)| (t.as_str(), m.as_slice())),
             },
-        );
-        hello
+        )
+        .map_err(|e| ConnectFailure::Protocol(e.to_string()))?;
+        Ok(hello)
     }
 }
 
@@ -369,13 +370,17 @@ impl PublishLink {
             return;
         };
         let mut online = Vec::new();
-        codec::publish(
+        // check-config bounds STATE_TOPIC and the client id: cannot fail.
+        if let Err(e) = codec::publish(
             &mut online,
             &state.topic,
             Some(codec::STATE_PKID),
             true,
             &state.online,
-        );
+        ) {
+            log::error!("cannot publish the online state: {e}");
+            return;
+        }
         if let Err(e) = wire.write_all(&online) {
             log::debug!("cannot publish the online state: {e}");
         }

@@ -54,7 +54,13 @@ impl Delivery {
         }
         let mut bye = Vec::new();
         if let Some((topic, offline)) = &self.settings.state {
-            codec::publish(&mut bye, topic, Some(codec::STATE_PKID), true, offline);
+            // check-config bounds STATE_TOPIC and the client id: cannot fail.
+            if let Err(e) = codec::publish(&mut bye, topic, Some(codec::STATE_PKID), true, offline)
+            {
+                self.log(out, Level::Error, || {
+                    format!("cannot publish the offline state: {e}")
+                });
+            }
         }
         codec::disconnect(&mut bye);
         self.closing = true;

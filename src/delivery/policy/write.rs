@@ -47,7 +47,15 @@ impl Delivery {
                 .ledger
                 .get(seq)
                 .expect("a command just written is queued");
-            codec::publish(&mut packets, &job.topic, pkid, false, &job.payload);
+            // check-config bounds topics and payloads, so this cannot fail;
+            // if it did, the command is dropped with its reason, not retried.
+            if let Err(e) = codec::publish(&mut packets, &job.topic, pkid, false, &job.payload) {
+                qos0.retain(|s| *s != seq);
+                if let Some(job) = self.ledger.drop_unsendable(seq) {
+                    self.unsendable(seq, job, &e.to_string(), out);
+                }
+                continue;
+            }
             if self.unconfirmed.remove(&seq) {
                 confirmed.push(seq);
             }
@@ -216,6 +224,23 @@ impl Delivery {
             self.recent.push_back((now.mono, seq, job));
             self.forget_recent(now);
         }
+    }
+
+    /// `job` cannot be encoded as a PUBLISH (`why`): dropped, never published.
+    fn unsendable(&mut self, seq: u64, mut job: Accepted, why: &str, out: &mut Vec<Action>) {
+        self.unconfirmed.remove(&seq);
+        out.push(Action::Count(Count::Rejected));
+        if matches!(self.spool, Durability::Writing) {
+            out.push(Action::Spool(SpoolOp::Done(seq)));
+        }
+        self.log(out, Level::Error, || {
+            format!(
+                "cannot publish {} for unit {}: {why}; dropped",
+                job.kind.as_str(),
+                job.unit
+            )
+        });
+        report(&mut job, Some(&format!("cannot be published: {why}")), out);
     }
 
     /// `job` waited longer than `ttl`: dropped, never published.
