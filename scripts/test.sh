@@ -31,17 +31,17 @@ cargo test --locked --test gateway -- --ignored --test-threads=1
 # a rejection with its reason, a device reply routed back, the spool replayed
 # after kill -9, a clean stop on SIGTERM.
 subset=(
-    --test publish --test rejections --test device_side --test durability --test cli --
+    --test it --
     --exact
-    each_of_the_twelve_types_arrives_byte_exact_on_its_topic
-    newline_delimited_json
-    many_commands_in_one_write_with_no_separator
-    one_byte_writes
-    a_command_split_across_writes_with_pauses
-    rejection_reasons_go_back_when_ack_mode_is_errors
-    scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route
-    kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command
-    sigterm_stops_cleanly_with_exit_0
+    publish::each_of_the_twelve_types_arrives_byte_exact_on_its_topic
+    publish::newline_delimited_json
+    publish::many_commands_in_one_write_with_no_separator
+    publish::one_byte_writes
+    publish::a_command_split_across_writes_with_pauses
+    rejections::rejection_reasons_go_back_when_ack_mode_is_errors
+    device_side::scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route
+    durability::kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command
+    cli::sigterm_stops_cleanly_with_exit_0
 )
 for arch in aarch64 armv7; do
     case $arch in

@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
+/// How long a test waits for something the relay or the broker reports
+/// before it fails: generous, as it only costs time when a test fails
+/// (2 shared cores, qemu-user, and debug builds are all slow).
+pub const WAIT: Duration = Duration::from_secs(20);
+
 /// The relay binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ms500-relay");
 

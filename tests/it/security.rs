@@ -1,19 +1,17 @@
 //! Hostile peers and secrets: access control, connection limits, slow
 //! values, hostile JSON, secrets in logs, broker TLS and passwords.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{
-    closed_by_peer, make_ca, openssl, run_bin, wait_until, Broker, Relay, Subscriber, TempDir,
+use crate::support;
+use crate::support::{
+    closed_by_peer, make_ca, openssl, run_bin, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
 const VALID: &str = r#"{"type":"IMG","unit":"ok"}"#;
 
 /// Connects to the relay from a chosen loopback source address.

@@ -4,19 +4,16 @@
 //! flood of one-shot connections during an outage, and `send` saying what
 //! became of each command. Each case against a real mosquitto.
 
-mod support;
-
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use support::{
+use crate::support;
+use crate::support::{
     accepted_count, collect_ids, expect_all, id_of, numbered_command as command, open_fds, run_bin,
-    testing_own_build, wait_until, Broker, Launch, Relay, Subscriber, TempDir, Tmpfs,
+    testing_own_build, wait_until, Broker, Launch, Relay, Subscriber, TempDir, Tmpfs, WAIT,
 };
-
-const WAIT: Duration = Duration::from_secs(15);
 
 fn spool_settings(spool: &Path) -> Vec<(&'static str, String)> {
     vec![("SPOOL_FILE", spool.to_string_lossy().into_owned())]

@@ -1,14 +1,10 @@
 //! Running it on a gateway: one instance per PID_FILE, the status file, and
 //! the `status` command.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{publish, run_bin, send_signal, wait_until, Broker, Relay, TempDir, WAIT};
 use rumqttc::QoS;
-use support::{publish, run_bin, send_signal, wait_until, Broker, Relay, TempDir};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_second_instance_exits_3_naming_the_holder_and_a_stale_pid_file_is_taken_over() {

@@ -3,18 +3,15 @@
 //! a last will, metrics for Prometheus whose counters add up, `status` as a
 //! health check, and check-config refusing what the run would refuse.
 
-mod support;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{
-    accepted_count, run_bin, wait_until, Broker, Cutter, Message, Relay, Subscriber, TempDir,
+use crate::support;
+use crate::support::{
+    accepted_count, run_bin, wait_until, Broker, Cutter, Message, Relay, Subscriber, TempDir, WAIT,
 };
-
-const WAIT: Duration = Duration::from_secs(15);
 
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or_default()

@@ -4,13 +4,12 @@
 //! refuses a configuration without PID_FILE. scripts/watchdog.sh, kept for
 //! old crontab lines, is a one-line POSIX sh wrapper around it.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use support::{relay_command, send_signal, wait_until, Broker, TempDir, BIN};
+use crate::support;
+use crate::support::{relay_command, send_signal, wait_until, Broker, TempDir, BIN};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/watchdog.sh");
 

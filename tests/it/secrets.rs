@@ -4,17 +4,14 @@
 //! only in letter case are refused; a lasting broker failure (an expired
 //! certificate) is logged once, not at every retry.
 
-mod support;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{
-    make_ca, openssl, read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir,
+use crate::support;
+use crate::support::{
+    make_ca, openssl, read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
 };
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Members with secret values, each value distinctive (tagged so that the
 /// copies in a CFG, a UDS and a reply differ). `pass\u0077ord` is

@@ -1,13 +1,9 @@
 //! Every command type reaches its topic byte-exact, whatever the framing.
 
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
-use support::{samples, topic, Broker, Relay, Subscriber};
-
-const WAIT: Duration = Duration::from_secs(10);
+use crate::support::{samples, topic, Broker, Relay, Subscriber, WAIT};
 
 fn setup() -> (Broker, Relay, Subscriber) {
     let broker = Broker::start();

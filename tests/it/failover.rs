@@ -3,15 +3,14 @@
 //! first one once it answers again. Two real mosquittos, a subscriber on
 //! each: every command must reach one of them.
 
-mod support;
-
 use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use support::{id_of, numbered_command as command, wait_until, Broker, Relay, Subscriber};
-
-const WAIT: Duration = Duration::from_secs(20);
+use crate::support;
+use crate::support::{
+    id_of, numbered_command as command, wait_until, Broker, Relay, Subscriber, WAIT,
+};
 
 fn brokers(a: &Broker, b: &Broker) -> String {
     format!("127.0.0.1:{}, 127.0.0.1:{}", a.port, b.port)

@@ -1,15 +1,12 @@
 //! The upstream half: heartbeats shown and tracked, SCS/UDS replies routed
 //! back to the connection that asked, status lines per ACK_MODE.
 
-mod support;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::{publish, read_lines, Broker, Relay, Subscriber, WAIT};
 use rumqttc::QoS;
-use support::{publish, read_lines, Broker, Relay, Subscriber};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn reply_topic(unit: &str) -> String {
     format!("/device/ms500/{unit}/socket_reply")

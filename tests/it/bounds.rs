@@ -1,18 +1,15 @@
 //! Memory, files and logs stay bounded whatever the input: each bound driven
 //! by the case that broke it, with peak RSS read from /proc.
 
-mod support;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, MqttOptions, QoS};
-use support::{
-    accepted_count, closed_by_peer, run_bin, wait_until, Broker, Relay, Subscriber, TempDir,
+use crate::support::{
+    accepted_count, closed_by_peer, run_bin, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
 };
+use rumqttc::{Client, MqttOptions, QoS};
 
-const WAIT: Duration = Duration::from_secs(20);
 /// The goal under any input, with the default settings.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 

@@ -1,12 +1,11 @@
 //! The broker is not always there: commands wait, the relay does not spin,
 //! and everything is delivered once the broker is back.
 
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
-use support::{Broker, Relay, Subscriber};
+use crate::support;
+use crate::support::{Broker, Relay, Subscriber};
 
 #[test]
 fn broker_absent_at_start_commands_wait_without_burning_cpu_then_arrive() {

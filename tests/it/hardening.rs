@@ -4,17 +4,17 @@
 //! no core dumps. These tests run as root (as CI does) and play the other
 //! user with `chown 65534` (nobody).
 
-mod support;
-
 use std::io::Write;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{accepted_count, run_bin, wait_until, Broker, Launch, Relay, Subscriber, TempDir};
+use crate::support;
+use crate::support::{
+    accepted_count, run_bin, wait_until, Broker, Launch, Relay, Subscriber, TempDir, WAIT,
+};
 
-const WAIT: Duration = Duration::from_secs(20);
 const NOBODY: u32 = 65534;
 
 /// Whether the tests run as root: a file they create is root's.

@@ -1,14 +1,13 @@
 //! The operator's view: exit codes, check-config, send, --help, --version.
 
-mod support;
-
 use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{run_bin, Broker, Relay, Subscriber, TempDir};
+use crate::support;
+use crate::support::{run_bin, Broker, Relay, Subscriber, TempDir};
 
 fn write_conf(dir: &TempDir, text: &str) -> String {
     let p = dir.path().join("relay.conf");

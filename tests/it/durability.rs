@@ -1,20 +1,17 @@
 //! Fault injection against a real mosquitto: the relay loses no accepted
 //! command through broker restarts, relay crashes, a full queue or shutdown.
 
-mod support;
-
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{
+use crate::support;
+use crate::support::{
     accepted_count, collect_ids, expect_all_in_order, id_of, numbered_command as command,
-    wait_until, Broker, Cutter, Relay, Subscriber, TempDir,
+    wait_until, Broker, Cutter, Relay, Subscriber, TempDir, WAIT,
 };
-
-const WAIT: Duration = Duration::from_secs(15);
 
 /// A relay with `SPOOL_FILE` (relay.spool in the returned dir) whose broker is not running yet.
 fn spooled_relay_with_the_broker_away(settings: &[(&str, &str)]) -> (TempDir, Broker, Relay) {
