@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (installing what it needs with apt-get):
-#   1. unit and integration tests against a real mosquitto and the relay
-#      built for this machine, and the benchmark's smoke run;
+#   1. unit and integration tests (tests/it, one binary) against a real
+#      mosquitto and the relay built for this machine, the benchmark's smoke
+#      run, then the integration tests that need root;
 #   2. the gateway tests: the static x86_64 binary, a root holding only
 #      BusyBox where the README's crontab line keeps the relay running, and
 #      the package tarball;
@@ -22,6 +23,10 @@ python3 -c 'import prometheus_client' 2>/dev/null ||
     python3 -m pip install -q --break-system-packages prometheus-client
 
 cargo test --locked --all-targets "$@"
+# The integration tests that need root (they mount a tmpfs, or chown files to
+# another user) are #[ignore]d for developers, who seldom test as root; CI
+# runs this script as root, so here they run, and fail if they cannot.
+cargo test --locked --test it "$@" -- --ignored
 
 # --- gateway: the static x86_64 binary, BusyBox-only root, package ------------
 cargo test --locked --test gateway -- --ignored --test-threads=1
