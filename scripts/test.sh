@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (installing what it needs with apt-get):
-#   1. unit and integration tests against a real mosquitto and the relay
-#      built for this machine, and the benchmark's smoke run;
+#   1. unit and integration tests (tests/it, one binary) against a real
+#      mosquitto and the relay built for this machine, the benchmark's smoke
+#      run, then the integration tests that need root;
 #   2. the gateway tests: the static x86_64 binary, a root holding only
 #      BusyBox where the README's crontab line keeps the relay running, and
 #      the package tarball;
@@ -22,6 +23,10 @@ python3 -c 'import prometheus_client' 2>/dev/null ||
     python3 -m pip install -q --break-system-packages prometheus-client
 
 cargo test --locked --all-targets "$@"
+# The integration tests that need root (they mount a tmpfs, or chown files to
+# another user) are #[ignore]d for developers, who seldom test as root; CI
+# runs this script as root, so here they run, and fail if they cannot.
+cargo test --locked --test it "$@" -- --ignored
 
 # --- gateway: the static x86_64 binary, BusyBox-only root, package ------------
 cargo test --locked --test gateway -- --ignored --test-threads=1
@@ -31,17 +36,17 @@ cargo test --locked --test gateway -- --ignored --test-threads=1
 # a rejection with its reason, a device reply routed back, the spool replayed
 # after kill -9, a clean stop on SIGTERM.
 subset=(
-    --test publish --test rejections --test device_side --test durability --test cli --
+    --test it --
     --exact
-    each_of_the_twelve_types_arrives_byte_exact_on_its_topic
-    newline_delimited_json
-    many_commands_in_one_write_with_no_separator
-    one_byte_writes
-    a_command_split_across_writes_with_pauses
-    rejection_reasons_go_back_when_ack_mode_is_errors
-    scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route
-    kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command
-    sigterm_stops_cleanly_with_exit_0
+    publish::each_of_the_twelve_types_arrives_byte_exact_on_its_topic
+    publish::newline_delimited_json
+    publish::many_commands_in_one_write_with_no_separator
+    publish::one_byte_writes
+    publish::a_command_split_across_writes_with_pauses
+    rejections::rejection_reasons_go_back_when_ack_mode_is_errors
+    device_side::scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route
+    durability::kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command
+    cli::sigterm_stops_cleanly_with_exit_0
 )
 for arch in aarch64 armv7; do
     case $arch in

@@ -9,9 +9,11 @@ mod support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use support::{send_signal, topic, wait_listening_port, wait_until, Broker, Subscriber, TempDir};
+use support::{
+    alive, send_signal, topic, wait_listening_port, wait_until, Broker, Subscriber, TempDir,
+};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The size goal for a static binary with TLS, on every target.
@@ -316,22 +318,8 @@ impl Drop for Gateway {
     }
 }
 
-/// Running and not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next());
-        !matches!(state, Some("Z" | "X") | None)
-    })
-}
-
 fn status_age(gw: &Gateway) -> Option<Duration> {
-    let modified = std::fs::metadata(gw.path("/run/ms500-relay/status.json"))
-        .ok()?
-        .modified()
-        .ok()?;
-    SystemTime::now().duration_since(modified).ok()
+    support::age(&gw.path("/run/ms500-relay/status.json"))
 }
 
 fn send_img(gw: &Gateway, id: u32) {
@@ -361,13 +349,13 @@ fn a_busybox_only_gateway_keeps_the_relay_running_from_cron() {
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
     let gw = Gateway::new(&bin, broker.port);
     let probe = gw.run(&["/bin/busybox", "true"]);
-    if !probe.status.success() {
-        println!(
-            "skipped: chroot is not permitted here ({})",
+    support::require(
+        probe.status.success(),
+        &format!(
+            "chroot is not permitted here ({})",
             String::from_utf8_lossy(&probe.stderr).trim()
-        );
-        return;
-    }
+        ),
+    );
     let out = gw.run(&["/bin/busybox", "--install", "-s"]);
     assert!(out.status.success(), "{out:?}");
 

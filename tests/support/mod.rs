@@ -1,6 +1,11 @@
-//! Shared fixtures for the integration tests: a real mosquitto on a free
-//! loopback port, the real relay binary with its own relay.conf, a real MQTT
-//! subscriber, and real backend sockets. Every process is killed on drop.
+//! Shared fixtures for the integration tests: a real mosquitto on loopback
+//! ports the OS picked, the real relay binary with its own relay.conf, a real
+//! MQTT subscriber, and real backend sockets. Every process is killed on drop.
+//!
+//! Tests run in parallel threads of one process (tests/it) and wait on what
+//! the relay reports (its log lines, its files, the broker's deliveries),
+//! never on a guess of how long something takes: [`WAIT`] bounds each wait.
+//! A test whose prerequisite is missing fails with the reason ([`require`]).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -13,6 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+/// How long a test waits for something the relay or the broker reports
+/// before it fails: generous, as it only costs time when a test fails
+/// (2 shared cores, qemu-user, and debug builds are all slow).
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The relay binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ms500-relay");
@@ -43,6 +53,40 @@ pub fn testing_own_build() -> bool {
     relay_words() == [BIN.to_string()]
 }
 
+/// Whether this is a CI run (`CI=true`), where every prerequisite is present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Fails the test with `why` when a prerequisite is missing: a test that
+/// cannot test must never pass. Tests that need root (mount, chown to
+/// another user, chroot) are also `#[ignore]`d with the reason, since
+/// developers rarely run tests as root; scripts/test.sh (CI) runs as root
+/// and runs them with `--ignored`. Everything else they need is a package
+/// scripts/test.sh installs.
+#[track_caller]
+pub fn require(present: bool, why: &str) {
+    if present {
+        return;
+    }
+    if in_ci() {
+        panic!("prerequisite missing in CI: {why}");
+    }
+    panic!("prerequisite missing: {why} (scripts/test.sh installs the packages and runs as root)");
+}
+
+/// Whether the tests run as root: a file they create is root's.
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("whoami");
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, "").expect("write a probe file");
+    std::fs::metadata(&probe)
+        .expect("stat the probe file")
+        .uid()
+        == 0
+}
+
 /// How a [`Relay`] process is started, beyond its relay.conf.
 #[derive(Debug, Clone, Default)]
 pub struct Launch {
@@ -57,10 +101,10 @@ pub struct Launch {
 }
 
 /// A loopback port nobody listens on, never handed out twice in this test
-/// process (tests run in parallel threads and bind their ports later). Only
-/// for mosquitto, which cannot report a port the system chose, and must come
-/// back on the same port after a restart; the relay binds port 0 instead
-/// (`SOCKET_PORT = 0`) and the tests read the port it got ([`listening_port`]).
+/// process. Racy (someone may bind it before its user does): only for the
+/// benchmark's relays of older builds, which cannot bind port 0. Brokers use
+/// [`ReservedPort`]; the relay binds port 0 (`SOCKET_PORT = 0`) and the
+/// tests read the port it got ([`listening_port`]).
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     loop {
@@ -72,6 +116,38 @@ pub fn free_port() -> u16 {
         if !given.contains(&port) {
             given.push(port);
             return port;
+        }
+    }
+}
+
+/// A loopback port the OS picked, held for as long as this value lives by a
+/// socket bound with SO_REUSEADDR that never listens. The kernel gives a
+/// port in use to no other bind(port 0) nor outgoing connection, so no other
+/// test or process can take it; mosquitto, which binds its listeners with
+/// SO_REUSEADDR too, can still listen on it, and again after a restart.
+/// (mosquitto cannot bind port 0 and report the port: `listener 0` means a
+/// Unix socket to it.)
+pub struct ReservedPort {
+    pub port: u16,
+    _holder: socket2::Socket,
+}
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        use socket2::{Domain, Socket, Type};
+        let holder = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+        holder.set_reuse_address(true).expect("SO_REUSEADDR");
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        holder.bind(&any.into()).expect("bind a loopback port");
+        let port = holder
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .expect("the port the OS picked");
+        ReservedPort {
+            port,
+            _holder: holder,
         }
     }
 }
@@ -106,14 +182,63 @@ pub fn listening_port(pid: u32) -> Option<u16> {
     None
 }
 
-/// Waits up to 10 s for process `pid` to listen, and returns its port.
+/// Waits up to [`WAIT`] for process `pid` to listen, and returns its port.
 pub fn wait_listening_port(pid: u32) -> u16 {
     let mut port = None;
-    wait_until(Duration::from_secs(10), || {
+    wait_until(WAIT, || {
         port = listening_port(pid);
         port.is_some()
     });
     port.unwrap_or_else(|| panic!("process {pid} never listened"))
+}
+
+/// Whether every byte written on `stream` reached the peer's kernel: its
+/// send queue (unacknowledged bytes, from /proc/net/tcp) is empty. The peer
+/// process need not have read them, nor even be running (SIGSTOP).
+pub fn peer_kernel_has_all(stream: &TcpStream) -> bool {
+    let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
+        return false;
+    };
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port_of = |field: &str| {
+        field
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    text.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // local_address, rem_address, st, tx_queue:rx_queue, ...
+        fields.len() > 4
+            && port_of(fields[1]) == Some(local.port())
+            && port_of(fields[2]) == Some(remote.port())
+            && fields[4].split(':').next() == Some("00000000")
+    })
+}
+
+/// The text of `path`; empty while it cannot be read (not written yet).
+pub fn read_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `path` as JSON; `Null` while it cannot be read or parsed (not written yet).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or_default()
+}
+
+/// How long ago `path` was last modified; None when it is missing.
+pub fn age(path: &Path) -> Option<Duration> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    std::time::SystemTime::now().duration_since(modified).ok()
+}
+
+/// Whether process `pid` is alive: it exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
 }
 
 /// CPU seconds (user + system, all threads) process `pid` has used so far,
@@ -173,12 +298,16 @@ fn port_open(port: u16) -> bool {
     .is_ok()
 }
 
-/// A real mosquitto bound to 127.0.0.1 on a free port.
+/// A real mosquitto on 127.0.0.1, on ports the OS picked and kept for it
+/// ([`ReservedPort`]) so that a restart comes back on the same ones.
 pub struct Broker {
     pub port: u16,
+    /// The main listener's port, then one per extra listener.
+    ports: Vec<ReservedPort>,
     child: Option<Child>,
     dir: TempDir,
     extra: String,
+    listeners: Vec<String>,
 }
 
 impl Broker {
@@ -188,63 +317,52 @@ impl Broker {
 
     /// `extra` lines are appended to the listener's configuration.
     pub fn start_with(extra: &str) -> Broker {
+        Broker::start_with_listeners(extra, &[])
+    }
+
+    /// As [`Broker::start_with`], plus one more listener per entry of
+    /// `listeners` (its configuration lines, after its `listener` line), on
+    /// a port of its own: [`Broker::listener_port`].
+    pub fn start_with_listeners(extra: &str, listeners: &[String]) -> Broker {
         let mut b = Broker::unstarted(extra);
+        for lines in listeners {
+            b.ports.push(ReservedPort::new());
+            b.listeners.push(lines.clone());
+        }
         b.restart();
         b
     }
 
     /// A broker with its port chosen but not running yet: `restart()` starts it.
     pub fn unstarted(extra: &str) -> Broker {
+        let main = ReservedPort::new();
         Broker {
-            port: free_port(),
+            port: main.port,
+            ports: vec![main],
             child: None,
             dir: TempDir::new("broker"),
             extra: extra.to_string(),
+            listeners: Vec::new(),
         }
+    }
+
+    /// The port of extra listener `i` (0-based) of [`Broker::start_with_listeners`].
+    pub fn listener_port(&self, i: usize) -> u16 {
+        self.ports[i + 1].port
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// (Re)starts mosquitto on the same port. A first start that finds its
-    /// port taken (another process bound it between `free_port` and now)
-    /// moves to another port; a restart keeps its port.
+    /// (Re)starts mosquitto on the same ports, and waits until it listens on
+    /// every one of them.
     pub fn restart(&mut self) {
-        let first = self.child.is_none() && !self.dir.path().join("mosquitto.conf").exists();
-        for _ in 0..5 {
-            if self.try_start() {
-                return;
-            }
-            assert!(first, "mosquitto did not come back on {}", self.port);
-            self.port = free_port();
-        }
-        panic!("mosquitto could not find a free port");
-    }
-
-    /// Starts mosquitto; false when it exited at once (its port taken).
-    fn try_start(&mut self) -> bool {
         self.stop();
         let conf = self.dir.path().join("mosquitto.conf");
-        // Global options must come before the first listener.
-        let (global, rest): (Vec<&str>, Vec<&str>) = self
-            .extra
-            .lines()
-            .partition(|l| l.starts_with("per_listener_settings"));
-        let (global, rest) = (global.join("\n"), rest.join("\n"));
-        std::fs::write(
-            &conf,
-            format!(
-                // No per-client queue limit: the default of 1000 would make the
-                // broker itself drop messages for a slow test subscriber. `user`
-                // keeps the broker from dropping root's rights, so it can read the
-                // test's key files and write its persistence directory.
-                "{}\nuser {}\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{}\n",
-                global, whoami(), self.port, rest
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        std::fs::write(&conf, self.config()).expect("write mosquitto.conf");
+        let log_path = self.dir.path().join("mosquitto.log");
+        let log = std::fs::File::create(&log_path).expect("create mosquitto.log");
         let mut child = Command::new(mosquitto_bin())
             .arg("-c")
             .arg(&conf)
@@ -252,18 +370,48 @@ impl Broker {
             .stderr(log)
             .spawn()
             .expect("start mosquitto (scripts/test.sh installs it)");
-        // Listening means nothing if it is someone else on the port: the
-        // broker must still be running once the port answers.
-        let up = wait_until(Duration::from_secs(10), || {
-            port_open(self.port) || !matches!(child.try_wait(), Ok(None))
+        // Nobody else can listen on these ports: open means it is ours.
+        let ports: Vec<u16> = self.ports.iter().map(|p| p.port).collect();
+        let up = wait_until(WAIT, || {
+            ports.iter().all(|&p| port_open(p)) || !matches!(child.try_wait(), Ok(None))
         });
-        std::thread::sleep(Duration::from_millis(20));
         let running = matches!(child.try_wait(), Ok(None));
-        if running {
-            assert!(up, "mosquitto did not listen on {}", self.port);
-            self.child = Some(child);
+        if !(up && running) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "mosquitto did not listen on {ports:?}; its log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
         }
-        running
+        self.child = Some(child);
+    }
+
+    /// mosquitto.conf: the main listener with `extra`, then the extra listeners.
+    fn config(&self) -> String {
+        // Global options must come before the first listener.
+        let (global, rest): (Vec<&str>, Vec<&str>) = self
+            .extra
+            .lines()
+            .partition(|l| l.starts_with("per_listener_settings"));
+        // No per-client queue limit: the default of 1000 would make the
+        // broker itself drop messages for a slow test subscriber. `user`
+        // keeps the broker from dropping root's rights, so it can read the
+        // test's key files and write its persistence directory.
+        let mut conf = format!(
+            "{}\nuser {}\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{}\n",
+            global.join("\n"),
+            whoami(),
+            self.port,
+            rest.join("\n")
+        );
+        for (i, lines) in self.listeners.iter().enumerate() {
+            conf.push_str(&format!(
+                "listener {} 127.0.0.1\n{lines}\n",
+                self.listener_port(i)
+            ));
+        }
+        conf
     }
 
     /// Kills mosquitto (SIGKILL): sessions it did not persist are lost.
@@ -271,7 +419,7 @@ impl Broker {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
-            wait_until(Duration::from_secs(5), || !port_open(self.port));
+            self.expect_closed();
         }
     }
 
@@ -280,7 +428,17 @@ impl Broker {
         if let Some(mut c) = self.child.take() {
             send_signal(c.id(), "TERM");
             let _ = c.wait();
-            wait_until(Duration::from_secs(5), || !port_open(self.port));
+            self.expect_closed();
+        }
+    }
+
+    /// Checks that nothing answers on the broker's ports once it exited (its
+    /// sockets close with it, so this is immediate).
+    fn expect_closed(&self) {
+        let closed = wait_until(WAIT, || self.ports.iter().all(|p| !port_open(p.port)));
+        // Not from a drop during a failing test: a second panic would abort.
+        if !closed && !std::thread::panicking() {
+            panic!("mosquitto exited but port {} still answers", self.port);
         }
     }
 
@@ -355,6 +513,14 @@ fn mosquitto_bin() -> &'static str {
     }
 }
 
+/// The publish link's line once its CONNACK arrived (its level and the
+/// two spaces after it keep the device link's "device link connected to
+/// broker" line out).
+pub const PUBLISH_LINK_UP: &str = "INFO  connected to broker ";
+
+/// The device link's line once the broker acknowledged its subscription.
+pub const DEVICE_LINK_SUBSCRIBED: &str = "INFO  device link subscribed to ";
+
 /// The real relay binary with a generated relay.conf.
 pub struct Relay {
     /// The backend port; 0 until read from the running process.
@@ -364,6 +530,8 @@ pub struct Relay {
     pub launch: Launch,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// Disconnected once the log reader reached the end of the relay's stderr.
+    log_read: crossbeam_channel::Receiver<()>,
     _dir: TempDir,
 }
 
@@ -384,7 +552,7 @@ impl Relay {
             wait_listening_port(relay.pid());
         } else {
             // Watch the log rather than probing the port: a probe would be a backend session.
-            relay.expect_log(" listening on ", Duration::from_secs(10));
+            relay.expect_log(" listening on ", WAIT);
         }
         relay.port();
         relay
@@ -418,6 +586,7 @@ impl Relay {
             launch,
             child: None,
             log: Arc::default(),
+            log_read: crossbeam_channel::never(),
             _dir: dir,
         };
         relay.launch();
@@ -459,7 +628,11 @@ impl Relay {
             .expect("start relay");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::clone(&self.log);
+        let (read_all, log_read) = crossbeam_channel::bounded::<()>(0);
+        self.log_read = log_read;
         std::thread::spawn(move || {
+            // Dropped at the end of stderr: the log then holds every line.
+            let _read_all = read_all;
             let mut reader = BufReader::new(stderr);
             let mut line = String::new();
             while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
@@ -526,9 +699,77 @@ impl Relay {
 
     /// Waits until the log contains `needle`; panics with the log otherwise.
     pub fn expect_log(&self, needle: &str, timeout: Duration) {
-        if !wait_until(timeout, || self.log().contains(needle)) {
-            panic!("relay log never showed {needle:?}; log:\n{}", self.log());
+        self.expect_log_count(needle, 1, timeout);
+    }
+
+    /// Waits until the log contains `needle` at least `n` times; panics with the log otherwise.
+    pub fn expect_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        if !wait_until(timeout, || self.log().matches(needle).count() >= n) {
+            panic!(
+                "relay log never showed {needle:?} {n} times; log:\n{}",
+                self.log()
+            );
         }
+    }
+
+    /// Waits (up to [`WAIT`]) until the publish link has connected `n` times
+    /// in all: from then on commands reach the broker. (The device link's
+    /// line reads "device link connected to broker".)
+    pub fn expect_connected_times(&self, n: usize) {
+        self.expect_log_count(PUBLISH_LINK_UP, n, WAIT);
+    }
+
+    /// Waits until the publish link is connected: [`Relay::expect_connected_times`] 1.
+    pub fn expect_connected(&self) {
+        self.expect_connected_times(1);
+    }
+
+    /// Waits (up to [`WAIT`]) until the broker has acknowledged the device
+    /// link's subscription `n` times in all: from then on no heartbeat or
+    /// reply is missed.
+    pub fn expect_subscribed_times(&self, n: usize) {
+        self.expect_log_count(DEVICE_LINK_SUBSCRIBED, n, WAIT);
+    }
+
+    /// Waits until the device link is subscribed: [`Relay::expect_subscribed_times`] 1.
+    pub fn expect_subscribed(&self) {
+        self.expect_subscribed_times(1);
+    }
+
+    /// Makes sure [`Relay::log`] holds every line the relay logged so far,
+    /// its per-minute log summaries included: SIGUSR1 makes the main thread
+    /// (the one that also writes those summaries) log a line, and that line
+    /// is waited for. Needs LOG_LEVEL info or lower.
+    pub fn sync_log(&self) {
+        let snapshot = "INFO  SIGUSR1: writing the status snapshot now";
+        let before = self.log().matches(snapshot).count();
+        self.signal("USR1");
+        self.expect_log_count(snapshot, before + 1, WAIT);
+    }
+
+    /// How many backend connections the relay has admitted so far (its
+    /// "backend PEER connected" lines).
+    pub fn backends_admitted(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" INFO  backend ") && l.ends_with(" connected"))
+            .count()
+    }
+
+    /// Waits until the relay has admitted `n` backend connections in all.
+    pub fn expect_backends_admitted(&self, n: usize) {
+        if !wait_until(WAIT, || self.backends_admitted() >= n) {
+            panic!(
+                "the relay never admitted {n} backends; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Waits until both links are up: commands go out and replies come back.
+    pub fn expect_ready(&self) {
+        self.expect_connected();
+        self.expect_subscribed();
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -550,10 +791,7 @@ impl Relay {
         let starts = self.log().matches(" listening on ").count();
         self.launch();
         assert!(
-            wait_until(Duration::from_secs(10), || self
-                .log()
-                .matches(" listening on ")
-                .count()
+            wait_until(WAIT, || self.log().matches(" listening on ").count()
                 > starts),
             "relay did not listen again; log:\n{}",
             self.log()
@@ -574,8 +812,8 @@ impl Relay {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    // Let the log reader catch the last lines.
-                    std::thread::sleep(Duration::from_millis(50));
+                    // The log reader has caught the last lines at the end of stderr.
+                    let _ = self.log_read.recv_timeout(WAIT);
                     return Some(status);
                 }
             }
@@ -701,7 +939,7 @@ impl Subscriber {
             }
         });
         ready_rx
-            .recv_timeout(Duration::from_secs(10))
+            .recv_timeout(WAIT)
             .expect("subscription acknowledged");
         Subscriber { rx, client }
     }
@@ -944,8 +1182,9 @@ pub struct Tmpfs {
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size_kib` at a fresh directory under `parent`;
-    /// `None` (after saying so) where mounting is not permitted.
-    pub fn mount(parent: &Path, size_kib: u64, read_only: bool) -> Option<Tmpfs> {
+    /// fails the test ([`require`]) where mounting is not permitted.
+    #[track_caller]
+    pub fn mount(parent: &Path, size_kib: u64, read_only: bool) -> Tmpfs {
         let dir = parent.join("tmpfs");
         std::fs::create_dir_all(&dir).unwrap();
         let mut options = format!("size={size_kib}k,mode=0755");
@@ -962,20 +1201,16 @@ impl Tmpfs {
                 dir.to_str().unwrap(),
             ])
             .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
-            Ok(o) => {
-                println!(
-                    "skipped: cannot mount a tmpfs here ({})",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                println!("skipped: cannot run mount: {e}");
-                None
-            }
-        }
+        let refused = match out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!(
+                "cannot mount a tmpfs here ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Some(format!("cannot run mount: {e}")),
+        };
+        require(refused.is_none(), refused.as_deref().unwrap_or_default());
+        Tmpfs { dir }
     }
 
     /// Fills the file system up to about `free_kib` of free space.

@@ -1,14 +1,11 @@
 //! Bad input is refused with a reason, publishes nothing, and (except for
 //! oversize values) leaves the connection usable.
 
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
-use support::{closed_by_peer, read_lines, Broker, Relay, Subscriber};
+use crate::support::{closed_by_peer, read_lines, Broker, Relay, Subscriber, WAIT};
 
-const WAIT: Duration = Duration::from_secs(10);
 const VALID: &str = r#"{"type":"IMG","unit":"next"}"#;
 
 fn setup(settings: &[(&str, &str)]) -> (Broker, Relay, Subscriber) {

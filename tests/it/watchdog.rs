@@ -4,13 +4,12 @@
 //! refuses a configuration without PID_FILE. scripts/watchdog.sh, kept for
 //! old crontab lines, is a one-line POSIX sh wrapper around it.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use support::{relay_command, send_signal, wait_until, Broker, TempDir, BIN};
+use crate::support;
+use crate::support::{age, alive, relay_command, send_signal, wait_until, Broker, TempDir, BIN};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/watchdog.sh");
 
@@ -60,19 +59,6 @@ fn read_pid(pid_file: &Path) -> Option<u32> {
         .and_then(|t| t.trim().parse().ok())
 }
 
-/// Running (or stopped) and not a zombie: the relays started by the script
-/// are reparented, and a killed one may stay a zombie until someone reaps it.
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or("");
-    !matches!(state, "Z" | "X" | "")
-}
-
 /// Whether nobody holds the lock on `path` (a shared lock can be taken).
 fn lock_free(path: &Path) -> bool {
     std::fs::File::open(path).is_ok_and(|f| f.try_lock_shared().is_ok())
@@ -82,11 +68,6 @@ fn is_relay(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains("ms500-relay"))
         .unwrap_or(false)
-}
-
-fn age(path: &Path) -> Option<Duration> {
-    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    SystemTime::now().duration_since(modified).ok()
 }
 
 /// Kills every relay the test saw (and the one in the pid file), even when
@@ -119,6 +100,12 @@ impl Drop for Reaper {
 
 #[test]
 fn watchdog_starts_keeps_and_replaces_the_relay() {
+    // Part (b') shifts the relay's wall clock with libfaketime.
+    let faketime = support::faketime_lib();
+    support::require(
+        faketime.is_some() && support::testing_own_build(),
+        "libfaketime (scripts/test.sh installs faketime) and the dynamically linked debug build",
+    );
     let broker = Broker::start();
     let dir = TempDir::new("watchdog");
     let pid_file = dir.path().join("relay.pid");
@@ -195,7 +182,7 @@ fn watchdog_starts_keeps_and_replaces_the_relay() {
 
     // (b') A wall clock a day off either way (no RTC, then NTP) makes the
     // status file look a day old: the relay rewrites it, so it is left alone.
-    if let Some(lib) = support::faketime_lib().filter(|_| support::testing_own_build()) {
+    if let Some(lib) = faketime {
         for shift in ["+1d", "-1d"] {
             let mut command = relay_command();
             command
@@ -213,8 +200,6 @@ fn watchdog_starts_keeps_and_replaces_the_relay() {
             );
             assert_eq!(read_pid(&pid_file), Some(p1), "clock {shift}");
         }
-    } else {
-        println!("skipped the clock part: libfaketime missing or not our own build");
     }
 
     // (c) Killed (-9): the lock went with it, so the next run starts a new one.

@@ -1,14 +1,12 @@
 //! Running it on a gateway: one instance per PID_FILE, the status file, and
 //! the `status` command.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{
+    publish, read_json, run_bin, send_signal, wait_until, Broker, Relay, TempDir, WAIT,
+};
 use rumqttc::QoS;
-use support::{publish, run_bin, send_signal, wait_until, Broker, Relay, TempDir};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_second_instance_exits_3_naming_the_holder_and_a_stale_pid_file_is_taken_over() {
@@ -39,11 +37,6 @@ fn a_second_instance_exits_3_naming_the_holder_and_a_stale_pid_file_is_taken_ove
     assert!(!pid_file.exists(), "a clean stop removes the pid file");
 }
 
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).expect("status file exists"))
-        .expect("status file is JSON")
-}
-
 #[test]
 fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
     let broker = Broker::start();
@@ -56,7 +49,7 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
             ("STATUS_INTERVAL", "1"),
         ],
     );
-    relay.expect_log("connected to broker", WAIT);
+    relay.expect_connected();
     assert!(wait_until(WAIT, || status_file.exists()));
     let first = read_json(&status_file);
     for key in [
@@ -85,7 +78,7 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
     }
     assert_eq!(first["pid"], relay.pid());
 
-    std::thread::sleep(Duration::from_millis(300));
+    relay.expect_subscribed();
     publish(
         broker.port,
         "/device/ms500/cam-42/online",
@@ -129,7 +122,8 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
 
     // A stopped relay's snapshot goes stale: status says so and exits 1.
     send_signal(relay.pid(), "STOP");
-    // 3 intervals, plus a second for whole-second timestamps.
+    // Time is the test: the snapshot ages past 3 intervals, plus a second
+    // for whole-second timestamps.
     std::thread::sleep(Duration::from_millis(4500));
     let (code, out, _) = run_bin(&["status", "-c", &conf], None);
     send_signal(relay.pid(), "CONT");

@@ -1,13 +1,9 @@
 //! Every command type reaches its topic byte-exact, whatever the framing.
 
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
-use support::{samples, topic, Broker, Relay, Subscriber};
-
-const WAIT: Duration = Duration::from_secs(10);
+use crate::support::{samples, topic, Broker, Relay, Subscriber, WAIT};
 
 fn setup() -> (Broker, Relay, Subscriber) {
     let broker = Broker::start();
@@ -120,6 +116,7 @@ fn a_command_split_across_writes_with_pauses() {
     let (b, c) = rest.split_at(40);
     for part in [a, b, c] {
         s.write_all(part.as_bytes()).unwrap();
+        // Time is the test: the relay reads each part on its own.
         std::thread::sleep(Duration::from_millis(300));
         if part != c {
             sub.assert_silent(Duration::from_millis(10));

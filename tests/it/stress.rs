@@ -4,13 +4,11 @@
 //! `/service/ms500/<valid unit>/socket`, publish only valid commands, and
 //! deliver every sentinel.
 
-mod support;
-
 use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
-use support::{samples, Broker, Relay, Subscriber};
+use crate::support::{samples, Broker, Relay, Subscriber};
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);

@@ -4,17 +4,14 @@
 //! only in letter case are refused; a lasting broker failure (an expired
 //! certificate) is logged once, not at every retry.
 
-mod support;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{
-    make_ca, openssl, read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir,
+use crate::support;
+use crate::support::{
+    make_ca, openssl, read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
 };
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Members with secret values, each value distinctive (tagged so that the
 /// copies in a CFG, a UDS and a reply differ). `pass\u0077ord` is
@@ -49,8 +46,7 @@ fn secret_fields_are_published_unchanged_and_never_logged_even_at_trace() {
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
     let relay = Relay::start(broker.port, &[("LOG_LEVEL", "trace")]);
     relay.expect_log("device link connected to broker", WAIT);
-    // The device link subscribes right after its CONNACK.
-    std::thread::sleep(Duration::from_millis(500));
+    relay.expect_subscribed();
 
     let cfg = format!(
         r#"{{"type":"CFG","unit":"cam-7","id":"c1","configs":{{{}}}}}"#,
@@ -136,7 +132,7 @@ fn send_prints_device_replies_with_secret_values_masked() {
     let broker = Broker::start();
     let relay = Relay::start(broker.port, &[]);
     relay.expect_log("device link connected to broker", WAIT);
-    std::thread::sleep(Duration::from_millis(500));
+    relay.expect_subscribed();
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
     let port = broker.port;
     let reply = format!(
@@ -242,13 +238,16 @@ fn an_expired_broker_certificate_is_one_error_line_not_one_per_retry() {
     let certs = TempDir::new("certs");
     make_expired_certs(certs.path());
     let p = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
-    let tls_port = support::free_port();
-    let _broker = Broker::start_with(&format!(
-        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        p("ca.pem"),
-        p("server.pem"),
-        p("server.key")
-    ));
+    let broker = Broker::start_with_listeners(
+        "",
+        &[format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\n",
+            p("ca.pem"),
+            p("server.pem"),
+            p("server.key")
+        )],
+    );
+    let tls_port = broker.listener_port(0);
     let relay = Relay::start(
         tls_port,
         &[

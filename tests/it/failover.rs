@@ -3,15 +3,15 @@
 //! first one once it answers again. Two real mosquittos, a subscriber on
 //! each: every command must reach one of them.
 
-mod support;
-
 use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use support::{id_of, numbered_command as command, wait_until, Broker, Relay, Subscriber};
-
-const WAIT: Duration = Duration::from_secs(20);
+use crate::support;
+use crate::support::{
+    id_of, numbered_command as command, wait_until, Broker, Relay, Subscriber, PUBLISH_LINK_UP,
+    WAIT,
+};
 
 fn brokers(a: &Broker, b: &Broker) -> String {
     format!("127.0.0.1:{}, 127.0.0.1:{}", a.port, b.port)
@@ -61,7 +61,7 @@ fn the_first_broker_killed_in_the_middle_of_a_3000_command_stream_loses_nothing(
     let b = Broker::start();
     let (sub_a, sub_b) = (subscriber(&a), subscriber(&b));
     let relay = Relay::start(a.port, &[("MQTT_BROKER", brokers(&a, &b).as_str())]);
-    relay.expect_log(&format!("connected to broker 127.0.0.1:{}", a.port), WAIT);
+    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", a.port), WAIT);
     let n = 3000;
     let sender = {
         let mut s = relay.connect();
@@ -69,6 +69,7 @@ fn the_first_broker_killed_in_the_middle_of_a_3000_command_stream_loses_nothing(
             for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
                 let burst: String = chunk.iter().map(|&i| command(i)).collect();
                 s.write_all(burst.as_bytes()).unwrap();
+                // Paced, so that the kill falls mid-stream.
                 std::thread::sleep(Duration::from_millis(10));
             }
             s
@@ -110,7 +111,7 @@ fn the_first_broker_killed_in_the_middle_of_a_3000_command_stream_loses_nothing(
         log.contains(&format!("trying broker 127.0.0.1:{} now", b.port)),
         "{log}"
     );
-    relay.expect_log(&format!("connected to broker 127.0.0.1:{}", b.port), WAIT);
+    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
 }
 
 #[test]
@@ -125,7 +126,7 @@ fn a_frozen_broker_is_left_within_one_and_a_half_keepalives_and_the_first_is_tak
             ("MQTT_KEEPALIVE", "5"),
         ],
     );
-    relay.expect_log(&format!("connected to broker 127.0.0.1:{}", a.port), WAIT);
+    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", a.port), WAIT);
     let mut s = relay.connect();
     s.write_all(command(0).as_bytes()).unwrap();
     assert_eq!(sub_a.recv(WAIT).map(|m| id_of(&m)), Some(0));
@@ -160,7 +161,7 @@ fn a_frozen_broker_is_left_within_one_and_a_half_keepalives_and_the_first_is_tak
     // keepalive the relay moves back to it.
     a.freeze(false);
     relay.expect_log("answers again: moving back to it", Duration::from_secs(30));
-    relay.expect_log(&format!("connected to broker 127.0.0.1:{}", a.port), WAIT);
+    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", a.port), WAIT);
     while sub_a.recv(Duration::from_millis(100)).is_some() {}
     s.write_all(command(500).as_bytes()).unwrap();
     let back = sub_a.recv(WAIT).map(|m| id_of(&m));

@@ -1,14 +1,13 @@
 //! The operator's view: exit codes, check-config, send, --help, --version.
 
-mod support;
-
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
-use std::time::Duration;
 
-use support::{run_bin, Broker, Relay, Subscriber, TempDir};
+use crate::support;
+use crate::support::{run_bin, Broker, Relay, Subscriber, TempDir, WAIT};
 
 fn write_conf(dir: &TempDir, text: &str) -> String {
     let p = dir.path().join("relay.conf");
@@ -136,7 +135,7 @@ fn a_taken_port_exits_4() {
     let port = taken.local_addr().unwrap().port();
     let mut relay = Relay::spawn(1, &[("SOCKET_PORT", &port.to_string())]);
     let status = relay
-        .wait_exit(Duration::from_secs(10))
+        .wait_exit(WAIT)
         .expect("relay exits when its port is taken");
     assert_eq!(status.code(), Some(4), "log:\n{}", relay.log());
     assert!(relay.log().contains("cannot listen"), "{}", relay.log());
@@ -152,14 +151,8 @@ fn send_delivers_arguments_and_stdin_and_prints_replies() {
     let b = r#"{"type":"RSR","unit":"s1","id":2}"#;
     let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "2", a, b], None);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        sub.recv(Duration::from_secs(10)).unwrap().payload,
-        a.as_bytes()
-    );
-    assert_eq!(
-        sub.recv(Duration::from_secs(10)).unwrap().payload,
-        b.as_bytes()
-    );
+    assert_eq!(sub.recv(WAIT).unwrap().payload, a.as_bytes());
+    assert_eq!(sub.recv(WAIT).unwrap().payload, b.as_bytes());
     assert!(
         out.contains(r#""status":"ok""#) && out.contains(r#""id":2"#),
         "{out}"
@@ -168,10 +161,7 @@ fn send_delivers_arguments_and_stdin_and_prints_replies() {
     let c = r#"{"type":"FRS","unit":"s1","reset_level":1}"#;
     let (code, _, err) = run_bin(&["send", "-c", &conf, "-w", "0.5"], Some(c.as_bytes()));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        sub.recv(Duration::from_secs(10)).unwrap().payload,
-        c.as_bytes()
-    );
+    assert_eq!(sub.recv(WAIT).unwrap().payload, c.as_bytes());
 }
 
 #[test]
@@ -192,11 +182,9 @@ fn send_without_a_relay_fails_with_exit_1() {
 fn sigterm_stops_cleanly_with_exit_0() {
     let broker = Broker::start();
     let mut relay = Relay::start(broker.port, &[]);
-    relay.expect_log("connected to broker", Duration::from_secs(10));
+    relay.expect_connected();
     relay.signal("TERM");
-    let status = relay
-        .wait_exit(Duration::from_secs(10))
-        .expect("relay stops on SIGTERM");
+    let status = relay.wait_exit(WAIT).expect("relay stops on SIGTERM");
     assert_eq!(status.code(), Some(0), "log:\n{}", relay.log());
 }
 
@@ -208,16 +196,33 @@ fn rust_log_wins_over_log_level() {
         // Port 1: no broker there.
         "LOG_LEVEL = debug\nSOCKET_PORT = 0\nMQTT_PORT = 1\n",
     );
-    let child = support::relay_command()
+    let mut child = support::relay_command()
         .args(["-c", &conf])
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let stderr = child.stderr.take().unwrap();
+    let (line_tx, lines) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    // Stopped once its warning is out: what it logs until then is the test.
+    let mut err = String::new();
+    while !err.contains("WARN  cannot connect to broker") {
+        match lines.recv_timeout(WAIT) {
+            Ok(line) => err.push_str(&(line + "\n")),
+            Err(_) => break,
+        }
+    }
     support::send_signal(child.id(), "TERM");
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(child.wait().is_ok());
+    // The rest, up to the end of its stderr.
+    while let Ok(line) = lines.recv_timeout(WAIT) {
+        err.push_str(&(line + "\n"));
+    }
     assert!(err.contains("WARN  cannot connect to broker"), "{err}");
     assert!(!err.contains("INFO") && !err.contains("DEBUG"), "{err}");
 }

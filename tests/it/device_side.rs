@@ -1,15 +1,12 @@
 //! The upstream half: heartbeats shown and tracked, SCS/UDS replies routed
 //! back to the connection that asked, status lines per ACK_MODE.
 
-mod support;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::{publish, read_lines, Broker, Relay, Subscriber, WAIT};
 use rumqttc::QoS;
-use support::{publish, read_lines, Broker, Relay, Subscriber};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn reply_topic(unit: &str) -> String {
     format!("/device/ms500/{unit}/socket_reply")
@@ -19,17 +16,11 @@ fn heartbeat_topic(id: &str) -> String {
     format!("/device/ms500/{id}/online")
 }
 
-/// Waits until the relay has subscribed (after its ConnAck).
-fn ready(relay: &Relay) {
-    relay.expect_log("connected to broker", WAIT);
-    std::thread::sleep(Duration::from_millis(300));
-}
-
 #[test]
 fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived() {
     let broker = Broker::start();
     let relay = Relay::start(broker.port, &[]);
-    ready(&relay);
+    relay.expect_ready();
     let hb = br#"{"device_id":"cam-07","msg_type":"online","timestamp":1764391000,"ip":"10.1.2.3","network":"wifi","eth_connected":false,"wifi_connected":true,"lte_connected":0,"cpu_temp":51.5,"sense_temp":40.25,"video_fps":14.5,"spi_fps":29,"lte_signal":-77}"#;
     publish(broker.port, &heartbeat_topic("cam-07"), hb, QoS::AtMostOnce);
     relay.expect_log("heartbeat cam-07:", WAIT);
@@ -152,6 +143,9 @@ fn a_retained_17_mb_heartbeat_costs_only_itself_while_commands_flow() {
         );
     }
     relay.expect_log("heartbeat camY: ts=absent ip=10.0.0.9", WAIT);
+    // Time is the test here: a reconnect loop (the broker offering the 17 MB
+    // message again on every subscribe) shows within 3 s, its first backoff
+    // being 1 s; nothing the relay reports says "and nothing more happened".
     std::thread::sleep(Duration::from_secs(3));
     let log = relay.log();
     assert_eq!(
@@ -173,7 +167,7 @@ fn a_retained_17_mb_heartbeat_costs_only_itself_while_commands_flow() {
 fn a_backend_that_half_closes_still_gets_its_status_lines() {
     let broker = Broker::start();
     let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
-    ready(&relay);
+    relay.expect_ready();
     // One-shot: write, shut down the write side, read what comes back.
     for i in 0..10 {
         let mut s = relay.connect();
@@ -195,14 +189,16 @@ fn a_backend_that_half_closes_still_gets_its_status_lines() {
 fn silent_device_goes_offline_once_and_comes_back_online() {
     let broker = Broker::start();
     let relay = Relay::start(broker.port, &[("DEVICE_TIMEOUT", "2")]);
-    ready(&relay);
+    relay.expect_ready();
     publish(
         broker.port,
         &heartbeat_topic("cam-q"),
         br#"{"ip":"10.0.0.1"}"#,
         QoS::AtMostOnce,
     );
-    relay.expect_log("device cam-q offline", Duration::from_secs(15));
+    relay.expect_log("device cam-q offline", WAIT);
+    // Time is the test here: "offline" must not come again in the next 1.5
+    // DEVICE_TIMEOUTs of silence.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         relay.log().matches("device cam-q offline").count(),
@@ -224,7 +220,7 @@ fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route() {
     // Unrouted replies are counted and logged at debug only (several relays
     // on one broker all see every reply).
     let relay = Relay::start(broker.port, &[("LOG_LEVEL", "debug")]);
-    ready(&relay);
+    relay.expect_ready();
     let mut a = relay.connect();
     let mut b = relay.connect();
     a.write_all(br#"{"type":"SCS","unit":"cam-r"}"#).unwrap();
@@ -249,8 +245,8 @@ fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route() {
     // UDS from b takes the route over.
     b.write_all(br#"{"type":"UDS","unit":"cam-r","settings":{"fps":10}}"#)
         .unwrap();
+    // The session claims the route before it hands the command on.
     relay.expect_log("accepted UDS for unit cam-r", WAIT);
-    std::thread::sleep(Duration::from_millis(100));
     publish(
         broker.port,
         &reply_topic("cam-r"),
@@ -265,8 +261,9 @@ fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route() {
 
     // b closes: its route is gone and the reply is dropped (debug line).
     drop(b);
+    // The session drops its routes right after this line; the reply below
+    // takes far longer to come back through the broker.
     relay.expect_log("closed the connection", WAIT);
-    std::thread::sleep(Duration::from_millis(200));
     publish(
         broker.port,
         &reply_topic("cam-r"),
@@ -299,7 +296,7 @@ fn ack_mode_all_writes_one_ok_line_per_command_and_error_lines_naming_the_field(
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
     let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
-    ready(&relay);
+    relay.expect_ready();
     let mut s = relay.connect();
     for i in 0..5 {
         s.write_all(format!(r#"{{"type":"IMG","unit":"u{i}","id":{i}}}"#).as_bytes())
@@ -333,7 +330,7 @@ fn ack_mode_all_writes_one_ok_line_per_command_and_error_lines_naming_the_field(
 fn ack_mode_all_ok_line_comes_only_after_the_broker_took_the_command() {
     let mut broker = Broker::start();
     let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
-    ready(&relay);
+    relay.expect_ready();
     broker.stop();
     relay.expect_log("lost connection to broker", WAIT);
     let mut s = relay.connect();
@@ -359,7 +356,7 @@ fn ack_mode_all_ok_line_comes_only_after_the_broker_took_the_command() {
 fn ack_mode_errors_writes_only_error_lines_and_none_writes_only_replies() {
     let broker = Broker::start();
     let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
-    ready(&relay);
+    relay.expect_ready();
     let mut s = relay.connect();
     s.write_all(br#"{"type":"IMG","unit":"e1","id":1}"#)
         .unwrap();
@@ -383,7 +380,7 @@ fn ack_mode_errors_writes_only_error_lines_and_none_writes_only_replies() {
     drop(relay);
 
     let relay = Relay::start(broker.port, &[("ACK_MODE", "none")]);
-    ready(&relay);
+    relay.expect_ready();
     let mut s = relay.connect();
     s.write_all(br#"{"type":"SCS","unit":"n1"}"#).unwrap();
     s.write_all(br#"{"type":"CDN","unit":"n1"}"#).unwrap();
@@ -403,7 +400,7 @@ fn a_backend_that_never_reads_does_not_delay_other_connections() {
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
     let relay = Relay::start(broker.port, &[]);
-    ready(&relay);
+    relay.expect_ready();
     let mut lazy = relay.connect();
     lazy.write_all(br#"{"type":"SCS","unit":"flood"}"#).unwrap();
     relay.expect_log("accepted SCS for unit flood", WAIT);
@@ -460,25 +457,11 @@ fn a_backend_that_never_reads_does_not_delay_other_connections() {
     drop(lazy);
 }
 
-/// Publishes `payload` on `topic` until `got` holds: the device link
-/// subscribes right after its CONNACK, and what the broker gets before that
-/// is not for it.
-fn publish_until(broker: u16, topic: &str, payload: &[u8], mut got: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < WAIT {
-        publish(broker, topic, payload, QoS::AtLeastOnce);
-        if got() {
-            return true;
-        }
-    }
-    false
-}
-
 #[test]
 fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_again() {
     let mut broker = Broker::start();
     let relay = Relay::start(broker.port, &[]);
-    ready(&relay);
+    relay.expect_ready();
     let mut a = relay.connect();
     a.write_all(br#"{"type":"SCS","unit":"cam-re"}"#).unwrap();
     relay.expect_log("accepted SCS for unit cam-re", WAIT);
@@ -498,37 +481,36 @@ fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_agai
         "the device link never came back; log:\n{}",
         relay.log()
     );
-    let seen = publish_until(
+    // Subscribed again: from here on nothing published is missed.
+    relay.expect_subscribed_times(2);
+    publish(
         broker.port,
         &heartbeat_topic("cam-re"),
         b"{\"ip\":\"10.9.9.9\"}",
-        || relay.log().contains("heartbeat cam-re:"),
+        QoS::AtLeastOnce,
     );
-    assert!(
-        seen,
-        "no heartbeat after the restart; log:\n{}",
-        relay.log()
-    );
+    relay.expect_log("heartbeat cam-re:", WAIT);
     // The route lives in the relay: it outlived the broker.
-    let mut line = Vec::new();
-    let routed = publish_until(
+    publish(
         broker.port,
         &reply_topic("cam-re"),
         b"{\"after\":\"restart\"}",
-        || {
-            line = read_lines(&a, 1, Duration::from_millis(300));
-            !line.is_empty()
-        },
+        QoS::AtLeastOnce,
     );
-    assert!(routed, "no reply after the restart; log:\n{}", relay.log());
-    assert_eq!(line, vec!["{\"after\":\"restart\"}".to_string()]);
+    let line = read_lines(&a, 1, WAIT);
+    assert_eq!(
+        line,
+        vec!["{\"after\":\"restart\"}".to_string()],
+        "no reply after the restart; log:\n{}",
+        relay.log()
+    );
 }
 
 #[test]
 fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_claimed_again() {
     let broker = Broker::start();
     let relay = Relay::start(broker.port, &[]);
-    ready(&relay);
+    relay.expect_ready();
     let mut a = relay.connect();
     let mut b = relay.connect();
     a.write_all(br#"{"type":"SCS","unit":"cam-t"}"#).unwrap();
@@ -539,8 +521,8 @@ fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_
 
     // The old holder leaves: b's route stays.
     drop(a);
+    // Whenever a's routes go, b's claim on cam-t is not among them.
     relay.expect_log("closed the connection", WAIT);
-    std::thread::sleep(Duration::from_millis(200));
     publish(
         broker.port,
         &reply_topic("cam-t"),
@@ -551,18 +533,10 @@ fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_
 
     // b leaves too; a new connection claims the same unit and gets its replies.
     drop(b);
-    support::wait_until(WAIT, || {
-        relay.log().matches("closed the connection").count() == 2
-    });
+    relay.expect_log_count("closed the connection", 2, WAIT);
     let mut c = relay.connect();
     c.write_all(br#"{"type":"SCS","unit":"cam-t"}"#).unwrap();
-    support::wait_until(WAIT, || {
-        relay
-            .log()
-            .matches("accepted SCS for unit cam-t from")
-            .count()
-            == 2
-    });
+    relay.expect_log_count("accepted SCS for unit cam-t from", 2, WAIT);
     publish(
         broker.port,
         &reply_topic("cam-t"),
@@ -596,6 +570,7 @@ fn slow_first_answer(broker: u16, delay: Duration) -> u16 {
                 let Ok(n) = std::io::Read::read(&mut down_from, &mut first) else {
                     return;
                 };
+                // Time is the test: the broker's first answer comes late.
                 std::thread::sleep(delay);
                 if down_to.write_all(&first[..n]).is_ok() {
                     let _ = std::io::copy(&mut down_from, &mut down_to);
@@ -612,8 +587,8 @@ fn a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link(
     let broker = Broker::start();
     let slow = slow_first_answer(broker.port, Duration::from_secs(2));
     let relay = Relay::start(slow, &[]);
-    relay.expect_log("device link connected to broker", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(300));
+    relay.expect_log("device link connected to broker", WAIT);
+    relay.expect_subscribed();
     publish(
         broker.port,
         &heartbeat_topic("cam-slow"),
