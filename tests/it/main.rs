@@ -17,6 +17,7 @@ mod durability;
 mod edges;
 mod failover;
 mod hardening;
+mod held;
 mod operate;
 mod operations;
 mod outage;

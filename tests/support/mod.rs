@@ -1118,6 +1118,8 @@ pub struct Cutter {
     pub port: u16,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, new connections are closed at once: the link stays away.
+    refusing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Cutter {
@@ -1126,13 +1128,17 @@ impl Cutter {
         let port = listener.local_addr().unwrap().port();
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, st) = (Arc::clone(&conns), Arc::clone(&stop));
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, st, re) = (Arc::clone(&conns), Arc::clone(&stop), Arc::clone(&refusing));
         std::thread::spawn(move || {
             for inbound in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(inbound) = inbound else { continue };
+                if re.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(outbound) = TcpStream::connect(("127.0.0.1", broker_port)) else {
                     continue;
                 };
@@ -1155,7 +1161,17 @@ impl Cutter {
                 }
             }
         });
-        Cutter { port, conns, stop }
+        Cutter {
+            port,
+            conns,
+            stop,
+            refusing,
+        }
+    }
+
+    /// While `refusing`, every new connection is closed at once.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// Cuts every forwarded connection at once, as a network failure would.

@@ -267,6 +267,7 @@ impl Delivery {
             let seq = self.ledger.next_seq();
             if self.hold_or_refuse(seq, job, camera, out) {
                 self.ledger.skip_seq();
+                self.announce_held(seq, "spool", out);
             }
             return;
         }
