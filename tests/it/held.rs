@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
 
 use rumqttc::QoS;
 
