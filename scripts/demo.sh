@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A guided tour of the relay for a newcomer, in under a minute (after the build):
 # a private mosquitto, the relay, a simulated camera cam-01, one command of each
-# of the 12 types, the relay's log and its status. Everything runs on loopback
+# of the 12 types, a camera that goes offline and gets its firmware update when
+# it comes back, the relay's log and its status. Everything runs on loopback
 # ports picked at random and is stopped and removed at the end, on Ctrl-C or on
 # any error.
 #
@@ -135,10 +136,12 @@ SOCKET_PORT = $socket_port
 ACK_MODE = all
 STATUS_FILE = $work/status.json
 STATUS_INTERVAL = 1
+# a camera silent for 3 s is offline: commands for it are held (section 7)
+DEVICE_TIMEOUT = 3
 EOF
 sed 's/^/   | /' "$conf"
 note "how the relay reads it (ms500-relay check-config -c relay.conf, excerpt):"
-"$bin" check-config -c "$conf" | grep -E '^(MQTT_PORT|SOCKET_PORT|ACK_MODE|STATUS_)' | sed 's/^/   | /'
+"$bin" check-config -c "$conf" | grep -E '^(MQTT_PORT|SOCKET_PORT|ACK_MODE|STATUS_|DEVICE_TIMEOUT|PRESENCE_FIELD|HOLD_OFFLINE)' | sed 's/^/   | /'
 
 # ---------------------------------------------------------------------------
 section "3. start the relay"
@@ -207,16 +210,57 @@ sleep 0.3
 
 section "6b. a broken command is refused with a reason naming the field, and not published"
 note "$(basename "$bin") send -c relay.conf -w 1 '{\"type\":\"FRS\",\"unit\":\"cam-01\",\"id\":13}'"
-"$bin" send -c "$conf" -w 1 '{"type":"FRS","unit":"cam-01","id":13}' | sed -u 's/^/   backend< /'
+"$bin" send -c "$conf" -w 1 '{"type":"FRS","unit":"cam-01","id":13}' | sed -u 's/^/   backend< /' ||
+    note "(send exits 1: a command was refused)"
 
 # ---------------------------------------------------------------------------
-section "7. the relay's log (stderr; one line per event)"
-grep -E 'listening on|connected to broker|heartbeat cam-01|accepted|published|reject|refus|reply|error' "$relay_log" |
-    head -n 40 | sed 's/^/   | /' || true
+section "7. a camera goes offline: its firmware update waits in the relay until it is back"
+cam=A0B1C2D3E4F5
+cam_unit=MS500-H090-EP-2549-0038
+# The camera as an ESP32 with esp-mqtt's defaults: heartbeats, and a clean-session
+# subscription to its command topic, both only while it is online.
+camera_online() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    spawn bash -c '
+        while :; do
+            mosquitto_pub -h 127.0.0.1 -p "$1" -q 0 -t "/device/ms500/$2/online" -m "{\"device_id\":\"$2\",\"msg_type\":\"heartbeat\",\"network\":\"lte\"}"
+            sleep 1
+        done' heartbeat "$mqtt_port" "$cam" >/dev/null 2>&1
+    cam_heartbeat=${group_pids[${#group_pids[@]} - 1]}
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    spawn bash -c 'mosquitto_sub -h 127.0.0.1 -p "$1" -q 1 -t "/service/ms500/$2/socket" | sed -u "s/^/   camera $3> /"' \
+        camera "$mqtt_port" "$cam_unit" "$cam"
+    cam_sub=${group_pids[${#group_pids[@]} - 1]}
+}
+camera_offline() {
+    kill -TERM -- "-$cam_heartbeat" "-$cam_sub" 2>/dev/null || true
+}
+camera_online
+wait_for 10 "the relay to see camera $cam" grep -q "device $cam online" "$relay_log"
+note "camera $cam is online (its command topic: /service/ms500/$cam_unit/socket)"
+camera_offline
+note "camera $cam loses its network: no heartbeat, its MQTT connection is gone"
+wait_for 15 "the relay to mark $cam offline" grep -q "device $cam offline" "$relay_log"
+note "after DEVICE_TIMEOUT the relay logged: $(grep -m1 "device $cam offline" "$relay_log" | sed 's/^.*device/device/')"
+fmw='{"type":"FMW","unit":"'$cam_unit'","id":20,"camera":"a0b1c2d3e4f5","firmware_id":"2.5.0","link":"https://fw.example/ms500-2.5.0.bin","md5":"0123456789abcdef0123456789abcdef"}'
+note "$(basename "$bin") send -c relay.conf -w 1 '<FMW for camera a0b1c2d3e4f5>'"
+"$bin" send -c "$conf" -w 1 "$fmw" | sed -u 's/^/   backend< /'
+note "held, not published: a broker would have dropped it for a camera with a clean session"
+sleep 2
+note "the camera comes back"
+camera_online
+wait_for 15 "the relay to release the held update" grep -q "releasing its" "$relay_log"
+sleep 1
+note "the relay logged: $(grep -m1 'releasing its' "$relay_log" | sed 's/^.*camera/camera/')"
+
+# ---------------------------------------------------------------------------
+section "8. the relay's log (stderr; one line per event)"
+grep -E 'listening on|connected to broker|heartbeat cam-01|accepted|held|releas|offline|published|reject|refus|reply|error' "$relay_log" |
+    head -n 50 | sed 's/^/   | /' || true
 note "(full log: $(wc -l <"$relay_log") lines)"
 
 # ---------------------------------------------------------------------------
-section "8. ms500-relay status -c relay.conf (reads STATUS_FILE, written every second)"
+section "9. ms500-relay status -c relay.conf (reads STATUS_FILE, written every second)"
 sleep 1
 "$bin" status -c "$conf" | sed 's/^/   | /'
 
