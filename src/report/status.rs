@@ -51,55 +51,8 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         .iter()
         .map(|(counted, v)| (counted.key.to_string(), json!(v)))
         .collect();
-    let held_for: HashMap<String, &HeldFor> = s
-        .held
-        .by_camera
-        .iter()
-        .map(|h| (h.camera.to_ascii_lowercase(), h))
-        .collect();
-    let devices: Vec<Value> = s
-        .devices
-        .shown
-        .iter()
-        .map(|d| {
-            let h = &d.status;
-            let held = held_for.get(&d.id.to_ascii_lowercase());
-            json!({
-                "id": d.id,
-                "online": d.online,
-                "last_seen": iso8601(d.last_seen),
-                "last_seen_unix": unix(d.last_seen),
-                "ip": h.ip,
-                "network": h.network,
-                "eth_connected": h.eth_connected,
-                "wifi_connected": h.wifi_connected,
-                "lte_connected": h.lte_connected,
-                "cpu_temp": h.cpu_temp,
-                "sense_temp": h.sense_temp,
-                "video_fps": h.video_fps,
-                "spi_fps": h.spi_fps,
-                "lte_signal": h.lte_signal,
-                "timestamp": h.timestamp,
-                "held": held.map_or(0, |h| h.commands),
-                "held_oldest_age_s": held.map(|h| age_s(h.oldest, s.now)),
-            })
-        })
-        .collect();
-    let held_cameras: Vec<Value> = s
-        .held
-        .by_camera
-        .iter()
-        .take(DEVICES_SHOWN)
-        .map(|h| {
-            json!({
-                "camera": heartbeat::shown(&h.camera),
-                "held": h.commands,
-                "oldest": iso8601(h.oldest),
-                "oldest_unix": unix(h.oldest),
-                "oldest_age_s": age_s(h.oldest, s.now),
-            })
-        })
-        .collect();
+    let devices = devices_json(s);
+    let held_cameras = held_json(s);
     json!({
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -132,6 +85,61 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "devices_forgotten": s.devices.forgotten,
         "devices": devices,
     })
+}
+
+/// The devices shown, each with its share of what is held.
+fn devices_json(s: &Snapshot<'_>) -> Vec<Value> {
+    let held_for: HashMap<String, &HeldFor> = s
+        .held
+        .by_camera
+        .iter()
+        .map(|h| (h.camera.to_ascii_lowercase(), h))
+        .collect();
+    s.devices
+        .shown
+        .iter()
+        .map(|d| {
+            let h = &d.status;
+            let held = held_for.get(&d.id.to_ascii_lowercase());
+            json!({
+                "id": d.id,
+                "online": d.online,
+                "last_seen": iso8601(d.last_seen),
+                "last_seen_unix": unix(d.last_seen),
+                "ip": h.ip,
+                "network": h.network,
+                "eth_connected": h.eth_connected,
+                "wifi_connected": h.wifi_connected,
+                "lte_connected": h.lte_connected,
+                "cpu_temp": h.cpu_temp,
+                "sense_temp": h.sense_temp,
+                "video_fps": h.video_fps,
+                "spi_fps": h.spi_fps,
+                "lte_signal": h.lte_signal,
+                "timestamp": h.timestamp,
+                "held": held.map_or(0, |h| h.commands),
+                "held_oldest_age_s": held.map(|h| age_s(h.oldest, s.now)),
+            })
+        })
+        .collect()
+}
+
+/// The cameras with commands held, the longest waiting first.
+fn held_json(s: &Snapshot<'_>) -> Vec<Value> {
+    s.held
+        .by_camera
+        .iter()
+        .take(DEVICES_SHOWN)
+        .map(|h| {
+            json!({
+                "camera": heartbeat::shown(&h.camera),
+                "held": h.commands,
+                "oldest": iso8601(h.oldest),
+                "oldest_unix": unix(h.oldest),
+                "oldest_age_s": age_s(h.oldest, s.now),
+            })
+        })
+        .collect()
 }
 
 /// Seconds from `t` to `now` (0 when the clock says `t` is later).
