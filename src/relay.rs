@@ -41,6 +41,7 @@ use crate::ops::log_limit;
 use crate::ops::logging::{self, Destination, LogHandle};
 use crate::ops::pidfile::PidFile;
 use crate::ops::shutdown::Stop;
+use crate::ops::sync::lock;
 use crate::ops::sys::{self, Received};
 use crate::ops::{files, preflight};
 use crate::report::writer::StatusWriter;
@@ -185,7 +186,7 @@ impl Wiring {
     fn new(config: Arc<Config>, started: SystemTime) -> Wiring {
         let counters = Arc::new(Counters::default());
         let link = Arc::new(LinkShared::default());
-        *link.broker.lock().unwrap_or_else(|e| e.into_inner()) = config.brokers()[0].to_string();
+        *lock(&link.broker) = config.brokers()[0].to_string();
         counters.link_down();
         Wiring {
             devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
@@ -469,7 +470,7 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Prese
     let timeout = config.device_timeout;
     let now = Instant::now();
     let (gone, forgotten) = {
-        let mut table = devices.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = lock(devices);
         (table.sweep(now, timeout), table.forgotten_to_report(now))
     };
     if let Some(n) = forgotten {

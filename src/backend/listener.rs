@@ -21,6 +21,7 @@ use crate::config::allowed;
 use crate::error::Error;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::shutdown::Stop;
+use crate::ops::sync::lock;
 
 pub fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
     let addr = format!("{}:{port}", bracket_v6(host));
@@ -82,7 +83,7 @@ impl Waker {
                     if let Some(addr) = local {
                         // Hold the lock across connect: the listener reads the
                         // address only after accept(), so it sees it set.
-                        let mut own = own.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut own = lock(&own);
                         if let Ok(s) =
                             TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1))
                         {
@@ -96,7 +97,7 @@ impl Waker {
 
     /// Whether `peer` is the waker's own connection.
     fn is(&self, peer: &SocketAddr) -> bool {
-        *self.own.lock().unwrap_or_else(|e| e.into_inner()) == Some(*peer)
+        *lock(&self.own) == Some(*peer)
     }
 
     fn join(self) {

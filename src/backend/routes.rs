@@ -38,8 +38,7 @@ impl ReplyRoutes {
     }
 
     fn lock(&self) -> MutexGuard<'_, Routes> {
-        // A panic while holding this lock cannot leave the map half-updated, so keep going.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::ops::sync::lock(&self.inner)
     }
 
     /// The session behind `outbox` becomes the route for `unit`, replacing any other.

@@ -11,6 +11,7 @@
 //! (`lingering.rs`) until the status lines still owed are written: the
 //! session and writer threads end, and only the socket's descriptor remains.
 
+use crate::ops::sync::lock;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -87,7 +88,7 @@ impl Outbox {
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding this lock leaves at worst a line too many or too few.
-        self.inner.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.queue)
     }
 
     /// Whether lines offered now can still reach the connection.

@@ -11,11 +11,12 @@
 //! publisher when it changes and read by the status file's writer.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::delivery::policy::HeldFor;
+use crate::ops::sync::lock;
 
 /// Presence changes on their way to the publisher.
 pub struct Presence {
@@ -75,11 +76,6 @@ impl HeldView {
     pub fn get(&self) -> Held {
         lock(&self.0).clone()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // What is inside stays consistent whatever a panicking holder did.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::mqtt::publish_link::{LinkEvent, LinkShared, StateMessages};
 use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::shutdown::Stop;
+use crate::ops::sync::lock;
 
 pub struct Publisher {
     delivery: Delivery,
@@ -292,11 +293,7 @@ impl Publisher {
             return Ok(());
         };
         // The publish link hears of it too and reports the link down.
-        *self
-            .link
-            .write_failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+        *lock(&self.link.write_failed) = Some(e.to_string());
         wire.shut();
         self.wire = None;
         Err(e.to_string())

@@ -38,6 +38,7 @@ use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
 use crate::ops::redact;
 use crate::ops::shutdown::Stop;
+use crate::ops::sync::lock;
 
 mod client;
 
@@ -277,11 +278,7 @@ impl DeviceLink {
             }
         };
         log::info!("heartbeat {device}: {}", status.summary());
-        let seen = self
-            .devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(device, status, Instant::now(), SystemTime::now());
+        let seen = lock(&self.devices).record(device, status, Instant::now(), SystemTime::now());
         match seen {
             Seen::New => log::info!("device {device} online (first heartbeat since start)"),
             Seen::BackOnline => log::info!("device {device} is back online"),

@@ -36,6 +36,7 @@ use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures};
 use crate::ops::shutdown::Stop;
+use crate::ops::sync::lock;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Probing the first broker must not hold up reading acknowledgements long.
@@ -522,10 +523,6 @@ fn take_acks(pending: &mut Vec<u8>) -> Result<Vec<u16>, String> {
     }
     pending.drain(..used);
     Ok(acks)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

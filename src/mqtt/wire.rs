@@ -11,9 +11,10 @@
 //! reader's side produces (a TLS 1.3 key update answer) wait in the session
 //! until the next write, and a ping is never more than a keepalive away.
 
+use crate::ops::sync::lock;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::ClientConnection;
@@ -39,10 +40,6 @@ struct Inner {
 
 struct Tls {
     session: Mutex<ClientConnection>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Wire {

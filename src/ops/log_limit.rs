@@ -17,6 +17,7 @@
 //! duration), so an expired broker certificate gives one line, not one per
 //! retry.
 
+use crate::ops::sync::lock;
 use std::borrow::Cow;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -91,7 +92,7 @@ pub fn allow(kind: Kind) -> bool {
 
 fn allow_at(kind: Kind, now: Instant) -> bool {
     let summary = {
-        let mut windows = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut windows = lock(&WINDOWS);
         let w = &mut windows[kind.index()];
         let summary = roll(w, now);
         let allowed = if w.logged < PER_MINUTE {
@@ -139,7 +140,7 @@ pub fn tick() {
     let now = Instant::now();
     let mut due = Vec::new();
     {
-        let mut windows = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut windows = lock(&WINDOWS);
         for kind in Kind::ALL {
             let w = &mut windows[kind.index()];
             if w.suppressed > 0 && w.start.is_some_and(|s| now.duration_since(s) >= WINDOW) {

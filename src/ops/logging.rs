@@ -50,6 +50,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::ops::files;
+use crate::ops::sync::lock;
 use crate::ops::time;
 
 /// Where the relay's output goes without LOG_FILE (the watchdog's choice,
@@ -151,7 +152,7 @@ impl Sink {
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queue)
     }
 
     /// The writer lock when nobody holds it; never waits.
@@ -195,7 +196,7 @@ impl Sink {
     /// a write in progress first, which makes every line logged before the
     /// call written when it returns).
     pub fn flush(&self) {
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let writer = lock(&self.writer);
         self.write_out(self.queue(), writer);
     }
 

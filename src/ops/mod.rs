@@ -10,5 +10,6 @@ pub(crate) mod pidfile;
 pub mod preflight;
 pub(crate) mod redact;
 pub(crate) mod shutdown;
+pub(crate) mod sync;
 pub(crate) mod sys;
 pub(crate) mod time;

@@ -14,6 +14,7 @@ use crate::delivery::presence::HeldView;
 use crate::devices::table::DeviceTable;
 use crate::mqtt::publish_link::LinkShared;
 use crate::ops::counters::Counters;
+use crate::ops::sync::lock;
 use crate::report::{metrics, status};
 
 /// Where the status snapshot stands.
@@ -96,16 +97,8 @@ impl StatusWriter {
             return;
         }
         self.last = Some(Instant::now());
-        let devices = devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot(status::DEVICES_SHOWN);
-        let broker = self
-            .link
-            .broker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let devices = lock(devices).snapshot(status::DEVICES_SHOWN);
+        let broker = lock(&self.link.broker).clone();
         let snapshot = status::Snapshot {
             config,
             started: self.started,
