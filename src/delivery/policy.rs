@@ -440,6 +440,7 @@ impl Delivery {
                 if self.ending(now) == Some(Ending::GraceOver) {
                     self.give_up(self.waiting.len() + unread, &mut out);
                 }
+                self.held_at_close(&mut out);
                 self.steps = [Step::Tidy, Step::Bye].into();
             }
         }

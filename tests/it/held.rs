@@ -258,8 +258,10 @@ fn held_commands_and_their_cameras_absence_survive_kill_9() {
 
     relay.crash();
     relay.relaunch();
-    relay.expect_ready();
-    relay.expect_log("held FMW for unit", WAIT);
+    // The log holds both runs: wait for the second run's links.
+    relay.expect_connected_times(2);
+    relay.expect_subscribed_times(2);
+    relay.expect_log(&format!("held FMW for unit {UNIT} from spool"), WAIT);
     // Online for MQTT but no heartbeat yet: still offline for the relay.
     camera.commands = Some(Subscriber::with_qos(
         broker.port,
@@ -271,6 +273,37 @@ fn held_commands_and_their_cameras_absence_survive_kill_9() {
     assert!(read_lines(&backend, 1, WAIT)[0].contains("held"));
     camera.heartbeat();
     assert_eq!(camera.received(2), [fmw(1, CAMERA_LC), img(2, CAMERA_LC)]);
+}
+
+#[test]
+fn held_commands_stay_held_across_a_clean_stop() {
+    let broker = Broker::start();
+    let dir = TempDir::new("held-stop");
+    let spool = dir.path().join("relay.spool");
+    let spool = spool.to_string_lossy().into_owned();
+    let mut relay = Relay::start(
+        broker.port,
+        &[FAST_PRESENCE[0], FAST_PRESENCE[1], ("SPOOL_FILE", &spool)],
+    );
+    relay.expect_ready();
+    let mut camera = camera_gone_offline(&broker, &relay);
+    let mut backend = relay.connect();
+    send(&mut backend, &img(1, CAMERA_LC));
+    assert!(read_lines(&backend, 1, WAIT)[0].contains("held"));
+    drop(backend);
+    relay.signal("TERM");
+    let exit = relay.wait_exit(WAIT).expect("the relay stops");
+    assert!(exit.success(), "{exit:?}");
+    assert!(relay
+        .log()
+        .contains("1 commands held for offline cameras stay in the spool"));
+
+    relay.relaunch();
+    relay.expect_connected_times(2);
+    relay.expect_subscribed_times(2);
+    relay.expect_log(&format!("held IMG for unit {UNIT} from spool"), WAIT);
+    camera.come_online();
+    assert_eq!(camera.received(1), [img(1, CAMERA_LC)]);
 }
 
 #[test]

@@ -222,6 +222,23 @@ impl Delivery {
         true
     }
 
+    /// Holds a command that was queued (accepted, spooled as not held)
+    /// when its turn came and its camera was offline.
+    pub(super) fn hold_queued(
+        &mut self,
+        seq: u64,
+        job: Accepted,
+        camera: String,
+        out: &mut Vec<Action>,
+    ) {
+        let from = job.peer.map_or("spool".to_string(), |p| p.to_string());
+        if self.hold_or_refuse(seq, job, camera, out) {
+            self.announce_held(seq, &from, out);
+        } else if matches!(self.spool, Durability::Writing) {
+            out.push(Action::Spool(SpoolOp::Done(seq)));
+        }
+    }
+
     /// The "held" line and status line of a held command now accepted.
     pub(super) fn announce_held(&self, seq: u64, from: &str, out: &mut Vec<Action>) {
         let Some(held) = self.hold.get(seq) else {
@@ -322,6 +339,32 @@ impl Delivery {
             "expired after {age} s waiting for camera {camera:?} to come online ({which} {ttl} s)"
         );
         report(&mut job, Some(&error), out);
+    }
+
+    /// At a stop: what becomes of the commands still held.
+    pub(super) fn held_at_close(&self, out: &mut Vec<Action>) {
+        let n = self.hold.len();
+        if n == 0 {
+            return;
+        }
+        let path = self.spool_path();
+        match &self.spool {
+            Durability::Writing => self.log(out, Level::Info, || {
+                format!(
+                    "{n} commands held for offline cameras stay in the spool {path} until their \
+                     cameras return"
+                )
+            }),
+            Durability::Failing { .. } => self.log(out, Level::Error, || {
+                format!(
+                    "{n} commands held for offline cameras are lost: the spool {path} cannot be \
+                     written"
+                )
+            }),
+            Durability::Off => self.log(out, Level::Error, || {
+                format!("{n} commands held for offline cameras are lost (no SPOOL_FILE)")
+            }),
+        }
     }
 
     /// Commands held for offline cameras.

@@ -1070,3 +1070,17 @@ fn without_hold_offline_a_command_for_an_offline_camera_is_published() {
     r.send_for("cam", &["u/1"], false);
     assert_eq!(r.sent(), ["u/1"]);
 }
+
+#[test]
+fn a_command_queued_while_the_broker_was_away_is_held_if_its_camera_went_offline_meanwhile() {
+    let mut r = Rig::new(spooled_settings());
+    r.send_for("cam", &["u/1"], true);
+    r.send_for("other", &["v/1"], false);
+    r.presence("cam", false);
+    r.up();
+    assert_eq!(r.sent(), ["v/1"], "not published into a clean session");
+    assert_eq!(r.d.held(), 1);
+    assert_eq!(r.status_with(r#""status":"held""#).len(), 1);
+    r.presence("cam", true);
+    assert_eq!(r.sent(), ["v/1", "u/1"]);
+}

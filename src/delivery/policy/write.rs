@@ -36,6 +36,14 @@ impl Delivery {
                 }
                 continue;
             }
+            // Queued while the broker was away, and its camera went offline
+            // meanwhile: published now, it would be lost at the broker.
+            if let Some(camera) = self.offline_camera(job) {
+                if let Some(job) = self.ledger.remove(seq) {
+                    self.hold_queued(seq, job, camera, out);
+                }
+                continue;
+            }
             let pkid = if self.settings.qos1 {
                 Some(self.ledger.mark_sent(seq))
             } else {
