@@ -258,6 +258,7 @@ impl Wiring {
                     .map(|_| config.mqtt_password.clone().unwrap_or_default()),
                 tls,
                 will: state.as_ref().map(|s| (s.topic.clone(), s.offline.clone())),
+                stop: self.link_stop.clone(),
             },
             state,
             events,

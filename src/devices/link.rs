@@ -49,6 +49,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// under way (a broker whose CONNACK takes over a second, over LTE and TLS,
 /// was otherwise never reached, silently, one new attempt a second).
 const CONNECTING: Duration = Duration::from_secs(6);
+/// How long the broker has to confirm the subscriptions after CONNACK; a
+/// broker that keeps the connection but never sends the SUBACK would
+/// otherwise leave the link up and deaf.
+const SUBACK_WAIT: Duration = Duration::from_secs(10);
 
 pub struct DeviceLink {
     pub config: Arc<Config>,
@@ -119,6 +123,8 @@ impl DeviceLink {
     ) -> Ended {
         let broker = &self.brokers[index];
         let mut up_since: Option<Instant> = None;
+        // Since when the SUBACK is awaited.
+        let mut subscribing: Option<Instant> = None;
         loop {
             if self.stop.is_set() {
                 return Ended::Stopped;
@@ -132,16 +138,42 @@ impl DeviceLink {
                 Err(RecvTimeoutError::Disconnected) => return Ended::Lost,
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     up_since = Some(Instant::now());
+                    subscribing = up_since;
                     self.connected(broker, client, retries);
+                }
+                Ok(Ok(event @ Event::Incoming(Packet::SubAck(_)))) => {
+                    subscribing = None;
+                    self.handle(event);
                 }
                 Ok(Ok(event)) => self.handle(event),
                 Ok(Err(e)) => {
+                    subscribing = None;
                     if self.failed(broker, &e, up_since.take(), retries) {
                         return Ended::Stopped;
                     }
                 }
             }
+            if subscribing.is_some_and(|since| since.elapsed() > SUBACK_WAIT) {
+                return self.deaf(broker, retries);
+            }
         }
+    }
+
+    /// The broker never confirmed the subscriptions: this connection is
+    /// dropped and a new one made after the backoff.
+    fn deaf(&self, broker: &Broker, retries: &mut Retries) -> Ended {
+        let why = format!("no SUBACK within {} s", SUBACK_WAIT.as_secs());
+        let wait = retries.backoff.wait();
+        if retries.failures.first_of_kind(&broker.to_string(), &why) {
+            log::warn!(
+                "device link to broker {broker}: {why}; reconnecting in {} s",
+                wait.as_secs()
+            );
+        }
+        if self.stop.sleep(wait) {
+            return Ended::Stopped;
+        }
+        Ended::Lost
     }
 
     /// CONNACK: one SUBSCRIBE for both topics, so one SUBACK says both are in place.

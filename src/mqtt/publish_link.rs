@@ -38,9 +38,12 @@ use crate::ops::log_limit::{self, Failures};
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 
+/// The whole of one connection attempt: TCP, TLS handshake, CONNECT and CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Probing the first broker must not hold up reading acknowledgements long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest single wait inside an attempt: how soon a stop is noticed.
+const WAIT_SLICE: Duration = Duration::from_millis(200);
 
 /// The retained messages of `STATE_TOPIC` for this run.
 #[derive(Clone)]
@@ -109,6 +112,8 @@ pub struct Dialer {
     pub tls: Option<Arc<ClientConfig>>,
     /// Last will for this connection: (topic, message).
     pub will: Option<(String, Vec<u8>)>,
+    /// Ends an attempt under way (the relay is stopping).
+    pub stop: Stop,
 }
 
 /// Why a connection could not be made.
@@ -120,8 +125,11 @@ pub enum ConnectFailure {
     Refused(u8),
     /// The TLS handshake failed (certificate, protocol).
     Tls(String),
-    /// The broker answered with something that is not a CONNACK.
+    /// The broker answered with something that is not a CONNACK, or not
+    /// within the attempt's deadline.
     Protocol(String),
+    /// The relay is stopping: the attempt was given up.
+    Stopped,
 }
 
 impl ConnectFailure {
@@ -131,7 +139,9 @@ impl ConnectFailure {
         match self {
             ConnectFailure::Refused(code) => *code != 3,
             ConnectFailure::Tls(_) => true,
-            ConnectFailure::Unreachable(_) | ConnectFailure::Protocol(_) => false,
+            ConnectFailure::Unreachable(_)
+            | ConnectFailure::Protocol(_)
+            | ConnectFailure::Stopped => false,
         }
     }
 
@@ -144,13 +154,56 @@ impl ConnectFailure {
             }
             ConnectFailure::Tls(why) => format!("TLS: {why}"),
             ConnectFailure::Protocol(why) => why.clone(),
+            ConnectFailure::Stopped => "the relay is stopping".into(),
         };
         log_limit::failure_reason(&text)
     }
 }
 
+/// One connection attempt's deadline: every wait in it (TCP connect, TLS
+/// handshake, CONNACK) takes from the same budget, so a broker that
+/// trickles bytes cannot stretch it; waits are cut into [`WAIT_SLICE`]s so
+/// a stop is noticed within one.
+struct Attempt<'a> {
+    until: Instant,
+    budget: Duration,
+    stop: &'a Stop,
+}
+
+impl Attempt<'_> {
+    /// How long the next wait may be, or why the attempt is over (`what`
+    /// was still awaited).
+    fn slice(&self, what: &str) -> Result<Duration, ConnectFailure> {
+        if self.stop.is_set() {
+            return Err(ConnectFailure::Stopped);
+        }
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ConnectFailure::Protocol(format!(
+                "no {what} from the broker within {} s",
+                self.budget.as_secs()
+            )));
+        }
+        Ok(left.min(WAIT_SLICE))
+    }
+
+    /// What is left of the budget, for a wait that cannot be cut (TCP connect).
+    fn left(&self) -> Result<Duration, ConnectFailure> {
+        self.slice("TCP connection")?;
+        Ok(self.until.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// A read or handshake step that ran out of its slice: the attempt goes on.
+fn waited(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
 impl Dialer {
-    /// TCP (and TLS) connection, CONNECT, CONNACK; within `timeout` for each step.
+    /// TCP (and TLS) connection, CONNECT, CONNACK; all within `timeout`.
     pub fn connect(
         &self,
         broker: &Broker,
@@ -158,23 +211,22 @@ impl Dialer {
         will: bool,
         timeout: Duration,
     ) -> Result<Wire, ConnectFailure> {
-        let wire = self.open(broker, timeout)?;
+        let attempt = Attempt {
+            until: Instant::now() + timeout,
+            budget: timeout,
+            stop: &self.stop,
+        };
+        let wire = self.open(broker, &attempt)?;
         wire.write_all(&self.hello(client_id, will)?)
             .map_err(|e| ConnectFailure::Unreachable(e.to_string()))?;
-        await_connack(&wire)?;
+        await_connack(&wire, &attempt)?;
         Ok(wire)
     }
 
     /// The byte stream to `broker`: TCP, and the TLS handshake when configured.
-    fn open(&self, broker: &Broker, timeout: Duration) -> Result<Wire, ConnectFailure> {
+    fn open(&self, broker: &Broker, attempt: &Attempt) -> Result<Wire, ConnectFailure> {
         let unreachable = |e: io::Error| ConnectFailure::Unreachable(e.to_string());
-        let socket = tcp_connect(broker, timeout).map_err(unreachable)?;
-        socket
-            .set_read_timeout(Some(timeout))
-            .map_err(unreachable)?;
-        socket
-            .set_write_timeout(Some(timeout))
-            .map_err(unreachable)?;
+        let socket = tcp_connect(broker, attempt)?;
         let Some(config) = &self.tls else {
             return Wire::plain(socket).map_err(unreachable);
         };
@@ -185,14 +237,20 @@ impl Dialer {
             .map_err(|e| ConnectFailure::Tls(e.to_string()))?;
         let mut io = &socket;
         while session.is_handshaking() {
-            session.complete_io(&mut io).map_err(|e| match e.kind() {
-                ErrorKind::InvalidData => ConnectFailure::Tls(e.to_string()),
-                _ => ConnectFailure::Unreachable(e.to_string()),
-            })?;
+            let wait = attempt.slice("TLS handshake")?;
+            socket.set_read_timeout(Some(wait)).map_err(unreachable)?;
+            socket.set_write_timeout(Some(wait)).map_err(unreachable)?;
+            match session.complete_io(&mut io) {
+                Ok(_) => {}
+                Err(e) if waited(&e) => {}
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    return Err(ConnectFailure::Tls(e.to_string()))
+                }
+                Err(e) => return Err(unreachable(e)),
+            }
         }
         Wire::tls(socket, session).map_err(unreachable)
     }
-
     /// The CONNECT packet, with the last will when `will` (probes go without).
     fn hello(&self, client_id: &str, will: bool) -> Result<Vec<u8>, ConnectFailure> {
         let mut hello = Vec::with_capacity(128);
@@ -215,19 +273,23 @@ impl Dialer {
     }
 }
 
-/// Reads until the broker's CONNACK (within the socket's read timeout):
-/// Ok when it accepts the connection.
-fn await_connack(wire: &Wire) -> Result<(), ConnectFailure> {
+/// Reads until the broker's CONNACK, within the attempt's deadline: Ok
+/// when it accepts the connection.
+fn await_connack(wire: &Wire, attempt: &Attempt) -> Result<(), ConnectFailure> {
     let mut buf = [0u8; 64];
     let mut got = Vec::new();
     loop {
-        let n = wire.read(&mut buf).map_err(|e| match e.kind() {
-            ErrorKind::InvalidData => ConnectFailure::Tls(e.to_string()),
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                ConnectFailure::Protocol("no CONNACK from the broker in time".into())
+        let wait = attempt.slice("CONNACK")?;
+        wire.set_read_timeout(Some(wait))
+            .map_err(|e| ConnectFailure::Unreachable(e.to_string()))?;
+        let n = match wire.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if waited(&e) => continue,
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                return Err(ConnectFailure::Tls(e.to_string()))
             }
-            _ => ConnectFailure::Unreachable(e.to_string()),
-        })?;
+            Err(e) => return Err(ConnectFailure::Unreachable(e.to_string())),
+        };
         if n == 0 {
             return Err(ConnectFailure::Unreachable(
                 "the broker closed the connection before CONNACK".into(),
@@ -246,18 +308,20 @@ fn await_connack(wire: &Wire) -> Result<(), ConnectFailure> {
     }
 }
 
-fn tcp_connect(broker: &Broker, timeout: Duration) -> io::Result<TcpStream> {
+fn tcp_connect(broker: &Broker, attempt: &Attempt) -> Result<TcpStream, ConnectFailure> {
+    let unreachable = |e: io::Error| ConnectFailure::Unreachable(e.to_string());
     let addrs: Vec<SocketAddr> = (broker.host.as_str(), broker.port)
-        .to_socket_addrs()?
+        .to_socket_addrs()
+        .map_err(unreachable)?
         .collect();
     let mut last = io::Error::new(ErrorKind::NotFound, "the host name has no address");
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
+        match TcpStream::connect_timeout(&addr, attempt.left()?) {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
     }
-    Err(last)
+    Err(unreachable(last))
 }
 
 /// How a served connection ended.
@@ -299,6 +363,7 @@ impl PublishLink {
                     Some(dial) => dial,
                     None => break,
                 },
+                Err(ConnectFailure::Stopped) => break,
                 Err(failure) => self.unreachable(&broker, &failure, &mut failures),
             };
         }
@@ -566,6 +631,7 @@ mod tests {
             password: None,
             tls: None,
             will: Some(("relay/state".into(), b"{\"state\":\"offline\"}".to_vec())),
+            stop: Stop::new(),
         }
     }
 
@@ -653,6 +719,59 @@ mod tests {
             "{failure:?}"
         );
         assert!(!failure.needs_human());
+    }
+
+    /// A broker that answers a CONNECT with the start of a CONNACK, then
+    /// one more byte every 100 ms, for as long as the dialer listens.
+    fn trickling_broker() -> Broker {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = listener.local_addr().expect("a bound address").port();
+        std::thread::spawn(move || {
+            let Ok((mut socket, _)) = listener.accept() else {
+                return;
+            };
+            let _ = std::io::Read::read(&mut socket, &mut [0u8; 1024]);
+            let _ = std::io::Write::write_all(&mut socket, &[0x20, 0x7F]);
+            while std::io::Write::write_all(&mut socket, &[0]).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Broker {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn a_trickling_broker_gets_the_whole_attempt_and_no_more() {
+        let started = Instant::now();
+        let failure = dialer()
+            .connect(&trickling_broker(), "gw-pub", true, Duration::from_secs(1))
+            .err()
+            .expect("no whole CONNACK");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1600), "took {took:?}");
+        assert_eq!(
+            failure.describe(),
+            log_limit::failure_reason("no CONNACK from the broker within 1 s")
+        );
+    }
+
+    #[test]
+    fn a_stop_ends_an_attempt_under_way() {
+        let dialer = dialer();
+        let stop = dialer.stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            stop.trigger();
+        });
+        let started = Instant::now();
+        let failure = dialer
+            .connect(&trickling_broker(), "gw-pub", true, Duration::from_secs(30))
+            .err()
+            .expect("stopped");
+        assert!(matches!(failure, ConnectFailure::Stopped), "{failure:?}");
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod support;
 
 mod bounds;
+mod brokers;
 mod cli;
 mod device_side;
 mod durability;

@@ -8,6 +8,8 @@
 //! A test whose prerequisite is missing fails with the reason ([`require`]).
 #![allow(dead_code)]
 
+pub mod fake_broker;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
