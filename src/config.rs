@@ -161,6 +161,10 @@ config_keys! {
         parse: qos,
         render: render_qos,
         doc: "QoS of published commands: 0 or 1 (2 is not supported).";
+    "MQTT_MAX_PACKET_BYTES" => mqtt_max_packet_bytes: usize = "0",
+        parse: max_packet_bytes,
+        render: render,
+        doc: "Largest MQTT packet the brokers take, 0 = unknown or 1024-268435455, in bytes; a command whose PUBLISH is larger is set aside with an error at once.";
     "SOCKET_HOST" => socket_host: String = "127.0.0.1",
         parse: |v| non_empty(v, "an address to bind"),
         render: |v| v.clone(),

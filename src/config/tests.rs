@@ -86,6 +86,7 @@ fn key_table_is_well_formed() {
             "MQTT_CLIENT_CERT",
             "MQTT_CLIENT_KEY",
             "MQTT_QOS",
+            "MQTT_MAX_PACKET_BYTES",
             "SOCKET_HOST",
             "SOCKET_PORT",
             "SOCKET_ALLOW",
@@ -398,6 +399,20 @@ fn numbers_and_ranges() {
     assert!(err("DEVICE_TIMEOUT = 0").contains("DEVICE_TIMEOUT: \"0\""));
     assert_eq!(ok("SHUTDOWN_GRACE = 0").shutdown_grace.as_secs(), 0);
     assert!(err("SHUTDOWN_GRACE = soon").contains("SHUTDOWN_GRACE: \"soon\""));
+}
+
+#[test]
+fn max_packet_bytes_is_zero_or_a_real_limit() {
+    assert_eq!(ok("").mqtt_max_packet_bytes, 0);
+    assert_eq!(
+        ok("MQTT_MAX_PACKET_BYTES = 20000").mqtt_max_packet_bytes,
+        20000
+    );
+    assert_eq!(
+        err("MQTT_MAX_PACKET_BYTES = 100"),
+        "relay.conf:1: MQTT_MAX_PACKET_BYTES: \"100\" is not 0 or a whole number of bytes \
+         (1024-268435455)"
+    );
 }
 
 #[test]

@@ -403,6 +403,17 @@ where
         .ok_or_else(|| format!("{value:?} is not a whole number of {unit} ({min}-{max})"))
 }
 
+/// `MQTT_MAX_PACKET_BYTES`: 0 (no limit known) or a limit no broker goes below.
+pub fn max_packet_bytes(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Ok(0),
+        Ok(n) if (1024..=268_435_455).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not 0 or a whole number of bytes (1024-268435455)"
+        )),
+    }
+}
+
 pub fn boolean(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" | "on" => Ok(true),

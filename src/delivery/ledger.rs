@@ -124,6 +124,16 @@ impl<T: Weighed> Ledger<T> {
         self.entries.get(&seq).map(|t| (seq, t))
     }
 
+    /// Whether `seq` is written on this connection and awaits its PUBACK.
+    pub fn is_in_flight(&self, seq: u64) -> bool {
+        self.in_flight.values().any(|s| *s == seq)
+    }
+
+    /// The oldest command awaiting its PUBACK on this connection.
+    pub fn oldest_in_flight(&self) -> Option<u64> {
+        self.in_flight.values().min().copied()
+    }
+
     /// The command `seq` (from [`Ledger::next_due`]) is written with QoS 1:
     /// its packet id, one no command in flight holds.
     pub fn mark_sent(&mut self, seq: u64) -> u16 {

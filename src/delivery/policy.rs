@@ -93,6 +93,11 @@ pub struct Settings {
     pub state: Option<(String, Vec<u8>)>,
     /// The most verbose level logged: lines below it are not even formatted.
     pub log_level: LevelFilter,
+    /// How long one written command may wait for its PUBACK before the
+    /// connection is dropped and made again (2 × `MQTT_KEEPALIVE`).
+    pub puback_within: Duration,
+    /// `MQTT_MAX_PACKET_BYTES`: the largest PUBLISH the broker takes, when known.
+    pub max_packet: Option<usize>,
 }
 
 impl Settings {
@@ -111,6 +116,8 @@ impl Settings {
             spool: config.spool_file.clone(),
             state: None,
             log_level,
+            puback_within: config.mqtt_keepalive * 2,
+            max_packet: (config.mqtt_max_packet_bytes > 0).then_some(config.mqtt_max_packet_bytes),
         }
     }
 
@@ -219,6 +226,8 @@ pub enum Count {
     Refused,
     /// A held command whose lifetime ran out before its camera came back.
     ExpiredHeld,
+    /// A command the broker cannot take (too large): dropped, counted as rejected too.
+    SetAside,
 }
 
 /// What the publisher must do.
@@ -243,6 +252,9 @@ pub enum Action {
     /// Request: write these last packets (the "offline" state and
     /// DISCONNECT), telling the publish link the close is ours.
     Disconnect(Vec<u8>),
+    /// Drop the broker's connection, for this reason (a command overdue for
+    /// its PUBACK): the publish link reports it down and connects again.
+    DropLink(String),
 }
 
 impl std::fmt::Debug for Action {
@@ -265,6 +277,7 @@ impl std::fmt::Debug for Action {
             ),
             Action::Write(packets) => write!(f, "Write({} bytes)", packets.len()),
             Action::Disconnect(packets) => write!(f, "Disconnect({} bytes)", packets.len()),
+            Action::DropLink(why) => write!(f, "DropLink({why:?})"),
         }
     }
 }
@@ -325,6 +338,7 @@ enum Awaiting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Admit,
+    Overdue,
     ExpireHeld,
     Write,
     Tidy,
@@ -367,6 +381,12 @@ pub struct Delivery {
     intake_closed: bool,
     /// DISCONNECT is on its way: the next broken link is ours.
     closing: bool,
+    /// Commands written with QoS 1 on this connection, in write order, with
+    /// when: the oldest still unacknowledged is checked against its deadline.
+    written_at: VecDeque<(Instant, u64)>,
+    /// The command that was first unacknowledged when the link last broke,
+    /// and how many breaks in a row it was.
+    breaks: Option<(u64, u32)>,
 }
 
 impl Delivery {
@@ -392,6 +412,8 @@ impl Delivery {
             stop: None,
             intake_closed: false,
             closing: false,
+            written_at: VecDeque::new(),
+            breaks: None,
         }
     }
 
@@ -413,6 +435,7 @@ impl Delivery {
             Event::Tick => {
                 self.steps = [
                     Step::Admit,
+                    Step::Overdue,
                     Step::ExpireHeld,
                     Step::Write,
                     Step::Tidy,
@@ -456,6 +479,7 @@ impl Delivery {
             };
             match step {
                 Step::Admit => self.admit_waiting(out),
+                Step::Overdue => self.overdue(now, out),
                 Step::ExpireHeld => self.expire_held(now, out),
                 Step::Write => self.write_due(now, out),
                 Step::Tidy => self.tidy_spool(now, out),

@@ -256,6 +256,13 @@ impl Publisher {
                     };
                     self.step(Event::Written(written));
                 }
+                Action::DropLink(why) => {
+                    // The publish link hears of it and reports the link down.
+                    *lock(&self.link.write_failed) = Some(why);
+                    if let Some(wire) = self.wire.take() {
+                        wire.shut();
+                    }
+                }
             }
         }
     }
@@ -275,6 +282,10 @@ impl Publisher {
                 Counters::add(&c.expired);
                 Counters::add(&c.expired_held);
             }
+            Count::SetAside => {
+                Counters::add(&c.rejected);
+                Counters::add(&c.set_aside);
+            }
             Count::Held => return,
         }
         if count != Count::Replayed {
@@ -293,7 +304,7 @@ impl Publisher {
             return Ok(());
         };
         // The publish link hears of it too and reports the link down.
-        *lock(&self.link.write_failed) = Some(e.to_string());
+        *lock(&self.link.write_failed) = Some(format!("writing to the broker failed: {e}"));
         wire.shut();
         self.wire = None;
         Err(e.to_string())

@@ -97,8 +97,9 @@ pub struct LinkShared {
     pub broker: Mutex<String>,
     /// Set once the publisher has sent DISCONNECT: the next close is expected.
     pub closing: AtomicBool,
-    /// Why the publisher's last write on this connection failed (it then
-    /// shuts the connection): the reason the link reports for the loss.
+    /// Why the publisher ended this connection (a failed write, a command
+    /// overdue for its PUBACK; it then shuts the connection): the reason the
+    /// link reports for the loss.
     pub write_failed: Mutex<Option<String>>,
 }
 
@@ -480,7 +481,7 @@ impl PublishLink {
     /// there was one (its shutting the socket is what this side then sees).
     fn lost(&self, seen: String) -> Ended {
         match lock(&self.shared.write_failed).take() {
-            Some(why) => Ended::Lost(format!("writing to the broker failed: {why}")),
+            Some(why) => Ended::Lost(why),
             None => Ended::Lost(seen),
         }
     }

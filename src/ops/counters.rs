@@ -35,6 +35,8 @@ pub struct Counters {
     pub expired: AtomicU64,
     /// Of `expired`: held for a camera that did not come back in time.
     pub expired_held: AtomicU64,
+    /// Of `rejected`: commands the broker cannot take (too large), set aside.
+    pub set_aside: AtomicU64,
     pub replies_routed: AtomicU64,
     pub replies_dropped: AtomicU64,
 }

@@ -61,7 +61,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
 }
 
 /// The queue, the hold, the broker link, the device table, the spool and the build.
-fn gauges(s: &Snapshot<'_>) -> [Metric; 10] {
+fn gauges(s: &Snapshot<'_>) -> [Metric; 11] {
     let c = s.counters;
     let online = s.devices.online as u64;
     let offline = (s.devices.total - s.devices.online) as u64;
@@ -102,6 +102,11 @@ fn gauges(s: &Snapshot<'_>) -> [Metric; 10] {
                 0,
             )
         },
+        Metric::counter(
+            "commands_set_aside_total",
+            "Commands the broker cannot take (larger than it accepts), dropped with an error (also in commands_rejected_total).",
+            c.set_aside.load(Relaxed),
+        ),
         Metric::gauge(
             "broker_connected",
             "1 while the connection commands are published on is up.",
@@ -189,7 +194,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(helped, 16);
+        assert_eq!(helped, 17);
     }
 
     #[test]
@@ -228,6 +233,7 @@ mod tests {
                 "commands_held gauge",
                 "held_bytes gauge",
                 "commands_expired_by_reason_total counter",
+                "commands_set_aside_total counter",
                 "broker_connected gauge",
                 "broker_reconnects_total counter",
                 "devices gauge",

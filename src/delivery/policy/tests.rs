@@ -30,6 +30,8 @@ fn settings() -> Settings {
         spool: None,
         state: None,
         log_level: LevelFilter::Trace,
+        puback_within: Duration::from_secs(120),
+        max_packet: None,
     }
 }
 
@@ -108,6 +110,8 @@ struct Rig {
     published: Vec<Published>,
     spool_ops: Vec<SpoolOp>,
     disconnects: Vec<Published>,
+    /// Connections dropped by the policy, with the reason.
+    drops: Vec<String>,
     spool_answers: VecDeque<SpoolOutcome>,
     write_answers: VecDeque<Result<(), String>>,
     outbox: Outbox,
@@ -129,6 +133,7 @@ impl Rig {
             published: Vec::new(),
             spool_ops: Vec::new(),
             disconnects: Vec::new(),
+            drops: Vec::new(),
             spool_answers: VecDeque::new(),
             write_answers: VecDeque::new(),
             outbox: Outbox::new(1, peer).0,
@@ -205,6 +210,7 @@ impl Rig {
                     assert_eq!(bytes[bytes.len() - 2..], [0xE0, 0]);
                     self.event(Event::Written(Ok(())));
                 }
+                Action::DropLink(why) => self.drops.push(why),
             }
         }
     }
@@ -1083,4 +1089,121 @@ fn a_command_queued_while_the_broker_was_away_is_held_if_its_camera_went_offline
     assert_eq!(r.status_with(r#""status":"held""#).len(), 1);
     r.presence("cam", true);
     assert_eq!(r.sent(), ["v/1", "u/1"]);
+}
+
+#[test]
+fn one_lost_puback_drops_the_link_within_its_deadline_while_others_arrive() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1", "b/1"], true);
+    let sent = r.take_published();
+    // a/1's PUBACK is lost; commands behind it keep being acknowledged.
+    r.event(Event::Acked(vec![sent[1].0.expect("QoS 1")]));
+    for i in 0..12 {
+        r.advance(Duration::from_secs(10));
+        r.send(&[&format!("c/{i}")], true);
+        let acks = r.take_published().iter().filter_map(|p| p.0).collect();
+        r.event(Event::Acked(acks));
+        r.tick();
+        assert!(
+            r.drops.is_empty(),
+            "within the deadline at {} s",
+            10 * (i + 1)
+        );
+    }
+    // Past the deadline, and past the second in which acknowledged
+    // commands are published again after a break (c/11).
+    r.advance(Duration::from_secs(2));
+    r.tick();
+    assert_eq!(
+        r.drops,
+        ["no PUBACK for IMG for unit a within 120 s (2 × MQTT_KEEPALIVE)"]
+    );
+    assert_eq!(
+        r.logged(Level::Warn, "dropping the connection to publish it again"),
+        1
+    );
+    r.send(&["d/1"], true);
+    assert!(r.published.is_empty(), "nothing goes out on a dropped link");
+    r.event(Event::LinkDown);
+    r.up();
+    assert_eq!(r.sent(), ["a/1", "d/1"]);
+    r.ack_all();
+    assert!(r.d.in_flight() == 0 && r.d.queued_bytes() == 0);
+}
+
+#[test]
+fn a_command_larger_than_the_known_limit_is_set_aside_at_once() {
+    let mut r = Rig::new(Settings {
+        max_packet: Some(70),
+        ..settings()
+    });
+    r.up();
+    let big = format!("a/{}", "9".repeat(40));
+    r.send(&["b/1", &big, "b/2"], true);
+    assert_eq!(r.sent(), ["b/1", "b/2"], "everything behind it flows");
+    assert_eq!(r.counts, [Count::SetAside]);
+    assert_eq!(
+        r.logged(
+            Level::Error,
+            "more than the broker takes (MQTT_MAX_PACKET_BYTES 70); not published"
+        ),
+        1
+    );
+    assert!(
+        r.status
+            .iter()
+            .any(|l| l.contains("set aside: its PUBLISH is") && l.contains("bytes")),
+        "{:?}",
+        r.status
+    );
+    r.ack_all();
+    assert_eq!(r.d.queued_bytes(), 0);
+}
+
+#[test]
+fn a_command_first_unacknowledged_at_two_breaks_in_a_row_is_set_aside() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1", "b/1", "b/2"], true);
+    r.take_published();
+    r.event(Event::LinkDown);
+    r.up();
+    assert_eq!(
+        r.take_published().len(),
+        3,
+        "once is a broken link, not a verdict"
+    );
+    r.event(Event::LinkDown);
+    assert_eq!(
+        r.logged(
+            Level::Error,
+            "set aside IMG for unit a id \"1\" (34 bytes): the broker closed the connection \
+             twice with it first unacknowledged (its PUBLISH is 63 bytes"
+        ),
+        1,
+        "{:?}",
+        r.logs
+    );
+    assert_eq!(r.counts, [Count::SetAside]);
+    r.up();
+    assert_eq!(r.sent(), ["b/1", "b/2"]);
+    r.ack_all();
+    assert_eq!(r.d.queued_bytes(), 0);
+}
+
+#[test]
+fn breaks_with_different_commands_first_set_nothing_aside() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1", "b/1"], true);
+    let sent = r.take_published();
+    r.event(Event::LinkDown);
+    r.up();
+    r.event(Event::Acked(vec![r.published[0].0.expect("QoS 1")]));
+    let _ = sent;
+    r.event(Event::LinkDown);
+    r.up();
+    r.ack_all();
+    assert!(!r.counts.contains(&Count::SetAside), "{:?}", r.counts);
 }

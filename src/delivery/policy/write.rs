@@ -51,18 +51,12 @@ impl Delivery {
                 qos0.push(seq);
                 None
             };
-            let job = self
-                .ledger
-                .get(seq)
-                .expect("a command just written is queued");
-            // check-config bounds topics and payloads, so this cannot fail;
-            // if it did, the command is dropped with its reason, not retried.
-            if let Err(e) = codec::publish(&mut packets, &job.topic, pkid, false, &job.payload) {
+            if !self.encode(seq, pkid, &mut packets, out) {
                 qos0.retain(|s| *s != seq);
-                if let Some(job) = self.ledger.drop_unsendable(seq) {
-                    self.unsendable(seq, job, &e.to_string(), out);
-                }
                 continue;
+            }
+            if pkid.is_some() {
+                self.written_at.push_back((now.mono, seq));
             }
             if self.unconfirmed.remove(&seq) {
                 confirmed.push(seq);
@@ -77,6 +71,80 @@ impl Delivery {
         self.log_accepted(confirmed, out);
         out.push(Action::Write(packets));
         self.awaiting = Some(Awaiting::Write { qos0 });
+    }
+
+    /// Appends the PUBLISH of `seq` (just marked written) to `packets`;
+    /// false when it cannot go: it is then dropped with its reason, never
+    /// retried ahead of the others.
+    fn encode(
+        &mut self,
+        seq: u64,
+        pkid: Option<u16>,
+        packets: &mut Vec<u8>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let job = self
+            .ledger
+            .get(seq)
+            .expect("a command just written is queued");
+        let start = packets.len();
+        // check-config bounds topics and payloads, so encoding cannot fail;
+        // if it did, the command is dropped with its reason, not retried.
+        let failed = match codec::publish(packets, &job.topic, pkid, false, &job.payload) {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => match self.settings.max_packet {
+                Some(limit) if packets.len() - start > limit => Ok(format!(
+                    "its PUBLISH is {} bytes, more than the broker takes \
+                     (MQTT_MAX_PACKET_BYTES {limit})",
+                    packets.len() - start
+                )),
+                _ => return true,
+            },
+        };
+        packets.truncate(start);
+        if let Some(job) = self.ledger.drop_unsendable(seq) {
+            match failed {
+                Err(e) => self.unsendable(seq, job, &e, out),
+                Ok(too_large) => self.set_aside(seq, job, &too_large, out),
+            }
+        }
+        false
+    }
+
+    /// Each command written has [`Settings::puback_within`] to be
+    /// acknowledged, whatever other PUBACKs arrive: the oldest one overdue
+    /// drops the connection, and everything unacknowledged is published
+    /// again on the next.
+    pub(super) fn overdue(&mut self, now: Now, out: &mut Vec<Action>) {
+        if !self.connected {
+            return;
+        }
+        while let Some(&(at, seq)) = self.written_at.front() {
+            if !self.ledger.is_in_flight(seq) {
+                self.written_at.pop_front();
+                continue;
+            }
+            let within = self.settings.puback_within;
+            if now.mono.saturating_duration_since(at) <= within {
+                return;
+            }
+            let what = self
+                .ledger
+                .get(seq)
+                .map(|job| format!("{} for unit {}", job.kind.as_str(), job.unit))
+                .unwrap_or_default();
+            let why = format!(
+                "no PUBACK for {what} within {} s (2 × MQTT_KEEPALIVE)",
+                within.as_secs()
+            );
+            self.log(out, Level::Warn, || {
+                format!("{why}: dropping the connection to publish it again")
+            });
+            out.push(Action::DropLink(why));
+            self.lose_wire();
+            self.written_at.clear();
+            return;
+        }
     }
 
     /// Whether to write now (see [`MIN_WRITE`]): always when nothing is in
@@ -147,6 +215,7 @@ impl Delivery {
             format!("link up: {queued} queued, written again from the oldest")
         });
         self.connected = true;
+        self.written_at.clear();
         self.ledger.on_link_up();
     }
 
@@ -155,9 +224,46 @@ impl Delivery {
         self.log(out, Level::Debug, || {
             format!("link down: {queued} queued, {in_flight} were in flight")
         });
+        let first = self.ledger.oldest_in_flight();
         self.lose_wire();
         self.ledger.on_link_lost();
+        self.written_at.clear();
+        self.strike(first, out);
         self.again(now, out);
+    }
+
+    /// The link broke with `first` the oldest command unacknowledged: the
+    /// second break in a row with the same one sets it aside (a broker
+    /// that closes the connection over a command it cannot take, too large
+    /// for it, would otherwise get it first on every connection, forever).
+    fn strike(&mut self, first: Option<u64>, out: &mut Vec<Action>) {
+        let Some(seq) = first.filter(|_| !self.closing) else {
+            self.breaks = None;
+            return;
+        };
+        let breaks = match self.breaks {
+            Some((s, n)) if s == seq => n + 1,
+            _ => 1,
+        };
+        if breaks < 2 {
+            self.breaks = Some((seq, breaks));
+            return;
+        }
+        self.breaks = None;
+        let Some(job) = self.ledger.remove(seq) else {
+            return;
+        };
+        let mut packet = Vec::new();
+        let size = match codec::publish(&mut packet, &job.topic, Some(1), false, &job.payload) {
+            Ok(()) => packet.len(),
+            Err(_) => job.payload.len(),
+        };
+        let why = format!(
+            "the broker closed the connection twice with it first unacknowledged (its \
+             PUBLISH is {size} bytes; the broker's limit is not known: MQTT_MAX_PACKET_BYTES \
+             sets it)"
+        );
+        self.set_aside(seq, job, &why, out);
     }
 
     /// The connection broke: what its broker acknowledged in the last
@@ -249,6 +355,30 @@ impl Delivery {
             )
         });
         report(&mut job, Some(&format!("cannot be published: {why}")), out);
+    }
+
+    /// `job` is more than the broker takes (`why`): dropped, never
+    /// published, so that everything behind it flows.
+    fn set_aside(&mut self, seq: u64, mut job: Accepted, why: &str, out: &mut Vec<Action>) {
+        self.unconfirmed.remove(&seq);
+        if job.again {
+            self.again_queued = self.again_queued.saturating_sub(1);
+            return;
+        }
+        out.push(Action::Count(Count::SetAside));
+        if matches!(self.spool, Durability::Writing) {
+            out.push(Action::Spool(SpoolOp::Done(seq)));
+        }
+        self.log(out, Level::Error, || {
+            format!(
+                "set aside {} for unit {} id {} ({} bytes): {why}; not published",
+                job.kind.as_str(),
+                job.unit,
+                job.id.as_deref().unwrap_or("-"),
+                job.payload.len()
+            )
+        });
+        report(&mut job, Some(&format!("set aside: {why}")), out);
     }
 
     /// `job` waited longer than `ttl`: dropped, never published.
