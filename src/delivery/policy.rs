@@ -159,6 +159,13 @@ pub enum Event {
     LinkUp,
     /// The connection is gone; what was in flight on it is unacknowledged.
     LinkDown,
+    /// A planned move to another broker: write nothing more on this
+    /// connection; PUBACKs for what is in flight still come.
+    LinkDraining,
+    /// The connection was closed as planned after [`Event::LinkDraining`]:
+    /// what is still unacknowledged goes out on the next one, and nothing
+    /// acknowledged is published again.
+    LinkClosed,
     /// PUBACKs, in the order they were read.
     Acked(Vec<u16>),
     /// Cameras came online (`true`: a heartbeat after silence, or the first
@@ -446,6 +453,8 @@ impl Delivery {
             Event::LinkUp => self.link_up(&mut out),
             Event::Presence(changes) => self.presence(changes, &mut out),
             Event::LinkDown => self.link_down(now, &mut out),
+            Event::LinkDraining => self.lose_wire(),
+            Event::LinkClosed => self.link_closed(&mut out),
             Event::Acked(pkids) => {
                 for pkid in pkids {
                     if let Some((seq, job)) = self.ledger.on_acked(pkid) {

@@ -183,6 +183,19 @@ impl Publisher {
                 Event::LinkDown
             }
             LinkEvent::Acked(pkids) => Event::Acked(pkids),
+            LinkEvent::Draining => {
+                self.step(Event::LinkDraining);
+                // From here on nothing is written: the link may count on
+                // this number to fall to zero.
+                let in_flight = self.delivery.in_flight();
+                self.link.in_flight.store(in_flight, Ordering::Relaxed);
+                self.link.paused.store(true, Ordering::Relaxed);
+                return;
+            }
+            LinkEvent::Closed => {
+                self.wire = None;
+                Event::LinkClosed
+            }
         };
         self.step(event);
     }

@@ -8,6 +8,7 @@ pub(crate) mod brokers;
 pub(crate) mod codec;
 pub(crate) mod dialing;
 pub(crate) mod keepalive;
+pub(crate) mod probe;
 pub(crate) mod publish_link;
 pub mod tls;
 pub(crate) mod wire;

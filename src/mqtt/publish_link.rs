@@ -5,7 +5,10 @@
 //! probe the first one and move back to it), hands each new connection
 //! ([`Wire`]) to the publisher, reads what the broker sends (PUBACKs,
 //! reported in batches; PINGRESPs), and pings and drops a broker that
-//! stopped answering as `keepalive.rs` says. Reports what the publisher
+//! stopped answering as `keepalive.rs` says. The probe of the first broker
+//! runs beside it on its own thread (`probe.rs`); a move back to it is
+//! planned: [`LinkEvent::Draining`], the PUBACKs of what is in flight,
+//! DISCONNECT, [`LinkEvent::Closed`]. Reports what the publisher
 //! needs as [`LinkEvent`]s on a bounded channel; the publisher alone writes
 //! commands.
 //!
@@ -32,6 +35,7 @@ use crate::mqtt::brokers::{Broker, InUse};
 use crate::mqtt::codec::{self, Incoming};
 use crate::mqtt::dialing::{Dial, Dialing, OnLink};
 use crate::mqtt::keepalive::{Liveness, Verdict};
+use crate::mqtt::probe::{Probe, ProbeMessage};
 use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures};
@@ -40,8 +44,10 @@ use crate::ops::sync::lock;
 
 /// The whole of one connection attempt: TCP, TLS handshake, CONNECT and CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Probing the first broker must not hold up reading acknowledgements long.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a planned move back to the first broker waits for the PUBACKs
+/// of what is in flight before it says DISCONNECT (what is still
+/// unacknowledged then is published again there).
+const HAND_OVER_WAIT: Duration = Duration::from_secs(10);
 /// The longest single wait inside an attempt: how soon a stop is noticed.
 const WAIT_SLICE: Duration = Duration::from_millis(200);
 
@@ -84,6 +90,13 @@ pub enum LinkEvent {
     Down,
     /// PUBACKs, in the order they were read.
     Acked(Vec<u16>),
+    /// A planned move to another broker: write nothing more on this
+    /// connection; PUBACKs for what is in flight still come.
+    Draining,
+    /// The connection was closed as planned (DISCONNECT) after
+    /// [`LinkEvent::Draining`]: what is still unacknowledged goes out on
+    /// the next one; nothing acknowledged is published again.
+    Closed,
 }
 
 /// State the publish link shares with the publisher and the device link.
@@ -97,6 +110,9 @@ pub struct LinkShared {
     pub broker: Mutex<String>,
     /// Set once the publisher has sent DISCONNECT: the next close is expected.
     pub closing: AtomicBool,
+    /// Set by the publisher once it took [`LinkEvent::Draining`]: it
+    /// writes nothing more on this connection.
+    pub paused: AtomicBool,
     /// Why the publisher ended this connection (a failed write, a command
     /// overdue for its PUBACK; it then shuts the connection): the reason the
     /// link reports for the loss.
@@ -147,7 +163,7 @@ impl ConnectFailure {
     }
 
     /// The reason as logged, normalised ([`log_limit::failure_reason`]).
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let text = match self {
             ConnectFailure::Unreachable(why) => why.clone(),
             ConnectFailure::Refused(code) => {
@@ -350,6 +366,7 @@ impl PublishLink {
     pub fn run(mut self) {
         // Every change once, not every attempt (log_limit.rs).
         let mut failures = Failures::default();
+        let mut probing = Probing::default();
         let mut dial = self.dialing.start();
         while let Some(n) = self.turn(dial) {
             let broker = self.dialing.broker(n).clone();
@@ -360,7 +377,7 @@ impl PublishLink {
                 .dialer
                 .connect(&broker, &client_id, true, CONNECT_TIMEOUT)
             {
-                Ok(wire) => match self.session(&broker, &wire, &mut failures) {
+                Ok(wire) => match self.session(&broker, &wire, &mut failures, &mut probing) {
                     Some(dial) => dial,
                     None => break,
                 },
@@ -371,6 +388,7 @@ impl PublishLink {
         self.counters
             .broker_connected
             .store(false, Ordering::Relaxed);
+        probing.finish();
         log::debug!("publish link stopped");
     }
 
@@ -390,8 +408,15 @@ impl PublishLink {
 
     /// A connection was made: reports it, serves it until it ends, reports
     /// the loss. What to dial next; None when the relay is stopping.
-    fn session(&mut self, broker: &Broker, wire: &Wire, failures: &mut Failures) -> Option<Dial> {
+    fn session(
+        &mut self,
+        broker: &Broker,
+        wire: &Wire,
+        failures: &mut Failures,
+        probing: &mut Probing,
+    ) -> Option<Dial> {
         *lock(&self.shared.write_failed) = None;
+        self.shared.paused.store(false, Ordering::Relaxed);
         self.publish_online(wire);
         log::info!("connected to broker {broker}");
         failures.connected();
@@ -401,13 +426,19 @@ impl PublishLink {
         self.counters.link_up();
         self.dialing.connected(Instant::now());
         let _ = self.events.send(LinkEvent::Up(wire.clone()));
-        let ended = self.serve(wire);
+        let ended = self.serve(wire, probing);
+        probing.abandon();
         wire.shut();
         self.counters
             .broker_connected
             .store(false, Ordering::Relaxed);
         self.counters.link_down();
-        let _ = self.events.send(LinkEvent::Down);
+        let planned = matches!(ended, Ended::Return);
+        let _ = self.events.send(if planned {
+            LinkEvent::Closed
+        } else {
+            LinkEvent::Down
+        });
         match ended {
             Ended::Stopped => None,
             Ended::Return => {
@@ -488,45 +519,24 @@ impl PublishLink {
 
     /// Reads the broker's packets until the connection ends: reports
     /// PUBACKs, pings, drops a broker that stopped answering, and probes
-    /// the first broker while on another one.
-    fn serve(&mut self, wire: &Wire) -> Ended {
-        let mut liveness = Liveness::new(self.dialer.keepalive, Instant::now());
-        if let Err(e) = wire.set_read_timeout(Some(liveness.read_tick())) {
+    /// the first broker (beside it, on the probe's thread) while on another one.
+    fn serve(&mut self, wire: &Wire, probing: &mut Probing) -> Ended {
+        let mut reader = Reader::new(self.dialer.keepalive);
+        if let Err(e) = wire.set_read_timeout(Some(reader.liveness.read_tick())) {
             return Ended::Lost(e.to_string());
         }
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut pending: Vec<u8> = Vec::new();
         let mut ping = Vec::with_capacity(2);
         codec::pingreq(&mut ping);
         loop {
             if self.stop.is_set() {
                 return Ended::Stopped;
             }
-            match wire.read(&mut buf) {
-                // Our DISCONNECT went out: the close that follows is the clean stop.
-                _ if self.shared.closing.load(Ordering::Relaxed) => return Ended::Stopped,
-                Ok(0) => return self.lost("the broker closed the connection".into()),
-                Ok(n) => {
-                    liveness.heard(Instant::now());
-                    pending.extend_from_slice(&buf[..n]);
-                    let acks = match take_acks(&mut pending) {
-                        Ok(acks) => acks,
-                        Err(e) => return Ended::Lost(e),
-                    };
-                    if !acks.is_empty() {
-                        liveness.acked(Instant::now());
-                        let _ = self.events.send(LinkEvent::Acked(acks));
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return self.lost(e.to_string()),
+            if let Err(ended) = self.read_acks(wire, &mut reader) {
+                return ended;
             }
             let now = Instant::now();
-            match liveness.check(now, self.shared.in_flight.load(Ordering::Relaxed)) {
+            let in_flight = self.shared.in_flight.load(Ordering::Relaxed);
+            match reader.liveness.check(now, in_flight) {
                 Verdict::Alive => {}
                 Verdict::Ping => {
                     if let Err(e) = wire.write_all(&ping) {
@@ -535,33 +545,150 @@ impl PublishLink {
                 }
                 Verdict::Dead(why) => return Ended::Lost(why),
             }
-            if self.dialing.tick(now) == OnLink::ProbeFirst {
-                let answered = self.probe_first();
-                if self.dialing.probed(answered, now) == OnLink::SwitchBack {
-                    return Ended::Return;
-                }
+            if self.probe_says_switch(probing, now) {
+                return self.hand_over(wire, &mut reader);
             }
         }
     }
 
-    /// While on another broker: asks the first one for a CONNACK (and says
-    /// goodbye at once). True when it answered.
-    fn probe_first(&self) -> bool {
-        let first = self.dialing.first();
-        let id = format!("{}-probe", self.dialer.client_id);
-        match self.dialer.connect(first, &id, false, PROBE_TIMEOUT) {
-            Ok(wire) => {
-                let mut bye = Vec::new();
-                codec::disconnect(&mut bye);
-                let _ = wire.write_all(&bye);
-                wire.shut();
-                true
+    /// One read: reports the PUBACKs it completed; Err when the connection ended.
+    fn read_acks(&self, wire: &Wire, reader: &mut Reader) -> Result<(), Ended> {
+        match wire.read(&mut reader.buf) {
+            // Our DISCONNECT went out: the close that follows is the clean stop.
+            _ if self.shared.closing.load(Ordering::Relaxed) => Err(Ended::Stopped),
+            Ok(0) => Err(self.lost("the broker closed the connection".into())),
+            Ok(n) => {
+                reader.liveness.heard(Instant::now());
+                reader.pending.extend_from_slice(&reader.buf[..n]);
+                let acks = take_acks(&mut reader.pending).map_err(Ended::Lost)?;
+                if !acks.is_empty() {
+                    reader.liveness.acked(Instant::now());
+                    let _ = self.events.send(LinkEvent::Acked(acks));
+                }
+                Ok(())
             }
-            Err(e) => {
-                log::debug!("broker {first} still does not answer: {}", e.describe());
-                false
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.lost(e.to_string())),
+        }
+    }
+
+    /// Starts a probe of the first broker when one is due, and takes its
+    /// answer when there is one: true when it is time to move back.
+    fn probe_says_switch(&mut self, probing: &mut Probing, now: Instant) -> bool {
+        probing.reap();
+        if probing.current.is_none() {
+            if self.dialing.tick(now) == OnLink::ProbeFirst {
+                match Probe::start(&self.dialer, self.dialing.first(), &self.probe_message()) {
+                    Ok(probe) => probing.current = Some(probe),
+                    Err(e) => {
+                        log::debug!("cannot start a probe: {e}");
+                        self.dialing.probed(false, now);
+                    }
+                }
+            }
+            return false;
+        }
+        let Some(answered) = probing.current.as_ref().and_then(Probe::answer) else {
+            return false;
+        };
+        if let Some(probe) = probing.current.take() {
+            probe.join();
+        }
+        self.dialing.probed(answered, now) == OnLink::SwitchBack
+    }
+
+    /// What a probe publishes (see [`ProbeMessage`]).
+    fn probe_message(&self) -> ProbeMessage {
+        match &self.state {
+            Some(state) => ProbeMessage {
+                topic: state.topic.clone(),
+                payload: state.online.clone(),
+            },
+            None => ProbeMessage {
+                topic: format!("ms500-relay/probe/{}", self.dialer.client_id),
+                payload: Vec::new(),
+            },
+        }
+    }
+
+    /// A planned move back to the first broker: the publisher stops
+    /// writing here, the PUBACKs of what is in flight are read (for up to
+    /// [`HAND_OVER_WAIT`]), then DISCONNECT: no will, and nothing that was
+    /// acknowledged here is published again there.
+    fn hand_over(&mut self, wire: &Wire, reader: &mut Reader) -> Ended {
+        let _ = self.events.send(LinkEvent::Draining);
+        let until = Instant::now() + HAND_OVER_WAIT.min(self.dialer.keepalive);
+        loop {
+            if self.stop.is_set() {
+                return Ended::Stopped;
+            }
+            if let Err(ended) = self.read_acks(wire, reader) {
+                return ended;
+            }
+            let drained = self.shared.paused.load(Ordering::Relaxed)
+                && self.shared.in_flight.load(Ordering::Relaxed) == 0;
+            if drained || Instant::now() >= until {
+                break;
             }
         }
+        let mut bye = Vec::new();
+        codec::disconnect(&mut bye);
+        if let Err(e) = wire.write_all(&bye) {
+            log::debug!("cannot say goodbye to the broker: {e}");
+        }
+        Ended::Return
+    }
+}
+
+/// What reading one connection keeps.
+struct Reader {
+    liveness: Liveness,
+    buf: Vec<u8>,
+    /// Bytes read that are not a whole packet yet.
+    pending: Vec<u8>,
+}
+
+impl Reader {
+    fn new(keepalive: Duration) -> Reader {
+        Reader {
+            liveness: Liveness::new(keepalive, Instant::now()),
+            buf: vec![0u8; 16 * 1024],
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// The probe under way, and probes left running when their link ended
+/// (their answer no longer counts; joined once finished).
+#[derive(Default)]
+struct Probing {
+    current: Option<Probe>,
+    abandoned: Vec<Probe>,
+}
+
+impl Probing {
+    fn abandon(&mut self) {
+        self.abandoned.extend(self.current.take());
+    }
+
+    fn reap(&mut self) {
+        let (done, running) = std::mem::take(&mut self.abandoned)
+            .into_iter()
+            .partition(Probe::is_finished);
+        self.abandoned = running;
+        done.into_iter().for_each(Probe::join);
+    }
+
+    fn finish(mut self) {
+        self.abandon();
+        self.abandoned.into_iter().for_each(Probe::join);
     }
 }
 

@@ -152,3 +152,122 @@ fn with_mqtt_max_packet_bytes_a_larger_command_is_set_aside_at_once() {
         relay.log()
     );
 }
+
+#[test]
+fn a_trickling_first_broker_being_probed_never_slows_the_live_link() {
+    // MQTT_KEEPALIVE 5: the first broker is probed every 2.5 s.
+    let trickler = FakeBroker::start(Script::Trickle);
+    let b = Broker::start();
+    let list = format!("127.0.0.1:{}, 127.0.0.1:{}", trickler.port, b.port);
+    let relay = Relay::start(
+        b.port,
+        &[
+            ("MQTT_BROKER", list.as_str()),
+            ("MQTT_KEEPALIVE", "5"),
+            ("ACK_MODE", "all"),
+        ],
+    );
+    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
+    let mut backend = relay.connect();
+    let reader = backend.try_clone().unwrap();
+    let n = 600;
+    let mut slowest = Duration::ZERO;
+    for i in 0..n {
+        let sent = Instant::now();
+        backend.write_all(command(i).as_bytes()).unwrap();
+        let line = read_lines(&reader, 1, WAIT);
+        assert!(
+            line.len() == 1 && line[0].contains("\"ok\""),
+            "{i}: {line:?}"
+        );
+        slowest = slowest.max(sent.elapsed());
+        // Time is the test: the stream must span several probes.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let probes = trickler.seen.connects.lock().unwrap().len();
+    println!("probed {probes} times; slowest ok line {slowest:?}");
+    assert!(probes >= 2, "the stream spanned probes");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a command waited {slowest:?}"
+    );
+}
+
+#[test]
+fn a_first_broker_that_takes_no_publish_is_not_taken_back() {
+    let deaf = FakeBroker::start(Script::NoPuback);
+    let b = Broker::start();
+    let list = format!("127.0.0.1:{}, 127.0.0.1:{}", deaf.port, b.port);
+    let relay = Relay::start(
+        b.port,
+        &[("MQTT_BROKER", list.as_str()), ("MQTT_KEEPALIVE", "5")],
+    );
+    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", deaf.port), WAIT);
+    let mut backend = relay.connect();
+    backend.write_all(command(0).as_bytes()).unwrap();
+    // No PUBACK: the link is dropped and the relay moves to the second.
+    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
+    // Time is the test: answered probes for 2 × MQTT_KEEPALIVE (10 s)
+    // would take the first back; it answers CONNECT but takes no publish.
+    std::thread::sleep(Duration::from_secs(14));
+    assert!(
+        deaf.seen.connects.lock().unwrap().len() >= 4,
+        "it was probed"
+    );
+    assert!(
+        !relay.log().contains("moving back to it"),
+        "{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn moving_back_to_the_first_broker_says_goodbye_and_duplicates_nothing() {
+    let mut a = Broker::unstarted("");
+    let b = Broker::start();
+    let list = format!("127.0.0.1:{}, 127.0.0.1:{}", a.port, b.port);
+    let relay = Relay::start(
+        b.port,
+        &[("MQTT_BROKER", list.as_str()), ("MQTT_KEEPALIVE", "5")],
+    );
+    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
+    a.restart();
+    let (sub_a, sub_b) = (
+        Subscriber::new(a.port, COMMANDS),
+        Subscriber::new(b.port, COMMANDS),
+    );
+    let n = 1500;
+    let sender = {
+        let mut s = relay.connect();
+        std::thread::spawn(move || {
+            for i in 0..n {
+                s.write_all(command(i).as_bytes()).unwrap();
+                // Paced over ~15 s, so that the move falls mid-stream.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            s
+        })
+    };
+    relay.expect_log("answers again: moving back to it", Duration::from_secs(30));
+    let _s = sender.join().unwrap();
+    let (on_a, _) = collect_ids(&sub_a, n, Duration::from_secs(3));
+    let (on_b, _) = collect_ids(&sub_b, n, Duration::from_secs(1));
+    let twice: Vec<&u64> = on_a.keys().filter(|id| on_b.contains_key(id)).collect();
+    let repeated = on_a
+        .values()
+        .chain(on_b.values())
+        .filter(|c| **c > 1)
+        .count();
+    assert!(!on_a.is_empty() && !on_b.is_empty(), "both carried part");
+    assert_eq!(on_a.len() + on_b.len(), n, "every command arrived");
+    assert!(twice.is_empty() && repeated == 0, "duplicated: {twice:?}");
+    // DISCONNECT: the second broker did not publish the relay's will.
+    let state = Subscriber::new(b.port, "/service/ms500-relay/+/state");
+    let retained = state
+        .recv(Duration::from_secs(2))
+        .expect("the retained state");
+    assert!(
+        !String::from_utf8_lossy(&retained.payload).contains("offline"),
+        "the will was published"
+    );
+}

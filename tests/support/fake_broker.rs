@@ -20,6 +20,8 @@ pub enum Script {
     /// A working broker, except that it never acknowledges the `n`th
     /// QoS 1 PUBLISH (0-based, counted over all connections).
     WithholdPuback(usize),
+    /// Accepts every connection and acknowledges no PUBLISH at all.
+    NoPuback,
     /// Refuses an MQTT 5 CONNECT ("unsupported protocol version") and
     /// works on MQTT 3.1.1.
     Only311,
@@ -188,6 +190,9 @@ fn answer(
                 if matches!(script, Script::WithholdPuback(k) if k == n) {
                     return None;
                 }
+            }
+            if matches!(script, Script::NoPuback) {
+                return None;
             }
             Some([&[0x40, 0x02][..], &pkid].concat())
         }

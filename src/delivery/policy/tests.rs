@@ -1207,3 +1207,23 @@ fn breaks_with_different_commands_first_set_nothing_aside() {
     r.ack_all();
     assert!(!r.counts.contains(&Count::SetAside), "{:?}", r.counts);
 }
+
+#[test]
+fn a_planned_move_writes_nothing_more_takes_the_acks_and_publishes_nothing_again() {
+    let mut r = Rig::new(settings());
+    r.up();
+    r.send(&["a/1", "b/1"], true);
+    let sent = r.take_published();
+    r.event(Event::LinkDraining);
+    r.send(&["c/1"], true);
+    assert!(r.published.is_empty(), "nothing more on a draining link");
+    r.event(Event::Acked(vec![sent[0].0.expect("QoS 1")]));
+    r.event(Event::LinkClosed);
+    r.up();
+    assert_eq!(
+        r.sent(),
+        ["b/1", "c/1"],
+        "what was acknowledged is not published again; the rest is"
+    );
+    assert!(!r.counts.contains(&Count::SetAside));
+}

@@ -232,6 +232,18 @@ impl Delivery {
         self.again(now, out);
     }
 
+    /// The connection was closed as planned (a move back to the first
+    /// broker): no break, so nothing acknowledged is published again.
+    pub(super) fn link_closed(&mut self, out: &mut Vec<Action>) {
+        let in_flight = self.ledger.in_flight();
+        self.log(out, Level::Debug, || {
+            format!("link closed as planned: {in_flight} were still in flight")
+        });
+        self.lose_wire();
+        self.ledger.on_link_lost();
+        self.written_at.clear();
+    }
+
     /// The link broke with `first` the oldest command unacknowledged: the
     /// second break in a row with the same one sets it aside (a broker
     /// that closes the connection over a command it cannot take, too large
