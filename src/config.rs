@@ -161,6 +161,10 @@ config_keys! {
         parse: qos,
         render: render_qos,
         doc: "QoS of published commands: 0 or 1 (2 is not supported).";
+    "MQTT_PROTOCOL" => mqtt_protocol: MqttProtocol = "auto",
+        parse: mqtt_protocol,
+        render: render_mqtt_protocol,
+        doc: "MQTT version of the device link (heartbeats, replies): auto (5, and 3.1.1 for a broker that refuses 5), 5 or 3.1.1; commands always go out on 3.1.1.";
     "MQTT_MAX_PACKET_BYTES" => mqtt_max_packet_bytes: usize = "0",
         parse: max_packet_bytes,
         render: render,

@@ -86,6 +86,7 @@ fn key_table_is_well_formed() {
             "MQTT_CLIENT_CERT",
             "MQTT_CLIENT_KEY",
             "MQTT_QOS",
+            "MQTT_PROTOCOL",
             "MQTT_MAX_PACKET_BYTES",
             "SOCKET_HOST",
             "SOCKET_PORT",
@@ -399,6 +400,20 @@ fn numbers_and_ranges() {
     assert!(err("DEVICE_TIMEOUT = 0").contains("DEVICE_TIMEOUT: \"0\""));
     assert_eq!(ok("SHUTDOWN_GRACE = 0").shutdown_grace.as_secs(), 0);
     assert!(err("SHUTDOWN_GRACE = soon").contains("SHUTDOWN_GRACE: \"soon\""));
+}
+
+#[test]
+fn mqtt_protocol_is_auto_5_or_3_1_1() {
+    assert_eq!(ok("").mqtt_protocol, MqttProtocol::Auto);
+    assert_eq!(ok("MQTT_PROTOCOL = 5").mqtt_protocol, MqttProtocol::V5);
+    assert_eq!(
+        ok("MQTT_PROTOCOL = 3.1.1").mqtt_protocol,
+        MqttProtocol::V311
+    );
+    assert_eq!(
+        err("MQTT_PROTOCOL = 4"),
+        "relay.conf:1: MQTT_PROTOCOL: \"4\" is not auto, 5 or 3.1.1"
+    );
 }
 
 #[test]

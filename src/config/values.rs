@@ -403,6 +403,33 @@ where
         .ok_or_else(|| format!("{value:?} is not a whole number of {unit} ({min}-{max})"))
 }
 
+/// `MQTT_PROTOCOL`: the MQTT version of the device link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttProtocol {
+    /// MQTT 5, and 3.1.1 for a broker that refuses 5.
+    Auto,
+    V5,
+    V311,
+}
+
+pub fn mqtt_protocol(value: &str) -> Result<MqttProtocol, String> {
+    match value {
+        "auto" => Ok(MqttProtocol::Auto),
+        "5" => Ok(MqttProtocol::V5),
+        "3.1.1" => Ok(MqttProtocol::V311),
+        _ => Err(format!("{value:?} is not auto, 5 or 3.1.1")),
+    }
+}
+
+pub fn render_mqtt_protocol(value: &MqttProtocol) -> String {
+    match value {
+        MqttProtocol::Auto => "auto",
+        MqttProtocol::V5 => "5",
+        MqttProtocol::V311 => "3.1.1",
+    }
+    .to_string()
+}
+
 /// `MQTT_MAX_PACKET_BYTES`: 0 (no limit known) or a limit no broker goes below.
 pub fn max_packet_bytes(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {

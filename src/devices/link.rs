@@ -1,5 +1,8 @@
-//! The device link thread: the MQTT connection (client id `…-sub`, MQTT 5
-//! through rumqttc) that subscribes to the heartbeat and reply topics. It
+//! The device link thread: the MQTT connection (client id `…-sub`, through
+//! rumqttc: MQTT 5, or 3.1.1 for a broker that refuses 5 as `MQTT_PROTOCOL`
+//! says, see `link/client.rs`) that subscribes to the heartbeat and reply
+//! topics. It shows its state in the counters (subscribed, since when
+//! not, the version spoken) for the status file, `status` and the metrics. It
 //! records heartbeats in the device table and routes device replies to the
 //! backend holding the unit's route; it never blocks on a backend (replies
 //! go through `Outbox::offer`). It follows the publish link to whichever
@@ -22,9 +25,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{Client, Connection, ConnectionError, Event, RecvTimeoutError};
+use std::sync::atomic::Ordering;
+
 use rumqttc::Transport;
 
 use crate::backend::routes::ReplyRoutes;
@@ -41,6 +43,8 @@ use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 
 mod client;
+
+use client::{Polled, Session, Spoken, Version};
 
 /// How often a wait on the connection looks at the stop signal and the broker in use.
 const TICK: Duration = Duration::from_secs(1);
@@ -88,24 +92,26 @@ struct Retries {
 impl DeviceLink {
     pub fn run(self) {
         let mut retries = Retries::default();
+        let mut spoken = Spoken::new(self.config.mqtt_protocol, self.brokers.len());
+        self.counters.device_link_down();
         while !self.stop.is_set() {
             let index = self.broker_in_use.get() % self.brokers.len();
             let broker = &self.brokers[index];
-            let (client, mut connection) = Client::new(
-                client::options(
-                    &self.config,
-                    &self.client_id,
-                    broker,
-                    self.transport.clone(),
-                ),
-                client::REQUESTS,
+            let mut session = Session::new(
+                &self.config,
+                &self.client_id,
+                broker,
+                self.transport.clone(),
+                spoken.version(index),
             );
-            match self.serve(index, &client, &mut connection, &mut retries) {
+            let ended = self.serve(index, &mut session, &mut retries, &mut spoken);
+            self.counters.device_link_down();
+            match ended {
                 Ended::Stopped => {
-                    disconnect(&client, &mut connection);
+                    session.disconnect();
                     break;
                 }
-                Ended::Moved => disconnect(&client, &mut connection),
+                Ended::Moved => session.disconnect(),
                 Ended::Lost => {}
             }
         }
@@ -113,13 +119,14 @@ impl DeviceLink {
     }
 
     /// Polls one rumqttc client for broker `index` until the relay stops,
-    /// the publish link moves to another broker, or the client gives up.
+    /// the publish link moves to another broker, the client gives up, or
+    /// another MQTT version is to be tried.
     fn serve(
         &self,
         index: usize,
-        client: &Client,
-        connection: &mut Connection,
+        session: &mut Session,
         retries: &mut Retries,
+        spoken: &mut Spoken,
     ) -> Ended {
         let broker = &self.brokers[index];
         let mut up_since: Option<Instant> = None;
@@ -133,23 +140,47 @@ impl DeviceLink {
                 return Ended::Moved;
             }
             let wait = if up_since.is_some() { TICK } else { CONNECTING };
-            match connection.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Ended::Lost,
-                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+            match session.poll(wait) {
+                Polled::Nothing => {}
+                Polled::Ended => return Ended::Lost,
+                Polled::ConnAck => {
                     up_since = Some(Instant::now());
                     subscribing = up_since;
-                    self.connected(broker, client, retries);
+                    if spoken.connected(index, session.version()) {
+                        log::info!(
+                            "broker {broker} does not take MQTT 5: the device link speaks \
+                             MQTT 3.1.1 to it from now on"
+                        );
+                    }
+                    self.connected(broker, session, retries);
                 }
-                Ok(Ok(event @ Event::Incoming(Packet::SubAck(_)))) => {
+                Polled::SubAck(refused) => {
                     subscribing = None;
-                    self.handle(event);
+                    self.subscribed(refused);
                 }
-                Ok(Ok(event)) => self.handle(event),
-                Ok(Err(e)) => {
+                Polled::Message { topic, payload } => self.on_message(&topic, &payload),
+                Polled::Failed {
+                    why,
+                    version_refused,
+                } => {
                     subscribing = None;
-                    if self.failed(broker, &e, up_since.take(), retries) {
+                    let before_connack = up_since.is_none();
+                    if before_connack && version_refused && spoken.refused(index, session.version())
+                    {
+                        log::info!(
+                            "device link to broker {broker}: {why} at an MQTT 5 CONNECT; \
+                             trying MQTT 3.1.1"
+                        );
+                        return Ended::Lost;
+                    }
+                    if before_connack && version_refused {
+                        spoken.refused(index, session.version());
+                    }
+                    if self.failed(broker, &why, up_since.take(), retries) {
                         return Ended::Stopped;
+                    }
+                    if spoken.version(index) != session.version() {
+                        return Ended::Lost;
                     }
                 }
             }
@@ -177,14 +208,21 @@ impl DeviceLink {
     }
 
     /// CONNACK: one SUBSCRIBE for both topics, so one SUBACK says both are in place.
-    fn connected(&self, broker: &Broker, client: &Client, retries: &mut Retries) {
-        log::info!("device link connected to broker {broker}");
+    fn connected(&self, broker: &Broker, session: &Session, retries: &mut Retries) {
+        log::info!(
+            "device link connected to broker {broker} (MQTT {})",
+            session.version().as_str()
+        );
         retries.failures.connected();
-        let filters = [
-            Filter::new(self.config.heartbeat_topic.as_str(), QoS::AtLeastOnce),
-            Filter::new(self.config.reply_topic.as_str(), QoS::AtLeastOnce),
-        ];
-        if let Err(e) = client.try_subscribe_many(filters) {
+        self.counters.device_protocol.store(
+            match session.version() {
+                Version::V5 => 5,
+                Version::V311 => 4,
+            },
+            Ordering::Relaxed,
+        );
+        let topics = (&self.config.heartbeat_topic, &self.config.reply_topic);
+        if let Err(e) = session.subscribe(topics.0, topics.1) {
             log::error!("device link cannot subscribe: {e}");
         }
     }
@@ -194,13 +232,12 @@ impl DeviceLink {
     fn failed(
         &self,
         broker: &Broker,
-        e: &ConnectionError,
+        why: &str,
         up_since: Option<Instant>,
         retries: &mut Retries,
     ) -> bool {
-        let why = describe(e);
         let backoff = &mut retries.backoff;
-        if retries.failures.first_of_kind(&broker.to_string(), &why) {
+        if retries.failures.first_of_kind(&broker.to_string(), why) {
             log::warn!(
                 "device link to broker {broker}: {why}; retrying in {} s",
                 backoff.upcoming().as_secs()
@@ -216,37 +253,24 @@ impl DeviceLink {
         if let Some(t) = up_since {
             backoff.link_ended(t.elapsed());
         }
+        self.counters.device_link_down();
         self.stop.sleep(backoff.wait())
     }
 
-    fn handle(&self, event: Event) {
-        match event {
-            Event::Incoming(Packet::SubAck(ack)) => {
-                let refused = ack
-                    .return_codes
-                    .iter()
-                    .any(|c| !matches!(c, SubscribeReasonCode::Success(_)));
-                if refused {
-                    log::error!(
-                        "the broker refused a subscription (check its ACL): {:?}",
-                        ack.return_codes
-                    );
-                } else {
-                    // Tests and operators wait for this line: from here on no
-                    // heartbeat or reply on these topics is missed.
-                    log::info!(
-                        "device link subscribed to {} and {}",
-                        self.config.heartbeat_topic,
-                        self.config.reply_topic
-                    );
-                }
-            }
-            Event::Incoming(Packet::Publish(publish)) => {
-                let topic = String::from_utf8_lossy(&publish.topic);
-                self.on_message(&topic, &publish.payload);
-            }
-            _ => {}
+    /// The SUBACK: `refused` holds the codes when a subscription was refused.
+    fn subscribed(&self, refused: Option<String>) {
+        if let Some(codes) = refused {
+            log::error!("the broker refused a subscription (check its ACL): {codes}");
+            return;
         }
+        self.counters.device_link_up();
+        // Tests and operators wait for this line: from here on no
+        // heartbeat or reply on these topics is missed.
+        log::info!(
+            "device link subscribed to {} and {}",
+            self.config.heartbeat_topic,
+            self.config.reply_topic
+        );
     }
 
     fn on_message(&self, topic: &str, payload: &[u8]) {
@@ -320,37 +344,11 @@ impl DeviceLink {
     }
 }
 
-/// A clean goodbye: DISCONNECT, then poll until it is written (briefly).
-fn disconnect(client: &Client, connection: &mut Connection) {
-    if client.try_disconnect().is_err() {
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        match connection.recv_timeout(Duration::from_millis(200)) {
-            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) => return,
-            Err(RecvTimeoutError::Disconnected) => return,
-            _ => {}
-        }
-    }
-}
-
-/// A connection error as logged, normalised ([`log_limit::failure_reason`]):
-/// the same failure gives the same text.
-fn describe(e: &ConnectionError) -> String {
-    let text = match e {
-        ConnectionError::Io(io) => io.to_string(),
-        ConnectionError::ConnectionRefused(code) => format!("connection refused: {code:?}"),
-        ConnectionError::Tls(tls) => format!("TLS: {tls}"),
-        ConnectionError::Timeout(_) => "connection timed out".into(),
-        other => other.to_string(),
-    };
-    log_limit::failure_reason(&text)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::client::describe;
     use super::*;
+    use rumqttc::v5::ConnectionError;
 
     #[test]
     fn connection_errors_are_described_without_what_varies() {

@@ -3,7 +3,7 @@
 //! counted events once, for the status file, the `status` command and the
 //! metrics alike. Relaxed atomics: each is a number on its own.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 #[derive(Default, Debug)]
 pub struct Counters {
@@ -29,6 +29,13 @@ pub struct Counters {
     /// Bumped by the publisher on every turn of its loop (at least once a
     /// second): the status file is only refreshed while it moves.
     pub publisher_turns: AtomicU64,
+    /// The device link holds its subscriptions (set on SUBACK, cleared
+    /// when its connection ends).
+    pub device_subscribed: AtomicBool,
+    /// Since when (Unix seconds) the device link has not been subscribed; 0 while it is.
+    pub device_down_since_unix: AtomicU64,
+    /// The MQTT version of the device link's last connection: 5, 4 (3.1.1), 0 none yet.
+    pub device_protocol: AtomicU8,
     pub received: AtomicU64,
     pub published: AtomicU64,
     pub rejected: AtomicU64,
@@ -52,6 +59,25 @@ impl Counters {
     pub fn link_down(&self) {
         self.broker_down_since_unix.store(
             crate::ops::time::unix(std::time::SystemTime::now()),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The device link holds its subscriptions.
+    pub fn device_link_up(&self) {
+        self.device_subscribed.store(true, Ordering::Relaxed);
+        self.device_down_since_unix.store(0, Ordering::Relaxed);
+    }
+
+    /// The device link lost its connection (or has none yet): from now on
+    /// unless it already was.
+    pub fn device_link_down(&self) {
+        self.device_subscribed.store(false, Ordering::Relaxed);
+        let now = crate::ops::time::unix(std::time::SystemTime::now());
+        let _ = self.device_down_since_unix.compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
             Ordering::Relaxed,
         );
     }

@@ -61,7 +61,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
 }
 
 /// The queue, the hold, the broker link, the device table, the spool and the build.
-fn gauges(s: &Snapshot<'_>) -> [Metric; 11] {
+fn gauges(s: &Snapshot<'_>) -> [Metric; 12] {
     let c = s.counters;
     let online = s.devices.online as u64;
     let offline = (s.devices.total - s.devices.online) as u64;
@@ -111,6 +111,11 @@ fn gauges(s: &Snapshot<'_>) -> [Metric; 11] {
             "broker_connected",
             "1 while the connection commands are published on is up.",
             u64::from(c.broker_connected.load(Relaxed)),
+        ),
+        Metric::gauge(
+            "device_link_subscribed",
+            "1 while the connection heartbeats and replies arrive on holds its subscriptions.",
+            u64::from(c.device_subscribed.load(Relaxed)),
         ),
         Metric::counter(
             "broker_reconnects_total",
@@ -194,7 +199,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(helped, 17);
+        assert_eq!(helped, 18);
     }
 
     #[test]
@@ -235,6 +240,7 @@ mod tests {
                 "commands_expired_by_reason_total counter",
                 "commands_set_aside_total counter",
                 "broker_connected gauge",
+                "device_link_subscribed gauge",
                 "broker_reconnects_total counter",
                 "devices gauge",
                 "spool_bytes gauge",

@@ -53,6 +53,7 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         .collect();
     let devices = devices_json(s);
     let held_cameras = held_json(s);
+    let device_link = device_link_json(s);
     json!({
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -67,6 +68,7 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
             "down_since": down_since.map(|t| iso8601(UNIX_EPOCH + Duration::from_secs(t))),
             "down_since_unix": down_since,
         },
+        "device_link": device_link,
         "mqtt_keepalive": s.config.mqtt_keepalive.as_secs(),
         // The same flag at the top level, for one-key checks (`jq .broker_connected`).
         "broker_connected": s.counters.broker_connected.load(Relaxed),
@@ -84,6 +86,24 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "devices_not_shown": s.devices.total - s.devices.shown.len(),
         "devices_forgotten": s.devices.forgotten,
         "devices": devices,
+    })
+}
+
+/// The device link: subscribed or since when not, and its MQTT version.
+fn device_link_json(s: &Snapshot<'_>) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = s.counters;
+    let down_since = Some(c.device_down_since_unix.load(Relaxed)).filter(|t| *t > 0);
+    let protocol = match c.device_protocol.load(Relaxed) {
+        5 => Some("5"),
+        4 => Some("3.1.1"),
+        _ => None,
+    };
+    json!({
+        "subscribed": c.device_subscribed.load(Relaxed),
+        "protocol": protocol,
+        "down_since": down_since.map(|t| iso8601(UNIX_EPOCH + Duration::from_secs(t))),
+        "down_since_unix": down_since,
     })
 }
 
@@ -212,6 +232,7 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
     let mut r = String::new();
     let fresh = headline(&mut r, v, now_unix, default_interval);
     let broker_away = broker_line(&mut r, v, now_unix);
+    let deaf = device_link_line(&mut r, v, now_unix);
     let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
     held_lines(&mut r, v);
     let counters: Vec<String> = COUNTED
@@ -232,7 +253,7 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
     }
     let health = if !fresh {
         Health::Stale
-    } else if broker_away {
+    } else if broker_away || deaf {
         Health::BrokerAway
     } else {
         Health::Healthy
@@ -300,6 +321,37 @@ fn broker_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
     }
     let _ = writeln!(r);
     broker_away
+}
+
+/// The device link's line; true when it has not been subscribed for
+/// longer than 2 × MQTT_KEEPALIVE (no heartbeat or reply can arrive).
+/// Snapshots of relays before it have no such field: nothing is shown.
+fn device_link_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
+    let link = &v["device_link"];
+    if link.is_null() {
+        return false;
+    }
+    let protocol = link["protocol"].as_str().unwrap_or("?");
+    if link["subscribed"].as_bool() == Some(true) {
+        let _ = writeln!(r, "device link: subscribed (MQTT {protocol})");
+        return false;
+    }
+    let down_for = link["down_since_unix"]
+        .as_u64()
+        .map(|t| now_unix.saturating_sub(t))
+        .unwrap_or(0);
+    let keepalive = v["mqtt_keepalive"].as_u64().unwrap_or(60);
+    let deaf = down_for > 2 * keepalive;
+    let _ = write!(r, "device link: NOT subscribed for {}", human(down_for));
+    if deaf {
+        let _ = write!(
+            r,
+            " (longer than 2 x MQTT_KEEPALIVE: {} s; no heartbeat or reply arrives)",
+            2 * keepalive
+        );
+    }
+    let _ = writeln!(r);
+    deaf
 }
 
 /// What is held for offline cameras: the totals, then a line per camera.

@@ -5,10 +5,13 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use rumqttc::QoS;
+
 use crate::support::fake_broker::{FakeBroker, Script};
+use crate::support::rabbit::Rabbit;
 use crate::support::{
-    collect_ids, numbered_command as command, read_lines, Broker, Relay, Subscriber,
-    PUBLISH_LINK_UP, WAIT,
+    collect_ids, numbered_command as command, publish, read_lines, require, wait_until, Broker,
+    Relay, Subscriber, TempDir, PUBLISH_LINK_UP, WAIT,
 };
 
 const COMMANDS: &str = "/service/ms500/+/socket";
@@ -270,4 +273,72 @@ fn moving_back_to_the_first_broker_says_goodbye_and_duplicates_nothing() {
         !String::from_utf8_lossy(&retained.payload).contains("offline"),
         "the will was published"
     );
+}
+
+/// RabbitMQ before 3.13 speaks only MQTT 3.1.1 (Debian 12 ships 3.10): with
+/// `MQTT_PROTOCOL = auto` the device link learns it at the first CONNECT,
+/// and heartbeats, replies and commands all flow.
+#[test]
+fn on_rabbitmq_3_10_the_device_link_speaks_3_1_1_and_replies_come_back() {
+    require(
+        Rabbit::installed(),
+        "rabbitmq-server is not installed (scripts/test.sh installs it)",
+    );
+    let rabbit = Rabbit::start();
+    let dir = TempDir::new("rabbit-status");
+    let status = dir.path().join("status.json");
+    let status_str = status.display().to_string();
+    let relay = Relay::start(
+        rabbit.port,
+        &[
+            ("STATUS_FILE", status_str.as_str()),
+            ("STATUS_INTERVAL", "1"),
+        ],
+    );
+    relay.expect_log(
+        "does not take MQTT 5: the device link speaks MQTT 3.1.1 to it from now on",
+        WAIT,
+    );
+    relay.expect_subscribed();
+    publish(
+        rabbit.port,
+        "/device/ms500/cam-r/online",
+        br#"{"ip":"10.0.0.9"}"#,
+        QoS::AtLeastOnce,
+    );
+    relay.expect_log("heartbeat cam-r:", WAIT);
+    let sub = Subscriber::new(rabbit.port, "/service/ms500/+/socket");
+    let mut backend = relay.connect();
+    backend
+        .write_all(br#"{"type":"SCS","unit":"cam-r"}"#)
+        .unwrap();
+    assert!(sub.recv(WAIT).is_some(), "the command reached RabbitMQ");
+    publish(
+        rabbit.port,
+        "/device/ms500/cam-r/socket_reply",
+        br#"{"fps":12}"#,
+        QoS::AtLeastOnce,
+    );
+    assert_eq!(read_lines(&backend, 1, WAIT), [r#"{"fps":12}"#]);
+    assert!(wait_until(WAIT, || {
+        std::fs::read(&status)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| {
+                v["device_link"]["protocol"] == "3.1.1" && v["device_link"]["subscribed"] == true
+            })
+    }));
+}
+
+#[test]
+fn a_broker_refusing_mqtt_5_is_spoken_to_in_3_1_1_and_a_fixed_5_is_kept() {
+    let old = FakeBroker::start(Script::Only311);
+    let relay = Relay::start(old.port, &[]);
+    relay.expect_log("trying MQTT 3.1.1", WAIT);
+    relay.expect_log("device link connected to broker", WAIT);
+    relay.expect_subscribed();
+    assert!(relay.log().contains("(MQTT 3.1.1)"), "{}", relay.log());
+    let fixed = Relay::start(old.port, &[("MQTT_PROTOCOL", "5")]);
+    fixed.expect_log("device link to broker", WAIT);
+    assert!(!fixed.log().contains("trying MQTT 3.1.1"));
 }

@@ -16,10 +16,65 @@ fn heartbeat_topic(id: &str) -> String {
     format!("/device/ms500/{id}/online")
 }
 
-#[test]
-fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived() {
+/// `settings` with the device link on `protocol` (`MQTT_PROTOCOL`).
+fn on<'a>(protocol: &'a str, settings: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = settings.to_vec();
+    all.push(("MQTT_PROTOCOL", protocol));
+    all
+}
+
+/// The device link's tests, run on each MQTT version it speaks (issue 21):
+/// mosquitto takes both.
+macro_rules! on_each_version {
+    ($($name:ident),* $(,)?) => {
+        mod on_5 {
+            $( #[test] fn $name() { super::$name("5") } )*
+        }
+        mod on_3_1_1 {
+            $( #[test] fn $name() { super::$name("3.1.1") } )*
+        }
+    };
+}
+
+on_each_version!(
+    heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived,
+    silent_device_goes_offline_once_and_comes_back_online,
+    scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route,
+    after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_again,
+    a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_claimed_again,
+    a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link,
+    a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session,
+);
+
+/// The session is kept (clean start/session off, QoS 1): a reply a camera
+/// publishes while the device link's connection is cut arrives once it is back.
+fn a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session(protocol: &str) {
     let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let cutter = support::Cutter::new(broker.port);
+    let relay = Relay::start(cutter.port, &on(protocol, &[]));
+    relay.expect_ready();
+    relay.expect_log(&format!("(MQTT {protocol})"), WAIT);
+    let mut backend = relay.connect();
+    backend
+        .write_all(br#"{"type":"SCS","unit":"cam-s"}"#)
+        .unwrap();
+    relay.expect_log("accepted SCS for unit cam-s", WAIT);
+    cutter.refuse(true);
+    cutter.cut();
+    relay.expect_log("device link to broker", WAIT);
+    publish(
+        broker.port,
+        "/device/ms500/cam-s/socket_reply",
+        br#"{"fps":15}"#,
+        QoS::AtLeastOnce,
+    );
+    cutter.refuse(false);
+    assert_eq!(read_lines(&backend, 1, WAIT), [r#"{"fps":15}"#]);
+}
+
+fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived(protocol: &str) {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &on(protocol, &[]));
     relay.expect_ready();
     let hb = br#"{"device_id":"cam-07","msg_type":"online","timestamp":1764391000,"ip":"10.1.2.3","network":"wifi","eth_connected":false,"wifi_connected":true,"lte_connected":0,"cpu_temp":51.5,"sense_temp":40.25,"video_fps":14.5,"spi_fps":29,"lte_signal":-77}"#;
     publish(broker.port, &heartbeat_topic("cam-07"), hb, QoS::AtMostOnce);
@@ -185,10 +240,9 @@ fn a_backend_that_half_closes_still_gets_its_status_lines() {
     }
 }
 
-#[test]
-fn silent_device_goes_offline_once_and_comes_back_online() {
+fn silent_device_goes_offline_once_and_comes_back_online(protocol: &str) {
     let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("DEVICE_TIMEOUT", "2")]);
+    let relay = Relay::start(broker.port, &on(protocol, &[("DEVICE_TIMEOUT", "2")]));
     relay.expect_ready();
     publish(
         broker.port,
@@ -214,12 +268,11 @@ fn silent_device_goes_offline_once_and_comes_back_online() {
     relay.expect_log("device cam-q is back online", WAIT);
 }
 
-#[test]
-fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route() {
+fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route(protocol: &str) {
     let broker = Broker::start();
     // Unrouted replies are counted and logged at debug only (several relays
     // on one broker all see every reply).
-    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "debug")]);
+    let relay = Relay::start(broker.port, &on(protocol, &[("LOG_LEVEL", "debug")]));
     relay.expect_ready();
     let mut a = relay.connect();
     let mut b = relay.connect();
@@ -457,10 +510,9 @@ fn a_backend_that_never_reads_does_not_delay_other_connections() {
     drop(lazy);
 }
 
-#[test]
-fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_again() {
+fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_again(protocol: &str) {
     let mut broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let relay = Relay::start(broker.port, &on(protocol, &[]));
     relay.expect_ready();
     let mut a = relay.connect();
     a.write_all(br#"{"type":"SCS","unit":"cam-re"}"#).unwrap();
@@ -506,10 +558,11 @@ fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_agai
     );
 }
 
-#[test]
-fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_claimed_again() {
+fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_claimed_again(
+    protocol: &str,
+) {
     let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let relay = Relay::start(broker.port, &on(protocol, &[]));
     relay.expect_ready();
     let mut a = relay.connect();
     let mut b = relay.connect();
@@ -582,11 +635,10 @@ fn slow_first_answer(broker: u16, delay: Duration) -> u16 {
     port
 }
 
-#[test]
-fn a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link() {
+fn a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link(protocol: &str) {
     let broker = Broker::start();
     let slow = slow_first_answer(broker.port, Duration::from_secs(2));
-    let relay = Relay::start(slow, &[]);
+    let relay = Relay::start(slow, &on(protocol, &[]));
     relay.expect_log("device link connected to broker", WAIT);
     relay.expect_subscribed();
     publish(

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod fake_broker;
+pub mod rabbit;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,6 +1,9 @@
-//! Every setting the relay gives rumqttc, and why, in one place. rumqttc
-//! only carries the device link (MQTT 5, subscribe only); commands travel on
-//! the relay's own link (`publish_link.rs`). These facts were read from the
+//! Every setting the relay gives rumqttc, and why, in one place; and the
+//! one face ([`Session`], [`Polled`]) its two clients show the device link
+//! thread: MQTT 5 (`rumqttc::v5`) and MQTT 3.1.1 (`rumqttc::Client`, for
+//! brokers that refuse 5: RabbitMQ before 3.13, amqtt, rumqttd's v4
+//! listener). rumqttc only carries the device link (subscribe only);
+//! commands travel on the relay's own link (`publish_link.rs`). These facts were read from the
 //! rumqttc 0.25.1 source, which is why Cargo.toml pins `~0.25.1`: re-read
 //! them before moving to another minor version.
 //!
@@ -10,9 +13,11 @@
 //! - The maximum packet size is announced in CONNECT (MQTT 5), so the broker
 //!   drops a larger message for this client instead of sending it; without
 //!   it one oversized retained heartbeat would break the link on every
-//!   subscribe.
+//!   subscribe. MQTT 3.1.1 has no such property: there a larger message
+//!   breaks the connection (rumqttc refuses it), the one thing 3.1.1 costs.
 //! - The session is kept for [`SESSION_EXPIRY`] (clean start off, a stable
-//!   client id, QoS 1 subscriptions): a heartbeat or a reply a camera
+//!   client id, QoS 1 subscriptions; on 3.1.1 clean session off, kept as
+//!   long as the broker keeps sessions): a heartbeat or a reply a camera
 //!   publishes while this link is away (a cut connection, a restart) waits
 //!   in the broker and arrives when it is back. Subscriptions are still made
 //!   again on every CONNACK: the broker may have expired the session.
@@ -22,12 +27,16 @@
 //! - Polling never backs off and never ends by itself: the link thread
 //!   sleeps between failed attempts and checks its stop signal itself.
 
-use rumqttc::v5::MqttOptions;
-use rumqttc::Transport;
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, SubscribeReasonCode};
+use rumqttc::v5::{self, MqttOptions};
+use rumqttc::{RecvTimeoutError, SubscribeFilter, Transport};
+
+use crate::config::{Config, MqttProtocol};
 use crate::mqtt::brokers::Broker;
-
+use crate::ops::log_limit;
 /// Largest device message the relay takes (heartbeats, replies); the broker
 /// drops larger ones for this connection.
 pub const MAX_DEVICE_MESSAGE: u32 = 1024 * 1024;
@@ -43,7 +52,7 @@ pub const SESSION_EXPIRY: u32 = 300;
 /// Capacity of rumqttc's request channel.
 pub const REQUESTS: usize = 16;
 
-/// The connection options for `broker`.
+/// The connection options for `broker` on MQTT 5.
 pub fn options(
     config: &Config,
     client_id: &str,
@@ -62,4 +71,363 @@ pub fn options(
     }
     opts.set_transport(transport);
     opts
+}
+
+/// The connection options for `broker` on MQTT 3.1.1.
+fn options_311(
+    config: &Config,
+    client_id: &str,
+    broker: &Broker,
+    transport: Transport,
+) -> rumqttc::MqttOptions {
+    let mut opts = rumqttc::MqttOptions::new(client_id, broker.host.clone(), broker.port);
+    opts.set_keep_alive(config.mqtt_keepalive);
+    opts.set_clean_session(false);
+    let largest = MAX_DEVICE_MESSAGE as usize + 64 * 1024;
+    opts.set_max_packet_size(largest, largest);
+    opts.set_inflight(PACKET_IDS);
+    if let Some(user) = &config.mqtt_username {
+        let password = config.mqtt_password.clone().unwrap_or_default();
+        opts.set_credentials(user.clone(), password);
+    }
+    opts.set_transport(transport);
+    opts
+}
+
+/// The MQTT version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V5,
+    V311,
+}
+
+impl Version {
+    /// As `MQTT_PROTOCOL`, the status file and the log name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V5 => "5",
+            Version::V311 => "3.1.1",
+        }
+    }
+}
+
+/// Which version to speak to each broker of the list (`MQTT_PROTOCOL`):
+/// with `auto`, MQTT 5 until a broker refuses it, then 3.1.1 for that
+/// broker once 3.1.1 got a CONNACK there, for the rest of the run. Pure.
+#[derive(Debug)]
+pub struct Spoken {
+    choice: MqttProtocol,
+    /// Learned: brokers that speak only 3.1.1.
+    learned: Vec<bool>,
+    /// 3.1.1 is being tried on these after a refusal of 5.
+    trying: Vec<bool>,
+}
+
+impl Spoken {
+    pub fn new(choice: MqttProtocol, brokers: usize) -> Spoken {
+        Spoken {
+            choice,
+            learned: vec![false; brokers],
+            trying: vec![false; brokers],
+        }
+    }
+
+    /// The version to dial broker `n` with.
+    pub fn version(&self, n: usize) -> Version {
+        match self.choice {
+            MqttProtocol::V5 => Version::V5,
+            MqttProtocol::V311 => Version::V311,
+            MqttProtocol::Auto if self.learned[n] || self.trying[n] => Version::V311,
+            MqttProtocol::Auto => Version::V5,
+        }
+    }
+
+    /// Broker `n` failed an attempt on `version` before CONNACK in a way
+    /// that may mean it does not speak it: true when 3.1.1 is to be tried
+    /// now. A failed try of 3.1.1 goes back to 5.
+    pub fn refused(&mut self, n: usize, version: Version) -> bool {
+        if self.choice != MqttProtocol::Auto || self.learned[n] {
+            return false;
+        }
+        self.trying[n] = version == Version::V5;
+        self.trying[n]
+    }
+
+    /// Broker `n` sent CONNACK on `version`: true when that taught the
+    /// link that this broker speaks only 3.1.1.
+    pub fn connected(&mut self, n: usize, version: Version) -> bool {
+        let learned = self.trying[n] && version == Version::V311 && !self.learned[n];
+        self.learned[n] |= learned;
+        self.trying[n] = false;
+        learned
+    }
+}
+
+/// What one poll of a [`Session`] brought.
+pub enum Polled {
+    /// Nothing the link acts on (a wait ran out, an outgoing packet, a ping).
+    Nothing,
+    /// The client's loop is gone.
+    Ended,
+    ConnAck,
+    /// The SUBACK: `Some(codes)` when the broker refused a subscription.
+    SubAck(Option<String>),
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// A connection error (the client dials again on the next poll).
+    Failed {
+        /// As logged, normalised ([`log_limit::failure_reason`]).
+        why: String,
+        /// The broker may not speak this version: it refused it, answered
+        /// with something else than a CONNACK of it, or closed the
+        /// connection at the CONNECT.
+        version_refused: bool,
+    },
+}
+
+/// One rumqttc client and its connection, on either version. One lives at
+/// a time, on the device link thread's stack: the size of its larger
+/// variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum Session {
+    V5(v5::Client, v5::Connection),
+    V311(rumqttc::Client, rumqttc::Connection),
+}
+
+impl Session {
+    pub fn new(
+        config: &Config,
+        client_id: &str,
+        broker: &Broker,
+        transport: Transport,
+        version: Version,
+    ) -> Session {
+        match version {
+            Version::V5 => {
+                let (client, connection) =
+                    v5::Client::new(options(config, client_id, broker, transport), REQUESTS);
+                Session::V5(client, connection)
+            }
+            Version::V311 => {
+                let (client, connection) = rumqttc::Client::new(
+                    options_311(config, client_id, broker, transport),
+                    REQUESTS,
+                );
+                Session::V311(client, connection)
+            }
+        }
+    }
+
+    pub fn version(&self) -> Version {
+        match self {
+            Session::V5(..) => Version::V5,
+            Session::V311(..) => Version::V311,
+        }
+    }
+
+    /// Waits up to `wait` for what the connection brings.
+    pub fn poll(&mut self, wait: Duration) -> Polled {
+        match self {
+            Session::V5(_, connection) => match connection.recv_timeout(wait) {
+                Err(v5::RecvTimeoutError::Timeout) => Polled::Nothing,
+                Err(v5::RecvTimeoutError::Disconnected) => Polled::Ended,
+                Ok(Ok(v5::Event::Incoming(packet))) => polled_v5(packet),
+                Ok(Ok(v5::Event::Outgoing(_))) => Polled::Nothing,
+                Ok(Err(e)) => failed_v5(&e),
+            },
+            Session::V311(_, connection) => match connection.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => Polled::Nothing,
+                Err(RecvTimeoutError::Disconnected) => Polled::Ended,
+                Ok(Ok(rumqttc::Event::Incoming(packet))) => polled_311(packet),
+                Ok(Ok(rumqttc::Event::Outgoing(_))) => Polled::Nothing,
+                Ok(Err(e)) => failed_311(&e),
+            },
+        }
+    }
+
+    /// One SUBSCRIBE for both filters at QoS 1, so one SUBACK says both
+    /// are in place; queued without blocking the thread that polls.
+    pub fn subscribe(&self, heartbeat: &str, reply: &str) -> Result<(), String> {
+        match self {
+            Session::V5(client, _) => client
+                .try_subscribe_many([
+                    Filter::new(heartbeat, v5::mqttbytes::QoS::AtLeastOnce),
+                    Filter::new(reply, v5::mqttbytes::QoS::AtLeastOnce),
+                ])
+                .map_err(|e| e.to_string()),
+            Session::V311(client, _) => client
+                .try_subscribe_many([
+                    SubscribeFilter::new(heartbeat.into(), rumqttc::QoS::AtLeastOnce),
+                    SubscribeFilter::new(reply.into(), rumqttc::QoS::AtLeastOnce),
+                ])
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A clean goodbye: DISCONNECT, then poll until it is written (briefly).
+    pub fn disconnect(&mut self) {
+        let queued = match self {
+            Session::V5(client, _) => client.try_disconnect().is_ok(),
+            Session::V311(client, _) => client.try_disconnect().is_ok(),
+        };
+        if !queued {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let wait = Duration::from_millis(200);
+            let sent = match self {
+                Session::V5(_, c) => matches!(
+                    c.recv_timeout(wait),
+                    Ok(Ok(v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)))
+                        | Ok(Err(_))
+                        | Err(v5::RecvTimeoutError::Disconnected)
+                ),
+                Session::V311(_, c) => matches!(
+                    c.recv_timeout(wait),
+                    Ok(Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)))
+                        | Ok(Err(_))
+                        | Err(RecvTimeoutError::Disconnected)
+                ),
+            };
+            if sent {
+                return;
+            }
+        }
+    }
+}
+
+fn polled_v5(packet: Packet) -> Polled {
+    match packet {
+        Packet::ConnAck(_) => Polled::ConnAck,
+        Packet::SubAck(ack) => {
+            let refused = ack
+                .return_codes
+                .iter()
+                .any(|c| !matches!(c, SubscribeReasonCode::Success(_)));
+            Polled::SubAck(refused.then(|| format!("{:?}", ack.return_codes)))
+        }
+        Packet::Publish(publish) => Polled::Message {
+            topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+            payload: publish.payload.to_vec(),
+        },
+        _ => Polled::Nothing,
+    }
+}
+
+fn polled_311(packet: rumqttc::Packet) -> Polled {
+    match packet {
+        rumqttc::Packet::ConnAck(_) => Polled::ConnAck,
+        rumqttc::Packet::SubAck(ack) => {
+            let refused = ack
+                .return_codes
+                .iter()
+                .any(|c| !matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+            Polled::SubAck(refused.then(|| format!("{:?}", ack.return_codes)))
+        }
+        rumqttc::Packet::Publish(publish) => Polled::Message {
+            topic: publish.topic,
+            payload: publish.payload.to_vec(),
+        },
+        _ => Polled::Nothing,
+    }
+}
+
+/// A closed or reset connection at the CONNECT: how brokers that know no
+/// MQTT 5 often answer it.
+fn closed_at_connect(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+fn failed_v5(e: &v5::ConnectionError) -> Polled {
+    use v5::ConnectionError as E;
+    let version_refused = match e {
+        E::ConnectionRefused(
+            ConnectReturnCode::UnsupportedProtocolVersion
+            | ConnectReturnCode::RefusedProtocolVersion,
+        ) => true,
+        E::MqttState(_) | E::NotConnAck(_) => true,
+        E::Io(io) => closed_at_connect(io),
+        _ => false,
+    };
+    Polled::Failed {
+        why: describe(e),
+        version_refused,
+    }
+}
+
+fn failed_311(e: &rumqttc::ConnectionError) -> Polled {
+    use rumqttc::ConnectionError as E;
+    let text = match e {
+        E::Io(io) => io.to_string(),
+        E::ConnectionRefused(code) => format!("connection refused: {code:?}"),
+        E::Tls(tls) => format!("TLS: {tls}"),
+        E::NetworkTimeout => "connection timed out".into(),
+        other => other.to_string(),
+    };
+    let version_refused = match e {
+        E::ConnectionRefused(rumqttc::ConnectReturnCode::RefusedProtocolVersion) => true,
+        E::Io(io) => closed_at_connect(io),
+        _ => false,
+    };
+    Polled::Failed {
+        why: log_limit::failure_reason(&text),
+        version_refused,
+    }
+}
+
+/// A connection error as logged, normalised ([`log_limit::failure_reason`]):
+/// the same failure gives the same text.
+pub fn describe(e: &v5::ConnectionError) -> String {
+    use v5::ConnectionError as E;
+    let text = match e {
+        E::Io(io) => io.to_string(),
+        E::ConnectionRefused(code) => format!("connection refused: {code:?}"),
+        E::Tls(tls) => format!("TLS: {tls}"),
+        E::Timeout(_) => "connection timed out".into(),
+        other => other.to_string(),
+    };
+    log_limit::failure_reason(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_tries_3_1_1_after_a_refusal_of_5_and_remembers_it_per_broker() {
+        let mut s = Spoken::new(MqttProtocol::Auto, 2);
+        assert_eq!(s.version(0), Version::V5);
+        assert!(s.refused(0, Version::V5), "3.1.1 is tried next");
+        assert_eq!(s.version(0), Version::V311);
+        assert_eq!(s.version(1), Version::V5, "per broker");
+        assert!(s.connected(0, Version::V311), "learned");
+        assert!(!s.refused(0, Version::V311), "remembered: no going back");
+        assert_eq!(s.version(0), Version::V311);
+        assert!(!s.connected(0, Version::V311), "learned once");
+    }
+
+    #[test]
+    fn a_failed_try_of_3_1_1_goes_back_to_5() {
+        let mut s = Spoken::new(MqttProtocol::Auto, 1);
+        assert!(s.refused(0, Version::V5));
+        assert!(!s.refused(0, Version::V311));
+        assert_eq!(s.version(0), Version::V5);
+        assert!(!s.connected(0, Version::V5));
+    }
+
+    #[test]
+    fn a_fixed_protocol_is_always_spoken() {
+        let mut five = Spoken::new(MqttProtocol::V5, 1);
+        assert!(!five.refused(0, Version::V5));
+        assert_eq!(five.version(0), Version::V5);
+        let mut old = Spoken::new(MqttProtocol::V311, 1);
+        assert_eq!(old.version(0), Version::V311);
+        assert!(!old.connected(0, Version::V311));
+    }
 }

@@ -256,3 +256,25 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
         .expect("the device's row");
     assert!(row.ends_with("2 (2h 00m)"), "{report}");
 }
+
+#[test]
+fn a_device_link_unsubscribed_longer_than_two_keepalives_is_unhealthy_too() {
+    let mut v = snapshot_value(vec![], 1_000_000);
+    v["broker"]["connected"] = json!(true);
+    v["mqtt_keepalive"] = json!(5);
+    v["status_interval"] = json!(60);
+    v["device_link"] = json!({"subscribed": true, "protocol": "3.1.1",
+        "down_since": null, "down_since_unix": null});
+    let (report, health) = render(&v, at(1_000_005), 5);
+    assert_eq!(health, Health::Healthy, "{report}");
+    assert!(report.contains("device link: subscribed (MQTT 3.1.1)"), "{report}");
+    v["device_link"]["subscribed"] = json!(false);
+    v["device_link"]["down_since_unix"] = json!(999_995);
+    assert_eq!(render(&v, at(1_000_005), 5).1, Health::Healthy, "10 s: not yet");
+    let (report, health) = render(&v, at(1_000_011), 5);
+    assert_eq!(health, Health::BrokerAway, "{report}");
+    assert!(
+        report.contains("device link: NOT subscribed for 16 s (longer than 2 x MQTT_KEEPALIVE"),
+        "{report}"
+    );
+}
