@@ -285,6 +285,7 @@ impl Wiring {
             presence: Arc::clone(&self.presence),
             broker_in_use: Arc::clone(&self.link.broker_in_use),
             stop: self.link_stop.clone(),
+            intake: self.intake.clone(),
         };
         spawn("device-link", move || device_link.run())
     }

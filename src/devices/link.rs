@@ -71,6 +71,9 @@ pub struct DeviceLink {
     /// The broker the publish link is on: this link follows it.
     pub broker_in_use: Arc<InUse>,
     pub stop: Stop,
+    /// The relay is shutting down: no new connection is worth making (an
+    /// attempt cannot be cut short, and would hold up the exit).
+    pub intake: Stop,
 }
 
 /// How the current connection ended.
@@ -105,12 +108,16 @@ impl DeviceLink {
                 spoken.version(index),
             );
             let ended = self.serve(index, &mut session, &mut retries, &mut spoken);
+            // A goodbye only to a broker that said hello: on a client still
+            // connecting it would start another attempt.
+            let was_up = self.counters.device_subscribed.load(Ordering::Relaxed);
             self.counters.device_link_down();
             match ended {
-                Ended::Stopped => {
+                Ended::Stopped if was_up => {
                     session.disconnect();
                     break;
                 }
+                Ended::Stopped => break,
                 Ended::Moved => session.disconnect(),
                 Ended::Lost => {}
             }
@@ -133,7 +140,7 @@ impl DeviceLink {
         // Since when the SUBACK is awaited.
         let mut subscribing: Option<Instant> = None;
         loop {
-            if self.stop.is_set() {
+            if self.stop.is_set() || (up_since.is_none() && self.intake.is_set()) {
                 return Ended::Stopped;
             }
             if self.broker_in_use.get() % self.brokers.len() != index {
@@ -398,6 +405,7 @@ mod tests {
             presence: Arc::default(),
             broker_in_use: Arc::default(),
             stop: Stop::new(),
+            intake: Stop::new(),
         }
     }
 

@@ -342,3 +342,21 @@ fn a_broker_refusing_mqtt_5_is_spoken_to_in_3_1_1_and_a_fixed_5_is_kept() {
     fixed.expect_log("device link to broker", WAIT);
     assert!(!fixed.log().contains("trying MQTT 3.1.1"));
 }
+
+#[test]
+fn sigterm_is_honoured_while_the_only_broker_trickles() {
+    let trickler = FakeBroker::start(Script::Trickle);
+    let mut relay = Relay::start(trickler.port, &[("SHUTDOWN_GRACE", "5")]);
+    relay.expect_log("no CONNACK from the broker within", WAIT);
+    let asked = Instant::now();
+    relay.signal("TERM");
+    let status = relay.wait_exit(WAIT).expect("the relay stops");
+    let took = asked.elapsed();
+    println!("stopped {took:?} after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took <= Duration::from_secs(6),
+        "stopping took {took:?}\n{}",
+        relay.log()
+    );
+}

@@ -267,10 +267,17 @@ fn a_device_link_unsubscribed_longer_than_two_keepalives_is_unhealthy_too() {
         "down_since": null, "down_since_unix": null});
     let (report, health) = render(&v, at(1_000_005), 5);
     assert_eq!(health, Health::Healthy, "{report}");
-    assert!(report.contains("device link: subscribed (MQTT 3.1.1)"), "{report}");
+    assert!(
+        report.contains("device link: subscribed (MQTT 3.1.1)"),
+        "{report}"
+    );
     v["device_link"]["subscribed"] = json!(false);
     v["device_link"]["down_since_unix"] = json!(999_995);
-    assert_eq!(render(&v, at(1_000_005), 5).1, Health::Healthy, "10 s: not yet");
+    assert_eq!(
+        render(&v, at(1_000_005), 5).1,
+        Health::Healthy,
+        "10 s: not yet"
+    );
     let (report, health) = render(&v, at(1_000_011), 5);
     assert_eq!(health, Health::BrokerAway, "{report}");
     assert!(
