@@ -394,6 +394,8 @@ pub struct Delivery {
     /// The command that was first unacknowledged when the link last broke,
     /// and how many breaks in a row it was.
     breaks: Option<(u64, u32)>,
+    /// The Maximum Packet Size the broker in use announced (MQTT 5, to the device link).
+    broker_limit: Option<usize>,
 }
 
 impl Delivery {
@@ -421,12 +423,18 @@ impl Delivery {
             closing: false,
             written_at: VecDeque::new(),
             breaks: None,
+            broker_limit: None,
         }
     }
 
     /// Publishes this "offline" message on this topic before a clean DISCONNECT.
     pub fn set_state(&mut self, state: Option<(String, Vec<u8>)>) {
         self.settings.state = state;
+    }
+
+    /// The largest packet the broker in use announced it takes (None: it did not).
+    pub fn set_broker_limit(&mut self, limit: Option<usize>) {
+        self.broker_limit = limit;
     }
 
     /// The levels logged from now on.

@@ -110,6 +110,10 @@ impl Publisher {
         let mut link_open = true;
         let mut jobs_open = true;
         loop {
+            // Before writing: the limit the device link learned meanwhile.
+            let limit = self.counters.broker_max_packet.load(Ordering::Relaxed);
+            self.delivery
+                .set_broker_limit((limit > 0).then_some(limit as usize));
             self.step(Event::Tick);
             self.show_gauges();
             if !self.delivery.stopping() && intake.is_set() {

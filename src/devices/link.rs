@@ -150,7 +150,13 @@ impl DeviceLink {
             match session.poll(wait) {
                 Polled::Nothing => {}
                 Polled::Ended => return Ended::Lost,
-                Polled::ConnAck => {
+                Polled::ConnAck(limit) => {
+                    // The publisher sets aside at once what this broker
+                    // would close the connection over (publish links share it).
+                    let limit = limit.map_or(0, u64::from);
+                    self.counters
+                        .broker_max_packet
+                        .store(limit, Ordering::Relaxed);
                     up_since = Some(Instant::now());
                     subscribing = up_since;
                     if spoken.connected(index, session.version()) {

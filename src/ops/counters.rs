@@ -34,6 +34,10 @@ pub struct Counters {
     pub device_subscribed: AtomicBool,
     /// Since when (Unix seconds) the device link has not been subscribed; 0 while it is.
     pub device_down_since_unix: AtomicU64,
+    /// The Maximum Packet Size the broker in use announced in its MQTT 5
+    /// CONNACK to the device link; 0 when it announced none (or on 3.1.1).
+    /// The publisher sets aside a command whose PUBLISH is larger.
+    pub broker_max_packet: AtomicU64,
     /// The MQTT version of the device link's last connection: 5, 4 (3.1.1), 0 none yet.
     pub device_protocol: AtomicU8,
     pub received: AtomicU64,

@@ -106,8 +106,13 @@ fn big_then_small(relay: &Relay, small: usize) -> std::net::TcpStream {
 fn a_command_the_broker_cannot_take_is_set_aside_after_two_breaks_and_the_rest_flows() {
     let broker = small_broker();
     let sub = Subscriber::new(broker.port, COMMANDS);
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
+    // On MQTT 3.1.1 the device link learns no limit from the broker.
+    let relay = Relay::start(
+        broker.port,
+        &[("ACK_MODE", "errors"), ("MQTT_PROTOCOL", "3.1.1")],
+    );
     relay.expect_connected();
+    relay.expect_subscribed();
     let backend = big_then_small(&relay, 20);
     let (ids, _) = collect_ids(&sub, 20, Duration::from_secs(15));
     assert_eq!(
@@ -357,6 +362,29 @@ fn sigterm_is_honoured_while_the_only_broker_trickles() {
     assert!(
         took <= Duration::from_secs(6),
         "stopping took {took:?}\n{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn the_maximum_packet_size_a_broker_announces_sets_a_larger_command_aside_at_once() {
+    let broker = small_broker();
+    let sub = Subscriber::new(broker.port, COMMANDS);
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
+    relay.expect_connected();
+    // The device link's MQTT 5 CONNACK carries the broker's limit.
+    relay.expect_subscribed();
+    let backend = big_then_small(&relay, 20);
+    let (ids, _) = collect_ids(&sub, 20, Duration::from_secs(10));
+    assert_eq!(ids.len(), 20, "every small command arrived");
+    let lines = read_lines(&backend, 1, WAIT);
+    assert!(
+        lines[0].contains("the broker's Maximum Packet Size 20000"),
+        "{lines:?}"
+    );
+    assert!(
+        !relay.log().contains("lost connection to broker"),
+        "the link never broke\n{}",
         relay.log()
     );
 }

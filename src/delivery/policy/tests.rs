@@ -1227,3 +1227,23 @@ fn a_planned_move_writes_nothing_more_takes_the_acks_and_publishes_nothing_again
     );
     assert!(!r.counts.contains(&Count::SetAside));
 }
+
+#[test]
+fn the_smaller_of_the_configured_and_the_announced_limit_applies() {
+    let mut r = Rig::new(Settings {
+        max_packet: Some(1000),
+        ..settings()
+    });
+    r.d.set_broker_limit(Some(70));
+    r.up();
+    let big = format!("a/{}", "9".repeat(40));
+    r.send(&["b/1", &big], true);
+    assert_eq!(r.sent(), ["b/1"]);
+    assert_eq!(
+        r.logged(
+            Level::Error,
+            "more than the broker takes (the broker's Maximum Packet Size 70)"
+        ),
+        1
+    );
+}

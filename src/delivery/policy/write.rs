@@ -92,10 +92,9 @@ impl Delivery {
         // if it did, the command is dropped with its reason, not retried.
         let failed = match codec::publish(packets, &job.topic, pkid, false, &job.payload) {
             Err(e) => Err(e.to_string()),
-            Ok(()) => match self.settings.max_packet {
-                Some(limit) if packets.len() - start > limit => Ok(format!(
-                    "its PUBLISH is {} bytes, more than the broker takes \
-                     (MQTT_MAX_PACKET_BYTES {limit})",
+            Ok(()) => match self.packet_limit() {
+                Some((limit, said_by)) if packets.len() - start > limit => Ok(format!(
+                    "its PUBLISH is {} bytes, more than the broker takes ({said_by} {limit})",
                     packets.len() - start
                 )),
                 _ => return true,
@@ -109,6 +108,22 @@ impl Delivery {
             }
         }
         false
+    }
+
+    /// The largest PUBLISH the broker takes, when known, and who said so:
+    /// the smaller of `MQTT_MAX_PACKET_BYTES` and what the broker announced.
+    fn packet_limit(&self) -> Option<(usize, &'static str)> {
+        let configured = self
+            .settings
+            .max_packet
+            .map(|l| (l, "MQTT_MAX_PACKET_BYTES"));
+        let announced = self
+            .broker_limit
+            .map(|l| (l, "the broker's Maximum Packet Size"));
+        match (configured, announced) {
+            (Some(c), Some(a)) => Some(if a.0 < c.0 { a } else { c }),
+            (c, a) => c.or(a),
+        }
     }
 
     /// Each command written has [`Settings::puback_within`] to be

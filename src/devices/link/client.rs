@@ -169,7 +169,8 @@ pub enum Polled {
     Nothing,
     /// The client's loop is gone.
     Ended,
-    ConnAck,
+    /// CONNACK, with the broker's Maximum Packet Size when it announced one (MQTT 5).
+    ConnAck(Option<u32>),
     /// The SUBACK: `Some(codes)` when the broker refused a subscription.
     SubAck(Option<String>),
     Message {
@@ -301,7 +302,7 @@ impl Session {
 
 fn polled_v5(packet: Packet) -> Polled {
     match packet {
-        Packet::ConnAck(_) => Polled::ConnAck,
+        Packet::ConnAck(ack) => Polled::ConnAck(ack.properties.and_then(|p| p.max_packet_size)),
         Packet::SubAck(ack) => {
             let refused = ack
                 .return_codes
@@ -319,7 +320,7 @@ fn polled_v5(packet: Packet) -> Polled {
 
 fn polled_311(packet: rumqttc::Packet) -> Polled {
     match packet {
-        rumqttc::Packet::ConnAck(_) => Polled::ConnAck,
+        rumqttc::Packet::ConnAck(_) => Polled::ConnAck(None),
         rumqttc::Packet::SubAck(ack) => {
             let refused = ack
                 .return_codes
