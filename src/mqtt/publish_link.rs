@@ -211,6 +211,29 @@ impl Attempt<'_> {
     }
 }
 
+/// One step of the TLS handshake: what rustls has to send, then one read
+/// (rustls's `complete_io` reads until a record is whole, so a peer
+/// trickling bytes would keep it from ever returning).
+fn handshake_step(session: &mut ClientConnection, socket: &TcpStream) -> io::Result<()> {
+    let mut io = socket;
+    while session.wants_write() {
+        session.write_tls(&mut io)?;
+    }
+    if !session.wants_read() {
+        return Ok(());
+    }
+    if session.read_tls(&mut io)? == 0 {
+        return Err(io::Error::new(
+            ErrorKind::UnexpectedEof,
+            "the broker closed the connection during the TLS handshake",
+        ));
+    }
+    session
+        .process_new_packets()
+        .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+    Ok(())
+}
+
 /// A read or handshake step that ran out of its slice: the attempt goes on.
 fn waited(e: &io::Error) -> bool {
     matches!(
@@ -252,19 +275,23 @@ impl Dialer {
         })?;
         let mut session = ClientConnection::new(Arc::clone(config), name)
             .map_err(|e| ConnectFailure::Tls(e.to_string()))?;
-        let mut io = &socket;
         while session.is_handshaking() {
             let wait = attempt.slice("TLS handshake")?;
             socket.set_read_timeout(Some(wait)).map_err(unreachable)?;
             socket.set_write_timeout(Some(wait)).map_err(unreachable)?;
-            match session.complete_io(&mut io) {
-                Ok(_) => {}
+            match handshake_step(&mut session, &socket) {
+                Ok(()) => {}
                 Err(e) if waited(&e) => {}
                 Err(e) if e.kind() == ErrorKind::InvalidData => {
                     return Err(ConnectFailure::Tls(e.to_string()))
                 }
                 Err(e) => return Err(unreachable(e)),
             }
+        }
+        // The last flight (the client's Finished) goes out now.
+        let mut io = &socket;
+        while session.wants_write() {
+            session.write_tls(&mut io).map_err(unreachable)?;
         }
         Wire::tls(socket, session).map_err(unreachable)
     }
@@ -852,6 +879,12 @@ mod tests {
     /// A broker that answers a CONNECT with the start of a CONNACK, then
     /// one more byte every 100 ms, for as long as the dialer listens.
     fn trickling_broker() -> Broker {
+        trickling(&[0x20, 0x7F])
+    }
+
+    /// A broker that answers the first bytes it reads with `start`, then
+    /// one more byte every 100 ms, for as long as the dialer listens.
+    fn trickling(start: &'static [u8]) -> Broker {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let port = listener.local_addr().expect("a bound address").port();
         std::thread::spawn(move || {
@@ -859,7 +892,7 @@ mod tests {
                 return;
             };
             let _ = std::io::Read::read(&mut socket, &mut [0u8; 1024]);
-            let _ = std::io::Write::write_all(&mut socket, &[0x20, 0x7F]);
+            let _ = std::io::Write::write_all(&mut socket, start);
             while std::io::Write::write_all(&mut socket, &[0]).is_ok() {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -882,6 +915,37 @@ mod tests {
         assert_eq!(
             failure.describe(),
             log_limit::failure_reason("no CONNACK from the broker within 1 s")
+        );
+    }
+
+    #[test]
+    fn a_tls_handshake_trickled_byte_by_byte_gets_the_whole_attempt_and_no_more() {
+        let roots = rustls::RootCertStore::empty();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the default versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let dialer = Dialer {
+            tls: Some(Arc::new(tls)),
+            ..dialer()
+        };
+        // The header of a 16 KiB handshake record, then its body trickled.
+        let mut broker = trickling(&[0x16, 0x03, 0x03, 0x40, 0x00]);
+        broker.host = "localhost".into();
+        let started = Instant::now();
+        let failure = dialer
+            .connect(&broker, "gw-pub", true, Duration::from_secs(1))
+            .err()
+            .expect("no handshake");
+        assert!(
+            started.elapsed() < Duration::from_millis(1600),
+            "{failure:?}"
+        );
+        assert_eq!(
+            failure.describe(),
+            log_limit::failure_reason("no TLS handshake from the broker within 1 s")
         );
     }
 

@@ -388,3 +388,17 @@ fn the_maximum_packet_size_a_broker_announces_sets_a_larger_command_aside_at_onc
         relay.log()
     );
 }
+
+#[test]
+fn a_broker_that_never_confirms_the_subscriptions_is_left_and_dialed_again() {
+    let deaf = FakeBroker::start(Script::NoSuback);
+    let relay = Relay::start(deaf.port, &[]);
+    relay.expect_log("device link connected to broker", WAIT);
+    relay.expect_log("WARN  device link to broker", Duration::from_secs(20));
+    assert!(
+        relay.log().contains("no SUBACK within 10 s"),
+        "{}",
+        relay.log()
+    );
+    relay.expect_log_count("device link connected to broker", 2, WAIT);
+}

@@ -22,6 +22,8 @@ pub enum Script {
     WithholdPuback(usize),
     /// Accepts every connection and acknowledges no PUBLISH at all.
     NoPuback,
+    /// A working broker that never answers a SUBSCRIBE.
+    NoSuback,
     /// Refuses an MQTT 5 CONNECT ("unsupported protocol version") and
     /// works on MQTT 3.1.1.
     Only311,
@@ -196,6 +198,7 @@ fn answer(
             }
             Some([&[0x40, 0x02][..], &pkid].concat())
         }
+        8 if matches!(script, Script::NoSuback) => None,
         8 => {
             // SUBSCRIBE: every filter granted at QoS 1.
             let pkid = body.get(0..2)?;
