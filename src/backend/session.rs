@@ -124,6 +124,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
         }
     };
 
+    outbox.set_wrap_replies(shared.config.ack_mode != AckMode::None);
     let mut reader = Reader {
         stream: &stream,
         outbox: outbox.clone(),
@@ -318,6 +319,8 @@ impl Reader<'_> {
                         mode.as_str()
                     );
                     self.ack_mode = mode;
+                    // Replies routed from now on say they are replies.
+                    self.outbox.set_wrap_replies(mode != AckMode::None);
                 }
                 Err(reason) => self.reject_input(&reason, false),
             }

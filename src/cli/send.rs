@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::ops::redact;
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder};
+use crate::protocol::reply;
 
 /// What `send` asks of the relay before its commands.
 const ASK_FOR_STATUS_LINES: &[u8] = b"{\"ack_mode\":\"all\"}\n";
@@ -144,7 +145,10 @@ impl Seen {
                 self.status_lines += 1;
                 self.held += 1;
             }
-            None => self.replies += 1,
+            // `send` asks for status lines, so every device reply comes
+            // wrapped; a line of neither shape settles nothing.
+            None if reply::wrapped_unit(line).is_some() => self.replies += 1,
+            None => log::debug!("a line that is neither a status line nor a reply"),
         }
     }
 
@@ -163,7 +167,7 @@ enum Status {
 
 /// (status, type) of a status line: an object with `status` ("ok", "error"
 /// or "held"), `type` and `unit`, and nothing but `id`, `error` and
-/// `camera` besides. A device reply is anything else.
+/// `camera` besides. A device reply is `{"reply":…,"unit":…}` (`reply.rs`).
 fn status_line(line: &[u8]) -> Option<(Status, Option<String>)> {
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(line) else {
         return None;
@@ -279,7 +283,10 @@ mod tests {
         seen.note(br#"{"status":"ok","type":"IMG","unit":"u"}"#);
         seen.note(br#"{"status":"ok","type":"SCS","unit":"u","id":7}"#);
         seen.note(br#"{"status":"error","type":null,"unit":null,"error":"invalid JSON"}"#);
-        seen.note(br#"{"type":"SCS","unit":"u","status":"ok","fps":5}"#);
+        seen.note(br#"{"reply":{"type":"SCS","unit":"u","status":"ok","fps":5},"unit":"u"}"#);
+        seen.note(
+            br#"{"reply":{"status":"error","type":"IMG","unit":"u","error":"x"},"unit":"u"}"#,
+        );
         seen.note(b"not json at all");
         assert_eq!((seen.status_lines, seen.errors, seen.replies), (3, 1, 2));
         assert_eq!(seen.replies_due, 1);

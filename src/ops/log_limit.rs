@@ -36,15 +36,17 @@ pub enum Kind {
     OddHeartbeat,
     UnroutedReply,
     ForgottenRoute,
+    RefusedReply,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::RejectedCommand,
         Kind::RefusedPeer,
         Kind::OddHeartbeat,
         Kind::UnroutedReply,
         Kind::ForgottenRoute,
+        Kind::RefusedReply,
     ];
 
     fn what(self) -> &'static str {
@@ -54,6 +56,7 @@ impl Kind {
             Kind::OddHeartbeat => "odd-heartbeat lines",
             Kind::UnroutedReply => "unrouted-reply lines",
             Kind::ForgottenRoute => "forgotten-route lines",
+            Kind::RefusedReply => "refused-reply lines",
         }
     }
 
