@@ -173,6 +173,10 @@ config_keys! {
         parse: allow_list,
         render: |v| render_allow(v),
         doc: "Backend peers allowed in: comma-separated IP addresses or CIDRs; default loopback only.";
+    "SOCKET_ALLOW_USERS" => socket_allow_users: Vec<String> = "",
+        parse: user_list,
+        render: |v| v.join(", "),
+        doc: "Local users (names or uids, comma-separated) whose loopback connections are backends; empty = every local user.";
     "MAX_CONNECTIONS" => max_connections: usize = "16",
         parse: |v| number(v, 1, 65535, "connections"),
         render: render,

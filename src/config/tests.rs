@@ -89,6 +89,7 @@ fn key_table_is_well_formed() {
             "SOCKET_HOST",
             "SOCKET_PORT",
             "SOCKET_ALLOW",
+            "SOCKET_ALLOW_USERS",
             "MAX_CONNECTIONS",
             "MAX_MESSAGE_BYTES",
             "COMMAND_TOPIC",
@@ -1135,4 +1136,17 @@ fn the_offline_state_message_must_fit_the_last_will() {
     let quotes = "\"".repeat(40_000);
     assert!(err(&with_id(&quotes)).contains("(80002 in JSON)"));
     ok(&format!("STATE_TOPIC = \"\"\nMQTT_CLIENT_ID = '{quotes}'"));
+}
+
+#[test]
+fn socket_allow_users_takes_names_and_uids() {
+    assert!(
+        ok("").socket_allow_users.is_empty(),
+        "default: every local user"
+    );
+    assert_eq!(
+        ok("SOCKET_ALLOW_USERS = root, 1001 ,ms500-ops").socket_allow_users,
+        ["root", "1001", "ms500-ops"]
+    );
+    assert!(err("SOCKET_ALLOW_USERS = root, a/b").contains("\"a/b\" is not a user name or uid"));
 }

@@ -10,11 +10,37 @@ use std::path::Path;
 use crate::config::{writable_by_others, Config};
 use crate::error::Error;
 use crate::ops::files::{check_writable_dir, parent, unsafe_place, GROUP_OTHER_READ};
+use crate::ops::peers;
 
 /// What is readable by others that should not be: relay.conf when it holds
-/// MQTT_PASSWORD, and MQTT_CLIENT_KEY. One line each, for a warning at
-/// start and in `check-config`.
+/// MQTT_PASSWORD, and MQTT_CLIENT_KEY; and a loopback listener that takes
+/// every local user for a backend. One line each, for a warning at start
+/// and in `check-config`.
 pub fn secret_file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
+    let mut warnings = secret_files(config, source);
+    if let Some(warning) = every_local_user(config) {
+        warnings.push(warning);
+    }
+    warnings
+}
+
+/// The warning when loopback peers are admitted and `SOCKET_ALLOW_USERS` is empty.
+fn every_local_user(config: &Config) -> Option<String> {
+    let loopback: [std::net::IpAddr; 2] = [
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ];
+    let admits_loopback = loopback
+        .iter()
+        .any(|ip| crate::config::allowed(&config.socket_allow, *ip));
+    (admits_loopback && config.socket_allow_users.is_empty()).then(|| {
+        "SOCKET_ALLOW admits loopback and SOCKET_ALLOW_USERS is empty: every local user \
+         can command the cameras; set SOCKET_ALLOW_USERS (e.g. root)"
+            .to_string()
+    })
+}
+
+fn secret_files(config: &Config, source: Option<&Path>) -> Vec<String> {
     let readable = |path: &Path| {
         std::fs::metadata(path)
             .ok()
@@ -88,6 +114,12 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
             )));
         }
     }
+    if let Err(unknown) = peers::resolve_users(&config.socket_allow_users) {
+        return Err(Error::setup(format!(
+            "SOCKET_ALLOW_USERS: no such user: {}",
+            unknown.join(", ")
+        )));
+    }
     let host = config
         .socket_host
         .trim_start_matches('[')
@@ -129,6 +161,7 @@ mod tests {
             mqtt_password: Some("pw".into()),
             mqtt_tls: true,
             mqtt_client_key: Some(key.clone()),
+            socket_allow_users: vec!["root".into()],
             ..Config::default()
         };
         set(&conf, 0o644);
@@ -145,5 +178,23 @@ mod tests {
         config.mqtt_password = None;
         assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_loopback_listener_open_to_every_local_user_is_warned_about() {
+        let open = Config::default();
+        let warnings = secret_file_warnings(&open, None);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("every local user"));
+        let users = Config {
+            socket_allow_users: vec!["root".into()],
+            ..Config::default()
+        };
+        assert!(secret_file_warnings(&users, None).is_empty());
+        let lan = Config {
+            socket_allow: crate::config::allow_list("10.0.0.0/8").unwrap(),
+            ..Config::default()
+        };
+        assert!(secret_file_warnings(&lan, None).is_empty());
     }
 }
