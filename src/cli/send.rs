@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::ops::redact;
+use crate::ops::{peers, redact, sys};
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder};
 use crate::protocol::reply;
@@ -67,6 +67,7 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     let want = expected(&input, config.max_message_bytes);
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| Error::runtime_because(format!("cannot connect to the relay at {addr}"), e))?;
+    relay_owns(&stream, addr)?;
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(ASK_FOR_STATUS_LINES)?;
@@ -94,6 +95,28 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
         )));
     }
     Ok(())
+}
+
+/// On this machine, the socket that accepted us must be root's or our own
+/// user's: while the relay is down another local user could listen on its
+/// port and take the commands (a Wi-Fi password) and answer `ok` to them.
+/// Nothing is written before this holds.
+fn relay_owns(stream: &TcpStream, addr: SocketAddr) -> Result<(), Error> {
+    let ours = stream.local_addr()?;
+    if !peers::is_local(addr, ours) {
+        return Ok(());
+    }
+    let me = sys::euid();
+    match peers::connection_owner(&peers::read_sockets(), addr, ours, true) {
+        Some(uid) if uid == 0 || uid == me => Ok(()),
+        Some(uid) => Err(Error::runtime(format!(
+            "the listener at {addr} belongs to user {uid}, not root or user {me}: \
+             not the relay, nothing sent"
+        ))),
+        None => Err(Error::runtime(format!(
+            "cannot tell who owns the listener at {addr} (/proc/net/tcp): nothing sent"
+        ))),
+    }
 }
 
 /// The address to connect to: SOCKET_HOST, with a wildcard bind mapped to loopback.

@@ -5,7 +5,7 @@
 //! thread on Linux): the kernel then records her as the socket's owner.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
@@ -181,6 +181,39 @@ fn the_start_and_check_config_say_when_every_local_user_is_a_backend() {
     let (code, _, err) = run_bin(&["check-config", "-c", &relay.conf.to_string_lossy()], None);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("every local user"), "{err}");
+}
+
+/// Finding 2: while the relay is down she listens on its port; `send`
+/// refuses her listener and writes nothing to it.
+#[test]
+#[ignore = "needs root to create another user"]
+fn send_refuses_a_listener_that_is_not_the_relays() {
+    let other = other_user();
+    let trap = other.act(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let port = trap.local_addr().unwrap().port();
+    let caught = std::thread::spawn(move || {
+        // Accepted as her too: the kernel gives an accepted socket the
+        // accepting thread's owner.
+        let (mut s, _) = other.act(|| trap.accept().unwrap());
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    let dir = TempDir::new("send-trap");
+    let conf = dir.path().join("relay.conf");
+    std::fs::write(&conf, format!("SOCKET_PORT = {port}\n")).unwrap();
+    let wfi = r#"{"type":"WFI","unit":"cam-01","wifi_enabled":true,"wifi_password":"S3cret"}"#;
+    let (code, out, err) = run_bin(
+        &["send", "-c", &conf.to_string_lossy(), "-w", "2"],
+        Some(wfi.as_bytes()),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("not the relay"), "{err}");
+    assert!(
+        caught.join().unwrap().is_empty(),
+        "nothing reached her listener"
+    );
 }
 
 /// Finding 1: idle sockets that never send a value cannot hold the places
