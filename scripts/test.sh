@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 
 ensure_mosquitto
 ensure_packages openssl file busybox-static qemu-user-static faketime
+# local_users.rs creates an unprivileged user (useradd) and acts as her (setpriv).
+ensure_packages passwd util-linux
 # The metrics test reads METRICS_FILE with the Prometheus client's own parser.
 python3 -c 'import prometheus_client' 2>/dev/null ||
     python3 -m pip install -q prometheus-client 2>/dev/null ||

@@ -19,6 +19,8 @@ pub const STATUS_MODE: u32 = 0o644;
 pub const LOG_MODE: u32 = 0o640;
 pub const PID_MODE: u32 = 0o644;
 pub const SPOOL_MODE: u32 = 0o600;
+/// The pid lock file: no one else may open it (and so hold its lock).
+pub const LOCK_MODE: u32 = 0o600;
 
 /// Mode bits that let group or others write.
 pub(crate) const GROUP_OTHER_WRITE: u32 = 0o022;
@@ -59,6 +61,31 @@ pub fn open_pid(path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     narrow_mode(&file, PID_MODE)?;
+    Ok(file)
+}
+
+/// Opens `PID_FILE.lock` for reading and writing, created when missing,
+/// never through a symlink, mode 0600 (nobody else may open it to hold its
+/// lock); an existing one must be a regular file of the relay's user.
+pub fn open_lock(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(LOCK_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != sys::euid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not a regular file of the relay's user",
+        ));
+    }
+    if meta.mode() & 0o7777 != LOCK_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(LOCK_MODE))?;
+    }
     Ok(file)
 }
 

@@ -4,6 +4,7 @@
 //! lock, from a test thread whose file-system ids are hers (`setfsuid`, per
 //! thread on Linux): the kernel then records her as the socket's owner.
 
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -214,6 +215,87 @@ fn send_refuses_a_listener_that_is_not_the_relays() {
         caught.join().unwrap().is_empty(),
         "nothing reached her listener"
     );
+}
+
+/// Finding 3: she holds a lock on the world-readable PID_FILE; a relay
+/// still starts, and `stop` and the watchdog still work.
+#[test]
+#[ignore = "needs root to create another user"]
+fn a_reader_of_pid_file_cannot_keep_the_relay_down() {
+    let other = other_user();
+    let broker = Broker::start();
+    let dir = TempDir::new("pid-reader");
+    let pid_file = dir.path().join("relay.pid");
+    std::fs::write(&pid_file, "1\n").unwrap();
+    let hers = other.act(|| File::open(&pid_file).expect("PID_FILE is readable"));
+    hers.try_lock().expect("she locks PID_FILE");
+    assert!(
+        other
+            .act(|| File::open(dir.path().join("relay.pid.lock")))
+            .is_err()
+            || !dir.path().join("relay.pid.lock").exists(),
+        "the lock file is not hers to open"
+    );
+    let pid = pid_file.to_string_lossy().into_owned();
+    let status = dir
+        .path()
+        .join("status.json")
+        .to_string_lossy()
+        .into_owned();
+    let relay = Relay::start(
+        broker.port,
+        &[
+            ("PID_FILE", pid.as_str()),
+            ("STATUS_FILE", status.as_str()),
+            ("STATUS_INTERVAL", "1"),
+        ],
+    );
+    relay.expect_ready();
+    assert!(
+        other
+            .act(|| File::open(dir.path().join("relay.pid.lock")))
+            .is_err(),
+        "she cannot open the lock file"
+    );
+    let conf = relay.conf.to_string_lossy().into_owned();
+    let (code, out, err) = run_bin(&["stop", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut relay = relay;
+    assert!(relay.wait_exit(WAIT).is_some(), "stopped");
+    let (code, out, err) = run_bin(&["watchdog", "-c", &conf], None);
+    assert_eq!(code, 0, "the watchdog starts a relay: {out}{err}");
+    let (code, out, err) = run_bin(&["stop", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    drop(hers);
+}
+
+/// Finding 11: the pid in PID_FILE is alive but does not hold the lock
+/// (someone else does): `stop` signals nothing.
+#[test]
+#[ignore = "needs root to create another user"]
+fn stop_signals_only_the_process_that_holds_the_lock() {
+    let _other = other_user();
+    let dir = TempDir::new("pid-reused");
+    let pid_file = dir.path().join("relay.pid");
+    let lock = dir.path().join("relay.pid.lock");
+    let held = File::create(&lock).unwrap();
+    held.try_lock().expect("this test holds the lock");
+    let mut stranger = Command::new("sleep")
+        .arg("60")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(&pid_file, format!("{}\n", stranger.id())).unwrap();
+    let conf = dir.path().join("relay.conf");
+    std::fs::write(&conf, format!("PID_FILE = {}\n", pid_file.display())).unwrap();
+    let (code, out, err) = run_bin(&["stop", "-c", &conf.to_string_lossy()], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("does not hold"), "{err}");
+    assert!(stranger.try_wait().unwrap().is_none(), "the stranger lives");
+    let _ = stranger.kill();
+    let _ = stranger.wait();
 }
 
 /// Finding 1: idle sockets that never send a value cannot hold the places
