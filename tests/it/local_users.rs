@@ -369,3 +369,80 @@ fn a_flood_of_scs_evicts_only_its_own_routes() {
         "root's route held"
     );
 }
+
+/// Whether `text` shows a character that reorders, hides or controls
+/// what a reader sees (Cf, U+2028/2029, C0 but newline and tab, C1).
+fn shows_hidden(text: &str) -> Option<char> {
+    text.chars().find(|&c| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c as u32, 0x200B..=0x200F | 0x202A..=0x202E | 0x2066..=0x2069 | 0x2028 | 0x2029 | 0xFEFF)
+    })
+}
+
+/// Finding 12: bidi, zero-width and C1 characters from a device never
+/// reach the log, STATUS_FILE, `status` or `send` output raw.
+#[test]
+fn bidi_and_c1_characters_from_devices_are_escaped_everywhere_shown() {
+    let broker = Broker::start();
+    let dir = TempDir::new("bidi");
+    let status = dir.path().join("status.json");
+    let status_arg = status.to_string_lossy().into_owned();
+    let relay = Relay::start(
+        broker.port,
+        &[
+            ("STATUS_FILE", status_arg.as_str()),
+            ("STATUS_INTERVAL", "1"),
+        ],
+    );
+    relay.expect_subscribed();
+    let id = "cam\u{202e}10\u{2066}x\u{200b}";
+    let heartbeat = "{\"ip\":\"10.0.0.7\u{2028}\",\"network\":\"wi\u{9b}fi\u{202e}\"}";
+    publish(
+        broker.port,
+        &format!("/device/ms500/{id}/online"),
+        heartbeat.as_bytes(),
+        QoS::AtLeastOnce,
+    );
+    relay.expect_log("heartbeat cam\\u{202e}10", WAIT);
+    let conf = relay.conf.to_string_lossy().into_owned();
+    assert!(crate::support::wait_until(WAIT, || {
+        std::fs::read_to_string(&status).is_ok_and(|t| t.contains("cam\\\\u{202e}10"))
+    }));
+    let file = std::fs::read_to_string(&status).unwrap();
+    assert_eq!(shows_hidden(&file), None, "STATUS_FILE:\n{file}");
+    let (code, out, err) = run_bin(&["status", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("cam\\u{202e}10"), "{out}");
+    assert_eq!(shows_hidden(&out), None, "status:\n{out}");
+
+    // A reply with a raw CSI (U+009B) and a bidi override, through `send`.
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let port = broker.port;
+    let device = std::thread::spawn(move || {
+        sub.recv(WAIT).expect("the SCS reaches the camera");
+        publish(
+            port,
+            "/device/ms500/cam-01/socket_reply",
+            "{\"fw\":\"1\u{9b}2J\u{202e}\"}".as_bytes(),
+            QoS::AtLeastOnce,
+        );
+    });
+    let (code, out, err) = run_bin(
+        &[
+            "send",
+            "-c",
+            &conf,
+            "-w",
+            "10",
+            r#"{"type":"SCS","unit":"cam-01"}"#,
+        ],
+        None,
+    );
+    device.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\\u009b2J\\u202e"), "{out}");
+    assert_eq!(shows_hidden(&out), None, "send:\n{out}");
+    relay.expect_log("reply from unit cam-01", WAIT);
+    let log = relay.log();
+    assert_eq!(shows_hidden(&log), None, "log:\n{log}");
+}
