@@ -10,7 +10,53 @@ use std::path::Path;
 use crate::config::{writable_by_others, Config};
 use crate::error::Error;
 use crate::ops::files::{check_writable_dir, parent, unsafe_place, GROUP_OTHER_READ};
-use crate::ops::peers;
+use crate::ops::{peers, sys};
+
+/// The relay's own user: whose files, besides root's, it trusts (relay.conf,
+/// the TLS files, what it writes).
+pub fn relay_user() -> u32 {
+    sys::euid()
+}
+
+/// The TLS files decide whom the relay trusts and who it is:
+/// `MQTT_CA_FILE`, `MQTT_CLIENT_CERT` and `MQTT_CLIENT_KEY` (with
+/// `MQTT_TLS`) writable by group or others, or owned by another user than
+/// root or the relay's, are refused (a replaced CA lets her broker take
+/// the broker password).
+fn trust_anchors(config: &Config) -> Result<(), Error> {
+    if !config.mqtt_tls {
+        return Ok(());
+    }
+    let files = [
+        ("MQTT_CA_FILE", config.mqtt_ca_file.as_deref()),
+        ("MQTT_CLIENT_CERT", config.mqtt_client_cert.as_deref()),
+        ("MQTT_CLIENT_KEY", config.mqtt_client_key.as_deref()),
+    ];
+    for (key, path) in files {
+        let Some(path) = path else { continue };
+        if let Some(mode) = writable_by_others(path) {
+            let fix = if key == "MQTT_CLIENT_KEY" {
+                "600"
+            } else {
+                "644"
+            };
+            return Err(Error::setup(format!(
+                "{key} {}: writable by group or others (mode {mode:04o}); chmod {fix} it",
+                path.display()
+            )));
+        }
+        let owner = std::fs::metadata(path).map(|m| m.uid()).ok();
+        if let Some(uid) = owner.filter(|&uid| uid != 0 && uid != relay_user()) {
+            return Err(Error::setup(format!(
+                "{key} {}: belongs to uid {uid}, not to root or the relay's user (uid {}): \
+                 that user decides whom the relay trusts; chown it",
+                path.display(),
+                relay_user()
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// What is readable by others that should not be: relay.conf when it holds
 /// MQTT_PASSWORD, and MQTT_CLIENT_KEY; and a loopback listener that takes
@@ -101,19 +147,7 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
             return Err(Error::setup(format!("{key} {}: {why}", path.display())));
         }
     }
-    if let Some(path) = config
-        .mqtt_client_key
-        .as_deref()
-        .filter(|_| config.mqtt_tls)
-    {
-        if let Some(mode) = writable_by_others(path) {
-            return Err(Error::setup(format!(
-                "MQTT_CLIENT_KEY {}: writable by group or others (mode {mode:04o}); \
-                 chmod 600 it",
-                path.display()
-            )));
-        }
-    }
+    trust_anchors(config)?;
     if let Err(unknown) = peers::resolve_users(&config.socket_allow_users) {
         return Err(Error::setup(format!(
             "SOCKET_ALLOW_USERS: no such user: {}",
