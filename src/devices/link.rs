@@ -295,7 +295,10 @@ impl DeviceLink {
                 return;
             }
         };
-        log::info!("heartbeat {device}: {}", status.summary());
+        // Rate-limited like other remote input; the state changes below are not.
+        if log_limit::allow(Kind::Heartbeat) {
+            log::info!("heartbeat {device}: {}", status.summary());
+        }
         let seen = lock(&self.devices).record(device, status, Instant::now(), SystemTime::now());
         match seen {
             Seen::New => log::info!("device {device} online (first heartbeat since start)"),

@@ -633,3 +633,131 @@ fn a_directory_on_the_way_owned_by_another_user_is_refused() {
     }
     assert!(!checked.join("relay.pid").exists());
 }
+
+/// All of LOG_FILE and its rotated files, oldest first.
+fn whole_log(log: &Path) -> String {
+    let mut text = String::new();
+    for n in [".2", ".1", ""] {
+        let mut path = log.as_os_str().to_owned();
+        path.push(n);
+        text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+    }
+    text
+}
+
+/// Finding 9: 25,000 heartbeats in a few seconds do not rotate the
+/// history away: per-heartbeat lines are rate-limited, state changes are
+/// still logged.
+#[test]
+fn a_heartbeat_flood_keeps_the_log_history() {
+    let broker = Broker::start();
+    let dir = TempDir::new("hb-flood");
+    let log = dir.path().join("relay.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
+    let _relay = Relay::spawn(
+        broker.port,
+        &[
+            ("LOG_FILE", log_arg.as_str()),
+            ("LOG_MAX_BYTES", "65536"),
+            ("LOG_KEEP", "2"),
+        ],
+    );
+    assert!(crate::support::wait_until(WAIT, || whole_log(&log).contains("device link subscribed")));
+    let port = crate::support::wait_listening_port(_relay.pid());
+    let mut backend = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    backend
+        .write_all(br#"{"type":"FRS","unit":"cam-01","reset_level":1}"#)
+        .unwrap();
+    assert!(sub.recv(WAIT).is_some());
+    let mut opts = rumqttc::MqttOptions::new("hb-flooder", "127.0.0.1", broker.port);
+    opts.set_inflight(100);
+    let (device, mut conn) = rumqttc::Client::new(opts, 1024);
+    std::thread::spawn(move || for _ in conn.iter() {});
+    let beat = br#"{"ip":"10.0.0.7","network":"wifi","cpu_temp":47.5,"video_fps":15.0}"#;
+    for _ in 0..25_000 {
+        device
+            .publish(
+                "/device/ms500/cam-hb/online",
+                QoS::AtMostOnce,
+                false,
+                beat.to_vec(),
+            )
+            .unwrap();
+    }
+    // Same client, same QoS: seen after the flood. A new device is a state change.
+    device
+        .publish(
+            "/device/ms500/flood-end/online",
+            QoS::AtMostOnce,
+            false,
+            beat.to_vec(),
+        )
+        .unwrap();
+    assert!(
+        crate::support::wait_until(Duration::from_secs(60), || whole_log(&log)
+            .contains("device flood-end online")),
+        "the state change is logged"
+    );
+    let text = whole_log(&log);
+    assert!(
+        text.contains("accepted FRS for unit cam-01"),
+        "history kept"
+    );
+    assert!(text.contains("device cam-hb online"), "{}", text.len());
+    let beats = text.matches("heartbeat cam-hb:").count();
+    assert!((1..=240).contains(&beats), "{beats} heartbeat lines");
+}
+
+/// Finding 10: directories planted at LOG_FILE.1 and .2: the log goes on
+/// in LOG_FILE, truncated, and says so once.
+#[test]
+fn a_rotation_that_cannot_rename_keeps_logging() {
+    let broker = Broker::start();
+    let dir = TempDir::new("rotate-blocked");
+    let log = dir.path().join("relay.log");
+    for n in [1, 2] {
+        std::fs::create_dir_all(dir.path().join(format!("relay.log.{n}/kept"))).unwrap();
+    }
+    let log_arg = log.to_string_lossy().into_owned();
+    let relay = Relay::spawn(
+        broker.port,
+        &[
+            ("LOG_FILE", log_arg.as_str()),
+            ("LOG_MAX_BYTES", "65536"),
+            ("LOG_KEEP", "2"),
+        ],
+    );
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(crate::support::wait_until(WAIT, || read().contains("device link subscribed")));
+    let port = crate::support::wait_listening_port(relay.pid());
+    let mut backend = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // One "accepted" line per command: 1200 of them fill 64 KiB twice over.
+    let sub = Subscriber::new(broker.port, "/service/ms500/#");
+    for i in 0..1200 {
+        backend
+            .write_all(
+                format!(r#"{{"type":"IMG","unit":"cam-{i:04}-{}"}}"#, "u".repeat(60)).as_bytes(),
+            )
+            .unwrap();
+    }
+    assert_eq!(sub.collect(1200, Duration::from_secs(60)).len(), 1200);
+    backend
+        .write_all(br#"{"type":"IMG","unit":"the-last-one"}"#)
+        .unwrap();
+    assert!(
+        crate::support::wait_until(WAIT, || read()
+            .contains("accepted IMG for unit the-last-one")),
+        "lines after the failed rotation are written"
+    );
+    assert!(dir.path().join("relay.log.1/kept").is_dir());
+    relay.expect_log("cannot rotate the log", WAIT);
+    assert_eq!(
+        relay.log().matches("cannot rotate the log").count(),
+        1,
+        "said once"
+    );
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= 65536, "{size}");
+    let _ = relay;
+}
