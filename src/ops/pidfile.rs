@@ -55,6 +55,9 @@ impl PidFile {
                 ))
             }
         }
+        // So that stop and the watchdog can prove who holds the lock where
+        // /proc is not mounted (fcntl F_GETLK names the holder).
+        let _ = crate::ops::sys::posix_lock(&lock);
         let mut file = crate::ops::files::open_pid(path)
             .map_err(|e| Error::setup_because(format!("PID_FILE {shown}"), e))?;
         // Only for tools that test the lock on PID_FILE: another user's
@@ -89,21 +92,26 @@ fn read_pid_text(path: &Path) -> String {
     text.trim().chars().take(20).collect()
 }
 
-/// The pids holding an exclusive `flock` on `file`, from `/proc/locks`
-/// (empty when it cannot be read: then nothing is proved).
+/// The pids the kernel says hold the relay's lock on `file`: the holder of
+/// its POSIX lock (`fcntl F_GETLK`, works without /proc) and those of an
+/// exclusive `flock` in `/proc/locks`. Empty when nothing can be proved.
 pub fn lock_holders(file: &Path) -> Vec<u32> {
-    let Ok(meta) = std::fs::metadata(file) else {
+    let Ok(opened) = crate::ops::files::open_read(file) else {
         return Vec::new();
     };
-    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
-        return Vec::new();
+    let mut holders: Vec<u32> = crate::ops::sys::posix_lock_holder(&opened)
+        .into_iter()
+        .collect();
+    let (Ok(meta), Ok(locks)) = (opened.metadata(), std::fs::read_to_string("/proc/locks")) else {
+        return holders;
     };
-    holders_in(
+    holders.extend(holders_in(
         &locks,
         dev_major(meta.dev()),
         dev_minor(meta.dev()),
         meta.ino(),
-    )
+    ));
+    holders
 }
 
 /// Parses `/proc/locks` text: `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`;
@@ -157,9 +165,10 @@ mod tests {
             }
             other => panic!("expected AlreadyRunning, got {:?}", other.map(|_| ())),
         }
-        assert_eq!(
-            lock_holders(&lock_path(&path)),
-            [std::process::id()],
+        // POSIX locks do not conflict within one process, so here only
+        // /proc/locks names this test as the holder.
+        assert!(
+            lock_holders(&lock_path(&path)).contains(&std::process::id()),
             "the kernel names the holder"
         );
         assert!(
