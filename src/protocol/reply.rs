@@ -58,19 +58,15 @@ enum Values {
 }
 
 /// How many JSON values `payload` holds: one (whitespace around it is
-/// fine), more (anything but whitespace after the first), or it does not
-/// start with one.
+/// fine), more (anything but whitespace after a complete first value), or
+/// it does not start with one. The one parse the crate already makes of a
+/// JSON value: serde_json reports what follows a complete value as
+/// "trailing characters".
 fn values(payload: &[u8]) -> Values {
-    let mut stream = serde_json::Deserializer::from_slice(payload).into_iter::<serde_json::Value>();
-    match stream.next() {
-        Some(Ok(_)) => {}
-        _ => return Values::NotJson,
-    }
-    let rest = &payload[stream.byte_offset()..];
-    if rest.iter().all(u8::is_ascii_whitespace) {
-        Values::One
-    } else {
-        Values::Several
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(_) => Values::One,
+        Err(e) if e.to_string().starts_with("trailing characters") => Values::Several,
+        Err(_) => Values::NotJson,
     }
 }
 
