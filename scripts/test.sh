@@ -19,6 +19,8 @@ ensure_mosquitto
 ensure_packages openssl file busybox-static qemu-user-static faketime
 # The device link on an MQTT 3.1.1-only broker: RabbitMQ 3.10's MQTT plugin.
 ensure_packages rabbitmq-server
+# local_users.rs creates an unprivileged user (useradd) and acts as her (setpriv).
+ensure_packages passwd util-linux
 # The metrics test reads METRICS_FILE with the Prometheus client's own parser.
 python3 -c 'import prometheus_client' 2>/dev/null ||
     python3 -m pip install -q prometheus-client 2>/dev/null ||

@@ -181,6 +181,10 @@ config_keys! {
         parse: allow_list,
         render: |v| render_allow(v),
         doc: "Backend peers allowed in: comma-separated IP addresses or CIDRs; default loopback only.";
+    "SOCKET_ALLOW_USERS" => socket_allow_users: Vec<String> = "",
+        parse: user_list,
+        render: |v| v.join(", "),
+        doc: "Local users (names or uids, comma-separated) whose loopback connections are backends; empty = every local user.";
     "MAX_CONNECTIONS" => max_connections: usize = "16",
         parse: |v| number(v, 1, 65535, "connections"),
         render: render,
@@ -409,6 +413,9 @@ pub enum ConfigError {
     /// The file is writable by group or others: whoever can write it
     /// decides what the relay (often root) writes and where.
     WritableByOthers { path: String, mode: u32 },
+    /// The file belongs to another user than root or the relay's: that
+    /// user decides what the relay does.
+    OtherOwner { path: String, uid: u32, relay: u32 },
     /// A line could not be used.
     Line {
         source: String,
@@ -426,6 +433,11 @@ impl fmt::Display for ConfigError {
                 f,
                 "{path} is writable by group or others (mode {mode:04o}): anyone who can \
                  write it decides what the relay does; chmod go-w {path}"
+            ),
+            ConfigError::OtherOwner { path, uid, relay } => write!(
+                f,
+                "{path} belongs to uid {uid}, not to root or the relay's user (uid {relay}): \
+                 that user would decide what the relay does; chown it"
             ),
             ConfigError::Line {
                 source,
@@ -447,7 +459,9 @@ impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ConfigError::Read { source, .. } => Some(source),
-            ConfigError::Line { .. } | ConfigError::WritableByOthers { .. } => None,
+            ConfigError::Line { .. }
+            | ConfigError::WritableByOthers { .. }
+            | ConfigError::OtherOwner { .. } => None,
         }
     }
 }
@@ -673,9 +687,11 @@ pub fn writable_by_others(path: &Path) -> Option<u32> {
 
 /// Reads relay.conf: the file given with `-c`, or else `./relay.conf`, or
 /// else `/etc/ms500-relay/relay.conf`. A file writable by group or others
-/// is refused, as ssh and mosquitto refuse theirs. With no file given and none found, the
+/// is refused, as ssh and mosquitto refuse theirs, and so is one that belongs
+/// to another user than root or `relay_uid` (the relay's own user, given
+/// by the caller). With no file given and none found, the
 /// defaults apply and no path is returned.
-pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+pub fn load(path: Option<&Path>, relay_uid: u32) -> Result<(Config, Option<PathBuf>), ConfigError> {
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -687,6 +703,17 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigErro
             return Err(ConfigError::WritableByOthers {
                 path: path.display().to_string(),
                 mode,
+            });
+        }
+        if let Some(uid) = std::fs::metadata(path)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .filter(|&uid| uid != 0 && uid != relay_uid)
+        {
+            return Err(ConfigError::OtherOwner {
+                path: path.display().to_string(),
+                uid,
+                relay: relay_uid,
             });
         }
         parse(text, &path.display().to_string()).map(|config| (config, Some(path.to_path_buf())))

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Error> {
     let invocation = cli::parse(std::env::args_os().skip(1))?;
-    let load = || config::load(invocation.config.as_deref());
+    let load = || config::load(invocation.config.as_deref(), preflight::relay_user());
     match invocation.action {
         // write! rather than print!, which panics when stdout is a closed pipe.
         Action::Help => {

@@ -1,6 +1,8 @@
 //! The backend listener thread: accepts TCP connections on
-//! `SOCKET_HOST:SOCKET_PORT`, refuses peers outside `SOCKET_ALLOW` and past
-//! `MAX_CONNECTIONS`, and spawns one session thread per connection. On stop
+//! `SOCKET_HOST:SOCKET_PORT`, refuses peers outside `SOCKET_ALLOW`, local
+//! peers whose socket belongs to a user outside `SOCKET_ALLOW_USERS` (both
+//! before they count), and peers past `MAX_CONNECTIONS`, and spawns one
+//! session thread per connection. On stop
 //! it wakes its own blocking `accept()` by connecting to itself, accepts the
 //! connections still waiting in the kernel's backlog (their bytes reached
 //! the relay too), and joins every session, each of which reads what its
@@ -20,6 +22,7 @@ use crate::backend::session::{self, Shared, Slot};
 use crate::config::allowed;
 use crate::error::Error;
 use crate::ops::log_limit::{self, Kind};
+use crate::ops::peers;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 
@@ -48,6 +51,8 @@ struct Listener {
     /// Sessions still reading their peer: what MAX_CONNECTIONS limits. A
     /// session frees its place the moment it stops reading (see session::Slot).
     active: Arc<AtomicUsize>,
+    /// The uids of `SOCKET_ALLOW_USERS`; `None` admits every local user.
+    local_users: Option<Vec<u32>>,
 }
 
 pub fn run(listener: TcpListener, shared: Arc<Shared>) {
@@ -111,12 +116,13 @@ impl Listener {
     fn new(shared: Arc<Shared>) -> Listener {
         let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
         Listener {
-            shared,
             sessions: HashMap::new(),
             ended_tx,
             ended_rx,
             next_id: 0,
             active: Arc::new(AtomicUsize::new(0)),
+            local_users: allowed_local_users(&shared.config.socket_allow_users),
+            shared,
         }
     }
 
@@ -189,6 +195,11 @@ impl Listener {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
+        if let Err(why) = self.local_user_allowed(&stream, peer) {
+            refused(peer, &why);
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
         if limited && self.active.load(Ordering::SeqCst) >= config.max_connections {
             refused(peer, "MAX_CONNECTIONS reached");
             let _ = stream.shutdown(Shutdown::Both);
@@ -215,6 +226,41 @@ impl Listener {
             Err(e) => log::error!("cannot start a thread for backend {peer}: {e}"),
         }
     }
+}
+
+impl Listener {
+    /// A peer on this machine is admitted only when its socket belongs to
+    /// a user of `SOCKET_ALLOW_USERS` (the kernel's socket table says whose).
+    fn local_user_allowed(&self, stream: &TcpStream, peer: SocketAddr) -> Result<(), String> {
+        let (Some(users), Ok(ours)) = (&self.local_users, stream.local_addr()) else {
+            return Ok(());
+        };
+        if !peers::is_local(peer, ours) {
+            return Ok(());
+        }
+        match peers::connection_owner(&peers::read_sockets(), peer, ours, false) {
+            Some(uid) if users.contains(&uid) => Ok(()),
+            Some(uid) => Err(format!("local user {uid} is not in SOCKET_ALLOW_USERS")),
+            None => Err("the owner of its socket is unknown (SOCKET_ALLOW_USERS)".into()),
+        }
+    }
+}
+
+/// The uids of `SOCKET_ALLOW_USERS`, or `None` (every local user) when empty.
+/// A name that names nobody admits nobody (the start refused it already).
+fn allowed_local_users(entries: &[String]) -> Option<Vec<u32>> {
+    if entries.is_empty() {
+        return None;
+    }
+    Some(peers::resolve_users(entries).unwrap_or_else(|unknown| {
+        log::error!("SOCKET_ALLOW_USERS: no such user: {}", unknown.join(", "));
+        let known: Vec<String> = entries
+            .iter()
+            .filter(|e| !unknown.contains(e))
+            .cloned()
+            .collect();
+        peers::resolve_users(&known).unwrap_or_default()
+    }))
 }
 
 /// The address to connect to in order to wake our own accept().

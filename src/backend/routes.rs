@@ -4,8 +4,10 @@
 //! when a reply arrives. One mutex, held only for a map operation.
 //!
 //! Bounded: at most `max` units have a route (MAX_DEVICES); a claim for
-//! one more drops the oldest claim (its replies are then unrouted), so a
-//! backend claiming ever new units on one connection cannot grow it.
+//! one more drops the oldest claim of the same connection (its replies are
+//! then unrouted), so a backend claiming ever new units on one connection
+//! cannot grow it, nor take another connection's routes away. A connection
+//! with no route to give up gets none for the new unit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,25 +43,43 @@ impl ReplyRoutes {
         crate::ops::sync::lock(&self.inner)
     }
 
-    /// The session behind `outbox` becomes the route for `unit`, replacing any other.
-    pub fn claim(&self, unit: &str, outbox: &Outbox) {
+    /// The session behind `outbox` becomes the route for `unit`, replacing
+    /// any other. False when the table is full and this connection holds no
+    /// route it could give up for it.
+    pub fn claim(&self, unit: &str, outbox: &Outbox) -> bool {
         let mut routes = self.lock();
         let seq = routes.next;
         routes.next += 1;
         if !routes.map.contains_key(unit) && routes.map.len() >= routes.max {
-            // Full: the oldest claim goes (a scan, only when full).
+            // Full: this connection's oldest claim goes (a scan, only when full).
             let oldest = routes
                 .map
                 .iter()
+                .filter(|(_, (_, o))| o.id() == outbox.id())
                 .min_by_key(|(_, (seq, _))| *seq)
                 .map(|(unit, _)| unit.clone());
-            if let Some(oldest) = oldest {
-                routes.map.remove(&oldest);
-                if log_limit::allow(Kind::ForgottenRoute) {
-                    log::warn!(
-                        "reply route of unit {oldest} forgotten: {} units have routes (MAX_DEVICES)",
-                        routes.max
-                    );
+            let max = routes.max;
+            match oldest {
+                Some(oldest) => {
+                    routes.map.remove(&oldest);
+                    drop(routes);
+                    if log_limit::allow(Kind::ForgottenRoute) {
+                        log::warn!(
+                            "reply route of unit {oldest} forgotten: {max} units have routes (MAX_DEVICES)"
+                        );
+                    }
+                    routes = self.lock();
+                }
+                None => {
+                    drop(routes);
+                    if log_limit::allow(Kind::ForgottenRoute) {
+                        log::warn!(
+                            "no reply route for unit {unit} from {}: {max} units have routes \
+                             (MAX_DEVICES), none of them this connection's",
+                            outbox.peer()
+                        );
+                    }
+                    return false;
                 }
             }
         }
@@ -74,6 +94,7 @@ impl ReplyRoutes {
                 );
             }
         }
+        true
     }
 
     /// Drops every route held by `session`.
@@ -115,16 +136,26 @@ mod tests {
     }
 
     #[test]
-    fn past_the_limit_the_oldest_claim_is_forgotten() {
+    fn past_the_limit_only_the_claiming_connections_oldest_route_is_forgotten() {
         let routes = ReplyRoutes::new(2);
         routes.claim("u1", &outbox(1));
         routes.claim("u2", &outbox(1));
         routes.claim("u1", &outbox(2)); // a new claim of a routed unit: still 2
         assert_eq!(routes.len(), 2);
-        routes.claim("u3", &outbox(3)); // u2's claim is the oldest now
+        assert!(
+            !routes.claim("u3", &outbox(3)),
+            "full, and connection 3 holds nothing to give up"
+        );
+        assert!(routes.route("u3").is_none());
+        assert_eq!(routes.route("u2").map(|o| o.id()), Some(1));
+        assert!(routes.claim("u3", &outbox(1)), "1 gives up its oldest: u2");
         assert_eq!(routes.len(), 2);
         assert!(routes.route("u2").is_none());
-        assert_eq!(routes.route("u1").map(|o| o.id()), Some(2));
-        assert_eq!(routes.route("u3").map(|o| o.id()), Some(3));
+        assert_eq!(
+            routes.route("u1").map(|o| o.id()),
+            Some(2),
+            "never another's"
+        );
+        assert_eq!(routes.route("u3").map(|o| o.id()), Some(1));
     }
 }

@@ -37,6 +37,9 @@ const DRAIN_POLL: Duration = Duration::from_millis(5);
 const READ_CHUNK: usize = 64 * 1024;
 /// A value left incomplete this long is a slow-loris: discarded, connection closed.
 const PARTIAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A connection that has not sent one complete value this long after it
+/// was accepted is closed: idle sockets cannot hold the MAX_CONNECTIONS places.
+pub const FIRST_VALUE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most bytes read just to count what the shutdown grace left unread.
 const COUNT_UNREAD_MAX: usize = 16 * 1024 * 1024;
 
@@ -81,6 +84,8 @@ enum End {
     },
     Fatal,
     SlowValue,
+    /// No complete value within [`FIRST_VALUE_TIMEOUT`] of connecting.
+    NothingSent,
     Io(std::io::Error),
     PublisherGone,
 }
@@ -99,6 +104,8 @@ struct Reader<'a> {
     /// [`BATCH_COMMANDS`] / [`BATCH_BYTES`] when that comes first.
     batch: Vec<Accepted>,
     batch_bytes: usize,
+    /// A complete value came (a command, an `ack_mode` request, or one refused).
+    sent_a_value: bool,
 }
 
 /// Most commands handed to the publisher in one batch.
@@ -124,6 +131,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
         }
     };
 
+    outbox.set_wrap_replies(shared.config.ack_mode != AckMode::None);
     let mut reader = Reader {
         stream: &stream,
         outbox: outbox.clone(),
@@ -132,30 +140,12 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
         draining: None,
         batch: Vec::with_capacity(BATCH_COMMANDS),
         batch_bytes: 0,
+        sent_a_value: false,
     };
     let end = reader.read_loop();
     // No longer reading this peer: its MAX_CONNECTIONS place is free.
     drop(slot);
-    match &end {
-        End::PeerClosed => log::info!("backend {peer} closed the connection"),
-        End::Stopped => log::info!("backend {peer}: read all it sent (shutting down)"),
-        End::GraceOver { commands, bytes } => log::warn!(
-            "backend {peer}: the shutdown grace of {} s ran out with {commands} commands \
-             ({bytes} bytes) it sent still unread: not published",
-            shared.config.shutdown_grace.as_secs()
-        ),
-        End::Fatal => log::info!("backend {peer}: connection closed by the relay"),
-        End::SlowValue => {
-            if log_limit::allow(Kind::RejectedCommand) {
-                log::warn!(
-                    "backend {peer} left a value incomplete for {} s: discarded, connection closed",
-                    PARTIAL_TIMEOUT.as_secs()
-                )
-            }
-        }
-        End::Io(e) => log::info!("backend {peer}: connection lost: {e}"),
-        End::PublisherGone => log::warn!("backend {peer}: publisher gone, closing"),
-    }
+    log_end(&end, peer, &shared);
     // Closed (or stopped) means no more replies for this connection (PROTOCOL.md §1.3)...
     shared.routes.release(id);
     // ...but status lines it is owed still go out to a peer that only half-closed.
@@ -178,6 +168,38 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
     }
 }
 
+/// One line saying how the session ended.
+fn log_end(end: &End, peer: SocketAddr, shared: &Shared) {
+    match end {
+        End::PeerClosed => log::info!("backend {peer} closed the connection"),
+        End::Stopped => log::info!("backend {peer}: read all it sent (shutting down)"),
+        End::GraceOver { commands, bytes } => log::warn!(
+            "backend {peer}: the shutdown grace of {} s ran out with {commands} commands \
+             ({bytes} bytes) it sent still unread: not published",
+            shared.config.shutdown_grace.as_secs()
+        ),
+        End::Fatal => log::info!("backend {peer}: connection closed by the relay"),
+        End::SlowValue => {
+            if log_limit::allow(Kind::RejectedCommand) {
+                log::warn!(
+                    "backend {peer} left a value incomplete for {} s: discarded, connection closed",
+                    PARTIAL_TIMEOUT.as_secs()
+                )
+            }
+        }
+        End::NothingSent => {
+            if log_limit::allow(Kind::RejectedCommand) {
+                log::warn!(
+                    "backend {peer} sent no complete value within {} s: connection closed",
+                    FIRST_VALUE_TIMEOUT.as_secs()
+                )
+            }
+        }
+        End::Io(e) => log::info!("backend {peer}: connection lost: {e}"),
+        End::PublisherGone => log::warn!("backend {peer}: publisher gone, closing"),
+    }
+}
+
 impl Reader<'_> {
     fn peer(&self) -> SocketAddr {
         self.outbox.peer()
@@ -192,6 +214,7 @@ impl Reader<'_> {
         }
         let mut buf = vec![0u8; READ_CHUNK];
         let mut partial_since: Option<Instant> = None;
+        let connected = Instant::now();
         loop {
             if self.draining.is_none() && self.shared.intake.is_set() {
                 let deadline = self.shared.drain_deadline();
@@ -207,6 +230,9 @@ impl Reader<'_> {
             }
             if partial_since.is_some_and(|t| t.elapsed() > PARTIAL_TIMEOUT) {
                 return End::SlowValue;
+            }
+            if !self.sent_a_value && connected.elapsed() > FIRST_VALUE_TIMEOUT {
+                return End::NothingSent;
             }
             let n = match stream.read(&mut buf) {
                 Ok(0) => {
@@ -254,6 +280,7 @@ impl Reader<'_> {
     fn handle_frames(&mut self, decoder: &mut FrameDecoder) -> Option<End> {
         let mut fatal = false;
         while let Some(frame) = decoder.next_frame() {
+            self.sent_a_value = true;
             let outcome = match frame {
                 Frame::Value(json) => self.handle_value(json),
                 Frame::Invalid(e) => {
@@ -318,6 +345,8 @@ impl Reader<'_> {
                         mode.as_str()
                     );
                     self.ack_mode = mode;
+                    // Replies routed from now on say they are replies.
+                    self.outbox.set_wrap_replies(mode != AckMode::None);
                 }
                 Err(reason) => self.reject_input(&reason, false),
             }

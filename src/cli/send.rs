@@ -20,9 +20,10 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::ops::redact;
+use crate::ops::{peers, redact, sys};
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder};
+use crate::protocol::reply;
 
 /// What `send` asks of the relay before its commands.
 const ASK_FOR_STATUS_LINES: &[u8] = b"{\"ack_mode\":\"all\"}\n";
@@ -66,6 +67,7 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     let want = expected(&input, config.max_message_bytes);
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| Error::runtime_because(format!("cannot connect to the relay at {addr}"), e))?;
+    relay_owns(&stream, addr)?;
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(ASK_FOR_STATUS_LINES)?;
@@ -93,6 +95,28 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
         )));
     }
     Ok(())
+}
+
+/// On this machine, the socket that accepted us must be root's or our own
+/// user's: while the relay is down another local user could listen on its
+/// port and take the commands (a Wi-Fi password) and answer `ok` to them.
+/// Nothing is written before this holds.
+fn relay_owns(stream: &TcpStream, addr: SocketAddr) -> Result<(), Error> {
+    let ours = stream.local_addr()?;
+    if !peers::is_local(addr, ours) {
+        return Ok(());
+    }
+    let me = sys::euid();
+    match peers::connection_owner(&peers::read_sockets(), addr, ours, true) {
+        Some(uid) if uid == 0 || uid == me => Ok(()),
+        Some(uid) => Err(Error::runtime(format!(
+            "the listener at {addr} belongs to user {uid}, not root or user {me}: \
+             not the relay, nothing sent"
+        ))),
+        None => Err(Error::runtime(format!(
+            "cannot tell who owns the listener at {addr} (/proc/net/tcp): nothing sent"
+        ))),
+    }
 }
 
 /// The address to connect to: SOCKET_HOST, with a wildcard bind mapped to loopback.
@@ -144,7 +168,10 @@ impl Seen {
                 self.status_lines += 1;
                 self.held += 1;
             }
-            None => self.replies += 1,
+            // `send` asks for status lines, so every device reply comes
+            // wrapped; a line of neither shape settles nothing.
+            None if reply::wrapped_unit(line).is_some() => self.replies += 1,
+            None => log::debug!("a line that is neither a status line nor a reply"),
         }
     }
 
@@ -163,7 +190,7 @@ enum Status {
 
 /// (status, type) of a status line: an object with `status` ("ok", "error"
 /// or "held"), `type` and `unit`, and nothing but `id`, `error` and
-/// `camera` besides. A device reply is anything else.
+/// `camera` besides. A device reply is `{"reply":…,"unit":…}` (`reply.rs`).
 fn status_line(line: &[u8]) -> Option<(Status, Option<String>)> {
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(line) else {
         return None;
@@ -279,7 +306,10 @@ mod tests {
         seen.note(br#"{"status":"ok","type":"IMG","unit":"u"}"#);
         seen.note(br#"{"status":"ok","type":"SCS","unit":"u","id":7}"#);
         seen.note(br#"{"status":"error","type":null,"unit":null,"error":"invalid JSON"}"#);
-        seen.note(br#"{"type":"SCS","unit":"u","status":"ok","fps":5}"#);
+        seen.note(br#"{"reply":{"type":"SCS","unit":"u","status":"ok","fps":5},"unit":"u"}"#);
+        seen.note(
+            br#"{"reply":{"status":"error","type":"IMG","unit":"u","error":"x"},"unit":"u"}"#,
+        );
         seen.note(b"not json at all");
         assert_eq!((seen.status_lines, seen.errors, seen.replies), (3, 1, 2));
         assert_eq!(seen.replies_due, 1);

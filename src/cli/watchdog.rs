@@ -4,8 +4,10 @@
 //!
 //! Runs on the main thread of its own short-lived process. It shares nothing
 //! with the relay it watches but the files and signals a person would use:
-//! the lock on `PID_FILE` (held by a running relay), the pid in it, and the
-//! age of `STATUS_FILE` (a relay rewrites it every `STATUS_INTERVAL`).
+//! the lock on `PID_FILE.lock` (held by a running relay; `pidfile.rs`), the
+//! pid in `PID_FILE`, and the age of `STATUS_FILE` (a relay rewrites it
+//! every `STATUS_INTERVAL`). A pid is signalled only when `/proc/locks`
+//! shows that very process holding the lock.
 //!
 //! Each run:
 //! - no relay holds the lock: start one detached (own session, stdin from
@@ -31,7 +33,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::ops::sys::{self, Signal};
 use crate::ops::time::iso8601;
-use crate::ops::{files, logging, preflight};
+use crate::ops::{files, logging, pidfile, preflight};
 use crate::report::status::STALE_INTERVALS;
 
 /// How long a run waits for an overlapping run of the same configuration.
@@ -204,13 +206,20 @@ impl Watch {
             }
             let pid = read_pid(&self.pid_file);
             if let Some(pid) = pid.filter(|&p| alive(p)) {
-                if !holds_file(pid, &self.pid_file) {
+                // Only the kernel's word proves who holds the lock: a stale
+                // pid reused by another process is never signalled.
+                if pidfile::lock_holders(&pidfile::lock_path(&self.pid_file)).contains(&pid) {
+                    return Ok(Some(pid));
+                }
+                if Instant::now() >= deadline {
                     return Err(Error::runtime(format!(
-                        "pid {pid} in {} does not hold that file open; not touching it",
-                        self.pid_file.display()
+                        "pid {pid} in {} does not hold {} (/proc/locks); not touching it",
+                        self.pid_file.display(),
+                        pidfile::lock_path(&self.pid_file).display()
                     )));
                 }
-                return Ok(Some(pid));
+                std::thread::sleep(POLL);
+                continue;
             }
             if Instant::now() >= deadline {
                 return Err(Error::runtime(format!(
@@ -395,9 +404,10 @@ enum LockState {
     Held,
 }
 
-/// Whether a relay holds the lock on PID_FILE. A missing file is free and
+/// Whether a relay holds the lock on `PID_FILE.lock`. A missing file is free and
 /// is not created here (the relay creates it with its own owner).
 fn lock_state(pid_file: &Path) -> Result<LockState, Error> {
+    let pid_file = &pidfile::lock_path(pid_file);
     let file = match File::open(pid_file) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
@@ -445,24 +455,6 @@ fn alive(pid: u32) -> bool {
         }
         Err(_) => true,
     }
-}
-
-/// False only when the process's open files can be seen and PID_FILE is not
-/// among them: then the pid is not the relay holding the lock (a stale or
-/// reused pid must never be signalled).
-fn holds_file(pid: u32, path: &Path) -> bool {
-    let Ok(want) = std::fs::canonicalize(path) else {
-        return true;
-    };
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return true;
-    };
-    let mut fds = fds.flatten().peekable();
-    if fds.peek().is_none() {
-        // Unreadable as a whole (another user's process): cannot tell.
-        return true;
-    }
-    fds.any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == want))
 }
 
 /// Time since `path` was last modified. A time in the future (the clock was

@@ -91,6 +91,7 @@ fn key_table_is_well_formed() {
             "SOCKET_HOST",
             "SOCKET_PORT",
             "SOCKET_ALLOW",
+            "SOCKET_ALLOW_USERS",
             "MAX_CONNECTIONS",
             "MAX_MESSAGE_BYTES",
             "COMMAND_TOPIC",
@@ -799,7 +800,7 @@ fn config_errors_display() {
 #[test]
 fn load_a_missing_file_is_a_read_error() {
     let path = Path::new("/nonexistent/ms500-relay/relay.conf");
-    match load(Some(path)) {
+    match load(Some(path), 0) {
         Err(ConfigError::Read { path, .. }) => {
             assert_eq!(path, "/nonexistent/ms500-relay/relay.conf");
         }
@@ -815,8 +816,15 @@ fn load_reads_the_given_file() {
     let bad = dir.join("bad.conf");
     std::fs::write(&good, "MQTT_PORT = 1884\n").expect("write");
     std::fs::write(&bad, "\nMQTT_PORT = 0\n").expect("write");
-    let loaded = load(Some(&good));
-    let failed = load(Some(&bad)).map_err(|e| e.to_string());
+    // The files are this process's own: that uid is "the relay's user".
+    let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&good).expect("written"));
+    let loaded = load(Some(&good), me);
+    let failed = load(Some(&bad), me).map_err(|e| e.to_string());
+    let foreign = if me == 0 {
+        None
+    } else {
+        Some(load(Some(&good), me + 1).map_err(|e| e.to_string()))
+    };
     let _ = std::fs::remove_dir_all(&dir);
     match loaded {
         Ok((config, Some(used))) => {
@@ -832,6 +840,10 @@ fn load_reads_the_given_file() {
             bad.display()
         ))
     );
+    if let Some(foreign) = foreign {
+        let why = foreign.expect_err("another user's relay.conf is refused");
+        assert!(why.contains("belongs to uid"), "{why}");
+    }
 }
 
 #[test]
@@ -1165,4 +1177,17 @@ fn the_offline_state_message_must_fit_the_last_will() {
     let quotes = "\"".repeat(40_000);
     assert!(err(&with_id(&quotes)).contains("(80002 in JSON)"));
     ok(&format!("STATE_TOPIC = \"\"\nMQTT_CLIENT_ID = '{quotes}'"));
+}
+
+#[test]
+fn socket_allow_users_takes_names_and_uids() {
+    assert!(
+        ok("").socket_allow_users.is_empty(),
+        "default: every local user"
+    );
+    assert_eq!(
+        ok("SOCKET_ALLOW_USERS = root, 1001 ,ms500-ops").socket_allow_users,
+        ["root", "1001", "ms500-ops"]
+    );
+    assert!(err("SOCKET_ALLOW_USERS = root, a/b").contains("\"a/b\" is not a user name or uid"));
 }

@@ -575,3 +575,24 @@ pub fn plus_filter(value: &str) -> Result<String, String> {
     }
     Ok(value.to_string())
 }
+
+/// `SOCKET_ALLOW_USERS`: user names or uids, comma-separated; empty = every
+/// local user. Names are resolved when the listener starts (`ops::peers`).
+pub fn user_list(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let name_like = entry.len() <= 32
+                && entry
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-$".contains(&b));
+            if name_like {
+                Ok(entry.to_string())
+            } else {
+                Err(format!("{entry:?} is not a user name or uid"))
+            }
+        })
+        .collect()
+}

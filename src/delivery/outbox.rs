@@ -15,7 +15,7 @@ use crate::ops::sync::lock;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,9 @@ struct Inner {
     /// Commands of this connection still owed a status line (see [`StatusOwed`]).
     owed: AtomicUsize,
     dropped: AtomicU64,
+    /// Device replies go out wrapped (`{"reply":…,"unit":…}`): the
+    /// connection gets status lines (PROTOCOL.md §1.3).
+    wrap_replies: AtomicBool,
 }
 
 struct Queue {
@@ -72,6 +75,7 @@ impl Outbox {
                 }),
                 owed: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
+                wrap_replies: AtomicBool::new(false),
             }),
         };
         (outbox, woken)
@@ -89,6 +93,16 @@ impl Outbox {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding this lock leaves at worst a line too many or too few.
         lock(&self.inner.queue)
+    }
+
+    /// Whether device replies are wrapped for this connection (it gets status lines).
+    pub fn wraps_replies(&self) -> bool {
+        self.inner.wrap_replies.load(Ordering::SeqCst)
+    }
+
+    /// Set by the session whenever the connection's status lines change.
+    pub fn set_wrap_replies(&self, wrap: bool) {
+        self.inner.wrap_replies.store(wrap, Ordering::SeqCst);
     }
 
     /// Whether lines offered now can still reach the connection.

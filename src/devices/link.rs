@@ -41,6 +41,7 @@ use crate::ops::log_limit::{self, Failures, Kind};
 use crate::ops::redact;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
+use crate::protocol::reply;
 
 mod client;
 
@@ -298,6 +299,10 @@ impl DeviceLink {
             // Routes exist only for valid units; the shown form is for the log.
             match self.routes.route(raw_unit) {
                 Some(outbox) => {
+                    let line = match reply::line(payload, raw_unit, outbox.wraps_replies()) {
+                        Ok(line) => line,
+                        Err(why) => return self.refuse_reply(raw_unit, why),
+                    };
                     log::info!(
                         "reply from unit {} -> backend {}",
                         heartbeat::shown(raw_unit),
@@ -305,7 +310,7 @@ impl DeviceLink {
                     );
                     // Logged before the backend can read it.
                     log::logger().flush();
-                    if outbox.offer("device reply", payload.to_vec()) {
+                    if outbox.offer("device reply", line) {
                         Counters::add(&self.counters.replies_routed);
                     } else {
                         Counters::add(&self.counters.replies_dropped);
@@ -333,6 +338,19 @@ impl DeviceLink {
         }
     }
 
+    /// A reply that could be read as more than one line or value is never
+    /// written: counted and logged (rate-limited), like other remote input.
+    fn refuse_reply(&self, raw_unit: &str, why: reply::Refused) {
+        Counters::add(&self.counters.replies_dropped);
+        if log_limit::allow(Kind::RefusedReply) {
+            log::warn!(
+                "reply from unit {} dropped: {}",
+                heartbeat::shown(raw_unit),
+                why.describe()
+            );
+        }
+    }
+
     fn on_heartbeat(&self, device: &str, payload: &[u8]) {
         let status = match heartbeat::parse(payload) {
             Ok(status) => status,
@@ -346,7 +364,10 @@ impl DeviceLink {
                 return;
             }
         };
-        log::info!("heartbeat {device}: {}", status.summary());
+        // Rate-limited like other remote input; the state changes below are not.
+        if log_limit::allow(Kind::Heartbeat) {
+            log::info!("heartbeat {device}: {}", status.summary());
+        }
         let seen = lock(&self.devices).record(device, status, Instant::now(), SystemTime::now());
         match seen {
             Seen::New => log::info!("device {device} online (first heartbeat since start)"),
@@ -431,6 +452,31 @@ mod tests {
         link.on_message("/device/ms500/cam2/socket_reply", br#"{"ok":2}"#);
         assert!(outbox.is_empty(), "cam2 has no route here");
         assert_eq!(count(&link, |c| &c.replies_dropped), 1);
+    }
+
+    #[test]
+    fn where_status_lines_are_on_replies_say_so_and_forgeries_are_dropped() {
+        let link = link();
+        let (outbox, _woken) =
+            crate::delivery::outbox::Outbox::new(1, "127.0.0.1:5000".parse().unwrap());
+        outbox.set_wrap_replies(true);
+        link.routes.claim("cam-01", &outbox);
+        let topic = "/device/ms500/cam-01/socket_reply";
+        link.on_message(topic, br#"{"status":"ok","type":"AIM","unit":"cam-02"}"#);
+        assert_eq!(
+            outbox.take(),
+            b"{\"reply\":{\"status\":\"ok\",\"type\":\"AIM\",\"unit\":\"cam-02\"},\"unit\":\"cam-01\"}\n"
+        );
+        link.on_message(topic, b"{\"fw\":1}\n{\"status\":\"ok\"}");
+        link.on_message(topic, b"not json");
+        outbox.set_wrap_replies(false);
+        link.on_message(topic, b"{\"fw\":1}{\"status\":\"ok\"}");
+        assert!(
+            outbox.is_empty(),
+            "nothing that could be read as two lines or values"
+        );
+        assert_eq!(count(&link, |c| &c.replies_dropped), 3);
+        assert_eq!(count(&link, |c| &c.replies_routed), 1);
     }
 
     #[test]

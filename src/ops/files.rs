@@ -19,6 +19,8 @@ pub const STATUS_MODE: u32 = 0o644;
 pub const LOG_MODE: u32 = 0o640;
 pub const PID_MODE: u32 = 0o644;
 pub const SPOOL_MODE: u32 = 0o600;
+/// The pid lock file: no one else may open it (and so hold its lock).
+pub const LOCK_MODE: u32 = 0o600;
 
 /// Mode bits that let group or others write.
 pub(crate) const GROUP_OTHER_WRITE: u32 = 0o022;
@@ -41,10 +43,36 @@ pub fn open_log(path: &Path) -> io::Result<File> {
         .append(true)
         .create(true)
         .mode(LOG_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
+    owned_regular(&file)?;
     narrow_mode(&file, LOG_MODE)?;
     Ok(file)
+}
+
+/// A file the relay writes is used only when it is a regular file of the
+/// relay's user: one another user created first (in a sticky directory)
+/// she could read and forge; a FIFO would block the writer (the files are
+/// opened with `O_NONBLOCK`, which then changes nothing for a regular file).
+fn owned_regular(file: &File) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not a regular file: not used",
+        ));
+    }
+    if meta.uid() != sys::euid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "belongs to uid {}, not to the relay's user (uid {}): not used",
+                meta.uid(),
+                sys::euid()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Opens PID_FILE for reading and writing, created when missing, never
@@ -56,9 +84,29 @@ pub fn open_pid(path: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .mode(PID_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
+    owned_regular(&file)?;
     narrow_mode(&file, PID_MODE)?;
+    Ok(file)
+}
+
+/// Opens `PID_FILE.lock` for reading and writing, created when missing,
+/// never through a symlink, mode 0600 (nobody else may open it to hold its
+/// lock); an existing one must be a regular file of the relay's user.
+pub fn open_lock(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(LOCK_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    owned_regular(&file)?;
+    if file.metadata()?.mode() & 0o7777 != LOCK_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(LOCK_MODE))?;
+    }
     Ok(file)
 }
 
@@ -72,10 +120,12 @@ pub fn open_read(path: &Path) -> io::Result<File> {
 
 /// Opens an existing file to append to it, never through a symlink.
 pub fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .append(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    owned_regular(&file)?;
+    Ok(file)
 }
 
 /// Takes away the mode bits `file` has beyond `mode` (a file left by an
@@ -222,10 +272,51 @@ pub fn unsafe_place(path: &Path, file_too: bool) -> Option<String> {
             ));
         }
     }
+    if let Some(why) = untrusted_ancestor(dir) {
+        return Some(why);
+    }
     if !file_too {
         return None;
     }
     not_ours(&std::fs::symlink_metadata(path).ok()?)
+}
+
+/// Why a directory above `dir` (as written and as resolved, up to `/`)
+/// could be swapped by another user for a symlink to somewhere else: it,
+/// or a symlink on the way, belongs to another user than root or the
+/// relay's, or it is writable by others without the sticky bit.
+/// Only the relay's user and root can then rename anything on the way.
+pub fn untrusted_ancestor(dir: &Path) -> Option<String> {
+    let me = sys::euid();
+    let written = std::path::absolute(dir).ok();
+    let resolved = std::fs::canonicalize(dir).ok();
+    for chain in [written, resolved].into_iter().flatten() {
+        for step in chain.ancestors() {
+            let Ok(meta) = std::fs::symlink_metadata(step) else {
+                continue;
+            };
+            if meta.uid() != me && meta.uid() != 0 {
+                return Some(format!(
+                    "{} on the way to it belongs to uid {}, not to the relay's user (uid {me}) \
+                     or root: that user could replace it with a symlink",
+                    step.display(),
+                    meta.uid()
+                ));
+            }
+            // Group-writable steps are let be (Ubuntu's /var/log is
+            // root:syslog 0775); the file's own directory is stricter (above).
+            let mode = meta.mode();
+            if meta.is_dir() && mode & 0o002 != 0 && mode & STICKY == 0 {
+                return Some(format!(
+                    "{} on the way to it is writable by others (mode {:04o}) \
+                     without the sticky bit: another user could replace what is in it",
+                    step.display(),
+                    mode & 0o7777
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Why a file (its `symlink_metadata`) is not the relay's own: a symlink,
@@ -275,6 +366,29 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & !STATUS_MODE, 0, "{mode:o}");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn every_directory_on_the_way_must_be_roots_or_the_relays() {
+        let dir = scratch("ancestors");
+        let deep = dir.join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(untrusted_ancestor(&deep), None);
+        std::fs::set_permissions(dir.join("a"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let why = untrusted_ancestor(&deep).expect("a world-writable step");
+        assert!(
+            why.contains("/a on the way") && why.contains("0777"),
+            "{why}"
+        );
+        std::fs::set_permissions(dir.join("a"), std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert_eq!(
+            untrusted_ancestor(&deep),
+            None,
+            "group-writable steps are let be"
+        );
+        std::fs::set_permissions(dir.join("a"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(untrusted_ancestor(&deep), None, "sticky is fine");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -1,6 +1,7 @@
 //! Log lines caused by remote input (an odd heartbeat, a reply nobody asked
 //! for, a refused peer, a rejected command) are rate-limited per kind: the
-//! first [`PER_MINUTE`] of a kind in a minute are logged, the rest counted
+//! first [`PER_MINUTE`] of a kind in a minute ([`HEARTBEATS_PER_MINUTE`]
+//! per-heartbeat lines) are logged, the rest counted
 //! and summed up in one line when the minute is over. A peer or a device can
 //! therefore never fill a gateway's flash through the log. Used by every
 //! thread that logs remote input; the main thread calls [`tick`] once a
@@ -24,6 +25,10 @@ use std::time::{Duration, Instant};
 
 /// Lines of one kind logged per minute before the rest are only counted.
 pub const PER_MINUTE: u32 = 10;
+/// Per-heartbeat lines logged per minute: a fleet's normal traffic shows,
+/// a flood of 25,000 heartbeats cannot rotate the log history away (state
+/// changes, online and offline, are not counted here).
+pub const HEARTBEATS_PER_MINUTE: u32 = 120;
 const WINDOW: Duration = Duration::from_secs(60);
 /// Longest remote string shown in a log line, in characters.
 pub const MAX_SHOWN: usize = 200;
@@ -36,15 +41,19 @@ pub enum Kind {
     OddHeartbeat,
     UnroutedReply,
     ForgottenRoute,
+    RefusedReply,
+    Heartbeat,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 7] = [
         Kind::RejectedCommand,
         Kind::RefusedPeer,
         Kind::OddHeartbeat,
         Kind::UnroutedReply,
         Kind::ForgottenRoute,
+        Kind::RefusedReply,
+        Kind::Heartbeat,
     ];
 
     fn what(self) -> &'static str {
@@ -54,6 +63,8 @@ impl Kind {
             Kind::OddHeartbeat => "odd-heartbeat lines",
             Kind::UnroutedReply => "unrouted-reply lines",
             Kind::ForgottenRoute => "forgotten-route lines",
+            Kind::RefusedReply => "refused-reply lines",
+            Kind::Heartbeat => "heartbeat lines",
         }
     }
 
@@ -61,7 +72,16 @@ impl Kind {
     fn level(self) -> log::Level {
         match self {
             Kind::UnroutedReply => log::Level::Debug,
+            Kind::Heartbeat => log::Level::Info,
             _ => log::Level::Warn,
+        }
+    }
+
+    /// Lines of this kind logged per minute.
+    fn budget(self) -> u32 {
+        match self {
+            Kind::Heartbeat => HEARTBEATS_PER_MINUTE,
+            _ => PER_MINUTE,
         }
     }
 
@@ -95,7 +115,7 @@ fn allow_at(kind: Kind, now: Instant) -> bool {
         let mut windows = lock(&WINDOWS);
         let w = &mut windows[kind.index()];
         let summary = roll(w, now);
-        let allowed = if w.logged < PER_MINUTE {
+        let allowed = if w.logged < kind.budget() {
             w.logged += 1;
             true
         } else {

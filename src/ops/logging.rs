@@ -315,6 +315,8 @@ struct RotatingFile {
     size: u64,
     max_bytes: u64,
     keep: u32,
+    /// A rotation failed and LOG_FILE was truncated instead: said once.
+    told_cannot_rotate: bool,
 }
 
 impl RotatingFile {
@@ -327,11 +329,41 @@ impl RotatingFile {
             size,
             max_bytes,
             keep,
+            told_cannot_rotate: false,
         })
     }
 
     fn reopen(&mut self) -> io::Result<()> {
+        let told = self.told_cannot_rotate;
         *self = RotatingFile::open(&self.path, self.max_bytes, self.keep)?;
+        self.told_cannot_rotate = told;
+        Ok(())
+    }
+
+    /// LOG_FILE cannot be renamed (a directory planted at LOG_FILE.1, a
+    /// read-only directory): logging goes on in LOG_FILE, truncated, and
+    /// the first time a line in it says why.
+    fn truncate_instead(&mut self, why: &io::Error) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.size = 0;
+        if !self.told_cannot_rotate {
+            self.told_cannot_rotate = true;
+            let _ = writeln!(
+                io::stderr(),
+                "ms500-relay: cannot rotate the log {}: {why}; truncating it instead",
+                self.path.display()
+            );
+            let line = format_line(
+                Level::Warn,
+                format_args!(
+                    "cannot rotate the log {}: {why}; truncating it instead, \
+                     older lines are lost (said once)",
+                    self.path.display()
+                ),
+            );
+            self.file.write_all(line.as_bytes())?;
+            self.size = line.len() as u64;
+        }
         Ok(())
     }
 
@@ -389,7 +421,9 @@ impl RotatingFile {
         for n in (1..self.keep).rev() {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
-        std::fs::rename(&self.path, numbered(1))?;
+        if let Err(e) = std::fs::rename(&self.path, numbered(1)) {
+            return self.truncate_instead(&e);
+        }
         self.file = files::open_log(&self.path)?;
         self.size = 0;
         Ok(())
@@ -651,6 +685,40 @@ mod tests {
             std::fs::read(dir.join("relay.log.1")).unwrap(),
             rotated,
             "the rotated history is not shifted away by a file that is gone"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_directory_in_the_way_of_rotation_truncates_the_log_and_says_so_once() {
+        let dir = scratch("rotate-blocked");
+        let path = dir.join("relay.log");
+        for n in [1, 2] {
+            std::fs::create_dir_all(dir.join(format!("relay.log.{n}/x"))).unwrap();
+        }
+        let mut file = RotatingFile::open(&path, 1000, 2).unwrap();
+        let (bytes, starts) = lines(30, 40);
+        file.write_lines(&bytes, &starts).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(|c: char| c.is_ascii_digit()), "{text}");
+        assert_eq!(text.matches("cannot rotate the log").count(), 1, "{text}");
+        assert!(
+            text.ends_with("00029 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"),
+            "{text}"
+        );
+        for _ in 0..20 {
+            file.write_lines(&bytes, &starts)
+                .expect("logging goes on in LOG_FILE");
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("cannot rotate"),
+            "said once, not again: {text}"
+        );
+        assert!(text.len() <= 1000 && text.ends_with('\n'), "{}", text.len());
+        assert!(
+            dir.join("relay.log.1/x").is_dir(),
+            "the directories are left alone"
         );
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -6,6 +6,7 @@ pub(crate) mod counters;
 pub(crate) mod files;
 pub(crate) mod log_limit;
 pub mod logging;
+pub(crate) mod peers;
 pub(crate) mod pidfile;
 pub mod preflight;
 pub(crate) mod redact;

@@ -1,48 +1,68 @@
 //! `PID_FILE`: one relay per configuration. The main thread takes an
-//! exclusive lock on the file (std's `File::try_lock`, an `flock`) before
-//! anything else starts and holds it for the life of the process; the file
-//! holds the pid. The lock, not the file's existence, is what counts: a file
-//! left by a dead process is unlocked and simply taken over.
+//! exclusive lock (`flock`) on `PID_FILE.lock` before anything else starts
+//! and holds it for the life of the process; `PID_FILE` holds the pid. The
+//! lock file has mode 0600: a user who can read `PID_FILE` (mode 0644)
+//! cannot open the lock file, so cannot hold its lock and keep a relay from
+//! starting or the watchdog from working. `PID_FILE` itself is locked too
+//! when nobody else holds it, for tools that look there. The lock, not the
+//! file's existence, is what counts: a file left by a dead process is
+//! unlocked and simply taken over. The lock file stays (removing it would
+//! let a second relay lock a new file while the first holds the old one).
+//!
+//! [`lock_holders`] reads `/proc/locks`: who holds the lock, proved by the
+//! kernel, before `stop` or the watchdog signals a pid.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
 pub struct PidFile {
     path: PathBuf,
-    // Held for the lock; closing it releases the lock.
+    // Held for their locks; closing them releases the locks.
+    _lock: File,
     file: File,
+}
+
+/// The file whose lock says a relay runs: `PID_FILE.lock`.
+pub fn lock_path(pid_file: &Path) -> PathBuf {
+    let mut name = pid_file.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
 }
 
 impl PidFile {
     pub fn acquire(path: &Path) -> Result<PidFile, Error> {
         let shown = path.display().to_string();
-        let mut file = crate::ops::files::open_pid(path)
-            .map_err(|e| Error::setup_because(format!("PID_FILE {shown}"), e))?;
-        match file.try_lock() {
+        let lock_at = lock_path(path);
+        let lock = crate::ops::files::open_lock(&lock_at)
+            .map_err(|e| Error::setup_because(format!("PID_FILE lock {}", lock_at.display()), e))?;
+        match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                let pid = text.trim();
+                let pid = read_pid_text(path);
                 return Err(Error::AlreadyRunning {
                     path: shown,
-                    pid: if pid.is_empty() {
-                        "?".into()
-                    } else {
-                        pid.to_string()
-                    },
+                    pid: if pid.is_empty() { "?".into() } else { pid },
                 });
             }
             Err(TryLockError::Error(e)) => {
                 return Err(Error::setup_because(
-                    format!("PID_FILE {shown}: cannot lock"),
+                    format!("PID_FILE {}: cannot lock", lock_at.display()),
                     e,
                 ))
             }
         }
+        // So that stop and the watchdog can prove who holds the lock where
+        // /proc is not mounted (fcntl F_GETLK names the holder).
+        let _ = crate::ops::sys::posix_lock(&lock);
+        let mut file = crate::ops::files::open_pid(path)
+            .map_err(|e| Error::setup_because(format!("PID_FILE {shown}"), e))?;
+        // Only for tools that test the lock on PID_FILE: another user's
+        // lock there no longer stops anything.
+        let _ = file.try_lock();
         let write = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
             file.seek(SeekFrom::Start(0))?;
@@ -52,15 +72,76 @@ impl PidFile {
         write(&mut file).map_err(|e| Error::setup_because(format!("PID_FILE {shown}"), e))?;
         Ok(PidFile {
             path: path.to_path_buf(),
+            _lock: lock,
             file,
         })
     }
 
-    /// Removes the file on a clean stop (the lock goes with the process anyway).
+    /// Removes the pid file on a clean stop (the lock goes with the process anyway).
     pub fn release(self) {
         let _ = std::fs::remove_file(&self.path);
         drop(self.file);
     }
+}
+
+fn read_pid_text(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = crate::ops::files::open_read(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    text.trim().chars().take(20).collect()
+}
+
+/// The pids the kernel says hold the relay's lock on `file`: the holder of
+/// its POSIX lock (`fcntl F_GETLK`, works without /proc) and those of an
+/// exclusive `flock` in `/proc/locks`. Empty when nothing can be proved.
+pub fn lock_holders(file: &Path) -> Vec<u32> {
+    let Ok(opened) = crate::ops::files::open_read(file) else {
+        return Vec::new();
+    };
+    let mut holders: Vec<u32> = crate::ops::sys::posix_lock_holder(&opened)
+        .into_iter()
+        .collect();
+    let (Ok(meta), Ok(locks)) = (opened.metadata(), std::fs::read_to_string("/proc/locks")) else {
+        return holders;
+    };
+    holders.extend(holders_in(
+        &locks,
+        dev_major(meta.dev()),
+        dev_minor(meta.dev()),
+        meta.ino(),
+    ));
+    holders
+}
+
+/// Parses `/proc/locks` text: `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`;
+/// waiters (`1: -> FLOCK …`) hold nothing.
+fn holders_in(locks: &str, major: u64, minor: u64, ino: u64) -> Vec<u32> {
+    locks
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || f[1] != "FLOCK" || f[3] != "WRITE" {
+                return None;
+            }
+            let mut id = f[5].split(':');
+            let hex = |t: Option<&str>| t.and_then(|t| u64::from_str_radix(t, 16).ok());
+            let same = hex(id.next()) == Some(major)
+                && hex(id.next()) == Some(minor)
+                && id.next().and_then(|t| t.parse::<u64>().ok()) == Some(ino);
+            same.then(|| f[4].parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// The major number of a `st_dev`, as glibc's `major()`.
+fn dev_major(dev: u64) -> u64 {
+    ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)
+}
+
+/// The minor number of a `st_dev`, as glibc's `minor()`.
+fn dev_minor(dev: u64) -> u64 {
+    (dev & 0xff) | ((dev >> 12) & !0xff)
 }
 
 #[cfg(test)]
@@ -84,8 +165,43 @@ mod tests {
             }
             other => panic!("expected AlreadyRunning, got {:?}", other.map(|_| ())),
         }
+        // POSIX locks do not conflict within one process, so here only
+        // /proc/locks names this test as the holder.
+        assert!(
+            lock_holders(&lock_path(&path)).contains(&std::process::id()),
+            "the kernel names the holder"
+        );
+        assert!(
+            lock_holders(&path).len() <= 1,
+            "PID_FILE is locked only by us"
+        );
         first.release();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_reader_of_pid_file_holding_its_lock_does_not_stop_a_start() {
+        let path = scratch("reader");
+        std::fs::write(&path, "1\n").unwrap();
+        let reader = File::open(&path).unwrap();
+        reader.try_lock().unwrap();
+        let pid = PidFile::acquire(&path).expect("the lock file decides");
+        let mode = std::fs::metadata(lock_path(&path)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "nobody else can open the lock file");
+        pid.release();
+    }
+
+    #[test]
+    fn proc_locks_lines_name_exclusive_holders_only() {
+        let text = "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  WRITE 77 08:01:1234 0 EOF\n\
+                    2: FLOCK  ADVISORY  READ 99 08:01:1234 0 EOF\n\
+                    3: POSIX  ADVISORY  WRITE 5 08:01:1234 0 EOF\n\
+                    4: FLOCK  ADVISORY  WRITE 11 00:2d:1234 0 EOF\n";
+        assert_eq!(holders_in(text, 8, 1, 1234), [4242]);
+        assert_eq!(holders_in(text, 0, 0x2d, 1234), [11]);
+        assert!(holders_in(text, 8, 1, 1235).is_empty());
+        assert!(holders_in("", 8, 1, 1234).is_empty());
     }
 
     #[test]

@@ -10,11 +10,83 @@ use std::path::Path;
 use crate::config::{writable_by_others, Config};
 use crate::error::Error;
 use crate::ops::files::{check_writable_dir, parent, unsafe_place, GROUP_OTHER_READ};
+use crate::ops::{peers, sys};
+
+/// The relay's own user: whose files, besides root's, it trusts (relay.conf,
+/// the TLS files, what it writes).
+pub fn relay_user() -> u32 {
+    sys::euid()
+}
+
+/// The TLS files decide whom the relay trusts and who it is:
+/// `MQTT_CA_FILE`, `MQTT_CLIENT_CERT` and `MQTT_CLIENT_KEY` (with
+/// `MQTT_TLS`) writable by group or others, or owned by another user than
+/// root or the relay's, are refused (a replaced CA lets her broker take
+/// the broker password).
+fn trust_anchors(config: &Config) -> Result<(), Error> {
+    if !config.mqtt_tls {
+        return Ok(());
+    }
+    let files = [
+        ("MQTT_CA_FILE", config.mqtt_ca_file.as_deref()),
+        ("MQTT_CLIENT_CERT", config.mqtt_client_cert.as_deref()),
+        ("MQTT_CLIENT_KEY", config.mqtt_client_key.as_deref()),
+    ];
+    for (key, path) in files {
+        let Some(path) = path else { continue };
+        if let Some(mode) = writable_by_others(path) {
+            let fix = if key == "MQTT_CLIENT_KEY" {
+                "600"
+            } else {
+                "644"
+            };
+            return Err(Error::setup(format!(
+                "{key} {}: writable by group or others (mode {mode:04o}); chmod {fix} it",
+                path.display()
+            )));
+        }
+        let owner = std::fs::metadata(path).map(|m| m.uid()).ok();
+        if let Some(uid) = owner.filter(|&uid| uid != 0 && uid != relay_user()) {
+            return Err(Error::setup(format!(
+                "{key} {}: belongs to uid {uid}, not to root or the relay's user (uid {}): \
+                 that user decides whom the relay trusts; chown it",
+                path.display(),
+                relay_user()
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// What is readable by others that should not be: relay.conf when it holds
-/// MQTT_PASSWORD, and MQTT_CLIENT_KEY. One line each, for a warning at
-/// start and in `check-config`.
+/// MQTT_PASSWORD, and MQTT_CLIENT_KEY; and a loopback listener that takes
+/// every local user for a backend. One line each, for a warning at start
+/// and in `check-config`.
 pub fn secret_file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
+    let mut warnings = secret_files(config, source);
+    if let Some(warning) = every_local_user(config) {
+        warnings.push(warning);
+    }
+    warnings
+}
+
+/// The warning when loopback peers are admitted and `SOCKET_ALLOW_USERS` is empty.
+fn every_local_user(config: &Config) -> Option<String> {
+    let loopback: [std::net::IpAddr; 2] = [
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ];
+    let admits_loopback = loopback
+        .iter()
+        .any(|ip| crate::config::allowed(&config.socket_allow, *ip));
+    (admits_loopback && config.socket_allow_users.is_empty()).then(|| {
+        "SOCKET_ALLOW admits loopback and SOCKET_ALLOW_USERS is empty: every local user \
+         can command the cameras; set SOCKET_ALLOW_USERS (e.g. root)"
+            .to_string()
+    })
+}
+
+fn secret_files(config: &Config, source: Option<&Path>) -> Vec<String> {
     let readable = |path: &Path| {
         std::fs::metadata(path)
             .ok()
@@ -75,18 +147,12 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
             return Err(Error::setup(format!("{key} {}: {why}", path.display())));
         }
     }
-    if let Some(path) = config
-        .mqtt_client_key
-        .as_deref()
-        .filter(|_| config.mqtt_tls)
-    {
-        if let Some(mode) = writable_by_others(path) {
-            return Err(Error::setup(format!(
-                "MQTT_CLIENT_KEY {}: writable by group or others (mode {mode:04o}); \
-                 chmod 600 it",
-                path.display()
-            )));
-        }
+    trust_anchors(config)?;
+    if let Err(unknown) = peers::resolve_users(&config.socket_allow_users) {
+        return Err(Error::setup(format!(
+            "SOCKET_ALLOW_USERS: no such user: {}",
+            unknown.join(", ")
+        )));
     }
     let host = config
         .socket_host
@@ -129,6 +195,7 @@ mod tests {
             mqtt_password: Some("pw".into()),
             mqtt_tls: true,
             mqtt_client_key: Some(key.clone()),
+            socket_allow_users: vec!["root".into()],
             ..Config::default()
         };
         set(&conf, 0o644);
@@ -145,5 +212,23 @@ mod tests {
         config.mqtt_password = None;
         assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_loopback_listener_open_to_every_local_user_is_warned_about() {
+        let open = Config::default();
+        let warnings = secret_file_warnings(&open, None);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("every local user"));
+        let users = Config {
+            socket_allow_users: vec!["root".into()],
+            ..Config::default()
+        };
+        assert!(secret_file_warnings(&users, None).is_empty());
+        let lan = Config {
+            socket_allow: crate::config::allow_list("10.0.0.0/8").unwrap(),
+            ..Config::default()
+        };
+        assert!(secret_file_warnings(&lan, None).is_empty());
     }
 }

@@ -103,13 +103,51 @@ fn last_word(name: &str) -> &str {
     &name[start..]
 }
 
-/// Text from a device or topic as it may appear in a log line or the status
-/// output: control characters (a newline could forge a log line) escaped.
+/// Characters never shown as they are: control characters (C0, DEL, C1:
+/// a newline could forge a log line, U+009B is a terminal's CSI), Unicode
+/// format characters (category Cf: bidi overrides and isolates such as
+/// U+202E and U+2066 reorder what follows; U+200B hides in an id) and the
+/// line and paragraph separators U+2028/U+2029.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control() || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Unicode general category Cf (Unicode 15).
+fn is_format(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// Text from a device, a backend or a topic as it may appear in a log line,
+/// STATUS_FILE or the status output: every [`is_hidden`] character escaped
+/// as `\u{…}` (`\n`, `\t`… for the usual ones).
 pub fn printable(text: &str) -> Cow<'_, str> {
-    if text.chars().any(char::is_control) {
+    if text.chars().any(is_hidden) {
         text.chars()
             .map(|c| {
-                if c.is_control() {
+                if is_hidden(c) {
                     c.escape_default().to_string()
                 } else {
                     c.to_string()
@@ -122,12 +160,33 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// JSON text with every [`is_hidden`] character that serde_json leaves raw
+/// (C1, Cf, U+2028/2029; inside strings, the only place JSON allows them)
+/// written as a `\uXXXX` escape: the same value, safe to print.
+pub fn json_printable(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(is_hidden) {
+        return json.into();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_hidden(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// Compact JSON with secret values masked, or a byte count when not JSON.
 pub fn payload(bytes: &[u8]) -> String {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(mut value) => {
             mask(&mut value);
-            value.to_string()
+            json_printable(&value.to_string()).into_owned()
         }
         Err(_) => not_shown(bytes.len()),
     }
@@ -141,10 +200,13 @@ pub fn shown(bytes: &[u8]) -> Cow<'_, str> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(mut value) => {
             if mask(&mut value) {
-                value.to_string().into()
+                json_printable(&value.to_string()).into_owned().into()
             } else {
                 // serde_json accepted it, so it is UTF-8.
-                String::from_utf8_lossy(bytes)
+                match String::from_utf8_lossy(bytes) {
+                    Cow::Borrowed(text) => json_printable(text),
+                    Cow::Owned(text) => json_printable(&text).into_owned().into(),
+                }
             }
         }
         Err(_) => not_shown(bytes.len()).into(),
@@ -178,6 +240,27 @@ fn mask(value: &mut Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bidi_format_and_c1_characters_are_escaped_wherever_shown() {
+        let id = "cam\u{202e}10-mac\u{2066}x\u{200b}y\u{2028}z\u{9b}q\u{e0041}";
+        let out = printable(id);
+        assert!(!out.chars().any(is_hidden), "{out}");
+        assert!(
+            out.contains("\\u{202e}") && out.contains("\\u{9b}"),
+            "{out}"
+        );
+        assert_eq!(printable("caf\u{e9} ok"), "caf\u{e9} ok", "letters stay");
+        let reply = "{\"fw\":\"a\u{202e}b\u{9b}c\u{e0041}\"}";
+        for shown in [
+            shown(reply.as_bytes()).into_owned(),
+            payload(reply.as_bytes()),
+        ] {
+            assert!(!shown.chars().any(is_hidden), "{shown}");
+            let back: Value = serde_json::from_str(&shown).unwrap();
+            assert_eq!(back["fw"], "a\u{202e}b\u{9b}c\u{e0041}", "the same value");
+        }
+    }
 
     #[test]
     fn not_json_is_never_shown() {

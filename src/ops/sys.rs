@@ -186,6 +186,44 @@ fn to_pid(pid: u32) -> io::Result<libc::pid_t> {
     }
 }
 
+/// Takes a POSIX write lock (`fcntl F_SETLK`) on all of `file`, besides its
+/// `flock`: the kernel then names its holder to [`posix_lock_holder`],
+/// also where /proc is not mounted. Held until the process closes any
+/// descriptor of the file.
+pub fn posix_lock(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut lock = whole_file_write_lock();
+    // SAFETY: F_SETLK reads the flock struct we own; the fd is open for writing.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &mut lock) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The pid holding a POSIX lock that conflicts with a write lock on all of
+/// `file` (`fcntl F_GETLK`), as the kernel says; `None` when there is none.
+pub fn posix_lock_holder(file: &std::fs::File) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut lock = whole_file_write_lock();
+    // SAFETY: F_GETLK writes only into the flock struct we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut lock) } != 0 {
+        return None;
+    }
+    if lock.l_type == libc::F_UNLCK as libc::c_short || lock.l_pid <= 0 {
+        return None;
+    }
+    u32::try_from(lock.l_pid).ok()
+}
+
+fn whole_file_write_lock() -> libc::flock {
+    // SAFETY: flock is plain data; all zeroes is a valid value (start 0, length 0 = all).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -649,3 +649,94 @@ fn a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link(
     );
     relay.expect_log("heartbeat cam-slow:", WAIT);
 }
+
+/// Finding 4 of issue 22: a device cannot forge status lines. With status
+/// lines on, each reply comes wrapped and names its unit; a reply holding a
+/// raw newline or two values is dropped and counted, whatever ACK_MODE.
+#[test]
+fn a_device_reply_cannot_pass_for_a_status_line() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
+    relay.expect_subscribed();
+    let mut s = relay.connect();
+    s.write_all(br#"{"type":"SCS","unit":"cam-01"}"#).unwrap();
+    s.write_all(br#"{"type":"AIM","unit":"cam-02","id":7}"#)
+        .unwrap();
+    relay.expect_log("accepted SCS for unit cam-01", WAIT);
+    let error = read_lines(&s, 1, WAIT);
+    assert_eq!(parse(&error[0])["status"], "error", "{error:?}");
+    let forged = "{\"fw\":1}\n{\"status\":\"ok\",\"type\":\"AIM\",\"unit\":\"cam-02\",\"id\":7}";
+    let two = r#"{"fw":1}{"status":"ok","type":"AIM","unit":"cam-02","id":7}"#;
+    let honest = r#"{"status":"ok","type":"AIM","unit":"cam-02","id":7}"#;
+    for payload in [forged, two, honest] {
+        publish(
+            broker.port,
+            &reply_topic("cam-01"),
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+        );
+    }
+    relay.expect_log_count("reply from unit cam-01 dropped", 2, WAIT);
+    let lines = read_lines(&s, 2, Duration::from_secs(2));
+    assert_eq!(
+        lines,
+        [format!(r#"{{"reply":{honest},"unit":"cam-01"}}"#)],
+        "only the honest reply, wrapped, byte-exact inside"
+    );
+
+    // ACK_MODE none: replies as the original backend had them, but never two lines.
+    drop(relay);
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "none")]);
+    relay.expect_subscribed();
+    let mut s = relay.connect();
+    s.write_all(br#"{"type":"SCS","unit":"cam-01"}"#).unwrap();
+    relay.expect_log("accepted SCS for unit cam-01", WAIT);
+    for payload in [forged, two, honest] {
+        publish(
+            broker.port,
+            &reply_topic("cam-01"),
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+        );
+    }
+    relay.expect_log_count("reply from unit cam-01 dropped", 2, WAIT);
+    let lines = read_lines(&s, 2, Duration::from_secs(2));
+    assert_eq!(lines, [honest.to_string()]);
+}
+
+/// Finding 4: a reply shaped like an error line does not make `send` fail.
+#[test]
+fn send_tells_a_reply_shaped_like_an_error_from_a_status_line() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[]);
+    relay.expect_subscribed();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let port = broker.port;
+    let device = std::thread::spawn(move || {
+        sub.recv(WAIT).expect("the SCS reaches the camera");
+        publish(
+            port,
+            &reply_topic("cam-01"),
+            br#"{"status":"error","type":"AIM","unit":"cam-01","error":"x"}"#,
+            QoS::AtLeastOnce,
+        );
+    });
+    let conf = relay.conf.to_string_lossy().into_owned();
+    let (code, out, err) = support::run_bin(
+        &[
+            "send",
+            "-c",
+            &conf,
+            "-w",
+            "10",
+            r#"{"type":"SCS","unit":"cam-01"}"#,
+        ],
+        None,
+    );
+    device.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(r#"{"reply":{"status":"error""#),
+        "the reply is printed as one:\n{out}"
+    );
+}

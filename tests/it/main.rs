@@ -19,6 +19,7 @@ mod edges;
 mod failover;
 mod hardening;
 mod held;
+mod local_users;
 mod operate;
 mod operations;
 mod outage;

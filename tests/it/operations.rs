@@ -15,7 +15,10 @@ fn a_second_instance_exits_3_naming_the_holder_and_a_stale_pid_file_is_taken_ove
     let pid_file = dir.path().join("relay.pid");
     std::fs::write(&pid_file, "4194303\n").unwrap(); // left behind by a dead process, no lock
     let pid_s = pid_file.to_str().unwrap().to_string();
-    let mut first = Relay::start(broker.port, &[("PID_FILE", &pid_s)]);
+    let mut first = Relay::start(
+        broker.port,
+        &[("PID_FILE", &pid_s), ("SOCKET_ALLOW_USERS", "root, 0")],
+    );
     let held = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(
         held.trim(),

@@ -83,7 +83,7 @@ fn secret_fields_are_published_unchanged_and_never_logged_even_at_trace() {
     );
     sub.assert_silent(Duration::from_millis(500));
 
-    // The device answers the UDS: the reply goes back unchanged, the log shows it masked.
+    // The device answers the UDS: the reply goes back unchanged (wrapped), the log shows it masked.
     let reply = format!(
         r#"{{"unit":"cam-7","settings":{{{}}}}}"#,
         secret_members("3")
@@ -94,7 +94,11 @@ fn secret_fields_are_published_unchanged_and_never_logged_even_at_trace() {
         reply.as_bytes(),
         rumqttc::QoS::AtLeastOnce,
     );
-    assert_eq!(read_lines(&s, 1, WAIT), [reply]);
+    // This connection gets status lines: the reply comes wrapped, byte-exact inside.
+    assert_eq!(
+        read_lines(&s, 1, WAIT),
+        [format!(r#"{{"reply":{reply},"unit":"cam-7"}}"#)]
+    );
     relay.expect_log("message on /device/ms500/cam-7/socket_reply", WAIT);
     relay.expect_log("payload of UDS", WAIT);
 

@@ -72,27 +72,37 @@ fn is_relay(pid: u32) -> bool {
 
 /// Kills every relay the test saw (and the one in the pid file), even when
 /// an assertion failed: CONT first so a stopped one can die, then KILL.
+/// Each pid is killed only while it is still the process seen (its start
+/// time unchanged): a dead relay's pid may by then be another test's relay.
 struct Reaper {
     pid_file: PathBuf,
-    seen: Vec<u32>,
+    seen: Vec<(u32, Option<String>)>,
+}
+
+/// When process `pid` started (field 22 of /proc/PID/stat), in clock ticks.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19).map(str::to_string)
 }
 
 impl Reaper {
     fn saw(&mut self, pid: u32) {
-        if !self.seen.contains(&pid) {
-            self.seen.push(pid);
+        if !self.seen.iter().any(|(p, _)| *p == pid) {
+            self.seen.push((pid, start_time(pid)));
         }
     }
 }
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        let mut pids = self.seen.clone();
-        pids.extend(read_pid(&self.pid_file));
-        for pid in pids {
-            if alive(pid) && is_relay(pid) {
-                send_signal(pid, "CONT");
-                send_signal(pid, "KILL");
+        if let Some(pid) = read_pid(&self.pid_file) {
+            self.saw(pid);
+        }
+        for (pid, started) in &self.seen {
+            if alive(*pid) && is_relay(*pid) && start_time(*pid) == *started {
+                send_signal(*pid, "CONT");
+                send_signal(*pid, "KILL");
             }
         }
     }
