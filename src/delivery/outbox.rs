@@ -11,11 +11,12 @@
 //! (`lingering.rs`) until the status lines still owed are written: the
 //! session and writer threads end, and only the socket's descriptor remains.
 
+use crate::ops::counters::Counter;
 use crate::ops::sync::lock;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ struct Inner {
     queue: Mutex<Queue>,
     /// Commands of this connection still owed a status line (see [`StatusOwed`]).
     owed: AtomicUsize,
-    dropped: AtomicU64,
+    dropped: Counter,
 }
 
 struct Queue {
@@ -71,7 +72,7 @@ impl Outbox {
                     wake,
                 }),
                 owed: AtomicUsize::new(0),
-                dropped: AtomicU64::new(0),
+                dropped: Counter::new(0),
             }),
         };
         (outbox, woken)
