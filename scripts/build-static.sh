@@ -1,27 +1,46 @@
 #!/usr/bin/env bash
 # Builds a statically linked release binary of the relay for a gateway:
 #
-#   scripts/build-static.sh [x86_64|aarch64|armv7]      (default x86_64; from any directory)
+#   scripts/build-static.sh [x86_64|aarch64|armv7|mipsel]   (default x86_64; from any directory)
 #
 # Runs on a Debian bookworm x86_64 machine. Installs what the target needs
-# with apt-get (adding the foreign dpkg architecture for ARM), builds with
-# `-C target-feature=+crt-static`, checks with `file` that the result is
-# static and of the right machine, prints its size and, as the LAST line of
-# stdout, its absolute path (`bin=$(scripts/build-static.sh aarch64 | tail -n1)`).
+# with apt-get, builds with `-C target-feature=+crt-static`, checks with
+# `file` that the result is static and of the right machine, prints its size
+# and, as the LAST line of stdout, its absolute path
+# (`bin=$(scripts/build-static.sh armv7 | tail -n1)`).
 #
-# Toolchains:
-#   x86_64   rustup's toolchain (the machine's `cargo`).
-#   aarch64, armv7
-#            Debian's rustc-web/cargo-web (/usr/bin/rustc, /usr/bin/cargo) with
-#            the target's standard library from libstd-rust-web-dev:ARCH, and
-#            the GNU cross compiler and libc (ring compiles C and assembly for
-#            the target). rustup cannot be used for these: it would download
-#            the target's std from static.rust-lang.org, which is not among
-#            the sources these machines are promised (crates.io and Debian's
-#            mirror); Debian's packages come from its mirror, signed.
-#            Debian's std must be the exact version of Debian's rustc; when the
-#            mirror does not offer a matching one (its per-architecture indexes
-#            are sometimes briefly out of step), the script says so and exits 3.
+# Targets and the boards they are for (INSTALL.md has the `uname -m` table):
+#   x86_64   x86_64-unknown-linux-gnu        PC-class gateways
+#   aarch64  aarch64-unknown-linux-gnu       64-bit ARM (i.MX8, RPi 3/4/5 64-bit)
+#   armv7    armv7-unknown-linux-gnueabihf   32-bit ARM (i.MX6, AM335x, STM32MP1)
+#   mipsel   mipsel-unknown-linux-gnu        MIPS routers (MT7621, OpenWrt)
+#
+# Toolchains, and why:
+#   x86_64   rustup's toolchain (the machine's `cargo`) and its std.
+#   aarch64, armv7, mipsel
+#            Debian's rustc-web/cargo-web (/usr/bin/rustc, /usr/bin/cargo)
+#            building the target's standard library itself from Debian's
+#            rust-web-src (the std sources of that very rustc, arch all, in
+#            /usr/lib/rustlib/src/rust): `cargo -Zbuild-std=std,panic_abort`,
+#            with the GNU cross compiler and C library from Debian's amd64
+#            index (gcc-ARCH-linux-gnu + libc6-dev-ARCH-cross; ring compiles C
+#            and assembly for the target, std links against glibc).
+#            Why this route: every package comes from the amd64 (and arch
+#            all) index of Debian's signed mirror, so no foreign dpkg
+#            architecture is added and nothing waits for the armhf or arm64
+#            index to catch up with amd64 (they drift apart for days, and
+#            Debian's prebuilt std must match rustc's version exactly);
+#            mipsel is tier 3 and has no prebuilt std at all, so building
+#            std is the only way there. rustup is not used for the targets:
+#            it would download std from static.rust-lang.org, which is not
+#            among the sources these machines are promised (crates.io and
+#            Debian's mirror). -Zbuild-std is unstable: RUSTC_BOOTSTRAP=1 is
+#            set for this one cargo command only, never in the environment
+#            of the rest of the build or the tests. std's own dependencies
+#            (compiler_builtins, libc, hashbrown...) come from crates.io at
+#            the versions pinned by rust-web-src's Cargo.lock.
+#            The cost: std is compiled once per target (about a minute here);
+#            cargo keeps it in target/TRIPLE, so later builds reuse it.
 #
 # glibc's resolver is linked in statically: MQTT_BROKER host names resolve
 # through /etc/hosts and DNS (not through other NSS sources such as LDAP or
@@ -29,7 +48,7 @@
 #
 # Exit: 0 built; 1 the build failed or its result is not a static binary of
 # the target; 2 usage (or not an x86_64 Debian host); 3 the toolchain cannot
-# be installed here.
+# be installed here. Every failure ends with one line on stderr saying why.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,8 +65,11 @@ case $arch in
     armv7 | armhf)
         arch=armv7 target=armv7-unknown-linux-gnueabihf machine="ARM, EABI5"
         debarch=armhf gnu=arm-linux-gnueabihf ;;
+    mipsel | mipsle)
+        arch=mipsel target=mipsel-unknown-linux-gnu machine="MIPS, MIPS32"
+        debarch=mipsel gnu=mipsel-linux-gnu ;;
     *)
-        echo "usage: $(basename "$0") [x86_64|aarch64|armv7]" >&2
+        echo "usage: $(basename "$0") [x86_64|aarch64|armv7|mipsel]" >&2
         exit 2 ;;
 esac
 # What an outer cargo sets for the package it runs (when this script runs
@@ -65,40 +87,33 @@ if [ "$(uname -m)" != x86_64 ]; then
     exit 2
 fi
 
-# The Debian cross toolchain for $debarch, installed once: later runs find
-# every package in place (same version as Debian's rustc) and go straight on.
+# Debian's rustc, the std sources of the same version and the cross C
+# toolchain for $gnu, all from the amd64/all index; installed once: later
+# runs find every package in place and go straight on.
 ensure_cross_toolchain() {
-    local std="libstd-rust-web-dev:$debarch"
-    local packages=(rustc-web cargo-web "$std" "gcc-$gnu" "libc6-dev-$debarch-cross" file)
-    if installed "${packages[@]}" && [ "$(installed_version rustc-web)" = "$(installed_version "$std")" ]; then
+    local packages=(rustc-web cargo-web rust-web-src "gcc-$gnu" "libc6-dev-$debarch-cross" file)
+    if installed "${packages[@]}" && [ "$(installed_version rustc-web)" = "$(installed_version rust-web-src)" ]; then
         return 0
     fi
-    echo "installing the $arch toolchain from Debian (rustc-web, $std, gcc-$gnu)..." >&2
-    as_root true || { echo "build-static.sh: installing packages needs root or sudo" >&2; exit 3; }
-    if ! dpkg --print-foreign-architectures | grep -qx "$debarch"; then
-        as_root dpkg --add-architecture "$debarch"
-    fi
+    echo "installing the $arch toolchain from Debian (rustc-web, rust-web-src, gcc-$gnu)..." >&2
+    as_root true || { echo "build-static.sh: cannot build for $arch: installing ${packages[*]} needs root or sudo" >&2; exit 3; }
     apt_update
-    # Debian's std for the target must be the very version of Debian's rustc.
+    # std's sources must be those of the very rustc that compiles them.
     local want
     want=$(installed_version rustc-web)
     [ -n "$want" ] || want=$(candidate_version rustc-web)
     if [ -z "$want" ]; then
-        echo "build-static.sh: Debian's mirror offers no rustc-web package here; cannot build for $arch" >&2
-        exit 3
-    fi
-    if ! apt-cache madison "$std" 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "$want"; then
-        local offered
-        offered=$(apt-cache madison "$std" 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}' | paste -sd, -)
-        echo "build-static.sh: cannot build for $arch: Debian's rustc-web is $want, but the mirror offers $std ${offered:-in no version at all}; the two must match exactly (the $debarch index is probably out of step with amd64 for a while: try again later)" >&2
+        echo "build-static.sh: cannot build for $arch: Debian's mirror offers no rustc-web package here" >&2
         exit 3
     fi
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-        "rustc-web=$want" cargo-web "libstd-rust-web-dev=$want" "$std=$want" \
+        "rustc-web=$want" cargo-web "rust-web-src=$want" \
         "gcc-$gnu" "libc6-dev-$debarch-cross" file >/dev/null 2>&1 || true
     # Judge by what is installed, not by apt-get's exit code.
-    if ! installed "${packages[@]}" || [ "$(installed_version "$std")" != "$want" ]; then
-        echo "build-static.sh: could not install the $arch toolchain (${packages[*]} at $want); see apt-get install output" >&2
+    if ! installed "${packages[@]}" || [ "$(installed_version rust-web-src)" != "$want" ]; then
+        local offered
+        offered=$(apt-cache madison rust-web-src 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}' | paste -sd, -)
+        echo "build-static.sh: cannot build for $arch: could not install ${packages[*]} with rust-web-src at rustc-web's $want (the mirror offers rust-web-src ${offered:-in no version at all})" >&2
         exit 3
     fi
 }
@@ -115,17 +130,26 @@ if [ "$arch" = x86_64 ]; then
     # With --target, RUSTFLAGS apply only to the target's code: build scripts
     # and proc-macros (run on this host) stay dynamic as they must.
     # Build output goes to stderr so that stdout holds only the report below.
-    RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$static_flags" \
-        cargo build --release --locked --target "$target" >&2
+    if ! RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$static_flags" \
+        cargo build --release --locked --target "$target" >&2; then
+        echo "build-static.sh: cargo could not build the relay for $target (its errors are above)" >&2
+        exit 1
+    fi
 else
     ensure_cross_toolchain
     upper=$(echo "$target" | tr 'a-z-' 'A-Z_')
     lower=${target//-/_}
-    echo "building a static release binary for $target with $(/usr/bin/rustc --version)..." >&2
-    env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
+    echo "building std and a static release binary for $target with $(/usr/bin/rustc --version)..." >&2
+    # RUSTC_BOOTSTRAP=1 lets this stable rustc accept -Zbuild-std; it is set
+    # for this command alone. cargo finds std's sources in rustc's sysroot.
+    if ! env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
         "CARGO_TARGET_${upper}_LINKER=$gnu-gcc" "CC_${lower}=$gnu-gcc" "AR_${lower}=$gnu-ar" \
         RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$static_flags" \
-        /usr/bin/cargo build --release --locked --target "$target" >&2
+        /usr/bin/cargo build --release --locked --target "$target" \
+        -Zbuild-std=std,panic_abort >&2; then
+        echo "build-static.sh: cargo could not build the relay for $target (its errors are above)" >&2
+        exit 1
+    fi
 fi
 
 bin="$repo/target/$target/release/ms500-relay"
