@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Builds a statically linked release binary of the relay for a gateway:
 #
-#   scripts/build-static.sh [x86_64|aarch64|armv7|mipsel]   (default x86_64; from any directory)
+#   scripts/build-static.sh [x86_64|aarch64|armv7|mipsel]...   (default x86_64; from any directory)
+#
+# Several targets may be named: the cross targets among them are then built
+# by one cargo command, which runs their final link-time optimisations (one
+# thread each) side by side; scripts/test.sh builds aarch64, armv7 and mipsel
+# that way. The report and path are printed for each target in turn.
 #
 # Runs on a Debian bookworm x86_64 machine. Installs what the target needs
 # with apt-get, builds with `-C target-feature=+crt-static`, checks with
 # `file` that the result is static and of the right machine, prints its size
-# and, as the LAST line of stdout, its absolute path
-# (`bin=$(scripts/build-static.sh armv7 | tail -n1)`).
+# and, as the LAST line of stdout, the absolute path of the (last named)
+# target's binary (`bin=$(scripts/build-static.sh armv7 | tail -n1)`).
 #
 # Targets and the boards they are for (INSTALL.md has the `uname -m` table):
 #   x86_64   x86_64-unknown-linux-gnu        PC-class gateways
@@ -55,23 +60,31 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 . scripts/lib.sh
 
-arch=${1:-x86_64}
-case $arch in
-    x86_64 | amd64)
-        arch=x86_64 target=x86_64-unknown-linux-gnu machine="x86-64" ;;
-    aarch64 | arm64)
-        arch=aarch64 target=aarch64-unknown-linux-gnu machine="ARM aarch64"
-        debarch=arm64 gnu=aarch64-linux-gnu ;;
-    armv7 | armhf)
-        arch=armv7 target=armv7-unknown-linux-gnueabihf machine="ARM, EABI5"
-        debarch=armhf gnu=arm-linux-gnueabihf ;;
-    mipsel | mipsle)
-        arch=mipsel target=mipsel-unknown-linux-gnu machine="MIPS, MIPS32"
-        debarch=mipsel gnu=mipsel-linux-gnu ;;
-    *)
-        echo "usage: $(basename "$0") [x86_64|aarch64|armv7|mipsel]" >&2
-        exit 2 ;;
-esac
+usage() {
+    echo "usage: $(basename "$0") [x86_64|aarch64|armv7|mipsel]..." >&2
+    exit 2
+}
+
+# Sets target, machine (what file(1) says), gnu and debarch for one target.
+describe() {
+    gnu='' debarch=''
+    case $1 in
+        x86_64 | amd64) target=x86_64-unknown-linux-gnu machine="x86-64" ;;
+        aarch64 | arm64)
+            target=aarch64-unknown-linux-gnu machine="ARM aarch64"
+            debarch=arm64 gnu=aarch64-linux-gnu ;;
+        armv7 | armhf)
+            target=armv7-unknown-linux-gnueabihf machine="ARM, EABI5"
+            debarch=armhf gnu=arm-linux-gnueabihf ;;
+        mipsel | mipsle)
+            target=mipsel-unknown-linux-gnu machine="MIPS, MIPS32"
+            debarch=mipsel gnu=mipsel-linux-gnu ;;
+        *) usage ;;
+    esac
+}
+
+[ $# -gt 0 ] || set -- x86_64
+for arch in "$@"; do describe "$arch"; done
 # What an outer cargo sets for the package it runs (when this script runs
 # from a test) would look like a changed environment to the build scripts'
 # rerun-if-env-changed (ring's watches CARGO_PKG_NAME, OUT_DIR, ...) and
@@ -91,6 +104,7 @@ fi
 # toolchain for $gnu, all from the amd64/all index; installed once: later
 # runs find every package in place and go straight on.
 ensure_cross_toolchain() {
+    local arch=$1 gnu=$2 debarch=$3
     local packages=(rustc-web cargo-web rust-web-src "gcc-$gnu" "libc6-dev-$debarch-cross" file)
     if installed "${packages[@]}" && [ "$(installed_version rustc-web)" = "$(installed_version rust-web-src)" ]; then
         return 0
@@ -124,55 +138,74 @@ ensure_cross_toolchain() {
 # placed at random; only the binary's own code and data sit at fixed addresses.
 static_flags="-C target-feature=+crt-static -C relocation-model=static"
 
-if [ "$arch" = x86_64 ]; then
+cross_targets=() cross_names=() cross_env=() host=''
+for arch in "$@"; do
+    describe "$arch"
+    if [ -z "$gnu" ]; then
+        host=$target
+        continue
+    fi
+    ensure_cross_toolchain "$arch" "$gnu" "$debarch"
+    upper=$(echo "$target" | tr 'a-z-' 'A-Z_')
+    lower=${target//-/_}
+    cross_targets+=(--target "$target")
+    cross_names+=("$target")
+    cross_env+=("CARGO_TARGET_${upper}_LINKER=$gnu-gcc" "CC_${lower}=$gnu-gcc" "AR_${lower}=$gnu-ar")
+done
+
+if [ -n "$host" ]; then
     ensure_packages file
-    echo "building a static release binary for $target with $(rustc --version)..." >&2
+    echo "building a static release binary for $host with $(rustc --version)..." >&2
     # With --target, RUSTFLAGS apply only to the target's code: build scripts
     # and proc-macros (run on this host) stay dynamic as they must.
     # Build output goes to stderr so that stdout holds only the report below.
     if ! RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$static_flags" \
-        cargo build --release --locked --target "$target" >&2; then
-        echo "build-static.sh: cargo could not build the relay for $target (its errors are above)" >&2
+        cargo build --release --locked --target "$host" >&2; then
+        echo "build-static.sh: cargo could not build the relay for $host (its errors are above)" >&2
         exit 1
     fi
-else
-    ensure_cross_toolchain
-    upper=$(echo "$target" | tr 'a-z-' 'A-Z_')
-    lower=${target//-/_}
-    echo "building std and a static release binary for $target with $(/usr/bin/rustc --version)..." >&2
+fi
+if [ ${#cross_targets[@]} -gt 0 ]; then
+    echo "building std and a static release binary for ${cross_names[*]} with $(/usr/bin/rustc --version)..." >&2
     # RUSTC_BOOTSTRAP=1 lets this stable rustc accept -Zbuild-std; it is set
     # for this command alone. cargo finds std's sources in rustc's sysroot.
-    if ! env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
-        "CARGO_TARGET_${upper}_LINKER=$gnu-gcc" "CC_${lower}=$gnu-gcc" "AR_${lower}=$gnu-ar" \
+    if ! env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 "${cross_env[@]}" \
         RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$static_flags" \
-        /usr/bin/cargo build --release --locked --target "$target" \
+        /usr/bin/cargo build --release --locked "${cross_targets[@]}" \
         -Zbuild-std=std,panic_abort >&2; then
-        echo "build-static.sh: cargo could not build the relay for $target (its errors are above)" >&2
+        echo "build-static.sh: cargo could not build the relay for ${cross_names[*]} (its errors are above)" >&2
         exit 1
     fi
 fi
 
-bin="$repo/target/$target/release/ms500-relay"
-if [ ! -x "$bin" ]; then
-    echo "build-static.sh: the build did not produce $bin" >&2
-    exit 1
-fi
-verdict=$(file -b "$bin")
-case $verdict in
-    *"statically linked"* | *"static-pie linked"*) ;;
-    *)
-        echo "build-static.sh: $bin is not statically linked: $verdict" >&2
-        exit 1 ;;
-esac
-case $verdict in
-    *"$machine"*) ;;
-    *)
-        echo "build-static.sh: $bin is not an $machine binary: $verdict" >&2
-        exit 1 ;;
-esac
+# Checks one target's binary and prints its report, its path last.
+report() {
+    local bin="${CARGO_TARGET_DIR:-$repo/target}/$target/release/ms500-relay" verdict bytes
+    if [ ! -x "$bin" ]; then
+        echo "build-static.sh: the build did not produce $bin" >&2
+        exit 1
+    fi
+    verdict=$(file -b "$bin")
+    case $verdict in
+        *"statically linked"* | *"static-pie linked"*) ;;
+        *)
+            echo "build-static.sh: $bin is not statically linked: $verdict" >&2
+            exit 1 ;;
+    esac
+    case $verdict in
+        *"$machine"*) ;;
+        *)
+            echo "build-static.sh: $bin is not an $machine binary: $verdict" >&2
+            exit 1 ;;
+    esac
+    bytes=$(stat -c %s "$bin")
+    echo "target: $target"
+    echo "file: $verdict"
+    echo "size: $bytes bytes ($(awk -v b="$bytes" 'BEGIN { printf "%.2f MB", b / 1e6 }'))"
+    echo "$bin"
+}
 
-bytes=$(stat -c %s "$bin")
-echo "target: $target"
-echo "file: $verdict"
-echo "size: $bytes bytes ($(awk -v b="$bytes" 'BEGIN { printf "%.2f MB", b / 1e6 }'))"
-echo "$bin"
+for arch in "$@"; do
+    describe "$arch"
+    report
+done

@@ -1,8 +1,11 @@
 //! The gateway as it runs the relay: the static binary, a root holding
 //! nothing but BusyBox and that binary where the README's crontab line keeps
-//! the relay running, and the package a gateway installs from. Slow (release
-//! builds with LTO, a chroot), so ignored by default: scripts/test.sh runs
-//! them with `--ignored` after building each target once.
+//! the relay running, the same root finding the broker through a DNS server
+//! (for each target's binary, under qemu-user), and the package a gateway
+//! installs from. Slow (release builds with LTO, a chroot), so ignored by
+//! default: scripts/test.sh runs them with `--ignored` after building each
+//! target once. `MS500_GATEWAY_ARCH` (x86_64, aarch64, armv7, mipsel) picks
+//! the target of the package and DNS tests; `MS500_RELAY_EXE` its runner.
 
 mod support;
 
