@@ -10,8 +10,11 @@
 mod support;
 
 use std::io::Write;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{
@@ -479,9 +482,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// enough of RFC 1035 for glibc's stub resolver, written here so that the
 /// test needs nothing beyond the BusyBox root and the relay.
 struct DnsServer {
-    address: std::net::Ipv4Addr,
-    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    address: Ipv4Addr,
+    asked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -492,27 +495,25 @@ impl DnsServer {
         let pid = std::process::id();
         let (socket, address) = (0..64u32)
             .find_map(|n| {
-                let address = std::net::Ipv4Addr::new(
+                let address = Ipv4Addr::new(
                     127,
                     53,
                     ((pid >> 8) as u8).wrapping_add(n as u8),
                     pid as u8 | 1,
                 );
-                std::net::UdpSocket::bind((address, 53))
-                    .ok()
-                    .map(|s| (s, address))
+                UdpSocket::bind((address, 53)).ok().map(|s| (s, address))
             })
             .expect("bind a loopback address on port 53 (needs root)");
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (asked, stop, name) = (asked.clone(), stop.clone(), name.to_string());
             std::thread::spawn(move || {
                 let mut buf = [0u8; 512];
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     let Ok((n, from)) = socket.recv_from(&mut buf) else {
                         continue;
                     };
@@ -538,7 +539,7 @@ impl DnsServer {
 
 impl Drop for DnsServer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -627,44 +628,7 @@ fn a_busybox_root_finds_the_broker_through_its_dns_server() {
         format!("nameserver {}\noptions timeout:2 attempts:3\n", dns.address),
     )
     .unwrap();
-    std::fs::create_dir_all(gw.path("/run/ms500-relay")).unwrap();
-    let mut argv = Vec::new();
-    if let Some(qemu) = qemu {
-        let host = Path::new("/usr/bin").join(qemu);
-        std::fs::copy(&host, gw.path(&format!("/usr/bin/{qemu}")))
-            .unwrap_or_else(|e| panic!("copy {} (qemu-user-static): {e}", host.display()));
-        argv.push(format!("/usr/bin/{qemu}"));
-    }
-    argv.extend(
-        [
-            "/usr/local/bin/ms500-relay",
-            "-c",
-            "/etc/ms500-relay/relay.conf",
-        ]
-        .map(String::from),
-    );
-    let mut relay = Command::new("chroot")
-        .arg(gw.root.path())
-        .args(&argv)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run chroot");
-    let stderr = relay.stderr.take().expect("piped stderr");
-    let (lines, logged) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines.send(line);
-        }
-    });
+    let (mut relay, logged) = start_in_root(&gw, qemu);
     let mut seen = String::new();
     let connected = wait_until(Duration::from_secs(30), || {
         while let Ok(line) = logged.try_recv() {
@@ -705,4 +669,52 @@ fn a_busybox_root_finds_the_broker_through_its_dns_server() {
         )),
         "{arch}: the command did not arrive"
     );
+}
+
+/// Starts the relay inside the gateway root (under `qemu`, copied into the
+/// root, for a foreign architecture) with its log on stderr, whose lines
+/// come through the receiver.
+fn start_in_root(
+    gw: &Gateway,
+    qemu: Option<&str>,
+) -> (std::process::Child, crossbeam_channel::Receiver<String>) {
+    std::fs::create_dir_all(gw.path("/run/ms500-relay")).unwrap();
+    let mut argv = Vec::new();
+    if let Some(qemu) = qemu {
+        let host = Path::new("/usr/bin").join(qemu);
+        std::fs::copy(&host, gw.path(&format!("/usr/bin/{qemu}")))
+            .unwrap_or_else(|e| panic!("copy {} (qemu-user-static): {e}", host.display()));
+        argv.push(format!("/usr/bin/{qemu}"));
+    }
+    argv.extend(
+        [
+            "/usr/local/bin/ms500-relay",
+            "-c",
+            "/etc/ms500-relay/relay.conf",
+        ]
+        .map(String::from),
+    );
+    let mut relay = Command::new("chroot")
+        .arg(gw.root.path())
+        .args(&argv)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chroot");
+    let stderr = relay.stderr.take().expect("piped stderr");
+    let (lines, logged) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    (relay, logged)
 }
