@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what a gateway needs into one tarball:
 #
-#   scripts/package.sh [x86_64|aarch64|armv7]     (default x86_64)
+#   scripts/package.sh [x86_64|aarch64|armv7|mipsel]     (default x86_64)
 #     -> dist/ms500-relay-VERSION-ARCH.tar.gz, whose path is the last line of stdout
 #
 # Contents (in the folder ms500-relay-VERSION-ARCH/): the static binary built
@@ -18,7 +18,8 @@ case $arch in
     x86_64 | amd64) arch=x86_64 ;;
     aarch64 | arm64) arch=aarch64 ;;
     armv7 | armhf) arch=armv7 ;;
-    *) echo "usage: $(basename "$0") [x86_64|aarch64|armv7]" >&2; exit 2 ;;
+    mipsel | mipsle) arch=mipsel ;;
+    *) echo "usage: $(basename "$0") [x86_64|aarch64|armv7|mipsel]" >&2; exit 2 ;;
 esac
 
 rc=0

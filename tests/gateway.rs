@@ -1,14 +1,20 @@
 //! The gateway as it runs the relay: the static binary, a root holding
 //! nothing but BusyBox and that binary where the README's crontab line keeps
-//! the relay running, and the package a gateway installs from. Slow (release
-//! builds with LTO, a chroot), so ignored by default: scripts/test.sh runs
-//! them with `--ignored` after building each target once.
+//! the relay running, the same root finding the broker through a DNS server
+//! (for each target's binary, under qemu-user), and the package a gateway
+//! installs from. Slow (release builds with LTO, a chroot), so ignored by
+//! default: scripts/test.sh runs them with `--ignored` after building each
+//! target once. `MS500_GATEWAY_ARCH` (x86_64, aarch64, armv7, mipsel) picks
+//! the target of the package and DNS tests; `MS500_RELAY_EXE` its runner.
 
 mod support;
 
 use std::io::Write;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{
@@ -88,7 +94,7 @@ fn the_static_x86_64_binary_needs_no_library_is_small_and_runs() {
 #[test]
 #[ignore = "slow: builds the package; scripts/test.sh runs it for each target"]
 fn the_package_unpacks_and_its_binary_runs() {
-    let arch = std::env::var("MS500_PACKAGE_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let (arch, _) = gateway_arch();
     let tarball = script_output("scripts/package.sh", &arch);
     let name = format!("ms500-relay-{}-{arch}", env!("CARGO_PKG_VERSION"));
     assert_eq!(
@@ -467,4 +473,248 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A DNS server for the gateway root, on a loopback address of its own and
+/// port 53 (resolv.conf cannot name a port): it answers A queries for one
+/// name with 127.0.0.1, AAAA queries for it with no address, and anything
+/// else with NXDOMAIN, and remembers every name it was asked for. Just
+/// enough of RFC 1035 for glibc's stub resolver, written here so that the
+/// test needs nothing beyond the BusyBox root and the relay.
+struct DnsServer {
+    address: Ipv4Addr,
+    asked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    fn start(name: &str) -> DnsServer {
+        // A loopback address of this process's own, so that tests run by
+        // other users of the machine at the same time do not collide on port 53.
+        let pid = std::process::id();
+        let (socket, address) = (0..64u32)
+            .find_map(|n| {
+                let address = Ipv4Addr::new(
+                    127,
+                    53,
+                    ((pid >> 8) as u8).wrapping_add(n as u8),
+                    pid as u8 | 1,
+                );
+                UdpSocket::bind((address, 53)).ok().map(|s| (s, address))
+            })
+            .expect("bind a loopback address on port 53 (needs root)");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (asked, stop, name) = (asked.clone(), stop.clone(), name.to_string());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if let Some((qname, reply)) = dns_answer(&buf[..n], &name) {
+                        asked.lock().unwrap().push(qname);
+                        let _ = socket.send_to(&reply, from);
+                    }
+                }
+            })
+        };
+        DnsServer {
+            address,
+            asked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The reply to one query (and the name asked for), or None for what is not one.
+fn dns_answer(query: &[u8], name: &str) -> Option<(String, Vec<u8>)> {
+    let (qdcount, flags) = (
+        u16::from_be_bytes([*query.get(4)?, *query.get(5)?]),
+        query.get(2)?,
+    );
+    if qdcount != 1 || flags & 0x80 != 0 {
+        return None;
+    }
+    // The question: labels up to the root, then type and class.
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *query.get(at)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + len)?).into_owned());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let question = query.get(12..at + 4)?;
+    let qname = labels.join(".");
+    let known = qname.eq_ignore_ascii_case(name);
+    let with_address = known && qtype == 1;
+    let mut reply = Vec::new();
+    reply.extend_from_slice(&query[..2]); // id
+    let rd = query[2] & 0x01;
+    reply.push(0x80 | 0x04 | rd); // a response, authoritative
+    reply.push(0x80 | if known { 0 } else { 3 }); // recursion available; NOERROR or NXDOMAIN
+    reply.extend_from_slice(&[0, 1, 0, u8::from(with_address), 0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    if with_address {
+        // The name by pointer to the question, A, IN, TTL 60 s, 4 bytes.
+        reply.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+    }
+    Some((format!("{qname} type {qtype}"), reply))
+}
+
+/// The architecture under test and the qemu-user emulator that runs its
+/// binary on this x86_64 machine (none for x86_64).
+fn gateway_arch() -> (String, Option<&'static str>) {
+    let arch = std::env::var("MS500_GATEWAY_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let qemu = match arch.as_str() {
+        "x86_64" => None,
+        "aarch64" => Some("qemu-aarch64-static"),
+        "armv7" => Some("qemu-arm-static"),
+        "mipsel" => Some("qemu-mipsel-static"),
+        other => panic!("MS500_GATEWAY_ARCH={other}: not a target of scripts/build-static.sh"),
+    };
+    (arch, qemu)
+}
+
+/// The relay of MS500_GATEWAY_ARCH, run in a BusyBox-only root (under the
+/// static qemu-user copied into that root for a foreign architecture: the
+/// kernel here does not run foreign binaries by itself), finds the broker by
+/// a name that only the root's DNS server knows: /etc/hosts lacks it, and
+/// /etc/resolv.conf names a server the test runs on a loopback address.
+#[test]
+#[ignore = "slow: static release build and a chroot; scripts/test.sh runs it as root for each target"]
+fn a_busybox_root_finds_the_broker_through_its_dns_server() {
+    let (arch, qemu) = gateway_arch();
+    let bin = script_output("scripts/build-static.sh", &arch);
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let gw = Gateway::new(&bin, broker.port);
+    let probe = gw.run(&["/bin/busybox", "true"]);
+    support::require(
+        probe.status.success(),
+        &format!(
+            "chroot is not permitted here ({})",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        ),
+    );
+    let dns = DnsServer::start("mqtt-broker.gateway");
+    std::fs::write(gw.path("/etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(
+        gw.path("/etc/resolv.conf"),
+        format!("nameserver {}\noptions timeout:2 attempts:3\n", dns.address),
+    )
+    .unwrap();
+    let (mut relay, logged) = start_in_root(&gw, qemu);
+    let mut seen = String::new();
+    let connected = wait_until(Duration::from_secs(30), || {
+        while let Ok(line) = logged.try_recv() {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen.contains("connected to broker mqtt-broker.gateway:")
+    });
+    let asked = dns.asked();
+    if connected {
+        // The relay works there, not only connects: a command goes through.
+        let mut backend =
+            std::net::TcpStream::connect(("127.0.0.1", wait_listening_port(relay.id())))
+                .expect("relay listens");
+        backend
+            .write_all(br#"{"type":"IMG","unit":"cam-dns","id":7}"#)
+            .unwrap();
+    }
+    let got = sub.recv(Duration::from_secs(10));
+    let _ = relay.kill();
+    let _ = relay.wait();
+    // Gone already: the gateway need not stop it again.
+    let _ = std::fs::remove_file(gw.path("/run/ms500-relay/relay.pid"));
+    assert!(
+        connected,
+        "{arch}: the relay did not reach the broker by name; DNS was asked {asked:?}; its log:\n{seen}"
+    );
+    assert!(
+        asked.iter().any(|q| q == "mqtt-broker.gateway type 1"),
+        "{arch}: the name was not resolved through the DNS server: {asked:?}"
+    );
+    assert_eq!(
+        got.as_ref()
+            .map(|m| (m.topic.as_str(), m.payload.as_slice())),
+        Some((
+            topic("cam-dns").as_str(),
+            &br#"{"type":"IMG","unit":"cam-dns","id":7}"#[..]
+        )),
+        "{arch}: the command did not arrive"
+    );
+}
+
+/// Starts the relay inside the gateway root (under `qemu`, copied into the
+/// root, for a foreign architecture) with its log on stderr, whose lines
+/// come through the receiver.
+fn start_in_root(
+    gw: &Gateway,
+    qemu: Option<&str>,
+) -> (std::process::Child, crossbeam_channel::Receiver<String>) {
+    std::fs::create_dir_all(gw.path("/run/ms500-relay")).unwrap();
+    let mut argv = Vec::new();
+    if let Some(qemu) = qemu {
+        let host = Path::new("/usr/bin").join(qemu);
+        std::fs::copy(&host, gw.path(&format!("/usr/bin/{qemu}")))
+            .unwrap_or_else(|e| panic!("copy {} (qemu-user-static): {e}", host.display()));
+        argv.push(format!("/usr/bin/{qemu}"));
+    }
+    argv.extend(
+        [
+            "/usr/local/bin/ms500-relay",
+            "-c",
+            "/etc/ms500-relay/relay.conf",
+        ]
+        .map(String::from),
+    );
+    let mut relay = Command::new("chroot")
+        .arg(gw.root.path())
+        .args(&argv)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chroot");
+    let stderr = relay.stderr.take().expect("piped stderr");
+    let (lines, logged) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    (relay, logged)
 }

@@ -528,7 +528,7 @@ impl Fixture {
         }
     }
 
-    pub fn count(&self, counter: fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+    pub fn count(&self, counter: fn(&Counters) -> &crate::ops::counters::Counter) -> u64 {
         counter(&self.shared.counters).load(Ordering::Relaxed)
     }
 }

@@ -11,11 +11,12 @@
 //! (`lingering.rs`) until the status lines still owed are written: the
 //! session and writer threads end, and only the socket's descriptor remains.
 
+use crate::ops::counters::Counter;
 use crate::ops::sync::lock;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ struct Inner {
     queue: Mutex<Queue>,
     /// Commands of this connection still owed a status line (see [`StatusOwed`]).
     owed: AtomicUsize,
-    dropped: AtomicU64,
+    dropped: Counter,
     /// Device replies go out wrapped (`{"reply":…,"unit":…}`): the
     /// connection gets status lines (PROTOCOL.md §1.3).
     wrap_replies: AtomicBool,
@@ -74,7 +75,7 @@ impl Outbox {
                     wake,
                 }),
                 owed: AtomicUsize::new(0),
-                dropped: AtomicU64::new(0),
+                dropped: Counter::new(0),
                 wrap_replies: AtomicBool::new(false),
             }),
         };

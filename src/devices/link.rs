@@ -436,7 +436,7 @@ mod tests {
         }
     }
 
-    fn count(link: &DeviceLink, counter: fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+    fn count(link: &DeviceLink, counter: fn(&Counters) -> &crate::ops::counters::Counter) -> u64 {
         counter(&link.counters).load(std::sync::atomic::Ordering::Relaxed)
     }
 

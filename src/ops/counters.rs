@@ -1,55 +1,59 @@
 //! Relay-wide counters and gauges, shared by every thread through an `Arc`
 //! and read by the status file and the metrics file. [`COUNTED`] names the
 //! counted events once, for the status file, the `status` command and the
-//! metrics alike. Relaxed atomics: each is a number on its own.
+//! metrics alike. Relaxed atomics: each is a number on its own. Each number
+//! is a [`Counter`], a u64 also on targets without 64-bit atomics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+mod counter;
+
+pub use counter::Counter;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 #[derive(Default, Debug)]
 pub struct Counters {
     /// Set by the publish link on CONNACK, cleared when the link drops.
     pub broker_connected: AtomicBool,
     /// Connections the publish link has made (the first one included).
-    pub broker_connections: AtomicU64,
+    pub broker_connections: Counter,
     /// Since when (Unix seconds) the publish link has been down; 0 while up.
-    pub broker_down_since_unix: AtomicU64,
+    pub broker_down_since_unix: Counter,
     /// Commands received and not yet published, rejected or expired: a
     /// session adds each valid command, the publisher takes it off when the
     /// broker took it or it expired. So received = published + rejected +
     /// expired + queued.
-    pub queued: AtomicU64,
+    pub queued: Counter,
     /// Bytes of commands the publisher holds, set by the publisher.
-    pub queue_bytes: AtomicU64,
+    pub queue_bytes: Counter,
     /// Size of the spool file, set by the publisher (0 without one).
-    pub spool_bytes: AtomicU64,
+    pub spool_bytes: Counter,
     /// Commands held for offline cameras and their payload bytes, set by
     /// the publisher (held commands count as queued too).
-    pub held: AtomicU64,
-    pub held_bytes: AtomicU64,
+    pub held: Counter,
+    pub held_bytes: Counter,
     /// Bumped by the publisher on every turn of its loop (at least once a
     /// second): the status file is only refreshed while it moves.
-    pub publisher_turns: AtomicU64,
+    pub publisher_turns: Counter,
     /// The device link holds its subscriptions (set on SUBACK, cleared
     /// when its connection ends).
     pub device_subscribed: AtomicBool,
     /// Since when (Unix seconds) the device link has not been subscribed; 0 while it is.
-    pub device_down_since_unix: AtomicU64,
+    pub device_down_since_unix: Counter,
     /// The Maximum Packet Size the broker in use announced in its MQTT 5
     /// CONNACK to the device link; 0 when it announced none (or on 3.1.1).
     /// The publisher sets aside a command whose PUBLISH is larger.
-    pub broker_max_packet: AtomicU64,
+    pub broker_max_packet: Counter,
     /// The MQTT version of the device link's last connection: 5, 4 (3.1.1), 0 none yet.
     pub device_protocol: AtomicU8,
-    pub received: AtomicU64,
-    pub published: AtomicU64,
-    pub rejected: AtomicU64,
-    pub expired: AtomicU64,
+    pub received: Counter,
+    pub published: Counter,
+    pub rejected: Counter,
+    pub expired: Counter,
     /// Of `expired`: held for a camera that did not come back in time.
-    pub expired_held: AtomicU64,
+    pub expired_held: Counter,
     /// Of `rejected`: commands the broker cannot take (too large), set aside.
-    pub set_aside: AtomicU64,
-    pub replies_routed: AtomicU64,
-    pub replies_dropped: AtomicU64,
+    pub set_aside: Counter,
+    pub replies_routed: Counter,
+    pub replies_dropped: Counter,
 }
 
 impl Counters {
@@ -78,16 +82,15 @@ impl Counters {
     pub fn device_link_down(&self) {
         self.device_subscribed.store(false, Ordering::Relaxed);
         let now = crate::ops::time::unix(std::time::SystemTime::now());
-        let _ = self.device_down_since_unix.compare_exchange(
-            0,
-            now,
+        let _ = self.device_down_since_unix.fetch_update(
             Ordering::Relaxed,
             Ordering::Relaxed,
+            |since| (since == 0).then_some(now),
         );
     }
 
-    pub fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn add(counter: &Counter) {
+        counter.add();
     }
 
     /// One queued command is done (published or expired).
@@ -113,7 +116,7 @@ pub struct Counted {
     pub key: &'static str,
     pub metric: &'static str,
     pub help: &'static str,
-    cell: fn(&Counters) -> &AtomicU64,
+    cell: fn(&Counters) -> &Counter,
 }
 
 impl Counted {
@@ -207,6 +210,21 @@ mod tests {
             assert!(counted.metric.contains(counted.key), "{}", counted.metric);
             assert!(counted.help.ends_with('.'), "{}", counted.help);
         }
+    }
+
+    #[test]
+    fn counts_and_byte_totals_go_on_past_two_to_the_32() {
+        let counters = Counters::default();
+        let past = u64::from(u32::MAX);
+        counters.received.store(past, Ordering::Relaxed);
+        counters.queued.store(past + 1, Ordering::Relaxed);
+        Counters::add(&counters.received);
+        Counters::add(&counters.received);
+        counters.unqueue();
+        counters.spool_bytes.store(6 << 32, Ordering::Relaxed);
+        assert_eq!(counters.snapshot()[0].1, past + 2);
+        assert_eq!(counters.queued.load(Ordering::Relaxed), past);
+        assert_eq!(counters.spool_bytes.load(Ordering::Relaxed), 6 << 32);
     }
 
     #[test]
