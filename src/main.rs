@@ -24,6 +24,96 @@ fn main() -> ExitCode {
     }
 }
 
+/// relay.conf for a tool that needs only `needs` of it (`stop`, `status`,
+/// `watchdog`): an error in one of those refuses the file; an error
+/// elsewhere is printed as a warning and the tool goes on, so that a typo
+/// can never leave a running relay unmanaged. The errors not refused are
+/// returned (the relay itself would refuse the file).
+fn load_needing(
+    path: Option<&std::path::Path>,
+    tool: &str,
+    needs: &[&str],
+) -> Result<
+    (
+        config::Config,
+        Option<std::path::PathBuf>,
+        Vec<config::ConfigError>,
+    ),
+    Error,
+> {
+    let (config, path, mut problems) = config::load_all(path)?;
+    if let Some(at) = problems
+        .iter()
+        .position(|e| e.key().is_some_and(|key| needs.contains(&key)))
+    {
+        return Err(problems.swap_remove(at).into());
+    }
+    let mut err = std::io::stderr().lock();
+    for problem in &problems {
+        let _ = writeln!(
+            err,
+            "ms500-relay: warning: {problem} ({tool} goes on without it; \
+             the relay refuses this file until it is fixed)"
+        );
+    }
+    Ok((config, path, problems))
+}
+
+/// `check-config`: every problem the run would refuse, all at once (one
+/// line each on stderr, exit 2), or the configuration in effect (exit 0).
+fn check_config(path: Option<&std::path::Path>) -> Result<(), Error> {
+    let (config, path, errors) = config::load_all(path)?;
+    let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    // What the run refuses before serving is refused here too, and what it
+    // warns about is warned about.
+    problems.extend(preflight::problems(&config));
+    if let Err(e) = tls::client_config(&config) {
+        problems.push(e.to_string());
+    }
+    let mut err = std::io::stderr().lock();
+    if !problems.is_empty() {
+        for problem in &problems {
+            let _ = writeln!(err, "ms500-relay: {problem}");
+        }
+        return Err(Error::Usage(format!(
+            "{} problem(s) found: the relay would refuse this configuration",
+            problems.len()
+        )));
+    }
+    for warning in preflight::secret_file_warnings(&config, path.as_deref()) {
+        let _ = writeln!(err, "ms500-relay: warning: {warning}");
+    }
+    let mut out = std::io::stdout().lock();
+    match path {
+        Some(p) => writeln!(out, "# configuration from {}", p.display())?,
+        None => writeln!(out, "# no configuration file found: built-in defaults")?,
+    }
+    for (key, value) in config.effective() {
+        writeln!(out, "{key} = {}", config::quoted(&value))?;
+    }
+    let client_id = config.client_id();
+    writeln!(
+        out,
+        "# in effect: client id {client_id} ({client_id}-pub, {client_id}-sub), state topic {}",
+        config
+            .state_topic_for(&client_id)
+            .as_deref()
+            .unwrap_or("(off)")
+    )?;
+    for (key, file) in config.written_files() {
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| key != "SPOOL_FILE" && !d.exists()) {
+            writeln!(
+                out,
+                "# {key}: the directory {} is created at start",
+                dir.display()
+            )?;
+        }
+    }
+    writeln!(out, "# configuration is valid")?;
+    Ok(())
+}
+
 fn run() -> Result<(), Error> {
     let invocation = cli::parse(std::env::args_os().skip(1))?;
     let load = || config::load(invocation.config.as_deref());
@@ -41,26 +131,7 @@ fn run() -> Result<(), Error> {
             out.flush()?;
             Ok(())
         }
-        Action::CheckConfig => {
-            let (config, path) = load()?;
-            // What the run refuses before serving is refused here too, and
-            // what it warns about is warned about.
-            preflight::preflight(&config)?;
-            tls::client_config(&config)?;
-            for warning in preflight::secret_file_warnings(&config, path.as_deref()) {
-                let _ = writeln!(std::io::stderr(), "ms500-relay: warning: {warning}");
-            }
-            let mut out = std::io::stdout().lock();
-            match path {
-                Some(p) => writeln!(out, "# configuration from {}", p.display())?,
-                None => writeln!(out, "# no configuration file found: built-in defaults")?,
-            }
-            for (key, value) in config.effective() {
-                writeln!(out, "{key} = {}", config::quoted(&value))?;
-            }
-            writeln!(out, "# configuration is valid")?;
-            Ok(())
-        }
+        Action::CheckConfig => check_config(invocation.config.as_deref()),
         Action::Run => {
             let (config, path) = load()?;
             relay::run(config, path)
@@ -73,15 +144,29 @@ fn run() -> Result<(), Error> {
             sent
         }
         Action::Watchdog => {
-            let (config, path) = load()?;
-            watchdog::run(&config, path.as_deref())
+            let (config, path, problems) = load_needing(
+                invocation.config.as_deref(),
+                "watchdog",
+                &["PID_FILE", "STATUS_FILE", "STATUS_INTERVAL"],
+            )?;
+            watchdog::run(&config, path.as_deref(), problems.first())
         }
         Action::Stop => {
-            let (config, path) = load()?;
+            let (config, path, _) =
+                load_needing(invocation.config.as_deref(), "stop", &["PID_FILE"])?;
             watchdog::stop(&config, path.as_deref())
         }
+        Action::Reload => {
+            let (config, path, problems) =
+                load_needing(invocation.config.as_deref(), "reload", &["PID_FILE"])?;
+            watchdog::reload(&config, path.as_deref(), problems.first())
+        }
         Action::Status { json } => {
-            let (config, _) = load()?;
+            let (config, _, _) = load_needing(
+                invocation.config.as_deref(),
+                "status",
+                &["STATUS_FILE", "STATUS_INTERVAL", "PID_FILE"],
+            )?;
             status::show(&config, json, &mut std::io::stdout().lock())
         }
     }

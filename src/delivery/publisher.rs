@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver};
 use log::{Level, LevelFilter};
 
-use crate::config::Config;
+use crate::config::{Config, Live};
 use crate::delivery::item::Accepted;
 use crate::delivery::policy::{
     Action, Count, Delivery, Event, Found, Now, Settings, SpoolOp, SpoolOutcome,
@@ -49,6 +49,9 @@ pub struct Publisher {
     /// policy's change count it was last set at.
     held_view: Arc<HeldView>,
     held_shown: u64,
+    /// The configuration SIGHUP may replace, and the generation last taken
+    /// from it: lifetimes and the log level follow it.
+    live: Option<(Arc<Live>, u64)>,
 }
 
 impl Publisher {
@@ -71,6 +74,7 @@ impl Publisher {
             presence: Arc::default(),
             held_view: Arc::default(),
             held_shown: 0,
+            live: None,
         };
         if let Some(path) = &config.spool_file {
             let actions = publisher.delivery.start(find(path), config, now());
@@ -93,6 +97,29 @@ impl Publisher {
         self
     }
 
+    /// Follows `live` (a SIGHUP's lifetimes and log level).
+    pub fn with_live(mut self, live: Arc<Live>) -> Self {
+        let generation = live.generation();
+        self.live = Some((live, generation));
+        self
+    }
+
+    /// A reloaded configuration's lifetimes and log level, once per reload.
+    fn follow_reload(&mut self) {
+        let Some((live, seen)) = &mut self.live else {
+            return;
+        };
+        let generation = live.generation();
+        if generation == *seen {
+            return;
+        }
+        *seen = generation;
+        let config = live.get();
+        self.delivery
+            .set_lifetimes(config.command_ttl, config.command_ttls.clone());
+        self.delivery.set_log_level(log_level());
+    }
+
     pub fn run(
         mut self,
         jobs: Receiver<Vec<Accepted>>,
@@ -110,6 +137,7 @@ impl Publisher {
         let mut link_open = true;
         let mut jobs_open = true;
         loop {
+            self.follow_reload();
             self.step(Event::Tick);
             self.show_gauges();
             if !self.delivery.stopping() && intake.is_set() {

@@ -28,12 +28,13 @@ use rumqttc::v5::{Client, Connection, ConnectionError, Event, RecvTimeoutError};
 use rumqttc::Transport;
 
 use crate::backend::routes::ReplyRoutes;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Live};
 use crate::delivery::presence::Presence;
 use crate::devices::heartbeat;
 use crate::devices::table::{DeviceTable, Seen};
 use crate::mqtt::backoff::Backoff;
 use crate::mqtt::brokers::{Broker, InUse};
+use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
 use crate::ops::redact;
@@ -51,7 +52,9 @@ const TICK: Duration = Duration::from_secs(1);
 const CONNECTING: Duration = Duration::from_secs(6);
 
 pub struct DeviceLink {
-    pub config: Arc<Config>,
+    /// Read at each new connection (broker list, login, TLS) and message
+    /// (the topics, which keep their start value).
+    pub config: Arc<Live>,
     pub brokers: Vec<Broker>,
     pub client_id: String,
     pub transport: Transport,
@@ -82,18 +85,16 @@ struct Retries {
 }
 
 impl DeviceLink {
-    pub fn run(self) {
+    pub fn run(mut self) {
         let mut retries = Retries::default();
+        let mut tls = tls::Reread::default();
         while !self.stop.is_set() {
+            let config = self.config.get();
+            self.refresh(&config, &mut tls);
             let index = self.broker_in_use.get() % self.brokers.len();
             let broker = &self.brokers[index];
             let (client, mut connection) = Client::new(
-                client::options(
-                    &self.config,
-                    &self.client_id,
-                    broker,
-                    self.transport.clone(),
-                ),
+                client::options(&config, &self.client_id, broker, self.transport.clone()),
                 client::REQUESTS,
             );
             match self.serve(index, &client, &mut connection, &mut retries) {
@@ -106,6 +107,20 @@ impl DeviceLink {
             }
         }
         log::debug!("device link stopped");
+    }
+
+    /// Before each new connection: the broker list and TLS files as they
+    /// are now (a SIGHUP, a renewed certificate).
+    fn refresh(&mut self, config: &Config, tls: &mut tls::Reread) {
+        let brokers = config.brokers();
+        if !brokers.is_empty() {
+            self.brokers = brokers;
+        }
+        let previous = match &self.transport {
+            Transport::Tls(rumqttc::TlsConfiguration::Rustls(tls)) => Some(Arc::clone(tls)),
+            _ => None,
+        };
+        self.transport = tls::transport(tls.next(config, previous));
     }
 
     /// Polls one rumqttc client for broker `index` until the relay stops,
@@ -149,8 +164,8 @@ impl DeviceLink {
         log::info!("device link connected to broker {broker}");
         retries.failures.connected();
         let filters = [
-            Filter::new(self.config.heartbeat_topic.as_str(), QoS::AtLeastOnce),
-            Filter::new(self.config.reply_topic.as_str(), QoS::AtLeastOnce),
+            Filter::new(self.config.get().heartbeat_topic.as_str(), QoS::AtLeastOnce),
+            Filter::new(self.config.get().reply_topic.as_str(), QoS::AtLeastOnce),
         ];
         if let Err(e) = client.try_subscribe_many(filters) {
             log::error!("device link cannot subscribe: {e}");
@@ -204,8 +219,8 @@ impl DeviceLink {
                     // heartbeat or reply on these topics is missed.
                     log::info!(
                         "device link subscribed to {} and {}",
-                        self.config.heartbeat_topic,
-                        self.config.reply_topic
+                        self.config.get().heartbeat_topic,
+                        self.config.get().reply_topic
                     );
                 }
             }
@@ -225,7 +240,7 @@ impl DeviceLink {
                 log_limit::cut(&redact::payload(payload))
             );
         }
-        if let Some(raw_unit) = config::plus_level(&self.config.reply_topic, topic) {
+        if let Some(raw_unit) = config::plus_level(&self.config.get().reply_topic, topic) {
             // Routes exist only for valid units; the shown form is for the log.
             match self.routes.route(raw_unit) {
                 Some(outbox) => {
@@ -254,7 +269,7 @@ impl DeviceLink {
                     }
                 }
             }
-        } else if let Some(device) = config::plus_level(&self.config.heartbeat_topic, topic) {
+        } else if let Some(device) = config::plus_level(&self.config.get().heartbeat_topic, topic) {
             self.on_heartbeat(&heartbeat::shown(device), payload);
         } else {
             log::debug!(
@@ -361,7 +376,7 @@ mod tests {
             brokers: config.brokers(),
             routes: ReplyRoutes::new(config.max_devices),
             devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
-            config: Arc::new(config),
+            config: Arc::new(Live::new(config)),
             client_id: "gw-sub".into(),
             transport: Transport::tcp(),
             counters: Arc::new(Counters::default()),

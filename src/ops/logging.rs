@@ -43,7 +43,9 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError,
+};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -446,17 +448,18 @@ fn syslog_parts(line: &[u8]) -> (u8, &[u8]) {
 
 /// The `log` implementation: env_logger's filter, our format and sink.
 struct RelayLogger {
-    filter: env_logger::Logger,
+    /// Replaced when a SIGHUP changes LOG_LEVEL ([`LogHandle::set_level`]).
+    filter: Arc<RwLock<env_logger::Logger>>,
     sink: Arc<Sink>,
 }
 
 impl Log for RelayLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.filter.enabled(metadata)
+        read(&self.filter).enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.filter.matches(record) {
+        if !read(&self.filter).matches(record) {
             return;
         }
         let line = format_line(record.level(), *record.args());
@@ -489,10 +492,15 @@ fn format_line(level: Level, text: fmt::Arguments<'_>) -> String {
     line
 }
 
+fn read(filter: &RwLock<env_logger::Logger>) -> RwLockReadGuard<'_, env_logger::Logger> {
+    filter.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The running logger: the sink and its writer thread.
 pub struct LogHandle {
     pub sink: Arc<Sink>,
     writer: Option<JoinHandle<()>>,
+    filter: Arc<RwLock<env_logger::Logger>>,
 }
 
 impl LogHandle {
@@ -508,7 +516,16 @@ impl LogHandle {
         Ok(LogHandle {
             sink,
             writer: Some(writer),
+            filter: Arc::new(RwLock::new(env_logger::Builder::new().build())),
         })
+    }
+
+    /// LOG_LEVEL changed by a SIGHUP: lines at `level` and above from now
+    /// on (`RUST_LOG`, when set, still wins).
+    pub fn set_level(&self, level: LevelFilter) {
+        let filter = filter(level);
+        log::set_max_level(filter.filter());
+        *self.filter.write().unwrap_or_else(PoisonError::into_inner) = filter;
     }
 
     /// Writes what is left and stops the writer thread.
@@ -564,9 +581,10 @@ pub fn init(level: LevelFilter, destination: &Destination) -> io::Result<LogHand
     };
     let filter = filter(level);
     log::set_max_level(filter.filter());
-    let log = LogHandle::start(Sink::new(output, filter.filter() >= LevelFilter::Warn))?;
+    let mut log = LogHandle::start(Sink::new(output, filter.filter() >= LevelFilter::Warn))?;
+    log.filter = Arc::new(RwLock::new(filter));
     let logger = RelayLogger {
-        filter,
+        filter: Arc::clone(&log.filter),
         sink: Arc::clone(&log.sink),
     };
     // A logger installed earlier (tests) stays; this one is then unused.

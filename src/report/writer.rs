@@ -53,6 +53,8 @@ impl StatusWriter {
     /// Once a second: writes the snapshot when it is due and the publisher
     /// still turns; says once that it stopped refreshing the file when not.
     pub fn tick(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
+        // STATUS_INTERVAL may have changed with a SIGHUP.
+        self.interval = config.status_interval;
         let now = Instant::now();
         if !self.due(now) {
             return;

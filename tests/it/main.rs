@@ -20,6 +20,7 @@ mod hardening;
 mod held;
 mod operate;
 mod operations;
+mod operator;
 mod outage;
 mod publish;
 mod rejections;

@@ -1,0 +1,233 @@
+//! An operator's day (issue 23): relay.conf reloaded by SIGHUP without
+//! dropping anything, a typo that cannot strand the relay or its tools,
+//! `status` that tells the truth, log lines never torn or silently lost,
+//! `send` saying what happened, and `--version` saying what was built.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::support::{read_lines, run_bin, wait_until, Broker, Relay, TempDir, WAIT};
+
+/// Appends `lines` to the relay's relay.conf (the last value of a key wins).
+fn append_conf(relay: &Relay, lines: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&relay.conf)
+        .expect("relay.conf opens");
+    file.write_all(lines.as_bytes())
+        .expect("relay.conf written");
+}
+
+#[test]
+fn sighup_applies_live_settings_and_keeps_connections() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    relay.expect_connected();
+    let backend = relay.connect();
+    (&backend)
+        .write_all(br#"{"type":"IMG","unit":"before"}"#)
+        .unwrap();
+    assert_eq!(read_lines(&backend, 1, WAIT).len(), 1, "{}", relay.log());
+
+    // Only 10.0.0.1 may connect from now on; the port only at a restart.
+    append_conf(&relay, "SOCKET_ALLOW = 10.0.0.1\nSOCKET_PORT = 1\n");
+    relay.signal("HUP");
+    relay.expect_log("relay.conf reloaded: SOCKET_ALLOW applied", WAIT);
+    relay.expect_log(
+        "SOCKET_PORT changed in relay.conf but only apply at a restart",
+        WAIT,
+    );
+
+    // The connection open before the reload goes on; a new one is refused.
+    (&backend)
+        .write_all(br#"{"type":"IMG","unit":"after"}"#)
+        .unwrap();
+    let lines = read_lines(&backend, 1, WAIT);
+    assert!(lines[0].contains("\"after\""), "{lines:?}");
+    let _late = relay.connect();
+    relay.expect_log("not in SOCKET_ALLOW", WAIT);
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_running_configuration() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    relay.expect_connected();
+    append_conf(&relay, "LOG_LEVL = debug\nSOCKET_ALLOW = 10.0.0.1\n");
+    relay.signal("HUP");
+    relay.expect_log(
+        "relay.conf refused, the running configuration is kept",
+        WAIT,
+    );
+    assert!(
+        relay.log().contains("LOG_LEVL: unknown key"),
+        "{}",
+        relay.log()
+    );
+    // Nothing of the refused file applied: loopback is still let in.
+    let backend = relay.connect();
+    (&backend)
+        .write_all(br#"{"type":"IMG","unit":"kept"}"#)
+        .unwrap();
+    assert_eq!(read_lines(&backend, 1, WAIT).len(), 1, "{}", relay.log());
+    assert_eq!(
+        relay.log().matches("relay.conf refused").count(),
+        1,
+        "the error is logged once"
+    );
+}
+
+#[test]
+fn sighup_changes_the_log_level() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "info")]);
+    relay.expect_connected();
+    append_conf(&relay, "LOG_LEVEL = warn\n");
+    relay.signal("HUP");
+    relay.expect_log("LOG_LEVEL applied", WAIT);
+    let backend = relay.connect();
+    (&backend)
+        .write_all(br#"{"type":"IMG","unit":"quiet"}"#)
+        .unwrap();
+    drop(backend);
+    // A warning still shows; the info lines of the command do not.
+    append_conf(&relay, "NO_SUCH_KEY = 1\n");
+    relay.signal("HUP");
+    relay.expect_log("relay.conf refused", WAIT);
+    assert!(
+        !relay.log().contains("accepted IMG for unit quiet"),
+        "{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn a_typo_in_relay_conf_leaves_stop_status_and_the_watchdog_working() {
+    let broker = Broker::start();
+    let dir = TempDir::new("op-typo");
+    let pid_file = dir.path().join("run/relay.pid");
+    let status_file = dir.path().join("run/status.json");
+    let mut relay = Relay::start(
+        broker.port,
+        &[
+            ("PID_FILE", &pid_file.to_string_lossy()),
+            ("STATUS_FILE", &status_file.to_string_lossy()),
+        ],
+    );
+    relay.expect_connected();
+    append_conf(&relay, "LOG_LEVL = debug\n");
+    let conf = relay.conf.to_string_lossy().into_owned();
+
+    let (code, out, err) = run_bin(&["status", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("LOG_LEVL: unknown key"), "{err}");
+
+    // A healthy relay is left alone by the watchdog.
+    let (code, out, err) = run_bin(&["watchdog", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        relay.wait_exit(Duration::from_millis(200)).is_none(),
+        "{err}"
+    );
+
+    let (code, out, err) = run_bin(&["stop", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopping relay pid"), "{out}");
+    assert!(!out.contains("watchdog:"), "stop speaks for itself: {out}");
+
+    // Stopped, with a broken file: the watchdog does not start one and says why.
+    let (code, _, err) = run_bin(&["watchdog", "-c", &conf], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be started until"), "{err}");
+}
+
+#[test]
+fn an_error_in_a_key_the_tool_needs_refuses_the_file() {
+    let dir = TempDir::new("op-needs");
+    let conf = dir.path().join("relay.conf");
+    std::fs::write(&conf, "LOG_LEVL = x\nPID_FILE = \"/run/x.pid\n").unwrap();
+    let (code, _, err) = run_bin(&["stop", "-c", &conf.to_string_lossy()], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("PID_FILE: missing closing quote"), "{err}");
+}
+
+#[test]
+fn the_relay_creates_its_run_time_directories_and_check_config_says_so() {
+    let broker = Broker::start();
+    let dir = TempDir::new("op-dirs");
+    let run = dir.path().join("run/ms500-relay");
+    let metrics = dir.path().join("metrics/relay.prom");
+    let settings = [
+        ("PID_FILE", run.join("relay.pid")),
+        ("STATUS_FILE", run.join("status.json")),
+        ("METRICS_FILE", metrics.clone()),
+    ];
+    let settings: Vec<(&str, String)> = settings
+        .iter()
+        .map(|(k, v)| (*k, v.to_string_lossy().into_owned()))
+        .collect();
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let conf = dir.path().join("relay.conf");
+    let text: String = settings
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    std::fs::write(&conf, &text).unwrap();
+    let (code, out, err) = run_bin(&["check-config", "-c", &conf.to_string_lossy()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is created at start"), "{out}");
+    assert!(out.contains("# in effect: client id ms500-relay-"), "{out}");
+
+    let relay = Relay::start(broker.port, &settings);
+    relay.expect_connected();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755);
+    assert!(wait_until(WAIT, || metrics.exists()));
+}
+
+#[test]
+fn check_config_reports_every_problem_at_once() {
+    let dir = TempDir::new("op-all");
+    let conf = dir.path().join("relay.conf");
+    std::fs::write(
+        &conf,
+        "LOG_LEVL = debug\nMQTT_PORT = 0\nSPOOL_FILE = /no/such/dir/spool\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_bin(&["check-config", "-c", &conf.to_string_lossy()], None);
+    assert_eq!(code, 2, "{err}");
+    for needle in ["LOG_LEVL", "MQTT_PORT", "SPOOL_FILE", "3 problem(s)"] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
+
+#[test]
+fn reload_checks_the_file_then_signals_the_relay() {
+    let broker = Broker::start();
+    let dir = TempDir::new("op-reload");
+    let pid_file = dir.path().join("relay.pid");
+    let relay = Relay::start(broker.port, &[("PID_FILE", &pid_file.to_string_lossy())]);
+    relay.expect_connected();
+    let conf = relay.conf.to_string_lossy().into_owned();
+    append_conf(&relay, "ACK_MODE = errors\n");
+    let (code, out, err) = run_bin(&["reload", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("reload: sent SIGHUP to relay pid"), "{out}");
+    relay.expect_log("ACK_MODE", WAIT);
+
+    append_conf(&relay, "ACK_MODE = sometimes\n");
+    let (code, _, err) = run_bin(&["reload", "-c", &conf], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("ACK_MODE") && err.contains("not sent"),
+        "{err}"
+    );
+    relay.sync_log();
+    assert_eq!(relay.log().matches("relay.conf reloaded").count(), 1);
+    assert!(
+        !relay.log().contains("relay.conf refused"),
+        "{}",
+        relay.log()
+    );
+}
