@@ -436,7 +436,8 @@ impl Running {
         join(threads.publish_link);
         join(threads.device_link);
         let w = &self.wiring;
-        self.status.report(&w.config, &w.counters, &w.devices);
+        self.status
+            .report_stopped(&w.live.get(), &w.counters, &w.devices);
         if let Some(pid_file) = self.pid_file {
             pid_file.release();
         }

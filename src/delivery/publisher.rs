@@ -33,6 +33,7 @@ use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
+use crate::ops::time::unix;
 
 pub struct Publisher {
     delivery: Delivery,
@@ -327,8 +328,30 @@ impl Publisher {
         Err(e.to_string())
     }
 
-    /// Does `op` to the spool file; the outcome of a request.
+    /// Does `op` to the spool file; the outcome of a request, also shown
+    /// to the status file and metrics (whether the spool is failing, since
+    /// when and why).
     fn spool(&mut self, op: SpoolOp) -> Option<SpoolOutcome> {
+        let outcome = self.spool_op(op)?;
+        let problem = match &outcome {
+            SpoolOutcome::Synced | SpoolOutcome::Opened { .. } => None,
+            SpoolOutcome::Broke(e) => Some(e.to_string()),
+            SpoolOutcome::OpenFailed { reason, .. } => Some(reason.clone()),
+        };
+        let since = &self.counters.spool_failing_since_unix;
+        if problem.is_none() || since.load(Ordering::Relaxed) == 0 {
+            let now = if problem.is_some() {
+                unix(SystemTime::now()).max(1)
+            } else {
+                0
+            };
+            since.store(now, Ordering::Relaxed);
+        }
+        *lock(&self.counters.spool_problem) = problem;
+        Some(outcome)
+    }
+
+    fn spool_op(&mut self, op: SpoolOp) -> Option<SpoolOutcome> {
         let outcome = match (op, &mut self.spool) {
             (SpoolOp::Append(seqs), Some(spool)) => {
                 for (seq, received, payload, held) in self.delivery.spooled_in(seqs) {

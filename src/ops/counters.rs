@@ -22,6 +22,11 @@ pub struct Counters {
     pub queue_bytes: AtomicU64,
     /// Size of the spool file, set by the publisher (0 without one).
     pub spool_bytes: AtomicU64,
+    /// Since when (Unix seconds) SPOOL_FILE cannot be written; 0 while it
+    /// can (or without one). Set by the publisher.
+    pub spool_failing_since_unix: AtomicU64,
+    /// Why SPOOL_FILE cannot be written, while it cannot.
+    pub spool_problem: std::sync::Mutex<Option<String>>,
     /// Commands held for offline cameras and their payload bytes, set by
     /// the publisher (held commands count as queued too).
     pub held: AtomicU64,

@@ -61,7 +61,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
 }
 
 /// The queue, the hold, the broker link, the device table, the spool and the build.
-fn gauges(s: &Snapshot<'_>) -> [Metric; 10] {
+fn gauges(s: &Snapshot<'_>) -> [Metric; 12] {
     let c = s.counters;
     let online = s.devices.online as u64;
     let offline = (s.devices.total - s.devices.online) as u64;
@@ -124,6 +124,16 @@ fn gauges(s: &Snapshot<'_>) -> [Metric; 10] {
             "Size of SPOOL_FILE (0 without one).",
             c.spool_bytes.load(Relaxed),
         ),
+        Metric::gauge(
+            "spool_failing",
+            "1 while SPOOL_FILE cannot be written (accepted commands are not kept across a restart).",
+            u64::from(c.spool_failing_since_unix.load(Relaxed) > 0),
+        ),
+        Metric::gauge(
+            "running",
+            "1 while the relay runs; 0 in the last snapshot of a clean stop.",
+            u64::from(!s.stopped),
+        ),
         Metric {
             samples: vec![(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1)],
             ..Metric::gauge("build_info", "Always 1; the version is in the label.", 0)
@@ -165,6 +175,7 @@ mod tests {
                 forgotten: 0,
             },
             held: Default::default(),
+            stopped: false,
         });
         assert!(
             text.contains("ms500_relay_commands_received_total 2\n"),
@@ -189,7 +200,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(helped, 16);
+        assert_eq!(helped, 18);
     }
 
     #[test]
@@ -209,6 +220,7 @@ mod tests {
                 forgotten: 0,
             },
             held: Default::default(),
+            stopped: false,
         });
         let names: Vec<&str> = text
             .lines()
@@ -232,6 +244,8 @@ mod tests {
                 "broker_reconnects_total counter",
                 "devices gauge",
                 "spool_bytes gauge",
+                "spool_failing gauge",
+                "running gauge",
                 "build_info gauge",
             ]
         );

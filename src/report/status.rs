@@ -40,6 +40,8 @@ pub struct Snapshot<'a> {
     pub devices: TableSnapshot,
     /// What the publisher holds for offline cameras.
     pub held: Held,
+    /// The last snapshot of a clean stop: `state` says "stopped".
+    pub stopped: bool,
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
@@ -53,7 +55,10 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         .collect();
     let devices = devices_json(s);
     let held_cameras = held_json(s);
+    let spool_since = Some(s.counters.spool_failing_since_unix.load(Relaxed)).filter(|t| *t > 0);
+    let spool_problem = crate::ops::sync::lock(&s.counters.spool_problem).clone();
     json!({
+        "state": if s.stopped { "stopped" } else { "running" },
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
         "started": iso8601(s.started),
@@ -73,6 +78,13 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "queue_depth": s.counters.queued.load(Relaxed),
         "queue_bytes": s.counters.queue_bytes.load(Relaxed),
         "spool_bytes": s.counters.spool_bytes.load(Relaxed),
+        "spool": {
+            "file": s.config.spool_file.as_ref().map(|p| p.display().to_string()),
+            "ok": spool_since.is_none(),
+            "failing_since": spool_since.map(|t| iso8601(UNIX_EPOCH + Duration::from_secs(t))),
+            "failing_since_unix": spool_since,
+            "problem": spool_problem,
+        },
         "held": s.held.commands,
         "held_bytes": s.held.bytes,
         "held_cameras": held_cameras,
@@ -163,6 +175,9 @@ pub enum Health {
     Stale,
     /// Fresh, but no broker reached for longer than 2 × MQTT_KEEPALIVE: exit 3.
     BrokerAway,
+    /// Fresh, but SPOOL_FILE cannot be written (accepted commands are not
+    /// kept across a restart): exit 3.
+    SpoolFailing,
 }
 
 /// `ms500-relay status [--json]`: prints the snapshot (readable, or the raw
@@ -193,16 +208,31 @@ pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result
             return Err(Error::Unhealthy);
         }
     };
-    let (report, health) = render(&value, SystemTime::now(), config.status_interval.as_secs());
+    let (report, mut health) = render(&value, SystemTime::now(), config.status_interval.as_secs());
+    // A snapshot can be fresh for up to 3 intervals after its relay died:
+    // the pid file's lock is the truth about whether one runs.
+    let not_running = config
+        .pid_file
+        .as_deref()
+        .is_some_and(|pid_file| !files::is_locked(pid_file));
     if json {
         out.write_all(&text)?;
     } else {
         out.write_all(report.as_bytes())?;
     }
+    if not_running && health != Health::Stale {
+        health = Health::Stale;
+        if !json {
+            writeln!(
+                out,
+                "NOT RUNNING: no relay holds PID_FILE: the snapshot above is its last"
+            )?;
+        }
+    }
     match health {
         Health::Healthy => Ok(()),
         Health::Stale => Err(Error::Unhealthy),
-        Health::BrokerAway => Err(Error::BrokerAway),
+        Health::BrokerAway | Health::SpoolFailing => Err(Error::BrokerAway),
     }
 }
 
@@ -212,6 +242,7 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
     let mut r = String::new();
     let fresh = headline(&mut r, v, now_unix, default_interval);
     let broker_away = broker_line(&mut r, v, now_unix);
+    let spool_failing = spool_line(&mut r, v, now_unix);
     let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
     held_lines(&mut r, v);
     let counters: Vec<String> = COUNTED
@@ -234,6 +265,8 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
         Health::Stale
     } else if broker_away {
         Health::BrokerAway
+    } else if spool_failing {
+        Health::SpoolFailing
     } else {
         Health::Healthy
     };
@@ -249,7 +282,8 @@ fn headline(r: &mut String, v: &Value, now_unix: u64, default_interval: u64) -> 
         .max(1);
     let updated = v["updated_unix"].as_u64().unwrap_or(0);
     let age = now_unix.saturating_sub(updated);
-    let fresh = updated > 0 && age <= STALE_INTERVALS * interval;
+    let stopped = v["state"].as_str() == Some("stopped");
+    let fresh = !stopped && updated > 0 && age <= STALE_INTERVALS * interval;
     let started = v["started_unix"].as_u64().unwrap_or(now_unix);
     let _ = writeln!(
         r,
@@ -260,10 +294,18 @@ fn headline(r: &mut String, v: &Value, now_unix: u64, default_interval: u64) -> 
             .map(|p| p.to_string())
             .unwrap_or("?".into()),
         human(now_unix.saturating_sub(started)),
-        if fresh { "FRESH" } else { "STALE" },
+        if stopped {
+            "STOPPED"
+        } else if fresh {
+            "FRESH"
+        } else {
+            "STALE"
+        },
         human(age),
     );
-    if !fresh {
+    if stopped {
+        let _ = writeln!(r, "  the relay stopped cleanly: this is its last snapshot");
+    } else if !fresh {
         let _ = writeln!(
             r,
             "  the snapshot is older than {} x STATUS_INTERVAL ({interval} s): the relay is hung or stopped",
@@ -300,6 +342,29 @@ fn broker_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
     }
     let _ = writeln!(r);
     broker_away
+}
+
+/// The spool line, when SPOOL_FILE is set; true while it cannot be written.
+fn spool_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
+    let Some(file) = v["spool"]["file"].as_str() else {
+        return false;
+    };
+    let file = heartbeat::shown(file);
+    match v["spool"]["failing_since_unix"].as_u64() {
+        None => {
+            let _ = writeln!(r, "spool {file}: ok");
+            false
+        }
+        Some(since) => {
+            let _ = writeln!(
+                r,
+                "spool {file}: FAILING for {} ({}): accepted commands are not kept across a restart",
+                human(now_unix.saturating_sub(since)),
+                heartbeat::shown(v["spool"]["problem"].as_str().unwrap_or("?"))
+            );
+            true
+        }
+    }
 }
 
 /// What is held for offline cameras: the totals, then a line per camera.

@@ -30,6 +30,11 @@ pub struct StatusWriter {
     failing: bool,
     /// The publisher's turn count and when it last changed.
     turns: (u64, Instant),
+    /// Set for the last snapshot of a clean stop.
+    stopped: bool,
+    /// The broker and spool states of the last snapshot: a change is
+    /// written at once, not at the next interval.
+    shown_states: (bool, u64),
 }
 
 impl StatusWriter {
@@ -47,6 +52,8 @@ impl StatusWriter {
             interval: config.status_interval,
             failing: false,
             turns: (0, Instant::now()),
+            stopped: false,
+            shown_states: (false, 0),
         }
     }
 
@@ -56,7 +63,7 @@ impl StatusWriter {
         // STATUS_INTERVAL may have changed with a SIGHUP.
         self.interval = config.status_interval;
         let now = Instant::now();
-        if !self.due(now) {
+        if !self.due(now) && Self::states(counters) == self.shown_states {
             return;
         }
         let turns = counters.publisher_turns.load(Ordering::Relaxed);
@@ -92,6 +99,25 @@ impl StatusWriter {
         now.saturating_duration_since(self.turns.1)
     }
 
+    /// Whether the broker is connected and since when the spool fails.
+    fn states(counters: &Counters) -> (bool, u64) {
+        (
+            counters.broker_connected.load(Ordering::Relaxed),
+            counters.spool_failing_since_unix.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The last snapshot of a clean stop: it says the relay stopped.
+    pub fn report_stopped(
+        &mut self,
+        config: &Config,
+        counters: &Counters,
+        devices: &Mutex<DeviceTable>,
+    ) {
+        self.stopped = true;
+        self.report(config, counters, devices);
+    }
+
     /// Writes the snapshot (STATUS_FILE, METRICS_FILE) now; a failure is
     /// logged at error once, until a write succeeds.
     pub fn report(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
@@ -99,6 +125,7 @@ impl StatusWriter {
             return;
         }
         self.last = Some(Instant::now());
+        self.shown_states = Self::states(counters);
         let devices = lock(devices).snapshot(status::DEVICES_SHOWN);
         let broker = lock(&self.link.broker).clone();
         let snapshot = status::Snapshot {
@@ -109,6 +136,7 @@ impl StatusWriter {
             broker,
             devices,
             held: self.held.get(),
+            stopped: self.stopped,
         };
         let mut failed = Vec::new();
         if let Some(path) = &config.status_file {

@@ -6,7 +6,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::support::{read_lines, run_bin, wait_until, Broker, Relay, TempDir, WAIT};
+use crate::support::{
+    read_json, read_lines, read_text, run_bin, wait_until, Broker, Relay, TempDir, WAIT,
+};
 
 /// Appends `lines` to the relay's relay.conf (the last value of a key wins).
 fn append_conf(relay: &Relay, lines: &str) {
@@ -230,4 +232,62 @@ fn reload_checks_the_file_then_signals_the_relay() {
         "{}",
         relay.log()
     );
+}
+
+/// A relay with PID_FILE and STATUS_FILE (rarely refreshed: every change
+/// seen in the file is one written at the change), and its relay.conf.
+fn relay_with_status(broker: &Broker, dir: &TempDir) -> (Relay, String, std::path::PathBuf) {
+    let pid_file = dir.path().join("relay.pid");
+    let status_file = dir.path().join("status.json");
+    let relay = Relay::start(
+        broker.port,
+        &[
+            ("PID_FILE", &pid_file.to_string_lossy()),
+            ("STATUS_FILE", &status_file.to_string_lossy()),
+            ("STATUS_INTERVAL", "600"),
+            ("SPOOL_FILE", &dir.path().join("spool").to_string_lossy()),
+        ],
+    );
+    let conf = relay.conf.to_string_lossy().into_owned();
+    (relay, conf, status_file)
+}
+
+#[test]
+fn status_follows_the_broker_at_once_and_a_stopped_relay_says_so() {
+    let broker = Broker::start();
+    let dir = TempDir::new("op-status");
+    let (relay, conf, status_file) = relay_with_status(&broker, &dir);
+    relay.expect_connected();
+    // STATUS_INTERVAL is 600 s: only the change itself writes the snapshot.
+    assert!(
+        wait_until(WAIT, || read_json(&status_file)["broker"]["connected"]
+            == true),
+        "{}",
+        read_text(&status_file)
+    );
+    let snapshot = read_json(&status_file);
+    assert_eq!(snapshot["state"], "running");
+    assert_eq!(snapshot["spool"]["ok"], true, "{snapshot}");
+    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}");
+
+    let (code, out, err) = run_bin(&["stop", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("STOPPED"), "{out}");
+    assert_eq!(read_json(&status_file)["state"], "stopped");
+}
+
+#[test]
+fn status_of_a_killed_relay_is_not_running_at_once() {
+    let broker = Broker::start();
+    let dir = TempDir::new("op-killed");
+    let (mut relay, conf, _) = relay_with_status(&broker, &dir);
+    relay.expect_connected();
+    assert_eq!(run_bin(&["status", "-c", &conf], None).0, 0);
+    relay.crash();
+    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOT RUNNING"), "{out}");
 }

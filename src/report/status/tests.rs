@@ -33,6 +33,7 @@ fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
             forgotten: 7,
         },
         held: Default::default(),
+        stopped: false,
     })
 }
 
@@ -234,6 +235,7 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
             forgotten: 0,
         },
         held,
+        stopped: false,
     });
     assert_eq!(v["held"], 3);
     assert_eq!(v["held_bytes"], 420);
@@ -255,4 +257,34 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
         .find(|l| l.starts_with("A0B1C2D3E4F5"))
         .expect("the device's row");
     assert!(row.ends_with("2 (2h 00m)"), "{report}");
+}
+
+#[test]
+fn a_stopped_relay_is_not_healthy_and_says_so() {
+    let now = 1_795_927_484;
+    let mut v = snapshot_value(vec![], now);
+    v["broker"]["connected"] = true.into();
+    assert_eq!(render(&v, at(now), 5).1, Health::Healthy);
+    v["state"] = "stopped".into();
+    let (report, health) = render(&v, at(now), 5);
+    assert_eq!(health, Health::Stale);
+    assert!(report.contains("STOPPED"), "{report}");
+}
+
+#[test]
+fn a_failing_spool_shows_since_when_and_why_and_is_unhealthy() {
+    let now = 1_795_927_484;
+    let mut v = snapshot_value(vec![], now);
+    v["broker"]["connected"] = true.into();
+    v["spool"] = serde_json::json!({
+        "file": "/data/spool", "ok": false, "failing_since_unix": now - 90,
+        "problem": "No space left on device (os error 28)"
+    });
+    let (report, health) = render(&v, at(now), 5);
+    assert_eq!(health, Health::SpoolFailing);
+    assert!(
+        report.contains("spool /data/spool: FAILING for 1m 30s"),
+        "{report}"
+    );
+    assert!(report.contains("No space left"), "{report}");
 }
