@@ -466,17 +466,19 @@ fn start_logging(config: &Config) -> Result<LogHandle, Error> {
     let watchdog_log = std::env::var_os(logging::LOG_ENV)
         .filter(|path| !path.is_empty())
         .map(PathBuf::from);
-    let destination = match (
-        config.log_syslog,
-        config.log_file.as_ref().or(watchdog_log.as_ref()),
-    ) {
-        (true, _) => Destination::Syslog,
-        (false, Some(path)) => Destination::File {
+    let plain = match config.log_file.as_ref().or(watchdog_log.as_ref()) {
+        Some(path) => Destination::File {
             path: path.clone(),
             max_bytes: config.log_max_bytes,
             keep: config.log_keep,
         },
-        (false, None) => Destination::Stderr,
+        None => Destination::Stderr,
+    };
+    // Syslog falls back to the file (or stderr) while it cannot be reached.
+    let destination = if config.log_syslog {
+        Destination::Syslog(Box::new(plain))
+    } else {
+        plain
     };
     match logging::init(config.log_level, &destination) {
         Ok(log) => Ok(log),

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::support::{
-    read_json, read_lines, read_text, run_bin, wait_until, Broker, Relay, TempDir, WAIT,
+    read_json, read_lines, read_text, run_bin, wait_until, Broker, Relay, TempDir, Tmpfs, WAIT,
 };
 
 /// Appends `lines` to the relay's relay.conf (the last value of a key wins).
@@ -290,4 +290,64 @@ fn status_of_a_killed_relay_is_not_running_at_once() {
     let (code, out, _) = run_bin(&["status", "-c", &conf], None);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("NOT RUNNING"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
+fn a_full_log_disk_loses_whole_lines_and_says_how_many_afterwards() {
+    let broker = Broker::start();
+    let dir = TempDir::new("op-logfull");
+    let fs = Tmpfs::mount(dir.path(), 256, false);
+    let log = fs.dir.join("relay.log");
+    let relay = Relay::spawn(
+        broker.port,
+        &[
+            ("LOG_FILE", &log.to_string_lossy()),
+            ("LOG_MAX_BYTES", "16777216"),
+        ],
+    );
+    assert!(wait_until(WAIT, || read_text(&log).contains("connected to broker")));
+    fs.fill_leaving(8);
+    let mut backend = relay.connect();
+    let burst: String = (0..400)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"IMG\",\"unit\":\"full-{i:04}-{}\"}}",
+                "x".repeat(40)
+            )
+        })
+        .collect();
+    backend.write_all(burst.as_bytes()).unwrap();
+    // The relay writes the log in batches at most 200 ms apart: the burst
+    // is logged (or lost) within a second.
+    std::thread::sleep(Duration::from_secs(1));
+    fs.free();
+    backend
+        .write_all(br#"{"type":"IMG","unit":"after-full"}"#)
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || read_text(&log).contains("unit after-full")),
+        "{}",
+        relay.log()
+    );
+    let text = read_text(&log);
+    assert!(text.contains("log lines were lost"), "{text}");
+    for line in text.lines() {
+        let level = line.get(25..30).unwrap_or("");
+        assert!(
+            line.starts_with("20") && ["INFO ", "WARN ", "ERROR", "DEBUG"].contains(&level),
+            "a torn line: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn syslog_out_of_reach_falls_back_instead_of_exiting() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("LOG_SYSLOG", "true")]);
+    if !std::path::Path::new("/dev/log").exists() {
+        relay.expect_log("cannot reach syslog at /dev/log", WAIT);
+        relay.expect_log("trying syslog again every 10 s", WAIT);
+    }
+    relay.expect_connected();
 }
