@@ -24,6 +24,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--version`: what was built, for which target, from which commit, when
+/// (build.rs). The first words stay `ms500-relay VERSION`.
+fn version_line() -> String {
+    format!(
+        "ms500-relay {} (target {}, commit {}, built {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("MS500_TARGET"),
+        env!("MS500_COMMIT"),
+        env!("MS500_BUILD_DATE"),
+    )
+}
+
 /// relay.conf for a tool that needs only `needs` of it (`stop`, `status`,
 /// `watchdog`): an error in one of those refuses the file; an error
 /// elsewhere is printed as a warning and the tool goes on, so that a typo
@@ -127,7 +139,7 @@ fn run() -> Result<(), Error> {
         }
         Action::Version => {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "ms500-relay {}", env!("CARGO_PKG_VERSION"))?;
+            writeln!(out, "{}", version_line())?;
             out.flush()?;
             Ok(())
         }
