@@ -149,10 +149,23 @@ fn run() -> Result<(), Error> {
             relay::run(config, path)
         }
         Action::Send { commands, wait } => {
-            let (config, _) = load()?;
+            let (config, path) = load()?;
             let log = logging::init(log::LevelFilter::Warn, &logging::Destination::Stderr)?;
             let sent = send::run(&config, &commands, wait);
             log.finish();
+            if sent.is_err() {
+                // Which relay.conf said where the relay is: the answer to
+                // most "cannot connect" surprises (./relay.conf is read first).
+                let read = path.map_or("no relay.conf found: built-in defaults".into(), |p| {
+                    format!("configuration from {}", p.display())
+                });
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ms500-relay: send used {read} (SOCKET_HOST {}, SOCKET_PORT {})",
+                    config.socket_host,
+                    config.socket_port
+                );
+            }
             sent
         }
         Action::Watchdog => {

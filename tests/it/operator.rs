@@ -351,3 +351,40 @@ fn syslog_out_of_reach_falls_back_instead_of_exiting() {
     }
     relay.expect_connected();
 }
+
+#[test]
+fn send_says_the_relay_refused_it_and_which_file_it_read() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[("SOCKET_ALLOW", "10.0.0.1")]);
+    let conf = relay.conf.to_string_lossy().into_owned();
+    let (code, _, err) = run_bin(&["send", "-c", &conf, r#"{"type":"IMG","unit":"u"}"#], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("closed the connection without a word"),
+        "{err}"
+    );
+    assert!(!err.contains("broker"), "the broker is not to blame: {err}");
+    assert!(err.contains(&format!("configuration from {conf}")), "{err}");
+}
+
+#[test]
+fn send_tells_no_listener_from_a_wrong_peer() {
+    let dir = TempDir::new("op-send");
+    let conf = dir.path().join("relay.conf");
+    let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stranger.local_addr().unwrap().port();
+    std::fs::write(&conf, format!("SOCKET_PORT = {port}\n")).unwrap();
+    let conf = conf.to_string_lossy().into_owned();
+    let talker = std::thread::spawn(move || {
+        let (mut peer, _) = stranger.accept().unwrap();
+        peer.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    });
+    let (code, _, err) = run_bin(&["send", "-c", &conf, r#"{"type":"IMG","unit":"u"}"#], None);
+    talker.join().unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not the relay"), "{err}");
+    // The listener is gone now: nobody listens on the port.
+    let (code, _, err) = run_bin(&["send", "-c", &conf, r#"{"type":"IMG","unit":"u"}"#], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nothing listens at"), "{err}");
+}
