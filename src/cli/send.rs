@@ -111,8 +111,8 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
 fn cannot_connect(addr: SocketAddr, e: std::io::Error) -> Error {
     if e.kind() == ErrorKind::ConnectionRefused {
         return Error::runtime(format!(
-            "nothing listens at {addr}: the relay is not running, or its SOCKET_HOST and \
-             SOCKET_PORT differ from this relay.conf's"
+            "cannot connect to the relay: nothing listens at {addr} (it is not running, or its SOCKET_HOST and \
+             SOCKET_PORT differ from this relay.conf's)"
         ));
     }
     Error::runtime_because(format!("cannot connect to the relay at {addr}"), e)

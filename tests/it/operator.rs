@@ -378,8 +378,20 @@ fn send_tells_no_listener_from_a_wrong_peer() {
     let talker = std::thread::spawn(move || {
         let (mut peer, _) = stranger.accept().unwrap();
         peer.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+        // Reads what send writes until it gives up, as a server would.
+        let _ = std::io::copy(&mut peer, &mut std::io::sink());
     });
-    let (code, _, err) = run_bin(&["send", "-c", &conf, r#"{"type":"IMG","unit":"u"}"#], None);
+    let (code, _, err) = run_bin(
+        &[
+            "send",
+            "-c",
+            &conf,
+            "-w",
+            "1",
+            r#"{"type":"IMG","unit":"u"}"#,
+        ],
+        None,
+    );
     talker.join().unwrap();
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("is not the relay"), "{err}");
