@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use ms500_relay::cli::args::{self as cli, Action};
+use ms500_relay::cli::journal::Journal;
 use ms500_relay::cli::{send, watchdog};
 use ms500_relay::error::Error;
 use ms500_relay::mqtt::tls;
@@ -17,8 +18,10 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Not eprintln!, which panics when stderr is a closed pipe.
-            let _ = writeln!(std::io::stderr(), "ms500-relay: {e}");
+            if !matches!(e, Error::Reported(_)) {
+                // Not eprintln!, which panics when stderr is a closed pipe.
+                let _ = writeln!(std::io::stderr(), "ms500-relay: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -36,23 +39,33 @@ fn version_line() -> String {
     )
 }
 
+/// relay.conf, where it was found, and the errors a tool went on without.
+type Loaded = (
+    config::Config,
+    Option<std::path::PathBuf>,
+    Vec<config::ConfigError>,
+);
+
 /// relay.conf for a tool that needs only `needs` of it (`stop`, `status`,
-/// `watchdog`): an error in one of those refuses the file; an error
-/// elsewhere is printed as a warning and the tool goes on, so that a typo
-/// can never leave a running relay unmanaged. The errors not refused are
-/// returned (the relay itself would refuse the file).
+/// `reload`, `watchdog`): an error in one of those refuses the file; an
+/// error elsewhere is printed as a warning and the tool goes on, so that a
+/// typo can never leave a running relay unmanaged. The errors not refused
+/// are returned (the relay itself would refuse the file).
 fn load_needing(
     path: Option<&std::path::Path>,
     tool: &str,
     needs: &[&str],
-) -> Result<
-    (
-        config::Config,
-        Option<std::path::PathBuf>,
-        Vec<config::ConfigError>,
-    ),
-    Error,
-> {
+) -> Result<Loaded, Error> {
+    let loaded = load_quietly(path, needs)?;
+    let mut err = std::io::stderr().lock();
+    for warning in warnings(&loaded.2, tool) {
+        let _ = writeln!(err, "{warning}");
+    }
+    Ok(loaded)
+}
+
+/// [`load_needing`] without printing the warnings.
+fn load_quietly(path: Option<&std::path::Path>, needs: &[&str]) -> Result<Loaded, Error> {
     let (config, path, mut problems) = config::load_all(path)?;
     if let Some(at) = problems
         .iter()
@@ -60,15 +73,45 @@ fn load_needing(
     {
         return Err(problems.swap_remove(at).into());
     }
-    let mut err = std::io::stderr().lock();
-    for problem in &problems {
-        let _ = writeln!(
-            err,
-            "ms500-relay: warning: {problem} ({tool} goes on without it; \
-             the relay refuses this file until it is fixed)"
-        );
-    }
     Ok((config, path, problems))
+}
+
+/// The warning line for each error `tool` goes on without.
+fn warnings(problems: &[config::ConfigError], tool: &str) -> Vec<String> {
+    problems
+        .iter()
+        .map(|problem| {
+            format!(
+                "ms500-relay: warning: {problem} ({tool} goes on without it; \
+                 the relay refuses this file until it is fixed)"
+            )
+        })
+        .collect()
+}
+
+/// `watchdog`, its output through the journal: timestamped, bounded, and
+/// an identical failure (a broken relay.conf, every minute) said once an hour.
+fn watchdog_run(path: Option<&std::path::Path>) -> Result<(), Error> {
+    let loaded = load_quietly(path, &["PID_FILE", "STATUS_FILE", "STATUS_INTERVAL"]);
+    let pid_file = loaded
+        .as_ref()
+        .ok()
+        .and_then(|(c, _, _)| c.pid_file.clone());
+    let journal = Journal::new(pid_file.as_deref());
+    let mut failure = Vec::new();
+    let result = loaded.and_then(|(config, source, problems)| {
+        failure.extend(warnings(&problems, "watchdog"));
+        watchdog::run(&config, source.as_deref(), problems.first())
+    });
+    if let Err(e) = &result {
+        failure.push(format!("ms500-relay: {e}"));
+    }
+    if failure.is_empty() {
+        journal.succeeded();
+        return result;
+    }
+    journal.fail(&failure);
+    result.map_err(|e| Error::Reported(e.exit_code()))
 }
 
 /// `check-config`: every problem the run would refuse, all at once (one
@@ -168,14 +211,7 @@ fn run() -> Result<(), Error> {
             }
             sent
         }
-        Action::Watchdog => {
-            let (config, path, problems) = load_needing(
-                invocation.config.as_deref(),
-                "watchdog",
-                &["PID_FILE", "STATUS_FILE", "STATUS_INTERVAL"],
-            )?;
-            watchdog::run(&config, path.as_deref(), problems.first())
-        }
+        Action::Watchdog => watchdog_run(invocation.config.as_deref()),
         Action::Stop => {
             let (config, path, _) =
                 load_needing(invocation.config.as_deref(), "stop", &["PID_FILE"])?;

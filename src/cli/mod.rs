@@ -2,5 +2,6 @@
 //! or keep it running (`send`, `status` is in report, `watchdog`, `stop`).
 
 pub mod args;
+pub mod journal;
 pub mod send;
 pub mod watchdog;

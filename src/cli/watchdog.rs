@@ -393,8 +393,14 @@ impl Watch {
 /// One line on stdout (cron mails it); a closed stdout is no reason to fail.
 impl Watch {
     /// One line of what the tool did, named for the tool (`watchdog`, `stop`).
+    /// The watchdog's lines (cron's log) carry the time.
     fn say(&self, message: &str) {
-        let _ = writeln!(std::io::stdout(), "{}: {message}", self.tool);
+        let line = format!("{}: {message}", self.tool);
+        if self.tool == "watchdog" {
+            let _ = writeln!(std::io::stdout(), "{} {line}", iso8601(SystemTime::now()));
+        } else {
+            let _ = writeln!(std::io::stdout(), "{line}");
+        }
     }
 }
 

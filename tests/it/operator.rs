@@ -400,3 +400,40 @@ fn send_tells_no_listener_from_a_wrong_peer() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nothing listens at"), "{err}");
 }
+
+#[test]
+fn the_watchdog_log_is_timestamped_bounded_and_says_a_repeated_failure_once() {
+    let dir = TempDir::new("op-wdlog");
+    let conf = dir.path().join("relay.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "PID_FILE = {0}/relay.pid\nSTATUS_FILE = {0}/status.json\nLOG_LEVL = debug\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // Cron's `>>watchdog.log 2>&1`, already past the bound.
+    let log = dir.path().join("watchdog.log");
+    std::fs::write(&log, "old line\n".repeat(40_000)).unwrap();
+    let cron = || {
+        let out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        crate::support::relay_command()
+            .args(["watchdog", "-c"])
+            .arg(&conf)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(cron(), Some(2));
+    let first = read_text(&log);
+    assert!(first.len() < 10_000, "rotated: {} bytes", first.len());
+    assert!(read_text(&dir.path().join("watchdog.log.1")).starts_with("old line"));
+    assert!(first.contains("LOG_LEVL: unknown key"), "{first}");
+    assert!(first.starts_with("20"), "a timestamp first: {first}");
+    // The same failure a minute later: not written again within the hour.
+    assert_eq!(cron(), Some(2));
+    assert_eq!(read_text(&log), first);
+}
