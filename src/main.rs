@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use ms500_relay::cli::args::{self as cli, Action};
 use ms500_relay::cli::journal::Journal;
-use ms500_relay::cli::{send, watchdog};
+use ms500_relay::cli::{manual, send, watchdog};
 use ms500_relay::error::Error;
 use ms500_relay::mqtt::tls;
 use ms500_relay::ops::{logging, preflight};
@@ -177,6 +177,12 @@ fn run() -> Result<(), Error> {
         Action::Help => {
             let mut out = std::io::stdout().lock();
             write!(out, "{}", cli::HELP)?;
+            out.flush()?;
+            Ok(())
+        }
+        Action::Manual => {
+            let mut out = std::io::stdout().lock();
+            write!(out, "{}", manual::page())?;
             out.flush()?;
             Ok(())
         }

@@ -29,6 +29,7 @@ Usage:
                                          SIGKILL after SHUTDOWN_GRACE + 1 s)
   ms500-relay reload [-c FILE]           check relay.conf, then SIGHUP the relay holding
                                          PID_FILE so it applies it (exit 2: not sent)
+  ms500-relay man                        print the manual page (roff: man -l -)
   ms500-relay --help | --version
 
 Options:
@@ -74,6 +75,8 @@ pub enum Action {
     Stop,
     /// Check relay.conf, then SIGHUP the running relay.
     Reload,
+    /// Print the manual page (roff).
+    Manual,
     Help,
     Version,
 }
@@ -144,6 +147,7 @@ where
         Some("watchdog") => Action::Watchdog,
         Some("stop") => Action::Stop,
         Some("reload") => Action::Reload,
+        Some("man") => Action::Manual,
         Some("send") => Action::Send {
             commands: rest,
             wait: wait.unwrap_or(DEFAULT_WAIT),

@@ -3,5 +3,6 @@
 
 pub mod args;
 pub mod journal;
+pub mod manual;
 pub mod send;
 pub mod watchdog;

@@ -406,12 +406,14 @@ fn devices_line(r: &mut String, v: &Value, listed: usize) {
     let _ = writeln!(r);
 }
 
-const DEVICE_COLUMNS: [&str; 10] = [
+const DEVICE_COLUMNS: [&str; 12] = [
     "DEVICE",
     "ONLINE",
     "LAST SEEN",
     "IP",
     "NETWORK",
+    "LINKS UP",
+    "LTE SIGNAL",
     "CPU",
     "SENSE",
     "VIDEO",
@@ -421,7 +423,7 @@ const DEVICE_COLUMNS: [&str; 10] = [
 
 /// The listed devices as a table, each column as wide as its widest cell.
 fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
-    let rows: Vec<[String; 10]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
+    let rows: Vec<[String; 12]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
     let mut widths = DEVICE_COLUMNS.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -441,7 +443,7 @@ fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
     }
 }
 
-fn device_row(d: &Value, now_unix: u64) -> [String; 10] {
+fn device_row(d: &Value, now_unix: u64) -> [String; 12] {
     let seen = d["last_seen_unix"]
         .as_u64()
         .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
@@ -455,6 +457,8 @@ fn device_row(d: &Value, now_unix: u64) -> [String; 10] {
         seen.unwrap_or_else(|| "-".into()),
         text(&d["ip"]),
         text(&d["network"]),
+        links_up(d),
+        text(&d["lte_signal"]),
         unit(&d["cpu_temp"], "C"),
         unit(&d["sense_temp"], "C"),
         unit(&d["video_fps"], "fps"),
@@ -464,6 +468,25 @@ fn device_row(d: &Value, now_unix: u64) -> [String; 10] {
             _ => "-".into(),
         },
     ]
+}
+
+/// Which of the device's links say they are connected (`eth,wifi`), `-`
+/// when none said.
+fn links_up(d: &Value) -> String {
+    let up: Vec<&str> = [
+        ("eth", "eth_connected"),
+        ("wifi", "wifi_connected"),
+        ("lte", "lte_connected"),
+    ]
+    .into_iter()
+    .filter(|(_, key)| d[*key].as_bool() == Some(true))
+    .map(|(name, _)| name)
+    .collect();
+    if up.is_empty() {
+        "-".into()
+    } else {
+        up.join(",")
+    }
 }
 
 /// A cell of the device table: whatever the file holds (it may have been
