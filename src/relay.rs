@@ -134,6 +134,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         Arc::clone(&wiring.link),
         Arc::clone(&wiring.held),
     );
+    status.config_loaded(source.as_deref());
     // Reads the spool; a bad one never stops the start (only configuration does).
     let publisher = Publisher::new(
         &wiring.config,
@@ -403,6 +404,7 @@ impl Running {
         }
         let level = (config.log_level != running.log_level).then_some(config.log_level);
         self.wiring.live.replace(config);
+        self.status.config_loaded(self.source.as_deref());
         if changes.applied.is_empty() {
             log::info!("SIGHUP: log file reopened; relay.conf read again: nothing to apply");
         } else {

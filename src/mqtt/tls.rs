@@ -135,3 +135,27 @@ impl Reread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        crate::config::parse(text, "test").expect("a test configuration")
+    }
+
+    #[test]
+    fn an_unusable_file_keeps_the_configuration_read_before_and_is_said_once() {
+        let mut reread = Reread::default();
+        let broken = config("MQTT_TLS = true\nMQTT_CA_FILE = /nonexistent/ca.pem\n");
+        assert!(reread.next(&broken, None).is_none());
+        let problem = reread.problem.clone().expect("remembered");
+        assert!(problem.contains("MQTT_CA_FILE"), "{problem}");
+        // Again: the same problem, nothing new to say.
+        assert!(reread.next(&broken, None).is_none());
+        assert_eq!(reread.problem.as_ref(), Some(&problem));
+        // TLS off: plain TCP, and the problem is over.
+        assert!(reread.next(&config(""), None).is_none());
+        assert!(reread.problem.is_none());
+    }
+}

@@ -176,6 +176,7 @@ mod tests {
             },
             held: Default::default(),
             stopped: false,
+            config_file: None,
         });
         assert!(
             text.contains("ms500_relay_commands_received_total 2\n"),
@@ -221,6 +222,7 @@ mod tests {
             },
             held: Default::default(),
             stopped: false,
+            config_file: None,
         });
         let names: Vec<&str> = text
             .lines()

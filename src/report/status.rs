@@ -42,6 +42,8 @@ pub struct Snapshot<'a> {
     pub held: Held,
     /// The last snapshot of a clean stop: `state` says "stopped".
     pub stopped: bool,
+    /// relay.conf as loaded, and whether it changed since.
+    pub config_file: Option<(String, bool)>,
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
@@ -59,6 +61,8 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
     let spool_problem = crate::ops::sync::lock(&s.counters.spool_problem).clone();
     json!({
         "state": if s.stopped { "stopped" } else { "running" },
+        "config_file": s.config_file.as_ref().map(|(path, _)| path),
+        "config_changed": s.config_file.as_ref().is_some_and(|(_, changed)| *changed),
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
         "started": iso8601(s.started),
@@ -243,6 +247,13 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
     let fresh = headline(&mut r, v, now_unix, default_interval);
     let broker_away = broker_line(&mut r, v, now_unix);
     let spool_failing = spool_line(&mut r, v, now_unix);
+    if v["config_changed"].as_bool() == Some(true) {
+        let _ = writeln!(
+            r,
+            "{} changed since the relay read it: `ms500-relay reload` applies it",
+            heartbeat::shown(v["config_file"].as_str().unwrap_or("relay.conf"))
+        );
+    }
     let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
     held_lines(&mut r, v);
     let counters: Vec<String> = COUNTED

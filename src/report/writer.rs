@@ -5,6 +5,7 @@
 //! again. The schedule takes the time as a value; only [`StatusWriter::report`]
 //! touches files.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +33,10 @@ pub struct StatusWriter {
     turns: (u64, Instant),
     /// Set for the last snapshot of a clean stop.
     stopped: bool,
+    /// relay.conf and its modification time when it was last loaded (at
+    /// start, or by a SIGHUP it accepted): the snapshot says whether the
+    /// file changed since.
+    config_file: Option<(PathBuf, Option<SystemTime>)>,
     /// The broker and spool states of the last snapshot: a change is
     /// written at once, not at the next interval.
     shown_states: (bool, u64),
@@ -53,6 +58,7 @@ impl StatusWriter {
             failing: false,
             turns: (0, Instant::now()),
             stopped: false,
+            config_file: None,
             shown_states: (false, 0),
         }
     }
@@ -107,6 +113,12 @@ impl StatusWriter {
         )
     }
 
+    /// relay.conf was (re)loaded from `path`: later snapshots say whether
+    /// it changed since.
+    pub fn config_loaded(&mut self, path: Option<&Path>) {
+        self.config_file = path.map(|p| (p.to_path_buf(), modified(p)));
+    }
+
     /// The last snapshot of a clean stop: it says the relay stopped.
     pub fn report_stopped(
         &mut self,
@@ -137,6 +149,10 @@ impl StatusWriter {
             devices,
             held: self.held.get(),
             stopped: self.stopped,
+            config_file: self
+                .config_file
+                .as_ref()
+                .map(|(path, loaded)| (path.display().to_string(), modified(path) != *loaded)),
         };
         let mut failed = Vec::new();
         if let Some(path) = &config.status_file {
@@ -156,6 +172,11 @@ impl StatusWriter {
             log::error!("cannot write {}", failed.join("; nor "));
         }
     }
+}
+
+/// When `path` was last modified, when that can be read.
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 #[cfg(test)]

@@ -437,3 +437,26 @@ fn the_watchdog_log_is_timestamped_bounded_and_says_a_repeated_failure_once() {
     assert_eq!(cron(), Some(2));
     assert_eq!(read_text(&log), first);
 }
+
+#[test]
+fn status_says_relay_conf_changed_until_a_reload_takes_it() {
+    let broker = Broker::start();
+    let dir = TempDir::new("op-changed");
+    let (relay, conf, status_file) = relay_with_status(&broker, &dir);
+    relay.expect_connected();
+    assert_eq!(read_json(&status_file)["config_changed"], false);
+    // A whole second later, so the modification time differs on any file system.
+    std::thread::sleep(Duration::from_millis(1100));
+    append_conf(&relay, "ACK_MODE = errors\n");
+    relay.signal("USR1");
+    assert!(wait_until(WAIT, || read_json(&status_file)
+        ["config_changed"]
+        == true));
+    let (_, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert!(out.contains("changed since the relay read it"), "{out}");
+    relay.signal("HUP");
+    relay.expect_log("relay.conf reloaded", WAIT);
+    assert!(wait_until(WAIT, || read_json(&status_file)
+        ["config_changed"]
+        == false));
+}

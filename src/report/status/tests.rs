@@ -34,6 +34,7 @@ fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
         },
         held: Default::default(),
         stopped: false,
+        config_file: None,
     })
 }
 
@@ -236,6 +237,7 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
         },
         held,
         stopped: false,
+        config_file: None,
     });
     assert_eq!(v["held"], 3);
     assert_eq!(v["held_bytes"], 420);
