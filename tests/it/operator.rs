@@ -460,3 +460,52 @@ fn status_says_relay_conf_changed_until_a_reload_takes_it() {
         ["config_changed"]
         == false));
 }
+
+#[test]
+#[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
+fn a_failing_spool_shows_in_the_status_file_the_metrics_and_the_exit_code() {
+    let broker = Broker::start();
+    let dir = TempDir::new("op-spoolfull");
+    let fs = Tmpfs::mount(dir.path(), 256, false);
+    let status_file = dir.path().join("status.json");
+    let metrics = dir.path().join("relay.prom");
+    let relay = Relay::start(
+        broker.port,
+        &[
+            ("SPOOL_FILE", &fs.dir.join("spool.bin").to_string_lossy()),
+            ("STATUS_FILE", &status_file.to_string_lossy()),
+            ("METRICS_FILE", &metrics.to_string_lossy()),
+            ("STATUS_INTERVAL", "600"),
+        ],
+    );
+    relay.expect_connected();
+    fs.fill_leaving(8);
+    let mut backend = relay.connect();
+    let burst: String = (0..500)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"IMG\",\"unit\":\"s-{i:04}-{}\"}}",
+                "x".repeat(60)
+            )
+        })
+        .collect();
+    let _ = backend.write_all(burst.as_bytes());
+    relay.expect_log("cannot be written", WAIT);
+    // Written at the change itself (STATUS_INTERVAL is 600 s).
+    assert!(
+        wait_until(WAIT, || read_json(&status_file)["spool"]["ok"] == false),
+        "{}",
+        read_text(&status_file)
+    );
+    let spool = read_json(&status_file)["spool"].clone();
+    assert!(spool["failing_since_unix"].is_u64(), "{spool}");
+    assert!(
+        spool["problem"].as_str().is_some_and(|p| !p.is_empty()),
+        "{spool}"
+    );
+    assert!(read_text(&metrics).contains("ms500_relay_spool_failing 1"));
+    let conf = relay.conf.to_string_lossy().into_owned();
+    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("FAILING"), "{out}");
+}
