@@ -37,7 +37,9 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+mod live;
 mod values;
+pub use live::{is_fixed, Changes, Live, FIXED_KEYS};
 pub use values::*;
 
 /// One relay.conf key: its name, its default as written in relay.conf, and a
@@ -467,7 +469,22 @@ impl std::error::Error for ConfigError {
 }
 
 /// Parses relay.conf text; `source` is the file name used in messages.
+/// The first error found refuses the whole file.
 pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+    let (config, mut errors) = parse_all(text, source);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors.remove(0))
+    }
+}
+
+/// Parses relay.conf text, going on past lines that cannot be used: the
+/// configuration from every good line (defaults elsewhere), and every error
+/// in line order. For `check-config`, which reports all of them at once,
+/// and for `stop`, `status` and `watchdog`, which act on the keys they need
+/// as long as those are good.
+pub fn parse_all(text: &str, source: &str) -> (Config, Vec<ConfigError>) {
     let error = |line: usize, key: Option<&str>, reason: String| ConfigError::Line {
         source: source.to_string(),
         line,
@@ -475,6 +492,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
         reason,
     };
     let mut config = Config::default();
+    let mut errors = Vec::new();
     let mut seen: HashMap<&'static str, usize> = HashMap::new();
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.lines().enumerate() {
@@ -483,24 +501,41 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
             Ok(Some(entry)) => entry,
             Ok(None) => continue,
             Err(LineError::Syntax) => {
-                return Err(error(number, None, "expected KEY = value".to_string()))
+                errors.push(error(number, None, "expected KEY = value".to_string()));
+                continue;
             }
             Err(LineError::Value { key, reason }) => {
-                return Err(error(number, Some(key), reason.to_string()))
+                errors.push(error(number, Some(key), reason.to_string()));
+                continue;
             }
         };
         let Some(known) = KEYS.iter().find(|k| k.key == entry.key) else {
-            return Err(error(number, Some(entry.key), unknown_key(entry.key)));
+            errors.push(error(number, Some(entry.key), unknown_key(entry.key)));
+            continue;
         };
-        config
-            .set(known.key, &entry.value)
-            .map_err(|reason| error(number, Some(known.key), reason))?;
-        seen.insert(known.key, number);
+        match config.set(known.key, &entry.value) {
+            Ok(()) => {
+                seen.insert(known.key, number);
+            }
+            Err(reason) => errors.push(error(number, Some(known.key), reason)),
+        }
     }
-    check_client_auth(&config, &seen)
-        .and_then(|()| check_state_lengths(&config, &seen))
-        .map_err(|(line, key, reason)| error(line, Some(key), reason))?;
-    Ok(config)
+    for check in [check_client_auth, check_state_lengths] {
+        if let Err((line, key, reason)) = check(&config, &seen) {
+            errors.push(error(line, Some(key), reason));
+        }
+    }
+    (config, errors)
+}
+
+impl ConfigError {
+    /// The key the error is about, when it is about one line's key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Line { key, .. } => key.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 fn unknown_key(key: &str) -> String {
@@ -692,52 +727,68 @@ pub fn writable_by_others(path: &Path) -> Option<u32> {
 /// by the caller). With no file given and none found, the
 /// defaults apply and no path is returned.
 pub fn load(path: Option<&Path>, relay_uid: u32) -> Result<(Config, Option<PathBuf>), ConfigError> {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })
+    let (config, source, mut errors) = load_all(path, relay_uid)?;
+    if errors.is_empty() {
+        Ok((config, source))
+    } else {
+        Err(errors.remove(0))
+    }
+}
+
+/// As [`load`], but a line that cannot be used does not refuse the file:
+/// the configuration of its good lines comes with every error
+/// ([`parse_all`]). A file that cannot be read, that others may write, or
+/// that belongs to another user than root or `relay_uid`, is still refused.
+pub fn load_all(
+    path: Option<&Path>,
+    relay_uid: u32,
+) -> Result<(Config, Option<PathBuf>, Vec<ConfigError>), ConfigError> {
+    let Some((path, text)) = find(path)? else {
+        return Ok((Config::default(), None, Vec::new()));
     };
-    let parse_file = |path: &Path, text: &str| {
-        if let Some(mode) = writable_by_others(path) {
-            return Err(ConfigError::WritableByOthers {
-                path: path.display().to_string(),
-                mode,
-            });
-        }
-        if let Some(uid) = std::fs::metadata(path)
-            .ok()
-            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-            .filter(|&uid| uid != 0 && uid != relay_uid)
-        {
-            return Err(ConfigError::OtherOwner {
-                path: path.display().to_string(),
-                uid,
-                relay: relay_uid,
-            });
-        }
-        parse(text, &path.display().to_string()).map(|config| (config, Some(path.to_path_buf())))
+    if let Some(mode) = writable_by_others(&path) {
+        return Err(ConfigError::WritableByOthers {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    if let Some(uid) = std::fs::metadata(&path)
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .filter(|&uid| uid != 0 && uid != relay_uid)
+    {
+        return Err(ConfigError::OtherOwner {
+            path: path.display().to_string(),
+            uid,
+            relay: relay_uid,
+        });
+    }
+    let (config, errors) = parse_all(&text, &path.display().to_string());
+    Ok((config, Some(path), errors))
+}
+
+/// The configuration file to read and its text: `path`, or the first of the
+/// usual places that exists; None when none does.
+fn find(path: Option<&Path>) -> Result<Option<(PathBuf, String)>, ConfigError> {
+    let read_error = |path: &Path, source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
     };
     if let Some(path) = path {
-        let text = read(path)?;
-        return parse_file(path, &text);
+        let text = std::fs::read_to_string(path).map_err(|e| read_error(path, e))?;
+        return Ok(Some((path.to_path_buf(), text)));
     }
     for candidate in [
         Path::new("./relay.conf"),
         Path::new("/etc/ms500-relay/relay.conf"),
     ] {
         match std::fs::read_to_string(candidate) {
-            Ok(text) => return parse_file(candidate, &text),
+            Ok(text) => return Ok(Some((candidate.to_path_buf(), text))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: candidate.display().to_string(),
-                    source,
-                })
-            }
+            Err(e) => return Err(read_error(candidate, e)),
         }
     }
-    Ok((Config::default(), None))
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub enum Error {
     Runtime { what: String, cause: Option<Cause> },
     /// An I/O error outside the cases above.
     Io(io::Error),
+    /// Already reported (or deliberately not repeated: the watchdog's
+    /// identical failures, once an hour): exit with this code, print nothing.
+    Reported(u8),
 }
 
 impl Error {
@@ -73,6 +76,7 @@ impl Error {
             Error::Listen { .. } => 4,
             Error::AlreadyRunning { .. } | Error::BrokerAway => 3,
             Error::Runtime { .. } | Error::Io(_) | Error::Unhealthy => 1,
+            Error::Reported(code) => *code,
         }
     }
 }
@@ -93,6 +97,7 @@ impl fmt::Display for Error {
             Error::Unhealthy => write!(f, "the relay is not healthy"),
             Error::BrokerAway => write!(f, "the relay runs but reaches no broker"),
             Error::Io(e) => write!(f, "{e}"),
+            Error::Reported(code) => write!(f, "failed (exit {code}), reported above"),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! `start` takes the pid lock, starts the logger, binds the backend socket
 //! and starts the threads (signals; publish link; device link; publisher;
 //! lingering; listener → sessions → job channel → publisher → publish link);
-//! `serve_signals` then waits for signals: SIGHUP reopens LOG_FILE, SIGUSR1
+//! `serve_signals` then waits for signals: SIGHUP reopens LOG_FILE and
+//! reloads relay.conf (`reload`: the new configuration replaces the shared
+//! [`Live`] one whole, keys that need a restart keep their values), SIGUSR1
 //! writes the status snapshot at once, and once a second the main thread
 //! sweeps the device table for devices gone silent and writes the status
 //! snapshot and metrics when due (`report/writer.rs`); on SIGINT/SIGTERM
@@ -25,7 +27,7 @@ use crate::backend::lingering::{self, Lingering};
 use crate::backend::listener;
 use crate::backend::routes::ReplyRoutes;
 use crate::backend::session::Shared;
-use crate::config::Config;
+use crate::config::{self, Changes, Config, Live};
 use crate::delivery::item::Accepted;
 use crate::delivery::presence::{HeldView, Presence};
 use crate::delivery::publisher::Publisher;
@@ -63,7 +65,10 @@ pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
 
 /// What every thread is given a share of, made before any thread starts.
 struct Wiring {
+    /// The configuration the relay started with: what only a restart changes.
     config: Arc<Config>,
+    /// The configuration in effect, replaced by SIGHUP.
+    live: Arc<Live>,
     started: SystemTime,
     counters: Arc<Counters>,
     devices: Arc<Mutex<DeviceTable>>,
@@ -83,6 +88,8 @@ struct Wiring {
 /// stops in order.
 struct Running {
     wiring: Wiring,
+    /// relay.conf as found at start: what SIGHUP reads again.
+    source: Option<PathBuf>,
     log: LogHandle,
     pid_file: Option<PidFile>,
     status: StatusWriter,
@@ -112,6 +119,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let config = Arc::new(config);
     let started = SystemTime::now();
     // Everything the run would refuse, refused now with exit 2.
+    preflight::create_run_dirs(&config)?;
     preflight::preflight(&config)?;
     let tls = tls::client_config(&config)?;
     // The pid lock comes next: a second instance must say "already running"
@@ -126,13 +134,15 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         Arc::clone(&wiring.link),
         Arc::clone(&wiring.held),
     );
+    status.config_loaded(source.as_deref());
     // Reads the spool; a bad one never stops the start (only configuration does).
     let publisher = Publisher::new(
         &wiring.config,
         Arc::clone(&wiring.counters),
         Arc::clone(&wiring.link),
     )?
-    .with_presence(Arc::clone(&wiring.presence), Arc::clone(&wiring.held));
+    .with_presence(Arc::clone(&wiring.presence), Arc::clone(&wiring.held))
+    .with_live(Arc::clone(&wiring.live));
     // Then bind: "cannot listen" (exit 4) comes after every configuration check,
     // and STATUS_FILE and METRICS_FILE are written only once the socket is ours.
     let socket = listener::bind(&wiring.config.socket_host, wiring.config.socket_port)?;
@@ -144,6 +154,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     log_listening(&wiring.config, local);
     Ok(Running {
         wiring,
+        source,
         log,
         pid_file,
         status,
@@ -193,6 +204,7 @@ impl Wiring {
             routes: ReplyRoutes::new(config.max_devices),
             presence: Arc::default(),
             held: Arc::default(),
+            live: Arc::new(Live::new(Config::clone(&config))),
             config,
             started,
             counters,
@@ -265,6 +277,7 @@ impl Wiring {
             shared: Arc::clone(&self.link),
             counters: Arc::clone(&self.counters),
             stop: self.link_stop.clone(),
+            live: Arc::clone(&self.live),
         };
         spawn("publish-link", move || publish_link.run())
     }
@@ -275,7 +288,7 @@ impl Wiring {
         transport: Transport,
     ) -> Result<JoinHandle<()>, Error> {
         let device_link = DeviceLink {
-            config: Arc::clone(&self.config),
+            config: Arc::clone(&self.live),
             brokers: self.config.brokers(),
             client_id: format!("{client_id}-sub"),
             transport,
@@ -326,7 +339,7 @@ impl Wiring {
         lingering_wake: Sender<()>,
     ) -> Result<JoinHandle<()>, Error> {
         let shared = Arc::new(Shared {
-            config: Arc::clone(&self.config),
+            config: Arc::clone(&self.live),
             jobs,
             routes: self.routes.clone(),
             counters: Arc::clone(&self.counters),
@@ -347,7 +360,7 @@ impl Running {
                 Ok(Received::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(Received::Hangup) => {
                     self.log.sink.reopen();
-                    log::info!("SIGHUP: log file reopened");
+                    self.reload();
                 }
                 Ok(Received::Snapshot) => {
                     log::info!("SIGUSR1: writing the status snapshot now");
@@ -361,14 +374,52 @@ impl Running {
 
     fn every_second(&mut self) {
         let w = &self.wiring;
-        sweep_devices(&w.devices, &w.config, &w.presence);
+        let config = w.live.get();
+        sweep_devices(&w.devices, &config, &w.presence);
         log_limit::tick();
-        self.status.tick(&w.config, &w.counters, &w.devices);
+        self.status.tick(&config, &w.counters, &w.devices);
     }
 
     fn report(&mut self) {
         let w = &self.wiring;
-        self.status.report(&w.config, &w.counters, &w.devices);
+        self.status.report(&w.live.get(), &w.counters, &w.devices);
+    }
+
+    /// SIGHUP: reads relay.conf again. A file with any error is refused
+    /// whole (one error line; the running configuration stays); otherwise
+    /// it replaces the running one, except for the keys only a restart can
+    /// change, which are named once in a warning and keep their values.
+    fn reload(&mut self) {
+        let running = self.wiring.live.get();
+        let (config, changes) = match read_again(self.source.as_deref(), &running) {
+            Ok(reloaded) => reloaded,
+            Err(e) => {
+                log::error!("SIGHUP: log file reopened; relay.conf refused, the running configuration is kept: {e}");
+                return;
+            }
+        };
+        if !changes.need_restart.is_empty() {
+            log::warn!(
+                "SIGHUP: {} changed in relay.conf but only apply at a restart: the running values are kept",
+                changes.need_restart.join(", ")
+            );
+        }
+        let level = (config.log_level != running.log_level).then_some(config.log_level);
+        self.wiring.live.replace(config);
+        self.status.config_loaded(self.source.as_deref());
+        if changes.applied.is_empty() {
+            log::info!("SIGHUP: log file reopened; relay.conf read again: nothing to apply");
+        } else {
+            log::info!(
+                "SIGHUP: log file reopened; relay.conf reloaded: {} applied (broker list, login and TLS files at the next connection)",
+                changes.applied.join(", ")
+            );
+        }
+        // After the line above, so that a quieter level still shows it.
+        if let Some(level) = level {
+            self.log.set_level(level);
+        }
+        self.report();
     }
 
     /// Stops in order: the intake (listener, sessions), the publisher once it
@@ -389,7 +440,8 @@ impl Running {
         join(threads.publish_link);
         join(threads.device_link);
         let w = &self.wiring;
-        self.status.report(&w.config, &w.counters, &w.devices);
+        self.status
+            .report_stopped(&w.live.get(), &w.counters, &w.devices);
         if let Some(pid_file) = self.pid_file {
             pid_file.release();
         }
@@ -400,6 +452,17 @@ impl Running {
     }
 }
 
+/// relay.conf read again from `source` (searched again when the relay
+/// started without one) and checked as the start checks it, with the keys
+/// that need a restart kept at their values in `running`.
+fn read_again(source: Option<&Path>, running: &Config) -> Result<(Config, Changes), Error> {
+    let (config, _) = config::load(source, preflight::relay_user())?;
+    let (config, changes) = config.keeping_fixed(running);
+    preflight::preflight(&config)?;
+    tls::client_config(&config)?;
+    Ok((config, changes))
+}
+
 /// Installs the logger `LOG_FILE`, `LOG_SYSLOG` and `LOG_LEVEL` ask for.
 fn start_logging(config: &Config) -> Result<LogHandle, Error> {
     // Without LOG_FILE, a relay the watchdog started writes the file the
@@ -407,17 +470,19 @@ fn start_logging(config: &Config) -> Result<LogHandle, Error> {
     let watchdog_log = std::env::var_os(logging::LOG_ENV)
         .filter(|path| !path.is_empty())
         .map(PathBuf::from);
-    let destination = match (
-        config.log_syslog,
-        config.log_file.as_ref().or(watchdog_log.as_ref()),
-    ) {
-        (true, _) => Destination::Syslog,
-        (false, Some(path)) => Destination::File {
+    let plain = match config.log_file.as_ref().or(watchdog_log.as_ref()) {
+        Some(path) => Destination::File {
             path: path.clone(),
             max_bytes: config.log_max_bytes,
             keep: config.log_keep,
         },
-        (false, None) => Destination::Stderr,
+        None => Destination::Stderr,
+    };
+    // Syslog falls back to the file (or stderr) while it cannot be reached.
+    let destination = if config.log_syslog {
+        Destination::Syslog(Box::new(plain))
+    } else {
+        plain
     };
     match logging::init(config.log_level, &destination) {
         Ok(log) => Ok(log),

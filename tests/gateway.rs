@@ -85,10 +85,10 @@ fn the_static_x86_64_binary_needs_no_library_is_small_and_runs() {
     let size = std::fs::metadata(&bin).unwrap().len();
     assert!(size <= MAX_BINARY_BYTES, "{size} bytes: over the 3 MB goal");
     let out = Command::new(&bin).arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("ms500-relay {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!(
+        "ms500-relay {} (target ",
+        env!("CARGO_PKG_VERSION")
+    )));
 }
 
 #[test]
@@ -120,9 +120,14 @@ fn the_package_unpacks_and_its_binary_runs() {
         files,
         [
             "INSTALL.md",
+            "PROTOCOL.md",
+            "README.md",
+            "SHA256SUMS",
             "crontab",
             "ms500-relay",
+            "ms500-relay.8",
             "ms500-relay.init",
+            "ms500-relay.procd",
             "relay.conf"
         ]
     );
@@ -142,11 +147,15 @@ fn the_package_unpacks_and_its_binary_runs() {
         .arg("--version")
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("ms500-relay {}", env!("CARGO_PKG_VERSION")),
-        "{arch} binary from the package does not run"
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        version.starts_with(&format!(
+            "ms500-relay {} (target ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{arch} binary from the package does not run: {version}"
     );
+    assert!(version.contains(&arch), "{arch}: {version}");
     // The shipped configuration names the gateway's places and is valid
     // (checked with those places made here, as on a gateway).
     let shipped = std::fs::read_to_string(root.join("relay.conf")).unwrap();
@@ -191,6 +200,17 @@ fn the_package_unpacks_and_its_binary_runs() {
         .status()
         .expect("busybox (scripts/test.sh installs busybox-static)");
     assert!(parses.success(), "BusyBox sh cannot parse the init script");
+    // Every file is in SHA256SUMS, and each sum holds.
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(sums.status.success(), "{sums:?}");
+    let listed = std::fs::read_to_string(root.join("SHA256SUMS")).unwrap();
+    assert_eq!(listed.lines().count(), files.len() - 1, "{listed}");
+    let man = std::fs::read_to_string(root.join("ms500-relay.8")).unwrap();
+    assert!(man.starts_with(".TH MS500-RELAY 8") && man.contains(".B MQTT_BROKER"));
 }
 
 /// The command of the crontab line in README's "Install on a gateway"
@@ -717,4 +737,75 @@ fn start_in_root(
         }
     });
     (relay, logged)
+}
+
+/// The shell commands of INSTALL.md, in order, as an operator types them on
+/// the gateway: every ```sh block, without the lines run elsewhere (`scp`,
+/// `ssh`), the editor, and `send` (it needs a broker the gateway has).
+fn install_md_commands(install_md: &str) -> String {
+    let mut script = String::new();
+    let mut in_sh = false;
+    for line in install_md.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        let skipped = ["scp ", "ssh ", "vi ", "/usr/local/bin/ms500-relay send"];
+        if in_sh && !skipped.iter().any(|s| line.starts_with(s)) {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    script
+}
+
+#[test]
+#[ignore = "slow: builds the package and runs it in a chroot; scripts/test.sh runs it as root"]
+fn install_md_works_as_written_in_a_busybox_root() {
+    let arch = "x86_64";
+    let tarball = script_output("scripts/package.sh", arch);
+    let root = TempDir::new("install-root");
+    let r = root.path();
+    // A bare BusyBox system: what its installer leaves, nothing of ours.
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "var/log", "run", "tmp", "dev", "root",
+    ] {
+        std::fs::create_dir_all(r.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let null = Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(r.join("dev/null"))
+        .args(["c", "1", "3"])
+        .status()
+        .expect("mknod");
+    assert!(null.success());
+    std::fs::copy(&tarball, r.join("tmp").join(tarball.file_name().unwrap())).unwrap();
+    let gw = Gateway { root };
+    let probe = gw.run(&["/bin/busybox", "--install", "-s"]);
+    support::require(probe.status.success(), "chroot is not permitted here");
+
+    let install_md =
+        std::fs::read_to_string(Path::new(REPO).join("scripts/gateway/INSTALL.md")).unwrap();
+    assert!(install_md.contains("::shutdown:/etc/init.d/ms500-relay stop"));
+    let script = format!("set -e\n{}", install_md_commands(&install_md));
+    assert!(script.contains("check-config") && script.contains("/etc/init.d/ms500-relay start"));
+    let out = gw.run(&["/bin/sh", "-c", &script]);
+    assert!(
+        out.status.success(),
+        "INSTALL.md as written fails on BusyBox:\n{script}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = gw.relay_pid().expect("the init script started the relay");
+    assert!(alive(pid));
+    let crontab = std::fs::read_to_string(gw.path("/var/spool/cron/crontabs/root")).unwrap();
+    assert!(crontab.contains(&cron_command()), "{crontab}");
+    let stop = gw.run(&["/etc/init.d/ms500-relay", "stop"]);
+    assert!(stop.status.success(), "{stop:?}");
+    assert!(wait_until(Duration::from_secs(10), || !alive(pid)));
+    let status = gw.run(&["/etc/init.d/ms500-relay", "status"]);
+    assert_eq!(status.status.code(), Some(1), "stopped: {status:?}");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("STOPPED"));
 }

@@ -121,7 +121,7 @@ impl Listener {
             ended_rx,
             next_id: 0,
             active: Arc::new(AtomicUsize::new(0)),
-            local_users: allowed_local_users(&shared.config.socket_allow_users),
+            local_users: allowed_local_users(&shared.config.get().socket_allow_users),
             shared,
         }
     }
@@ -189,7 +189,7 @@ impl Listener {
     /// Starts a session for `stream`, unless the peer is not allowed or
     /// (when `limited`) the relay is at MAX_CONNECTIONS.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, limited: bool) {
-        let config = &self.shared.config;
+        let config = self.shared.config.get();
         if !allowed(&config.socket_allow, peer.ip()) {
             refused(peer, "not in SOCKET_ALLOW");
             let _ = stream.shutdown(Shutdown::Both);

@@ -20,7 +20,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 
 use crate::backend::lingering::Lingering;
 use crate::backend::routes::ReplyRoutes;
-use crate::config::{AckMode, Config};
+use crate::config::{AckMode, Live};
 use crate::delivery::item::Accepted;
 use crate::delivery::outbox::{self, Finish, Outbox, StatusOwed};
 use crate::ops::counters::Counters;
@@ -55,7 +55,8 @@ impl Drop for Slot {
 
 /// What every session shares.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// Read at each decision: SIGHUP may replace it.
+    pub config: Arc<Live>,
     pub jobs: Sender<Vec<Accepted>>,
     pub routes: ReplyRoutes,
     pub counters: Arc<Counters>,
@@ -68,7 +69,7 @@ pub struct Shared {
 impl Shared {
     /// When reading must stop at shutdown: the grace after the stop signal.
     fn drain_deadline(&self) -> Instant {
-        self.intake.triggered_at().unwrap_or_else(Instant::now) + self.config.shutdown_grace
+        self.intake.triggered_at().unwrap_or_else(Instant::now) + self.config.get().shutdown_grace
     }
 }
 
@@ -131,12 +132,12 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
         }
     };
 
-    outbox.set_wrap_replies(shared.config.ack_mode != AckMode::None);
+    outbox.set_wrap_replies(shared.config.get().ack_mode != AckMode::None);
     let mut reader = Reader {
         stream: &stream,
         outbox: outbox.clone(),
         shared: &shared,
-        ack_mode: shared.config.ack_mode,
+        ack_mode: shared.config.get().ack_mode,
         draining: None,
         batch: Vec::with_capacity(BATCH_COMMANDS),
         batch_bytes: 0,
@@ -176,7 +177,7 @@ fn log_end(end: &End, peer: SocketAddr, shared: &Shared) {
         End::GraceOver { commands, bytes } => log::warn!(
             "backend {peer}: the shutdown grace of {} s ran out with {commands} commands \
              ({bytes} bytes) it sent still unread: not published",
-            shared.config.shutdown_grace.as_secs()
+            shared.config.get().shutdown_grace.as_secs()
         ),
         End::Fatal => log::info!("backend {peer}: connection closed by the relay"),
         End::SlowValue => {
@@ -207,7 +208,7 @@ impl Reader<'_> {
 
     fn read_loop(&mut self) -> End {
         let mut stream = self.stream;
-        let mut decoder = FrameDecoder::new(self.shared.config.max_message_bytes);
+        let mut decoder = FrameDecoder::new(self.shared.config.get().max_message_bytes);
         let _ = self.stream.set_nodelay(true);
         if let Err(e) = self.stream.set_read_timeout(Some(POLL)) {
             return End::Io(e);
@@ -353,7 +354,7 @@ impl Reader<'_> {
             return Ok(());
         }
         let shared = self.shared;
-        let config = &shared.config;
+        let config = shared.config.get();
         Counters::add(&shared.counters.received);
         let camera =
             (config.presence_field.as_deref()).and_then(|field| command::text_field(&json, field));
@@ -383,7 +384,7 @@ impl Reader<'_> {
             shared.routes.claim(&cmd.unit, &self.outbox);
         }
         // The publisher logs "accepted" once the command is queued (and spooled).
-        let mut job = Accepted::new(cmd, config, Instant::now(), SystemTime::now());
+        let mut job = Accepted::new(cmd, &config, Instant::now(), SystemTime::now());
         job.peer = Some(self.peer());
         job.camera = camera;
         job.reply = (self.ack_mode != AckMode::None)
@@ -515,7 +516,7 @@ impl Fixture {
         Fixture {
             shared: Arc::new(Shared {
                 routes: ReplyRoutes::new(config.max_devices),
-                config: Arc::new(config),
+                config: Arc::new(Live::new(config)),
                 jobs: jobs_tx,
                 counters: Arc::new(Counters::default()),
                 intake: Stop::new(),

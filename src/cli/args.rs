@@ -18,14 +18,18 @@ Usage:
                                          the running relay; print one ok/error line per
                                          command and what else comes back (exit 0 when
                                          every command was published, 1 otherwise)
-  ms500-relay status [-c FILE] [--json]  print the status file in a readable form (or raw);
+  ms500-relay status [-c FILE] [--json]  print STATUS_FILE in a readable form (or raw);
                                          exit 0 healthy, 1 not running or hung (stale or
-                                         missing), 3 running but no broker reached for
-                                         longer than 2 x MQTT_KEEPALIVE
+                                         missing), 2 STATUS_FILE not set or relay.conf
+                                         unusable, 3 running but no broker reached for
+                                         longer than 2 x MQTT_KEEPALIVE or the spool failing
   ms500-relay watchdog [-c FILE]         start the relay unless one runs and is healthy;
                                          replace a hung one (for a * * * * * crontab line)
   ms500-relay stop [-c FILE]             stop the relay holding PID_FILE (SIGTERM, then
                                          SIGKILL after SHUTDOWN_GRACE + 1 s)
+  ms500-relay reload [-c FILE]           check relay.conf, then SIGHUP the relay holding
+                                         PID_FILE so it applies it (exit 2: not sent)
+  ms500-relay man                        print the manual page (roff: man -l -)
   ms500-relay --help | --version
 
 Options:
@@ -38,7 +42,9 @@ Signals (to the running relay):
   SIGINT, SIGTERM     stop: read what backends already sent, publish what is
                       queued for up to SHUTDOWN_GRACE s, exit 0 (a second one:
                       exit 1 at once)
-  SIGHUP              reopen LOG_FILE (after an external rotation); keeps running
+  SIGHUP              reopen LOG_FILE (after an external rotation) and reload
+                      relay.conf: what can change live applies, keys that need a
+                      restart are named; a file with errors is refused whole
   SIGUSR1             write the status snapshot (and metrics) now
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage,
@@ -67,6 +73,10 @@ pub enum Action {
     },
     Watchdog,
     Stop,
+    /// Check relay.conf, then SIGHUP the running relay.
+    Reload,
+    /// Print the manual page (roff).
+    Manual,
     Help,
     Version,
 }
@@ -136,6 +146,8 @@ where
         Some("status") => Action::Status { json },
         Some("watchdog") => Action::Watchdog,
         Some("stop") => Action::Stop,
+        Some("reload") => Action::Reload,
+        Some("man") => Action::Manual,
         Some("send") => Action::Send {
             commands: rest,
             wait: wait.unwrap_or(DEFAULT_WAIT),

@@ -2,5 +2,7 @@
 //! or keep it running (`send`, `status` is in report, `watchdog`, `stop`).
 
 pub mod args;
+pub mod journal;
+pub mod manual;
 pub mod send;
 pub mod watchdog;

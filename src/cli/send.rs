@@ -66,14 +66,26 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     }
     let want = expected(&input, config.max_message_bytes);
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| Error::runtime_because(format!("cannot connect to the relay at {addr}"), e))?;
+        .map_err(|e| cannot_connect(addr, e))?;
     relay_owns(&stream, addr)?;
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(ASK_FOR_STATUS_LINES)?;
-    stream.write_all(&input)?;
-    stream.flush()?;
-    let seen = print_replies(stream, want, wait)?;
+    let written = stream
+        .write_all(ASK_FOR_STATUS_LINES)
+        .and_then(|()| stream.write_all(&input))
+        .and_then(|()| stream.flush());
+    let seen = match written {
+        Ok(()) => print_replies(stream, want, wait)?,
+        // Closed before it could read anything: refused, as below.
+        Err(e) if closed(&e) => Seen {
+            closed: true,
+            ..Seen::default()
+        },
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(wrong) = wrong_answer(&seen, addr) {
+        return Err(wrong);
+    }
     if seen.held > 0 {
         log::warn!(
             "{} of {want} commands are held in the relay for cameras that are offline: \
@@ -119,6 +131,47 @@ fn relay_owns(stream: &TcpStream, addr: SocketAddr) -> Result<(), Error> {
     }
 }
 
+/// Why no connection: nothing listens there, or something else went wrong.
+fn cannot_connect(addr: SocketAddr, e: std::io::Error) -> Error {
+    if e.kind() == ErrorKind::ConnectionRefused {
+        return Error::runtime(format!(
+            "cannot connect to the relay: nothing listens at {addr} (it is not running, or its SOCKET_HOST and \
+             SOCKET_PORT differ from this relay.conf's)"
+        ));
+    }
+    Error::runtime_because(format!("cannot connect to the relay at {addr}"), e)
+}
+
+/// The connection was closed (or reset) by the other end.
+fn closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+    )
+}
+
+/// What the answer says when it is not the relay's: the connection closed
+/// without a single line (the relay refused this peer), or only lines that
+/// are not JSON (something else listens there).
+fn wrong_answer(seen: &Seen, addr: SocketAddr) -> Option<Error> {
+    if seen.status_lines > 0 || seen.replies > 0 {
+        return None;
+    }
+    if seen.not_json > 0 {
+        return Some(Error::runtime(format!(
+            "what answers at {addr} is not the relay: it sent {} lines that are not JSON",
+            seen.not_json
+        )));
+    }
+    seen.closed.then(|| {
+        Error::runtime(format!(
+            "the relay at {addr} closed the connection without a word: it refused this \
+             peer (not in SOCKET_ALLOW, MAX_CONNECTIONS reached, or shutting down; its log \
+             says which)"
+        ))
+    })
+}
+
 /// The address to connect to: SOCKET_HOST, with a wildcard bind mapped to loopback.
 fn target(config: &Config) -> Result<SocketAddr, Error> {
     let host = match config.socket_host.as_str() {
@@ -144,6 +197,10 @@ struct Seen {
     /// SCS/UDS the broker took: each may get a device reply.
     replies_due: usize,
     replies: usize,
+    /// Of `replies`: lines that are not JSON at all.
+    not_json: usize,
+    /// The other end closed the connection.
+    closed: bool,
 }
 
 impl Seen {
@@ -171,7 +228,13 @@ impl Seen {
             // `send` asks for status lines, so every device reply comes
             // wrapped; a line of neither shape settles nothing.
             None if reply::wrapped_unit(line).is_some() => self.replies += 1,
-            None => log::debug!("a line that is neither a status line nor a reply"),
+            None => {
+                if serde_json::from_slice::<Value>(line).is_err() {
+                    self.not_json += 1;
+                } else {
+                    log::debug!("a line that is neither a status line nor a reply");
+                }
+            }
         }
     }
 
@@ -223,7 +286,10 @@ fn print_replies(stream: TcpStream, want: usize, wait: Duration) -> Result<Seen,
         }
         reader.get_ref().set_read_timeout(Some(left))?;
         match reader.read_until(b'\n', &mut line) {
-            Ok(0) => break,
+            Ok(0) => {
+                seen.closed = true;
+                break;
+            }
             Ok(_) if line.ends_with(b"\n") => {
                 seen.note(line.trim_ascii_end());
                 print_line(&stdout, &line)?;
@@ -234,6 +300,7 @@ fn print_replies(stream: TcpStream, want: usize, wait: Duration) -> Result<Seen,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 log::debug!("relay connection ended: {e}");
+                seen.closed = closed(&e);
                 break;
             }
         }

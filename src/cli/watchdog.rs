@@ -24,12 +24,11 @@
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::ops::sys::{self, Signal};
 use crate::ops::time::iso8601;
@@ -47,8 +46,15 @@ const POLL: Duration = Duration::from_millis(100);
 const CONFIRM_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// `ms500-relay watchdog`: `Ok` when a relay is running at the end (exit 0).
-/// `source` is the configuration file the relay is to be started with.
-pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
+/// `source` is the configuration file the relay is to be started with;
+/// `refused` the first error in it, when it has one: a running relay is
+/// then left alone, healthy or not (a new one could not start), and none
+/// is started.
+pub fn run(
+    config: &Config,
+    source: Option<&Path>,
+    refused: Option<&ConfigError>,
+) -> Result<(), Error> {
     let watch = Watch::new(config, source)?;
     if config.status_file.is_none() {
         return Err(Error::Usage(format!(
@@ -61,6 +67,12 @@ pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
     // only when a relay is to be started: a healthy one is left alone
     // whatever its disk does, and flash is not written every minute.
     let start = |message: &str| {
+        if let Some(e) = refused {
+            return Err(Error::setup(format!(
+                "relay is not running and cannot be started until {} is fixed: {e}",
+                watch.conf.display()
+            )));
+        }
         prepare(config)?;
         watch.start(message)
     };
@@ -95,6 +107,13 @@ pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
         ),
         None => format!("no status file {}", watch.status_file.display()),
     };
+    if let Some(e) = refused {
+        return Err(Error::setup(format!(
+            "relay pid {pid} looks hung ({why}) but is left running: a new one could \
+             not start until {} is fixed: {e}",
+            watch.conf.display()
+        )));
+    }
     watch.stop(pid, Some(&why))?;
     start(&format!("started a new relay in place of pid {pid}"))
 }
@@ -102,41 +121,53 @@ pub fn run(config: &Config, source: Option<&Path>) -> Result<(), Error> {
 /// `ms500-relay stop`: stops the relay holding PID_FILE as the watchdog stops
 /// a hung one (SIGTERM + SIGCONT, then SIGKILL); `Ok` when none runs at the end.
 pub fn stop(config: &Config, source: Option<&Path>) -> Result<(), Error> {
-    let watch = Watch::new(config, source)?;
+    let mut watch = Watch::new(config, source)?;
+    watch.tool = "stop";
     let _turn = take_turn(&watch.conf)?;
     match watch.locking_pid()? {
         None => {
-            say("relay is not running");
+            watch.say("relay is not running");
             Ok(())
         }
         Some(pid) => {
-            say(&format!("stopping relay pid {pid}"));
+            watch.say(&format!("stopping relay pid {pid}"));
             watch.stop(pid, None)
         }
     }
 }
 
-/// Creates the runtime directories of the relay's files when they are
-/// missing (a tmpfs /run empties at every reboot), as systemd's
-/// RuntimeDirectory= would; not the spool's: persistent storage that is
-/// missing is not mounted, and must not be replaced by the root file system.
-/// Then refuses what the relay would refuse, before starting anything.
-fn prepare(config: &Config) -> Result<(), Error> {
-    for (key, path) in config.written_files() {
-        let dir = files::parent(path);
-        if key != "SPOOL_FILE" && !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .map_err(|e| {
-                    Error::setup_because(
-                        format!("{key}: cannot create the directory {}", dir.display()),
-                        e,
-                    )
-                })?;
-        }
+/// `ms500-relay reload`: SIGHUP to the relay holding PID_FILE, which reads
+/// relay.conf again. `refused`: the file's first error, when it has one;
+/// nothing is then sent (the relay would refuse the file) and the error is
+/// the answer.
+pub fn reload(
+    config: &Config,
+    source: Option<&Path>,
+    refused: Option<&ConfigError>,
+) -> Result<(), Error> {
+    let mut watch = Watch::new(config, source)?;
+    watch.tool = "reload";
+    if let Some(e) = refused {
+        return Err(Error::setup(format!(
+            "{} has errors, not sent (the relay would refuse it and keep running as it is): {e}",
+            watch.conf.display()
+        )));
     }
+    let Some(pid) = watch.locking_pid()? else {
+        return Err(Error::runtime("relay is not running: nothing to reload"));
+    };
+    sys::kill(pid, Signal::Hup)
+        .map_err(|e| Error::runtime_because(format!("cannot signal relay pid {pid}"), e))?;
+    watch.say(&format!(
+        "sent SIGHUP to relay pid {pid}: its log says what it applied"
+    ));
+    Ok(())
+}
+
+/// Creates the run-time directories the relay needs ([`preflight::create_run_dirs`]),
+/// then refuses what the relay would refuse, before starting anything.
+fn prepare(config: &Config) -> Result<(), Error> {
+    preflight::create_run_dirs(config)?;
     preflight::preflight(config)?;
     crate::mqtt::tls::client_config(config)?;
     Ok(())
@@ -153,6 +184,8 @@ struct Watch {
     /// How long to watch a stale-looking status file for a rewrite.
     confirm_wait: Duration,
     stop_wait: Duration,
+    /// The command speaking: `watchdog` or `stop`.
+    tool: &'static str,
 }
 
 impl Watch {
@@ -193,6 +226,7 @@ impl Watch {
             stale_after: interval * STALE_INTERVALS as u32,
             confirm_wait: (interval + Duration::from_secs(1)).min(CONFIRM_WAIT_MAX),
             stop_wait: (grace + Duration::from_secs(1)).max(Duration::from_secs(5)),
+            tool: "watchdog",
         })
     }
 
@@ -238,7 +272,7 @@ impl Watch {
         sys::kill(pid, Signal::Term)
             .map_err(|e| Error::runtime_because(format!("cannot signal relay pid {pid}"), e))?;
         if let Some(why) = hung {
-            say(&format!(
+            self.say(&format!(
                 "relay pid {pid} is hung ({why}); stopping it and starting a new one"
             ));
         }
@@ -246,7 +280,7 @@ impl Watch {
         if self.wait_free(self.stop_wait)? {
             return Ok(());
         }
-        say(&format!(
+        self.say(&format!(
             "relay pid {pid} did not exit within {} s after SIGTERM; sending SIGKILL",
             self.stop_wait.as_secs()
         ));
@@ -314,7 +348,7 @@ impl Watch {
             .spawn()
             .map_err(|e| Error::runtime_because(format!("cannot start {}", exe.display()), e))?;
         self.wait_up(&mut child, started).map(|pid| {
-            say(&format!(
+            self.say(&format!(
                 "{message} (pid {pid}, config {}, log {})",
                 self.conf.display(),
                 self.log.display()
@@ -366,8 +400,17 @@ impl Watch {
 }
 
 /// One line on stdout (cron mails it); a closed stdout is no reason to fail.
-fn say(message: &str) {
-    let _ = writeln!(std::io::stdout(), "watchdog: {message}");
+impl Watch {
+    /// One line of what the tool did, named for the tool (`watchdog`, `stop`).
+    /// The watchdog's lines (cron's log) carry the time.
+    fn say(&self, message: &str) {
+        let line = format!("{}: {message}", self.tool);
+        if self.tool == "watchdog" {
+            let _ = writeln!(std::io::stdout(), "{} {line}", iso8601(SystemTime::now()));
+        } else {
+            let _ = writeln!(std::io::stdout(), "{line}");
+        }
+    }
 }
 
 /// Waits for overlapping runs: an exclusive lock on the configuration file,

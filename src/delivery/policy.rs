@@ -442,6 +442,13 @@ impl Delivery {
         self.settings.log_level = level;
     }
 
+    /// A SIGHUP's lifetimes (`COMMAND_TTL`, `COMMAND_TTLS`): they apply to
+    /// every command from the next expiry check, queued ones included.
+    pub fn set_lifetimes(&mut self, ttl: Option<Duration>, ttls: Vec<(String, Option<Duration>)>) {
+        self.settings.ttl = ttl;
+        self.settings.ttls = ttls;
+    }
+
     /// Takes one event; returns what to do, in order.
     pub fn handle(&mut self, event: Event, now: Now) -> Vec<Action> {
         let mut out = Vec::new();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver};
 use log::{Level, LevelFilter};
 
-use crate::config::Config;
+use crate::config::{Config, Live};
 use crate::delivery::item::Accepted;
 use crate::delivery::policy::{
     Action, Count, Delivery, Event, Found, Now, Settings, SpoolOp, SpoolOutcome,
@@ -33,6 +33,7 @@ use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
+use crate::ops::time::unix;
 
 pub struct Publisher {
     delivery: Delivery,
@@ -49,6 +50,9 @@ pub struct Publisher {
     /// policy's change count it was last set at.
     held_view: Arc<HeldView>,
     held_shown: u64,
+    /// The configuration SIGHUP may replace, and the generation last taken
+    /// from it: lifetimes and the log level follow it.
+    live: Option<(Arc<Live>, u64)>,
 }
 
 impl Publisher {
@@ -71,6 +75,7 @@ impl Publisher {
             presence: Arc::default(),
             held_view: Arc::default(),
             held_shown: 0,
+            live: None,
         };
         if let Some(path) = &config.spool_file {
             let actions = publisher.delivery.start(find(path), config, now());
@@ -91,6 +96,29 @@ impl Publisher {
         self.presence = presence;
         self.held_view = held;
         self
+    }
+
+    /// Follows `live` (a SIGHUP's lifetimes and log level).
+    pub fn with_live(mut self, live: Arc<Live>) -> Self {
+        let generation = live.generation();
+        self.live = Some((live, generation));
+        self
+    }
+
+    /// A reloaded configuration's lifetimes and log level, once per reload.
+    fn follow_reload(&mut self) {
+        let Some((live, seen)) = &mut self.live else {
+            return;
+        };
+        let generation = live.generation();
+        if generation == *seen {
+            return;
+        }
+        *seen = generation;
+        let config = live.get();
+        self.delivery
+            .set_lifetimes(config.command_ttl, config.command_ttls.clone());
+        self.delivery.set_log_level(log_level());
     }
 
     pub fn run(
@@ -114,6 +142,7 @@ impl Publisher {
             let limit = self.counters.broker_max_packet.load(Ordering::Relaxed);
             self.delivery
                 .set_broker_limit((limit > 0).then_some(limit as usize));
+            self.follow_reload();
             self.step(Event::Tick);
             self.show_gauges();
             if !self.delivery.stopping() && intake.is_set() {
@@ -327,8 +356,30 @@ impl Publisher {
         Err(e.to_string())
     }
 
-    /// Does `op` to the spool file; the outcome of a request.
+    /// Does `op` to the spool file; the outcome of a request, also shown
+    /// to the status file and metrics (whether the spool is failing, since
+    /// when and why).
     fn spool(&mut self, op: SpoolOp) -> Option<SpoolOutcome> {
+        let outcome = self.spool_op(op)?;
+        let problem = match &outcome {
+            SpoolOutcome::Synced | SpoolOutcome::Opened { .. } => None,
+            SpoolOutcome::Broke(e) => Some(e.to_string()),
+            SpoolOutcome::OpenFailed { reason, .. } => Some(reason.clone()),
+        };
+        let since = &self.counters.spool_failing_since_unix;
+        if problem.is_none() || since.load(Ordering::Relaxed) == 0 {
+            let now = if problem.is_some() {
+                unix(SystemTime::now()).max(1)
+            } else {
+                0
+            };
+            since.store(now, Ordering::Relaxed);
+        }
+        *lock(&self.counters.spool_problem) = problem;
+        Some(outcome)
+    }
+
+    fn spool_op(&mut self, op: SpoolOp) -> Option<SpoolOutcome> {
         let outcome = match (op, &mut self.spool) {
             (SpoolOp::Append(seqs), Some(spool)) => {
                 for (seq, received, payload, held) in self.delivery.spooled_in(seqs) {

@@ -30,12 +30,13 @@ use std::sync::atomic::Ordering;
 use rumqttc::Transport;
 
 use crate::backend::routes::ReplyRoutes;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Live};
 use crate::delivery::presence::Presence;
 use crate::devices::heartbeat;
 use crate::devices::table::{DeviceTable, Seen};
 use crate::mqtt::backoff::Backoff;
 use crate::mqtt::brokers::{Broker, InUse};
+use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
 use crate::ops::redact;
@@ -60,7 +61,9 @@ const CONNECTING: Duration = Duration::from_secs(6);
 const SUBACK_WAIT: Duration = Duration::from_secs(10);
 
 pub struct DeviceLink {
-    pub config: Arc<Config>,
+    /// Read at each new connection (broker list, login, TLS) and message
+    /// (the topics, which keep their start value).
+    pub config: Arc<Live>,
     pub brokers: Vec<Broker>,
     pub client_id: String,
     pub transport: Transport,
@@ -94,15 +97,18 @@ struct Retries {
 }
 
 impl DeviceLink {
-    pub fn run(self) {
+    pub fn run(mut self) {
         let mut retries = Retries::default();
-        let mut spoken = Spoken::new(self.config.mqtt_protocol, self.brokers.len());
+        let mut spoken = Spoken::new(self.config.get().mqtt_protocol, self.brokers.len());
         self.counters.device_link_down();
+        let mut tls = tls::Reread::default();
         while !self.stop.is_set() {
+            let config = self.config.get();
+            self.refresh(&config, &mut tls);
             let index = self.broker_in_use.get() % self.brokers.len();
             let broker = &self.brokers[index];
             let mut session = Session::new(
-                &self.config,
+                &config,
                 &self.client_id,
                 broker,
                 self.transport.clone(),
@@ -124,6 +130,20 @@ impl DeviceLink {
             }
         }
         log::debug!("device link stopped");
+    }
+
+    /// Before each new connection: the broker list and TLS files as they
+    /// are now (a SIGHUP, a renewed certificate).
+    fn refresh(&mut self, config: &Config, tls: &mut tls::Reread) {
+        let brokers = config.brokers();
+        if !brokers.is_empty() {
+            self.brokers = brokers;
+        }
+        let previous = match &self.transport {
+            Transport::Tls(rumqttc::TlsConfiguration::Rustls(tls)) => Some(Arc::clone(tls)),
+            _ => None,
+        };
+        self.transport = tls::transport(tls.next(config, previous));
     }
 
     /// Polls one rumqttc client for broker `index` until the relay stops,
@@ -235,7 +255,8 @@ impl DeviceLink {
             },
             Ordering::Relaxed,
         );
-        let topics = (&self.config.heartbeat_topic, &self.config.reply_topic);
+        let config = self.config.get();
+        let topics = (&config.heartbeat_topic, &config.reply_topic);
         if let Err(e) = session.subscribe(topics.0, topics.1) {
             log::error!("device link cannot subscribe: {e}");
         }
@@ -282,8 +303,8 @@ impl DeviceLink {
         // heartbeat or reply on these topics is missed.
         log::info!(
             "device link subscribed to {} and {}",
-            self.config.heartbeat_topic,
-            self.config.reply_topic
+            self.config.get().heartbeat_topic,
+            self.config.get().reply_topic
         );
     }
 
@@ -295,7 +316,7 @@ impl DeviceLink {
                 log_limit::cut(&redact::payload(payload))
             );
         }
-        if let Some(raw_unit) = config::plus_level(&self.config.reply_topic, topic) {
+        if let Some(raw_unit) = config::plus_level(&self.config.get().reply_topic, topic) {
             // Routes exist only for valid units; the shown form is for the log.
             match self.routes.route(raw_unit) {
                 Some(outbox) => {
@@ -328,7 +349,7 @@ impl DeviceLink {
                     }
                 }
             }
-        } else if let Some(device) = config::plus_level(&self.config.heartbeat_topic, topic) {
+        } else if let Some(device) = config::plus_level(&self.config.get().heartbeat_topic, topic) {
             self.on_heartbeat(&heartbeat::shown(device), payload);
         } else {
             log::debug!(
@@ -425,7 +446,7 @@ mod tests {
             brokers: config.brokers(),
             routes: ReplyRoutes::new(config.max_devices),
             devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
-            config: Arc::new(config),
+            config: Arc::new(Live::new(config)),
             client_id: "gw-sub".into(),
             transport: Transport::tcp(),
             counters: Arc::new(Counters::default()),

@@ -31,11 +31,13 @@ use crossbeam_channel::Sender;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
-use crate::mqtt::brokers::{Broker, InUse};
+use crate::config::Live;
+use crate::mqtt::brokers::{Broker, Brokers, InUse};
 use crate::mqtt::codec::{self, Incoming};
 use crate::mqtt::dialing::{Dial, Dialing, OnLink};
 use crate::mqtt::keepalive::{Liveness, Verdict};
 use crate::mqtt::probe::{Probe, ProbeMessage};
+use crate::mqtt::tls;
 use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures};
@@ -387,6 +389,16 @@ pub struct PublishLink {
     pub stop: Stop,
     /// `STATE_TOPIC`: "online" published after each CONNACK.
     pub state: Option<StateMessages>,
+    /// The configuration SIGHUP may replace: its broker list, login and TLS
+    /// files are read again before each new connection.
+    pub live: Arc<Live>,
+}
+
+/// What the link last built from the live configuration.
+struct Settings {
+    generation: u64,
+    brokers: Vec<Broker>,
+    tls: tls::Reread,
 }
 
 impl PublishLink {
@@ -395,7 +407,17 @@ impl PublishLink {
         let mut failures = Failures::default();
         let mut probing = Probing::default();
         let mut dial = self.dialing.start();
-        while let Some(n) = self.turn(dial) {
+        let mut settings = Settings {
+            generation: self.live.generation(),
+            brokers: self.live.get().brokers(),
+            tls: tls::Reread::default(),
+        };
+        while let Some(mut n) = self.turn(dial) {
+            if self.refresh(&mut settings) {
+                n = match self.dialing.start() {
+                    Dial::Now(first) | Dial::After(_, first) => first,
+                };
+            }
             let broker = self.dialing.broker(n).clone();
             self.shared.broker_in_use.set(n);
             *lock(&self.shared.broker) = broker.to_string();
@@ -417,6 +439,32 @@ impl PublishLink {
             .store(false, Ordering::Relaxed);
         probing.finish();
         log::debug!("publish link stopped");
+    }
+
+    /// Before each new connection: login and TLS files as they are now, and
+    /// a broker list a SIGHUP changed (dialing then starts over at its first
+    /// broker; whether it did is returned).
+    fn refresh(&mut self, settings: &mut Settings) -> bool {
+        let config = self.live.get();
+        self.dialer.keepalive = config.mqtt_keepalive;
+        self.dialer.username.clone_from(&config.mqtt_username);
+        self.dialer.password = config
+            .mqtt_username
+            .as_ref()
+            .map(|_| config.mqtt_password.clone().unwrap_or_default());
+        self.dialer.tls = settings.tls.next(&config, self.dialer.tls.take());
+        let generation = self.live.generation();
+        if generation == settings.generation {
+            return false;
+        }
+        settings.generation = generation;
+        let brokers = config.brokers();
+        if brokers.is_empty() || brokers == settings.brokers {
+            return false;
+        }
+        settings.brokers.clone_from(&brokers);
+        self.dialing = Dialing::new(Brokers::new(brokers, config.mqtt_keepalive * 2));
+        true
     }
 
     /// Waits as `dial` says; the broker to dial then, or None when stopping.

@@ -1,7 +1,9 @@
 //! Broker TLS (`MQTT_TLS`): builds the rustls client configuration from the
-//! configured PEM files, with the ring provider only. Runs once on the main
-//! thread at start, so an unreadable or unusable CA, certificate or key file
-//! is a configuration error (exit 2), never a retry loop.
+//! configured PEM files, with the ring provider only. Runs on the main
+//! thread at start and at SIGHUP, where an unreadable or unusable CA,
+//! certificate or key file is a configuration error (exit 2 at start, the
+//! reload refused), and on each link's thread before each new connection
+//! ([`Reread`]), where it keeps the files read last.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,4 +98,64 @@ fn read(key: &str, path: &Path) -> Result<Vec<u8>, Error> {
 
 fn setup(key: &str, path: &Path, what: &str) -> Error {
     Error::setup(format!("{key} {}: {what}", path.display()))
+}
+
+/// The TLS files read again before each new connection (both links), so a
+/// renewed certificate or CA needs no signal and a SIGHUP's new files apply
+/// at the next connection. A file that cannot be used then keeps the
+/// configuration read last, with one warning per distinct problem.
+#[derive(Default)]
+pub struct Reread {
+    problem: Option<String>,
+}
+
+impl Reread {
+    /// The client configuration for the next connection: `config`'s files
+    /// as they are now, else `previous`.
+    pub fn next(
+        &mut self,
+        config: &Config,
+        previous: Option<Arc<ClientConfig>>,
+    ) -> Option<Arc<ClientConfig>> {
+        match client_config(config) {
+            Ok(fresh) => {
+                if self.problem.take().is_some() {
+                    log::info!("TLS files usable again");
+                }
+                fresh
+            }
+            Err(e) => {
+                let problem = e.to_string();
+                if self.problem.as_ref() != Some(&problem) {
+                    log::warn!("{problem}: connecting with the TLS files read before");
+                    self.problem = Some(problem);
+                }
+                previous
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        crate::config::parse(text, "test").expect("a test configuration")
+    }
+
+    #[test]
+    fn an_unusable_file_keeps_the_configuration_read_before_and_is_said_once() {
+        let mut reread = Reread::default();
+        let broken = config("MQTT_TLS = true\nMQTT_CA_FILE = /nonexistent/ca.pem\n");
+        assert!(reread.next(&broken, None).is_none());
+        let problem = reread.problem.clone().expect("remembered");
+        assert!(problem.contains("MQTT_CA_FILE"), "{problem}");
+        // Again: the same problem, nothing new to say.
+        assert!(reread.next(&broken, None).is_none());
+        assert_eq!(reread.problem.as_ref(), Some(&problem));
+        // TLS off: plain TCP, and the problem is over.
+        assert!(reread.next(&config(""), None).is_none());
+        assert!(reread.problem.is_none());
+    }
 }

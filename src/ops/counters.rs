@@ -26,6 +26,11 @@ pub struct Counters {
     pub queue_bytes: Counter,
     /// Size of the spool file, set by the publisher (0 without one).
     pub spool_bytes: Counter,
+    /// Since when (Unix seconds) SPOOL_FILE cannot be written; 0 while it
+    /// can (or without one). Set by the publisher.
+    pub spool_failing_since_unix: Counter,
+    /// Why SPOOL_FILE cannot be written, while it cannot.
+    pub spool_problem: std::sync::Mutex<Option<String>>,
     /// Commands held for offline cameras and their payload bytes, set by
     /// the publisher (held commands count as queued too).
     pub held: Counter,

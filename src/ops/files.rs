@@ -230,6 +230,17 @@ pub fn disk_problem(e: &io::Error) -> bool {
     )
 }
 
+/// Whether some process holds a lock on `path` (a relay holds PID_FILE's).
+/// A file that is missing or cannot be opened is not locked; one whose
+/// lock cannot be tested counts as locked (nothing is concluded from it).
+pub fn is_locked(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    // A shared lock conflicts with the relay's exclusive one and is dropped at once.
+    !matches!(file.try_lock_shared(), Ok(()))
+}
+
 /// Ok when `dir` is a directory this process can create files in.
 pub fn check_writable_dir(dir: &Path) -> Result<(), DirProblem> {
     if !dir.is_dir() {

@@ -43,7 +43,9 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError,
+};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -68,6 +70,8 @@ const MAX_LINE: usize = 8 * 1024;
 /// (counted) when somebody is.
 const MAX_PENDING: usize = 256 * 1024;
 const SYSLOG_SOCKET: &str = "/dev/log";
+/// How often an unreachable syslog socket is tried again.
+pub const SYSLOG_RETRY: Duration = Duration::from_secs(10);
 
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +82,16 @@ pub enum Destination {
         max_bytes: u64,
         keep: u32,
     },
-    Syslog,
+    /// The local syslog socket; while it cannot be reached (syslogd not up
+    /// yet at boot, restarted), lines go to the fallback (a file or stderr)
+    /// and the socket is tried again every [`SYSLOG_RETRY`].
+    Syslog(Box<Destination>),
 }
 
 enum Output {
     Stderr,
     File(RotatingFile),
-    Syslog(UnixDatagram),
+    Syslog(Syslog),
     /// Whatever a test wants to see the lines in (or to block in).
     #[cfg(test)]
     Test(Box<dyn Write + Send>),
@@ -115,6 +122,11 @@ struct Writer {
     starts: Vec<usize>,
     /// A write failed: said once on stderr, until one succeeds.
     failing: bool,
+    /// Lines that could not be written (full disk) since the last write
+    /// that worked, and the last reason: reported in the log once it can
+    /// be written again.
+    lost: u64,
+    lost_why: String,
 }
 
 /// The queue shared by every logging thread, and the destination its
@@ -146,6 +158,8 @@ impl Sink {
                 batch: Vec::with_capacity(16 * 1024),
                 starts: Vec::with_capacity(128),
                 failing: false,
+                lost: 0,
+                lost_why: String::new(),
             }),
             report_drops,
         }
@@ -287,24 +301,71 @@ impl Writer {
         if self.batch.is_empty() {
             return;
         }
+        if self.lost > 0 {
+            self.report_lost();
+        }
+        let lines = self.starts.len() as u64;
         let written = match &mut self.output {
-            Output::Stderr => io::stderr().lock().write_all(&self.batch),
+            Output::Stderr => io::stderr()
+                .lock()
+                .write_all(&self.batch)
+                .map_err(|error| Lost { lines, error }),
             Output::File(file) => file.write_lines(&self.batch, &self.starts),
-            Output::Syslog(socket) => send_syslog(socket, &self.batch, &self.starts),
+            Output::Syslog(syslog) => syslog.write(&self.batch, &self.starts),
             #[cfg(test)]
-            Output::Test(out) => out.write_all(&self.batch),
+            Output::Test(out) => out
+                .write_all(&self.batch)
+                .map_err(|error| Lost { lines, error }),
         };
         match written {
             Ok(()) => self.failing = false,
-            Err(e) if !self.failing => {
-                self.failing = true;
-                let _ = writeln!(io::stderr(), "ms500-relay: cannot write the log: {e}");
+            Err(lost) => {
+                self.lost += lost.lines;
+                self.lost_why = lost.error.to_string();
+                if !self.failing {
+                    self.failing = true;
+                    let _ = writeln!(
+                        io::stderr(),
+                        "ms500-relay: cannot write the log: {}",
+                        lost.error
+                    );
+                }
             }
-            Err(_) => {}
         }
         // Keep the allocations for the next batch.
         self.batch.clear();
         self.starts.clear();
+    }
+}
+
+/// Lines a write could not put in the log, and why.
+#[derive(Debug)]
+struct Lost {
+    lines: u64,
+    error: io::Error,
+}
+
+impl Writer {
+    /// The lines lost since the log could last be written, said in the log
+    /// as its first line once it can be written again.
+    fn report_lost(&mut self) {
+        let notice = format_line(
+            Level::Warn,
+            format_args!(
+                "{} log lines were lost: the log could not be written ({})",
+                self.lost, self.lost_why
+            ),
+        );
+        let written = match &mut self.output {
+            Output::File(file) => file.write_lines(notice.as_bytes(), &[0]).is_ok(),
+            Output::Stderr => io::stderr().lock().write_all(notice.as_bytes()).is_ok(),
+            Output::Syslog(syslog) => syslog.write(notice.as_bytes(), &[0]).is_ok(),
+            #[cfg(test)]
+            Output::Test(out) => out.write_all(notice.as_bytes()).is_ok(),
+        };
+        if written {
+            self.lost = 0;
+        }
     }
 }
 
@@ -368,8 +429,15 @@ impl RotatingFile {
     }
 
     /// Writes whole lines, rotating so that no file grows past `max_bytes`.
-    fn write_lines(&mut self, bytes: &[u8], starts: &[usize]) -> io::Result<()> {
+    /// A line is written whole or not at all: when a write fails (a full
+    /// disk writes part of it), the file is cut back to where it ended
+    /// before, and the error comes with the number of lines not written.
+    fn write_lines(&mut self, bytes: &[u8], starts: &[usize]) -> Result<(), Lost> {
         let mut from = 0;
+        let lost = |from: usize, error: io::Error| Lost {
+            lines: starts.iter().filter(|&&start| start >= from).count() as u64,
+            error,
+        };
         while from < bytes.len() {
             let room = self.max_bytes.saturating_sub(self.size) as usize;
             // The longest run of whole lines from `from` that fits.
@@ -381,20 +449,29 @@ impl RotatingFile {
             let to = match fits {
                 Some(end) => end,
                 None if self.size > 0 => {
-                    self.rotate()?;
+                    self.rotate().map_err(|e| lost(from, e))?;
                     continue;
                 }
                 // A line longer than a whole file: what fits of it.
                 None => (from + room.max(1)).min(bytes.len()),
             };
-            self.file.write_all(&bytes[from..to])?;
+            self.append_whole(&bytes[from..to])
+                .map_err(|e| lost(from, e))?;
             self.size += (to - from) as u64;
             from = to;
             if from < bytes.len() {
-                self.rotate()?;
+                self.rotate().map_err(|e| lost(from, e))?;
             }
         }
         Ok(())
+    }
+
+    /// Appends `bytes`, or nothing: a short write is cut off again.
+    fn append_whole(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let end = self.file.metadata()?.len();
+        self.file.write_all(bytes).inspect_err(|_| {
+            let _ = self.file.set_len(end);
+        })
     }
 
     /// LOG_FILE.(N-1) → LOG_FILE.N, …, LOG_FILE → LOG_FILE.1, then a fresh
@@ -441,14 +518,95 @@ impl RotatingFile {
     }
 }
 
+/// The syslog socket, or while it cannot be reached, the fallback.
+struct Syslog {
+    socket: Option<UnixDatagram>,
+    fallback: Box<Output>,
+    /// When to try the socket again while it is away.
+    retry_at: Instant,
+}
+
+impl Syslog {
+    fn connect() -> io::Result<UnixDatagram> {
+        let socket = UnixDatagram::unbound()?;
+        socket.connect(SYSLOG_SOCKET).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot reach syslog at {SYSLOG_SOCKET}: {e}"),
+            )
+        })?;
+        Ok(socket)
+    }
+
+    /// Sends each line to syslog; what cannot be sent goes to the fallback,
+    /// with a line saying why, until syslog can be reached again.
+    fn write(&mut self, bytes: &[u8], starts: &[usize]) -> Result<(), Lost> {
+        if self.socket.is_none() && Instant::now() >= self.retry_at {
+            self.retry_at = Instant::now() + SYSLOG_RETRY;
+            if let Ok(socket) = Syslog::connect() {
+                let back = format_line(
+                    Level::Info,
+                    format_args!("syslog reachable again: logging there"),
+                );
+                let _ = self.fallback.write_plain(back.as_bytes(), &[0]);
+                self.socket = Some(socket);
+            }
+        }
+        let sent = match &self.socket {
+            None => 0,
+            Some(socket) => match send_syslog(socket, bytes, starts) {
+                Ok(()) => return Ok(()),
+                Err((sent, e)) => {
+                    self.socket = None;
+                    self.retry_at = Instant::now() + SYSLOG_RETRY;
+                    let away = format_line(
+                        Level::Warn,
+                        format_args!(
+                            "cannot send to syslog ({e}): logging here, trying it again every {} s",
+                            SYSLOG_RETRY.as_secs()
+                        ),
+                    );
+                    let _ = self.fallback.write_plain(away.as_bytes(), &[0]);
+                    sent
+                }
+            },
+        };
+        let from = starts.get(sent).copied().unwrap_or(bytes.len());
+        let rest: Vec<usize> = starts[sent.min(starts.len())..]
+            .iter()
+            .map(|s| s - from)
+            .collect();
+        self.fallback.write_plain(&bytes[from..], &rest)
+    }
+}
+
+impl Output {
+    /// Writes to a file or stderr (the syslog fallbacks).
+    fn write_plain(&mut self, bytes: &[u8], starts: &[usize]) -> Result<(), Lost> {
+        let lines = starts.len() as u64;
+        match self {
+            Output::File(file) => file.write_lines(bytes, starts),
+            _ => io::stderr()
+                .lock()
+                .write_all(bytes)
+                .map_err(|error| Lost { lines, error }),
+        }
+    }
+}
+
 /// One datagram per line, as syslogd expects: `<PRI>ms500-relay[PID]: text`.
-fn send_syslog(socket: &UnixDatagram, bytes: &[u8], starts: &[usize]) -> io::Result<()> {
+/// On failure: how many lines were sent, and why the next was not.
+fn send_syslog(
+    socket: &UnixDatagram,
+    bytes: &[u8],
+    starts: &[usize],
+) -> Result<(), (usize, io::Error)> {
     let ends = starts
         .iter()
         .skip(1)
         .copied()
         .chain(std::iter::once(bytes.len()));
-    for (start, end) in starts.iter().copied().zip(ends) {
+    for (sent, (start, end)) in starts.iter().copied().zip(ends).enumerate() {
         let line = &bytes[start..end];
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         // Our own lines start with the timestamp and level; syslog adds its
@@ -461,36 +619,39 @@ fn send_syslog(socket: &UnixDatagram, bytes: &[u8], starts: &[usize]) -> io::Res
         )
         .into_bytes();
         datagram.extend_from_slice(text);
-        socket.send(&datagram)?;
+        socket.send(&datagram).map_err(|e| (sent, e))?;
     }
     Ok(())
 }
 
-/// (syslog severity, message) of one of our lines.
+/// (syslog severity, message) of one of our lines: the level becomes the
+/// severity and is not repeated in the message.
 fn syslog_parts(line: &[u8]) -> (u8, &[u8]) {
     let text = line.splitn(2, |&b| b == b' ').nth(1).unwrap_or(line);
     let severity = match text.get(..5) {
         Some(b"ERROR") => 3,
         Some(b"WARN ") => 4,
         Some(b"INFO ") => 6,
-        _ => 7,
+        Some(b"DEBUG" | b"TRACE") => 7,
+        _ => return (7, text),
     };
-    (severity, text)
+    (severity, text.get(6..).unwrap_or_default())
 }
 
 /// The `log` implementation: env_logger's filter, our format and sink.
 struct RelayLogger {
-    filter: env_logger::Logger,
+    /// Replaced when a SIGHUP changes LOG_LEVEL ([`LogHandle::set_level`]).
+    filter: Arc<RwLock<env_logger::Logger>>,
     sink: Arc<Sink>,
 }
 
 impl Log for RelayLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.filter.enabled(metadata)
+        read(&self.filter).enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.filter.matches(record) {
+        if !read(&self.filter).matches(record) {
             return;
         }
         let line = format_line(record.level(), *record.args());
@@ -523,10 +684,15 @@ fn format_line(level: Level, text: fmt::Arguments<'_>) -> String {
     line
 }
 
+fn read(filter: &RwLock<env_logger::Logger>) -> RwLockReadGuard<'_, env_logger::Logger> {
+    filter.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The running logger: the sink and its writer thread.
 pub struct LogHandle {
     pub sink: Arc<Sink>,
     writer: Option<JoinHandle<()>>,
+    filter: Arc<RwLock<env_logger::Logger>>,
 }
 
 impl LogHandle {
@@ -542,7 +708,16 @@ impl LogHandle {
         Ok(LogHandle {
             sink,
             writer: Some(writer),
+            filter: Arc::new(RwLock::new(env_logger::Builder::new().build())),
         })
+    }
+
+    /// LOG_LEVEL changed by a SIGHUP: lines at `level` and above from now
+    /// on (`RUST_LOG`, when set, still wins).
+    pub fn set_level(&self, level: LevelFilter) {
+        let filter = filter(level);
+        log::set_max_level(filter.filter());
+        *self.filter.write().unwrap_or_else(PoisonError::into_inner) = filter;
     }
 
     /// Writes what is left and stops the writer thread.
@@ -578,34 +753,49 @@ fn filter(level: LevelFilter) -> env_logger::Logger {
 /// Installs the logger: lines at `level` and above to `destination`,
 /// written by a thread of their own (joined by [`LogHandle::finish`]).
 pub fn init(level: LevelFilter, destination: &Destination) -> io::Result<LogHandle> {
+    let mut syslog_away = None;
     let output = match destination {
-        Destination::Stderr => Output::Stderr,
+        Destination::Syslog(fallback) => {
+            let socket = Syslog::connect()
+                .inspect_err(|e| syslog_away = Some(e.to_string()))
+                .ok();
+            Output::Syslog(Syslog {
+                socket,
+                fallback: Box::new(plain_output(fallback)?),
+                retry_at: Instant::now() + SYSLOG_RETRY,
+            })
+        }
+        other => plain_output(other)?,
+    };
+    let filter = filter(level);
+    log::set_max_level(filter.filter());
+    let mut log = LogHandle::start(Sink::new(output, filter.filter() >= LevelFilter::Warn))?;
+    log.filter = Arc::new(RwLock::new(filter));
+    let logger = RelayLogger {
+        filter: Arc::clone(&log.filter),
+        sink: Arc::clone(&log.sink),
+    };
+    // A logger installed earlier (tests) stays; this one is then unused.
+    let _ = log::set_boxed_logger(Box::new(logger));
+    if let Some(why) = syslog_away {
+        log::warn!(
+            "{why}: logging here instead, trying syslog again every {} s",
+            SYSLOG_RETRY.as_secs()
+        );
+    }
+    Ok(log)
+}
+
+/// A file or stderr (a syslog destination falls back to stderr).
+fn plain_output(destination: &Destination) -> io::Result<Output> {
+    Ok(match destination {
         Destination::File {
             path,
             max_bytes,
             keep,
         } => Output::File(RotatingFile::open(path, *max_bytes, *keep)?),
-        Destination::Syslog => {
-            let socket = UnixDatagram::unbound()?;
-            socket.connect(SYSLOG_SOCKET).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot reach syslog at {SYSLOG_SOCKET}: {e}"),
-                )
-            })?;
-            Output::Syslog(socket)
-        }
-    };
-    let filter = filter(level);
-    log::set_max_level(filter.filter());
-    let log = LogHandle::start(Sink::new(output, filter.filter() >= LevelFilter::Warn))?;
-    let logger = RelayLogger {
-        filter,
-        sink: Arc::clone(&log.sink),
-    };
-    // A logger installed earlier (tests) stays; this one is then unused.
-    let _ = log::set_boxed_logger(Box::new(logger));
-    Ok(log)
+        Destination::Stderr | Destination::Syslog(_) => Output::Stderr,
+    })
 }
 
 /// The log writer thread: writes each batch [`Sink::collect`] gathers,
@@ -976,6 +1166,10 @@ mod tests {
         assert_eq!(syslog_parts(b"2026-01-01T00:00:00.000Z WARN  x").0, 4);
         assert_eq!(syslog_parts(b"2026-01-01T00:00:00.000Z ERROR x").0, 3);
         let (sev, text) = syslog_parts(b"2026-01-01T00:00:00.000Z INFO  hello");
-        assert_eq!((sev, text), (6, &b"INFO  hello"[..]));
+        assert_eq!(
+            (sev, text),
+            (6, &b"hello"[..]),
+            "the level is the priority only"
+        );
     }
 }

@@ -4,12 +4,12 @@
 //! the watchdog's); pure apart from reading file metadata.
 
 use std::net::ToSocketAddrs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 
 use crate::config::{writable_by_others, Config};
 use crate::error::Error;
-use crate::ops::files::{check_writable_dir, parent, unsafe_place, GROUP_OTHER_READ};
+use crate::ops::files::{check_writable_dir, parent, unsafe_place, DirProblem, GROUP_OTHER_READ};
 use crate::ops::{peers, sys};
 
 /// The relay's own user: whose files, besides root's, it trusts (relay.conf,
@@ -23,9 +23,9 @@ pub fn relay_user() -> u32 {
 /// `MQTT_TLS`) writable by group or others, or owned by another user than
 /// root or the relay's, are refused (a replaced CA lets her broker take
 /// the broker password).
-fn trust_anchors(config: &Config) -> Result<(), Error> {
+fn trust_anchors(config: &Config, problems: &mut Vec<String>) {
     if !config.mqtt_tls {
-        return Ok(());
+        return;
     }
     let files = [
         ("MQTT_CA_FILE", config.mqtt_ca_file.as_deref()),
@@ -40,22 +40,22 @@ fn trust_anchors(config: &Config) -> Result<(), Error> {
             } else {
                 "644"
             };
-            return Err(Error::setup(format!(
+            problems.push(format!(
                 "{key} {}: writable by group or others (mode {mode:04o}); chmod {fix} it",
                 path.display()
-            )));
+            ));
+            continue;
         }
         let owner = std::fs::metadata(path).map(|m| m.uid()).ok();
         if let Some(uid) = owner.filter(|&uid| uid != 0 && uid != relay_user()) {
-            return Err(Error::setup(format!(
+            problems.push(format!(
                 "{key} {}: belongs to uid {uid}, not to root or the relay's user (uid {}): \
                  that user decides whom the relay trusts; chown it",
                 path.display(),
                 relay_user()
-            )));
+            ));
         }
     }
-    Ok(())
 }
 
 /// What is readable by others that should not be: relay.conf when it holds
@@ -119,16 +119,56 @@ fn secret_files(config: &Config, source: Option<&Path>) -> Vec<String> {
     warnings
 }
 
+/// Creates the directories of the relay's run-time files (PID_FILE,
+/// STATUS_FILE, METRICS_FILE, LOG_FILE) when they are missing (a tmpfs /run
+/// empties at every reboot), as systemd's RuntimeDirectory= would: mode
+/// 0755, owned by whoever runs the relay. Not the spool's: persistent
+/// storage that is missing is not mounted, and must not be replaced by the
+/// root file system. Run by the relay at start and by the watchdog;
+/// `check-config` only reports what is missing.
+pub fn create_run_dirs(config: &Config) -> Result<(), Error> {
+    for (key, path) in config.written_files() {
+        let dir = parent(path);
+        if key == "SPOOL_FILE" || dir.exists() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| {
+                Error::setup_because(
+                    format!("{key}: cannot create the directory {}", dir.display()),
+                    e,
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// What the run would refuse before serving, checked beforehand: the
-/// directories of the files the relay writes exist, are writable, and are
-/// safe from other users ([`unsafe_place`]); MQTT_CLIENT_KEY is not
-/// writable by others; SOCKET_HOST is an address to bind. Shared by `check-config`, the watchdog
-/// and the start itself (exit 2, naming the key).
+/// directories of the files the relay writes are writable and safe from
+/// other users ([`unsafe_place`]; a missing one is created at start, except
+/// the spool's); MQTT_CLIENT_KEY is not writable by others; SOCKET_HOST is
+/// an address to bind. Shared by `check-config`, the watchdog and the
+/// start itself (exit 2, naming the key).
 pub fn preflight(config: &Config) -> Result<(), Error> {
+    match problems(config).into_iter().next() {
+        Some(problem) => Err(Error::setup(problem)),
+        None => Ok(()),
+    }
+}
+
+/// Every problem [`preflight`] refuses, each naming its key, so that
+/// `check-config` can report them all at once.
+pub fn problems(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
     for (key, path) in config.written_files() {
         let dir = parent(path);
         match check_writable_dir(dir) {
             Ok(()) => {}
+            // Created at start (create_run_dirs): only the spool's is not.
+            Err(DirProblem::Missing) if key != "SPOOL_FILE" => continue,
             // A full or read-only disk is a disk problem the relay rides out
             // (without the spool until it can write again, the log on stderr,
             // status and metrics reported failing); a missing directory or
@@ -136,23 +176,24 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
             // without its file: without it a second relay could start.
             Err(problem) if key != "PID_FILE" && problem.passing() => {}
             Err(problem) => {
-                return Err(Error::setup(format!(
+                problems.push(format!(
                     "{key} {}: {}",
                     path.display(),
                     problem.describe(dir)
-                )))
+                ));
+                continue;
             }
         }
         if let Some(why) = unsafe_place(path, key != "SPOOL_FILE") {
-            return Err(Error::setup(format!("{key} {}: {why}", path.display())));
+            problems.push(format!("{key} {}: {why}", path.display()));
         }
     }
-    trust_anchors(config)?;
+    trust_anchors(config, &mut problems);
     if let Err(unknown) = peers::resolve_users(&config.socket_allow_users) {
-        return Err(Error::setup(format!(
+        problems.push(format!(
             "SOCKET_ALLOW_USERS: no such user: {}",
             unknown.join(", ")
-        )));
+        ));
     }
     let host = config
         .socket_host
@@ -162,12 +203,12 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
         .to_socket_addrs()
         .is_ok_and(|mut a| a.next().is_some());
     if !resolves {
-        return Err(Error::setup(format!(
+        problems.push(format!(
             "SOCKET_HOST {:?} is not an address this machine can listen on",
             config.socket_host
-        )));
+        ));
     }
-    Ok(())
+    problems
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub enum Signal {
     Term,
     Cont,
     Kill,
+    Hup,
 }
 
 impl Signal {
@@ -19,6 +20,7 @@ impl Signal {
             Signal::Term => libc::SIGTERM,
             Signal::Cont => libc::SIGCONT,
             Signal::Kill => libc::SIGKILL,
+            Signal::Hup => libc::SIGHUP,
         }
     }
 }

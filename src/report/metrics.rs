@@ -54,17 +54,15 @@ pub fn render(s: &Snapshot<'_>) -> String {
     for (counted, value) in s.counters.snapshot() {
         Metric::counter(counted.metric, counted.help, value).write(&mut out);
     }
-    for metric in gauges(s) {
+    for metric in queue_gauges(s).into_iter().chain(link_gauges(s)) {
         metric.write(&mut out);
     }
     out
 }
 
-/// The queue, the hold, the broker link, the device table, the spool and the build.
-fn gauges(s: &Snapshot<'_>) -> [Metric; 12] {
+/// The queue, the hold and what became of commands that could not go out.
+fn queue_gauges(s: &Snapshot<'_>) -> [Metric; 6] {
     let c = s.counters;
-    let online = s.devices.online as u64;
-    let offline = (s.devices.total - s.devices.online) as u64;
     [
         Metric::gauge(
             "queue_depth",
@@ -107,6 +105,15 @@ fn gauges(s: &Snapshot<'_>) -> [Metric; 12] {
             "Commands the broker cannot take (larger than it accepts), dropped with an error (also in commands_rejected_total).",
             c.set_aside.load(Relaxed),
         ),
+    ]
+}
+
+/// The broker links, the device table, the spool, the run and the build.
+fn link_gauges(s: &Snapshot<'_>) -> [Metric; 8] {
+    let c = s.counters;
+    let online = s.devices.online as u64;
+    let offline = (s.devices.total - s.devices.online) as u64;
+    [
         Metric::gauge(
             "broker_connected",
             "1 while the connection commands are published on is up.",
@@ -133,6 +140,16 @@ fn gauges(s: &Snapshot<'_>) -> [Metric; 12] {
             "spool_bytes",
             "Size of SPOOL_FILE (0 without one).",
             c.spool_bytes.load(Relaxed),
+        ),
+        Metric::gauge(
+            "spool_failing",
+            "1 while SPOOL_FILE cannot be written (accepted commands are not kept across a restart).",
+            u64::from(c.spool_failing_since_unix.load(Relaxed) > 0),
+        ),
+        Metric::gauge(
+            "running",
+            "1 while the relay runs; 0 in the last snapshot of a clean stop.",
+            u64::from(!s.stopped),
         ),
         Metric {
             samples: vec![(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1)],
@@ -175,6 +192,8 @@ mod tests {
                 forgotten: 0,
             },
             held: Default::default(),
+            stopped: false,
+            config_file: None,
         });
         assert!(
             text.contains("ms500_relay_commands_received_total 2\n"),
@@ -199,7 +218,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(helped, 18);
+        assert_eq!(helped, 20);
     }
 
     #[test]
@@ -219,6 +238,8 @@ mod tests {
                 forgotten: 0,
             },
             held: Default::default(),
+            stopped: false,
+            config_file: None,
         });
         let names: Vec<&str> = text
             .lines()
@@ -244,6 +265,8 @@ mod tests {
                 "broker_reconnects_total counter",
                 "devices gauge",
                 "spool_bytes gauge",
+                "spool_failing gauge",
+                "running gauge",
                 "build_info gauge",
             ]
         );

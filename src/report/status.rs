@@ -40,6 +40,10 @@ pub struct Snapshot<'a> {
     pub devices: TableSnapshot,
     /// What the publisher holds for offline cameras.
     pub held: Held,
+    /// The last snapshot of a clean stop: `state` says "stopped".
+    pub stopped: bool,
+    /// relay.conf as loaded, and whether it changed since.
+    pub config_file: Option<(String, bool)>,
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
@@ -54,7 +58,12 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
     let devices = devices_json(s);
     let held_cameras = held_json(s);
     let device_link = device_link_json(s);
+    let spool_since = Some(s.counters.spool_failing_since_unix.load(Relaxed)).filter(|t| *t > 0);
+    let spool_problem = crate::ops::sync::lock(&s.counters.spool_problem).clone();
     json!({
+        "state": if s.stopped { "stopped" } else { "running" },
+        "config_file": s.config_file.as_ref().map(|(path, _)| path),
+        "config_changed": s.config_file.as_ref().is_some_and(|(_, changed)| *changed),
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
         "started": iso8601(s.started),
@@ -75,6 +84,13 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "queue_depth": s.counters.queued.load(Relaxed),
         "queue_bytes": s.counters.queue_bytes.load(Relaxed),
         "spool_bytes": s.counters.spool_bytes.load(Relaxed),
+        "spool": {
+            "file": s.config.spool_file.as_ref().map(|p| p.display().to_string()),
+            "ok": spool_since.is_none(),
+            "failing_since": spool_since.map(|t| iso8601(UNIX_EPOCH + Duration::from_secs(t))),
+            "failing_since_unix": spool_since,
+            "problem": spool_problem,
+        },
         "held": s.held.commands,
         "held_bytes": s.held.bytes,
         "held_cameras": held_cameras,
@@ -183,6 +199,9 @@ pub enum Health {
     Stale,
     /// Fresh, but no broker reached for longer than 2 × MQTT_KEEPALIVE: exit 3.
     BrokerAway,
+    /// Fresh, but SPOOL_FILE cannot be written (accepted commands are not
+    /// kept across a restart): exit 3.
+    SpoolFailing,
 }
 
 /// `ms500-relay status [--json]`: prints the snapshot (readable, or the raw
@@ -213,16 +232,31 @@ pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result
             return Err(Error::Unhealthy);
         }
     };
-    let (report, health) = render(&value, SystemTime::now(), config.status_interval.as_secs());
+    let (report, mut health) = render(&value, SystemTime::now(), config.status_interval.as_secs());
+    // A snapshot can be fresh for up to 3 intervals after its relay died:
+    // the pid file's lock is the truth about whether one runs.
+    let not_running = config
+        .pid_file
+        .as_deref()
+        .is_some_and(|pid_file| !files::is_locked(pid_file));
     if json {
         out.write_all(&text)?;
     } else {
         out.write_all(report.as_bytes())?;
     }
+    if not_running && health != Health::Stale {
+        health = Health::Stale;
+        if !json {
+            writeln!(
+                out,
+                "NOT RUNNING: no relay holds PID_FILE: the snapshot above is its last"
+            )?;
+        }
+    }
     match health {
         Health::Healthy => Ok(()),
         Health::Stale => Err(Error::Unhealthy),
-        Health::BrokerAway => Err(Error::BrokerAway),
+        Health::BrokerAway | Health::SpoolFailing => Err(Error::BrokerAway),
     }
 }
 
@@ -233,6 +267,14 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
     let fresh = headline(&mut r, v, now_unix, default_interval);
     let broker_away = broker_line(&mut r, v, now_unix);
     let deaf = device_link_line(&mut r, v, now_unix);
+    let spool_failing = spool_line(&mut r, v, now_unix);
+    if v["config_changed"].as_bool() == Some(true) {
+        let _ = writeln!(
+            r,
+            "{} changed since the relay read it: `ms500-relay reload` applies it",
+            heartbeat::shown(v["config_file"].as_str().unwrap_or("relay.conf"))
+        );
+    }
     let _ = writeln!(r, "queue depth: {}", v["queue_depth"].as_u64().unwrap_or(0));
     held_lines(&mut r, v);
     let counters: Vec<String> = COUNTED
@@ -255,6 +297,8 @@ pub fn render(v: &Value, now: SystemTime, default_interval: u64) -> (String, Hea
         Health::Stale
     } else if broker_away || deaf {
         Health::BrokerAway
+    } else if spool_failing {
+        Health::SpoolFailing
     } else {
         Health::Healthy
     };
@@ -270,7 +314,8 @@ fn headline(r: &mut String, v: &Value, now_unix: u64, default_interval: u64) -> 
         .max(1);
     let updated = v["updated_unix"].as_u64().unwrap_or(0);
     let age = now_unix.saturating_sub(updated);
-    let fresh = updated > 0 && age <= STALE_INTERVALS * interval;
+    let stopped = v["state"].as_str() == Some("stopped");
+    let fresh = !stopped && updated > 0 && age <= STALE_INTERVALS * interval;
     let started = v["started_unix"].as_u64().unwrap_or(now_unix);
     let _ = writeln!(
         r,
@@ -281,10 +326,18 @@ fn headline(r: &mut String, v: &Value, now_unix: u64, default_interval: u64) -> 
             .map(|p| p.to_string())
             .unwrap_or("?".into()),
         human(now_unix.saturating_sub(started)),
-        if fresh { "FRESH" } else { "STALE" },
+        if stopped {
+            "STOPPED"
+        } else if fresh {
+            "FRESH"
+        } else {
+            "STALE"
+        },
         human(age),
     );
-    if !fresh {
+    if stopped {
+        let _ = writeln!(r, "  the relay stopped cleanly: this is its last snapshot");
+    } else if !fresh {
         let _ = writeln!(
             r,
             "  the snapshot is older than {} x STATUS_INTERVAL ({interval} s): the relay is hung or stopped",
@@ -354,6 +407,29 @@ fn device_link_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
     deaf
 }
 
+/// The spool line, when SPOOL_FILE is set; true while it cannot be written.
+fn spool_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
+    let Some(file) = v["spool"]["file"].as_str() else {
+        return false;
+    };
+    let file = heartbeat::shown(file);
+    match v["spool"]["failing_since_unix"].as_u64() {
+        None => {
+            let _ = writeln!(r, "spool {file}: ok");
+            false
+        }
+        Some(since) => {
+            let _ = writeln!(
+                r,
+                "spool {file}: FAILING for {} ({}): accepted commands are not kept across a restart",
+                human(now_unix.saturating_sub(since)),
+                heartbeat::shown(v["spool"]["problem"].as_str().unwrap_or("?"))
+            );
+            true
+        }
+    }
+}
+
 /// What is held for offline cameras: the totals, then a line per camera.
 fn held_lines(r: &mut String, v: &Value) {
     let held = v["held"].as_u64().unwrap_or(0);
@@ -393,12 +469,14 @@ fn devices_line(r: &mut String, v: &Value, listed: usize) {
     let _ = writeln!(r);
 }
 
-const DEVICE_COLUMNS: [&str; 10] = [
+const DEVICE_COLUMNS: [&str; 12] = [
     "DEVICE",
     "ONLINE",
     "LAST SEEN",
     "IP",
     "NETWORK",
+    "LINKS UP",
+    "LTE SIGNAL",
     "CPU",
     "SENSE",
     "VIDEO",
@@ -408,7 +486,7 @@ const DEVICE_COLUMNS: [&str; 10] = [
 
 /// The listed devices as a table, each column as wide as its widest cell.
 fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
-    let rows: Vec<[String; 10]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
+    let rows: Vec<[String; 12]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
     let mut widths = DEVICE_COLUMNS.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -428,7 +506,7 @@ fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
     }
 }
 
-fn device_row(d: &Value, now_unix: u64) -> [String; 10] {
+fn device_row(d: &Value, now_unix: u64) -> [String; 12] {
     let seen = d["last_seen_unix"]
         .as_u64()
         .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
@@ -442,6 +520,8 @@ fn device_row(d: &Value, now_unix: u64) -> [String; 10] {
         seen.unwrap_or_else(|| "-".into()),
         text(&d["ip"]),
         text(&d["network"]),
+        links_up(d),
+        text(&d["lte_signal"]),
         unit(&d["cpu_temp"], "C"),
         unit(&d["sense_temp"], "C"),
         unit(&d["video_fps"], "fps"),
@@ -451,6 +531,25 @@ fn device_row(d: &Value, now_unix: u64) -> [String; 10] {
             _ => "-".into(),
         },
     ]
+}
+
+/// Which of the device's links say they are connected (`eth,wifi`), `-`
+/// when none said.
+fn links_up(d: &Value) -> String {
+    let up: Vec<&str> = [
+        ("eth", "eth_connected"),
+        ("wifi", "wifi_connected"),
+        ("lte", "lte_connected"),
+    ]
+    .into_iter()
+    .filter(|(_, key)| d[*key].as_bool() == Some(true))
+    .map(|(name, _)| name)
+    .collect();
+    if up.is_empty() {
+        "-".into()
+    } else {
+        up.join(",")
+    }
 }
 
 /// A cell of the device table: whatever the file holds (it may have been

@@ -5,6 +5,7 @@
 //! again. The schedule takes the time as a value; only [`StatusWriter::report`]
 //! touches files.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +31,15 @@ pub struct StatusWriter {
     failing: bool,
     /// The publisher's turn count and when it last changed.
     turns: (u64, Instant),
+    /// Set for the last snapshot of a clean stop.
+    stopped: bool,
+    /// relay.conf and its modification time when it was last loaded (at
+    /// start, or by a SIGHUP it accepted): the snapshot says whether the
+    /// file changed since.
+    config_file: Option<(PathBuf, Option<SystemTime>)>,
+    /// The broker and spool states of the last snapshot: a change is
+    /// written at once, not at the next interval.
+    shown_states: (bool, u64),
 }
 
 impl StatusWriter {
@@ -47,14 +57,19 @@ impl StatusWriter {
             interval: config.status_interval,
             failing: false,
             turns: (0, Instant::now()),
+            stopped: false,
+            config_file: None,
+            shown_states: (false, 0),
         }
     }
 
     /// Once a second: writes the snapshot when it is due and the publisher
     /// still turns; says once that it stopped refreshing the file when not.
     pub fn tick(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
+        // STATUS_INTERVAL may have changed with a SIGHUP.
+        self.interval = config.status_interval;
         let now = Instant::now();
-        if !self.due(now) {
+        if !self.due(now) && Self::states(counters) == self.shown_states {
             return;
         }
         let turns = counters.publisher_turns.load(Ordering::Relaxed);
@@ -90,6 +105,31 @@ impl StatusWriter {
         now.saturating_duration_since(self.turns.1)
     }
 
+    /// Whether the broker is connected and since when the spool fails.
+    fn states(counters: &Counters) -> (bool, u64) {
+        (
+            counters.broker_connected.load(Ordering::Relaxed),
+            counters.spool_failing_since_unix.load(Ordering::Relaxed),
+        )
+    }
+
+    /// relay.conf was (re)loaded from `path`: later snapshots say whether
+    /// it changed since.
+    pub fn config_loaded(&mut self, path: Option<&Path>) {
+        self.config_file = path.map(|p| (p.to_path_buf(), modified(p)));
+    }
+
+    /// The last snapshot of a clean stop: it says the relay stopped.
+    pub fn report_stopped(
+        &mut self,
+        config: &Config,
+        counters: &Counters,
+        devices: &Mutex<DeviceTable>,
+    ) {
+        self.stopped = true;
+        self.report(config, counters, devices);
+    }
+
     /// Writes the snapshot (STATUS_FILE, METRICS_FILE) now; a failure is
     /// logged at error once, until a write succeeds.
     pub fn report(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
@@ -97,6 +137,7 @@ impl StatusWriter {
             return;
         }
         self.last = Some(Instant::now());
+        self.shown_states = Self::states(counters);
         let devices = lock(devices).snapshot(status::DEVICES_SHOWN);
         let broker = lock(&self.link.broker).clone();
         let snapshot = status::Snapshot {
@@ -107,6 +148,11 @@ impl StatusWriter {
             broker,
             devices,
             held: self.held.get(),
+            stopped: self.stopped,
+            config_file: self
+                .config_file
+                .as_ref()
+                .map(|(path, loaded)| (path.display().to_string(), modified(path) != *loaded)),
         };
         let mut failed = Vec::new();
         if let Some(path) = &config.status_file {
@@ -126,6 +172,11 @@ impl StatusWriter {
             log::error!("cannot write {}", failed.join("; nor "));
         }
     }
+}
+
+/// When `path` was last modified, when that can be read.
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 #[cfg(test)]

@@ -123,10 +123,12 @@ fn help_and_version() {
     }
     let (code, out, _) = run_bin(&["--version"], None);
     assert_eq!(code, 0);
-    assert_eq!(
-        out.trim(),
-        format!("ms500-relay {}", env!("CARGO_PKG_VERSION"))
-    );
+    // Version, target, commit and build date (build.rs).
+    let version = format!("ms500-relay {} (target ", env!("CARGO_PKG_VERSION"));
+    assert!(out.starts_with(&version), "{out}");
+    for word in [", commit ", ", built 20"] {
+        assert!(out.contains(word), "{out}");
+    }
 }
 
 #[test]

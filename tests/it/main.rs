@@ -22,6 +22,7 @@ mod held;
 mod local_users;
 mod operate;
 mod operations;
+mod operator;
 mod outage;
 mod publish;
 mod rejections;

@@ -33,6 +33,8 @@ fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
             forgotten: 7,
         },
         held: Default::default(),
+        stopped: false,
+        config_file: None,
     })
 }
 
@@ -234,6 +236,8 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
             forgotten: 0,
         },
         held,
+        stopped: false,
+        config_file: None,
     });
     assert_eq!(v["held"], 3);
     assert_eq!(v["held_bytes"], 420);
@@ -284,4 +288,107 @@ fn a_device_link_unsubscribed_longer_than_two_keepalives_is_unhealthy_too() {
         report.contains("device link: NOT subscribed for 16 s (longer than 2 x MQTT_KEEPALIVE"),
         "{report}"
     );
+}
+
+#[test]
+fn a_stopped_relay_is_not_healthy_and_says_so() {
+    let now = 1_795_927_484;
+    let mut v = snapshot_value(vec![], now);
+    v["broker"]["connected"] = true.into();
+    assert_eq!(render(&v, at(now), 5).1, Health::Healthy);
+    v["state"] = "stopped".into();
+    let (report, health) = render(&v, at(now), 5);
+    assert_eq!(health, Health::Stale);
+    assert!(report.contains("STOPPED"), "{report}");
+}
+
+#[test]
+fn a_failing_spool_shows_since_when_and_why_and_is_unhealthy() {
+    let now = 1_795_927_484;
+    let mut v = snapshot_value(vec![], now);
+    v["broker"]["connected"] = true.into();
+    v["spool"] = serde_json::json!({
+        "file": "/data/spool", "ok": false, "failing_since_unix": now - 90,
+        "problem": "No space left on device (os error 28)"
+    });
+    let (report, health) = render(&v, at(now), 5);
+    assert_eq!(health, Health::SpoolFailing);
+    assert!(
+        report.contains("spool /data/spool: FAILING for 1m 30s"),
+        "{report}"
+    );
+    assert!(report.contains("No space left"), "{report}");
+}
+
+/// Every key of `v`, with the path to it (array elements as `[]`).
+fn key_paths(v: &Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, inner) in map {
+                let path = format!("{at}.{k}");
+                out.insert(path.clone());
+                key_paths(inner, &path, out);
+            }
+        }
+        Value::Array(items) => {
+            if let Some(first) = items.first() {
+                key_paths(first, &format!("{at}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The JSON example after `marker` in the document at `path`.
+fn documented_example(path: &str, marker: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .expect("the document");
+    let after = &text[text.find(marker).expect("the marker")..];
+    let start = after.find("```json\n").expect("a json block") + 8;
+    let end = start + after[start..].find("```").expect("its end");
+    serde_json::from_str(&after[start..end]).expect("the example parses")
+}
+
+#[test]
+fn the_documented_status_examples_have_exactly_the_real_keys() {
+    let now = 1_000_000;
+    let devices = vec![DeviceSnapshot {
+        id: "cam-01".into(),
+        online: true,
+        last_seen: at(now - 2),
+        status: Heartbeat::default(),
+    }];
+    let mut real = snapshot_value(devices, now);
+    real["held_cameras"] = serde_json::json!([{ "camera": "c", "held": 1, "oldest": "t",
+        "oldest_unix": 1, "oldest_age_s": 1 }]);
+    let mut want = std::collections::BTreeSet::new();
+    key_paths(&real, "", &mut want);
+    for (doc, marker) in [
+        ("docs/PROTOCOL.md", "**`STATUS_FILE`**"),
+        ("README.md", "Status file schema"),
+    ] {
+        let mut shown = std::collections::BTreeSet::new();
+        key_paths(&documented_example(doc, marker), "", &mut shown);
+        assert_eq!(
+            shown.symmetric_difference(&want).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "{doc}'s status example and the real snapshot differ in these keys"
+        );
+    }
+}
+
+#[test]
+fn the_device_table_shows_the_links_up_and_the_lte_signal() {
+    let now = 1_000_000;
+    let mut v = snapshot_value(vec![], now);
+    v["devices"] = serde_json::json!([{ "id": "cam-01", "online": true,
+        "last_seen_unix": now - 2, "eth_connected": false, "wifi_connected": true,
+        "lte_connected": true, "lte_signal": -71 }]);
+    let (report, _) = render(&v, at(now), 5);
+    assert!(
+        report.contains("LINKS UP") && report.contains("LTE SIGNAL"),
+        "{report}"
+    );
+    assert!(report.contains("wifi,lte"), "{report}");
+    assert!(report.contains("-71"), "{report}");
 }

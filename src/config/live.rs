@@ -1,0 +1,200 @@
+//! The running configuration, swappable by SIGHUP. The main thread owns the
+//! reload (`relay.rs`); every thread that reads a setting which may change
+//! live (sessions, the listener, the links at each new connection, the
+//! publisher's lifetimes) holds an `Arc<Live>` and takes the current
+//! [`Config`] with [`Live::get`] where it decides something. No channel:
+//! a mutex around an `Arc`, held only to clone the `Arc` (the `ArcSwap`
+//! pattern without a crate).
+//!
+//! [`FIXED_KEYS`] says which keys only a restart can change; a reloaded
+//! configuration keeps their running values ([`Config::keeping_fixed`]), so
+//! no thread ever sees a setting the relay cannot honour.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::Config;
+
+/// Keys read once at start: the listener's socket, the files the relay
+/// holds open or locked, the log's destination, the MQTT identity and
+/// subscriptions, and the sizes the queues and tables were made with.
+pub const FIXED_KEYS: &[&str] = &[
+    "SOCKET_HOST",
+    "SOCKET_PORT",
+    "PID_FILE",
+    "SPOOL_FILE",
+    "LOG_FILE",
+    "LOG_SYSLOG",
+    "LOG_MAX_BYTES",
+    "LOG_KEEP",
+    "MQTT_CLIENT_ID",
+    "MQTT_QOS",
+    "STATE_TOPIC",
+    "HEARTBEAT_TOPIC",
+    "REPLY_TOPIC",
+    "QUEUE_CAPACITY",
+    "QUEUE_MAX_BYTES",
+    "HOLD_OFFLINE",
+    "HOLD_MAX_PER_CAMERA",
+    "HOLD_MAX_BYTES",
+    "PRESENCE_FIELD",
+    "MAX_DEVICES",
+    "SHUTDOWN_GRACE",
+];
+
+/// Whether `key` needs a restart to change.
+pub fn is_fixed(key: &str) -> bool {
+    FIXED_KEYS.contains(&key)
+}
+
+/// What a reload changes, by key.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Keys whose new value applies now (or at the next connection).
+    pub applied: Vec<&'static str>,
+    /// Keys that changed in the file but keep their running value until a restart.
+    pub need_restart: Vec<&'static str>,
+}
+
+impl Config {
+    /// `self` (the file just read) with every key of [`FIXED_KEYS`] set back
+    /// to its value in `running`, and what differs between the two.
+    pub fn keeping_fixed(mut self, running: &Config) -> (Config, Changes) {
+        let mut changes = Changes::default();
+        let new = self.effective();
+        let old = running.effective();
+        for ((key, new), (_, old)) in new.iter().zip(old.iter()) {
+            if new == old {
+                continue;
+            }
+            if is_fixed(key) {
+                changes.need_restart.push(key);
+            } else {
+                changes.applied.push(key);
+            }
+        }
+        // MQTT_PASSWORD renders as *** either way: compare the values.
+        if self.mqtt_password != running.mqtt_password {
+            changes.applied.push("MQTT_PASSWORD");
+        }
+        self.socket_host.clone_from(&running.socket_host);
+        self.socket_port = running.socket_port;
+        self.pid_file.clone_from(&running.pid_file);
+        self.spool_file.clone_from(&running.spool_file);
+        self.log_file.clone_from(&running.log_file);
+        self.log_syslog = running.log_syslog;
+        self.log_max_bytes = running.log_max_bytes;
+        self.log_keep = running.log_keep;
+        self.mqtt_client_id.clone_from(&running.mqtt_client_id);
+        self.mqtt_qos = running.mqtt_qos;
+        self.state_topic.clone_from(&running.state_topic);
+        self.heartbeat_topic.clone_from(&running.heartbeat_topic);
+        self.reply_topic.clone_from(&running.reply_topic);
+        self.queue_capacity = running.queue_capacity;
+        self.queue_max_bytes = running.queue_max_bytes;
+        self.hold_offline = running.hold_offline;
+        self.hold_max_per_camera = running.hold_max_per_camera;
+        self.hold_max_bytes = running.hold_max_bytes;
+        self.presence_field.clone_from(&running.presence_field);
+        self.max_devices = running.max_devices;
+        self.shutdown_grace = running.shutdown_grace;
+        (self, changes)
+    }
+}
+
+/// The configuration in effect, replaced whole by a reload.
+#[derive(Debug)]
+pub struct Live {
+    current: Mutex<Arc<Config>>,
+    /// Bumped at each replacement: a thread that caches what it built from
+    /// the configuration rebuilds it when this moved.
+    generation: AtomicU64,
+}
+
+impl Live {
+    pub fn new(config: Config) -> Live {
+        Live {
+            current: Mutex::new(Arc::new(config)),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The configuration in effect now.
+    pub fn get(&self) -> Arc<Config> {
+        Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts `config` in effect for every thread's next look.
+    pub fn replace(&self, config: Config) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times the configuration was replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+impl From<Config> for Live {
+    fn from(config: Config) -> Live {
+        Live::new(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        crate::config::parse(text, "test").expect("a test configuration")
+    }
+
+    #[test]
+    fn fixed_keys_keep_their_running_value_and_are_named() {
+        let running = parse("SOCKET_PORT = 7000\nLOG_LEVEL = info\n");
+        let file = parse("SOCKET_PORT = 7001\nLOG_LEVEL = debug\nACK_MODE = all\n");
+        let (kept, changes) = file.keeping_fixed(&running);
+        assert_eq!(kept.socket_port, 7000);
+        assert_eq!(kept.log_level, log::LevelFilter::Debug);
+        assert_eq!(changes.need_restart, vec!["SOCKET_PORT"]);
+        assert_eq!(changes.applied, vec!["ACK_MODE", "LOG_LEVEL"]);
+    }
+
+    #[test]
+    fn an_unchanged_file_changes_nothing() {
+        let running = parse("MQTT_PASSWORD = a\nMQTT_USERNAME = u\n");
+        let (_, changes) = running.clone().keeping_fixed(&running);
+        assert_eq!(changes, Changes::default());
+        let (_, changes) = parse("MQTT_PASSWORD = b\nMQTT_USERNAME = u\n").keeping_fixed(&running);
+        assert_eq!(changes.applied, vec!["MQTT_PASSWORD"]);
+    }
+
+    #[test]
+    fn every_fixed_key_is_a_key_and_is_kept() {
+        for key in FIXED_KEYS {
+            assert!(crate::config::KEYS.iter().any(|k| k.key == *key), "{key}");
+        }
+        // A file that differs in every fixed key leaves the running values.
+        let running = Config::default();
+        let file = parse(
+            "SOCKET_HOST=0.0.0.0\nSOCKET_PORT=1\nPID_FILE=/p\nSPOOL_FILE=/s\nLOG_FILE=/l\n\
+             LOG_SYSLOG=true\nLOG_MAX_BYTES=70000\nLOG_KEEP=5\nMQTT_CLIENT_ID=x\nMQTT_QOS=0\n\
+             STATE_TOPIC=s/t\nHEARTBEAT_TOPIC=h/+\nREPLY_TOPIC=r/+\nQUEUE_CAPACITY=5\n\
+             QUEUE_MAX_BYTES=70000\nHOLD_OFFLINE=false\nHOLD_MAX_PER_CAMERA=5\n\
+             HOLD_MAX_BYTES=70000\nPRESENCE_FIELD=cam\nMAX_DEVICES=5\nSHUTDOWN_GRACE=9\n",
+        );
+        let (kept, changes) = file.keeping_fixed(&running);
+        assert_eq!(kept, running);
+        assert_eq!(changes.need_restart.len(), FIXED_KEYS.len());
+    }
+
+    #[test]
+    fn a_replacement_is_seen_by_the_next_get() {
+        let live = Live::new(Config::default());
+        let before = live.get();
+        live.replace(parse("ACK_MODE = all\n"));
+        assert_eq!(live.generation(), 1);
+        assert_ne!(before.ack_mode, live.get().ack_mode);
+    }
+}
