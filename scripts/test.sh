@@ -68,10 +68,19 @@ subset=(
     publish::one_byte_writes
     publish::a_command_split_across_writes_with_pauses
     rejections::rejection_reasons_go_back_when_ack_mode_is_errors
-    device_side::scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route
+    device_side::on_5::scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route
     durability::kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command
     cli::sigterm_stops_cleanly_with_exit_0
 )
+# A renamed test would silently drop out of an --exact subset: every name
+# must still be one the binary lists.
+listed=$(cargo test --locked --test it -- --list 2>/dev/null)
+for name in "${subset[@]:4}"; do
+    printf '%s\n' "$listed" | grep -qx "$name: test" || {
+        echo "the qemu subset names $name, which is not a test of tests/it" >&2
+        exit 1
+    }
+done
 for arch in aarch64 armv7 mipsel; do
     case $arch in
         aarch64) qemu=qemu-aarch64-static ;;
