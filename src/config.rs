@@ -176,7 +176,7 @@ config_keys! {
     "MAX_CONNECTIONS" => max_connections: usize = "16",
         parse: |v| number(v, 1, 65535, "connections"),
         render: render,
-        doc: "Most backend connections open at once, 1-65535; further peers are closed at once.";
+        doc: "Most backend connections open at once, 1-65535; further peers wait in the listen backlog (refused after 10 s without a free place).";
     "MAX_MESSAGE_BYTES" => max_message_bytes: usize = "65536",
         parse: |v| number(v, 64, 16_777_216, "bytes"),
         render: render,

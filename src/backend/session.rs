@@ -41,12 +41,18 @@ const PARTIAL_TIMEOUT: Duration = Duration::from_secs(60);
 const COUNT_UNREAD_MAX: usize = 16 * 1024 * 1024;
 
 /// One of the `MAX_CONNECTIONS` places; freed when dropped, which a session
-/// does as soon as it stops reading its peer.
-pub struct Slot(pub Arc<AtomicUsize>);
+/// does as soon as it stops reading its peer. Freeing it wakes the listener
+/// if it stopped accepting because every place was taken.
+pub struct Slot {
+    pub active: Arc<AtomicUsize>,
+    pub freed: Sender<()>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        // Full means the listener has a wake-up pending already.
+        let _ = self.freed.try_send(());
     }
 }
 
@@ -528,7 +534,12 @@ mod tests {
         let active = Arc::new(AtomicUsize::new(1));
         std::thread::spawn(move || {
             let peer = relay.peer_addr().expect("a peer");
-            run(relay, peer, 1, shared, Slot(Arc::clone(&active)));
+            let (freed, _) = crossbeam_channel::bounded(1);
+            let slot = Slot {
+                active: Arc::clone(&active),
+                freed,
+            };
+            run(relay, peer, 1, shared, slot);
             assert_eq!(active.load(Ordering::SeqCst), 0, "the place is freed");
             let _ = done_tx.send(());
         });

@@ -37,6 +37,11 @@ pub struct Counters {
     pub expired_held: AtomicU64,
     pub replies_routed: AtomicU64,
     pub replies_dropped: AtomicU64,
+    /// Backend connections that waited in the listen backlog because every
+    /// `MAX_CONNECTIONS` place was taken, and those of them refused after
+    /// waiting too long (set by the listener).
+    pub connections_waited: AtomicU64,
+    pub connections_refused: AtomicU64,
 }
 
 impl Counters {
