@@ -241,6 +241,10 @@ config_keys! {
         parse: |v| seconds(v, 1, MAX_SECONDS),
         render: render_seconds,
         doc: "Silence after which a device is logged as offline, in seconds.";
+    "DEVICE_SUMMARY_INTERVAL" => device_summary_interval: Duration = "60",
+        parse: |v| seconds(v, 1, MAX_SECONDS),
+        render: render_seconds,
+        doc: "How often one info line sums up the devices (known, online, heartbeats/s), in seconds; single heartbeats are logged at debug.";
     "MAX_DEVICES" => max_devices: usize = "10000",
         parse: |v| number(v, 1, 1_000_000, "devices"),
         render: render,

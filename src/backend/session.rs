@@ -6,6 +6,9 @@
 //! session joins it on exit, or, when the peer has closed its side but is
 //! still owed status lines, hands the socket to the lingering thread.
 //!
+//! An idle connection costs nothing: the session sleeps in poll(2) on its
+//! socket and the intake's stop pipe ([`Stop::fd`]), not in a read timeout.
+//!
 //! On shutdown the session reads on until the kernel holds nothing more for
 //! it (bounded by `SHUTDOWN_GRACE`): a command whose bytes reached the relay
 //! is published, spooled, or reported as left unread, never dropped silently.
@@ -26,10 +29,12 @@ use crate::delivery::outbox::{self, Finish, Outbox, StatusOwed};
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::shutdown::Stop;
+use crate::ops::sys;
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder, Json};
 
-/// How often a blocked read or queue push looks at the stop signal.
+/// How often a blocked queue push looks at the stop signal; also the read
+/// timeout (a read only starts once poll(2) says the socket is readable).
 const POLL: Duration = Duration::from_millis(250);
 /// While draining at shutdown: a read that finds nothing within this means
 /// the kernel holds nothing more for this connection.
@@ -214,6 +219,9 @@ impl Reader<'_> {
             if partial_since.is_some_and(|t| t.elapsed() > PARTIAL_TIMEOUT) {
                 return End::SlowValue;
             }
+            if self.draining.is_none() && !self.wait_readable(partial_since) {
+                continue;
+            }
             let n = match stream.read(&mut buf) {
                 Ok(0) => {
                     // Rate-limited: a peer can repeat this as fast as it connects.
@@ -252,6 +260,25 @@ impl Reader<'_> {
                 (_, None) => Some(Instant::now()),
                 (_, since) => since,
             };
+        }
+    }
+
+    /// Sleeps until the peer sent something (or closed), the intake stops, or
+    /// an incomplete value's time runs out: an idle connection costs no
+    /// wake-up. False when the socket is not (known to be) readable.
+    fn wait_readable(&self, partial_since: Option<Instant>) -> bool {
+        use std::os::fd::AsRawFd;
+        let socket = self.stream.as_raw_fd();
+        let timeout = partial_since
+            .map(|t| PARTIAL_TIMEOUT.saturating_sub(t.elapsed()) + Duration::from_millis(1));
+        let Some(stop) = self.shared.intake.fd() else {
+            // No pipe for the stop signal: fall back on the read timeout.
+            return true;
+        };
+        match sys::wait_readable([socket, stop], timeout) {
+            Ok([readable, _]) => readable,
+            // Let the read itself say what is wrong.
+            Err(_) => true,
         }
     }
 

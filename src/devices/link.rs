@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{Client, Connection, ConnectionError, Event, RecvTimeoutError};
+use rumqttc::v5::{Client, Connection, ConnectionError, Event, RecvTimeoutError, TryRecvError};
 use rumqttc::Transport;
 
 use crate::backend::routes::ReplyRoutes;
@@ -63,6 +63,35 @@ pub struct DeviceLink {
     /// The broker the publish link is on: this link follows it.
     pub broker_in_use: Arc<InUse>,
     pub stop: Stop,
+}
+
+/// Most events handled in one wake-up before the stop signal is looked at again.
+const DRAIN_MAX: usize = 1024;
+
+/// A wait on the connection that brought no event.
+enum Waited {
+    /// Nothing (more) for now.
+    Nothing,
+    /// rumqttc's request channel closed: this client is done.
+    Gone,
+}
+
+impl From<RecvTimeoutError> for Waited {
+    fn from(e: RecvTimeoutError) -> Waited {
+        match e {
+            RecvTimeoutError::Timeout => Waited::Nothing,
+            RecvTimeoutError::Disconnected => Waited::Gone,
+        }
+    }
+}
+
+impl From<TryRecvError> for Waited {
+    fn from(e: TryRecvError) -> Waited {
+        match e {
+            TryRecvError::Empty => Waited::Nothing,
+            TryRecvError::Disconnected => Waited::Gone,
+        }
+    }
 }
 
 /// How the current connection ended.
@@ -127,19 +156,29 @@ impl DeviceLink {
                 return Ended::Moved;
             }
             let wait = if up_since.is_some() { TICK } else { CONNECTING };
-            match connection.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Ended::Lost,
-                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                    up_since = Some(Instant::now());
-                    self.connected(broker, client, retries);
-                }
-                Ok(Ok(event)) => self.handle(event),
-                Ok(Err(e)) => {
-                    if self.failed(broker, &e, up_since.take(), retries) {
-                        return Ended::Stopped;
+            let mut polled = connection.recv_timeout(wait).map_err(Waited::from);
+            // Everything already read or readable is handled in this wake-up:
+            // at a fleet's pace a heartbeat waits behind another most of the time.
+            for _ in 0..DRAIN_MAX {
+                let event = match polled {
+                    Err(Waited::Nothing) => break,
+                    Err(Waited::Gone) => return Ended::Lost,
+                    Ok(event) => event,
+                };
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        up_since = Some(Instant::now());
+                        self.connected(broker, client, retries);
+                    }
+                    Ok(event) => self.handle(event),
+                    Err(e) => {
+                        if self.failed(broker, &e, up_since.take(), retries) {
+                            return Ended::Stopped;
+                        }
+                        break;
                     }
                 }
+                polled = connection.try_recv().map_err(Waited::from);
             }
         }
     }
@@ -255,7 +294,7 @@ impl DeviceLink {
                 }
             }
         } else if let Some(device) = config::plus_level(&self.config.heartbeat_topic, topic) {
-            self.on_heartbeat(&heartbeat::shown(device), payload);
+            self.on_heartbeat(&heartbeat::shown_ref(device), payload);
         } else {
             log::debug!(
                 "message on unexpected topic {}: ignored",
@@ -277,12 +316,20 @@ impl DeviceLink {
                 return;
             }
         };
-        log::info!("heartbeat {device}: {}", status.summary());
+        Counters::add(&self.counters.heartbeats);
+        // One line per heartbeat is debug: at info a fleet's heartbeats would
+        // rotate the log within a minute (the summary line sums them up).
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!("heartbeat {device}: {}", status.summary());
+        }
         let seen = lock(&self.devices).record(device, status, Instant::now(), SystemTime::now());
-        match seen {
-            Seen::New => log::info!("device {device} online (first heartbeat since start)"),
-            Seen::BackOnline => log::info!("device {device} is back online"),
+        let change = match seen {
+            Seen::New => "online (first heartbeat since start)",
+            Seen::BackOnline => "is back online",
             Seen::Again => return,
+        };
+        if log_limit::allow(Kind::DeviceOnline) {
+            log::info!("device {device} {change}");
         }
         self.presence.report(device, true);
     }

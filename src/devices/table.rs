@@ -4,6 +4,13 @@
 //! records heartbeats, the main thread sweeps for silent devices every
 //! second and takes snapshots for the status file.
 //!
+//! The sweep costs what changes, not what is known: devices are ordered by
+//! last heartbeat, and the offline ones are exactly those older than the
+//! timeout, so each sweep visits only the devices whose last heartbeat
+//! crossed the timeout since the previous sweep. A device id is stored once
+//! (`Arc<str>`, shared by both indexes): a heartbeat of a known device
+//! allocates nothing here.
+//!
 //! Bounded: at most `MAX_DEVICES` devices; a new one past that makes the
 //! table forget the device silent the longest (counted, and logged at most
 //! once a minute by the sweep). Ids and heartbeat strings are cut to
@@ -11,6 +18,8 @@
 //! device cannot make the table, the status file or a log line large.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::devices::heartbeat::Heartbeat;
@@ -48,9 +57,12 @@ pub struct TableSnapshot {
 
 #[derive(Debug)]
 pub struct DeviceTable {
-    devices: HashMap<String, Device>,
+    devices: HashMap<Arc<str>, Device>,
     /// Devices by last heartbeat, the longest silent first.
-    by_silence: BTreeMap<(Instant, u64), String>,
+    by_silence: BTreeMap<(Instant, u64), Arc<str>>,
+    /// Where the previous sweep stopped: every device seen before it is
+    /// offline already.
+    swept_to: Option<Instant>,
     next: u64,
     max: usize,
     online: usize,
@@ -77,6 +89,7 @@ impl DeviceTable {
         DeviceTable {
             devices: HashMap::new(),
             by_silence: BTreeMap::new(),
+            swept_to: None,
             next: 0,
             max: max.max(1),
             online: 0,
@@ -99,8 +112,11 @@ impl DeviceTable {
     pub fn record(&mut self, id: &str, status: Heartbeat, now: Instant, wall: SystemTime) -> Seen {
         let key = self.key(now);
         if let Some(d) = self.devices.get_mut(id) {
-            self.by_silence.remove(&d.seen_key);
-            self.by_silence.insert(key, id.to_string());
+            let shared = self
+                .by_silence
+                .remove(&d.seen_key)
+                .unwrap_or_else(|| Arc::from(id));
+            self.by_silence.insert(key, shared);
             let was_online = d.online;
             d.seen_key = key;
             d.last_seen_wall = wall;
@@ -115,9 +131,10 @@ impl DeviceTable {
         if self.devices.len() >= self.max {
             self.forget_longest_silent();
         }
-        self.by_silence.insert(key, id.to_string());
+        let shared: Arc<str> = Arc::from(id);
+        self.by_silence.insert(key, Arc::clone(&shared));
         self.devices.insert(
-            id.to_string(),
+            shared,
             Device {
                 seen_key: key,
                 last_seen_wall: wall,
@@ -143,23 +160,34 @@ impl DeviceTable {
     }
 
     /// Marks devices silent for longer than `timeout` as offline; returns the
-    /// ids that just went offline (each is reported once).
-    pub fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<(String, Duration)> {
+    /// ids that just went offline (each is reported once). Visits only the
+    /// devices last seen between the previous sweep's limit and this one's.
+    pub fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<(Arc<str>, Duration)> {
         let mut gone = Vec::new();
-        for ((seen, _), id) in &self.by_silence {
-            let silent = now.saturating_duration_since(*seen);
-            if silent <= timeout {
-                break;
-            }
+        // Silent longer than the timeout: seen before `limit`.
+        let Some(limit) = now.checked_sub(timeout) else {
+            return gone;
+        };
+        let from = match self.swept_to {
+            Some(t) if t <= limit => Bound::Included((t, 0)),
+            _ => Bound::Unbounded,
+        };
+        for ((seen, _), id) in self.by_silence.range((from, Bound::Excluded((limit, 0)))) {
             if let Some(d) = self.devices.get_mut(id) {
                 if d.online {
                     d.online = false;
                     self.online -= 1;
-                    gone.push((id.clone(), silent));
+                    gone.push((Arc::clone(id), now.saturating_duration_since(*seen)));
                 }
             }
         }
+        self.swept_to = Some(limit);
         gone
+    }
+
+    /// How many devices are known and how many of them are online.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.devices.len(), self.online)
     }
 
     /// Devices forgotten since the last call, when a minute has passed since
@@ -186,7 +214,7 @@ impl DeviceTable {
             .filter_map(|id| {
                 let d = self.devices.get(id)?;
                 Some(DeviceSnapshot {
-                    id: id.clone(),
+                    id: id.to_string(),
                     online: d.online,
                     last_seen: d.last_seen_wall,
                     status: d.status.clone(),
@@ -233,7 +261,7 @@ mod tests {
         );
         let gone = t.sweep(t0 + Duration::from_secs(91), timeout);
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].0, "cam");
+        assert_eq!(&*gone[0].0, "cam");
         assert!(
             t.sweep(t0 + Duration::from_secs(500), timeout).is_empty(),
             "offline is reported once"
@@ -253,6 +281,26 @@ mod tests {
         assert!(snap.shown[0].online);
         assert_eq!(snap.online, 1);
         assert_eq!(snap.shown[0].status.ip.as_deref(), Some("2.2.2.2"));
+    }
+
+    #[test]
+    fn each_sweep_reports_only_the_devices_that_crossed_the_timeout_since_the_last() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let timeout = Duration::from_secs(90);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        t.record("a", hb("1"), t0, wall);
+        t.record("b", hb("1"), at(10), wall);
+        let ids = |gone: Vec<(Arc<str>, Duration)>| -> Vec<String> {
+            gone.iter().map(|(id, _)| id.to_string()).collect()
+        };
+        assert_eq!(ids(t.sweep(at(95), timeout)), ["a"]);
+        assert_eq!(t.record("a", hb("2"), at(100), wall), Seen::BackOnline);
+        assert_eq!(ids(t.sweep(at(101), timeout)), ["b"]);
+        assert!(t.sweep(at(150), timeout).is_empty());
+        assert_eq!(ids(t.sweep(at(191), timeout)), ["a"]);
+        assert_eq!(t.counts(), (2, 0));
     }
 
     #[test]

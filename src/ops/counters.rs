@@ -41,6 +41,8 @@ pub struct Counters {
     /// `MAX_CONNECTIONS` place was taken, and those of them refused after
     /// waiting too long (set by the listener).
     pub connections_waited: AtomicU64,
+    /// Heartbeats taken by the device link (for the device summary line).
+    pub heartbeats: AtomicU64,
     pub connections_refused: AtomicU64,
 }
 

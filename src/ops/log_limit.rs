@@ -36,16 +36,32 @@ pub enum Kind {
     OddHeartbeat,
     UnroutedReply,
     ForgottenRoute,
+    /// A device seen for the first time, or back online.
+    DeviceOnline,
+    /// A device gone silent for DEVICE_TIMEOUT.
+    DeviceOffline,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 7] = [
         Kind::RejectedCommand,
         Kind::RefusedPeer,
         Kind::OddHeartbeat,
         Kind::UnroutedReply,
         Kind::ForgottenRoute,
+        Kind::DeviceOnline,
+        Kind::DeviceOffline,
     ];
+
+    /// Lines of this kind logged in a minute before the rest are counted.
+    /// A fleet's cameras come and go together (a start, a power cut): the
+    /// first of them are worth a line each, the rest one summing line.
+    fn per_minute(self) -> u32 {
+        match self {
+            Kind::DeviceOnline | Kind::DeviceOffline => 3 * PER_MINUTE,
+            _ => PER_MINUTE,
+        }
+    }
 
     fn what(self) -> &'static str {
         match self {
@@ -54,6 +70,8 @@ impl Kind {
             Kind::OddHeartbeat => "odd-heartbeat lines",
             Kind::UnroutedReply => "unrouted-reply lines",
             Kind::ForgottenRoute => "forgotten-route lines",
+            Kind::DeviceOnline => "device-online lines",
+            Kind::DeviceOffline => "device-offline lines",
         }
     }
 
@@ -61,6 +79,7 @@ impl Kind {
     fn level(self) -> log::Level {
         match self {
             Kind::UnroutedReply => log::Level::Debug,
+            Kind::DeviceOnline => log::Level::Info,
             _ => log::Level::Warn,
         }
     }
@@ -95,7 +114,7 @@ fn allow_at(kind: Kind, now: Instant) -> bool {
         let mut windows = lock(&WINDOWS);
         let w = &mut windows[kind.index()];
         let summary = roll(w, now);
-        let allowed = if w.logged < PER_MINUTE {
+        let allowed = if w.logged < kind.per_minute() {
             w.logged += 1;
             true
         } else {

@@ -115,6 +115,18 @@ pub fn wait_readable<const N: usize>(
     Ok(polled.map(|p| p.revents != 0))
 }
 
+/// A pipe (read end, write end), both closed on exec and non-blocking.
+pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2(2) writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened and belong to nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// The effective user id: whose files the relay may trust.
 pub fn euid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.

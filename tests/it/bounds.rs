@@ -232,6 +232,7 @@ fn a_70000_character_heartbeat_field_is_cut_and_status_still_prints() {
     let relay = Relay::start(
         broker.port,
         &[
+            ("LOG_LEVEL", "debug"),
             ("STATUS_FILE", status_str.as_str()),
             ("STATUS_INTERVAL", "1"),
         ],

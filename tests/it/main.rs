@@ -16,6 +16,7 @@ mod device_side;
 mod durability;
 mod edges;
 mod failover;
+mod fleet;
 mod hardening;
 mod held;
 mod operate;

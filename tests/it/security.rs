@@ -109,7 +109,7 @@ fn one_shot_connections_at_the_limit_are_served_back_to_back() {
 #[test]
 fn device_text_cannot_forge_log_lines() {
     let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "debug")]);
     relay.expect_subscribed();
     support::publish(
         broker.port,

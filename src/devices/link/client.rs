@@ -19,11 +19,15 @@
 //! - The request channel holds [`REQUESTS`] requests; the link thread only
 //!   queues subscriptions and a disconnect, with `try_` calls that never
 //!   block the thread that polls the connection.
+//! - `TCP_NODELAY` is set (rumqttc's default is off): a device reply and
+//!   the PUBACK of a heartbeat go out at once instead of waiting on Nagle's
+//!   algorithm for the broker's delayed ACK. The connection timeout stays
+//!   rumqttc's 5 s.
 //! - Polling never backs off and never ends by itself: the link thread
 //!   sleeps between failed attempts and checks its stop signal itself.
 
 use rumqttc::v5::MqttOptions;
-use rumqttc::Transport;
+use rumqttc::{NetworkOptions, Transport};
 
 use crate::config::Config;
 use crate::mqtt::brokers::Broker;
@@ -61,5 +65,8 @@ pub fn options(
         opts.set_credentials(user.clone(), password);
     }
     opts.set_transport(transport);
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    opts.set_network_options(network);
     opts
 }
