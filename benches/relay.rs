@@ -693,9 +693,9 @@ fn fleet_rows(broker: &Broker) -> Vec<(String, String)> {
     let scenario = fleet::Fleet {
         cameras: 10_000,
         pace: 400,
-        heartbeats: 20_000,
+        heartbeats: 12_000,
         commands_per_s: 50,
-        idle_secs: 20,
+        idle_secs: 10,
     };
     let mut rows = Vec::new();
     let this = fleet::run(broker, None, &scenario);

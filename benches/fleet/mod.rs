@@ -6,7 +6,9 @@
 //! the same heartbeats is the baseline of each.
 //!
 //! Reported per build: relay and broker CPU per 10,000 heartbeats (and the
-//! ratio), idle CPU (ms per second) and wake-ups per second (context
+//! ratio) and log bytes per minute at info, over heartbeats alone; then
+//! commands and SCS replies delivered and the SCS round trip with half as
+//! many heartbeats again on top; idle CPU (ms per second) and wake-ups per second (context
 //! switches of all threads, from /proc) with 10,000 and 100,000 silent
 //! devices, RSS with 100,000, log bytes per minute at info during the
 //! heartbeats, commands and replies delivered, and the SCS round trip.
@@ -48,9 +50,17 @@ const HEARTBEAT: &str = r#"{"device_id":"DEV","msg_type":"online","timestamp":17
 /// Silence after which the idle devices count as offline.
 const TIMEOUT_S: u64 = 5;
 
+/// A client id of its own: a client of an earlier run keeps reconnecting
+/// (rumqttc's iterator never ends) and would fight over a shared one.
+fn client_id(what: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{what}-{}-{n}", std::process::id())
+}
+
 /// A client for many simulated cameras (one connection, like a load rig).
 fn cameras(broker: u16, name: &str) -> Client {
-    let mut opts = MqttOptions::new(name, "127.0.0.1", broker);
+    let mut opts = MqttOptions::new(client_id(name), "127.0.0.1", broker);
     opts.set_inflight(1000);
     let (client, mut conn) = Client::new(opts, 4096);
     std::thread::spawn(move || for _ in conn.iter() {});
@@ -93,16 +103,35 @@ fn idle(relay: &Relay, secs: u64) -> (f64, f64) {
     ((c1 - c0) * 1000.0 / secs as f64, (w1 - w0) / secs as f64)
 }
 
-/// A simulated camera answering every SCS with a reply on its unit's topic.
-fn responder(broker: u16) -> Client {
-    let opts = MqttOptions::new("fleet-responder", "127.0.0.1", broker);
+/// A simulated camera answering every SCS with a reply on its unit's
+/// topic, at QoS 0 both ways (no PUBACK ahead of the reply for Nagle's
+/// algorithm to hold it behind). It stops answering once dropped.
+struct Responder {
+    live: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _client: Client,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.live.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn responder(broker: u16) -> Responder {
+    let opts = MqttOptions::new(client_id("fleet-responder"), "127.0.0.1", broker);
     let (client, mut conn) = Client::new(opts, 256);
     client
-        .subscribe("/service/ms500/+/socket", QoS::AtLeastOnce)
+        .subscribe("/service/ms500/+/socket", QoS::AtMostOnce)
         .expect("subscribe");
     let replier = client.clone();
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let alive = std::sync::Arc::clone(&live);
     std::thread::spawn(move || {
         for event in conn.iter() {
+            if !alive.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = replier.try_disconnect();
+                return;
+            }
             let Ok(Event::Incoming(Packet::Publish(p))) = event else {
                 continue;
             };
@@ -113,14 +142,17 @@ fn responder(broker: u16) -> Client {
                 let unit = v["unit"].as_str().unwrap_or("?");
                 let _ = replier.publish(
                     format!("/device/ms500/{unit}/socket_reply"),
-                    QoS::AtLeastOnce,
+                    QoS::AtMostOnce,
                     false,
                     br#"{"scs":"ok"}"#.to_vec(),
                 );
             }
         }
     });
-    client
+    Responder {
+        live,
+        _client: client,
+    }
 }
 
 /// One-shot backends at `per_s` commands a second until `stop`; the ids sent.
@@ -206,30 +238,34 @@ pub fn run(broker: &Broker, exe: Option<&str>, fleet: &Fleet) -> FleetCost {
     let sub = Subscriber::new(broker.port, "/service/ms500/fleet-cmd/#");
     let _responder = responder(broker.port);
     let cams = cameras(broker.port, "fleet-cameras");
-    let run_for = Duration::from_secs_f64(fleet.heartbeats as f64 / fleet.pace as f64);
+    // Heartbeats alone: what intake costs the relay and the broker, and the log.
     let (r0, b0, log0) = (relay.cpu_seconds(), broker.cpu_seconds(), relay.log().len());
     let t0 = Instant::now();
+    paced_heartbeats(&cams, fleet.cameras, fleet.pace, fleet.heartbeats);
+    let secs = t0.elapsed().as_secs_f64();
+    let per_10k = |cpu: f64| cpu / fleet.heartbeats as f64 * 10_000.0;
+    let relay_cpu_per_10k = per_10k(relay.cpu_seconds() - r0);
+    let broker_cpu_per_10k = per_10k(broker.cpu_seconds() - b0);
+    let log_bytes_per_min = (relay.log().len() - log0) as f64 / secs * 60.0;
+
+    // Then with one-shot commands and SCS round trips on top.
+    let run_for = Duration::from_secs_f64(fleet.heartbeats as f64 / 2.0 / fleet.pace as f64);
     let relay_port = relay.port();
     let per_s = fleet.commands_per_s;
     let commander = std::thread::spawn(move || one_shot_commands(relay_port, per_s, run_for));
     let scs = (run_for.as_millis() / 25).min(1000) as usize;
     let (replies, scs_p50_ms) = std::thread::scope(|s| {
         let trips = s.spawn(|| scs_round_trips(&relay, scs));
-        paced_heartbeats(&cams, fleet.cameras, fleet.pace, fleet.heartbeats);
+        paced_heartbeats(&cams, fleet.cameras, fleet.pace, fleet.heartbeats / 2);
         trips.join().unwrap_or((0, f64::NAN))
     });
     let sent = commander.join().unwrap_or(0);
-    let secs = t0.elapsed().as_secs_f64();
     let delivered: HashSet<u64> = sub
         .collect(sent, Duration::from_secs(5))
         .iter()
         .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
         .filter_map(|v| v["id"].as_u64())
         .collect();
-    let per_10k = |cpu: f64| cpu / fleet.heartbeats as f64 * 10_000.0;
-    let relay_cpu_per_10k = per_10k(relay.cpu_seconds() - r0);
-    let broker_cpu_per_10k = per_10k(broker.cpu_seconds() - b0);
-    let log_bytes_per_min = (relay.log().len() - log0) as f64 / secs * 60.0;
 
     // Idle: every device silent past DEVICE_TIMEOUT.
     fill(&cams, &relay, 0..10_000);

@@ -36,7 +36,9 @@ pub enum Kind {
     OddHeartbeat,
     UnroutedReply,
     ForgottenRoute,
-    /// A device seen for the first time, or back online.
+    /// A device seen for the first time, or back online: a fleet's cameras
+    /// come and go together (a start, a power cut), so the first few are
+    /// worth a line each, the rest one summing line.
     DeviceOnline,
     /// A device gone silent for DEVICE_TIMEOUT.
     DeviceOffline,
@@ -52,16 +54,6 @@ impl Kind {
         Kind::DeviceOnline,
         Kind::DeviceOffline,
     ];
-
-    /// Lines of this kind logged in a minute before the rest are counted.
-    /// A fleet's cameras come and go together (a start, a power cut): the
-    /// first of them are worth a line each, the rest one summing line.
-    fn per_minute(self) -> u32 {
-        match self {
-            Kind::DeviceOnline | Kind::DeviceOffline => 3 * PER_MINUTE,
-            _ => PER_MINUTE,
-        }
-    }
 
     fn what(self) -> &'static str {
         match self {
@@ -114,7 +106,7 @@ fn allow_at(kind: Kind, now: Instant) -> bool {
         let mut windows = lock(&WINDOWS);
         let w = &mut windows[kind.index()];
         let summary = roll(w, now);
-        let allowed = if w.logged < kind.per_minute() {
+        let allowed = if w.logged < PER_MINUTE {
             w.logged += 1;
             true
         } else {
