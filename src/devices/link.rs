@@ -159,7 +159,7 @@ impl DeviceLink {
             let mut polled = connection.recv_timeout(wait).map_err(Waited::from);
             // Everything already read or readable is handled in this wake-up:
             // at a fleet's pace a heartbeat waits behind another most of the time.
-            for _ in 0..DRAIN_MAX {
+            for handled in 1.. {
                 let event = match polled {
                     Err(Waited::Nothing) => break,
                     Err(Waited::Gone) => return Ended::Lost,
@@ -177,6 +177,11 @@ impl DeviceLink {
                         }
                         break;
                     }
+                }
+                // Asked for only when it will be handled: an event taken
+                // from rumqttc and then dropped would be a lost message.
+                if handled == DRAIN_MAX {
+                    break;
                 }
                 polled = connection.try_recv().map_err(Waited::from);
             }
