@@ -243,7 +243,11 @@ impl Reader<'_> {
             if partial_since.is_some_and(|t| t.elapsed() > PARTIAL_TIMEOUT) {
                 return End::SlowValue;
             }
-            if !self.sent_a_value && connected.elapsed() > FIRST_VALUE_TIMEOUT {
+            // A value begun has its own clock (a slow-loris above).
+            if !self.sent_a_value
+                && partial_since.is_none()
+                && connected.elapsed() > FIRST_VALUE_TIMEOUT
+            {
                 return End::NothingSent;
             }
             if self.draining.is_none() && !self.wait_readable(partial_since, connected) {

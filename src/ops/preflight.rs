@@ -129,7 +129,7 @@ fn secret_files(config: &Config, source: Option<&Path>) -> Vec<String> {
 pub fn create_run_dirs(config: &Config) -> Result<(), Error> {
     for (key, path) in config.written_files() {
         let dir = parent(path);
-        if key == "SPOOL_FILE" || dir.exists() {
+        if key == "SPOOL_FILE" || dir.is_dir() {
             continue;
         }
         std::fs::DirBuilder::new()

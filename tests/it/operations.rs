@@ -157,6 +157,9 @@ fn status_exits_1_when_the_file_is_missing_and_2_when_not_configured() {
 fn a_status_file_that_cannot_be_written_stops_the_start_with_exit_2() {
     let dir = TempDir::new("status");
     let conf = dir.path().join("relay.conf");
+    // A missing directory is made at start; one that cannot be made (a
+    // file is in the way) stops the start.
+    std::fs::write(dir.path().join("no-such-dir"), "a file, not a directory").unwrap();
     std::fs::write(
         &conf,
         format!(

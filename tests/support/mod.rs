@@ -27,6 +27,10 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 /// (2 shared cores, qemu-user, and debug builds are all slow).
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The longest a command run by [`run_bin`] may take (`send -w 20` and
+/// `stop` with its grace included).
+const RUN_BIN_LIMIT: Duration = Duration::from_secs(120);
+
 /// The relay binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ms500-relay");
 
@@ -851,17 +855,48 @@ pub fn run_bin(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run relay binary");
+    // Read both pipes on their own threads, so a chatty command cannot block
+    // on a full pipe while this thread waits for it to exit.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
     let mut input = child.stdin.take().unwrap();
     if let Some(data) = stdin {
         input.write_all(data).unwrap();
     }
     drop(input);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    // A command that should end but runs on (a relay that started when it
+    // should have refused to) fails its test instead of hanging the suite.
+    let ended = wait_until(RUN_BIN_LIMIT, || matches!(child.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait for the relay binary");
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(
+        ended,
+        "ms500-relay {args:?} still ran after {} s; stderr:\n{err}",
+        RUN_BIN_LIMIT.as_secs()
+    );
+    (status.code().unwrap_or(-1), out, err)
 }
 
 /// One message seen by a subscriber.
