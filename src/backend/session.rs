@@ -297,19 +297,16 @@ impl Reader<'_> {
     /// Sleeps until the peer sent something (or closed), the intake stops, or
     /// an incomplete value's time runs out: an idle connection costs no
     /// wake-up. False when the socket is not (known to be) readable. Until
-    /// the peer sent a complete value it also wakes when
+    /// the peer sent a complete value (or began one) it also wakes when
     /// [`FIRST_VALUE_TIMEOUT`] since `connected` runs out.
     fn wait_readable(&self, partial_since: Option<Instant>, connected: Instant) -> bool {
         use std::os::fd::AsRawFd;
         let socket = self.stream.as_raw_fd();
         let partial = partial_since.map(|t| PARTIAL_TIMEOUT.saturating_sub(t.elapsed()));
-        let first =
-            (!self.sent_a_value).then(|| FIRST_VALUE_TIMEOUT.saturating_sub(connected.elapsed()));
-        let timeout = match (partial, first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(|t| t + Duration::from_millis(1));
+        // A value begun has only its own clock (see read_loop).
+        let first = (!self.sent_a_value && partial_since.is_none())
+            .then(|| FIRST_VALUE_TIMEOUT.saturating_sub(connected.elapsed()));
+        let timeout = partial.or(first).map(|t| t + Duration::from_millis(1));
         let Some(stop) = self.shared.intake.fd() else {
             // No pipe for the stop signal: fall back on the read timeout.
             return true;
