@@ -10,7 +10,7 @@
 //! configuration keeps their running values ([`Config::keeping_fixed`]), so
 //! no thread ever sees a setting the relay cannot honour.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Config;
@@ -108,14 +108,14 @@ pub struct Live {
     current: Mutex<Arc<Config>>,
     /// Bumped at each replacement: a thread that caches what it built from
     /// the configuration rebuilds it when this moved.
-    generation: AtomicU64,
+    generation: AtomicUsize,
 }
 
 impl Live {
     pub fn new(config: Config) -> Live {
         Live {
             current: Mutex::new(Arc::new(config)),
-            generation: AtomicU64::new(0),
+            generation: AtomicUsize::new(0),
         }
     }
 
@@ -132,7 +132,7 @@ impl Live {
 
     /// How many times the configuration was replaced.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+        self.generation.load(Ordering::SeqCst) as u64
     }
 }
 
