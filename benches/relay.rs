@@ -4,7 +4,10 @@
 //! ratios hold on a shared, noisy machine where absolute numbers do not.
 //!
 //! Run: `cargo bench --bench relay` (N = 50,000), or `cargo bench --bench relay -- 5000`
-//! for another N. Under `cargo test` it runs with N = 2,000 as a smoke test
+//! for another N; `cargo bench --bench relay -- fleet` runs only the fleet
+//! scenario (`fleet/mod.rs`: cameras' heartbeats, commands and SCS round
+//! trips, then idle with 10,000 and 100,000 silent devices), which the full
+//! run ends with. Under `cargo test` it runs with N = 2,000 as a smoke test
 //! that fails on any lost command.
 //!
 //! CPU is utime + stime from /proc for the relay and for mosquitto over the
@@ -16,6 +19,8 @@
 //! cost figures are measured for it too, in the same run, against the same
 //! broker.
 
+#[path = "fleet/mod.rs"]
+mod fleet;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -410,6 +415,11 @@ fn main() {
             .find_map(|a| a.parse().ok())
             .unwrap_or(if full { 50_000 } else { 2_000 });
     let broker = Broker::start();
+    if args.iter().any(|a| a == "fleet") {
+        let rows = fleet_rows(&broker);
+        print_rows(&rows);
+        return;
+    }
     let sub = Subscriber::new(broker.port, TOPIC_FILTER);
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut ratios: Vec<(String, f64)> = Vec::new();
@@ -658,20 +668,10 @@ fn main() {
         rows.push(("static binary (scripts/build-static.sh)".into(), size));
     }
 
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    println!("\n| {:width$} | result |", "measurement");
-    println!("|{}|--------|", "-".repeat(width + 2));
-    for (k, v) in &rows {
-        println!("| {k:width$} | {v} |");
+    if full {
+        rows.extend(fleet_rows(&broker));
     }
-    println!();
-    println!(
-        "machine: {} cores, {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        cpu_model()
-    );
+    print_rows(&rows);
     for (k, v) in &ratios {
         println!("{k}: {v:.3}");
     }
@@ -685,4 +685,53 @@ fn main() {
         eprintln!("the relay lost {lost} commands");
         std::process::exit(1);
     }
+}
+
+/// The fleet scenario for this build and, with MS500_BENCH_BASELINE, the
+/// baseline, each alone against the same broker.
+fn fleet_rows(broker: &Broker) -> Vec<(String, String)> {
+    let scenario = fleet::Fleet {
+        cameras: 10_000,
+        pace: 400,
+        heartbeats: 12_000,
+        commands_per_s: 50,
+        idle_secs: 10,
+    };
+    let mut rows = Vec::new();
+    let this = fleet::run(broker, None, &scenario);
+    rows.extend(fleet::rows("this build", &this));
+    if let Ok(exe) = std::env::var("MS500_BENCH_BASELINE") {
+        let old = fleet::run(broker, Some(&exe), &scenario);
+        rows.extend(fleet::rows("baseline", &old));
+        let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+        rows.push((
+            "fleet, this build / baseline: relay CPU per heartbeat, log bytes, idle CPU 10k, idle CPU 100k, RSS 100k".into(),
+            [
+                ratio(this.relay_cpu_per_10k, old.relay_cpu_per_10k),
+                ratio(this.log_bytes_per_min, old.log_bytes_per_min),
+                ratio(this.idle_10k.0, old.idle_10k.0),
+                ratio(this.idle_100k.0, old.idle_100k.0),
+                ratio(this.rss_100k_mib, old.rss_100k_mib),
+            ]
+            .join(", "),
+        ));
+    }
+    rows
+}
+
+fn print_rows(rows: &[(String, String)]) {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    println!("\n| {:width$} | result |", "measurement");
+    println!("|{}|--------|", "-".repeat(width + 2));
+    for (k, v) in rows {
+        println!("| {k:width$} | {v} |");
+    }
+    println!();
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cpu_model()
+    );
 }

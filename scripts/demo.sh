@@ -177,8 +177,8 @@ spawn bash -c '
             esac
         done' camera "$mqtt_port" >/dev/null 2>&1
 note "cam-01 sends a heartbeat every 2 s and answers SCS with its settings"
-wait_for 10 "the relay to log cam-01's heartbeat" grep -q 'heartbeat cam-01' "$relay_log"
-note "the relay logged: $(grep -m1 'heartbeat cam-01' "$relay_log" | sed 's/^.*heartbeat/heartbeat/')"
+wait_for 10 "the relay to see cam-01's heartbeat" grep -q 'device cam-01 online' "$relay_log"
+note "the relay logged: $(grep -m1 'device cam-01 online' "$relay_log" | sed 's/^.*device/device/') (each heartbeat is a debug line)"
 
 # ---------------------------------------------------------------------------
 section "5. watch what the relay publishes (mosquitto_sub -v, lines marked 'mqtt>')"
@@ -255,7 +255,7 @@ note "the relay logged: $(grep -m1 'releasing its' "$relay_log" | sed 's/^.*came
 
 # ---------------------------------------------------------------------------
 section "8. the relay's log (stderr; one line per event)"
-grep -E 'listening on|connected to broker|heartbeat cam-01|accepted|held|releas|offline|published|reject|refus|reply|error' "$relay_log" |
+grep -E 'listening on|connected to broker|device cam-01 online|accepted|held|releas|offline|published|reject|refus|reply|error' "$relay_log" |
     head -n 50 | sed 's/^/   | /' || true
 note "(full log: $(wc -l <"$relay_log") lines)"
 

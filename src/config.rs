@@ -190,7 +190,7 @@ config_keys! {
     "MAX_CONNECTIONS" => max_connections: usize = "16",
         parse: |v| number(v, 1, 65535, "connections"),
         render: render,
-        doc: "Most backend connections open at once, 1-65535; further peers are closed at once.";
+        doc: "Most backend connections open at once, 1-65535; further peers wait in the listen backlog (refused after 10 s without a free place).";
     "MAX_MESSAGE_BYTES" => max_message_bytes: usize = "65536",
         parse: |v| number(v, 64, 16_777_216, "bytes"),
         render: render,
@@ -255,6 +255,10 @@ config_keys! {
         parse: |v| seconds(v, 1, MAX_SECONDS),
         render: render_seconds,
         doc: "Silence after which a device is logged as offline, in seconds.";
+    "DEVICE_SUMMARY_INTERVAL" => device_summary_interval: Duration = "60",
+        parse: |v| seconds(v, 1, MAX_SECONDS),
+        render: render_seconds,
+        doc: "How often one info line sums up the devices (known, online, heartbeats/s), in seconds; single heartbeats are logged at debug.";
     "MAX_DEVICES" => max_devices: usize = "10000",
         parse: |v| number(v, 1, 1_000_000, "devices"),
         render: render,

@@ -15,6 +15,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +33,7 @@ use crate::delivery::item::Accepted;
 use crate::delivery::presence::{HeldView, Presence};
 use crate::delivery::publisher::Publisher;
 use crate::devices::link::DeviceLink;
+use crate::devices::summary::{self, Summary};
 use crate::devices::table::DeviceTable;
 use crate::error::Error;
 use crate::mqtt::brokers::Brokers;
@@ -39,7 +41,7 @@ use crate::mqtt::dialing::Dialing;
 use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
-use crate::ops::log_limit;
+use crate::ops::log_limit::{self, Kind};
 use crate::ops::logging::{self, Destination, LogHandle};
 use crate::ops::pidfile::PidFile;
 use crate::ops::shutdown::Stop;
@@ -95,6 +97,8 @@ struct Running {
     status: StatusWriter,
     signals: Receiver<Received>,
     threads: Threads,
+    /// The periodic device line that stands for single heartbeats at info.
+    device_summary: Summary,
 }
 
 /// Every thread the relay starts, each joined at shutdown.
@@ -152,6 +156,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
     let threads = wiring.spawn_threads(signal_thread, publisher, tls, socket)?;
     log_listening(&wiring.config, local);
+    let device_summary = Summary::new(wiring.config.device_summary_interval, Instant::now(), 0);
     Ok(Running {
         wiring,
         source,
@@ -159,6 +164,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         pid_file,
         status,
         signals: signal_rx,
+        device_summary,
         threads,
     })
 }
@@ -376,6 +382,11 @@ impl Running {
         let w = &self.wiring;
         let config = w.live.get();
         sweep_devices(&w.devices, &config, &w.presence);
+        let heartbeats = w.counters.heartbeats.load(Ordering::Relaxed);
+        if let Some(rate) = self.device_summary.due(Instant::now(), heartbeats) {
+            let (total, online) = lock(&w.devices).counts();
+            log::info!("{}", summary::line(total, online, rate));
+        }
         log_limit::tick();
         self.status.tick(&config, &w.counters, &w.devices);
     }
@@ -546,13 +557,17 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Prese
             config.max_devices
         );
     }
+    // The hold of offline cameras needs every one; the log, the first few
+    // (a fleet that goes dark together is summed up by log_limit).
     for (id, silent) in gone {
         presence.report(&id, false);
-        log::warn!(
-            "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",
-            silent.as_secs(),
-            config.device_timeout.as_secs()
-        );
+        if log_limit::allow(Kind::DeviceOffline) {
+            log::warn!(
+                "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",
+                silent.as_secs(),
+                config.device_timeout.as_secs()
+            );
+        }
     }
 }
 

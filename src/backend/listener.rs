@@ -1,8 +1,13 @@
 //! The backend listener thread: accepts TCP connections on
-//! `SOCKET_HOST:SOCKET_PORT`, refuses peers outside `SOCKET_ALLOW`, local
+//! `SOCKET_HOST:SOCKET_PORT`, refuses peers outside `SOCKET_ALLOW` and local
 //! peers whose socket belongs to a user outside `SOCKET_ALLOW_USERS` (both
-//! before they count), and peers past `MAX_CONNECTIONS`, and spawns one
-//! session thread per connection. On stop
+//! before they take a place), and
+//! spawns one session thread per connection. With every `MAX_CONNECTIONS`
+//! place taken it stops accepting: further peers wait in the kernel's
+//! backlog ([`BACKLOG`]) until a session frees a place (its [`Slot`] wakes
+//! the listener through the `freed` channel); peers still waiting after
+//! [`CONNECTION_WAIT`] without any place freeing are refused with an error
+//! line they can read (PROTOCOL.md §1). On stop
 //! it wakes its own blocking `accept()` by connecting to itself, accepts the
 //! connections still waiting in the kernel's backlog (their bytes reached
 //! the relay too), and joins every session, each of which reads what its
@@ -21,14 +26,31 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::backend::session::{self, Shared, Slot};
 use crate::config::allowed;
 use crate::error::Error;
+use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::peers;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 
+/// Connections the kernel keeps waiting for accept() while every place is
+/// taken: a burst of one-shot backends waits here instead of being dropped.
+pub const BACKLOG: i32 = 128;
+/// How long peers may wait in the backlog with no place freeing before they
+/// are refused with an error line.
+pub const CONNECTION_WAIT: Duration = Duration::from_secs(10);
+/// How often a listener at the cap looks for peers in the backlog while
+/// none wait yet (only while every place is taken).
+const FULL_TICK: Duration = Duration::from_secs(1);
+
 pub fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
     let addr = format!("{}:{port}", bracket_v6(host));
-    TcpListener::bind(addr.as_str()).map_err(|source| Error::Listen { addr, source })
+    let listener = TcpListener::bind(addr.as_str()).map_err(|source| Error::Listen {
+        addr: addr.clone(),
+        source,
+    })?;
+    crate::ops::sys::set_backlog(&listener, BACKLOG)
+        .map_err(|source| Error::Listen { addr, source })?;
+    Ok(listener)
 }
 
 fn bracket_v6(host: &str) -> String {
@@ -53,6 +75,11 @@ struct Listener {
     active: Arc<AtomicUsize>,
     /// The uids of `SOCKET_ALLOW_USERS`; `None` admits every local user.
     local_users: Option<Vec<u32>>,
+    /// A freed place (from a Slot's drop) while the listener waits at the cap.
+    freed_tx: Sender<()>,
+    freed_rx: Receiver<()>,
+    /// A peer was seen waiting at the cap: the next one accepted has waited.
+    peer_waited: bool,
 }
 
 pub fn run(listener: TcpListener, shared: Arc<Shared>) {
@@ -115,6 +142,7 @@ impl Waker {
 impl Listener {
     fn new(shared: Arc<Shared>) -> Listener {
         let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
+        let (freed_tx, freed_rx) = crossbeam_channel::bounded(1);
         Listener {
             sessions: HashMap::new(),
             ended_tx,
@@ -123,30 +151,131 @@ impl Listener {
             active: Arc::new(AtomicUsize::new(0)),
             local_users: allowed_local_users(&shared.config.get().socket_allow_users),
             shared,
+            freed_tx,
+            freed_rx,
+            peer_waited: false,
         }
     }
 
     /// Accepts backends until the intake stops (the waker's connection
     /// wakes the last accept).
     fn accept_until_stopped(&mut self, listener: &TcpListener, waker: &Waker) {
-        for incoming in listener.incoming() {
+        while !self.shared.intake.is_set() {
             self.reap();
-            match incoming {
-                Ok(stream) => {
-                    if let Ok(peer) = stream.peer_addr() {
-                        if !waker.is(&peer) {
-                            self.admit(stream, peer, true);
-                        }
+            if self.full() {
+                self.wait_for_place(listener, waker);
+                continue;
+            }
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if !waker.is(&peer) {
+                        self.admit(stream, peer, true);
                     }
                 }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::warn!("accept failed: {e}");
                     // EMFILE and friends: do not spin.
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            if self.shared.intake.is_set() {
-                return;
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.active.load(Ordering::SeqCst) >= self.shared.config.get().max_connections
+    }
+
+    /// Every place is taken: accepts nothing (peers wait in the backlog)
+    /// until a place frees or the intake stops. Peers that waited
+    /// [`CONNECTION_WAIT`] with no place freeing meanwhile are refused.
+    fn wait_for_place(&mut self, listener: &TcpListener, waker: &Waker) {
+        let mut since = std::time::Instant::now();
+        while self.full() && !self.shared.intake.is_set() {
+            let waiting = peer_waiting(listener);
+            if waiting && !self.peer_waited {
+                self.peer_waited = true;
+                if log_limit::allow(Kind::RefusedPeer) {
+                    log::warn!(
+                        "all {} MAX_CONNECTIONS places taken: new backends wait (up to {} s)",
+                        self.shared.config.get().max_connections,
+                        CONNECTION_WAIT.as_secs()
+                    );
+                }
+            }
+            let tick = if waiting {
+                CONNECTION_WAIT.saturating_sub(since.elapsed())
+            } else {
+                FULL_TICK
+            };
+            if waiting && tick.is_zero() {
+                self.refuse_waiting(listener, waker);
+                since = std::time::Instant::now();
+                continue;
+            }
+            crossbeam_channel::select! {
+                recv(self.freed_rx) -> _ => since = std::time::Instant::now(),
+                recv(self.shared.intake.receiver()) -> _ => {}
+                default(tick) => {}
+            }
+        }
+        // A peer that came in since the last look waited for this place.
+        self.peer_waited |= peer_waiting(listener);
+    }
+
+    /// Accepts every peer waiting in the backlog and refuses it with an
+    /// error line: no place freed for [`CONNECTION_WAIT`].
+    fn refuse_waiting(&mut self, listener: &TcpListener, waker: &Waker) {
+        if listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut refused_now = 0u64;
+        for _ in 0..BACKLOG {
+            let (stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            if waker.is(&peer) {
+                continue;
+            }
+            let config = self.shared.config.get();
+            if !allowed(&config.socket_allow, peer.ip()) {
+                refused(peer, "not in SOCKET_ALLOW");
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
+            if let Err(why) = self.local_user_allowed(&stream, peer) {
+                refused(peer, &why);
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
+            let line = format!(
+                "{{\"status\":\"error\",\"type\":null,\"unit\":null,\"error\":\"refused: all {} \
+                 MAX_CONNECTIONS places stayed taken for {} s; nothing read, send again later\"}}\n",
+                config.max_connections,
+                CONNECTION_WAIT.as_secs()
+            );
+            refuse_with(stream, line.as_bytes());
+            refused_now += 1;
+        }
+        let _ = listener.set_nonblocking(false);
+        if refused_now > 0 {
+            let counters = &self.shared.counters;
+            counters
+                .connections_refused
+                .fetch_add(refused_now, Ordering::Relaxed);
+            counters
+                .connections_waited
+                .fetch_add(refused_now, Ordering::Relaxed);
+            self.peer_waited = false;
+            if log_limit::allow(Kind::RefusedPeer) {
+                log::warn!(
+                    "refused {refused_now} backend connections: all {} MAX_CONNECTIONS places \
+                     stayed taken for {} s",
+                    self.shared.config.get().max_connections,
+                    CONNECTION_WAIT.as_secs()
+                );
             }
         }
     }
@@ -186,8 +315,9 @@ impl Listener {
         }
     }
 
-    /// Starts a session for `stream`, unless the peer is not allowed or
-    /// (when `limited`) the relay is at MAX_CONNECTIONS.
+    /// Starts a session for `stream`, unless the peer is not allowed; a
+    /// peer that is not allowed takes no place. The caller made sure a
+    /// place is free (`limited`), or is stopping and serves the backlog.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, limited: bool) {
         let config = self.shared.config.get();
         if !allowed(&config.socket_allow, peer.ip()) {
@@ -200,16 +330,17 @@ impl Listener {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
-        if limited && self.active.load(Ordering::SeqCst) >= config.max_connections {
-            refused(peer, "MAX_CONNECTIONS reached");
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
+        if limited && std::mem::take(&mut self.peer_waited) {
+            Counters::add(&self.shared.counters.connections_waited);
         }
         self.next_id += 1;
         let id = self.next_id;
         log::info!("backend {peer} connected");
         self.active.fetch_add(1, Ordering::SeqCst);
-        let slot = Slot(Arc::clone(&self.active));
+        let slot = Slot {
+            active: Arc::clone(&self.active),
+            freed: self.freed_tx.clone(),
+        };
         let shared = Arc::clone(&self.shared);
         let ended = self.ended_tx.clone();
         let spawned = std::thread::Builder::new()
@@ -273,6 +404,32 @@ fn wake_addr(local: SocketAddr) -> SocketAddr {
         });
     }
     addr
+}
+
+/// Whether a peer waits in `listener`'s backlog, without accepting it.
+fn peer_waiting(listener: &TcpListener) -> bool {
+    use std::os::fd::AsRawFd;
+    crate::ops::sys::wait_readable([listener.as_raw_fd()], Some(Duration::ZERO))
+        .is_ok_and(|[ready]| ready)
+}
+
+/// Writes the refusal `line` to a peer that was never read, and closes it.
+/// What the peer already sent is read and dropped first, so the close is
+/// not a reset that could discard the line before the peer reads it.
+fn refuse_with(mut stream: TcpStream, line: &[u8]) {
+    use std::io::{Read, Write};
+    if stream.set_nonblocking(true).is_ok() {
+        let mut sink = [0u8; 4096];
+        for _ in 0..64 {
+            if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(line);
+    let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// A refused peer is logged, within the remote-input budget: a connection
@@ -342,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn past_max_connections_a_new_backend_is_refused_until_a_place_is_free() {
+    fn past_max_connections_a_new_backend_waits_until_a_place_is_free() {
         let fixture = Fixture::new("MAX_CONNECTIONS=1\n");
         let (addr, done) = start(&fixture);
         let mut first = TcpStream::connect(addr).unwrap();
@@ -351,18 +508,52 @@ mod tests {
             .jobs
             .recv_timeout(WAIT)
             .expect("the first is served");
-        assert!(closed(TcpStream::connect(addr).unwrap()), "one too many");
+        // The second waits in the backlog: its command is not read yet...
+        let mut second = TcpStream::connect(addr).unwrap();
+        second
+            .write_all(br#"{"type":"SCS","unit":"cam2"}"#)
+            .unwrap();
+        assert!(fixture
+            .jobs
+            .recv_timeout(Duration::from_millis(300))
+            .is_err());
+        // ...and is served once the first frees its place.
         drop(first);
-        // The first session frees its place once it sees the close.
-        let served = (0..100).any(|_| {
-            let mut next = TcpStream::connect(addr).unwrap();
-            let _ = next.write_all(br#"{"type":"SCS","unit":"cam2"}"#);
-            fixture
-                .jobs
-                .recv_timeout(Duration::from_millis(100))
-                .is_ok()
-        });
-        assert!(served, "a freed place takes a new backend");
+        let batch = fixture
+            .jobs
+            .recv_timeout(WAIT)
+            .expect("the second is served");
+        assert_eq!(batch[0].unit, "cam2");
+        assert_eq!(fixture.count(|c| &c.connections_waited), 1);
+        drop(second);
+        fixture.shared.intake.trigger();
+        done.recv_timeout(WAIT).expect("stops");
+    }
+
+    #[test]
+    fn peers_waiting_too_long_get_a_refusal_line() {
+        let fixture = Fixture::new("MAX_CONNECTIONS=1\n");
+        let (addr, done) = start(&fixture);
+        let mut first = TcpStream::connect(addr).unwrap();
+        first.write_all(br#"{"type":"SCS","unit":"cam1"}"#).unwrap();
+        fixture
+            .jobs
+            .recv_timeout(WAIT)
+            .expect("the first is served");
+        let mut second = TcpStream::connect(addr).unwrap();
+        second
+            .write_all(br#"{"type":"SCS","unit":"cam2"}"#)
+            .unwrap();
+        second
+            .set_read_timeout(Some(CONNECTION_WAIT + WAIT))
+            .unwrap();
+        let mut line = String::new();
+        let _ = second.read_to_string(&mut line);
+        assert!(line.contains("\"status\":\"error\""), "{line}");
+        assert!(line.contains("MAX_CONNECTIONS"), "{line}");
+        assert_eq!(fixture.count(|c| &c.connections_refused), 1);
+        assert!(fixture.jobs.try_recv().is_err(), "nothing of it was queued");
+        drop(first);
         fixture.shared.intake.trigger();
         done.recv_timeout(WAIT).expect("stops");
     }

@@ -6,6 +6,9 @@
 //! session joins it on exit, or, when the peer has closed its side but is
 //! still owed status lines, hands the socket to the lingering thread.
 //!
+//! An idle connection costs nothing: the session sleeps in poll(2) on its
+//! socket and the intake's stop pipe ([`Stop::fd`]), not in a read timeout.
+//!
 //! On shutdown the session reads on until the kernel holds nothing more for
 //! it (bounded by `SHUTDOWN_GRACE`): a command whose bytes reached the relay
 //! is published, spooled, or reported as left unread, never dropped silently.
@@ -26,10 +29,12 @@ use crate::delivery::outbox::{self, Finish, Outbox, StatusOwed};
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::shutdown::Stop;
+use crate::ops::sys;
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder, Json};
 
-/// How often a blocked read or queue push looks at the stop signal.
+/// How often a blocked queue push looks at the stop signal; also the read
+/// timeout (a read only starts once poll(2) says the socket is readable).
 const POLL: Duration = Duration::from_millis(250);
 /// While draining at shutdown: a read that finds nothing within this means
 /// the kernel holds nothing more for this connection.
@@ -44,12 +49,18 @@ pub const FIRST_VALUE_TIMEOUT: Duration = Duration::from_secs(60);
 const COUNT_UNREAD_MAX: usize = 16 * 1024 * 1024;
 
 /// One of the `MAX_CONNECTIONS` places; freed when dropped, which a session
-/// does as soon as it stops reading its peer.
-pub struct Slot(pub Arc<AtomicUsize>);
+/// does as soon as it stops reading its peer. Freeing it wakes the listener
+/// if it stopped accepting because every place was taken.
+pub struct Slot {
+    pub active: Arc<AtomicUsize>,
+    pub freed: Sender<()>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        // Full means the listener has a wake-up pending already.
+        let _ = self.freed.try_send(());
     }
 }
 
@@ -239,6 +250,9 @@ impl Reader<'_> {
             {
                 return End::NothingSent;
             }
+            if self.draining.is_none() && !self.wait_readable(partial_since, connected) {
+                continue;
+            }
             let n = match stream.read(&mut buf) {
                 Ok(0) => {
                     // Rate-limited: a peer can repeat this as fast as it connects.
@@ -277,6 +291,30 @@ impl Reader<'_> {
                 (_, None) => Some(Instant::now()),
                 (_, since) => since,
             };
+        }
+    }
+
+    /// Sleeps until the peer sent something (or closed), the intake stops, or
+    /// an incomplete value's time runs out: an idle connection costs no
+    /// wake-up. False when the socket is not (known to be) readable. Until
+    /// the peer sent a complete value (or began one) it also wakes when
+    /// [`FIRST_VALUE_TIMEOUT`] since `connected` runs out.
+    fn wait_readable(&self, partial_since: Option<Instant>, connected: Instant) -> bool {
+        use std::os::fd::AsRawFd;
+        let socket = self.stream.as_raw_fd();
+        let partial = partial_since.map(|t| PARTIAL_TIMEOUT.saturating_sub(t.elapsed()));
+        // A value begun has only its own clock (see read_loop).
+        let first = (!self.sent_a_value && partial_since.is_none())
+            .then(|| FIRST_VALUE_TIMEOUT.saturating_sub(connected.elapsed()));
+        let timeout = partial.or(first).map(|t| t + Duration::from_millis(1));
+        let Some(stop) = self.shared.intake.fd() else {
+            // No pipe for the stop signal: fall back on the read timeout.
+            return true;
+        };
+        match sys::wait_readable([socket, stop], timeout) {
+            Ok([readable, _]) => readable,
+            // Let the read itself say what is wrong.
+            Err(_) => true,
         }
     }
 
@@ -562,7 +600,12 @@ mod tests {
         let active = Arc::new(AtomicUsize::new(1));
         std::thread::spawn(move || {
             let peer = relay.peer_addr().expect("a peer");
-            run(relay, peer, 1, shared, Slot(Arc::clone(&active)));
+            let (freed, _) = crossbeam_channel::bounded(1);
+            let slot = Slot {
+                active: Arc::clone(&active),
+                freed,
+            };
+            run(relay, peer, 1, shared, slot);
             assert_eq!(active.load(Ordering::SeqCst), 0, "the place is freed");
             let _ = done_tx.send(());
         });

@@ -109,6 +109,7 @@ fn key_table_is_well_formed() {
             "HOLD_MAX_BYTES",
             "SPOOL_FILE",
             "DEVICE_TIMEOUT",
+            "DEVICE_SUMMARY_INTERVAL",
             "MAX_DEVICES",
             "STATUS_FILE",
             "STATUS_INTERVAL",

@@ -1,6 +1,7 @@
 //! Device heartbeats (PROTOCOL.md §2.3): the payload parsed into a [`Heartbeat`]
-//! and its one-line rendering for the log. Pure; called on the MQTT
-//! event-loop thread for every message on `HEARTBEAT_TOPIC`.
+//! and its one-line rendering for the log. Pure; called on the device link
+//! thread for every message on `HEARTBEAT_TOPIC`, so it reads only the
+//! fields it shows and skips the rest.
 //!
 //! Every field is optional. A field that is missing stays `None` and is shown
 //! as `absent`, never as zero. A payload that is not a JSON object, or a known
@@ -9,7 +10,9 @@
 
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use crate::ops::log_limit::cut_to;
 use crate::ops::redact;
@@ -21,8 +24,17 @@ pub const MAX_FIELD_CHARS: usize = 64;
 /// A device's text as it may be stored and shown: control characters
 /// escaped, cut to [`MAX_FIELD_CHARS`] (saying how long it was).
 pub fn shown(text: &str) -> String {
-    let cut = cut_to(text, MAX_FIELD_CHARS);
-    redact::printable(&cut).into_owned()
+    shown_ref(text).into_owned()
+}
+
+/// [`shown`], without a copy when `text` is shown as it is.
+pub fn shown_ref(text: &str) -> std::borrow::Cow<'_, str> {
+    match cut_to(text, MAX_FIELD_CHARS) {
+        std::borrow::Cow::Borrowed(short) => redact::printable(short),
+        std::borrow::Cow::Owned(cut) => {
+            std::borrow::Cow::Owned(redact::printable(&cut).into_owned())
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,6 +60,90 @@ pub struct Heartbeat {
 /// tree would take tens of MiB for a moment.
 pub const MAX_HEARTBEAT_BYTES: usize = 256 * 1024;
 
+/// The fields read from a heartbeat, in [`Fields`]' order; every other
+/// member is skipped unparsed.
+const FIELDS: [&str; 13] = [
+    "device_id",
+    "msg_type",
+    "timestamp",
+    "ip",
+    "network",
+    "eth_connected",
+    "wifi_connected",
+    "lte_connected",
+    "cpu_temp",
+    "sense_temp",
+    "video_fps",
+    "spi_fps",
+    "lte_signal",
+];
+
+/// The values of the [`FIELDS`] a heartbeat has. Read straight from the
+/// bytes (one a few hundred bytes long arrives hundreds of times a second):
+/// no JSON tree of the whole object, no copy of a key or of a member the
+/// relay does not show.
+struct Fields([Option<Value>; FIELDS.len()]);
+
+impl Fields {
+    fn get(&self, key: &str) -> Option<&Value> {
+        let i = FIELDS.iter().position(|f| *f == key)?;
+        self.0[i].as_ref()
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields(Default::default());
+        while let Some(known) = map.next_key_seed(FieldName)? {
+            match known {
+                // As serde_json's own map: the last of repeated members counts.
+                Some(i) => fields.0[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A member name: its index in [`FIELDS`], or `None` for one not read.
+struct FieldName;
+
+impl<'de> DeserializeSeed<'de> for FieldName {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for FieldName {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(FIELDS.iter().position(|f| *f == name))
+    }
+}
+
 /// Parses a heartbeat payload; `Err` says why it is odd.
 pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
     if payload.len() > MAX_HEARTBEAT_BYTES {
@@ -56,10 +152,10 @@ pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
             payload.len()
         ));
     }
-    let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(map) = value else {
-        return Err("not a JSON object".into());
-    };
+    let map: Fields = serde_json::from_slice(payload).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => "not a JSON object".to_string(),
+        _ => format!("not JSON: {e}"),
+    })?;
     Ok(Heartbeat {
         device_id: text(&map, "device_id")?,
         msg_type: text(&map, "msg_type")?,
@@ -81,7 +177,7 @@ pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
     })
 }
 
-fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+fn text(map: &Fields, key: &str) -> Result<Option<String>, String> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         // Shown in log lines and the status output: no control characters.
@@ -91,7 +187,7 @@ fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
     }
 }
 
-fn flag(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
+fn flag(map: &Fields, key: &str) -> Result<Option<bool>, String> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -101,7 +197,7 @@ fn flag(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
     }
 }
 
-fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
+fn number(map: &Fields, key: &str) -> Result<Option<f64>, String> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),

@@ -80,6 +80,31 @@ pub struct DeviceLink {
     pub intake: Stop,
 }
 
+/// Most events handled in one wake-up before the stop signal is looked at again.
+const DRAIN_MAX: usize = 1024;
+
+/// What the link does after one polled event.
+enum Next {
+    /// Take the next event that is ready, if any.
+    Drain,
+    /// Wait on the connection again (nothing more is ready, or after a failure).
+    Wait,
+    /// This connection is over.
+    End(Ended),
+}
+
+/// The state of one connection that [`DeviceLink::take`] acts on.
+struct Serving<'a> {
+    index: usize,
+    session: &'a mut Session,
+    retries: &'a mut Retries,
+    spoken: &'a mut Spoken,
+    /// Since the CONNACK.
+    up_since: &'a mut Option<Instant>,
+    /// Since when the SUBACK is awaited.
+    subscribing: &'a mut Option<Instant>,
+}
+
 /// How the current connection ended.
 enum Ended {
     Stopped,
@@ -168,60 +193,96 @@ impl DeviceLink {
                 return Ended::Moved;
             }
             let wait = if up_since.is_some() { TICK } else { CONNECTING };
-            match session.poll(wait) {
-                Polled::Nothing => {}
-                Polled::Ended => return Ended::Lost,
-                Polled::ConnAck(limit) => {
-                    // The publisher sets aside at once what this broker
-                    // would close the connection over (publish links share it).
-                    let limit = limit.map_or(0, u64::from);
-                    self.counters
-                        .broker_max_packet
-                        .store(limit, Ordering::Relaxed);
-                    up_since = Some(Instant::now());
-                    subscribing = up_since;
-                    if spoken.connected(index, session.version()) {
-                        log::info!(
-                            "broker {broker} does not take MQTT 5: the device link speaks \
-                             MQTT 3.1.1 to it from now on"
-                        );
-                    }
-                    self.connected(broker, session, retries);
+            let mut polled = session.poll(wait);
+            // Everything already read or readable is handled in this wake-up:
+            // at a fleet's pace a heartbeat waits behind another most of the time.
+            for handled in 1.. {
+                let mut state = Serving {
+                    index,
+                    session: &mut *session,
+                    retries: &mut *retries,
+                    spoken: &mut *spoken,
+                    up_since: &mut up_since,
+                    subscribing: &mut subscribing,
+                };
+                match self.take(polled, &mut state) {
+                    Next::Drain => {}
+                    Next::Wait => break,
+                    Next::End(ended) => return ended,
                 }
-                Polled::SubAck(refused) => {
-                    subscribing = None;
-                    self.subscribed(refused);
+                // Asked for only when it will be handled: an event taken
+                // from rumqttc and then dropped would be a lost message.
+                if handled == DRAIN_MAX {
+                    break;
                 }
-                Polled::Message { topic, payload } => self.on_message(&topic, &payload),
-                Polled::Failed {
-                    why,
-                    version_refused,
-                } => {
-                    subscribing = None;
-                    let before_connack = up_since.is_none();
-                    if before_connack && version_refused && spoken.refused(index, session.version())
-                    {
-                        log::info!(
-                            "device link to broker {broker}: {why} at an MQTT 5 CONNECT; \
-                             trying MQTT 3.1.1"
-                        );
-                        return Ended::Lost;
-                    }
-                    if before_connack && version_refused {
-                        spoken.refused(index, session.version());
-                    }
-                    if self.failed(broker, &why, up_since.take(), retries) {
-                        return Ended::Stopped;
-                    }
-                    if spoken.version(index) != session.version() {
-                        return Ended::Lost;
-                    }
-                }
+                polled = session.try_poll();
             }
             if subscribing.is_some_and(|since| since.elapsed() > SUBACK_WAIT) {
                 return self.deaf(broker, retries);
             }
         }
+    }
+
+    /// Acts on one polled event of the connection to broker `state.index`.
+    fn take(&self, polled: Polled, state: &mut Serving<'_>) -> Next {
+        let broker = &self.brokers[state.index];
+        match polled {
+            Polled::Idle => return Next::Wait,
+            Polled::Nothing => {}
+            Polled::Ended => return Next::End(Ended::Lost),
+            Polled::ConnAck(limit) => {
+                // The publisher sets aside at once what this broker
+                // would close the connection over (publish links share it).
+                let limit = limit.map_or(0, u64::from);
+                self.counters
+                    .broker_max_packet
+                    .store(limit, Ordering::Relaxed);
+                *state.up_since = Some(Instant::now());
+                *state.subscribing = *state.up_since;
+                if state.spoken.connected(state.index, state.session.version()) {
+                    log::info!(
+                        "broker {broker} does not take MQTT 5: the device link speaks \
+                         MQTT 3.1.1 to it from now on"
+                    );
+                }
+                self.connected(broker, state.session, state.retries);
+            }
+            Polled::SubAck(refused) => {
+                *state.subscribing = None;
+                self.subscribed(refused);
+            }
+            Polled::Message { topic, payload } => self.on_message(&topic, &payload),
+            Polled::Failed {
+                why,
+                version_refused,
+            } => return self.on_failure(&why, version_refused, state),
+        }
+        Next::Drain
+    }
+
+    /// A connection error: either 3.1.1 is to be tried now, or it is
+    /// logged and backed off from (rumqttc dials again on the next poll).
+    fn on_failure(&self, why: &str, version_refused: bool, state: &mut Serving<'_>) -> Next {
+        let broker = &self.brokers[state.index];
+        let version = state.session.version();
+        *state.subscribing = None;
+        let before_connack = state.up_since.is_none();
+        if before_connack && version_refused && state.spoken.refused(state.index, version) {
+            log::info!(
+                "device link to broker {broker}: {why} at an MQTT 5 CONNECT; trying MQTT 3.1.1"
+            );
+            return Next::End(Ended::Lost);
+        }
+        if before_connack && version_refused {
+            state.spoken.refused(state.index, version);
+        }
+        if self.failed(broker, why, state.up_since.take(), state.retries) {
+            return Next::End(Ended::Stopped);
+        }
+        if state.spoken.version(state.index) != version {
+            return Next::End(Ended::Lost);
+        }
+        Next::Wait
     }
 
     /// The broker never confirmed the subscriptions: this connection is
@@ -350,7 +411,7 @@ impl DeviceLink {
                 }
             }
         } else if let Some(device) = config::plus_level(&self.config.get().heartbeat_topic, topic) {
-            self.on_heartbeat(&heartbeat::shown(device), payload);
+            self.on_heartbeat(&heartbeat::shown_ref(device), payload);
         } else {
             log::debug!(
                 "message on unexpected topic {}: ignored",
@@ -385,15 +446,20 @@ impl DeviceLink {
                 return;
             }
         };
-        // Rate-limited like other remote input; the state changes below are not.
-        if log_limit::allow(Kind::Heartbeat) {
-            log::info!("heartbeat {device}: {}", status.summary());
+        Counters::add(&self.counters.heartbeats);
+        // One line per heartbeat is debug: at info a fleet's heartbeats would
+        // rotate the log within a minute (the summary line sums them up).
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!("heartbeat {device}: {}", status.summary());
         }
         let seen = lock(&self.devices).record(device, status, Instant::now(), SystemTime::now());
-        match seen {
-            Seen::New => log::info!("device {device} online (first heartbeat since start)"),
-            Seen::BackOnline => log::info!("device {device} is back online"),
+        let change = match seen {
+            Seen::New => "online (first heartbeat since start)",
+            Seen::BackOnline => "is back online",
             Seen::Again => return,
+        };
+        if log_limit::allow(Kind::DeviceOnline) {
+            log::info!("device {device} {change}");
         }
         self.presence.report(device, true);
     }

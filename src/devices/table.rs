@@ -4,6 +4,13 @@
 //! records heartbeats, the main thread sweeps for silent devices every
 //! second and takes snapshots for the status file.
 //!
+//! The sweep costs what changes, not what is known: devices are ordered by
+//! last heartbeat, and the offline ones are exactly those older than the
+//! timeout, so each sweep visits only the devices whose last heartbeat
+//! crossed the timeout since the previous sweep. A device id is stored once
+//! (`Arc<str>`, shared by both indexes): a heartbeat of a known device
+//! allocates nothing here.
+//!
 //! Bounded: at most `MAX_DEVICES` devices; a new one past that makes the
 //! table forget the device silent the longest (counted, and logged at most
 //! once a minute by the sweep). Ids and heartbeat strings are cut to
@@ -11,6 +18,8 @@
 //! device cannot make the table, the status file or a log line large.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::devices::heartbeat::Heartbeat;
@@ -24,7 +33,109 @@ struct Device {
     seen_key: (Instant, u64),
     last_seen_wall: SystemTime,
     online: bool,
-    status: Heartbeat,
+    status: Packed,
+}
+
+/// A heartbeat as the table keeps it, in a third of a [`Heartbeat`]'s room
+/// (a table of 100,000 devices must fit a gateway): its five strings in
+/// one allocation, replaced only when one of them changed, numbers with
+/// NaN for absent (a heartbeat's numbers are always finite).
+#[derive(Debug, Clone)]
+struct Packed {
+    /// device_id, msg_type, timestamp, ip, network, one after the other.
+    text: Box<str>,
+    /// Where each string ends in `text`; [`ABSENT`] when it was not sent.
+    ends: [u16; 5],
+    numbers: [f64; 5],
+    flags: [Option<bool>; 3],
+}
+
+const ABSENT: u16 = u16::MAX;
+
+impl Packed {
+    fn texts(h: &Heartbeat) -> [Option<&str>; 5] {
+        [
+            h.device_id.as_deref(),
+            h.msg_type.as_deref(),
+            h.timestamp.as_deref(),
+            h.ip.as_deref(),
+            h.network.as_deref(),
+        ]
+    }
+
+    fn new(h: &Heartbeat) -> Packed {
+        let mut packed = Packed {
+            text: Box::from(""),
+            ends: [ABSENT; 5],
+            numbers: [f64::NAN; 5],
+            flags: [None; 3],
+        };
+        packed.update(h);
+        packed
+    }
+
+    /// Takes `h`'s values; allocates only when a string changed.
+    fn update(&mut self, h: &Heartbeat) {
+        let texts = Packed::texts(h);
+        if texts != self.text_fields() {
+            let mut text = String::new();
+            for (end, field) in self.ends.iter_mut().zip(texts) {
+                *end = match field {
+                    // Each is cut to MAX_FIELD_CHARS: far below u16::MAX.
+                    Some(t) => {
+                        text.push_str(t);
+                        u16::try_from(text.len()).unwrap_or(ABSENT - 1)
+                    }
+                    None => ABSENT,
+                };
+            }
+            self.text = text.into_boxed_str();
+        }
+        let numbers = [
+            h.cpu_temp,
+            h.sense_temp,
+            h.video_fps,
+            h.spi_fps,
+            h.lte_signal,
+        ];
+        self.numbers = numbers.map(|n| n.unwrap_or(f64::NAN));
+        self.flags = [h.eth_connected, h.wifi_connected, h.lte_connected];
+    }
+
+    fn text_fields(&self) -> [Option<&str>; 5] {
+        let mut start = 0;
+        self.ends.map(|end| {
+            if end == ABSENT {
+                return None;
+            }
+            let field = self.text.get(start..usize::from(end));
+            start = usize::from(end);
+            Some(field.unwrap_or(""))
+        })
+    }
+
+    fn unpack(&self) -> Heartbeat {
+        let [device_id, msg_type, timestamp, ip, network] =
+            self.text_fields().map(|t| t.map(str::to_string));
+        let [cpu_temp, sense_temp, video_fps, spi_fps, lte_signal] =
+            self.numbers.map(|n| (!n.is_nan()).then_some(n));
+        let [eth_connected, wifi_connected, lte_connected] = self.flags;
+        Heartbeat {
+            device_id,
+            msg_type,
+            timestamp,
+            ip,
+            network,
+            eth_connected,
+            wifi_connected,
+            lte_connected,
+            cpu_temp,
+            sense_temp,
+            video_fps,
+            spi_fps,
+            lte_signal,
+        }
+    }
 }
 
 /// One device as the status file and the `status` command show it.
@@ -48,9 +159,14 @@ pub struct TableSnapshot {
 
 #[derive(Debug)]
 pub struct DeviceTable {
-    devices: HashMap<String, Device>,
+    /// Boxed: the hash table then holds 24 bytes a device, so its growth
+    /// (which doubles it) moves and leaves behind little.
+    devices: HashMap<Arc<str>, Box<Device>>,
     /// Devices by last heartbeat, the longest silent first.
-    by_silence: BTreeMap<(Instant, u64), String>,
+    by_silence: BTreeMap<(Instant, u64), Arc<str>>,
+    /// Where the previous sweep stopped: every device seen before it is
+    /// offline already.
+    swept_to: Option<Instant>,
     next: u64,
     max: usize,
     online: usize,
@@ -77,6 +193,7 @@ impl DeviceTable {
         DeviceTable {
             devices: HashMap::new(),
             by_silence: BTreeMap::new(),
+            swept_to: None,
             next: 0,
             max: max.max(1),
             online: 0,
@@ -99,13 +216,16 @@ impl DeviceTable {
     pub fn record(&mut self, id: &str, status: Heartbeat, now: Instant, wall: SystemTime) -> Seen {
         let key = self.key(now);
         if let Some(d) = self.devices.get_mut(id) {
-            self.by_silence.remove(&d.seen_key);
-            self.by_silence.insert(key, id.to_string());
+            let shared = self
+                .by_silence
+                .remove(&d.seen_key)
+                .unwrap_or_else(|| Arc::from(id));
+            self.by_silence.insert(key, shared);
             let was_online = d.online;
             d.seen_key = key;
             d.last_seen_wall = wall;
             d.online = true;
-            d.status = status;
+            d.status.update(&status);
             if was_online {
                 return Seen::Again;
             }
@@ -115,15 +235,16 @@ impl DeviceTable {
         if self.devices.len() >= self.max {
             self.forget_longest_silent();
         }
-        self.by_silence.insert(key, id.to_string());
+        let shared: Arc<str> = Arc::from(id);
+        self.by_silence.insert(key, Arc::clone(&shared));
         self.devices.insert(
-            id.to_string(),
-            Device {
+            shared,
+            Box::new(Device {
                 seen_key: key,
                 last_seen_wall: wall,
                 online: true,
-                status,
-            },
+                status: Packed::new(&status),
+            }),
         );
         self.online += 1;
         Seen::New
@@ -143,23 +264,34 @@ impl DeviceTable {
     }
 
     /// Marks devices silent for longer than `timeout` as offline; returns the
-    /// ids that just went offline (each is reported once).
-    pub fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<(String, Duration)> {
+    /// ids that just went offline (each is reported once). Visits only the
+    /// devices last seen between the previous sweep's limit and this one's.
+    pub fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<(Arc<str>, Duration)> {
         let mut gone = Vec::new();
-        for ((seen, _), id) in &self.by_silence {
-            let silent = now.saturating_duration_since(*seen);
-            if silent <= timeout {
-                break;
-            }
+        // Silent longer than the timeout: seen before `limit`.
+        let Some(limit) = now.checked_sub(timeout) else {
+            return gone;
+        };
+        let from = match self.swept_to {
+            Some(t) if t <= limit => Bound::Included((t, 0)),
+            _ => Bound::Unbounded,
+        };
+        for ((seen, _), id) in self.by_silence.range((from, Bound::Excluded((limit, 0)))) {
             if let Some(d) = self.devices.get_mut(id) {
                 if d.online {
                     d.online = false;
                     self.online -= 1;
-                    gone.push((id.clone(), silent));
+                    gone.push((Arc::clone(id), now.saturating_duration_since(*seen)));
                 }
             }
         }
+        self.swept_to = Some(limit);
         gone
+    }
+
+    /// How many devices are known and how many of them are online.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.devices.len(), self.online)
     }
 
     /// Devices forgotten since the last call, when a minute has passed since
@@ -186,10 +318,10 @@ impl DeviceTable {
             .filter_map(|id| {
                 let d = self.devices.get(id)?;
                 Some(DeviceSnapshot {
-                    id: id.clone(),
+                    id: id.to_string(),
                     online: d.online,
                     last_seen: d.last_seen_wall,
-                    status: d.status.clone(),
+                    status: d.status.unpack(),
                 })
             })
             .collect();
@@ -233,7 +365,7 @@ mod tests {
         );
         let gone = t.sweep(t0 + Duration::from_secs(91), timeout);
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].0, "cam");
+        assert_eq!(&*gone[0].0, "cam");
         assert!(
             t.sweep(t0 + Duration::from_secs(500), timeout).is_empty(),
             "offline is reported once"
@@ -253,6 +385,45 @@ mod tests {
         assert!(snap.shown[0].online);
         assert_eq!(snap.online, 1);
         assert_eq!(snap.shown[0].status.ip.as_deref(), Some("2.2.2.2"));
+    }
+
+    #[test]
+    fn each_sweep_reports_only_the_devices_that_crossed_the_timeout_since_the_last() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let timeout = Duration::from_secs(90);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        t.record("a", hb("1"), t0, wall);
+        t.record("b", hb("1"), at(10), wall);
+        let ids = |gone: Vec<(Arc<str>, Duration)>| -> Vec<String> {
+            gone.iter().map(|(id, _)| id.to_string()).collect()
+        };
+        assert_eq!(ids(t.sweep(at(95), timeout)), ["a"]);
+        assert_eq!(t.record("a", hb("2"), at(100), wall), Seen::BackOnline);
+        assert_eq!(ids(t.sweep(at(101), timeout)), ["b"]);
+        assert!(t.sweep(at(150), timeout).is_empty());
+        assert_eq!(ids(t.sweep(at(191), timeout)), ["a"]);
+        assert_eq!(t.counts(), (2, 0));
+    }
+
+    #[test]
+    fn a_stored_heartbeat_reads_back_as_it_came_absent_fields_included() {
+        let full = crate::devices::heartbeat::parse(
+            br#"{"device_id":"cam-01","msg_type":"online","timestamp":1764391000,"ip":"10.0.0.7",
+                "network":"","eth_connected":false,"lte_connected":true,
+                "cpu_temp":0,"sense_temp":"39.25","video_fps":15,"lte_signal":-71}"#,
+        )
+        .unwrap();
+        let mut packed = Packed::new(&full);
+        assert_eq!(packed.unpack(), full);
+        let sparse = hb("10.0.0.8");
+        packed.update(&sparse);
+        assert_eq!(packed.unpack(), sparse);
+        assert_eq!(
+            Packed::new(&Heartbeat::default()).unpack(),
+            Heartbeat::default()
+        );
     }
 
     #[test]

@@ -59,6 +59,13 @@ pub struct Counters {
     pub set_aside: Counter,
     pub replies_routed: Counter,
     pub replies_dropped: Counter,
+    /// Backend connections that waited in the listen backlog because every
+    /// `MAX_CONNECTIONS` place was taken, and those of them refused after
+    /// waiting too long (set by the listener).
+    pub connections_waited: Counter,
+    /// Heartbeats taken by the device link (for the device summary line).
+    pub heartbeats: Counter,
+    pub connections_refused: Counter,
 }
 
 impl Counters {

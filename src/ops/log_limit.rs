@@ -1,7 +1,7 @@
 //! Log lines caused by remote input (an odd heartbeat, a reply nobody asked
 //! for, a refused peer, a rejected command) are rate-limited per kind: the
-//! first [`PER_MINUTE`] of a kind in a minute ([`HEARTBEATS_PER_MINUTE`]
-//! per-heartbeat lines) are logged, the rest counted
+//! first [`PER_MINUTE`] of a kind in a minute ([`DEVICE_CHANGES_PER_MINUTE`]
+//! device online/offline lines) are logged, the rest counted
 //! and summed up in one line when the minute is over. A peer or a device can
 //! therefore never fill a gateway's flash through the log. Used by every
 //! thread that logs remote input; the main thread calls [`tick`] once a
@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 
 /// Lines of one kind logged per minute before the rest are only counted.
 pub const PER_MINUTE: u32 = 10;
-/// Per-heartbeat lines logged per minute: a fleet's normal traffic shows,
-/// a flood of 25,000 heartbeats cannot rotate the log history away (state
-/// changes, online and offline, are not counted here).
-pub const HEARTBEATS_PER_MINUTE: u32 = 120;
+/// Device state changes (online, back online, offline) logged per minute
+/// and kind: each camera's change shows at a fleet's normal pace, while a
+/// flood of new device ids (or a whole fleet coming back after a power cut)
+/// cannot rotate the log history away. Single heartbeats are debug lines.
+pub const DEVICE_CHANGES_PER_MINUTE: u32 = 120;
 const WINDOW: Duration = Duration::from_secs(60);
 /// Longest remote string shown in a log line, in characters.
 pub const MAX_SHOWN: usize = 200;
@@ -42,18 +43,24 @@ pub enum Kind {
     UnroutedReply,
     ForgottenRoute,
     RefusedReply,
-    Heartbeat,
+    /// A device seen for the first time, or back online: a fleet's cameras
+    /// come and go together (a start, a power cut), so the first few are
+    /// worth a line each, the rest one summing line.
+    DeviceOnline,
+    /// A device gone silent for DEVICE_TIMEOUT.
+    DeviceOffline,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 8] = [
         Kind::RejectedCommand,
         Kind::RefusedPeer,
         Kind::OddHeartbeat,
         Kind::UnroutedReply,
         Kind::ForgottenRoute,
         Kind::RefusedReply,
-        Kind::Heartbeat,
+        Kind::DeviceOnline,
+        Kind::DeviceOffline,
     ];
 
     fn what(self) -> &'static str {
@@ -64,7 +71,8 @@ impl Kind {
             Kind::UnroutedReply => "unrouted-reply lines",
             Kind::ForgottenRoute => "forgotten-route lines",
             Kind::RefusedReply => "refused-reply lines",
-            Kind::Heartbeat => "heartbeat lines",
+            Kind::DeviceOnline => "device-online lines",
+            Kind::DeviceOffline => "device-offline lines",
         }
     }
 
@@ -72,7 +80,7 @@ impl Kind {
     fn level(self) -> log::Level {
         match self {
             Kind::UnroutedReply => log::Level::Debug,
-            Kind::Heartbeat => log::Level::Info,
+            Kind::DeviceOnline => log::Level::Info,
             _ => log::Level::Warn,
         }
     }
@@ -80,7 +88,7 @@ impl Kind {
     /// Lines of this kind logged per minute.
     fn budget(self) -> u32 {
         match self {
-            Kind::Heartbeat => HEARTBEATS_PER_MINUTE,
+            Kind::DeviceOnline | Kind::DeviceOffline => DEVICE_CHANGES_PER_MINUTE,
             _ => PER_MINUTE,
         }
     }

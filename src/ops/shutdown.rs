@@ -2,10 +2,17 @@
 //! either poll [`Stop::is_set`] between blocking calls or sleep on
 //! [`Stop::sleep`], which returns early the moment it is triggered.
 //!
+//! A thread that waits on a socket with poll(2) can wait on the stop too:
+//! [`Stop::fd`] is a pipe that becomes readable once triggered, so an idle
+//! backend connection costs no periodic wake-up.
+//!
 //! The relay uses two: `intake` (set by the main thread on SIGINT/SIGTERM:
 //! stop accepting and reading backends) and `link` (set by the publisher once
 //! it has flushed or given up: the MQTT event loop may now end).
 
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -24,6 +31,9 @@ struct Inner {
     // Dropping the sender wakes every receiver blocked in `sleep`.
     wake_tx: Mutex<Option<Sender<()>>>,
     wake_rx: Receiver<()>,
+    /// Made on first use of [`Stop::fd`]: (read end, write end); one byte is
+    /// written when triggered and never read, so it stays readable.
+    pipe: OnceLock<Option<(OwnedFd, File)>>,
 }
 
 impl Stop {
@@ -35,6 +45,7 @@ impl Stop {
                 at: OnceLock::new(),
                 wake_tx: Mutex::new(Some(tx)),
                 wake_rx: rx,
+                pipe: OnceLock::new(),
             }),
         }
     }
@@ -44,6 +55,28 @@ impl Stop {
         self.inner.set.store(true, Ordering::SeqCst);
         if let Ok(mut tx) = self.inner.wake_tx.lock() {
             tx.take();
+        }
+        self.mark_pipe();
+    }
+
+    /// A descriptor that polls readable once triggered (None if no pipe
+    /// could be made: the caller then polls with a timeout).
+    pub fn fd(&self) -> Option<RawFd> {
+        let pipe = self.inner.pipe.get_or_init(|| {
+            let (read, write) = crate::ops::sys::pipe().ok()?;
+            Some((read, File::from(write)))
+        });
+        // Triggered before the pipe existed: mark it now.
+        if self.is_set() {
+            self.mark_pipe();
+        }
+        pipe.as_ref().map(|(read, _)| read.as_raw_fd())
+    }
+
+    fn mark_pipe(&self) {
+        if let Some(Some((_, write))) = self.inner.pipe.get() {
+            // &File writes too: the pipe is shared by every clone.
+            let _ = (&*write).write(&[1]);
         }
     }
 
@@ -94,6 +127,20 @@ mod tests {
         assert!(stop.sleep(Duration::from_secs(30)));
         assert!(started.elapsed() < Duration::from_secs(10));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn the_fd_polls_readable_once_triggered_whenever_it_was_made() {
+        use crate::ops::sys::wait_readable;
+        let stop = Stop::new();
+        let fd = stop.fd().expect("a pipe");
+        assert_eq!(wait_readable([fd], Some(Duration::ZERO)).unwrap(), [false]);
+        stop.trigger();
+        assert_eq!(wait_readable([fd], Some(Duration::ZERO)).unwrap(), [true]);
+        let late = Stop::new();
+        late.trigger();
+        let fd = late.fd().expect("a pipe");
+        assert_eq!(wait_readable([fd], Some(Duration::ZERO)).unwrap(), [true]);
     }
 
     #[test]

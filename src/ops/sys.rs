@@ -77,6 +77,58 @@ pub fn open_files_limit() -> Option<u64> {
     Some(limit.rlim_cur as u64)
 }
 
+/// Sets how many connections the kernel keeps waiting for a listening
+/// socket's accept(): listen(2) again on a listening socket only resizes
+/// its backlog.
+pub fn set_backlog(listener: &std::net::TcpListener, backlog: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a descriptor the TcpListener owns and keeps open.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits until one of `fds` is readable (or closed by its peer), at most
+/// `timeout` (None: no limit); returns which are, in the order given. A
+/// signal that interrupts the wait reads as nothing ready.
+pub fn wait_readable<const N: usize>(
+    fds: [std::os::fd::RawFd; N],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<[bool; N]> {
+    let mut polled = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // Rounded up: a wait of 0.3 ms must not become a busy poll of 0.
+    let ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+    });
+    // SAFETY: poll(2) reads and writes the N pollfd structs we own.
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), N as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok([false; N]);
+        }
+        return Err(e);
+    }
+    Ok(polled.map(|p| p.revents != 0))
+}
+
+/// A pipe (read end, write end), both closed on exec and non-blocking.
+pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2(2) writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened and belong to nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// The effective user id: whose files the relay may trust.
 pub fn euid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.

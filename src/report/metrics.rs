@@ -57,7 +57,26 @@ pub fn render(s: &Snapshot<'_>) -> String {
     for metric in queue_gauges(s).into_iter().chain(link_gauges(s)) {
         metric.write(&mut out);
     }
+    for metric in backend_waits(s.counters) {
+        metric.write(&mut out);
+    }
     out
+}
+
+/// Backends that found every MAX_CONNECTIONS place taken (PROTOCOL.md §1).
+fn backend_waits(c: &crate::ops::counters::Counters) -> [Metric; 2] {
+    [
+        Metric::counter(
+            "connections_waited_total",
+            "Backend connections that waited in the listen backlog for a MAX_CONNECTIONS place.",
+            c.connections_waited.load(Relaxed),
+        ),
+        Metric::counter(
+            "connections_refused_total",
+            "Backend connections refused with an error line after waiting too long for a place.",
+            c.connections_refused.load(Relaxed),
+        ),
+    ]
 }
 
 /// The queue, the hold and what became of commands that could not go out.
@@ -218,7 +237,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(helped, 20);
+        assert_eq!(helped, 22);
     }
 
     #[test]
@@ -268,6 +287,8 @@ mod tests {
                 "spool_failing gauge",
                 "running gauge",
                 "build_info gauge",
+                "connections_waited_total counter",
+                "connections_refused_total counter",
             ]
         );
     }

@@ -232,6 +232,7 @@ fn a_70000_character_heartbeat_field_is_cut_and_status_still_prints() {
     let relay = Relay::start(
         broker.port,
         &[
+            ("LOG_LEVEL", "debug"),
             ("STATUS_FILE", status_str.as_str()),
             ("STATUS_INTERVAL", "1"),
         ],
@@ -307,22 +308,18 @@ fn floods_of_remote_input_are_logged_within_a_budget() {
     )
     .unwrap();
     assert_eq!(read_lines(&s, 1, WAIT), vec!["{}".to_string()]);
-    // MAX_CONNECTIONS (16) held open: 30 more peers are refused.
+    // MAX_CONNECTIONS (16) held open: 30 more peers wait in the backlog,
+    // then are refused together with a line each, logged in one line.
     let held: Vec<TcpStream> = (0..15).map(|_| relay.connect()).collect();
     relay.expect_backends_admitted(16);
-    for _ in 0..30 {
-        let mut c = relay.connect();
-        assert!(
-            closed_by_peer(&mut c, Duration::from_secs(2)),
-            "refused at once"
-        );
+    let waiting: Vec<TcpStream> = (0..30).map(|_| relay.connect()).collect();
+    for c in &waiting {
+        let line = read_lines(c, 1, WAIT + Duration::from_secs(10));
+        assert!(line[0].contains("MAX_CONNECTIONS"), "{line:?}");
     }
-    // Each refusal is logged (or not, past the budget) before the close.
-    let refusals = || relay.log().matches("WARN  refused backend").count();
-    assert!(wait_until(WAIT, || refusals() >= 10), "{}", relay.log());
     drop(held);
     let log = relay.log();
-    assert_eq!(log.matches("WARN  refused backend").count(), 10, "{log}");
+    assert!(log.matches("WARN  refused ").count() <= 2, "{log}");
     assert_eq!(
         log.matches("odd heartbeat from device").count(),
         10,

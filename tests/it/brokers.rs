@@ -296,6 +296,7 @@ fn on_rabbitmq_3_10_the_device_link_speaks_3_1_1_and_replies_come_back() {
     let relay = Relay::start(
         rabbit.port,
         &[
+            ("LOG_LEVEL", "debug"), // heartbeat lines are debug
             ("STATUS_FILE", status_str.as_str()),
             ("STATUS_INTERVAL", "1"),
         ],

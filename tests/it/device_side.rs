@@ -74,7 +74,7 @@ fn a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session(protoco
 
 fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived(protocol: &str) {
     let broker = Broker::start();
-    let relay = Relay::start(broker.port, &on(protocol, &[]));
+    let relay = Relay::start(broker.port, &on(protocol, &[("LOG_LEVEL", "debug")]));
     relay.expect_ready();
     let hb = br#"{"device_id":"cam-07","msg_type":"online","timestamp":1764391000,"ip":"10.1.2.3","network":"wifi","eth_connected":false,"wifi_connected":true,"lte_connected":0,"cpu_temp":51.5,"sense_temp":40.25,"video_fps":14.5,"spi_fps":29,"lte_signal":-77}"#;
     publish(broker.port, &heartbeat_topic("cam-07"), hb, QoS::AtMostOnce);
@@ -183,7 +183,7 @@ fn a_retained_17_mb_heartbeat_costs_only_itself_while_commands_flow() {
         }
     }
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[]);
+    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "debug")]);
     let mut s = relay.connect();
     for i in 0..100 {
         s.write_all(format!(r#"{{"type":"IMG","unit":"after-big","id":{i}}}"#).as_bytes())
@@ -512,7 +512,7 @@ fn a_backend_that_never_reads_does_not_delay_other_connections() {
 
 fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_again(protocol: &str) {
     let mut broker = Broker::start();
-    let relay = Relay::start(broker.port, &on(protocol, &[]));
+    let relay = Relay::start(broker.port, &on(protocol, &[("LOG_LEVEL", "debug")]));
     relay.expect_ready();
     let mut a = relay.connect();
     a.write_all(br#"{"type":"SCS","unit":"cam-re"}"#).unwrap();
@@ -638,7 +638,7 @@ fn slow_first_answer(broker: u16, delay: Duration) -> u16 {
 fn a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link(protocol: &str) {
     let broker = Broker::start();
     let slow = slow_first_answer(broker.port, Duration::from_secs(2));
-    let relay = Relay::start(slow, &on(protocol, &[]));
+    let relay = Relay::start(slow, &on(protocol, &[("LOG_LEVEL", "debug")]));
     relay.expect_log("device link connected to broker", WAIT);
     relay.expect_subscribed();
     publish(

@@ -17,6 +17,7 @@ mod device_side;
 mod durability;
 mod edges;
 mod failover;
+mod fleet;
 mod hardening;
 mod held;
 mod local_users;

@@ -48,6 +48,7 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
     let relay = Relay::start(
         broker.port,
         &[
+            ("LOG_LEVEL", "debug"),
             ("STATUS_FILE", status_file.to_str().unwrap()),
             ("STATUS_INTERVAL", "1"),
         ],

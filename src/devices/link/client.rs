@@ -24,6 +24,10 @@
 //! - The request channel holds [`REQUESTS`] requests; the link thread only
 //!   queues subscriptions and a disconnect, with `try_` calls that never
 //!   block the thread that polls the connection.
+//! - `TCP_NODELAY` is set (rumqttc's default is off): a device reply and
+//!   the PUBACK of a heartbeat go out at once instead of waiting on Nagle's
+//!   algorithm for the broker's delayed ACK. The connection timeout stays
+//!   rumqttc's 5 s.
 //! - Polling never backs off and never ends by itself: the link thread
 //!   sleeps between failed attempts and checks its stop signal itself.
 
@@ -32,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::{self, MqttOptions};
-use rumqttc::{RecvTimeoutError, SubscribeFilter, Transport};
+use rumqttc::{NetworkOptions, RecvTimeoutError, SubscribeFilter, Transport, TryRecvError};
 
 use crate::config::{Config, MqttProtocol};
 use crate::mqtt::brokers::Broker;
@@ -70,7 +74,16 @@ pub fn options(
         opts.set_credentials(user.clone(), password);
     }
     opts.set_transport(transport);
+    opts.set_network_options(nodelay());
     opts
+}
+
+/// `TCP_NODELAY` on (see the module doc); on 3.1.1 rumqttc takes these on
+/// the event loop rather than in the options.
+fn nodelay() -> NetworkOptions {
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network
 }
 
 /// The connection options for `broker` on MQTT 3.1.1.
@@ -165,7 +178,9 @@ impl Spoken {
 
 /// What one poll of a [`Session`] brought.
 pub enum Polled {
-    /// Nothing the link acts on (a wait ran out, an outgoing packet, a ping).
+    /// No event was ready (a wait ran out).
+    Idle,
+    /// An event the link does not act on (an outgoing packet, a ping).
     Nothing,
     /// The client's loop is gone.
     Ended,
@@ -212,10 +227,11 @@ impl Session {
                 Session::V5(client, connection)
             }
             Version::V311 => {
-                let (client, connection) = rumqttc::Client::new(
+                let (client, mut connection) = rumqttc::Client::new(
                     options_311(config, client_id, broker, transport),
                     REQUESTS,
                 );
+                connection.eventloop.set_network_options(nodelay());
                 Session::V311(client, connection)
             }
         }
@@ -232,18 +248,32 @@ impl Session {
     pub fn poll(&mut self, wait: Duration) -> Polled {
         match self {
             Session::V5(_, connection) => match connection.recv_timeout(wait) {
-                Err(v5::RecvTimeoutError::Timeout) => Polled::Nothing,
+                Err(v5::RecvTimeoutError::Timeout) => Polled::Idle,
                 Err(v5::RecvTimeoutError::Disconnected) => Polled::Ended,
-                Ok(Ok(v5::Event::Incoming(packet))) => polled_v5(packet),
-                Ok(Ok(v5::Event::Outgoing(_))) => Polled::Nothing,
-                Ok(Err(e)) => failed_v5(&e),
+                Ok(event) => from_v5(event),
             },
             Session::V311(_, connection) => match connection.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => Polled::Nothing,
+                Err(RecvTimeoutError::Timeout) => Polled::Idle,
                 Err(RecvTimeoutError::Disconnected) => Polled::Ended,
-                Ok(Ok(rumqttc::Event::Incoming(packet))) => polled_311(packet),
-                Ok(Ok(rumqttc::Event::Outgoing(_))) => Polled::Nothing,
-                Ok(Err(e)) => failed_311(&e),
+                Ok(event) => from_311(event),
+            },
+        }
+    }
+
+    /// What the connection holds ready now, without waiting: [`Polled::Idle`]
+    /// when nothing is. Each call takes at most one event, so the caller
+    /// asks only for what it will handle.
+    pub fn try_poll(&mut self) -> Polled {
+        match self {
+            Session::V5(_, connection) => match connection.try_recv() {
+                Err(v5::TryRecvError::Empty) => Polled::Idle,
+                Err(v5::TryRecvError::Disconnected) => Polled::Ended,
+                Ok(event) => from_v5(event),
+            },
+            Session::V311(_, connection) => match connection.try_recv() {
+                Err(TryRecvError::Empty) => Polled::Idle,
+                Err(TryRecvError::Disconnected) => Polled::Ended,
+                Ok(event) => from_311(event),
             },
         }
     }
@@ -297,6 +327,22 @@ impl Session {
                 return;
             }
         }
+    }
+}
+
+fn from_v5(event: Result<v5::Event, v5::ConnectionError>) -> Polled {
+    match event {
+        Ok(v5::Event::Incoming(packet)) => polled_v5(packet),
+        Ok(v5::Event::Outgoing(_)) => Polled::Nothing,
+        Err(e) => failed_v5(&e),
+    }
+}
+
+fn from_311(event: Result<rumqttc::Event, rumqttc::ConnectionError>) -> Polled {
+    match event {
+        Ok(rumqttc::Event::Incoming(packet)) => polled_311(packet),
+        Ok(rumqttc::Event::Outgoing(_)) => Polled::Nothing,
+        Err(e) => failed_311(&e),
     }
 }
 
