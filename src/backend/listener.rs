@@ -256,18 +256,16 @@ impl Listener {
                 config.max_connections,
                 CONNECTION_WAIT.as_secs()
             );
+            // Counted before the peer can read the line: whoever reads it
+            // and then looks at the metrics sees the refusal there.
+            let counters = &self.shared.counters;
+            counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+            counters.connections_waited.fetch_add(1, Ordering::Relaxed);
             refuse_with(stream, line.as_bytes());
             refused_now += 1;
         }
         let _ = listener.set_nonblocking(false);
         if refused_now > 0 {
-            let counters = &self.shared.counters;
-            counters
-                .connections_refused
-                .fetch_add(refused_now, Ordering::Relaxed);
-            counters
-                .connections_waited
-                .fetch_add(refused_now, Ordering::Relaxed);
             self.peer_waited = false;
             if log_limit::allow(Kind::RefusedPeer) {
                 log::warn!(
