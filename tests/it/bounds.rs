@@ -51,8 +51,8 @@ fn device(broker: u16, name: &str) -> Client {
     let mut opts = MqttOptions::new(name, "127.0.0.1", broker);
     opts.set_max_packet_size(4 << 20, 4 << 20);
     opts.set_inflight(100);
-    let (client, mut conn) = Client::new(opts, 256);
-    std::thread::spawn(move || for _ in conn.iter() {});
+    let (client, conn) = Client::new(opts, 256);
+    crate::support::pump(conn);
     client
 }
 

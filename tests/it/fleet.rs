@@ -15,8 +15,8 @@ use crate::support::{Broker, Relay, Subscriber, WAIT};
 /// publishing for many device ids.
 fn fleet(broker: u16, name: &str) -> Client {
     let opts = MqttOptions::new(name, "127.0.0.1", broker);
-    let (client, mut conn) = Client::new(opts, 256);
-    std::thread::spawn(move || for _ in conn.iter() {});
+    let (client, conn) = Client::new(opts, 256);
+    crate::support::pump(conn);
     client
 }
 

@@ -673,8 +673,8 @@ fn a_heartbeat_flood_keeps_the_log_history() {
     assert!(sub.recv(WAIT).is_some());
     let mut opts = rumqttc::MqttOptions::new("hb-flooder", "127.0.0.1", broker.port);
     opts.set_inflight(100);
-    let (device, mut conn) = rumqttc::Client::new(opts, 1024);
-    std::thread::spawn(move || for _ in conn.iter() {});
+    let (device, conn) = rumqttc::Client::new(opts, 1024);
+    crate::support::pump(conn);
     let beat = br#"{"ip":"10.0.0.7","network":"wifi","cpu_temp":47.5,"video_fps":15.0}"#;
     for _ in 0..25_000 {
         device

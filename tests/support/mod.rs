@@ -912,6 +912,9 @@ pub struct Message {
 pub struct Subscriber {
     rx: crossbeam_channel::Receiver<Message>,
     pub client: Client,
+    /// Set when the Subscriber is dropped: its thread then stops retrying
+    /// a broker that may be gone for good.
+    dropped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Subscriber {
@@ -949,6 +952,8 @@ impl Subscriber {
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let sub_client = client.clone();
         let filter = filter.to_string();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gone = dropped.clone();
         std::thread::spawn(move || {
             for event in conn.iter() {
                 match event {
@@ -972,6 +977,7 @@ impl Subscriber {
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                     Ok(_) => {}
+                    Err(_) if gone.load(Ordering::SeqCst) => return,
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
@@ -979,7 +985,11 @@ impl Subscriber {
         ready_rx
             .recv_timeout(WAIT)
             .expect("subscription acknowledged");
-        Subscriber { rx, client }
+        Subscriber {
+            rx,
+            client,
+            dropped,
+        }
     }
 
     pub fn recv(&self, timeout: Duration) -> Option<Message> {
@@ -1012,8 +1022,32 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
         let _ = self.client.try_disconnect();
     }
+}
+
+/// Drives a simulated device's MQTT connection on a thread of its own.
+/// After an error it waits a little before rumqttc dials again, and gives
+/// up once the broker has been unreachable for 30 s: a test's broker is
+/// usually gone for good by then, and a thread dialing a closed port in a
+/// loop would burn a core for the rest of the test run.
+pub fn pump(mut conn: rumqttc::Connection) {
+    std::thread::spawn(move || {
+        let mut failing_since: Option<Instant> = None;
+        for event in conn.iter() {
+            match event {
+                Ok(_) => failing_since = None,
+                Err(_) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(30) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    });
 }
 
 /// A short-lived MQTT publisher (a simulated device).
