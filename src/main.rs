@@ -208,11 +208,16 @@ fn run() -> Result<(), Error> {
                 let read = path.map_or("no relay.conf found: built-in defaults".into(), |p| {
                     format!("configuration from {}", p.display())
                 });
+                let socket = match &config.socket_path {
+                    Some(path) => format!("SOCKET_PATH {}", path.display()),
+                    None => format!(
+                        "SOCKET_HOST {}, SOCKET_PORT {}",
+                        config.socket_host, config.socket_port
+                    ),
+                };
                 let _ = writeln!(
                     std::io::stderr(),
-                    "ms500-relay: send used {read} (SOCKET_HOST {}, SOCKET_PORT {})",
-                    config.socket_host,
-                    config.socket_port
+                    "ms500-relay: send used {read} ({socket})"
                 );
             }
             sent
