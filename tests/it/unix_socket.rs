@@ -93,6 +93,19 @@ fn a_unix_session_publishes_byte_exact_and_gets_status_lines_and_replies() {
         &format!("backend Unix socket {} (mode 0660", text(&path)),
         WAIT,
     );
+    // A one-shot sender that half-closes still gets its status line (the
+    // session hands its socket to the lingering thread).
+    let one_shot = UnixStream::connect(&path).unwrap();
+    (&one_shot)
+        .write_all(br#"{"type":"IMG","unit":"cam-1s"}"#)
+        .unwrap();
+    one_shot.shutdown(std::net::Shutdown::Write).unwrap();
+    let ok = lines(&one_shot, 1, WAIT);
+    assert!(
+        ok.len() == 1 && ok[0].contains(r#""unit":"cam-1s""#),
+        "{ok:?}"
+    );
+    assert_eq!(sub.recv(WAIT).expect("published").topic, topic("cam-1s"));
     // TCP still serves beside it.
     relay
         .connect()
