@@ -85,6 +85,9 @@ struct Listener {
     turn: Arc<Mutex<()>>,
     /// The uids of `SOCKET_ALLOW_USERS`; `None` admits every local user.
     local_users: Option<Vec<u32>>,
+    /// The `SOCKET_ALLOW_USERS` entries `local_users` was resolved from: a
+    /// reload that changes them applies to the next peer.
+    local_users_from: Vec<String>,
     /// Told of a freed place (by a Slot's drop) while a listener waits at
     /// the cap: this one's and the other listener's.
     freed_tx: Vec<Sender<()>>,
@@ -232,6 +235,7 @@ impl Listener {
             active,
             turn,
             local_users: allowed_local_users(&shared.config.get().socket_allow_users),
+            local_users_from: shared.config.get().socket_allow_users.clone(),
             shared,
             freed_tx,
             freed_rx,
@@ -442,13 +446,18 @@ impl Listener {
 impl Listener {
     /// Why `peer` is not a backend: a TCP peer outside `SOCKET_ALLOW`, or a
     /// local one (TCP or Unix) of a user outside `SOCKET_ALLOW_USERS`.
-    fn admissible(&self, stream: &Stream, peer: Peer) -> Result<(), String> {
+    fn admissible(&mut self, stream: &Stream, peer: Peer) -> Result<(), String> {
+        let config = self.shared.config.get();
+        if config.socket_allow_users != self.local_users_from {
+            self.local_users = allowed_local_users(&config.socket_allow_users);
+            self.local_users_from.clone_from(&config.socket_allow_users);
+        }
         let tcp = match (peer, stream) {
             (Peer::Tcp(addr), Stream::Tcp(tcp)) => Some((addr, tcp)),
             _ => None,
         };
         if let Some((addr, _)) = tcp {
-            if !allowed(&self.shared.config.get().socket_allow, addr.ip()) {
+            if !allowed(&config.socket_allow, addr.ip()) {
                 return Err("not in SOCKET_ALLOW".into());
             }
         }
@@ -762,6 +771,16 @@ mod tests {
         let mut buf = [0u8; 16];
         assert!(matches!(local.read(&mut buf), Ok(0) | Err(_)));
         assert!(fixture.jobs.try_recv().is_err());
+        // A reload that lists this user applies to the next peer.
+        let me = crate::ops::sys::euid();
+        let reloaded = format!("SOCKET_ALLOW_USERS={other}, {me}\n");
+        let reloaded = crate::config::parse(&reloaded, "test").expect("a configuration");
+        fixture.shared.config.replace(reloaded);
+        let mut local = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        local.write_all(br#"{"type":"SCS","unit":"cam2"}"#).unwrap();
+        let batch = fixture.jobs.recv_timeout(WAIT).expect("now served");
+        assert_eq!(batch[0].unit, "cam2");
+        drop(local);
         fixture.shared.intake.trigger();
         done.recv_timeout(WAIT).expect("stops");
     }
