@@ -321,5 +321,51 @@ mod tests {
             ..Config::default()
         };
         assert!(secret_file_warnings(&lan, None).is_empty());
+        // Unix socket only: warned about when others may connect to it.
+        let unix_only = |mode| Config {
+            socket_host: String::new(),
+            socket_path: Some("/run/r.sock".into()),
+            socket_mode: mode,
+            ..Config::default()
+        };
+        assert!(secret_file_warnings(&unix_only(0o660), None).is_empty());
+        let warnings = secret_file_warnings(&unix_only(0o666), None);
+        assert!(
+            warnings[0].starts_with("SOCKET_MODE lets others connect"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_unix_socket_needs_a_safe_directory_a_group_and_no_stranger_at_its_path() {
+        let dir = scratch("unix-socket");
+        let config = |path: &Path, group: Option<&str>| Config {
+            socket_path: Some(path.to_path_buf()),
+            socket_group: group.map(str::to_string),
+            ..Config::default()
+        };
+        let fine = dir.join("relay.sock");
+        assert!(problems(&config(&fine, Some("0"))).is_empty());
+        let missing_dir = dir.join("run").join("relay.sock");
+        assert!(
+            problems(&config(&missing_dir, None)).is_empty(),
+            "created at start"
+        );
+        let found = problems(&config(&fine, Some("ms500-no-such-group")));
+        assert_eq!(found, ["SOCKET_GROUP: no such group: ms500-no-such-group"]);
+        std::fs::write(&fine, "").unwrap();
+        let found = problems(&config(&fine, None));
+        assert!(
+            found[0].ends_with("exists and is not a socket"),
+            "{found:?}"
+        );
+        std::fs::remove_file(&fine).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let found = problems(&config(&fine, None));
+        assert!(
+            found[0].contains("writable by group or others"),
+            "{found:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
