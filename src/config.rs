@@ -609,7 +609,8 @@ fn check_some_listener(
     Err((
         seen.get("SOCKET_HOST").copied().unwrap_or(0),
         "SOCKET_HOST",
-        "must not be empty: give an address to bind (empty turns the TCP listener off,          only with SOCKET_PATH set)"
+        "must not be empty: give an address to bind (empty turns the TCP listener off, \
+         only with SOCKET_PATH set)"
             .to_string(),
     ))
 }

@@ -156,11 +156,10 @@ fn relay_holds(stream: &UnixStream, path: &Path) -> Result<(), Error> {
     let holder = sys::peer_credentials(stream).ok().map(|(uid, _)| uid);
     let at = path.display();
     match (file, holder) {
-        (Some(uid), _) | (_, Some(uid)) if uid != 0 && uid != me => {
-            Err(Error::runtime(format!(
-                "the socket {at} belongs to user {uid}, not root or user {me}:                  not the relay, nothing sent"
-            )))
-        }
+        (Some(uid), _) | (_, Some(uid)) if uid != 0 && uid != me => Err(Error::runtime(format!(
+            "the socket {at} belongs to user {uid}, not root or user {me}: \
+                 not the relay, nothing sent"
+        ))),
         (Some(_), Some(_)) => Ok(()),
         _ => Err(Error::runtime(format!(
             "cannot tell who owns the socket {at} (a symlink, or gone): nothing sent"
