@@ -155,7 +155,11 @@ fn check_config(path: Option<&std::path::Path>) -> Result<(), Error> {
             .as_deref()
             .unwrap_or("(off)")
     )?;
-    for (key, file) in config.written_files() {
+    let socket = config
+        .socket_path
+        .as_deref()
+        .map(|path| ("SOCKET_PATH", path));
+    for (key, file) in config.written_files().into_iter().chain(socket) {
         let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir.filter(|d| key != "SPOOL_FILE" && !d.exists()) {
             writeln!(

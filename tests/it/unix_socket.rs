@@ -278,6 +278,12 @@ fn check_config_lists_the_unix_socket_problems() {
     let (code, _, err) = run_bin(&["check-config", "-c", &text(&conf)], None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("exists and is not a socket"), "{err}");
+    let later = dir.path().join("run").join("relay.sock");
+    std::fs::write(&conf, format!("SOCKET_PATH = {}\n", text(&later))).unwrap();
+    let (code, out, err) = run_bin(&["check-config", "-c", &text(&conf)], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("# SOCKET_PATH: the directory"), "{out}");
+    assert!(out.contains("SOCKET_MODE = 0660"), "{out}");
 }
 
 /// Mode and group: with her group on the socket she connects; with
