@@ -172,9 +172,9 @@ config_keys! {
         render: render,
         doc: "Largest MQTT packet the brokers take, 0 = unknown or 1024-268435455, in bytes; a command whose PUBLISH is larger is set aside with an error at once.";
     "SOCKET_HOST" => socket_host: String = "127.0.0.1",
-        parse: |v| non_empty(v, "an address to bind"),
+        parse: |v| Ok(v.to_string()),
         render: |v| v.clone(),
-        doc: "Address the backend listener binds to.";
+        doc: "Address the backend TCP listener binds to; empty = no TCP listener (then SOCKET_PATH must be set).";
     "SOCKET_PORT" => socket_port: u16 = "6080",
         parse: socket_port,
         render: render,
@@ -186,7 +186,19 @@ config_keys! {
     "SOCKET_ALLOW_USERS" => socket_allow_users: Vec<String> = "",
         parse: user_list,
         render: |v| v.join(", "),
-        doc: "Local users (names or uids, comma-separated) whose loopback connections are backends; empty = every local user.";
+        doc: "Local users (names or uids, comma-separated) whose loopback or Unix socket connections are backends; empty = every local user.";
+    "SOCKET_PATH" => socket_path: Option<PathBuf> = "",
+        parse: socket_path,
+        render: render_path,
+        doc: "Unix socket for local backends, besides the TCP listener, absolute path; empty = none.";
+    "SOCKET_MODE" => socket_mode: u32 = "0660",
+        parse: socket_mode,
+        render: render_mode,
+        doc: "Permission bits of SOCKET_PATH in octal; connecting needs write permission.";
+    "SOCKET_GROUP" => socket_group: Option<String> = "",
+        parse: socket_group,
+        render: render_optional,
+        doc: "Group (name or gid) of SOCKET_PATH; empty = the relay's own group.";
     "MAX_CONNECTIONS" => max_connections: usize = "16",
         parse: |v| number(v, 1, 65535, "connections"),
         render: render,
@@ -524,7 +536,7 @@ pub fn parse_all(text: &str, source: &str) -> (Config, Vec<ConfigError>) {
             Err(reason) => errors.push(error(number, Some(known.key), reason)),
         }
     }
-    for check in [check_client_auth, check_state_lengths] {
+    for check in [check_client_auth, check_state_lengths, check_some_listener] {
         if let Err((line, key, reason)) = check(&config, &seen) {
             errors.push(error(line, Some(key), reason));
         }
@@ -583,6 +595,24 @@ fn check_client_auth(
         };
         Err((key_line, "MQTT_CLIENT_KEY", reason(state, other)))
     }
+}
+
+/// An empty SOCKET_HOST turns the TCP listener off, which only makes sense
+/// with the Unix socket.
+fn check_some_listener(
+    config: &Config,
+    seen: &HashMap<&'static str, usize>,
+) -> Result<(), (usize, &'static str, String)> {
+    if !config.socket_host.is_empty() || config.socket_path.is_some() {
+        return Ok(());
+    }
+    Err((
+        seen.get("SOCKET_HOST").copied().unwrap_or(0),
+        "SOCKET_HOST",
+        "must not be empty: give an address to bind (empty turns the TCP listener off, \
+         only with SOCKET_PATH set)"
+            .to_string(),
+    ))
 }
 
 /// The default client id, `ms500-relay-HOSTNAME`, is at most this long: a

@@ -155,7 +155,11 @@ fn check_config(path: Option<&std::path::Path>) -> Result<(), Error> {
             .as_deref()
             .unwrap_or("(off)")
     )?;
-    for (key, file) in config.written_files() {
+    let socket = config
+        .socket_path
+        .as_deref()
+        .map(|path| ("SOCKET_PATH", path));
+    for (key, file) in config.written_files().into_iter().chain(socket) {
         let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir.filter(|d| key != "SPOOL_FILE" && !d.exists()) {
             writeln!(
@@ -208,11 +212,16 @@ fn run() -> Result<(), Error> {
                 let read = path.map_or("no relay.conf found: built-in defaults".into(), |p| {
                     format!("configuration from {}", p.display())
                 });
+                let socket = match &config.socket_path {
+                    Some(path) => format!("SOCKET_PATH {}", path.display()),
+                    None => format!(
+                        "SOCKET_HOST {}, SOCKET_PORT {}",
+                        config.socket_host, config.socket_port
+                    ),
+                };
                 let _ = writeln!(
                     std::io::stderr(),
-                    "ms500-relay: send used {read} (SOCKET_HOST {}, SOCKET_PORT {})",
-                    config.socket_host,
-                    config.socket_port
+                    "ms500-relay: send used {read} ({socket})"
                 );
             }
             sent

@@ -13,7 +13,6 @@
 //! signal exits at once).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,7 @@ use crate::backend::lingering::{self, Lingering};
 use crate::backend::listener;
 use crate::backend::routes::ReplyRoutes;
 use crate::backend::session::Shared;
+use crate::backend::sockets::{self, Listening};
 use crate::config::{self, Changes, Config, Live};
 use crate::delivery::item::Accepted;
 use crate::delivery::presence::{HeldView, Presence};
@@ -149,12 +149,12 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     .with_live(Arc::clone(&wiring.live));
     // Then bind: "cannot listen" (exit 4) comes after every configuration check,
     // and STATUS_FILE and METRICS_FILE are written only once the socket is ours.
-    let socket = listener::bind(&wiring.config.socket_host, wiring.config.socket_port)?;
-    let local = socket.local_addr().map_err(Error::Io)?;
+    let sockets = sockets::bind_all(&wiring.config)?;
+    let local = sockets::listening_on(&sockets);
     status.report(&wiring.config, &wiring.counters, &wiring.devices);
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<Received>(8);
     let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
-    let threads = wiring.spawn_threads(signal_thread, publisher, tls, socket)?;
+    let threads = wiring.spawn_threads(signal_thread, publisher, tls, sockets)?;
     log_listening(&wiring.config, local);
     let device_summary = Summary::new(wiring.config.device_summary_interval, Instant::now(), 0);
     Ok(Running {
@@ -186,7 +186,7 @@ fn log_start_warnings(config: &Config, source: Option<&Path>, no_core_dumps: io:
     }
 }
 
-fn log_listening(config: &Config, local: SocketAddr) {
+fn log_listening(config: &Config, local: String) {
     log::info!(
         "ms500-relay {} listening on {local}, broker {}",
         env!("CARGO_PKG_VERSION"),
@@ -227,7 +227,7 @@ impl Wiring {
         signals: JoinHandle<()>,
         publisher: Publisher,
         tls: Option<Arc<ClientConfig>>,
-        socket: TcpListener,
+        sockets: Vec<Listening>,
     ) -> Result<Threads, Error> {
         let client_id = self.config.client_id();
         let state = self
@@ -244,7 +244,7 @@ impl Wiring {
         let (handed_tx, handed_rx) = crossbeam_channel::bounded::<Lingering>(64);
         let (wake_tx, woken) = crossbeam_channel::bounded(1);
         let lingering = self.spawn_lingering(handed_rx, woken)?;
-        let listener = self.spawn_listener(socket, jobs_tx, handed_tx, wake_tx)?;
+        let listener = self.spawn_listener(sockets, jobs_tx, handed_tx, wake_tx)?;
         Ok(Threads {
             signals,
             publish_link,
@@ -339,7 +339,7 @@ impl Wiring {
 
     fn spawn_listener(
         &self,
-        socket: TcpListener,
+        sockets: Vec<Listening>,
         jobs: Sender<Vec<Accepted>>,
         lingering: Sender<Lingering>,
         lingering_wake: Sender<()>,
@@ -353,7 +353,7 @@ impl Wiring {
             lingering,
             lingering_wake,
         });
-        spawn("listener", move || listener::run(socket, shared))
+        spawn("listener", move || listener::run(sockets, shared))
     }
 }
 

@@ -16,13 +16,13 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
 use crate::delivery::outbox::Outbox;
 use crate::ops::shutdown::Stop;
+use crate::ops::transport::Stream;
 
 /// The longest a closed peer waits for its status lines.
 pub const LINGER_MAX: Duration = Duration::from_secs(30);
@@ -31,7 +31,7 @@ const RETRY: Duration = Duration::from_millis(20);
 
 /// A connection the peer has closed, still owed status lines.
 pub struct Lingering {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub outbox: Outbox,
     since: Instant,
     /// Bytes taken from the outbox and not yet written.
@@ -39,7 +39,7 @@ pub struct Lingering {
 }
 
 impl Lingering {
-    pub fn new(stream: TcpStream, outbox: Outbox) -> Lingering {
+    pub fn new(stream: Stream, outbox: Outbox) -> Lingering {
         Lingering {
             stream,
             outbox,
@@ -54,7 +54,7 @@ impl Lingering {
             self.pending = self.outbox.take();
         }
         while !self.pending.is_empty() {
-            match self.stream.write(&self.pending) {
+            match (&self.stream).write(&self.pending) {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.pending.drain(..n);

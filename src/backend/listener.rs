@@ -12,11 +12,17 @@
 //! connections still waiting in the kernel's backlog (their bytes reached
 //! the relay too), and joins every session, each of which reads what its
 //! peer already sent before it ends.
+//!
+//! With the Unix socket (`SOCKET_PATH`) too, a second listener thread runs
+//! the same loop on it (see [`run`]): both share the `MAX_CONNECTIONS`
+//! places, and a freed place wakes both. Unix peers are admitted by the
+//! uid the kernel gives for them (`SOCKET_ALLOW_USERS`).
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,6 +30,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::backend::session::{self, Shared, Slot};
+use crate::backend::sockets::Listening;
 use crate::config::allowed;
 use crate::error::Error;
 use crate::ops::counters::Counters;
@@ -31,6 +38,7 @@ use crate::ops::log_limit::{self, Kind};
 use crate::ops::peers;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
+use crate::ops::transport::{Peer, Stream};
 
 /// Connections the kernel keeps waiting for accept() while every place is
 /// taken: a burst of one-shot backends waits here instead of being dropped.
@@ -73,18 +81,71 @@ struct Listener {
     /// Sessions still reading their peer: what MAX_CONNECTIONS limits. A
     /// session frees its place the moment it stops reading (see session::Slot).
     active: Arc<AtomicUsize>,
+    /// Shared with the other listener: one admits at a time.
+    turn: Arc<Mutex<()>>,
     /// The uids of `SOCKET_ALLOW_USERS`; `None` admits every local user.
     local_users: Option<Vec<u32>>,
-    /// A freed place (from a Slot's drop) while the listener waits at the cap.
-    freed_tx: Sender<()>,
+    /// The `SOCKET_ALLOW_USERS` entries `local_users` was resolved from: a
+    /// reload that changes them applies to the next peer.
+    local_users_from: Vec<String>,
+    /// Told of a freed place (by a Slot's drop) while a listener waits at
+    /// the cap: this one's and the other listener's.
+    freed_tx: Vec<Sender<()>>,
     freed_rx: Receiver<()>,
     /// A peer was seen waiting at the cap: the next one accepted has waited.
     peer_waited: bool,
 }
 
-pub fn run(listener: TcpListener, shared: Arc<Shared>) {
-    let waker = Waker::start(shared.intake.clone(), listener.local_addr().ok());
-    let mut state = Listener::new(shared);
+/// Serves every socket in `sockets` (TCP and, or, the Unix socket), each
+/// on its own thread (this one for the first), until the intake stops.
+pub fn run(sockets: Vec<Listening>, shared: Arc<Shared>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let turn = Arc::new(Mutex::new(()));
+    let (freed_tx, freed_rx): (Vec<_>, Vec<_>) = sockets
+        .iter()
+        .map(|_| crossbeam_channel::bounded::<()>(1))
+        .unzip();
+    let mut serving = sockets.into_iter().zip(freed_rx).map(|(socket, freed_rx)| {
+        let places = Places {
+            active: Arc::clone(&active),
+            turn: Arc::clone(&turn),
+            freed_tx: freed_tx.clone(),
+            freed_rx,
+        };
+        (socket, places)
+    });
+    let first = serving.next();
+    let others: Vec<JoinHandle<()>> = serving
+        .filter_map(|(socket, places)| {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("listener-unix".into())
+                .spawn(move || serve(socket, shared, places))
+                .map_err(|e| log::error!("cannot start the Unix socket's listener thread: {e}"))
+                .ok()
+        })
+        .collect();
+    if let Some((socket, places)) = first {
+        serve(socket, shared, places);
+    }
+    for other in others {
+        let _ = other.join();
+    }
+}
+
+/// The `MAX_CONNECTIONS` places every listener shares, and this listener's
+/// wake-up when one frees.
+struct Places {
+    active: Arc<AtomicUsize>,
+    /// Held from the look at the places to the admission.
+    turn: Arc<Mutex<()>>,
+    freed_tx: Vec<Sender<()>>,
+    freed_rx: Receiver<()>,
+}
+
+fn serve(listener: Listening, shared: Arc<Shared>, places: Places) {
+    let waker = Waker::start(shared.intake.clone(), &listener);
+    let mut state = Listener::new(shared, places);
     state.accept_until_stopped(&listener, &waker);
     // Stopping: connections already in the backlog were accepted by the
     // kernel, and their peers' bytes may be waiting: serve them as well.
@@ -96,22 +157,30 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Wakes the listener's blocking accept() once the intake stops, by
-/// connecting to it; the listener knows that connection by its address and
+/// connecting to it; the listener knows that connection by its address
+/// (on the Unix socket: made by this process once the waker woke) and
 /// does not take it for a backend.
 struct Waker {
     own: Arc<Mutex<Option<SocketAddr>>>,
+    woke: Arc<AtomicBool>,
     thread: std::io::Result<JoinHandle<()>>,
 }
 
 impl Waker {
-    fn start(stop: Stop, local: Option<SocketAddr>) -> Waker {
+    fn start(stop: Stop, listener: &Listening) -> Waker {
+        let (local, path) = match listener {
+            Listening::Tcp(l) => (l.local_addr().ok(), None),
+            Listening::Unix(u) => (None, Some(u.path.clone())),
+        };
         let own: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let woke: Arc<AtomicBool> = Arc::default();
         let thread = {
-            let own = Arc::clone(&own);
+            let (own, woke) = (Arc::clone(&own), Arc::clone(&woke));
             std::thread::Builder::new()
                 .name("listener-waker".into())
                 .spawn(move || {
                     while !stop.sleep(Duration::from_secs(3600)) {}
+                    woke.store(true, Ordering::SeqCst);
                     if let Some(addr) = local {
                         // Hold the lock across connect: the listener reads the
                         // address only after accept(), so it sees it set.
@@ -122,14 +191,24 @@ impl Waker {
                             *own = s.local_addr().ok();
                         }
                     }
+                    if let Some(path) = path {
+                        let _ = std::os::unix::net::UnixStream::connect(path);
+                    }
                 })
         };
-        Waker { own, thread }
+        Waker { own, woke, thread }
     }
 
-    /// Whether `peer` is the waker's own connection.
-    fn is(&self, peer: &SocketAddr) -> bool {
-        *lock(&self.own) == Some(*peer)
+    /// Whether `peer` is the waker's own connection (on the Unix socket:
+    /// one this process made after the waker woke; no backend runs inside
+    /// the relay, only unit tests connect from it, and before the stop).
+    fn is(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Tcp(addr) => *lock(&self.own) == Some(*addr),
+            Peer::Unix { pid, .. } => {
+                *pid == std::process::id() && self.woke.load(Ordering::SeqCst)
+            }
+        }
     }
 
     fn join(self) {
@@ -140,16 +219,23 @@ impl Waker {
 }
 
 impl Listener {
-    fn new(shared: Arc<Shared>) -> Listener {
+    fn new(shared: Arc<Shared>, places: Places) -> Listener {
         let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
-        let (freed_tx, freed_rx) = crossbeam_channel::bounded(1);
+        let Places {
+            active,
+            turn,
+            freed_tx,
+            freed_rx,
+        } = places;
         Listener {
             sessions: HashMap::new(),
             ended_tx,
             ended_rx,
             next_id: 0,
-            active: Arc::new(AtomicUsize::new(0)),
+            active,
+            turn,
             local_users: allowed_local_users(&shared.config.get().socket_allow_users),
+            local_users_from: shared.config.get().socket_allow_users.clone(),
             shared,
             freed_tx,
             freed_rx,
@@ -159,11 +245,22 @@ impl Listener {
 
     /// Accepts backends until the intake stops (the waker's connection
     /// wakes the last accept).
-    fn accept_until_stopped(&mut self, listener: &TcpListener, waker: &Waker) {
+    fn accept_until_stopped(&mut self, listener: &Listening, waker: &Waker) {
         while !self.shared.intake.is_set() {
             self.reap();
             if self.full() {
                 self.wait_for_place(listener, waker);
+                continue;
+            }
+            // A peer first, then the place again, in turn with the other
+            // listener (TCP and Unix share the places): it may have taken
+            // the last one meanwhile.
+            if !peer_arrived(listener) {
+                continue;
+            }
+            let turn = Arc::clone(&self.turn);
+            let _turn = lock(&turn);
+            if self.full() {
                 continue;
             }
             match listener.accept() {
@@ -189,7 +286,7 @@ impl Listener {
     /// Every place is taken: accepts nothing (peers wait in the backlog)
     /// until a place frees or the intake stops. Peers that waited
     /// [`CONNECTION_WAIT`] with no place freeing meanwhile are refused.
-    fn wait_for_place(&mut self, listener: &TcpListener, waker: &Waker) {
+    fn wait_for_place(&mut self, listener: &Listening, waker: &Waker) {
         let mut since = std::time::Instant::now();
         while self.full() && !self.shared.intake.is_set() {
             let waiting = peer_waiting(listener);
@@ -225,7 +322,7 @@ impl Listener {
 
     /// Accepts every peer waiting in the backlog and refuses it with an
     /// error line: no place freed for [`CONNECTION_WAIT`].
-    fn refuse_waiting(&mut self, listener: &TcpListener, waker: &Waker) {
+    fn refuse_waiting(&mut self, listener: &Listening, waker: &Waker) {
         if listener.set_nonblocking(true).is_err() {
             return;
         }
@@ -240,12 +337,7 @@ impl Listener {
                 continue;
             }
             let config = self.shared.config.get();
-            if !allowed(&config.socket_allow, peer.ip()) {
-                refused(peer, "not in SOCKET_ALLOW");
-                let _ = stream.shutdown(Shutdown::Both);
-                continue;
-            }
-            if let Err(why) = self.local_user_allowed(&stream, peer) {
+            if let Err(why) = self.admissible(&stream, peer) {
                 refused(peer, &why);
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
@@ -280,7 +372,7 @@ impl Listener {
 
     /// Admits every connection still waiting in the kernel's backlog, past
     /// MAX_CONNECTIONS: their peers sent before the stop.
-    fn accept_backlog(&mut self, listener: &TcpListener, waker: &Waker) {
+    fn accept_backlog(&mut self, listener: &Listening, waker: &Waker) {
         if listener.set_nonblocking(true).is_err() {
             return;
         }
@@ -316,14 +408,8 @@ impl Listener {
     /// Starts a session for `stream`, unless the peer is not allowed; a
     /// peer that is not allowed takes no place. The caller made sure a
     /// place is free (`limited`), or is stopping and serves the backlog.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, limited: bool) {
-        let config = self.shared.config.get();
-        if !allowed(&config.socket_allow, peer.ip()) {
-            refused(peer, "not in SOCKET_ALLOW");
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
-        }
-        if let Err(why) = self.local_user_allowed(&stream, peer) {
+    fn admit(&mut self, stream: Stream, peer: Peer, limited: bool) {
+        if let Err(why) = self.admissible(&stream, peer) {
             refused(peer, &why);
             let _ = stream.shutdown(Shutdown::Both);
             return;
@@ -358,16 +444,53 @@ impl Listener {
 }
 
 impl Listener {
+    /// Why `peer` is not a backend: a TCP peer outside `SOCKET_ALLOW`, or a
+    /// local one (TCP or Unix) of a user outside `SOCKET_ALLOW_USERS`.
+    fn admissible(&mut self, stream: &Stream, peer: Peer) -> Result<(), String> {
+        let config = self.shared.config.get();
+        if config.socket_allow_users != self.local_users_from {
+            self.local_users = allowed_local_users(&config.socket_allow_users);
+            self.local_users_from.clone_from(&config.socket_allow_users);
+        }
+        let tcp = match (peer, stream) {
+            (Peer::Tcp(addr), Stream::Tcp(tcp)) => Some((addr, tcp)),
+            _ => None,
+        };
+        if let Some((addr, _)) = tcp {
+            if !allowed(&config.socket_allow, addr.ip()) {
+                return Err("not in SOCKET_ALLOW".into());
+            }
+        }
+        match (tcp, peer) {
+            (Some((addr, tcp)), _) => self.local_user_allowed(tcp, addr),
+            (None, Peer::Unix { uid, .. }) => self.local_uid_allowed(Some(uid)),
+            (None, Peer::Tcp(_)) => Ok(()),
+        }
+    }
+
     /// A peer on this machine is admitted only when its socket belongs to
     /// a user of `SOCKET_ALLOW_USERS` (the kernel's socket table says whose).
     fn local_user_allowed(&self, stream: &TcpStream, peer: SocketAddr) -> Result<(), String> {
-        let (Some(users), Ok(ours)) = (&self.local_users, stream.local_addr()) else {
+        let (Some(_), Ok(ours)) = (&self.local_users, stream.local_addr()) else {
             return Ok(());
         };
         if !peers::is_local(peer, ours) {
             return Ok(());
         }
-        match peers::connection_owner(&peers::read_sockets(), peer, ours, false) {
+        self.local_uid_allowed(peers::connection_owner(
+            &peers::read_sockets(),
+            peer,
+            ours,
+            false,
+        ))
+    }
+
+    /// Whether the local user `uid` (None: unknown) is in `SOCKET_ALLOW_USERS`.
+    fn local_uid_allowed(&self, uid: Option<u32>) -> Result<(), String> {
+        let Some(users) = &self.local_users else {
+            return Ok(());
+        };
+        match uid {
             Some(uid) if users.contains(&uid) => Ok(()),
             Some(uid) => Err(format!("local user {uid} is not in SOCKET_ALLOW_USERS")),
             None => Err("the owner of its socket is unknown (SOCKET_ALLOW_USERS)".into()),
@@ -404,9 +527,13 @@ fn wake_addr(local: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// Waits until a peer is in `listener`'s backlog (or a signal interrupts).
+fn peer_arrived(listener: &Listening) -> bool {
+    crate::ops::sys::wait_readable([listener.as_raw_fd()], None).is_ok_and(|[ready]| ready)
+}
+
 /// Whether a peer waits in `listener`'s backlog, without accepting it.
-fn peer_waiting(listener: &TcpListener) -> bool {
-    use std::os::fd::AsRawFd;
+fn peer_waiting(listener: &Listening) -> bool {
     crate::ops::sys::wait_readable([listener.as_raw_fd()], Some(Duration::ZERO))
         .is_ok_and(|[ready]| ready)
 }
@@ -414,8 +541,9 @@ fn peer_waiting(listener: &TcpListener) -> bool {
 /// Writes the refusal `line` to a peer that was never read, and closes it.
 /// What the peer already sent is read and dropped first, so the close is
 /// not a reset that could discard the line before the peer reads it.
-fn refuse_with(mut stream: TcpStream, line: &[u8]) {
+fn refuse_with(stream: Stream, line: &[u8]) {
     use std::io::{Read, Write};
+    let mut stream = &stream;
     if stream.set_nonblocking(true).is_ok() {
         let mut sink = [0u8; 4096];
         for _ in 0..64 {
@@ -432,7 +560,7 @@ fn refuse_with(mut stream: TcpStream, line: &[u8]) {
 
 /// A refused peer is logged, within the remote-input budget: a connection
 /// flood must not fill the disk.
-fn refused(peer: SocketAddr, why: &str) {
+fn refused(peer: Peer, why: &str) {
     if log_limit::allow(Kind::RefusedPeer) {
         log::warn!("refused backend {peer}: {why}");
     }
@@ -454,7 +582,7 @@ mod tests {
         let shared = Arc::clone(&fixture.shared);
         let (done_tx, done) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
-            run(socket, shared);
+            run(vec![Listening::Tcp(socket)], shared);
             let _ = done_tx.send(());
         });
         (addr, done)
@@ -477,7 +605,7 @@ mod tests {
             .unwrap();
         let batch = fixture.jobs.recv_timeout(WAIT).expect("a batch");
         assert_eq!(batch[0].unit, "cam1");
-        assert_eq!(batch[0].peer, backend.local_addr().ok());
+        assert_eq!(batch[0].peer, backend.local_addr().ok().map(Peer::Tcp));
         fixture.shared.intake.trigger();
         done.recv_timeout(WAIT)
             .expect("the listener and its sessions end on stop");
@@ -572,5 +700,88 @@ mod tests {
         assert_eq!(bracket_v6("[::1]"), "[::1]");
         assert_eq!(bracket_v6("0.0.0.0"), "0.0.0.0");
         assert_eq!(bracket_v6("localhost"), "localhost");
+    }
+
+    /// The listeners on loopback TCP and on a Unix socket in a scratch
+    /// directory; the receiver says when both have stopped.
+    fn start_both(
+        fixture: &Fixture,
+        tag: &str,
+    ) -> (
+        SocketAddr,
+        std::path::PathBuf,
+        crossbeam_channel::Receiver<()>,
+    ) {
+        let tcp = bind("127.0.0.1", 0).expect("a loopback port");
+        let addr = tcp.local_addr().expect("its address");
+        let path = crate::ops::files::scratch_dir(tag).join("relay.sock");
+        let unix = crate::backend::sockets::bind_unix(&path, 0o600, None).expect("a socket");
+        let shared = Arc::clone(&fixture.shared);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            run(vec![Listening::Tcp(tcp), Listening::Unix(unix)], shared);
+            let _ = done_tx.send(());
+        });
+        (addr, path, done)
+    }
+
+    #[test]
+    fn unix_and_tcp_backends_share_the_places_and_a_freed_one_wakes_the_other() {
+        let fixture = Fixture::new("MAX_CONNECTIONS=1\n");
+        let (addr, path, done) = start_both(&fixture, "listener-both");
+        let mut local = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        local.write_all(br#"{"type":"SCS","unit":"cam1"}"#).unwrap();
+        let batch = fixture
+            .jobs
+            .recv_timeout(WAIT)
+            .expect("the Unix peer is served");
+        let me = crate::ops::sys::euid();
+        assert!(matches!(batch[0].peer, Some(Peer::Unix { uid, .. }) if uid == me));
+        let mut second = TcpStream::connect(addr).unwrap();
+        second
+            .write_all(br#"{"type":"SCS","unit":"cam2"}"#)
+            .unwrap();
+        assert!(
+            fixture
+                .jobs
+                .recv_timeout(Duration::from_millis(300))
+                .is_err(),
+            "the one place is the Unix peer's"
+        );
+        drop(local);
+        let batch = fixture
+            .jobs
+            .recv_timeout(WAIT)
+            .expect("the TCP peer is served");
+        assert_eq!(batch[0].unit, "cam2");
+        drop(second);
+        fixture.shared.intake.trigger();
+        done.recv_timeout(WAIT).expect("both listeners stop");
+        assert!(!path.exists(), "the socket file is removed on stop");
+    }
+
+    #[test]
+    fn a_unix_peer_outside_socket_allow_users_is_closed_unread() {
+        let other = crate::ops::sys::euid().wrapping_add(1);
+        let fixture = Fixture::new(&format!("SOCKET_ALLOW_USERS={other}\n"));
+        let (_, path, done) = start_both(&fixture, "listener-unix-users");
+        let mut local = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let _ = local.write_all(br#"{"type":"SCS","unit":"cam1"}"#);
+        local.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(matches!(local.read(&mut buf), Ok(0) | Err(_)));
+        assert!(fixture.jobs.try_recv().is_err());
+        // A reload that lists this user applies to the next peer.
+        let me = crate::ops::sys::euid();
+        let reloaded = format!("SOCKET_ALLOW_USERS={other}, {me}\n");
+        let reloaded = crate::config::parse(&reloaded, "test").expect("a configuration");
+        fixture.shared.config.replace(reloaded);
+        let mut local = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        local.write_all(br#"{"type":"SCS","unit":"cam2"}"#).unwrap();
+        let batch = fixture.jobs.recv_timeout(WAIT).expect("now served");
+        assert_eq!(batch[0].unit, "cam2");
+        drop(local);
+        fixture.shared.intake.trigger();
+        done.recv_timeout(WAIT).expect("stops");
     }
 }

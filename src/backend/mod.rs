@@ -7,3 +7,4 @@ pub(crate) mod lingering;
 pub(crate) mod listener;
 pub(crate) mod routes;
 pub(crate) mod session;
+pub(crate) mod sockets;

@@ -115,9 +115,10 @@ impl ReplyRoutes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::transport::Peer;
 
     fn outbox(session: u64) -> Outbox {
-        Outbox::new(session, "127.0.0.1:9".parse().unwrap()).0
+        Outbox::new(session, Peer::Unix { uid: 0, pid: 9 }).0
     }
 
     #[test]

@@ -14,7 +14,6 @@
 //! is published, spooled, or reported as left unread, never dropped silently.
 
 use std::io::{ErrorKind, Read};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +29,7 @@ use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::shutdown::Stop;
 use crate::ops::sys;
+use crate::ops::transport::{Peer, Stream};
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder, Json};
 
@@ -49,18 +49,21 @@ pub const FIRST_VALUE_TIMEOUT: Duration = Duration::from_secs(60);
 const COUNT_UNREAD_MAX: usize = 16 * 1024 * 1024;
 
 /// One of the `MAX_CONNECTIONS` places; freed when dropped, which a session
-/// does as soon as it stops reading its peer. Freeing it wakes the listener
-/// if it stopped accepting because every place was taken.
+/// does as soon as it stops reading its peer. Freeing it wakes the
+/// listeners (TCP and Unix share the places) that stopped accepting
+/// because every place was taken.
 pub struct Slot {
     pub active: Arc<AtomicUsize>,
-    pub freed: Sender<()>,
+    pub freed: Vec<Sender<()>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.active.fetch_sub(1, Ordering::SeqCst);
-        // Full means the listener has a wake-up pending already.
-        let _ = self.freed.try_send(());
+        // Full means that listener has a wake-up pending already.
+        for freed in &self.freed {
+            let _ = freed.try_send(());
+        }
     }
 }
 
@@ -104,7 +107,7 @@ enum End {
 
 /// The state of one connection as its session reads it.
 struct Reader<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Stream,
     outbox: Outbox,
     shared: &'a Shared,
     /// Status lines this connection wants: ACK_MODE, unless it asked otherwise.
@@ -125,7 +128,7 @@ pub const BATCH_COMMANDS: usize = 64;
 /// A batch is handed over once its payloads reach this many bytes.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
-pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, slot: Slot) {
+pub fn run(stream: Stream, peer: Peer, id: u64, shared: Arc<Shared>, slot: Slot) {
     let stream = Arc::new(stream);
     let (outbox, woken) = Outbox::new(id, peer);
     let (finish_tx, finish_rx) = crossbeam_channel::bounded::<Finish>(1);
@@ -181,7 +184,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, sl
 }
 
 /// One line saying how the session ended.
-fn log_end(end: &End, peer: SocketAddr, shared: &Shared) {
+fn log_end(end: &End, peer: Peer, shared: &Shared) {
     match end {
         End::PeerClosed => log::info!("backend {peer} closed the connection"),
         End::Stopped => log::info!("backend {peer}: read all it sent (shutting down)"),
@@ -213,14 +216,14 @@ fn log_end(end: &End, peer: SocketAddr, shared: &Shared) {
 }
 
 impl Reader<'_> {
-    fn peer(&self) -> SocketAddr {
+    fn peer(&self) -> Peer {
         self.outbox.peer()
     }
 
     fn read_loop(&mut self) -> End {
         let mut stream = self.stream;
         let mut decoder = FrameDecoder::new(self.shared.config.get().max_message_bytes);
-        let _ = self.stream.set_nodelay(true);
+        self.stream.set_nodelay();
         if let Err(e) = self.stream.set_read_timeout(Some(POLL)) {
             return End::Io(e);
         }
@@ -580,7 +583,7 @@ impl Fixture {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::net::{Shutdown, TcpListener};
+    use std::net::{Shutdown, TcpListener, TcpStream};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -603,9 +606,9 @@ mod tests {
             let (freed, _) = crossbeam_channel::bounded(1);
             let slot = Slot {
                 active: Arc::clone(&active),
-                freed,
+                freed: vec![freed],
             };
-            run(relay, peer, 1, shared, slot);
+            run(Stream::Tcp(relay), Peer::Tcp(peer), 1, shared, slot);
             assert_eq!(active.load(Ordering::SeqCst), 0, "the place is freed");
             let _ = done_tx.send(());
         });

@@ -1,5 +1,6 @@
 //! `ms500-relay send`: a tiny backend for operators. Connects to the running
-//! relay's socket, asks for a status line per command whatever `ACK_MODE`
+//! relay's socket (its Unix socket when `SOCKET_PATH` is set, else its TCP
+//! listener), asks for a status line per command whatever `ACK_MODE`
 //! says (the `{"ack_mode":"all"}` value of the wire contract), writes each
 //! command (arguments, or stdin copied as is), then prints every line that
 //! comes back until each command has its status line (and each SCS/UDS that
@@ -14,12 +15,16 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::ops::transport::Stream;
 use crate::ops::{peers, redact, sys};
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder};
@@ -54,7 +59,7 @@ fn expected(input: &[u8], max_message_bytes: usize) -> usize {
 }
 
 pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), Error> {
-    let addr = target(config)?;
+    let target = target(config)?;
     let mut input = Vec::new();
     if commands.is_empty() {
         std::io::stdin().read_to_end(&mut input)?;
@@ -65,17 +70,13 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
         }
     }
     let want = expected(&input, config.max_message_bytes);
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| cannot_connect(addr, e))?;
-    relay_owns(&stream, addr)?;
-    let _ = stream.set_nodelay(true);
+    let stream = connect(&target)?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let written = stream
+    let written = (&stream)
         .write_all(ASK_FOR_STATUS_LINES)
-        .and_then(|()| stream.write_all(&input))
-        .and_then(|()| stream.flush());
+        .and_then(|()| (&stream).write_all(&input));
     let seen = match written {
-        Ok(()) => print_replies(stream, want, wait)?,
+        Ok(()) => print_replies(&stream, want, wait)?,
         // Closed before it could read anything: refused, as below.
         Err(e) if closed(&e) => Seen {
             closed: true,
@@ -83,7 +84,7 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
         },
         Err(e) => return Err(e.into()),
     };
-    if let Some(wrong) = wrong_answer(&seen, addr) {
+    if let Some(wrong) = wrong_answer(&seen, &target) {
         return Err(wrong);
     }
     if seen.held > 0 {
@@ -109,6 +110,63 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     Ok(())
 }
 
+/// Where the relay is: its Unix socket, or its TCP listener.
+enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(addr) => write!(f, "{addr}"),
+            Target::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Connects and makes sure it is the relay that answers, before anything is written.
+fn connect(target: &Target) -> Result<Stream, Error> {
+    match target {
+        Target::Tcp(addr) => {
+            let stream = TcpStream::connect_timeout(addr, Duration::from_secs(5))
+                .map_err(|e| cannot_connect(target, e))?;
+            relay_owns(&stream, *addr)?;
+            let stream = Stream::Tcp(stream);
+            stream.set_nodelay();
+            Ok(stream)
+        }
+        Target::Unix(path) => {
+            let stream = UnixStream::connect(path).map_err(|e| cannot_connect(target, e))?;
+            relay_holds(&stream, path)?;
+            Ok(Stream::Unix(stream))
+        }
+    }
+}
+
+/// The Unix socket must be root's or our own user's, both its file and
+/// the process that listens on it (the kernel says which: `SO_PEERCRED`):
+/// while the relay is down another user could put a socket there.
+fn relay_holds(stream: &UnixStream, path: &Path) -> Result<(), Error> {
+    let me = sys::euid();
+    let file = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| !m.file_type().is_symlink())
+        .map(|m| m.uid());
+    let holder = sys::peer_credentials(stream).ok().map(|(uid, _)| uid);
+    let at = path.display();
+    match (file, holder) {
+        (Some(uid), _) | (_, Some(uid)) if uid != 0 && uid != me => Err(Error::runtime(format!(
+            "the socket {at} belongs to user {uid}, not root or user {me}: \
+                 not the relay, nothing sent"
+        ))),
+        (Some(_), Some(_)) => Ok(()),
+        _ => Err(Error::runtime(format!(
+            "cannot tell who owns the socket {at} (a symlink, or gone): nothing sent"
+        ))),
+    }
+}
+
 /// On this machine, the socket that accepted us must be root's or our own
 /// user's: while the relay is down another local user could listen on its
 /// port and take the commands (a Wi-Fi password) and answer `ok` to them.
@@ -132,14 +190,22 @@ fn relay_owns(stream: &TcpStream, addr: SocketAddr) -> Result<(), Error> {
 }
 
 /// Why no connection: nothing listens there, or something else went wrong.
-fn cannot_connect(addr: SocketAddr, e: std::io::Error) -> Error {
-    if e.kind() == ErrorKind::ConnectionRefused {
-        return Error::runtime(format!(
-            "cannot connect to the relay: nothing listens at {addr} (it is not running, or its SOCKET_HOST and \
-             SOCKET_PORT differ from this relay.conf's)"
-        ));
+fn cannot_connect(target: &Target, e: std::io::Error) -> Error {
+    let keys = match target {
+        Target::Tcp(_) => "SOCKET_HOST and SOCKET_PORT differ",
+        Target::Unix(_) => "SOCKET_PATH differs",
+    };
+    match e.kind() {
+        ErrorKind::ConnectionRefused | ErrorKind::NotFound => Error::runtime(format!(
+            "cannot connect to the relay: nothing listens at {target} (it is not running, or \
+             its {keys} from this relay.conf's)"
+        )),
+        ErrorKind::PermissionDenied => Error::runtime(format!(
+            "cannot connect to the relay at {target}: permission denied (its SOCKET_MODE and \
+             SOCKET_GROUP do not admit this user)"
+        )),
+        _ => Error::runtime_because(format!("cannot connect to the relay at {target}"), e),
     }
-    Error::runtime_because(format!("cannot connect to the relay at {addr}"), e)
 }
 
 /// The connection was closed (or reset) by the other end.
@@ -153,7 +219,7 @@ fn closed(e: &std::io::Error) -> bool {
 /// What the answer says when it is not the relay's: the connection closed
 /// without a single line (the relay refused this peer), or only lines that
 /// are not JSON (something else listens there).
-fn wrong_answer(seen: &Seen, addr: SocketAddr) -> Option<Error> {
+fn wrong_answer(seen: &Seen, addr: &Target) -> Option<Error> {
     if seen.status_lines > 0 || seen.replies > 0 {
         return None;
     }
@@ -172,8 +238,12 @@ fn wrong_answer(seen: &Seen, addr: SocketAddr) -> Option<Error> {
     })
 }
 
-/// The address to connect to: SOCKET_HOST, with a wildcard bind mapped to loopback.
-fn target(config: &Config) -> Result<SocketAddr, Error> {
+/// Where to connect: SOCKET_PATH when set, else SOCKET_HOST (a wildcard
+/// bind mapped to loopback) and SOCKET_PORT.
+fn target(config: &Config) -> Result<Target, Error> {
+    if let Some(path) = &config.socket_path {
+        return Ok(Target::Unix(path.clone()));
+    }
     let host = match config.socket_host.as_str() {
         "0.0.0.0" | "" => "127.0.0.1",
         "::" | "[::]" => "::1",
@@ -184,6 +254,7 @@ fn target(config: &Config) -> Result<SocketAddr, Error> {
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
+        .map(Target::Tcp)
         .ok_or_else(|| Error::runtime(format!("cannot resolve SOCKET_HOST {host:?}")))
 }
 
@@ -273,7 +344,7 @@ fn status_line(line: &[u8]) -> Option<(Status, Option<String>)> {
 
 /// Prints each line as it comes, until everything expected came, the relay
 /// closed the connection, or `wait` ran out.
-fn print_replies(stream: TcpStream, want: usize, wait: Duration) -> Result<Seen, Error> {
+fn print_replies(stream: &Stream, want: usize, wait: Duration) -> Result<Seen, Error> {
     let deadline = Instant::now() + wait;
     let mut reader = BufReader::new(stream);
     let stdout = std::io::stdout();

@@ -21,6 +21,9 @@ use super::Config;
 pub const FIXED_KEYS: &[&str] = &[
     "SOCKET_HOST",
     "SOCKET_PORT",
+    "SOCKET_PATH",
+    "SOCKET_MODE",
+    "SOCKET_GROUP",
     "PID_FILE",
     "SPOOL_FILE",
     "LOG_FILE",
@@ -79,6 +82,9 @@ impl Config {
         }
         self.socket_host.clone_from(&running.socket_host);
         self.socket_port = running.socket_port;
+        self.socket_path.clone_from(&running.socket_path);
+        self.socket_mode = running.socket_mode;
+        self.socket_group.clone_from(&running.socket_group);
         self.pid_file.clone_from(&running.pid_file);
         self.spool_file.clone_from(&running.spool_file);
         self.log_file.clone_from(&running.log_file);
@@ -178,7 +184,8 @@ mod tests {
         // A file that differs in every fixed key leaves the running values.
         let running = Config::default();
         let file = parse(
-            "SOCKET_HOST=0.0.0.0\nSOCKET_PORT=1\nPID_FILE=/p\nSPOOL_FILE=/s\nLOG_FILE=/l\n\
+            "SOCKET_HOST=0.0.0.0\nSOCKET_PORT=1\nSOCKET_PATH=/r.sock\nSOCKET_MODE=600\n\
+             SOCKET_GROUP=g\nPID_FILE=/p\nSPOOL_FILE=/s\nLOG_FILE=/l\n\
              LOG_SYSLOG=true\nLOG_MAX_BYTES=70000\nLOG_KEEP=5\nMQTT_CLIENT_ID=x\nMQTT_QOS=0\n\
              STATE_TOPIC=s/t\nHEARTBEAT_TOPIC=h/+\nREPLY_TOPIC=r/+\nQUEUE_CAPACITY=5\n\
              QUEUE_MAX_BYTES=70000\nHOLD_OFFLINE=false\nHOLD_MAX_PER_CAMERA=5\n\

@@ -92,6 +92,9 @@ fn key_table_is_well_formed() {
             "SOCKET_PORT",
             "SOCKET_ALLOW",
             "SOCKET_ALLOW_USERS",
+            "SOCKET_PATH",
+            "SOCKET_MODE",
+            "SOCKET_GROUP",
             "MAX_CONNECTIONS",
             "MAX_MESSAGE_BYTES",
             "COMMAND_TOPIC",
@@ -503,6 +506,50 @@ fn hosts_must_not_be_empty() {
     );
     assert!(err("SOCKET_HOST =").starts_with("relay.conf:1: SOCKET_HOST: must not be empty"));
     assert_eq!(ok("SOCKET_HOST = 0.0.0.0").socket_host, "0.0.0.0");
+    let unix_only = ok("SOCKET_HOST =\nSOCKET_PATH = /run/ms500-relay/relay.sock");
+    assert_eq!(
+        unix_only.socket_host, "",
+        "no TCP listener beside the Unix socket"
+    );
+}
+
+#[test]
+fn the_unix_socket_keys_take_an_absolute_path_an_octal_mode_and_one_group() {
+    let c = Config::default();
+    assert_eq!(
+        (c.socket_path, c.socket_mode, c.socket_group),
+        (None, 0o660, None)
+    );
+    let c = ok("SOCKET_PATH = /run/r.sock\nSOCKET_MODE = 600\nSOCKET_GROUP = relay");
+    assert_eq!(c.socket_path.as_deref(), Some(Path::new("/run/r.sock")));
+    assert_eq!(c.socket_mode, 0o600);
+    assert_eq!(c.socket_group.as_deref(), Some("relay"));
+    assert_eq!(ok("SOCKET_MODE = 0").socket_mode, 0);
+    assert_eq!(ok("SOCKET_MODE = 0777").socket_mode, 0o777);
+    assert_eq!(
+        ok("SOCKET_GROUP = 990").socket_group.as_deref(),
+        Some("990")
+    );
+    assert_eq!(
+        err("SOCKET_PATH = run/r.sock"),
+        "relay.conf:1: SOCKET_PATH: \"run/r.sock\" is not an absolute path"
+    );
+    let long = format!("SOCKET_PATH = /{}", "s".repeat(107));
+    assert!(err(&long).contains("more than the 107"), "{}", err(&long));
+    assert!(ok(&format!("SOCKET_PATH = /{}", "s".repeat(106)))
+        .socket_path
+        .is_some());
+    for bad in ["1777", "0o660", "rw", "8", "-1", "\"\""] {
+        let text = format!("SOCKET_MODE = {bad}");
+        assert!(err(&text).contains("is not a mode in octal"), "{bad}");
+    }
+    assert!(err("SOCKET_GROUP = a, b").contains("is not one group name or gid"));
+    assert!(err("SOCKET_GROUP = a b").contains("SOCKET_GROUP"));
+    let shown = ok("SOCKET_MODE = 640").effective();
+    assert!(
+        shown.contains(&("SOCKET_MODE", "0640".to_string())),
+        "rendered as written"
+    );
 }
 
 #[test]

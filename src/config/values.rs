@@ -596,3 +596,50 @@ pub fn user_list(value: &str) -> Result<Vec<String>, String> {
         })
         .collect()
 }
+
+/// Longest `SOCKET_PATH` in bytes: a Unix socket address holds 108 bytes
+/// with its terminating NUL (`sun_path`).
+pub const LONGEST_SOCKET_PATH: usize = 107;
+
+/// `SOCKET_PATH`: empty = no Unix socket; else an absolute path short
+/// enough for a socket address.
+pub fn socket_path(value: &str) -> Result<Option<PathBuf>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !value.starts_with('/') {
+        return Err(format!("{value:?} is not an absolute path"));
+    }
+    if value.len() > LONGEST_SOCKET_PATH {
+        return Err(format!(
+            "is {} bytes, more than the {LONGEST_SOCKET_PATH} a Unix socket's path can hold",
+            value.len()
+        ));
+    }
+    Ok(Some(PathBuf::from(value)))
+}
+
+/// `SOCKET_MODE`: the socket file's permission bits in octal, 0-0777
+/// (connecting needs write permission on it).
+pub fn socket_mode(value: &str) -> Result<u32, String> {
+    match u32::from_str_radix(value, 8) {
+        Ok(mode) if mode <= 0o777 && !value.is_empty() => Ok(mode),
+        _ => Err(format!(
+            "{value:?} is not a mode in octal, 0000-0777 (e.g. 0660)"
+        )),
+    }
+}
+
+pub fn render_mode(mode: &u32) -> String {
+    format!("{mode:04o}")
+}
+
+/// `SOCKET_GROUP`: empty = the relay's own group; else one group name or gid
+/// (whether it exists is checked by check-config and at start).
+pub fn socket_group(value: &str) -> Result<Option<String>, String> {
+    match user_list(value)?.as_slice() {
+        [] => Ok(None),
+        [one] if !value.contains(',') => Ok(Some(one.clone())),
+        _ => Err(format!("{value:?} is not one group name or gid")),
+    }
+}

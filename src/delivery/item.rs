@@ -3,7 +3,7 @@
 //! goes. Built on session threads, sent in batches over the job channel,
 //! owned by the publisher from then on.
 
-use std::net::SocketAddr;
+use crate::ops::transport::Peer;
 use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
@@ -22,7 +22,7 @@ pub struct Accepted {
     /// Wall-clock time of receipt, for the spool (TTL survives a restart).
     pub received_wall: SystemTime,
     /// The backend it came from; None when replayed from the spool.
-    pub peer: Option<SocketAddr>,
+    pub peer: Option<Peer>,
     /// Where its status line goes, when its connection wants any.
     pub reply: Option<StatusOwed>,
     /// The camera its `PRESENCE_FIELD` names, as sent: while that camera is

@@ -13,9 +13,10 @@
 
 use crate::ops::counters::Counter;
 use crate::ops::sync::lock;
+use crate::ops::transport::{Peer, Stream};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ pub struct Outbox {
 
 struct Inner {
     id: u64,
-    peer: SocketAddr,
+    peer: Peer,
     queue: Mutex<Queue>,
     /// Commands of this connection still owed a status line (see [`StatusOwed`]).
     owed: AtomicUsize,
@@ -62,7 +63,7 @@ struct Queue {
 
 impl Outbox {
     /// A new outbox and the receiver its writer waits on.
-    pub fn new(id: u64, peer: SocketAddr) -> (Outbox, Receiver<()>) {
+    pub fn new(id: u64, peer: Peer) -> (Outbox, Receiver<()>) {
         let (wake, woken) = crossbeam_channel::bounded(1);
         let outbox = Outbox {
             inner: Arc::new(Inner {
@@ -87,7 +88,7 @@ impl Outbox {
         self.inner.id
     }
 
-    pub fn peer(&self) -> SocketAddr {
+    pub fn peer(&self) -> Peer {
         self.inner.peer
     }
 
@@ -263,7 +264,7 @@ pub enum Finish {
 /// to finish, or until the socket fails or blocks for [`WRITE_TIMEOUT`]
 /// (then the connection is closed).
 pub fn write_loop(
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     outbox: Outbox,
     woken: Receiver<()>,
     finish: Receiver<Finish>,
@@ -304,7 +305,7 @@ pub fn write_loop(
 
 /// Writes all of `bytes` or fails once `limit` has passed in total (a
 /// backend that reads a trickle cannot hold the writer forever).
-fn write_within(mut stream: &TcpStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+fn write_within(mut stream: &Stream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
     let deadline = Instant::now() + limit;
     let mut at = 0;
     while at < bytes.len() {

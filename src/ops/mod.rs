@@ -14,3 +14,4 @@ pub(crate) mod shutdown;
 pub(crate) mod sync;
 pub(crate) mod sys;
 pub(crate) mod time;
+pub(crate) mod transport;

@@ -146,6 +146,16 @@ pub fn resolve_users(entries: &[String]) -> Result<Vec<u32>, Vec<String>> {
     }
 }
 
+/// The gid `entry` (a group name or a gid) names, from `/etc/group`
+/// (laid out as `/etc/passwd`: name, password, number); None when it names none.
+pub fn resolve_group(entry: &str) -> Option<u32> {
+    if let Ok(gid) = entry.parse::<u32>() {
+        return Some(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    parse_passwd(&text).get(entry).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +231,12 @@ mod tests {
         assert_eq!(users.get("alice"), Some(&1001));
         assert_eq!(users.get("root"), Some(&0));
         assert_eq!(users.len(), 2);
+        let groups = parse_passwd("root:x:0:\nrelay:x:990:alice,bob\n");
+        assert_eq!(
+            groups.get("relay"),
+            Some(&990),
+            "/etc/group reads the same way"
+        );
     }
 
     #[test]

@@ -79,10 +79,18 @@ fn every_local_user(config: &Config) -> Option<String> {
     let admits_loopback = loopback
         .iter()
         .any(|ip| crate::config::allowed(&config.socket_allow, *ip));
-    (admits_loopback && config.socket_allow_users.is_empty()).then(|| {
-        "SOCKET_ALLOW admits loopback and SOCKET_ALLOW_USERS is empty: every local user \
-         can command the cameras; set SOCKET_ALLOW_USERS (e.g. root)"
-            .to_string()
+    let tcp = !config.socket_host.is_empty();
+    let open_socket = config.socket_path.is_some() && config.socket_mode & 0o002 != 0;
+    let who = match (tcp && admits_loopback, open_socket) {
+        (true, _) => "SOCKET_ALLOW admits loopback",
+        (false, true) => "SOCKET_MODE lets others connect to SOCKET_PATH",
+        (false, false) => return None,
+    };
+    config.socket_allow_users.is_empty().then(|| {
+        format!(
+            "{who} and SOCKET_ALLOW_USERS is empty: every local user can command the \
+             cameras; set SOCKET_ALLOW_USERS (e.g. root)"
+        )
     })
 }
 
@@ -127,7 +135,11 @@ fn secret_files(config: &Config, source: Option<&Path>) -> Vec<String> {
 /// root file system. Run by the relay at start and by the watchdog;
 /// `check-config` only reports what is missing.
 pub fn create_run_dirs(config: &Config) -> Result<(), Error> {
-    for (key, path) in config.written_files() {
+    let socket = config
+        .socket_path
+        .as_deref()
+        .map(|path| ("SOCKET_PATH", path));
+    for (key, path) in config.written_files().into_iter().chain(socket) {
         let dir = parent(path);
         if key == "SPOOL_FILE" || dir.is_dir() {
             continue;
@@ -195,13 +207,15 @@ pub fn problems(config: &Config) -> Vec<String> {
             unknown.join(", ")
         ));
     }
+    socket_problems(config, &mut problems);
     let host = config
         .socket_host
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let resolves = (host, config.socket_port)
-        .to_socket_addrs()
-        .is_ok_and(|mut a| a.next().is_some());
+    let resolves = host.is_empty()
+        || (host, config.socket_port)
+            .to_socket_addrs()
+            .is_ok_and(|mut a| a.next().is_some());
     if !resolves {
         problems.push(format!(
             "SOCKET_HOST {:?} is not an address this machine can listen on",
@@ -209,6 +223,42 @@ pub fn problems(config: &Config) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// The Unix socket's place is judged like the files the relay writes (a
+/// missing directory is created at start); what is already at the path
+/// may only be a socket of the relay's user (a stale one is replaced at
+/// start); SOCKET_GROUP must name a group.
+fn socket_problems(config: &Config, problems: &mut Vec<String>) {
+    if let Some(group) = &config.socket_group {
+        if peers::resolve_group(group).is_none() {
+            problems.push(format!("SOCKET_GROUP: no such group: {group}"));
+        }
+    }
+    let Some(path) = config.socket_path.as_deref() else {
+        return;
+    };
+    let problem = match check_writable_dir(parent(path)) {
+        Ok(()) | Err(DirProblem::Missing) => unsafe_place(path, false),
+        Err(problem) => Some(problem.describe(parent(path))),
+    };
+    let in_the_way = std::fs::symlink_metadata(path).ok().and_then(|meta| {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            Some("exists and is not a socket".to_string())
+        } else if meta.uid() != relay_user() {
+            Some(format!(
+                "is a socket of uid {}, not the relay's user's (uid {})",
+                meta.uid(),
+                relay_user()
+            ))
+        } else {
+            None
+        }
+    });
+    if let Some(why) = problem.or(in_the_way) {
+        problems.push(format!("SOCKET_PATH {}: {why}", path.display()));
+    }
 }
 
 #[cfg(test)]
@@ -271,5 +321,51 @@ mod tests {
             ..Config::default()
         };
         assert!(secret_file_warnings(&lan, None).is_empty());
+        // Unix socket only: warned about when others may connect to it.
+        let unix_only = |mode| Config {
+            socket_host: String::new(),
+            socket_path: Some("/run/r.sock".into()),
+            socket_mode: mode,
+            ..Config::default()
+        };
+        assert!(secret_file_warnings(&unix_only(0o660), None).is_empty());
+        let warnings = secret_file_warnings(&unix_only(0o666), None);
+        assert!(
+            warnings[0].starts_with("SOCKET_MODE lets others connect"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_unix_socket_needs_a_safe_directory_a_group_and_no_stranger_at_its_path() {
+        let dir = scratch("unix-socket");
+        let config = |path: &Path, group: Option<&str>| Config {
+            socket_path: Some(path.to_path_buf()),
+            socket_group: group.map(str::to_string),
+            ..Config::default()
+        };
+        let fine = dir.join("relay.sock");
+        assert!(problems(&config(&fine, Some("0"))).is_empty());
+        let missing_dir = dir.join("run").join("relay.sock");
+        assert!(
+            problems(&config(&missing_dir, None)).is_empty(),
+            "created at start"
+        );
+        let found = problems(&config(&fine, Some("ms500-no-such-group")));
+        assert_eq!(found, ["SOCKET_GROUP: no such group: ms500-no-such-group"]);
+        std::fs::write(&fine, "").unwrap();
+        let found = problems(&config(&fine, None));
+        assert!(
+            found[0].ends_with("exists and is not a socket"),
+            "{found:?}"
+        );
+        std::fs::remove_file(&fine).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let found = problems(&config(&fine, None));
+        assert!(
+            found[0].contains("writable by group or others"),
+            "{found:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -80,13 +80,50 @@ pub fn open_files_limit() -> Option<u64> {
 /// Sets how many connections the kernel keeps waiting for a listening
 /// socket's accept(): listen(2) again on a listening socket only resizes
 /// its backlog.
-pub fn set_backlog(listener: &std::net::TcpListener, backlog: i32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: listen(2) on a descriptor the TcpListener owns and keeps open.
+pub fn set_backlog(listener: &impl std::os::fd::AsRawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen(2) on a descriptor the listener owns and keeps open.
     if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The user and process on the other end of a connected Unix socket, as
+/// the kernel recorded them when it connected (`SO_PEERCRED`): (uid, pid).
+pub fn peer_credentials(socket: &impl std::os::fd::AsRawFd) -> io::Result<(u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into the ucred we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.uid, u32::try_from(cred.pid).unwrap_or(0)))
+}
+
+/// Runs `f` with the process umask set to `mask`, then puts the old one
+/// back: a socket file is created with the mode bind(2) gives it under the
+/// umask, so a restrictive one leaves no moment where others may connect.
+/// Called at start, before any other thread creates files.
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let result = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    result
 }
 
 /// Waits until one of `fds` is readable (or closed by its peer), at most

@@ -18,16 +18,16 @@ use crate::support::{
 };
 use rumqttc::QoS;
 
-const USER: &str = "ms500-other";
+pub(crate) const USER: &str = "ms500-other";
 
 /// The unprivileged user of these tests, created once.
 #[derive(Clone, Copy)]
-struct Other {
-    uid: u32,
-    gid: u32,
+pub(crate) struct Other {
+    pub uid: u32,
+    pub gid: u32,
 }
 
-fn other_user() -> Other {
+pub(crate) fn other_user() -> Other {
     require(
         running_as_root(),
         "needs root to create and act as another user",
@@ -62,7 +62,7 @@ fn other_user() -> Other {
 impl Other {
     /// Runs `f` on this thread with her file-system uid and gid: sockets and
     /// files it creates or opens are hers.
-    fn act<T>(self, f: impl FnOnce() -> T) -> T {
+    pub fn act<T>(self, f: impl FnOnce() -> T) -> T {
         // SAFETY: setfsuid/setfsgid change only this thread's file-system
         // ids and touch no memory; they are set back before returning.
         unsafe {
@@ -78,7 +78,7 @@ impl Other {
     }
 
     /// The relay binary run as her own process.
-    fn run(self, args: &[&str]) -> (i32, String) {
+    pub fn run(self, args: &[&str]) -> (i32, String) {
         let words = relay_words();
         let out = Command::new("setpriv")
             .arg(format!("--reuid={}", self.uid))
@@ -126,8 +126,13 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 
 /// A relay.conf she may read, pointing `send` at `port`.
 fn her_conf(dir: &Path, other: Other, port: u16) -> String {
+    her_conf_with(dir, other, &format!("SOCKET_PORT = {port}\n"))
+}
+
+/// A relay.conf of hers holding `text`, in `dir` (made readable to her).
+pub(crate) fn her_conf_with(dir: &Path, other: Other, text: &str) -> String {
     let path = dir.join("her.conf");
-    std::fs::write(&path, format!("SOCKET_PORT = {port}\n")).unwrap();
+    std::fs::write(&path, text).unwrap();
     std::os::unix::fs::chown(&path, Some(other.uid), Some(other.gid)).unwrap();
     let mut perms = std::fs::metadata(dir).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);

@@ -30,4 +30,5 @@ mod rejections;
 mod secrets;
 mod security;
 mod stress;
+mod unix_socket;
 mod watchdog;

@@ -136,7 +136,7 @@ impl Rig {
             drops: Vec::new(),
             spool_answers: VecDeque::new(),
             write_answers: VecDeque::new(),
-            outbox: Outbox::new(1, peer).0,
+            outbox: Outbox::new(1, peer.into()).0,
             claims_ended: 0,
         }
     }
