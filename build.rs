@@ -56,7 +56,14 @@ fn commit() -> String {
 }
 
 fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok()?;
+    // Without optional locks `git status` leaves the index as it is: a
+    // refreshed index would look like a change to the rerun-if-changed
+    // above, and every later cargo command would rebuild the relay.
+    let out = Command::new("git")
+        .args(args)
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())

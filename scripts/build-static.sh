@@ -50,12 +50,25 @@
 #   build or the tests. std's own dependencies (compiler_builtins, libc,
 #   hashbrown...) come from crates.io at the versions pinned by
 #   rust-web-src's Cargo.lock. The cost: std is compiled once per target
-#   (about a minute here); cargo keeps it in target/TRIPLE, so later builds
-#   reuse it.
+#   (about a minute here); cargo keeps it in the cache's target/ (below),
+#   so later builds, from this clone or another, reuse it.
 #
 # glibc's resolver is linked in statically: MQTT_BROKER host names resolve
 # through /etc/hosts and DNS (not through other NSS sources such as LDAP or
 # mDNS); an IP address always works. The linker warns about it; that is expected.
+#
+# Cache, kept between runs and shared by every clone on the machine, in
+# $MS500_BUILD_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/ms500-relay):
+#   * target/ is cargo's build directory for these builds (unless
+#     CARGO_TARGET_DIR is set): std and the dependencies, compiled once per
+#     target, are reused by the next build from any clone;
+#   * bin/TRIPLE-KEY/ms500-relay is a finished binary, KEY the SHA-256 of all
+#     that goes into it (src/, build.rs, Cargo.toml, Cargo.lock, this script,
+#     the commit and date build.rs records, rustc's and the C compiler's
+#     versions, RUSTFLAGS). A target whose key is there is not built again:
+#     scripts/test.sh and the tests it runs ask for each binary several times,
+#     and an unchanged tree asks again on every run. Delete the folder to
+#     start from nothing.
 #
 # Exit: 0 built; 1 the build failed or its result is not a static binary of
 # the target; 2 usage (or not an x86_64 Debian host); 3 the toolchain cannot
@@ -154,10 +167,47 @@ static_flags="-C target-feature=+crt-static -C relocation-model=static"
 # which are only panic-unwind, unused with panic = "abort".
 std_features="-Zbuild-std-features=optimize_for_size"
 
-targets=() names=() toolchain_env=()
+cache=${MS500_BUILD_CACHE:-${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/ms500-relay}
+# No writable home (a build user without one): the cache lives in the clone.
+mkdir -p "$cache" 2>/dev/null || cache=$repo/target/static-cache
+build_dir=${CARGO_TARGET_DIR:-$cache/target}
+flags="${RUSTFLAGS:+$RUSTFLAGS }$static_flags"
+
+# What build.rs records as the commit (keep in step with build.rs).
+commit_of_tree() {
+    if [ -n "${MS500_COMMIT:-}" ]; then
+        echo "$MS500_COMMIT"
+        return
+    fi
+    local hash
+    hash=$(GIT_OPTIONAL_LOCKS=0 git rev-parse --short=12 HEAD 2>/dev/null) || { echo unknown; return; }
+    if [ -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+        hash="$hash-dirty"
+    fi
+    echo "$hash"
+}
+
+# The key of this tree's binary for $target: everything that goes into it.
+# Sources are hashed by content, so an uncommitted change is a new key.
+cache_key() {
+    {
+        echo "$target|$flags|$std_features|${SOURCE_DATE_EPOCH:-}|$(commit_of_tree)"
+        /usr/bin/rustc -vV
+        "$cc" --version | head -n1
+        find src build.rs Cargo.toml Cargo.lock scripts/build-static.sh -type f -print0 |
+            LC_ALL=C sort -z | xargs -0 sha256sum
+    } | sha256sum | cut -c1-16
+}
+
+targets=() names=() toolchain_env=() keys=()
 for arch in "$@"; do
     describe "$arch"
     ensure_toolchain "$arch"
+    key=$(cache_key)
+    keys+=("$key")
+    if [ -x "$cache/bin/$target-$key/ms500-relay" ]; then
+        continue
+    fi
     upper=$(echo "$target" | tr 'a-z-' 'A-Z_')
     lower=${target//-/_}
     targets+=(--target "$target")
@@ -165,23 +215,36 @@ for arch in "$@"; do
     toolchain_env+=("CARGO_TARGET_${upper}_LINKER=$cc" "CC_${lower}=$cc" "AR_${lower}=$ar")
 done
 
-echo "building std and a static release binary for ${names[*]} with $(/usr/bin/rustc --version)..." >&2
-# RUSTC_BOOTSTRAP=1 lets this stable rustc accept -Zbuild-std; it is set for
-# this command alone. cargo finds std's sources in rustc's sysroot. With
-# --target, RUSTFLAGS apply only to the target's code: build scripts and
-# proc-macros (run on this host) stay dynamic as they must. Build output goes
-# to stderr so that stdout holds only the report below.
-if ! env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 "${toolchain_env[@]}" \
-    RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$static_flags" \
-    /usr/bin/cargo build --release --locked "${targets[@]}" \
-    -Zbuild-std=std,panic_abort $std_features >&2; then
-    echo "build-static.sh: cargo could not build the relay for ${names[*]} (its errors are above)" >&2
-    exit 1
+if [ ${#names[@]} -gt 0 ]; then
+    echo "building std and a static release binary for ${names[*]} with $(/usr/bin/rustc --version)..." >&2
+    # RUSTC_BOOTSTRAP=1 lets this stable rustc accept -Zbuild-std; it is set
+    # for this command alone. cargo finds std's sources in rustc's sysroot.
+    # With --target, RUSTFLAGS apply only to the target's code: build scripts
+    # and proc-macros (run on this host) stay dynamic as they must. Build
+    # output goes to stderr so that stdout holds only the report below.
+    if ! env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 "${toolchain_env[@]}" \
+        CARGO_TARGET_DIR="$build_dir" RUSTFLAGS="$flags" \
+        /usr/bin/cargo build --release --locked "${targets[@]}" \
+        -Zbuild-std=std,panic_abort $std_features >&2; then
+        echo "build-static.sh: cargo could not build the relay for ${names[*]} (its errors are above)" >&2
+        exit 1
+    fi
 fi
+
+# Keeps a just-built binary under its key (written aside, then renamed, so a
+# concurrent run never finds half a file), and the 4 newest per target.
+keep() {
+    local built="$build_dir/$target/release/ms500-relay" dir="$cache/bin/$target-$key"
+    [ -x "$dir/ms500-relay" ] && return 0
+    [ -x "$built" ] || return 0
+    mkdir -p "$dir"
+    cp "$built" "$dir/ms500-relay.part" && mv "$dir/ms500-relay.part" "$dir/ms500-relay"
+    ls -1dt "$cache/bin/$target"-* 2>/dev/null | tail -n +5 | while read -r old; do rm -rf "$old"; done
+}
 
 # Checks one target's binary and prints its report, its path last.
 report() {
-    local bin="${CARGO_TARGET_DIR:-$repo/target}/$target/release/ms500-relay" verdict bytes
+    local bin="$cache/bin/$target-$key/ms500-relay" verdict bytes
     if [ ! -x "$bin" ]; then
         echo "build-static.sh: the build did not produce $bin" >&2
         exit 1
@@ -206,7 +269,11 @@ report() {
     echo "$bin"
 }
 
+i=0
 for arch in "$@"; do
     describe "$arch"
+    key=${keys[$i]}
+    i=$((i + 1))
+    keep
     report
 done
