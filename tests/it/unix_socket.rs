@@ -5,14 +5,16 @@
 //! on a clean stop. The root-only tests act as the unprivileged user of
 //! `local_users`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::local_users::{her_conf_with, other_user};
-use crate::support::{publish, run_bin, samples, topic, Broker, Relay, Subscriber, TempDir, WAIT};
+use crate::support::{
+    publish, read_lines, run_bin, samples, topic, Broker, Relay, Subscriber, TempDir, WAIT,
+};
 use rumqttc::QoS;
 
 fn socket_in(dir: &TempDir) -> PathBuf {
@@ -21,30 +23,6 @@ fn socket_in(dir: &TempDir) -> PathBuf {
 
 fn text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
-}
-
-/// Reads up to `n` lines from a Unix socket session within `timeout`.
-fn lines(stream: &UnixStream, n: usize, timeout: Duration) -> Vec<String> {
-    let deadline = Instant::now() + timeout;
-    let mut reader = BufReader::new(stream);
-    let mut got = Vec::new();
-    let mut line = String::new();
-    while got.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        stream.set_read_timeout(Some(left)).unwrap();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if line.ends_with('\n') => {
-                got.push(line.trim_end().to_string());
-                line.clear();
-            }
-            Ok(_) => {}
-        }
-    }
-    got
 }
 
 #[test]
@@ -68,7 +46,7 @@ fn a_unix_session_publishes_byte_exact_and_gets_status_lines_and_replies() {
         .collect();
     let expected: Vec<Vec<u8>> = all.iter().map(|j| j.as_bytes().to_vec()).collect();
     assert_eq!(payloads, expected, "byte-exact, in order");
-    let status = lines(&backend, 12, WAIT);
+    let status = read_lines(&backend, 12, WAIT);
     assert_eq!(status.len(), 12, "{status:?}\n{}", relay.log());
     assert!(
         status.iter().all(|l| l.starts_with(r#"{"status":"ok""#)),
@@ -81,7 +59,7 @@ fn a_unix_session_publishes_byte_exact_and_gets_status_lines_and_replies() {
         b"{\"fw\":1}",
         QoS::AtLeastOnce,
     );
-    let reply = lines(&backend, 1, WAIT);
+    let reply = read_lines(&backend, 1, WAIT);
     assert_eq!(
         reply,
         [r#"{"reply":{"fw":1},"unit":"cam-u"}"#],
@@ -100,7 +78,7 @@ fn a_unix_session_publishes_byte_exact_and_gets_status_lines_and_replies() {
         .write_all(br#"{"type":"IMG","unit":"cam-1s"}"#)
         .unwrap();
     one_shot.shutdown(std::net::Shutdown::Write).unwrap();
-    let ok = lines(&one_shot, 1, WAIT);
+    let ok = read_lines(&one_shot, 1, WAIT);
     assert!(
         ok.len() == 1 && ok[0].contains(r#""unit":"cam-1s""#),
         "{ok:?}"

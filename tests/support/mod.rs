@@ -1077,8 +1077,11 @@ pub fn publish(broker_port: u16, topic: &str, payload: &[u8], qos: QoS) {
 }
 
 /// Reads lines from a backend socket until `n` lines or `timeout`.
-pub fn read_lines(stream: &TcpStream, n: usize, timeout: Duration) -> Vec<String> {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+pub fn read_lines<S: Session>(stream: &S, n: usize, timeout: Duration) -> Vec<String>
+where
+    for<'a> &'a S: Read,
+{
+    let mut reader = BufReader::new(stream);
     let deadline = Instant::now() + timeout;
     let mut lines = Vec::new();
     let mut line = String::new();
@@ -1100,6 +1103,23 @@ pub fn read_lines(stream: &TcpStream, n: usize, timeout: Duration) -> Vec<String
         }
     }
     lines
+}
+
+/// A backend's connection to the relay: TCP or the Unix socket.
+pub trait Session {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Session for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl Session for std::os::unix::net::UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
 }
 
 /// True when the relay closed the connection (read returns 0) within `timeout`.
