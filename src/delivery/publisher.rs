@@ -10,7 +10,9 @@
 //! the spool, then sends DISCONNECT and triggers the `link` stop.
 //!
 //! It owns the publish link's connection while it is up and the open spool
-//! file; what to do with them is the policy's.
+//! file; what to do with them is the policy's. It sleeps until the policy's
+//! next deadline or an event (an idle relay's publisher does not wake), and
+//! shows when it will turn again at the latest in `publisher_due_ms`.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -33,7 +35,7 @@ use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
-use crate::ops::time::unix;
+use crate::ops::time::{mono_ms, unix};
 
 pub struct Publisher {
     delivery: Delivery,
@@ -152,6 +154,7 @@ impl Publisher {
                 break;
             }
             let wait = self.delivery.wait(now());
+            self.promise_turn(Instant::now() + wait);
             let jobs_rx = if jobs_open && self.delivery.reads_jobs() {
                 &jobs
             } else {
@@ -187,6 +190,7 @@ impl Publisher {
                 },
                 default(wait) => {},
             }
+            self.promise_turn(Instant::now());
         }
         let unread = jobs.try_iter().map(|batch| batch.len()).sum();
         self.step(Event::Close { unread });
@@ -242,7 +246,6 @@ impl Publisher {
         self.counters
             .queue_bytes
             .store(queued_bytes, Ordering::Relaxed);
-        Counters::add(&self.counters.publisher_turns);
         let spool_bytes = self.spool.as_ref().map_or(0, Spool::bytes);
         self.counters
             .spool_bytes
@@ -265,7 +268,18 @@ impl Publisher {
         }
     }
 
+    /// Tells the status writer when this loop turns again at the latest:
+    /// a loop that does not is stuck.
+    fn promise_turn(&self, by: Instant) {
+        self.counters
+            .publisher_due_ms
+            .store(mono_ms(by), Ordering::Relaxed);
+    }
+
     fn step(&mut self, event: Event) {
+        // A SIGHUP's settings before anything is decided (this loop is
+        // not woken for a reload).
+        self.follow_reload();
         let actions = self.delivery.handle(event, now());
         self.perform(actions);
     }
@@ -373,7 +387,12 @@ impl Publisher {
             } else {
                 0
             };
-            since.store(now, Ordering::Relaxed);
+            let changed = since.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |was| {
+                (was != now).then_some(now)
+            });
+            if changed.is_ok() {
+                self.counters.state_bell.ring();
+            }
         }
         *lock(&self.counters.spool_problem) = problem;
         Some(outcome)

@@ -25,7 +25,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rumqttc::Transport;
 
@@ -40,7 +40,7 @@ use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
 use crate::ops::redact;
-use crate::ops::shutdown::Stop;
+use crate::ops::shutdown::{Nudge, Stop};
 use crate::ops::sync::lock;
 use crate::protocol::reply;
 
@@ -48,8 +48,10 @@ mod client;
 
 use client::{Polled, Session, Spoken, Version};
 
-/// How often a wait on the connection looks at the stop signal and the broker in use.
-const TICK: Duration = Duration::from_secs(1);
+/// The longest wait on a connection that is up. A stop or a move of the
+/// publish link wakes the wait at once (a [`Nudge`] that says DISCONNECT),
+/// and rumqttc pings the broker within the wait: this is only a safety net.
+const TICK: Duration = Duration::from_secs(60);
 /// The wait while connecting: longer than rumqttc's own 5 s connection
 /// timeout, because a wait that runs out drops the connection attempt
 /// under way (a broker whose CONNACK takes over a second, over LTE and TLS,
@@ -139,22 +141,42 @@ impl DeviceLink {
                 self.transport.clone(),
                 spoken.version(index),
             );
+            let said_goodbye = Arc::new(AtomicBool::new(false));
+            let _nudge = self.nudge_at_stop_or_move(&session, &said_goodbye);
             let ended = self.serve(index, &mut session, &mut retries, &mut spoken);
             // A goodbye only to a broker that said hello: on a client still
-            // connecting it would start another attempt.
+            // connecting it would start another attempt. Nor a second one:
+            // after the nudge's, a poll would dial the broker again.
             let was_up = self.counters.device_subscribed.load(Ordering::Relaxed);
+            let goodbye_due = !said_goodbye.load(Ordering::SeqCst);
             self.counters.device_link_down();
             match ended {
-                Ended::Stopped if was_up => {
+                Ended::Stopped if was_up && goodbye_due => {
                     session.disconnect();
                     break;
                 }
                 Ended::Stopped => break,
-                Ended::Moved => session.disconnect(),
-                Ended::Lost => {}
+                Ended::Moved if goodbye_due => session.disconnect(),
+                Ended::Moved | Ended::Lost => {}
             }
         }
         log::debug!("device link stopped");
+    }
+
+    /// Wakes this thread's wait on `session` when the relay stops or the
+    /// publish link moves to another broker, by saying DISCONNECT for it
+    /// (once; `said` records it). Held for as long as the session lives.
+    fn nudge_at_stop_or_move(&self, session: &Session, said: &Arc<AtomicBool>) -> Nudge {
+        let goodbye = session.goodbye();
+        let said = Arc::clone(said);
+        let nudge: Nudge = Arc::new(move || {
+            if !said.swap(true, Ordering::SeqCst) {
+                goodbye.send();
+            }
+        });
+        self.stop.nudge_when_triggered(&nudge);
+        self.broker_in_use.nudge_when_moved(&nudge);
+        nudge
     }
 
     /// Before each new connection: the broker list and TLS files as they
@@ -189,10 +211,14 @@ impl DeviceLink {
             if self.stop.is_set() || (up_since.is_none() && self.intake.is_set()) {
                 return Ended::Stopped;
             }
-            if self.broker_in_use.get() % self.brokers.len() != index {
+            if self.moved(index) {
                 return Ended::Moved;
             }
-            let wait = if up_since.is_some() { TICK } else { CONNECTING };
+            let wait = match (up_since, subscribing) {
+                (Some(_), Some(since)) => SUBACK_WAIT.saturating_sub(since.elapsed()),
+                (Some(_), None) => TICK,
+                (None, _) => CONNECTING,
+            };
             let mut polled = session.poll(wait);
             // Everything already read or readable is handled in this wake-up:
             // at a fleet's pace a heartbeat waits behind another most of the time.
@@ -223,12 +249,22 @@ impl DeviceLink {
         }
     }
 
+    /// Whether the publish link is on another broker than `index`.
+    fn moved(&self, index: usize) -> bool {
+        self.broker_in_use.get() % self.brokers.len() != index
+    }
+
     /// Acts on one polled event of the connection to broker `state.index`.
     fn take(&self, polled: Polled, state: &mut Serving<'_>) -> Next {
         let broker = &self.brokers[state.index];
         match polled {
             Polled::Idle => return Next::Wait,
             Polled::Nothing => {}
+            // The nudge's DISCONNECT ends the connection: not a failure.
+            Polled::Ended | Polled::Failed { .. } if self.stop.is_set() => {
+                return Next::End(Ended::Stopped)
+            }
+            Polled::Failed { .. } if self.moved(state.index) => return Next::End(Ended::Moved),
             Polled::Ended => return Next::End(Ended::Lost),
             Polled::ConnAck(limit) => {
                 // The publisher sets aside at once what this broker
@@ -452,12 +488,21 @@ impl DeviceLink {
         if log::log_enabled!(log::Level::Debug) {
             log::debug!("heartbeat {device}: {}", status.summary());
         }
-        let seen = lock(&self.devices).record(device, status, Instant::now(), SystemTime::now());
+        let (seen, online) = {
+            let mut table = lock(&self.devices);
+            let seen = table.record(device, status, Instant::now(), SystemTime::now());
+            (seen, table.counts().1)
+        };
         let change = match seen {
             Seen::New => "online (first heartbeat since start)",
             Seen::BackOnline => "is back online",
             Seen::Again => return,
         };
+        if online == 1 {
+            // The main thread sleeps without an offline deadline while no
+            // device is online: it has one now.
+            self.counters.state_bell.ring();
+        }
         if log_limit::allow(Kind::DeviceOnline) {
             log::info!("device {device} {change}");
         }

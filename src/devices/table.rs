@@ -289,6 +289,34 @@ impl DeviceTable {
         gone
     }
 
+    /// When the next device goes offline if none is heard from meanwhile:
+    /// the first one the previous sweep left online, just past `timeout`
+    /// after its last heartbeat (a sweep then finds it). None while no
+    /// device is online.
+    pub fn next_offline_at(&self, timeout: Duration) -> Option<Instant> {
+        if self.online == 0 {
+            return None;
+        }
+        let from = match self.swept_to {
+            Some(t) => Bound::Included((t, 0)),
+            None => Bound::Unbounded,
+        };
+        let (&(seen, _), _) = self.by_silence.range((from, Bound::Unbounded)).next()?;
+        Some(seen + timeout + Duration::from_millis(1))
+    }
+
+    /// When devices forgotten meanwhile may be reported again; None while
+    /// none wait to be.
+    pub fn next_forgotten_report(&self) -> Option<Instant> {
+        if self.forgotten_unlogged == 0 {
+            return None;
+        }
+        Some(
+            self.last_forgotten_log
+                .map_or_else(Instant::now, |t| t + FORGOTTEN_LOG_EVERY),
+        )
+    }
+
     /// How many devices are known and how many of them are online.
     pub fn counts(&self) -> (usize, usize) {
         (self.devices.len(), self.online)
@@ -405,6 +433,31 @@ mod tests {
         assert!(t.sweep(at(150), timeout).is_empty());
         assert_eq!(ids(t.sweep(at(191), timeout)), ["a"]);
         assert_eq!(t.counts(), (2, 0));
+    }
+
+    #[test]
+    fn the_next_offline_deadline_is_the_longest_silent_online_device() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let timeout = Duration::from_secs(90);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(t.next_offline_at(timeout), None, "no device");
+        t.record("a", hb("1"), t0, wall);
+        t.record("b", hb("1"), at(10_000), wall);
+        let first = t.next_offline_at(timeout).expect("a is online");
+        assert_eq!(first, at(90_001));
+        assert!(t.sweep(at(90_000), timeout).is_empty());
+        assert_eq!(t.sweep(first, timeout).len(), 1, "a sweep at it finds a");
+        assert_eq!(t.next_offline_at(timeout), Some(at(100_001)));
+        t.record("a", hb("2"), at(95_000), wall);
+        assert_eq!(
+            t.next_offline_at(timeout),
+            Some(at(100_001)),
+            "b still first"
+        );
+        assert_eq!(t.sweep(at(185_001), timeout).len(), 2);
+        assert_eq!(t.next_offline_at(timeout), None, "all offline");
     }
 
     #[test]
