@@ -118,6 +118,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     // The relay holds MQTT_PASSWORD and queued Wi-Fi passwords in memory:
     // no core file may carry them off (logged once the log is open).
     let no_core_dumps = sys::forbid_core_dumps();
+    sys::limit_malloc_arenas();
     // Before any thread exists: signals wait for the signal thread.
     let signals =
         sys::block_signals().map_err(|e| Error::runtime_because("cannot block signals", e))?;
@@ -610,6 +611,7 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Prese
     }
     // The hold of offline cameras needs every one; the log, the first few
     // (a fleet that goes dark together is summed up by log_limit).
+    let many = gone.len() >= MANY_DEVICES;
     for (id, silent) in gone {
         presence.report(&id, false);
         if log_limit::allow(Kind::DeviceOffline) {
@@ -620,7 +622,14 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Prese
             );
         }
     }
+    if many {
+        sys::release_free_memory();
+    }
 }
+
+/// So many devices changed at once that what their changes took (the
+/// sweep's list, the presence board) is worth giving back to the kernel.
+const MANY_DEVICES: usize = 1000;
 
 /// How many closed connections may wait for status lines at once: a quarter
 /// of the descriptors the process may open (at least 16, at most 1024), so

@@ -52,6 +52,8 @@ pub struct Publisher {
     /// policy's change count it was last set at.
     held_view: Arc<HeldView>,
     held_shown: u64,
+    /// The cameras known offline as last told to `presence`.
+    offline_shown: usize,
     /// The configuration SIGHUP may replace, and the generation last taken
     /// from it: lifetimes and the log level follow it.
     live: Option<(Arc<Live>, u64)>,
@@ -77,6 +79,7 @@ impl Publisher {
             presence: Arc::default(),
             held_view: Arc::default(),
             held_shown: 0,
+            offline_shown: 0,
             live: None,
         };
         if let Some(path) = &config.spool_file {
@@ -97,6 +100,9 @@ impl Publisher {
     pub fn with_presence(mut self, presence: Arc<Presence>, held: Arc<HeldView>) -> Self {
         self.presence = presence;
         self.held_view = held;
+        // The spool's held commands made their cameras offline already.
+        self.offline_shown = self.delivery.offline_cameras();
+        self.presence.settle(self.offline_shown);
         self
     }
 
@@ -186,7 +192,13 @@ impl Publisher {
                 recv(intake_rx) -> _ => {},
                 recv(self.presence.bell()) -> _ => {
                     let changes = self.presence.take();
+                    let many = changes.len() >= 1000;
                     self.step(Event::Presence(changes));
+                    if many {
+                        // A fleet came or went together: give the board's room back.
+                        crate::ops::sys::release_free_memory();
+                    }
+                    self.presence.settle(self.delivery.offline_cameras());
                 },
                 default(wait) => {},
             }
@@ -250,6 +262,13 @@ impl Publisher {
         self.counters
             .spool_bytes
             .store(spool_bytes, Ordering::Relaxed);
+        // Also after a spool's held commands came back: their cameras'
+        // heartbeats must reach this thread.
+        let offline = self.delivery.offline_cameras();
+        if offline != self.offline_shown {
+            self.offline_shown = offline;
+            self.presence.settle(offline);
+        }
         let changes = self.delivery.hold_changes();
         if changes != self.held_shown {
             self.held_shown = changes;

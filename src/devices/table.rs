@@ -20,18 +20,25 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::devices::heartbeat::Heartbeat;
 
 /// How often at most the sweep logs that devices were forgotten.
 const FORGOTTEN_LOG_EVERY: Duration = Duration::from_secs(60);
 
+fn unix_u32(t: SystemTime) -> u32 {
+    u32::try_from(crate::ops::time::unix(t)).unwrap_or(u32::MAX)
+}
+
 #[derive(Debug, Clone)]
 struct Device {
     /// Its key in `by_silence`.
     seen_key: (Instant, u64),
-    last_seen_wall: SystemTime,
+    /// Wall-clock second of the last heartbeat (what the status file
+    /// shows; u32 seconds last until 2106, and the whole struct then fits
+    /// a smaller allocation than with a `SystemTime`).
+    last_seen_unix: u32,
     online: bool,
     status: Packed,
 }
@@ -223,7 +230,7 @@ impl DeviceTable {
             self.by_silence.insert(key, shared);
             let was_online = d.online;
             d.seen_key = key;
-            d.last_seen_wall = wall;
+            d.last_seen_unix = unix_u32(wall);
             d.online = true;
             d.status.update(&status);
             if was_online {
@@ -241,7 +248,7 @@ impl DeviceTable {
             shared,
             Box::new(Device {
                 seen_key: key,
-                last_seen_wall: wall,
+                last_seen_unix: unix_u32(wall),
                 online: true,
                 status: Packed::new(&status),
             }),
@@ -348,7 +355,7 @@ impl DeviceTable {
                 Some(DeviceSnapshot {
                     id: id.to_string(),
                     online: d.online,
-                    last_seen: d.last_seen_wall,
+                    last_seen: UNIX_EPOCH + Duration::from_secs(u64::from(d.last_seen_unix)),
                     status: d.status.unpack(),
                 })
             })
