@@ -218,6 +218,10 @@ pub fn cut(text: &str) -> Cow<'_, str> {
 
 /// `text` cut to `max` characters, saying how long it was.
 pub fn cut_to(text: &str, max: usize) -> Cow<'_, str> {
+    // No more bytes than `max`: no more characters either.
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
     match text.char_indices().nth(max) {
         None => Cow::Borrowed(text),
         Some((at, _)) => Cow::Owned(format!(
