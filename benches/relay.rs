@@ -703,14 +703,22 @@ fn fleet_rows(broker: &Broker) -> Vec<(String, String)> {
     if let Ok(exe) = std::env::var("MS500_BENCH_BASELINE") {
         let old = fleet::run(broker, Some(&exe), &scenario);
         rows.extend(fleet::rows("baseline", &old));
-        let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+        // Both idle CPUs below a tick read 0: "-" rather than NaN.
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}", a / b)
+            } else {
+                "-".to_string()
+            }
+        };
         rows.push((
-            "fleet, this build / baseline: relay CPU per heartbeat, log bytes, idle CPU 10k, idle CPU 100k, RSS 100k".into(),
+            "fleet, this build / baseline: relay CPU per heartbeat, log bytes, idle CPU 10k, idle CPU 100k, idle wake-ups 100k, RSS 100k".into(),
             [
                 ratio(this.relay_cpu_per_10k, old.relay_cpu_per_10k),
                 ratio(this.log_bytes_per_min, old.log_bytes_per_min),
                 ratio(this.idle_10k.0, old.idle_10k.0),
                 ratio(this.idle_100k.0, old.idle_100k.0),
+                ratio(this.idle_100k.1, old.idle_100k.1),
                 ratio(this.rss_100k_mib, old.rss_100k_mib),
             ]
             .join(", "),

@@ -5,9 +5,10 @@
 //! `serve_signals` then waits for signals: SIGHUP reopens LOG_FILE and
 //! reloads relay.conf (`reload`: the new configuration replaces the shared
 //! [`Live`] one whole, keys that need a restart keep their values), SIGUSR1
-//! writes the status snapshot at once, and once a second the main thread
-//! sweeps the device table for devices gone silent and writes the status
-//! snapshot and metrics when due (`report/writer.rs`); on SIGINT/SIGTERM
+//! writes the status snapshot at once, and between signals the main thread
+//! sleeps until its next deadline (a device going silent, a summary line,
+//! the status snapshot and metrics: `report/writer.rs`) or until its bell
+//! (`Counters::state_bell`, `log_limit::bell`) rings; on SIGINT/SIGTERM
 //! `shut_down` stops the intake, lets the publisher flush for up to
 //! `SHUTDOWN_GRACE` seconds and joins every thread in order (a second
 //! signal exits at once).
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use rumqttc::Transport;
 use rustls::ClientConfig;
 
@@ -117,6 +118,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     // The relay holds MQTT_PASSWORD and queued Wi-Fi passwords in memory:
     // no core file may carry them off (logged once the log is open).
     let no_core_dumps = sys::forbid_core_dumps();
+    sys::limit_malloc_arenas();
     // Before any thread exists: signals wait for the signal thread.
     let signals =
         sys::block_signals().map_err(|e| Error::runtime_because("cannot block signals", e))?;
@@ -357,30 +359,80 @@ impl Wiring {
     }
 }
 
+/// The main thread sweeps for silent devices at most this often, so
+/// devices going quiet one after another cost one wake-up per second at
+/// most, not one each.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The longest the main thread sleeps with no deadline at all.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
 impl Running {
-    /// The main thread until SIGINT/SIGTERM: signals as they come, and once
-    /// a second the device sweep and the status snapshot when due.
+    /// The main thread until SIGINT/SIGTERM: signals as they come; between
+    /// them it sleeps until its next deadline (`next_wake`) or its bell.
     fn serve_signals(&mut self) {
+        let mut swept = Instant::now();
         loop {
-            match self.signals.recv_timeout(Duration::from_secs(1)) {
-                Ok(Received::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Received::Hangup) => {
-                    self.log.sink.reopen();
-                    self.reload();
-                }
-                Ok(Received::Snapshot) => {
-                    log::info!("SIGUSR1: writing the status snapshot now");
-                    self.report();
-                }
-                Ok(Received::Wake) => {}
-                Err(RecvTimeoutError::Timeout) => self.every_second(),
+            let wait = self
+                .next_wake(swept)
+                .saturating_duration_since(Instant::now());
+            let bells = (
+                self.wiring.counters.state_bell.heard(),
+                log_limit::bell().heard(),
+            );
+            crossbeam_channel::select! {
+                recv(self.signals) -> signal => match signal {
+                    Ok(Received::Stop) | Err(_) => return,
+                    Ok(Received::Hangup) => {
+                        self.log.sink.reopen();
+                        self.reload();
+                    }
+                    Ok(Received::Snapshot) => {
+                        log::info!("SIGUSR1: writing the status snapshot now");
+                        self.report();
+                    }
+                    Ok(Received::Wake) => {}
+                },
+                recv(bells.0) -> _ => self.on_deadlines(&mut swept),
+                recv(bells.1) -> _ => {}
+                default(wait) => self.on_deadlines(&mut swept),
             }
         }
     }
 
-    fn every_second(&mut self) {
+    /// The earliest of: the next device going offline (no sooner than
+    /// [`SWEEP_EVERY`] after the last sweep), the device summary line, a
+    /// rate-limit summary, the forgotten-devices line and the status
+    /// snapshot.
+    fn next_wake(&self, swept: Instant) -> Instant {
         let w = &self.wiring;
         let config = w.live.get();
+        let (offline, forgotten) = {
+            let table = lock(&w.devices);
+            (
+                table.next_offline_at(config.device_timeout),
+                table.next_forgotten_report(),
+            )
+        };
+        let offline = offline.map(|at| at.max(swept + SWEEP_EVERY));
+        [
+            offline,
+            forgotten,
+            Some(self.device_summary.next_due()),
+            log_limit::next_due(),
+            self.status.next_due(&config),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + IDLE_WAKE)
+    }
+
+    /// Whatever is due: the sweep, the summary lines, the status snapshot
+    /// (each checks its own time).
+    fn on_deadlines(&mut self, swept: &mut Instant) {
+        let w = &self.wiring;
+        let config = w.live.get();
+        *swept = Instant::now();
         sweep_devices(&w.devices, &config, &w.presence);
         let heartbeats = w.counters.heartbeats.load(Ordering::Relaxed);
         if let Some(rate) = self.device_summary.due(Instant::now(), heartbeats) {
@@ -542,8 +594,8 @@ fn watch_signals(signals: &sys::HandledSignals, tx: &crossbeam_channel::Sender<R
     }
 }
 
-/// Once a second on the main thread: devices gone silent are logged offline
-/// once; devices forgotten because the table is full, once a minute at most.
+/// On the main thread, when a device's silence crosses DEVICE_TIMEOUT:
+/// devices gone silent are logged offline once; devices forgotten because the table is full, once a minute at most.
 fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Presence) {
     let timeout = config.device_timeout;
     let now = Instant::now();
@@ -559,6 +611,7 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Prese
     }
     // The hold of offline cameras needs every one; the log, the first few
     // (a fleet that goes dark together is summed up by log_limit).
+    let many = gone.len() >= MANY_DEVICES;
     for (id, silent) in gone {
         presence.report(&id, false);
         if log_limit::allow(Kind::DeviceOffline) {
@@ -569,7 +622,14 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Prese
             );
         }
     }
+    if many {
+        sys::release_free_memory();
+    }
 }
+
+/// So many devices changed at once that what their changes took (the
+/// sweep's list, the presence board) is worth giving back to the kernel.
+const MANY_DEVICES: usize = 1000;
 
 /// How many closed connections may wait for status lines at once: a quarter
 /// of the descriptors the process may open (at least 16, at most 1024), so

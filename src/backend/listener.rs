@@ -47,7 +47,7 @@ pub const BACKLOG: i32 = 128;
 /// are refused with an error line.
 pub const CONNECTION_WAIT: Duration = Duration::from_secs(10);
 /// How often a listener at the cap looks for peers in the backlog while
-/// none wait yet (only while every place is taken).
+/// none wait yet, when it cannot sleep on the socket (no stop pipe).
 const FULL_TICK: Duration = Duration::from_secs(1);
 
 pub fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
@@ -300,6 +300,9 @@ impl Listener {
                     );
                 }
             }
+            if !waiting && self.wait_for_peer(listener) {
+                continue;
+            }
             let tick = if waiting {
                 CONNECTION_WAIT.saturating_sub(since.elapsed())
             } else {
@@ -318,6 +321,19 @@ impl Listener {
         }
         // A peer that came in since the last look waited for this place.
         self.peer_waited |= peer_waiting(listener);
+    }
+
+    /// At the cap with no peer waiting: sleeps until one comes or the
+    /// intake stops (poll on the socket and the stop's pipe), so a full
+    /// but quiet listener does not wake. A place freed meanwhile stays in
+    /// the `freed` channel and is seen next. False when the stop has no
+    /// pipe or poll fails (the caller then ticks).
+    fn wait_for_peer(&self, listener: &TcpListener) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(stop) = self.shared.intake.fd() else {
+            return false;
+        };
+        crate::ops::sys::wait_readable([listener.as_raw_fd(), stop], None).is_ok()
     }
 
     /// Accepts every peer waiting in the backlog and refuses it with an

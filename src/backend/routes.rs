@@ -1,7 +1,9 @@
 //! Reply routes (PROTOCOL.md §1.3): which backend connection gets the replies of
 //! which unit. Written by session threads (an accepted SCS/UDS claims the
 //! unit, a closing session drops its claims), read by the MQTT event loop
-//! when a reply arrives. One mutex, held only for a map operation.
+//! when a reply arrives. One mutex, held only for a map operation. It also
+//! says whether a reply is awaited ([`ReplyRoutes::reply_awaited`]): the
+//! device link batches messages under load only while none is.
 //!
 //! Bounded: at most `max` units have a route (MAX_DEVICES); a claim for
 //! one more drops the oldest claim of the same connection (its replies are
@@ -11,13 +13,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::delivery::outbox::Outbox;
 use crate::ops::log_limit::{self, Kind};
+use crate::ops::sync::Bell;
 
 #[derive(Clone)]
 pub struct ReplyRoutes {
     inner: Arc<Mutex<Routes>>,
+    /// Rung at every claim: wakes the device link from a pause in which it
+    /// lets messages gather, so the reply is not held up by it.
+    claimed: Arc<Bell>,
 }
 
 struct Routes {
@@ -25,7 +32,15 @@ struct Routes {
     map: HashMap<String, (u64, Outbox)>,
     next: u64,
     max: usize,
+    /// Claims not yet answered by a reply (at most; see [`ReplyRoutes::reply_awaited`]),
+    /// and when the last claim was made.
+    unanswered: u32,
+    last_claim: Option<Instant>,
 }
+
+/// How long after the last claim a reply still counts as awaited: a
+/// camera that never answers must not keep the device link from batching.
+pub const REPLY_AWAITED: Duration = Duration::from_secs(5);
 
 impl ReplyRoutes {
     /// Routes for at most `max` units.
@@ -35,7 +50,10 @@ impl ReplyRoutes {
                 map: HashMap::new(),
                 next: 0,
                 max: max.max(1),
+                unanswered: 0,
+                last_claim: None,
             })),
+            claimed: Arc::default(),
         }
     }
 
@@ -84,7 +102,10 @@ impl ReplyRoutes {
             }
         }
         let previous = routes.map.insert(unit.to_string(), (seq, outbox.clone()));
+        routes.unanswered = routes.unanswered.saturating_add(1);
+        routes.last_claim = Some(Instant::now());
         drop(routes);
+        self.claimed.ring();
         if let Some((_, previous)) = previous {
             if previous.id() != outbox.id() {
                 log::debug!(
@@ -102,8 +123,31 @@ impl ReplyRoutes {
         self.lock().map.retain(|_, (_, o)| o.id() != session);
     }
 
+    /// The backend that gets `unit`'s replies; a reply found its route.
     pub fn route(&self, unit: &str) -> Option<Outbox> {
-        self.lock().map.get(unit).map(|(_, o)| o.clone())
+        let mut routes = self.lock();
+        let outbox = routes.map.get(unit).map(|(_, o)| o.clone())?;
+        routes.unanswered = routes.unanswered.saturating_sub(1);
+        Some(outbox)
+    }
+
+    /// Rings when a unit was claimed since it was last heard.
+    pub fn claimed(&self) -> &crossbeam_channel::Receiver<()> {
+        self.claimed.heard()
+    }
+
+    /// Whether a backend may be waiting for a reply now: a claim made in
+    /// the last [`REPLY_AWAITED`] has not been answered yet (the device
+    /// link then handles every message at once instead of batching).
+    pub fn reply_awaited(&self, now: Instant) -> bool {
+        let mut routes = self.lock();
+        let recent = routes
+            .last_claim
+            .is_some_and(|t| now.saturating_duration_since(t) < REPLY_AWAITED);
+        if !recent {
+            routes.unanswered = 0;
+        }
+        routes.unanswered > 0
     }
 
     #[cfg(test)]
@@ -119,6 +163,30 @@ mod tests {
 
     fn outbox(session: u64) -> Outbox {
         Outbox::new(session, Peer::Unix { uid: 0, pid: 9 }).0
+    }
+
+    #[test]
+    fn a_reply_is_awaited_from_a_claim_until_its_answer_or_a_while() {
+        let routes = ReplyRoutes::new(10);
+        let now = Instant::now();
+        assert!(!routes.reply_awaited(now));
+        routes.claim("u1", &outbox(1));
+        routes.claim("u2", &outbox(1));
+        assert!(routes.reply_awaited(Instant::now()));
+        assert!(routes.route("u1").is_some());
+        assert!(routes.reply_awaited(Instant::now()), "u2 still waits");
+        assert!(routes.route("nobody").is_none());
+        assert!(
+            routes.reply_awaited(Instant::now()),
+            "an unrouted reply answers nothing"
+        );
+        assert!(routes.route("u2").is_some());
+        assert!(!routes.reply_awaited(Instant::now()));
+        routes.claim("u3", &outbox(1));
+        assert!(
+            !routes.reply_awaited(Instant::now() + REPLY_AWAITED),
+            "never answered: awaited no longer"
+        );
     }
 
     #[test]

@@ -55,9 +55,14 @@ pub const SPOOL_RETRY: Duration = Duration::from_secs(1);
 /// queues the PUBACK and the delivery to subscribers alike), and nobody
 /// else could ever resend it. At least once, as always.
 const AGAIN_WITHIN: Duration = Duration::from_secs(1);
-/// The loop turns at least this often: expiry, spool retries and the
-/// status file's liveness check ride on it.
+/// While it has commands (queued, in flight, waiting for room), a spool
+/// that fails or a spool request open, the loop turns at least this often:
+/// TTL expiry, PUBACK deadlines and spool retries ride on it.
 const MAX_WAIT: Duration = Duration::from_secs(1);
+/// With none of that, the loop waits for an event (or the next hold
+/// expiry, or the end of [`AGAIN_WITHIN`]): an idle relay's publisher does
+/// not wake. Bounded only so that a wait is a plain number.
+pub const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
 /// The time of an event, read by the caller: monotonic for TTLs, holds and
 /// retries (they do not jump with the wall clock), wall clock for what must
@@ -525,20 +530,40 @@ impl Delivery {
             && self.ledger.weight() + self.waiting_bytes < self.settings.max_bytes
     }
 
-    /// How long the loop may wait for the next event before a [`Event::Tick`] is due.
+    /// How long the loop may wait for the next event before a [`Event::Tick`]
+    /// is due: [`MAX_WAIT`] while something is under way, else until the
+    /// next deadline (a held command's expiry, the end of the memory of
+    /// recent acknowledgements), at most [`IDLE_WAIT`].
     pub fn wait(&self, now: Now) -> Duration {
-        let mut wait = self
-            .stop
-            .map(|(deadline, _)| deadline.saturating_duration_since(now.mono))
-            .unwrap_or(MAX_WAIT)
-            .min(MAX_WAIT);
+        let under_way = self.under_way();
+        let mut wait = if under_way { MAX_WAIT } else { IDLE_WAIT };
+        if let Some((deadline, _)) = self.stop {
+            wait = wait.min(deadline.saturating_duration_since(now.mono));
+        }
         if let Some(next) = self.next_expiry(now) {
             wait = wait.min(next);
         }
         if let Some(since) = self.held_since {
             wait = wait.min(MAX_HOLD.saturating_sub(now.mono.saturating_duration_since(since)));
         }
+        // (Under way, the loop turns within AGAIN_WITHIN anyway.)
+        if let Some(&(at, _, _)) = self.recent.front().filter(|_| !under_way) {
+            // Forgotten once strictly older than AGAIN_WITHIN.
+            let forget_at = at + AGAIN_WITHIN + Duration::from_millis(1);
+            wait = wait.min(forget_at.saturating_duration_since(now.mono));
+        }
         wait
+    }
+
+    /// Whether anything may come due without an event: commands in the
+    /// ledger or waiting for room, a spool request or retry, a goodbye.
+    fn under_way(&self) -> bool {
+        !self.ledger.is_empty()
+            || !self.waiting.is_empty()
+            || !self.unconfirmed.is_empty()
+            || self.awaiting.is_some()
+            || self.closing
+            || matches!(self.spool, Durability::Failing { .. })
     }
 
     /// Intake has been told to stop.

@@ -10,7 +10,9 @@
 //! the spool, then sends DISCONNECT and triggers the `link` stop.
 //!
 //! It owns the publish link's connection while it is up and the open spool
-//! file; what to do with them is the policy's.
+//! file; what to do with them is the policy's. It sleeps until the policy's
+//! next deadline or an event (an idle relay's publisher does not wake), and
+//! shows when it will turn again at the latest in `publisher_due_ms`.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -33,7 +35,7 @@ use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
-use crate::ops::time::unix;
+use crate::ops::time::{mono_ms, unix};
 
 pub struct Publisher {
     delivery: Delivery,
@@ -50,6 +52,8 @@ pub struct Publisher {
     /// policy's change count it was last set at.
     held_view: Arc<HeldView>,
     held_shown: u64,
+    /// The cameras known offline as last told to `presence`.
+    offline_shown: usize,
     /// The configuration SIGHUP may replace, and the generation last taken
     /// from it: lifetimes and the log level follow it.
     live: Option<(Arc<Live>, u64)>,
@@ -75,6 +79,7 @@ impl Publisher {
             presence: Arc::default(),
             held_view: Arc::default(),
             held_shown: 0,
+            offline_shown: 0,
             live: None,
         };
         if let Some(path) = &config.spool_file {
@@ -95,6 +100,9 @@ impl Publisher {
     pub fn with_presence(mut self, presence: Arc<Presence>, held: Arc<HeldView>) -> Self {
         self.presence = presence;
         self.held_view = held;
+        // The spool's held commands made their cameras offline already.
+        self.offline_shown = self.delivery.offline_cameras();
+        self.presence.settle(self.offline_shown);
         self
     }
 
@@ -152,6 +160,7 @@ impl Publisher {
                 break;
             }
             let wait = self.delivery.wait(now());
+            self.promise_turn(Instant::now() + wait);
             let jobs_rx = if jobs_open && self.delivery.reads_jobs() {
                 &jobs
             } else {
@@ -183,10 +192,17 @@ impl Publisher {
                 recv(intake_rx) -> _ => {},
                 recv(self.presence.bell()) -> _ => {
                     let changes = self.presence.take();
+                    let many = changes.len() >= 1000;
                     self.step(Event::Presence(changes));
+                    if many {
+                        // A fleet came or went together: give the board's room back.
+                        crate::ops::sys::release_free_memory();
+                    }
+                    self.presence.settle(self.delivery.offline_cameras());
                 },
                 default(wait) => {},
             }
+            self.promise_turn(Instant::now());
         }
         let unread = jobs.try_iter().map(|batch| batch.len()).sum();
         self.step(Event::Close { unread });
@@ -242,11 +258,17 @@ impl Publisher {
         self.counters
             .queue_bytes
             .store(queued_bytes, Ordering::Relaxed);
-        Counters::add(&self.counters.publisher_turns);
         let spool_bytes = self.spool.as_ref().map_or(0, Spool::bytes);
         self.counters
             .spool_bytes
             .store(spool_bytes, Ordering::Relaxed);
+        // Also after a spool's held commands came back: their cameras'
+        // heartbeats must reach this thread.
+        let offline = self.delivery.offline_cameras();
+        if offline != self.offline_shown {
+            self.offline_shown = offline;
+            self.presence.settle(offline);
+        }
         let changes = self.delivery.hold_changes();
         if changes != self.held_shown {
             self.held_shown = changes;
@@ -265,7 +287,18 @@ impl Publisher {
         }
     }
 
+    /// Tells the status writer when this loop turns again at the latest:
+    /// a loop that does not is stuck.
+    fn promise_turn(&self, by: Instant) {
+        self.counters
+            .publisher_due_ms
+            .store(mono_ms(by), Ordering::Relaxed);
+    }
+
     fn step(&mut self, event: Event) {
+        // A SIGHUP's settings before anything is decided (this loop is
+        // not woken for a reload).
+        self.follow_reload();
         let actions = self.delivery.handle(event, now());
         self.perform(actions);
     }
@@ -373,7 +406,12 @@ impl Publisher {
             } else {
                 0
             };
-            since.store(now, Ordering::Relaxed);
+            let changed = since.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |was| {
+                (was != now).then_some(now)
+            });
+            if changed.is_ok() {
+                self.counters.state_bell.ring();
+            }
         }
         *lock(&self.counters.spool_problem) = problem;
         Some(outcome)

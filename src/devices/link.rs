@@ -25,7 +25,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rumqttc::Transport;
 
@@ -40,7 +40,7 @@ use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
 use crate::ops::redact;
-use crate::ops::shutdown::Stop;
+use crate::ops::shutdown::{Nudge, Stop};
 use crate::ops::sync::lock;
 use crate::protocol::reply;
 
@@ -48,8 +48,10 @@ mod client;
 
 use client::{Polled, Session, Spoken, Version};
 
-/// How often a wait on the connection looks at the stop signal and the broker in use.
-const TICK: Duration = Duration::from_secs(1);
+/// The longest wait on a connection that is up. A stop or a move of the
+/// publish link wakes the wait at once (a [`Nudge`] that says DISCONNECT),
+/// and rumqttc pings the broker within the wait: this is only a safety net.
+const TICK: Duration = Duration::from_secs(60);
 /// The wait while connecting: longer than rumqttc's own 5 s connection
 /// timeout, because a wait that runs out drops the connection attempt
 /// under way (a broker whose CONNACK takes over a second, over LTE and TLS,
@@ -79,6 +81,17 @@ pub struct DeviceLink {
     /// attempt cannot be cut short, and would hold up the exit).
     pub intake: Stop,
 }
+
+/// Under load, how long the messages that arrive after a wake-up gather
+/// before the next one is handled: a wake-up that comes within this time of
+/// the previous one is followed by a pause until this time has passed since
+/// it. At a fleet's pace (hundreds of heartbeats a second) one wake-up then
+/// takes about 20 heartbeats (measured: a wake-up costs several times what
+/// a heartbeat does). Never while a backend awaits a reply (an SCS or UDS
+/// claimed its unit in the last `routes::REPLY_AWAITED` and no reply came
+/// yet): then every message is handled at once. A link that has been quiet
+/// for this long handles the next message at once too.
+const GATHER: Duration = Duration::from_millis(50);
 
 /// Most events handled in one wake-up before the stop signal is looked at again.
 const DRAIN_MAX: usize = 1024;
@@ -139,22 +152,42 @@ impl DeviceLink {
                 self.transport.clone(),
                 spoken.version(index),
             );
+            let said_goodbye = Arc::new(AtomicBool::new(false));
+            let _nudge = self.nudge_at_stop_or_move(&session, &said_goodbye);
             let ended = self.serve(index, &mut session, &mut retries, &mut spoken);
             // A goodbye only to a broker that said hello: on a client still
-            // connecting it would start another attempt.
+            // connecting it would start another attempt. Nor a second one:
+            // after the nudge's, a poll would dial the broker again.
             let was_up = self.counters.device_subscribed.load(Ordering::Relaxed);
+            let goodbye_due = !said_goodbye.load(Ordering::SeqCst);
             self.counters.device_link_down();
             match ended {
-                Ended::Stopped if was_up => {
+                Ended::Stopped if was_up && goodbye_due => {
                     session.disconnect();
                     break;
                 }
                 Ended::Stopped => break,
-                Ended::Moved => session.disconnect(),
-                Ended::Lost => {}
+                Ended::Moved if goodbye_due => session.disconnect(),
+                Ended::Moved | Ended::Lost => {}
             }
         }
         log::debug!("device link stopped");
+    }
+
+    /// Wakes this thread's wait on `session` when the relay stops or the
+    /// publish link moves to another broker, by saying DISCONNECT for it
+    /// (once; `said` records it). Held for as long as the session lives.
+    fn nudge_at_stop_or_move(&self, session: &Session, said: &Arc<AtomicBool>) -> Nudge {
+        let goodbye = session.goodbye();
+        let said = Arc::clone(said);
+        let nudge: Nudge = Arc::new(move || {
+            if !said.swap(true, Ordering::SeqCst) {
+                goodbye.send();
+            }
+        });
+        self.stop.nudge_when_triggered(&nudge);
+        self.broker_in_use.nudge_when_moved(&nudge);
+        nudge
     }
 
     /// Before each new connection: the broker list and TLS files as they
@@ -185,15 +218,25 @@ impl DeviceLink {
         let mut up_since: Option<Instant> = None;
         // Since when the SUBACK is awaited.
         let mut subscribing: Option<Instant> = None;
+        // When the last wake-up that brought something came.
+        let mut last_woke: Option<Instant> = None;
         loop {
             if self.stop.is_set() || (up_since.is_none() && self.intake.is_set()) {
                 return Ended::Stopped;
             }
-            if self.broker_in_use.get() % self.brokers.len() != index {
+            if self.moved(index) {
                 return Ended::Moved;
             }
-            let wait = if up_since.is_some() { TICK } else { CONNECTING };
+            let wait = match (up_since, subscribing) {
+                (Some(_), Some(since)) => SUBACK_WAIT.saturating_sub(since.elapsed()),
+                (Some(_), None) => TICK,
+                (None, _) => CONNECTING,
+            };
             let mut polled = session.poll(wait);
+            let woke = Instant::now();
+            let busy = last_woke.is_some_and(|t| woke.saturating_duration_since(t) < GATHER)
+                && !self.routes.reply_awaited(woke);
+            last_woke = (!matches!(polled, Polled::Idle)).then_some(woke);
             // Everything already read or readable is handled in this wake-up:
             // at a fleet's pace a heartbeat waits behind another most of the time.
             for handled in 1.. {
@@ -217,10 +260,34 @@ impl DeviceLink {
                 }
                 polled = session.try_poll();
             }
+            // Under load, let the next messages gather (see GATHER).
+            if busy {
+                self.gather(GATHER.saturating_sub(woke.elapsed()));
+            }
             if subscribing.is_some_and(|since| since.elapsed() > SUBACK_WAIT) {
                 return self.deaf(broker, retries);
             }
         }
+    }
+
+    /// Pauses for `pause` so that messages gather, unless a backend claims
+    /// a unit meanwhile (its reply must not wait) or the relay stops.
+    fn gather(&self, pause: Duration) {
+        // A ring from before this look is old news: the look covers it.
+        let _ = self.routes.claimed().try_recv();
+        if self.routes.reply_awaited(Instant::now()) {
+            return;
+        }
+        crossbeam_channel::select! {
+            recv(self.routes.claimed()) -> _ => {}
+            recv(self.stop.receiver()) -> _ => {}
+            default(pause) => {}
+        }
+    }
+
+    /// Whether the publish link is on another broker than `index`.
+    fn moved(&self, index: usize) -> bool {
+        self.broker_in_use.get() % self.brokers.len() != index
     }
 
     /// Acts on one polled event of the connection to broker `state.index`.
@@ -229,6 +296,11 @@ impl DeviceLink {
         match polled {
             Polled::Idle => return Next::Wait,
             Polled::Nothing => {}
+            // The nudge's DISCONNECT ends the connection: not a failure.
+            Polled::Ended | Polled::Failed { .. } if self.stop.is_set() => {
+                return Next::End(Ended::Stopped)
+            }
+            Polled::Failed { .. } if self.moved(state.index) => return Next::End(Ended::Moved),
             Polled::Ended => return Next::End(Ended::Lost),
             Polled::ConnAck(limit) => {
                 // The publisher sets aside at once what this broker
@@ -377,7 +449,9 @@ impl DeviceLink {
                 log_limit::cut(&redact::payload(payload))
             );
         }
-        if let Some(raw_unit) = config::plus_level(&self.config.get().reply_topic, topic) {
+        // One look at the configuration per message (its topics need a restart to change).
+        let config = self.config.get();
+        if let Some(raw_unit) = config::plus_level(&config.reply_topic, topic) {
             // Routes exist only for valid units; the shown form is for the log.
             match self.routes.route(raw_unit) {
                 Some(outbox) => {
@@ -410,7 +484,7 @@ impl DeviceLink {
                     }
                 }
             }
-        } else if let Some(device) = config::plus_level(&self.config.get().heartbeat_topic, topic) {
+        } else if let Some(device) = config::plus_level(&config.heartbeat_topic, topic) {
             self.on_heartbeat(&heartbeat::shown_ref(device), payload);
         } else {
             log::debug!(
@@ -452,12 +526,21 @@ impl DeviceLink {
         if log::log_enabled!(log::Level::Debug) {
             log::debug!("heartbeat {device}: {}", status.summary());
         }
-        let seen = lock(&self.devices).record(device, status, Instant::now(), SystemTime::now());
+        let (seen, online) = {
+            let mut table = lock(&self.devices);
+            let seen = table.record(device, status, Instant::now(), SystemTime::now());
+            (seen, table.counts().1)
+        };
         let change = match seen {
             Seen::New => "online (first heartbeat since start)",
             Seen::BackOnline => "is back online",
             Seen::Again => return,
         };
+        if online == 1 {
+            // The main thread sleeps without an offline deadline while no
+            // device is online: it has one now.
+            self.counters.state_bell.ring();
+        }
         if log_limit::allow(Kind::DeviceOnline) {
             log::info!("device {device} {change}");
         }

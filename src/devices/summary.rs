@@ -1,7 +1,7 @@
 //! The periodic device summary: one info line per `DEVICE_SUMMARY_INTERVAL`
 //! (devices known, online, heartbeats per second) instead of a line per
 //! heartbeat, so the log of a fleet's gateway keeps hours, not seconds.
-//! Pure: the main thread calls [`Summary::due`] once a second with the
+//! Pure: the main thread calls [`Summary::due`] at [`Summary::next_due`] with the
 //! heartbeat counter (`Counters::heartbeats`, bumped by the device link)
 //! and the clock, and logs what it returns.
 
@@ -21,6 +21,11 @@ impl Summary {
             since: now,
             heartbeats_then: heartbeats,
         }
+    }
+
+    /// When the next line is due.
+    pub fn next_due(&self) -> Instant {
+        self.since + self.every
     }
 
     /// Heartbeats per second since the last line, once the interval is over.

@@ -20,18 +20,25 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::devices::heartbeat::Heartbeat;
 
 /// How often at most the sweep logs that devices were forgotten.
 const FORGOTTEN_LOG_EVERY: Duration = Duration::from_secs(60);
 
+fn unix_u32(t: SystemTime) -> u32 {
+    u32::try_from(crate::ops::time::unix(t)).unwrap_or(u32::MAX)
+}
+
 #[derive(Debug, Clone)]
 struct Device {
     /// Its key in `by_silence`.
     seen_key: (Instant, u64),
-    last_seen_wall: SystemTime,
+    /// Wall-clock second of the last heartbeat (what the status file
+    /// shows; u32 seconds last until 2106, and the whole struct then fits
+    /// a smaller allocation than with a `SystemTime`).
+    last_seen_unix: u32,
     online: bool,
     status: Packed,
 }
@@ -223,7 +230,7 @@ impl DeviceTable {
             self.by_silence.insert(key, shared);
             let was_online = d.online;
             d.seen_key = key;
-            d.last_seen_wall = wall;
+            d.last_seen_unix = unix_u32(wall);
             d.online = true;
             d.status.update(&status);
             if was_online {
@@ -241,7 +248,7 @@ impl DeviceTable {
             shared,
             Box::new(Device {
                 seen_key: key,
-                last_seen_wall: wall,
+                last_seen_unix: unix_u32(wall),
                 online: true,
                 status: Packed::new(&status),
             }),
@@ -289,6 +296,34 @@ impl DeviceTable {
         gone
     }
 
+    /// When the next device goes offline if none is heard from meanwhile:
+    /// the first one the previous sweep left online, just past `timeout`
+    /// after its last heartbeat (a sweep then finds it). None while no
+    /// device is online.
+    pub fn next_offline_at(&self, timeout: Duration) -> Option<Instant> {
+        if self.online == 0 {
+            return None;
+        }
+        let from = match self.swept_to {
+            Some(t) => Bound::Included((t, 0)),
+            None => Bound::Unbounded,
+        };
+        let (&(seen, _), _) = self.by_silence.range((from, Bound::Unbounded)).next()?;
+        Some(seen + timeout + Duration::from_millis(1))
+    }
+
+    /// When devices forgotten meanwhile may be reported again; None while
+    /// none wait to be.
+    pub fn next_forgotten_report(&self) -> Option<Instant> {
+        if self.forgotten_unlogged == 0 {
+            return None;
+        }
+        Some(
+            self.last_forgotten_log
+                .map_or_else(Instant::now, |t| t + FORGOTTEN_LOG_EVERY),
+        )
+    }
+
     /// How many devices are known and how many of them are online.
     pub fn counts(&self) -> (usize, usize) {
         (self.devices.len(), self.online)
@@ -320,7 +355,7 @@ impl DeviceTable {
                 Some(DeviceSnapshot {
                     id: id.to_string(),
                     online: d.online,
-                    last_seen: d.last_seen_wall,
+                    last_seen: UNIX_EPOCH + Duration::from_secs(u64::from(d.last_seen_unix)),
                     status: d.status.unpack(),
                 })
             })
@@ -405,6 +440,31 @@ mod tests {
         assert!(t.sweep(at(150), timeout).is_empty());
         assert_eq!(ids(t.sweep(at(191), timeout)), ["a"]);
         assert_eq!(t.counts(), (2, 0));
+    }
+
+    #[test]
+    fn the_next_offline_deadline_is_the_longest_silent_online_device() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let timeout = Duration::from_secs(90);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(t.next_offline_at(timeout), None, "no device");
+        t.record("a", hb("1"), t0, wall);
+        t.record("b", hb("1"), at(10_000), wall);
+        let first = t.next_offline_at(timeout).expect("a is online");
+        assert_eq!(first, at(90_001));
+        assert!(t.sweep(at(90_000), timeout).is_empty());
+        assert_eq!(t.sweep(first, timeout).len(), 1, "a sweep at it finds a");
+        assert_eq!(t.next_offline_at(timeout), Some(at(100_001)));
+        t.record("a", hb("2"), at(95_000), wall);
+        assert_eq!(
+            t.next_offline_at(timeout),
+            Some(at(100_001)),
+            "b still first"
+        );
+        assert_eq!(t.sweep(at(185_001), timeout).len(), 2);
+        assert_eq!(t.next_offline_at(timeout), None, "all offline");
     }
 
     #[test]

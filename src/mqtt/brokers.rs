@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use crate::config::Broker;
+use crate::ops::shutdown::{Nudge, Nudges};
 
 /// Which broker of the list the publish link is on. The publish link sets
-/// it; the device link follows it, so both connections use one broker.
+/// it; the device link follows it, so both connections use one broker (a
+/// move nudges it: [`InUse::nudge_when_moved`]).
 #[derive(Debug, Default)]
-pub struct InUse(AtomicUsize);
+pub struct InUse(AtomicUsize, Nudges);
 
 impl InUse {
     pub fn get(&self) -> usize {
@@ -23,7 +25,14 @@ impl InUse {
     }
 
     pub fn set(&self, index: usize) {
-        self.0.store(index, Ordering::Relaxed)
+        if self.0.swap(index, Ordering::Relaxed) != index {
+            self.1.nudge();
+        }
+    }
+
+    /// Calls `nudge` at every move, for as long as its owner holds it.
+    pub fn nudge_when_moved(&self, nudge: &Nudge) {
+        self.1.add(nudge);
     }
 }
 

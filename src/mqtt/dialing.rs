@@ -50,6 +50,11 @@ impl Dialing {
         }
     }
 
+    /// Whether the link may have to probe the first broker (it is on another).
+    pub fn probes(&self) -> bool {
+        self.brokers.index() != 0
+    }
+
     /// The first attempt: the first broker of the list, at once.
     pub fn start(&self) -> Dial {
         Dial::Now(self.brokers.index())

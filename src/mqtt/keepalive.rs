@@ -39,9 +39,23 @@ impl Liveness {
         }
     }
 
-    /// How long one read may block: often enough to ping and probe on time.
+    /// How long one read may block while a probe of the first broker may
+    /// be due or under way: often enough to probe on time.
     pub fn read_tick(&self) -> Duration {
         (self.keepalive / 4).min(Duration::from_secs(1))
+    }
+
+    /// How long one read may block otherwise: until the next ping or the
+    /// end of the silence allowed, and at most a quarter keepalive (commands
+    /// put in flight meanwhile are checked for PUBACKs that often). An idle
+    /// link wakes 4 times per keepalive, not once a second.
+    pub fn read_wait(&self, now: Instant) -> Duration {
+        let ping_at = self.last_ping + self.keepalive / 2;
+        let dead_at = self.last_heard + self.keepalive * 3 / 2 + Duration::from_millis(1);
+        ping_at
+            .min(dead_at)
+            .saturating_duration_since(now)
+            .clamp(Duration::from_millis(1), self.keepalive / 4)
     }
 
     /// Bytes arrived from the broker at `now`.
@@ -107,6 +121,21 @@ mod tests {
             Verdict::Ping,
             "90 s: not yet dead"
         );
+    }
+
+    #[test]
+    fn an_idle_read_waits_until_the_next_ping_at_most_a_quarter_keepalive() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(secs(60), t0);
+        assert_eq!(l.read_wait(t0), secs(15));
+        assert_eq!(l.read_wait(t0 + secs(20)), secs(10), "the ping at 30 s");
+        assert_eq!(l.check(t0 + secs(30), 0), Verdict::Ping);
+        assert_eq!(l.read_wait(t0 + secs(30)), secs(15));
+        // Nothing heard since t0: the silence limit (90 s) is checked just past it.
+        assert_eq!(l.check(t0 + secs(61), 0), Verdict::Ping);
+        assert_eq!(l.check(t0 + secs(88), 0), Verdict::Alive);
+        assert_eq!(l.read_wait(t0 + secs(88)), Duration::from_millis(2001));
+        assert_eq!(l.read_wait(t0 + secs(95)), Duration::from_millis(1));
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::mqtt::tls;
 use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures};
-use crate::ops::shutdown::Stop;
+use crate::ops::shutdown::{Nudge, Stop};
 use crate::ops::sync::lock;
 
 /// The whole of one connection attempt: TCP, TLS handshake, CONNECT and CONNACK.
@@ -50,6 +50,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// of what is in flight before it says DISCONNECT (what is still
 /// unacknowledged then is published again there).
 const HAND_OVER_WAIT: Duration = Duration::from_secs(10);
+/// How much later than due a read may return before its timeout is set
+/// again (a setsockopt per read would cost a system call per PUBACK batch).
+const SLACK: Duration = Duration::from_millis(50);
 /// The longest single wait inside an attempt: how soon a stop is noticed.
 const WAIT_SLICE: Duration = Duration::from_millis(200);
 
@@ -597,14 +600,20 @@ impl PublishLink {
     /// the first broker (beside it, on the probe's thread) while on another one.
     fn serve(&mut self, wire: &Wire, probing: &mut Probing) -> Ended {
         let mut reader = Reader::new(self.dialer.keepalive);
-        if let Err(e) = wire.set_read_timeout(Some(reader.liveness.read_tick())) {
-            return Ended::Lost(e.to_string());
-        }
+        // A read may block for a quarter keepalive: the stop ends it at once.
+        let shut: Nudge = {
+            let wire = wire.clone();
+            Arc::new(move || wire.shut())
+        };
+        self.stop.nudge_when_triggered(&shut);
         let mut ping = Vec::with_capacity(2);
         codec::pingreq(&mut ping);
         loop {
             if self.stop.is_set() {
                 return Ended::Stopped;
+            }
+            if let Err(e) = self.set_read_wait(wire, &mut reader, probing) {
+                return Ended::Lost(e.to_string());
             }
             if let Err(ended) = self.read_acks(wire, &mut reader) {
                 return ended;
@@ -626,11 +635,31 @@ impl PublishLink {
         }
     }
 
+    /// How long the next read may block: until the next ping or deadline
+    /// (`keepalive.rs`), or a short tick while the first broker is probed.
+    /// The socket option is changed only when it moved by more than a little.
+    fn set_read_wait(&self, wire: &Wire, reader: &mut Reader, probing: &Probing) -> io::Result<()> {
+        let wait = if self.dialing.probes() || probing.current.is_some() {
+            reader.liveness.read_tick()
+        } else {
+            reader.liveness.read_wait(Instant::now())
+        };
+        let set = reader.read_wait;
+        if set.is_some_and(|set| wait + SLACK >= set && wait <= set + SLACK * 20) {
+            return Ok(());
+        }
+        wire.set_read_timeout(Some(wait))?;
+        reader.read_wait = Some(wait);
+        Ok(())
+    }
+
     /// One read: reports the PUBACKs it completed; Err when the connection ended.
     fn read_acks(&self, wire: &Wire, reader: &mut Reader) -> Result<(), Ended> {
         match wire.read(&mut reader.buf) {
             // Our DISCONNECT went out: the close that follows is the clean stop.
-            _ if self.shared.closing.load(Ordering::Relaxed) => Err(Ended::Stopped),
+            _ if self.shared.closing.load(Ordering::Relaxed) || self.stop.is_set() => {
+                Err(Ended::Stopped)
+            }
             Ok(0) => Err(self.lost("the broker closed the connection".into())),
             Ok(n) => {
                 reader.liveness.heard(Instant::now());
@@ -725,6 +754,8 @@ impl PublishLink {
 /// What reading one connection keeps.
 struct Reader {
     liveness: Liveness,
+    /// The socket's read timeout as last set.
+    read_wait: Option<Duration>,
     buf: Vec<u8>,
     /// Bytes read that are not a whole packet yet.
     pending: Vec<u8>,
@@ -734,6 +765,7 @@ impl Reader {
     fn new(keepalive: Duration) -> Reader {
         Reader {
             liveness: Liveness::new(keepalive, Instant::now()),
+            read_wait: None,
             buf: vec![0u8; 16 * 1024],
             pending: Vec::new(),
         }

@@ -35,9 +35,16 @@ pub struct Counters {
     /// the publisher (held commands count as queued too).
     pub held: Counter,
     pub held_bytes: Counter,
-    /// Bumped by the publisher on every turn of its loop (at least once a
-    /// second): the status file is only refreshed while it moves.
-    pub publisher_turns: Counter,
+    /// When the publisher will turn again at the latest (`time::mono_ms`):
+    /// the end of its wait while it sleeps, the moment it woke while it
+    /// works. The status file is
+    /// only refreshed while this is not long past (`report/writer.rs`).
+    pub publisher_due_ms: Counter,
+    /// Wakes the main thread, which sleeps until its next deadline: rung
+    /// when the broker connection or the spool's state changes (the status
+    /// snapshot is written at once, not at its next interval) and when a
+    /// device comes online while none was (its offline deadline is new).
+    pub state_bell: crate::ops::sync::Bell,
     /// The device link holds its subscriptions (set on SUBACK, cleared
     /// when its connection ends).
     pub device_subscribed: AtomicBool,
@@ -73,6 +80,7 @@ impl Counters {
     pub fn link_up(&self) {
         self.broker_connections.fetch_add(1, Ordering::Relaxed);
         self.broker_down_since_unix.store(0, Ordering::Relaxed);
+        self.state_bell.ring();
     }
 
     /// The publish link is down from now on.
@@ -81,6 +89,7 @@ impl Counters {
             crate::ops::time::unix(std::time::SystemTime::now()),
             Ordering::Relaxed,
         );
+        self.state_bell.ring();
     }
 
     /// The device link holds its subscriptions.

@@ -4,8 +4,9 @@
 //! device online/offline lines) are logged, the rest counted
 //! and summed up in one line when the minute is over. A peer or a device can
 //! therefore never fill a gateway's flash through the log. Used by every
-//! thread that logs remote input; the main thread calls [`tick`] once a
-//! second to write the summaries.
+//! thread that logs remote input; the main thread calls [`tick`] when a
+//! window with lines not logged is over ([`next_due`], [`bell`]) to write
+//! the summaries.
 //!
 //! Strings from remote input are cut before they are logged ([`cut`]).
 //!
@@ -18,9 +19,9 @@
 //! duration), so an expired broker certificate gives one line, not one per
 //! retry.
 
-use crate::ops::sync::lock;
+use crate::ops::sync::{lock, Bell};
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Lines of one kind logged per minute before the rest are only counted.
@@ -128,6 +129,9 @@ fn allow_at(kind: Kind, now: Instant) -> bool {
             true
         } else {
             w.suppressed += 1;
+            if w.suppressed == 1 {
+                bell().ring();
+            }
             false
         };
         (summary, allowed)
@@ -162,8 +166,28 @@ fn say(kind: Kind, n: u64) {
     );
 }
 
-/// Once a second: sums up windows that are over, so a flood that stopped is
-/// still reported.
+/// Rung when a window starts counting lines it did not log: the main
+/// thread then wakes at [`next_due`] to sum them up.
+static BELL: OnceLock<Bell> = OnceLock::new();
+
+/// What the main thread listens to between its deadlines.
+pub fn bell() -> &'static Bell {
+    BELL.get_or_init(Bell::default)
+}
+
+/// When the next window with lines not logged is over; None while none is.
+pub fn next_due() -> Option<Instant> {
+    let windows = lock(&WINDOWS);
+    windows
+        .iter()
+        .filter(|w| w.suppressed > 0)
+        .filter_map(|w| w.start)
+        .map(|start| start + WINDOW)
+        .min()
+}
+
+/// At [`next_due`]: sums up windows that are over, so a flood that stopped
+/// is still reported.
 pub fn tick() {
     let now = Instant::now();
     let mut due = Vec::new();
@@ -194,6 +218,10 @@ pub fn cut(text: &str) -> Cow<'_, str> {
 
 /// `text` cut to `max` characters, saying how long it was.
 pub fn cut_to(text: &str, max: usize) -> Cow<'_, str> {
+    // No more bytes than `max`: no more characters either.
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
     match text.char_indices().nth(max) {
         None => Cow::Borrowed(text),
         Some((at, _)) => Cow::Owned(format!(

@@ -144,6 +144,11 @@ fn is_format(c: char) -> bool {
 /// STATUS_FILE or the status output: every [`is_hidden`] character escaped
 /// as `\u{…}` (`\n`, `\t`… for the usual ones).
 pub fn printable(text: &str) -> Cow<'_, str> {
+    // Visible ASCII, by far the usual case (every heartbeat's id and
+    // fields): nothing hidden, found without decoding characters.
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return text.into();
+    }
     if text.chars().any(is_hidden) {
         text.chars()
             .map(|c| {

@@ -6,6 +6,10 @@
 //! [`Stop::fd`] is a pipe that becomes readable once triggered, so an idle
 //! backend connection costs no periodic wake-up.
 //!
+//! A thread blocked where neither reaches (in rumqttc's event loop)
+//! registers a [`Nudge`] ([`Stop::nudge_when_triggered`]): a closure the
+//! trigger calls, which wakes it its own way.
+//!
 //! The relay uses two: `intake` (set by the main thread on SIGINT/SIGTERM:
 //! stop accepting and reading backends) and `link` (set by the publisher once
 //! it has flushed or given up: the MQTT event loop may now end).
@@ -14,10 +18,44 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+
+/// What wakes a thread blocked where a [`Stop`] cannot reach; called from
+/// the thread that triggers (so it must not block).
+pub type Nudge = Arc<dyn Fn() + Send + Sync>;
+
+/// The nudges to call at an event, held weakly: a nudge dropped by its
+/// owner (its connection ended) is forgotten.
+#[derive(Default)]
+pub struct Nudges(Mutex<Vec<Weak<dyn Fn() + Send + Sync>>>);
+
+impl Nudges {
+    pub fn add(&self, nudge: &Nudge) {
+        let mut nudges = crate::ops::sync::lock(&self.0);
+        nudges.retain(|n| n.strong_count() > 0);
+        nudges.push(Arc::downgrade(nudge));
+    }
+
+    /// Calls every nudge still held (outside the lock).
+    pub fn nudge(&self) {
+        let live: Vec<Nudge> = crate::ops::sync::lock(&self.0)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for nudge in live {
+            nudge();
+        }
+    }
+}
+
+impl std::fmt::Debug for Nudges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nudges")
+    }
+}
 
 #[derive(Clone)]
 pub struct Stop {
@@ -34,6 +72,7 @@ struct Inner {
     /// Made on first use of [`Stop::fd`]: (read end, write end); one byte is
     /// written when triggered and never read, so it stays readable.
     pipe: OnceLock<Option<(OwnedFd, File)>>,
+    nudges: Nudges,
 }
 
 impl Stop {
@@ -46,6 +85,7 @@ impl Stop {
                 wake_tx: Mutex::new(Some(tx)),
                 wake_rx: rx,
                 pipe: OnceLock::new(),
+                nudges: Nudges::default(),
             }),
         }
     }
@@ -57,6 +97,16 @@ impl Stop {
             tx.take();
         }
         self.mark_pipe();
+        self.inner.nudges.nudge();
+    }
+
+    /// Calls `nudge` when triggered (at once if it was already), for as
+    /// long as its owner holds it.
+    pub fn nudge_when_triggered(&self, nudge: &Nudge) {
+        self.inner.nudges.add(nudge);
+        if self.is_set() {
+            nudge();
+        }
     }
 
     /// A descriptor that polls readable once triggered (None if no pipe
@@ -114,6 +164,32 @@ impl Default for Stop {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_nudge_is_called_at_the_trigger_while_its_owner_holds_it() {
+        use std::sync::atomic::AtomicUsize;
+        let stop = Stop::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counting = |calls: &Arc<AtomicUsize>| -> Nudge {
+            let calls = Arc::clone(calls);
+            Arc::new(move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        let held = counting(&calls);
+        let dropped = counting(&calls);
+        stop.nudge_when_triggered(&held);
+        stop.nudge_when_triggered(&dropped);
+        drop(dropped);
+        stop.trigger();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "only the one still held");
+        stop.nudge_when_triggered(&held);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "already triggered: at once"
+        );
+    }
 
     #[test]
     fn sleep_returns_early_when_triggered_from_another_thread() {

@@ -4,8 +4,39 @@
 //! second panic. Every lock guards data that stays consistent between
 //! statements (counters, maps, queues of whole lines), so the guard is taken
 //! as it is.
+//!
+//! A [`Bell`] wakes one thread that sleeps until its next deadline when
+//! something it shows changed meanwhile (the main thread's status file).
 
 use std::sync::{Mutex, MutexGuard};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// A wake-up for one sleeping thread: rung any number of times, it is
+/// heard once (a channel of one empty message); ringing never blocks.
+#[derive(Debug)]
+pub struct Bell {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Default for Bell {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        Bell { tx, rx }
+    }
+}
+
+impl Bell {
+    pub fn ring(&self) {
+        let _ = self.tx.try_send(());
+    }
+
+    /// Ready once rung, for `select!`.
+    pub fn heard(&self) -> &Receiver<()> {
+        &self.rx
+    }
+}
 
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex

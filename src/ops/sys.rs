@@ -26,6 +26,30 @@ impl Signal {
 }
 
 /// Sends `signal` to process `pid`.
+/// At most two malloc arenas (glibc makes up to 8 per core, one per
+/// allocating thread, each keeping its own freed memory): the relay's
+/// threads allocate little, and a table of 100,000 devices must not carry
+/// several arenas' leftovers. Elsewhere (musl) nothing to do. Called once,
+/// before any thread starts.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no thread allocates yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Hands the allocator's free pages back to the kernel after many small
+/// allocations were freed at once (a fleet gone offline together): glibc
+/// keeps them otherwise. Elsewhere (musl gives them back itself) nothing.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages; it takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn kill(pid: u32, signal: Signal) -> io::Result<()> {
     let pid = to_pid(pid)?;
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.

@@ -1,7 +1,18 @@
 //! UTC timestamps for log lines and the status file, without a date crate.
-//! Pure functions of a `SystemTime`.
+//! Pure functions of a `SystemTime`; and [`mono_ms`], a monotonic instant
+//! as a number one thread can hand another through a [`super::counters::Counter`].
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds from a process-wide origin (its first use) to `t`; 0 for
+/// an instant before it. Monotonic: a clock set on a gateway without a
+/// real-time clock does not move it.
+pub fn mono_ms(t: Instant) -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(t.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)
+}
 
 /// When this binary was built (from build.rs). No wall-clock time before it
 /// can be right: a gateway without a real-time clock starts in 1970.

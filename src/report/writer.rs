@@ -1,9 +1,13 @@
 //! When the main thread writes the status snapshot (`STATUS_FILE` and
-//! `METRICS_FILE`): every `STATUS_INTERVAL`, and only while the publisher
-//! thread still turns, so a stale file is how a watchdog learns the relay is
-//! hung. A write that fails is logged at error once, until one succeeds
-//! again. The schedule takes the time as a value; only [`StatusWriter::report`]
-//! touches files.
+//! `METRICS_FILE`): every `STATUS_INTERVAL` ([`StatusWriter::next_due`]
+//! says when the main thread must wake for it), and only while the
+//! publisher thread keeps its word, so a stale file is how a watchdog
+//! learns the relay is hung. The publisher does not turn when it has
+//! nothing to do; it shows when it will turn again at the latest
+//! (`Counters::publisher_due_ms`), and it is stuck when it is long past
+//! that. A write that fails is logged at error once, until one succeeds
+//! again. The schedule takes the time as a value; only
+//! [`StatusWriter::report`] touches files.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -16,6 +20,7 @@ use crate::devices::table::DeviceTable;
 use crate::mqtt::publish_link::LinkShared;
 use crate::ops::counters::Counters;
 use crate::ops::sync::lock;
+use crate::ops::time::mono_ms;
 use crate::report::{metrics, status};
 
 /// Where the status snapshot stands.
@@ -29,8 +34,6 @@ pub struct StatusWriter {
     interval: Duration,
     /// A write failed, or the publisher was found stuck: logged once.
     failing: bool,
-    /// The publisher's turn count and when it last changed.
-    turns: (u64, Instant),
     /// Set for the last snapshot of a clean stop.
     stopped: bool,
     /// relay.conf and its modification time when it was last loaded (at
@@ -56,15 +59,16 @@ impl StatusWriter {
             last: None,
             interval: config.status_interval,
             failing: false,
-            turns: (0, Instant::now()),
             stopped: false,
             config_file: None,
             shown_states: (false, 0),
         }
     }
 
-    /// Once a second: writes the snapshot when it is due and the publisher
-    /// still turns; says once that it stopped refreshing the file when not.
+    /// At its deadline ([`StatusWriter::next_due`]) or when the broker's or
+    /// the spool's state changed: writes the snapshot when it is due and
+    /// the publisher keeps its word; says once that it stopped refreshing
+    /// the file when not.
     pub fn tick(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
         // STATUS_INTERVAL may have changed with a SIGHUP.
         self.interval = config.status_interval;
@@ -72,37 +76,46 @@ impl StatusWriter {
         if !self.due(now) && Self::states(counters) == self.shown_states {
             return;
         }
-        let turns = counters.publisher_turns.load(Ordering::Relaxed);
-        if self.publisher_alive(turns, now) {
+        let due = counters.publisher_due_ms.load(Ordering::Relaxed);
+        let late = late(due, mono_ms(now));
+        if self.publisher_alive(late) {
             self.report(config, counters, devices);
-        } else if !self.failing {
-            self.failing = true;
-            log::error!(
-                "the publisher thread has not moved for {} s: status file no longer refreshed",
-                self.stuck_for(now).as_secs()
-            );
+        } else {
+            // Looked at again an interval from now, not at once.
+            self.last = Some(now);
+            if !self.failing {
+                self.failing = true;
+                log::error!(
+                    "the publisher thread is {} s late for its turn: status file no longer refreshed",
+                    late.as_secs()
+                );
+            }
         }
     }
 
+    /// When the next snapshot is due; None without `STATUS_FILE` and `METRICS_FILE`.
+    pub fn next_due(&self, config: &Config) -> Option<Instant> {
+        if config.status_file.is_none() && config.metrics_file.is_none() {
+            return None;
+        }
+        Some(
+            self.last
+                .map_or_else(Instant::now, |t| t + config.status_interval),
+        )
+    }
+
     /// A snapshot is due an interval after the last one (50 ms early, so a
-    /// once-a-second tick does not slip a whole second).
+    /// wake-up a little early does not slip a whole interval).
     fn due(&self, now: Instant) -> bool {
         self.last.is_none_or(|t| {
             now.saturating_duration_since(t) + Duration::from_millis(50) >= self.interval
         })
     }
 
-    /// The publisher loop turns at least once a second; 3 intervals (and at
-    /// least 5 s) without a turn means it is stuck.
-    fn publisher_alive(&mut self, turns: u64, now: Instant) -> bool {
-        if turns != self.turns.0 {
-            self.turns = (turns, now);
-        }
-        self.stuck_for(now) <= (self.interval * 3).max(Duration::from_secs(5))
-    }
-
-    fn stuck_for(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.turns.1)
+    /// The publisher is stuck when it is 3 intervals (and at least 5 s)
+    /// late for the turn it promised.
+    fn publisher_alive(&self, late: Duration) -> bool {
+        late <= (self.interval * 3).max(Duration::from_secs(5))
     }
 
     /// Whether the broker is connected and since when the spool fails.
@@ -174,6 +187,11 @@ impl StatusWriter {
     }
 }
 
+/// How long past `due_ms` (`time::mono_ms`) `now_ms` is.
+fn late(due_ms: u64, now_ms: u64) -> Duration {
+    Duration::from_millis(now_ms.saturating_sub(due_ms))
+}
+
 /// When `path` was last modified, when that can be read.
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
@@ -208,23 +226,31 @@ mod tests {
     }
 
     #[test]
-    fn a_publisher_that_stops_turning_is_stuck_after_three_intervals() {
-        let t0 = Instant::now();
-        let mut w = writer(5);
-        w.turns = (0, t0);
-        assert!(w.publisher_alive(1, t0 + secs(1)));
-        assert!(w.publisher_alive(1, t0 + secs(16)), "15 s without a turn");
-        assert!(!w.publisher_alive(1, t0 + secs(17)));
-        assert_eq!(w.stuck_for(t0 + secs(17)), secs(16));
-        assert!(w.publisher_alive(2, t0 + secs(18)), "it turned again");
+    fn a_publisher_long_past_its_promised_turn_is_stuck() {
+        let w = writer(5);
+        let due = 10_000;
+        assert!(w.publisher_alive(late(due, 5_000)), "before its turn");
+        assert!(w.publisher_alive(late(due, 25_000)), "15 s late");
+        assert!(!w.publisher_alive(late(due, 25_001)));
+        assert_eq!(late(due, 27_000), secs(17));
     }
 
     #[test]
     fn a_short_interval_still_allows_five_seconds() {
+        let w = writer(1);
+        assert!(w.publisher_alive(late(0, 5_000)));
+        assert!(!w.publisher_alive(late(0, 5_001)));
+    }
+
+    #[test]
+    fn the_next_snapshot_is_due_an_interval_after_the_last_and_never_without_files() {
+        let config = crate::config::parse("STATUS_INTERVAL=7\nSTATUS_FILE=/tmp/s.json\n", "test")
+            .expect("a test configuration");
+        let mut w = StatusWriter::new(&config, SystemTime::now(), Arc::default(), Arc::default());
+        assert!(w.next_due(&config).is_some_and(|t| t <= Instant::now()));
         let t0 = Instant::now();
-        let mut w = writer(1);
-        w.turns = (0, t0);
-        assert!(w.publisher_alive(0, t0 + secs(5)));
-        assert!(!w.publisher_alive(0, t0 + Duration::from_millis(5001)));
+        w.last = Some(t0);
+        assert_eq!(w.next_due(&config), Some(t0 + secs(7)));
+        assert_eq!(w.next_due(&Config::default()), None);
     }
 }

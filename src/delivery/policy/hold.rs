@@ -12,6 +12,7 @@
 //! online cameras flow on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::Level;
@@ -34,8 +35,13 @@ pub(super) struct Held {
 /// The cameras known offline and what is held for them.
 #[derive(Default)]
 pub(super) struct Hold {
-    /// Cameras (ASCII lower case) whose heartbeat stopped.
-    offline: HashSet<String>,
+    /// Cameras whose heartbeat stopped, by [`Hold::fingerprint`] of their
+    /// lower-case id: a whole fleet can be offline, and 8 bytes a camera
+    /// are what a gateway can afford (a String each was ~60).
+    offline: HashSet<u64>,
+    /// Keys the fingerprints (random per run: no device can choose an id
+    /// that passes for another camera's).
+    fingerprints: RandomState,
     /// Held commands by sequence number: acceptance order.
     jobs: BTreeMap<u64, Held>,
     /// Per camera, its held commands, oldest first.
@@ -67,8 +73,22 @@ impl Hold {
         self.bytes
     }
 
+    /// `camera` (lower case) as the offline set knows it.
+    fn fingerprint(&self, camera: &str) -> u64 {
+        self.fingerprints.hash_one(camera)
+    }
+
     pub fn is_offline(&self, camera: &str) -> bool {
-        self.offline.contains(camera)
+        self.offline.contains(&self.fingerprint(camera))
+    }
+
+    pub fn came_online(&mut self, camera: &str) {
+        let fingerprint = self.fingerprint(camera);
+        self.offline.remove(&fingerprint);
+        if self.offline.is_empty() {
+            // A fleet that was offline together: give its room back.
+            self.offline = HashSet::new();
+        }
     }
 
     pub fn get(&self, seq: u64) -> Option<&Held> {
@@ -115,18 +135,17 @@ impl Hold {
 
     /// Marks `camera` offline; at most `max` cameras are remembered (those
     /// with nothing held are forgotten first: they cost nothing to forget).
-    fn went_offline(&mut self, camera: String, max: usize) {
-        if self.offline.len() >= max && !self.offline.contains(&camera) {
-            let spare = self
-                .offline
-                .iter()
-                .find(|c| !self.by_camera.contains_key(*c))
-                .cloned();
+    fn went_offline(&mut self, camera: &str, max: usize) {
+        let fingerprint = self.fingerprint(camera);
+        if self.offline.len() >= max && !self.offline.contains(&fingerprint) {
+            let holding: HashSet<u64> =
+                self.by_camera.keys().map(|c| self.fingerprint(c)).collect();
+            let spare = self.offline.iter().find(|c| !holding.contains(*c)).copied();
             if let Some(spare) = spare {
                 self.offline.remove(&spare);
             }
         }
-        self.offline.insert(camera);
+        self.offline.insert(fingerprint);
     }
 
     /// Every camera's share, the longest waiting first.
@@ -268,10 +287,13 @@ impl Delivery {
         for (camera, online) in changes {
             let camera = camera.to_ascii_lowercase();
             if !online {
-                self.hold.went_offline(camera, self.settings.max_cameras);
+                // Without the hold, nothing asks whether a camera is offline.
+                if self.settings.hold_offline {
+                    self.hold.went_offline(&camera, self.settings.max_cameras);
+                }
                 continue;
             }
-            self.hold.offline.remove(&camera);
+            self.hold.came_online(&camera);
             self.release(&camera, out);
         }
     }
@@ -365,6 +387,11 @@ impl Delivery {
                 format!("{n} commands held for offline cameras are lost (no SPOOL_FILE)")
             }),
         }
+    }
+
+    /// Cameras known offline (for [`crate::delivery::presence::Presence::settle`]).
+    pub fn offline_cameras(&self) -> usize {
+        self.hold.offline.len()
     }
 
     /// Commands held for offline cameras.

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{Level, LevelFilter};
 
 use super::{
-    Action, Count, Delivery, Ending, Event, Found, Now, Settings, SpoolOp, SpoolOutcome, WINDOW,
+    Action, Count, Delivery, Ending, Event, Found, Now, Settings, SpoolOp, SpoolOutcome, IDLE_WAIT,
+    WINDOW,
 };
 use crate::config::Config;
 use crate::delivery::item::Accepted;
@@ -585,6 +586,31 @@ fn a_failed_write_loses_the_connection_until_the_next_one() {
     r.event(Event::LinkDown);
     r.up();
     assert_eq!(r.sent(), ["a/1", "a/2"]);
+}
+
+#[test]
+fn an_idle_publisher_waits_for_events_only_once_nothing_can_come_due() {
+    let mut r = Rig::new(Settings {
+        ttl: Some(Duration::from_secs(600)),
+        ..settings()
+    });
+    r.up();
+    assert_eq!(r.d.wait(r.now()), IDLE_WAIT, "nothing queued");
+    r.send(&["a/1"], false);
+    assert_eq!(r.d.wait(r.now()), Duration::from_secs(1), "in flight");
+    r.event(Event::Acked(vec![r.published[0].0.expect("QoS 1")]));
+    assert_eq!(
+        r.d.wait(r.now()),
+        Duration::from_millis(1001),
+        "until the acknowledged command is no longer published again after a break"
+    );
+    r.advance(Duration::from_millis(1001));
+    r.tick();
+    assert_eq!(r.d.wait(r.now()), IDLE_WAIT);
+    // An offline camera's held command: until it expires.
+    r.presence("cam", false);
+    r.send_for("cam", &["u/1"], false);
+    assert_eq!(r.d.wait(r.now()), Duration::from_secs(600), "COMMAND_TTL");
 }
 
 #[test]

@@ -212,6 +212,24 @@ pub enum Session {
     V311(rumqttc::Client, rumqttc::Connection),
 }
 
+/// A clone of a session's client: queues a DISCONNECT from any thread,
+/// which also wakes the device link thread waiting in the session's poll.
+pub enum Goodbye {
+    V5(v5::Client),
+    V311(rumqttc::Client),
+}
+
+impl Goodbye {
+    /// Queues the DISCONNECT without blocking (dropped if the queue is full:
+    /// the poll is busy then, and sees the stop or the move itself).
+    pub fn send(&self) {
+        let _ = match self {
+            Goodbye::V5(client) => client.try_disconnect().is_ok(),
+            Goodbye::V311(client) => client.try_disconnect().is_ok(),
+        };
+    }
+}
+
 impl Session {
     pub fn new(
         config: &Config,
@@ -284,16 +302,24 @@ impl Session {
         match self {
             Session::V5(client, _) => client
                 .try_subscribe_many([
-                    Filter::new(heartbeat, v5::mqttbytes::QoS::AtLeastOnce),
+                    Filter::new(heartbeat, v5::mqttbytes::QoS::AtMostOnce),
                     Filter::new(reply, v5::mqttbytes::QoS::AtLeastOnce),
                 ])
                 .map_err(|e| e.to_string()),
             Session::V311(client, _) => client
                 .try_subscribe_many([
-                    SubscribeFilter::new(heartbeat.into(), rumqttc::QoS::AtLeastOnce),
+                    SubscribeFilter::new(heartbeat.into(), rumqttc::QoS::AtMostOnce),
                     SubscribeFilter::new(reply.into(), rumqttc::QoS::AtLeastOnce),
                 ])
                 .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A handle another thread may use to say goodbye for this session.
+    pub fn goodbye(&self) -> Goodbye {
+        match self {
+            Session::V5(client, _) => Goodbye::V5(client.clone()),
+            Session::V311(client, _) => Goodbye::V311(client.clone()),
         }
     }
 
