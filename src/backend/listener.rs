@@ -328,7 +328,7 @@ impl Listener {
     /// but quiet listener does not wake. A place freed meanwhile stays in
     /// the `freed` channel and is seen next. False when the stop has no
     /// pipe or poll fails (the caller then ticks).
-    fn wait_for_peer(&self, listener: &TcpListener) -> bool {
+    fn wait_for_peer(&self, listener: &Listening) -> bool {
         use std::os::fd::AsRawFd;
         let Some(stop) = self.shared.intake.fd() else {
             return false;
