@@ -498,7 +498,7 @@ impl Running {
         join(threads.listener);
         join(threads.publisher);
         join(threads.lingering);
-        // The links end within a second of the publisher's last word.
+        // The links end at once: the stop nudges both (a shut socket, a DISCONNECT).
         self.wiring.link_stop.trigger();
         join(threads.publish_link);
         join(threads.device_link);

@@ -13,18 +13,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::delivery::outbox::Outbox;
 use crate::ops::log_limit::{self, Kind};
-use crate::ops::sync::Bell;
 
 #[derive(Clone)]
 pub struct ReplyRoutes {
     inner: Arc<Mutex<Routes>>,
-    /// Rung at every claim: wakes the device link from a pause in which it
+    /// Unparked at every claim: the device link, from a pause in which it
     /// lets messages gather, so the reply is not held up by it.
-    claimed: Arc<Bell>,
+    waiter: Arc<Mutex<Option<Thread>>>,
 }
 
 struct Routes {
@@ -53,7 +53,7 @@ impl ReplyRoutes {
                 unanswered: 0,
                 last_claim: None,
             })),
-            claimed: Arc::default(),
+            waiter: Arc::default(),
         }
     }
 
@@ -105,7 +105,9 @@ impl ReplyRoutes {
         routes.unanswered = routes.unanswered.saturating_add(1);
         routes.last_claim = Some(Instant::now());
         drop(routes);
-        self.claimed.ring();
+        if let Some(waiter) = crate::ops::sync::lock(&self.waiter).as_ref() {
+            waiter.unpark();
+        }
         if let Some((_, previous)) = previous {
             if previous.id() != outbox.id() {
                 log::debug!(
@@ -131,9 +133,9 @@ impl ReplyRoutes {
         Some(outbox)
     }
 
-    /// Rings when a unit was claimed since it was last heard.
-    pub fn claimed(&self) -> &crossbeam_channel::Receiver<()> {
-        self.claimed.heard()
+    /// `thread` (the device link's) is unparked at every claim.
+    pub fn unpark_on_claim(&self, thread: Thread) {
+        *crate::ops::sync::lock(&self.waiter) = Some(thread);
     }
 
     /// Whether a backend may be waiting for a reply now: a claim made in

@@ -1,8 +1,9 @@
 //! The device table: last-seen time and latest heartbeat per device, and the
 //! online/offline transitions of PROTOCOL.md §2.3. Pure bookkeeping with the clock
 //! passed in. Shared as `Arc<Mutex<DeviceTable>>`: the device link thread
-//! records heartbeats, the main thread sweeps for silent devices every
-//! second and takes snapshots for the status file.
+//! records heartbeats, the main thread sweeps for silent devices when the
+//! next one is due ([`DeviceTable::next_offline_at`], at most once a
+//! second) and takes snapshots for the status file.
 //!
 //! The sweep costs what changes, not what is known: devices are ordered by
 //! last heartbeat, and the offline ones are exactly those older than the
