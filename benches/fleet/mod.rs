@@ -62,8 +62,8 @@ fn client_id(what: &str) -> String {
 fn cameras(broker: u16, name: &str) -> Client {
     let mut opts = MqttOptions::new(client_id(name), "127.0.0.1", broker);
     opts.set_inflight(1000);
-    let (client, mut conn) = Client::new(opts, 4096);
-    std::thread::spawn(move || for _ in conn.iter() {});
+    let (client, conn) = Client::new(opts, 4096);
+    crate::support::pump(conn);
     client
 }
 

@@ -1038,6 +1038,8 @@ pub fn pump(mut conn: rumqttc::Connection) {
         for event in conn.iter() {
             match event {
                 Ok(_) => failing_since = None,
+                // Every Client handle is gone: nothing more will be sent.
+                Err(rumqttc::ConnectionError::RequestsDone) => return,
                 Err(_) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_secs(30) {

@@ -302,13 +302,13 @@ impl Session {
         match self {
             Session::V5(client, _) => client
                 .try_subscribe_many([
-                    Filter::new(heartbeat, v5::mqttbytes::QoS::AtMostOnce),
+                    Filter::new(heartbeat, v5::mqttbytes::QoS::AtLeastOnce),
                     Filter::new(reply, v5::mqttbytes::QoS::AtLeastOnce),
                 ])
                 .map_err(|e| e.to_string()),
             Session::V311(client, _) => client
                 .try_subscribe_many([
-                    SubscribeFilter::new(heartbeat.into(), rumqttc::QoS::AtMostOnce),
+                    SubscribeFilter::new(heartbeat.into(), rumqttc::QoS::AtLeastOnce),
                     SubscribeFilter::new(reply.into(), rumqttc::QoS::AtLeastOnce),
                 ])
                 .map_err(|e| e.to_string()),
