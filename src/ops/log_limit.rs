@@ -30,10 +30,10 @@ pub const PER_MINUTE: u32 = 10;
 /// and kind: each camera's change shows at a fleet's normal pace, while a
 /// flood of new device ids (or a whole fleet coming back after a power cut)
 /// cannot rotate the log history away. Single heartbeats are debug lines.
-/// 50 of each kind (about 90 and 110 bytes a line) keep even the minute a
-/// 10,000-camera fleet first appears, or comes back while others drop off,
-/// under 10 KiB of log.
-pub const DEVICE_CHANGES_PER_MINUTE: u32 = 50;
+/// 40 of each kind (about 90 and 110 bytes a line) keep even the minute a
+/// 10,000-camera fleet first appears, or flaps online and offline, under
+/// 10 KiB of log.
+pub const DEVICE_CHANGES_PER_MINUTE: u32 = 40;
 const WINDOW: Duration = Duration::from_secs(60);
 /// Longest remote string shown in a log line, in characters.
 pub const MAX_SHOWN: usize = 200;
