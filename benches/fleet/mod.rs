@@ -249,14 +249,17 @@ pub fn run(broker: &Broker, exe: Option<&str>, fleet: &Fleet) -> FleetCost {
     let log_bytes_per_min = (relay.log().len() - log0) as f64 / secs * 60.0;
 
     // Then with one-shot commands and SCS round trips on top.
-    let run_for = Duration::from_secs_f64(fleet.heartbeats as f64 / 2.0 / fleet.pace as f64);
+    // 15 s at the fleet's pace, as the first version of this scenario ran
+    // (its SCS round trips stay comparable with the figures in README).
+    let mixed = 15 * fleet.pace;
+    let run_for = Duration::from_secs_f64(mixed as f64 / fleet.pace as f64);
     let relay_port = relay.port();
     let per_s = fleet.commands_per_s;
     let commander = std::thread::spawn(move || one_shot_commands(relay_port, per_s, run_for));
     let scs = (run_for.as_millis() / 25).min(1000) as usize;
     let (replies, scs_p50_ms) = std::thread::scope(|s| {
         let trips = s.spawn(|| scs_round_trips(&relay, scs));
-        paced_heartbeats(&cams, fleet.cameras, fleet.pace, fleet.heartbeats / 2);
+        paced_heartbeats(&cams, fleet.cameras, fleet.pace, mixed);
         trips.join().unwrap_or((0, f64::NAN))
     });
     let sent = commander.join().unwrap_or(0);
