@@ -399,21 +399,31 @@ impl Publisher {
             SpoolOutcome::Broke(e) => Some(e.to_string()),
             SpoolOutcome::OpenFailed { reason, .. } => Some(reason.clone()),
         };
+        // The problem and its start change together, under the problem's
+        // lock (the status snapshot reads both under it), and the bell
+        // rings after both: a snapshot never shows a failing spool without
+        // its reason.
         let since = &self.counters.spool_failing_since_unix;
-        if problem.is_none() || since.load(Ordering::Relaxed) == 0 {
-            let now = if problem.is_some() {
-                unix(SystemTime::now()).max(1)
-            } else {
-                0
-            };
-            let changed = since.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |was| {
-                (was != now).then_some(now)
-            });
-            if changed.is_ok() {
-                self.counters.state_bell.ring();
+        let mut changed = false;
+        {
+            let mut shown = lock(&self.counters.spool_problem);
+            if problem.is_none() || since.load(Ordering::Relaxed) == 0 {
+                let now = if problem.is_some() {
+                    unix(SystemTime::now()).max(1)
+                } else {
+                    0
+                };
+                changed = since
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |was| {
+                        (was != now).then_some(now)
+                    })
+                    .is_ok();
             }
+            *shown = problem;
         }
-        *lock(&self.counters.spool_problem) = problem;
+        if changed {
+            self.counters.state_bell.ring();
+        }
         Some(outcome)
     }
 

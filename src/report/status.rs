@@ -58,8 +58,12 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
     let devices = devices_json(s);
     let held_cameras = held_json(s);
     let device_link = device_link_json(s);
-    let spool_since = Some(s.counters.spool_failing_since_unix.load(Relaxed)).filter(|t| *t > 0);
-    let spool_problem = crate::ops::sync::lock(&s.counters.spool_problem).clone();
+    // Both under the problem's lock, as the publisher changes them together.
+    let (spool_since, spool_problem) = {
+        let problem = crate::ops::sync::lock(&s.counters.spool_problem);
+        let since = s.counters.spool_failing_since_unix.load(Relaxed);
+        (Some(since).filter(|t| *t > 0), problem.clone())
+    };
     json!({
         "state": if s.stopped { "stopped" } else { "running" },
         "config_file": s.config_file.as_ref().map(|(path, _)| path),
