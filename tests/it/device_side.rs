@@ -46,8 +46,10 @@ on_each_version!(
     a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session,
 );
 
-/// The session is kept (clean start/session off, QoS 1): a reply a camera
-/// publishes while the device link's connection is cut arrives once it is back.
+/// The session is kept (clean start/session off, QoS 1 for both
+/// subscriptions): a reply and a heartbeat a camera publishes while the
+/// device link's connection is cut arrive once it is back (issue 20: the
+/// heartbeat is what releases a camera's held commands).
 fn a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session(protocol: &str) {
     let broker = Broker::start();
     let cutter = support::Cutter::new(broker.port);
@@ -68,8 +70,15 @@ fn a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session(protoco
         br#"{"fps":15}"#,
         QoS::AtLeastOnce,
     );
+    publish(
+        broker.port,
+        &heartbeat_topic("cam-away"),
+        br#"{"ip":"10.0.0.9"}"#,
+        QoS::AtLeastOnce,
+    );
     cutter.refuse(false);
     assert_eq!(read_lines(&backend, 1, WAIT), [r#"{"fps":15}"#]);
+    relay.expect_log("device cam-away online (first heartbeat since start)", WAIT);
 }
 
 fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived(protocol: &str) {

@@ -10,8 +10,7 @@ use std::net::TcpStream;
 use rumqttc::QoS;
 
 use crate::support::{
-    publish, read_json, read_lines, read_text, topic, Broker, Cutter, Relay, Subscriber, TempDir,
-    WAIT,
+    publish, read_json, read_lines, read_text, topic, Broker, Relay, Subscriber, TempDir, WAIT,
 };
 
 /// The camera's id as its heartbeat topic names it (its MAC in hex).
@@ -369,31 +368,6 @@ fn status_and_metrics_show_what_is_held_per_camera() {
         out.contains(&format!("camera {CAMERA_LC}: 2 held")),
         "{out}"
     );
-}
-
-/// The device link keeps its session: a reply a camera publishes while the
-/// relay's connection is cut reaches the backend once it is back.
-#[test]
-fn a_reply_sent_while_the_device_link_reconnects_still_arrives() {
-    let broker = Broker::start();
-    let cutter = Cutter::new(broker.port);
-    let relay = Relay::start(cutter.port, &[]);
-    relay.expect_ready();
-    let mut backend = relay.connect();
-    send(&mut backend, r#"{"type":"SCS","unit":"cam-s"}"#);
-    relay.expect_log("accepted SCS for unit cam-s", WAIT);
-
-    cutter.refuse(true);
-    cutter.cut();
-    relay.expect_log("device link to broker", WAIT);
-    publish(
-        broker.port,
-        "/device/ms500/cam-s/socket_reply",
-        br#"{"fps":15}"#,
-        QoS::AtLeastOnce,
-    );
-    cutter.refuse(false);
-    assert_eq!(read_lines(&backend, 1, WAIT), [r#"{"fps":15}"#]);
 }
 
 #[test]
