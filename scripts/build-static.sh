@@ -61,7 +61,8 @@
 # $MS500_BUILD_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/ms500-relay):
 #   * target/ is cargo's build directory for these builds (unless
 #     CARGO_TARGET_DIR is set): std and the dependencies, compiled once per
-#     target, are reused by the next build from any clone;
+#     target, are reused by the next build from any clone (emptied when it
+#     passes 3 GiB);
 #   * bin/TRIPLE-KEY/ms500-relay is a finished binary, KEY the SHA-256 of all
 #     that goes into it (src/, build.rs, Cargo.toml, Cargo.lock, this script,
 #     the commit and date build.rs records, rustc's and the C compiler's
@@ -219,6 +220,17 @@ for arch in "$@"; do
     names+=("$target")
     toolchain_env+=("CARGO_TARGET_${upper}_LINKER=$cc" "CC_${lower}=$cc" "AR_${lower}=$ar")
 done
+
+# Bounded: every clone adds its own build of the relay to the shared build
+# directory, and a flag change a whole std per target. Past 3 GiB (a few
+# hundred builds) it is emptied and filled again by this build.
+if [ ${#names[@]} -gt 0 ] && [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$build_dir" ]; then
+    used_kib=$(du -sk "$build_dir" 2>/dev/null | cut -f1)
+    if [ "${used_kib:-0}" -gt $((3 * 1024 * 1024)) ]; then
+        echo "build-static.sh: the build cache $build_dir holds over 3 GiB; starting it afresh" >&2
+        rm -rf "$build_dir"
+    fi
+fi
 
 if [ ${#names[@]} -gt 0 ]; then
     echo "building std and a static release binary for ${names[*]} with $(/usr/bin/rustc --version)..." >&2
