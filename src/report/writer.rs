@@ -151,7 +151,8 @@ impl StatusWriter {
         }
         self.last = Some(Instant::now());
         self.shown_states = Self::states(counters);
-        let devices = lock(devices).snapshot(status::DEVICES_SHOWN);
+        let devices =
+            lock(devices).snapshot(status::DEVICES_SHOWN, Instant::now(), config.device_timeout);
         let broker = lock(&self.link.broker).clone();
         let snapshot = status::Snapshot {
             config,
