@@ -8,6 +8,7 @@
 //! A test whose prerequisite is missing fails with the reason ([`require`]).
 #![allow(dead_code)]
 
+pub mod camera;
 pub mod fake_broker;
 pub mod rabbit;
 
