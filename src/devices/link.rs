@@ -688,9 +688,9 @@ impl DeviceLink {
             let kind = if live {
                 ""
             } else {
-                " (kept by the broker: not live)"
+                " (not live: retained, or kept by the broker while the link was away)"
             };
-            log::debug!("heartbeat {device}{kind}: {}", status.summary());
+            log::debug!("heartbeat {device}: {}{kind}", status.summary());
         }
         let shown = log::log_enabled!(log::Level::Info).then(|| status.brief());
         let arrival = Arrival {

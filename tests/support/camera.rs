@@ -733,3 +733,62 @@ impl XorShift {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
+
+/// Many cameras' heartbeats from one client (a load rig, not a faithful
+/// camera: nothing subscribes), each camera every `every`, spread evenly;
+/// ids `FLEET00000`…; stops when dropped.
+pub struct HeartbeatFleet {
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HeartbeatFleet {
+    pub fn start(port: u16, cameras: usize, every: Duration) -> HeartbeatFleet {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let mut opts = MqttOptions::new(format!("fleet-{}", std::process::id()), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, connection) = Client::new(opts, 1024);
+        super::pump(connection);
+        let thread = std::thread::spawn(move || {
+            let step = every / cameras.max(1) as u32;
+            let mut uptime = 0u64;
+            loop {
+                for i in 0..cameras {
+                    let hb = format!(
+                        r#"{{"device_id":"{}","msg_type":"online","timestamp":{uptime}}}"#,
+                        HeartbeatFleet::id_of(i)
+                    );
+                    let topic = format!("/device/ms500/{}/online", HeartbeatFleet::id_of(i));
+                    let _ = client.try_publish(topic, QoS::AtLeastOnce, false, hb.into_bytes());
+                    match stopped.recv_timeout(step) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+                uptime += every.as_secs().max(1);
+            }
+        });
+        HeartbeatFleet {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn id_of(i: usize) -> String {
+        format!("FLEET{i:05}")
+    }
+
+    /// Camera `i`'s id as a command names it.
+    pub fn id(&self, i: usize) -> String {
+        HeartbeatFleet::id_of(i).to_ascii_lowercase()
+    }
+}
+
+impl Drop for HeartbeatFleet {
+    fn drop(&mut self) {
+        let _ = self.stop.try_send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

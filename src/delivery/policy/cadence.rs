@@ -46,9 +46,6 @@ pub enum Class {
     /// Its `timestamp` went backwards: the camera started again. Not proof
     /// of presence (a stale message looks the same); the next one is.
     Rebooted,
-    /// The same `timestamp` as the last one: a second delivery of it (QoS 1
-    /// may deliver twice), which says nothing new.
-    Repeat,
 }
 
 impl Class {
@@ -63,7 +60,7 @@ impl Class {
 
     /// The camera is connected and subscribed as of this heartbeat.
     pub fn proves_presence(self) -> bool {
-        !matches!(self, Class::Rebooted | Class::Repeat)
+        self != Class::Rebooted
     }
 
     /// As log lines, metrics and `resent` lines name a reconnect.
@@ -73,7 +70,7 @@ impl Class {
             Class::Late => "absence",
             Class::Rebooted => "reboot",
             Class::Returned | Class::First => "unseen",
-            Class::Unjudged | Class::Regular | Class::Repeat => "none",
+            Class::Unjudged | Class::Regular => "none",
         }
     }
 }
@@ -171,11 +168,10 @@ impl Cadence {
     /// Classifies one live heartbeat that arrived at `at` carrying `ts`.
     pub fn beat(&mut self, at: Instant, ts: Option<u64>) -> Class {
         let seen_before = std::mem::replace(&mut self.seen, true);
+        // An equal timestamp is no repeat: a camera's seconds hold its
+        // connect heartbeat and a periodic one alike.
         if let Some(ts) = ts {
             let last_ts = std::mem::replace(&mut self.last_ts, ts);
-            if last_ts != u64::MAX && ts == last_ts {
-                return Class::Repeat;
-            }
             if last_ts != u64::MAX && ts < last_ts {
                 // The chain starts again with the next heartbeat.
                 self.last = None;
@@ -334,8 +330,12 @@ mod tests {
         assert_eq!(c.beat(at(0), Some(100)), Class::First);
         assert_eq!(c.beat(at(5), Some(105)), Class::Unjudged);
         assert_eq!(c.beat(at(6), Some(0)), Class::Rebooted);
-        assert_eq!(c.beat(at(7), Some(0)), Class::Repeat, "a second delivery");
         assert_eq!(c.beat(at(11), Some(5)), Class::Returned);
+        assert_eq!(
+            c.beat(at(11), Some(5)),
+            Class::Unjudged,
+            "the same second holds two heartbeats: not a reboot"
+        );
         assert!(!Class::Rebooted.proves_presence());
         assert!(Class::Returned.proves_presence());
     }

@@ -34,8 +34,9 @@ use crate::ops::log_limit::Kind;
 use crate::protocol::command::CommandType;
 
 /// Commands held for a camera go this long after the heartbeat that
-/// showed it present again: the firmware subscribes right before its
-/// connect heartbeat, and one that heartbeats first would miss them.
+/// showed it present again (at most half its interval, or of
+/// `DEVICE_TIMEOUT`): the firmware subscribes right before its connect
+/// heartbeat, and one that heartbeats first would miss them.
 pub const RELEASE_DELAY: Duration = Duration::from_secs(1);
 /// A heartbeat confirms a command only when it arrived this long (at most
 /// half the camera's interval) after the broker took it: one sent before
@@ -609,7 +610,7 @@ impl Delivery {
         let timeout = self.settings.device_timeout;
         let was_present = self.hold.seen.state(fp, timeout, now.mono) == Some(State::Present);
         self.hold.seen.beat(fp, at, class, interval);
-        if !self.hold.queues.contains_key(&fp) || class == Class::Repeat {
+        if !self.hold.queues.contains_key(&fp) {
             return;
         }
         let margin = self
@@ -627,7 +628,7 @@ impl Delivery {
             let release_at = if class == Class::Regular && was_present {
                 at
             } else {
-                at + RELEASE_DELAY
+                at + self.release_delay(fp)
             };
             if let Some(q) = self.hold.queues.get_mut(&fp) {
                 if !q.held.is_empty() && q.gate.is_none() {
@@ -637,6 +638,18 @@ impl Delivery {
         }
         self.reschedule(fp, now.mono);
         self.hold.tidy(fp);
+    }
+
+    /// How long after the heartbeat that showed it back a camera's held
+    /// commands go: [`RELEASE_DELAY`], or half its interval or half
+    /// `DEVICE_TIMEOUT` when shorter (a camera must not be overdue by the
+    /// time its commands go).
+    fn release_delay(&self, camera: u64) -> Duration {
+        let mut delay = RELEASE_DELAY.min(self.settings.device_timeout / 2);
+        if let Some(i) = self.hold.seen.interval(camera) {
+            delay = delay.min(i / 2);
+        }
+        delay
     }
 
     /// A heartbeat after the broker took a command that restarts the
@@ -881,10 +894,15 @@ impl Delivery {
     /// The timers due: releases, serial timeouts, never-seen waits, and
     /// cameras gone offline with commands sent to them.
     pub(super) fn camera_timers(&mut self, now: Now, out: &mut Vec<Action>) {
-        while let Some(&(at, camera)) = self.hold.timers.first() {
-            if at > now.mono {
-                break;
-            }
+        // Each camera due is seen once a turn: one whose timer is still due
+        // afterwards waits for the next turn rather than spin here.
+        let due: Vec<(Instant, u64)> = self
+            .hold
+            .timers
+            .range(..=(now.mono, u64::MAX))
+            .copied()
+            .collect();
+        for (at, camera) in due {
             self.hold.timers.remove(&(at, camera));
             if let Some(q) = self.hold.queues.get_mut(&camera) {
                 q.timer = None;
@@ -911,12 +929,19 @@ impl Delivery {
         if state.is_none() {
             self.unseen_waited(camera, now, out);
         }
-        let due = self
-            .hold
-            .queues
-            .get(&camera)
-            .is_some_and(|q| q.release_at.is_none_or(|r| r <= now.mono) && q.gate.is_none());
-        if state == Some(State::Present) && due {
+        // A release that came due goes whether or not the camera is still
+        // judged present: its heartbeat proved it there, and nothing since
+        // (a reboot, a lost link) said otherwise.
+        let q = self.hold.queues.get(&camera);
+        let released = q.is_some_and(|q| q.release_at.is_some_and(|r| r <= now.mono));
+        let free = q.is_some_and(|q| q.release_at.is_none() && q.gate.is_none());
+        let gated = q.is_some_and(|q| q.gate.is_some());
+        if released && !self.hold.seen.seen_live(camera) {
+            // Gone again since (a reboot): its next heartbeat releases them.
+            if let Some(q) = self.hold.queues.get_mut(&camera) {
+                q.release_at = None;
+            }
+        } else if !gated && (released || (free && state == Some(State::Present))) {
             self.release(camera, out);
         }
     }

@@ -104,9 +104,6 @@ impl Seen {
 
     /// A classified heartbeat of `fp` at `at`.
     pub fn beat(&mut self, fp: u64, at: Instant, class: Class, interval: Option<Duration>) {
-        if class == Class::Repeat {
-            return;
-        }
         if !self.cameras.contains_key(&fp) && self.cameras.len() >= self.max {
             self.forget_one();
         }
@@ -142,6 +139,14 @@ impl Seen {
         if let Some(fp) = victim {
             self.cameras.remove(&fp);
         }
+    }
+
+    /// A live heartbeat proved the camera present since the relay last
+    /// lost sight of it (however long ago).
+    pub fn seen_live(&self, fp: u64) -> bool {
+        self.cameras
+            .get(&fp)
+            .is_some_and(|c| c.live > 0 && c.epoch == self.epoch)
     }
 
     pub fn is_known(&self, fp: u64) -> bool {

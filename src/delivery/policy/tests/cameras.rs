@@ -530,17 +530,6 @@ fn a_camera_remembered_waits_for_its_heartbeat_however_long_it_takes() {
 }
 
 #[test]
-fn a_repeated_heartbeat_changes_nothing() {
-    let mut c = Cams::new(settings());
-    c.learn("cam");
-    let at = c.r.now().mono;
-    let ts = c.uptime["cam"];
-    assert_eq!(c.beat_with("cam", at, Some(ts)), Class::Repeat);
-    c.send("cam", &["u/1"], Lines::All);
-    assert_eq!(c.r.sent(), ["u/1"]);
-}
-
-#[test]
 fn unconfirmed_commands_count_against_the_cameras_bound() {
     let mut c = Cams::new(Settings {
         hold_max_per_camera: 2,
