@@ -374,6 +374,17 @@ impl Config {
             .collect()
     }
 
+    /// [`Config::brokers`] as a list that cannot be empty: a configuration
+    /// made in code without a broker gets the default one, 127.0.0.1.
+    pub fn broker_list(&self) -> BrokerList {
+        BrokerList::new(self.brokers()).unwrap_or_else(|| {
+            BrokerList::one(Broker {
+                host: "127.0.0.1".into(),
+                port: self.mqtt_port,
+            })
+        })
+    }
+
     /// The lifetime of a command of type `kind` (its `COMMAND_TTLS` entry,
     /// else `COMMAND_TTL`); None = never expires.
     pub fn ttl_for(&self, kind: &str) -> Option<Duration> {

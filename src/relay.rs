@@ -37,7 +37,7 @@ use crate::devices::link::DeviceLink;
 use crate::devices::summary::{self, Summary};
 use crate::devices::table::DeviceTable;
 use crate::error::Error;
-use crate::mqtt::brokers::Brokers;
+use crate::mqtt::brokers::{Brokers, InUse};
 use crate::mqtt::dialing::Dialing;
 use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
@@ -204,8 +204,10 @@ fn log_listening(config: &Config, local: String) {
 impl Wiring {
     fn new(config: Arc<Config>, started: SystemTime) -> Wiring {
         let counters = Arc::new(Counters::default());
-        let link = Arc::new(LinkShared::default());
-        *lock(&link.broker) = config.brokers()[0].to_string();
+        let link = Arc::new(LinkShared {
+            broker_in_use: Arc::new(InUse::new(config.broker_list().first().clone())),
+            ..LinkShared::default()
+        });
         counters.link_down();
         Wiring {
             devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
@@ -267,7 +269,7 @@ impl Wiring {
         let config = &self.config;
         let keepalive = config.mqtt_keepalive;
         let publish_link = PublishLink {
-            dialing: Dialing::new(Brokers::new(config.brokers(), keepalive * 2)),
+            dialing: Dialing::new(Brokers::new(config.broker_list(), keepalive * 2)),
             dialer: Dialer {
                 client_id: format!("{client_id}-pub"),
                 keepalive,
@@ -286,6 +288,7 @@ impl Wiring {
             counters: Arc::clone(&self.counters),
             stop: self.link_stop.clone(),
             live: Arc::clone(&self.live),
+            reloaded: self.live.watch(),
         };
         spawn("publish-link", move || publish_link.run())
     }
@@ -297,7 +300,6 @@ impl Wiring {
     ) -> Result<JoinHandle<()>, Error> {
         let device_link = DeviceLink {
             config: Arc::clone(&self.live),
-            brokers: self.config.brokers(),
             client_id: format!("{client_id}-sub"),
             transport,
             routes: self.routes.clone(),

@@ -2,9 +2,11 @@
 //! reload (`relay.rs`); every thread that reads a setting which may change
 //! live (sessions, the listener, the links at each new connection, the
 //! publisher's lifetimes) holds an `Arc<Live>` and takes the current
-//! [`Config`] with [`Live::get`] where it decides something. No channel:
-//! a mutex around an `Arc`, held only to clone the `Arc` (the `ArcSwap`
-//! pattern without a crate).
+//! [`Config`] with [`Live::get`] where it decides something: a mutex
+//! around an `Arc`, held only to clone the `Arc` (the `ArcSwap` pattern
+//! without a crate). A thread that sleeps between its looks (the publish
+//! link's wait between attempts) is woken by a channel of one
+//! ([`Live::watch`]).
 //!
 //! [`FIXED_KEYS`] says which keys only a restart can change; a reloaded
 //! configuration keeps their running values ([`Config::keeping_fixed`]), so
@@ -12,6 +14,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::Config;
 
@@ -115,6 +119,8 @@ pub struct Live {
     /// Bumped at each replacement: a thread that caches what it built from
     /// the configuration rebuilds it when this moved.
     generation: AtomicUsize,
+    /// Rung after each replacement (see [`Live::watch`]).
+    watchers: Mutex<Vec<Sender<()>>>,
 }
 
 impl Live {
@@ -122,7 +128,20 @@ impl Live {
         Live {
             current: Mutex::new(Arc::new(config)),
             generation: AtomicUsize::new(0),
+            watchers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A receiver that gets a message after each replacement (one waits at
+    /// most: rings while nobody listens are one ring), for a thread that
+    /// sleeps and must wake for a reload.
+    pub fn watch(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        rx
     }
 
     /// The configuration in effect now.
@@ -134,6 +153,11 @@ impl Live {
     pub fn replace(&self, config: Config) {
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
         self.generation.fetch_add(1, Ordering::SeqCst);
+        // A watcher whose receiver is gone is forgotten.
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|tx| !matches!(tx.try_send(()), Err(TrySendError::Disconnected(_))));
     }
 
     /// How many times the configuration was replaced.
@@ -200,8 +224,14 @@ mod tests {
     fn a_replacement_is_seen_by_the_next_get() {
         let live = Live::new(Config::default());
         let before = live.get();
+        let watch = live.watch();
         live.replace(parse("ACK_MODE = all\n"));
         assert_eq!(live.generation(), 1);
         assert_ne!(before.ack_mode, live.get().ack_mode);
+        assert!(watch.try_recv().is_ok(), "the watcher was rung");
+        live.replace(Config::default());
+        live.replace(Config::default());
+        assert!(watch.try_recv().is_ok());
+        assert!(watch.try_recv().is_err(), "two rings unheard are one");
     }
 }

@@ -152,7 +152,7 @@ impl StatusWriter {
         self.last = Some(Instant::now());
         self.shown_states = Self::states(counters);
         let devices = lock(devices).snapshot(status::DEVICES_SHOWN);
-        let broker = lock(&self.link.broker).clone();
+        let broker = self.link.broker_in_use.get().0.to_string();
         let snapshot = status::Snapshot {
             config,
             started: self.started,
