@@ -39,7 +39,7 @@ use log::LevelFilter;
 
 mod live;
 mod values;
-pub use live::{is_fixed, Changes, Live, FIXED_KEYS};
+pub use live::{is_fixed, Changes, Live, AT_NEXT_CONNECTION, AT_ONCE, FIXED_KEYS};
 pub use values::*;
 
 /// One relay.conf key: its name, its default as written in relay.conf, and a

@@ -20,8 +20,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::Config;
 
 /// Keys read once at start: the listener's socket, the files the relay
-/// holds open or locked, the log's destination, the MQTT identity and
-/// subscriptions, and the sizes the queues and tables were made with.
+/// holds open or locked, the log's destination, the MQTT identity,
+/// subscriptions and device link version (what `auto` learned per broker
+/// is kept for the run), and the sizes the queues and tables were made with.
 pub const FIXED_KEYS: &[&str] = &[
     "SOCKET_HOST",
     "SOCKET_PORT",
@@ -36,6 +37,7 @@ pub const FIXED_KEYS: &[&str] = &[
     "LOG_KEEP",
     "MQTT_CLIENT_ID",
     "MQTT_QOS",
+    "MQTT_PROTOCOL",
     "STATE_TOPIC",
     "HEARTBEAT_TOPIC",
     "REPLY_TOPIC",
@@ -47,6 +49,44 @@ pub const FIXED_KEYS: &[&str] = &[
     "PRESENCE_FIELD",
     "MAX_DEVICES",
     "SHUTDOWN_GRACE",
+];
+
+/// Keys a reload applies to the broker links from each one's next
+/// connection on: the connection up keeps what it agreed with its broker
+/// (the broker list as `dialing.rs` says). The reload line names them so.
+pub const AT_NEXT_CONNECTION: &[&str] = &[
+    "MQTT_BROKER",
+    "MQTT_PORT",
+    "MQTT_KEEPALIVE",
+    "MQTT_USERNAME",
+    "MQTT_PASSWORD",
+    "MQTT_TLS",
+    "MQTT_CA_FILE",
+    "MQTT_CLIENT_CERT",
+    "MQTT_CLIENT_KEY",
+];
+
+/// Keys a reload applies at once, to what the relay decides next (a backend
+/// connection, a command, an expiry check, a write to the broker, a sweep
+/// of the devices, a log or status line). With [`FIXED_KEYS`] and
+/// [`AT_NEXT_CONNECTION`], every key is in exactly one list (a test says so).
+pub const AT_ONCE: &[&str] = &[
+    "MQTT_MAX_PACKET_BYTES",
+    "SOCKET_ALLOW",
+    "SOCKET_ALLOW_USERS",
+    "MAX_CONNECTIONS",
+    "MAX_MESSAGE_BYTES",
+    "COMMAND_TOPIC",
+    "VALIDATE_FIELDS",
+    "ACK_MODE",
+    "COMMAND_TTL",
+    "COMMAND_TTLS",
+    "DEVICE_TIMEOUT",
+    "DEVICE_SUMMARY_INTERVAL",
+    "STATUS_FILE",
+    "STATUS_INTERVAL",
+    "LOG_LEVEL",
+    "METRICS_FILE",
 ];
 
 /// Whether `key` needs a restart to change.
@@ -97,6 +137,7 @@ impl Config {
         self.log_keep = running.log_keep;
         self.mqtt_client_id.clone_from(&running.mqtt_client_id);
         self.mqtt_qos = running.mqtt_qos;
+        self.mqtt_protocol = running.mqtt_protocol;
         self.state_topic.clone_from(&running.state_topic);
         self.heartbeat_topic.clone_from(&running.heartbeat_topic);
         self.reply_topic.clone_from(&running.reply_topic);
@@ -211,6 +252,7 @@ mod tests {
             "SOCKET_HOST=0.0.0.0\nSOCKET_PORT=1\nSOCKET_PATH=/r.sock\nSOCKET_MODE=600\n\
              SOCKET_GROUP=g\nPID_FILE=/p\nSPOOL_FILE=/s\nLOG_FILE=/l\n\
              LOG_SYSLOG=true\nLOG_MAX_BYTES=70000\nLOG_KEEP=5\nMQTT_CLIENT_ID=x\nMQTT_QOS=0\n\
+             MQTT_PROTOCOL=3.1.1\n\
              STATE_TOPIC=s/t\nHEARTBEAT_TOPIC=h/+\nREPLY_TOPIC=r/+\nQUEUE_CAPACITY=5\n\
              QUEUE_MAX_BYTES=70000\nHOLD_OFFLINE=false\nHOLD_MAX_PER_CAMERA=5\n\
              HOLD_MAX_BYTES=70000\nPRESENCE_FIELD=cam\nMAX_DEVICES=5\nSHUTDOWN_GRACE=9\n",
@@ -218,6 +260,21 @@ mod tests {
         let (kept, changes) = file.keeping_fixed(&running);
         assert_eq!(kept, running);
         assert_eq!(changes.need_restart.len(), FIXED_KEYS.len());
+    }
+
+    #[test]
+    fn every_key_is_fixed_or_applied_at_once_or_at_the_next_connection() {
+        for doc in crate::config::KEYS {
+            let lists = [FIXED_KEYS, AT_NEXT_CONNECTION, AT_ONCE];
+            let found = lists.iter().filter(|l| l.contains(&doc.key)).count();
+            assert_eq!(found, 1, "{} is in {found} lists", doc.key);
+        }
+        let listed = FIXED_KEYS.len() + AT_NEXT_CONNECTION.len() + AT_ONCE.len();
+        assert_eq!(
+            listed,
+            crate::config::KEYS.len(),
+            "a listed key that is none"
+        );
     }
 
     #[test]

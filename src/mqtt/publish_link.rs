@@ -638,9 +638,13 @@ impl PublishLink {
                 }
                 Verdict::Dead(why) => return Ended::Lost(why),
             }
-            if self.follow_reload(settings) {
-                // Its answer would be about a broker that may be first no more.
-                probing.abandon();
+            if self.live.generation() != settings.generation {
+                // Probes connect with a reload's login and TLS files at once.
+                self.refresh(settings);
+                if self.follow_reload(settings) {
+                    // Its answer would be about a broker that may be first no more.
+                    probing.abandon();
+                }
             }
             if self.probe_says_switch(probing, now) {
                 return self.hand_over(wire, &mut reader);

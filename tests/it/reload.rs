@@ -159,3 +159,120 @@ fn after_a_reload_to_another_broker_the_device_link_follows_the_publish_link_at_
     let (code, out, err) = run_bin(&["status", "-c", &conf], None);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Finding: the reload line said `DEVICE_SUMMARY_INTERVAL`,
+/// `MQTT_MAX_PACKET_BYTES` and `MQTT_PROTOCOL` were applied, and none
+/// changed anything. The first two now apply at once; `MQTT_PROTOCOL` is
+/// restart-only and named so.
+#[test]
+fn the_reload_line_names_as_applied_only_what_takes_effect() {
+    let broker = Broker::start();
+    let relay = Relay::start(
+        broker.port,
+        &[("DEVICE_SUMMARY_INTERVAL", "3600"), ("ACK_MODE", "all")],
+    );
+    relay.expect_connected();
+    relay.expect_subscribed();
+    append_conf(
+        &relay,
+        "DEVICE_SUMMARY_INTERVAL = 1\nMQTT_MAX_PACKET_BYTES = 1024\nMQTT_PROTOCOL = 3.1.1\n",
+    );
+    relay.signal("HUP");
+    // (SOCKET_PORT is named too: the test pinned the port the system picked.)
+    relay.expect_log("WARN  SIGHUP: MQTT_PROTOCOL, SOCKET_PORT changed", WAIT);
+    relay.expect_log("relay.conf reloaded: ", WAIT);
+    let line = relay
+        .log()
+        .lines()
+        .find(|l| l.contains("relay.conf reloaded: "))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        line.ends_with("reloaded: MQTT_MAX_PACKET_BYTES, DEVICE_SUMMARY_INTERVAL applied"),
+        "{line}"
+    );
+
+    // The summary line comes every second now, not once an hour.
+    relay.expect_log("INFO  devices: 0 known, 0 online", Duration::from_secs(5));
+    // A command whose PUBLISH is larger than 1024 bytes is set aside at once.
+    let mut backend = relay.connect();
+    let big = format!(
+        r#"{{"type":"IMG","unit":"big","link":"{}"}}"#,
+        "x".repeat(2000)
+    );
+    backend.write_all(big.as_bytes()).unwrap();
+    let lines = crate::support::read_lines(&backend, 1, WAIT);
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains(r#""status":"error""#)
+                && l.contains("set aside")
+                && l.contains("MQTT_MAX_PACKET_BYTES")),
+        "{lines:?}\n{}",
+        relay.log()
+    );
+    // MQTT_PROTOCOL kept its running value: the device link was not touched.
+    assert_eq!(
+        relay
+            .log()
+            .matches("device link connected to broker")
+            .count(),
+        1,
+        "{}",
+        relay.log()
+    );
+}
+
+/// Finding: `ms500-relay reload` said "sent SIGHUP" (exit 0) for a file the
+/// relay refuses (a missing CA file, an unsafe directory). It runs the
+/// start's checks and sends nothing (exit 2).
+#[test]
+fn reload_sends_nothing_for_a_file_the_relay_would_refuse() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start();
+    let dir = TempDir::new("reload-refuse");
+    let pid_file = dir.path().join("relay.pid");
+    let relay = Relay::start(broker.port, &[("PID_FILE", &pid_file.to_string_lossy())]);
+    relay.expect_connected();
+    let conf = relay.conf.to_string_lossy().into_owned();
+    let original = std::fs::read_to_string(&relay.conf).unwrap();
+
+    // A CA file that is not there.
+    append_conf(
+        &relay,
+        "MQTT_TLS = true\nMQTT_CA_FILE = /nonexistent/ms500-ca.pem\n",
+    );
+    let (code, out, err) = run_bin(&["reload", "-c", &conf], None);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("not sent") && err.contains("MQTT_CA_FILE"),
+        "{err}"
+    );
+
+    // A status file in a directory every user may write to.
+    std::fs::write(&relay.conf, &original).unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    append_conf(
+        &relay,
+        &format!("STATUS_FILE = {}\n", open.join("status.json").display()),
+    );
+    let (code, out, err) = run_bin(&["reload", "-c", &conf], None);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("not sent") && err.contains("STATUS_FILE"),
+        "{err}"
+    );
+
+    relay.sync_log();
+    assert!(!relay.log().contains("SIGHUP"), "{}", relay.log());
+    // What the tool refuses, the relay refuses too.
+    relay.signal("HUP");
+    relay.expect_log("relay.conf refused", WAIT);
+    assert!(!open.join("status.json").exists());
+
+    std::fs::write(&relay.conf, &original).unwrap();
+    let (code, out, err) = run_bin(&["reload", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+}
