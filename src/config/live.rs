@@ -277,6 +277,43 @@ mod tests {
         );
     }
 
+    /// The backticked keys of `text`, in order.
+    fn keys_in(text: &str) -> Vec<&str> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|word| crate::config::KEYS.iter().any(|k| k.key == *word))
+            .collect()
+    }
+
+    /// PROTOCOL.md's Reload paragraph names each key where this module puts it.
+    #[test]
+    fn the_contract_lists_the_keys_as_a_reload_applies_them() {
+        let text = include_str!("../../docs/PROTOCOL.md");
+        let part = |from: &str, to: &str| {
+            let start = text.find(from).expect(from);
+            let end = start + text[start..].find(to).expect(to);
+            text[start..end].to_string()
+        };
+        let at_once = part("* at once, for what the relay decides next", "* from each");
+        let later = part(
+            "* from each broker connection's next",
+            "Keys that only a restart",
+        );
+        let fixed = part(
+            "Keys that only a restart can change (",
+            ") keep their running",
+        );
+        fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        assert_eq!(sorted(keys_in(&at_once)), sorted(AT_ONCE.to_vec()));
+        assert_eq!(sorted(keys_in(&later)), sorted(AT_NEXT_CONNECTION.to_vec()));
+        assert_eq!(keys_in(&fixed), FIXED_KEYS.to_vec());
+    }
+
     #[test]
     fn a_replacement_is_seen_by_the_next_get() {
         let live = Live::new(Config::default());
