@@ -418,12 +418,8 @@ impl PublishLink {
             generation: self.live.generation(),
             ..Settings::default()
         };
-        while let Some(mut broker) = self.turn(&dial, &settings) {
+        while let Some(broker) = self.turn(&dial, &mut settings) {
             self.refresh(&mut settings);
-            if self.follow_reload(&mut settings) {
-                // A new list between attempts: its first broker now.
-                broker = self.dialing.start().broker().clone();
-            }
             self.shared.broker_in_use.set(&broker);
             let client_id = self.dialer.client_id.clone();
             dial = match self
@@ -473,23 +469,34 @@ impl PublishLink {
             .reload(config.broker_list(), config.mqtt_keepalive * 2)
     }
 
-    /// Waits as `dial` says (a reload ends the wait); the broker to dial
-    /// then, or None when stopping.
-    fn turn(&self, dial: &Dial, settings: &Settings) -> Option<Broker> {
-        if let Dial::After(wait, _) = dial {
-            // A ring left from a reload already taken is no reason to skip
-            // the wait; one not taken yet is (drained first, then looked
-            // at: a reload in between rings again).
+    /// Waits as `dial` says; the broker to dial then, or None when
+    /// stopping. A reload that changes the broker list ends the wait: the
+    /// new list's first broker is dialed at once (any other reload leaves
+    /// the backoff as it was).
+    fn turn(&mut self, dial: &Dial, settings: &mut Settings) -> Option<Broker> {
+        let mut broker = dial.broker().clone();
+        let until = match dial {
+            Dial::After(wait, _) => Instant::now() + *wait,
+            Dial::Now(_) => Instant::now(),
+        };
+        loop {
+            // Drained before the look, so a reload after it rings again.
             while self.reloaded.try_recv().is_ok() {}
-            if self.live.generation() == settings.generation {
-                crossbeam_channel::select! {
-                    recv(self.stop.receiver()) -> _ => {}
-                    recv(self.reloaded) -> _ => {}
-                    default(*wait) => {}
-                }
+            if self.follow_reload(settings) {
+                broker = self.dialing.start().broker().clone();
+                break;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stop.is_set() {
+                break;
+            }
+            crossbeam_channel::select! {
+                recv(self.stop.receiver()) -> _ => break,
+                recv(self.reloaded) -> _ => {}
+                default(left) => break,
             }
         }
-        (!self.stop.is_set()).then(|| dial.broker().clone())
+        (!self.stop.is_set()).then_some(broker)
     }
 
     /// A connection was made: reports it, serves it until it ends, reports

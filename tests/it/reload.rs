@@ -276,3 +276,25 @@ fn reload_sends_nothing_for_a_file_the_relay_would_refuse() {
     let (code, out, err) = run_bin(&["reload", "-c", &conf], None);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// With every broker away the publish link waits out its backoff (up to
+/// 30 s); a reload that names a new list ends the wait: its first broker is
+/// dialed at once, and the device link follows.
+#[test]
+fn a_new_broker_list_ends_the_wait_after_every_broker_failed() {
+    let away = Broker::unstarted("");
+    let b = Broker::start();
+    let relay = Relay::start(away.port, &[("LOG_LEVEL", "debug")]);
+    // 1 + 2 + 4 s of failures: the next wait is 8 s.
+    relay.expect_log("retrying in 8 s", WAIT);
+    let reloaded = Instant::now();
+    reload_brokers(&relay, &[&b]);
+    relay.expect_log(&publish_link_on(&b), WAIT);
+    relay.expect_log(&device_link_on(&b), WAIT);
+    let took = reloaded.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?}; log:\n{}",
+        relay.log()
+    );
+}
