@@ -39,7 +39,7 @@ use log::LevelFilter;
 
 mod live;
 mod values;
-pub use live::{is_fixed, Changes, Live, FIXED_KEYS};
+pub use live::{is_fixed, Changes, Live, AT_NEXT_CONNECTION, AT_ONCE, FIXED_KEYS};
 pub use values::*;
 
 /// One relay.conf key: its name, its default as written in relay.conf, and a
@@ -384,6 +384,17 @@ impl Config {
                 port: b.port.unwrap_or(self.mqtt_port),
             })
             .collect()
+    }
+
+    /// [`Config::brokers`] as a list that cannot be empty: a configuration
+    /// made in code without a broker gets the default one, 127.0.0.1.
+    pub fn broker_list(&self) -> BrokerList {
+        BrokerList::new(self.brokers()).unwrap_or_else(|| {
+            BrokerList::one(Broker {
+                host: "127.0.0.1".into(),
+                port: self.mqtt_port,
+            })
+        })
     }
 
     /// The lifetime of a command of type `kind` (its `COMMAND_TTLS` entry,

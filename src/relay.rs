@@ -38,7 +38,7 @@ use crate::devices::registry;
 use crate::devices::summary::{self, Summary};
 use crate::devices::table::DeviceTable;
 use crate::error::Error;
-use crate::mqtt::brokers::Brokers;
+use crate::mqtt::brokers::{Brokers, InUse};
 use crate::mqtt::dialing::Dialing;
 use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
@@ -283,8 +283,10 @@ fn log_listening(config: &Config, local: String) {
 impl Wiring {
     fn new(config: Arc<Config>, started: SystemTime) -> Wiring {
         let counters = Arc::new(Counters::default());
-        let link = Arc::new(LinkShared::default());
-        *lock(&link.broker) = config.brokers()[0].to_string();
+        let link = Arc::new(LinkShared {
+            broker_in_use: Arc::new(InUse::new(config.broker_list().first().clone())),
+            ..LinkShared::default()
+        });
         counters.link_down();
         Wiring {
             devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
@@ -346,7 +348,7 @@ impl Wiring {
         let config = &self.config;
         let keepalive = config.mqtt_keepalive;
         let publish_link = PublishLink {
-            dialing: Dialing::new(Brokers::new(config.brokers(), keepalive * 2)),
+            dialing: Dialing::new(Brokers::new(config.broker_list(), keepalive * 2)),
             dialer: Dialer {
                 client_id: format!("{client_id}-pub"),
                 keepalive,
@@ -365,6 +367,7 @@ impl Wiring {
             counters: Arc::clone(&self.counters),
             stop: self.link_stop.clone(),
             live: Arc::clone(&self.live),
+            reloaded: self.live.watch(),
         };
         spawn("publish-link", move || publish_link.run())
     }
@@ -376,7 +379,6 @@ impl Wiring {
     ) -> Result<JoinHandle<()>, Error> {
         let device_link = DeviceLink {
             config: Arc::clone(&self.live),
-            brokers: self.config.brokers(),
             client_id: format!("{client_id}-sub"),
             transport,
             routes: self.routes.clone(),
@@ -553,16 +555,14 @@ impl Running {
             );
         }
         let level = (config.log_level != running.log_level).then_some(config.log_level);
+        self.device_summary
+            .set_every(config.device_summary_interval);
         self.wiring.live.replace(config);
         self.status.config_loaded(self.source.as_deref());
-        if changes.applied.is_empty() {
-            log::info!("SIGHUP: log file reopened; relay.conf read again: nothing to apply");
-        } else {
-            log::info!(
-                "SIGHUP: log file reopened; relay.conf reloaded: {} applied (broker list, login and TLS files at the next connection)",
-                changes.applied.join(", ")
-            );
-        }
+        log::info!(
+            "SIGHUP: log file reopened; relay.conf {}",
+            reloaded(&changes)
+        );
         // After the line above, so that a quieter level still shows it.
         if let Some(level) = level {
             self.log.set_level(level);
@@ -601,15 +601,39 @@ impl Running {
     }
 }
 
+/// What the reload line says was applied: every key whose new value is in
+/// effect, and which of them the broker links take only from their next
+/// connection.
+fn reloaded(changes: &Changes) -> String {
+    if changes.applied.is_empty() {
+        return "read again: nothing to apply".into();
+    }
+    let later: Vec<&str> = changes
+        .applied
+        .iter()
+        .copied()
+        .filter(|key| config::AT_NEXT_CONNECTION.contains(key))
+        .collect();
+    let mut line = format!("reloaded: {} applied", changes.applied.join(", "));
+    if !later.is_empty() {
+        line.push_str(&format!(
+            " ({} from each broker link's next connection)",
+            later.join(", ")
+        ));
+    }
+    line
+}
+
 /// relay.conf read again from `source` (searched again when the relay
-/// started without one) and checked as the start checks it, with the keys
-/// that need a restart kept at their values in `running`.
+/// started without one) and checked whole as the start checks it (so
+/// `ms500-relay reload`, which runs the same checks, refuses what this
+/// refuses), then with the keys that need a restart kept at their values
+/// in `running`.
 fn read_again(source: Option<&Path>, running: &Config) -> Result<(Config, Changes), Error> {
     let (config, _) = config::load(source, preflight::relay_user())?;
-    let (config, changes) = config.keeping_fixed(running);
     preflight::preflight(&config)?;
     tls::client_config(&config)?;
-    Ok((config, changes))
+    Ok(config.keeping_fixed(running))
 }
 
 /// Installs the logger `LOG_FILE`, `LOG_SYSLOG` and `LOG_LEVEL` ask for.

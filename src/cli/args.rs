@@ -27,8 +27,9 @@ Usage:
                                          replace a hung one (for a * * * * * crontab line)
   ms500-relay stop [-c FILE]             stop the relay holding PID_FILE (SIGTERM, then
                                          SIGKILL after SHUTDOWN_GRACE + 1 s)
-  ms500-relay reload [-c FILE]           check relay.conf, then SIGHUP the relay holding
-                                         PID_FILE so it applies it (exit 2: not sent)
+  ms500-relay reload [-c FILE]           check relay.conf as the start does, then SIGHUP
+                                         the relay holding PID_FILE so it applies it
+                                         (exit 2: the relay would refuse it, not sent)
   ms500-relay man                        print the manual page (roff: man -l -)
   ms500-relay --help | --version
 
@@ -44,7 +45,8 @@ Signals (to the running relay):
                       exit 1 at once)
   SIGHUP              reopen LOG_FILE (after an external rotation) and reload
                       relay.conf: what can change live applies, keys that need a
-                      restart are named; a file with errors is refused whole
+                      restart are named; a file with errors, or one the start
+                      would refuse, is refused whole
   SIGUSR1             write the status snapshot (and metrics) now
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage,

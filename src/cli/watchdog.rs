@@ -139,7 +139,8 @@ pub fn stop(config: &Config, source: Option<&Path>) -> Result<(), Error> {
 /// `ms500-relay reload`: SIGHUP to the relay holding PID_FILE, which reads
 /// relay.conf again. `refused`: the file's first error, when it has one;
 /// nothing is then sent (the relay would refuse the file) and the error is
-/// the answer.
+/// the answer. Nor is anything sent for a file the start's checks refuse
+/// ([`start_checks`], as the relay's reload runs them).
 pub fn reload(
     config: &Config,
     source: Option<&Path>,
@@ -147,7 +148,11 @@ pub fn reload(
 ) -> Result<(), Error> {
     let mut watch = Watch::new(config, source)?;
     watch.tool = "reload";
-    if let Some(e) = refused {
+    let problem = match refused {
+        Some(e) => Some(e.to_string()),
+        None => start_checks(config).err().map(|e| e.to_string()),
+    };
+    if let Some(e) = problem {
         return Err(Error::setup(format!(
             "{} has errors, not sent (the relay would refuse it and keep running as it is): {e}",
             watch.conf.display()
@@ -168,6 +173,12 @@ pub fn reload(
 /// then refuses what the relay would refuse, before starting anything.
 fn prepare(config: &Config) -> Result<(), Error> {
     preflight::create_run_dirs(config)?;
+    start_checks(config)
+}
+
+/// What the start (and a reload) refuses before anything runs: the places
+/// of the files, the socket, the TLS files. Creates nothing.
+pub fn start_checks(config: &Config) -> Result<(), Error> {
     preflight::preflight(config)?;
     crate::mqtt::tls::client_config(config)?;
     Ok(())

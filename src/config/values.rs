@@ -179,6 +179,60 @@ impl fmt::Display for Broker {
     }
 }
 
+/// The brokers of `MQTT_BROKER` in order, never empty: the first is kept
+/// apart, so that no look-up in it can fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerList {
+    first: Broker,
+    rest: Vec<Broker>,
+}
+
+impl BrokerList {
+    /// None for an empty list (a parsed `MQTT_BROKER` never is one).
+    pub fn new(list: Vec<Broker>) -> Option<BrokerList> {
+        let mut list = list.into_iter();
+        let first = list.next()?;
+        Some(BrokerList {
+            first,
+            rest: list.collect(),
+        })
+    }
+
+    /// A list of one.
+    pub fn one(broker: Broker) -> BrokerList {
+        BrokerList {
+            first: broker,
+            rest: Vec::new(),
+        }
+    }
+
+    pub fn first(&self) -> &Broker {
+        &self.first
+    }
+
+    /// Broker `n` of the list (0 is the first), when there is one.
+    pub fn get(&self, n: usize) -> Option<&Broker> {
+        match n.checked_sub(1) {
+            None => Some(&self.first),
+            Some(i) => self.rest.get(i),
+        }
+    }
+
+    /// How many brokers it names (at least one).
+    pub fn count(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// Where `broker` is in the list (its first place), if it is listed.
+    pub fn position(&self, broker: &Broker) -> Option<usize> {
+        self.iter().position(|b| b == broker)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Broker> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+}
+
 /// One `MQTT_BROKER` entry: a host, with its own port when given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddr {

@@ -133,8 +133,8 @@ impl Settings {
             spool: config.spool_file.clone(),
             state: None,
             log_level,
-            puback_within: config.mqtt_keepalive * 2,
-            max_packet: (config.mqtt_max_packet_bytes > 0).then_some(config.mqtt_max_packet_bytes),
+            puback_within: Settings::puback_within(config),
+            max_packet: Settings::max_packet(config),
             device_timeout: config.device_timeout,
             serial_after: config
                 .serial_after
@@ -144,6 +144,16 @@ impl Settings {
             serial_timeout: config.serial_timeout,
             unseen_wait: config.unseen_wait,
         }
+    }
+
+    /// 2 × `MQTT_KEEPALIVE`.
+    pub fn puback_within(config: &Config) -> Duration {
+        config.mqtt_keepalive * 2
+    }
+
+    /// `MQTT_MAX_PACKET_BYTES`, None for 0 (unknown).
+    pub fn max_packet(config: &Config) -> Option<usize> {
+        (config.mqtt_max_packet_bytes > 0).then_some(config.mqtt_max_packet_bytes)
     }
 
     /// The lifetime of a command of type `kind`; None = never expires.
@@ -519,6 +529,14 @@ impl Delivery {
     /// known, their presence unknown (or offline) until their heartbeat.
     pub fn remember(&mut self, cameras: &[Remembered]) {
         self.hold.seen.remember(cameras);
+    }
+
+    /// A SIGHUP's broker limits: the PUBACK deadline (2 × `MQTT_KEEPALIVE`)
+    /// of every command in flight from the next check, and
+    /// `MQTT_MAX_PACKET_BYTES` for the next command written.
+    pub fn set_broker_limits(&mut self, puback_within: Duration, max_packet: Option<usize>) {
+        self.settings.puback_within = puback_within;
+        self.settings.max_packet = max_packet;
     }
 
     /// Takes one event; returns what to do, in order.

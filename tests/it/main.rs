@@ -28,6 +28,7 @@ mod operator;
 mod outage;
 mod publish;
 mod rejections;
+mod reload;
 mod secrets;
 mod security;
 mod stress;
