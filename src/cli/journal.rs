@@ -54,10 +54,9 @@ impl Journal {
         let now = SystemTime::now();
         let text = lines.join("\n");
         if let Some(memory) = &self.memory {
-            let mut last = String::new();
-            if let Ok(mut file) = files::open_read(memory) {
-                let _ = file.read_to_string(&mut last);
-            }
+            let last = files::read_checked(memory)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default();
             if !due(&last, &text, unix(now)) {
                 return false;
             }

@@ -83,18 +83,7 @@ pub fn run(
                 watch.conf.display()
             )));
         }
-        if let Some(twin) = record::twin(Some(&watch.conf), config) {
-            return Err(Error::runtime(format!(
-                "relay pid {} runs with client id {} on broker {} (config {}, PID_FILE {}): \
-                 a second one would knock it off the broker; not starting one",
-                twin.pid,
-                twin.client_id,
-                twin.brokers.join(", "),
-                twin.config_file.display(),
-                twin.pid_file
-                    .map_or("none".into(), |p| p.display().to_string())
-            )));
-        }
+        no_twin(&watch.conf, config)?;
         checks::passed(config, Some(&watch.conf))?;
         places::make_run_dirs(config)?;
         watch.start(message)
@@ -184,6 +173,25 @@ pub fn reload(
         "sent SIGHUP to relay pid {pid}: its log says what it applied"
     ));
     Ok(())
+}
+
+/// Refuses to start a relay while another configuration's relay runs with
+/// the same client id on one of the same brokers: the two would knock each
+/// other off it, again and again.
+fn no_twin(conf: &Path, config: &Config) -> Result<(), Error> {
+    let Some(twin) = record::twin(Some(conf), config) else {
+        return Ok(());
+    };
+    Err(Error::runtime(format!(
+        "relay pid {} runs with client id {} on broker {} (config {}, PID_FILE {}): \
+         a second one would knock it off the broker; not starting one",
+        twin.pid,
+        twin.client_id,
+        twin.brokers.join(", "),
+        twin.config_file.display(),
+        twin.pid_file
+            .map_or("none".into(), |p| p.display().to_string())
+    )))
 }
 
 /// What tells whether the running relay is healthy.
@@ -280,8 +288,13 @@ impl Watch {
             ),
         };
         let stale_after = interval * STALE_INTERVALS as u32;
+        // A start in the future (the clock was set back) counts by how far ahead it is.
         let young = started
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map(|t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .unwrap_or_else(|ahead| ahead.duration())
+            })
             .is_some_and(|a| a <= stale_after);
         Health {
             status_file,

@@ -136,6 +136,35 @@ pub fn open_read(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// The bytes of `path`, read only from its checked directory, and only when
+/// it is a regular file of root or of this user: what a tool reports (the
+/// status snapshot, the runtime record) cannot be put there by another
+/// user. Never through a symlink, never blocking on a FIFO.
+pub fn read_checked(path: &Path) -> io::Result<Vec<u8>> {
+    let (dir, name) = place(path)?;
+    let mut file = dir.open(name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file: not read",
+        ));
+    }
+    if meta.uid() != 0 && meta.uid() != sys::euid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "belongs to uid {}, not to root or this user (uid {}): not read",
+                meta.uid(),
+                sys::euid()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Opens an existing file of the relay's to append to it, in its checked
 /// directory, never through a symlink.
 pub fn open_append(path: &Path) -> io::Result<File> {

@@ -2,7 +2,7 @@
 //! configuration file's path whatever was edited in that file since.
 //!
 //! For each relay.conf (its canonical path, hashed: [`names`]) the runtime
-//! directory ([`runtime_dir`]: `/run/ms500-relay/by-config/` for root)
+//! directory ([`runtime_dir`]: `/run/ms500-relay-by-config/` for root)
 //! holds three files:
 //! - `KEY.lock` (mode 0600): the relay takes an exclusive `flock` and a
 //!   POSIX lock on it at start and holds them for its life, so a second
@@ -39,15 +39,25 @@ const RECORD_MODE: u32 = 0o644;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Where the records of this user's relays are kept: for root
-/// `/run/ms500-relay/by-config` (`/var/run/…` where there is no /run),
-/// for another user `/tmp/ms500-relay-UID/by-config`.
+/// `/run/ms500-relay-by-config` (`/var/run/…` where there is no /run: a
+/// directory of its own, since a service user may own `/run/ms500-relay`);
+/// for another user `/run/ms500-relay/by-config` when `/run/ms500-relay` is
+/// that user's (systemd's `RuntimeDirectory=`), else
+/// `/tmp/ms500-relay-UID/by-config`.
 pub fn runtime_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
     let uid = sys::euid();
-    if uid == 0 {
-        for base in ["/run", "/var/run"] {
-            if Path::new(base).is_dir() {
-                return Path::new(base).join("ms500-relay/by-config");
-            }
+    let run = ["/run", "/var/run"]
+        .into_iter()
+        .map(Path::new)
+        .find(|base| base.is_dir());
+    if let Some(run) = run {
+        if uid == 0 {
+            return run.join("ms500-relay-by-config");
+        }
+        let own = run.join("ms500-relay");
+        if std::fs::symlink_metadata(&own).is_ok_and(|m| m.is_dir() && m.uid() == uid) {
+            return own.join("by-config");
         }
     }
     PathBuf::from(format!("/tmp/ms500-relay-{uid}/by-config"))
@@ -165,14 +175,11 @@ impl Record {
         })
     }
 
-    /// The record at `path`, when it is one.
+    /// The record at `path`, when it is one, in a directory that passes
+    /// the checks and written by root or this user.
     pub fn read(path: &Path) -> Option<Record> {
-        let mut text = String::new();
-        files::open_read(path)
-            .ok()?
-            .read_to_string(&mut text)
-            .ok()?;
-        Record::from_json(&serde_json::from_str(&text).ok()?)
+        let bytes = files::read_checked(path).ok()?;
+        Record::from_json(&serde_json::from_slice(&bytes).ok()?)
     }
 }
 
@@ -346,6 +353,10 @@ pub fn find(conf: Option<&Path>, pid_file: Option<&Path>) -> Result<Lookup, Erro
 /// The relay holding the configuration's lock, named by its record (which
 /// may lag the lock by a moment); `None` when nobody holds it.
 fn by_record(names: &Names) -> Result<Option<Running>, Error> {
+    // A runtime directory another user could change proves nothing.
+    if dirs::open(&runtime_dir()).is_err() {
+        return Ok(None);
+    }
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         let Holders::Held(holders) = pidfile::holders(&names.lock) else {

@@ -236,7 +236,9 @@ pub fn show(
     };
     let path = recorded.as_ref().unwrap_or(configured);
     let shown = path.display();
-    let text = match std::fs::read(path) {
+    // Read only from a place that passes the checks: another user cannot
+    // show her own snapshot in the relay's name.
+    let text = match files::read_checked(path) {
         Ok(t) => t,
         Err(e) => {
             writeln!(out, "status file {shown} cannot be read: {e}")?;

@@ -429,6 +429,45 @@ fn a_shared_lock_on_pid_file_does_not_make_status_say_not_running() {
     drop(hers);
 }
 
+/// Where this issue is silent: a snapshot another user planted where
+/// STATUS_FILE goes (a sticky directory, no relay running) is never shown
+/// as the relay's.
+#[test]
+#[ignore = "needs root to create another user"]
+fn status_never_shows_a_snapshot_another_user_wrote() {
+    let other = other_user();
+    let dir = TempDir::new("her-status");
+    let shared = sticky_dir(dir.path());
+    let status = shared.join("status.json");
+    let conf = write_conf(
+        dir.path(),
+        "relay.conf",
+        1,
+        &format!(
+            "STATUS_FILE = {}
+",
+            status.display()
+        ),
+    );
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = format!(
+        r#"{{"state":"running","pid":1,"version":"0.1.0","updated_unix":{now},"started_unix":{now},"status_interval":5,"mqtt_keepalive":60,"broker":{{"address":"x","connected":true}},"broker_connected":true}}"#
+    );
+    other.act(|| std::fs::write(&status, &forged).unwrap());
+    for args in [vec!["status"], vec!["status", "--json"]] {
+        let (code, out, err) = tool(&args, &conf);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            !out.contains("FRESH") && !out.contains(r#""state":"running""#),
+            "{out}"
+        );
+        assert!(out.contains(&format!("uid {}", other.uid)), "{out}");
+    }
+}
+
 /// Finding: after `PID_FILE` was edited in relay.conf (a restart-only
 /// key), `reload` said the relay was not running and the next watchdog
 /// run started a second one. The tools find it by the configuration it
