@@ -183,12 +183,13 @@ fn no_twin(conf: &Path, config: &Config) -> Result<(), Error> {
         return Ok(());
     };
     Err(Error::runtime(format!(
-        "relay pid {} runs with client id {} on broker {} (config {}, PID_FILE {}): \
-         a second one would knock it off the broker; not starting one",
+        "relay pid {} runs with client id {} on broker {} (config {}, listening on {}, \
+         PID_FILE {}): a second one would knock it off the broker; not starting one",
         twin.pid,
         twin.client_id,
         twin.brokers.join(", "),
         twin.config_file.display(),
+        twin.listening,
         twin.pid_file
             .map_or("none".into(), |p| p.display().to_string())
     )))
