@@ -24,6 +24,7 @@ mod local_users;
 mod operate;
 mod operations;
 mod operator;
+mod operator_safety;
 mod outage;
 mod publish;
 mod rejections;
