@@ -361,20 +361,6 @@ impl Config {
             .map(|topic| topic.replace("{client_id}", client_id))
     }
 
-    /// The files the relay writes, by key, when set.
-    pub fn written_files(&self) -> Vec<(&'static str, &Path)> {
-        [
-            ("PID_FILE", &self.pid_file),
-            ("STATUS_FILE", &self.status_file),
-            ("SPOOL_FILE", &self.spool_file),
-            ("LOG_FILE", &self.log_file),
-            ("METRICS_FILE", &self.metrics_file),
-        ]
-        .into_iter()
-        .filter_map(|(key, path)| path.as_deref().map(|path| (key, path)))
-        .collect()
-    }
-
     /// The brokers of `MQTT_BROKER`, in order, each with its port (MQTT_PORT by default).
     pub fn brokers(&self) -> Vec<Broker> {
         self.mqtt_broker

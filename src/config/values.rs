@@ -306,8 +306,27 @@ pub fn optional_text(value: &str) -> Result<Option<String>, String> {
 }
 
 /// Empty means "off".
+/// A file key: empty = none; else an absolute path naming a file. The
+/// relay and its tools run from other working directories (cron's, a
+/// shell's), where a relative path would name another file for each.
 pub fn optional_path(value: &str) -> Result<Option<PathBuf>, String> {
-    Ok((!value.is_empty()).then(|| PathBuf::from(value)))
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !value.starts_with('/') {
+        return Err(format!(
+            "{value:?} is not an absolute path (the relay and its tools may run from any directory)"
+        ));
+    }
+    let path = PathBuf::from(value);
+    let names_a_file = matches!(
+        path.components().next_back(),
+        Some(std::path::Component::Normal(_))
+    );
+    if value.ends_with('/') || !names_a_file {
+        return Err(format!("{value:?} does not name a file"));
+    }
+    Ok(Some(path))
 }
 
 pub fn render_optional(value: &Option<String>) -> String {

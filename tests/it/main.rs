@@ -25,6 +25,7 @@ mod local_users;
 mod operate;
 mod operations;
 mod operator;
+mod operator_safety;
 mod outage;
 mod publish;
 mod rejections;
