@@ -612,6 +612,63 @@ mod tests {
     }
 
     #[test]
+    fn a_retained_or_kept_heartbeat_shows_the_device_but_proves_nothing() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let timeout = Duration::from_secs(90);
+        let stale = Arrival {
+            at: t0,
+            wall,
+            live: false,
+        };
+        let r = t.record("cam", hb("10.0.0.1"), stale);
+        assert_eq!(r.class, None, "not handed to the policy");
+        let snap = t.snapshot(10, t0, timeout);
+        assert_eq!(snap.shown[0].status.ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(snap.shown[0].state, State::Unknown);
+        assert_eq!(snap.states, [0, 1, 0]);
+        let live = Arrival {
+            at: t0 + Duration::from_secs(1),
+            wall,
+            live: true,
+        };
+        let r = t.record("cam", hb("10.0.0.2"), live);
+        assert_eq!((r.seen, r.class), (Seen::New, Some(Class::First)));
+        assert_eq!(
+            r.moved,
+            Some(("10.0.0.1".to_string(), "absent".to_string())),
+            "its address changed"
+        );
+        assert_eq!(t.snapshot(10, t0, timeout).states, [1, 0, 0]);
+        t.lose_sight();
+        assert_eq!(
+            t.snapshot(10, t0 + Duration::from_secs(2), timeout).states,
+            [0, 1, 0],
+            "unknown once the device link lost sight of it"
+        );
+    }
+
+    #[test]
+    fn remembered_devices_are_shown_as_they_were_until_heard() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let r = Remembered {
+            camera: "cam".into(),
+            offline: true,
+            interval: Some(Duration::from_secs(5)),
+        };
+        t.remember(&[("CAM".to_string(), r, 7)], t0);
+        let snap = t.snapshot(10, t0, Duration::from_secs(90));
+        assert_eq!(snap.shown[0].state, State::Offline);
+        assert_eq!(snap.shown[0].interval, Some(Duration::from_secs(5)));
+        assert_eq!(t.counts(), (1, 0));
+        let to_keep = t.to_remember(t0, Duration::from_secs(90));
+        assert_eq!(to_keep[0].0, "CAM");
+        assert!(to_keep[0].1.offline);
+    }
+
+    #[test]
     fn empty_table_sweeps_nothing() {
         let mut t = DeviceTable::new(10);
         assert!(t.sweep(Instant::now(), Duration::ZERO).is_empty());

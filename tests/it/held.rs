@@ -391,28 +391,42 @@ fn a_half_closed_backend_gets_the_lines_of_commands_released_later(protocol: &st
 }
 
 /// A camera that stays connected, heartbeats jittered by ±20 % and one lost
-/// now and then, gets every command once and each is confirmed.
+/// now and then, gets every one of 300 commands sent over a minute once,
+/// and each is confirmed (issue 29, item 3).
 fn a_camera_that_stays_connected_gets_nothing_twice(protocol: &str) {
     let broker = Broker::start();
-    let relay = relay_on(broker.port, protocol, &[]);
+    let relay = relay_on(broker.port, protocol, &[("DEVICE_TIMEOUT", "10")]);
     let camera = Camera::start(
         broker.port,
         CameraOptions {
+            heartbeat_every: Duration::from_secs(2),
             jitter_percent: 20,
-            drop_heartbeats: vec![6, 13],
+            drop_heartbeats: vec![9, 21],
             ..fast_camera()
         },
     );
     online(&relay, &camera);
     let mut backend = relay.connect();
-    for id in 1..=30 {
+    let start = Instant::now();
+    for id in 1..=300u32 {
         send(&mut backend, &cmd("IMG", id));
-        std::thread::sleep(Duration::from_millis(300));
+        // 300 over a minute, each at its own time.
+        let due = start + Duration::from_millis(200 * u64::from(id));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
     }
-    let lines = read_until(&backend, |l| ids_with(l, "delivered").len() == 30);
-    assert_eq!(ids_with(&lines, "delivered").len(), 30, "{lines:?}");
-    assert!(ids_with(&lines, "resent").is_empty(), "{lines:?}");
-    assert_eq!(camera.received().len(), 30);
+    let lines = read_until(&backend, |l| ids_with(l, "delivered").len() == 300);
+    assert_eq!(
+        ids_with(&lines, "delivered").len(),
+        300,
+        "{}",
+        relay.log_tail(30)
+    );
+    assert!(
+        ids_with(&lines, "resent").is_empty(),
+        "{}",
+        relay.log_tail(30)
+    );
+    assert_eq!(camera.received().len(), 300);
     assert_eq!(camera.duplicates(), 0);
 }
 
