@@ -244,8 +244,8 @@ wait_for 15 "the relay to mark $cam offline" grep -q "device $cam offline" "$rel
 note "after DEVICE_TIMEOUT the relay logged: $(grep -m1 "device $cam offline" "$relay_log" | sed 's/^.*device/device/')"
 fmw='{"type":"FMW","unit":"'$cam_unit'","id":20,"camera":"a0b1c2d3e4f5","firmware_id":"2.5.0","link":"https://fw.example/ms500-2.5.0.bin","md5":"0123456789abcdef0123456789abcdef"}'
 note "$(basename "$bin") send -c relay.conf -w 1 '<FMW for camera a0b1c2d3e4f5>'"
-"$bin" send -c "$conf" -w 1 "$fmw" | sed -u 's/^/   backend< /'
-note "held, not published: a broker would have dropped it for a camera with a clean session"
+{ "$bin" send -c "$conf" -w 1 "$fmw" || true; } | sed -u 's/^/   backend< /'
+note "held, not published (send exits 1: not published yet): a broker would have dropped it for a camera with a clean session"
 sleep 2
 note "the camera comes back"
 camera_online

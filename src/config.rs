@@ -226,7 +226,7 @@ config_keys! {
     "ACK_MODE" => ack_mode: AckMode = "none",
         parse: parse_ack_mode,
         render: render_ack_mode,
-        doc: "Status lines written back to backends: none, errors or all.";
+        doc: "Status lines written back to backends: none, errors, all, or camera (all, then delivered when the camera confirmed a command).";
     "QUEUE_CAPACITY" => queue_capacity: usize = "10000",
         parse: |v| number(v, 1, 1_000_000, "commands"),
         render: render,
@@ -250,15 +250,27 @@ config_keys! {
     "HOLD_OFFLINE" => hold_offline: bool = "true",
         parse: boolean,
         render: render,
-        doc: "Hold commands for a camera that is offline until its next heartbeat, instead of publishing them: true or false.";
+        doc: "Deliver commands naming a camera only while it is present, and keep them until its heartbeats confirm them: true or false (false: published at once, nothing confirmed).";
+    "SERIAL_AFTER" => serial_after: Vec<String> = "FMW, APP, AIM, FRS",
+        parse: type_list,
+        render: |v| v.join(", "),
+        doc: "Command types that restart or block the camera: after one, its newer commands wait for its next heartbeat (at most SERIAL_TIMEOUT); empty = none.";
+    "SERIAL_TIMEOUT" => serial_timeout: Duration = "600",
+        parse: |v| seconds(v, 1, MAX_SECONDS),
+        render: render_seconds,
+        doc: "Longest wait for a camera's heartbeat after a SERIAL_AFTER command before its newer commands go anyway, in seconds.";
+    "UNSEEN_WAIT" => unseen_wait: Duration = "90",
+        parse: |v| seconds(v, 0, MAX_SECONDS),
+        render: render_seconds,
+        doc: "How long commands for a camera the relay never saw wait for its first heartbeat before they are published anyway (unconfirmed), in seconds; 0 = at once.";
     "HOLD_MAX_PER_CAMERA" => hold_max_per_camera: usize = "100",
         parse: |v| number(v, 1, 100_000, "commands"),
         render: render,
-        doc: "Commands held at most for one offline camera, 1-100000; past that, its new commands are refused.";
+        doc: "Commands held or unconfirmed at most for one camera, 1-100000; past that, its new commands are refused.";
     "HOLD_MAX_BYTES" => hold_max_bytes: usize = "8388608",
         parse: |v| number(v, 65_536, 1_073_741_824, "bytes"),
         render: render,
-        doc: "Bytes of commands held at most for all offline cameras (payloads), 65536-1073741824; past that, commands for offline cameras are refused.";
+        doc: "Bytes of commands held or unconfirmed at most for all cameras (payloads), 65536-1073741824; past that, commands for cameras are refused.";
     "SPOOL_FILE" => spool_file: Option<PathBuf> = "",
         parse: optional_path,
         render: render_path,

@@ -35,6 +35,7 @@ use crate::delivery::item::Accepted;
 use crate::delivery::presence::{HeldView, Presence};
 use crate::delivery::publisher::Publisher;
 use crate::devices::link::DeviceLink;
+use crate::devices::registry;
 use crate::devices::summary::{self, Summary};
 use crate::devices::table::DeviceTable;
 use crate::error::Error;
@@ -106,7 +107,21 @@ struct Running {
     threads: Threads,
     /// The periodic device line that stands for single heartbeats at info.
     device_summary: Summary,
+    /// Where the cameras seen are kept across restarts (with `SPOOL_FILE`).
+    cameras: Option<CamerasFile>,
 }
+
+/// The registry file (`devices/registry.rs`) and when it was last written.
+struct CamerasFile {
+    path: PathBuf,
+    /// The device table's change count it was last written at.
+    saved: u64,
+    saved_at: Instant,
+}
+
+/// The registry is written at most this often while devices change (and
+/// at a clean stop): a fleet's flapping must not wear the flash.
+const REMEMBER_EVERY: Duration = Duration::from_secs(60);
 
 /// Every thread the relay starts, each joined at shutdown.
 struct Threads {
@@ -147,6 +162,9 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         log::warn!("no runtime record of this relay ({why}): the tools find it by PID_FILE only");
     }
     let wiring = Wiring::new(config, started);
+    let (cameras, remembered) = load_cameras(&wiring.config);
+    lock(&wiring.devices).remember(&remembered, Instant::now());
+    let remembered: Vec<_> = remembered.into_iter().map(|(_, r, _)| r).collect();
     let mut status = StatusWriter::new(
         &wiring.config,
         started,
@@ -159,6 +177,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         &wiring.config,
         Arc::clone(&wiring.counters),
         Arc::clone(&wiring.link),
+        &remembered,
     )?
     .with_presence(Arc::clone(&wiring.presence), Arc::clone(&wiring.held))
     .with_live(Arc::clone(&wiring.live));
@@ -188,7 +207,67 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         signals: signal_rx,
         device_summary,
         threads,
+        cameras,
     })
+}
+
+/// Writes the cameras seen to their file when they changed (and at most
+/// every [`REMEMBER_EVERY`]), or now (`stopping`).
+fn remember_cameras(file: Option<&mut CamerasFile>, wiring: &Wiring, stopping: bool) {
+    let Some(file) = file else {
+        return;
+    };
+    let (changes, entries) = {
+        let table = lock(&wiring.devices);
+        let changes = table.changes();
+        let due = changes != file.saved && (stopping || file.saved_at.elapsed() >= REMEMBER_EVERY);
+        if !due {
+            return;
+        }
+        let timeout = wiring.live.get().device_timeout;
+        (changes, table.to_remember(Instant::now(), timeout))
+    };
+    file.saved_at = Instant::now();
+    match registry::save(&file.path, &entries) {
+        Ok(()) => file.saved = changes,
+        Err(e) => log::warn!(
+            "cannot keep the cameras seen in {}: {e} (tried again in {} s)",
+            file.path.display(),
+            REMEMBER_EVERY.as_secs()
+        ),
+    }
+}
+
+/// The cameras the last run saw (with `SPOOL_FILE`): a file that cannot be
+/// read is logged and the relay starts knowing none.
+fn load_cameras(config: &Config) -> (Option<CamerasFile>, Vec<registry::Entry>) {
+    let Some(spool) = &config.spool_file else {
+        return (None, Vec::new());
+    };
+    let path = registry::path_for(spool);
+    let entries = match registry::load(&path, config.max_devices) {
+        Ok(entries) => entries,
+        Err(e) => {
+            log::warn!(
+                "cannot read the cameras seen before, {}: {e}; every camera counts as never seen",
+                path.display()
+            );
+            Vec::new()
+        }
+    };
+    if !entries.is_empty() {
+        log::info!(
+            "{} cameras seen before ({}): their presence is unknown until their next heartbeat",
+            entries.len(),
+            path.display()
+        );
+    }
+    let file = CamerasFile {
+        path,
+        saved: 0,
+        saved_at: Instant::now(),
+    };
+    (Some(file), entries)
 }
 
 fn take_pid_lock(config: &Config) -> Result<Option<PidFile>, Error> {
@@ -466,9 +545,14 @@ impl Running {
             )
         };
         let offline = offline.map(|at| at.max(swept + SWEEP_EVERY));
+        let remember = self.cameras.as_ref().and_then(|file| {
+            let changed = lock(&w.devices).changes() != file.saved;
+            changed.then_some(file.saved_at + REMEMBER_EVERY)
+        });
         [
             offline,
             forgotten,
+            remember,
             Some(self.device_summary.next_due()),
             log_limit::next_due(),
             self.status.next_due(&config),
@@ -485,7 +569,7 @@ impl Running {
         let w = &self.wiring;
         let config = w.live.get();
         *swept = Instant::now();
-        sweep_devices(&w.devices, &config, &w.presence);
+        sweep_devices(&w.devices, &config);
         let heartbeats = w.counters.heartbeats.load(Ordering::Relaxed);
         if let Some(rate) = self.device_summary.due(Instant::now(), heartbeats) {
             let (total, online) = lock(&w.devices).counts();
@@ -493,6 +577,7 @@ impl Running {
         }
         log_limit::tick();
         self.status.tick(&config, &w.counters, &w.devices);
+        remember_cameras(self.cameras.as_mut(), &self.wiring, false);
     }
 
     fn report(&mut self) {
@@ -555,6 +640,7 @@ impl Running {
         self.wiring.link_stop.trigger();
         join(threads.publish_link);
         join(threads.device_link);
+        remember_cameras(self.cameras.as_mut(), &self.wiring, true);
         let w = &self.wiring;
         self.status
             .report_stopped(&w.live.get(), &w.counters, &w.devices);
@@ -677,8 +763,10 @@ fn watch_signals(signals: &sys::HandledSignals, tx: &crossbeam_channel::Sender<R
 }
 
 /// On the main thread, when a device's silence crosses DEVICE_TIMEOUT:
-/// devices gone silent are logged offline once; devices forgotten because the table is full, once a minute at most.
-fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Presence) {
+/// devices gone silent are logged offline once; devices forgotten because
+/// the table is full, once a minute at most. (The publisher's policy
+/// judges presence itself, from the same heartbeats.)
+fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
     let timeout = config.device_timeout;
     let now = Instant::now();
     let (gone, forgotten) = {
@@ -691,11 +779,10 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config, presence: &Prese
             config.max_devices
         );
     }
-    // The hold of offline cameras needs every one; the log, the first few
-    // (a fleet that goes dark together is summed up by log_limit).
+    // The log takes the first few (a fleet that goes dark together is
+    // summed up by log_limit).
     let many = gone.len() >= MANY_DEVICES;
     for (id, silent) in gone {
-        presence.report(&id, false);
         if log_limit::allow(Kind::DeviceOffline) {
             log::warn!(
                 "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",

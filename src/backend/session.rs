@@ -432,8 +432,12 @@ impl Reader<'_> {
         let mut job = Accepted::new(cmd, &config, Instant::now(), SystemTime::now());
         job.peer = Some(self.peer());
         job.camera = camera;
-        job.reply = (self.ack_mode != AckMode::None)
-            .then(|| StatusOwed::new(&self.outbox, self.ack_mode == AckMode::All));
+        job.reply = match self.ack_mode {
+            AckMode::None => None,
+            AckMode::Errors => Some(StatusOwed::new(&self.outbox, false)),
+            AckMode::All => Some(StatusOwed::new(&self.outbox, true)),
+            AckMode::Camera => Some(StatusOwed::until_confirmed(&self.outbox)),
+        };
         self.batch_bytes += job.payload.len();
         self.batch.push(job);
         if self.batch.len() >= BATCH_COMMANDS || self.batch_bytes >= BATCH_BYTES {

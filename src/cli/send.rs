@@ -4,10 +4,13 @@
 //! says (the `{"ack_mode":"all"}` value of the wire contract), writes each
 //! command (arguments, or stdin copied as is), then prints every line that
 //! comes back until each command has its outcome (`ok` or `error`; a
-//! command held for an offline camera gets a `held` line first, and its
-//! outcome when it is released or expires) and each SCS/UDS that went out
-//! its device reply, or `--wait` runs out. Succeeds only when every command
-//! was published. Runs on the main thread; nothing else is started.
+//! command held for its camera gets a `held` line first, and its outcome
+//! when it is released or expires; where relay.conf says `ACK_MODE =
+//! camera` it asks for `{"ack_mode":"camera"}` and a command whose `ok`
+//! names its camera is settled by `delivered`) and each SCS/UDS that went
+//! out its device reply, or `--wait` runs out. Succeeds only when every
+//! command was published (and, in camera mode, confirmed). Runs on the main
+//! thread; nothing else is started.
 //!
 //! What it prints goes through [`redact::shown`], as log lines do: a line
 //! without secret fields is printed as it came; one with secret fields
@@ -34,6 +37,8 @@ use crate::protocol::reply;
 
 /// What `send` asks of the relay before its commands.
 const ASK_FOR_STATUS_LINES: &[u8] = b"{\"ack_mode\":\"all\"}\n";
+/// ... or, where relay.conf says `ACK_MODE = camera`, for the camera's word too.
+const ASK_FOR_CAMERA_LINES: &[u8] = b"{\"ack_mode\":\"camera\"}\n";
 
 /// The status lines the relay owes for the bytes sent: one per framed value
 /// (a command, or bytes that are not JSON), found by framing them as the
@@ -74,8 +79,13 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     let want = expected(&input, config.max_message_bytes);
     let stream = connect(&target)?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let ask = if config.ack_mode == crate::config::AckMode::Camera {
+        ASK_FOR_CAMERA_LINES
+    } else {
+        ASK_FOR_STATUS_LINES
+    };
     let written = (&stream)
-        .write_all(ASK_FOR_STATUS_LINES)
+        .write_all(ask)
         .and_then(|()| (&stream).write_all(&input));
     let seen = match written {
         Ok(()) => print_replies(&stream, want, wait)?,
@@ -253,6 +263,9 @@ struct Seen {
     /// Commands the relay said it holds for an offline camera whose
     /// outcome has not come yet (type, unit, id as their lines show them).
     held: Vec<LineKey>,
+    /// Commands published whose camera is to confirm them (`ACK_MODE =
+    /// camera`: their `ok` named the camera), not confirmed yet.
+    confirming: Vec<LineKey>,
     /// SCS/UDS the broker took: each may get a device reply.
     replies_due: usize,
     replies: usize,
@@ -271,19 +284,11 @@ impl Seen {
                 key,
                 ..
             }) => self.held.push(key),
-            Some(status) => {
-                // The outcome of a held command, or of one never held.
-                if let Some(at) = self.held.iter().position(|k| *k == status.key) {
-                    self.held.swap_remove(at);
-                }
-                self.status_lines += 1;
-                match status.status {
-                    Status::Ok if status.wants_reply() => self.replies_due += 1,
-                    Status::Error if status.expired => self.expired += 1,
-                    Status::Error => self.refused += 1,
-                    Status::Ok | Status::Held => {}
-                }
-            }
+            Some(StatusLine {
+                status: Status::Resent,
+                ..
+            }) => {}
+            Some(status) => self.outcome(status),
             // `send` asks for status lines, so every device reply comes
             // wrapped; a line of neither shape settles nothing.
             None if reply::wrapped_unit(line).is_some() => self.replies += 1,
@@ -294,6 +299,39 @@ impl Seen {
                     log::debug!("a line that is neither a status line nor a reply");
                 }
             }
+        }
+    }
+
+    /// An `ok`, `delivered` or `error` line: the outcome of a command (held
+    /// or not), or, for an `ok` naming a camera, the start of its wait for
+    /// the camera's word.
+    fn outcome(&mut self, status: StatusLine) {
+        if let Some(at) = self.held.iter().position(|k| *k == status.key) {
+            self.held.swap_remove(at);
+        }
+        let was_confirming = match self.confirming.iter().position(|k| *k == status.key) {
+            Some(at) => {
+                self.confirming.swap_remove(at);
+                true
+            }
+            None => false,
+        };
+        if status.status == Status::Ok && status.wants_reply() {
+            self.replies_due += 1;
+        }
+        if status.status == Status::Ok && status.camera {
+            self.confirming.push(status.key);
+            return;
+        }
+        if status.status == Status::Delivered && !was_confirming {
+            // A `delivered` without its `ok` (a line lost): settles it all the same.
+            log::debug!("a delivered line without an ok before it");
+        }
+        self.status_lines += 1;
+        match status.status {
+            Status::Error if status.expired => self.expired += 1,
+            Status::Error => self.refused += 1,
+            _ => {}
         }
     }
 
@@ -324,7 +362,16 @@ impl Seen {
                 wait.as_secs_f64()
             ));
         }
-        if open > held {
+        let confirming = self.confirming.len().min(open - held);
+        if confirming > 0 {
+            why.push(format!(
+                "{confirming} of {want} commands published but not confirmed by their camera \
+                 within {:.1} s (the relay keeps each until the camera's heartbeats show it \
+                 had it, and publishes it again if it may have missed it)",
+                wait.as_secs_f64()
+            ));
+        }
+        if open > held + confirming {
             why.push(format!(
                 "{} of {want} commands not confirmed within {:.1} s (queued in the relay for a broker that is away, or not read yet)",
                 open - held,
@@ -345,6 +392,8 @@ struct StatusLine {
     key: LineKey,
     /// An `error` whose reason is the command's lifetime.
     expired: bool,
+    /// It names its camera (`ACK_MODE = camera`): an `ok` is then not the last word.
+    camera: bool,
 }
 
 impl StatusLine {
@@ -364,16 +413,21 @@ enum Status {
     Ok,
     Error,
     Held,
+    /// `ACK_MODE = camera`: its camera had it.
+    Delivered,
+    /// `ACK_MODE = camera`: it goes to its camera again.
+    Resent,
 }
 
-/// A status line: an object with `status` ("ok", "error" or "held"),
-/// `type` and `unit`, and nothing but `id`, `error` and `camera` besides.
+/// A status line: an object with `status` ("ok", "error", "held",
+/// "delivered" or "resent"), `type` and `unit`, and nothing but `id`,
+/// `error`, `camera` and `reason` besides.
 /// A device reply is `{"reply":…,"unit":…}` (`reply.rs`).
 fn status_line(line: &[u8]) -> Option<StatusLine> {
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(line) else {
         return None;
     };
-    let known = ["status", "type", "unit", "id", "error", "camera"];
+    let known = ["status", "type", "unit", "id", "error", "camera", "reason"];
     if !v.keys().all(|k| known.contains(&k.as_str())) || !v.contains_key("unit") {
         return None;
     }
@@ -388,6 +442,8 @@ fn status_line(line: &[u8]) -> Option<StatusLine> {
         "ok" => Status::Ok,
         "error" => Status::Error,
         "held" => Status::Held,
+        "delivered" => Status::Delivered,
+        "resent" => Status::Resent,
         _ => return None,
     };
     let expired = text("error").is_some_and(|e| e.starts_with("expired after "));
@@ -395,6 +451,7 @@ fn status_line(line: &[u8]) -> Option<StatusLine> {
         status,
         key,
         expired,
+        camera: v.contains_key("camera"),
     })
 }
 
@@ -526,6 +583,29 @@ mod tests {
         assert!(!why.contains("not confirmed"), "{why}");
         seen.note(br#"{"status":"ok","type":"FMW","unit":"u","id":8}"#);
         assert!(seen.complete(2), "released and published");
+        assert_eq!(seen.shortfall(2, wait), None);
+    }
+
+    #[test]
+    fn in_camera_mode_an_ok_naming_the_camera_waits_for_delivered() {
+        let wait = Duration::from_secs(3);
+        let mut seen = Seen::default();
+        seen.note(br#"{"status":"held","type":"FMW","unit":"u","id":8,"camera":"c"}"#);
+        seen.note(br#"{"status":"ok","type":"FMW","unit":"u","id":8,"camera":"c"}"#);
+        seen.note(br#"{"status":"ok","type":"IMG","unit":"v","id":9}"#);
+        assert!(
+            !seen.complete(2),
+            "published, not yet confirmed by the camera"
+        );
+        let why = seen.shortfall(2, wait).expect("one not confirmed");
+        assert!(
+            why.starts_with("1 of 2 commands published but not confirmed by their camera"),
+            "{why}"
+        );
+        seen.note(br#"{"status":"resent","type":"FMW","unit":"u","id":8,"camera":"c","reason":"reconnect"}"#);
+        assert!(!seen.complete(2), "resent settles nothing");
+        seen.note(br#"{"status":"delivered","type":"FMW","unit":"u","id":8,"camera":"c"}"#);
+        assert!(seen.complete(2));
         assert_eq!(seen.shortfall(2, wait), None);
     }
 

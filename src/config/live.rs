@@ -47,6 +47,9 @@ pub const FIXED_KEYS: &[&str] = &[
     "HOLD_MAX_PER_CAMERA",
     "HOLD_MAX_BYTES",
     "PRESENCE_FIELD",
+    "SERIAL_AFTER",
+    "SERIAL_TIMEOUT",
+    "UNSEEN_WAIT",
     "MAX_DEVICES",
     "SHUTDOWN_GRACE",
 ];
@@ -147,6 +150,9 @@ impl Config {
         self.hold_max_per_camera = running.hold_max_per_camera;
         self.hold_max_bytes = running.hold_max_bytes;
         self.presence_field.clone_from(&running.presence_field);
+        self.serial_after.clone_from(&running.serial_after);
+        self.serial_timeout = running.serial_timeout;
+        self.unseen_wait = running.unseen_wait;
         self.max_devices = running.max_devices;
         self.shutdown_grace = running.shutdown_grace;
         (self, changes)
@@ -255,7 +261,8 @@ mod tests {
              MQTT_PROTOCOL=3.1.1\n\
              STATE_TOPIC=s/t\nHEARTBEAT_TOPIC=h/+\nREPLY_TOPIC=r/+\nQUEUE_CAPACITY=5\n\
              QUEUE_MAX_BYTES=70000\nHOLD_OFFLINE=false\nHOLD_MAX_PER_CAMERA=5\n\
-             HOLD_MAX_BYTES=70000\nPRESENCE_FIELD=cam\nMAX_DEVICES=5\nSHUTDOWN_GRACE=9\n",
+             HOLD_MAX_BYTES=70000\nPRESENCE_FIELD=cam\nSERIAL_AFTER=IMG\nSERIAL_TIMEOUT=9\n\
+             UNSEEN_WAIT=9\nMAX_DEVICES=5\nSHUTDOWN_GRACE=9\n",
         );
         let (kept, changes) = file.keeping_fixed(&running);
         assert_eq!(kept, running);

@@ -108,6 +108,9 @@ fn key_table_is_well_formed() {
             "COMMAND_TTLS",
             "PRESENCE_FIELD",
             "HOLD_OFFLINE",
+            "SERIAL_AFTER",
+            "SERIAL_TIMEOUT",
+            "UNSEEN_WAIT",
             "HOLD_MAX_PER_CAMERA",
             "HOLD_MAX_BYTES",
             "SPOOL_FILE",
@@ -472,9 +475,10 @@ fn ack_modes_and_log_levels() {
     assert_eq!(ok("ACK_MODE = none").ack_mode, AckMode::None);
     assert_eq!(ok("ACK_MODE = Errors").ack_mode, AckMode::Errors);
     assert_eq!(ok("ACK_MODE = ALL").ack_mode, AckMode::All);
+    assert_eq!(ok("ACK_MODE = camera").ack_mode, AckMode::Camera);
     assert_eq!(
         err("ACK_MODE = some"),
-        "relay.conf:1: ACK_MODE: \"some\" is not one of none, errors, all"
+        "relay.conf:1: ACK_MODE: \"some\" is not one of none, errors, all, camera"
     );
     for level in ["error", "warn", "info", "debug", "trace", "off"] {
         assert_eq!(
@@ -1272,4 +1276,19 @@ fn socket_allow_users_takes_names_and_uids() {
         ["root", "1001", "ms500-ops"]
     );
     assert!(err("SOCKET_ALLOW_USERS = root, a/b").contains("\"a/b\" is not a user name or uid"));
+}
+
+#[test]
+fn serial_after_names_command_types_once() {
+    assert_eq!(
+        Config::default().serial_after,
+        ["FMW", "APP", "AIM", "FRS"].map(String::from)
+    );
+    assert!(ok("SERIAL_AFTER = \"\"").serial_after.is_empty());
+    assert_eq!(ok("SERIAL_AFTER = FMW").serial_after, ["FMW".to_string()]);
+    assert!(err("SERIAL_AFTER = FMW, XYZ").contains("\"XYZ\" is not a command type"));
+    assert!(err("SERIAL_AFTER = FMW, FMW").contains("FMW is given twice"));
+    assert_eq!(Config::default().serial_timeout, Duration::from_secs(600));
+    assert_eq!(Config::default().unseen_wait, Duration::from_secs(90));
+    assert_eq!(ok("UNSEEN_WAIT = 0").unseen_wait, Duration::ZERO);
 }

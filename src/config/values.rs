@@ -66,6 +66,9 @@ pub enum AckMode {
     Errors,
     /// One line per command.
     All,
+    /// One line per command, then `delivered` once its camera confirmed it
+    /// (or `resent` when it had to go again).
+    Camera,
 }
 
 impl AckMode {
@@ -75,6 +78,7 @@ impl AckMode {
             AckMode::None => "none",
             AckMode::Errors => "errors",
             AckMode::All => "all",
+            AckMode::Camera => "camera",
         }
     }
 }
@@ -401,6 +405,24 @@ pub fn render_ttls(list: &[(String, Option<Duration>)]) -> String {
         .join(", ")
 }
 
+/// `SERIAL_AFTER`: command types, each at most once; empty = none.
+pub fn type_list(value: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for kind in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if !COMMAND_TYPES.contains(&kind) {
+            return Err(format!(
+                "{kind:?} is not a command type ({})",
+                COMMAND_TYPES.join(", ")
+            ));
+        }
+        if out.iter().any(|k| k == kind) {
+            return Err(format!("{kind} is given twice"));
+        }
+        out.push(kind.to_string());
+    }
+    Ok(out)
+}
+
 /// `PRESENCE_FIELD`: a field name a command can carry; empty = off.
 pub fn presence_field(value: &str) -> Result<Option<String>, String> {
     if value.is_empty() {
@@ -541,7 +563,8 @@ pub fn parse_ack_mode(value: &str) -> Result<AckMode, String> {
         "none" => Ok(AckMode::None),
         "errors" => Ok(AckMode::Errors),
         "all" => Ok(AckMode::All),
-        _ => Err(format!("{value:?} is not one of none, errors, all")),
+        "camera" => Ok(AckMode::Camera),
+        _ => Err(format!("{value:?} is not one of none, errors, all, camera")),
     }
 }
 

@@ -32,6 +32,12 @@ pub struct Accepted {
     /// connection broke (see `policy::Delivery`): published, not counted,
     /// no status line.
     pub again: bool,
+    /// Its `held` line was said (it is held once in the backend's eyes,
+    /// however often it waits again).
+    pub held_line: bool,
+    /// The broker took it once already: counted as published, its `ok`
+    /// said; going again to its camera changes neither.
+    pub published: bool,
 }
 
 impl Accepted {
@@ -55,6 +61,8 @@ impl Accepted {
             reply: None,
             camera: None,
             again: false,
+            held_line: false,
+            published: false,
         }
     }
 

@@ -107,11 +107,6 @@ impl Outbox {
         self.inner.wrap_replies.store(wrap, Ordering::SeqCst);
     }
 
-    /// Whether lines offered now can still reach the connection.
-    pub fn is_open(&self) -> bool {
-        self.queue().open
-    }
-
     /// Commands of this connection still waiting for their status line.
     pub fn owed(&self) -> usize {
         self.inner.owed.load(Ordering::SeqCst)
@@ -188,11 +183,15 @@ impl Outbox {
 }
 
 /// A command's claim on a status line: counted by its connection while it
-/// lives, so a backend that half-closes still gets its lines.
+/// lives, so a backend that half-closes still gets its lines (for at most
+/// `lingering::LINGER_MAX`, however long the command waits).
 pub struct StatusOwed {
     pub outbox: Outbox,
-    /// `ok` lines too, not only errors (`ACK_MODE = all`, or asked for).
+    /// `ok` lines too, not only errors (`ACK_MODE = all` or `camera`, or asked for).
     pub ok_lines: bool,
+    /// `delivered` and `resent` lines too (`ACK_MODE = camera`): the claim
+    /// lasts until the camera confirmed the command.
+    pub camera_lines: bool,
 }
 
 impl StatusOwed {
@@ -201,7 +200,15 @@ impl StatusOwed {
         StatusOwed {
             outbox: outbox.clone(),
             ok_lines,
+            camera_lines: false,
         }
+    }
+
+    /// A claim that lasts until the camera confirmed the command.
+    pub fn until_confirmed(outbox: &Outbox) -> Self {
+        let mut owed = StatusOwed::new(outbox, true);
+        owed.camera_lines = true;
+        owed
     }
 }
 
@@ -212,42 +219,6 @@ impl Drop for StatusOwed {
         if self.outbox.inner.owed.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.outbox.nudge();
         }
-    }
-}
-
-/// Where a held command's status lines go once it is released: its
-/// connection, if still open. Holds no claim (a held command may wait for
-/// days; its connection must not linger for it).
-pub struct LaterReply {
-    outbox: Outbox,
-    ok_lines: bool,
-}
-
-impl StatusOwed {
-    /// Gives up the claim, keeping where later lines would go.
-    pub fn defer(self) -> LaterReply {
-        LaterReply {
-            outbox: self.outbox.clone(),
-            ok_lines: self.ok_lines,
-        }
-    }
-}
-
-impl LaterReply {
-    /// `ok` lines too, not only errors.
-    pub fn ok_lines(&self) -> bool {
-        self.ok_lines
-    }
-
-    pub fn outbox(&self) -> &Outbox {
-        &self.outbox
-    }
-
-    /// A claim on a status line again, when the connection is still open.
-    pub fn claim(self) -> Option<StatusOwed> {
-        self.outbox
-            .is_open()
-            .then(|| StatusOwed::new(&self.outbox, self.ok_lines))
     }
 }
 
@@ -370,6 +341,45 @@ pub fn held_line(kind: &str, unit: &str, id: Option<&str>, camera: &str) -> Vec<
     line
 }
 
+/// The `ok` line of a command whose camera will confirm it (`ACK_MODE =
+/// camera`): it names the camera, so the backend knows a `delivered` line
+/// (or `resent`, or an `error`) follows.
+pub fn ok_line_for_camera(kind: &str, unit: &str, id: Option<&str>, camera: &str) -> Vec<u8> {
+    camera_line("ok", kind, unit, id, camera, None)
+}
+
+/// A line about a command and its camera (`ACK_MODE = camera`, PROTOCOL.md
+/// §1.3): `{"status":STATUS,"type":…,"unit":…,"id":…,"camera":…}`, with
+/// `"reason"` for `resent`.
+pub fn camera_line(
+    status: &str,
+    kind: &str,
+    unit: &str,
+    id: Option<&str>,
+    camera: &str,
+    reason: Option<&str>,
+) -> Vec<u8> {
+    let mut line = Vec::with_capacity(128);
+    line.extend_from_slice(b"{\"status\":");
+    push_json_string(&mut line, Some(status));
+    line.extend_from_slice(b",\"type\":");
+    push_json_string(&mut line, Some(kind));
+    line.extend_from_slice(b",\"unit\":");
+    push_json_string(&mut line, Some(unit));
+    if let Some(id) = id {
+        line.extend_from_slice(b",\"id\":");
+        line.extend_from_slice(id.as_bytes());
+    }
+    line.extend_from_slice(b",\"camera\":");
+    push_json_string(&mut line, Some(camera));
+    if let Some(reason) = reason {
+        line.extend_from_slice(b",\"reason\":");
+        push_json_string(&mut line, Some(reason));
+    }
+    line.push(b'}');
+    line
+}
+
 fn push_json_string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => {
@@ -402,6 +412,24 @@ mod tests {
         let line = held_line("IMG", "u1", None, "a\"b");
         assert_eq!(parse(&line)["camera"], "a\"b");
         assert!(parse(&line).get("id").is_none());
+    }
+
+    #[test]
+    fn camera_lines_name_the_camera_and_a_resend_its_reason() {
+        let line = camera_line("delivered", "FMW", "u1", Some("7"), "30eda0e27100", None);
+        assert_eq!(
+            line,
+            br#"{"status":"delivered","type":"FMW","unit":"u1","id":7,"camera":"30eda0e27100"}"#
+        );
+        let line = camera_line("resent", "CFG", "u1", None, "c", Some("reconnect"));
+        assert_eq!(
+            line,
+            br#"{"status":"resent","type":"CFG","unit":"u1","camera":"c","reason":"reconnect"}"#
+        );
+        assert_eq!(
+            ok_line_for_camera("IMG", "u1", None, "c"),
+            br#"{"status":"ok","type":"IMG","unit":"u1","camera":"c"}"#
+        );
     }
 
     #[test]

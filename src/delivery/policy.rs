@@ -14,11 +14,11 @@
 //! follows it (the rest of a turn, the batch waiting for its sync) is kept
 //! here and resumes with the answer.
 //!
-//! Every command keeps its place in the ledger (a sequence number in the
-//! order it was accepted) until the broker acknowledges it, so per-unit order
-//! holds across resends. `Event` and `Action` are meant to grow: a command
-//! held for a camera that is offline can keep its sequence number while
-//! held, and be released in that order by a presence event.
+//! Every command keeps its place (a sequence number in the order it was
+//! accepted) until it is done, so per-unit order holds across resends: in
+//! the ledger until the broker acknowledges it, and, for a command whose
+//! camera's presence decides its delivery (`hold.rs`), held while the camera
+//! cannot take it and unconfirmed until its heartbeats show it had it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
@@ -32,8 +32,12 @@ use crate::delivery::item::Accepted;
 use crate::delivery::ledger::{Ledger, Weighed};
 use crate::delivery::outbox::{Outbox, StatusOwed};
 use crate::delivery::spool::{Live, Recovery, SpoolError};
+use crate::ops::log_limit::Kind;
+use crate::protocol::command::CommandType;
+pub use cadence::{Cadence, Class, State};
 pub use hold::HeldFor;
 use hold::Hold;
+pub use seen::Remembered;
 
 /// Commands written to the broker and not yet acknowledged.
 pub const WINDOW: usize = 100;
@@ -103,6 +107,14 @@ pub struct Settings {
     pub puback_within: Duration,
     /// `MQTT_MAX_PACKET_BYTES`: the largest PUBLISH the broker takes, when known.
     pub max_packet: Option<usize>,
+    /// `DEVICE_TIMEOUT`: a camera silent this long is offline.
+    pub device_timeout: Duration,
+    /// `SERIAL_AFTER`: types after which a camera's newer commands wait for its next heartbeat.
+    pub serial_after: Vec<CommandType>,
+    /// `SERIAL_TIMEOUT`: how long they wait at most.
+    pub serial_timeout: Duration,
+    /// `UNSEEN_WAIT`: how long a command for a camera never seen waits for it.
+    pub unseen_wait: Duration,
 }
 
 impl Settings {
@@ -123,6 +135,14 @@ impl Settings {
             log_level,
             puback_within: Settings::puback_within(config),
             max_packet: Settings::max_packet(config),
+            device_timeout: config.device_timeout,
+            serial_after: config
+                .serial_after
+                .iter()
+                .filter_map(|k| CommandType::parse(k))
+                .collect(),
+            serial_timeout: config.serial_timeout,
+            unseen_wait: config.unseen_wait,
         }
     }
 
@@ -183,9 +203,8 @@ pub enum Event {
     LinkClosed,
     /// PUBACKs, in the order they were read.
     Acked(Vec<u16>),
-    /// Cameras came online (`true`: a heartbeat after silence, or the first
-    /// since start) or went offline (`false`: silent for `DEVICE_TIMEOUT`).
-    Presence(Vec<(String, bool)>),
+    /// What the device side saw, in the order it saw it.
+    Sightings(Vec<Sighting>),
     /// The answer to [`Action::Write`] or [`Action::Disconnect`].
     Written(Result<(), String>),
     /// The answer to a spool request.
@@ -197,6 +216,24 @@ pub enum Event {
     /// The loop ended (see [`Delivery::ending`]); `unread` commands are still
     /// in the job channel. Tidies the spool and says goodbye to the broker.
     Close { unread: usize },
+}
+
+/// What the device side saw of the cameras.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sighting {
+    /// A live heartbeat of `camera` (lower case) that arrived `at`,
+    /// classified by its cadence, with the interval learned so far.
+    Beat {
+        camera: String,
+        at: Instant,
+        class: Class,
+        interval: Option<Duration>,
+    },
+    /// The device link lost its connection (or sightings were lost on the
+    /// way): no camera is present until its next live heartbeat.
+    LostSight,
+    /// A device reply came on `unit`'s reply topic.
+    Reply { unit: String },
 }
 
 /// How a spool request went.
@@ -250,11 +287,24 @@ pub enum Count {
     ExpiredHeld,
     /// A command the broker cannot take (too large): dropped, counted as rejected too.
     SetAside,
+    /// A command its camera's heartbeats showed it had.
+    Confirmed,
+    /// A command published again to its camera, and why (`Class::reason`, or `offline`).
+    Resent(&'static str),
+    /// A published command whose lifetime ran out before its camera confirmed it.
+    ExpiredUnconfirmed,
+    /// A command that waited behind one that restarts its camera (`SERIAL_AFTER`).
+    SerialWait,
+    /// A camera sent no heartbeat within `SERIAL_TIMEOUT` after such a command.
+    SerialTimeout,
 }
 
 /// What the publisher must do.
 pub enum Action {
     Log(Level, String),
+    /// A line of a kind that can flood the log: the first few a minute are
+    /// logged, the rest summed up (`log_limit`).
+    LogLimited(Kind, Level, String),
     Count(Count),
     /// Offer this status line (if any: `ok` lines only go where asked for)
     /// to a connection; the command's claim on a line ends either way.
@@ -283,6 +333,9 @@ impl std::fmt::Debug for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Action::Log(level, line) => write!(f, "Log({level}, {line:?})"),
+            Action::LogLimited(kind, level, line) => {
+                write!(f, "LogLimited({kind:?}, {level}, {line:?})")
+            }
             Action::Count(count) => write!(f, "Count({count:?})"),
             Action::Status { to, line } => write!(
                 f,
@@ -362,6 +415,7 @@ enum Step {
     Admit,
     Overdue,
     ExpireHeld,
+    CameraTimers,
     Write,
     Tidy,
     Forget,
@@ -372,8 +426,8 @@ enum Step {
 pub struct Delivery {
     settings: Settings,
     ledger: Ledger<Accepted>,
-    /// Commands held for cameras that are offline, out of the ledger (and
-    /// its budgets) until their camera's heartbeat.
+    /// The cameras seen, and the commands held for them or sent to them
+    /// and not yet confirmed, out of the ledger (and its budgets).
     hold: Hold,
     /// Commands handed over by sessions that did not fit in the ledger yet
     /// (a batch is taken whole): read, not accepted; admitted first when
@@ -394,7 +448,7 @@ pub struct Delivery {
     /// Read from backends but not accepted yet: their spool write failed
     /// with the broker away. Accepted (and logged so) once the spool takes
     /// them or the broker does; lost with the process until then.
-    unconfirmed: BTreeSet<u64>,
+    unaccepted: BTreeSet<u64>,
     awaiting: Option<Awaiting>,
     /// What is left of the current turn.
     steps: VecDeque<Step>,
@@ -414,15 +468,16 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(settings: Settings) -> Delivery {
+    /// A policy starting at `now`, with every camera's presence unknown.
+    pub fn new(settings: Settings, now: Now) -> Delivery {
         let spool = match settings.spool {
             Some(_) => Durability::Writing,
             None => Durability::Off,
         };
         Delivery {
+            hold: Hold::new(now.mono, settings.max_cameras),
             settings,
             ledger: Ledger::new(WINDOW),
-            hold: Hold::default(),
             waiting: VecDeque::new(),
             waiting_bytes: 0,
             connected: false,
@@ -430,7 +485,7 @@ impl Delivery {
             spool,
             recent: VecDeque::new(),
             again_queued: 0,
-            unconfirmed: BTreeSet::new(),
+            unaccepted: BTreeSet::new(),
             awaiting: None,
             steps: VecDeque::new(),
             stop: None,
@@ -462,6 +517,18 @@ impl Delivery {
     pub fn set_lifetimes(&mut self, ttl: Option<Duration>, ttls: Vec<(String, Option<Duration>)>) {
         self.settings.ttl = ttl;
         self.settings.ttls = ttls;
+        self.lifetimes_changed();
+    }
+
+    /// A SIGHUP's `DEVICE_TIMEOUT`.
+    pub fn set_device_timeout(&mut self, timeout: Duration) {
+        self.settings.device_timeout = timeout;
+    }
+
+    /// Cameras remembered from the last run (the device table's file):
+    /// known, their presence unknown (or offline) until their heartbeat.
+    pub fn remember(&mut self, cameras: &[Remembered]) {
+        self.hold.seen.remember(cameras);
     }
 
     /// A SIGHUP's broker limits: the PUBACK deadline (2 × `MQTT_KEEPALIVE`)
@@ -482,6 +549,7 @@ impl Delivery {
                     Step::Admit,
                     Step::Overdue,
                     Step::ExpireHeld,
+                    Step::CameraTimers,
                     Step::Write,
                     Step::Tidy,
                     Step::Forget,
@@ -489,7 +557,7 @@ impl Delivery {
                 .into();
             }
             Event::LinkUp => self.link_up(&mut out),
-            Event::Presence(changes) => self.presence(changes, &mut out),
+            Event::Sightings(sightings) => self.sightings(sightings, now, &mut out),
             Event::LinkDown => self.link_down(now, &mut out),
             Event::LinkDraining => self.lose_wire(),
             Event::LinkClosed => self.link_closed(&mut out),
@@ -525,9 +593,10 @@ impl Delivery {
                 return;
             };
             match step {
-                Step::Admit => self.admit_waiting(out),
+                Step::Admit => self.admit_waiting(now, out),
                 Step::Overdue => self.overdue(now, out),
                 Step::ExpireHeld => self.expire_held(now, out),
+                Step::CameraTimers => self.camera_timers(now, out),
                 Step::Write => self.write_due(now, out),
                 Step::Tidy => self.tidy_spool(now, out),
                 Step::Forget => self.forget_recent(now),
@@ -578,7 +647,7 @@ impl Delivery {
     fn under_way(&self) -> bool {
         !self.ledger.is_empty()
             || !self.waiting.is_empty()
-            || !self.unconfirmed.is_empty()
+            || !self.unaccepted.is_empty()
             || self.awaiting.is_some()
             || self.closing
             || matches!(self.spool, Durability::Failing { .. })
@@ -629,7 +698,7 @@ impl Delivery {
         let held = self
             .hold
             .range(seqs.start, seqs.end)
-            .map(|(seq, h)| (seq, h.job.received_wall, h.job.payload.as_slice(), true));
+            .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice(), true));
         queued.chain(held)
     }
 
@@ -654,7 +723,9 @@ impl Delivery {
 }
 
 mod admit;
+pub mod cadence;
 mod hold;
+mod seen;
 mod shutdown;
 mod spool;
 mod write;

@@ -25,7 +25,7 @@ use log::{Level, LevelFilter};
 use crate::config::{Config, Live};
 use crate::delivery::item::Accepted;
 use crate::delivery::policy::{
-    Action, Count, Delivery, Event, Found, Now, Settings, SpoolOp, SpoolOutcome,
+    Action, Count, Delivery, Event, Found, Now, Remembered, Settings, SpoolOp, SpoolOutcome,
 };
 use crate::delivery::presence::{Held, HeldView, Presence};
 use crate::delivery::spool::{Spool, SpoolError};
@@ -48,12 +48,10 @@ pub struct Publisher {
     link: Arc<LinkShared>,
     /// Cameras coming online and going offline, from the device side.
     presence: Arc<Presence>,
-    /// What is held for offline cameras, for the status file; and the
-    /// policy's change count it was last set at.
+    /// What is held for cameras, for the status file; and the policy's
+    /// change count it was last set at.
     held_view: Arc<HeldView>,
     held_shown: u64,
-    /// The cameras known offline as last told to `presence`.
-    offline_shown: usize,
     /// The configuration SIGHUP may replace, and the generation last taken
     /// from it: lifetimes and the log level follow it.
     live: Option<(Arc<Live>, u64)>,
@@ -69,9 +67,14 @@ impl Publisher {
         config: &Config,
         counters: Arc<Counters>,
         link: Arc<LinkShared>,
+        remembered: &[Remembered],
     ) -> Result<Self, Error> {
+        let mut delivery = Delivery::new(Settings::new(config, log_level()), now());
+        // Before the spool's commands come back: a camera remembered is
+        // known (its commands wait for its heartbeat however long it takes).
+        delivery.remember(remembered);
         let mut publisher = Publisher {
-            delivery: Delivery::new(Settings::new(config, log_level())),
+            delivery,
             wire: None,
             spool: None,
             counters,
@@ -79,7 +82,6 @@ impl Publisher {
             presence: Arc::default(),
             held_view: Arc::default(),
             held_shown: 0,
-            offline_shown: 0,
             live: None,
         };
         if let Some(path) = &config.spool_file {
@@ -100,9 +102,6 @@ impl Publisher {
     pub fn with_presence(mut self, presence: Arc<Presence>, held: Arc<HeldView>) -> Self {
         self.presence = presence;
         self.held_view = held;
-        // The spool's held commands made their cameras offline already.
-        self.offline_shown = self.delivery.offline_cameras();
-        self.presence.settle(self.offline_shown);
         self
     }
 
@@ -127,6 +126,7 @@ impl Publisher {
         let config = live.get();
         self.delivery
             .set_lifetimes(config.command_ttl, config.command_ttls.clone());
+        self.delivery.set_device_timeout(config.device_timeout);
         self.delivery.set_broker_limits(
             Settings::puback_within(&config),
             Settings::max_packet(&config),
@@ -196,14 +196,8 @@ impl Publisher {
                 },
                 recv(intake_rx) -> _ => {},
                 recv(self.presence.bell()) -> _ => {
-                    let changes = self.presence.take();
-                    let many = changes.len() >= 1000;
-                    self.step(Event::Presence(changes));
-                    if many {
-                        // A fleet came or went together: give the board's room back.
-                        crate::ops::sys::release_free_memory();
-                    }
-                    self.presence.settle(self.delivery.offline_cameras());
+                    let sightings = self.presence.take();
+                    self.step(Event::Sightings(sightings));
                 },
                 default(wait) => {},
             }
@@ -267,27 +261,20 @@ impl Publisher {
         self.counters
             .spool_bytes
             .store(spool_bytes, Ordering::Relaxed);
-        // Also after a spool's held commands came back: their cameras'
-        // heartbeats must reach this thread.
-        let offline = self.delivery.offline_cameras();
-        if offline != self.offline_shown {
-            self.offline_shown = offline;
-            self.presence.settle(offline);
-        }
         let changes = self.delivery.hold_changes();
         if changes != self.held_shown {
             self.held_shown = changes;
             let held = Held {
                 commands: self.delivery.held(),
+                unconfirmed: self.delivery.unconfirmed(),
                 bytes: self.delivery.held_bytes(),
-                by_camera: self.delivery.held_by_camera(),
+                by_camera: self.delivery.held_by_camera(Instant::now()),
             };
-            self.counters
-                .held
-                .store(held.commands as u64, Ordering::Relaxed);
-            self.counters
-                .held_bytes
-                .store(held.bytes as u64, Ordering::Relaxed);
+            let c = &self.counters;
+            c.held.store(held.commands as u64, Ordering::Relaxed);
+            c.held_bytes.store(held.bytes as u64, Ordering::Relaxed);
+            c.unconfirmed
+                .store(held.unconfirmed as u64, Ordering::Relaxed);
             self.held_view.set(held);
         }
     }
@@ -314,6 +301,11 @@ impl Publisher {
         for action in actions {
             match action {
                 Action::Log(level, line) => log::log!(level, "{line}"),
+                Action::LogLimited(kind, level, line) => {
+                    if crate::ops::log_limit::allow(kind) {
+                        log::log!(level, "{line}");
+                    }
+                }
                 Action::Count(count) => self.count(count),
                 Action::Status { to, line } => {
                     if let Some(line) = line {
@@ -370,6 +362,12 @@ impl Publisher {
                 Counters::add(&c.rejected);
                 Counters::add(&c.set_aside);
             }
+            // Published already (and unqueued then), or not yet done.
+            Count::Confirmed => return Counters::add(&c.confirmed),
+            Count::Resent(reason) => return c.resent(reason),
+            Count::ExpiredUnconfirmed => return Counters::add(&c.expired_unconfirmed),
+            Count::SerialWait => return Counters::add(&c.serial_waits),
+            Count::SerialTimeout => return Counters::add(&c.serial_timeouts),
             Count::Held => return,
         }
         if count != Count::Replayed {

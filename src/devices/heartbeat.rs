@@ -235,6 +235,24 @@ fn up_down(v: Option<bool>) -> &'static str {
 
 impl Heartbeat {
     /// `ts=… ip=… net=… eth=up wifi=down lte=absent cpu=47.5C sense=39C video=15fps spi=30fps[ lte_signal=-71]`
+    /// What an operator wants to see of a camera when it appears, returns
+    /// or moves, on its info line: address, network, links, temperatures
+    /// and frame rates, short (a fleet's first minute logs 40 of these).
+    pub fn brief(&self) -> String {
+        format!(
+            "ip={} net={} eth={} wifi={} lte={} cpu={} sense={} fps={}/{}",
+            Shown(&self.ip, ""),
+            Shown(&self.network, ""),
+            up_down(self.eth_connected),
+            up_down(self.wifi_connected),
+            up_down(self.lte_connected),
+            Shown(&self.cpu_temp, "C"),
+            Shown(&self.sense_temp, "C"),
+            Shown(&self.video_fps, ""),
+            Shown(&self.spi_fps, ""),
+        )
+    }
+
     pub fn summary(&self) -> String {
         let mut s = format!(
             "ts={} ip={} net={} eth={} wifi={} lte={} cpu={} sense={} video={} spi={}",

@@ -35,9 +35,10 @@ use rumqttc::Transport;
 
 use crate::backend::routes::ReplyRoutes;
 use crate::config::{self, Config, Live};
+use crate::delivery::policy::Sighting;
 use crate::delivery::presence::Presence;
 use crate::devices::heartbeat;
-use crate::devices::table::{DeviceTable, Seen};
+use crate::devices::table::{Arrival, DeviceTable, Seen};
 use crate::mqtt::backoff::Backoff;
 use crate::mqtt::brokers::{Broker, InUse};
 use crate::mqtt::tls;
@@ -125,6 +126,28 @@ struct Serving<'a> {
     up_since: &'a mut Option<Instant>,
     /// Since when the SUBACK is awaited.
     subscribing: &'a mut Option<Instant>,
+    backlog: &'a mut Backlog,
+}
+
+/// How long the echo of the sync marker may take before the link stops
+/// waiting for it (a broker whose ACL refuses the topic): messages the
+/// broker kept are then over, or taken as live.
+const ECHO_WAIT: Duration = Duration::from_secs(10);
+
+/// Messages the broker kept for the link while it was away (a persistent
+/// session) come first after its CONNACK, and are not live: a heartbeat
+/// among them shows a camera was there, not that it is. To tell where they
+/// end, the link publishes a marker to a topic of its own and subscribes
+/// to it: the broker delivers in order, so what comes after the marker's
+/// echo was sent now.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// The broker kept the session: messages before the echo are not live.
+    kept: bool,
+    /// The marker sent, and when; None before the SUBACK.
+    marker: Option<(Vec<u8>, Instant)>,
+    /// The SUBACK of the marker's own subscription is the next one.
+    sync_suback: bool,
 }
 
 /// How the current connection ended.
@@ -184,7 +207,7 @@ impl DeviceLink {
             // after the nudge's, a poll would dial the broker again.
             let was_up = self.counters.device_subscribed.load(Ordering::Relaxed);
             let goodbye_due = !said_goodbye.load(Ordering::SeqCst);
-            self.counters.device_link_down();
+            self.link_down();
             match ended {
                 Ended::Stopped if was_up && goodbye_due => {
                     session.disconnect();
@@ -247,6 +270,7 @@ impl DeviceLink {
         let mut up_since: Option<Instant> = None;
         // Since when the SUBACK is awaited.
         let mut subscribing: Option<Instant> = None;
+        let mut backlog = Backlog::default();
         // When the last wake-up that brought something came.
         let mut last_woke: Option<Instant> = None;
         loop {
@@ -277,6 +301,7 @@ impl DeviceLink {
                     spoken: &mut *spoken,
                     up_since: &mut up_since,
                     subscribing: &mut subscribing,
+                    backlog: &mut backlog,
                 };
                 match self.take(polled, &mut state) {
                     Next::Drain => {}
@@ -297,6 +322,7 @@ impl DeviceLink {
             if subscribing.is_some_and(|since| since.elapsed() > SUBACK_WAIT) {
                 return self.deaf(broker, retries);
             }
+            self.echo_overdue(&mut backlog);
         }
     }
 
@@ -337,10 +363,17 @@ impl DeviceLink {
                 return Next::End(Ended::Moved)
             }
             Polled::Ended => return Next::End(Ended::Lost),
-            Polled::ConnAck(limit) => {
+            Polled::ConnAck {
+                max_packet,
+                session_present,
+            } => {
+                *state.backlog = Backlog {
+                    kept: session_present,
+                    ..Backlog::default()
+                };
                 // The publisher sets aside at once what this broker
                 // would close the connection over (publish links share it).
-                let limit = limit.map_or(0, u64::from);
+                let limit = max_packet.map_or(0, u64::from);
                 self.counters
                     .broker_max_packet
                     .store(limit, Ordering::Relaxed);
@@ -354,11 +387,30 @@ impl DeviceLink {
                 }
                 self.connected(broker, state.session, state.retries);
             }
+            Polled::SubAck(refused) if state.backlog.sync_suback => {
+                state.backlog.sync_suback = false;
+                self.sync_subscribed(refused, state);
+            }
             Polled::SubAck(refused) => {
                 *state.subscribing = None;
+                let ok = refused.is_none();
                 self.subscribed(refused);
+                if ok && state.backlog.kept {
+                    self.start_sync(state);
+                }
             }
-            Polled::Message { topic, payload } => self.on_message(&topic, &payload),
+            Polled::Message {
+                topic,
+                payload,
+                retain,
+            } => {
+                if topic == self.sync_topic() {
+                    self.echo(&payload, state.backlog);
+                } else {
+                    let live = !retain && !state.backlog.kept;
+                    self.on_message(&topic, &payload, live);
+                }
+            }
             Polled::Failed {
                 why,
                 version_refused,
@@ -423,8 +475,7 @@ impl DeviceLink {
             Ordering::Relaxed,
         );
         let config = self.config.get();
-        let topics = (&config.heartbeat_topic, &config.reply_topic);
-        if let Err(e) = session.subscribe(topics.0, topics.1) {
+        if let Err(e) = session.subscribe(&[&config.heartbeat_topic, &config.reply_topic]) {
             log::error!("device link cannot subscribe: {e}");
         }
     }
@@ -455,9 +506,108 @@ impl DeviceLink {
         if let Some(t) = up_since {
             backoff.link_ended(t.elapsed());
         }
-        self.counters.device_link_down();
+        self.link_down();
         let wait = backoff.wait();
         self.pause(wait, &retries.moved)
+    }
+
+    /// The link's connection is gone (or never came): when it was
+    /// subscribed, every camera's presence is unknown from here on (what it
+    /// missed meanwhile cannot be known).
+    fn link_down(&self) {
+        let was_up = self.counters.device_subscribed.load(Ordering::Relaxed);
+        self.counters.device_link_down();
+        if was_up {
+            lock(&self.devices).lose_sight();
+            if self.tracks_presence() {
+                self.presence.report(Sighting::LostSight);
+            }
+        }
+    }
+
+    /// Whether the publisher's hold asks for heartbeats at all.
+    fn tracks_presence(&self) -> bool {
+        let config = self.config.get();
+        config.hold_offline && config.presence_field.is_some()
+    }
+
+    /// The topic of the link's own sync marker (see [`Backlog`]): under
+    /// `ms500-relay/sync/`, the client id made a single topic level.
+    fn sync_topic(&self) -> String {
+        let level: String = self
+            .client_id
+            .chars()
+            .map(|c| {
+                if matches!(c, '+' | '#' | '/') || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        format!("ms500-relay/sync/{level}")
+    }
+
+    /// The session was kept: subscribes to the marker's topic, and sends
+    /// the marker once that is in place.
+    fn start_sync(&self, state: &mut Serving<'_>) {
+        let topic = self.sync_topic();
+        match state.session.subscribe(&[&topic]) {
+            Ok(()) => state.backlog.sync_suback = true,
+            Err(e) => {
+                log::warn!("device link cannot subscribe to {topic}: {e}");
+                state.backlog.kept = false;
+            }
+        }
+    }
+
+    fn sync_subscribed(&self, refused: Option<String>, state: &mut Serving<'_>) {
+        let topic = self.sync_topic();
+        if let Some(codes) = refused {
+            log::warn!(
+                "the broker refused the subscription to {topic} ({codes}): heartbeats it kept \
+                 for the device link while it was away may be taken as sent now (check its ACL)"
+            );
+            state.backlog.kept = false;
+            return;
+        }
+        let marker = format!(
+            "{}",
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), Instant::now())
+        )
+        .into_bytes();
+        match state.session.publish(&topic, marker.clone()) {
+            Ok(()) => state.backlog.marker = Some((marker, Instant::now())),
+            Err(e) => {
+                log::warn!("device link cannot publish to {topic}: {e}");
+                state.backlog.kept = false;
+            }
+        }
+    }
+
+    /// A message on the marker's topic: the echo ends what the broker kept.
+    fn echo(&self, payload: &[u8], backlog: &mut Backlog) {
+        if backlog.marker.as_ref().is_some_and(|(m, _)| m == payload) {
+            log::debug!("device link: the messages the broker kept for it are over");
+            *backlog = Backlog::default();
+        }
+    }
+
+    /// No echo within [`ECHO_WAIT`]: what comes now is taken as live.
+    fn echo_overdue(&self, backlog: &mut Backlog) {
+        let overdue = backlog
+            .marker
+            .as_ref()
+            .is_some_and(|(_, sent)| sent.elapsed() > ECHO_WAIT);
+        if overdue {
+            log::warn!(
+                "device link: no echo on {} within {} s: taking heartbeats as sent now (check \
+                 the broker's ACL for that topic)",
+                self.sync_topic(),
+                ECHO_WAIT.as_secs()
+            );
+            *backlog = Backlog::default();
+        }
     }
 
     /// The SUBACK: `refused` holds the codes when a subscription was refused.
@@ -476,7 +626,7 @@ impl DeviceLink {
         );
     }
 
-    fn on_message(&self, topic: &str, payload: &[u8]) {
+    fn on_message(&self, topic: &str, payload: &[u8], live: bool) {
         if log::log_enabled!(log::Level::Debug) {
             log::debug!(
                 "message on {}: {}",
@@ -487,6 +637,12 @@ impl DeviceLink {
         // One look at the configuration per message (its topics need a restart to change).
         let config = self.config.get();
         if let Some(raw_unit) = config::plus_level(&config.reply_topic, topic) {
+            // A reply shows the camera had the SCS or UDS it answers.
+            if self.tracks_presence() {
+                self.presence.report(Sighting::Reply {
+                    unit: raw_unit.to_string(),
+                });
+            }
             // Routes exist only for valid units; the shown form is for the log.
             match self.routes.route(raw_unit) {
                 Some(outbox) => {
@@ -520,7 +676,7 @@ impl DeviceLink {
                 }
             }
         } else if let Some(device) = config::plus_level(&config.heartbeat_topic, topic) {
-            self.on_heartbeat(&heartbeat::shown_ref(device), payload);
+            self.on_heartbeat(&heartbeat::shown_ref(device), payload, live);
         } else {
             log::debug!(
                 "message on unexpected topic {}: ignored",
@@ -542,7 +698,7 @@ impl DeviceLink {
         }
     }
 
-    fn on_heartbeat(&self, device: &str, payload: &[u8]) {
+    fn on_heartbeat(&self, device: &str, payload: &[u8], live: bool) {
         let status = match heartbeat::parse(payload) {
             Ok(status) => status,
             Err(why) => {
@@ -559,14 +715,42 @@ impl DeviceLink {
         // One line per heartbeat is debug: at info a fleet's heartbeats would
         // rotate the log within a minute (the summary line sums them up).
         if log::log_enabled!(log::Level::Debug) {
-            log::debug!("heartbeat {device}: {}", status.summary());
+            let kind = if live {
+                ""
+            } else {
+                " (not live: retained, or kept by the broker while the link was away)"
+            };
+            log::debug!("heartbeat {device}: {}{kind}", status.summary());
         }
-        let (seen, online) = {
-            let mut table = lock(&self.devices);
-            let seen = table.record(device, status, Instant::now(), SystemTime::now());
-            (seen, table.counts().1)
+        let shown = log::log_enabled!(log::Level::Info).then(|| status.brief());
+        let arrival = Arrival {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+            live,
         };
-        let change = match seen {
+        let (recorded, online) = {
+            let mut table = lock(&self.devices);
+            let recorded = table.record(device, status, arrival);
+            (recorded, table.counts().1)
+        };
+        if let Some(class) = recorded.class.filter(|_| self.tracks_presence()) {
+            self.presence.report(Sighting::Beat {
+                camera: device.to_ascii_lowercase(),
+                at: arrival.at,
+                class,
+                interval: recorded.interval,
+            });
+        }
+        let shown = shown.unwrap_or_default();
+        if let Some((ip, network)) = &recorded.moved {
+            if log_limit::allow(Kind::DeviceChanged) {
+                log::info!("device {device} moved (was ip={ip} net={network}): {shown}");
+            }
+        }
+        if recorded.class.is_none() {
+            return;
+        }
+        let change = match recorded.seen {
             Seen::New => "online (first heartbeat since start)",
             Seen::BackOnline => "is back online",
             Seen::Again => return,
@@ -577,9 +761,8 @@ impl DeviceLink {
             self.counters.state_bell.ring();
         }
         if log_limit::allow(Kind::DeviceOnline) {
-            log::info!("device {device} {change}");
+            log::info!("device {device} {change}: {shown}");
         }
-        self.presence.report(device, true);
     }
 }
 
@@ -650,10 +833,10 @@ mod tests {
         let (outbox, _woken) =
             crate::delivery::outbox::Outbox::new(1, "127.0.0.1:5000".parse().unwrap());
         link.routes.claim("cam1", &outbox);
-        link.on_message("/device/ms500/cam1/socket_reply", br#"{"ok":1}"#);
+        link.on_message("/device/ms500/cam1/socket_reply", br#"{"ok":1}"#, true);
         assert_eq!(outbox.take(), b"{\"ok\":1}\n");
         assert_eq!(count(&link, |c| &c.replies_routed), 1);
-        link.on_message("/device/ms500/cam2/socket_reply", br#"{"ok":2}"#);
+        link.on_message("/device/ms500/cam2/socket_reply", br#"{"ok":2}"#, true);
         assert!(outbox.is_empty(), "cam2 has no route here");
         assert_eq!(count(&link, |c| &c.replies_dropped), 1);
     }
@@ -666,15 +849,19 @@ mod tests {
         outbox.set_wrap_replies(true);
         link.routes.claim("cam-01", &outbox);
         let topic = "/device/ms500/cam-01/socket_reply";
-        link.on_message(topic, br#"{"status":"ok","type":"AIM","unit":"cam-02"}"#);
+        link.on_message(
+            topic,
+            br#"{"status":"ok","type":"AIM","unit":"cam-02"}"#,
+            true,
+        );
         assert_eq!(
             outbox.take(),
             b"{\"reply\":{\"status\":\"ok\",\"type\":\"AIM\",\"unit\":\"cam-02\"},\"unit\":\"cam-01\"}\n"
         );
-        link.on_message(topic, b"{\"fw\":1}\n{\"status\":\"ok\"}");
-        link.on_message(topic, b"not json");
+        link.on_message(topic, b"{\"fw\":1}\n{\"status\":\"ok\"}", true);
+        link.on_message(topic, b"not json", true);
         outbox.set_wrap_replies(false);
-        link.on_message(topic, b"{\"fw\":1}{\"status\":\"ok\"}");
+        link.on_message(topic, b"{\"fw\":1}{\"status\":\"ok\"}", true);
         assert!(
             outbox.is_empty(),
             "nothing that could be read as two lines or values"
@@ -686,11 +873,15 @@ mod tests {
     #[test]
     fn heartbeats_fill_the_device_table_and_other_topics_are_ignored() {
         let link = link();
-        link.on_message("/device/ms500/cam1/online", br#"{"ip":"10.0.0.7"}"#);
+        link.on_message("/device/ms500/cam1/online", br#"{"ip":"10.0.0.7"}"#, true);
         // (Odd heartbeats are left out: their log budget is global, and
         // log_limit's own test counts it.)
-        link.on_message("/somewhere/else", b"{}");
-        let table = link.devices.lock().unwrap().snapshot(10);
+        link.on_message("/somewhere/else", b"{}", true);
+        let table =
+            link.devices
+                .lock()
+                .unwrap()
+                .snapshot(10, Instant::now(), Duration::from_secs(90));
         assert_eq!(table.total, 1, "only the heartbeat counts");
         assert_eq!(table.shown[0].id, "cam1");
         assert_eq!(table.shown[0].status.ip.as_deref(), Some("10.0.0.7"));

@@ -5,5 +5,6 @@
 
 pub(crate) mod heartbeat;
 pub(crate) mod link;
+pub(crate) mod registry;
 pub(crate) mod summary;
 pub(crate) mod table;

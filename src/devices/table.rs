@@ -23,7 +23,23 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::delivery::policy::{cadence, Cadence, Class, Remembered, State};
 use crate::devices::heartbeat::Heartbeat;
+
+/// The device's address or network as it was, when `new` changes either.
+fn moved(old: &Packed, new: &Heartbeat) -> Option<(String, String)> {
+    let [_, _, _, ip, network] = old.text_fields();
+    let changed = |was: Option<&str>, now: &Option<String>| {
+        was.is_some() && now.is_some() && was != now.as_deref()
+    };
+    if !changed(ip, &new.ip) && !changed(network, &new.network) {
+        return None;
+    }
+    Some((
+        ip.unwrap_or("absent").to_string(),
+        network.unwrap_or("absent").to_string(),
+    ))
+}
 
 /// How often at most the sweep logs that devices were forgotten.
 const FORGOTTEN_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -41,6 +57,15 @@ struct Device {
     /// a smaller allocation than with a `SystemTime`).
     last_seen_unix: u32,
     online: bool,
+    /// A live heartbeat came from it in this run (a remembered device, or
+    /// one seen only through a retained or queued message, has none yet).
+    heard: bool,
+    /// Its last heartbeat was live and proved it present, in [`DeviceTable::epoch`] `live_epoch`.
+    live: bool,
+    live_epoch: u16,
+    /// Remembered from the last run as offline.
+    remembered_offline: bool,
+    cadence: Cadence,
     status: Packed,
 }
 
@@ -151,6 +176,10 @@ impl Packed {
 pub struct DeviceSnapshot {
     pub id: String,
     pub online: bool,
+    /// Present, unknown or offline (`cadence::state`).
+    pub state: State,
+    /// Its heartbeat interval as learned.
+    pub interval: Option<Duration>,
     pub last_seen: SystemTime,
     pub status: Heartbeat,
 }
@@ -163,6 +192,8 @@ pub struct TableSnapshot {
     pub online: usize,
     /// Devices forgotten since start because the table was full.
     pub forgotten: u64,
+    /// Devices present, unknown, offline.
+    pub states: [usize; 3],
 }
 
 #[derive(Debug)]
@@ -182,6 +213,35 @@ pub struct DeviceTable {
     /// Forgotten since the last log line about it, and when that was.
     forgotten_unlogged: u64,
     last_forgotten_log: Option<Instant>,
+    /// Bumped whenever the device link loses sight of every device.
+    epoch: u16,
+    /// Devices remembered or seen only through messages that were not
+    /// live, and not heard since: shown, not yet online.
+    unheard: usize,
+    /// Bumped when a device appears, goes offline, returns or is
+    /// forgotten: what the registry keeps changed.
+    changes: u64,
+}
+
+/// One heartbeat as it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub at: Instant,
+    pub wall: SystemTime,
+    /// Sent now: not a retained message, nor one the broker kept for the
+    /// device link while it was away.
+    pub live: bool,
+}
+
+/// What recording a heartbeat changed and said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub seen: Seen,
+    /// How its cadence classes it (live heartbeats only).
+    pub class: Option<Class>,
+    pub interval: Option<Duration>,
+    /// Its address or network changed: the old ones, as shown.
+    pub moved: Option<(String, String)>,
 }
 
 /// What recording a heartbeat changed.
@@ -208,7 +268,84 @@ impl DeviceTable {
             forgotten: 0,
             forgotten_unlogged: 0,
             last_forgotten_log: None,
+            epoch: 1,
+            unheard: 0,
+            changes: 0,
         }
+    }
+
+    /// Moves whenever what the registry keeps changed.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Devices remembered from the last run: shown (offline, or presence
+    /// unknown) until their first heartbeat, their interval kept.
+    pub fn remember(&mut self, devices: &[(String, Remembered, u32)], now: Instant) {
+        for (id, r, last_seen_unix) in devices {
+            if self.devices.contains_key(id.as_str()) || self.devices.len() >= self.max {
+                continue;
+            }
+            let key = self.key(now);
+            let shared: Arc<str> = Arc::from(id.as_str());
+            self.by_silence.insert(key, Arc::clone(&shared));
+            self.devices.insert(
+                shared,
+                Box::new(Device {
+                    seen_key: key,
+                    last_seen_unix: *last_seen_unix,
+                    online: false,
+                    heard: false,
+                    live: false,
+                    live_epoch: 0,
+                    remembered_offline: r.offline,
+                    cadence: Cadence::remembered(r.interval),
+                    status: Packed::new(&Heartbeat::default()),
+                }),
+            );
+            self.unheard += 1;
+        }
+    }
+
+    /// The device link lost sight of every device: none is present until
+    /// its next live heartbeat, and no cadence runs across the gap.
+    pub fn lose_sight(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1).max(1);
+        for d in self.devices.values_mut() {
+            d.cadence.lose_sight();
+        }
+    }
+
+    /// What the relay remembers of each device for its next start.
+    pub fn to_remember(&self, now: Instant, timeout: Duration) -> Vec<(String, Remembered, u32)> {
+        self.devices
+            .iter()
+            .map(|(id, d)| {
+                let offline = self.state(d, now, timeout) == State::Offline;
+                let r = Remembered {
+                    camera: id.to_ascii_lowercase(),
+                    offline,
+                    interval: d.cadence.interval(),
+                };
+                (id.to_string(), r, d.last_seen_unix)
+            })
+            .collect()
+    }
+
+    fn state(&self, d: &Device, now: Instant, timeout: Duration) -> State {
+        if !d.heard {
+            return if d.remembered_offline {
+                State::Offline
+            } else {
+                State::Unknown
+            };
+        }
+        if !d.online {
+            return State::Offline;
+        }
+        let seen = d.seen_key.0;
+        let live = (d.live && d.live_epoch == self.epoch).then_some(seen);
+        cadence::state(live, Some(seen), false, d.cadence.interval(), timeout, now)
     }
 
     #[cfg(test)]
@@ -221,41 +358,94 @@ impl DeviceTable {
         (now, self.next)
     }
 
-    pub fn record(&mut self, id: &str, status: Heartbeat, now: Instant, wall: SystemTime) -> Seen {
-        let key = self.key(now);
+    /// Records a heartbeat of `id`. One that is not live (retained, or
+    /// kept by the broker while the device link was away) only updates
+    /// what is shown of the device.
+    pub fn record(&mut self, id: &str, status: Heartbeat, arrival: Arrival) -> Recorded {
+        let ts = status.timestamp.as_deref().and_then(cadence::timestamp);
+        let epoch = self.epoch;
         if let Some(d) = self.devices.get_mut(id) {
+            let moved = moved(&d.status, &status);
+            d.status.update(&status);
+            if !arrival.live {
+                return Recorded {
+                    seen: Seen::Again,
+                    class: None,
+                    interval: d.cadence.interval(),
+                    moved: None,
+                };
+            }
+            let class = d.cadence.beat(arrival.at, ts);
+            let key = (arrival.at, self.next + 1);
+            self.next += 1;
             let shared = self
                 .by_silence
                 .remove(&d.seen_key)
                 .unwrap_or_else(|| Arc::from(id));
             self.by_silence.insert(key, shared);
-            let was_online = d.online;
+            let (was_online, was_heard) = (d.online, d.heard);
             d.seen_key = key;
-            d.last_seen_unix = unix_u32(wall);
+            d.last_seen_unix = unix_u32(arrival.wall);
             d.online = true;
-            d.status.update(&status);
-            if was_online {
-                return Seen::Again;
-            }
-            self.online += 1;
-            return Seen::BackOnline;
+            d.heard = true;
+            d.live = class.proves_presence();
+            d.live_epoch = epoch;
+            let interval = d.cadence.interval();
+            let seen = match (was_heard, was_online) {
+                (false, _) => {
+                    self.unheard = self.unheard.saturating_sub(1);
+                    self.online += 1;
+                    self.changes += 1;
+                    Seen::New
+                }
+                (true, true) => Seen::Again,
+                (true, false) => {
+                    self.online += 1;
+                    self.changes += 1;
+                    Seen::BackOnline
+                }
+            };
+            return Recorded {
+                seen,
+                class: Some(class),
+                interval,
+                moved,
+            };
         }
         if self.devices.len() >= self.max {
             self.forget_longest_silent();
         }
+        let key = self.key(arrival.at);
+        let mut cadence = Cadence::default();
+        let class = arrival.live.then(|| cadence.beat(arrival.at, ts));
         let shared: Arc<str> = Arc::from(id);
         self.by_silence.insert(key, Arc::clone(&shared));
         self.devices.insert(
             shared,
             Box::new(Device {
                 seen_key: key,
-                last_seen_unix: unix_u32(wall),
-                online: true,
+                last_seen_unix: unix_u32(arrival.wall),
+                online: arrival.live,
+                heard: arrival.live,
+                live: class.is_some_and(Class::proves_presence),
+                live_epoch: epoch,
+                remembered_offline: false,
+                cadence,
                 status: Packed::new(&status),
             }),
         );
-        self.online += 1;
-        Seen::New
+        if arrival.live {
+            self.online += 1;
+        } else {
+            self.unheard += 1;
+        }
+        self.changes += 1;
+        Recorded {
+            seen: Seen::New,
+            class,
+            interval: None,
+            moved: None,
+        }
     }
 
     fn forget_longest_silent(&mut self) {
@@ -266,9 +456,13 @@ impl DeviceTable {
             if d.online {
                 self.online -= 1;
             }
+            if !d.heard {
+                self.unheard = self.unheard.saturating_sub(1);
+            }
         }
         self.forgotten += 1;
         self.forgotten_unlogged += 1;
+        self.changes += 1;
     }
 
     /// Marks devices silent for longer than `timeout` as offline; returns the
@@ -293,6 +487,7 @@ impl DeviceTable {
                 }
             }
         }
+        self.changes += u64::from(!gone.is_empty());
         self.swept_to = Some(limit);
         gone
     }
@@ -345,7 +540,7 @@ impl DeviceTable {
     }
 
     /// The `limit` most recently seen devices, and counts of all.
-    pub fn snapshot(&self, limit: usize) -> TableSnapshot {
+    pub fn snapshot(&self, limit: usize, now: Instant, timeout: Duration) -> TableSnapshot {
         let shown = self
             .by_silence
             .values()
@@ -356,6 +551,8 @@ impl DeviceTable {
                 Some(DeviceSnapshot {
                     id: id.to_string(),
                     online: d.online,
+                    state: self.state(d, now, timeout),
+                    interval: d.cadence.interval(),
                     last_seen: UNIX_EPOCH + Duration::from_secs(u64::from(d.last_seen_unix)),
                     status: d.status.unpack(),
                 })
@@ -366,13 +563,46 @@ impl DeviceTable {
             total: self.devices.len(),
             online: self.online,
             forgotten: self.forgotten,
+            states: self.states(now, timeout),
         }
+    }
+
+    /// Devices present, unknown, offline. Offline ones need no look: a
+    /// device not online (or remembered offline) is offline; only the
+    /// online ones are looked at, for a heartbeat that is late or from
+    /// before the device link last lost sight of it.
+    fn states(&self, now: Instant, timeout: Duration) -> [usize; 3] {
+        let mut states = [0, 0, 0];
+        for d in self.devices.values().filter(|d| d.online || !d.heard) {
+            match self.state(d, now, timeout) {
+                State::Present => states[0] += 1,
+                State::Unknown => states[1] += 1,
+                State::Offline => states[2] += 1,
+            }
+        }
+        let looked = states[0] + states[1] + states[2];
+        states[2] += self.devices.len() - looked;
+        states
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A live heartbeat recorded: what it changed.
+    fn rec(t: &mut DeviceTable, id: &str, hb: Heartbeat, at: Instant, wall: SystemTime) -> Seen {
+        t.record(
+            id,
+            hb,
+            Arrival {
+                at,
+                wall,
+                live: true,
+            },
+        )
+        .seen
+    }
 
     fn hb(ip: &str) -> Heartbeat {
         Heartbeat {
@@ -382,10 +612,70 @@ mod tests {
     }
 
     #[test]
+    fn a_retained_or_kept_heartbeat_shows_the_device_but_proves_nothing() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let timeout = Duration::from_secs(90);
+        let stale = Arrival {
+            at: t0,
+            wall,
+            live: false,
+        };
+        let r = t.record("cam", hb("10.0.0.1"), stale);
+        assert_eq!(r.class, None, "not handed to the policy");
+        let snap = t.snapshot(10, t0, timeout);
+        assert_eq!(snap.shown[0].status.ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(snap.shown[0].state, State::Unknown);
+        assert_eq!(snap.states, [0, 1, 0]);
+        let live = Arrival {
+            at: t0 + Duration::from_secs(1),
+            wall,
+            live: true,
+        };
+        let r = t.record("cam", hb("10.0.0.2"), live);
+        assert_eq!((r.seen, r.class), (Seen::New, Some(Class::First)));
+        assert_eq!(
+            r.moved,
+            Some(("10.0.0.1".to_string(), "absent".to_string())),
+            "its address changed"
+        );
+        assert_eq!(t.snapshot(10, t0, timeout).states, [1, 0, 0]);
+        t.lose_sight();
+        assert_eq!(
+            t.snapshot(10, t0 + Duration::from_secs(2), timeout).states,
+            [0, 1, 0],
+            "unknown once the device link lost sight of it"
+        );
+    }
+
+    #[test]
+    fn remembered_devices_are_shown_as_they_were_until_heard() {
+        let mut t = DeviceTable::new(10);
+        let t0 = Instant::now();
+        let r = Remembered {
+            camera: "cam".into(),
+            offline: true,
+            interval: Some(Duration::from_secs(5)),
+        };
+        t.remember(&[("CAM".to_string(), r, 7)], t0);
+        let snap = t.snapshot(10, t0, Duration::from_secs(90));
+        assert_eq!(snap.shown[0].state, State::Offline);
+        assert_eq!(snap.shown[0].interval, Some(Duration::from_secs(5)));
+        assert_eq!(t.counts(), (1, 0));
+        let to_keep = t.to_remember(t0, Duration::from_secs(90));
+        assert_eq!(to_keep[0].0, "CAM");
+        assert!(to_keep[0].1.offline);
+    }
+
+    #[test]
     fn empty_table_sweeps_nothing() {
         let mut t = DeviceTable::new(10);
         assert!(t.sweep(Instant::now(), Duration::ZERO).is_empty());
-        assert_eq!(t.snapshot(200), TableSnapshot::default());
+        assert_eq!(
+            t.snapshot(200, Instant::now(), Duration::from_secs(90)),
+            TableSnapshot::default()
+        );
     }
 
     #[test]
@@ -394,7 +684,7 @@ mod tests {
         let t0 = Instant::now();
         let wall = SystemTime::now();
         let timeout = Duration::from_secs(90);
-        assert_eq!(t.record("cam", hb("1.1.1.1"), t0, wall), Seen::New);
+        assert_eq!(rec(&mut t, "cam", hb("1.1.1.1"), t0, wall), Seen::New);
         assert!(
             t.sweep(t0 + Duration::from_secs(90), timeout).is_empty(),
             "exactly the timeout is not yet silent"
@@ -406,18 +696,30 @@ mod tests {
             t.sweep(t0 + Duration::from_secs(500), timeout).is_empty(),
             "offline is reported once"
         );
-        let snap = t.snapshot(200);
+        let snap = t.snapshot(200, Instant::now(), Duration::from_secs(90));
         assert!(!snap.shown[0].online);
         assert_eq!((snap.total, snap.online), (1, 0));
         assert_eq!(
-            t.record("cam", hb("2.2.2.2"), t0 + Duration::from_secs(501), wall),
+            rec(
+                &mut t,
+                "cam",
+                hb("2.2.2.2"),
+                t0 + Duration::from_secs(501),
+                wall
+            ),
             Seen::BackOnline
         );
         assert_eq!(
-            t.record("cam", hb("2.2.2.2"), t0 + Duration::from_secs(502), wall),
+            rec(
+                &mut t,
+                "cam",
+                hb("2.2.2.2"),
+                t0 + Duration::from_secs(502),
+                wall
+            ),
             Seen::Again
         );
-        let snap = t.snapshot(200);
+        let snap = t.snapshot(200, Instant::now(), Duration::from_secs(90));
         assert!(snap.shown[0].online);
         assert_eq!(snap.online, 1);
         assert_eq!(snap.shown[0].status.ip.as_deref(), Some("2.2.2.2"));
@@ -430,13 +732,13 @@ mod tests {
         let wall = SystemTime::now();
         let timeout = Duration::from_secs(90);
         let at = |s: u64| t0 + Duration::from_secs(s);
-        t.record("a", hb("1"), t0, wall);
-        t.record("b", hb("1"), at(10), wall);
+        rec(&mut t, "a", hb("1"), t0, wall);
+        rec(&mut t, "b", hb("1"), at(10), wall);
         let ids = |gone: Vec<(Arc<str>, Duration)>| -> Vec<String> {
             gone.iter().map(|(id, _)| id.to_string()).collect()
         };
         assert_eq!(ids(t.sweep(at(95), timeout)), ["a"]);
-        assert_eq!(t.record("a", hb("2"), at(100), wall), Seen::BackOnline);
+        assert_eq!(rec(&mut t, "a", hb("2"), at(100), wall), Seen::BackOnline);
         assert_eq!(ids(t.sweep(at(101), timeout)), ["b"]);
         assert!(t.sweep(at(150), timeout).is_empty());
         assert_eq!(ids(t.sweep(at(191), timeout)), ["a"]);
@@ -451,14 +753,14 @@ mod tests {
         let timeout = Duration::from_secs(90);
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert_eq!(t.next_offline_at(timeout), None, "no device");
-        t.record("a", hb("1"), t0, wall);
-        t.record("b", hb("1"), at(10_000), wall);
+        rec(&mut t, "a", hb("1"), t0, wall);
+        rec(&mut t, "b", hb("1"), at(10_000), wall);
         let first = t.next_offline_at(timeout).expect("a is online");
         assert_eq!(first, at(90_001));
         assert!(t.sweep(at(90_000), timeout).is_empty());
         assert_eq!(t.sweep(first, timeout).len(), 1, "a sweep at it finds a");
         assert_eq!(t.next_offline_at(timeout), Some(at(100_001)));
-        t.record("a", hb("2"), at(95_000), wall);
+        rec(&mut t, "a", hb("2"), at(95_000), wall);
         assert_eq!(
             t.next_offline_at(timeout),
             Some(at(100_001)),
@@ -492,14 +794,15 @@ mod tests {
         let mut t = DeviceTable::new(10);
         let t0 = Instant::now();
         for (i, id) in ["b", "a", "c"].iter().enumerate() {
-            t.record(
+            rec(
+                &mut t,
                 id,
                 Heartbeat::default(),
                 t0 + Duration::from_secs(i as u64),
                 SystemTime::now(),
             );
         }
-        let snap = t.snapshot(2);
+        let snap = t.snapshot(2, Instant::now(), Duration::from_secs(90));
         let ids: Vec<&str> = snap.shown.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["c", "a"]);
         assert_eq!(snap.total, 3);
@@ -511,7 +814,8 @@ mod tests {
         let t0 = Instant::now();
         let wall = SystemTime::now();
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            t.record(
+            rec(
+                &mut t,
                 id,
                 Heartbeat::default(),
                 t0 + Duration::from_secs(i as u64),
@@ -519,22 +823,45 @@ mod tests {
             );
         }
         // "a" speaks again: "b" is now the longest silent.
-        t.record("a", Heartbeat::default(), t0 + Duration::from_secs(5), wall);
+        rec(
+            &mut t,
+            "a",
+            Heartbeat::default(),
+            t0 + Duration::from_secs(5),
+            wall,
+        );
         assert_eq!(
-            t.record("d", Heartbeat::default(), t0 + Duration::from_secs(6), wall),
+            rec(
+                &mut t,
+                "d",
+                Heartbeat::default(),
+                t0 + Duration::from_secs(6),
+                wall
+            ),
             Seen::New
         );
-        let ids: Vec<String> = t.snapshot(10).shown.into_iter().map(|d| d.id).collect();
+        let ids: Vec<String> = t
+            .snapshot(10, Instant::now(), Duration::from_secs(90))
+            .shown
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
         assert_eq!(ids, ["d", "a", "c"]);
         assert_eq!(t.forgotten_to_report(t0 + Duration::from_secs(6)), Some(1));
-        t.record("e", Heartbeat::default(), t0 + Duration::from_secs(7), wall);
+        rec(
+            &mut t,
+            "e",
+            Heartbeat::default(),
+            t0 + Duration::from_secs(7),
+            wall,
+        );
         assert_eq!(
             t.forgotten_to_report(t0 + Duration::from_secs(8)),
             None,
             "within the minute"
         );
         assert_eq!(t.forgotten_to_report(t0 + Duration::from_secs(70)), Some(1));
-        let snap = t.snapshot(10);
+        let snap = t.snapshot(10, Instant::now(), Duration::from_secs(90));
         assert_eq!((snap.total, snap.online, snap.forgotten), (3, 3, 2));
     }
 
@@ -543,7 +870,8 @@ mod tests {
         let mut t = DeviceTable::new(1000);
         let t0 = Instant::now();
         for i in 0..20_000u64 {
-            t.record(
+            rec(
+                &mut t,
                 &format!("dev-{i}"),
                 Heartbeat::default(),
                 t0 + Duration::from_millis(i),
@@ -552,7 +880,14 @@ mod tests {
         }
         assert_eq!(t.len(), 1000);
         assert_eq!(t.by_silence.len(), 1000);
-        assert_eq!(t.snapshot(0).forgotten, 19_000);
-        assert_eq!(t.snapshot(1).shown[0].id, "dev-19999");
+        assert_eq!(
+            t.snapshot(0, Instant::now(), Duration::from_secs(90))
+                .forgotten,
+            19_000
+        );
+        assert_eq!(
+            t.snapshot(1, Instant::now(), Duration::from_secs(90)).shown[0].id,
+            "dev-19999"
+        );
     }
 }

@@ -31,10 +31,26 @@ pub struct Counters {
     pub spool_failing_since_unix: Counter,
     /// Why SPOOL_FILE cannot be written, while it cannot.
     pub spool_problem: std::sync::Mutex<Option<String>>,
-    /// Commands held for offline cameras and their payload bytes, set by
-    /// the publisher (held commands count as queued too).
+    /// Commands held for cameras and their payload bytes (those sent and
+    /// not yet confirmed too), set by the publisher (held commands not yet
+    /// published count as queued too).
     pub held: Counter,
     pub held_bytes: Counter,
+    /// Commands the broker took that their cameras have not confirmed yet,
+    /// set by the publisher.
+    pub unconfirmed: Counter,
+    /// Commands their cameras' heartbeats (or replies) confirmed.
+    pub confirmed: Counter,
+    /// Commands published again to their cameras, by reason: a reconnect
+    /// (an early heartbeat), an absence (a late one), a reboot, the relay
+    /// losing sight of the camera, the camera going offline.
+    pub resent: [Counter; RESENT_REASONS.len()],
+    /// Published commands whose lifetime ran out before their camera confirmed them.
+    pub expired_unconfirmed: Counter,
+    /// Commands that waited behind one that restarts their camera, and
+    /// such waits that ended by `SERIAL_TIMEOUT`.
+    pub serial_waits: Counter,
+    pub serial_timeouts: Counter,
     /// When the publisher will turn again at the latest (`time::mono_ms`):
     /// the end of its wait while it sleeps, the moment it woke while it
     /// works. The status file is
@@ -76,7 +92,20 @@ pub struct Counters {
     pub connections_refused: Counter,
 }
 
+/// Why a command went to its camera again, as the metrics label it
+/// (`cadence::Class::reason`, and `offline`).
+pub const RESENT_REASONS: [&str; 5] = ["reconnect", "absence", "reboot", "unseen", "offline"];
+
 impl Counters {
+    /// Counts a command published again to its camera for `reason`.
+    pub fn resent(&self, reason: &str) {
+        let i = RESENT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(RESENT_REASONS.len() - 1);
+        self.resent[i].add();
+    }
+
     /// The publish link is connected (again).
     pub fn link_up(&self) {
         self.broker_connections.fetch_add(1, Ordering::Relaxed);

@@ -53,10 +53,19 @@ pub enum Kind {
     DeviceOnline,
     /// A device gone silent for DEVICE_TIMEOUT.
     DeviceOffline,
+    /// A command held for its camera: a fleet's cameras go away together
+    /// (a broker restart), and each held command would be a line.
+    HeldCommand,
+    /// A camera's held commands released.
+    ReleasedCommands,
+    /// A camera's unconfirmed commands published again.
+    ResentCommands,
+    /// A camera's address or network changed.
+    DeviceChanged,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 12] = [
         Kind::RejectedCommand,
         Kind::RefusedPeer,
         Kind::OddHeartbeat,
@@ -65,6 +74,10 @@ impl Kind {
         Kind::RefusedReply,
         Kind::DeviceOnline,
         Kind::DeviceOffline,
+        Kind::HeldCommand,
+        Kind::ReleasedCommands,
+        Kind::ResentCommands,
+        Kind::DeviceChanged,
     ];
 
     fn what(self) -> &'static str {
@@ -77,6 +90,10 @@ impl Kind {
             Kind::RefusedReply => "refused-reply lines",
             Kind::DeviceOnline => "device-online lines",
             Kind::DeviceOffline => "device-offline lines",
+            Kind::HeldCommand => "held-command lines",
+            Kind::ReleasedCommands => "released-commands lines",
+            Kind::ResentCommands => "resent-commands lines",
+            Kind::DeviceChanged => "device-changed lines",
         }
     }
 
@@ -84,7 +101,11 @@ impl Kind {
     fn level(self) -> log::Level {
         match self {
             Kind::UnroutedReply => log::Level::Debug,
-            Kind::DeviceOnline => log::Level::Info,
+            Kind::DeviceOnline
+            | Kind::HeldCommand
+            | Kind::ReleasedCommands
+            | Kind::ResentCommands
+            | Kind::DeviceChanged => log::Level::Info,
             _ => log::Level::Warn,
         }
     }
@@ -92,7 +113,12 @@ impl Kind {
     /// Lines of this kind logged per minute.
     fn budget(self) -> u32 {
         match self {
-            Kind::DeviceOnline | Kind::DeviceOffline => DEVICE_CHANGES_PER_MINUTE,
+            Kind::DeviceOnline
+            | Kind::DeviceOffline
+            | Kind::HeldCommand
+            | Kind::ReleasedCommands
+            | Kind::ResentCommands
+            | Kind::DeviceChanged => DEVICE_CHANGES_PER_MINUTE,
             _ => PER_MINUTE,
         }
     }

@@ -115,6 +115,16 @@ fn written(config: &Config) -> Vec<Written> {
     }
     if let Some(spool) = &config.spool_file {
         out.push(Written::new("SPOOL_FILE", spool, Kind::Spool, false));
+        // Beside the spool, in its directory, which is never made.
+        let mut cameras = Written::derived(
+            "SPOOL_FILE",
+            ".cameras",
+            "the cameras seen, SPOOL_FILE.cameras".to_string(),
+            spool,
+            Kind::Named,
+        );
+        cameras.made = false;
+        out.push(cameras);
     }
     if let Some(socket) = &config.socket_path {
         out.push(Written::new("SOCKET_PATH", socket, Kind::Socket, true));

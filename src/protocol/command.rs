@@ -285,7 +285,7 @@ fn overflows_f64(token: &[u8]) -> bool {
 }
 
 /// A connection asking for status lines whatever `ACK_MODE` says: the value
-/// `{"ack_mode":"all"}` (or `"errors"`, `"none"`), an object whose only member
+/// `{"ack_mode":"all"}` (or `"errors"`, `"none"`, `"camera"`), an object whose only member
 /// is `ack_mode`. `None` for any other value (a command, to be validated);
 /// `Some(Err(reason))` when the member's value is not a mode.
 pub fn ack_request(json: &Json<'_>) -> Option<Result<AckMode, String>> {
@@ -300,7 +300,7 @@ pub fn ack_request(json: &Json<'_>) -> Option<Result<AckMode, String>> {
         frame::decode_string(only.value)
             .filter(|_| only.value.starts_with(b"\""))
             .and_then(|mode| crate::config::parse_ack_mode(&mode).ok())
-            .ok_or_else(|| must_be("ack_mode", "\"none\", \"errors\" or \"all\"")),
+            .ok_or_else(|| must_be("ack_mode", "\"none\", \"errors\", \"all\" or \"camera\"")),
     )
 }
 

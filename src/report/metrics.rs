@@ -60,7 +60,68 @@ pub fn render(s: &Snapshot<'_>) -> String {
     for metric in backend_waits(s.counters) {
         metric.write(&mut out);
     }
+    for metric in camera_metrics(s) {
+        metric.write(&mut out);
+    }
     out
+}
+
+/// Cameras and delivery at the camera (PROTOCOL.md §2.7).
+fn camera_metrics(s: &Snapshot<'_>) -> [Metric; 6] {
+    let c = s.counters;
+    let states = s.devices.states;
+    [
+        Metric {
+            samples: vec![
+                ("{state=\"present\"}".into(), states[0] as u64),
+                ("{state=\"unknown\"}".into(), states[1] as u64),
+                ("{state=\"offline\"}".into(), states[2] as u64),
+            ],
+            ..Metric::gauge(
+                "cameras",
+                "Cameras known, by presence: present, unknown (not seen live since the relay lost sight of them) or offline.",
+                0,
+            )
+        },
+        Metric::gauge(
+            "commands_unconfirmed",
+            "Commands the broker took that their cameras have not confirmed yet (kept, and spooled, until they do).",
+            c.unconfirmed.load(Relaxed),
+        ),
+        Metric::counter(
+            "commands_confirmed_total",
+            "Commands their cameras' heartbeats (or replies) showed they had.",
+            c.confirmed.load(Relaxed),
+        ),
+        Metric {
+            samples: crate::ops::counters::RESENT_REASONS
+                .iter()
+                .zip(&c.resent)
+                .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), n.load(Relaxed)))
+                .collect(),
+            ..Metric::counter(
+                "commands_resent_total",
+                "Commands published again to their camera, by why: reconnect, absence, reboot, unseen (the relay lost sight of it) or offline.",
+                0,
+            )
+        },
+        Metric::counter(
+            "commands_unconfirmed_expired_total",
+            "Published commands whose lifetime ran out before their camera confirmed them.",
+            c.expired_unconfirmed.load(Relaxed),
+        ),
+        Metric {
+            samples: vec![
+                ("{end=\"waited\"}".into(), c.serial_waits.load(Relaxed)),
+                ("{end=\"timeout\"}".into(), c.serial_timeouts.load(Relaxed)),
+            ],
+            ..Metric::counter(
+                "serial_waits_total",
+                "Commands that waited behind one that restarts their camera (SERIAL_AFTER), and waits that SERIAL_TIMEOUT ended.",
+                0,
+            )
+        },
+    ]
 }
 
 /// Backends that found every MAX_CONNECTIONS place taken (PROTOCOL.md §1).
@@ -95,12 +156,12 @@ fn queue_gauges(s: &Snapshot<'_>) -> [Metric; 6] {
         ),
         Metric::gauge(
             "commands_held",
-            "Commands held for cameras that are offline (also in queue_depth).",
+            "Commands held for cameras (not published: the camera is offline, unknown, never seen, just back or restarting).",
             s.held.commands as u64,
         ),
         Metric::gauge(
             "held_bytes",
-            "Bytes of the commands held for cameras that are offline.",
+            "Bytes of the commands held for cameras or unconfirmed by them.",
             s.held.bytes as u64,
         ),
         Metric {
@@ -209,6 +270,7 @@ mod tests {
                 total: 3,
                 online: 2,
                 forgotten: 0,
+                states: [1, 1, 1],
             },
             held: Default::default(),
             stopped: false,
@@ -237,7 +299,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(helped, 22);
+        assert_eq!(helped, 28);
     }
 
     #[test]
@@ -255,6 +317,7 @@ mod tests {
                 total: 0,
                 online: 0,
                 forgotten: 0,
+                states: [0, 0, 0],
             },
             held: Default::default(),
             stopped: false,
@@ -289,6 +352,12 @@ mod tests {
                 "build_info gauge",
                 "connections_waited_total counter",
                 "connections_refused_total counter",
+                "cameras gauge",
+                "commands_unconfirmed gauge",
+                "commands_confirmed_total counter",
+                "commands_resent_total counter",
+                "commands_unconfirmed_expired_total counter",
+                "serial_waits_total counter",
             ]
         );
     }

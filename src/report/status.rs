@@ -39,7 +39,7 @@ pub struct Snapshot<'a> {
     /// The broker in use (or being tried), `host:port`.
     pub broker: String,
     pub devices: TableSnapshot,
-    /// What the publisher holds for offline cameras.
+    /// What the publisher holds for cameras, or waits for them to confirm.
     pub held: Held,
     /// The last snapshot of a clean stop: `state` says "stopped".
     pub stopped: bool,
@@ -97,6 +97,7 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
             "problem": spool_problem,
         },
         "held": s.held.commands,
+        "unconfirmed": s.held.unconfirmed,
         "held_bytes": s.held.bytes,
         "held_cameras": held_cameras,
         "broker_reconnects": s.counters.broker_connections.load(Relaxed).saturating_sub(1),
@@ -106,6 +107,11 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "devices_offline": s.devices.total - s.devices.online,
         "devices_not_shown": s.devices.total - s.devices.shown.len(),
         "devices_forgotten": s.devices.forgotten,
+        "cameras": {
+            "present": s.devices.states[0],
+            "unknown": s.devices.states[1],
+            "offline": s.devices.states[2],
+        },
         "devices": devices,
     })
 }
@@ -145,6 +151,8 @@ fn devices_json(s: &Snapshot<'_>) -> Vec<Value> {
             json!({
                 "id": d.id,
                 "online": d.online,
+                "state": d.state.as_str(),
+                "interval_s": d.interval.map(|i| i.as_secs_f64()),
                 "last_seen": iso8601(d.last_seen),
                 "last_seen_unix": unix(d.last_seen),
                 "ip": h.ip,
@@ -159,13 +167,14 @@ fn devices_json(s: &Snapshot<'_>) -> Vec<Value> {
                 "lte_signal": h.lte_signal,
                 "timestamp": h.timestamp,
                 "held": held.map_or(0, |h| h.commands),
+                "unconfirmed": held.map_or(0, |h| h.unconfirmed),
                 "held_oldest_age_s": held.map(|h| age_s(h.oldest, s.now)),
             })
         })
         .collect()
 }
 
-/// The cameras with commands held, the longest waiting first.
+/// The cameras with commands held or unconfirmed, the longest waiting first.
 fn held_json(s: &Snapshot<'_>) -> Vec<Value> {
     s.held
         .by_camera
@@ -174,7 +183,10 @@ fn held_json(s: &Snapshot<'_>) -> Vec<Value> {
         .map(|h| {
             json!({
                 "camera": heartbeat::shown(&h.camera),
+                "state": h.state,
+                "interval_s": h.interval.map(|i| i.as_secs_f64()),
                 "held": h.commands,
+                "unconfirmed": h.unconfirmed,
                 "oldest": iso8601(h.oldest),
                 "oldest_unix": unix(h.oldest),
                 "oldest_age_s": age_s(h.oldest, s.now),
@@ -449,22 +461,29 @@ fn spool_line(r: &mut String, v: &Value, now_unix: u64) -> bool {
     }
 }
 
-/// What is held for offline cameras: the totals, then a line per camera.
+/// What waits for cameras: the totals, then a line per camera.
 fn held_lines(r: &mut String, v: &Value) {
     let held = v["held"].as_u64().unwrap_or(0);
     let cameras = v["held_cameras"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(
         r,
-        "held for offline cameras: {held} commands, {} bytes, for {} cameras",
+        "held for cameras: {held} commands, {} unconfirmed, {} bytes, for {} cameras",
+        v["unconfirmed"].as_u64().unwrap_or(0),
         v["held_bytes"].as_u64().unwrap_or(0),
         cameras.len()
     );
     for c in &cameras {
         let _ = writeln!(
             r,
-            "  camera {}: {} held, the oldest for {}",
+            "  camera {} ({}{}): {} held, {} unconfirmed, the oldest for {}",
             heartbeat::shown(c["camera"].as_str().unwrap_or("?")),
+            heartbeat::shown(c["state"].as_str().unwrap_or("?")),
+            c["interval_s"]
+                .as_f64()
+                .map(|i| format!(", heartbeat every {i} s"))
+                .unwrap_or_default(),
             c["held"].as_u64().unwrap_or(0),
+            c["unconfirmed"].as_u64().unwrap_or(0),
             human(c["oldest_age_s"].as_u64().unwrap_or(0))
         );
     }
@@ -479,6 +498,15 @@ fn devices_line(r: &mut String, v: &Value, listed: usize) {
         v["devices_online"].as_u64().unwrap_or(0),
         v["devices_offline"].as_u64().unwrap_or(0)
     );
+    if v["cameras"].is_object() {
+        let _ = write!(
+            r,
+            "; {} present, {} unknown, {} offline",
+            v["cameras"]["present"].as_u64().unwrap_or(0),
+            v["cameras"]["unknown"].as_u64().unwrap_or(0),
+            v["cameras"]["offline"].as_u64().unwrap_or(0)
+        );
+    }
     if total > listed as u64 {
         let _ = write!(r, ", the {listed} seen most recently listed");
     }
@@ -488,9 +516,11 @@ fn devices_line(r: &mut String, v: &Value, listed: usize) {
     let _ = writeln!(r);
 }
 
-const DEVICE_COLUMNS: [&str; 12] = [
+const DEVICE_COLUMNS: [&str; 15] = [
     "DEVICE",
     "ONLINE",
+    "STATE",
+    "EVERY",
     "LAST SEEN",
     "IP",
     "NETWORK",
@@ -501,11 +531,12 @@ const DEVICE_COLUMNS: [&str; 12] = [
     "VIDEO",
     "SPI",
     "HELD",
+    "UNCONFIRMED",
 ];
 
 /// The listed devices as a table, each column as wide as its widest cell.
 fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
-    let rows: Vec<[String; 12]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
+    let rows: Vec<[String; 15]> = devices.iter().map(|d| device_row(d, now_unix)).collect();
     let mut widths = DEVICE_COLUMNS.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -525,7 +556,7 @@ fn device_table(r: &mut String, devices: &[Value], now_unix: u64) {
     }
 }
 
-fn device_row(d: &Value, now_unix: u64) -> [String; 12] {
+fn device_row(d: &Value, now_unix: u64) -> [String; 15] {
     let seen = d["last_seen_unix"]
         .as_u64()
         .map(|t| format!("{} ago", human(now_unix.saturating_sub(t))));
@@ -536,6 +567,8 @@ fn device_row(d: &Value, now_unix: u64) -> [String; 12] {
         } else {
             "no".into()
         },
+        text(&d["state"]),
+        unit(&d["interval_s"], " s"),
         seen.unwrap_or_else(|| "-".into()),
         text(&d["ip"]),
         text(&d["network"]),
@@ -547,6 +580,10 @@ fn device_row(d: &Value, now_unix: u64) -> [String; 12] {
         unit(&d["spi_fps"], "fps"),
         match (d["held"].as_u64(), d["held_oldest_age_s"].as_u64()) {
             (Some(n), Some(age)) if n > 0 => format!("{n} ({})", human(age)),
+            _ => "-".into(),
+        },
+        match d["unconfirmed"].as_u64() {
+            Some(n) if n > 0 => n.to_string(),
             _ => "-".into(),
         },
     ]

@@ -153,7 +153,8 @@ impl StatusWriter {
         }
         self.last = Some(Instant::now());
         self.shown_states = Self::states(counters);
-        let devices = lock(devices).snapshot(status::DEVICES_SHOWN);
+        let devices =
+            lock(devices).snapshot(status::DEVICES_SHOWN, Instant::now(), config.device_timeout);
         let broker = self.link.broker_in_use.get().0.to_string();
         let snapshot = status::Snapshot {
             config,

@@ -53,7 +53,7 @@ on_each_version!(
 fn a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session(protocol: &str) {
     let broker = Broker::start();
     let cutter = support::Cutter::new(broker.port);
-    let relay = Relay::start(cutter.port, &on(protocol, &[]));
+    let relay = Relay::start(cutter.port, &on(protocol, &[("LOG_LEVEL", "debug")]));
     relay.expect_ready();
     relay.expect_log(&format!("(MQTT {protocol})"), WAIT);
     let mut backend = relay.connect();
@@ -78,7 +78,15 @@ fn a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session(protoco
     );
     cutter.refuse(false);
     assert_eq!(read_lines(&backend, 1, WAIT), [r#"{"fps":15}"#]);
-    relay.expect_log("device cam-away online (first heartbeat since start)", WAIT);
+    // It arrives, and shows the camera was there, not that it is: its
+    // commands wait for a heartbeat sent now (PROTOCOL.md §2.7).
+    relay.expect_log(
+        "heartbeat cam-away: ts=absent ip=10.0.0.9 net=absent eth=absent wifi=absent lte=absent \
+         cpu=absent sense=absent video=absent spi=absent (not live: retained, or kept by the \
+         broker while the link was away)",
+        WAIT,
+    );
+    assert!(!relay.log().contains("device cam-away online"));
 }
 
 fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived(protocol: &str) {

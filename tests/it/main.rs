@@ -12,6 +12,7 @@ mod support;
 
 mod bounds;
 mod brokers;
+mod camera_fixture;
 mod cli;
 mod device_side;
 mod durability;

@@ -8,6 +8,7 @@
 //! A test whose prerequisite is missing fails with the reason ([`require`]).
 #![allow(dead_code)]
 
+pub mod camera;
 pub mod fake_broker;
 pub mod rabbit;
 
@@ -1054,6 +1055,15 @@ pub fn pump(mut conn: rumqttc::Connection) {
 
 /// A short-lived MQTT publisher (a simulated device).
 pub fn publish(broker_port: u16, topic: &str, payload: &[u8], qos: QoS) {
+    publish_with(broker_port, topic, payload, qos, false);
+}
+
+/// [`publish`], retained (QoS 1): the broker offers it to every new subscriber.
+pub fn publish_retained(broker_port: u16, topic: &str, payload: &[u8]) {
+    publish_with(broker_port, topic, payload, QoS::AtLeastOnce, true);
+}
+
+fn publish_with(broker_port: u16, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
     static N: AtomicU32 = AtomicU32::new(0);
     let mut opts = MqttOptions::new(
         format!(
@@ -1066,7 +1076,9 @@ pub fn publish(broker_port: u16, topic: &str, payload: &[u8], qos: QoS) {
     );
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut conn) = Client::new(opts, 16);
-    client.publish(topic, qos, false, payload.to_vec()).unwrap();
+    client
+        .publish(topic, qos, retain, payload.to_vec())
+        .unwrap();
     client.disconnect().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {

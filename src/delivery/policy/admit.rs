@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use log::Level;
 
+use super::seen::Remembered;
 use super::{Action, Count, Delivery, Durability, Now, SpoolOp, CONNECTED_BACKLOG, WINDOW};
 use crate::config::Config;
 use crate::delivery::item::Accepted;
@@ -49,17 +50,18 @@ impl Delivery {
 
     /// Admits what waits, oldest first, as far as the room allows (see
     /// [`Delivery::room`]), as one batch: one spool sync. A command for a
-    /// camera that is offline is held (or refused) instead, outside the
-    /// room, unless nothing can be kept durable now.
-    pub(super) fn admit_waiting(&mut self, out: &mut Vec<Action>) {
+    /// camera that cannot take it now is held (or refused) instead, outside
+    /// the room, unless nothing can be kept durable now.
+    pub(super) fn admit_waiting(&mut self, now: Now, out: &mut Vec<Action>) {
         if self.waiting.is_empty() {
             return;
         }
         let room = self.room();
         let first = self.ledger.next_seq();
         while let Some(job) = self.waiting.front() {
-            let camera = self.offline_camera(job);
-            let fits = match camera {
+            let camera = self.tracked(job);
+            let why = camera.as_ref().and_then(|(fp, _)| self.gate(*fp, now.mono));
+            let fits = match why {
                 Some(_) => !matches!(self.spool, Durability::Failing { .. }),
                 // Queued commands join the ledger at once: its count and
                 // weight include those taken so far.
@@ -68,7 +70,7 @@ impl Delivery {
             if !fits {
                 break;
             }
-            let Some(job) = self.waiting.pop_front() else {
+            let Some(mut job) = self.waiting.pop_front() else {
                 break;
             };
             self.waiting_bytes -= job.payload.len();
@@ -79,14 +81,21 @@ impl Delivery {
                     redact::payload(&job.payload)
                 )
             });
-            match camera {
-                Some(camera) => {
-                    let seq = self.ledger.next_seq();
-                    if self.hold_or_refuse(seq, job, camera, out) {
+            let seq = self.ledger.next_seq();
+            match (camera, why) {
+                (Some((fp, name)), Some(why)) => {
+                    if self.hold_new(seq, job, (fp, &name), why, now, out) {
                         self.ledger.skip_seq();
                     }
                 }
-                None => {
+                (Some((fp, _)), None) => {
+                    // Published at once, and kept until confirmed: the
+                    // camera's bounds count it.
+                    if self.keep_or_refuse(&mut job, fp, out) {
+                        self.ledger.push(job);
+                    }
+                }
+                (None, _) => {
                     self.ledger.push(job);
                 }
             }
@@ -115,21 +124,21 @@ impl Delivery {
     pub(super) fn batch_settled(&mut self, batch: Range<u64>, out: &mut Vec<Action>) {
         if !matches!(self.spool, Durability::Writing) && !self.ledger.link_up() {
             // Neither durable nor publishable now: not accepted yet.
-            let mut unconfirmed: Vec<u64> = self
+            let mut unaccepted: Vec<u64> = self
                 .ledger
                 .iter_from(batch.start)
                 .map(|(seq, _)| seq)
                 .take_while(|seq| *seq < batch.end)
                 .collect();
-            unconfirmed.extend(self.hold.range(batch.start, batch.end).map(|(seq, _)| seq));
-            let n = unconfirmed.len();
+            unaccepted.extend(self.hold.range(batch.start, batch.end).map(|(seq, _)| seq));
+            let n = unaccepted.len();
             self.log(out, Level::Error, || {
                 format!(
                     "{n} commands just read could not be spooled and the broker is away: \
                      they are held in memory, accepted once the spool or the broker takes them"
                 )
             });
-            self.unconfirmed.extend(unconfirmed);
+            self.unaccepted.extend(unaccepted);
             return;
         }
         // Logged only now that they count as accepted (spooled and synced).
@@ -167,9 +176,9 @@ impl Delivery {
         }
     }
 
-    /// Commands held unconfirmed are accepted now (the spool took them).
+    /// Commands read but not yet accepted are accepted now (the spool took them).
     pub(super) fn confirm_all(&mut self, out: &mut Vec<Action>) {
-        let seqs = std::mem::take(&mut self.unconfirmed);
+        let seqs = std::mem::take(&mut self.unaccepted);
         self.log_accepted(seqs, out);
     }
 
@@ -210,7 +219,7 @@ impl Delivery {
                 }
                 (age, _) => {
                     unknown_age += usize::from(age.is_none());
-                    self.requeue(job, held, out);
+                    self.requeue(job, held, now, out);
                 }
             }
         }
@@ -256,21 +265,32 @@ impl Delivery {
         Some(job)
     }
 
-    /// Queues a replayed command, or holds it again when it was held: its
-    /// camera was offline then and counts as offline until its heartbeat.
-    fn requeue(&mut self, job: Accepted, held: bool, out: &mut Vec<Action>) {
-        let camera = job.camera.as_deref().map(str::to_ascii_lowercase);
-        if let Some(camera) = camera.filter(|_| held && self.settings.hold_offline) {
-            if !self.hold.is_offline(&camera) {
-                self.presence(vec![(camera.clone(), false)], out);
-            }
-            let seq = self.ledger.next_seq();
-            if self.hold_or_refuse(seq, job, camera, out) {
-                self.ledger.skip_seq();
-                self.announce_held(seq, "spool", out);
-            }
+    /// Queues a replayed command, or holds it for its camera: after a
+    /// start no camera is present until its next live heartbeat, and one
+    /// that had a command held (or unconfirmed) counts as known.
+    fn requeue(&mut self, mut job: Accepted, held: bool, now: Now, out: &mut Vec<Action>) {
+        let Some((fp, camera)) = self.tracked(&job) else {
+            self.ledger.push(job);
+            return;
+        };
+        if held && !self.hold.seen.is_known(fp) {
+            self.hold.seen.remember(&[Remembered {
+                camera: camera.clone(),
+                offline: true,
+                interval: None,
+            }]);
+        }
+        if !self.keep_or_refuse(&mut job, fp, out) {
             return;
         }
-        self.ledger.push(job);
+        let Some(why) = self.gate(fp, now.mono) else {
+            self.ledger.push(job);
+            return;
+        };
+        // Said before the stop, or to a connection now gone: no line again.
+        job.held_line = true;
+        let seq = self.ledger.skip_seq();
+        self.hold_replayed(seq, job, (fp, &camera), why, now, out);
+        self.announce_held(seq, "spool", out);
     }
 }

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::delivery::item::Accepted;
 use crate::delivery::outbox::{Outbox, StatusOwed};
 use crate::delivery::spool::{Recovery, Replayed, SpoolError};
-use crate::protocol::command;
+use crate::protocol::command::{self, CommandType};
 
 const PEER: &str = "192.0.2.7:4000";
 
@@ -33,6 +33,15 @@ fn settings() -> Settings {
         log_level: LevelFilter::Trace,
         puback_within: Duration::from_secs(120),
         max_packet: None,
+        device_timeout: Duration::from_secs(90),
+        serial_after: vec![
+            CommandType::Fmw,
+            CommandType::App,
+            CommandType::Aim,
+            CommandType::Frs,
+        ],
+        serial_timeout: Duration::from_secs(600),
+        unseen_wait: Duration::from_secs(90),
     }
 }
 
@@ -123,10 +132,17 @@ struct Rig {
 impl Rig {
     fn new(settings: Settings) -> Rig {
         let peer: SocketAddr = PEER.parse().expect("an address");
+        let (t0, wall0) = (Instant::now(), SystemTime::now());
         Rig {
-            d: Delivery::new(settings),
-            t0: Instant::now(),
-            wall0: SystemTime::now(),
+            d: Delivery::new(
+                settings,
+                Now {
+                    mono: t0,
+                    wall: wall0,
+                },
+            ),
+            t0,
+            wall0,
             at: Duration::ZERO,
             logs: Vec::new(),
             counts: Vec::new(),
@@ -169,7 +185,9 @@ impl Rig {
             );
             assert!(!request || i + 1 == count, "a request ends its list");
             match action {
-                Action::Log(level, line) => self.logs.push((level, line)),
+                Action::Log(level, line) | Action::LogLimited(_, level, line) => {
+                    self.logs.push((level, line))
+                }
                 Action::Count(c) => self.counts.push(c),
                 Action::Status { to, line } => {
                     assert_eq!(to.outbox.id(), 1);
@@ -607,10 +625,6 @@ fn an_idle_publisher_waits_for_events_only_once_nothing_can_come_due() {
     r.advance(Duration::from_millis(1001));
     r.tick();
     assert_eq!(r.d.wait(r.now()), IDLE_WAIT);
-    // An offline camera's held command: until it expires.
-    r.presence("cam", false);
-    r.send_for("cam", &["u/1"], false);
-    assert_eq!(r.d.wait(r.now()), Duration::from_secs(600), "COMMAND_TTL");
 }
 
 #[test]
@@ -893,230 +907,6 @@ fn spool_records_follow_acceptance_and_delivery() {
     );
 }
 
-/// `{"type":"IMG","unit":UNIT,"id":"ID","camera":CAMERA}`.
-fn camera_payload(cmd: &str, camera: &str) -> Vec<u8> {
-    let (unit, id) = cmd.split_once('/').unwrap_or((cmd, "0"));
-    format!(r#"{{"type":"IMG","unit":"{unit}","id":"{id}","camera":"{camera}"}}"#).into_bytes()
-}
-
-impl Rig {
-    /// A command for `camera`, as a session hands it over.
-    fn camera_job(&self, cmd: &str, camera: &str, ok_lines: bool) -> Accepted {
-        let (cmd, camera) =
-            command::validate_with_camera(&camera_payload(cmd, camera), true, Some("camera"))
-                .expect("a valid command");
-        let now = self.now();
-        let mut job = Accepted::new(cmd, &Config::default(), now.mono, now.wall);
-        job.camera = camera;
-        job.peer = Some(PEER.parse().expect("an address"));
-        job.reply = Some(StatusOwed::new(&self.outbox, ok_lines));
-        job
-    }
-
-    fn send_for(&mut self, camera: &str, cmds: &[&str], ok_lines: bool) {
-        let jobs = cmds
-            .iter()
-            .map(|c| self.camera_job(c, camera, ok_lines))
-            .collect();
-        self.event(Event::Batch(jobs));
-        self.tick();
-    }
-
-    fn presence(&mut self, camera: &str, online: bool) {
-        self.event(Event::Presence(vec![(camera.to_string(), online)]));
-        self.tick();
-    }
-
-    fn status_with(&self, part: &str) -> Vec<&str> {
-        self.status
-            .iter()
-            .filter(|l| l.contains(part))
-            .map(String::as_str)
-            .collect()
-    }
-}
-
-#[test]
-fn a_command_for_an_offline_camera_is_held_and_released_in_order_by_its_heartbeat() {
-    let mut r = Rig::new(settings());
-    r.up();
-    r.presence("A0B1C2D3E4F5", false);
-    r.send_for("a0b1c2d3e4f5", &["u1/1"], true);
-    r.send_for("never-seen", &["u2/1"], true);
-    r.send_for("A0b1C2d3E4f5", &["u1/2"], true);
-    assert_eq!(
-        r.sent(),
-        ["u2/1"],
-        "only the camera never seen is published"
-    );
-    assert_eq!(r.d.held(), 2);
-    assert_eq!(
-        r.status_with("held"),
-        [
-            r#"{"status":"held","type":"IMG","unit":"u1","id":"1","camera":"a0b1c2d3e4f5"}"#,
-            r#"{"status":"held","type":"IMG","unit":"u1","id":"2","camera":"A0b1C2d3E4f5"}"#,
-        ]
-    );
-    assert_eq!(r.logged(Level::Info, "held IMG for unit u1"), 2);
-    let by_camera = r.d.held_by_camera();
-    assert_eq!(by_camera.len(), 1);
-    assert_eq!(by_camera[0].commands, 2);
-    r.ack_all();
-    r.send(&["u3/1"], false);
-    r.presence("a0b1c2d3e4f5", true);
-    assert_eq!(r.sent(), ["u2/1", "u3/1", "u1/1", "u1/2"]);
-    assert_eq!(r.logged(Level::Info, "releasing its 2 held commands"), 1);
-    r.ack_all();
-    let oks = r.status_with(r#""status":"ok","type":"IMG","unit":"u1""#);
-    assert_eq!(oks.len(), 2, "{:?}", r.status);
-    assert_eq!(r.d.held(), 0);
-    assert_eq!(r.d.held_bytes(), 0);
-}
-
-#[test]
-fn commands_for_a_camera_that_went_offline_queue_behind_its_held_ones() {
-    let mut r = Rig::new(settings());
-    r.up();
-    r.send_for("cam", &["u/1"], false);
-    assert_eq!(r.sent(), ["u/1"]);
-    r.ack_all();
-    r.presence("cam", false);
-    r.send_for("cam", &["u/2", "u/3"], false);
-    r.presence("cam", true);
-    r.send_for("cam", &["u/4"], false);
-    assert_eq!(r.sent(), ["u/1", "u/2", "u/3", "u/4"]);
-}
-
-#[test]
-fn a_held_command_past_its_types_lifetime_is_dropped_never_published() {
-    let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(3600)),
-        ttls: vec![("IMG".to_string(), Some(Duration::from_secs(60)))],
-        ..spooled_settings()
-    });
-    r.up();
-    r.presence("cam", false);
-    r.send_for("cam", &["u/1"], false);
-    r.advance(Duration::from_secs(59));
-    r.tick();
-    assert!(r.status_with("expired").is_empty());
-    assert!(r.d.wait(r.now()) <= Duration::from_secs(1));
-    r.advance(Duration::from_secs(2));
-    r.tick();
-    assert_eq!(
-        r.status_with("error"),
-        [
-            r#"{"status":"error","type":"IMG","unit":"u","id":"1","error":"expired after 61 s waiting for camera \"cam\" to come online (COMMAND_TTLS IMG 60 s)"}"#
-        ]
-    );
-    assert!(r.counts.contains(&Count::ExpiredHeld));
-    assert!(r.spool_ops.contains(&SpoolOp::Done(0)));
-    r.presence("cam", true);
-    assert!(r.sent().is_empty(), "never published later");
-    assert_eq!(r.d.held(), 0);
-}
-
-#[test]
-fn the_hold_is_bounded_per_camera_and_in_bytes_without_blocking_others() {
-    let mut r = Rig::new(Settings {
-        hold_max_per_camera: 2,
-        capacity: 1,
-        ..settings()
-    });
-    r.up();
-    r.presence("cam", false);
-    r.send_for("cam", &["u/1", "u/2", "u/3"], false);
-    assert_eq!(r.d.held(), 2, "held outside QUEUE_CAPACITY");
-    assert_eq!(
-        r.status_with("error"),
-        [
-            r#"{"status":"error","type":"IMG","unit":"u","id":"3","error":"camera \"cam\" is offline and HOLD_MAX_PER_CAMERA (2) commands are held for it"}"#
-        ]
-    );
-    assert!(r.counts.contains(&Count::Refused));
-    r.send_for("other", &["v/1"], false);
-    assert_eq!(r.sent(), ["v/1"], "online cameras flow on");
-
-    let one = camera_payload("u/1", "cam").len();
-    let mut r = Rig::new(Settings {
-        hold_max_bytes: 2 * one,
-        ..settings()
-    });
-    r.presence("cam", false);
-    r.presence("cam2", false);
-    r.send_for("cam", &["u/1", "u/2"], false);
-    r.send_for("cam2", &["w/1"], false);
-    assert_eq!(r.d.held(), 2);
-    assert_eq!(r.d.held_bytes(), 2 * one);
-    assert_eq!(r.status_with("HOLD_MAX_BYTES").len(), 1, "{:?}", r.status);
-}
-
-#[test]
-fn held_commands_are_spooled_as_held_and_stay_held_after_a_restart() {
-    let mut r = Rig::new(spooled_settings());
-    r.up();
-    r.presence("cam", false);
-    r.send_for("cam", &["u/1"], false);
-    r.send_for("other", &["v/1"], false);
-    let spooled: Vec<(String, bool)> =
-        r.d.spooled()
-            .map(|(_, _, p, held)| (label(p), held))
-            .collect();
-    assert!(spooled.contains(&("u/1".to_string(), true)), "{spooled:?}");
-
-    // The next start: the camera counts as offline until its heartbeat.
-    let mut r = Rig::new(spooled_settings());
-    let now = r.now().wall;
-    let live = vec![
-        Replayed {
-            received: now,
-            payload: camera_payload("u/1", "CAM"),
-            held: true,
-        },
-        Replayed {
-            received: now,
-            payload: camera_payload("u/2", "other"),
-            held: false,
-        },
-    ];
-    r.start(Found::Read(Recovery {
-        live,
-        ..Recovery::default()
-    }));
-    r.up();
-    assert_eq!(r.sent(), ["u/2"]);
-    r.send_for("cam", &["u/3"], false);
-    assert_eq!(r.sent(), ["u/2"], "still offline");
-    r.presence("cam", true);
-    assert_eq!(r.sent(), ["u/2", "u/1", "u/3"]);
-}
-
-#[test]
-fn without_hold_offline_a_command_for_an_offline_camera_is_published() {
-    let mut r = Rig::new(Settings {
-        hold_offline: false,
-        ..settings()
-    });
-    r.up();
-    r.presence("cam", false);
-    r.send_for("cam", &["u/1"], false);
-    assert_eq!(r.sent(), ["u/1"]);
-}
-
-#[test]
-fn a_command_queued_while_the_broker_was_away_is_held_if_its_camera_went_offline_meanwhile() {
-    let mut r = Rig::new(spooled_settings());
-    r.send_for("cam", &["u/1"], true);
-    r.send_for("other", &["v/1"], false);
-    r.presence("cam", false);
-    r.up();
-    assert_eq!(r.sent(), ["v/1"], "not published into a clean session");
-    assert_eq!(r.d.held(), 1);
-    assert_eq!(r.status_with(r#""status":"held""#).len(), 1);
-    r.presence("cam", true);
-    assert_eq!(r.sent(), ["v/1", "u/1"]);
-}
-
 #[test]
 fn one_lost_puback_drops_the_link_within_its_deadline_while_others_arrive() {
     let mut r = Rig::new(settings());
@@ -1273,3 +1063,5 @@ fn the_smaller_of_the_configured_and_the_announced_limit_applies() {
         1
     );
 }
+
+mod cameras;

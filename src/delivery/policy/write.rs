@@ -27,7 +27,8 @@ impl Delivery {
         let mut qos0 = Vec::new();
         let mut confirmed = Vec::new();
         while let Some((seq, job)) = self.ledger.next_due() {
-            let ttl = self.settings.ttl_for(job.kind.as_str());
+            let kind = job.kind;
+            let ttl = self.settings.ttl_for(kind.as_str());
             if let Some(ttl) =
                 ttl.filter(|ttl| now.mono.saturating_duration_since(job.received) > *ttl)
             {
@@ -36,13 +37,17 @@ impl Delivery {
                 }
                 continue;
             }
-            // Queued while the broker was away, and its camera went offline
-            // meanwhile: published now, it would be lost at the broker.
-            if let Some(camera) = self.offline_camera(job) {
-                if let Some(job) = self.ledger.remove(seq) {
-                    self.hold_queued(seq, job, camera, out);
+            // Its camera cannot take it now (gone while it was queued, or
+            // behind a command that restarts it): published, it would be
+            // lost at the broker.
+            let camera = self.tracked(job);
+            if let Some((fp, name)) = camera.as_ref() {
+                if let Some(why) = self.gate(*fp, now.mono) {
+                    if let Some(job) = self.ledger.remove(seq) {
+                        self.hold_queued(seq, job, (*fp, name), why, now, out);
+                    }
+                    continue;
                 }
-                continue;
             }
             let pkid = if self.settings.qos1 {
                 Some(self.ledger.mark_sent(seq))
@@ -58,7 +63,10 @@ impl Delivery {
             if pkid.is_some() {
                 self.written_at.push_back((now.mono, seq));
             }
-            if self.unconfirmed.remove(&seq) {
+            if let Some((fp, name)) = camera {
+                self.open_gate(seq, kind, (fp, &name), now);
+            }
+            if self.unaccepted.remove(&seq) {
                 confirmed.push(seq);
             }
         }
@@ -241,6 +249,9 @@ impl Delivery {
         });
         let first = self.ledger.oldest_in_flight();
         self.lose_wire();
+        // The broker may have restarted: its cameras are away until their
+        // heartbeats say otherwise.
+        self.lose_sight();
         self.ledger.on_link_lost();
         self.written_at.clear();
         self.strike(first, out);
@@ -346,9 +357,9 @@ impl Delivery {
             });
             return;
         }
-        out.push(Action::Count(Count::Published));
-        if matches!(self.spool, Durability::Writing) {
-            out.push(Action::Spool(SpoolOp::Done(seq)));
+        let first = !std::mem::replace(&mut job.published, true);
+        if first {
+            out.push(Action::Count(Count::Published));
         }
         self.log(out, Level::Debug, || {
             format!(
@@ -359,6 +370,13 @@ impl Delivery {
                 job.payload.len()
             )
         });
+        // A command for a camera stays until the camera confirms it.
+        let Some(mut job) = self.sent(seq, job, first, now, out) else {
+            return;
+        };
+        if matches!(self.spool, Durability::Writing) {
+            out.push(Action::Spool(SpoolOp::Done(seq)));
+        }
         report(&mut job, None, out);
         if self.settings.qos1 {
             job.again = true;
@@ -369,7 +387,7 @@ impl Delivery {
 
     /// `job` cannot be encoded as a PUBLISH (`why`): dropped, never published.
     fn unsendable(&mut self, seq: u64, mut job: Accepted, why: &str, out: &mut Vec<Action>) {
-        self.unconfirmed.remove(&seq);
+        self.unaccepted.remove(&seq);
         out.push(Action::Count(Count::Rejected));
         if matches!(self.spool, Durability::Writing) {
             out.push(Action::Spool(SpoolOp::Done(seq)));
@@ -387,7 +405,7 @@ impl Delivery {
     /// `job` is more than the broker takes (`why`): dropped, never
     /// published, so that everything behind it flows.
     fn set_aside(&mut self, seq: u64, mut job: Accepted, why: &str, out: &mut Vec<Action>) {
-        self.unconfirmed.remove(&seq);
+        self.unaccepted.remove(&seq);
         if job.again {
             self.again_queued = self.again_queued.saturating_sub(1);
             return;

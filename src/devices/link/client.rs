@@ -195,13 +195,20 @@ pub enum Polled {
     Nothing,
     /// The client's loop is gone.
     Ended,
-    /// CONNACK, with the broker's Maximum Packet Size when it announced one (MQTT 5).
-    ConnAck(Option<u32>),
+    /// CONNACK, with the broker's Maximum Packet Size when it announced one
+    /// (MQTT 5), and whether the broker kept the session (then messages it
+    /// kept while the link was away come first).
+    ConnAck {
+        max_packet: Option<u32>,
+        session_present: bool,
+    },
     /// The SUBACK: `Some(codes)` when the broker refused a subscription.
     SubAck(Option<String>),
     Message {
         topic: String,
         payload: Vec<u8>,
+        /// A retained message, sent because the link subscribed.
+        retain: bool,
     },
     /// A connection error (the client dials again on the next poll).
     Failed {
@@ -307,21 +314,36 @@ impl Session {
         }
     }
 
-    /// One SUBSCRIBE for both filters at QoS 1, so one SUBACK says both
+    /// One SUBSCRIBE for every filter at QoS 1, so one SUBACK says all
     /// are in place; queued without blocking the thread that polls.
-    pub fn subscribe(&self, heartbeat: &str, reply: &str) -> Result<(), String> {
+    pub fn subscribe(&self, filters: &[&str]) -> Result<(), String> {
         match self {
             Session::V5(client, _) => client
-                .try_subscribe_many([
-                    Filter::new(heartbeat, v5::mqttbytes::QoS::AtLeastOnce),
-                    Filter::new(reply, v5::mqttbytes::QoS::AtLeastOnce),
-                ])
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| Filter::new(*f, v5::mqttbytes::QoS::AtLeastOnce)),
+                )
                 .map_err(|e| e.to_string()),
             Session::V311(client, _) => client
-                .try_subscribe_many([
-                    SubscribeFilter::new(heartbeat.into(), rumqttc::QoS::AtLeastOnce),
-                    SubscribeFilter::new(reply.into(), rumqttc::QoS::AtLeastOnce),
-                ])
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| SubscribeFilter::new(f.to_string(), rumqttc::QoS::AtLeastOnce)),
+                )
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Publishes `payload` on `topic` at QoS 1, not retained, without
+    /// blocking the thread that polls.
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Session::V5(client, _) => client
+                .try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, false, payload)
+                .map_err(|e| e.to_string()),
+            Session::V311(client, _) => client
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
                 .map_err(|e| e.to_string()),
         }
     }
@@ -385,7 +407,10 @@ fn from_311(event: Result<rumqttc::Event, rumqttc::ConnectionError>) -> Polled {
 
 fn polled_v5(packet: Packet) -> Polled {
     match packet {
-        Packet::ConnAck(ack) => Polled::ConnAck(ack.properties.and_then(|p| p.max_packet_size)),
+        Packet::ConnAck(ack) => Polled::ConnAck {
+            max_packet: ack.properties.and_then(|p| p.max_packet_size),
+            session_present: ack.session_present,
+        },
         Packet::SubAck(ack) => {
             let refused = ack
                 .return_codes
@@ -396,6 +421,7 @@ fn polled_v5(packet: Packet) -> Polled {
         Packet::Publish(publish) => Polled::Message {
             topic: String::from_utf8_lossy(&publish.topic).into_owned(),
             payload: publish.payload.to_vec(),
+            retain: publish.retain,
         },
         _ => Polled::Nothing,
     }
@@ -403,7 +429,10 @@ fn polled_v5(packet: Packet) -> Polled {
 
 fn polled_311(packet: rumqttc::Packet) -> Polled {
     match packet {
-        rumqttc::Packet::ConnAck(_) => Polled::ConnAck(None),
+        rumqttc::Packet::ConnAck(ack) => Polled::ConnAck {
+            max_packet: None,
+            session_present: ack.session_present,
+        },
         rumqttc::Packet::SubAck(ack) => {
             let refused = ack
                 .return_codes
@@ -414,6 +443,7 @@ fn polled_311(packet: rumqttc::Packet) -> Polled {
         rumqttc::Packet::Publish(publish) => Polled::Message {
             topic: publish.topic,
             payload: publish.payload.to_vec(),
+            retain: publish.retain,
         },
         _ => Polled::Nothing,
     }

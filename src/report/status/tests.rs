@@ -31,6 +31,7 @@ fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
             shown: devices,
             total,
             forgotten: 7,
+            states: [1, 2, 3],
         },
         held: Default::default(),
         stopped: false,
@@ -132,6 +133,8 @@ fn render_lists_devices_in_an_aligned_table_with_absent_values_as_dashes() {
         DeviceSnapshot {
             id: "cam-01".into(),
             online: true,
+            state: crate::delivery::policy::State::Present,
+            interval: None,
             last_seen: at(999_990),
             status: Heartbeat {
                 ip: Some("10.0.0.7".into()),
@@ -144,6 +147,8 @@ fn render_lists_devices_in_an_aligned_table_with_absent_values_as_dashes() {
         DeviceSnapshot {
             id: "a-much-longer-device-id".into(),
             online: false,
+            state: crate::delivery::policy::State::Offline,
+            interval: None,
             last_seen: at(900_000),
             status: Heartbeat::default(),
         },
@@ -204,22 +209,31 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
     let devices = vec![DeviceSnapshot {
         id: "A0B1C2D3E4F5".into(),
         online: false,
+        state: crate::delivery::policy::State::Offline,
+        interval: None,
         last_seen: at(now - 600),
         status: Heartbeat::default(),
     }];
     let held = Held {
         commands: 3,
+        unconfirmed: 0,
         bytes: 420,
         by_camera: vec![
             HeldFor {
                 camera: "a0b1c2d3e4f5".into(),
                 commands: 2,
+                unconfirmed: 0,
                 oldest: at(now - 7200),
+                state: "offline",
+                interval: None,
             },
             HeldFor {
                 camera: "never-seen-since-start".into(),
                 commands: 1,
+                unconfirmed: 0,
                 oldest: at(now - 60),
+                state: "unknown",
+                interval: None,
             },
         ],
     };
@@ -234,6 +248,7 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
             total: 1,
             shown: devices,
             forgotten: 0,
+            states: [0, 0, 1],
         },
         held,
         stopped: false,
@@ -247,18 +262,20 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
     assert_eq!(v["held_cameras"][1]["oldest_age_s"], 60);
     let (report, _) = render(&v, at(now), 5);
     assert!(
-        report.contains("held for offline cameras: 3 commands, 420 bytes, for 2 cameras"),
+        report.contains("held for cameras: 3 commands, 0 unconfirmed, 420 bytes, for 2 cameras"),
         "{report}"
     );
     assert!(
-        report.contains("  camera a0b1c2d3e4f5: 2 held, the oldest for 2h 00m"),
+        report.contains(
+            "  camera a0b1c2d3e4f5 (offline): 2 held, 0 unconfirmed, the oldest for 2h 00m"
+        ),
         "{report}"
     );
     let row = report
         .lines()
         .find(|l| l.starts_with("A0B1C2D3E4F5"))
         .expect("the device's row");
-    assert!(row.ends_with("2 (2h 00m)"), "{report}");
+    assert!(row.ends_with("2 (2h 00m)  -"), "{report}");
 }
 
 #[test]
@@ -355,11 +372,14 @@ fn the_documented_status_examples_have_exactly_the_real_keys() {
     let devices = vec![DeviceSnapshot {
         id: "cam-01".into(),
         online: true,
+        state: crate::delivery::policy::State::Present,
+        interval: None,
         last_seen: at(now - 2),
         status: Heartbeat::default(),
     }];
     let mut real = snapshot_value(devices, now);
-    real["held_cameras"] = serde_json::json!([{ "camera": "c", "held": 1, "oldest": "t",
+    real["held_cameras"] = serde_json::json!([{ "camera": "c", "state": "offline",
+        "interval_s": 5.0, "held": 1, "unconfirmed": 0, "oldest": "t",
         "oldest_unix": 1, "oldest_age_s": 1 }]);
     let mut want = std::collections::BTreeSet::new();
     key_paths(&real, "", &mut want);

@@ -1,0 +1,150 @@
+//! The cameras the relay has seen, kept across restarts (PROTOCOL.md §5,
+//! `SPOOL_FILE.cameras`): each camera's id, whether it was offline, its
+//! learned heartbeat interval and when it was last heard. Read once at
+//! start (the device table shows them, the publisher's policy knows them:
+//! their commands wait for their next heartbeat however long it takes, as
+//! for any known camera); written by the main thread from the device table
+//! when devices appeared or changed state (at most once a minute), and at a
+//! clean stop. One line per camera, so an operator can read it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::delivery::policy::Remembered;
+use crate::ops::files;
+
+/// The file's first line.
+const HEADER: &str = "# ms500-relay cameras 1: id, state (offline or unknown), interval in ms (- = not learned), last heartbeat (unix seconds)";
+/// A file larger than this is not ours (a million cameras fit in 64 MiB).
+const MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One camera as the file keeps it: its id as it heartbeats, what the
+/// policy needs, and when it was last heard.
+pub type Entry = (String, Remembered, u32);
+
+/// Where the cameras are kept: next to `SPOOL_FILE` (nothing is kept
+/// across restarts without one).
+pub fn path_for(spool: &Path) -> PathBuf {
+    let mut path = spool.as_os_str().to_owned();
+    path.push(".cameras");
+    PathBuf::from(path)
+}
+
+/// The file's text for `entries`.
+pub fn render(entries: &[Entry]) -> String {
+    let mut out = String::with_capacity(64 + entries.len() * 40);
+    out.push_str(HEADER);
+    out.push('\n');
+    for (id, r, last_seen) in entries {
+        // A device id is a topic level: only one with a blank in it could
+        // not be read back, and it is not kept.
+        if id.is_empty() || id.contains(char::is_whitespace) {
+            continue;
+        }
+        let state = if r.offline { "offline" } else { "unknown" };
+        let interval = r
+            .interval
+            .map_or_else(|| "-".to_string(), |i| i.as_millis().to_string());
+        out.push_str(&format!("{id} {state} {interval} {last_seen}\n"));
+    }
+    out
+}
+
+/// The entries in `text`, at most `max`; lines that cannot be read are skipped.
+pub fn parse(text: &str, max: usize) -> Vec<Entry> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let id = fields.next()?;
+            let offline = match fields.next()? {
+                "offline" => true,
+                "unknown" => false,
+                _ => return None,
+            };
+            let interval = match fields.next()? {
+                "-" => None,
+                ms => Some(Duration::from_millis(ms.parse().ok()?)),
+            };
+            let last_seen: u32 = fields.next()?.parse().ok()?;
+            let r = Remembered {
+                camera: id.to_ascii_lowercase(),
+                offline,
+                interval,
+            };
+            Some((id.to_string(), r, last_seen))
+        })
+        .take(max)
+        .collect()
+}
+
+/// The cameras kept at `path` (none when it is missing); why not, when it
+/// cannot be read (the relay starts knowing none).
+pub fn load(path: &Path, max: usize) -> Result<Vec<Entry>, String> {
+    let file = match files::open_read(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut text = String::new();
+    file.take(MAX_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(parse(&text, max))
+}
+
+/// Replaces the file with `entries` (mode 0600: it is the spool's).
+pub fn save(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
+    files::replace(path, render(entries).as_bytes(), 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_written_reads_back() {
+        let entries = vec![
+            (
+                "A0B1C2D3E4F5".to_string(),
+                Remembered {
+                    camera: "a0b1c2d3e4f5".into(),
+                    offline: true,
+                    interval: Some(Duration::from_millis(5000)),
+                },
+                1_795_931_998,
+            ),
+            (
+                "cam-01".to_string(),
+                Remembered {
+                    camera: "cam-01".into(),
+                    offline: false,
+                    interval: None,
+                },
+                7,
+            ),
+        ];
+        let text = render(&entries);
+        assert!(text.starts_with("# ms500-relay cameras 1"));
+        assert_eq!(parse(&text, 10), entries);
+        assert_eq!(parse(&text, 1).len(), 1, "bounded");
+    }
+
+    #[test]
+    fn lines_that_cannot_be_read_are_skipped() {
+        let text = "# x\ncam offline 10 5\nbad line\ncam2 maybe - 1\ncam3 unknown - 3\n";
+        let ids: Vec<String> = parse(text, 10).into_iter().map(|e| e.0).collect();
+        assert_eq!(ids, ["cam", "cam3"]);
+    }
+
+    #[test]
+    fn an_id_with_a_blank_is_not_kept() {
+        let r = Remembered {
+            camera: "a b".into(),
+            offline: false,
+            interval: None,
+        };
+        assert_eq!(render(&[("a b".into(), r, 1)]).lines().count(), 1);
+    }
+}
