@@ -11,7 +11,10 @@
 //! (`Counters::state_bell`, `log_limit::bell`) rings; on SIGINT/SIGTERM
 //! `shut_down` stops the intake, lets the publisher flush for up to
 //! `SHUTDOWN_GRACE` seconds and joins every thread in order (a second
-//! signal exits at once).
+//! signal exits at once). Under systemd (`ops/notify.rs`) the main thread
+//! also says READY=1 once the relay listens, RELOADING=1 and READY=1 around
+//! a reload, STOPPING=1 at shutdown, and pings the watchdog among its
+//! deadlines while the publisher keeps its turns.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,12 +47,13 @@ use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::logging::{self, Destination, LogHandle};
+use crate::ops::notify::Notifier;
 use crate::ops::pidfile::PidFile;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::sys::{self, Received};
 use crate::ops::{files, preflight};
-use crate::report::writer::StatusWriter;
+use crate::report::writer::{self, StatusWriter};
 
 /// Batches of commands parsed by sessions and not yet taken by the
 /// publisher (each at most `session::BATCH_COMMANDS` commands or about
@@ -100,6 +104,10 @@ struct Running {
     threads: Threads,
     /// The periodic device line that stands for single heartbeats at info.
     device_summary: Summary,
+    /// systemd's notification socket (does nothing without one).
+    notify: Notifier,
+    /// The publisher was found stuck and systemd's watchdog is not pinged (said once).
+    watchdog_withheld: bool,
 }
 
 /// Every thread the relay starts, each joined at shutdown.
@@ -157,7 +165,9 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<Received>(8);
     let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
     let threads = wiring.spawn_threads(signal_thread, publisher, tls, sockets)?;
-    log_listening(&wiring.config, local);
+    log_listening(&wiring.config, &local);
+    let mut notify = Notifier::from_env();
+    notify.ready(&format!("listening on {local}"));
     let device_summary = Summary::new(wiring.config.device_summary_interval, Instant::now(), 0);
     Ok(Running {
         wiring,
@@ -168,6 +178,8 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         signals: signal_rx,
         device_summary,
         threads,
+        notify,
+        watchdog_withheld: false,
     })
 }
 
@@ -188,7 +200,7 @@ fn log_start_warnings(config: &Config, source: Option<&Path>, no_core_dumps: io:
     }
 }
 
-fn log_listening(config: &Config, local: String) {
+fn log_listening(config: &Config, local: &str) {
     log::info!(
         "ms500-relay {} listening on {local}, broker {}",
         env!("CARGO_PKG_VERSION"),
@@ -383,8 +395,10 @@ impl Running {
                 recv(self.signals) -> signal => match signal {
                     Ok(Received::Stop) | Err(_) => return,
                     Ok(Received::Hangup) => {
+                        self.notify.reloading();
                         self.log.sink.reopen();
-                        self.reload();
+                        let outcome = self.reload();
+                        self.notify.ready(&outcome);
                     }
                     Ok(Received::Snapshot) => {
                         log::info!("SIGUSR1: writing the status snapshot now");
@@ -401,8 +415,8 @@ impl Running {
 
     /// The earliest of: the next device going offline (no sooner than
     /// [`SWEEP_EVERY`] after the last sweep), the device summary line, a
-    /// rate-limit summary, the forgotten-devices line and the status
-    /// snapshot.
+    /// rate-limit summary, the forgotten-devices line, the status
+    /// snapshot and systemd's watchdog ping.
     fn next_wake(&self, swept: Instant) -> Instant {
         let w = &self.wiring;
         let config = w.live.get();
@@ -420,6 +434,7 @@ impl Running {
             Some(self.device_summary.next_due()),
             log_limit::next_due(),
             self.status.next_due(&config),
+            self.notify.next_ping(),
         ]
         .into_iter()
         .flatten()
@@ -427,8 +442,8 @@ impl Running {
         .unwrap_or_else(|| Instant::now() + IDLE_WAKE)
     }
 
-    /// Whatever is due: the sweep, the summary lines, the status snapshot
-    /// (each checks its own time).
+    /// Whatever is due: the sweep, the summary lines, the status snapshot,
+    /// the watchdog ping (each checks its own time).
     fn on_deadlines(&mut self, swept: &mut Instant) {
         let w = &self.wiring;
         let config = w.live.get();
@@ -441,6 +456,30 @@ impl Running {
         }
         log_limit::tick();
         self.status.tick(&config, &w.counters, &w.devices);
+        self.ping_watchdog(&config);
+    }
+
+    /// systemd's watchdog, when it is due: pinged while the publisher keeps
+    /// its turns (the rule that keeps the status file fresh), withheld
+    /// while it is stuck, so that systemd restarts a hung relay.
+    fn ping_watchdog(&mut self, config: &Config) {
+        let now = Instant::now();
+        let turns =
+            writer::publisher_keeps_turns(config.status_interval, &self.wiring.counters, now);
+        if !self.notify.ping_when_due(now, turns.is_ok()) {
+            return;
+        }
+        match turns {
+            Ok(()) => self.watchdog_withheld = false,
+            Err(late) if !self.watchdog_withheld => {
+                self.watchdog_withheld = true;
+                log::error!(
+                    "the publisher thread is {} s late for its turn: systemd's watchdog is no longer pinged",
+                    late.as_secs()
+                );
+            }
+            Err(_) => {}
+        }
     }
 
     fn report(&mut self) {
@@ -452,13 +491,16 @@ impl Running {
     /// whole (one error line; the running configuration stays); otherwise
     /// it replaces the running one, except for the keys only a restart can
     /// change, which are named once in a warning and keep their values.
-    fn reload(&mut self) {
+    /// Returns the outcome in a few words, for systemd's `STATUS=`.
+    fn reload(&mut self) -> String {
         let running = self.wiring.live.get();
         let (config, changes) = match read_again(self.source.as_deref(), &running) {
             Ok(reloaded) => reloaded,
             Err(e) => {
                 log::error!("SIGHUP: log file reopened; relay.conf refused, the running configuration is kept: {e}");
-                return;
+                return format!(
+                    "relay.conf refused at the last reload, the running configuration is kept: {e}"
+                );
             }
         };
         if !changes.need_restart.is_empty() {
@@ -483,16 +525,18 @@ impl Running {
             self.log.set_level(level);
         }
         self.report();
+        "relay.conf reloaded".to_string()
     }
 
     /// Stops in order: the intake (listener, sessions), the publisher once it
     /// has flushed or the grace ran out, the links, then the last snapshot,
     /// the pid file, the signal thread and the log.
     fn shut_down(mut self) {
-        log::info!(
-            "shutting down: no new commands; publishing what is queued for up to {} s",
-            self.wiring.config.shutdown_grace.as_secs()
-        );
+        let grace = self.wiring.config.shutdown_grace.as_secs();
+        self.notify.stopping(&format!(
+            "shutting down: publishing what is queued for up to {grace} s"
+        ));
+        log::info!("shutting down: no new commands; publishing what is queued for up to {grace} s");
         let threads = self.threads;
         self.wiring.intake.trigger();
         join(threads.listener);

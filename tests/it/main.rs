@@ -30,5 +30,6 @@ mod rejections;
 mod secrets;
 mod security;
 mod stress;
+mod systemd;
 mod unix_socket;
 mod watchdog;
