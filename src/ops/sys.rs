@@ -211,6 +211,12 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The effective group id: the group whose members may read the relay's secrets.
+pub fn egid() -> u32 {
+    // SAFETY: getegid(2) cannot fail and touches no memory.
+    unsafe { libc::getegid() }
+}
+
 /// Keeps secrets out of core dumps: no core file at all (RLIMIT_CORE 0, soft
 /// and hard), and the process marked non-dumpable, which also keeps other
 /// users (and ptrace) out of its memory and /proc/PID/fd.
