@@ -5,81 +5,10 @@
 //! is refused), WATCHDOG=1 every half WATCHDOG_USEC, STOPPING=1 at SIGTERM;
 //! and `ms500-relay reload` run as the unit's ExecReload=.
 
-use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::notify::NotifySocket;
 use crate::support::{relay_command, Broker, Launch, Relay, TempDir, WAIT};
-
-/// The test's stand-in for systemd's notification socket.
-struct NotifySocket {
-    socket: UnixDatagram,
-    /// `NOTIFY_SOCKET`'s value for the relay.
-    name: String,
-    _dir: TempDir,
-}
-
-impl NotifySocket {
-    fn at_path() -> NotifySocket {
-        let dir = TempDir::new("notify");
-        let path: PathBuf = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind the notification socket");
-        NotifySocket {
-            socket,
-            name: path.to_string_lossy().into_owned(),
-            _dir: dir,
-        }
-    }
-
-    fn abstract_name() -> NotifySocket {
-        use std::os::linux::net::SocketAddrExt;
-        let name = format!(
-            "ms500-relay-test-notify-{}-{:?}",
-            std::process::id(),
-            Instant::now()
-        );
-        let address = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let socket = UnixDatagram::bind_addr(&address).expect("bind an abstract socket");
-        NotifySocket {
-            socket,
-            name: format!("@{name}"),
-            _dir: TempDir::new("notify-abstract"),
-        }
-    }
-
-    /// The next notification, within `timeout`.
-    fn next(&self, timeout: Duration) -> Option<String> {
-        self.socket.set_read_timeout(Some(timeout)).unwrap();
-        let mut buf = [0u8; 4096];
-        let n = self.socket.recv(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-
-    /// The next notification that is not a watchdog ping; panics after [`WAIT`].
-    fn expect_next(&self, what: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.next(left) {
-                Some(m) if m == "WATCHDOG=1" => continue,
-                Some(m) => return m,
-                None => break,
-            }
-        }
-        panic!("no notification ({what}) within {WAIT:?}");
-    }
-
-    /// Every notification that arrives within `window`.
-    fn collect(&self, window: Duration) -> Vec<(Instant, String)> {
-        let end = Instant::now() + window;
-        let mut got = Vec::new();
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            if let Some(m) = self.next(left.max(Duration::from_millis(1))) {
-                got.push((Instant::now(), m));
-            }
-        }
-        got
-    }
-}
 
 fn launched_under(notify: &NotifySocket, env: &[(&str, &str)]) -> Launch {
     let mut vars = vec![("NOTIFY_SOCKET".to_string(), notify.name.clone())];
@@ -101,10 +30,18 @@ fn monotonic_usec(message: &str) -> u64 {
 fn ready_once_listening_reloading_then_ready_on_sighup_and_stopping_at_sigterm() {
     let broker = Broker::start();
     let notify = NotifySocket::at_path();
-    let mut relay = Relay::spawn_with(broker.port, &[], launched_under(&notify, &[]));
+    // A log file: what the relay wrote before READY=1 is in it when READY=1 arrives.
+    let dir = TempDir::new("notify-log");
+    let log_file = dir.path().join("relay.log");
+    let log_s = log_file.to_string_lossy().into_owned();
+    let mut relay = Relay::spawn_with(
+        broker.port,
+        &[("LOG_FILE", log_s.as_str())],
+        launched_under(&notify, &[]),
+    );
 
     let ready = notify.expect_next("READY=1 at start");
-    let log = relay.log();
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
     assert!(
         log.contains(" listening on "),
         "READY=1 came before the listening line: {log}"
@@ -120,7 +57,11 @@ fn ready_once_listening_reloading_then_ready_on_sighup_and_stopping_at_sigterm()
         notify.expect_next("READY=1 after the reload"),
         "READY=1\nSTATUS=relay.conf reloaded"
     );
-    relay.expect_log("SIGHUP: log file reopened; relay.conf read again", WAIT);
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(
+        log.contains("SIGHUP: log file reopened; relay.conf read again"),
+        "READY=1 came before the reload's line: {log}"
+    );
 
     // A file the relay refuses: the reload still ends with READY=1, and
     // STATUS says what happened.
@@ -144,7 +85,7 @@ fn ready_once_listening_reloading_then_ready_on_sighup_and_stopping_at_sigterm()
         "STOPPING=1\nSTATUS=shutting down: publishing what is queued for up to 5 s"
     );
     assert_eq!(relay.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
-    let log = relay.log();
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
     assert!(
         !log.contains("systemd"),
         "nothing to say about systemd: {log}"
@@ -189,14 +130,14 @@ fn with_watchdog_usec_it_pings_every_half_of_it_and_not_for_another_process() {
         "{got:?}"
     );
     assert!(
-        (4..=9).contains(&pings.len()),
+        (3..=9).contains(&pings.len()),
         "{} pings in 2 s at one per 300 ms: {got:?}",
         pings.len()
     );
     for pair in pings.windows(2).skip(1) {
         let gap = pair[1] - pair[0];
         assert!(
-            gap >= Duration::from_millis(200) && gap <= Duration::from_millis(700),
+            gap >= Duration::from_millis(200) && gap <= Duration::from_millis(1000),
             "pings {gap:?} apart: {got:?}"
         );
     }

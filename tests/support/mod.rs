@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod fake_broker;
+pub mod notify;
 pub mod rabbit;
 
 use std::collections::HashMap;
