@@ -184,15 +184,15 @@ fn the_deb_unpacks_and_passes_lintian(arch: &str, debarch: &str) {
         conffiles,
         "/etc/ms500-relay/relay.conf\n/etc/init.d/ms500-relay\n"
     );
+    the_deb_unpacks_as_dpkg_does(&deb, arch);
+    passes_lintian(&deb);
+}
 
-    // As dpkg unpacks it.
+/// As dpkg unpacks it: the files, their modes, the binary runs, the
+/// scripts parse, the shipped relay.conf is valid.
+fn the_deb_unpacks_as_dpkg_does(deb: &Path, arch: &str) {
     let root = TempDir::new("deb-root");
-    succeeds(
-        Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg(root.path()),
-    );
+    succeeds(Command::new("dpkg-deb").arg("-x").arg(deb).arg(root.path()));
     let files = listing(root.path());
     for path in [
         "usr/bin/ms500-relay",
@@ -218,7 +218,7 @@ fn the_deb_unpacks_and_passes_lintian(arch: &str, debarch: &str) {
     succeeds(
         Command::new("dpkg-deb")
             .arg("-e")
-            .arg(&deb)
+            .arg(deb)
             .arg(control.path()),
     );
     for script in ["postinst", "prerm", "postrm"] {
@@ -229,11 +229,13 @@ fn the_deb_unpacks_and_passes_lintian(arch: &str, debarch: &str) {
         &r.join("usr/bin/ms500-relay"),
         &["run/ms500-relay", "var/lib/ms500-relay"],
     );
+}
 
-    // lintian: no error and no warning but those overridden with a reason.
+/// lintian: no error and no warning but those overridden with a reason.
+fn passes_lintian(deb: &Path) {
     let lint = Command::new("lintian")
         .args(["--fail-on", "error,warning", "--no-tag-display-limit"])
-        .arg(&deb)
+        .arg(deb)
         .output()
         .expect("lintian (scripts/test.sh installs it)");
     let said = text(&lint.stdout);
@@ -242,22 +244,18 @@ fn the_deb_unpacks_and_passes_lintian(arch: &str, debarch: &str) {
             && !said
                 .lines()
                 .any(|l| l.starts_with("E:") || l.starts_with("W:")),
-        "lintian on {debarch}:\n{said}{}",
+        "lintian on {}:\n{said}{}",
+        deb.display(),
         text(&lint.stderr)
     );
 }
 
-fn the_ipk_unpacks_as_opkg_does(arch: &str, owrt: &str) {
-    let ipk = script_output_of("scripts/package.sh", &["ipk", owrt]);
-    let version = env!("CARGO_PKG_VERSION");
-    assert_eq!(
-        ipk.file_name().unwrap().to_string_lossy(),
-        format!("ms500-relay_{version}_{owrt}.ipk")
-    );
+/// As opkg reads an .ipk: the outer gzipped tar holds these three members;
+/// control.tar.gz and data.tar.gz go to `control/` and `data/`.
+fn unpack_ipk(ipk: &Path) -> TempDir {
     let dir = TempDir::new("ipk");
     let d = dir.path();
-    // opkg reads the outer gzipped tar for these three members.
-    let members = succeeds(Command::new("busybox").args(["tar", "tzf"]).arg(&ipk));
+    let members = succeeds(Command::new("busybox").args(["tar", "tzf"]).arg(ipk));
     assert_eq!(
         members.lines().collect::<Vec<_>>(),
         ["./debian-binary", "./data.tar.gz", "./control.tar.gz"]
@@ -265,7 +263,7 @@ fn the_ipk_unpacks_as_opkg_does(arch: &str, owrt: &str) {
     succeeds(
         Command::new("busybox")
             .args(["tar", "xzf"])
-            .arg(&ipk)
+            .arg(ipk)
             .current_dir(d),
     );
     assert_eq!(
@@ -282,6 +280,18 @@ fn the_ipk_unpacks_as_opkg_does(arch: &str, owrt: &str) {
                 .arg(d.join(into)),
         );
     }
+    dir
+}
+
+fn the_ipk_unpacks_as_opkg_does(arch: &str, owrt: &str) {
+    let ipk = script_output_of("scripts/package.sh", &["ipk", owrt]);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        ipk.file_name().unwrap().to_string_lossy(),
+        format!("ms500-relay_{version}_{owrt}.ipk")
+    );
+    let dir = unpack_ipk(&ipk);
+    let d = dir.path();
     let control = std::fs::read_to_string(d.join("control/control")).unwrap();
     for (name, want) in [
         ("Package", "ms500-relay"),
@@ -765,12 +775,10 @@ case $action in
 esac
 "#;
 
-#[test]
-#[ignore = "slow: builds the package and runs it in a chroot; scripts/test.sh runs it as root"]
-fn the_openwrt_package_runs_under_its_procd_script_in_a_busybox_root() {
-    let ipk = script_output_of("scripts/package.sh", &["ipk", "x86_64"]);
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+/// A bare BusyBox root shaped like OpenWrt (with the rc.common stand-in)
+/// where `ipk` was installed as opkg installs it, and relay.conf edited to
+/// reach the broker on `broker_port`.
+fn openwrt_root_with(ipk: &Path, broker_port: u16) -> Gateway {
     let root = TempDir::new("openwrt-root");
     let r = root.path();
     // A bare BusyBox system shaped like OpenWrt's: /var is a link to the
@@ -805,11 +813,10 @@ fn the_openwrt_package_runs_under_its_procd_script_in_a_busybox_root() {
         .status()
         .expect("mknod");
     assert!(null.success());
-    std::fs::copy(&ipk, r.join("tmp/ms500-relay.ipk")).unwrap();
+    std::fs::copy(ipk, r.join("tmp/ms500-relay.ipk")).unwrap();
     let gw = Gateway { root };
     let probe = gw.run(&["/bin/busybox", "--install", "-s"]);
     support::require(probe.status.success(), "chroot is not permitted here");
-
     // As opkg installs it: the outer archive, the data into /, the control
     // files into opkg's info directory under the package's name.
     let unpack = "set -e
@@ -823,7 +830,7 @@ fn the_openwrt_package_runs_under_its_procd_script_in_a_busybox_root() {
     let out = gw.run(&[
         "/bin/sh",
         "-c",
-        &unpack.replace("BROKER_PORT", &broker.port.to_string()),
+        &unpack.replace("BROKER_PORT", &broker_port.to_string()),
     ]);
     assert!(out.status.success(), "installing as opkg does: {out:?}");
     let listed = std::fs::read_to_string(gw.path("/usr/lib/opkg/info/ms500-relay.list")).unwrap();
@@ -831,6 +838,16 @@ fn the_openwrt_package_runs_under_its_procd_script_in_a_busybox_root() {
         listed.lines().any(|l| l == "/usr/bin/ms500-relay"),
         "{listed}"
     );
+    gw
+}
+
+#[test]
+#[ignore = "slow: builds the package and runs it in a chroot; scripts/test.sh runs it as root"]
+fn the_openwrt_package_runs_under_its_procd_script_in_a_busybox_root() {
+    let ipk = script_output_of("scripts/package.sh", &["ipk", "x86_64"]);
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let gw = openwrt_root_with(&ipk, broker.port);
 
     // procd: `/etc/init.d/ms500-relay start`, the command it describes in the foreground.
     let mut relay = Command::new("chroot")
