@@ -39,7 +39,7 @@ use log::LevelFilter;
 
 mod live;
 mod values;
-pub use live::{is_fixed, Changes, Live, FIXED_KEYS};
+pub use live::{is_fixed, Changes, Live, AT_NEXT_CONNECTION, AT_ONCE, FIXED_KEYS};
 pub use values::*;
 
 /// One relay.conf key: its name, its default as written in relay.conf, and a
@@ -349,20 +349,6 @@ impl Config {
             .map(|topic| topic.replace("{client_id}", client_id))
     }
 
-    /// The files the relay writes, by key, when set.
-    pub fn written_files(&self) -> Vec<(&'static str, &Path)> {
-        [
-            ("PID_FILE", &self.pid_file),
-            ("STATUS_FILE", &self.status_file),
-            ("SPOOL_FILE", &self.spool_file),
-            ("LOG_FILE", &self.log_file),
-            ("METRICS_FILE", &self.metrics_file),
-        ]
-        .into_iter()
-        .filter_map(|(key, path)| path.as_deref().map(|path| (key, path)))
-        .collect()
-    }
-
     /// The brokers of `MQTT_BROKER`, in order, each with its port (MQTT_PORT by default).
     pub fn brokers(&self) -> Vec<Broker> {
         self.mqtt_broker
@@ -372,6 +358,17 @@ impl Config {
                 port: b.port.unwrap_or(self.mqtt_port),
             })
             .collect()
+    }
+
+    /// [`Config::brokers`] as a list that cannot be empty: a configuration
+    /// made in code without a broker gets the default one, 127.0.0.1.
+    pub fn broker_list(&self) -> BrokerList {
+        BrokerList::new(self.brokers()).unwrap_or_else(|| {
+            BrokerList::one(Broker {
+                host: "127.0.0.1".into(),
+                port: self.mqtt_port,
+            })
+        })
     }
 
     /// The lifetime of a command of type `kind` (its `COMMAND_TTLS` entry,

@@ -20,8 +20,9 @@ pub enum Error {
     Setup { what: String, cause: Option<Cause> },
     /// The backend socket could not be bound.
     Listen { addr: String, source: io::Error },
-    /// Another instance holds the pid file.
-    AlreadyRunning { path: String, pid: String },
+    /// Another instance holds the pid file or runs this configuration:
+    /// which, and its pid.
+    AlreadyRunning(String),
     /// `status` found the status file missing or stale (already reported on stdout).
     Unhealthy,
     /// `status` found the relay running but no broker reached for longer
@@ -74,7 +75,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Setup { .. } => 2,
             Error::Listen { .. } => 4,
-            Error::AlreadyRunning { .. } | Error::BrokerAway => 3,
+            Error::AlreadyRunning(_) | Error::BrokerAway => 3,
             Error::Runtime { .. } | Error::Io(_) | Error::Unhealthy => 1,
             Error::Reported(code) => *code,
         }
@@ -91,9 +92,7 @@ impl fmt::Display for Error {
                 None => write!(f, "{what}"),
             },
             Error::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            Error::AlreadyRunning { path, pid } => {
-                write!(f, "already running: {path} is locked by pid {pid}")
-            }
+            Error::AlreadyRunning(what) => write!(f, "already running: {what}"),
             Error::Unhealthy => write!(f, "the relay is not healthy"),
             Error::BrokerAway => write!(f, "the relay runs but reaches no broker"),
             Error::Io(e) => write!(f, "{e}"),

@@ -20,7 +20,8 @@
 //! - [`ops`]: what every thread uses (logging, counters, files, time, stop);
 //! - [`report`]: the status and metrics files; [`cli`]: the commands.
 //!
-//! [`relay`] starts the threads and stops them. Folders only point down
+//! [`checks`] is what the start refuses, run by `check-config`, the start,
+//! a reload and the watchdog alike; [`relay`] starts the threads and stops them. Folders only point down
 //! this list (`devices` also uses the backend's reply routes): no cycles.
 //!
 //! # Log levels
@@ -32,6 +33,7 @@
 //! - debug: internals.
 
 mod backend;
+pub mod checks;
 pub mod cli;
 pub mod config;
 mod delivery;

@@ -9,10 +9,9 @@ use ms500_relay::cli::args::{self as cli, Action};
 use ms500_relay::cli::journal::Journal;
 use ms500_relay::cli::{manual, send, watchdog};
 use ms500_relay::error::Error;
-use ms500_relay::mqtt::tls;
 use ms500_relay::ops::{logging, preflight};
 use ms500_relay::report::status;
-use ms500_relay::{config, relay};
+use ms500_relay::{checks, config, relay};
 
 fn main() -> ExitCode {
     match run() {
@@ -119,12 +118,10 @@ fn watchdog_run(path: Option<&std::path::Path>) -> Result<(), Error> {
 fn check_config(path: Option<&std::path::Path>) -> Result<(), Error> {
     let (config, path, errors) = config::load_all(path, preflight::relay_user())?;
     let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    // What the run refuses before serving is refused here too, and what it
-    // warns about is warned about.
-    problems.extend(preflight::problems(&config));
-    if let Err(e) = tls::client_config(&config) {
-        problems.push(e.to_string());
-    }
+    // What the run refuses before serving is refused here too, by the very
+    // checks the start runs, and what it warns about is warned about.
+    let checked = checks::run(&config, path.as_deref());
+    problems.extend(checked.problems);
     let mut err = std::io::stderr().lock();
     if !problems.is_empty() {
         for problem in &problems {
@@ -155,19 +152,12 @@ fn check_config(path: Option<&std::path::Path>) -> Result<(), Error> {
             .as_deref()
             .unwrap_or("(off)")
     )?;
-    let socket = config
-        .socket_path
-        .as_deref()
-        .map(|path| ("SOCKET_PATH", path));
-    for (key, file) in config.written_files().into_iter().chain(socket) {
-        let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir.filter(|d| key != "SPOOL_FILE" && !d.exists()) {
-            writeln!(
-                out,
-                "# {key}: the directory {} is created at start",
-                dir.display()
-            )?;
-        }
+    for (key, dir) in &checked.to_make {
+        writeln!(
+            out,
+            "# {key}: the directory {} is created at start",
+            dir.display()
+        )?;
     }
     writeln!(out, "# configuration is valid")?;
     Ok(())
@@ -238,12 +228,17 @@ fn run() -> Result<(), Error> {
             watchdog::reload(&config, path.as_deref(), problems.first())
         }
         Action::Status { json } => {
-            let (config, _, _) = load_needing(
+            let (config, path, _) = load_needing(
                 invocation.config.as_deref(),
                 "status",
                 &["STATUS_FILE", "STATUS_INTERVAL", "PID_FILE"],
             )?;
-            status::show(&config, json, &mut std::io::stdout().lock())
+            status::show(
+                &config,
+                path.as_deref(),
+                json,
+                &mut std::io::stdout().lock(),
+            )
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::backend::listener;
 use crate::backend::routes::ReplyRoutes;
 use crate::backend::session::Shared;
 use crate::backend::sockets::{self, Listening};
+use crate::checks;
 use crate::config::{self, Changes, Config, Live};
 use crate::delivery::item::Accepted;
 use crate::delivery::presence::{HeldView, Presence};
@@ -40,7 +41,7 @@ use crate::devices::link::DeviceLink;
 use crate::devices::summary::{self, Summary};
 use crate::devices::table::DeviceTable;
 use crate::error::Error;
-use crate::mqtt::brokers::Brokers;
+use crate::mqtt::brokers::{Brokers, InUse};
 use crate::mqtt::dialing::Dialing;
 use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
@@ -49,10 +50,11 @@ use crate::ops::log_limit::{self, Kind};
 use crate::ops::logging::{self, Destination, LogHandle};
 use crate::ops::notify::Notifier;
 use crate::ops::pidfile::PidFile;
+use crate::ops::record::{Claim, Taken};
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::sys::{self, Received};
-use crate::ops::{files, preflight};
+use crate::ops::{files, places, preflight};
 use crate::report::writer::{self, StatusWriter};
 
 /// Batches of commands parsed by sessions and not yet taken by the
@@ -98,6 +100,10 @@ struct Running {
     /// relay.conf as found at start: what SIGHUP reads again.
     source: Option<PathBuf>,
     log: LogHandle,
+    /// The configuration's lock and runtime record, when there is one.
+    claim: Option<Claim>,
+    /// Where backends connect, for the runtime record.
+    listening: String,
     pid_file: Option<PidFile>,
     status: StatusWriter,
     signals: Receiver<Received>,
@@ -132,15 +138,22 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         sys::block_signals().map_err(|e| Error::runtime_because("cannot block signals", e))?;
     let config = Arc::new(config);
     let started = SystemTime::now();
-    // Everything the run would refuse, refused now with exit 2.
-    preflight::create_run_dirs(&config)?;
-    preflight::preflight(&config)?;
-    let tls = tls::client_config(&config)?;
-    // The pid lock comes next: a second instance must say "already running"
-    // (exit 3), not fail to bind the port, and touch none of the first one's files.
+    // Everything the run would refuse, refused now with exit 2, before
+    // anything is created; then the missing run-time directories.
+    let tls = checks::passed(&config, source.as_deref())?;
+    places::make_run_dirs(&config)?;
+    // The locks come next: a second instance must say "already running"
+    // (exit 3), not fail to bind the port, and touch none of the first
+    // one's files. First the configuration's (whatever PID_FILE says since
+    // the other started), then PID_FILE's.
+    let claim = Claim::take(source.as_deref(), started)?;
     let pid_file = take_pid_lock(&config)?;
+    let claim = keep_record(claim, &config, &listening_as_configured(&config));
     let log = start_logging(&config)?;
     log_start_warnings(&config, source.as_deref(), no_core_dumps);
+    if let Err(why) = &claim {
+        log::warn!("no runtime record of this relay ({why}): the tools find it by PID_FILE only");
+    }
     let wiring = Wiring::new(config, started);
     let mut status = StatusWriter::new(
         &wiring.config,
@@ -161,6 +174,10 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     // and STATUS_FILE and METRICS_FILE are written only once the socket is ours.
     let sockets = sockets::bind_all(&wiring.config)?;
     let local = sockets::listening_on(&sockets);
+    let claim = claim.ok().flatten();
+    if let Some(claim) = &claim {
+        write_record(claim, &wiring.config, &local);
+    }
     status.report(&wiring.config, &wiring.counters, &wiring.devices);
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<Received>(8);
     let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
@@ -173,6 +190,8 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         wiring,
         source,
         log,
+        claim,
+        listening: local,
         pid_file,
         status,
         signals: signal_rx,
@@ -185,6 +204,36 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
 
 fn take_pid_lock(config: &Config) -> Result<Option<PidFile>, Error> {
     config.pid_file.as_deref().map(PidFile::acquire).transpose()
+}
+
+/// Where backends will connect, before the sockets are bound.
+fn listening_as_configured(config: &Config) -> String {
+    match &config.socket_path {
+        Some(path) if config.socket_host.is_empty() => path.display().to_string(),
+        _ => format!("{}:{}", config.socket_host, config.socket_port),
+    }
+}
+
+/// The configuration's claim with its first record written (at once, so
+/// the tools can name the lock's holder while the relay starts); `Ok(None)`
+/// without relay.conf, `Err` why there is no record.
+fn keep_record(taken: Taken, config: &Config, listening: &str) -> Result<Option<Claim>, String> {
+    match taken {
+        Taken::Claimed(claim) => match claim.write(config, listening) {
+            Ok(()) => Ok(Some(claim)),
+            Err(e) => Err(format!("cannot write it: {e}")),
+        },
+        Taken::Unkeyed => Ok(None),
+        Taken::Unkept(why) => Err(why),
+    }
+}
+
+/// Rewrites the runtime record; a failure is logged (the tools then find
+/// the relay by what it wrote before, or by PID_FILE).
+fn write_record(claim: &Claim, config: &Config, listening: &str) {
+    if let Err(e) = claim.write(config, listening) {
+        log::warn!("cannot rewrite the runtime record: {e}");
+    }
 }
 
 /// What the start has to say once the log is open.
@@ -216,8 +265,10 @@ fn log_listening(config: &Config, local: &str) {
 impl Wiring {
     fn new(config: Arc<Config>, started: SystemTime) -> Wiring {
         let counters = Arc::new(Counters::default());
-        let link = Arc::new(LinkShared::default());
-        *lock(&link.broker) = config.brokers()[0].to_string();
+        let link = Arc::new(LinkShared {
+            broker_in_use: Arc::new(InUse::new(config.broker_list().first().clone())),
+            ..LinkShared::default()
+        });
         counters.link_down();
         Wiring {
             devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
@@ -279,7 +330,7 @@ impl Wiring {
         let config = &self.config;
         let keepalive = config.mqtt_keepalive;
         let publish_link = PublishLink {
-            dialing: Dialing::new(Brokers::new(config.brokers(), keepalive * 2)),
+            dialing: Dialing::new(Brokers::new(config.broker_list(), keepalive * 2)),
             dialer: Dialer {
                 client_id: format!("{client_id}-pub"),
                 keepalive,
@@ -298,6 +349,7 @@ impl Wiring {
             counters: Arc::clone(&self.counters),
             stop: self.link_stop.clone(),
             live: Arc::clone(&self.live),
+            reloaded: self.live.watch(),
         };
         spawn("publish-link", move || publish_link.run())
     }
@@ -309,7 +361,6 @@ impl Wiring {
     ) -> Result<JoinHandle<()>, Error> {
         let device_link = DeviceLink {
             config: Arc::clone(&self.live),
-            brokers: self.config.brokers(),
             client_id: format!("{client_id}-sub"),
             transport,
             routes: self.routes.clone(),
@@ -510,16 +561,17 @@ impl Running {
             );
         }
         let level = (config.log_level != running.log_level).then_some(config.log_level);
+        self.device_summary
+            .set_every(config.device_summary_interval);
+        if let Some(claim) = &self.claim {
+            write_record(claim, &config, &self.listening);
+        }
         self.wiring.live.replace(config);
         self.status.config_loaded(self.source.as_deref());
-        if changes.applied.is_empty() {
-            log::info!("SIGHUP: log file reopened; relay.conf read again: nothing to apply");
-        } else {
-            log::info!(
-                "SIGHUP: log file reopened; relay.conf reloaded: {} applied (broker list, login and TLS files at the next connection)",
-                changes.applied.join(", ")
-            );
-        }
+        log::info!(
+            "SIGHUP: log file reopened; relay.conf {}",
+            reloaded(&changes)
+        );
         // After the line above, so that a quieter level still shows it.
         if let Some(level) = level {
             self.log.set_level(level);
@@ -552,6 +604,9 @@ impl Running {
         if let Some(pid_file) = self.pid_file {
             pid_file.release();
         }
+        if let Some(claim) = self.claim {
+            claim.release(&w.live.get(), &self.listening);
+        }
         log::info!("stopped");
         sys::wake_signal_thread();
         join(threads.signals);
@@ -559,14 +614,40 @@ impl Running {
     }
 }
 
+/// What the reload line says was applied: every key whose new value is in
+/// effect, and which of them the broker links take only from their next
+/// connection.
+fn reloaded(changes: &Changes) -> String {
+    if changes.applied.is_empty() {
+        return "read again: nothing to apply".into();
+    }
+    let later: Vec<&str> = changes
+        .applied
+        .iter()
+        .copied()
+        .filter(|key| config::AT_NEXT_CONNECTION.contains(key))
+        .collect();
+    let mut line = format!("reloaded: {} applied", changes.applied.join(", "));
+    if !later.is_empty() {
+        line.push_str(&format!(
+            " ({} from each broker link's next connection)",
+            later.join(", ")
+        ));
+    }
+    line
+}
+
 /// relay.conf read again from `source` (searched again when the relay
-/// started without one) and checked as the start checks it, with the keys
-/// that need a restart kept at their values in `running`.
+/// started without one) and checked whole as the start checks it (the
+/// same function `check-config` and `ms500-relay reload` run, so the tool
+/// refuses what this refuses), then with the keys that need a restart kept
+/// at their values in `running`; a new STATUS_FILE or METRICS_FILE place
+/// has its missing directories made as at start.
 fn read_again(source: Option<&Path>, running: &Config) -> Result<(Config, Changes), Error> {
     let (config, _) = config::load(source, preflight::relay_user())?;
+    checks::passed(&config, source)?;
     let (config, changes) = config.keeping_fixed(running);
-    preflight::preflight(&config)?;
-    tls::client_config(&config)?;
+    places::make_run_dirs(&config)?;
     Ok((config, changes))
 }
 

@@ -12,7 +12,8 @@ ms500-relay: relays backend JSON commands to MS500 cameras over MQTT
 
 Usage:
   ms500-relay [run] [-c FILE]            run the relay in the foreground
-  ms500-relay check-config [-c FILE]     validate and print the effective configuration
+  ms500-relay check-config [-c FILE]     run the start's checks (creating nothing) and
+                                         print the effective configuration
   ms500-relay send [-c FILE] [-w SECS] [JSON...]
                                          send commands (arguments, or stdin when none) to
                                          the running relay; print one ok/error line per
@@ -25,10 +26,11 @@ Usage:
                                          longer than 2 x MQTT_KEEPALIVE or the spool failing
   ms500-relay watchdog [-c FILE]         start the relay unless one runs and is healthy;
                                          replace a hung one (for a * * * * * crontab line)
-  ms500-relay stop [-c FILE]             stop the relay holding PID_FILE (SIGTERM, then
+  ms500-relay stop [-c FILE]             stop the relay running relay.conf (SIGTERM, then
                                          SIGKILL after SHUTDOWN_GRACE + 1 s)
-  ms500-relay reload [-c FILE]           check relay.conf, then SIGHUP the relay holding
-                                         PID_FILE so it applies it (exit 2: not sent)
+  ms500-relay reload [-c FILE]           check relay.conf as the start does, then SIGHUP
+                                         the relay running it so it applies it
+                                         (exit 2: the relay would refuse it, not sent)
   ms500-relay man                        print the manual page (roff: man -l -)
   ms500-relay --help | --version
 
@@ -44,7 +46,8 @@ Signals (to the running relay):
                       exit 1 at once)
   SIGHUP              reopen LOG_FILE (after an external rotation) and reload
                       relay.conf: what can change live applies, keys that need a
-                      restart are named; a file with errors is refused whole
+                      restart are named; a file with errors, or one the start
+                      would refuse, is refused whole
   SIGUSR1             write the status snapshot (and metrics) now
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage,

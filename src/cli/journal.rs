@@ -6,13 +6,20 @@
 //!
 //! Runs on the main thread of the short-lived watchdog process. Its memory
 //! across runs is one small file next to `PID_FILE` ([`Journal::new`]):
-//! the last failure line and when it was written.
+//! the last failure line and when it was written. Like every file a tool
+//! writes, it is replaced in its checked directory (`ops/files.rs`), never
+//! written through a symlink; in a directory that fails the checks the
+//! watchdog remembers nothing and says every failure.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::ops::files;
 use crate::ops::time::{iso8601, unix};
+
+/// Mode of the memory file: it may quote relay.conf's errors.
+const MEMORY_MODE: u32 = 0o600;
 
 /// Size past which the file the output goes to is rotated.
 pub const MAX_BYTES: u64 = 256 * 1024;
@@ -47,11 +54,14 @@ impl Journal {
         let now = SystemTime::now();
         let text = lines.join("\n");
         if let Some(memory) = &self.memory {
-            let last = std::fs::read_to_string(memory).unwrap_or_default();
+            let last = files::read_checked(memory)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default();
             if !due(&last, &text, unix(now)) {
                 return false;
             }
-            let _ = std::fs::write(memory, format!("{} {text}", unix(now)));
+            let said = format!("{} {text}", unix(now));
+            let _ = files::replace(memory, said.as_bytes(), MEMORY_MODE);
         }
         let mut err = std::io::stderr().lock();
         for line in lines {
@@ -63,7 +73,7 @@ impl Journal {
     /// A run that went well: the next failure is said at once.
     pub fn succeeded(&self) {
         if let Some(memory) = &self.memory {
-            let _ = std::fs::remove_file(memory);
+            let _ = files::remove(memory);
         }
     }
 }
@@ -86,24 +96,40 @@ fn due(last: &str, line: &str, now_unix: u64) -> bool {
 
 /// When stdout is a regular file past [`MAX_BYTES`] (cron's `>>`), moves
 /// its text to `FILE.1` and empties it: the watchdog's log never takes more
-/// than twice that.
+/// than twice that. `FILE.1` is replaced in its checked directory (never
+/// written through a symlink); where it cannot be, nothing is moved.
 fn bound_output() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
     let Ok(path) = std::fs::read_link("/proc/self/fd/1") else {
         return;
     };
-    let Ok(meta) = std::fs::metadata(&path) else {
+    let Ok(out) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let out = std::fs::File::from(out);
+    let Ok(meta) = out.metadata() else {
         return;
     };
     if !meta.is_file() || meta.len() <= MAX_BYTES {
         return;
     }
-    let mut old = path.as_os_str().to_owned();
+    // The text, read by its name only while the name is still stdout's file.
+    let Ok(mut named) = files::open_read(&path) else {
+        return;
+    };
+    let same = named
+        .metadata()
+        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+    let mut text = Vec::new();
+    if !same || named.read_to_end(&mut text).is_err() {
+        return;
+    }
+    let mut old = path.into_os_string();
     old.push(".1");
-    if std::fs::copy(&path, PathBuf::from(old)).is_ok() {
+    if files::replace(Path::new(&old), &text, meta.mode() & 0o644).is_ok() {
         // O_APPEND writes (cron's >>) go on at the new end.
-        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
-            let _ = file.set_len(0);
-        }
+        let _ = out.set_len(0);
     }
 }
 

@@ -3,9 +3,11 @@
 //! listener), asks for a status line per command whatever `ACK_MODE`
 //! says (the `{"ack_mode":"all"}` value of the wire contract), writes each
 //! command (arguments, or stdin copied as is), then prints every line that
-//! comes back until each command has its status line (and each SCS/UDS that
-//! went out its device reply), or `--wait` runs out. Runs on the main thread;
-//! nothing else is started.
+//! comes back until each command has its outcome (`ok` or `error`; a
+//! command held for an offline camera gets a `held` line first, and its
+//! outcome when it is released or expires) and each SCS/UDS that went out
+//! its device reply, or `--wait` runs out. Succeeds only when every command
+//! was published. Runs on the main thread; nothing else is started.
 //!
 //! What it prints goes through [`redact::shown`], as log lines do: a line
 //! without secret fields is printed as it came; one with secret fields
@@ -87,27 +89,10 @@ pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), E
     if let Some(wrong) = wrong_answer(&seen, &target) {
         return Err(wrong);
     }
-    if seen.held > 0 {
-        log::warn!(
-            "{} of {want} commands are held in the relay for cameras that are offline: \
-             published when each camera's heartbeat returns",
-            seen.held
-        );
+    match seen.shortfall(want, wait) {
+        Some(why) => Err(Error::runtime(why)),
+        None => Ok(()),
     }
-    if seen.errors > 0 {
-        return Err(Error::runtime(format!(
-            "{} of {want} commands were refused or expired",
-            seen.errors
-        )));
-    }
-    if seen.status_lines < want {
-        return Err(Error::runtime(format!(
-            "{} of {want} commands not confirmed within {:.1} s (queued in the relay for a broker that is away, or not read yet)",
-            want - seen.status_lines,
-            wait.as_secs_f64()
-        )));
-    }
-    Ok(())
 }
 
 /// Where the relay is: its Unix socket, or its TCP listener.
@@ -220,7 +205,7 @@ fn closed(e: &std::io::Error) -> bool {
 /// without a single line (the relay refused this peer), or only lines that
 /// are not JSON (something else listens there).
 fn wrong_answer(seen: &Seen, addr: &Target) -> Option<Error> {
-    if seen.status_lines > 0 || seen.replies > 0 {
+    if seen.status_lines > 0 || seen.replies > 0 || !seen.held.is_empty() {
         return None;
     }
     if seen.not_json > 0 {
@@ -260,11 +245,14 @@ fn target(config: &Config) -> Result<Target, Error> {
 
 #[derive(Debug, Default)]
 struct Seen {
-    /// Lines that settle a command for `send`: ok, error, or held (the
-    /// relay keeps it for a camera that is offline; its ok comes later).
+    /// Outcomes: `ok` and `error` lines (each command gets one).
     status_lines: usize,
-    errors: usize,
-    held: usize,
+    /// Of those, `error` lines: refused ones, and expired ones.
+    refused: usize,
+    expired: usize,
+    /// Commands the relay said it holds for an offline camera whose
+    /// outcome has not come yet (type, unit, id as their lines show them).
+    held: Vec<LineKey>,
     /// SCS/UDS the broker took: each may get a device reply.
     replies_due: usize,
     replies: usize,
@@ -278,23 +266,23 @@ impl Seen {
     /// Counts one line: a status line or a device reply.
     fn note(&mut self, line: &[u8]) {
         match status_line(line) {
-            Some((Status::Ok, kind)) => {
-                self.status_lines += 1;
-                if kind
-                    .as_deref()
-                    .and_then(command::CommandType::parse)
-                    .is_some_and(|k| k.wants_reply())
-                {
-                    self.replies_due += 1;
+            Some(StatusLine {
+                status: Status::Held,
+                key,
+                ..
+            }) => self.held.push(key),
+            Some(status) => {
+                // The outcome of a held command, or of one never held.
+                if let Some(at) = self.held.iter().position(|k| *k == status.key) {
+                    self.held.swap_remove(at);
                 }
-            }
-            Some((Status::Error, _)) => {
                 self.status_lines += 1;
-                self.errors += 1;
-            }
-            Some((Status::Held, _)) => {
-                self.status_lines += 1;
-                self.held += 1;
+                match status.status {
+                    Status::Ok if status.wants_reply() => self.replies_due += 1,
+                    Status::Error if status.expired => self.expired += 1,
+                    Status::Error => self.refused += 1,
+                    Status::Ok | Status::Held => {}
+                }
             }
             // `send` asks for status lines, so every device reply comes
             // wrapped; a line of neither shape settles nothing.
@@ -312,6 +300,62 @@ impl Seen {
     fn complete(&self, want: usize) -> bool {
         self.status_lines >= want && self.replies >= self.replies_due
     }
+
+    /// Why not every one of `want` commands was published within `wait`,
+    /// naming refused, expired and still held ones; None when all were.
+    fn shortfall(&self, want: usize, wait: Duration) -> Option<String> {
+        let mut why = Vec::new();
+        if self.refused > 0 {
+            why.push(format!("{} of {want} commands were refused", self.refused));
+        }
+        if self.expired > 0 {
+            why.push(format!(
+                "{} of {want} commands expired, never published",
+                self.expired
+            ));
+        }
+        let open = want.saturating_sub(self.status_lines);
+        let held = self.held.len().min(open);
+        if held > 0 {
+            why.push(format!(
+                "{held} of {want} commands still held in the relay for cameras that are \
+                 offline, not published within {:.1} s (each is published when its camera's \
+                 heartbeat returns, or expires)",
+                wait.as_secs_f64()
+            ));
+        }
+        if open > held {
+            why.push(format!(
+                "{} of {want} commands not confirmed within {:.1} s (queued in the relay for a broker that is away, or not read yet)",
+                open - held,
+                wait.as_secs_f64()
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// What tells a command's lines apart: its `type`, `unit` and `id`, as the
+/// relay writes them (a `held` line and the outcome after it carry the same).
+type LineKey = (Option<String>, Option<String>, Option<String>);
+
+/// One status line, read.
+struct StatusLine {
+    status: Status,
+    key: LineKey,
+    /// An `error` whose reason is the command's lifetime.
+    expired: bool,
+}
+
+impl StatusLine {
+    /// An SCS or UDS: the broker took it, a device reply may follow.
+    fn wants_reply(&self) -> bool {
+        self.key
+            .0
+            .as_deref()
+            .and_then(command::CommandType::parse)
+            .is_some_and(|k| k.wants_reply())
+    }
 }
 
 /// What a status line says of its command.
@@ -322,10 +366,10 @@ enum Status {
     Held,
 }
 
-/// (status, type) of a status line: an object with `status` ("ok", "error"
-/// or "held"), `type` and `unit`, and nothing but `id`, `error` and
-/// `camera` besides. A device reply is `{"reply":…,"unit":…}` (`reply.rs`).
-fn status_line(line: &[u8]) -> Option<(Status, Option<String>)> {
+/// A status line: an object with `status` ("ok", "error" or "held"),
+/// `type` and `unit`, and nothing but `id`, `error` and `camera` besides.
+/// A device reply is `{"reply":…,"unit":…}` (`reply.rs`).
+fn status_line(line: &[u8]) -> Option<StatusLine> {
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(line) else {
         return None;
     };
@@ -333,13 +377,25 @@ fn status_line(line: &[u8]) -> Option<(Status, Option<String>)> {
     if !v.keys().all(|k| known.contains(&k.as_str())) || !v.contains_key("unit") {
         return None;
     }
-    let kind = v.get("type")?.as_str().map(str::to_string);
-    match v.get("status")?.as_str()? {
-        "ok" => Some((Status::Ok, kind)),
-        "error" => Some((Status::Error, kind)),
-        "held" => Some((Status::Held, kind)),
-        _ => None,
-    }
+    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let key = (
+        text("type"),
+        text("unit"),
+        v.get("id").map(Value::to_string),
+    );
+    v.get("type")?;
+    let status = match v.get("status")?.as_str()? {
+        "ok" => Status::Ok,
+        "error" => Status::Error,
+        "held" => Status::Held,
+        _ => return None,
+    };
+    let expired = text("error").is_some_and(|e| e.starts_with("expired after "));
+    Some(StatusLine {
+        status,
+        key,
+        expired,
+    })
 }
 
 /// Prints each line as it comes, until everything expected came, the relay
@@ -449,12 +505,43 @@ mod tests {
             br#"{"reply":{"status":"error","type":"IMG","unit":"u","error":"x"},"unit":"u"}"#,
         );
         seen.note(b"not json at all");
-        assert_eq!((seen.status_lines, seen.errors, seen.replies), (3, 1, 2));
+        assert_eq!((seen.status_lines, seen.refused, seen.replies), (3, 1, 2));
         assert_eq!(seen.replies_due, 1);
         assert!(seen.complete(3));
         assert!(!seen.complete(4));
+    }
+
+    #[test]
+    fn a_held_command_is_settled_only_by_its_outcome() {
+        let wait = Duration::from_secs(3);
+        let mut seen = Seen::default();
+        seen.note(br#"{"status":"ok","type":"IMG","unit":"u","id":1}"#);
         seen.note(br#"{"status":"held","type":"FMW","unit":"u","id":8,"camera":"a0b1"}"#);
-        assert_eq!((seen.status_lines, seen.held, seen.replies), (4, 1, 2));
-        assert!(seen.complete(4), "a held command is settled for send");
+        assert!(!seen.complete(2), "held is not published");
+        let why = seen.shortfall(2, wait).expect("not all published");
+        assert!(
+            why.starts_with("1 of 2 commands still held in the relay for cameras that are offline"),
+            "{why}"
+        );
+        assert!(!why.contains("not confirmed"), "{why}");
+        seen.note(br#"{"status":"ok","type":"FMW","unit":"u","id":8}"#);
+        assert!(seen.complete(2), "released and published");
+        assert_eq!(seen.shortfall(2, wait), None);
+    }
+
+    #[test]
+    fn an_expired_held_command_is_named_and_fails() {
+        let mut seen = Seen::default();
+        seen.note(br#"{"status":"held","type":"FMW","unit":"u","id":"a","camera":"c"}"#);
+        seen.note(br#"{"status":"error","type":"FMW","unit":"u","id":"a","error":"expired after 61 s waiting for camera \"c\" to come online (COMMAND_TTLS FMW 60 s)"}"#);
+        seen.note(br#"{"status":"error","type":"AIM","unit":"u","error":"missing field \"md5\""}"#);
+        assert!(seen.complete(2));
+        assert_eq!(
+            seen.shortfall(2, Duration::from_secs(3)).as_deref(),
+            Some("1 of 2 commands were refused; 1 of 2 commands expired, never published")
+        );
+        let unconfirmed = Seen::default().shortfall(1, Duration::from_secs(1));
+        assert!(unconfirmed
+            .is_some_and(|w| w.starts_with("1 of 1 commands not confirmed within 1.0 s")));
     }
 }

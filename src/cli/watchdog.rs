@@ -1,39 +1,49 @@
 //! `ms500-relay watchdog [-c FILE]`: keeps one relay running for a
 //! configuration, made for a `* * * * *` crontab line on a gateway that has
 //! nothing but this binary (no shell features, no external commands).
+//! Also `stop` and `reload`, which find the relay the same way.
 //!
 //! Runs on the main thread of its own short-lived process. It shares nothing
 //! with the relay it watches but the files and signals a person would use:
-//! the lock on `PID_FILE.lock` (held by a running relay; `pidfile.rs`), the
-//! pid in `PID_FILE`, and the age of `STATUS_FILE` (a relay rewrites it
-//! every `STATUS_INTERVAL`). A pid is signalled only when `/proc/locks`
-//! shows that very process holding the lock.
+//! the runtime record of the configuration and its lock (`ops/record.rs`:
+//! found from relay.conf's path, whatever was edited in it since the relay
+//! started), else the lock on `PID_FILE.lock` and the pid in `PID_FILE`
+//! (`pidfile.rs`), and the age of the relay's `STATUS_FILE` (a relay
+//! rewrites it every `STATUS_INTERVAL`). A pid is signalled only when the
+//! kernel shows that very process holding the lock.
 //!
 //! Each run:
-//! - no relay holds the lock: start one detached (own session, stdin from
-//!   /dev/null, output appended to the log) and wait until it holds the lock
-//!   and has written `STATUS_FILE`;
-//! - a relay holds it and `STATUS_FILE` is at most 3 × `STATUS_INTERVAL` old:
-//!   do nothing, print nothing;
-//! - a relay holds it but the status is stale or missing (hung, or stopped
+//! - no relay runs the configuration: start one detached (own session,
+//!   stdin from /dev/null, output appended to the log) and wait until it
+//!   holds the lock and has written `STATUS_FILE`; unless another
+//!   configuration's relay runs with the same client id on the same
+//!   broker (it would be knocked off it): then it says which, and starts none;
+//! - a relay runs it and its `STATUS_FILE` is at most 3 × `STATUS_INTERVAL`
+//!   old: do nothing, print nothing;
+//! - a relay runs it but its status is stale or missing (hung, or stopped
 //!   with SIGSTOP): SIGTERM and SIGCONT, wait `SHUTDOWN_GRACE` + 1 s (at least
 //!   5 s) for the lock to be released, else SIGKILL; then start a new one.
 //!
-//! Runs for the same configuration take turns (an exclusive lock on the
-//! configuration file), so overlapping cron runs never start two relays.
+//! Runs for the same configuration (the watchdog's, `stop`'s) take turns on
+//! a lock file only the relay's user can open (`record::take_turn`), so
+//! overlapping cron runs never start two relays and no other user can
+//! block them.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::checks;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::ops::notify::Notifier;
+use crate::ops::pidfile::{self, Holders};
+use crate::ops::record::{self, Lookup, Running};
 use crate::ops::sys::{self, Signal};
 use crate::ops::time::iso8601;
-use crate::ops::{files, logging, pidfile, preflight};
+use crate::ops::{files, logging, places};
 use crate::report::status::STALE_INTERVALS;
 
 /// How long a run waits for an overlapping run of the same configuration.
@@ -63,10 +73,10 @@ pub fn run(
             watch.conf.display()
         )));
     }
-    let _turn = take_turn(&watch.conf)?;
-    // What the start needs (directories, the checks the relay would make)
-    // only when a relay is to be started: a healthy one is left alone
-    // whatever its disk does, and flash is not written every minute.
+    let _turn = record::take_turn(&watch.conf, TURN_WAIT)?;
+    // What the start needs (the checks, directories) only when a relay is
+    // to be started: a healthy one is left alone whatever its disk does,
+    // and flash is not written every minute.
     let start = |message: &str| {
         if let Some(e) = refused {
             return Err(Error::setup(format!(
@@ -74,39 +84,38 @@ pub fn run(
                 watch.conf.display()
             )));
         }
-        prepare(config)?;
+        no_twin(&watch.conf, config)?;
+        checks::passed(config, Some(&watch.conf))?;
+        places::make_run_dirs(config)?;
         watch.start(message)
     };
-    match lock_state(&watch.pid_file)? {
-        LockState::Free => return start("relay was not running; started it"),
-        LockState::Held => {}
-    }
-    // Running. A fresh status file means all is well; so does a relay that
-    // has just started (its pid file is young) and gets the same time.
-    let status_age = age(&watch.status_file);
-    if status_age.is_some_and(|a| a <= watch.stale_after)
-        || age(&watch.pid_file).is_some_and(|a| a <= watch.stale_after)
-    {
+    let Some(running) = watch.find()? else {
+        return start("relay was not running; started it");
+    };
+    // Its own STATUS_FILE and interval (the record's), else this file's.
+    let health = watch.health_of(&running);
+    let status_age = age(&health.status_file);
+    if status_age.is_some_and(|a| a <= health.stale_after) || health.young {
         return Ok(());
     }
     // Stale by the wall clock, which may have jumped (no RTC, then NTP):
     // a relay that rewrites its status file within an interval is alive.
-    if rewritten_within(&watch.status_file, watch.confirm_wait) {
+    if rewritten_within(&health.status_file, health.confirm_wait) {
         return Ok(());
     }
-    let pid = watch.locking_pid()?;
-    let Some(pid) = pid else {
+    let Some(running) = watch.find()? else {
         // It went away on its own while we looked.
         return start("relay was not running; started it");
     };
+    let pid = running.pid;
     let why = match status_age {
         Some(a) => format!(
             "status file {} is {} s old, limit {} s",
-            watch.status_file.display(),
+            health.status_file.display(),
             a.as_secs(),
-            watch.stale_after.as_secs()
+            health.stale_after.as_secs()
         ),
-        None => format!("no status file {}", watch.status_file.display()),
+        None => format!("no status file {}", health.status_file.display()),
     };
     if let Some(e) = refused {
         return Err(Error::setup(format!(
@@ -115,32 +124,34 @@ pub fn run(
             watch.conf.display()
         )));
     }
-    watch.stop(pid, Some(&why))?;
+    watch.stop(&running, Some(&why))?;
     start(&format!("started a new relay in place of pid {pid}"))
 }
 
-/// `ms500-relay stop`: stops the relay holding PID_FILE as the watchdog stops
-/// a hung one (SIGTERM + SIGCONT, then SIGKILL); `Ok` when none runs at the end.
+/// `ms500-relay stop`: stops the relay running the configuration as the
+/// watchdog stops a hung one (SIGTERM + SIGCONT, then SIGKILL); `Ok` when
+/// none runs at the end.
 pub fn stop(config: &Config, source: Option<&Path>) -> Result<(), Error> {
     let mut watch = Watch::new(config, source)?;
     watch.tool = "stop";
-    let _turn = take_turn(&watch.conf)?;
-    match watch.locking_pid()? {
+    let _turn = record::take_turn(&watch.conf, TURN_WAIT)?;
+    match watch.find()? {
         None => {
             watch.say("relay is not running");
             Ok(())
         }
-        Some(pid) => {
-            watch.say(&format!("stopping relay pid {pid}"));
-            watch.stop(pid, None)
+        Some(running) => {
+            watch.say(&format!("stopping relay pid {}", running.pid));
+            watch.stop(&running, None)
         }
     }
 }
 
-/// `ms500-relay reload`: SIGHUP to the relay holding PID_FILE, which reads
-/// relay.conf again. `refused`: the file's first error, when it has one;
-/// nothing is then sent (the relay would refuse the file) and the error is
-/// the answer.
+/// `ms500-relay reload`: SIGHUP to the relay running the configuration,
+/// which reads relay.conf again. `refused`: the file's first error, when
+/// it has one; nothing is then sent (the relay would refuse the file) and
+/// the error is the answer. Nor is anything sent for a file the start's
+/// checks refuse ([`checks::passed`], as the relay's reload runs them).
 pub fn reload(
     config: &Config,
     source: Option<&Path>,
@@ -148,15 +159,20 @@ pub fn reload(
 ) -> Result<(), Error> {
     let mut watch = Watch::new(config, source)?;
     watch.tool = "reload";
-    if let Some(e) = refused {
+    let problem = match refused {
+        Some(e) => Some(e.to_string()),
+        None => checks::passed(config, source).err().map(|e| e.to_string()),
+    };
+    if let Some(e) = problem {
         return Err(Error::setup(format!(
             "{} has errors, not sent (the relay would refuse it and keep running as it is): {e}",
             watch.conf.display()
         )));
     }
-    let Some(pid) = watch.locking_pid()? else {
+    let Some(running) = watch.find()? else {
         return Err(Error::runtime("relay is not running: nothing to reload"));
     };
+    let pid = running.pid;
     // Run by systemd as the unit's ExecReload= for this very relay: say the
     // reload began before the signal, so that systemd (253 and later) waits
     // for the relay's own READY=1 rather than ending the reload when this
@@ -181,13 +197,34 @@ pub fn reload(
     Ok(())
 }
 
-/// Creates the run-time directories the relay needs ([`preflight::create_run_dirs`]),
-/// then refuses what the relay would refuse, before starting anything.
-fn prepare(config: &Config) -> Result<(), Error> {
-    preflight::create_run_dirs(config)?;
-    preflight::preflight(config)?;
-    crate::mqtt::tls::client_config(config)?;
-    Ok(())
+/// Refuses to start a relay while another configuration's relay runs with
+/// the same client id on one of the same brokers: the two would knock each
+/// other off it, again and again.
+fn no_twin(conf: &Path, config: &Config) -> Result<(), Error> {
+    let Some(twin) = record::twin(Some(conf), config) else {
+        return Ok(());
+    };
+    Err(Error::runtime(format!(
+        "relay pid {} runs with client id {} on broker {} (config {}, listening on {}, \
+         PID_FILE {}): a second one would knock it off the broker; not starting one",
+        twin.pid,
+        twin.client_id,
+        twin.brokers.join(", "),
+        twin.config_file.display(),
+        twin.listening,
+        twin.pid_file
+            .map_or("none".into(), |p| p.display().to_string())
+    )))
+}
+
+/// What tells whether the running relay is healthy.
+struct Health {
+    status_file: PathBuf,
+    stale_after: Duration,
+    /// How long to watch a stale-looking status file for a rewrite.
+    confirm_wait: Duration,
+    /// Started less than `stale_after` ago: it gets that time.
+    young: bool,
 }
 
 /// One watchdog run's view of the configuration.
@@ -197,11 +234,10 @@ struct Watch {
     pid_file: PathBuf,
     status_file: PathBuf,
     log: PathBuf,
-    stale_after: Duration,
-    /// How long to watch a stale-looking status file for a rewrite.
-    confirm_wait: Duration,
+    /// This file's STATUS_INTERVAL.
+    interval: Duration,
     stop_wait: Duration,
-    /// The command speaking: `watchdog` or `stop`.
+    /// The command speaking: `watchdog`, `stop` or `reload`.
     tool: &'static str,
 }
 
@@ -240,52 +276,61 @@ impl Watch {
             pid_file,
             status_file,
             log,
-            stale_after: interval * STALE_INTERVALS as u32,
-            confirm_wait: (interval + Duration::from_secs(1)).min(CONFIRM_WAIT_MAX),
+            interval,
             stop_wait: (grace + Duration::from_secs(1)).max(Duration::from_secs(5)),
             tool: "watchdog",
         })
     }
 
-    /// The live process named in PID_FILE while the lock is held; `None` when
-    /// the lock was released meanwhile. The pid may lag the lock by a moment.
-    fn locking_pid(&self) -> Result<Option<u32>, Error> {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        loop {
-            if lock_state(&self.pid_file)? == LockState::Free {
-                return Ok(None);
-            }
-            let pid = read_pid(&self.pid_file);
-            if let Some(pid) = pid.filter(|&p| alive(p)) {
-                // Only the kernel's word proves who holds the lock: a stale
-                // pid reused by another process is never signalled.
-                if pidfile::lock_holders(&pidfile::lock_path(&self.pid_file)).contains(&pid) {
-                    return Ok(Some(pid));
-                }
-                if Instant::now() >= deadline {
-                    return Err(Error::runtime(format!(
-                        "pid {pid} in {} does not hold {} (/proc/locks); not touching it",
-                        self.pid_file.display(),
-                        pidfile::lock_path(&self.pid_file).display()
-                    )));
-                }
-                std::thread::sleep(POLL);
-                continue;
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::runtime(format!(
-                    "{} is locked but holds no live pid ({}); not touching it",
-                    self.pid_file.display(),
-                    pid.map_or("none".to_string(), |p| p.to_string())
-                )));
-            }
-            std::thread::sleep(POLL);
+    /// The relay running this configuration (by its runtime record, else
+    /// by PID_FILE's lock), proved by the kernel; `None` when none runs.
+    fn find(&self) -> Result<Option<Running>, Error> {
+        match record::find(Some(&self.conf), Some(&self.pid_file))? {
+            Lookup::Running(running) => Ok(Some(running)),
+            Lookup::NotRunning | Lookup::Unknown => Ok(None),
+        }
+    }
+
+    /// The status file and interval of the running relay, as it recorded
+    /// them at start or at its last reload; this file's without a record.
+    fn health_of(&self, running: &Running) -> Health {
+        let (status_file, interval, started) = match &running.record {
+            Some(r) => (
+                r.status_file
+                    .clone()
+                    .unwrap_or_else(|| self.status_file.clone()),
+                Duration::from_secs(r.status_interval.max(1)),
+                Some(std::time::UNIX_EPOCH + Duration::from_secs(r.started_unix)),
+            ),
+            None => (
+                self.status_file.clone(),
+                self.interval,
+                std::fs::metadata(&self.pid_file)
+                    .and_then(|m| m.modified())
+                    .ok(),
+            ),
+        };
+        let stale_after = interval * STALE_INTERVALS as u32;
+        // A start in the future (the clock was set back) counts by how far ahead it is.
+        let young = started
+            .map(|t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .unwrap_or_else(|ahead| ahead.duration())
+            })
+            .is_some_and(|a| a <= stale_after);
+        Health {
+            status_file,
+            stale_after,
+            confirm_wait: (interval + Duration::from_secs(1)).min(CONFIRM_WAIT_MAX),
+            young,
         }
     }
 
     /// SIGTERM + SIGCONT (a stopped relay must run to exit), then SIGKILL.
     /// `hung` says why the watchdog replaces it.
-    fn stop(&self, pid: u32, hung: Option<&str>) -> Result<(), Error> {
+    fn stop(&self, running: &Running, hung: Option<&str>) -> Result<(), Error> {
+        let pid = running.pid;
         sys::kill(pid, Signal::Term)
             .map_err(|e| Error::runtime_because(format!("cannot signal relay pid {pid}"), e))?;
         if let Some(why) = hung {
@@ -294,7 +339,7 @@ impl Watch {
             ));
         }
         let _ = sys::kill(pid, Signal::Cont);
-        if self.wait_free(self.stop_wait)? {
+        if wait_free(&running.lock, self.stop_wait) {
             return Ok(());
         }
         self.say(&format!(
@@ -302,34 +347,20 @@ impl Watch {
             self.stop_wait.as_secs()
         ));
         let _ = sys::kill(pid, Signal::Kill);
-        if self.wait_free(KILL_WAIT)? {
+        if wait_free(&running.lock, KILL_WAIT) {
             return Ok(());
         }
         Err(Error::runtime(format!(
             "relay pid {pid} still holds {} {} s after SIGKILL",
-            self.pid_file.display(),
+            running.lock.display(),
             KILL_WAIT.as_secs()
         )))
-    }
-
-    /// Waits up to `limit` for the lock on PID_FILE to be free.
-    fn wait_free(&self, limit: Duration) -> Result<bool, Error> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if lock_state(&self.pid_file)? == LockState::Free {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(POLL);
-        }
     }
 
     /// Starts a detached relay and waits until it is up; `message` says why.
     fn start(&self, message: &str) -> Result<(), Error> {
         // A leftover snapshot of a dead relay is no sign of life for the new one.
-        let _ = std::fs::remove_file(&self.status_file);
+        let _ = files::remove(&self.status_file);
         let exe = relay_exe()?;
         let mut log = files::open_log(&self.log).map_err(|e| {
             Error::Usage(format!(
@@ -394,11 +425,10 @@ impl Watch {
             let written = std::fs::metadata(&self.status_file)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| whole_seconds(t) >= whole_seconds(started));
-            // The relay writes its pid once it holds the lock, so probing the
-            // lock only then cannot take it from under a relay still starting.
+            // The relay writes its pid once it holds the lock.
             if written
-                && read_pid(&self.pid_file) == Some(pid)
-                && lock_state(&self.pid_file)? == LockState::Held
+                && record::read_pid(&self.pid_file) == Some(pid)
+                && pidfile::lock_holders(&pidfile::lock_path(&self.pid_file)).contains(&pid)
             {
                 return Ok(pid);
             }
@@ -407,7 +437,7 @@ impl Watch {
                     "started the relay (pid {pid}) but it is not up after {} s \
                      (pid file: {}, status file: {}); leaving it to the next run\n{}",
                     START_WAIT.as_secs(),
-                    read_pid(&self.pid_file).map_or("no pid".into(), |p| p.to_string()),
+                    record::read_pid(&self.pid_file).map_or("no pid".into(), |p| p.to_string()),
                     if self.status_file.exists() {
                         "present"
                     } else {
@@ -435,90 +465,17 @@ impl Watch {
     }
 }
 
-/// Waits for overlapping runs: an exclusive lock on the configuration file,
-/// held until the returned file is dropped. Read-only is enough for flock,
-/// and the relay never inherits it (std opens files close-on-exec).
-fn take_turn(conf: &Path) -> Result<File, Error> {
-    let file = File::open(conf)
-        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", conf.display())))?;
-    let deadline = Instant::now() + TURN_WAIT;
+/// Waits up to `limit` for `lock` to be free (the relay holding it ended).
+fn wait_free(lock: &Path, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(POLL),
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::runtime(format!(
-                    "another watchdog for {} has been busy for {} s; giving up",
-                    conf.display(),
-                    TURN_WAIT.as_secs()
-                )))
-            }
-            Err(TryLockError::Error(e)) => {
-                return Err(Error::runtime_because(
-                    format!("cannot lock {}", conf.display()),
-                    e,
-                ))
-            }
+        if pidfile::holders(lock) == Holders::Free {
+            return true;
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LockState {
-    Free,
-    Held,
-}
-
-/// Whether a relay holds the lock on `PID_FILE.lock`. A missing file is free and
-/// is not created here (the relay creates it with its own owner).
-fn lock_state(pid_file: &Path) -> Result<LockState, Error> {
-    let pid_file = &pidfile::lock_path(pid_file);
-    let file = match File::open(pid_file) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
-        Err(e) => {
-            return Err(Error::runtime_because(
-                format!("cannot open {} to test its lock", pid_file.display()),
-                e,
-            ))
+        if Instant::now() >= deadline {
+            return false;
         }
-    };
-    // A shared lock conflicts with the relay's exclusive one and is dropped at once.
-    match file.try_lock_shared() {
-        Ok(()) => Ok(LockState::Free),
-        Err(TryLockError::WouldBlock) => Ok(LockState::Held),
-        Err(TryLockError::Error(e)) => Err(Error::runtime_because(
-            format!("cannot test the lock on {}", pid_file.display()),
-            e,
-        )),
-    }
-}
-
-/// The pid written in PID_FILE.
-fn read_pid(pid_file: &Path) -> Option<u32> {
-    let mut text = String::new();
-    File::open(pid_file)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .ok()?;
-    text.trim().parse().ok()
-}
-
-/// The process exists and is not a zombie (a killed relay its parent has
-/// not reaped yet has already released its lock). Without /proc, existence
-/// is all that can be told.
-fn alive(pid: u32) -> bool {
-    if !sys::process_exists(pid) {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("");
-            !matches!(state, "Z" | "X")
-        }
-        Err(_) => true,
+        std::thread::sleep(POLL);
     }
 }
 
@@ -589,7 +546,7 @@ fn relay_exe() -> Result<PathBuf, Error> {
 /// The last lines of the relay's log, for a failure message.
 fn log_tail(log: &Path) -> String {
     const KEEP: u64 = 4096;
-    let Ok(mut file) = File::open(log) else {
+    let Ok(mut file) = files::open_read(log) else {
         return format!("({} cannot be read)", log.display());
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -2,9 +2,11 @@
 //! reload (`relay.rs`); every thread that reads a setting which may change
 //! live (sessions, the listener, the links at each new connection, the
 //! publisher's lifetimes) holds an `Arc<Live>` and takes the current
-//! [`Config`] with [`Live::get`] where it decides something. No channel:
-//! a mutex around an `Arc`, held only to clone the `Arc` (the `ArcSwap`
-//! pattern without a crate).
+//! [`Config`] with [`Live::get`] where it decides something: a mutex
+//! around an `Arc`, held only to clone the `Arc` (the `ArcSwap` pattern
+//! without a crate). A thread that sleeps between its looks (the publish
+//! link's wait between attempts) is woken by a channel of one
+//! ([`Live::watch`]).
 //!
 //! [`FIXED_KEYS`] says which keys only a restart can change; a reloaded
 //! configuration keeps their running values ([`Config::keeping_fixed`]), so
@@ -13,11 +15,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
 use super::Config;
 
 /// Keys read once at start: the listener's socket, the files the relay
-/// holds open or locked, the log's destination, the MQTT identity and
-/// subscriptions, and the sizes the queues and tables were made with.
+/// holds open or locked, the log's destination, the MQTT identity,
+/// subscriptions and device link version (what `auto` learned per broker
+/// is kept for the run), and the sizes the queues and tables were made with.
 pub const FIXED_KEYS: &[&str] = &[
     "SOCKET_HOST",
     "SOCKET_PORT",
@@ -32,6 +37,7 @@ pub const FIXED_KEYS: &[&str] = &[
     "LOG_KEEP",
     "MQTT_CLIENT_ID",
     "MQTT_QOS",
+    "MQTT_PROTOCOL",
     "STATE_TOPIC",
     "HEARTBEAT_TOPIC",
     "REPLY_TOPIC",
@@ -43,6 +49,44 @@ pub const FIXED_KEYS: &[&str] = &[
     "PRESENCE_FIELD",
     "MAX_DEVICES",
     "SHUTDOWN_GRACE",
+];
+
+/// Keys a reload applies to the broker links from each one's next
+/// connection on: the connection up keeps what it agreed with its broker
+/// (the broker list as `dialing.rs` says). The reload line names them so.
+pub const AT_NEXT_CONNECTION: &[&str] = &[
+    "MQTT_BROKER",
+    "MQTT_PORT",
+    "MQTT_KEEPALIVE",
+    "MQTT_USERNAME",
+    "MQTT_PASSWORD",
+    "MQTT_TLS",
+    "MQTT_CA_FILE",
+    "MQTT_CLIENT_CERT",
+    "MQTT_CLIENT_KEY",
+];
+
+/// Keys a reload applies at once, to what the relay decides next (a backend
+/// connection, a command, an expiry check, a write to the broker, a sweep
+/// of the devices, a log or status line). With [`FIXED_KEYS`] and
+/// [`AT_NEXT_CONNECTION`], every key is in exactly one list (a test says so).
+pub const AT_ONCE: &[&str] = &[
+    "MQTT_MAX_PACKET_BYTES",
+    "SOCKET_ALLOW",
+    "SOCKET_ALLOW_USERS",
+    "MAX_CONNECTIONS",
+    "MAX_MESSAGE_BYTES",
+    "COMMAND_TOPIC",
+    "VALIDATE_FIELDS",
+    "ACK_MODE",
+    "COMMAND_TTL",
+    "COMMAND_TTLS",
+    "DEVICE_TIMEOUT",
+    "DEVICE_SUMMARY_INTERVAL",
+    "STATUS_FILE",
+    "STATUS_INTERVAL",
+    "LOG_LEVEL",
+    "METRICS_FILE",
 ];
 
 /// Whether `key` needs a restart to change.
@@ -93,6 +137,7 @@ impl Config {
         self.log_keep = running.log_keep;
         self.mqtt_client_id.clone_from(&running.mqtt_client_id);
         self.mqtt_qos = running.mqtt_qos;
+        self.mqtt_protocol = running.mqtt_protocol;
         self.state_topic.clone_from(&running.state_topic);
         self.heartbeat_topic.clone_from(&running.heartbeat_topic);
         self.reply_topic.clone_from(&running.reply_topic);
@@ -115,6 +160,8 @@ pub struct Live {
     /// Bumped at each replacement: a thread that caches what it built from
     /// the configuration rebuilds it when this moved.
     generation: AtomicUsize,
+    /// Rung after each replacement (see [`Live::watch`]).
+    watchers: Mutex<Vec<Sender<()>>>,
 }
 
 impl Live {
@@ -122,7 +169,20 @@ impl Live {
         Live {
             current: Mutex::new(Arc::new(config)),
             generation: AtomicUsize::new(0),
+            watchers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A receiver that gets a message after each replacement (one waits at
+    /// most: rings while nobody listens are one ring), for a thread that
+    /// sleeps and must wake for a reload.
+    pub fn watch(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        rx
     }
 
     /// The configuration in effect now.
@@ -134,6 +194,11 @@ impl Live {
     pub fn replace(&self, config: Config) {
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
         self.generation.fetch_add(1, Ordering::SeqCst);
+        // A watcher whose receiver is gone is forgotten.
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|tx| !matches!(tx.try_send(()), Err(TrySendError::Disconnected(_))));
     }
 
     /// How many times the configuration was replaced.
@@ -187,6 +252,7 @@ mod tests {
             "SOCKET_HOST=0.0.0.0\nSOCKET_PORT=1\nSOCKET_PATH=/r.sock\nSOCKET_MODE=600\n\
              SOCKET_GROUP=g\nPID_FILE=/p\nSPOOL_FILE=/s\nLOG_FILE=/l\n\
              LOG_SYSLOG=true\nLOG_MAX_BYTES=70000\nLOG_KEEP=5\nMQTT_CLIENT_ID=x\nMQTT_QOS=0\n\
+             MQTT_PROTOCOL=3.1.1\n\
              STATE_TOPIC=s/t\nHEARTBEAT_TOPIC=h/+\nREPLY_TOPIC=r/+\nQUEUE_CAPACITY=5\n\
              QUEUE_MAX_BYTES=70000\nHOLD_OFFLINE=false\nHOLD_MAX_PER_CAMERA=5\n\
              HOLD_MAX_BYTES=70000\nPRESENCE_FIELD=cam\nMAX_DEVICES=5\nSHUTDOWN_GRACE=9\n",
@@ -197,11 +263,69 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_fixed_or_applied_at_once_or_at_the_next_connection() {
+        for doc in crate::config::KEYS {
+            let lists = [FIXED_KEYS, AT_NEXT_CONNECTION, AT_ONCE];
+            let found = lists.iter().filter(|l| l.contains(&doc.key)).count();
+            assert_eq!(found, 1, "{} is in {found} lists", doc.key);
+        }
+        let listed = FIXED_KEYS.len() + AT_NEXT_CONNECTION.len() + AT_ONCE.len();
+        assert_eq!(
+            listed,
+            crate::config::KEYS.len(),
+            "a listed key that is none"
+        );
+    }
+
+    /// The backticked keys of `text`, in order.
+    fn keys_in(text: &str) -> Vec<&str> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|word| crate::config::KEYS.iter().any(|k| k.key == *word))
+            .collect()
+    }
+
+    /// PROTOCOL.md's Reload paragraph names each key where this module puts it.
+    #[test]
+    fn the_contract_lists_the_keys_as_a_reload_applies_them() {
+        let text = include_str!("../../docs/PROTOCOL.md");
+        let part = |from: &str, to: &str| {
+            let start = text.find(from).expect(from);
+            let end = start + text[start..].find(to).expect(to);
+            text[start..end].to_string()
+        };
+        let at_once = part("* at once, for what the relay decides next", "* from each");
+        let later = part(
+            "* from each broker connection's next",
+            "Keys that only a restart",
+        );
+        let fixed = part(
+            "Keys that only a restart can change (",
+            ") keep their running",
+        );
+        fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        assert_eq!(sorted(keys_in(&at_once)), sorted(AT_ONCE.to_vec()));
+        assert_eq!(sorted(keys_in(&later)), sorted(AT_NEXT_CONNECTION.to_vec()));
+        assert_eq!(keys_in(&fixed), FIXED_KEYS.to_vec());
+    }
+
+    #[test]
     fn a_replacement_is_seen_by_the_next_get() {
         let live = Live::new(Config::default());
         let before = live.get();
+        let watch = live.watch();
         live.replace(parse("ACK_MODE = all\n"));
         assert_eq!(live.generation(), 1);
         assert_ne!(before.ack_mode, live.get().ack_mode);
+        assert!(watch.try_recv().is_ok(), "the watcher was rung");
+        live.replace(Config::default());
+        live.replace(Config::default());
+        assert!(watch.try_recv().is_ok());
+        assert!(watch.try_recv().is_err(), "two rings unheard are one");
     }
 }

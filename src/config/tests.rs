@@ -735,27 +735,61 @@ fn client_certificate_needs_its_key() {
     );
     // The later of the two lines is named, even when it is the empty one.
     assert_eq!(
-        err("MQTT_TLS = on\nMQTT_CLIENT_CERT = c.pem\nMQTT_CLIENT_KEY = \"\"\n"),
+        err("MQTT_TLS = on\nMQTT_CLIENT_CERT = /etc/c.pem\nMQTT_CLIENT_KEY = \"\"\n"),
         "relay.conf:3: MQTT_CLIENT_KEY: is empty but MQTT_CLIENT_CERT is set \
          (TLS client authentication needs both)"
     );
     assert_eq!(
         err(
-            "MQTT_CLIENT_CERT = c.pem\nMQTT_CLIENT_KEY = k.pem\nMQTT_TLS = 1\nMQTT_CLIENT_CERT =\n"
+            "MQTT_CLIENT_CERT = /etc/c.pem\nMQTT_CLIENT_KEY = /etc/k.pem\nMQTT_TLS = 1\nMQTT_CLIENT_CERT =\n"
         ),
         "relay.conf:4: MQTT_CLIENT_CERT: is empty but MQTT_CLIENT_KEY is set \
          (TLS client authentication needs both)"
     );
-    let c = ok("MQTT_TLS = true\nMQTT_CLIENT_CERT = c.pem\nMQTT_CLIENT_KEY = k.pem\n");
+    let c = ok("MQTT_TLS = true\nMQTT_CLIENT_CERT = /etc/c.pem\nMQTT_CLIENT_KEY = /etc/k.pem\n");
     assert_eq!(
         (c.mqtt_client_cert.as_deref(), c.mqtt_client_key.as_deref()),
-        (Some(Path::new("c.pem")), Some(Path::new("k.pem")))
+        (Some(Path::new("/etc/c.pem")), Some(Path::new("/etc/k.pem")))
     );
     // Without TLS the pair is unused, so it is not checked.
     assert_eq!(
-        ok("MQTT_CLIENT_CERT = c.pem").mqtt_client_cert.as_deref(),
-        Some(Path::new("c.pem"))
+        ok("MQTT_CLIENT_CERT = /etc/c.pem")
+            .mqtt_client_cert
+            .as_deref(),
+        Some(Path::new("/etc/c.pem"))
     );
+}
+
+#[test]
+fn file_keys_take_absolute_paths_naming_a_file() {
+    for key in [
+        "MQTT_CA_FILE",
+        "MQTT_CLIENT_CERT",
+        "MQTT_CLIENT_KEY",
+        "SPOOL_FILE",
+        "STATUS_FILE",
+        "PID_FILE",
+        "LOG_FILE",
+        "METRICS_FILE",
+    ] {
+        assert_eq!(
+            err(&format!("{key} = run/x\n")),
+            format!(
+                "relay.conf:1: {key}: \"run/x\" is not an absolute path \
+                 (the relay and its tools may run from any directory)"
+            )
+        );
+        for odd in ["/run/", "/run/..", "/"] {
+            assert_eq!(
+                err(&format!("{key} = {odd}\n")),
+                format!("relay.conf:1: {key}: {odd:?} does not name a file")
+            );
+        }
+        assert!(ok(&format!("{key} = /run/x/./y\n"))
+            .effective()
+            .iter()
+            .any(|(_, v)| v == "/run/x/./y"));
+    }
 }
 
 #[test]
@@ -801,7 +835,7 @@ fn effective_of_defaults_is_the_key_table() {
 #[test]
 fn effective_round_trips() {
     let c = ok(
-        "MQTT_TLS = on\nMQTT_CLIENT_CERT = c.pem\nMQTT_CLIENT_KEY = k.pem\nMQTT_QOS = 0\n\
+        "MQTT_TLS = on\nMQTT_CLIENT_CERT = /etc/c.pem\nMQTT_CLIENT_KEY = /etc/k.pem\nMQTT_QOS = 0\n\
                 SOCKET_ALLOW = 10.0.0.5/8, fd00::/8\nLOG_LEVEL = Trace\nCOMMAND_TTL = 0",
     );
     let lines: Vec<String> = c

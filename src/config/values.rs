@@ -175,6 +175,60 @@ impl fmt::Display for Broker {
     }
 }
 
+/// The brokers of `MQTT_BROKER` in order, never empty: the first is kept
+/// apart, so that no look-up in it can fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerList {
+    first: Broker,
+    rest: Vec<Broker>,
+}
+
+impl BrokerList {
+    /// None for an empty list (a parsed `MQTT_BROKER` never is one).
+    pub fn new(list: Vec<Broker>) -> Option<BrokerList> {
+        let mut list = list.into_iter();
+        let first = list.next()?;
+        Some(BrokerList {
+            first,
+            rest: list.collect(),
+        })
+    }
+
+    /// A list of one.
+    pub fn one(broker: Broker) -> BrokerList {
+        BrokerList {
+            first: broker,
+            rest: Vec::new(),
+        }
+    }
+
+    pub fn first(&self) -> &Broker {
+        &self.first
+    }
+
+    /// Broker `n` of the list (0 is the first), when there is one.
+    pub fn get(&self, n: usize) -> Option<&Broker> {
+        match n.checked_sub(1) {
+            None => Some(&self.first),
+            Some(i) => self.rest.get(i),
+        }
+    }
+
+    /// How many brokers it names (at least one).
+    pub fn count(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// Where `broker` is in the list (its first place), if it is listed.
+    pub fn position(&self, broker: &Broker) -> Option<usize> {
+        self.iter().position(|b| b == broker)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Broker> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+}
+
 /// One `MQTT_BROKER` entry: a host, with its own port when given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddr {
@@ -248,8 +302,27 @@ pub fn optional_text(value: &str) -> Result<Option<String>, String> {
 }
 
 /// Empty means "off".
+/// A file key: empty = none; else an absolute path naming a file. The
+/// relay and its tools run from other working directories (cron's, a
+/// shell's), where a relative path would name another file for each.
 pub fn optional_path(value: &str) -> Result<Option<PathBuf>, String> {
-    Ok((!value.is_empty()).then(|| PathBuf::from(value)))
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !value.starts_with('/') {
+        return Err(format!(
+            "{value:?} is not an absolute path (the relay and its tools may run from any directory)"
+        ));
+    }
+    let path = PathBuf::from(value);
+    let names_a_file = matches!(
+        path.components().next_back(),
+        Some(std::path::Component::Normal(_))
+    );
+    if value.ends_with('/') || !names_a_file {
+        return Err(format!("{value:?} does not name a file"));
+    }
+    Ok(Some(path))
 }
 
 pub fn render_optional(value: &Option<String>) -> String {

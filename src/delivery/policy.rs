@@ -121,9 +121,19 @@ impl Settings {
             spool: config.spool_file.clone(),
             state: None,
             log_level,
-            puback_within: config.mqtt_keepalive * 2,
-            max_packet: (config.mqtt_max_packet_bytes > 0).then_some(config.mqtt_max_packet_bytes),
+            puback_within: Settings::puback_within(config),
+            max_packet: Settings::max_packet(config),
         }
+    }
+
+    /// 2 × `MQTT_KEEPALIVE`.
+    pub fn puback_within(config: &Config) -> Duration {
+        config.mqtt_keepalive * 2
+    }
+
+    /// `MQTT_MAX_PACKET_BYTES`, None for 0 (unknown).
+    pub fn max_packet(config: &Config) -> Option<usize> {
+        (config.mqtt_max_packet_bytes > 0).then_some(config.mqtt_max_packet_bytes)
     }
 
     /// The lifetime of a command of type `kind`; None = never expires.
@@ -452,6 +462,14 @@ impl Delivery {
     pub fn set_lifetimes(&mut self, ttl: Option<Duration>, ttls: Vec<(String, Option<Duration>)>) {
         self.settings.ttl = ttl;
         self.settings.ttls = ttls;
+    }
+
+    /// A SIGHUP's broker limits: the PUBACK deadline (2 × `MQTT_KEEPALIVE`)
+    /// of every command in flight from the next check, and
+    /// `MQTT_MAX_PACKET_BYTES` for the next command written.
+    pub fn set_broker_limits(&mut self, puback_within: Duration, max_packet: Option<usize>) {
+        self.settings.puback_within = puback_within;
+        self.settings.max_packet = max_packet;
     }
 
     /// Takes one event; returns what to do, in order.

@@ -106,14 +106,15 @@ impl Publisher {
         self
     }
 
-    /// Follows `live` (a SIGHUP's lifetimes and log level).
+    /// Follows `live` (a SIGHUP's lifetimes, broker limits and log level).
     pub fn with_live(mut self, live: Arc<Live>) -> Self {
         let generation = live.generation();
         self.live = Some((live, generation));
         self
     }
 
-    /// A reloaded configuration's lifetimes and log level, once per reload.
+    /// A reloaded configuration's lifetimes, broker limits and log level,
+    /// once per reload.
     fn follow_reload(&mut self) {
         let Some((live, seen)) = &mut self.live else {
             return;
@@ -126,6 +127,10 @@ impl Publisher {
         let config = live.get();
         self.delivery
             .set_lifetimes(config.command_ttl, config.command_ttls.clone());
+        self.delivery.set_broker_limits(
+            Settings::puback_within(&config),
+            Settings::max_packet(&config),
+        );
         self.delivery.set_log_level(log_level());
     }
 

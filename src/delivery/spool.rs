@@ -174,9 +174,12 @@ impl Spool {
     /// writable by group or others (anyone of them could have planted
     /// commands in it). None when it is trustworthy or missing.
     pub fn distrust(path: &Path) -> Option<String> {
-        let meta = std::fs::symlink_metadata(path).ok()?;
-        let mode = meta.mode() & 0o7777;
-        crate::ops::files::not_ours(&meta).or_else(|| {
+        let stat = match crate::ops::files::entry(path) {
+            Ok(stat) => stat?,
+            Err(e) => return Some(format!("cannot be looked at: {e}")),
+        };
+        let mode = stat.mode & 0o7777;
+        crate::ops::files::not_ours(&stat).or_else(|| {
             (mode & 0o022 != 0).then(|| format!("is writable by group or others (mode {mode:04o})"))
         })
     }
@@ -184,20 +187,23 @@ impl Spool {
     /// Renames the file at `path` to `PATH.KIND-YYYYMMDDTHHMMSSZ` (for a person
     /// to inspect) and returns the new name; keeps the newest few of each kind.
     pub fn move_aside(path: &Path, kind: &str, now: SystemTime) -> io::Result<PathBuf> {
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(format!(".{kind}-{}", crate::ops::time::compact(now)));
-        let mut aside = PathBuf::from(aside);
+        let (dir, name) = crate::ops::files::place(path)?;
+        let stamp = crate::ops::time::compact(now);
+        let named = |suffix: String| {
+            let mut aside = name.to_os_string();
+            aside.push(suffix);
+            aside
+        };
+        let mut aside = named(format!(".{kind}-{stamp}"));
         let mut n = 1;
-        while std::fs::symlink_metadata(&aside).is_ok() {
+        while dir.stat(&aside).is_ok() {
             n += 1;
-            let mut name = path.as_os_str().to_owned();
-            name.push(format!(".{kind}-{}-{n}", crate::ops::time::compact(now)));
-            aside = PathBuf::from(name);
+            aside = named(format!(".{kind}-{stamp}-{n}"));
         }
-        std::fs::rename(path, &aside)?;
-        sync_dir(path);
-        prune_aside(path, kind);
-        Ok(aside)
+        dir.rename(name, &aside)?;
+        dir.sync();
+        prune_aside(&dir, name, kind);
+        Ok(crate::ops::files::parent(path).join(aside))
     }
 
     /// Writes a fresh spool holding exactly `live`, synced, and opens it for
@@ -211,18 +217,7 @@ impl Spool {
             encode_accepted(&mut out, seq, unix_ms(received), payload, held);
             count += 1;
         }
-        let (tmp, mut f) = crate::ops::files::create_temp(path, crate::ops::files::SPOOL_MODE)?;
-        let written = (|| {
-            f.write_all(&out)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = written {
-            // A full disk must not also keep a half-written temporary file.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        sync_dir(path);
+        crate::ops::files::replace_synced(path, &out, crate::ops::files::SPOOL_MODE)?;
         let file = crate::ops::files::open_append(path)?;
         let meta = file.metadata()?;
         Ok(Spool {
@@ -524,31 +519,26 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Makes a rename durable. Best effort: not every filesystem allows it.
-fn sync_dir(path: &Path) {
-    if let Ok(d) = File::open(crate::ops::files::parent(path)) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Removes all but the newest [`KEEP_ASIDE`] files moved aside as `kind`.
-fn prune_aside(path: &Path, kind: &str) {
-    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+/// Removes all but the newest [`KEEP_ASIDE`] files moved aside as `kind`
+/// next to `name` in `dir`.
+fn prune_aside(dir: &crate::ops::dirs::Dir, name: &std::ffi::OsStr, kind: &str) {
+    let mut prefix = name.to_os_string();
+    prefix.push(format!(".{kind}-"));
+    let prefix = prefix.as_encoded_bytes();
+    let Ok(names) = dir.names() else {
         return;
     };
-    let prefix = format!("{name}.{kind}-");
-    let Ok(entries) = std::fs::read_dir(crate::ops::files::parent(path)) else {
-        return;
-    };
-    let mut aside: Vec<(SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+    // By the time of each (a symlink's own: a planted link moved aside is
+    // pruned like the rest).
+    let mut aside: Vec<((i64, i64), std::ffi::OsString)> = names
+        .into_iter()
+        .filter(|n| n.as_encoded_bytes().starts_with(prefix))
+        .filter_map(|n| Some((dir.stat(&n).ok()?.modified, n)))
         .collect();
     aside.sort();
     let excess = aside.len().saturating_sub(KEEP_ASIDE);
     for (_, old) in aside.into_iter().take(excess) {
-        let _ = std::fs::remove_file(old);
+        let _ = dir.remove(&old);
     }
 }
 

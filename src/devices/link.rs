@@ -6,7 +6,11 @@
 //! records heartbeats in the device table and routes device replies to the
 //! backend holding the unit's route; it never blocks on a backend (replies
 //! go through `Outbox::offer`). It follows the publish link to whichever
-//! broker of the list that one uses.
+//! broker that one uses ([`InUse`]: the broker itself, so a reload that
+//! reorders or replaces the list never leaves it on a removed one), at
+//! once: a move ends a wait between attempts. Each connection attempt
+//! after a failure is a new rumqttc client, made from the configuration in
+//! effect then (a reload's login, a renewed certificate).
 //!
 //! Device traffic can never stop or duplicate commands: commands travel on
 //! the publish link's own connection. And a message larger than the relay
@@ -41,7 +45,7 @@ use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
 use crate::ops::redact;
 use crate::ops::shutdown::{Nudge, Stop};
-use crate::ops::sync::lock;
+use crate::ops::sync::{lock, Bell};
 use crate::protocol::reply;
 
 mod client;
@@ -63,10 +67,9 @@ const CONNECTING: Duration = Duration::from_secs(6);
 const SUBACK_WAIT: Duration = Duration::from_secs(10);
 
 pub struct DeviceLink {
-    /// Read at each new connection (broker list, login, TLS) and message
-    /// (the topics, which keep their start value).
+    /// Read at each new connection (login, TLS) and message (the topics,
+    /// which keep their start value).
     pub config: Arc<Live>,
-    pub brokers: Vec<Broker>,
     pub client_id: String,
     pub transport: Transport,
     pub routes: ReplyRoutes,
@@ -74,7 +77,8 @@ pub struct DeviceLink {
     pub devices: Arc<Mutex<DeviceTable>>,
     /// Told when a camera comes online: the publisher releases what it holds for it.
     pub presence: Arc<Presence>,
-    /// The broker the publish link is on: this link follows it.
+    /// The broker the publish link is on: this link follows it (the broker
+    /// list itself is the publish link's to follow).
     pub broker_in_use: Arc<InUse>,
     pub stop: Stop,
     /// The relay is shutting down: no new connection is worth making (an
@@ -110,7 +114,10 @@ enum Next {
 
 /// The state of one connection that [`DeviceLink::take`] acts on.
 struct Serving<'a> {
-    index: usize,
+    /// The broker of this connection, and the publish link's move count
+    /// when it was chosen ([`InUse::moved_since`]).
+    broker: &'a Broker,
+    seen: u64,
     session: &'a mut Session,
     retries: &'a mut Retries,
     spoken: &'a mut Spoken,
@@ -128,12 +135,14 @@ enum Ended {
     Lost,
 }
 
-/// What the link remembers across connections: the backoff and which
-/// failures were already logged.
-#[derive(Default)]
+/// What the link remembers across connections: the backoff, which
+/// failures were already logged, and what wakes its waits.
 struct Retries {
     backoff: Backoff,
     failures: Failures,
+    /// Rung when the publish link moves to another broker: a wait between
+    /// attempts ends at once, so this link follows without delay.
+    moved: Arc<Bell>,
 }
 
 impl DeviceLink {
@@ -145,25 +154,31 @@ impl DeviceLink {
             Arc::new(move || me.unpark())
         };
         self.stop.nudge_when_triggered(&unpark);
-        let mut retries = Retries::default();
-        let mut spoken = Spoken::new(self.config.get().mqtt_protocol, self.brokers.len());
+        let mut retries = Retries {
+            backoff: Backoff::default(),
+            failures: Failures::default(),
+            moved: Arc::default(),
+        };
+        let _ring_at_moves = self.ring_at_moves(&retries.moved);
+        let mut spoken = Spoken::new(self.config.get().mqtt_protocol);
         self.counters.device_link_down();
         let mut tls = tls::Reread::default();
         while !self.stop.is_set() {
             let config = self.config.get();
             self.refresh(&config, &mut tls);
-            let index = self.broker_in_use.get() % self.brokers.len();
-            let broker = &self.brokers[index];
+            // A ring for a move before this choice is no reason to cut a wait short.
+            while retries.moved.heard().try_recv().is_ok() {}
+            let (broker, seen) = self.broker_in_use.get();
             let mut session = Session::new(
                 &config,
                 &self.client_id,
-                broker,
+                &broker,
                 self.transport.clone(),
-                spoken.version(index),
+                spoken.version(&broker),
             );
             let said_goodbye = Arc::new(AtomicBool::new(false));
             let _nudge = self.nudge_at_stop_or_move(&session, &said_goodbye);
-            let ended = self.serve(index, &mut session, &mut retries, &mut spoken);
+            let ended = self.serve(&broker, seen, &mut session, &mut retries, &mut spoken);
             // A goodbye only to a broker that said hello: on a client still
             // connecting it would start another attempt. Nor a second one:
             // after the nudge's, a poll would dial the broker again.
@@ -199,13 +214,18 @@ impl DeviceLink {
         nudge
     }
 
-    /// Before each new connection: the broker list and TLS files as they
-    /// are now (a SIGHUP, a renewed certificate).
+    /// Rings `moved` at every move of the publish link, for as long as
+    /// the returned nudge is held.
+    fn ring_at_moves(&self, moved: &Arc<Bell>) -> Nudge {
+        let bell = Arc::clone(moved);
+        let nudge: Nudge = Arc::new(move || bell.ring());
+        self.broker_in_use.nudge_when_moved(&nudge);
+        nudge
+    }
+
+    /// Before each new connection: the TLS files as they are now (a
+    /// SIGHUP, a renewed certificate).
     fn refresh(&mut self, config: &Config, tls: &mut tls::Reread) {
-        let brokers = config.brokers();
-        if !brokers.is_empty() {
-            self.brokers = brokers;
-        }
         let previous = match &self.transport {
             Transport::Tls(rumqttc::TlsConfiguration::Rustls(tls)) => Some(Arc::clone(tls)),
             _ => None,
@@ -213,17 +233,17 @@ impl DeviceLink {
         self.transport = tls::transport(tls.next(config, previous));
     }
 
-    /// Polls one rumqttc client for broker `index` until the relay stops,
-    /// the publish link moves to another broker, the client gives up, or
-    /// another MQTT version is to be tried.
+    /// Polls one rumqttc client for `broker` until the relay stops, the
+    /// publish link moves to another broker (its move count is no longer
+    /// `seen`), the connection fails, or another MQTT version is to be tried.
     fn serve(
         &self,
-        index: usize,
+        broker: &Broker,
+        seen: u64,
         session: &mut Session,
         retries: &mut Retries,
         spoken: &mut Spoken,
     ) -> Ended {
-        let broker = &self.brokers[index];
         let mut up_since: Option<Instant> = None;
         // Since when the SUBACK is awaited.
         let mut subscribing: Option<Instant> = None;
@@ -233,7 +253,7 @@ impl DeviceLink {
             if self.stop.is_set() || (up_since.is_none() && self.intake.is_set()) {
                 return Ended::Stopped;
             }
-            if self.moved(index) {
+            if self.broker_in_use.moved_since(seen) {
                 return Ended::Moved;
             }
             let wait = match (up_since, subscribing) {
@@ -250,7 +270,8 @@ impl DeviceLink {
             // at a fleet's pace a heartbeat waits behind another most of the time.
             for handled in 1.. {
                 let mut state = Serving {
-                    index,
+                    broker,
+                    seen,
                     session: &mut *session,
                     retries: &mut *retries,
                     spoken: &mut *spoken,
@@ -290,14 +311,21 @@ impl DeviceLink {
         std::thread::park_timeout(pause);
     }
 
-    /// Whether the publish link is on another broker than `index`.
-    fn moved(&self, index: usize) -> bool {
-        self.broker_in_use.get() % self.brokers.len() != index
+    /// Waits `wait` between attempts, unless the relay stops (true) or the
+    /// publish link moves to another broker meanwhile (this link follows
+    /// it at once).
+    fn pause(&self, wait: Duration, moved: &Bell) -> bool {
+        crossbeam_channel::select! {
+            recv(self.stop.receiver()) -> _ => {}
+            recv(moved.heard()) -> _ => {}
+            default(wait) => {}
+        }
+        self.stop.is_set()
     }
 
-    /// Acts on one polled event of the connection to broker `state.index`.
+    /// Acts on one polled event of the connection to `state.broker`.
     fn take(&self, polled: Polled, state: &mut Serving<'_>) -> Next {
-        let broker = &self.brokers[state.index];
+        let broker = state.broker;
         match polled {
             Polled::Idle => return Next::Wait,
             Polled::Nothing => {}
@@ -305,7 +333,9 @@ impl DeviceLink {
             Polled::Ended | Polled::Failed { .. } if self.stop.is_set() => {
                 return Next::End(Ended::Stopped)
             }
-            Polled::Failed { .. } if self.moved(state.index) => return Next::End(Ended::Moved),
+            Polled::Failed { .. } if self.broker_in_use.moved_since(state.seen) => {
+                return Next::End(Ended::Moved)
+            }
             Polled::Ended => return Next::End(Ended::Lost),
             Polled::ConnAck(limit) => {
                 // The publisher sets aside at once what this broker
@@ -316,7 +346,7 @@ impl DeviceLink {
                     .store(limit, Ordering::Relaxed);
                 *state.up_since = Some(Instant::now());
                 *state.subscribing = *state.up_since;
-                if state.spoken.connected(state.index, state.session.version()) {
+                if state.spoken.connected(broker, state.session.version()) {
                     log::info!(
                         "broker {broker} does not take MQTT 5: the device link speaks \
                          MQTT 3.1.1 to it from now on"
@@ -338,28 +368,27 @@ impl DeviceLink {
     }
 
     /// A connection error: either 3.1.1 is to be tried now, or it is
-    /// logged and backed off from (rumqttc dials again on the next poll).
+    /// logged and backed off from; then the connection is made again,
+    /// from the configuration and broker in effect then (a reload's login
+    /// and TLS files, the publish link's broker).
     fn on_failure(&self, why: &str, version_refused: bool, state: &mut Serving<'_>) -> Next {
-        let broker = &self.brokers[state.index];
+        let broker = state.broker;
         let version = state.session.version();
         *state.subscribing = None;
         let before_connack = state.up_since.is_none();
-        if before_connack && version_refused && state.spoken.refused(state.index, version) {
+        if before_connack && version_refused && state.spoken.refused(broker, version) {
             log::info!(
                 "device link to broker {broker}: {why} at an MQTT 5 CONNECT; trying MQTT 3.1.1"
             );
             return Next::End(Ended::Lost);
         }
         if before_connack && version_refused {
-            state.spoken.refused(state.index, version);
+            state.spoken.refused(broker, version);
         }
         if self.failed(broker, why, state.up_since.take(), state.retries) {
             return Next::End(Ended::Stopped);
         }
-        if state.spoken.version(state.index) != version {
-            return Next::End(Ended::Lost);
-        }
-        Next::Wait
+        Next::End(Ended::Lost)
     }
 
     /// The broker never confirmed the subscriptions: this connection is
@@ -373,7 +402,7 @@ impl DeviceLink {
                 wait.as_secs()
             );
         }
-        if self.stop.sleep(wait) {
+        if self.pause(wait, &retries.moved) {
             return Ended::Stopped;
         }
         Ended::Lost
@@ -427,7 +456,8 @@ impl DeviceLink {
             backoff.link_ended(t.elapsed());
         }
         self.counters.device_link_down();
-        self.stop.sleep(backoff.wait())
+        let wait = backoff.wait();
+        self.pause(wait, &retries.moved)
     }
 
     /// The SUBACK: `refused` holds the codes when a subscription was refused.
@@ -597,7 +627,6 @@ mod tests {
     fn link() -> DeviceLink {
         let config = Config::default();
         DeviceLink {
-            brokers: config.brokers(),
             routes: ReplyRoutes::new(config.max_devices),
             devices: Arc::new(Mutex::new(DeviceTable::new(config.max_devices))),
             config: Arc::new(Live::new(config)),

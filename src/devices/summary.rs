@@ -23,6 +23,12 @@ impl Summary {
         }
     }
 
+    /// A reload's `DEVICE_SUMMARY_INTERVAL`: the next line is due `every`
+    /// after the last one (at once when that is past).
+    pub fn set_every(&mut self, every: Duration) {
+        self.every = every;
+    }
+
     /// When the next line is due.
     pub fn next_due(&self) -> Instant {
         self.since + self.every
@@ -64,6 +70,15 @@ mod tests {
         );
         assert_eq!(s.due(t0 + Duration::from_secs(61), 30_000), None);
         assert_eq!(s.due(t0 + Duration::from_secs(120), 24_100), Some(0.0));
+    }
+
+    #[test]
+    fn a_new_interval_counts_from_the_last_line() {
+        let t0 = Instant::now();
+        let mut s = Summary::new(Duration::from_secs(3600), t0, 0);
+        s.set_every(Duration::from_secs(5));
+        assert_eq!(s.next_due(), t0 + Duration::from_secs(5));
+        assert_eq!(s.due(t0 + Duration::from_secs(5), 50), Some(10.0));
     }
 
     #[test]

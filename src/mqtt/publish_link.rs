@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use crate::config::Live;
-use crate::mqtt::brokers::{Broker, Brokers, InUse};
+use crate::mqtt::brokers::{Broker, InUse};
 use crate::mqtt::codec::{self, Incoming};
 use crate::mqtt::dialing::{Dial, Dialing, OnLink};
 use crate::mqtt::keepalive::{Liveness, Verdict};
@@ -109,10 +109,9 @@ pub enum LinkEvent {
 pub struct LinkShared {
     /// Commands the publisher has in flight: work the link expects PUBACKs for.
     pub in_flight: AtomicUsize,
-    /// Position in the broker list of the broker in use (the device link follows it).
+    /// The broker in use (or being tried): the device link follows it, the
+    /// status file shows it.
     pub broker_in_use: Arc<InUse>,
-    /// The broker in use (or being tried), as `host:port`, for the status file.
-    pub broker: Mutex<String>,
     /// Set once the publisher has sent DISCONNECT: the next close is expected.
     pub closing: AtomicBool,
     /// Set by the publisher once it took [`LinkEvent::Draining`]: it
@@ -392,15 +391,20 @@ pub struct PublishLink {
     pub stop: Stop,
     /// `STATE_TOPIC`: "online" published after each CONNACK.
     pub state: Option<StateMessages>,
-    /// The configuration SIGHUP may replace: its broker list, login and TLS
-    /// files are read again before each new connection.
+    /// The configuration SIGHUP may replace: its login and TLS files are
+    /// read again before each new connection, its broker list as soon as
+    /// it changes ([`Dialing::reload`]).
     pub live: Arc<Live>,
+    /// Rung by each reload ([`Live::watch`]): ends a wait between attempts,
+    /// so a new broker list is dialed at once.
+    pub reloaded: Receiver<()>,
 }
 
 /// What the link last built from the live configuration.
+#[derive(Default)]
 struct Settings {
+    /// The generation of the live configuration the broker list was taken from.
     generation: u64,
-    brokers: Vec<Broker>,
     tls: tls::Reread,
 }
 
@@ -412,27 +416,22 @@ impl PublishLink {
         let mut dial = self.dialing.start();
         let mut settings = Settings {
             generation: self.live.generation(),
-            brokers: self.live.get().brokers(),
-            tls: tls::Reread::default(),
+            ..Settings::default()
         };
-        while let Some(mut n) = self.turn(dial) {
-            if self.refresh(&mut settings) {
-                n = match self.dialing.start() {
-                    Dial::Now(first) | Dial::After(_, first) => first,
-                };
-            }
-            let broker = self.dialing.broker(n).clone();
-            self.shared.broker_in_use.set(n);
-            *lock(&self.shared.broker) = broker.to_string();
+        while let Some(broker) = self.turn(&dial, &mut settings) {
+            self.refresh(&mut settings);
+            self.shared.broker_in_use.set(&broker);
             let client_id = self.dialer.client_id.clone();
             dial = match self
                 .dialer
                 .connect(&broker, &client_id, true, CONNECT_TIMEOUT)
             {
-                Ok(wire) => match self.session(&broker, &wire, &mut failures, &mut probing) {
-                    Some(dial) => dial,
-                    None => break,
-                },
+                Ok(wire) => {
+                    match self.session(&broker, &wire, &mut failures, &mut probing, &mut settings) {
+                        Some(dial) => dial,
+                        None => break,
+                    }
+                }
                 Err(ConnectFailure::Stopped) => break,
                 Err(failure) => self.unreachable(&broker, &failure, &mut failures),
             };
@@ -444,10 +443,8 @@ impl PublishLink {
         log::debug!("publish link stopped");
     }
 
-    /// Before each new connection: login and TLS files as they are now, and
-    /// a broker list a SIGHUP changed (dialing then starts over at its first
-    /// broker; whether it did is returned).
-    fn refresh(&mut self, settings: &mut Settings) -> bool {
+    /// Before each new connection: login and TLS files as they are now.
+    fn refresh(&mut self, settings: &mut Settings) {
         let config = self.live.get();
         self.dialer.keepalive = config.mqtt_keepalive;
         self.dialer.username.clone_from(&config.mqtt_username);
@@ -456,32 +453,50 @@ impl PublishLink {
             .as_ref()
             .map(|_| config.mqtt_password.clone().unwrap_or_default());
         self.dialer.tls = settings.tls.next(&config, self.dialer.tls.take());
+    }
+
+    /// A reload's broker list and `MQTT_KEEPALIVE`, handed to the dialing
+    /// policy once per reload, between attempts and while a link is up
+    /// alike; true when the list changed.
+    fn follow_reload(&mut self, settings: &mut Settings) -> bool {
         let generation = self.live.generation();
         if generation == settings.generation {
             return false;
         }
         settings.generation = generation;
-        let brokers = config.brokers();
-        if brokers.is_empty() || brokers == settings.brokers {
-            return false;
-        }
-        settings.brokers.clone_from(&brokers);
-        self.dialing = Dialing::new(Brokers::new(brokers, config.mqtt_keepalive * 2));
-        true
+        let config = self.live.get();
+        self.dialing
+            .reload(config.broker_list(), config.mqtt_keepalive * 2)
     }
 
-    /// Waits as `dial` says; the broker to dial then, or None when stopping.
-    fn turn(&self, dial: Dial) -> Option<usize> {
-        let n = match dial {
-            Dial::Now(n) => n,
-            Dial::After(wait, n) => {
-                if self.stop.sleep(wait) {
-                    return None;
-                }
-                n
-            }
+    /// Waits as `dial` says; the broker to dial then, or None when
+    /// stopping. A reload that changes the broker list ends the wait: the
+    /// new list's first broker is dialed at once (any other reload leaves
+    /// the backoff as it was).
+    fn turn(&mut self, dial: &Dial, settings: &mut Settings) -> Option<Broker> {
+        let mut broker = dial.broker().clone();
+        let until = match dial {
+            Dial::After(wait, _) => Instant::now() + *wait,
+            Dial::Now(_) => Instant::now(),
         };
-        (!self.stop.is_set()).then_some(n)
+        loop {
+            // Drained before the look, so a reload after it rings again.
+            while self.reloaded.try_recv().is_ok() {}
+            if self.follow_reload(settings) {
+                broker = self.dialing.start().broker().clone();
+                break;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stop.is_set() {
+                break;
+            }
+            crossbeam_channel::select! {
+                recv(self.stop.receiver()) -> _ => break,
+                recv(self.reloaded) -> _ => {}
+                default(left) => break,
+            }
+        }
+        (!self.stop.is_set()).then_some(broker)
     }
 
     /// A connection was made: reports it, serves it until it ends, reports
@@ -492,6 +507,7 @@ impl PublishLink {
         wire: &Wire,
         failures: &mut Failures,
         probing: &mut Probing,
+        settings: &mut Settings,
     ) -> Option<Dial> {
         *lock(&self.shared.write_failed) = None;
         self.shared.paused.store(false, Ordering::Relaxed);
@@ -504,7 +520,7 @@ impl PublishLink {
         self.counters.link_up();
         self.dialing.connected(Instant::now());
         let _ = self.events.send(LinkEvent::Up(wire.clone()));
-        let ended = self.serve(wire, probing);
+        let ended = self.serve(wire, probing, settings);
         probing.abandon();
         wire.shut();
         self.counters
@@ -530,7 +546,7 @@ impl PublishLink {
             Ended::Lost(why) => {
                 let why = log_limit::failure_reason(&why);
                 let dial = self.dialing.link_lost(Instant::now());
-                let then = self.dialing.next_step(dial);
+                let then = self.dialing.next_step(&dial);
                 // Always logged: it follows a "connected" line.
                 log::warn!("lost connection to broker {broker}: {why}; {then}");
                 failures.first_of_kind(&broker.to_string(), &why);
@@ -572,7 +588,7 @@ impl PublishLink {
     ) -> Dial {
         let why = failure.describe();
         let dial = self.dialing.connect_failed();
-        let then = self.dialing.next_step(dial);
+        let then = self.dialing.next_step(&dial);
         if !failures.first_of_kind(&broker.to_string(), &why) {
             log::debug!("broker {broker} still unreachable: {why}; {then}");
         } else if failure.needs_human() {
@@ -598,7 +614,7 @@ impl PublishLink {
     /// Reads the broker's packets until the connection ends: reports
     /// PUBACKs, pings, drops a broker that stopped answering, and probes
     /// the first broker (beside it, on the probe's thread) while on another one.
-    fn serve(&mut self, wire: &Wire, probing: &mut Probing) -> Ended {
+    fn serve(&mut self, wire: &Wire, probing: &mut Probing, settings: &mut Settings) -> Ended {
         let mut reader = Reader::new(self.dialer.keepalive);
         // A read may block for a quarter keepalive: the stop ends it at once.
         let shut: Nudge = {
@@ -628,6 +644,14 @@ impl PublishLink {
                     }
                 }
                 Verdict::Dead(why) => return Ended::Lost(why),
+            }
+            if self.live.generation() != settings.generation {
+                // Probes connect with a reload's login and TLS files at once.
+                self.refresh(settings);
+                if self.follow_reload(settings) {
+                    // Its answer would be about a broker that may be first no more.
+                    probing.abandon();
+                }
             }
             if self.probe_says_switch(probing, now) {
                 return self.hand_over(wire, &mut reader);

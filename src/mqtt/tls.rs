@@ -91,9 +91,23 @@ pub fn client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>, Error
     Ok(Some(Arc::new(client_config)))
 }
 
+/// The file's bytes. Opened without blocking and read only when it is a
+/// regular file: a FIFO planted as the CA file must not hang the relay.
 fn read(key: &str, path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path)
-        .map_err(|e| Error::setup_because(format!("{key} {}: cannot be read", path.display()), e))
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e| Error::setup_because(format!("{key} {}: cannot be read", path.display()), e);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(setup(key, path, "is not a regular file: not read"));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(cannot)?;
+    Ok(bytes)
 }
 
 fn setup(key: &str, path: &Path, what: &str) -> Error {

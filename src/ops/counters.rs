@@ -41,9 +41,10 @@ pub struct Counters {
     /// only refreshed while this is not long past (`report/writer.rs`).
     pub publisher_due_ms: Counter,
     /// Wakes the main thread, which sleeps until its next deadline: rung
-    /// when the broker connection or the spool's state changes (the status
-    /// snapshot is written at once, not at its next interval) and when a
-    /// device comes online while none was (its offline deadline is new).
+    /// when the publish link, the device link's subscriptions or the
+    /// spool's state change (the status snapshot is written at once, not at
+    /// its next interval) and when a device comes online while none was
+    /// (its offline deadline is new).
     pub state_bell: crate::ops::sync::Bell,
     /// The device link holds its subscriptions (set on SUBACK, cleared
     /// when its connection ends).
@@ -96,18 +97,23 @@ impl Counters {
     pub fn device_link_up(&self) {
         self.device_subscribed.store(true, Ordering::Relaxed);
         self.device_down_since_unix.store(0, Ordering::Relaxed);
+        self.state_bell.ring();
     }
 
     /// The device link lost its connection (or has none yet): from now on
-    /// unless it already was.
+    /// unless it already was. Only a change rings the bell (this is said
+    /// again at every attempt while the broker is away).
     pub fn device_link_down(&self) {
-        self.device_subscribed.store(false, Ordering::Relaxed);
+        let was_up = self.device_subscribed.swap(false, Ordering::Relaxed);
         let now = crate::ops::time::unix(std::time::SystemTime::now());
         let _ = self.device_down_since_unix.fetch_update(
             Ordering::Relaxed,
             Ordering::Relaxed,
             |since| (since == 0).then_some(now),
         );
+        if was_up {
+            self.state_bell.ring();
+        }
     }
 
     pub fn add(counter: &Counter) {

@@ -489,16 +489,20 @@ impl RotatingFile {
             self.size = 0;
             return Ok(());
         }
+        // In LOG_FILE's directory, reached and checked again: the renames
+        // never go through a symlink.
+        let (dir, name) = files::place(&self.path)?;
+        let name = name.to_os_string();
         let numbered = |n: u32| {
-            let mut p = self.path.as_os_str().to_owned();
+            let mut p = name.clone();
             p.push(format!(".{n}"));
-            PathBuf::from(p)
+            p
         };
-        let _ = std::fs::remove_file(numbered(self.keep));
+        let _ = dir.remove(&numbered(self.keep));
         for n in (1..self.keep).rev() {
-            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+            let _ = dir.rename(&numbered(n), &numbered(n + 1));
         }
-        if let Err(e) = std::fs::rename(&self.path, numbered(1)) {
+        if let Err(e) = dir.rename(&name, &numbered(1)) {
             return self.truncate_instead(&e);
         }
         self.file = files::open_log(&self.path)?;

@@ -3,13 +3,16 @@
 //! signals, time, systemd's notifications and the few system calls std lacks.
 
 pub(crate) mod counters;
+pub(crate) mod dirs;
 pub(crate) mod files;
 pub(crate) mod log_limit;
 pub mod logging;
 pub(crate) mod notify;
 pub(crate) mod peers;
 pub(crate) mod pidfile;
+pub(crate) mod places;
 pub mod preflight;
+pub(crate) mod record;
 pub(crate) mod redact;
 pub(crate) mod shutdown;
 pub(crate) mod sync;

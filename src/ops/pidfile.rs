@@ -43,10 +43,10 @@ impl PidFile {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let pid = read_pid_text(path);
-                return Err(Error::AlreadyRunning {
-                    path: shown,
-                    pid: if pid.is_empty() { "?".into() } else { pid },
-                });
+                let pid = if pid.is_empty() { "?".into() } else { pid };
+                return Err(Error::AlreadyRunning(format!(
+                    "{shown} is locked by pid {pid}"
+                )));
             }
             Err(TryLockError::Error(e)) => {
                 return Err(Error::setup_because(
@@ -79,7 +79,7 @@ impl PidFile {
 
     /// Removes the pid file on a clean stop (the lock goes with the process anyway).
     pub fn release(self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = crate::ops::files::remove(&self.path);
         drop(self.file);
     }
 }
@@ -92,26 +92,80 @@ fn read_pid_text(path: &Path) -> String {
     text.trim().chars().take(20).collect()
 }
 
+/// Who holds the relay's lock on a file, as the kernel says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holders {
+    /// Nobody (or there is no such file).
+    Free,
+    /// These processes (sorted).
+    Held(Vec<u32>),
+    /// Nothing can tell: `/proc/locks` cannot be read and the file cannot
+    /// be opened by this user.
+    Unknown,
+}
+
 /// The pids the kernel says hold the relay's lock on `file`: the holder of
-/// its POSIX lock (`fcntl F_GETLK`, works without /proc) and those of an
-/// exclusive `flock` in `/proc/locks`. Empty when nothing can be proved.
-pub fn lock_holders(file: &Path) -> Vec<u32> {
-    let Ok(opened) = crate::ops::files::open_read(file) else {
-        return Vec::new();
+/// its POSIX lock (`fcntl F_GETLK`, works without /proc, for whoever may
+/// open the file: the relay's user) and those of an exclusive `flock` in
+/// `/proc/locks` (which any user may read: `status` run by a monitoring
+/// user only needs to see the file). Unlike trying a lock, this cannot be
+/// fooled by a lock another user holds on a file she can read.
+pub fn holders(file: &Path) -> Holders {
+    let Some(meta) = std::fs::symlink_metadata(file).ok().filter(|m| m.is_file()) else {
+        return Holders::Free;
     };
-    let mut holders: Vec<u32> = crate::ops::sys::posix_lock_holder(&opened)
+    let opened = crate::ops::files::open_read(file).ok();
+    let locks = std::fs::read_to_string("/proc/locks").ok();
+    if opened.is_none() && locks.is_none() {
+        return Holders::Unknown;
+    }
+    let mut pids: Vec<u32> = opened
+        .and_then(|f| crate::ops::sys::posix_lock_holder(&f))
         .into_iter()
         .collect();
-    let (Ok(meta), Ok(locks)) = (opened.metadata(), std::fs::read_to_string("/proc/locks")) else {
-        return holders;
-    };
-    holders.extend(holders_in(
-        &locks,
-        dev_major(meta.dev()),
-        dev_minor(meta.dev()),
-        meta.ino(),
-    ));
-    holders
+    if let Some(locks) = locks {
+        pids.extend(holders_in(
+            &locks,
+            dev_major(meta.dev()),
+            dev_minor(meta.dev()),
+            meta.ino(),
+        ));
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    if pids.is_empty() {
+        Holders::Free
+    } else {
+        Holders::Held(pids)
+    }
+}
+
+/// The pids proved to hold the lock on `file` ([`holders`]); empty when
+/// none can be proved.
+pub fn lock_holders(file: &Path) -> Vec<u32> {
+    match holders(file) {
+        Holders::Held(pids) => pids,
+        Holders::Free | Holders::Unknown => Vec::new(),
+    }
+}
+
+/// The process exists and is not a zombie (a killed relay its parent has
+/// not reaped yet has already released its lock). Without /proc, existence
+/// is all that can be told.
+pub fn alive(pid: u32) -> bool {
+    if !crate::ops::sys::process_exists(pid) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            !matches!(state, "Z" | "X")
+        }
+        Err(_) => true,
+    }
 }
 
 /// Parses `/proc/locks` text: `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`;
@@ -160,8 +214,8 @@ mod tests {
             format!("{}\n", std::process::id())
         );
         match PidFile::acquire(&path) {
-            Err(Error::AlreadyRunning { pid, .. }) => {
-                assert_eq!(pid, std::process::id().to_string())
+            Err(Error::AlreadyRunning(what)) => {
+                assert!(what.ends_with(&format!("locked by pid {}", std::process::id())))
             }
             other => panic!("expected AlreadyRunning, got {:?}", other.map(|_| ())),
         }

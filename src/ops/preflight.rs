@@ -1,15 +1,15 @@
-//! The checks `check-config`, the watchdog and the start share before
-//! anything runs: the places of the files the relay writes, the trust of
-//! the secret files, the address to listen on. Runs on the main thread (or
-//! the watchdog's); pure apart from reading file metadata.
+//! The checks `check-config`, the start, a reload and the watchdog share
+//! before anything runs (`checks.rs` adds the TLS configuration to them):
+//! the places of the files the relay writes (`places.rs`), the trust of the
+//! TLS files, the users, the group and the address to listen on. Runs on
+//! the main thread (or the watchdog's); reads metadata and creates nothing.
 
-use std::net::ToSocketAddrs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::config::{writable_by_others, Config};
-use crate::error::Error;
-use crate::ops::files::{check_writable_dir, parent, unsafe_place, DirProblem, GROUP_OTHER_READ};
+use crate::ops::files::GROUP_OTHER_READ;
+use crate::ops::places::{self, Found};
 use crate::ops::{peers, sys};
 
 /// The relay's own user: whose files, besides root's, it trusts (relay.conf,
@@ -22,10 +22,13 @@ pub fn relay_user() -> u32 {
 /// `MQTT_CA_FILE`, `MQTT_CLIENT_CERT` and `MQTT_CLIENT_KEY` (with
 /// `MQTT_TLS`) writable by group or others, or owned by another user than
 /// root or the relay's, are refused (a replaced CA lets her broker take
-/// the broker password).
-fn trust_anchors(config: &Config, problems: &mut Vec<String>) {
+/// the broker password), and so is one that is not a regular file (a FIFO
+/// would hang whoever reads it: it is never opened). Empty when the files
+/// may be read.
+pub fn tls_file_problems(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
     if !config.mqtt_tls {
-        return;
+        return problems;
     }
     let files = [
         ("MQTT_CA_FILE", config.mqtt_ca_file.as_deref()),
@@ -34,6 +37,17 @@ fn trust_anchors(config: &Config, problems: &mut Vec<String>) {
     ];
     for (key, path) in files {
         let Some(path) = path else { continue };
+        if let Some(what) = std::fs::metadata(path)
+            .ok()
+            .filter(|m| !m.is_file())
+            .map(|m| crate::ops::sys::at::what_mode(m.mode()))
+        {
+            problems.push(format!(
+                "{key} {}: is {what}, not a regular file: not read",
+                path.display()
+            ));
+            continue;
+        }
         if let Some(mode) = writable_by_others(path) {
             let fix = if key == "MQTT_CLIENT_KEY" {
                 "600"
@@ -56,6 +70,7 @@ fn trust_anchors(config: &Config, problems: &mut Vec<String>) {
             ));
         }
     }
+    problems
 }
 
 /// What is readable by others that should not be: relay.conf when it holds
@@ -137,138 +152,55 @@ fn readable_by_others(mode: u32, gid: u32, relay_gid: u32) -> bool {
     others || group
 }
 
-/// Creates the directories of the relay's run-time files (PID_FILE,
-/// STATUS_FILE, METRICS_FILE, LOG_FILE) when they are missing (a tmpfs /run
-/// empties at every reboot), as systemd's RuntimeDirectory= would: mode
-/// 0755, owned by whoever runs the relay. Not the spool's: persistent
-/// storage that is missing is not mounted, and must not be replaced by the
-/// root file system. Run by the relay at start and by the watchdog;
-/// `check-config` only reports what is missing.
-pub fn create_run_dirs(config: &Config) -> Result<(), Error> {
-    let socket = config
-        .socket_path
-        .as_deref()
-        .map(|path| ("SOCKET_PATH", path));
-    for (key, path) in config.written_files().into_iter().chain(socket) {
-        let dir = parent(path);
-        if key == "SPOOL_FILE" || dir.is_dir() {
-            continue;
-        }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|e| {
-                Error::setup_because(
-                    format!("{key}: cannot create the directory {}", dir.display()),
-                    e,
-                )
-            })?;
-    }
-    Ok(())
-}
-
-/// What the run would refuse before serving, checked beforehand: the
-/// directories of the files the relay writes are writable and safe from
-/// other users ([`unsafe_place`]; a missing one is created at start, except
-/// the spool's); MQTT_CLIENT_KEY is not writable by others; SOCKET_HOST is
-/// an address to bind. Shared by `check-config`, the watchdog and the
-/// start itself (exit 2, naming the key).
-pub fn preflight(config: &Config) -> Result<(), Error> {
-    match problems(config).into_iter().next() {
-        Some(problem) => Err(Error::setup(problem)),
-        None => Ok(()),
-    }
-}
-
-/// Every problem [`preflight`] refuses, each naming its key, so that
-/// `check-config` can report them all at once.
-pub fn problems(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (key, path) in config.written_files() {
-        let dir = parent(path);
-        match check_writable_dir(dir) {
-            Ok(()) => {}
-            // Created at start (create_run_dirs): only the spool's is not.
-            Err(DirProblem::Missing) if key != "SPOOL_FILE" => continue,
-            // A full or read-only disk is a disk problem the relay rides out
-            // (without the spool until it can write again, the log on stderr,
-            // status and metrics reported failing); a missing directory or
-            // missing rights are configuration. Only the pid lock cannot do
-            // without its file: without it a second relay could start.
-            Err(problem) if key != "PID_FILE" && problem.passing() => {}
-            Err(problem) => {
-                problems.push(format!(
-                    "{key} {}: {}",
-                    path.display(),
-                    problem.describe(dir)
-                ));
-                continue;
-            }
-        }
-        if let Some(why) = unsafe_place(path, key != "SPOOL_FILE") {
-            problems.push(format!("{key} {}: {why}", path.display()));
-        }
-    }
-    trust_anchors(config, &mut problems);
+/// Every problem the run would refuse before serving, each naming its key,
+/// path and why, so that `check-config` can report them all at once: the
+/// places of the files the relay writes ([`places::problems`]: every
+/// directory on the way trusted, a missing one that can be made, nothing
+/// of another user's or special where a file goes, no file named twice or
+/// relay.conf itself), the TLS files' trust, the users and group named,
+/// and `SOCKET_HOST` an address of this machine. `source` is relay.conf.
+/// Creates nothing; the TLS files themselves are read by `checks.rs`.
+pub fn problems(config: &Config, source: Option<&Path>) -> Found {
+    let mut found = places::problems(config, source);
+    let problems = &mut found.problems;
+    problems.extend(tls_file_problems(config));
     if let Err(unknown) = peers::resolve_users(&config.socket_allow_users) {
         problems.push(format!(
             "SOCKET_ALLOW_USERS: no such user: {}",
             unknown.join(", ")
         ));
     }
-    socket_problems(config, &mut problems);
-    let host = config
-        .socket_host
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let resolves = host.is_empty()
-        || (host, config.socket_port)
-            .to_socket_addrs()
-            .is_ok_and(|mut a| a.next().is_some());
-    if !resolves {
-        problems.push(format!(
-            "SOCKET_HOST {:?} is not an address this machine can listen on",
-            config.socket_host
-        ));
-    }
-    problems
-}
-
-/// The Unix socket's place is judged like the files the relay writes (a
-/// missing directory is created at start); what is already at the path
-/// may only be a socket of the relay's user (a stale one is replaced at
-/// start); SOCKET_GROUP must name a group.
-fn socket_problems(config: &Config, problems: &mut Vec<String>) {
     if let Some(group) = &config.socket_group {
         if peers::resolve_group(group).is_none() {
             problems.push(format!("SOCKET_GROUP: no such group: {group}"));
         }
     }
-    let Some(path) = config.socket_path.as_deref() else {
-        return;
-    };
-    let problem = match check_writable_dir(parent(path)) {
-        Ok(()) | Err(DirProblem::Missing) => unsafe_place(path, false),
-        Err(problem) => Some(problem.describe(parent(path))),
-    };
-    let in_the_way = std::fs::symlink_metadata(path).ok().and_then(|meta| {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            Some("exists and is not a socket".to_string())
-        } else if meta.uid() != relay_user() {
-            Some(format!(
-                "is a socket of uid {}, not the relay's user's (uid {})",
-                meta.uid(),
-                relay_user()
-            ))
-        } else {
-            None
-        }
-    });
-    if let Some(why) = problem.or(in_the_way) {
-        problems.push(format!("SOCKET_PATH {}: {why}", path.display()));
+    if let Some(why) = not_local(&config.socket_host) {
+        problems.push(format!(
+            "SOCKET_HOST {:?} is not an address this machine can listen on: {why}",
+            config.socket_host
+        ));
     }
+    found
+}
+
+/// Why the TCP listener could not bind `host` (empty: no listener): it
+/// does not resolve, or is no address of this machine. Tried by binding a
+/// UDP socket to it on port 0 (nothing listens, nothing is sent), which
+/// fails as the listener would; a taken port is the run's to find (exit 4).
+fn not_local(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return None;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = if bare.contains(':') {
+        format!("[{bare}]:0")
+    } else {
+        format!("{bare}:0")
+    };
+    std::net::UdpSocket::bind(addr.as_str())
+        .err()
+        .map(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -373,6 +305,7 @@ mod tests {
             ..Config::default()
         };
         let fine = dir.join("relay.sock");
+        let problems = |config: &Config| problems(config, None).problems;
         assert!(problems(&config(&fine, Some("0"))).is_empty());
         let missing_dir = dir.join("run").join("relay.sock");
         assert!(
@@ -384,7 +317,7 @@ mod tests {
         std::fs::write(&fine, "").unwrap();
         let found = problems(&config(&fine, None));
         assert!(
-            found[0].ends_with("exists and is not a socket"),
+            found[0].contains("exists and is not a socket (a regular file)"),
             "{found:?}"
         );
         std::fs::remove_file(&fine).unwrap();

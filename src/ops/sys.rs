@@ -1,5 +1,8 @@
 //! The few system calls std does not offer, each wrapped once with the reason
-//! it is safe. Nothing else in the crate uses `unsafe` or calls libc.
+//! it is safe. Nothing else in the crate (but [`at`], the `*at` calls the
+//! trusted walk of `ops/dirs.rs` is made of) uses `unsafe` or calls libc.
+
+pub mod at;
 
 use std::io;
 use std::os::unix::process::CommandExt;

@@ -20,6 +20,7 @@ use crate::devices::table::TableSnapshot;
 use crate::error::Error;
 use crate::ops::counters::{Counters, COUNTED};
 use crate::ops::files;
+use crate::ops::record::{self, Lookup};
 use crate::ops::time::{iso8601, unix};
 
 /// A snapshot older than this many intervals means a hung relay.
@@ -210,15 +211,34 @@ pub enum Health {
 
 /// `ms500-relay status [--json]`: prints the snapshot (readable, or the raw
 /// JSON); an error carries the exit code for a stale or missing snapshot
-/// (1) and for a broker away too long (3).
-pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result<(), Error> {
-    let Some(path) = &config.status_file else {
+/// (1) and for a broker away too long (3). `source` is relay.conf: the
+/// relay running it is found by its runtime record (whose STATUS_FILE is
+/// read, the one it writes), else by PID_FILE's lock.
+pub fn show(
+    config: &Config,
+    source: Option<&Path>,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<(), Error> {
+    let Some(configured) = &config.status_file else {
         return Err(Error::Usage(
             "status needs STATUS_FILE set in the configuration".into(),
         ));
     };
+    // A snapshot can be fresh for up to 3 intervals after its relay died:
+    // whether one holds the lock, as the kernel says, is the truth about
+    // whether one runs (a lock held by a pid that cannot be proved still
+    // says that something runs).
+    let lookup = record::find(source, config.pid_file.as_deref()).unwrap_or(Lookup::Unknown);
+    let recorded = match &lookup {
+        Lookup::Running(running) => running.record.as_ref().and_then(|r| r.status_file.clone()),
+        Lookup::NotRunning | Lookup::Unknown => None,
+    };
+    let path = recorded.as_ref().unwrap_or(configured);
     let shown = path.display();
-    let text = match std::fs::read(path) {
+    // Read only from a place that passes the checks: another user cannot
+    // show her own snapshot in the relay's name.
+    let text = match files::read_checked(path) {
         Ok(t) => t,
         Err(e) => {
             writeln!(out, "status file {shown} cannot be read: {e}")?;
@@ -237,12 +257,7 @@ pub fn show(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result
         }
     };
     let (report, mut health) = render(&value, SystemTime::now(), config.status_interval.as_secs());
-    // A snapshot can be fresh for up to 3 intervals after its relay died:
-    // the pid file's lock is the truth about whether one runs.
-    let not_running = config
-        .pid_file
-        .as_deref()
-        .is_some_and(|pid_file| !files::is_locked(pid_file));
+    let not_running = matches!(lookup, Lookup::NotRunning);
     if json {
         out.write_all(&text)?;
     } else {

@@ -1,6 +1,8 @@
 //! When the main thread writes the status snapshot (`STATUS_FILE` and
 //! `METRICS_FILE`): every `STATUS_INTERVAL` ([`StatusWriter::next_due`]
-//! says when the main thread must wake for it), and only while the
+//! says when the main thread must wake for it), at once when the publish
+//! link, the device link's subscriptions or the spool change state (the
+//! threads that change them ring `Counters::state_bell`), and only while the
 //! publisher thread keeps its word, so a stale file is how a watchdog
 //! learns the relay is hung. The publisher does not turn when it has
 //! nothing to do; it shows when it will turn again at the latest
@@ -40,9 +42,9 @@ pub struct StatusWriter {
     /// start, or by a SIGHUP it accepted): the snapshot says whether the
     /// file changed since.
     config_file: Option<(PathBuf, Option<SystemTime>)>,
-    /// The broker and spool states of the last snapshot: a change is
-    /// written at once, not at the next interval.
-    shown_states: (bool, u64),
+    /// The states of the last snapshot ([`States`]): a change is written
+    /// at once, not at the next interval.
+    shown_states: States,
 }
 
 impl StatusWriter {
@@ -61,14 +63,14 @@ impl StatusWriter {
             failing: false,
             stopped: false,
             config_file: None,
-            shown_states: (false, 0),
+            shown_states: States::default(),
         }
     }
 
-    /// At its deadline ([`StatusWriter::next_due`]) or when the broker's or
-    /// the spool's state changed: writes the snapshot when it is due and
-    /// the publisher keeps its word; says once that it stopped refreshing
-    /// the file when not.
+    /// At its deadline ([`StatusWriter::next_due`]) or when a state it
+    /// shows changed (the bell woke the main thread): writes the snapshot
+    /// when it is due or a state changed and the publisher keeps its word;
+    /// says once that it stopped refreshing the file when not.
     pub fn tick(&mut self, config: &Config, counters: &Counters, devices: &Mutex<DeviceTable>) {
         // STATUS_INTERVAL may have changed with a SIGHUP.
         self.interval = config.status_interval;
@@ -111,12 +113,12 @@ impl StatusWriter {
         })
     }
 
-    /// Whether the broker is connected and since when the spool fails.
-    fn states(counters: &Counters) -> (bool, u64) {
-        (
-            counters.broker_connected.load(Ordering::Relaxed),
-            counters.spool_failing_since_unix.load(Ordering::Relaxed),
-        )
+    fn states(counters: &Counters) -> States {
+        States {
+            broker_connected: counters.broker_connected.load(Ordering::Relaxed),
+            device_subscribed: counters.device_subscribed.load(Ordering::Relaxed),
+            spool_failing_since: counters.spool_failing_since_unix.load(Ordering::Relaxed),
+        }
     }
 
     /// relay.conf was (re)loaded from `path`: later snapshots say whether
@@ -145,7 +147,7 @@ impl StatusWriter {
         self.last = Some(Instant::now());
         self.shown_states = Self::states(counters);
         let devices = lock(devices).snapshot(status::DEVICES_SHOWN);
-        let broker = lock(&self.link.broker).clone();
+        let broker = self.link.broker_in_use.get().0.to_string();
         let snapshot = status::Snapshot {
             config,
             started: self.started,
@@ -201,6 +203,17 @@ pub fn publisher_keeps_turns(
 /// The hang rule: `late` for a turn by more than 3 intervals (at least 5 s).
 fn stuck(interval: Duration, late: Duration) -> bool {
     late > (interval * 3).max(Duration::from_secs(5))
+}
+
+/// The states a snapshot shows that change by events, not by time: each
+/// change writes the snapshot at once (the publish link, the device
+/// link's subscriptions, the spool).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct States {
+    broker_connected: bool,
+    device_subscribed: bool,
+    /// Since when the spool fails (Unix seconds), 0 while it does not.
+    spool_failing_since: u64,
 }
 
 /// How long past `due_ms` (`time::mono_ms`) `now_ms` is.

@@ -10,7 +10,8 @@ use std::net::TcpStream;
 use rumqttc::QoS;
 
 use crate::support::{
-    publish, read_json, read_lines, read_text, topic, Broker, Relay, Subscriber, TempDir, WAIT,
+    publish, read_json, read_lines, read_text, run_bin, topic, Broker, Relay, Subscriber, TempDir,
+    WAIT,
 };
 
 /// The camera's id as its heartbeat topic names it (its MAC in hex).
@@ -386,4 +387,62 @@ fn the_backends_factory_reset_with_a_level_name_is_published() {
     );
     let got = sub.collect(1, WAIT);
     assert_eq!(got[0].payload, frs.as_bytes());
+}
+
+/// Finding: `send` exited 0 after a `held` line, though a held command is
+/// not published (0 means every command was published), and never said
+/// what became of it within its wait. It now waits within `-w` for a held
+/// command's outcome, prints it, and exits 0 only once it was published.
+#[test]
+fn send_succeeds_only_once_a_held_command_is_published_and_names_what_is_not() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &[FAST_PRESENCE[0], ("COMMAND_TTLS", "IMG:2")]);
+    relay.expect_ready();
+    let _camera = camera_gone_offline(&broker, &relay);
+    let conf = relay.conf.to_string_lossy().into_owned();
+
+    // Held, and still held when the wait runs out.
+    let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "1", &fmw(1, CAMERA_LC)], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(r#""status":"held""#), "{out}");
+    assert!(
+        err.contains("1 of 1 commands still held in the relay for cameras that are offline"),
+        "{err}"
+    );
+
+    // Held, then expired within the wait: its error line is printed.
+    let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "15", &img(2, CAMERA_LC)], None);
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains(r#""status":"held""#), "{out}");
+    assert!(
+        lines[1].contains(r#""status":"error""#) && lines[1].contains("expired after"),
+        "{out}"
+    );
+    assert!(
+        err.contains("1 of 1 commands expired, never published"),
+        "{err}"
+    );
+
+    // Held, then released by the camera's heartbeat within the wait: its ok
+    // is printed and send succeeds.
+    let (code, out, err) = std::thread::scope(|s| {
+        s.spawn(|| {
+            // The IMG made it two once already.
+            relay.expect_log_count("(2 held for it)", 2, WAIT);
+            Camera::new(broker.port, CAMERA, UNIT).heartbeat();
+        });
+        run_bin(&["send", "-c", &conf, "-w", "15", &fmw(3, CAMERA_LC)], None)
+    });
+    assert_eq!(code, 0, "{out}{err}\n{}", relay.log());
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                r#"{{"status":"held","type":"FMW","unit":"{UNIT}","id":3,"camera":"{CAMERA_LC}"}}"#
+            ),
+            format!(r#"{{"status":"ok","type":"FMW","unit":"{UNIT}","id":3}}"#),
+        ]
+    );
 }

@@ -458,7 +458,14 @@ fn a_second_instance_on_a_taken_port_leaves_the_first_ones_status_file_alone() {
     );
     assert!(wait_until(WAIT, || read_json(&status_file)["pid"] == first.pid()));
     let before = std::fs::read(&status_file).unwrap();
+    // The same relay.conf again: the relay running it is named (exit 3).
     let (code, _, err) = run_bin(&["-c", first.conf.to_str().unwrap()], None);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
+    // A copy of it (another configuration) finds the port taken.
+    let copy = dir.path().join("copy.conf");
+    std::fs::copy(&first.conf, &copy).unwrap();
+    let (code, _, err) = run_bin(&["-c", copy.to_str().unwrap()], None);
     assert_eq!(code, 4, "{err}");
     assert_eq!(
         std::fs::read(&status_file).unwrap(),

@@ -292,6 +292,44 @@ fn status_of_a_killed_relay_is_not_running_at_once() {
     assert!(out.contains("NOT RUNNING"), "{out}");
 }
 
+/// Finding: `status` said `device link: NOT subscribed` for a whole
+/// `STATUS_INTERVAL` after it subscribed, at start and after a broker
+/// return. Every change of the device link writes the snapshot at once.
+#[test]
+fn status_shows_the_device_link_as_it_is_within_a_second_at_start_and_after_a_broker_return() {
+    let mut broker = Broker::start();
+    let dir = TempDir::new("op-subscribed");
+    let (relay, conf, status_file) = relay_with_status(&broker, &dir);
+    let subscribed = || read_json(&status_file)["device_link"]["subscribed"] == true;
+    relay.expect_subscribed();
+    // STATUS_INTERVAL is 600 s: only the change itself writes the snapshot.
+    assert!(
+        wait_until(Duration::from_secs(1), subscribed),
+        "{}",
+        read_text(&status_file)
+    );
+    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("device link: subscribed"), "{out}");
+
+    broker.stop();
+    assert!(
+        wait_until(Duration::from_secs(2), || !subscribed()),
+        "{}",
+        read_text(&status_file)
+    );
+    broker.restart();
+    relay.expect_subscribed_times(2);
+    assert!(
+        wait_until(Duration::from_secs(1), subscribed),
+        "{}\n{}",
+        read_text(&status_file),
+        relay.log()
+    );
+    let (_, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert!(out.contains("device link: subscribed"), "{out}");
+}
+
 #[test]
 #[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
 fn a_full_log_disk_loses_whole_lines_and_says_how_many_afterwards() {

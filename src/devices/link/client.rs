@@ -124,54 +124,65 @@ impl Version {
     }
 }
 
-/// Which version to speak to each broker of the list (`MQTT_PROTOCOL`):
-/// with `auto`, MQTT 5 until a broker refuses it, then 3.1.1 for that
-/// broker once 3.1.1 got a CONNACK there, for the rest of the run. Pure.
+/// Which version to speak to each broker (`MQTT_PROTOCOL`): with `auto`,
+/// MQTT 5 until a broker refuses it, then 3.1.1 for that broker once
+/// 3.1.1 got a CONNACK there, for the rest of the run. Kept per broker,
+/// not per place in the list, so a reload that reorders or replaces the
+/// list keeps what was learned. Pure.
 #[derive(Debug)]
 pub struct Spoken {
     choice: MqttProtocol,
     /// Learned: brokers that speak only 3.1.1.
-    learned: Vec<bool>,
+    learned: Vec<Broker>,
     /// 3.1.1 is being tried on these after a refusal of 5.
-    trying: Vec<bool>,
+    trying: Vec<Broker>,
 }
 
 impl Spoken {
-    pub fn new(choice: MqttProtocol, brokers: usize) -> Spoken {
+    pub fn new(choice: MqttProtocol) -> Spoken {
         Spoken {
             choice,
-            learned: vec![false; brokers],
-            trying: vec![false; brokers],
+            learned: Vec::new(),
+            trying: Vec::new(),
         }
     }
 
-    /// The version to dial broker `n` with.
-    pub fn version(&self, n: usize) -> Version {
+    /// The version to dial `broker` with.
+    pub fn version(&self, broker: &Broker) -> Version {
         match self.choice {
             MqttProtocol::V5 => Version::V5,
             MqttProtocol::V311 => Version::V311,
-            MqttProtocol::Auto if self.learned[n] || self.trying[n] => Version::V311,
+            MqttProtocol::Auto if self.learned.contains(broker) || self.trying.contains(broker) => {
+                Version::V311
+            }
             MqttProtocol::Auto => Version::V5,
         }
     }
 
-    /// Broker `n` failed an attempt on `version` before CONNACK in a way
+    /// `broker` failed an attempt on `version` before CONNACK in a way
     /// that may mean it does not speak it: true when 3.1.1 is to be tried
     /// now. A failed try of 3.1.1 goes back to 5.
-    pub fn refused(&mut self, n: usize, version: Version) -> bool {
-        if self.choice != MqttProtocol::Auto || self.learned[n] {
+    pub fn refused(&mut self, broker: &Broker, version: Version) -> bool {
+        if self.choice != MqttProtocol::Auto || self.learned.contains(broker) {
             return false;
         }
-        self.trying[n] = version == Version::V5;
-        self.trying[n]
+        self.trying.retain(|b| b != broker);
+        if version == Version::V5 {
+            self.trying.push(broker.clone());
+            return true;
+        }
+        false
     }
 
-    /// Broker `n` sent CONNACK on `version`: true when that taught the
-    /// link that this broker speaks only 3.1.1.
-    pub fn connected(&mut self, n: usize, version: Version) -> bool {
-        let learned = self.trying[n] && version == Version::V311 && !self.learned[n];
-        self.learned[n] |= learned;
-        self.trying[n] = false;
+    /// `broker` sent CONNACK on `version`: true when that taught the link
+    /// that this broker speaks only 3.1.1.
+    pub fn connected(&mut self, broker: &Broker, version: Version) -> bool {
+        let was_trying = self.trying.contains(broker);
+        self.trying.retain(|b| b != broker);
+        let learned = was_trying && version == Version::V311 && !self.learned.contains(broker);
+        if learned {
+            self.learned.push(broker.clone());
+        }
         learned
     }
 }
@@ -472,35 +483,50 @@ pub fn describe(e: &v5::ConnectionError) -> String {
 mod tests {
     use super::*;
 
+    fn broker(host: &str) -> Broker {
+        Broker {
+            host: host.into(),
+            port: 1883,
+        }
+    }
+
     #[test]
     fn auto_tries_3_1_1_after_a_refusal_of_5_and_remembers_it_per_broker() {
-        let mut s = Spoken::new(MqttProtocol::Auto, 2);
-        assert_eq!(s.version(0), Version::V5);
-        assert!(s.refused(0, Version::V5), "3.1.1 is tried next");
-        assert_eq!(s.version(0), Version::V311);
-        assert_eq!(s.version(1), Version::V5, "per broker");
-        assert!(s.connected(0, Version::V311), "learned");
-        assert!(!s.refused(0, Version::V311), "remembered: no going back");
-        assert_eq!(s.version(0), Version::V311);
-        assert!(!s.connected(0, Version::V311), "learned once");
+        let (a, b) = (broker("a"), broker("b"));
+        let mut s = Spoken::new(MqttProtocol::Auto);
+        assert_eq!(s.version(&a), Version::V5);
+        assert!(s.refused(&a, Version::V5), "3.1.1 is tried next");
+        assert_eq!(s.version(&a), Version::V311);
+        assert_eq!(s.version(&b), Version::V5, "per broker");
+        assert!(s.connected(&a, Version::V311), "learned");
+        assert!(!s.refused(&a, Version::V311), "remembered: no going back");
+        assert_eq!(s.version(&a), Version::V311);
+        assert!(!s.connected(&a, Version::V311), "learned once");
+        assert_eq!(
+            s.version(&broker("new")),
+            Version::V5,
+            "a broker a reload added starts on 5"
+        );
     }
 
     #[test]
     fn a_failed_try_of_3_1_1_goes_back_to_5() {
-        let mut s = Spoken::new(MqttProtocol::Auto, 1);
-        assert!(s.refused(0, Version::V5));
-        assert!(!s.refused(0, Version::V311));
-        assert_eq!(s.version(0), Version::V5);
-        assert!(!s.connected(0, Version::V5));
+        let a = broker("a");
+        let mut s = Spoken::new(MqttProtocol::Auto);
+        assert!(s.refused(&a, Version::V5));
+        assert!(!s.refused(&a, Version::V311));
+        assert_eq!(s.version(&a), Version::V5);
+        assert!(!s.connected(&a, Version::V5));
     }
 
     #[test]
     fn a_fixed_protocol_is_always_spoken() {
-        let mut five = Spoken::new(MqttProtocol::V5, 1);
-        assert!(!five.refused(0, Version::V5));
-        assert_eq!(five.version(0), Version::V5);
-        let mut old = Spoken::new(MqttProtocol::V311, 1);
-        assert_eq!(old.version(0), Version::V311);
-        assert!(!old.connected(0, Version::V311));
+        let a = broker("a");
+        let mut five = Spoken::new(MqttProtocol::V5);
+        assert!(!five.refused(&a, Version::V5));
+        assert_eq!(five.version(&a), Version::V5);
+        let mut old = Spoken::new(MqttProtocol::V311);
+        assert_eq!(old.version(&a), Version::V311);
+        assert!(!old.connected(&a, Version::V311));
     }
 }
