@@ -523,7 +523,9 @@ fn the_debian_package_installs_serves_as_its_unit_says_and_purges_without_a_trac
     installed_as_debian_wants();
     // Stops what postinst may have started (invoke-rc.d, when no policy
     // forbids it here): the test starts the relay itself.
-    succeeds(Command::new("/usr/bin/ms500-relay").args(["stop", "-c", CONF]));
+    succeeds(&mut as_service_user(&format!(
+        "/usr/bin/ms500-relay stop -c {CONF}"
+    )));
 
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
@@ -743,7 +745,9 @@ fn upgrade_keeps_the_edited_conffile(deb: &Path, edited: &str) {
             .arg(&newer),
     );
     dpkg_ok(&["-i", &newer.to_string_lossy()]);
-    succeeds(Command::new("/usr/bin/ms500-relay").args(["stop", "-c", CONF]));
+    succeeds(&mut as_service_user(&format!(
+        "/usr/bin/ms500-relay stop -c {CONF}"
+    )));
     assert_eq!(std::fs::read_to_string(CONF).unwrap(), edited);
     assert!(!Path::new("/etc/ms500-relay/relay.conf.dpkg-dist").exists());
     assert!(!Path::new("/etc/ms500-relay/relay.conf.dpkg-new").exists());
