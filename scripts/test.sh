@@ -6,12 +6,14 @@
 #   2. the gateway tests: the static x86_64 binary, a root holding only
 #      BusyBox where the README's crontab line keeps the relay running and
 #      where the broker's name resolves through a DNS server the test runs,
-#      and the package tarball;
+#      the package tarball, the Debian package (lintian, installed here with
+#      dpkg, run as its systemd unit and its init script say, purged) and
+#      the OpenWrt package (its procd script run in a BusyBox root);
 #   3. the aarch64, armv7 and mipsel builds (every one required: a build or
 #      toolchain that fails fails the run, nothing is skipped) under
 #      qemu-user: a representative subset of the integration tests against
 #      each, the BusyBox root resolving the broker through DNS, and their
-#      packages.
+#      tarball, .deb and .ipk packages.
 # Each target is built once per run and cached between runs (build-static.sh
 # keeps each binary under a key of all its inputs, and cargo's build of std
 # and the dependencies for every target, in ~/.cache/ms500-relay, shared by
@@ -28,6 +30,13 @@ ensure_packages openssl file busybox-static qemu-user-static faketime
 ensure_packages rabbitmq-server
 # local_users.rs creates an unprivileged user (useradd) and acts as her (setpriv).
 ensure_packages passwd util-linux
+# The package tests: lintian judges the .deb, systemd-analyze its unit
+# (systemd need not run). lintian and its Perl take most of a minute to
+# install: they install while the tests below run, and are waited for
+# before the static builds, which may use apt themselves.
+packaging_log=$(mktemp)
+(ensure_packages lintian systemd) >"$packaging_log" 2>&1 &
+packaging_tools=$!
 # The metrics test reads METRICS_FILE with the Prometheus client's own parser.
 python3 -c 'import prometheus_client' 2>/dev/null ||
     python3 -m pip install -q prometheus-client 2>/dev/null ||
@@ -44,6 +53,13 @@ cargo test --locked --all-targets "$@" -- --test-threads="$threads"
 # runs this script as root, so here they run, and fail if they cannot.
 cargo test --locked --test it "$@" -- --ignored --test-threads="$threads"
 
+if ! wait "$packaging_tools"; then
+    cat "$packaging_log" >&2
+    echo "could not install lintian and systemd for the package tests" >&2
+    exit 1
+fi
+rm -f "$packaging_log"
+
 # --- the static builds: x86_64, aarch64, armv7, mipsel ------------------------
 # Built by one cargo command: the four final link-time optimisations (one
 # thread each) then share the machine's cores instead of taking turns. Every
@@ -58,7 +74,7 @@ if [ "$rc" -ne 0 ]; then
 fi
 echo "${targets[*]}: built in $((SECONDS - started)) s"
 
-# --- gateway: the static x86_64 binary, BusyBox-only root, DNS, package -------
+# --- gateway: the static x86_64 binary, BusyBox-only root, DNS, packages ------
 cargo test --locked --test gateway -- --ignored --test-threads=1
 
 # --- aarch64, armv7, mipsel under qemu-user -------------------------------------
@@ -102,5 +118,6 @@ for arch in aarch64 armv7 mipsel; do
     MS500_RELAY_EXE="$qemu $bin" MS500_GATEWAY_ARCH=$arch \
         cargo test --locked --test gateway -- --ignored --test-threads=1 --exact \
         the_package_unpacks_and_its_binary_runs \
+        packages::each_package_unpacks_as_its_manager_does_and_its_binary_runs \
         a_busybox_root_finds_the_broker_through_its_dns_server
 done

@@ -11,7 +11,10 @@
 //! (`Counters::state_bell`, `log_limit::bell`) rings; on SIGINT/SIGTERM
 //! `shut_down` stops the intake, lets the publisher flush for up to
 //! `SHUTDOWN_GRACE` seconds and joins every thread in order (a second
-//! signal exits at once).
+//! signal exits at once). Under systemd (`ops/notify.rs`) the main thread
+//! also says READY=1 once the relay listens, RELOADING=1 and READY=1 around
+//! a reload, STOPPING=1 at shutdown, and pings the watchdog among its
+//! deadlines while the publisher keeps its turns.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,13 +49,14 @@ use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::logging::{self, Destination, LogHandle};
+use crate::ops::notify::Notifier;
 use crate::ops::pidfile::PidFile;
 use crate::ops::record::{Claim, Taken};
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::sys::{self, Received};
 use crate::ops::{files, places, preflight};
-use crate::report::writer::StatusWriter;
+use crate::report::writer::{self, StatusWriter};
 
 /// Batches of commands parsed by sessions and not yet taken by the
 /// publisher (each at most `session::BATCH_COMMANDS` commands or about
@@ -109,6 +113,10 @@ struct Running {
     device_summary: Summary,
     /// Where the cameras seen are kept across restarts (with `SPOOL_FILE`).
     cameras: Option<CamerasFile>,
+    /// systemd's notification socket (does nothing without one).
+    notify: Notifier,
+    /// The publisher was found stuck and systemd's watchdog is not pinged (said once).
+    watchdog_withheld: bool,
 }
 
 /// The registry file (`devices/registry.rs`) and when it was last written.
@@ -193,21 +201,24 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<Received>(8);
     let signal_thread = spawn("signals", move || watch_signals(&signals, &signal_tx))?;
     let threads = wiring.spawn_threads(signal_thread, publisher, tls, sockets)?;
-    let local_shown = local.clone();
-    log_listening(&wiring.config, local);
+    log_listening(&wiring.config, &local);
+    let mut notify = Notifier::from_env();
+    notify.ready(&format!("listening on {local}"));
     let device_summary = Summary::new(wiring.config.device_summary_interval, Instant::now(), 0);
     Ok(Running {
         wiring,
         source,
         log,
         claim,
-        listening: local_shown,
+        listening: local,
         pid_file,
         status,
         signals: signal_rx,
         device_summary,
         threads,
         cameras,
+        notify,
+        watchdog_withheld: false,
     })
 }
 
@@ -317,7 +328,7 @@ fn log_start_warnings(config: &Config, source: Option<&Path>, no_core_dumps: io:
     }
 }
 
-fn log_listening(config: &Config, local: String) {
+fn log_listening(config: &Config, local: &str) {
     log::info!(
         "ms500-relay {} listening on {local}, broker {}",
         env!("CARGO_PKG_VERSION"),
@@ -514,8 +525,10 @@ impl Running {
                 recv(self.signals) -> signal => match signal {
                     Ok(Received::Stop) | Err(_) => return,
                     Ok(Received::Hangup) => {
+                        self.notify.reloading();
                         self.log.sink.reopen();
-                        self.reload();
+                        let outcome = self.reload();
+                        self.notify.ready(&outcome);
                     }
                     Ok(Received::Snapshot) => {
                         log::info!("SIGUSR1: writing the status snapshot now");
@@ -532,8 +545,8 @@ impl Running {
 
     /// The earliest of: the next device going offline (no sooner than
     /// [`SWEEP_EVERY`] after the last sweep), the device summary line, a
-    /// rate-limit summary, the forgotten-devices line and the status
-    /// snapshot.
+    /// rate-limit summary, the forgotten-devices line, the status
+    /// snapshot and systemd's watchdog ping.
     fn next_wake(&self, swept: Instant) -> Instant {
         let w = &self.wiring;
         let config = w.live.get();
@@ -556,6 +569,7 @@ impl Running {
             Some(self.device_summary.next_due()),
             log_limit::next_due(),
             self.status.next_due(&config),
+            self.notify.next_ping(),
         ]
         .into_iter()
         .flatten()
@@ -563,8 +577,8 @@ impl Running {
         .unwrap_or_else(|| Instant::now() + IDLE_WAKE)
     }
 
-    /// Whatever is due: the sweep, the summary lines, the status snapshot
-    /// (each checks its own time).
+    /// Whatever is due: the sweep, the summary lines, the status snapshot,
+    /// the watchdog ping (each checks its own time).
     fn on_deadlines(&mut self, swept: &mut Instant) {
         let w = &self.wiring;
         let config = w.live.get();
@@ -578,6 +592,30 @@ impl Running {
         log_limit::tick();
         self.status.tick(&config, &w.counters, &w.devices);
         remember_cameras(self.cameras.as_mut(), &self.wiring, false);
+        self.ping_watchdog(&config);
+    }
+
+    /// systemd's watchdog, when it is due: pinged while the publisher keeps
+    /// its turns (the rule that keeps the status file fresh), withheld
+    /// while it is stuck, so that systemd restarts a hung relay.
+    fn ping_watchdog(&mut self, config: &Config) {
+        let now = Instant::now();
+        let turns =
+            writer::publisher_keeps_turns(config.status_interval, &self.wiring.counters, now);
+        if !self.notify.ping_when_due(now, turns.is_ok()) {
+            return;
+        }
+        match turns {
+            Ok(()) => self.watchdog_withheld = false,
+            Err(late) if !self.watchdog_withheld => {
+                self.watchdog_withheld = true;
+                log::error!(
+                    "the publisher thread is {} s late for its turn: systemd's watchdog is no longer pinged",
+                    late.as_secs()
+                );
+            }
+            Err(_) => {}
+        }
     }
 
     fn report(&mut self) {
@@ -589,13 +627,16 @@ impl Running {
     /// whole (one error line; the running configuration stays); otherwise
     /// it replaces the running one, except for the keys only a restart can
     /// change, which are named once in a warning and keep their values.
-    fn reload(&mut self) {
+    /// Returns the outcome in a few words, for systemd's `STATUS=`.
+    fn reload(&mut self) -> String {
         let running = self.wiring.live.get();
         let (config, changes) = match read_again(self.source.as_deref(), &running) {
             Ok(reloaded) => reloaded,
             Err(e) => {
                 log::error!("SIGHUP: log file reopened; relay.conf refused, the running configuration is kept: {e}");
-                return;
+                return format!(
+                    "relay.conf refused at the last reload, the running configuration is kept: {e}"
+                );
             }
         };
         if !changes.need_restart.is_empty() {
@@ -621,16 +662,18 @@ impl Running {
             self.log.set_level(level);
         }
         self.report();
+        "relay.conf reloaded".to_string()
     }
 
     /// Stops in order: the intake (listener, sessions), the publisher once it
     /// has flushed or the grace ran out, the links, then the last snapshot,
     /// the pid file, the signal thread and the log.
     fn shut_down(mut self) {
-        log::info!(
-            "shutting down: no new commands; publishing what is queued for up to {} s",
-            self.wiring.config.shutdown_grace.as_secs()
-        );
+        let grace = self.wiring.config.shutdown_grace.as_secs();
+        self.notify.stopping(&format!(
+            "shutting down: publishing what is queued for up to {grace} s"
+        ));
+        log::info!("shutting down: no new commands; publishing what is queued for up to {grace} s");
         let threads = self.threads;
         self.wiring.intake.trigger();
         join(threads.listener);

@@ -6,8 +6,12 @@
 //! default: scripts/test.sh runs them with `--ignored` after building each
 //! target once. `MS500_GATEWAY_ARCH` (x86_64, aarch64, armv7, mipsel) picks
 //! the target of the package and DNS tests; `MS500_RELAY_EXE` its runner.
+//! The Debian and OpenWrt packages are tested in `gateway/packages.rs`.
 
 mod support;
+
+#[path = "gateway/packages.rs"]
+mod packages;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, UdpSocket};
@@ -28,8 +32,14 @@ const MAX_BINARY_BYTES: u64 = 3_000_000;
 /// Runs a script of the repository from elsewhere (it must not care) and
 /// returns its last line of stdout, the path it promises.
 fn script_output(script: &str, arch: &str) -> PathBuf {
+    script_output_of(script, &[arch])
+}
+
+/// [`script_output`] with any arguments.
+fn script_output_of(script: &str, args: &[&str]) -> PathBuf {
+    let arch = args.join(" ");
     let out = Command::new(Path::new(REPO).join(script))
-        .arg(arch)
+        .args(args)
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())

@@ -53,9 +53,68 @@ pub fn page() -> String {
     }
     let exit = HELP.split("Exit codes: ").nth(1).unwrap_or_default();
     page.push_str(&format!(".SH EXIT STATUS\n{}\n", escape(exit.trim_end())));
-    page.push_str(".SH FILES\n/etc/ms500-relay/relay.conf\n");
+    page.push_str(".SH ENVIRONMENT\n");
+    for (name, what) in ENVIRONMENT {
+        page.push_str(&format!(".TP\n.B {name}\n{}\n", escape(what)));
+    }
+    page.push_str(".SH FILES\n");
+    for (path, what) in FILES {
+        page.push_str(&format!(".TP\n.B {}\n{}\n", escape(path), escape(what)));
+    }
     page
 }
+
+/// The variables the relay and its tools read (PROTOCOL.md §4).
+const ENVIRONMENT: [(&str, &str); 5] = [
+    (
+        "NOTIFY_SOCKET",
+        "set by systemd for a Type=notify unit: the relay sends READY=1 once it listens, \
+         RELOADING=1 and READY=1 around a reload, STOPPING=1 when it stops.",
+    ),
+    (
+        "WATCHDOG_USEC",
+        "with NOTIFY_SOCKET: the relay sends WATCHDOG=1 every half of it while its \
+         publishing thread keeps its turns (and WATCHDOG_PID, when set, is its pid).",
+    ),
+    (
+        "MAINPID",
+        "set by systemd for ExecReload=: reload says RELOADING=1 itself before its signal \
+         when MAINPID is the relay it signals.",
+    ),
+    (
+        "MS500_RELAY_LOG",
+        "where a relay without LOG_FILE logs when the watchdog starts it (default: \
+         ms500-relay.log next to STATUS_FILE).",
+    ),
+    (
+        "RUST_LOG",
+        "overrides LOG_LEVEL (error, warn, info, debug).",
+    ),
+];
+
+/// Where the packages put the relay's files.
+const FILES: [(&str, &str); 5] = [
+    (
+        "/etc/ms500-relay/relay.conf",
+        "the configuration (-c); root's, mode 0640 in the group ms500-relay in the Debian package.",
+    ),
+    (
+        "/lib/systemd/system/ms500-relay.service",
+        "the systemd unit of the Debian package (Type=notify, watchdog, reload).",
+    ),
+    (
+        "/etc/init.d/ms500-relay",
+        "the init script: sysvinit in the Debian package, procd in the OpenWrt package.",
+    ),
+    (
+        "/var/lib/ms500-relay/spool.bin",
+        "SPOOL_FILE of the Debian package and the tarball (/etc/ms500-relay/spool.bin on OpenWrt).",
+    ),
+    (
+        "/run/ms500-relay/",
+        "PID_FILE and STATUS_FILE (/var/run/ms500-relay/ on OpenWrt).",
+    ),
+];
 
 /// Text safe in roff: backslashes doubled, a leading dot or quote guarded.
 fn escape(text: &str) -> String {
@@ -85,6 +144,7 @@ mod tests {
         assert!(page.contains("Default: 127.0.0.1."), "{page}");
         assert!(page.contains(".SH SYNOPSIS"));
         assert!(page.contains("ms500\\-relay status"), "{page}");
+        assert!(page.contains(".B NOTIFY_SOCKET\n") && page.contains(".SH FILES\n.TP\n"));
         assert!(
             page.lines().all(|l| !l.starts_with('.')
                 || l.starts_with(".TH")

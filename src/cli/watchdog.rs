@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::checks;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
+use crate::ops::notify::Notifier;
 use crate::ops::pidfile::{self, Holders};
 use crate::ops::record::{self, Lookup, Running};
 use crate::ops::sys::{self, Signal};
@@ -172,8 +173,24 @@ pub fn reload(
         return Err(Error::runtime("relay is not running: nothing to reload"));
     };
     let pid = running.pid;
-    sys::kill(pid, Signal::Hup)
-        .map_err(|e| Error::runtime_because(format!("cannot signal relay pid {pid}"), e))?;
+    // Run by systemd as the unit's ExecReload= for this very relay: say the
+    // reload began before the signal, so that systemd (253 and later) waits
+    // for the relay's own READY=1 rather than ending the reload when this
+    // process exits, possibly before the relay has read the signal.
+    let mut systemd = Notifier::for_main_process(pid);
+    if let Some(n) = systemd.as_mut() {
+        n.reloading();
+    }
+    if let Err(e) = sys::kill(pid, Signal::Hup) {
+        // No reload is coming: systemd must not wait for one.
+        if let Some(n) = systemd.as_mut() {
+            n.ready("the reload could not be sent");
+        }
+        return Err(Error::runtime_because(
+            format!("cannot signal relay pid {pid}"),
+            e,
+        ));
+    }
     watch.say(&format!(
         "sent SIGHUP to relay pid {pid}: its log says what it applied"
     ));
@@ -374,7 +391,12 @@ impl Watch {
             .stderr(stderr)
             // Without LOG_FILE the relay writes this file itself, rotated
             // like LOG_FILE: appended output alone would grow without bound.
-            .env(logging::LOG_ENV, &self.log);
+            .env(logging::LOG_ENV, &self.log)
+            // The detached relay is not the process systemd started: it must
+            // not speak for a unit the watchdog may run under.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
         let mut child = sys::new_session(&mut command)
             .spawn()
             .map_err(|e| Error::runtime_because(format!("cannot start {}", exe.display()), e))?;

@@ -12,11 +12,12 @@
 //! [`InUse`] is the one value both links read: the broker the publish link
 //! is on (or dialing), which the device link follows.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use crate::config::{Broker, BrokerList};
+use crate::ops::counters::Counter;
 use crate::ops::shutdown::{Nudge, Nudges};
 use crate::ops::sync::lock;
 
@@ -27,8 +28,9 @@ use crate::ops::sync::lock;
 #[derive(Debug)]
 pub struct InUse {
     broker: Mutex<Broker>,
-    /// Bumped at every move, so a follower tells a move without a lock.
-    moves: AtomicU64,
+    /// Bumped at every move, so a follower tells a move without a lock (a
+    /// [`Counter`]: 32-bit MIPS has no `AtomicU64`).
+    moves: Counter,
     nudges: Nudges,
 }
 
@@ -36,7 +38,7 @@ impl InUse {
     pub fn new(broker: Broker) -> InUse {
         InUse {
             broker: Mutex::new(broker),
-            moves: AtomicU64::new(0),
+            moves: Counter::new(0),
             nudges: Nudges::default(),
         }
     }

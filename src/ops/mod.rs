@@ -1,12 +1,13 @@
 //! Operations: what every thread uses to run on a gateway: logging and its rate
 //! limits, redaction, counters, the files the relay writes, the pid lock, stop
-//! signals, time and the few system calls std lacks.
+//! signals, time, systemd's notifications and the few system calls std lacks.
 
 pub(crate) mod counters;
 pub(crate) mod dirs;
 pub(crate) mod files;
 pub(crate) mod log_limit;
 pub mod logging;
+pub(crate) mod notify;
 pub(crate) mod peers;
 pub(crate) mod pidfile;
 pub(crate) mod places;

@@ -113,15 +113,15 @@ fn secret_files(config: &Config, source: Option<&Path>) -> Vec<String> {
     let readable = |path: &Path| {
         std::fs::metadata(path)
             .ok()
+            .filter(|m| readable_by_others(m.mode(), m.gid(), sys::egid()))
             .map(|m| m.mode() & 0o7777)
-            .filter(|mode| mode & GROUP_OTHER_READ != 0)
     };
     let mut warnings = Vec::new();
     if let (Some(path), Some(_)) = (source, &config.mqtt_password) {
         if let Some(mode) = readable(path) {
             warnings.push(format!(
-                "{} holds MQTT_PASSWORD and is readable by group or others (mode {mode:04o}): \
-                 chmod 600 it",
+                "{} holds MQTT_PASSWORD and is readable by others or another group than the \
+                 relay's (mode {mode:04o}): chmod 600 it, or 640 in the relay's group",
                 path.display()
             ));
         }
@@ -133,13 +133,23 @@ fn secret_files(config: &Config, source: Option<&Path>) -> Vec<String> {
     {
         if let Some(mode) = readable(path) {
             warnings.push(format!(
-                "MQTT_CLIENT_KEY {} is readable by group or others (mode {mode:04o}): \
-                 chmod 600 it",
+                "MQTT_CLIENT_KEY {} is readable by others or another group than the \
+                 relay's (mode {mode:04o}): chmod 600 it, or 640 in the relay's group",
                 path.display()
             ));
         }
     }
     warnings
+}
+
+/// Whether a file of `mode` and group `gid` can be read by anyone but its
+/// owner and the relay: by others, or by a group that is not the relay's
+/// own (`relay_gid`). A package's relay.conf is root's, mode 0640, in the
+/// service user's group: readable by the relay and by nobody else.
+fn readable_by_others(mode: u32, gid: u32, relay_gid: u32) -> bool {
+    let others = mode & GROUP_OTHER_READ & 0o004 != 0;
+    let group = mode & GROUP_OTHER_READ & 0o040 != 0 && gid != relay_gid;
+    others || group
 }
 
 /// Every problem the run would refuse before serving, each naming its key,
@@ -222,19 +232,37 @@ mod tests {
             ..Config::default()
         };
         set(&conf, 0o644);
-        set(&key, 0o640);
+        set(&key, 0o604);
         let warnings = secret_file_warnings(&config, Some(&conf));
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("MQTT_PASSWORD") && warnings[0].contains("0644"));
-        assert!(warnings[1].contains("MQTT_CLIENT_KEY") && warnings[1].contains("0640"));
+        assert!(warnings[1].contains("MQTT_CLIENT_KEY") && warnings[1].contains("0604"));
         set(&conf, 0o600);
         set(&key, 0o600);
+        assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
+        // Files of the relay's own group (this process's) may be group-readable.
+        set(&conf, 0o640);
+        set(&key, 0o640);
         assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
         // A readable relay.conf without a password is no secret.
         set(&conf, 0o644);
         config.mqtt_password = None;
         assert!(secret_file_warnings(&config, Some(&conf)).is_empty());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_secret_may_be_read_by_the_relays_own_group_and_no_other() {
+        let relay_gid = 998;
+        assert!(!readable_by_others(0o100600, 0, relay_gid));
+        assert!(!readable_by_others(0o100640, relay_gid, relay_gid));
+        assert!(readable_by_others(0o100640, 0, relay_gid));
+        assert!(readable_by_others(0o100644, relay_gid, relay_gid));
+        assert!(readable_by_others(0o100604, relay_gid, relay_gid));
+        assert!(
+            !readable_by_others(0o100620, 0, relay_gid),
+            "write alone is not read"
+        );
     }
 
     #[test]

@@ -193,10 +193,31 @@ pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// `CLOCK_MONOTONIC` in microseconds: the clock systemd reads a
+/// notification's `MONOTONIC_USEC=` on (std's `Instant` hides its value).
+pub fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one timespec we own; CLOCK_MONOTONIC
+    // always exists on Linux, so it cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    secs * 1_000_000 + nanos / 1_000
+}
+
 /// The effective user id: whose files the relay may trust.
 pub fn euid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc::geteuid() }
+}
+
+/// The effective group id: the group whose members may read the relay's secrets.
+pub fn egid() -> u32 {
+    // SAFETY: getegid(2) cannot fail and touches no memory.
+    unsafe { libc::getegid() }
 }
 
 /// Keeps secrets out of core dumps: no core file at all (RLIMIT_CORE 0, soft
@@ -356,6 +377,14 @@ mod tests {
     #[test]
     fn there_is_a_descriptor_limit() {
         assert!(open_files_limit().is_some_and(|n| n > 0));
+    }
+
+    #[test]
+    fn the_monotonic_clock_moves_forward_in_microseconds() {
+        let a = monotonic_usec();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = monotonic_usec();
+        assert!(a > 0 && b >= a + 2_000, "{a} then {b}");
     }
 
     #[test]

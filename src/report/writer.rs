@@ -78,19 +78,18 @@ impl StatusWriter {
         if !self.due(now) && Self::states(counters) == self.shown_states {
             return;
         }
-        let due = counters.publisher_due_ms.load(Ordering::Relaxed);
-        let late = late(due, mono_ms(now));
-        if self.publisher_alive(late) {
-            self.report(config, counters, devices);
-        } else {
-            // Looked at again an interval from now, not at once.
-            self.last = Some(now);
-            if !self.failing {
-                self.failing = true;
-                log::error!(
-                    "the publisher thread is {} s late for its turn: status file no longer refreshed",
-                    late.as_secs()
-                );
+        match publisher_keeps_turns(self.interval, counters, now) {
+            Ok(()) => self.report(config, counters, devices),
+            Err(late) => {
+                // Looked at again an interval from now, not at once.
+                self.last = Some(now);
+                if !self.failing {
+                    self.failing = true;
+                    log::error!(
+                        "the publisher thread is {} s late for its turn: status file no longer refreshed",
+                        late.as_secs()
+                    );
+                }
             }
         }
     }
@@ -112,12 +111,6 @@ impl StatusWriter {
         self.last.is_none_or(|t| {
             now.saturating_duration_since(t) + Duration::from_millis(50) >= self.interval
         })
-    }
-
-    /// The publisher is stuck when it is 3 intervals (and at least 5 s)
-    /// late for the turn it promised.
-    fn publisher_alive(&self, late: Duration) -> bool {
-        late <= (self.interval * 3).max(Duration::from_secs(5))
     }
 
     fn states(counters: &Counters) -> States {
@@ -190,6 +183,29 @@ impl StatusWriter {
     }
 }
 
+/// Whether the publisher thread keeps the turns it promises
+/// (`Counters::publisher_due_ms`), or how late it is when it is stuck: 3
+/// status intervals (and at least 5 s) late. The status file stops being
+/// refreshed then, and systemd's watchdog stops being pinged (`relay.rs`).
+pub fn publisher_keeps_turns(
+    interval: Duration,
+    counters: &Counters,
+    now: Instant,
+) -> Result<(), Duration> {
+    let due = counters.publisher_due_ms.load(Ordering::Relaxed);
+    let late = late(due, mono_ms(now));
+    if stuck(interval, late) {
+        Err(late)
+    } else {
+        Ok(())
+    }
+}
+
+/// The hang rule: `late` for a turn by more than 3 intervals (at least 5 s).
+fn stuck(interval: Duration, late: Duration) -> bool {
+    late > (interval * 3).max(Duration::from_secs(5))
+}
+
 /// The states a snapshot shows that change by events, not by time: each
 /// change writes the snapshot at once (the publish link, the device
 /// link's subscriptions, the spool).
@@ -241,19 +257,17 @@ mod tests {
 
     #[test]
     fn a_publisher_long_past_its_promised_turn_is_stuck() {
-        let w = writer(5);
         let due = 10_000;
-        assert!(w.publisher_alive(late(due, 5_000)), "before its turn");
-        assert!(w.publisher_alive(late(due, 25_000)), "15 s late");
-        assert!(!w.publisher_alive(late(due, 25_001)));
+        assert!(!stuck(secs(5), late(due, 5_000)), "before its turn");
+        assert!(!stuck(secs(5), late(due, 25_000)), "15 s late");
+        assert!(stuck(secs(5), late(due, 25_001)));
         assert_eq!(late(due, 27_000), secs(17));
     }
 
     #[test]
     fn a_short_interval_still_allows_five_seconds() {
-        let w = writer(1);
-        assert!(w.publisher_alive(late(0, 5_000)));
-        assert!(!w.publisher_alive(late(0, 5_001)));
+        assert!(!stuck(secs(1), late(0, 5_000)));
+        assert!(stuck(secs(1), late(0, 5_001)));
     }
 
     #[test]

@@ -33,5 +33,6 @@ mod reload;
 mod secrets;
 mod security;
 mod stress;
+mod systemd;
 mod unix_socket;
 mod watchdog;

@@ -10,6 +10,7 @@
 
 pub mod camera;
 pub mod fake_broker;
+pub mod notify;
 pub mod rabbit;
 
 use std::collections::HashMap;
