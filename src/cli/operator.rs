@@ -107,9 +107,8 @@ fn ask(config: &Config, request: &Value) -> Result<Vec<Value>, Error> {
     (&stream).write_all(&bytes)?;
     let mut lines = Vec::new();
     for line in BufReader::new(&stream).lines() {
-        let line = line.map_err(|e| {
-            Error::runtime_because(format!("no answer from the relay at {at}"), e)
-        })?;
+        let line = line
+            .map_err(|e| Error::runtime_because(format!("no answer from the relay at {at}"), e))?;
         let Ok(value) = serde_json::from_str::<Value>(&line) else {
             continue;
         };

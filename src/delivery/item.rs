@@ -8,8 +8,8 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
 use crate::delivery::outbox::{self, Outbox, StatusOwed};
-use crate::protocol::control::Control;
 use crate::protocol::command::{Command, CommandType};
+use crate::protocol::control::Control;
 
 /// A validated command on its way to the broker.
 pub struct Accepted {

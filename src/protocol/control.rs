@@ -52,7 +52,10 @@ fn parse(op: &[u8], camera: Option<&[u8]>, types: Option<&[u8]>) -> Result<Contr
         None => None,
         Some(raw) => Some(camera_name(raw)?),
     };
-    match frame::decode_string(op).filter(|_| op.starts_with(b"\"")).as_deref() {
+    match frame::decode_string(op)
+        .filter(|_| op.starts_with(b"\""))
+        .as_deref()
+    {
         Some("held") if types.is_none() => Ok(Control::Held { camera }),
         Some("cancel") => Ok(Control::Cancel {
             camera: camera.ok_or("a cancel names its \"camera\"")?,
@@ -68,9 +71,7 @@ fn camera_name(raw: &[u8]) -> Result<String, String> {
         .filter(|_| raw.starts_with(b"\""))
         .ok_or("field \"camera\" must be a string")?;
     if name.is_empty() || name.len() > MAX_CAMERA {
-        return Err(format!(
-            "field \"camera\" must be 1-{MAX_CAMERA} bytes"
-        ));
+        return Err(format!("field \"camera\" must be 1-{MAX_CAMERA} bytes"));
     }
     Ok(name.into_owned())
 }

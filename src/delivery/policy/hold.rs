@@ -30,9 +30,9 @@ use super::write::report;
 use super::{Action, Count, Delivery, Durability, Now, Settings, SpoolOp};
 use crate::delivery::item::Accepted;
 use crate::delivery::outbox::{self, Outbox};
-use crate::protocol::control::Control;
 use crate::ops::log_limit::Kind;
 use crate::protocol::command::CommandType;
+use crate::protocol::control::Control;
 
 /// Commands held for a camera go this long after the heartbeat that
 /// showed it present again (at most half its interval, or of
@@ -1244,7 +1244,10 @@ impl Delivery {
                 .seen
                 .state(**fp, timeout, now.mono)
                 .map_or("unknown", State::as_str);
-            let waiting = q.held.iter().filter_map(|s| Some((*s, &self.hold.held.get(s)?.job, "held")));
+            let waiting = q
+                .held
+                .iter()
+                .filter_map(|s| Some((*s, &self.hold.held.get(s)?.job, "held")));
             let sent = q
                 .sent
                 .iter()
@@ -1256,16 +1259,22 @@ impl Delivery {
                     unconfirmed += 1;
                 }
                 let line = self.held_line(job, state, how, now);
-                out.push(Action::Notice { to: to.clone(), line });
+                out.push(Action::Notice {
+                    to: to.clone(),
+                    line,
+                });
             }
         }
-        let end = serde_json::json!({
-            "control": "held", "done": true, "held": held,
-            "unconfirmed": unconfirmed, "cameras": queues.len(),
-        });
+        let end = ordered(&[
+            ("control", "held".into()),
+            ("done", true.into()),
+            ("held", held.into()),
+            ("unconfirmed", unconfirmed.into()),
+            ("cameras", queues.len().into()),
+        ]);
         out.push(Action::Notice {
             to: to.clone(),
-            line: end.to_string().into_bytes(),
+            line: end,
         });
     }
 
@@ -1275,18 +1284,24 @@ impl Delivery {
         let left = self
             .expires(job)
             .map(|at| at.saturating_duration_since(now.mono).as_secs());
-        let id: Option<serde_json::Value> =
-            job.id.as_deref().and_then(|id| serde_json::from_str(id).ok());
+        let id: Option<serde_json::Value> = job
+            .id
+            .as_deref()
+            .and_then(|id| serde_json::from_str(id).ok());
         let from = job.peer.map_or("spool".to_string(), |p| p.to_string());
-        serde_json::json!({
-            "control": "held",
-            "camera": job.camera,
-            "state": state, "waiting": how, "type": job.kind.as_str(), "unit": job.unit,
-            "id": id, "age_s": age, "bytes": job.payload.len(),
-            "lifetime_left_s": left, "from": from,
-        })
-        .to_string()
-        .into_bytes()
+        ordered(&[
+            ("control", "held".into()),
+            ("camera", job.camera.clone().into()),
+            ("state", state.into()),
+            ("waiting", how.into()),
+            ("type", job.kind.as_str().into()),
+            ("unit", job.unit.clone().into()),
+            ("id", id.into()),
+            ("age_s", age.into()),
+            ("bytes", job.payload.len().into()),
+            ("lifetime_left_s", left.into()),
+            ("from", from.into()),
+        ])
     }
 
     /// Drops what is held or unconfirmed for `camera` (of `types`, when
@@ -1330,12 +1345,15 @@ impl Delivery {
         }
         self.reschedule(fp, now.mono);
         self.hold.tidy(fp);
-        let end = serde_json::json!({
-            "control": "cancel", "done": true, "camera": camera, "cancelled": cancelled,
-        });
+        let end = ordered(&[
+            ("control", "cancel".into()),
+            ("done", true.into()),
+            ("camera", camera.into()),
+            ("cancelled", cancelled.into()),
+        ]);
         out.push(Action::Notice {
             to: to.clone(),
-            line: end.to_string().into_bytes(),
+            line: end,
         });
     }
 
@@ -1363,16 +1381,39 @@ impl Delivery {
                 job.id.as_deref().unwrap_or("-")
             )
         });
-        let id: Option<serde_json::Value> =
-            job.id.as_deref().and_then(|id| serde_json::from_str(id).ok());
-        let line = serde_json::json!({
-            "control": "cancel", "camera": camera, "was": was,
-            "type": job.kind.as_str(), "unit": job.unit, "id": id,
-        });
+        let id: Option<serde_json::Value> = job
+            .id
+            .as_deref()
+            .and_then(|id| serde_json::from_str(id).ok());
+        let line = ordered(&[
+            ("control", "cancel".into()),
+            ("camera", camera.into()),
+            ("was", was.into()),
+            ("type", job.kind.as_str().into()),
+            ("unit", job.unit.clone().into()),
+            ("id", id.into()),
+        ]);
         out.push(Action::Notice {
             to: to.clone(),
-            line: line.to_string().into_bytes(),
+            line,
         });
         report(&mut job, Some("cancelled by the operator"), out);
     }
+}
+
+/// A JSON object line with its members in this order (as PROTOCOL.md
+/// §1.4 shows them).
+fn ordered(members: &[(&str, serde_json::Value)]) -> Vec<u8> {
+    let mut line = b"{".to_vec();
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        // Writing JSON to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut line, key);
+        line.push(b':');
+        let _ = serde_json::to_writer(&mut line, value);
+    }
+    line.push(b'}');
+    line
 }
