@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use ms500_relay::cli::args::{self as cli, Action};
 use ms500_relay::cli::journal::Journal;
-use ms500_relay::cli::{manual, send, watchdog};
+use ms500_relay::cli::{manual, operator, send, watchdog};
 use ms500_relay::error::Error;
 use ms500_relay::ops::{logging, preflight};
 use ms500_relay::report::status;
@@ -226,6 +226,18 @@ fn run() -> Result<(), Error> {
             let (config, path, problems) =
                 load_needing(invocation.config.as_deref(), "reload", &["PID_FILE"])?;
             watchdog::reload(&config, path.as_deref(), problems.first())
+        }
+        Action::Held { camera, json } => {
+            let (config, _) = load()?;
+            operator::held(&config, camera.as_deref(), json)
+        }
+        Action::Cancel {
+            camera,
+            types,
+            json,
+        } => {
+            let (config, _) = load()?;
+            operator::cancel(&config, &camera, &types, json)
         }
         Action::Status { json } => {
             let (config, path, _) = load_needing(

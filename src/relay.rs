@@ -34,7 +34,7 @@ use crate::backend::session::Shared;
 use crate::backend::sockets::{self, Listening};
 use crate::checks;
 use crate::config::{self, Changes, Config, Live};
-use crate::delivery::item::Accepted;
+use crate::delivery::item::{Accepted, OperatorRequest, OPERATOR_CHANNEL};
 use crate::delivery::presence::{HeldView, Presence};
 use crate::delivery::publisher::Publisher;
 use crate::devices::link::DeviceLink;
@@ -88,6 +88,8 @@ struct Wiring {
     presence: Arc<Presence>,
     /// What the publisher holds for offline cameras, for the status file.
     held: Arc<HeldView>,
+    /// Operators' requests, from sessions to the publisher.
+    operator: (Sender<OperatorRequest>, Receiver<OperatorRequest>),
     /// Set on SIGINT/SIGTERM: no new backends, no new commands.
     intake: Stop,
     /// Set by the publisher once it has flushed or given up: the links end.
@@ -188,6 +190,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
         &remembered,
     )?
     .with_presence(Arc::clone(&wiring.presence), Arc::clone(&wiring.held))
+    .with_operator(wiring.operator.1.clone())
     .with_live(Arc::clone(&wiring.live));
     // Then bind: "cannot listen" (exit 4) comes after every configuration check,
     // and STATUS_FILE and METRICS_FILE are written only once the socket is ours.
@@ -354,6 +357,7 @@ impl Wiring {
             routes: ReplyRoutes::new(config.max_devices),
             presence: Arc::default(),
             held: Arc::default(),
+            operator: crossbeam_channel::bounded(OPERATOR_CHANNEL),
             live: Arc::new(Live::new(Config::clone(&config))),
             config,
             started,
@@ -491,6 +495,7 @@ impl Wiring {
         let shared = Arc::new(Shared {
             config: Arc::clone(&self.live),
             jobs,
+            operator: self.operator.0.clone(),
             routes: self.routes.clone(),
             counters: Arc::clone(&self.counters),
             intake: self.intake.clone(),

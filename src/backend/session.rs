@@ -23,14 +23,15 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use crate::backend::lingering::Lingering;
 use crate::backend::routes::ReplyRoutes;
 use crate::config::{AckMode, Live};
-use crate::delivery::item::Accepted;
+use crate::delivery::item::{Accepted, OperatorRequest};
 use crate::delivery::outbox::{self, Finish, Outbox, StatusOwed};
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::shutdown::Stop;
-use crate::ops::sys;
 use crate::ops::transport::{Peer, Stream};
+use crate::ops::{peers, sys};
 use crate::protocol::command;
+use crate::protocol::control::{self, Control};
 use crate::protocol::frame::{Frame, FrameDecoder, Json};
 
 /// How often a blocked queue push looks at the stop signal; also the read
@@ -72,6 +73,8 @@ pub struct Shared {
     /// Read at each decision: SIGHUP may replace it.
     pub config: Arc<Live>,
     pub jobs: Sender<Vec<Accepted>>,
+    /// Operators' requests (`held`, `cancel`) for the publisher.
+    pub operator: Sender<OperatorRequest>,
     pub routes: ReplyRoutes,
     pub counters: Arc<Counters>,
     pub intake: Stop,
@@ -382,6 +385,10 @@ impl Reader<'_> {
 
     /// Validates one value and queues it.
     fn handle_value(&mut self, json: Json<'_>) -> Result<(), Pushed> {
+        if let Some(asked) = control::request(&json) {
+            self.operator_request(asked);
+            return Ok(());
+        }
         if let Some(asked) = command::ack_request(&json) {
             match asked {
                 Ok(mode) => {
@@ -516,6 +523,58 @@ impl Reader<'_> {
     }
 
     /// Writes an error status line when this connection wants status lines.
+    /// An operator's request: taken only from root or the relay's own
+    /// user (those who may stop the relay), as the kernel says who is at
+    /// the other end; answered by the publisher, or with an error line here.
+    fn operator_request(&mut self, asked: Result<Control, String>) {
+        self.sent_a_value = true;
+        let refusal = match (asked, self.operator_uid()) {
+            (Err(why), _) => Err(why),
+            (Ok(_), uid) if !uid.is_some_and(|u| u == 0 || u == sys::euid()) => Err(
+                "refused: control requests are taken only from root or the relay's own user"
+                    .to_string(),
+            ),
+            (Ok(request), _) => {
+                let by = self.peer().to_string();
+                log::info!("backend {by}: operator request {request:?}");
+                let asked = OperatorRequest {
+                    request,
+                    to: self.outbox.clone(),
+                    by,
+                };
+                self.shared
+                    .operator
+                    .try_send(asked)
+                    .map_err(|_| "refused: the relay is busy or stopping; try again".to_string())
+            }
+        };
+        if let Err(why) = refusal {
+            log::warn!("backend {}: control request refused: {why}", self.peer());
+            // Always answered: the tool waits for a line.
+            self.outbox.offer(
+                "status line",
+                outbox::status_line(None, None, None, Some(&why)),
+            );
+        }
+    }
+
+    /// The local user at the other end: the Unix socket's peer, or the
+    /// owner of a loopback TCP peer's socket (None: not on this machine,
+    /// or unknown).
+    fn operator_uid(&self) -> Option<u32> {
+        match (self.peer(), self.stream) {
+            (Peer::Unix { uid, .. }, _) => Some(uid),
+            (Peer::Tcp(peer), Stream::Tcp(tcp)) => {
+                let ours = tcp.local_addr().ok()?;
+                if !peers::is_local(peer, ours) {
+                    return None;
+                }
+                peers::connection_owner(&peers::read_sockets(), peer, ours, false)
+            }
+            (Peer::Tcp(_), Stream::Unix(_)) => None,
+        }
+    }
+
     fn report(&self, kind: Option<&str>, unit: Option<&str>, id: Option<&str>, reason: &str) {
         if self.ack_mode != AckMode::None {
             self.outbox.offer(
@@ -567,6 +626,7 @@ impl Fixture {
                 routes: ReplyRoutes::new(config.max_devices),
                 config: Arc::new(Live::new(config)),
                 jobs: jobs_tx,
+                operator: crossbeam_channel::bounded(1).0,
                 counters: Arc::new(Counters::default()),
                 intake: Stop::new(),
                 lingering: lingering_tx,

@@ -31,6 +31,14 @@ Usage:
   ms500-relay reload [-c FILE]           check relay.conf as the start does, then SIGHUP
                                          the relay running it so it applies it
                                          (exit 2: the relay would refuse it, not sent)
+  ms500-relay held [-c FILE] [--json] [CAMERA]
+                                         list the commands the running relay holds for
+                                         cameras (or sent, not yet confirmed): type,
+                                         unit, id, age, size, lifetime left, from where
+  ms500-relay cancel [-c FILE] [--json] CAMERA [TYPE...]
+                                         drop them (only those TYPEs when named): each
+                                         gets the error line `cancelled by the operator`
+                                         (held and cancel: root or the relay's user)
   ms500-relay man                        print the manual page (roff: man -l -)
   ms500-relay --help | --version
 
@@ -78,6 +86,17 @@ pub enum Action {
     Stop,
     /// Check relay.conf, then SIGHUP the running relay.
     Reload,
+    /// List what the running relay holds for cameras.
+    Held {
+        camera: Option<String>,
+        json: bool,
+    },
+    /// Drop what the running relay holds for a camera.
+    Cancel {
+        camera: String,
+        types: Vec<String>,
+        json: bool,
+    },
     /// Print the manual page (roff).
     Manual,
     Help,
@@ -135,7 +154,7 @@ where
             _ if subcommand.is_none() && !arg.starts_with('-') => subcommand = Some(arg),
             // `send -` reads stdin, as with no command at all.
             "-" if subcommand.as_deref() == Some("send") => {}
-            _ if subcommand.as_deref() == Some("send")
+            _ if matches!(subcommand.as_deref(), Some("send" | "held" | "cancel"))
                 && !(arg.starts_with('-') && arg.len() > 1) =>
             {
                 rest.push(arg)
@@ -152,16 +171,34 @@ where
         Some("reload") => Action::Reload,
         Some("man") => Action::Manual,
         Some("send") => Action::Send {
-            commands: rest,
+            commands: std::mem::take(&mut rest),
             wait: wait.unwrap_or(DEFAULT_WAIT),
         },
+        Some("held") if rest.len() <= 1 => Action::Held {
+            camera: rest.pop(),
+            json,
+        },
+        Some("held") => return Err(Error::Usage("held takes at most one camera".into())),
+        Some("cancel") if !rest.is_empty() => Action::Cancel {
+            camera: rest.remove(0),
+            types: std::mem::take(&mut rest),
+            json,
+        },
+        Some("cancel") => return Err(Error::Usage("cancel needs a camera".into())),
         Some(other) => return Err(Error::Usage(format!("unknown command {other:?}"))),
     };
     if wait.is_some() && !matches!(action, Action::Send { .. }) {
         return Err(Error::Usage("--wait only goes with send".into()));
     }
-    if json && !matches!(action, Action::Status { .. }) {
-        return Err(Error::Usage("--json only goes with status".into()));
+    if json
+        && !matches!(
+            action,
+            Action::Status { .. } | Action::Held { .. } | Action::Cancel { .. }
+        )
+    {
+        return Err(Error::Usage(
+            "--json only goes with status, held and cancel".into(),
+        ));
     }
     Ok(Invocation { action, config })
 }

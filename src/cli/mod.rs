@@ -4,5 +4,6 @@
 pub mod args;
 pub mod journal;
 pub mod manual;
+pub mod operator;
 pub mod send;
 pub mod watchdog;

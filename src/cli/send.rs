@@ -120,6 +120,13 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// The running relay's socket, as relay.conf says where it is, once it is
+/// sure the relay answers there (for `held` and `cancel`).
+pub(super) fn connect_to_relay(config: &Config) -> Result<(Stream, String), Error> {
+    let target = target(config)?;
+    Ok((connect(&target)?, target.to_string()))
+}
+
 /// Connects and makes sure it is the relay that answers, before anything is written.
 fn connect(target: &Target) -> Result<Stream, Error> {
     match target {

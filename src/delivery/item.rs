@@ -7,8 +7,9 @@ use crate::ops::transport::Peer;
 use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
-use crate::delivery::outbox::{self, StatusOwed};
+use crate::delivery::outbox::{self, Outbox, StatusOwed};
 use crate::protocol::command::{Command, CommandType};
+use crate::protocol::control::Control;
 
 /// A validated command on its way to the broker.
 pub struct Accepted {
@@ -76,3 +77,16 @@ impl Accepted {
         )
     }
 }
+
+/// An operator's request (`ms500-relay held`, `cancel`), from a session to
+/// the publisher, which answers it with lines to `to`.
+pub struct OperatorRequest {
+    pub request: Control,
+    pub to: Outbox,
+    /// Who asked, as log lines name a peer.
+    pub by: String,
+}
+
+/// Operator requests waiting for the publisher: a few (an operator's
+/// tool sends one and waits for its answer).
+pub const OPERATOR_CHANNEL: usize = 16;

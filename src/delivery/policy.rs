@@ -205,6 +205,13 @@ pub enum Event {
     Acked(Vec<u16>),
     /// What the device side saw, in the order it saw it.
     Sightings(Vec<Sighting>),
+    /// An operator's request (`ms500-relay held`, `cancel`) from the
+    /// connection `to`, sent by `by`: answered with lines to it.
+    Operator {
+        request: crate::protocol::control::Control,
+        to: Outbox,
+        by: String,
+    },
     /// The answer to [`Action::Write`] or [`Action::Disconnect`].
     Written(Result<(), String>),
     /// The answer to a spool request.
@@ -297,6 +304,8 @@ pub enum Count {
     SerialWait,
     /// A camera sent no heartbeat within `SERIAL_TIMEOUT` after such a command.
     SerialTimeout,
+    /// A command an operator dropped before it was published.
+    Cancelled,
 }
 
 /// What the publisher must do.
@@ -558,6 +567,7 @@ impl Delivery {
             }
             Event::LinkUp => self.link_up(&mut out),
             Event::Sightings(sightings) => self.sightings(sightings, now, &mut out),
+            Event::Operator { request, to, by } => self.operator(request, &to, &by, now, &mut out),
             Event::LinkDown => self.link_down(now, &mut out),
             Event::LinkDraining => self.lose_wire(),
             Event::LinkClosed => self.link_closed(&mut out),

@@ -23,7 +23,7 @@ use crossbeam_channel::{select, Receiver};
 use log::{Level, LevelFilter};
 
 use crate::config::{Config, Live};
-use crate::delivery::item::Accepted;
+use crate::delivery::item::{Accepted, OperatorRequest};
 use crate::delivery::policy::{
     Action, Count, Delivery, Event, Found, Now, Remembered, Settings, SpoolOp, SpoolOutcome,
 };
@@ -55,6 +55,8 @@ pub struct Publisher {
     /// The configuration SIGHUP may replace, and the generation last taken
     /// from it: lifetimes and the log level follow it.
     live: Option<(Arc<Live>, u64)>,
+    /// Operators' requests from sessions (`held`, `cancel`).
+    operator: Receiver<OperatorRequest>,
 }
 
 impl Publisher {
@@ -83,6 +85,7 @@ impl Publisher {
             held_view: Arc::default(),
             held_shown: 0,
             live: None,
+            operator: crossbeam_channel::never(),
         };
         if let Some(path) = &config.spool_file {
             let actions = publisher.delivery.start(find(path), config, now());
@@ -102,6 +105,12 @@ impl Publisher {
     pub fn with_presence(mut self, presence: Arc<Presence>, held: Arc<HeldView>) -> Self {
         self.presence = presence;
         self.held_view = held;
+        self
+    }
+
+    /// Takes operators' requests from `operator`.
+    pub fn with_operator(mut self, operator: Receiver<OperatorRequest>) -> Self {
+        self.operator = operator;
         self
     }
 
@@ -195,6 +204,11 @@ impl Publisher {
                     Err(_) => link_open = false,
                 },
                 recv(intake_rx) -> _ => {},
+                recv(self.operator) -> asked => {
+                    if let Ok(OperatorRequest { request, to, by }) = asked {
+                        self.step(Event::Operator { request, to, by });
+                    }
+                },
                 recv(self.presence.bell()) -> _ => {
                     let sightings = self.presence.take();
                     self.step(Event::Sightings(sightings));
@@ -368,6 +382,7 @@ impl Publisher {
             Count::ExpiredUnconfirmed => return Counters::add(&c.expired_unconfirmed),
             Count::SerialWait => return Counters::add(&c.serial_waits),
             Count::SerialTimeout => return Counters::add(&c.serial_timeouts),
+            Count::Cancelled => Counters::add(&c.cancelled),
             Count::Held => return,
         }
         if count != Count::Replayed {

@@ -17,10 +17,10 @@ pub struct Counters {
     pub broker_connections: Counter,
     /// Since when (Unix seconds) the publish link has been down; 0 while up.
     pub broker_down_since_unix: Counter,
-    /// Commands received and not yet published, rejected or expired: a
-    /// session adds each valid command, the publisher takes it off when the
-    /// broker took it or it expired. So received = published + rejected +
-    /// expired + queued.
+    /// Commands received and not yet published, rejected, expired or
+    /// cancelled: a session adds each valid command, the publisher takes it
+    /// off when the broker took it, it expired or an operator cancelled it.
+    /// So received = published + rejected + expired + cancelled + queued.
     pub queued: Counter,
     /// Bytes of commands the publisher holds, set by the publisher.
     pub queue_bytes: Counter,
@@ -77,6 +77,8 @@ pub struct Counters {
     pub published: Counter,
     pub rejected: Counter,
     pub expired: Counter,
+    /// Commands an operator dropped (`ms500-relay cancel`) before they were published.
+    pub cancelled: Counter,
     /// Of `expired`: held for a camera that did not come back in time.
     pub expired_held: Counter,
     /// Of `rejected`: commands the broker cannot take (too large), set aside.
@@ -157,7 +159,7 @@ impl Counters {
     }
 
     /// The value of each of [`COUNTED`], in its order.
-    pub fn snapshot(&self) -> [(&'static Counted, u64); 6] {
+    pub fn snapshot(&self) -> [(&'static Counted, u64); 7] {
         COUNTED
             .each_ref()
             .map(|counted| (counted, counted.get(self)))
@@ -183,7 +185,7 @@ impl Counted {
 
 /// The counted events, in the order the status file, the `status` command
 /// and the metrics file list them.
-pub const COUNTED: [Counted; 6] = [
+pub const COUNTED: [Counted; 7] = [
     Counted {
         key: "received",
         metric: "commands_received_total",
@@ -208,6 +210,12 @@ pub const COUNTED: [Counted; 6] = [
         metric: "commands_expired_total",
         help: "Commands dropped after COMMAND_TTL.",
         cell: |c| &c.expired,
+    },
+    Counted {
+        key: "cancelled",
+        metric: "commands_cancelled_total",
+        help: "Commands an operator dropped (ms500-relay cancel) before they were published.",
+        cell: |c| &c.cancelled,
     },
     Counted {
         key: "replies_routed",
@@ -235,6 +243,7 @@ mod tests {
             &counters.published,
             &counters.rejected,
             &counters.expired,
+            &counters.cancelled,
             &counters.replies_routed,
             &counters.replies_dropped,
         ];
@@ -253,8 +262,9 @@ mod tests {
                 ("published", 11),
                 ("rejected", 12),
                 ("expired", 13),
-                ("replies_routed", 14),
-                ("replies_dropped", 15)
+                ("cancelled", 14),
+                ("replies_routed", 15),
+                ("replies_dropped", 16)
             ]
         );
     }

@@ -3,5 +3,6 @@
 //! it reads the spool back, and by `send`.
 
 pub mod command;
+pub mod control;
 pub mod frame;
 pub mod reply;

@@ -299,7 +299,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(helped, 28);
+        assert_eq!(helped, 29);
     }
 
     #[test]
@@ -334,6 +334,7 @@ mod tests {
                 "commands_published_total counter",
                 "commands_rejected_total counter",
                 "commands_expired_total counter",
+                "commands_cancelled_total counter",
                 "replies_routed_total counter",
                 "replies_dropped_total counter",
                 "queue_depth gauge",

@@ -771,3 +771,104 @@ fn send_in_camera_mode_settles_on_delivered() {
     );
     assert_eq!(camera.received().len(), 1);
 }
+
+/// Issue 30: which commands wait for a camera, since when, and dropping
+/// the stale ones (the firmware update of a camera that will not return).
+#[test]
+fn held_lists_what_waits_and_cancel_drops_it_for_good() {
+    let broker = Broker::start();
+    let dir = TempDir::new("held-cancel");
+    let spool = dir
+        .path()
+        .join("relay.spool")
+        .to_string_lossy()
+        .into_owned();
+    let mut relay = relay_on(
+        broker.port,
+        "5",
+        &[("SPOOL_FILE", &spool), ("ACK_MODE", "all")],
+    );
+    let camera = Camera::start(broker.port, fast_camera());
+    online(&relay, &camera);
+    camera.kill();
+    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    let mut backend = relay.connect();
+    send(&mut backend, &cmd("FMW", 1));
+    send(&mut backend, &cmd("IMG", 2));
+    assert_eq!(ids_with(&read_lines(&backend, 2, WAIT), "held"), [1, 2]);
+    let conf = relay.conf.to_string_lossy().into_owned();
+
+    let (code, out, err) = run_bin(&["held", "-c", &conf], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with(CAMERA_LC)).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows[0].contains("offline  held  FMW  MS500-H090-EP-2549-0038  1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 held, 0 unconfirmed, for 1 cameras"),
+        "{out}"
+    );
+    let (code, out, _) = run_bin(&["held", "-c", &conf, "--json", "A0B1C2D3E4F5"], None);
+    assert_eq!(code, 0);
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "FMW");
+    assert_eq!(first["waiting"], "held");
+    assert!(first["lifetime_left_s"].as_u64().unwrap() > 500);
+    assert!(first["from"].as_str().unwrap().starts_with("127.0.0.1:"));
+
+    let (code, out, err) = run_bin(&["cancel", "-c", &conf, CAMERA_LC, "FMW"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("cancelled FMW for unit {UNIT} id 1 (held)"),
+            format!("cancelled 1 commands for camera {CAMERA_LC}"),
+        ]
+    );
+    assert_eq!(
+        read_lines(&backend, 1, WAIT),
+        [format!(
+            r#"{{"status":"error","type":"FMW","unit":"{UNIT}","id":1,"error":"cancelled by the operator"}}"#
+        )]
+    );
+    relay.expect_log("cancelled FMW for unit", WAIT);
+    let (_, out, _) = run_bin(&["held", "-c", &conf], None);
+    assert!(
+        out.contains("1 held, 0 unconfirmed, for 1 cameras"),
+        "{out}"
+    );
+
+    // Gone for good: a restart does not bring it back from the spool.
+    drop(backend);
+    relay.signal("TERM");
+    relay.wait_exit(WAIT).expect("the relay stops");
+    relay.relaunch();
+    relay.expect_subscribed_times(2);
+    relay.expect_log(&format!("held IMG for unit {UNIT} from spool"), WAIT);
+    camera.power_on();
+    assert!(camera.wait_until(WAIT, |log| !log.received.is_empty()));
+    std::thread::sleep(Duration::from_secs(2)); // nothing more comes
+    camera.assert_in_order(&[cmd("IMG", 2)]);
+}
+
+#[test]
+#[ignore = "needs root to create and act as another user"]
+fn only_root_and_the_relays_user_may_see_or_cancel_held_commands() {
+    let other = crate::local_users::other_user();
+    let broker = Broker::start();
+    let relay = relay_on(broker.port, "5", &[]);
+    let conf = relay.conf.to_string_lossy().into_owned();
+    let (code, out) = other.run(&["held", "-c", &conf]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused: control requests are taken only from root or the relay's own user"),
+        "{out}"
+    );
+    let (code, out) = other.run(&["cancel", "-c", &conf, CAMERA_LC]);
+    assert_eq!(code, 1, "{out}");
+    relay.expect_log("control request refused", WAIT);
+    let (code, out, err) = run_bin(&["held", "-c", &conf], None);
+    assert_eq!(code, 0, "root may: {out}{err}");
+}

@@ -634,3 +634,56 @@ fn an_idle_policy_wakes_for_its_next_camera_deadline_only() {
         "UNSEEN_WAIT, before COMMAND_TTL"
     );
 }
+
+#[test]
+fn an_operator_lists_and_cancels_what_waits_for_a_camera() {
+    use crate::protocol::control::Control;
+    let mut c = Cams::new(spooled_settings());
+    c.r.start(Found::Read(Recovery::default()));
+    c.send("cam", &["u/1", "u/2"], Lines::All);
+    c.send("other", &["v/1"], Lines::All);
+    let to = c.r.outbox.clone();
+    c.r.event(Event::Operator {
+        request: Control::Held {
+            camera: Some("CAM".into()),
+        },
+        to: to.clone(),
+        by: "unix:uid=0:pid=1".into(),
+    });
+    let listed: Vec<serde_json::Value> =
+        c.r.status
+            .iter()
+            .filter(|l| l.starts_with(r#"{"control""#))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0]["id"], "1");
+    assert_eq!(listed[0]["waiting"], "held");
+    assert_eq!(listed[0]["from"], PEER);
+    assert_eq!(listed[2]["held"], 2);
+    c.r.event(Event::Operator {
+        request: Control::Cancel {
+            camera: "cam".into(),
+            types: vec![CommandType::Img],
+        },
+        to,
+        by: "unix:uid=0:pid=1".into(),
+    });
+    assert_eq!(
+        c.lines("error"),
+        [
+            r#"{"status":"error","type":"IMG","unit":"u","id":"1","error":"cancelled by the operator"}"#,
+            r#"{"status":"error","type":"IMG","unit":"u","id":"2","error":"cancelled by the operator"}"#,
+        ]
+    );
+    assert_eq!(
+        c.r.counts
+            .iter()
+            .filter(|n| **n == Count::Cancelled)
+            .count(),
+        2
+    );
+    assert!(c.r.spool_ops.contains(&SpoolOp::Done(0)));
+    assert_eq!(c.r.d.held(), 1, "the other camera's stays");
+    assert_eq!(c.r.logged(Level::Info, "cancelled IMG for unit u"), 2);
+}
