@@ -456,7 +456,15 @@ fn a_second_instance_on_a_taken_port_leaves_the_first_ones_status_file_alone() {
         broker.port,
         &[("STATUS_FILE", st.as_str()), ("STATUS_INTERVAL", "60")],
     );
-    assert!(wait_until(WAIT, || read_json(&status_file)["pid"] == first.pid()));
+    // Its own snapshots settle once both links are up (each state change
+    // writes one); from then on only STATUS_INTERVAL (60 s) rewrites it.
+    first.expect_ready();
+    assert!(wait_until(WAIT, || {
+        let v = read_json(&status_file);
+        v["pid"] == first.pid()
+            && v["broker"]["connected"] == true
+            && v["device_link"]["subscribed"] == true
+    }));
     let before = std::fs::read(&status_file).unwrap();
     // The same relay.conf again: the relay running it is named (exit 3).
     let (code, _, err) = run_bin(&["-c", first.conf.to_str().unwrap()], None);
