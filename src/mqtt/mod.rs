@@ -6,6 +6,7 @@
 pub(crate) mod backoff;
 pub(crate) mod brokers;
 pub(crate) mod codec;
+pub(crate) mod connect;
 pub(crate) mod dialing;
 pub(crate) mod keepalive;
 pub(crate) mod probe;

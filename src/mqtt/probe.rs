@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::mqtt::brokers::Broker;
 use crate::mqtt::codec::{self, Incoming};
-use crate::mqtt::publish_link::{ConnectFailure, Dialer};
+use crate::mqtt::connect::{ConnectFailure, Dialer};
 use crate::mqtt::wire::Wire;
 
 /// The whole probe: connect, publish, PUBACK.
