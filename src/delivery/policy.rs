@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{Level, LevelFilter};
 
-use crate::config::{Config, Qos};
+use crate::config::{Config, Lifetimes, Qos};
 use crate::delivery::item::Accepted;
 use crate::delivery::ledger::{Ledger, Weighed};
 use crate::delivery::outbox::{Outbox, StatusOwed};
@@ -83,8 +83,7 @@ pub struct Settings {
     /// QoS 1 (acknowledged) or 0.
     pub qos1: bool,
     /// `COMMAND_TTL`, and `COMMAND_TTLS` per type.
-    pub ttl: Option<Duration>,
-    pub ttls: Vec<(String, Option<Duration>)>,
+    pub lifetimes: Lifetimes,
     /// Hold commands for cameras that are offline (`PRESENCE_FIELD` set and `HOLD_OFFLINE`).
     pub hold_offline: bool,
     pub hold_max_per_camera: usize,
@@ -121,8 +120,7 @@ impl Settings {
     pub fn new(config: &Config, log_level: LevelFilter) -> Settings {
         Settings {
             qos1: config.mqtt_qos == Qos::AtLeastOnce,
-            ttl: config.command_ttl,
-            ttls: config.command_ttls.clone(),
+            lifetimes: config.lifetimes(),
             hold_offline: config.hold_offline && config.presence_field.is_some(),
             hold_max_per_camera: config.hold_max_per_camera,
             hold_max_bytes: config.hold_max_bytes,
@@ -136,11 +134,7 @@ impl Settings {
             puback_within: Settings::puback_within(config),
             max_packet: Settings::max_packet(config),
             device_timeout: config.device_timeout,
-            serial_after: config
-                .serial_after
-                .iter()
-                .filter_map(|k| CommandType::parse(k))
-                .collect(),
+            serial_after: config.serial_after.clone(),
             serial_timeout: config.serial_timeout,
             unseen_wait: config.unseen_wait,
         }
@@ -154,23 +148,6 @@ impl Settings {
     /// `MQTT_MAX_PACKET_BYTES`, None for 0 (unknown).
     pub fn max_packet(config: &Config) -> Option<usize> {
         (config.mqtt_max_packet_bytes > 0).then_some(config.mqtt_max_packet_bytes)
-    }
-
-    /// The lifetime of a command of type `kind`; None = never expires.
-    pub fn ttl_for(&self, kind: &str) -> Option<Duration> {
-        self.ttls
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map_or(self.ttl, |(_, ttl)| *ttl)
-    }
-
-    /// The key that sets `kind`'s lifetime, as log lines name it.
-    pub fn ttl_key(&self, kind: &str) -> String {
-        if self.ttls.iter().any(|(k, _)| k == kind) {
-            format!("COMMAND_TTLS {kind}")
-        } else {
-            "COMMAND_TTL".to_string()
-        }
     }
 }
 
@@ -523,9 +500,8 @@ impl Delivery {
 
     /// A SIGHUP's lifetimes (`COMMAND_TTL`, `COMMAND_TTLS`): they apply to
     /// every command from the next expiry check, queued ones included.
-    pub fn set_lifetimes(&mut self, ttl: Option<Duration>, ttls: Vec<(String, Option<Duration>)>) {
-        self.settings.ttl = ttl;
-        self.settings.ttls = ttls;
+    pub fn set_lifetimes(&mut self, lifetimes: Lifetimes) {
+        self.settings.lifetimes = lifetimes;
         self.lifetimes_changed();
     }
 

@@ -133,8 +133,7 @@ impl Publisher {
         }
         *seen = generation;
         let config = live.get();
-        self.delivery
-            .set_lifetimes(config.command_ttl, config.command_ttls.clone());
+        self.delivery.set_lifetimes(config.lifetimes());
         self.delivery.set_device_timeout(config.device_timeout);
         self.delivery.set_broker_limits(
             Settings::puback_within(&config),

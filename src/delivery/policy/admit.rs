@@ -204,10 +204,10 @@ impl Delivery {
                 continue;
             };
             let kind = job.kind.as_str();
-            match (age, self.settings.ttl_for(kind)) {
+            match (age, self.settings.lifetimes.ttl_for(job.kind)) {
                 (Some(age), Some(ttl)) if age > ttl => {
                     out.push(Action::Count(Count::Expired));
-                    let which = self.settings.ttl_key(kind);
+                    let which = self.settings.lifetimes.ttl_key(job.kind);
                     self.log(out, Level::Warn, || {
                         format!(
                             "expired {kind} for unit {} after {} s in the spool ({which} {} s): not published",

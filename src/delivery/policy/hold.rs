@@ -354,7 +354,8 @@ impl Delivery {
     /// When `job`'s lifetime ends, by the lifetimes in effect now.
     fn expires(&self, job: &Accepted) -> Option<Instant> {
         self.settings
-            .ttl_for(job.kind.as_str())
+            .lifetimes
+            .ttl_for(job.kind)
             .and_then(|ttl| job.received.checked_add(ttl))
     }
 
@@ -1068,9 +1069,14 @@ impl Delivery {
         }
         let age = now.mono.saturating_duration_since(job.received).as_secs();
         let kind = job.kind.as_str();
-        let ttl = self.settings.ttl_for(kind).unwrap_or_default().as_secs();
+        let ttl = self
+            .settings
+            .lifetimes
+            .ttl_for(job.kind)
+            .unwrap_or_default()
+            .as_secs();
         let camera = job.camera.clone().unwrap_or_default();
-        let which = self.settings.ttl_key(kind);
+        let which = self.settings.lifetimes.ttl_key(job.kind);
         self.log(out, Level::Warn, || {
             format!(
                 "expired {kind} for unit {} after {age} s held for camera {camera}, which was not \
@@ -1092,9 +1098,14 @@ impl Delivery {
         }
         let age = now.mono.saturating_duration_since(job.received).as_secs();
         let kind = job.kind.as_str();
-        let ttl = self.settings.ttl_for(kind).unwrap_or_default().as_secs();
+        let ttl = self
+            .settings
+            .lifetimes
+            .ttl_for(job.kind)
+            .unwrap_or_default()
+            .as_secs();
         let camera = job.camera.clone().unwrap_or_default();
-        let which = self.settings.ttl_key(kind);
+        let which = self.settings.lifetimes.ttl_key(job.kind);
         self.log(out, Level::Warn, || {
             format!(
                 "expired {kind} for unit {} after {age} s: published, but camera {camera} never \
@@ -1118,7 +1129,8 @@ impl Delivery {
         let settings = &self.settings;
         let expires = |job: &Accepted| {
             settings
-                .ttl_for(job.kind.as_str())
+                .lifetimes
+                .ttl_for(job.kind)
                 .and_then(|ttl| job.received.checked_add(ttl))
         };
         for (seq, h) in self.hold.held.iter_mut() {

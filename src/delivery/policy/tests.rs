@@ -8,7 +8,7 @@ use super::{
     Action, Count, Delivery, Ending, Event, Found, Now, Settings, SpoolOp, SpoolOutcome, IDLE_WAIT,
     WINDOW,
 };
-use crate::config::Config;
+use crate::config::{Config, Lifetimes};
 use crate::delivery::item::Accepted;
 use crate::delivery::outbox::{Outbox, StatusOwed};
 use crate::delivery::spool::{Recovery, Replayed, SpoolError};
@@ -19,8 +19,7 @@ const PEER: &str = "192.0.2.7:4000";
 fn settings() -> Settings {
     Settings {
         qos1: true,
-        ttl: None,
-        ttls: Vec::new(),
+        lifetimes: Lifetimes::default(),
         hold_offline: true,
         hold_max_per_camera: 100,
         hold_max_bytes: 8 * 1024 * 1024,
@@ -42,6 +41,14 @@ fn settings() -> Settings {
         ],
         serial_timeout: Duration::from_secs(600),
         unseen_wait: Duration::from_secs(90),
+    }
+}
+
+/// `COMMAND_TTL = secs`, no `COMMAND_TTLS`.
+fn ttl(secs: u64) -> Lifetimes {
+    Lifetimes {
+        ttl: Some(Duration::from_secs(secs)),
+        per_type: Vec::new(),
     }
 }
 
@@ -609,7 +616,7 @@ fn a_failed_write_loses_the_connection_until_the_next_one() {
 #[test]
 fn an_idle_publisher_waits_for_events_only_once_nothing_can_come_due() {
     let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(600)),
+        lifetimes: ttl(600),
         ..settings()
     });
     r.up();
@@ -669,7 +676,7 @@ fn with_qos_0_written_is_delivered() {
 #[test]
 fn a_command_past_its_ttl_while_queued_is_dropped_with_an_error_line() {
     let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(10)),
+        lifetimes: ttl(10),
         ..spooled_settings()
     });
     r.start(Found::Read(Recovery::default()));
@@ -707,7 +714,7 @@ fn replayed(cmd: &str, received: SystemTime) -> Replayed {
 #[test]
 fn replayed_commands_expire_by_their_spooled_age_unless_the_clock_cannot_be_right() {
     let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(60)),
+        lifetimes: ttl(60),
         ..spooled_settings()
     });
     // Well after this binary was built, so that a minute ago was too.
@@ -772,7 +779,7 @@ fn replayed_commands_expire_by_their_spooled_age_unless_the_clock_cannot_be_righ
 #[test]
 fn a_clock_jump_does_not_expire_what_waits() {
     let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(10)),
+        lifetimes: ttl(10),
         ..settings()
     });
     r.send(&["a/1"], false);

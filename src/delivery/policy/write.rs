@@ -28,7 +28,7 @@ impl Delivery {
         let mut confirmed = Vec::new();
         while let Some((seq, job)) = self.ledger.next_due() {
             let kind = job.kind;
-            let ttl = self.settings.ttl_for(kind.as_str());
+            let ttl = self.settings.lifetimes.ttl_for(kind);
             if let Some(ttl) =
                 ttl.filter(|ttl| now.mono.saturating_duration_since(job.received) > *ttl)
             {
@@ -445,7 +445,7 @@ impl Delivery {
         }
         let age = now.mono.saturating_duration_since(job.received).as_secs();
         let ttl = ttl.as_secs();
-        let which = self.settings.ttl_key(job.kind.as_str());
+        let which = self.settings.lifetimes.ttl_key(job.kind);
         self.log(out, Level::Warn, || {
             format!(
                 "expired {} for unit {} after {age} s in the queue ({which} {ttl} s): not published",

@@ -561,8 +561,7 @@ fn a_reload_shortens_the_lifetime_of_held_and_unconfirmed_commands() {
     c.learn("cam");
     c.send("cam", &["v/1"], Lines::Camera);
     c.r.ack_all();
-    c.r.d
-        .set_lifetimes(Some(Duration::from_secs(10)), Vec::new());
+    c.r.d.set_lifetimes(ttl(10));
     c.wait(Duration::from_secs(11));
     assert_eq!(c.r.d.held(), 0, "held past its new lifetime");
     assert_eq!(c.r.d.unconfirmed(), 0, "unconfirmed past its new lifetime");
@@ -623,7 +622,7 @@ fn held_commands_are_spooled_and_come_back_held_after_a_restart() {
 #[test]
 fn an_idle_policy_wakes_for_its_next_camera_deadline_only() {
     let mut c = Cams::new(Settings {
-        ttl: Some(Duration::from_secs(600)),
+        lifetimes: ttl(600),
         ..settings()
     });
     assert_eq!(c.r.d.wait(c.r.now()), IDLE_WAIT);
