@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
 use crate::delivery::outbox::{self, Outbox, StatusOwed};
+use crate::delivery::spool::LiveCommand;
 use crate::protocol::command::{Command, CommandType};
 use crate::protocol::control::Control;
 
@@ -64,6 +65,16 @@ impl Accepted {
             again: false,
             held_line: false,
             published: false,
+        }
+    }
+
+    /// This command as the spool keeps it, under `seq` (`held`: for a camera that is offline).
+    pub fn live(&self, seq: u64, held: bool) -> LiveCommand<'_> {
+        LiveCommand {
+            seq,
+            received: self.received_wall,
+            payload: &self.payload,
+            held,
         }
     }
 

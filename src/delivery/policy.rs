@@ -31,7 +31,7 @@ use crate::config::{Config, Lifetimes, Qos};
 use crate::delivery::item::Accepted;
 use crate::delivery::ledger::{Ledger, Weighed};
 use crate::delivery::outbox::{Outbox, StatusOwed};
-use crate::delivery::spool::{Live, Recovery, SpoolError};
+use crate::delivery::spool::{Aside, LiveCommand, Recovery, SpoolError};
 use crate::ops::log_limit::Kind;
 use crate::protocol::command::CommandType;
 pub use cadence::{Cadence, Class, State};
@@ -190,7 +190,7 @@ pub enum Event {
         by: String,
     },
     /// The answer to [`Action::Write`] or [`Action::Disconnect`].
-    Written(Result<(), String>),
+    Written(Result<(), WriteError>),
     /// The answer to a spool request.
     Spool(SpoolOutcome),
     /// Intake stopped: publish for at most `grace` more, then give up.
@@ -200,6 +200,24 @@ pub enum Event {
     /// The loop ended (see [`Delivery::ending`]); `unread` commands are still
     /// in the job channel. Tidies the spool and says goodbye to the broker.
     Close { unread: usize },
+}
+
+/// Why the broker's connection could not be written.
+#[derive(Debug)]
+pub enum WriteError {
+    /// There is no connection (it broke, or the policy dropped it).
+    NotConnected,
+    /// The write failed; the connection is shut.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::NotConnected => f.write_str("not connected"),
+            WriteError::Io(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 /// What the device side saw of the cameras.
@@ -234,7 +252,7 @@ pub enum SpoolOutcome {
     OpenFailed {
         kept_as: Option<PathBuf>,
         reason: String,
-        move_first: Option<&'static str>,
+        move_first: Option<Aside>,
     },
 }
 
@@ -251,7 +269,7 @@ pub enum SpoolOp {
     Tidy,
     /// Request: move the file aside under this kind first (when set), then
     /// write it afresh with everything [`Delivery::spooled`].
-    Open { move_first: Option<&'static str> },
+    Open { move_first: Option<Aside> },
 }
 
 /// A counter of the status file that moves.
@@ -363,8 +381,8 @@ enum Durability {
         reason: String,
         retry_at: Instant,
         /// The file was not read (or is damaged) and must be moved aside
-        /// under this kind before anything is written over it.
-        move_first: Option<&'static str>,
+        /// as this before anything is written over it.
+        move_first: Option<Aside>,
     },
 }
 
@@ -668,23 +686,23 @@ impl Delivery {
     /// again after a broken link (`again`), whose own records were marked
     /// done when the broker first acknowledged them; written as live, they
     /// would never be marked done again and be replayed at every start.
-    pub fn spooled(&self) -> impl Iterator<Item = Live<'_>> {
+    pub fn spooled(&self) -> impl Iterator<Item = LiveCommand<'_>> {
         self.spooled_in(0..u64::MAX)
     }
 
     /// The [`Delivery::spooled`] commands with a sequence number in `seqs`:
     /// those queued, then those held (the order of records does not matter).
-    pub fn spooled_in(&self, seqs: Range<u64>) -> impl Iterator<Item = Live<'_>> {
+    pub fn spooled_in(&self, seqs: Range<u64>) -> impl Iterator<Item = LiveCommand<'_>> {
         let queued = self
             .ledger
             .iter_from(seqs.start)
             .take_while(move |(seq, _)| *seq < seqs.end)
             .filter(|(_, job)| !job.again)
-            .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice(), false));
+            .map(|(seq, job)| job.live(seq, false));
         let held = self
             .hold
             .range(seqs.start, seqs.end)
-            .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice(), true));
+            .map(|(seq, job)| job.live(seq, true));
         queued.chain(held)
     }
 

@@ -26,9 +26,10 @@ use crate::config::{Config, Live};
 use crate::delivery::item::{Accepted, OperatorRequest};
 use crate::delivery::policy::{
     Action, Count, Delivery, Event, Found, Now, Remembered, Settings, SpoolOp, SpoolOutcome,
+    WriteError,
 };
 use crate::delivery::presence::{Held, HeldView, Presence};
-use crate::delivery::spool::{Spool, SpoolError};
+use crate::delivery::spool::{Aside, Spool, SpoolError};
 use crate::error::Error;
 use crate::mqtt::publish_link::{LinkEvent, LinkShared, StateMessages};
 use crate::mqtt::wire::Wire;
@@ -340,8 +341,8 @@ impl Publisher {
                 Action::Disconnect(packets) => {
                     self.link.closing.store(true, Ordering::Relaxed);
                     let written = match self.wire.take() {
-                        Some(wire) => wire.write_all(&packets).map_err(|e| e.to_string()),
-                        None => Err("not connected".to_string()),
+                        Some(wire) => wire.write_all(&packets).map_err(WriteError::Io),
+                        None => Err(WriteError::NotConnected),
                     };
                     self.step(Event::Written(written));
                 }
@@ -391,9 +392,9 @@ impl Publisher {
 
     /// Writes PUBLISH packets to the broker, the log first: whoever sees a
     /// command arrive finds its "accepted" line already there.
-    fn write(&mut self, packets: &[u8]) -> Result<(), String> {
+    fn write(&mut self, packets: &[u8]) -> Result<(), WriteError> {
         let Some(wire) = &self.wire else {
-            return Err("not connected".to_string());
+            return Err(WriteError::NotConnected);
         };
         log::logger().flush();
         let Err(e) = wire.write_all(packets) else {
@@ -403,7 +404,7 @@ impl Publisher {
         *lock(&self.link.write_failed) = Some(format!("writing to the broker failed: {e}"));
         wire.shut();
         self.wire = None;
-        Err(e.to_string())
+        Err(WriteError::Io(e))
     }
 
     /// Does `op` to the spool file; the outcome of a request, also shown
@@ -447,8 +448,8 @@ impl Publisher {
     fn spool_op(&mut self, op: SpoolOp) -> Option<SpoolOutcome> {
         let outcome = match (op, &mut self.spool) {
             (SpoolOp::Append(seqs), Some(spool)) => {
-                for (seq, received, payload, held) in self.delivery.spooled_in(seqs) {
-                    spool.accepted(seq, received, payload, held);
+                for command in self.delivery.spooled_in(seqs) {
+                    spool.accepted(command);
                 }
                 return None;
             }
@@ -479,7 +480,7 @@ impl Publisher {
     /// Opens SPOOL_FILE for writing with exactly the commands the policy
     /// says it must hold, first moving aside a file that must be kept
     /// (unread or damaged).
-    fn open_spool(&mut self, move_first: Option<&'static str>) -> SpoolOutcome {
+    fn open_spool(&mut self, move_first: Option<Aside>) -> SpoolOutcome {
         self.spool = None;
         let Some(path) = self.delivery.spool_file().map(Path::to_path_buf) else {
             return SpoolOutcome::OpenFailed {

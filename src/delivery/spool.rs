@@ -75,9 +75,44 @@ const MAX_RECORD: u32 = 32 * 1024 * 1024;
 /// Files moved aside (damaged, unreadable) kept per kind; older ones are removed.
 const KEEP_ASIDE: usize = 3;
 
-/// A live command as the spool stores it: (sequence, received, payload,
-/// held for a camera that is offline).
-pub type Live<'a> = (u64, SystemTime, &'a [u8], bool);
+/// A live command as the spool stores it (an `A` or `H` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCommand<'a> {
+    /// Its place in the order of acceptance.
+    pub seq: u64,
+    pub received: SystemTime,
+    pub payload: &'a [u8],
+    /// Held for a camera that is offline (an `H` record).
+    pub held: bool,
+}
+
+/// Why a spool file is moved aside, for a person to inspect, before a new
+/// one is written: the word in its new name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aside {
+    /// Someone else could have written it: not replayed.
+    Untrusted,
+    /// It could not be read: not replayed.
+    Unreadable,
+    /// Damaged bytes were skipped: the intact commands were replayed.
+    Damaged,
+}
+
+impl Aside {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aside::Untrusted => "untrusted",
+            Aside::Unreadable => "unreadable",
+            Aside::Damaged => "damaged",
+        }
+    }
+}
+
+impl std::fmt::Display for Aside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One live command read back at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +221,7 @@ impl Spool {
 
     /// Renames the file at `path` to `PATH.KIND-YYYYMMDDTHHMMSSZ` (for a person
     /// to inspect) and returns the new name; keeps the newest few of each kind.
-    pub fn move_aside(path: &Path, kind: &str, now: SystemTime) -> io::Result<PathBuf> {
+    pub fn move_aside(path: &Path, kind: Aside, now: SystemTime) -> io::Result<PathBuf> {
         let (dir, name) = crate::ops::files::place(path)?;
         let stamp = crate::ops::time::compact(now);
         let named = |suffix: String| {
@@ -202,19 +237,22 @@ impl Spool {
         }
         dir.rename(name, &aside)?;
         dir.sync();
-        prune_aside(&dir, name, kind);
+        prune_aside(&dir, name, kind.as_str());
         Ok(crate::ops::files::parent(path).join(aside))
     }
 
     /// Writes a fresh spool holding exactly `live`, synced, and opens it for
     /// appending. Used at start (after [`Spool::read`]), by compaction, and
     /// to rewrite a spool that was lost or could not be written for a while.
-    pub fn create<'a>(path: &Path, live: impl Iterator<Item = Live<'a>>) -> io::Result<Spool> {
+    pub fn create<'a>(
+        path: &Path,
+        live: impl Iterator<Item = LiveCommand<'a>>,
+    ) -> io::Result<Spool> {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(HEADER);
         let mut count = 0;
-        for (seq, received, payload, held) in live {
-            encode_accepted(&mut out, seq, unix_ms(received), payload, held);
+        for c in live {
+            encode_accepted(&mut out, c.seq, unix_ms(c.received), c.payload, c.held);
             count += 1;
         }
         crate::ops::files::replace_synced(path, &out, crate::ops::files::SPOOL_MODE)?;
@@ -238,8 +276,8 @@ impl Spool {
     }
 
     /// Queues an accepted command; durable after the next [`Spool::sync`].
-    pub fn accepted(&mut self, seq: u64, received: SystemTime, payload: &[u8], held: bool) {
-        encode_accepted(&mut self.buf, seq, unix_ms(received), payload, held);
+    pub fn accepted(&mut self, c: LiveCommand<'_>) {
+        encode_accepted(&mut self.buf, c.seq, unix_ms(c.received), c.payload, c.held);
         self.unsynced = true;
         self.live += 1;
     }
@@ -298,7 +336,10 @@ impl Spool {
 
     /// Keeps the file small: cut back to the header when nothing is live,
     /// rewrite when dead records outweigh live ones. `live` lists what is live now.
-    pub fn compact<'a>(&mut self, live: impl Iterator<Item = Live<'a>>) -> Result<(), SpoolError> {
+    pub fn compact<'a>(
+        &mut self,
+        live: impl Iterator<Item = LiveCommand<'a>>,
+    ) -> Result<(), SpoolError> {
         if self.live == 0 && self.dead > 0 {
             self.sync()?;
             self.file.set_len(HEADER.len() as u64)?;

@@ -30,7 +30,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Live;
 use crate::mqtt::brokers::{Broker, InUse};
-use crate::mqtt::codec::{self, Incoming};
+use crate::mqtt::codec::{self, DecodeError, Incoming};
 use crate::mqtt::connect::{ConnectFailure, Dialer};
 use crate::mqtt::dialing::{Dial, Dialing, OnLink};
 use crate::mqtt::keepalive::{Liveness, Verdict};
@@ -435,7 +435,8 @@ impl PublishLink {
             Ok(n) => {
                 reader.liveness.heard(Instant::now());
                 reader.pending.extend_from_slice(&reader.buf[..n]);
-                let acks = take_acks(&mut reader.pending).map_err(Ended::Lost)?;
+                let acks =
+                    take_acks(&mut reader.pending).map_err(|e| Ended::Lost(e.to_string()))?;
                 if !acks.is_empty() {
                     reader.liveness.acked(Instant::now());
                     let _ = self.events.send(LinkEvent::Acked(acks));
@@ -574,7 +575,7 @@ impl Probing {
 /// commands, in the order read. The state message's PUBACK and PINGRESPs
 /// are dropped, anything else is logged and ignored; bytes that are not
 /// MQTT end the connection (the reason).
-fn take_acks(pending: &mut Vec<u8>) -> Result<Vec<u16>, String> {
+fn take_acks(pending: &mut Vec<u8>) -> Result<Vec<u16>, DecodeError> {
     let mut acks = Vec::new();
     let mut used = 0;
     loop {
@@ -589,7 +590,7 @@ fn take_acks(pending: &mut Vec<u8>) -> Result<Vec<u16>, String> {
                 }
             }
             Ok(None) => break,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
     }
     pending.drain(..used);

@@ -16,8 +16,7 @@ use super::{
     Action, Awaiting, Delivery, Durability, Found, Now, Opening, SpoolOp, SpoolOutcome, SPOOL_RETRY,
 };
 use crate::config::Config;
-use crate::delivery::spool::Recovery;
-use crate::delivery::spool::SpoolError;
+use crate::delivery::spool::{Aside, Recovery, SpoolError};
 
 impl Delivery {
     /// With `SPOOL_FILE` set, replays what the last run left there (its live
@@ -40,7 +39,7 @@ impl Delivery {
                          spool is started)"
                     )
                 });
-                (Recovery::default(), Some("untrusted"))
+                (Recovery::default(), Some(Aside::Untrusted))
             }
             Found::Unreadable(e) => {
                 self.log(&mut out, Level::Error, || {
@@ -49,7 +48,7 @@ impl Delivery {
                          (the file is kept, moved aside before a new spool is written)"
                     )
                 });
-                (Recovery::default(), Some("unreadable"))
+                (Recovery::default(), Some(Aside::Unreadable))
             }
             Found::Read(recovery) => (recovery, None),
         };
@@ -63,7 +62,7 @@ impl Delivery {
                     recovery.live.len()
                 )
             });
-            move_first = Some("damaged");
+            move_first = Some(Aside::Damaged);
         }
         if let Some((offset, len)) = recovery.torn_tail {
             self.log(&mut out, Level::Warn, || {
@@ -90,7 +89,7 @@ impl Delivery {
     pub(super) fn request_open(
         &mut self,
         why: Opening,
-        move_first: Option<&'static str>,
+        move_first: Option<Aside>,
         batch: Option<Range<u64>>,
         out: &mut Vec<Action>,
     ) {
@@ -235,7 +234,7 @@ impl Delivery {
     }
 
     /// The spool cannot be written from now on; retried in [`SPOOL_RETRY`].
-    fn fail(&mut self, reason: String, move_first: Option<&'static str>, now: Now) {
+    fn fail(&mut self, reason: String, move_first: Option<Aside>, now: Now) {
         self.spool = Durability::Failing {
             reason,
             retry_at: now.mono + SPOOL_RETRY,

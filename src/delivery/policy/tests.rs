@@ -5,13 +5,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{Level, LevelFilter};
 
 use super::{
-    Action, Count, Delivery, Ending, Event, Found, Now, Settings, SpoolOp, SpoolOutcome, IDLE_WAIT,
-    WINDOW,
+    Action, Count, Delivery, Ending, Event, Found, Now, Settings, SpoolOp, SpoolOutcome,
+    WriteError, IDLE_WAIT, WINDOW,
 };
 use crate::config::{Config, Lifetimes};
 use crate::delivery::item::Accepted;
 use crate::delivery::outbox::{Outbox, StatusOwed};
-use crate::delivery::spool::{Recovery, Replayed, SpoolError};
+use crate::delivery::spool::{Aside, Recovery, Replayed, SpoolError};
 use crate::protocol::command::{self, CommandType};
 
 const PEER: &str = "192.0.2.7:4000";
@@ -130,7 +130,7 @@ struct Rig {
     /// Connections dropped by the policy, with the reason.
     drops: Vec<String>,
     spool_answers: VecDeque<SpoolOutcome>,
-    write_answers: VecDeque<Result<(), String>>,
+    write_answers: VecDeque<Result<(), WriteError>>,
     outbox: Outbox,
     /// Status claims handed back (with or without a line).
     claims_ended: usize,
@@ -454,7 +454,7 @@ fn a_spool_that_cannot_be_written_at_start_is_retried_and_still_moved_aside_firs
     r.spool_answers.push_back(SpoolOutcome::OpenFailed {
         kept_as: None,
         reason: "cannot move the damaged file aside: Permission denied".into(),
-        move_first: Some("damaged"),
+        move_first: Some(Aside::Damaged),
     });
     let recovery = Recovery {
         damaged: vec![(12, 40)],
@@ -479,10 +479,10 @@ fn a_spool_that_cannot_be_written_at_start_is_retried_and_still_moved_aside_firs
         r.spool_ops,
         [
             SpoolOp::Open {
-                move_first: Some("damaged")
+                move_first: Some(Aside::Damaged)
             },
             SpoolOp::Open {
-                move_first: Some("damaged")
+                move_first: Some(Aside::Damaged)
             }
         ]
     );
@@ -498,9 +498,12 @@ fn an_untrusted_or_unreadable_spool_is_not_replayed_and_moved_aside() {
     for (found, kind) in [
         (
             Found::Untrusted("is writable by group or others".into()),
-            "untrusted",
+            Aside::Untrusted,
         ),
-        (Found::Unreadable("Permission denied".into()), "unreadable"),
+        (
+            Found::Unreadable("Permission denied".into()),
+            Aside::Unreadable,
+        ),
     ] {
         let mut r = Rig::new(spooled_settings());
         r.start(found);
@@ -599,7 +602,8 @@ fn acks_older_than_a_second_are_not_published_again() {
 fn a_failed_write_loses_the_connection_until_the_next_one() {
     let mut r = Rig::new(settings());
     r.up();
-    r.write_answers.push_back(Err("Broken pipe".into()));
+    r.write_answers
+        .push_back(Err(WriteError::Io(std::io::Error::other("Broken pipe"))));
     r.send(&["a/1"], false);
     assert_eq!(
         r.logged(Level::Debug, "write to the broker failed: Broken pipe"),
@@ -885,7 +889,7 @@ fn copies_published_again_are_not_written_to_the_spool() {
     let sent = r.take_published();
     r.event(Event::Acked(vec![sent[1].0.expect("QoS 1")]));
     r.event(Event::LinkDown);
-    let spooled: Vec<String> = r.d.spooled().map(|(_, _, p, _)| label(p)).collect();
+    let spooled: Vec<String> = r.d.spooled().map(|c| label(c.payload)).collect();
     assert_eq!(spooled, ["a/1", "c/1"]);
     assert_eq!(r.d.spooled_in(1..3).count(), 1);
 }

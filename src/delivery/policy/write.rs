@@ -9,8 +9,8 @@ use std::time::Duration;
 use log::Level;
 
 use super::{
-    Action, Awaiting, Count, Delivery, Durability, Now, SpoolOp, AGAIN_WITHIN, MAX_HOLD, MIN_WRITE,
-    WINDOW,
+    Action, Awaiting, Count, Delivery, Durability, Now, SpoolOp, WriteError, AGAIN_WITHIN,
+    MAX_HOLD, MIN_WRITE, WINDOW,
 };
 use crate::delivery::item::Accepted;
 use crate::mqtt::codec;
@@ -203,7 +203,12 @@ impl Delivery {
     /// The answer to a write: with QoS 0, written is delivered; a failed
     /// write loses the connection (the publish link reports it down too, and
     /// what was written stays unacknowledged and goes out again).
-    pub(super) fn written(&mut self, result: Result<(), String>, now: Now, out: &mut Vec<Action>) {
+    pub(super) fn written(
+        &mut self,
+        result: Result<(), WriteError>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
         match (self.awaiting.take(), result) {
             (Some(Awaiting::Write { qos0 }), Ok(())) => {
                 for seq in qos0 {

@@ -178,6 +178,16 @@ fn a_first_version_spool_is_still_replayed() {
     assert_eq!(payloads(&r), vec![&b"a"[..], b"b"]);
     assert!(r.torn_tail.is_some());
 }
+/// A live command `seq` received at `received`, not held.
+fn live(seq: u64, received: SystemTime, payload: &[u8]) -> LiveCommand<'_> {
+    LiveCommand {
+        seq,
+        received,
+        payload,
+        held: false,
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     crate::ops::files::scratch_dir(&format!("spool-{name}")).join("relay.spool")
 }
@@ -188,9 +198,9 @@ fn open_append_sync_and_reopen_round_trip() {
     assert!(Spool::read(&path).unwrap().live.is_empty());
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
-    spool.accepted(0, t, b"first", false);
-    spool.accepted(1, t, b"second", false);
-    spool.accepted(2, t, b"third", false);
+    spool.accepted(live(0, t, b"first"));
+    spool.accepted(live(1, t, b"second"));
+    spool.accepted(live(2, t, b"third"));
     spool.done(1);
     spool.sync().unwrap();
     assert_eq!(spool.bytes(), std::fs::metadata(&path).unwrap().len());
@@ -203,7 +213,7 @@ fn open_append_sync_and_reopen_round_trip() {
         .live
         .iter()
         .enumerate()
-        .map(|(i, r)| (i as u64, r.received, r.payload.as_slice(), false));
+        .map(|(i, r)| live(i as u64, r.received, &r.payload));
     let _spool = Spool::create(&path, live).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let again = recover(&bytes);
@@ -227,7 +237,7 @@ fn a_deleted_truncated_or_replaced_file_is_noticed_at_the_next_write() {
     let now = SystemTime::now();
     for how in ["delete", "truncate", "replace"] {
         let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
-        spool.accepted(0, now, b"x", false);
+        spool.accepted(live(0, now, b"x"));
         spool.sync().unwrap();
         match how {
             "delete" => std::fs::remove_file(&path).unwrap(),
@@ -242,7 +252,7 @@ fn a_deleted_truncated_or_replaced_file_is_noticed_at_the_next_write() {
                 std::fs::write(&path, HEADER).unwrap();
             }
         }
-        spool.accepted(1, now, b"y", false);
+        spool.accepted(live(1, now, b"y"));
         match spool.sync() {
             Err(SpoolError::Lost(why)) => assert!(!why.is_empty(), "{how}"),
             other => panic!("{how}: {other:?}"),
@@ -258,7 +268,7 @@ fn moving_aside_keeps_the_newest_three() {
     for i in 0..5u64 {
         std::fs::write(&path, format!("damaged {i}")).unwrap();
         let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000 + i);
-        let aside = Spool::move_aside(&path, "damaged", at).unwrap();
+        let aside = Spool::move_aside(&path, Aside::Damaged, at).unwrap();
         // Distinct modification times, oldest first.
         let f = File::options().write(true).open(&aside).unwrap();
         f.set_modified(at).unwrap();
@@ -279,14 +289,14 @@ fn compaction_cuts_the_file_back_when_nothing_is_live() {
     let path = scratch("compact");
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
-    spool.accepted(0, now, b"x", false);
+    spool.accepted(live(0, now, b"x"));
     spool.sync().unwrap();
     spool.done(0);
     assert!(spool.wants_compaction());
     spool.compact(std::iter::empty()).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), HEADER);
     // Appending after the cut still yields a valid file, and is not taken for a truncation.
-    spool.accepted(1, now, b"y", false);
+    spool.accepted(live(1, now, b"y"));
     spool.sync().unwrap();
     assert_eq!(
         payloads(&recover(&std::fs::read(&path).unwrap())),
@@ -300,15 +310,15 @@ fn compaction_rewrites_when_dead_records_pile_up() {
     let path = scratch("rewrite");
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
-    spool.accepted(0, now, b"keep", false);
+    spool.accepted(live(0, now, b"keep"));
     for seq in 1..=COMPACT_MIN_DEAD {
-        spool.accepted(seq, now, b"gone", false);
+        spool.accepted(live(seq, now, b"gone"));
         spool.done(seq);
     }
     spool.sync().unwrap();
     assert!(spool.wants_compaction());
     spool
-        .compact(std::iter::once((0, now, &b"keep"[..], false)))
+        .compact(std::iter::once(live(0, now, b"keep")))
         .unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert!(
@@ -326,10 +336,10 @@ fn compaction_rewrites_when_a_few_large_dead_records_take_megabytes() {
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
     let big = vec![b'x'; 60 * 1024];
-    spool.accepted(0, now, b"keep", false);
+    spool.accepted(live(0, now, b"keep"));
     let mut seq = 1;
     while spool.bytes() < COMPACT_MIN_BYTES {
-        spool.accepted(seq, now, &big, false);
+        spool.accepted(live(seq, now, &big));
         spool.done(seq);
         seq += 1;
     }
@@ -340,7 +350,7 @@ fn compaction_rewrites_when_a_few_large_dead_records_take_megabytes() {
     );
     assert!(spool.wants_compaction());
     spool
-        .compact(std::iter::once((0, now, &b"keep"[..], false)))
+        .compact(std::iter::once(live(0, now, b"keep")))
         .unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() < 100);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());

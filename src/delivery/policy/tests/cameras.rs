@@ -614,7 +614,7 @@ fn held_commands_are_spooled_and_come_back_held_after_a_restart() {
     let spooled: Vec<(String, bool)> =
         c.r.d
             .spooled()
-            .map(|(_, _, p, held)| (label(p), held))
+            .map(|c| (label(c.payload), c.held))
             .collect();
     assert!(spooled.contains(&("u/1".to_string(), true)), "{spooled:?}");
 }
