@@ -395,8 +395,13 @@ impl Config {
 
     /// The topic a command for `unit` is published to.
     pub fn command_topic_for(&self, unit: &str) -> String {
-        self.command_topic.replace("{unit}", unit)
+        topic_for_unit(&self.command_topic, unit)
     }
+}
+
+/// The topic a command for `unit` is published to, by `COMMAND_TOPIC`'s `template`.
+pub fn topic_for_unit(template: &str, unit: &str) -> String {
+    template.replace("{unit}", unit)
 }
 
 /// Keeps only the characters a client id can safely carry.

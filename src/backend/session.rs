@@ -436,7 +436,8 @@ impl Reader<'_> {
             shared.routes.claim(&cmd.unit, &self.outbox);
         }
         // The publisher logs "accepted" once the command is queued (and spooled).
-        let mut job = Accepted::new(cmd, &config, Instant::now(), SystemTime::now());
+        let topic = config.command_topic_for(&cmd.unit);
+        let mut job = Accepted::new(cmd, topic, Instant::now(), SystemTime::now());
         job.peer = Some(self.peer());
         job.camera = camera;
         job.reply = match self.ack_mode {

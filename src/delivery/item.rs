@@ -6,7 +6,6 @@
 use crate::ops::transport::Peer;
 use std::time::{Instant, SystemTime};
 
-use crate::config::Config;
 use crate::delivery::outbox::{self, Outbox, StatusOwed};
 use crate::delivery::spool::LiveCommand;
 use crate::protocol::command::{Command, CommandType};
@@ -43,16 +42,11 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// `cmd` as queued for its topic: from no backend and owing no status
+    /// `cmd` as queued for `topic`: from no backend and owing no status
     /// line until the session fills in `peer` and `reply`.
-    pub fn new(
-        cmd: Command,
-        config: &Config,
-        received: Instant,
-        received_wall: SystemTime,
-    ) -> Self {
+    pub fn new(cmd: Command, topic: String, received: Instant, received_wall: SystemTime) -> Self {
         Accepted {
-            topic: config.command_topic_for(&cmd.unit),
+            topic,
             kind: cmd.kind,
             unit: cmd.unit,
             id: cmd.id,

@@ -10,4 +10,5 @@ pub(crate) mod outbox;
 pub(crate) mod policy;
 pub(crate) mod presence;
 pub(crate) mod publisher;
+pub(crate) mod settings;
 pub(crate) mod spool;

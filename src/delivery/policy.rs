@@ -27,13 +27,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{Level, LevelFilter};
 
-use crate::config::{Config, Lifetimes, Qos};
 use crate::delivery::item::Accepted;
 use crate::delivery::ledger::{Ledger, Weighed};
 use crate::delivery::outbox::{Outbox, StatusOwed};
+pub use crate::delivery::settings::{Reload, Settings};
 use crate::delivery::spool::{Aside, LiveCommand, Recovery, SpoolError};
 use crate::ops::log_limit::Kind;
-use crate::protocol::command::CommandType;
 pub use cadence::{Cadence, Class, State};
 pub use hold::HeldFor;
 use hold::Hold;
@@ -77,80 +76,6 @@ pub struct Now {
     pub wall: SystemTime,
 }
 
-/// What the policy needs of the configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// QoS 1 (acknowledged) or 0.
-    pub qos1: bool,
-    /// `COMMAND_TTL`, and `COMMAND_TTLS` per type.
-    pub lifetimes: Lifetimes,
-    /// Hold commands for cameras that are offline (`PRESENCE_FIELD` set and `HOLD_OFFLINE`).
-    pub hold_offline: bool,
-    pub hold_max_per_camera: usize,
-    pub hold_max_bytes: usize,
-    /// Offline cameras remembered at most (`MAX_DEVICES`).
-    pub max_cameras: usize,
-    /// `PRESENCE_FIELD`: read again from spooled commands.
-    pub presence_field: Option<String>,
-    pub capacity: usize,
-    /// `QUEUE_MAX_BYTES`: payload bytes the ledger may hold.
-    pub max_bytes: usize,
-    /// `SPOOL_FILE`, named in log lines.
-    pub spool: Option<PathBuf>,
-    /// `STATE_TOPIC` and its "offline" message, published before a clean DISCONNECT.
-    pub state: Option<(String, Vec<u8>)>,
-    /// The most verbose level logged: lines below it are not even formatted.
-    pub log_level: LevelFilter,
-    /// How long one written command may wait for its PUBACK before the
-    /// connection is dropped and made again (2 × `MQTT_KEEPALIVE`).
-    pub puback_within: Duration,
-    /// `MQTT_MAX_PACKET_BYTES`: the largest PUBLISH the broker takes, when known.
-    pub max_packet: Option<usize>,
-    /// `DEVICE_TIMEOUT`: a camera silent this long is offline.
-    pub device_timeout: Duration,
-    /// `SERIAL_AFTER`: types after which a camera's newer commands wait for its next heartbeat.
-    pub serial_after: Vec<CommandType>,
-    /// `SERIAL_TIMEOUT`: how long they wait at most.
-    pub serial_timeout: Duration,
-    /// `UNSEEN_WAIT`: how long a command for a camera never seen waits for it.
-    pub unseen_wait: Duration,
-}
-
-impl Settings {
-    pub fn new(config: &Config, log_level: LevelFilter) -> Settings {
-        Settings {
-            qos1: config.mqtt_qos == Qos::AtLeastOnce,
-            lifetimes: config.lifetimes(),
-            hold_offline: config.hold_offline && config.presence_field.is_some(),
-            hold_max_per_camera: config.hold_max_per_camera,
-            hold_max_bytes: config.hold_max_bytes,
-            max_cameras: config.max_devices,
-            presence_field: config.presence_field.clone(),
-            capacity: config.queue_capacity,
-            max_bytes: config.queue_max_bytes,
-            spool: config.spool_file.clone(),
-            state: None,
-            log_level,
-            puback_within: Settings::puback_within(config),
-            max_packet: Settings::max_packet(config),
-            device_timeout: config.device_timeout,
-            serial_after: config.serial_after.clone(),
-            serial_timeout: config.serial_timeout,
-            unseen_wait: config.unseen_wait,
-        }
-    }
-
-    /// 2 × `MQTT_KEEPALIVE`.
-    pub fn puback_within(config: &Config) -> Duration {
-        config.mqtt_keepalive * 2
-    }
-
-    /// `MQTT_MAX_PACKET_BYTES`, None for 0 (unknown).
-    pub fn max_packet(config: &Config) -> Option<usize> {
-        (config.mqtt_max_packet_bytes > 0).then_some(config.mqtt_max_packet_bytes)
-    }
-}
-
 /// What the publisher found at `SPOOL_FILE` when it started.
 #[derive(Debug)]
 pub enum Found {
@@ -163,6 +88,23 @@ pub enum Found {
 
 /// What happens to the publisher.
 pub enum Event {
+    /// At start, with `SPOOL_FILE` set: what the last run left there. Its
+    /// live commands are queued first, and the file is written afresh.
+    Start(Found),
+    /// Cameras remembered from the last run (the device table's file):
+    /// known, their presence unknown (or offline) until their heartbeat.
+    /// Comes before [`Event::Start`], so that a camera remembered is known
+    /// to the commands the spool gives back.
+    Remember(Vec<Remembered>),
+    /// `STATE_TOPIC` and its "offline" message, published before a clean DISCONNECT.
+    OfflineState(Option<(String, Vec<u8>)>),
+    /// The most verbose level logged from now on.
+    LogLevel(LevelFilter),
+    /// A SIGHUP's settings (see [`Reload`]).
+    Reload(Reload),
+    /// The largest packet the broker in use announced it takes (None: it
+    /// did not); it applies to the next command written.
+    BrokerLimit(Option<usize>),
     /// Commands a session handed over, taken whole; admitted at the next [`Event::Tick`].
     Batch(Vec<Accepted>),
     /// A turn of the loop: admit what waits, write what is due, tidy the spool.
@@ -501,51 +443,16 @@ impl Delivery {
         }
     }
 
-    /// Publishes this "offline" message on this topic before a clean DISCONNECT.
-    pub fn set_state(&mut self, state: Option<(String, Vec<u8>)>) {
-        self.settings.state = state;
-    }
-
-    /// The largest packet the broker in use announced it takes (None: it did not).
-    pub fn set_broker_limit(&mut self, limit: Option<usize>) {
-        self.broker_limit = limit;
-    }
-
-    /// The levels logged from now on.
-    pub fn set_log_level(&mut self, level: LevelFilter) {
-        self.settings.log_level = level;
-    }
-
-    /// A SIGHUP's lifetimes (`COMMAND_TTL`, `COMMAND_TTLS`): they apply to
-    /// every command from the next expiry check, queued ones included.
-    pub fn set_lifetimes(&mut self, lifetimes: Lifetimes) {
-        self.settings.lifetimes = lifetimes;
-        self.lifetimes_changed();
-    }
-
-    /// A SIGHUP's `DEVICE_TIMEOUT`.
-    pub fn set_device_timeout(&mut self, timeout: Duration) {
-        self.settings.device_timeout = timeout;
-    }
-
-    /// Cameras remembered from the last run (the device table's file):
-    /// known, their presence unknown (or offline) until their heartbeat.
-    pub fn remember(&mut self, cameras: &[Remembered]) {
-        self.hold.seen.remember(cameras);
-    }
-
-    /// A SIGHUP's broker limits: the PUBACK deadline (2 × `MQTT_KEEPALIVE`)
-    /// of every command in flight from the next check, and
-    /// `MQTT_MAX_PACKET_BYTES` for the next command written.
-    pub fn set_broker_limits(&mut self, puback_within: Duration, max_packet: Option<usize>) {
-        self.settings.puback_within = puback_within;
-        self.settings.max_packet = max_packet;
-    }
-
     /// Takes one event; returns what to do, in order.
     pub fn handle(&mut self, event: Event, now: Now) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
+            Event::Start(found) => self.start(found, now, &mut out),
+            Event::Remember(cameras) => self.hold.seen.remember(&cameras),
+            Event::OfflineState(state) => self.settings.state = state,
+            Event::LogLevel(level) => self.settings.log_level = level,
+            Event::Reload(reload) => self.reload(reload),
+            Event::BrokerLimit(limit) => self.broker_limit = limit,
             Event::Batch(jobs) => self.wait_for_room(jobs),
             Event::Tick => {
                 self.steps = [
@@ -588,6 +495,15 @@ impl Delivery {
         }
         self.resume(now, &mut out);
         out
+    }
+
+    /// A SIGHUP's settings, in effect from the next check on.
+    fn reload(&mut self, reload: Reload) {
+        self.settings.device_timeout = reload.device_timeout;
+        self.settings.puback_within = reload.puback_within;
+        self.settings.max_packet = reload.max_packet;
+        self.settings.lifetimes = reload.lifetimes;
+        self.lifetimes_changed();
     }
 
     /// Does what is left of the turn until a request must be answered.

@@ -25,8 +25,8 @@ use log::{Level, LevelFilter};
 use crate::config::{Config, Live};
 use crate::delivery::item::{Accepted, OperatorRequest};
 use crate::delivery::policy::{
-    Action, Count, Delivery, Event, Found, Now, Remembered, Settings, SpoolOp, SpoolOutcome,
-    WriteError,
+    Action, Count, Delivery, Event, Found, Now, Reload, Remembered, Settings, SpoolOp,
+    SpoolOutcome, WriteError,
 };
 use crate::delivery::presence::{Held, HeldView, Presence};
 use crate::delivery::spool::{Aside, Spool, SpoolError};
@@ -58,6 +58,8 @@ pub struct Publisher {
     live: Option<(Arc<Live>, u64)>,
     /// Operators' requests from sessions (`held`, `cancel`).
     operator: Receiver<OperatorRequest>,
+    /// The broker limit the policy was last told of.
+    broker_limit: Option<usize>,
 }
 
 impl Publisher {
@@ -72,10 +74,7 @@ impl Publisher {
         link: Arc<LinkShared>,
         remembered: &[Remembered],
     ) -> Result<Self, Error> {
-        let mut delivery = Delivery::new(Settings::new(config, log_level()), now());
-        // Before the spool's commands come back: a camera remembered is
-        // known (its commands wait for its heartbeat however long it takes).
-        delivery.remember(remembered);
+        let delivery = Delivery::new(Settings::new(config, log_level()), now());
         let mut publisher = Publisher {
             delivery,
             wire: None,
@@ -87,18 +86,32 @@ impl Publisher {
             held_shown: 0,
             live: None,
             operator: crossbeam_channel::never(),
+            broker_limit: None,
         };
+        // Before the spool's commands come back: a camera remembered is
+        // known (its commands wait for its heartbeat however long it takes).
+        publisher.step(Event::Remember(remembered.to_vec()));
         if let Some(path) = &config.spool_file {
-            let actions = publisher.delivery.start(find(path), config, now());
-            publisher.perform(actions);
+            publisher.step(Event::Start(find(path)));
         }
         Ok(publisher)
     }
 
+    /// Before writing: the limit the device link learned meanwhile, when it moved.
+    fn follow_broker_limit(&mut self) {
+        let limit = self.counters.broker_max_packet.load(Ordering::Relaxed);
+        let limit = (limit > 0).then_some(limit as usize);
+        if limit != self.broker_limit {
+            self.broker_limit = limit;
+            self.handle(Event::BrokerLimit(limit));
+        }
+    }
+
     /// Publishes `state`'s "offline" at a clean stop.
     pub fn with_state(mut self, state: Option<StateMessages>) -> Self {
-        self.delivery
-            .set_state(state.map(|state| (state.topic, state.offline)));
+        self.step(Event::OfflineState(
+            state.map(|state| (state.topic, state.offline)),
+        ));
         self
     }
 
@@ -133,14 +146,9 @@ impl Publisher {
             return;
         }
         *seen = generation;
-        let config = live.get();
-        self.delivery.set_lifetimes(config.lifetimes());
-        self.delivery.set_device_timeout(config.device_timeout);
-        self.delivery.set_broker_limits(
-            Settings::puback_within(&config),
-            Settings::max_packet(&config),
-        );
-        self.delivery.set_log_level(log_level());
+        let reload = Reload::new(&live.get());
+        self.handle(Event::Reload(reload));
+        self.handle(Event::LogLevel(log_level()));
     }
 
     pub fn run(
@@ -151,7 +159,7 @@ impl Publisher {
         link_stop: Stop,
         grace: Duration,
     ) {
-        self.delivery.set_log_level(log_level());
+        self.step(Event::LogLevel(log_level()));
         let (no_jobs, no_link, no_intake) = (
             crossbeam_channel::never(),
             crossbeam_channel::never(),
@@ -160,10 +168,7 @@ impl Publisher {
         let mut link_open = true;
         let mut jobs_open = true;
         loop {
-            // Before writing: the limit the device link learned meanwhile.
-            let limit = self.counters.broker_max_packet.load(Ordering::Relaxed);
-            self.delivery
-                .set_broker_limit((limit > 0).then_some(limit as usize));
+            self.follow_broker_limit();
             self.follow_reload();
             self.step(Event::Tick);
             self.show_gauges();
@@ -301,18 +306,30 @@ impl Publisher {
             .store(mono_ms(by), Ordering::Relaxed);
     }
 
+    /// Hands `event` to the policy, a SIGHUP's settings first (this loop
+    /// is not woken for a reload).
     fn step(&mut self, event: Event) {
-        // A SIGHUP's settings before anything is decided (this loop is
-        // not woken for a reload).
         self.follow_reload();
-        let actions = self.delivery.handle(event, now());
-        self.perform(actions);
+        self.handle(event);
     }
 
-    /// Performs `actions` in order; the answer to a request is handed to the
-    /// policy (and what it asks for then done) before the next action.
-    fn perform(&mut self, actions: Vec<Action>) {
+    /// Hands `event` to the policy and performs what it says; the answer
+    /// to a request (always the last action of a list) goes back to it in
+    /// turn, until it asks for nothing more.
+    fn handle(&mut self, event: Event) {
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            let actions = self.delivery.handle(event, now());
+            next = self.perform(actions);
+        }
+    }
+
+    /// Performs `actions` in order; returns the answer to the request that
+    /// ends the list, if it does.
+    fn perform(&mut self, actions: Vec<Action>) -> Option<Event> {
+        let mut answer = None;
         for action in actions {
+            debug_assert!(answer.is_none(), "a request ends its list");
             match action {
                 Action::Log(level, line) => log::log!(level, "{line}"),
                 Action::LogLimited(kind, level, line) => {
@@ -329,22 +346,15 @@ impl Publisher {
                 Action::Notice { to, line } => {
                     to.offer("status line", line);
                 }
-                Action::Spool(op) => {
-                    if let Some(outcome) = self.spool(op) {
-                        self.step(Event::Spool(outcome));
-                    }
-                }
-                Action::Write(packets) => {
-                    let written = self.write(&packets);
-                    self.step(Event::Written(written));
-                }
+                Action::Spool(op) => answer = self.spool(op).map(Event::Spool),
+                Action::Write(packets) => answer = Some(Event::Written(self.write(&packets))),
                 Action::Disconnect(packets) => {
                     self.link.closing.store(true, Ordering::Relaxed);
                     let written = match self.wire.take() {
                         Some(wire) => wire.write_all(&packets).map_err(WriteError::Io),
                         None => Err(WriteError::NotConnected),
                     };
-                    self.step(Event::Written(written));
+                    answer = Some(Event::Written(written));
                 }
                 Action::DropLink(why) => {
                     // The publish link hears of it and reports the link down.
@@ -355,6 +365,7 @@ impl Publisher {
                 }
             }
         }
+        answer
     }
 
     fn count(&self, count: Count) {

@@ -11,7 +11,6 @@ use log::Level;
 
 use super::seen::Remembered;
 use super::{Action, Count, Delivery, Durability, Now, SpoolOp, CONNECTED_BACKLOG, WINDOW};
-use crate::config::Config;
 use crate::delivery::item::Accepted;
 use crate::delivery::spool::Replayed;
 use crate::ops::{redact, time};
@@ -187,19 +186,13 @@ impl Delivery {
     /// right (before this binary was built, or in the future: the clock jumped,
     /// as on a gateway without a real-time clock before and after NTP) gives an
     /// unknown age, and such a command is published rather than expired.
-    pub(super) fn replay(
-        &mut self,
-        live: Vec<Replayed>,
-        config: &Config,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn replay(&mut self, live: Vec<Replayed>, now: Now, out: &mut Vec<Action>) {
         let mut unknown_age = 0;
         for r in live {
             out.push(Action::Count(Count::Replayed));
             let age = time::age(r.received, now.wall);
             let held = r.held;
-            let Some(job) = self.revive(r, config, age, now, out) else {
+            let Some(job) = self.revive(r, age, now, out) else {
                 out.push(Action::Count(Count::Rejected));
                 continue;
             };
@@ -242,7 +235,6 @@ impl Delivery {
     fn revive(
         &self,
         r: Replayed,
-        config: &Config,
         age: Option<Duration>,
         now: Now,
         out: &mut Vec<Action>,
@@ -260,7 +252,8 @@ impl Delivery {
         let received = age
             .and_then(|age| now.mono.checked_sub(age))
             .unwrap_or(now.mono);
-        let mut job = Accepted::new(cmd, config, received, r.received);
+        let topic = self.settings.topic_for(&cmd.unit);
+        let mut job = Accepted::new(cmd, topic, received, r.received);
         job.camera = camera;
         Some(job)
     }

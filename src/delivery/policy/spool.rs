@@ -15,7 +15,6 @@ use log::Level;
 use super::{
     Action, Awaiting, Delivery, Durability, Found, Now, Opening, SpoolOp, SpoolOutcome, SPOOL_RETRY,
 };
-use crate::config::Config;
 use crate::delivery::spool::{Aside, Recovery, SpoolError};
 
 impl Delivery {
@@ -24,15 +23,14 @@ impl Delivery {
     /// holding just them. A spool that cannot be read or written does not
     /// stop the start (that is for configuration errors): the relay runs
     /// without it, logged at error, until it can be written again.
-    pub fn start(&mut self, found: Found, config: &Config, now: Now) -> Vec<Action> {
-        let mut out = Vec::new();
+    pub(super) fn start(&mut self, found: Found, now: Now, out: &mut Vec<Action>) {
         let Some(path) = self.settings.spool.clone() else {
-            return out;
+            return;
         };
         let path = path.display();
         let (recovery, mut move_first) = match found {
             Found::Untrusted(why) => {
-                self.log(&mut out, Level::Error, || {
+                self.log(out, Level::Error, || {
                     format!(
                         "spool {path}: {why}: another user could have written it, so its commands \
                          are not replayed (the file is moved aside as untrusted and a new \
@@ -42,7 +40,7 @@ impl Delivery {
                 (Recovery::default(), Some(Aside::Untrusted))
             }
             Found::Unreadable(e) => {
-                self.log(&mut out, Level::Error, || {
+                self.log(out, Level::Error, || {
                     format!(
                         "spool {path}: cannot be read: {e}; its commands are not replayed \
                          (the file is kept, moved aside before a new spool is written)"
@@ -53,7 +51,7 @@ impl Delivery {
             Found::Read(recovery) => (recovery, None),
         };
         if !recovery.damaged.is_empty() {
-            self.log(&mut out, Level::Warn, || {
+            self.log(out, Level::Warn, || {
                 format!(
                     "spool {path}: {} damaged bytes in {} places skipped; the {} intact commands \
                      around them are kept, and the file is moved aside for inspection",
@@ -65,24 +63,23 @@ impl Delivery {
             move_first = Some(Aside::Damaged);
         }
         if let Some((offset, len)) = recovery.torn_tail {
-            self.log(&mut out, Level::Warn, || {
+            self.log(out, Level::Warn, || {
                 format!(
                     "spool {path}: a record cut short at offset {offset} ({len} bytes, a write \
                      interrupted by a crash) skipped"
                 )
             });
         }
-        self.replay(recovery.live, config, now, &mut out);
+        self.replay(recovery.live, now, out);
         if !self.ledger.is_empty() {
             let queued = self.ledger.len();
-            self.log(&mut out, Level::Info, || {
+            self.log(out, Level::Info, || {
                 format!(
                     "spool {path}: {queued} unacknowledged commands from the last run queued first"
                 )
             });
         }
-        self.request_open(Opening::Start, move_first, None, &mut out);
-        out
+        self.request_open(Opening::Start, move_first, None, out);
     }
 
     /// Asks for the spool to be written afresh with everything pending.

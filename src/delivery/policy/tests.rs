@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{Level, LevelFilter};
 
 use super::{
-    Action, Count, Delivery, Ending, Event, Found, Now, Settings, SpoolOp, SpoolOutcome,
+    Action, Count, Delivery, Ending, Event, Found, Now, Reload, Settings, SpoolOp, SpoolOutcome,
     WriteError, IDLE_WAIT, WINDOW,
 };
 use crate::config::{Config, Lifetimes};
@@ -33,6 +33,7 @@ fn settings() -> Settings {
         puback_within: Duration::from_secs(120),
         max_packet: None,
         device_timeout: Duration::from_secs(90),
+        command_topic: Config::default().command_topic,
         serial_after: vec![
             CommandType::Fmw,
             CommandType::App,
@@ -49,6 +50,17 @@ fn ttl(secs: u64) -> Lifetimes {
     Lifetimes {
         ttl: Some(Duration::from_secs(secs)),
         per_type: Vec::new(),
+    }
+}
+
+/// A reload that sets `lifetimes` and leaves [`settings`] as they are.
+fn reload(lifetimes: Lifetimes) -> Reload {
+    let s = settings();
+    Reload {
+        lifetimes,
+        device_timeout: s.device_timeout,
+        puback_within: s.puback_within,
+        max_packet: s.max_packet,
     }
 }
 
@@ -242,8 +254,7 @@ impl Rig {
     }
 
     fn start(&mut self, found: Found) {
-        let actions = self.d.start(found, &Config::default(), self.now());
-        self.perform(actions);
+        self.event(Event::Start(found));
     }
 
     fn tick(&mut self) {
@@ -260,7 +271,8 @@ impl Rig {
     fn job(&self, cmd: &str, ok_lines: bool) -> Accepted {
         let cmd = command::validate(&payload(cmd), true).expect("a valid command");
         let now = self.now();
-        let mut job = Accepted::new(cmd, &Config::default(), now.mono, now.wall);
+        let topic = Config::default().command_topic_for(&cmd.unit);
+        let mut job = Accepted::new(cmd, topic, now.mono, now.wall);
         job.peer = Some(PEER.parse().expect("an address"));
         job.reply = Some(StatusOwed::new(&self.outbox, ok_lines));
         job
@@ -1061,7 +1073,7 @@ fn the_smaller_of_the_configured_and_the_announced_limit_applies() {
         max_packet: Some(1000),
         ..settings()
     });
-    r.d.set_broker_limit(Some(70));
+    r.event(Event::BrokerLimit(Some(70)));
     r.up();
     let big = format!("a/{}", "9".repeat(40));
     r.send(&["b/1", &big], true);

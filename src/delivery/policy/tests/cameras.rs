@@ -57,7 +57,8 @@ impl Cams {
         let (cmd, camera) =
             command::validate_with_camera(&payload, true, Some("camera")).expect("a valid command");
         let now = self.r.now();
-        let mut job = Accepted::new(cmd, &Config::default(), now.mono, now.wall);
+        let topic = Config::default().command_topic_for(&cmd.unit);
+        let mut job = Accepted::new(cmd, topic, now.mono, now.wall);
         job.camera = camera;
         job.peer = Some(PEER.parse().expect("an address"));
         job.reply = Some(match lines {
@@ -496,11 +497,11 @@ fn a_camera_never_seen_waits_unseen_wait_then_goes_unconfirmed() {
 #[test]
 fn a_camera_remembered_waits_for_its_heartbeat_however_long_it_takes() {
     let mut r = Rig::new(spooled_settings());
-    r.d.remember(&[Remembered {
+    r.event(Event::Remember(vec![Remembered {
         camera: "cam".into(),
         offline: true,
         interval: Some(I),
-    }]);
+    }]));
     let now = r.now().wall;
     let live = vec![Replayed {
         received: now,
@@ -561,7 +562,7 @@ fn a_reload_shortens_the_lifetime_of_held_and_unconfirmed_commands() {
     c.learn("cam");
     c.send("cam", &["v/1"], Lines::Camera);
     c.r.ack_all();
-    c.r.d.set_lifetimes(ttl(10));
+    c.r.event(Event::Reload(reload(ttl(10))));
     c.wait(Duration::from_secs(11));
     assert_eq!(c.r.d.held(), 0, "held past its new lifetime");
     assert_eq!(c.r.d.unconfirmed(), 0, "unconfirmed past its new lifetime");
