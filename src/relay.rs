@@ -34,7 +34,7 @@ use crate::backend::session::Shared;
 use crate::backend::sockets::{self, Listening};
 use crate::checks;
 use crate::config::{self, Changes, Config, Live};
-use crate::delivery::item::{Accepted, OperatorRequest, OPERATOR_CHANNEL};
+use crate::delivery::item::{Handover, OperatorRequest, OPERATOR_CHANNEL};
 use crate::delivery::presence::{HeldView, Presence};
 use crate::delivery::publisher::Publisher;
 use crate::devices::link::DeviceLink;
@@ -388,7 +388,7 @@ impl Wiring {
         let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
         let publish_link = self.spawn_publish_link(&client_id, tls, state.clone(), link_tx)?;
         let device_link = self.spawn_device_link(&client_id, transport)?;
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Vec<Accepted>>(JOB_CHANNEL);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Handover>(JOB_CHANNEL);
         let publisher = self.spawn_publisher(publisher.with_state(state), jobs_rx, link_rx)?;
         let (handed_tx, handed_rx) = crossbeam_channel::bounded::<Lingering>(64);
         let (wake_tx, woken) = crossbeam_channel::bounded(1);
@@ -461,7 +461,7 @@ impl Wiring {
     fn spawn_publisher(
         &self,
         publisher: Publisher,
-        jobs: Receiver<Vec<Accepted>>,
+        jobs: Receiver<Handover>,
         link: Receiver<LinkEvent>,
     ) -> Result<JoinHandle<()>, Error> {
         let intake = self.intake.clone();
@@ -489,7 +489,7 @@ impl Wiring {
     fn spawn_listener(
         &self,
         sockets: Vec<Listening>,
-        jobs: Sender<Vec<Accepted>>,
+        jobs: Sender<Handover>,
         lingering: Sender<Lingering>,
         lingering_wake: Sender<()>,
     ) -> Result<JoinHandle<()>, Error> {

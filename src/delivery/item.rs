@@ -6,7 +6,7 @@
 use crate::ops::transport::Peer;
 use std::time::{Instant, SystemTime};
 
-use crate::delivery::outbox::{self, Outbox, StatusOwed};
+use crate::delivery::outbox::{self, Claims, Outbox};
 use crate::delivery::spool::LiveCommand;
 use crate::protocol::command::{Command, CommandType};
 use crate::protocol::control::Control;
@@ -24,8 +24,8 @@ pub struct Accepted {
     pub received_wall: SystemTime,
     /// The backend it came from; None when replayed from the spool.
     pub peer: Option<Peer>,
-    /// Where its status line goes, when its connection wants any.
-    pub reply: Option<StatusOwed>,
+    /// Where its status lines go, when its connection wants any.
+    pub reply: Option<ReplyTo>,
     /// The camera its `PRESENCE_FIELD` names, as sent: while that camera is
     /// offline the command is held (policy/hold.rs).
     pub camera: Option<String>,
@@ -80,6 +80,39 @@ impl Accepted {
             self.id.as_deref(),
             error,
         )
+    }
+}
+
+/// Where a command's status lines go, and which: pure data. The claim
+/// that keeps a half-closed connection waiting for them travels beside the
+/// command ([`Handover`]) and is held by the publisher (`replies.rs`); the
+/// policy says when a command's last line is decided by handing its
+/// `ReplyTo` back (not `Clone`: one command, one last line).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The connection, as the listener numbered it ([`Outbox::id`]).
+    pub conn: u64,
+    /// `ok` lines too, not only errors (`ACK_MODE = all` or `camera`, or asked for).
+    pub ok_lines: bool,
+    /// `delivered` and `resent` lines too (`ACK_MODE = camera`): the last
+    /// line is the camera's confirmation.
+    pub camera_lines: bool,
+}
+
+/// What a session hands the publisher at once: the commands framed from
+/// one read, and the claims on status lines they took on its connection.
+pub struct Handover {
+    pub jobs: Vec<Accepted>,
+    /// One per command with a [`ReplyTo`]; given back when dropped unread.
+    pub claims: Option<Claims>,
+}
+
+impl std::ops::Index<usize> for Handover {
+    type Output = Accepted;
+
+    /// The commands in the order they were read.
+    fn index(&self, i: usize) -> &Accepted {
+        &self.jobs[i]
     }
 }
 

@@ -10,5 +10,6 @@ pub(crate) mod outbox;
 pub(crate) mod policy;
 pub(crate) mod presence;
 pub(crate) mod publisher;
+pub(crate) mod replies;
 pub(crate) mod settings;
 pub(crate) mod spool;

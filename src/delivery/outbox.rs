@@ -43,7 +43,7 @@ struct Inner {
     id: u64,
     peer: Peer,
     queue: Mutex<Queue>,
-    /// Commands of this connection still owed a status line (see [`StatusOwed`]).
+    /// Commands of this connection still owed a status line (see [`Claims`]).
     owed: AtomicUsize,
     dropped: Counter,
     /// Device replies go out wrapped (`{"reply":…,"unit":…}`): the
@@ -177,48 +177,69 @@ impl Outbox {
         queue.wake = wake;
     }
 
-    fn nudge(&self) {
-        let _ = self.queue().wake.try_send(());
+    /// `n` claims end. The lingering thread releases a connection once
+    /// nothing is owed: only the last claim's going is news (a line
+    /// written wakes it anyway).
+    fn release(&self, n: usize) {
+        if n > 0 && self.inner.owed.fetch_sub(n, Ordering::SeqCst) == n {
+            let _ = self.queue().wake.try_send(());
+        }
     }
 }
 
-/// A command's claim on a status line: counted by its connection while it
-/// lives, so a backend that half-closes still gets its lines (for at most
-/// `lingering::LINGER_MAX`, however long the command waits).
-pub struct StatusOwed {
-    pub outbox: Outbox,
-    /// `ok` lines too, not only errors (`ACK_MODE = all` or `camera`, or asked for).
-    pub ok_lines: bool,
-    /// `delivered` and `resent` lines too (`ACK_MODE = camera`): the claim
-    /// lasts until the camera confirmed the command.
-    pub camera_lines: bool,
+/// Commands' claims on status lines of one connection, counted by it while
+/// they last, so a backend that half-closes still gets its lines (for at
+/// most `lingering::LINGER_MAX`, however long the commands wait). Its
+/// session takes one per command it hands over; the publisher keeps them
+/// (`replies.rs`) and gives one back when a command's last line is
+/// decided; dropped, all are given back.
+pub struct Claims {
+    outbox: Outbox,
+    count: usize,
 }
 
-impl StatusOwed {
-    pub fn new(outbox: &Outbox, ok_lines: bool) -> Self {
-        outbox.inner.owed.fetch_add(1, Ordering::SeqCst);
-        StatusOwed {
+impl Claims {
+    /// No claims yet on `outbox`'s lines.
+    pub fn new(outbox: &Outbox) -> Claims {
+        Claims {
             outbox: outbox.clone(),
-            ok_lines,
-            camera_lines: false,
+            count: 0,
         }
     }
 
-    /// A claim that lasts until the camera confirmed the command.
-    pub fn until_confirmed(outbox: &Outbox) -> Self {
-        let mut owed = StatusOwed::new(outbox, true);
-        owed.camera_lines = true;
-        owed
+    /// One more command claims a line.
+    pub fn take_one(&mut self) {
+        self.outbox.inner.owed.fetch_add(1, Ordering::SeqCst);
+        self.count += 1;
+    }
+
+    /// `other`'s claims (on the same connection's lines) become these.
+    pub fn join(&mut self, mut other: Claims) {
+        debug_assert_eq!(self.outbox.id(), other.outbox.id());
+        self.count += std::mem::take(&mut other.count);
+    }
+
+    /// One command's line is decided: its claim ends.
+    pub fn give_back_one(&mut self) {
+        if self.count > 0 {
+            self.count -= 1;
+            self.outbox.release(1);
+        }
+    }
+
+    /// Claims held.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 }
 
-impl Drop for StatusOwed {
+impl Drop for Claims {
     fn drop(&mut self) {
-        // The lingering thread releases a connection once nothing is owed:
-        // only the last claim's going is news (a line written wakes it anyway).
-        if self.outbox.inner.owed.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.outbox.nudge();
-        }
+        self.outbox.release(std::mem::take(&mut self.count));
     }
 }
 
@@ -492,19 +513,33 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_counts_until_dropped_and_wakes_whoever_listens() {
+    fn claims_count_until_given_back_or_dropped_and_wake_whoever_listens() {
         let (outbox, woken) = outbox();
-        let claim = StatusOwed::new(&outbox, true);
-        assert_eq!(outbox.owed(), 1);
+        let mut claims = Claims::new(&outbox);
+        claims.take_one();
+        let mut more = Claims::new(&outbox);
+        more.take_one();
+        more.take_one();
+        claims.join(more);
+        assert_eq!(outbox.owed(), 3, "joined, none given back");
         let (wake, lingerer) = crossbeam_channel::bounded(1);
         outbox.rewire(wake);
         let _ = lingerer.try_recv();
-        drop(claim);
+        claims.give_back_one();
+        assert_eq!(outbox.owed(), 2);
+        assert!(lingerer.try_recv().is_err(), "not the last: no news");
+        drop(claims);
         assert_eq!(outbox.owed(), 0);
         assert!(
             lingerer.try_recv().is_ok(),
             "the lingering thread hears of it"
         );
         assert!(woken.try_recv().is_err(), "the old writer does not");
+        let mut last = Claims::new(&outbox);
+        last.take_one();
+        last.give_back_one();
+        last.give_back_one();
+        assert_eq!(outbox.owed(), 0, "never below what was taken");
+        assert!(lingerer.try_recv().is_ok());
     }
 }

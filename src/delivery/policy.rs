@@ -27,9 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{Level, LevelFilter};
 
-use crate::delivery::item::Accepted;
+use crate::delivery::item::{Accepted, ReplyTo};
 use crate::delivery::ledger::{Ledger, Weighed};
-use crate::delivery::outbox::{Outbox, StatusOwed};
 pub use crate::delivery::settings::{Reload, Settings};
 use crate::delivery::spool::{Aside, LiveCommand, Recovery, SpoolError};
 use crate::ops::log_limit::Kind;
@@ -124,11 +123,12 @@ pub enum Event {
     Acked(Vec<u16>),
     /// What the device side saw, in the order it saw it.
     Sightings(Vec<Sighting>),
-    /// An operator's request (`ms500-relay held`, `cancel`) from the
-    /// connection `to`, sent by `by`: answered with lines to it.
+    /// An operator's request (`ms500-relay held`, `cancel`) on the
+    /// connection `conn`, sent by `by`: answered with lines to it, then
+    /// [`Action::Answered`].
     Operator {
         request: crate::protocol::control::Control,
-        to: Outbox,
+        conn: u64,
         by: String,
     },
     /// The answer to [`Action::Write`] or [`Action::Disconnect`].
@@ -252,18 +252,23 @@ pub enum Action {
     /// logged, the rest summed up (`log_limit`).
     LogLimited(Kind, Level, String),
     Count(Count),
-    /// Offer this status line (if any: `ok` lines only go where asked for)
-    /// to a connection; the command's claim on a line ends either way.
-    Status {
-        to: StatusOwed,
+    /// A command's last status line, if any (`ok` lines only go where
+    /// asked for), to its connection: its claim on a line ends either way.
+    Done {
+        reply: ReplyTo,
         line: Option<Vec<u8>>,
     },
     Spool(SpoolOp),
     /// Offer a line to a connection without ending a claim (a held
-    /// command's `held` line; its `ok` or error comes later).
-    Notice {
-        to: Outbox,
+    /// command's `held` line, whose `ok` or error comes later; a line of
+    /// an answer to an operator).
+    Line {
+        conn: u64,
         line: Vec<u8>,
+    },
+    /// The operator's request on this connection is answered.
+    Answered {
+        conn: u64,
     },
     /// Request: write these PUBLISH packets to the broker's connection.
     Write(Vec<u8>),
@@ -283,19 +288,19 @@ impl std::fmt::Debug for Action {
                 write!(f, "LogLimited({kind:?}, {level}, {line:?})")
             }
             Action::Count(count) => write!(f, "Count({count:?})"),
-            Action::Status { to, line } => write!(
+            Action::Done { reply, line } => write!(
                 f,
-                "Status(to connection {}: {:?})",
-                to.outbox.id(),
+                "Done(to connection {}: {:?})",
+                reply.conn,
                 line.as_deref().map(String::from_utf8_lossy)
             ),
             Action::Spool(op) => write!(f, "Spool({op:?})"),
-            Action::Notice { to, line } => write!(
+            Action::Line { conn, line } => write!(
                 f,
-                "Notice(to connection {}: {:?})",
-                to.id(),
+                "Line(to connection {conn}: {:?})",
                 String::from_utf8_lossy(line)
             ),
+            Action::Answered { conn } => write!(f, "Answered(connection {conn})"),
             Action::Write(packets) => write!(f, "Write({} bytes)", packets.len()),
             Action::Disconnect(packets) => write!(f, "Disconnect({} bytes)", packets.len()),
             Action::DropLink(why) => write!(f, "DropLink({why:?})"),
@@ -468,7 +473,9 @@ impl Delivery {
             }
             Event::LinkUp => self.link_up(&mut out),
             Event::Sightings(sightings) => self.sightings(sightings, now, &mut out),
-            Event::Operator { request, to, by } => self.operator(request, &to, &by, now, &mut out),
+            Event::Operator { request, conn, by } => {
+                self.operator(request, conn, &by, now, &mut out)
+            }
             Event::LinkDown => self.link_down(now, &mut out),
             Event::LinkDraining => self.lose_wire(),
             Event::LinkClosed => self.link_closed(&mut out),

@@ -23,12 +23,13 @@ use crossbeam_channel::{select, Receiver};
 use log::{Level, LevelFilter};
 
 use crate::config::{Config, Live};
-use crate::delivery::item::{Accepted, OperatorRequest};
+use crate::delivery::item::{Handover, OperatorRequest};
 use crate::delivery::policy::{
     Action, Count, Delivery, Event, Found, Now, Reload, Remembered, Settings, SpoolOp,
     SpoolOutcome, WriteError,
 };
 use crate::delivery::presence::{Held, HeldView, Presence};
+use crate::delivery::replies::Replies;
 use crate::delivery::spool::{Aside, Spool, SpoolError};
 use crate::error::Error;
 use crate::mqtt::publish_link::{LinkEvent, LinkShared, StateMessages};
@@ -60,6 +61,8 @@ pub struct Publisher {
     operator: Receiver<OperatorRequest>,
     /// The broker limit the policy was last told of.
     broker_limit: Option<usize>,
+    /// The connections owed lines, which the policy knows by number only.
+    replies: Replies,
 }
 
 impl Publisher {
@@ -87,6 +90,7 @@ impl Publisher {
             live: None,
             operator: crossbeam_channel::never(),
             broker_limit: None,
+            replies: Replies::default(),
         };
         // Before the spool's commands come back: a camera remembered is
         // known (its commands wait for its heartbeat however long it takes).
@@ -153,7 +157,7 @@ impl Publisher {
 
     pub fn run(
         mut self,
-        jobs: Receiver<Vec<Accepted>>,
+        jobs: Receiver<Handover>,
         link: Receiver<LinkEvent>,
         intake: Stop,
         link_stop: Stop,
@@ -211,7 +215,8 @@ impl Publisher {
                 recv(intake_rx) -> _ => {},
                 recv(self.operator) -> asked => {
                     if let Ok(OperatorRequest { request, to, by }) = asked {
-                        self.step(Event::Operator { request, to, by });
+                        let conn = self.replies.asked(&to);
+                        self.step(Event::Operator { request, conn, by });
                     }
                 },
                 recv(self.presence.bell()) -> _ => {
@@ -222,21 +227,29 @@ impl Publisher {
             }
             self.promise_turn(Instant::now());
         }
-        let unread = jobs.try_iter().map(|batch| batch.len()).sum();
+        let unread = jobs.try_iter().map(|batch| batch.jobs.len()).sum();
         self.step(Event::Close { unread });
         link_stop.trigger();
         log::debug!("publisher stopped");
     }
 
     /// Everything that arrived together is one batch: one spool sync.
-    fn take_jobs(&mut self, batch: Vec<Accepted>, jobs: &Receiver<Vec<Accepted>>) {
-        self.step(Event::Batch(batch));
+    fn take_jobs(&mut self, batch: Handover, jobs: &Receiver<Handover>) {
+        self.take_batch(batch);
         while self.delivery.reads_more() {
             match jobs.try_recv() {
-                Ok(more) => self.step(Event::Batch(more)),
+                Ok(more) => self.take_batch(more),
                 Err(_) => break,
             }
         }
+    }
+
+    /// The commands to the policy, their claims on status lines kept here.
+    fn take_batch(&mut self, batch: Handover) {
+        if let Some(claims) = batch.claims {
+            self.replies.take(claims);
+        }
+        self.step(Event::Batch(batch.jobs));
     }
 
     fn on_link(&mut self, event: LinkEvent) {
@@ -338,14 +351,9 @@ impl Publisher {
                     }
                 }
                 Action::Count(count) => self.count(count),
-                Action::Status { to, line } => {
-                    if let Some(line) = line {
-                        to.outbox.offer("status line", line);
-                    }
-                }
-                Action::Notice { to, line } => {
-                    to.offer("status line", line);
-                }
+                Action::Done { reply, line } => self.replies.done(reply.conn, line),
+                Action::Line { conn, line } => self.replies.line(conn, line),
+                Action::Answered { conn } => self.replies.answered(conn),
                 Action::Spool(op) => answer = self.spool(op).map(Event::Spool),
                 Action::Write(packets) => answer = Some(Event::Written(self.write(&packets))),
                 Action::Disconnect(packets) => {

@@ -29,7 +29,7 @@ use super::seen::Seen;
 use super::write::report;
 use super::{Action, Count, Delivery, Durability, Now, Settings, SpoolOp};
 use crate::delivery::item::Accepted;
-use crate::delivery::outbox::{self, Outbox};
+use crate::delivery::outbox;
 use crate::ops::log_limit::Kind;
 use crate::protocol::command::CommandType;
 use crate::protocol::control::Control;
@@ -488,8 +488,8 @@ impl Delivery {
             ));
         }
         if let Some(reply) = job.reply.as_ref().filter(|r| r.ok_lines) {
-            out.push(Action::Notice {
-                to: reply.outbox.clone(),
+            out.push(Action::Line {
+                conn: reply.conn,
                 line: outbox::held_line(job.kind.as_str(), &job.unit, job.id.as_deref(), camera),
             });
         }
@@ -516,8 +516,8 @@ impl Delivery {
         // claim on the last word stays with the command.
         match job.reply.as_ref() {
             _ if !first => {}
-            Some(r) if r.camera_lines => out.push(Action::Notice {
-                to: r.outbox.clone(),
+            Some(r) if r.camera_lines => out.push(Action::Line {
+                conn: r.conn,
                 line: outbox::ok_line_for_camera(
                     job.kind.as_str(),
                     &job.unit,
@@ -758,7 +758,7 @@ impl Delivery {
                 job.id.as_deref().unwrap_or("-"),
             )
         });
-        if let Some(to) = job.reply.take() {
+        if let Some(reply) = job.reply.take() {
             let line = outbox::camera_line(
                 "delivered",
                 job.kind.as_str(),
@@ -767,8 +767,8 @@ impl Delivery {
                 job.camera.as_deref().unwrap_or_default(),
                 None,
             );
-            out.push(Action::Status {
-                to,
+            out.push(Action::Done {
+                reply,
                 line: Some(line),
             });
         }
@@ -824,8 +824,8 @@ impl Delivery {
             let job = sent.job;
             out.push(Action::Count(Count::Resent(reason)));
             if let Some(r) = job.reply.as_ref().filter(|r| r.camera_lines) {
-                out.push(Action::Notice {
-                    to: r.outbox.clone(),
+                out.push(Action::Line {
+                    conn: r.conn,
                     line: outbox::camera_line(
                         "resent",
                         job.kind.as_str(),
@@ -1224,22 +1224,23 @@ impl Delivery {
     pub(super) fn operator(
         &mut self,
         request: Control,
-        to: &Outbox,
+        conn: u64,
         by: &str,
         now: Now,
         out: &mut Vec<Action>,
     ) {
         match request {
-            Control::Held { camera } => self.list_held(camera.as_deref(), to, now, out),
+            Control::Held { camera } => self.list_held(camera.as_deref(), conn, now, out),
             Control::Cancel { camera, types } => {
-                self.cancel(&camera, &types, to, by, now, out);
+                self.cancel(&camera, &types, conn, by, now, out);
             }
         }
+        out.push(Action::Answered { conn });
     }
 
     /// One line per command held or unconfirmed (for `camera`, or all),
     /// camera by camera, then a closing line with the totals.
-    fn list_held(&self, camera: Option<&str>, to: &Outbox, now: Now, out: &mut Vec<Action>) {
+    fn list_held(&self, camera: Option<&str>, conn: u64, now: Now, out: &mut Vec<Action>) {
         let timeout = self.settings.device_timeout;
         let only = camera.map(|c| self.hold.seen.fingerprint(&c.to_ascii_lowercase()));
         let mut queues: Vec<(&u64, &Queue)> = self
@@ -1271,10 +1272,7 @@ impl Delivery {
                     unconfirmed += 1;
                 }
                 let line = self.held_line(job, state, how, now);
-                out.push(Action::Notice {
-                    to: to.clone(),
-                    line,
-                });
+                out.push(Action::Line { conn, line });
             }
         }
         let end = ordered(&[
@@ -1284,10 +1282,7 @@ impl Delivery {
             ("unconfirmed", unconfirmed.into()),
             ("cameras", queues.len().into()),
         ]);
-        out.push(Action::Notice {
-            to: to.clone(),
-            line: end,
-        });
+        out.push(Action::Line { conn, line: end });
     }
 
     /// `{"control":"held",…}`: one command as `ms500-relay held` shows it.
@@ -1324,7 +1319,7 @@ impl Delivery {
         &mut self,
         camera: &str,
         types: &[CommandType],
-        to: &Outbox,
+        conn: u64,
         by: &str,
         now: Now,
         out: &mut Vec<Action>,
@@ -1353,7 +1348,7 @@ impl Delivery {
                 continue;
             };
             cancelled += 1;
-            self.cancelled(seq, job, was, to, by, out);
+            self.cancelled(seq, job, was, conn, by, out);
         }
         self.reschedule(fp, now.mono);
         self.hold.tidy(fp);
@@ -1363,10 +1358,7 @@ impl Delivery {
             ("camera", camera.into()),
             ("cancelled", cancelled.into()),
         ]);
-        out.push(Action::Notice {
-            to: to.clone(),
-            line: end,
-        });
+        out.push(Action::Line { conn, line: end });
     }
 
     fn cancelled(
@@ -1374,7 +1366,7 @@ impl Delivery {
         seq: u64,
         mut job: Accepted,
         was: &'static str,
-        to: &Outbox,
+        conn: u64,
         by: &str,
         out: &mut Vec<Action>,
     ) {
@@ -1405,10 +1397,7 @@ impl Delivery {
             ("unit", job.unit.clone().into()),
             ("id", id.into()),
         ]);
-        out.push(Action::Notice {
-            to: to.clone(),
-            line,
-        });
+        out.push(Action::Line { conn, line });
         report(&mut job, Some("cancelled by the operator"), out);
     }
 }

@@ -1,5 +1,8 @@
+//! The policy alone: events in, actions out, checked as the publisher
+//! would perform them. No outbox, channel, socket, file or thread: status
+//! lines are recorded by connection number, and claims counted.
+
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter};
@@ -8,13 +11,17 @@ use super::{
     Action, Count, Delivery, Ending, Event, Found, Now, Reload, Settings, SpoolOp, SpoolOutcome,
     WriteError, IDLE_WAIT, WINDOW,
 };
-use crate::config::{Config, Lifetimes};
-use crate::delivery::item::Accepted;
-use crate::delivery::outbox::{Outbox, StatusOwed};
+use crate::config::{self, Lifetimes};
+use crate::delivery::item::{Accepted, ReplyTo};
 use crate::delivery::spool::{Aside, Recovery, Replayed, SpoolError};
 use crate::protocol::command::{self, CommandType};
 
 const PEER: &str = "192.0.2.7:4000";
+/// The connection commands come from.
+const CONN: u64 = 1;
+/// The connection an operator asks on.
+const OPERATOR: u64 = 2;
+const COMMAND_TOPIC: &str = "/service/ms500/{unit}/socket";
 
 fn settings() -> Settings {
     Settings {
@@ -33,7 +40,7 @@ fn settings() -> Settings {
         puback_within: Duration::from_secs(120),
         max_packet: None,
         device_timeout: Duration::from_secs(90),
-        command_topic: Config::default().command_topic,
+        command_topic: COMMAND_TOPIC.to_string(),
         serial_after: vec![
             CommandType::Fmw,
             CommandType::App,
@@ -135,7 +142,11 @@ struct Rig {
     at: Duration,
     logs: Vec<(Level, String)>,
     counts: Vec<Count>,
+    /// Lines to [`CONN`], in order.
     status: Vec<String>,
+    /// Lines to [`OPERATOR`], in order, and the requests answered.
+    answers: Vec<String>,
+    answered: usize,
     published: Vec<Published>,
     spool_ops: Vec<SpoolOp>,
     disconnects: Vec<Published>,
@@ -143,14 +154,14 @@ struct Rig {
     drops: Vec<String>,
     spool_answers: VecDeque<SpoolOutcome>,
     write_answers: VecDeque<Result<(), WriteError>>,
-    outbox: Outbox,
-    /// Status claims handed back (with or without a line).
+    /// Commands handed over with a [`ReplyTo`] (a claim on a status line
+    /// each), and claims handed back (with or without a line).
+    claims_taken: usize,
     claims_ended: usize,
 }
 
 impl Rig {
     fn new(settings: Settings) -> Rig {
-        let peer: SocketAddr = PEER.parse().expect("an address");
         let (t0, wall0) = (Instant::now(), SystemTime::now());
         Rig {
             d: Delivery::new(
@@ -166,13 +177,15 @@ impl Rig {
             logs: Vec::new(),
             counts: Vec::new(),
             status: Vec::new(),
+            answers: Vec::new(),
+            answered: 0,
             published: Vec::new(),
             spool_ops: Vec::new(),
             disconnects: Vec::new(),
             drops: Vec::new(),
             spool_answers: VecDeque::new(),
             write_answers: VecDeque::new(),
-            outbox: Outbox::new(1, peer.into()).0,
+            claims_taken: 0,
             claims_ended: 0,
         }
     }
@@ -189,6 +202,9 @@ impl Rig {
     }
 
     fn event(&mut self, event: Event) {
+        if let Event::Batch(jobs) = &event {
+            self.claims_taken += jobs.iter().filter(|job| job.reply.is_some()).count();
+        }
         let actions = self.d.handle(event, self.now());
         self.perform(actions);
     }
@@ -208,16 +224,25 @@ impl Rig {
                     self.logs.push((level, line))
                 }
                 Action::Count(c) => self.counts.push(c),
-                Action::Status { to, line } => {
-                    assert_eq!(to.outbox.id(), 1);
+                Action::Done { reply, line } => {
+                    assert_eq!(reply.conn, CONN);
                     if let Some(line) = line {
                         self.status.push(String::from_utf8(line).expect("UTF-8"));
                     }
                     self.claims_ended += 1;
+                    assert!(self.claims_ended <= self.claims_taken, "one end per claim");
                 }
-                Action::Notice { to, line } => {
-                    assert_eq!(to.id(), 1);
-                    self.status.push(String::from_utf8(line).expect("UTF-8"));
+                Action::Line { conn, line } => {
+                    let line = String::from_utf8(line).expect("UTF-8");
+                    match conn {
+                        CONN => self.status.push(line),
+                        OPERATOR => self.answers.push(line),
+                        other => panic!("a line to connection {other}"),
+                    }
+                }
+                Action::Answered { conn } => {
+                    assert_eq!(conn, OPERATOR);
+                    self.answered += 1;
                 }
                 Action::Spool(op) => {
                     let answer = match &op {
@@ -271,11 +296,21 @@ impl Rig {
     fn job(&self, cmd: &str, ok_lines: bool) -> Accepted {
         let cmd = command::validate(&payload(cmd), true).expect("a valid command");
         let now = self.now();
-        let topic = Config::default().command_topic_for(&cmd.unit);
+        let topic = config::topic_for_unit(COMMAND_TOPIC, &cmd.unit);
         let mut job = Accepted::new(cmd, topic, now.mono, now.wall);
         job.peer = Some(PEER.parse().expect("an address"));
-        job.reply = Some(StatusOwed::new(&self.outbox, ok_lines));
+        job.reply = Some(ReplyTo {
+            conn: CONN,
+            ok_lines,
+            camera_lines: false,
+        });
         job
+    }
+
+    /// Commands whose last line is not decided yet: a half-closed backend
+    /// would linger for them.
+    fn owed(&self) -> usize {
+        self.claims_taken - self.claims_ended
     }
 
     fn up(&mut self) {
@@ -554,7 +589,7 @@ fn ok_lines_go_only_to_connections_that_asked_for_them() {
     assert_eq!(r.counts, [Count::Published]);
     assert!(r.status.is_empty());
     assert_eq!(r.claims_ended, 1, "the claim ends with no line");
-    assert_eq!(r.outbox.owed(), 0);
+    assert_eq!(r.owed(), 0);
     assert_eq!(r.d.queued_bytes(), 0);
 }
 

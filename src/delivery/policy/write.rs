@@ -466,9 +466,9 @@ impl Delivery {
 /// The status line `job` owes its connection, if that wants it (errors
 /// always, `ok` only when asked for); its claim on a line ends either way.
 pub(super) fn report(job: &mut Accepted, error: Option<&str>, out: &mut Vec<Action>) {
-    let Some(to) = job.reply.take() else {
+    let Some(reply) = job.reply.take() else {
         return;
     };
-    let line = (error.is_some() || to.ok_lines).then(|| job.status_line(error));
-    out.push(Action::Status { to, line });
+    let line = (error.is_some() || reply.ok_lines).then(|| job.status_line(error));
+    out.push(Action::Done { reply, line });
 }

@@ -57,14 +57,14 @@ impl Cams {
         let (cmd, camera) =
             command::validate_with_camera(&payload, true, Some("camera")).expect("a valid command");
         let now = self.r.now();
-        let topic = Config::default().command_topic_for(&cmd.unit);
+        let topic = config::topic_for_unit(COMMAND_TOPIC, &cmd.unit);
         let mut job = Accepted::new(cmd, topic, now.mono, now.wall);
         job.camera = camera;
         job.peer = Some(PEER.parse().expect("an address"));
-        job.reply = Some(match lines {
-            Lines::Errors => StatusOwed::new(&self.r.outbox, false),
-            Lines::All => StatusOwed::new(&self.r.outbox, true),
-            Lines::Camera => StatusOwed::until_confirmed(&self.r.outbox),
+        job.reply = Some(ReplyTo {
+            conn: CONN,
+            ok_lines: lines != Lines::Errors,
+            camera_lines: lines == Lines::Camera,
         });
         job
     }
@@ -587,12 +587,12 @@ fn a_held_command_keeps_its_claim_on_a_line_until_it_is_answered() {
     let mut c = Cams::new(settings());
     c.send("new-cam", &["u/1"], Lines::All);
     assert_eq!(c.r.claims_ended, 0);
-    assert_eq!(c.r.outbox.owed(), 1, "a half-closed backend lingers for it");
+    assert_eq!(c.r.owed(), 1, "a half-closed backend lingers for it");
     c.beat("new-cam");
     c.wait(Duration::from_secs(1));
     c.r.ack_all();
     assert_eq!(c.r.claims_ended, 1);
-    assert_eq!(c.r.outbox.owed(), 0);
+    assert_eq!(c.r.owed(), 0);
 }
 
 #[test]
@@ -642,18 +642,17 @@ fn an_operator_lists_and_cancels_what_waits_for_a_camera() {
     c.r.start(Found::Read(Recovery::default()));
     c.send("cam", &["u/1", "u/2"], Lines::All);
     c.send("other", &["v/1"], Lines::All);
-    let to = c.r.outbox.clone();
     c.r.event(Event::Operator {
         request: Control::Held {
             camera: Some("CAM".into()),
         },
-        to: to.clone(),
+        conn: OPERATOR,
         by: "unix:uid=0:pid=1".into(),
     });
+    assert_eq!(c.r.answered, 1);
     let listed: Vec<serde_json::Value> =
-        c.r.status
+        c.r.answers
             .iter()
-            .filter(|l| l.starts_with(r#"{"control""#))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
     assert_eq!(listed.len(), 3, "{listed:?}");
@@ -666,9 +665,15 @@ fn an_operator_lists_and_cancels_what_waits_for_a_camera() {
             camera: "cam".into(),
             types: vec![CommandType::Img],
         },
-        to,
+        conn: OPERATOR,
         by: "unix:uid=0:pid=1".into(),
     });
+    assert_eq!(c.r.answered, 2);
+    assert_eq!(
+        c.r.answers.len(),
+        3 + 3,
+        "a line per command, and the count"
+    );
     assert_eq!(
         c.lines("error"),
         [
