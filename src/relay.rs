@@ -45,7 +45,8 @@ use crate::error::Error;
 use crate::mqtt::brokers::{Brokers, InUse};
 use crate::mqtt::connect::Dialer;
 use crate::mqtt::dialing::Dialing;
-use crate::mqtt::publish_link::{LinkEvent, LinkShared, PublishLink, StateMessages};
+use crate::mqtt::link_messages::{FromPublisher, LinkEvent, Told, FROM_PUBLISHER_CHANNEL};
+use crate::mqtt::publish_link::{LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
@@ -91,6 +92,8 @@ struct Wiring {
     held: Arc<HeldView>,
     /// Operators' requests, from sessions to the publisher.
     operator: (Sender<OperatorRequest>, Receiver<OperatorRequest>),
+    /// What the publisher tells the publish link.
+    to_link: (Sender<FromPublisher>, Receiver<FromPublisher>),
     /// Set on SIGINT/SIGTERM: no new backends, no new commands.
     intake: Stop,
     /// Set by the publisher once it has flushed or given up: the links end.
@@ -187,7 +190,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let publisher = Publisher::new(
         &wiring.config,
         Arc::clone(&wiring.counters),
-        Arc::clone(&wiring.link),
+        wiring.to_link.0.clone(),
         &remembered,
     )?
     .with_presence(Arc::clone(&wiring.presence), Arc::clone(&wiring.held))
@@ -350,7 +353,6 @@ impl Wiring {
         let counters = Arc::new(Counters::default());
         let link = Arc::new(LinkShared {
             broker_in_use: Arc::new(InUse::new(config.broker_list().first().clone())),
-            ..LinkShared::default()
         });
         counters.link_down();
         Wiring {
@@ -359,6 +361,7 @@ impl Wiring {
             presence: Arc::default(),
             held: Arc::default(),
             operator: crossbeam_channel::bounded(OPERATOR_CHANNEL),
+            to_link: crossbeam_channel::bounded(FROM_PUBLISHER_CHANNEL),
             live: Arc::new(Live::new(Config::clone(&config))),
             config,
             started,
@@ -429,6 +432,7 @@ impl Wiring {
             },
             state,
             events,
+            told: Told::new(self.to_link.1.clone()),
             shared: Arc::clone(&self.link),
             counters: Arc::clone(&self.counters),
             stop: self.link_stop.clone(),

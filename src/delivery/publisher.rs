@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, Sender};
 use log::{Level, LevelFilter};
 
 use crate::config::{Config, Live};
@@ -32,12 +32,17 @@ use crate::delivery::presence::{Held, HeldView, Presence};
 use crate::delivery::replies::Replies;
 use crate::delivery::spool::{Aside, Spool, SpoolError};
 use crate::error::Error;
-use crate::mqtt::publish_link::{LinkEvent, LinkShared, StateMessages};
+use crate::mqtt::link_messages::{FromPublisher, LinkEvent, ToLink};
+use crate::mqtt::publish_link::StateMessages;
 use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::time::{mono_ms, unix};
+
+/// How soon the publisher tries again to tell the publish link what its
+/// full channel did not take.
+const LINK_RETRY: Duration = Duration::from_millis(10);
 
 pub struct Publisher {
     delivery: Delivery,
@@ -46,8 +51,8 @@ pub struct Publisher {
     /// `SPOOL_FILE`, open while it can be written.
     spool: Option<Spool>,
     counters: Arc<Counters>,
-    /// Shared with the event loop: the in-flight count and the hand-off gate.
-    link: Arc<LinkShared>,
+    /// What the publish link is told: the in-flight count, a pause, a drop, the goodbye.
+    to_link: ToLink,
     /// Cameras coming online and going offline, from the device side.
     presence: Arc<Presence>,
     /// What is held for cameras, for the status file; and the policy's
@@ -74,7 +79,7 @@ impl Publisher {
     pub fn new(
         config: &Config,
         counters: Arc<Counters>,
-        link: Arc<LinkShared>,
+        to_link: Sender<FromPublisher>,
         remembered: &[Remembered],
     ) -> Result<Self, Error> {
         let delivery = Delivery::new(Settings::new(config, log_level()), now());
@@ -83,7 +88,7 @@ impl Publisher {
             wire: None,
             spool: None,
             counters,
-            link,
+            to_link: ToLink::new(to_link),
             presence: Arc::default(),
             held_view: Arc::default(),
             held_shown: 0,
@@ -182,7 +187,11 @@ impl Publisher {
             if self.delivery.ending(now()).is_some() {
                 break;
             }
-            let wait = self.delivery.wait(now());
+            let mut wait = self.delivery.wait(now());
+            if self.to_link.behind() {
+                // The link's channel was full: try again soon.
+                wait = wait.min(LINK_RETRY);
+            }
             self.promise_turn(Instant::now() + wait);
             let jobs_rx = if jobs_open && self.delivery.reads_jobs() {
                 &jobs
@@ -267,9 +276,8 @@ impl Publisher {
                 self.step(Event::LinkDraining);
                 // From here on nothing is written: the link may count on
                 // this number to fall to zero.
-                let in_flight = self.delivery.in_flight();
-                self.link.in_flight.store(in_flight, Ordering::Relaxed);
-                self.link.paused.store(true, Ordering::Relaxed);
+                self.to_link.in_flight(self.delivery.in_flight());
+                self.to_link.tell(FromPublisher::Paused);
                 return;
             }
             LinkEvent::Closed => {
@@ -283,8 +291,7 @@ impl Publisher {
     /// The gauges of the status file, and the turn count that shows this
     /// thread is alive.
     fn show_gauges(&mut self) {
-        let in_flight = self.delivery.in_flight();
-        self.link.in_flight.store(in_flight, Ordering::Relaxed);
+        self.to_link.in_flight(self.delivery.in_flight());
         let queued_bytes = self.delivery.queued_bytes() as u64;
         self.counters
             .queue_bytes
@@ -357,7 +364,7 @@ impl Publisher {
                 Action::Spool(op) => answer = self.spool(op).map(Event::Spool),
                 Action::Write(packets) => answer = Some(Event::Written(self.write(&packets))),
                 Action::Disconnect(packets) => {
-                    self.link.closing.store(true, Ordering::Relaxed);
+                    self.to_link.tell(FromPublisher::Closing);
                     let written = match self.wire.take() {
                         Some(wire) => wire.write_all(&packets).map_err(WriteError::Io),
                         None => Err(WriteError::NotConnected),
@@ -366,7 +373,7 @@ impl Publisher {
                 }
                 Action::DropLink(why) => {
                     // The publish link hears of it and reports the link down.
-                    *lock(&self.link.write_failed) = Some(why);
+                    self.to_link.tell(FromPublisher::Dropped(why));
                     if let Some(wire) = self.wire.take() {
                         wire.shut();
                     }
@@ -420,7 +427,8 @@ impl Publisher {
             return Ok(());
         };
         // The publish link hears of it too and reports the link down.
-        *lock(&self.link.write_failed) = Some(format!("writing to the broker failed: {e}"));
+        let why = format!("writing to the broker failed: {e}");
+        self.to_link.tell(FromPublisher::Dropped(why));
         wire.shut();
         self.wire = None;
         Err(WriteError::Io(e))

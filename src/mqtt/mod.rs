@@ -9,6 +9,7 @@ pub(crate) mod codec;
 pub(crate) mod connect;
 pub(crate) mod dialing;
 pub(crate) mod keepalive;
+pub(crate) mod link_messages;
 pub(crate) mod probe;
 pub(crate) mod publish_link;
 pub mod tls;

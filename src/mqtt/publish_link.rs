@@ -22,8 +22,8 @@
 //! it assigned. rumqttc still carries the device side (`devices/link.rs`).
 
 use std::io::{self, ErrorKind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -34,13 +34,14 @@ use crate::mqtt::codec::{self, DecodeError, Incoming};
 use crate::mqtt::connect::{ConnectFailure, Dialer};
 use crate::mqtt::dialing::{Dial, Dialing, OnLink};
 use crate::mqtt::keepalive::{Liveness, Verdict};
+pub use crate::mqtt::link_messages::LinkEvent;
+use crate::mqtt::link_messages::Told;
 use crate::mqtt::probe::{Probe, ProbeMessage};
 use crate::mqtt::tls;
 use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures};
 use crate::ops::shutdown::{Nudge, Stop};
-use crate::ops::sync::lock;
 
 /// The whole of one connection attempt: TCP, TLS handshake, CONNECT and CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,40 +84,12 @@ impl StateMessages {
     }
 }
 
-/// What the publisher learns from the publish link.
-pub enum LinkEvent {
-    /// A fresh session (clean): everything unacknowledged is published again on `wire`.
-    Up(Wire),
-    /// The connection is gone; what was in flight on it is unacknowledged.
-    Down,
-    /// PUBACKs, in the order they were read.
-    Acked(Vec<u16>),
-    /// A planned move to another broker: write nothing more on this
-    /// connection; PUBACKs for what is in flight still come.
-    Draining,
-    /// The connection was closed as planned (DISCONNECT) after
-    /// [`LinkEvent::Draining`]: what is still unacknowledged goes out on
-    /// the next one; nothing acknowledged is published again.
-    Closed,
-}
-
-/// State the publish link shares with the publisher and the device link.
+/// What the publish link shows the other threads.
 #[derive(Default)]
 pub struct LinkShared {
-    /// Commands the publisher has in flight: work the link expects PUBACKs for.
-    pub in_flight: AtomicUsize,
     /// The broker in use (or being tried): the device link follows it, the
     /// status file shows it.
     pub broker_in_use: Arc<InUse>,
-    /// Set once the publisher has sent DISCONNECT: the next close is expected.
-    pub closing: AtomicBool,
-    /// Set by the publisher once it took [`LinkEvent::Draining`]: it
-    /// writes nothing more on this connection.
-    pub paused: AtomicBool,
-    /// Why the publisher ended this connection (a failed write, a command
-    /// overdue for its PUBACK; it then shuts the connection): the reason the
-    /// link reports for the loss.
-    pub write_failed: Mutex<Option<String>>,
 }
 
 /// How a served connection ended.
@@ -133,6 +106,8 @@ pub struct PublishLink {
     pub dialing: Dialing,
     pub dialer: Dialer,
     pub events: Sender<LinkEvent>,
+    /// What the publisher told this link, read after every read of the socket.
+    pub told: Told,
     pub shared: Arc<LinkShared>,
     pub counters: Arc<Counters>,
     pub stop: Stop,
@@ -256,8 +231,7 @@ impl PublishLink {
         probing: &mut Probing,
         settings: &mut Settings,
     ) -> Option<Dial> {
-        *lock(&self.shared.write_failed) = None;
-        self.shared.paused.store(false, Ordering::Relaxed);
+        self.told.new_connection();
         self.publish_online(wire);
         log::info!("connected to broker {broker}");
         failures.connected();
@@ -351,8 +325,9 @@ impl PublishLink {
 
     /// The connection is lost: the publisher's failed write says why, when
     /// there was one (its shutting the socket is what this side then sees).
-    fn lost(&self, seen: String) -> Ended {
-        match lock(&self.shared.write_failed).take() {
+    fn lost(&mut self, seen: String) -> Ended {
+        self.told.read();
+        match self.told.dropped.take() {
             Some(why) => Ended::Lost(why),
             None => Ended::Lost(seen),
         }
@@ -382,8 +357,7 @@ impl PublishLink {
                 return ended;
             }
             let now = Instant::now();
-            let in_flight = self.shared.in_flight.load(Ordering::Relaxed);
-            match reader.liveness.check(now, in_flight) {
+            match reader.liveness.check(now, self.told.in_flight) {
                 Verdict::Alive => {}
                 Verdict::Ping => {
                     if let Err(e) = wire.write_all(&ping) {
@@ -425,12 +399,12 @@ impl PublishLink {
     }
 
     /// One read: reports the PUBACKs it completed; Err when the connection ended.
-    fn read_acks(&self, wire: &Wire, reader: &mut Reader) -> Result<(), Ended> {
-        match wire.read(&mut reader.buf) {
+    fn read_acks(&mut self, wire: &Wire, reader: &mut Reader) -> Result<(), Ended> {
+        let read = wire.read(&mut reader.buf);
+        self.told.read();
+        match read {
             // Our DISCONNECT went out: the close that follows is the clean stop.
-            _ if self.shared.closing.load(Ordering::Relaxed) || self.stop.is_set() => {
-                Err(Ended::Stopped)
-            }
+            _ if self.told.closing || self.stop.is_set() => Err(Ended::Stopped),
             Ok(0) => Err(self.lost("the broker closed the connection".into())),
             Ok(n) => {
                 reader.liveness.heard(Instant::now());
@@ -508,8 +482,7 @@ impl PublishLink {
             if let Err(ended) = self.read_acks(wire, reader) {
                 return ended;
             }
-            let drained = self.shared.paused.load(Ordering::Relaxed)
-                && self.shared.in_flight.load(Ordering::Relaxed) == 0;
+            let drained = self.told.paused && self.told.in_flight == 0;
             if drained || Instant::now() >= until {
                 break;
             }
