@@ -1,7 +1,7 @@
 //! The queue item: one validated command on its way from a backend session
-//! (or the spool, at start) to the publisher, with where its status line
-//! goes. Built on session threads, sent in batches over the job channel,
-//! owned by the publisher from then on.
+//! (or the spool, at start) to the publisher, where its status lines go
+//! ([`ReplyTo`]), and the batch a session hands over ([`Handover`]). Built on
+//! session threads, sent over the job channel, owned by the publisher then.
 
 use crate::ops::transport::Peer;
 use std::time::{Instant, SystemTime};

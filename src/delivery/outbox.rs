@@ -1,15 +1,8 @@
-//! What goes back to one backend connection (PROTOCOL.md §1.3): device replies and
-//! status lines. Everyone who has something for a backend (the publisher for
-//! status lines, the MQTT event loop for replies, the session for rejections)
-//! calls [`Outbox::offer`], which never blocks: a backend that does not read
-//! loses lines (counted, logged), it never stalls the MQTT side or other
-//! backends. The queue is bounded in lines and in bytes.
-//!
-//! While the connection is open, its session owns a writer thread
-//! ([`write_loop`]) that drains the queue into the socket. Once the peer has
-//! closed its side, the socket and the outbox move to the lingering thread
-//! (`lingering.rs`) until the status lines still owed are written: the
-//! session and writer threads end, and only the socket's descriptor remains.
+//! What goes back to one backend connection (PROTOCOL.md §1.3): status lines
+//! and device replies, queued by whoever has one ([`Outbox::offer`] never
+//! blocks; bounded in lines and bytes), written by the session's writer
+//! thread ([`write_loop`]) or, once the peer half-closed, by the lingering
+//! thread; and the [`Claims`] commands hold on a connection's lines.
 
 use crate::ops::counters::Counter;
 use crate::ops::sync::lock;

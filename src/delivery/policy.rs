@@ -1,24 +1,11 @@
-//! The publisher's policy, without I/O: admission (the `QUEUE_CAPACITY` and
-//! `QUEUE_MAX_BYTES` budgets, spool or wait), durability (the spool's
-//! state, its failures and recovery), the write window and the write hold,
-//! acknowledgements and resend after a lost link (the "again" copies), expiry
-//! (`COMMAND_TTL`) and shutdown. Owned by the publisher thread
-//! (`publisher.rs`), which feeds it [`Event`]s and performs the [`Action`]s it
-//! returns; there are no sockets, files, channels or clocks in here: time
-//! comes in as [`Now`], spool and socket results come back as events.
-//!
-//! Three actions are requests whose result the publisher feeds back before
-//! anything else: [`Action::Write`] and [`Action::Disconnect`] (answered by
-//! [`Event::Written`]) and the spool's `Sync`, `Tidy` and `Open` (answered
-//! by [`Event::Spool`]). A request is always the last action of a list; what
-//! follows it (the rest of a turn, the batch waiting for its sync) is kept
-//! here and resumes with the answer.
-//!
-//! Every command keeps its place (a sequence number in the order it was
-//! accepted) until it is done, so per-unit order holds across resends: in
-//! the ledger until the broker acknowledges it, and, for a command whose
-//! camera's presence decides its delivery (`hold.rs`), held while the camera
-//! cannot take it and unconfirmed until its heartbeats show it had it.
+//! The publisher's policy, pure: admission, durability, the write window,
+//! acknowledgements and resend, expiry, the hold for cameras (`hold.rs`) and
+//! shutdown, as one type that takes [`Event`]s and returns [`Action`]s. Owned
+//! by the publisher thread (`publisher.rs`); no sockets, files, channels,
+//! clocks or handles in here: time comes in as [`Now`], a connection is a
+//! number. A request ([`Action::Write`], [`Action::Disconnect`], a spool
+//! `Sync`, `Tidy` or `Open`) always ends its list; the rest of the turn waits
+//! here for its answer ([`Event::Written`], [`Event::Spool`]).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;

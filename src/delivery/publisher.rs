@@ -1,18 +1,10 @@
-//! The publisher thread: the only writer of commands to the broker. It
-//! carries events to the delivery policy ([`Delivery`], `policy.rs`) and
-//! performs the actions it returns: it reads the job channel filled by
-//! backend sessions (only while the policy has room: TCP backpressure
-//! otherwise), the link events reported by the publish link thread
-//! (`publish_link.rs`), and the intake stop; it writes PUBLISH packets to the
-//! publish link's connection, records and syncs to the spool file, status
-//! lines to the backends' outboxes, the log and the counters. On shutdown it
-//! keeps publishing for up to `SHUTDOWN_GRACE` seconds, leaves the rest in
-//! the spool, then sends DISCONNECT and triggers the `link` stop.
-//!
-//! It owns the publish link's connection while it is up and the open spool
-//! file; what to do with them is the policy's. It sleeps until the policy's
-//! next deadline or an event (an idle relay's publisher does not wake), and
-//! shows when it will turn again at the latest in `publisher_due_ms`.
+//! The publisher thread: the only writer of commands to the broker. It reads
+//! the job channel (while the policy has room), the publish link's events,
+//! presence, operators' requests and the intake stop; hands each to the
+//! policy ([`Delivery`]) and performs what it returns: PUBLISH writes on the
+//! link's connection, the spool file, lines through [`Replies`], messages to
+//! the link ([`ToLink`]), the log and the counters. It owns the connection
+//! while it is up, the open spool file and the connections' claims.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;

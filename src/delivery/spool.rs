@@ -1,54 +1,8 @@
 //! The spool file (`SPOOL_FILE`): accepted commands survive a crash, a
-//! `kill -9` or a power cut. Owned by the publisher thread; nothing else
-//! touches the file. Decoding is pure ([`recover`] takes the file's bytes).
-//!
-//! # Format
-//!
-//! An append-only log: the 12-byte header `MS500SPOOL2\n`, then records
-//!
-//! ```text
-//! 0xA5 0x5A | kind: u8 | len: u32 LE | head_crc: u32 LE | body: len bytes | body_crc: u32 LE
-//! ```
-//!
-//! `head_crc` is CRC-32 (IEEE) over the 7 bytes before it, `body_crc` over
-//! the body. Three kinds:
-//!
-//! * `A` (accepted): `seq: u64 LE | received_unix_ms: u64 LE | payload`
-//! * `H` (accepted and held for a camera that was offline): as `A`
-//! * `D` (done, acknowledged or expired): `seq: u64 LE`
-//!
-//! A command is live when its `A` or `H` record has no `D` record. A live
-//! `H` record says its camera was offline when the command came: after a
-//! restart the camera counts as offline, and the command stays held, until
-//! the camera's next heartbeat. Accepted records
-//! are written in batches followed by one `fdatasync` (group commit): a
-//! command counts as accepted only after that sync. `D` records are written
-//! without a sync of their own; losing one after a crash only means a
-//! duplicate publish (at least once). When nothing is live the file is cut
-//! back to its header; when dead records outweigh live ones (and number
-//! 4096 or take 4 MiB) it is rewritten
-//! (temporary file, sync, rename).
-//!
-//! # Damage
-//!
-//! The sync marker and the header checksum let a reader find the next record
-//! after damage without trusting a damaged length: [`recover`] skips to the
-//! next `0xA5 0x5A` whose header checks out, so one flipped byte costs the
-//! record it is in, never the records after it. A record cut short at the
-//! very end (a crash in the middle of a write) is a torn tail, expected after
-//! a power cut; anything else is damage, and the caller moves the file aside
-//! for inspection rather than rewriting over it.
-//!
-//! Files written by the first version (`MS500SPOOL1\n`: records without sync
-//! marker and header checksum) are read up to their first bad record.
-//!
-//! # Trust
-//!
-//! Whatever the spool holds is published at the next start, so only a file
-//! that no one else could have written is replayed ([`Spool::distrust`]): a
-//! regular file owned by the relay's user, not writable by group or others.
-//! It is created 0600 (it holds Wi-Fi passwords) through an exclusive
-//! temporary file of an unguessable name, and never opened through a symlink.
+//! `kill -9` or a power cut. Its format, damage and trust rules are
+//! PROTOCOL.md §5 ("`SPOOL_FILE`", "Safety"). Owned by the publisher thread,
+//! which appends, syncs, compacts and rewrites it as the policy says; reading
+//! it back ([`recover`]) is pure.
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -1,25 +1,10 @@
-//! The publish link thread: keeps the MQTT connection commands are published
-//! on (client id `…-pub`; it subscribes to nothing, so device traffic never
-//! shares it). It dials the brokers of `MQTT_BROKER` as the pure dialing
-//! policy says (`dialing.rs`: which broker, how long to back off, when to
-//! probe the first one and move back to it), hands each new connection
-//! ([`Wire`]) to the publisher, reads what the broker sends (PUBACKs,
-//! reported in batches; PINGRESPs), and pings and drops a broker that
-//! stopped answering as `keepalive.rs` says. The probe of the first broker
-//! runs beside it on its own thread (`probe.rs`); a move back to it is
-//! planned: [`LinkEvent::Draining`], the PUBACKs of what is in flight,
-//! DISCONNECT, [`LinkEvent::Closed`]. Reports what the publisher
-//! needs as [`LinkEvent`]s on a bounded channel; the publisher alone writes
-//! commands.
-//!
-//! Why not rumqttc here: its request path writes and flushes every publish
-//! on its own and wakes two threads per event (measured: as much CPU per
-//! command as the broker spends per message), it silently drops what was in
-//! flight when a session is lost, and it cannot be moved to another broker
-//! without editing its internals. The publish side of MQTT 3.1.1 is five
-//! small packets (`codec.rs`); owning them lets the publisher write a batch
-//! of commands with one system call and correlate PUBACKs by the packet ids
-//! it assigned. rumqttc still carries the device side (`devices/link.rs`).
+//! The publish link thread: keeps the connection commands are published on
+//! (client id `…-pub`). It dials as `dialing.rs` says (through `connect.rs`),
+//! hands each connection ([`Wire`]) to the publisher, reads PUBACKs (sent on
+//! as [`LinkEvent`]s) and PINGRESPs, pings and drops a silent broker as
+//! `keepalive.rs` says, probes the first broker beside it (`probe.rs`) and
+//! moves back to it as planned. What the publisher tells it comes in as
+//! messages ([`Told`]); the publisher alone writes commands.
 
 use std::io::{self, ErrorKind};
 use std::sync::atomic::Ordering;

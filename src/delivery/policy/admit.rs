@@ -1,8 +1,6 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! Admission: how many commands the ledger takes (the queue and byte
-//! budgets), when a batch counts as accepted (spooled and synced, or
-//! publishable at once), and the commands replayed from the spool at start.
+//! Part of the delivery policy (publisher thread, no I/O): admission. How
+//! many commands the ledger takes, when a batch counts as accepted, and the
+//! commands replayed from the spool at start.
 
 use std::ops::Range;
 use std::time::Duration;

@@ -1,23 +1,8 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! Commands for cameras (PROTOCOL.md §2.7): a command whose
-//! `PRESENCE_FIELD` names a camera goes to the broker only while that
-//! camera is known to be present, and stays with the relay, unconfirmed,
-//! until the camera's heartbeats show it had it. The state kept here:
-//!
-//! - **held** commands wait for their camera (offline, presence unknown,
-//!   never seen, just back, or busy with a command that restarts it):
-//!   accepted and spooled, out of the ledger, released into it at their
-//!   places in the acceptance order;
-//! - **sent** commands were acknowledged by the broker and wait for two
-//!   regular heartbeats that show the camera stayed connected (one
-//!   heartbeat of any kind for a command that restarts the camera); a
-//!   reconnect makes them held again, to go first once it is back;
-//! - per camera its queue, its timers (release, serial timeout, never-seen
-//!   wait, going offline) and the serial gate.
-//!
-//! Both count against `HOLD_MAX_PER_CAMERA` and `HOLD_MAX_BYTES`, expire by
-//! their type's lifetime (as it is now, reload included) and are spooled.
+//! Part of the delivery policy (publisher thread, no I/O): commands for
+//! cameras (PROTOCOL.md §2.7). [`Hold`] keeps those held for their camera and
+//! those sent and not yet confirmed, per camera its queue, timers and serial
+//! gate; the `impl Delivery` blocks decide when a command waits, goes, is
+//! confirmed, sent again, expires, and answer operators (`held`, `cancel`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};

@@ -1,8 +1,6 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! Shutdown: once intake stops, the publisher keeps publishing for up to
-//! `SHUTDOWN_GRACE`, leaves the rest in the spool, then publishes the
-//! "offline" state (with `STATE_TOPIC`) and DISCONNECT.
+//! Part of the delivery policy (publisher thread, no I/O): shutdown. What is
+//! said of the commands left when the grace runs out, and the last words to
+//! the broker ("offline" state, DISCONNECT).
 
 use log::Level;
 

@@ -1,12 +1,6 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! Durability: the spool's state as the policy sees it. The spool is the
-//! source of truth. While it cannot be written (a full or read-only file
-//! system, an I/O error), a command is accepted only when the broker is
-//! connected and it can be published at once (see [`Delivery::room`]).
-//! Writing is retried every [`SPOOL_RETRY`] and resumes by itself. A spool
-//! deleted, truncated or replaced under the relay is noticed at the next
-//! write and written again from what is pending.
+//! Part of the delivery policy (publisher thread, no I/O): the spool's state
+//! as the policy sees it. Start and replay, the requests to write it and
+//! their answers, failing and retrying, rewriting a lost one.
 
 use std::ops::Range;
 

@@ -1,8 +1,7 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! The write window and hold, acknowledgements, resend after a lost link
-//! (with the "again" copies of what a dying broker may not have passed on),
-//! and expiry of commands that waited longer than `COMMAND_TTL`.
+//! Part of the delivery policy (publisher thread, no I/O): the write window
+//! and hold, acknowledgements, resend after a lost link (with the "again"
+//! copies), expiry, and [`report`], the one place a command's last status line
+//! is decided.
 
 use std::time::Duration;
 
@@ -134,7 +133,7 @@ impl Delivery {
         }
     }
 
-    /// Each command written has [`Settings::puback_within`] to be
+    /// Each command written has `puback_within` (2 × `MQTT_KEEPALIVE`) to be
     /// acknowledged, whatever other PUBACKs arrive: the oldest one overdue
     /// drops the connection, and everything unacknowledged is published
     /// again on the next.

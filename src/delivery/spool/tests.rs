@@ -1,3 +1,6 @@
+//! The spool file: round trips through a real file in a scratch directory,
+//! recovery of damaged and torn images, compaction, moving aside.
+
 use super::*;
 
 fn image(records: &[(u8, Vec<u8>)]) -> Vec<u8> {
