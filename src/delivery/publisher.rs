@@ -179,11 +179,7 @@ impl Publisher {
             if self.delivery.ending(now()).is_some() {
                 break;
             }
-            let mut wait = self.delivery.wait(now());
-            if self.to_link.behind() {
-                // The link's channel was full: try again soon.
-                wait = wait.min(LINK_RETRY);
-            }
+            let wait = self.wait();
             self.promise_turn(Instant::now() + wait);
             let jobs_rx = if jobs_open && self.delivery.reads_jobs() {
                 &jobs
@@ -232,6 +228,17 @@ impl Publisher {
         self.step(Event::Close { unread });
         link_stop.trigger();
         log::debug!("publisher stopped");
+    }
+
+    /// How long to wait for the next event: as the policy says, and soon
+    /// when the link's channel was full.
+    fn wait(&self) -> Duration {
+        let wait = self.delivery.wait(now());
+        if self.to_link.behind() {
+            wait.min(LINK_RETRY)
+        } else {
+            wait
+        }
     }
 
     /// Everything that arrived together is one batch: one spool sync.
