@@ -372,7 +372,7 @@ impl Reader<'_> {
             .get_or_insert_with(|| Claims::new(&self.outbox))
             .take_one();
         Some(ReplyTo {
-            conn: self.outbox.id(),
+            conn: self.outbox.conn(),
             ok_lines,
             camera_lines,
         })

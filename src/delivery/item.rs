@@ -90,7 +90,7 @@ impl Accepted {
 /// `ReplyTo` back (not `Clone`: one command, one last line).
 #[derive(Debug, PartialEq, Eq)]
 pub struct ReplyTo {
-    /// The connection, as the listener numbered it ([`Outbox::id`]).
+    /// The connection ([`Outbox::conn`]).
     pub conn: u64,
     /// `ok` lines too, not only errors (`ACK_MODE = all` or `camera`, or asked for).
     pub ok_lines: bool,

@@ -10,7 +10,7 @@ use crate::ops::transport::{Peer, Stream};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub const MAX_BYTES: usize = 1024 * 1024;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// One warn line per this many dropped lines.
 const DROPS_PER_WARNING: u64 = 1000;
+/// The next [`Outbox::conn`].
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// The queue of lines for one connection; cheap to clone (shared).
 #[derive(Clone)]
@@ -34,6 +36,7 @@ pub struct Outbox {
 
 struct Inner {
     id: u64,
+    conn: u64,
     peer: Peer,
     queue: Mutex<Queue>,
     /// Commands of this connection still owed a status line (see [`Claims`]).
@@ -61,6 +64,7 @@ impl Outbox {
         let outbox = Outbox {
             inner: Arc::new(Inner {
                 id,
+                conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
                 peer,
                 queue: Mutex::new(Queue {
                     lines: VecDeque::new(),
@@ -79,6 +83,13 @@ impl Outbox {
     /// The connection's id (the listener's count of accepted connections).
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// A number no other connection of this process has (the listeners
+    /// count theirs each from 1): what the publisher's policy knows the
+    /// connection by.
+    pub fn conn(&self) -> u64 {
+        self.inner.conn
     }
 
     pub fn peer(&self) -> Peer {
@@ -208,7 +219,7 @@ impl Claims {
 
     /// `other`'s claims (on the same connection's lines) become these.
     pub fn join(&mut self, mut other: Claims) {
-        debug_assert_eq!(self.outbox.id(), other.outbox.id());
+        debug_assert_eq!(self.outbox.conn(), other.outbox.conn());
         self.count += std::mem::take(&mut other.count);
     }
 

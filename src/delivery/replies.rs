@@ -25,7 +25,7 @@ struct Owed {
 impl Replies {
     /// A batch's claims on its connection's status lines.
     pub fn take(&mut self, claims: Claims) {
-        let conn = claims.outbox().id();
+        let conn = claims.outbox().conn();
         match self.conns.get_mut(&conn) {
             Some(owed) => owed.claims.join(claims),
             None => {
@@ -36,7 +36,7 @@ impl Replies {
 
     /// An operator's request on `outbox`, to be answered; its connection's number.
     pub fn asked(&mut self, outbox: &Outbox) -> u64 {
-        let conn = outbox.id();
+        let conn = outbox.conn();
         self.conns
             .entry(conn)
             .or_insert_with(|| Owed {
@@ -94,8 +94,10 @@ impl Replies {
 mod tests {
     use super::*;
 
-    fn outbox(id: u64) -> Outbox {
-        Outbox::new(id, "127.0.0.1:1".parse().expect("an address")).0
+    /// An outbox with the listener's `id` 1, as the TCP and the Unix
+    /// listener's first connections both have.
+    fn outbox() -> Outbox {
+        Outbox::new(1, "127.0.0.1:1".parse().expect("an address")).0
     }
 
     fn claims(outbox: &Outbox, n: usize) -> Claims {
@@ -106,19 +108,20 @@ mod tests {
 
     #[test]
     fn a_connection_is_kept_until_its_last_claim_ends() {
-        let (a, b) = (outbox(1), outbox(2));
+        let (a, b) = (outbox(), outbox());
         let mut replies = Replies::default();
         replies.take(claims(&a, 1));
         replies.take(claims(&a, 1));
         replies.take(claims(&b, 1));
         assert_eq!((a.owed(), b.owed(), replies.len()), (2, 1, 2));
-        replies.line(1, b"held".to_vec());
-        replies.done(1, None);
+        replies.line(a.conn(), b"held".to_vec());
+        replies.done(a.conn(), None);
         assert_eq!((a.owed(), replies.len()), (1, 2));
-        replies.done(1, Some(b"ok".to_vec()));
-        assert_eq!((a.owed(), replies.len()), (0, 1));
+        replies.done(a.conn(), Some(b"ok".to_vec()));
+        assert_eq!((a.owed(), b.owed(), replies.len()), (0, 1, 1));
         assert_eq!(a.take(), b"held\nok\n");
-        replies.line(1, b"late".to_vec());
+        assert!(b.is_empty(), "the other connection numbered 1 got nothing");
+        replies.line(a.conn(), b"late".to_vec());
         assert!(a.is_empty(), "nothing owed: nothing offered");
         drop(replies);
         assert_eq!(b.owed(), 0, "dropped: every claim ends");
@@ -126,10 +129,10 @@ mod tests {
 
     #[test]
     fn an_operator_is_answered_on_a_connection_that_owes_nothing_else() {
-        let a = outbox(7);
+        let a = outbox();
         let mut replies = Replies::default();
         let conn = replies.asked(&a);
-        assert_eq!(conn, 7);
+        assert_eq!(conn, a.conn());
         assert_eq!(a.owed(), 0, "a request is no claim on a status line");
         replies.line(conn, b"{}".to_vec());
         replies.answered(conn);
