@@ -16,7 +16,7 @@ use log::{Level, LevelFilter};
 
 use crate::delivery::item::{Accepted, ReplyTo};
 use crate::delivery::ledger::{Ledger, Weighed};
-pub use crate::delivery::settings::{Reload, Settings};
+pub use crate::delivery::settings::{OfflineState, Reload, Settings};
 use crate::delivery::spool::{Aside, LiveCommand, Recovery, SpoolError};
 use crate::ops::log_limit::Kind;
 pub use cadence::{Cadence, Class, State};
@@ -83,7 +83,7 @@ pub enum Event {
     /// to the commands the spool gives back.
     Remember(Vec<Remembered>),
     /// `STATE_TOPIC` and its "offline" message, published before a clean DISCONNECT.
-    OfflineState(Option<(String, Vec<u8>)>),
+    OfflineState(Option<OfflineState>),
     /// The most verbose level logged from now on.
     LogLevel(LevelFilter),
     /// A SIGHUP's settings (see [`Reload`]).

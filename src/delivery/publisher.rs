@@ -17,8 +17,8 @@ use log::{Level, LevelFilter};
 use crate::config::{Config, Live};
 use crate::delivery::item::{Handover, OperatorRequest};
 use crate::delivery::policy::{
-    Action, Count, Delivery, Event, Found, Now, Reload, Remembered, Settings, SpoolOp,
-    SpoolOutcome, WriteError,
+    Action, Count, Delivery, Event, Found, Now, OfflineState, Reload, Remembered, Settings,
+    SpoolOp, SpoolOutcome, WriteError,
 };
 use crate::delivery::presence::{Held, HeldView, Presence};
 use crate::delivery::replies::Replies;
@@ -110,9 +110,11 @@ impl Publisher {
 
     /// Publishes `state`'s "offline" at a clean stop.
     pub fn with_state(mut self, state: Option<StateMessages>) -> Self {
-        self.step(Event::OfflineState(
-            state.map(|state| (state.topic, state.offline)),
-        ));
+        let state = state.map(|state| OfflineState {
+            topic: state.topic,
+            message: state.offline,
+        });
+        self.step(Event::OfflineState(state));
         self
     }
 

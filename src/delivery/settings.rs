@@ -30,7 +30,7 @@ pub struct Settings {
     /// `SPOOL_FILE`, named in log lines.
     pub spool: Option<PathBuf>,
     /// `STATE_TOPIC` and its "offline" message, published before a clean DISCONNECT.
-    pub state: Option<(String, Vec<u8>)>,
+    pub state: Option<OfflineState>,
     /// The most verbose level logged: lines below it are not even formatted.
     pub log_level: LevelFilter,
     /// How long one written command may wait for its PUBACK before the
@@ -81,6 +81,14 @@ impl Settings {
     pub fn topic_for(&self, unit: &str) -> String {
         config::topic_for_unit(&self.command_topic, unit)
     }
+}
+
+/// `STATE_TOPIC` and the "offline" message published on it (retained)
+/// before a clean DISCONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineState {
+    pub topic: String,
+    pub message: Vec<u8>,
 }
 
 /// What a SIGHUP changes for the policy: the lifetimes apply to every

@@ -77,21 +77,36 @@ pub struct Replayed {
     pub held: bool,
 }
 
+/// Bytes of the file, from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// `len` bytes from `offset`.
+fn region(offset: usize, len: usize) -> Region {
+    Region {
+        offset: offset as u64,
+        len: len as u64,
+    }
+}
+
 /// What reading an existing spool found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Live commands in acceptance order.
     pub live: Vec<Replayed>,
-    /// Regions (offset, length) that are not records, not counting a torn tail.
-    pub damaged: Vec<(u64, u64)>,
+    /// Regions that are not records, not counting a torn tail.
+    pub damaged: Vec<Region>,
     /// A last record cut short (offset, length): what a crash mid-write leaves.
-    pub torn_tail: Option<(u64, u64)>,
+    pub torn_tail: Option<Region>,
 }
 
 impl Recovery {
     /// Bytes in damaged regions.
     pub fn damaged_bytes(&self) -> u64 {
-        self.damaged.iter().map(|(_, len)| len).sum()
+        self.damaged.iter().map(|r| r.len).sum()
     }
 }
 
@@ -397,7 +412,7 @@ pub fn recover(bytes: &[u8]) -> Recovery {
         return recover_v1(bytes);
     }
     if bytes.len() < HEADER.len() || &bytes[..HEADER.len()] != HEADER {
-        recovery.damaged.push((0, bytes.len() as u64));
+        recovery.damaged.push(region(0, bytes.len()));
         return recovery;
     }
     let mut live: BTreeMap<u64, Replayed> = BTreeMap::new();
@@ -408,13 +423,13 @@ pub fn recover(bytes: &[u8]) -> Recovery {
         match decode(&bytes[pos..]) {
             At::Record(kind, body, used) => {
                 if let Some(start) = bad_since.take() {
-                    recovery.damaged.push((start as u64, (pos - start) as u64));
+                    recovery.damaged.push(region(start, pos - start));
                 }
                 apply(&mut live, kind, body);
                 pos += used;
             }
             At::Short if bad_since.is_none() => {
-                recovery.torn_tail = Some((pos as u64, (bytes.len() - pos) as u64));
+                recovery.torn_tail = Some(region(pos, bytes.len() - pos));
                 pos = bytes.len();
             }
             At::Short | At::Bad => {
@@ -428,9 +443,9 @@ pub fn recover(bytes: &[u8]) -> Recovery {
         // Zeros where the last write should be: the file's size reached the
         // disk before its data did (a power cut). Torn, not damaged.
         if tail.iter().all(|&b| b == 0) {
-            recovery.torn_tail = Some((start as u64, tail.len() as u64));
+            recovery.torn_tail = Some(region(start, tail.len()));
         } else {
-            recovery.damaged.push((start as u64, tail.len() as u64));
+            recovery.damaged.push(region(start, tail.len()));
         }
     }
     recovery.live = live.into_values().collect();
@@ -487,7 +502,7 @@ fn recover_v1(bytes: &[u8]) -> Recovery {
                 pos += used;
             }
             None => {
-                recovery.torn_tail = Some((pos as u64, rest.len() as u64));
+                recovery.torn_tail = Some(region(pos, rest.len()));
                 break;
             }
         }

@@ -51,9 +51,10 @@ impl Delivery {
             return;
         }
         let mut bye = Vec::new();
-        if let Some((topic, offline)) = &self.settings.state {
+        if let Some(state) = &self.settings.state {
+            let (topic, message) = (&state.topic, &state.message);
             // check-config bounds STATE_TOPIC and the client id: cannot fail.
-            if let Err(e) = codec::publish(&mut bye, topic, Some(codec::STATE_PKID), true, offline)
+            if let Err(e) = codec::publish(&mut bye, topic, Some(codec::STATE_PKID), true, message)
             {
                 self.log(out, Level::Error, || {
                     format!("cannot publish the offline state: {e}")

@@ -9,7 +9,7 @@ use log::Level;
 use super::{
     Action, Awaiting, Delivery, Durability, Found, Now, Opening, SpoolOp, SpoolOutcome, SPOOL_RETRY,
 };
-use crate::delivery::spool::{Aside, Recovery, SpoolError};
+use crate::delivery::spool::{Aside, Recovery, Region, SpoolError};
 
 impl Delivery {
     /// With `SPOOL_FILE` set, replays what the last run left there (its live
@@ -56,7 +56,7 @@ impl Delivery {
             });
             move_first = Some(Aside::Damaged);
         }
-        if let Some((offset, len)) = recovery.torn_tail {
+        if let Some(Region { offset, len }) = recovery.torn_tail {
             self.log(out, Level::Warn, || {
                 format!(
                     "spool {path}: a record cut short at offset {offset} ({len} bytes, a write \

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{Level, LevelFilter};
 
 use super::{
-    Action, Count, Delivery, Ending, Event, Found, Now, Reload, Settings, SpoolOp, SpoolOutcome,
-    WriteError, IDLE_WAIT, WINDOW,
+    Action, Count, Delivery, Ending, Event, Found, Now, OfflineState, Reload, Settings, SpoolOp,
+    SpoolOutcome, WriteError, IDLE_WAIT, WINDOW,
 };
 use crate::config::{self, Lifetimes};
 use crate::delivery::item::{Accepted, ReplyTo};
-use crate::delivery::spool::{Aside, Recovery, Replayed, SpoolError};
+use crate::delivery::spool::{Aside, Recovery, Region, Replayed, SpoolError};
 use crate::protocol::command::{self, CommandType};
 
 const PEER: &str = "192.0.2.7:4000";
@@ -504,7 +504,10 @@ fn a_spool_that_cannot_be_written_at_start_is_retried_and_still_moved_aside_firs
         move_first: Some(Aside::Damaged),
     });
     let recovery = Recovery {
-        damaged: vec![(12, 40)],
+        damaged: vec![Region {
+            offset: 12,
+            len: 40,
+        }],
         ..Recovery::default()
     };
     r.start(Found::Read(recovery));
@@ -843,7 +846,10 @@ fn a_clock_jump_does_not_expire_what_waits() {
 #[test]
 fn shutdown_with_commands_left_says_what_is_lost_and_says_goodbye() {
     let mut r = Rig::new(Settings {
-        state: Some(("relay/state".into(), b"offline".to_vec())),
+        state: Some(OfflineState {
+            topic: "relay/state".into(),
+            message: b"offline".to_vec(),
+        }),
         ..settings()
     });
     r.send(&["a/1", "a/2"], false);

@@ -47,7 +47,7 @@ fn empty_file_and_header_only_hold_nothing() {
 fn a_foreign_file_is_damaged_from_offset_zero() {
     let r = recover(b"hello, this is not a spool");
     assert!(r.live.is_empty());
-    assert_eq!(r.damaged, vec![(0, 26)]);
+    assert_eq!(r.damaged, vec![region(0, 26)]);
 }
 
 #[test]
@@ -72,10 +72,7 @@ fn every_truncation_of_the_last_record_is_a_torn_tail_keeping_the_others() {
         assert_eq!(payloads(&r), vec![&b"{\"a\":1}"[..]], "cut at {cut}");
         assert!(r.damaged.is_empty(), "cut at {cut}: {:?}", r.damaged);
         if cut > last_start {
-            assert_eq!(
-                r.torn_tail,
-                Some((last_start as u64, (cut - last_start) as u64))
-            );
+            assert_eq!(r.torn_tail, Some(region(last_start, cut - last_start)));
         } else {
             assert_eq!(r.torn_tail, None);
         }
@@ -89,7 +86,7 @@ fn zeros_at_the_end_are_a_torn_tail() {
     bytes.extend_from_slice(&[0; 40]);
     let r = recover(&bytes);
     assert_eq!(payloads(&r), vec![&b"one"[..]]);
-    assert_eq!(r.torn_tail, Some((end as u64, 40)));
+    assert_eq!(r.torn_tail, Some(region(end, 40)));
     assert!(r.damaged.is_empty());
 }
 
@@ -113,7 +110,7 @@ fn a_flipped_byte_costs_only_its_own_record() {
         assert_eq!(r.live.len(), 99, "flip at {at}: {:?}", r.damaged);
         assert!(!r.live.iter().any(|l| l.payload == b"{\"n\":50}"));
         assert_eq!(r.damaged.len(), 1, "flip at {at}");
-        assert_eq!(r.damaged[0].0, start as u64, "flip at {at}");
+        assert_eq!(r.damaged[0].offset, start as u64, "flip at {at}");
         assert_eq!(r.torn_tail, None);
     }
 }
