@@ -37,8 +37,10 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+mod command_types;
 mod live;
 mod values;
+pub use command_types::{CommandType, Lifetimes};
 pub use live::{is_fixed, Changes, Live, AT_NEXT_CONNECTION, AT_ONCE, FIXED_KEYS};
 pub use values::*;
 
@@ -239,7 +241,7 @@ config_keys! {
         parse: ttl,
         render: render_ttl,
         doc: "Age after which a queued command is dropped as expired, 0 = never, in seconds.";
-    "COMMAND_TTLS" => command_ttls: Vec<(String, Option<Duration>)> = "",
+    "COMMAND_TTLS" => command_ttls: Vec<(CommandType, Option<Duration>)> = "",
         parse: ttls,
         render: |v| render_ttls(v),
         doc: "Lifetimes per command type overriding COMMAND_TTL: TYPE:seconds, ... (0 = never), e.g. IMG:60, FMW:604800.";
@@ -251,9 +253,9 @@ config_keys! {
         parse: boolean,
         render: render,
         doc: "Deliver commands naming a camera only while it is present, and keep them until its heartbeats confirm them: true or false (false: published at once, nothing confirmed).";
-    "SERIAL_AFTER" => serial_after: Vec<String> = "FMW, APP, AIM, FRS",
+    "SERIAL_AFTER" => serial_after: Vec<CommandType> = "FMW, APP, AIM, FRS",
         parse: type_list,
-        render: |v| v.join(", "),
+        render: |v| render_types(v),
         doc: "Command types that restart or block the camera: after one, its newer commands wait for its next heartbeat (at most SERIAL_TIMEOUT); empty = none.";
     "SERIAL_TIMEOUT" => serial_timeout: Duration = "600",
         parse: |v| seconds(v, 1, MAX_SECONDS),
@@ -383,19 +385,23 @@ impl Config {
         })
     }
 
-    /// The lifetime of a command of type `kind` (its `COMMAND_TTLS` entry,
-    /// else `COMMAND_TTL`); None = never expires.
-    pub fn ttl_for(&self, kind: &str) -> Option<Duration> {
-        self.command_ttls
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map_or(self.command_ttl, |(_, ttl)| *ttl)
+    /// `COMMAND_TTL` and `COMMAND_TTLS` together.
+    pub fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            ttl: self.command_ttl,
+            per_type: self.command_ttls.clone(),
+        }
     }
 
     /// The topic a command for `unit` is published to.
     pub fn command_topic_for(&self, unit: &str) -> String {
-        self.command_topic.replace("{unit}", unit)
+        topic_for_unit(&self.command_topic, unit)
     }
+}
+
+/// The topic a command for `unit` is published to, by `COMMAND_TOPIC`'s `template`.
+pub fn topic_for_unit(template: &str, unit: &str) -> String {
+    template.replace("{unit}", unit)
 }
 
 /// Keeps only the characters a client id can safely carry.

@@ -34,7 +34,7 @@ use crate::backend::session::Shared;
 use crate::backend::sockets::{self, Listening};
 use crate::checks;
 use crate::config::{self, Changes, Config, Live};
-use crate::delivery::item::{Accepted, OperatorRequest, OPERATOR_CHANNEL};
+use crate::delivery::item::{Handover, OperatorRequest, OPERATOR_CHANNEL};
 use crate::delivery::presence::{HeldView, Presence};
 use crate::delivery::publisher::Publisher;
 use crate::devices::link::DeviceLink;
@@ -43,8 +43,10 @@ use crate::devices::summary::{self, Summary};
 use crate::devices::table::DeviceTable;
 use crate::error::Error;
 use crate::mqtt::brokers::{Brokers, InUse};
+use crate::mqtt::connect::Dialer;
 use crate::mqtt::dialing::Dialing;
-use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
+use crate::mqtt::link_messages::{FromPublisher, LinkEvent, Told, FROM_PUBLISHER_CHANNEL};
+use crate::mqtt::publish_link::{LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
@@ -90,6 +92,8 @@ struct Wiring {
     held: Arc<HeldView>,
     /// Operators' requests, from sessions to the publisher.
     operator: (Sender<OperatorRequest>, Receiver<OperatorRequest>),
+    /// What the publisher tells the publish link.
+    to_link: (Sender<FromPublisher>, Receiver<FromPublisher>),
     /// Set on SIGINT/SIGTERM: no new backends, no new commands.
     intake: Stop,
     /// Set by the publisher once it has flushed or given up: the links end.
@@ -186,7 +190,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let publisher = Publisher::new(
         &wiring.config,
         Arc::clone(&wiring.counters),
-        Arc::clone(&wiring.link),
+        wiring.to_link.0.clone(),
         &remembered,
     )?
     .with_presence(Arc::clone(&wiring.presence), Arc::clone(&wiring.held))
@@ -349,7 +353,6 @@ impl Wiring {
         let counters = Arc::new(Counters::default());
         let link = Arc::new(LinkShared {
             broker_in_use: Arc::new(InUse::new(config.broker_list().first().clone())),
-            ..LinkShared::default()
         });
         counters.link_down();
         Wiring {
@@ -358,6 +361,7 @@ impl Wiring {
             presence: Arc::default(),
             held: Arc::default(),
             operator: crossbeam_channel::bounded(OPERATOR_CHANNEL),
+            to_link: crossbeam_channel::bounded(FROM_PUBLISHER_CHANNEL),
             live: Arc::new(Live::new(Config::clone(&config))),
             config,
             started,
@@ -387,7 +391,7 @@ impl Wiring {
         let (link_tx, link_rx) = crossbeam_channel::bounded::<LinkEvent>(4096);
         let publish_link = self.spawn_publish_link(&client_id, tls, state.clone(), link_tx)?;
         let device_link = self.spawn_device_link(&client_id, transport)?;
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Vec<Accepted>>(JOB_CHANNEL);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Handover>(JOB_CHANNEL);
         let publisher = self.spawn_publisher(publisher.with_state(state), jobs_rx, link_rx)?;
         let (handed_tx, handed_rx) = crossbeam_channel::bounded::<Lingering>(64);
         let (wake_tx, woken) = crossbeam_channel::bounded(1);
@@ -428,6 +432,7 @@ impl Wiring {
             },
             state,
             events,
+            told: Told::new(self.to_link.1.clone()),
             shared: Arc::clone(&self.link),
             counters: Arc::clone(&self.counters),
             stop: self.link_stop.clone(),
@@ -460,7 +465,7 @@ impl Wiring {
     fn spawn_publisher(
         &self,
         publisher: Publisher,
-        jobs: Receiver<Vec<Accepted>>,
+        jobs: Receiver<Handover>,
         link: Receiver<LinkEvent>,
     ) -> Result<JoinHandle<()>, Error> {
         let intake = self.intake.clone();
@@ -488,7 +493,7 @@ impl Wiring {
     fn spawn_listener(
         &self,
         sockets: Vec<Listening>,
-        jobs: Sender<Vec<Accepted>>,
+        jobs: Sender<Handover>,
         lingering: Sender<Lingering>,
         lingering_wake: Sender<()>,
     ) -> Result<JoinHandle<()>, Error> {

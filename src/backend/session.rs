@@ -23,8 +23,8 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use crate::backend::lingering::Lingering;
 use crate::backend::routes::ReplyRoutes;
 use crate::config::{AckMode, Live};
-use crate::delivery::item::{Accepted, OperatorRequest};
-use crate::delivery::outbox::{self, Finish, Outbox, StatusOwed};
+use crate::delivery::item::{Accepted, Handover, OperatorRequest, ReplyTo};
+use crate::delivery::outbox::{self, Claims, Finish, Outbox};
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::shutdown::Stop;
@@ -72,7 +72,7 @@ impl Drop for Slot {
 pub struct Shared {
     /// Read at each decision: SIGHUP may replace it.
     pub config: Arc<Live>,
-    pub jobs: Sender<Vec<Accepted>>,
+    pub jobs: Sender<Handover>,
     /// Operators' requests (`held`, `cancel`) for the publisher.
     pub operator: Sender<OperatorRequest>,
     pub routes: ReplyRoutes,
@@ -122,6 +122,8 @@ struct Reader<'a> {
     /// [`BATCH_COMMANDS`] / [`BATCH_BYTES`] when that comes first.
     batch: Vec<Accepted>,
     batch_bytes: usize,
+    /// The batch's claims on this connection's status lines.
+    claims: Option<Claims>,
     /// A complete value came (a command, an `ack_mode` request, or one refused).
     sent_a_value: bool,
 }
@@ -158,6 +160,7 @@ pub fn run(stream: Stream, peer: Peer, id: u64, shared: Arc<Shared>, slot: Slot)
         draining: None,
         batch: Vec::with_capacity(BATCH_COMMANDS),
         batch_bytes: 0,
+        claims: None,
         sent_a_value: false,
     };
     let end = reader.read_loop();
@@ -355,14 +358,35 @@ impl Reader<'_> {
         fatal.then_some(End::Fatal)
     }
 
+    /// Where a command's status lines go (and which), by this connection's
+    /// ACK_MODE: the command's claim on them is taken here, handed over
+    /// with its batch.
+    fn reply_to(&mut self) -> Option<ReplyTo> {
+        let (ok_lines, camera_lines) = match self.ack_mode {
+            AckMode::None => return None,
+            AckMode::Errors => (false, false),
+            AckMode::All => (true, false),
+            AckMode::Camera => (true, true),
+        };
+        self.claims
+            .get_or_insert_with(|| Claims::new(&self.outbox))
+            .take_one();
+        Some(ReplyTo {
+            conn: self.outbox.conn(),
+            ok_lines,
+            camera_lines,
+        })
+    }
+
     /// Hands the batch to the publisher (blocking while its channel is full).
     fn hand_over(&mut self) -> Result<(), Pushed> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_COMMANDS));
+        let jobs = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_COMMANDS));
         self.batch_bytes = 0;
-        self.push(batch)
+        let claims = self.claims.take();
+        self.push(Handover { jobs, claims })
     }
 
     /// Bytes that are not JSON (or too large): counted, logged, reported.
@@ -436,15 +460,11 @@ impl Reader<'_> {
             shared.routes.claim(&cmd.unit, &self.outbox);
         }
         // The publisher logs "accepted" once the command is queued (and spooled).
-        let mut job = Accepted::new(cmd, &config, Instant::now(), SystemTime::now());
+        let topic = config.command_topic_for(&cmd.unit);
+        let mut job = Accepted::new(cmd, topic, Instant::now(), SystemTime::now());
         job.peer = Some(self.peer());
         job.camera = camera;
-        job.reply = match self.ack_mode {
-            AckMode::None => None,
-            AckMode::Errors => Some(StatusOwed::new(&self.outbox, false)),
-            AckMode::All => Some(StatusOwed::new(&self.outbox, true)),
-            AckMode::Camera => Some(StatusOwed::until_confirmed(&self.outbox)),
-        };
+        job.reply = self.reply_to();
         self.batch_bytes += job.payload.len();
         self.batch.push(job);
         if self.batch.len() >= BATCH_COMMANDS || self.batch_bytes >= BATCH_BYTES {
@@ -458,7 +478,7 @@ impl Reader<'_> {
     /// grace (this side's deadline is never later than the publisher's, so
     /// a batch is either taken before the publisher counts what it leaves,
     /// or counted here).
-    fn push(&self, mut job: Vec<Accepted>) -> Result<(), Pushed> {
+    fn push(&self, mut batch: Handover) -> Result<(), Pushed> {
         loop {
             let deadline = self
                 .shared
@@ -470,19 +490,19 @@ impl Reader<'_> {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Err(Pushed::GraceOver(job.len()));
+                        return Err(Pushed::GraceOver(batch.jobs.len()));
                     }
                     left.min(POLL)
                 }
             };
-            match self.shared.jobs.send_timeout(job, wait) {
+            match self.shared.jobs.send_timeout(batch, wait) {
                 Ok(()) => return Ok(()),
-                Err(SendTimeoutError::Timeout(back)) => job = back,
+                Err(SendTimeoutError::Timeout(back)) => batch = back,
                 // At shutdown the publisher leaves when the grace is over:
                 // its going means the grace ran out (its clock may be a
                 // moment ahead of this one), so the unread are counted.
                 Err(SendTimeoutError::Disconnected(back)) if deadline.is_some() => {
-                    return Err(Pushed::GraceOver(back.len()))
+                    return Err(Pushed::GraceOver(back.jobs.len()))
                 }
                 Err(SendTimeoutError::Disconnected(_)) => return Err(Pushed::Gone),
             }
@@ -608,7 +628,7 @@ impl Pushed {
 #[cfg(test)]
 pub(crate) struct Fixture {
     pub shared: Arc<Shared>,
-    pub jobs: crossbeam_channel::Receiver<Vec<Accepted>>,
+    pub jobs: crossbeam_channel::Receiver<Handover>,
     pub lingering: crossbeam_channel::Receiver<Lingering>,
     _lingering_woken: crossbeam_channel::Receiver<()>,
 }
@@ -701,7 +721,7 @@ mod tests {
             .write_all(br#"{"type":"NOPE","unit":"cam1"}{"type":"SCS","unit":"cam1"}"#)
             .unwrap();
         let batch = fixture.jobs.recv_timeout(WAIT).expect("a batch");
-        assert_eq!(batch.len(), 1);
+        assert_eq!(batch.jobs.len(), 1);
         assert_eq!(batch[0].unit, "cam1");
         let line = read_line(&mut backend);
         assert!(
@@ -748,7 +768,7 @@ mod tests {
         let units: Vec<String> = fixture
             .jobs
             .try_iter()
-            .flatten()
+            .flat_map(|handed| handed.jobs)
             .map(|job| job.unit)
             .collect();
         assert_eq!(units, ["cam1", "cam2"]);

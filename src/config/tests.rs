@@ -1089,10 +1089,14 @@ fn parses_hosts_ports_and_ipv6() {
 #[test]
 fn lifetimes_per_type_override_command_ttl() {
     let c = ok("COMMAND_TTL = 600\nCOMMAND_TTLS = IMG:60, FMW:604800 ,CFG:0");
-    assert_eq!(c.ttl_for("IMG"), Some(Duration::from_secs(60)));
-    assert_eq!(c.ttl_for("FMW"), Some(Duration::from_secs(604_800)));
-    assert_eq!(c.ttl_for("CFG"), None, "0 = never");
-    assert_eq!(c.ttl_for("WFI"), Some(Duration::from_secs(600)));
+    let lifetimes = c.lifetimes();
+    let ttl = |kind| lifetimes.ttl_for(kind);
+    assert_eq!(ttl(CommandType::Img), Some(Duration::from_secs(60)));
+    assert_eq!(ttl(CommandType::Fmw), Some(Duration::from_secs(604_800)));
+    assert_eq!(ttl(CommandType::Cfg), None, "0 = never");
+    assert_eq!(ttl(CommandType::Wfi), Some(Duration::from_secs(600)));
+    assert_eq!(lifetimes.ttl_key(CommandType::Img), "COMMAND_TTLS IMG");
+    assert_eq!(lifetimes.ttl_key(CommandType::Wfi), "COMMAND_TTL");
     assert_eq!(
         c.effective()
             .into_iter()
@@ -1282,10 +1286,15 @@ fn socket_allow_users_takes_names_and_uids() {
 fn serial_after_names_command_types_once() {
     assert_eq!(
         Config::default().serial_after,
-        ["FMW", "APP", "AIM", "FRS"].map(String::from)
+        [
+            CommandType::Fmw,
+            CommandType::App,
+            CommandType::Aim,
+            CommandType::Frs
+        ]
     );
     assert!(ok("SERIAL_AFTER = \"\"").serial_after.is_empty());
-    assert_eq!(ok("SERIAL_AFTER = FMW").serial_after, ["FMW".to_string()]);
+    assert_eq!(ok("SERIAL_AFTER = FMW").serial_after, [CommandType::Fmw]);
     assert!(err("SERIAL_AFTER = FMW, XYZ").contains("\"XYZ\" is not a command type"));
     assert!(err("SERIAL_AFTER = FMW, FMW").contains("FMW is given twice"));
     assert_eq!(Config::default().serial_timeout, Duration::from_secs(600));

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use super::CommandType;
+
 /// Longest time any seconds key accepts (one year): far beyond any sensible
 /// setting, and small enough that `Instant + Duration` can never overflow.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
@@ -370,35 +372,23 @@ pub fn render_ttl(value: &Option<Duration>) -> String {
     value.map_or(0, |d| d.as_secs()).to_string()
 }
 
-/// The command types, as `type` names them (protocol::command tests hold
-/// this list to its `CommandType`).
-pub const COMMAND_TYPES: [&str; 12] = [
-    "AIM", "FMW", "APP", "CDN", "CFG", "CTS", "WFI", "SCS", "UDS", "FRS", "IMG", "RSR",
-];
-
 /// `COMMAND_TTLS`: `TYPE:seconds, ...`, each type at most once, 0 = never.
-pub fn ttls(value: &str) -> Result<Vec<(String, Option<Duration>)>, String> {
-    let mut out: Vec<(String, Option<Duration>)> = Vec::new();
+pub fn ttls(value: &str) -> Result<Vec<(CommandType, Option<Duration>)>, String> {
+    let mut out: Vec<(CommandType, Option<Duration>)> = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (kind, secs) = entry
             .split_once(':')
             .ok_or_else(|| format!("{entry:?} is not TYPE:seconds"))?;
-        let kind = kind.trim();
-        if !COMMAND_TYPES.contains(&kind) {
-            return Err(format!(
-                "{kind:?} is not a command type ({})",
-                COMMAND_TYPES.join(", ")
-            ));
-        }
-        if out.iter().any(|(k, _)| k == kind) {
+        let kind = command_type(kind.trim())?;
+        if out.iter().any(|(k, _)| *k == kind) {
             return Err(format!("{kind} is given twice"));
         }
-        out.push((kind.to_string(), ttl(secs.trim())?));
+        out.push((kind, ttl(secs.trim())?));
     }
     Ok(out)
 }
 
-pub fn render_ttls(list: &[(String, Option<Duration>)]) -> String {
+pub fn render_ttls(list: &[(CommandType, Option<Duration>)]) -> String {
     list.iter()
         .map(|(kind, ttl)| format!("{kind}:{}", render_ttl(ttl)))
         .collect::<Vec<_>>()
@@ -406,21 +396,29 @@ pub fn render_ttls(list: &[(String, Option<Duration>)]) -> String {
 }
 
 /// `SERIAL_AFTER`: command types, each at most once; empty = none.
-pub fn type_list(value: &str) -> Result<Vec<String>, String> {
-    let mut out: Vec<String> = Vec::new();
-    for kind in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        if !COMMAND_TYPES.contains(&kind) {
-            return Err(format!(
-                "{kind:?} is not a command type ({})",
-                COMMAND_TYPES.join(", ")
-            ));
-        }
-        if out.iter().any(|k| k == kind) {
+pub fn type_list(value: &str) -> Result<Vec<CommandType>, String> {
+    let mut out: Vec<CommandType> = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let kind = command_type(name)?;
+        if out.contains(&kind) {
             return Err(format!("{kind} is given twice"));
         }
-        out.push(kind.to_string());
+        out.push(kind);
     }
     Ok(out)
+}
+
+pub fn render_types(list: &[CommandType]) -> String {
+    list.iter()
+        .map(|kind| kind.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One command type, named as `type` names it.
+fn command_type(name: &str) -> Result<CommandType, String> {
+    CommandType::parse(name)
+        .ok_or_else(|| format!("{name:?} is not a command type ({})", CommandType::names()))
 }
 
 /// `PRESENCE_FIELD`: a field name a command can carry; empty = off.

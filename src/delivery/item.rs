@@ -1,13 +1,13 @@
 //! The queue item: one validated command on its way from a backend session
-//! (or the spool, at start) to the publisher, with where its status line
-//! goes. Built on session threads, sent in batches over the job channel,
-//! owned by the publisher from then on.
+//! (or the spool, at start) to the publisher, where its status lines go
+//! ([`ReplyTo`]), and the batch a session hands over ([`Handover`]). Built on
+//! session threads, sent over the job channel, owned by the publisher then.
 
 use crate::ops::transport::Peer;
 use std::time::{Instant, SystemTime};
 
-use crate::config::Config;
-use crate::delivery::outbox::{self, Outbox, StatusOwed};
+use crate::delivery::outbox::{self, Claims, Outbox};
+use crate::delivery::spool::LiveCommand;
 use crate::protocol::command::{Command, CommandType};
 use crate::protocol::control::Control;
 
@@ -24,8 +24,8 @@ pub struct Accepted {
     pub received_wall: SystemTime,
     /// The backend it came from; None when replayed from the spool.
     pub peer: Option<Peer>,
-    /// Where its status line goes, when its connection wants any.
-    pub reply: Option<StatusOwed>,
+    /// Where its status lines go, when its connection wants any.
+    pub reply: Option<ReplyTo>,
     /// The camera its `PRESENCE_FIELD` names, as sent: while that camera is
     /// offline the command is held (policy/hold.rs).
     pub camera: Option<String>,
@@ -42,16 +42,11 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// `cmd` as queued for its topic: from no backend and owing no status
+    /// `cmd` as queued for `topic`: from no backend and owing no status
     /// line until the session fills in `peer` and `reply`.
-    pub fn new(
-        cmd: Command,
-        config: &Config,
-        received: Instant,
-        received_wall: SystemTime,
-    ) -> Self {
+    pub fn new(cmd: Command, topic: String, received: Instant, received_wall: SystemTime) -> Self {
         Accepted {
-            topic: config.command_topic_for(&cmd.unit),
+            topic,
             kind: cmd.kind,
             unit: cmd.unit,
             id: cmd.id,
@@ -67,6 +62,16 @@ impl Accepted {
         }
     }
 
+    /// This command as the spool keeps it, under `seq` (`held`: for a camera that is offline).
+    pub fn live(&self, seq: u64, held: bool) -> LiveCommand<'_> {
+        LiveCommand {
+            seq,
+            received: self.received_wall,
+            payload: &self.payload,
+            held,
+        }
+    }
+
     /// This command's status line (PROTOCOL.md §1.3): `ok`, or `error` with why.
     pub fn status_line(&self, error: Option<&str>) -> Vec<u8> {
         outbox::status_line(
@@ -75,6 +80,39 @@ impl Accepted {
             self.id.as_deref(),
             error,
         )
+    }
+}
+
+/// Where a command's status lines go, and which: pure data. The claim
+/// that keeps a half-closed connection waiting for them travels beside the
+/// command ([`Handover`]) and is held by the publisher (`replies.rs`); the
+/// policy says when a command's last line is decided by handing its
+/// `ReplyTo` back (not `Clone`: one command, one last line).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The connection ([`Outbox::conn`]).
+    pub conn: u64,
+    /// `ok` lines too, not only errors (`ACK_MODE = all` or `camera`, or asked for).
+    pub ok_lines: bool,
+    /// `delivered` and `resent` lines too (`ACK_MODE = camera`): the last
+    /// line is the camera's confirmation.
+    pub camera_lines: bool,
+}
+
+/// What a session hands the publisher at once: the commands framed from
+/// one read, and the claims on status lines they took on its connection.
+pub struct Handover {
+    pub jobs: Vec<Accepted>,
+    /// One per command with a [`ReplyTo`]; given back when dropped unread.
+    pub claims: Option<Claims>,
+}
+
+impl std::ops::Index<usize> for Handover {
+    type Output = Accepted;
+
+    /// The commands in the order they were read.
+    fn index(&self, i: usize) -> &Accepted {
+        &self.jobs[i]
     }
 }
 

@@ -1,17 +1,7 @@
-//! The delivery ledger: the relay's own record of every accepted command until
-//! the broker has acknowledged it. Pure bookkeeping, no I/O; owned by the
-//! publisher thread and fed what the publish link reports.
-//!
-//! Each command keeps its place (a sequence number, oldest first) until its
-//! PUBACK. When it is written to the broker it gets a packet id, assigned
-//! here and never one still awaiting its PUBACK on the current connection,
-//! so an acknowledgement names exactly one command. A new connection is a
-//! clean session: everything unacknowledged is due again, oldest first, and
-//! gets fresh packet ids. A command may thus be written twice; the first
-//! acknowledgement removes it: at least once, never lost.
-//!
-//! The ledger also keeps the total weight (payload bytes) of what it holds,
-//! for `QUEUE_MAX_BYTES`.
+//! The delivery ledger: every accepted command, in order, until the broker
+//! acknowledged it, with the packet ids it was written under and the payload
+//! bytes held (`QUEUE_MAX_BYTES`). Pure bookkeeping, owned by the policy on
+//! the publisher thread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -1,15 +1,8 @@
-//! What goes back to one backend connection (PROTOCOL.md §1.3): device replies and
-//! status lines. Everyone who has something for a backend (the publisher for
-//! status lines, the MQTT event loop for replies, the session for rejections)
-//! calls [`Outbox::offer`], which never blocks: a backend that does not read
-//! loses lines (counted, logged), it never stalls the MQTT side or other
-//! backends. The queue is bounded in lines and in bytes.
-//!
-//! While the connection is open, its session owns a writer thread
-//! ([`write_loop`]) that drains the queue into the socket. Once the peer has
-//! closed its side, the socket and the outbox move to the lingering thread
-//! (`lingering.rs`) until the status lines still owed are written: the
-//! session and writer threads end, and only the socket's descriptor remains.
+//! What goes back to one backend connection (PROTOCOL.md §1.3): status lines
+//! and device replies, queued by whoever has one ([`Outbox::offer`] never
+//! blocks; bounded in lines and bytes), written by the session's writer
+//! thread ([`write_loop`]) or, once the peer half-closed, by the lingering
+//! thread; and the [`Claims`] commands hold on a connection's lines.
 
 use crate::ops::counters::Counter;
 use crate::ops::sync::lock;
@@ -17,7 +10,7 @@ use crate::ops::transport::{Peer, Stream};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,6 +25,8 @@ pub const MAX_BYTES: usize = 1024 * 1024;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// One warn line per this many dropped lines.
 const DROPS_PER_WARNING: u64 = 1000;
+/// The next [`Outbox::conn`].
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// The queue of lines for one connection; cheap to clone (shared).
 #[derive(Clone)]
@@ -41,9 +36,10 @@ pub struct Outbox {
 
 struct Inner {
     id: u64,
+    conn: u64,
     peer: Peer,
     queue: Mutex<Queue>,
-    /// Commands of this connection still owed a status line (see [`StatusOwed`]).
+    /// Commands of this connection still owed a status line (see [`Claims`]).
     owed: AtomicUsize,
     dropped: Counter,
     /// Device replies go out wrapped (`{"reply":…,"unit":…}`): the
@@ -68,6 +64,7 @@ impl Outbox {
         let outbox = Outbox {
             inner: Arc::new(Inner {
                 id,
+                conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
                 peer,
                 queue: Mutex::new(Queue {
                     lines: VecDeque::new(),
@@ -86,6 +83,13 @@ impl Outbox {
     /// The connection's id (the listener's count of accepted connections).
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// A number no other connection of this process has (the listeners
+    /// count theirs each from 1): what the publisher's policy knows the
+    /// connection by.
+    pub fn conn(&self) -> u64 {
+        self.inner.conn
     }
 
     pub fn peer(&self) -> Peer {
@@ -177,48 +181,69 @@ impl Outbox {
         queue.wake = wake;
     }
 
-    fn nudge(&self) {
-        let _ = self.queue().wake.try_send(());
+    /// `n` claims end. The lingering thread releases a connection once
+    /// nothing is owed: only the last claim's going is news (a line
+    /// written wakes it anyway).
+    fn release(&self, n: usize) {
+        if n > 0 && self.inner.owed.fetch_sub(n, Ordering::SeqCst) == n {
+            let _ = self.queue().wake.try_send(());
+        }
     }
 }
 
-/// A command's claim on a status line: counted by its connection while it
-/// lives, so a backend that half-closes still gets its lines (for at most
-/// `lingering::LINGER_MAX`, however long the command waits).
-pub struct StatusOwed {
-    pub outbox: Outbox,
-    /// `ok` lines too, not only errors (`ACK_MODE = all` or `camera`, or asked for).
-    pub ok_lines: bool,
-    /// `delivered` and `resent` lines too (`ACK_MODE = camera`): the claim
-    /// lasts until the camera confirmed the command.
-    pub camera_lines: bool,
+/// Commands' claims on status lines of one connection, counted by it while
+/// they last, so a backend that half-closes still gets its lines (for at
+/// most `lingering::LINGER_MAX`, however long the commands wait). Its
+/// session takes one per command it hands over; the publisher keeps them
+/// (`replies.rs`) and gives one back when a command's last line is
+/// decided; dropped, all are given back.
+pub struct Claims {
+    outbox: Outbox,
+    count: usize,
 }
 
-impl StatusOwed {
-    pub fn new(outbox: &Outbox, ok_lines: bool) -> Self {
-        outbox.inner.owed.fetch_add(1, Ordering::SeqCst);
-        StatusOwed {
+impl Claims {
+    /// No claims yet on `outbox`'s lines.
+    pub fn new(outbox: &Outbox) -> Claims {
+        Claims {
             outbox: outbox.clone(),
-            ok_lines,
-            camera_lines: false,
+            count: 0,
         }
     }
 
-    /// A claim that lasts until the camera confirmed the command.
-    pub fn until_confirmed(outbox: &Outbox) -> Self {
-        let mut owed = StatusOwed::new(outbox, true);
-        owed.camera_lines = true;
-        owed
+    /// One more command claims a line.
+    pub fn take_one(&mut self) {
+        self.outbox.inner.owed.fetch_add(1, Ordering::SeqCst);
+        self.count += 1;
+    }
+
+    /// `other`'s claims (on the same connection's lines) become these.
+    pub fn join(&mut self, mut other: Claims) {
+        debug_assert_eq!(self.outbox.conn(), other.outbox.conn());
+        self.count += std::mem::take(&mut other.count);
+    }
+
+    /// One command's line is decided: its claim ends.
+    pub fn give_back_one(&mut self) {
+        if self.count > 0 {
+            self.count -= 1;
+            self.outbox.release(1);
+        }
+    }
+
+    /// Claims held.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 }
 
-impl Drop for StatusOwed {
+impl Drop for Claims {
     fn drop(&mut self) {
-        // The lingering thread releases a connection once nothing is owed:
-        // only the last claim's going is news (a line written wakes it anyway).
-        if self.outbox.inner.owed.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.outbox.nudge();
-        }
+        self.outbox.release(std::mem::take(&mut self.count));
     }
 }
 
@@ -492,19 +517,33 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_counts_until_dropped_and_wakes_whoever_listens() {
+    fn claims_count_until_given_back_or_dropped_and_wake_whoever_listens() {
         let (outbox, woken) = outbox();
-        let claim = StatusOwed::new(&outbox, true);
-        assert_eq!(outbox.owed(), 1);
+        let mut claims = Claims::new(&outbox);
+        claims.take_one();
+        let mut more = Claims::new(&outbox);
+        more.take_one();
+        more.take_one();
+        claims.join(more);
+        assert_eq!(outbox.owed(), 3, "joined, none given back");
         let (wake, lingerer) = crossbeam_channel::bounded(1);
         outbox.rewire(wake);
         let _ = lingerer.try_recv();
-        drop(claim);
+        claims.give_back_one();
+        assert_eq!(outbox.owed(), 2);
+        assert!(lingerer.try_recv().is_err(), "not the last: no news");
+        drop(claims);
         assert_eq!(outbox.owed(), 0);
         assert!(
             lingerer.try_recv().is_ok(),
             "the lingering thread hears of it"
         );
         assert!(woken.try_recv().is_err(), "the old writer does not");
+        let mut last = Claims::new(&outbox);
+        last.take_one();
+        last.give_back_one();
+        last.give_back_one();
+        assert_eq!(outbox.owed(), 0, "never below what was taken");
+        assert!(lingerer.try_recv().is_ok());
     }
 }

@@ -1,24 +1,11 @@
-//! The publisher's policy, without I/O: admission (the `QUEUE_CAPACITY` and
-//! `QUEUE_MAX_BYTES` budgets, spool or wait), durability (the spool's
-//! state, its failures and recovery), the write window and the write hold,
-//! acknowledgements and resend after a lost link (the "again" copies), expiry
-//! (`COMMAND_TTL`) and shutdown. Owned by the publisher thread
-//! (`publisher.rs`), which feeds it [`Event`]s and performs the [`Action`]s it
-//! returns; there are no sockets, files, channels or clocks in here: time
-//! comes in as [`Now`], spool and socket results come back as events.
-//!
-//! Three actions are requests whose result the publisher feeds back before
-//! anything else: [`Action::Write`] and [`Action::Disconnect`] (answered by
-//! [`Event::Written`]) and the spool's `Sync`, `Tidy` and `Open` (answered
-//! by [`Event::Spool`]). A request is always the last action of a list; what
-//! follows it (the rest of a turn, the batch waiting for its sync) is kept
-//! here and resumes with the answer.
-//!
-//! Every command keeps its place (a sequence number in the order it was
-//! accepted) until it is done, so per-unit order holds across resends: in
-//! the ledger until the broker acknowledges it, and, for a command whose
-//! camera's presence decides its delivery (`hold.rs`), held while the camera
-//! cannot take it and unconfirmed until its heartbeats show it had it.
+//! The publisher's policy, pure: admission, durability, the write window,
+//! acknowledgements and resend, expiry, the hold for cameras (`hold.rs`) and
+//! shutdown, as one type that takes [`Event`]s and returns [`Action`]s. Owned
+//! by the publisher thread (`publisher.rs`); no sockets, files, channels,
+//! clocks or handles in here: time comes in as [`Now`], a connection is a
+//! number. A request ([`Action::Write`], [`Action::Disconnect`], a spool
+//! `Sync`, `Tidy` or `Open`) always ends its list; the rest of the turn waits
+//! here for its answer ([`Event::Written`], [`Event::Spool`]).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
@@ -27,13 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{Level, LevelFilter};
 
-use crate::config::{Config, Qos};
-use crate::delivery::item::Accepted;
+use crate::delivery::item::{Accepted, ReplyTo};
 use crate::delivery::ledger::{Ledger, Weighed};
-use crate::delivery::outbox::{Outbox, StatusOwed};
-use crate::delivery::spool::{Live, Recovery, SpoolError};
+pub use crate::delivery::settings::{OfflineState, Reload, Settings};
+use crate::delivery::spool::{Aside, LiveCommand, Recovery, SpoolError};
 use crate::ops::log_limit::Kind;
-use crate::protocol::command::CommandType;
 pub use cadence::{Cadence, Class, State};
 pub use hold::HeldFor;
 use hold::Hold;
@@ -77,103 +62,6 @@ pub struct Now {
     pub wall: SystemTime,
 }
 
-/// What the policy needs of the configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// QoS 1 (acknowledged) or 0.
-    pub qos1: bool,
-    /// `COMMAND_TTL`, and `COMMAND_TTLS` per type.
-    pub ttl: Option<Duration>,
-    pub ttls: Vec<(String, Option<Duration>)>,
-    /// Hold commands for cameras that are offline (`PRESENCE_FIELD` set and `HOLD_OFFLINE`).
-    pub hold_offline: bool,
-    pub hold_max_per_camera: usize,
-    pub hold_max_bytes: usize,
-    /// Offline cameras remembered at most (`MAX_DEVICES`).
-    pub max_cameras: usize,
-    /// `PRESENCE_FIELD`: read again from spooled commands.
-    pub presence_field: Option<String>,
-    pub capacity: usize,
-    /// `QUEUE_MAX_BYTES`: payload bytes the ledger may hold.
-    pub max_bytes: usize,
-    /// `SPOOL_FILE`, named in log lines.
-    pub spool: Option<PathBuf>,
-    /// `STATE_TOPIC` and its "offline" message, published before a clean DISCONNECT.
-    pub state: Option<(String, Vec<u8>)>,
-    /// The most verbose level logged: lines below it are not even formatted.
-    pub log_level: LevelFilter,
-    /// How long one written command may wait for its PUBACK before the
-    /// connection is dropped and made again (2 × `MQTT_KEEPALIVE`).
-    pub puback_within: Duration,
-    /// `MQTT_MAX_PACKET_BYTES`: the largest PUBLISH the broker takes, when known.
-    pub max_packet: Option<usize>,
-    /// `DEVICE_TIMEOUT`: a camera silent this long is offline.
-    pub device_timeout: Duration,
-    /// `SERIAL_AFTER`: types after which a camera's newer commands wait for its next heartbeat.
-    pub serial_after: Vec<CommandType>,
-    /// `SERIAL_TIMEOUT`: how long they wait at most.
-    pub serial_timeout: Duration,
-    /// `UNSEEN_WAIT`: how long a command for a camera never seen waits for it.
-    pub unseen_wait: Duration,
-}
-
-impl Settings {
-    pub fn new(config: &Config, log_level: LevelFilter) -> Settings {
-        Settings {
-            qos1: config.mqtt_qos == Qos::AtLeastOnce,
-            ttl: config.command_ttl,
-            ttls: config.command_ttls.clone(),
-            hold_offline: config.hold_offline && config.presence_field.is_some(),
-            hold_max_per_camera: config.hold_max_per_camera,
-            hold_max_bytes: config.hold_max_bytes,
-            max_cameras: config.max_devices,
-            presence_field: config.presence_field.clone(),
-            capacity: config.queue_capacity,
-            max_bytes: config.queue_max_bytes,
-            spool: config.spool_file.clone(),
-            state: None,
-            log_level,
-            puback_within: Settings::puback_within(config),
-            max_packet: Settings::max_packet(config),
-            device_timeout: config.device_timeout,
-            serial_after: config
-                .serial_after
-                .iter()
-                .filter_map(|k| CommandType::parse(k))
-                .collect(),
-            serial_timeout: config.serial_timeout,
-            unseen_wait: config.unseen_wait,
-        }
-    }
-
-    /// 2 × `MQTT_KEEPALIVE`.
-    pub fn puback_within(config: &Config) -> Duration {
-        config.mqtt_keepalive * 2
-    }
-
-    /// `MQTT_MAX_PACKET_BYTES`, None for 0 (unknown).
-    pub fn max_packet(config: &Config) -> Option<usize> {
-        (config.mqtt_max_packet_bytes > 0).then_some(config.mqtt_max_packet_bytes)
-    }
-
-    /// The lifetime of a command of type `kind`; None = never expires.
-    pub fn ttl_for(&self, kind: &str) -> Option<Duration> {
-        self.ttls
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map_or(self.ttl, |(_, ttl)| *ttl)
-    }
-
-    /// The key that sets `kind`'s lifetime, as log lines name it.
-    pub fn ttl_key(&self, kind: &str) -> String {
-        if self.ttls.iter().any(|(k, _)| k == kind) {
-            format!("COMMAND_TTLS {kind}")
-        } else {
-            "COMMAND_TTL".to_string()
-        }
-    }
-}
-
 /// What the publisher found at `SPOOL_FILE` when it started.
 #[derive(Debug)]
 pub enum Found {
@@ -186,6 +74,23 @@ pub enum Found {
 
 /// What happens to the publisher.
 pub enum Event {
+    /// At start, with `SPOOL_FILE` set: what the last run left there. Its
+    /// live commands are queued first, and the file is written afresh.
+    Start(Found),
+    /// Cameras remembered from the last run (the device table's file):
+    /// known, their presence unknown (or offline) until their heartbeat.
+    /// Comes before [`Event::Start`], so that a camera remembered is known
+    /// to the commands the spool gives back.
+    Remember(Vec<Remembered>),
+    /// `STATE_TOPIC` and its "offline" message, published before a clean DISCONNECT.
+    OfflineState(Option<OfflineState>),
+    /// The most verbose level logged from now on.
+    LogLevel(LevelFilter),
+    /// A SIGHUP's settings (see [`Reload`]).
+    Reload(Reload),
+    /// The largest packet the broker in use announced it takes (None: it
+    /// did not); it applies to the next command written.
+    BrokerLimit(Option<usize>),
     /// Commands a session handed over, taken whole; admitted at the next [`Event::Tick`].
     Batch(Vec<Accepted>),
     /// A turn of the loop: admit what waits, write what is due, tidy the spool.
@@ -205,15 +110,16 @@ pub enum Event {
     Acked(Vec<u16>),
     /// What the device side saw, in the order it saw it.
     Sightings(Vec<Sighting>),
-    /// An operator's request (`ms500-relay held`, `cancel`) from the
-    /// connection `to`, sent by `by`: answered with lines to it.
+    /// An operator's request (`ms500-relay held`, `cancel`) on the
+    /// connection `conn`, sent by `by`: answered with lines to it, then
+    /// [`Action::Answered`].
     Operator {
         request: crate::protocol::control::Control,
-        to: Outbox,
+        conn: u64,
         by: String,
     },
     /// The answer to [`Action::Write`] or [`Action::Disconnect`].
-    Written(Result<(), String>),
+    Written(Result<(), WriteError>),
     /// The answer to a spool request.
     Spool(SpoolOutcome),
     /// Intake stopped: publish for at most `grace` more, then give up.
@@ -223,6 +129,24 @@ pub enum Event {
     /// The loop ended (see [`Delivery::ending`]); `unread` commands are still
     /// in the job channel. Tidies the spool and says goodbye to the broker.
     Close { unread: usize },
+}
+
+/// Why the broker's connection could not be written.
+#[derive(Debug)]
+pub enum WriteError {
+    /// There is no connection (it broke, or the policy dropped it).
+    NotConnected,
+    /// The write failed; the connection is shut.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::NotConnected => f.write_str("not connected"),
+            WriteError::Io(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 /// What the device side saw of the cameras.
@@ -257,7 +181,7 @@ pub enum SpoolOutcome {
     OpenFailed {
         kept_as: Option<PathBuf>,
         reason: String,
-        move_first: Option<&'static str>,
+        move_first: Option<Aside>,
     },
 }
 
@@ -274,7 +198,7 @@ pub enum SpoolOp {
     Tidy,
     /// Request: move the file aside under this kind first (when set), then
     /// write it afresh with everything [`Delivery::spooled`].
-    Open { move_first: Option<&'static str> },
+    Open { move_first: Option<Aside> },
 }
 
 /// A counter of the status file that moves.
@@ -315,18 +239,23 @@ pub enum Action {
     /// logged, the rest summed up (`log_limit`).
     LogLimited(Kind, Level, String),
     Count(Count),
-    /// Offer this status line (if any: `ok` lines only go where asked for)
-    /// to a connection; the command's claim on a line ends either way.
-    Status {
-        to: StatusOwed,
+    /// A command's last status line, if any (`ok` lines only go where
+    /// asked for), to its connection: its claim on a line ends either way.
+    Done {
+        reply: ReplyTo,
         line: Option<Vec<u8>>,
     },
     Spool(SpoolOp),
     /// Offer a line to a connection without ending a claim (a held
-    /// command's `held` line; its `ok` or error comes later).
-    Notice {
-        to: Outbox,
+    /// command's `held` line, whose `ok` or error comes later; a line of
+    /// an answer to an operator).
+    Line {
+        conn: u64,
         line: Vec<u8>,
+    },
+    /// The operator's request on this connection is answered.
+    Answered {
+        conn: u64,
     },
     /// Request: write these PUBLISH packets to the broker's connection.
     Write(Vec<u8>),
@@ -346,19 +275,19 @@ impl std::fmt::Debug for Action {
                 write!(f, "LogLimited({kind:?}, {level}, {line:?})")
             }
             Action::Count(count) => write!(f, "Count({count:?})"),
-            Action::Status { to, line } => write!(
+            Action::Done { reply, line } => write!(
                 f,
-                "Status(to connection {}: {:?})",
-                to.outbox.id(),
+                "Done(to connection {}: {:?})",
+                reply.conn,
                 line.as_deref().map(String::from_utf8_lossy)
             ),
             Action::Spool(op) => write!(f, "Spool({op:?})"),
-            Action::Notice { to, line } => write!(
+            Action::Line { conn, line } => write!(
                 f,
-                "Notice(to connection {}: {:?})",
-                to.id(),
+                "Line(to connection {conn}: {:?})",
                 String::from_utf8_lossy(line)
             ),
+            Action::Answered { conn } => write!(f, "Answered(connection {conn})"),
             Action::Write(packets) => write!(f, "Write({} bytes)", packets.len()),
             Action::Disconnect(packets) => write!(f, "Disconnect({} bytes)", packets.len()),
             Action::DropLink(why) => write!(f, "DropLink({why:?})"),
@@ -386,8 +315,8 @@ enum Durability {
         reason: String,
         retry_at: Instant,
         /// The file was not read (or is damaged) and must be moved aside
-        /// under this kind before anything is written over it.
-        move_first: Option<&'static str>,
+        /// as this before anything is written over it.
+        move_first: Option<Aside>,
     },
 }
 
@@ -506,52 +435,16 @@ impl Delivery {
         }
     }
 
-    /// Publishes this "offline" message on this topic before a clean DISCONNECT.
-    pub fn set_state(&mut self, state: Option<(String, Vec<u8>)>) {
-        self.settings.state = state;
-    }
-
-    /// The largest packet the broker in use announced it takes (None: it did not).
-    pub fn set_broker_limit(&mut self, limit: Option<usize>) {
-        self.broker_limit = limit;
-    }
-
-    /// The levels logged from now on.
-    pub fn set_log_level(&mut self, level: LevelFilter) {
-        self.settings.log_level = level;
-    }
-
-    /// A SIGHUP's lifetimes (`COMMAND_TTL`, `COMMAND_TTLS`): they apply to
-    /// every command from the next expiry check, queued ones included.
-    pub fn set_lifetimes(&mut self, ttl: Option<Duration>, ttls: Vec<(String, Option<Duration>)>) {
-        self.settings.ttl = ttl;
-        self.settings.ttls = ttls;
-        self.lifetimes_changed();
-    }
-
-    /// A SIGHUP's `DEVICE_TIMEOUT`.
-    pub fn set_device_timeout(&mut self, timeout: Duration) {
-        self.settings.device_timeout = timeout;
-    }
-
-    /// Cameras remembered from the last run (the device table's file):
-    /// known, their presence unknown (or offline) until their heartbeat.
-    pub fn remember(&mut self, cameras: &[Remembered]) {
-        self.hold.seen.remember(cameras);
-    }
-
-    /// A SIGHUP's broker limits: the PUBACK deadline (2 × `MQTT_KEEPALIVE`)
-    /// of every command in flight from the next check, and
-    /// `MQTT_MAX_PACKET_BYTES` for the next command written.
-    pub fn set_broker_limits(&mut self, puback_within: Duration, max_packet: Option<usize>) {
-        self.settings.puback_within = puback_within;
-        self.settings.max_packet = max_packet;
-    }
-
     /// Takes one event; returns what to do, in order.
     pub fn handle(&mut self, event: Event, now: Now) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
+            Event::Start(found) => self.start(found, now, &mut out),
+            Event::Remember(cameras) => self.hold.seen.remember(&cameras),
+            Event::OfflineState(state) => self.settings.state = state,
+            Event::LogLevel(level) => self.settings.log_level = level,
+            Event::Reload(reload) => self.reload(reload),
+            Event::BrokerLimit(limit) => self.broker_limit = limit,
             Event::Batch(jobs) => self.wait_for_room(jobs),
             Event::Tick => {
                 self.steps = [
@@ -567,7 +460,9 @@ impl Delivery {
             }
             Event::LinkUp => self.link_up(&mut out),
             Event::Sightings(sightings) => self.sightings(sightings, now, &mut out),
-            Event::Operator { request, to, by } => self.operator(request, &to, &by, now, &mut out),
+            Event::Operator { request, conn, by } => {
+                self.operator(request, conn, &by, now, &mut out)
+            }
             Event::LinkDown => self.link_down(now, &mut out),
             Event::LinkDraining => self.lose_wire(),
             Event::LinkClosed => self.link_closed(&mut out),
@@ -594,6 +489,15 @@ impl Delivery {
         }
         self.resume(now, &mut out);
         out
+    }
+
+    /// A SIGHUP's settings, in effect from the next check on.
+    fn reload(&mut self, reload: Reload) {
+        self.settings.device_timeout = reload.device_timeout;
+        self.settings.puback_within = reload.puback_within;
+        self.settings.max_packet = reload.max_packet;
+        self.settings.lifetimes = reload.lifetimes;
+        self.lifetimes_changed();
     }
 
     /// Does what is left of the turn until a request must be answered.
@@ -692,23 +596,23 @@ impl Delivery {
     /// again after a broken link (`again`), whose own records were marked
     /// done when the broker first acknowledged them; written as live, they
     /// would never be marked done again and be replayed at every start.
-    pub fn spooled(&self) -> impl Iterator<Item = Live<'_>> {
+    pub fn spooled(&self) -> impl Iterator<Item = LiveCommand<'_>> {
         self.spooled_in(0..u64::MAX)
     }
 
     /// The [`Delivery::spooled`] commands with a sequence number in `seqs`:
     /// those queued, then those held (the order of records does not matter).
-    pub fn spooled_in(&self, seqs: Range<u64>) -> impl Iterator<Item = Live<'_>> {
+    pub fn spooled_in(&self, seqs: Range<u64>) -> impl Iterator<Item = LiveCommand<'_>> {
         let queued = self
             .ledger
             .iter_from(seqs.start)
             .take_while(move |(seq, _)| *seq < seqs.end)
             .filter(|(_, job)| !job.again)
-            .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice(), false));
+            .map(|(seq, job)| job.live(seq, false));
         let held = self
             .hold
             .range(seqs.start, seqs.end)
-            .map(|(seq, job)| (seq, job.received_wall, job.payload.as_slice(), true));
+            .map(|(seq, job)| job.live(seq, true));
         queued.chain(held)
     }
 

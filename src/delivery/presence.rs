@@ -1,16 +1,8 @@
 //! What the device side and the publisher tell each other about cameras.
-//!
-//! [`Presence`]: the device link records what it sees of the cameras (each
-//! live heartbeat, classified by its cadence; a lost connection; a device
-//! reply) in the order it saw it; the publisher takes the whole list when
-//! the bell rings and hands it to its policy as one event. One thread
-//! writes, one reads, and the order is the device link's: the last word
-//! about a camera is the last thing seen of it. Bounded: past
-//! [`MAX_WAITING`] sightings not taken (a publisher stuck on a full disk)
-//! the list is replaced by one "lost sight", which is what it then is.
-//!
-//! [`HeldView`]: what the publisher holds for cameras, written by the
-//! publisher when it changes and read by the status file's writer.
+//! [`Presence`]: the device link's sightings (heartbeats, lost sight, replies)
+//! in the order it saw them, taken whole by the publisher when the bell
+//! rings; bounded by [`MAX_WAITING`]. [`HeldView`]: what the publisher holds
+//! for cameras, read by the status file's writer.
 
 use std::sync::Mutex;
 

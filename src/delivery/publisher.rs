@@ -1,41 +1,40 @@
-//! The publisher thread: the only writer of commands to the broker. It
-//! carries events to the delivery policy ([`Delivery`], `policy.rs`) and
-//! performs the actions it returns: it reads the job channel filled by
-//! backend sessions (only while the policy has room: TCP backpressure
-//! otherwise), the link events reported by the publish link thread
-//! (`publish_link.rs`), and the intake stop; it writes PUBLISH packets to the
-//! publish link's connection, records and syncs to the spool file, status
-//! lines to the backends' outboxes, the log and the counters. On shutdown it
-//! keeps publishing for up to `SHUTDOWN_GRACE` seconds, leaves the rest in
-//! the spool, then sends DISCONNECT and triggers the `link` stop.
-//!
-//! It owns the publish link's connection while it is up and the open spool
-//! file; what to do with them is the policy's. It sleeps until the policy's
-//! next deadline or an event (an idle relay's publisher does not wake), and
-//! shows when it will turn again at the latest in `publisher_due_ms`.
+//! The publisher thread: the only writer of commands to the broker. It reads
+//! the job channel (while the policy has room), the publish link's events,
+//! presence, operators' requests and the intake stop; hands each to the
+//! policy ([`Delivery`]) and performs what it returns: PUBLISH writes on the
+//! link's connection, the spool file, lines through [`Replies`], messages to
+//! the link ([`ToLink`]), the log and the counters. It owns the connection
+//! while it is up, the open spool file and the connections' claims.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, Sender};
 use log::{Level, LevelFilter};
 
 use crate::config::{Config, Live};
-use crate::delivery::item::{Accepted, OperatorRequest};
+use crate::delivery::item::{Handover, OperatorRequest};
 use crate::delivery::policy::{
-    Action, Count, Delivery, Event, Found, Now, Remembered, Settings, SpoolOp, SpoolOutcome,
+    Action, Count, Delivery, Event, Found, Now, OfflineState, Reload, Remembered, Settings,
+    SpoolOp, SpoolOutcome, WriteError,
 };
 use crate::delivery::presence::{Held, HeldView, Presence};
-use crate::delivery::spool::{Spool, SpoolError};
+use crate::delivery::replies::Replies;
+use crate::delivery::spool::{Aside, Spool, SpoolError};
 use crate::error::Error;
-use crate::mqtt::publish_link::{LinkEvent, LinkShared, StateMessages};
+use crate::mqtt::link_messages::{FromPublisher, LinkEvent, ToLink};
+use crate::mqtt::publish_link::StateMessages;
 use crate::mqtt::wire::Wire;
 use crate::ops::counters::Counters;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::time::{mono_ms, unix};
+
+/// How soon the publisher tries again to tell the publish link what its
+/// full channel did not take.
+const LINK_RETRY: Duration = Duration::from_millis(10);
 
 pub struct Publisher {
     delivery: Delivery,
@@ -44,8 +43,8 @@ pub struct Publisher {
     /// `SPOOL_FILE`, open while it can be written.
     spool: Option<Spool>,
     counters: Arc<Counters>,
-    /// Shared with the event loop: the in-flight count and the hand-off gate.
-    link: Arc<LinkShared>,
+    /// What the publish link is told: the in-flight count, a pause, a drop, the goodbye.
+    to_link: ToLink,
     /// Cameras coming online and going offline, from the device side.
     presence: Arc<Presence>,
     /// What is held for cameras, for the status file; and the policy's
@@ -57,6 +56,10 @@ pub struct Publisher {
     live: Option<(Arc<Live>, u64)>,
     /// Operators' requests from sessions (`held`, `cancel`).
     operator: Receiver<OperatorRequest>,
+    /// The broker limit the policy was last told of.
+    broker_limit: Option<usize>,
+    /// The connections owed lines, which the policy knows by number only.
+    replies: Replies,
 }
 
 impl Publisher {
@@ -68,36 +71,50 @@ impl Publisher {
     pub fn new(
         config: &Config,
         counters: Arc<Counters>,
-        link: Arc<LinkShared>,
+        to_link: Sender<FromPublisher>,
         remembered: &[Remembered],
     ) -> Result<Self, Error> {
-        let mut delivery = Delivery::new(Settings::new(config, log_level()), now());
-        // Before the spool's commands come back: a camera remembered is
-        // known (its commands wait for its heartbeat however long it takes).
-        delivery.remember(remembered);
+        let delivery = Delivery::new(Settings::new(config, log_level()), now());
         let mut publisher = Publisher {
             delivery,
             wire: None,
             spool: None,
             counters,
-            link,
+            to_link: ToLink::new(to_link),
             presence: Arc::default(),
             held_view: Arc::default(),
             held_shown: 0,
             live: None,
             operator: crossbeam_channel::never(),
+            broker_limit: None,
+            replies: Replies::default(),
         };
+        // Before the spool's commands come back: a camera remembered is
+        // known (its commands wait for its heartbeat however long it takes).
+        publisher.step(Event::Remember(remembered.to_vec()));
         if let Some(path) = &config.spool_file {
-            let actions = publisher.delivery.start(find(path), config, now());
-            publisher.perform(actions);
+            publisher.step(Event::Start(find(path)));
         }
         Ok(publisher)
     }
 
+    /// Before writing: the limit the device link learned meanwhile, when it moved.
+    fn follow_broker_limit(&mut self) {
+        let limit = self.counters.broker_max_packet.load(Ordering::Relaxed);
+        let limit = (limit > 0).then_some(limit as usize);
+        if limit != self.broker_limit {
+            self.broker_limit = limit;
+            self.handle(Event::BrokerLimit(limit));
+        }
+    }
+
     /// Publishes `state`'s "offline" at a clean stop.
     pub fn with_state(mut self, state: Option<StateMessages>) -> Self {
-        self.delivery
-            .set_state(state.map(|state| (state.topic, state.offline)));
+        let state = state.map(|state| OfflineState {
+            topic: state.topic,
+            message: state.offline,
+        });
+        self.step(Event::OfflineState(state));
         self
     }
 
@@ -132,26 +149,20 @@ impl Publisher {
             return;
         }
         *seen = generation;
-        let config = live.get();
-        self.delivery
-            .set_lifetimes(config.command_ttl, config.command_ttls.clone());
-        self.delivery.set_device_timeout(config.device_timeout);
-        self.delivery.set_broker_limits(
-            Settings::puback_within(&config),
-            Settings::max_packet(&config),
-        );
-        self.delivery.set_log_level(log_level());
+        let reload = Reload::new(&live.get());
+        self.handle(Event::Reload(reload));
+        self.handle(Event::LogLevel(log_level()));
     }
 
     pub fn run(
         mut self,
-        jobs: Receiver<Vec<Accepted>>,
+        jobs: Receiver<Handover>,
         link: Receiver<LinkEvent>,
         intake: Stop,
         link_stop: Stop,
         grace: Duration,
     ) {
-        self.delivery.set_log_level(log_level());
+        self.step(Event::LogLevel(log_level()));
         let (no_jobs, no_link, no_intake) = (
             crossbeam_channel::never(),
             crossbeam_channel::never(),
@@ -160,10 +171,7 @@ impl Publisher {
         let mut link_open = true;
         let mut jobs_open = true;
         loop {
-            // Before writing: the limit the device link learned meanwhile.
-            let limit = self.counters.broker_max_packet.load(Ordering::Relaxed);
-            self.delivery
-                .set_broker_limit((limit > 0).then_some(limit as usize));
+            self.follow_broker_limit();
             self.follow_reload();
             self.step(Event::Tick);
             self.show_gauges();
@@ -173,7 +181,7 @@ impl Publisher {
             if self.delivery.ending(now()).is_some() {
                 break;
             }
-            let wait = self.delivery.wait(now());
+            let wait = self.wait();
             self.promise_turn(Instant::now() + wait);
             let jobs_rx = if jobs_open && self.delivery.reads_jobs() {
                 &jobs
@@ -206,7 +214,8 @@ impl Publisher {
                 recv(intake_rx) -> _ => {},
                 recv(self.operator) -> asked => {
                     if let Ok(OperatorRequest { request, to, by }) = asked {
-                        self.step(Event::Operator { request, to, by });
+                        let conn = self.replies.asked(&to);
+                        self.step(Event::Operator { request, conn, by });
                     }
                 },
                 recv(self.presence.bell()) -> _ => {
@@ -217,21 +226,40 @@ impl Publisher {
             }
             self.promise_turn(Instant::now());
         }
-        let unread = jobs.try_iter().map(|batch| batch.len()).sum();
+        let unread = jobs.try_iter().map(|batch| batch.jobs.len()).sum();
         self.step(Event::Close { unread });
         link_stop.trigger();
         log::debug!("publisher stopped");
     }
 
+    /// How long to wait for the next event: as the policy says, and soon
+    /// when the link's channel was full.
+    fn wait(&self) -> Duration {
+        let wait = self.delivery.wait(now());
+        if self.to_link.behind() {
+            wait.min(LINK_RETRY)
+        } else {
+            wait
+        }
+    }
+
     /// Everything that arrived together is one batch: one spool sync.
-    fn take_jobs(&mut self, batch: Vec<Accepted>, jobs: &Receiver<Vec<Accepted>>) {
-        self.step(Event::Batch(batch));
+    fn take_jobs(&mut self, batch: Handover, jobs: &Receiver<Handover>) {
+        self.take_batch(batch);
         while self.delivery.reads_more() {
             match jobs.try_recv() {
-                Ok(more) => self.step(Event::Batch(more)),
+                Ok(more) => self.take_batch(more),
                 Err(_) => break,
             }
         }
+    }
+
+    /// The commands to the policy, their claims on status lines kept here.
+    fn take_batch(&mut self, batch: Handover) {
+        if let Some(claims) = batch.claims {
+            self.replies.take(claims);
+        }
+        self.step(Event::Batch(batch.jobs));
     }
 
     fn on_link(&mut self, event: LinkEvent) {
@@ -249,9 +277,8 @@ impl Publisher {
                 self.step(Event::LinkDraining);
                 // From here on nothing is written: the link may count on
                 // this number to fall to zero.
-                let in_flight = self.delivery.in_flight();
-                self.link.in_flight.store(in_flight, Ordering::Relaxed);
-                self.link.paused.store(true, Ordering::Relaxed);
+                self.to_link.in_flight(self.delivery.in_flight());
+                self.to_link.tell(FromPublisher::Paused);
                 return;
             }
             LinkEvent::Closed => {
@@ -265,8 +292,7 @@ impl Publisher {
     /// The gauges of the status file, and the turn count that shows this
     /// thread is alive.
     fn show_gauges(&mut self) {
-        let in_flight = self.delivery.in_flight();
-        self.link.in_flight.store(in_flight, Ordering::Relaxed);
+        self.to_link.in_flight(self.delivery.in_flight());
         let queued_bytes = self.delivery.queued_bytes() as u64;
         self.counters
             .queue_bytes
@@ -301,18 +327,30 @@ impl Publisher {
             .store(mono_ms(by), Ordering::Relaxed);
     }
 
+    /// Hands `event` to the policy, a SIGHUP's settings first (this loop
+    /// is not woken for a reload).
     fn step(&mut self, event: Event) {
-        // A SIGHUP's settings before anything is decided (this loop is
-        // not woken for a reload).
         self.follow_reload();
-        let actions = self.delivery.handle(event, now());
-        self.perform(actions);
+        self.handle(event);
     }
 
-    /// Performs `actions` in order; the answer to a request is handed to the
-    /// policy (and what it asks for then done) before the next action.
-    fn perform(&mut self, actions: Vec<Action>) {
+    /// Hands `event` to the policy and performs what it says; the answer
+    /// to a request (always the last action of a list) goes back to it in
+    /// turn, until it asks for nothing more.
+    fn handle(&mut self, event: Event) {
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            let actions = self.delivery.handle(event, now());
+            next = self.perform(actions);
+        }
+    }
+
+    /// Performs `actions` in order; returns the answer to the request that
+    /// ends the list, if it does.
+    fn perform(&mut self, actions: Vec<Action>) -> Option<Event> {
+        let mut answer = None;
         for action in actions {
+            debug_assert!(answer.is_none(), "a request ends its list");
             match action {
                 Action::Log(level, line) => log::log!(level, "{line}"),
                 Action::LogLimited(kind, level, line) => {
@@ -321,40 +359,29 @@ impl Publisher {
                     }
                 }
                 Action::Count(count) => self.count(count),
-                Action::Status { to, line } => {
-                    if let Some(line) = line {
-                        to.outbox.offer("status line", line);
-                    }
-                }
-                Action::Notice { to, line } => {
-                    to.offer("status line", line);
-                }
-                Action::Spool(op) => {
-                    if let Some(outcome) = self.spool(op) {
-                        self.step(Event::Spool(outcome));
-                    }
-                }
-                Action::Write(packets) => {
-                    let written = self.write(&packets);
-                    self.step(Event::Written(written));
-                }
+                Action::Done { reply, line } => self.replies.done(reply.conn, line),
+                Action::Line { conn, line } => self.replies.line(conn, line),
+                Action::Answered { conn } => self.replies.answered(conn),
+                Action::Spool(op) => answer = self.spool(op).map(Event::Spool),
+                Action::Write(packets) => answer = Some(Event::Written(self.write(&packets))),
                 Action::Disconnect(packets) => {
-                    self.link.closing.store(true, Ordering::Relaxed);
+                    self.to_link.tell(FromPublisher::Closing);
                     let written = match self.wire.take() {
-                        Some(wire) => wire.write_all(&packets).map_err(|e| e.to_string()),
-                        None => Err("not connected".to_string()),
+                        Some(wire) => wire.write_all(&packets).map_err(WriteError::Io),
+                        None => Err(WriteError::NotConnected),
                     };
-                    self.step(Event::Written(written));
+                    answer = Some(Event::Written(written));
                 }
                 Action::DropLink(why) => {
                     // The publish link hears of it and reports the link down.
-                    *lock(&self.link.write_failed) = Some(why);
+                    self.to_link.tell(FromPublisher::Dropped(why));
                     if let Some(wire) = self.wire.take() {
                         wire.shut();
                     }
                 }
             }
         }
+        answer
     }
 
     fn count(&self, count: Count) {
@@ -392,19 +419,20 @@ impl Publisher {
 
     /// Writes PUBLISH packets to the broker, the log first: whoever sees a
     /// command arrive finds its "accepted" line already there.
-    fn write(&mut self, packets: &[u8]) -> Result<(), String> {
+    fn write(&mut self, packets: &[u8]) -> Result<(), WriteError> {
         let Some(wire) = &self.wire else {
-            return Err("not connected".to_string());
+            return Err(WriteError::NotConnected);
         };
         log::logger().flush();
         let Err(e) = wire.write_all(packets) else {
             return Ok(());
         };
         // The publish link hears of it too and reports the link down.
-        *lock(&self.link.write_failed) = Some(format!("writing to the broker failed: {e}"));
+        let why = format!("writing to the broker failed: {e}");
+        self.to_link.tell(FromPublisher::Dropped(why));
         wire.shut();
         self.wire = None;
-        Err(e.to_string())
+        Err(WriteError::Io(e))
     }
 
     /// Does `op` to the spool file; the outcome of a request, also shown
@@ -448,8 +476,8 @@ impl Publisher {
     fn spool_op(&mut self, op: SpoolOp) -> Option<SpoolOutcome> {
         let outcome = match (op, &mut self.spool) {
             (SpoolOp::Append(seqs), Some(spool)) => {
-                for (seq, received, payload, held) in self.delivery.spooled_in(seqs) {
-                    spool.accepted(seq, received, payload, held);
+                for command in self.delivery.spooled_in(seqs) {
+                    spool.accepted(command);
                 }
                 return None;
             }
@@ -480,7 +508,7 @@ impl Publisher {
     /// Opens SPOOL_FILE for writing with exactly the commands the policy
     /// says it must hold, first moving aside a file that must be kept
     /// (unread or damaged).
-    fn open_spool(&mut self, move_first: Option<&'static str>) -> SpoolOutcome {
+    fn open_spool(&mut self, move_first: Option<Aside>) -> SpoolOutcome {
         self.spool = None;
         let Some(path) = self.delivery.spool_file().map(Path::to_path_buf) else {
             return SpoolOutcome::OpenFailed {

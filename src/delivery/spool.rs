@@ -1,54 +1,8 @@
 //! The spool file (`SPOOL_FILE`): accepted commands survive a crash, a
-//! `kill -9` or a power cut. Owned by the publisher thread; nothing else
-//! touches the file. Decoding is pure ([`recover`] takes the file's bytes).
-//!
-//! # Format
-//!
-//! An append-only log: the 12-byte header `MS500SPOOL2\n`, then records
-//!
-//! ```text
-//! 0xA5 0x5A | kind: u8 | len: u32 LE | head_crc: u32 LE | body: len bytes | body_crc: u32 LE
-//! ```
-//!
-//! `head_crc` is CRC-32 (IEEE) over the 7 bytes before it, `body_crc` over
-//! the body. Three kinds:
-//!
-//! * `A` (accepted): `seq: u64 LE | received_unix_ms: u64 LE | payload`
-//! * `H` (accepted and held for a camera that was offline): as `A`
-//! * `D` (done, acknowledged or expired): `seq: u64 LE`
-//!
-//! A command is live when its `A` or `H` record has no `D` record. A live
-//! `H` record says its camera was offline when the command came: after a
-//! restart the camera counts as offline, and the command stays held, until
-//! the camera's next heartbeat. Accepted records
-//! are written in batches followed by one `fdatasync` (group commit): a
-//! command counts as accepted only after that sync. `D` records are written
-//! without a sync of their own; losing one after a crash only means a
-//! duplicate publish (at least once). When nothing is live the file is cut
-//! back to its header; when dead records outweigh live ones (and number
-//! 4096 or take 4 MiB) it is rewritten
-//! (temporary file, sync, rename).
-//!
-//! # Damage
-//!
-//! The sync marker and the header checksum let a reader find the next record
-//! after damage without trusting a damaged length: [`recover`] skips to the
-//! next `0xA5 0x5A` whose header checks out, so one flipped byte costs the
-//! record it is in, never the records after it. A record cut short at the
-//! very end (a crash in the middle of a write) is a torn tail, expected after
-//! a power cut; anything else is damage, and the caller moves the file aside
-//! for inspection rather than rewriting over it.
-//!
-//! Files written by the first version (`MS500SPOOL1\n`: records without sync
-//! marker and header checksum) are read up to their first bad record.
-//!
-//! # Trust
-//!
-//! Whatever the spool holds is published at the next start, so only a file
-//! that no one else could have written is replayed ([`Spool::distrust`]): a
-//! regular file owned by the relay's user, not writable by group or others.
-//! It is created 0600 (it holds Wi-Fi passwords) through an exclusive
-//! temporary file of an unguessable name, and never opened through a symlink.
+//! `kill -9` or a power cut. Its format, damage and trust rules are
+//! PROTOCOL.md §5 ("`SPOOL_FILE`", "Safety"). Owned by the publisher thread,
+//! which appends, syncs, compacts and rewrites it as the policy says; reading
+//! it back ([`recover`]) is pure.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -75,9 +29,44 @@ const MAX_RECORD: u32 = 32 * 1024 * 1024;
 /// Files moved aside (damaged, unreadable) kept per kind; older ones are removed.
 const KEEP_ASIDE: usize = 3;
 
-/// A live command as the spool stores it: (sequence, received, payload,
-/// held for a camera that is offline).
-pub type Live<'a> = (u64, SystemTime, &'a [u8], bool);
+/// A live command as the spool stores it (an `A` or `H` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCommand<'a> {
+    /// Its place in the order of acceptance.
+    pub seq: u64,
+    pub received: SystemTime,
+    pub payload: &'a [u8],
+    /// Held for a camera that is offline (an `H` record).
+    pub held: bool,
+}
+
+/// Why a spool file is moved aside, for a person to inspect, before a new
+/// one is written: the word in its new name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aside {
+    /// Someone else could have written it: not replayed.
+    Untrusted,
+    /// It could not be read: not replayed.
+    Unreadable,
+    /// Damaged bytes were skipped: the intact commands were replayed.
+    Damaged,
+}
+
+impl Aside {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aside::Untrusted => "untrusted",
+            Aside::Unreadable => "unreadable",
+            Aside::Damaged => "damaged",
+        }
+    }
+}
+
+impl std::fmt::Display for Aside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One live command read back at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,21 +77,36 @@ pub struct Replayed {
     pub held: bool,
 }
 
+/// Bytes of the file, from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// `len` bytes from `offset`.
+fn region(offset: usize, len: usize) -> Region {
+    Region {
+        offset: offset as u64,
+        len: len as u64,
+    }
+}
+
 /// What reading an existing spool found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Live commands in acceptance order.
     pub live: Vec<Replayed>,
-    /// Regions (offset, length) that are not records, not counting a torn tail.
-    pub damaged: Vec<(u64, u64)>,
+    /// Regions that are not records, not counting a torn tail.
+    pub damaged: Vec<Region>,
     /// A last record cut short (offset, length): what a crash mid-write leaves.
-    pub torn_tail: Option<(u64, u64)>,
+    pub torn_tail: Option<Region>,
 }
 
 impl Recovery {
     /// Bytes in damaged regions.
     pub fn damaged_bytes(&self) -> u64 {
-        self.damaged.iter().map(|(_, len)| len).sum()
+        self.damaged.iter().map(|r| r.len).sum()
     }
 }
 
@@ -186,7 +190,7 @@ impl Spool {
 
     /// Renames the file at `path` to `PATH.KIND-YYYYMMDDTHHMMSSZ` (for a person
     /// to inspect) and returns the new name; keeps the newest few of each kind.
-    pub fn move_aside(path: &Path, kind: &str, now: SystemTime) -> io::Result<PathBuf> {
+    pub fn move_aside(path: &Path, kind: Aside, now: SystemTime) -> io::Result<PathBuf> {
         let (dir, name) = crate::ops::files::place(path)?;
         let stamp = crate::ops::time::compact(now);
         let named = |suffix: String| {
@@ -202,19 +206,22 @@ impl Spool {
         }
         dir.rename(name, &aside)?;
         dir.sync();
-        prune_aside(&dir, name, kind);
+        prune_aside(&dir, name, kind.as_str());
         Ok(crate::ops::files::parent(path).join(aside))
     }
 
     /// Writes a fresh spool holding exactly `live`, synced, and opens it for
     /// appending. Used at start (after [`Spool::read`]), by compaction, and
     /// to rewrite a spool that was lost or could not be written for a while.
-    pub fn create<'a>(path: &Path, live: impl Iterator<Item = Live<'a>>) -> io::Result<Spool> {
+    pub fn create<'a>(
+        path: &Path,
+        live: impl Iterator<Item = LiveCommand<'a>>,
+    ) -> io::Result<Spool> {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(HEADER);
         let mut count = 0;
-        for (seq, received, payload, held) in live {
-            encode_accepted(&mut out, seq, unix_ms(received), payload, held);
+        for c in live {
+            encode_accepted(&mut out, c.seq, unix_ms(c.received), c.payload, c.held);
             count += 1;
         }
         crate::ops::files::replace_synced(path, &out, crate::ops::files::SPOOL_MODE)?;
@@ -238,8 +245,8 @@ impl Spool {
     }
 
     /// Queues an accepted command; durable after the next [`Spool::sync`].
-    pub fn accepted(&mut self, seq: u64, received: SystemTime, payload: &[u8], held: bool) {
-        encode_accepted(&mut self.buf, seq, unix_ms(received), payload, held);
+    pub fn accepted(&mut self, c: LiveCommand<'_>) {
+        encode_accepted(&mut self.buf, c.seq, unix_ms(c.received), c.payload, c.held);
         self.unsynced = true;
         self.live += 1;
     }
@@ -298,7 +305,10 @@ impl Spool {
 
     /// Keeps the file small: cut back to the header when nothing is live,
     /// rewrite when dead records outweigh live ones. `live` lists what is live now.
-    pub fn compact<'a>(&mut self, live: impl Iterator<Item = Live<'a>>) -> Result<(), SpoolError> {
+    pub fn compact<'a>(
+        &mut self,
+        live: impl Iterator<Item = LiveCommand<'a>>,
+    ) -> Result<(), SpoolError> {
         if self.live == 0 && self.dead > 0 {
             self.sync()?;
             self.file.set_len(HEADER.len() as u64)?;
@@ -402,7 +412,7 @@ pub fn recover(bytes: &[u8]) -> Recovery {
         return recover_v1(bytes);
     }
     if bytes.len() < HEADER.len() || &bytes[..HEADER.len()] != HEADER {
-        recovery.damaged.push((0, bytes.len() as u64));
+        recovery.damaged.push(region(0, bytes.len()));
         return recovery;
     }
     let mut live: BTreeMap<u64, Replayed> = BTreeMap::new();
@@ -413,13 +423,13 @@ pub fn recover(bytes: &[u8]) -> Recovery {
         match decode(&bytes[pos..]) {
             At::Record(kind, body, used) => {
                 if let Some(start) = bad_since.take() {
-                    recovery.damaged.push((start as u64, (pos - start) as u64));
+                    recovery.damaged.push(region(start, pos - start));
                 }
                 apply(&mut live, kind, body);
                 pos += used;
             }
             At::Short if bad_since.is_none() => {
-                recovery.torn_tail = Some((pos as u64, (bytes.len() - pos) as u64));
+                recovery.torn_tail = Some(region(pos, bytes.len() - pos));
                 pos = bytes.len();
             }
             At::Short | At::Bad => {
@@ -433,9 +443,9 @@ pub fn recover(bytes: &[u8]) -> Recovery {
         // Zeros where the last write should be: the file's size reached the
         // disk before its data did (a power cut). Torn, not damaged.
         if tail.iter().all(|&b| b == 0) {
-            recovery.torn_tail = Some((start as u64, tail.len() as u64));
+            recovery.torn_tail = Some(region(start, tail.len()));
         } else {
-            recovery.damaged.push((start as u64, tail.len() as u64));
+            recovery.damaged.push(region(start, tail.len()));
         }
     }
     recovery.live = live.into_values().collect();
@@ -492,7 +502,7 @@ fn recover_v1(bytes: &[u8]) -> Recovery {
                 pos += used;
             }
             None => {
-                recovery.torn_tail = Some((pos as u64, rest.len() as u64));
+                recovery.torn_tail = Some(region(pos, rest.len()));
                 break;
             }
         }

@@ -1,9 +1,7 @@
-//! The wait between failed attempts to reach a broker, for both links (the
-//! publish link's and the device link's): 1 s, doubling up to 30 s, and back
-//! to 1 s once a link has stayed up for a while. Neither the relay's own
-//! link nor rumqttc's event loop waits by itself (rumqttc retries at once,
-//! tens of thousands of times a second), so each link thread asks this type
-//! how long to sleep. Pure: no clock; the caller says how long a link lived.
+//! The wait between failed attempts to reach a broker, for both links: 1 s,
+//! doubling up to 30 s, back to 1 s once a link stayed up a while. Pure; each
+//! link thread asks it how long to sleep (neither rumqttc nor our own link
+//! waits by itself).
 
 use std::time::Duration;
 

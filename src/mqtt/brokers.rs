@@ -1,16 +1,7 @@
-//! The broker list (`MQTT_BROKER = host[:port], host[:port], …`) and the
-//! rule for moving along it, as a mosquitto bridge with `round_robin false`
-//! does: use the first broker that answers; when the link to the one in use
-//! is lost or the broker stops answering, move to the next (wrapping round);
-//! while on another one, keep probing the first, and go back to it once it
-//! has answered every probe for a while. A reload may replace the list at
-//! any time ([`Brokers::replace`]): the broker in use keeps its connection,
-//! and the next one dialed is the new list's first. Pure: the dialing
-//! policy (`dialing.rs`) asks it what to do and tells it what happened,
-//! with the clock passed in.
-//!
-//! [`InUse`] is the one value both links read: the broker the publish link
-//! is on (or dialing), which the device link follows.
+//! The broker list (`MQTT_BROKER`) and the rule for moving along it (the
+//! first that answers; the next on failure; back to the first once it has
+//! answered every probe for a while), and [`InUse`], the broker the publish
+//! link is on, which the device link follows. Pure; asked by `dialing.rs`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;

@@ -1,18 +1,8 @@
 //! The few MQTT 3.1.1 packets the publish link exchanges with a broker:
-//! CONNECT/CONNACK, PUBLISH/PUBACK, PINGREQ/PINGRESP and DISCONNECT. Pure:
-//! packets are encoded into a caller's buffer (many PUBLISHes into one, to
-//! be written at once) and decoded from the bytes read so far. Used by the
-//! publish link thread (reading) and the publisher thread (writing).
-//!
-//! Encoding is bounded like the standard: a string (topic, client id, user
-//! name, password, will message) holds at most [`MAX_STRING`] bytes and a
-//! packet's remaining length at most [`MAX_REMAINING`]. An encoder refuses
-//! a packet past either limit with an [`EncodeError`] and leaves the buffer
-//! as it was, so a batch never holds a mis-framed packet. check-config keeps
-//! the relay's own topics and ids within these limits (`config.rs`).
-//!
-//! The publish link subscribes to nothing, so a broker has no reason to
-//! send it anything else; what it sends anyway is skipped by length.
+//! CONNECT/CONNACK, PUBLISH/PUBACK, PINGREQ/PINGRESP and DISCONNECT, encoded
+//! into a caller's buffer within the standard's bounds and decoded from the
+//! bytes read so far. Pure; used by the publish link (reading) and the
+//! publisher (writing).
 
 use std::fmt;
 

@@ -1,12 +1,8 @@
 //! The publish link's dialing policy: which broker to dial, when to wait,
-//! when to probe the first broker and when to move back to it, and what a
-//! reload's broker list changes. Built on the broker list's rule
-//! (`brokers.rs`) and the shared [`Backoff`]. Pure: the publish link
-//! thread tells it what happened (a CONNACK, a failed attempt, a lost link,
-//! a probe's answer, a reload, a tick with the time) and performs the
-//! [`Dial`] or [`OnLink`] it returns; no sockets, threads or clocks in here.
-//! Every broker it names is one of the list in effect, or the one whose
-//! connection is still up.
+//! when to probe the first broker and move back to it, what a reload's list
+//! changes. Pure, on the broker list's rule and [`Backoff`]: the publish link
+//! thread tells it what happened and performs the [`Dial`] or [`OnLink`] it
+//! returns.
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,7 @@
-//! Whether the publish link's broker is still there: a PINGREQ every half
-//! `MQTT_KEEPALIVE`, and the link counts as dead after 1.5 × `MQTT_KEEPALIVE`
-//! with nothing heard at all, or as long without a PUBACK while commands are
-//! in flight (a broker that answers pings but no longer takes commands).
-//! Pure: the publish link thread reports what it read, with the time, and
-//! asks [`Liveness::check`] what is due.
+//! Whether the publish link's broker is still there (PINGREQ every half
+//! `MQTT_KEEPALIVE`; dead after 1.5 × `MQTT_KEEPALIVE` of silence, or as long
+//! without a PUBACK while commands are in flight). Pure: the publish link
+//! thread reports what it read, with the time, and asks what is due.
 
 use std::time::{Duration, Instant};
 

@@ -1,12 +1,8 @@
-//! The probe of the first broker, on its own short-lived thread (`probe`):
-//! the publish link thread starts one while it serves another broker of
-//! the list, and goes on reading PUBACKs and pinging meanwhile, so a first
-//! broker that trickles, freezes or never acknowledges costs the live link
-//! nothing. The probe connects as `CLIENT_ID-probe` (no will), publishes
-//! one QoS 1 message ([`ProbeMessage`], not retained) and waits for its
-//! PUBACK, says goodbye (DISCONNECT), and reports on a bounded channel of
-//! one whether all of that happened within [`PROBE_TIMEOUT`]: a broker that
-//! answers CONNECT but takes no publish is not taken back.
+//! The probe of the first broker, on its own short-lived thread, started by
+//! the publish link while it serves another broker: connect as
+//! `CLIENT_ID-probe`, publish one QoS 1 [`ProbeMessage`], await its PUBACK,
+//! DISCONNECT, all within [`PROBE_TIMEOUT`]; the answer comes back on a
+//! channel of one.
 
 use std::io::{self, ErrorKind};
 use std::thread::JoinHandle;
@@ -16,7 +12,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::mqtt::brokers::Broker;
 use crate::mqtt::codec::{self, Incoming};
-use crate::mqtt::publish_link::{ConnectFailure, Dialer};
+use crate::mqtt::connect::{ConnectFailure, Dialer};
 use crate::mqtt::wire::Wire;
 
 /// The whole probe: connect, publish, PUBACK.

@@ -1,9 +1,7 @@
-//! Broker TLS (`MQTT_TLS`): builds the rustls client configuration from the
-//! configured PEM files, with the ring provider only. Runs on the main
-//! thread at start and at SIGHUP, where an unreadable or unusable CA,
-//! certificate or key file is a configuration error (exit 2 at start, the
-//! reload refused), and on each link's thread before each new connection
-//! ([`Reread`]), where it keeps the files read last.
+//! Broker TLS (`MQTT_TLS`): the rustls client configuration from the
+//! configured PEM files, ring only. Built on the main thread at start and at
+//! SIGHUP (a bad file is a configuration error), and again by each link
+//! thread before a new connection ([`Reread`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

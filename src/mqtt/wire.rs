@@ -1,15 +1,8 @@
-//! One publish-link connection's byte stream to the broker, plain TCP or TLS,
-//! shared by two threads: the publish link thread reads it (CONNACK, PUBACK,
-//! PINGRESP) and writes pings, the publisher thread writes PUBLISH batches.
-//! Every `write_all` sends whole packets in order; neither side ever waits
-//! for the other during a blocking socket call.
-//!
-//! With TLS the rustls session is shared under a mutex held only for
-//! in-memory work (encrypting, decrypting), never across a socket call. Only
-//! writers write to the socket, under a second lock taken before the
-//! session's, so records leave in the order they were encrypted. Records the
-//! reader's side produces (a TLS 1.3 key update answer) wait in the session
-//! until the next write, and a ping is never more than a keepalive away.
+//! One publish-link connection's byte stream to the broker, plain TCP or
+//! TLS, shared by two threads: the publish link reads it and writes pings,
+//! the publisher writes PUBLISH batches. Whole packets, in order, and neither
+//! side waits for the other during a socket call (the TLS session's lock is
+//! held only for in-memory work).
 
 use crate::ops::sync::lock;
 use std::io::{self, ErrorKind, Read, Write};

@@ -39,83 +39,12 @@ const QUOTED_CHARS: usize = 64;
 /// found with a hash map instead of comparing every pair.
 const PAIRWISE_DUPLICATE_CHECK_MAX: usize = 16;
 
-/// The `type` of a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CommandType {
-    /// Update the AI model.
-    Aim,
-    /// Update the firmware.
-    Fmw,
-    /// Update the application.
-    App,
-    /// Update ROI coordinates.
-    Cdn,
-    /// Update the configuration.
-    Cfg,
-    /// Update capture settings.
-    Cts,
-    /// Update Wi-Fi.
-    Wfi,
-    /// Request the current settings; the device replies.
-    Scs,
-    /// Update system settings; the device replies.
-    Uds,
-    /// Factory reset.
-    Frs,
-    /// Request a picture.
-    Img,
-    /// Resend request.
-    Rsr,
-}
+pub use crate::config::CommandType;
 
 impl CommandType {
-    pub const ALL: [CommandType; 12] = [
-        CommandType::Aim,
-        CommandType::Fmw,
-        CommandType::App,
-        CommandType::Cdn,
-        CommandType::Cfg,
-        CommandType::Cts,
-        CommandType::Wfi,
-        CommandType::Scs,
-        CommandType::Uds,
-        CommandType::Frs,
-        CommandType::Img,
-        CommandType::Rsr,
-    ];
-
-    /// The `type` string on the wire, e.g. `"AIM"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandType::Aim => "AIM",
-            CommandType::Fmw => "FMW",
-            CommandType::App => "APP",
-            CommandType::Cdn => "CDN",
-            CommandType::Cfg => "CFG",
-            CommandType::Cts => "CTS",
-            CommandType::Wfi => "WFI",
-            CommandType::Scs => "SCS",
-            CommandType::Uds => "UDS",
-            CommandType::Frs => "FRS",
-            CommandType::Img => "IMG",
-            CommandType::Rsr => "RSR",
-        }
-    }
-
-    /// The type named exactly `s` (case-sensitive), if any.
-    pub fn parse(s: &str) -> Option<Self> {
-        CommandType::ALL.into_iter().find(|kind| kind.as_str() == s)
-    }
-
     /// Whether the device answers on `socket_reply`, making the sender the unit's reply route.
     pub fn wants_reply(self) -> bool {
         matches!(self, CommandType::Scs | CommandType::Uds)
-    }
-}
-
-impl fmt::Display for CommandType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

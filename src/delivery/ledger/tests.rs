@@ -1,3 +1,5 @@
+//! The ledger alone: order, packet ids, resend after a lost link, weight.
+
 use super::{Ledger, Weighed};
 
 impl Weighed for &str {

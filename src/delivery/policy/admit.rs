@@ -1,8 +1,6 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! Admission: how many commands the ledger takes (the queue and byte
-//! budgets), when a batch counts as accepted (spooled and synced, or
-//! publishable at once), and the commands replayed from the spool at start.
+//! Part of the delivery policy (publisher thread, no I/O): admission. How
+//! many commands the ledger takes, when a batch counts as accepted, and the
+//! commands replayed from the spool at start.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -11,7 +9,6 @@ use log::Level;
 
 use super::seen::Remembered;
 use super::{Action, Count, Delivery, Durability, Now, SpoolOp, CONNECTED_BACKLOG, WINDOW};
-use crate::config::Config;
 use crate::delivery::item::Accepted;
 use crate::delivery::spool::Replayed;
 use crate::ops::{redact, time};
@@ -187,27 +184,21 @@ impl Delivery {
     /// right (before this binary was built, or in the future: the clock jumped,
     /// as on a gateway without a real-time clock before and after NTP) gives an
     /// unknown age, and such a command is published rather than expired.
-    pub(super) fn replay(
-        &mut self,
-        live: Vec<Replayed>,
-        config: &Config,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn replay(&mut self, live: Vec<Replayed>, now: Now, out: &mut Vec<Action>) {
         let mut unknown_age = 0;
         for r in live {
             out.push(Action::Count(Count::Replayed));
             let age = time::age(r.received, now.wall);
             let held = r.held;
-            let Some(job) = self.revive(r, config, age, now, out) else {
+            let Some(job) = self.revive(r, age, now, out) else {
                 out.push(Action::Count(Count::Rejected));
                 continue;
             };
             let kind = job.kind.as_str();
-            match (age, self.settings.ttl_for(kind)) {
+            match (age, self.settings.lifetimes.ttl_for(job.kind)) {
                 (Some(age), Some(ttl)) if age > ttl => {
                     out.push(Action::Count(Count::Expired));
-                    let which = self.settings.ttl_key(kind);
+                    let which = self.settings.lifetimes.ttl_key(job.kind);
                     self.log(out, Level::Warn, || {
                         format!(
                             "expired {kind} for unit {} after {} s in the spool ({which} {} s): not published",
@@ -242,7 +233,6 @@ impl Delivery {
     fn revive(
         &self,
         r: Replayed,
-        config: &Config,
         age: Option<Duration>,
         now: Now,
         out: &mut Vec<Action>,
@@ -260,7 +250,8 @@ impl Delivery {
         let received = age
             .and_then(|age| now.mono.checked_sub(age))
             .unwrap_or(now.mono);
-        let mut job = Accepted::new(cmd, config, received, r.received);
+        let topic = self.settings.topic_for(&cmd.unit);
+        let mut job = Accepted::new(cmd, topic, received, r.received);
         job.camera = camera;
         Some(job)
     }

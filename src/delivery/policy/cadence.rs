@@ -1,16 +1,9 @@
 //! A camera's heartbeat cadence (PROTOCOL.md §2.7, "Presence"): what one
 //! heartbeat says about whether the camera stayed connected since the one
-//! before. Pure, no clock: arrival times come in as values. One
-//! [`Cadence`] per device lives in the device table (device link thread),
-//! which classifies each heartbeat as it arrives and hands the [`Class`] to
-//! the delivery policy; [`state`] is the one rule both sides use to call a
-//! camera present, unknown or offline.
-//!
-//! The firmware sends a heartbeat right after every connect, then one per
-//! interval. So, once the interval is learned (the median of the last
-//! three gaps), a heartbeat that comes well before its time is a
-//! reconnect, one that comes well after several missed ones follows an
-//! absence, and a `timestamp` that went backwards is a reboot.
+//! before. Pure, no clock. A [`Cadence`] per device lives in the device table
+//! (device link thread), which hands each heartbeat's [`Class`] to the
+//! delivery policy; [`state`] is the one rule both use for present, unknown
+//! or offline.
 
 use std::time::{Duration, Instant};
 

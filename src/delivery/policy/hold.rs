@@ -1,38 +1,23 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! Commands for cameras (PROTOCOL.md §2.7): a command whose
-//! `PRESENCE_FIELD` names a camera goes to the broker only while that
-//! camera is known to be present, and stays with the relay, unconfirmed,
-//! until the camera's heartbeats show it had it. The state kept here:
-//!
-//! - **held** commands wait for their camera (offline, presence unknown,
-//!   never seen, just back, or busy with a command that restarts it):
-//!   accepted and spooled, out of the ledger, released into it at their
-//!   places in the acceptance order;
-//! - **sent** commands were acknowledged by the broker and wait for two
-//!   regular heartbeats that show the camera stayed connected (one
-//!   heartbeat of any kind for a command that restarts the camera); a
-//!   reconnect makes them held again, to go first once it is back;
-//! - per camera its queue, its timers (release, serial timeout, never-seen
-//!   wait, going offline) and the serial gate.
-//!
-//! Both count against `HOLD_MAX_PER_CAMERA` and `HOLD_MAX_BYTES`, expire by
-//! their type's lifetime (as it is now, reload included) and are spooled.
+//! Part of the delivery policy (publisher thread, no I/O): commands for
+//! cameras (PROTOCOL.md §2.7). [`Hold`] keeps those held for their camera
+//! and those sent and not yet confirmed, per camera its queue, timers and
+//! serial gate; here a command enters it, expires or is shown. What
+//! heartbeats do is in `hold/sightings.rs`, timers in `hold/timers.rs`,
+//! operators' requests in `hold/operator.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::Level;
 
-use super::cadence::{Class, State};
+use super::cadence::State;
 use super::seen::Seen;
 use super::write::report;
 use super::{Action, Count, Delivery, Durability, Now, Settings, SpoolOp};
 use crate::delivery::item::Accepted;
-use crate::delivery::outbox::{self, Outbox};
+use crate::delivery::outbox;
 use crate::ops::log_limit::Kind;
 use crate::protocol::command::CommandType;
-use crate::protocol::control::Control;
 
 /// Commands held for a camera go this long after the heartbeat that
 /// showed it present again (at most half its interval, or of
@@ -354,7 +339,8 @@ impl Delivery {
     /// When `job`'s lifetime ends, by the lifetimes in effect now.
     fn expires(&self, job: &Accepted) -> Option<Instant> {
         self.settings
-            .ttl_for(job.kind.as_str())
+            .lifetimes
+            .ttl_for(job.kind)
             .and_then(|ttl| job.received.checked_add(ttl))
     }
 
@@ -487,8 +473,8 @@ impl Delivery {
             ));
         }
         if let Some(reply) = job.reply.as_ref().filter(|r| r.ok_lines) {
-            out.push(Action::Notice {
-                to: reply.outbox.clone(),
+            out.push(Action::Line {
+                conn: reply.conn,
                 line: outbox::held_line(job.kind.as_str(), &job.unit, job.id.as_deref(), camera),
             });
         }
@@ -515,8 +501,8 @@ impl Delivery {
         // claim on the last word stays with the command.
         match job.reply.as_ref() {
             _ if !first => {}
-            Some(r) if r.camera_lines => out.push(Action::Notice {
-                to: r.outbox.clone(),
+            Some(r) if r.camera_lines => out.push(Action::Line {
+                conn: r.conn,
                 line: outbox::ok_line_for_camera(
                     job.kind.as_str(),
                     &job.unit,
@@ -566,482 +552,6 @@ impl Delivery {
         self.reschedule(camera, now.mono);
     }
 
-    /// What the device side saw: heartbeats, lost sight, device replies.
-    pub(super) fn sightings(
-        &mut self,
-        sightings: Vec<super::Sighting>,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
-        for sighting in sightings {
-            match sighting {
-                super::Sighting::Beat {
-                    camera,
-                    at,
-                    class,
-                    interval,
-                } => self.beat(&camera, at, class, interval, now, out),
-                super::Sighting::LostSight => self.lose_sight(),
-                super::Sighting::Reply { unit } => self.replied(&unit, now, out),
-            }
-        }
-    }
-
-    /// Every camera's presence is unknown until its next live heartbeat.
-    pub(super) fn lose_sight(&mut self) {
-        self.hold.seen.lose_sight();
-        let cameras: Vec<u64> = self.hold.queues.keys().copied().collect();
-        for camera in cameras {
-            if let Some(q) = self.hold.queues.get_mut(&camera) {
-                q.release_at = None;
-            }
-        }
-    }
-
-    fn beat(
-        &mut self,
-        camera: &str,
-        at: Instant,
-        class: Class,
-        interval: Option<Duration>,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
-        let fp = self.hold.seen.fingerprint(camera);
-        let timeout = self.settings.device_timeout;
-        let was_present = self.hold.seen.state(fp, timeout, now.mono) == Some(State::Present);
-        self.hold.seen.beat(fp, at, class, interval);
-        if !self.hold.queues.contains_key(&fp) {
-            return;
-        }
-        let margin = self
-            .hold
-            .seen
-            .interval(fp)
-            .map_or(CONFIRM_MARGIN, |i| (i / 2).min(CONFIRM_MARGIN));
-        self.confirm_serial(fp, at, margin, now, out);
-        if class.reconnect() {
-            self.resend(fp, Some(at), class.reason(), now, out);
-        } else if class == Class::Regular {
-            self.count_regular(fp, at, margin, now, out);
-        }
-        if class.proves_presence() {
-            let release_at = if class == Class::Regular && was_present {
-                at
-            } else {
-                at + self.release_delay(fp)
-            };
-            if let Some(q) = self.hold.queues.get_mut(&fp) {
-                if !q.held.is_empty() && q.gate.is_none() {
-                    q.release_at = Some(q.release_at.map_or(release_at, |r| r.min(release_at)));
-                }
-            }
-        }
-        self.reschedule(fp, now.mono);
-        self.hold.tidy(fp);
-    }
-
-    /// How long after the heartbeat that showed it back a camera's held
-    /// commands go: [`RELEASE_DELAY`], or half its interval or half
-    /// `DEVICE_TIMEOUT` when shorter (a camera must not be overdue by the
-    /// time its commands go).
-    fn release_delay(&self, camera: u64) -> Duration {
-        let mut delay = RELEASE_DELAY.min(self.settings.device_timeout / 2);
-        if let Some(i) = self.hold.seen.interval(camera) {
-            delay = delay.min(i / 2);
-        }
-        delay
-    }
-
-    /// A heartbeat after the broker took a command that restarts the
-    /// camera confirms it, whatever the heartbeat says: the restart (an
-    /// early heartbeat, a reboot, a long absence) is its expected end, and
-    /// a heartbeat on time shows the camera never left. Newer commands then
-    /// go once the camera can take them.
-    fn confirm_serial(
-        &mut self,
-        camera: u64,
-        at: Instant,
-        margin: Duration,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(q) = self.hold.queues.get(&camera) else {
-            return;
-        };
-        let newest = q
-            .sent
-            .iter()
-            .copied()
-            .filter(|s| {
-                self.hold
-                    .sent
-                    .get(s)
-                    .is_some_and(|x| x.serial && at >= x.published + margin)
-            })
-            .max();
-        if let Some(seq) = newest {
-            self.confirm_up_to(camera, seq, now, out);
-        }
-    }
-
-    /// A regular heartbeat: each command sent long enough before it counts
-    /// it; the second confirms it.
-    fn count_regular(
-        &mut self,
-        camera: u64,
-        at: Instant,
-        margin: Duration,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(q) = self.hold.queues.get(&camera) else {
-            return;
-        };
-        let mut newest_confirmed = None;
-        for seq in q.sent.iter().copied().collect::<Vec<_>>() {
-            let Some(sent) = self.hold.sent.get_mut(&seq) else {
-                continue;
-            };
-            if at < sent.published + margin {
-                continue;
-            }
-            sent.regular = sent.regular.saturating_add(1);
-            if sent.regular >= CONFIRMING_BEATS {
-                newest_confirmed = Some(seq);
-            }
-        }
-        if let Some(seq) = newest_confirmed {
-            self.confirm_up_to(camera, seq, now, out);
-        }
-    }
-
-    /// `seq` is confirmed at its camera, and so is every command sent
-    /// before it on the same topic (one subscription delivers in order).
-    fn confirm_up_to(&mut self, camera: u64, seq: u64, now: Now, out: &mut Vec<Action>) {
-        let Some(topic) = self.hold.sent.get(&seq).map(|s| s.job.topic.clone()) else {
-            return;
-        };
-        let Some(q) = self.hold.queues.get(&camera) else {
-            return;
-        };
-        let done: Vec<u64> = q
-            .sent
-            .range(..=seq)
-            .copied()
-            .filter(|s| self.hold.sent.get(s).is_some_and(|x| x.job.topic == topic))
-            .collect();
-        for s in done {
-            if let Some(sent) = self.hold.remove_sent(s) {
-                self.confirmed(s, sent, now, out);
-            }
-        }
-    }
-
-    fn confirmed(&mut self, seq: u64, sent: Sent, now: Now, out: &mut Vec<Action>) {
-        let mut job = sent.job;
-        out.push(Action::Count(Count::Confirmed));
-        if matches!(self.spool, Durability::Writing) {
-            out.push(Action::Spool(SpoolOp::Done(seq)));
-        }
-        let after = now
-            .mono
-            .saturating_duration_since(sent.published)
-            .as_millis();
-        self.log(out, Level::Debug, || {
-            format!(
-                "camera {} had {} for unit {} id {} ({after} ms after the broker took it)",
-                job.camera.as_deref().unwrap_or_default(),
-                job.kind.as_str(),
-                job.unit,
-                job.id.as_deref().unwrap_or("-"),
-            )
-        });
-        if let Some(to) = job.reply.take() {
-            let line = outbox::camera_line(
-                "delivered",
-                job.kind.as_str(),
-                &job.unit,
-                job.id.as_deref(),
-                job.camera.as_deref().unwrap_or_default(),
-                None,
-            );
-            out.push(Action::Status {
-                to,
-                line: Some(line),
-            });
-        }
-    }
-
-    /// A device reply on `unit`: the oldest SCS or UDS sent to it is confirmed.
-    fn replied(&mut self, unit: &str, now: Now, out: &mut Vec<Action>) {
-        let asked = self.hold.sent.iter().find(|(_, s)| {
-            s.job.unit == unit && matches!(s.job.kind, CommandType::Scs | CommandType::Uds)
-        });
-        let Some((&seq, sent)) = asked else {
-            return;
-        };
-        let camera = sent.camera;
-        self.confirm_up_to(camera, seq, now, out);
-        self.hold.tidy(camera);
-    }
-
-    /// The camera may have missed what was sent to it (before `before`,
-    /// when given): those commands are held again, to go first once it
-    /// can take them.
-    fn resend(
-        &mut self,
-        camera: u64,
-        before: Option<Instant>,
-        reason: &'static str,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(q) = self.hold.queues.get(&camera) else {
-            return;
-        };
-        let name = q.camera.clone();
-        let again: Vec<u64> = q
-            .sent
-            .iter()
-            .copied()
-            .filter(|s| {
-                self.hold
-                    .sent
-                    .get(s)
-                    .is_some_and(|x| before.is_none_or(|b| x.published < b))
-            })
-            .collect();
-        if again.is_empty() {
-            return;
-        }
-        let n = again.len();
-        for seq in again {
-            let Some(sent) = self.hold.remove_sent(seq) else {
-                continue;
-            };
-            let job = sent.job;
-            out.push(Action::Count(Count::Resent(reason)));
-            if let Some(r) = job.reply.as_ref().filter(|r| r.camera_lines) {
-                out.push(Action::Notice {
-                    to: r.outbox.clone(),
-                    line: outbox::camera_line(
-                        "resent",
-                        job.kind.as_str(),
-                        &job.unit,
-                        job.id.as_deref(),
-                        job.camera.as_deref().unwrap_or_default(),
-                        Some(reason),
-                    ),
-                });
-            }
-            self.hold(seq, job, (camera, &name), Why::Releasing, now, out);
-        }
-        if Level::Info <= self.settings.log_level {
-            out.push(Action::LogLimited(
-                Kind::ResentCommands,
-                Level::Info,
-                format!(
-                    "camera {name} may have missed {n} commands ({}): publishing them again, oldest first",
-                    reason_says(reason)
-                ),
-            ));
-        }
-    }
-
-    /// Sets the camera's next timer: its release, the end of its serial
-    /// wait, its oldest never-seen command's wait, or its going offline
-    /// while commands are sent to it.
-    fn reschedule(&mut self, camera: u64, now: Instant) {
-        let timeout = self.settings.device_timeout;
-        let Some(q) = self.hold.queues.get(&camera) else {
-            return;
-        };
-        let mut next = [
-            q.release_at,
-            q.gate.map(|g| g.until),
-            q.held
-                .iter()
-                .filter_map(|s| self.hold.held.get(s)?.unseen_until)
-                .min(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let present = self.hold.seen.state(camera, timeout, now) == Some(State::Present);
-        if present && (!q.sent.is_empty() || q.gate.is_some()) {
-            let offline = self.hold.seen.offline_at(camera, timeout);
-            next = next.into_iter().chain(offline).min();
-        }
-        if present && q.release_at.is_none() && q.gate.is_none() && !q.held.is_empty() {
-            // Present with nothing in the way: its commands go now.
-            next = Some(now);
-        }
-        let old = q.timer;
-        if old == next {
-            return;
-        }
-        if let Some(at) = old {
-            self.hold.timers.remove(&(at, camera));
-        }
-        if let Some(at) = next {
-            self.hold.timers.insert((at, camera));
-        }
-        if let Some(q) = self.hold.queues.get_mut(&camera) {
-            q.timer = next;
-        }
-    }
-
-    /// The timers due: releases, serial timeouts, never-seen waits, and
-    /// cameras gone offline with commands sent to them.
-    pub(super) fn camera_timers(&mut self, now: Now, out: &mut Vec<Action>) {
-        // Each camera due is seen once a turn: one whose timer is still due
-        // afterwards waits for the next turn rather than spin here.
-        let due: Vec<(Instant, u64)> = self
-            .hold
-            .timers
-            .range(..=(now.mono, u64::MAX))
-            .copied()
-            .collect();
-        for (at, camera) in due {
-            self.hold.timers.remove(&(at, camera));
-            if let Some(q) = self.hold.queues.get_mut(&camera) {
-                q.timer = None;
-            }
-            self.camera_due(camera, now, out);
-            self.reschedule(camera, now.mono);
-            self.hold.tidy(camera);
-        }
-    }
-
-    fn camera_due(&mut self, camera: u64, now: Now, out: &mut Vec<Action>) {
-        let timeout = self.settings.device_timeout;
-        let state = self.hold.seen.state(camera, timeout, now.mono);
-        let Some(q) = self.hold.queues.get(&camera) else {
-            return;
-        };
-        let (name, gate) = (q.camera.clone(), q.gate);
-        if let Some(gate) = gate.filter(|g| g.until <= now.mono) {
-            self.serial_timed_out(camera, &name, gate, out);
-        }
-        if state == Some(State::Offline) {
-            self.went_offline(camera, now, out);
-        }
-        if state.is_none() {
-            self.unseen_waited(camera, now, out);
-        }
-        // A release that came due goes whether or not the camera is still
-        // judged present: its heartbeat proved it there, and nothing since
-        // (a reboot, a lost link) said otherwise.
-        let q = self.hold.queues.get(&camera);
-        let released = q.is_some_and(|q| q.release_at.is_some_and(|r| r <= now.mono));
-        let free = q.is_some_and(|q| q.release_at.is_none() && q.gate.is_none());
-        let gated = q.is_some_and(|q| q.gate.is_some());
-        if released && !self.hold.seen.seen_live(camera) {
-            // Gone again since (a reboot): its next heartbeat releases them.
-            if let Some(q) = self.hold.queues.get_mut(&camera) {
-                q.release_at = None;
-            }
-        } else if !gated && (released || (free && state == Some(State::Present))) {
-            self.release(camera, out);
-        }
-    }
-
-    fn serial_timed_out(&mut self, camera: u64, name: &str, gate: Gate, out: &mut Vec<Action>) {
-        if let Some(q) = self.hold.queues.get_mut(&camera) {
-            q.gate = None;
-        }
-        out.push(Action::Count(Count::SerialTimeout));
-        let what = self
-            .hold
-            .sent
-            .get(&gate.seq)
-            .map(|s| format!("{} for unit {}", s.job.kind.as_str(), s.job.unit))
-            .unwrap_or_else(|| "its last command that restarts it".to_string());
-        let secs = self.settings.serial_timeout.as_secs();
-        self.log(out, Level::Warn, || {
-            format!(
-                "camera {name} sent no heartbeat within SERIAL_TIMEOUT ({secs} s) after {what}: \
-                 its newer commands go now"
-            )
-        });
-    }
-
-    /// Silent for `DEVICE_TIMEOUT` with commands sent to it: they go again
-    /// once it is back.
-    fn went_offline(&mut self, camera: u64, now: Now, out: &mut Vec<Action>) {
-        let Some(q) = self.hold.queues.get_mut(&camera) else {
-            return;
-        };
-        q.gate = None;
-        q.release_at = None;
-        self.resend(camera, None, "offline", now, out);
-    }
-
-    /// A camera still never seen: its commands past `UNSEEN_WAIT` go
-    /// anyway, as commands for an untracked camera.
-    fn unseen_waited(&mut self, camera: u64, now: Now, out: &mut Vec<Action>) {
-        let Some(q) = self.hold.queues.get(&camera) else {
-            return;
-        };
-        let due: Vec<u64> = q
-            .held
-            .iter()
-            .copied()
-            .filter(|s| {
-                self.hold
-                    .held
-                    .get(s)
-                    .and_then(|h| h.unseen_until)
-                    .is_some_and(|u| u <= now.mono)
-            })
-            .collect();
-        let name = q.camera.clone();
-        let n = due.len();
-        for seq in due {
-            if let Some(held) = self.hold.remove_held(seq) {
-                let mut job = held.job;
-                job.camera = None;
-                self.ledger.restore(seq, job);
-            }
-        }
-        if n > 0 {
-            let wait = self.settings.unseen_wait.as_secs();
-            self.log(out, Level::Warn, || {
-                format!(
-                    "camera {name} sent no heartbeat within UNSEEN_WAIT ({wait} s): publishing its \
-                     {n} commands anyway (nothing confirms them)"
-                )
-            });
-        }
-    }
-
-    /// The camera can take its held commands: they join the ledger at
-    /// their places, oldest first (the write sees to a command that
-    /// restarts it).
-    fn release(&mut self, camera: u64, out: &mut Vec<Action>) {
-        let Some(q) = self.hold.queues.get_mut(&camera) else {
-            return;
-        };
-        q.release_at = None;
-        let seqs: Vec<u64> = q.held.iter().copied().collect();
-        let name = q.camera.clone();
-        let mut released = 0;
-        for seq in seqs {
-            if let Some(held) = self.hold.remove_held(seq) {
-                self.ledger.restore(seq, held.job);
-                released += 1;
-            }
-        }
-        if released > 0 && Level::Info <= self.settings.log_level {
-            out.push(Action::LogLimited(
-                Kind::ReleasedCommands,
-                Level::Info,
-                format!("camera {name} is present: releasing its {released} held commands, oldest first"),
-            ));
-        }
-    }
-
     /// Drops held and sent commands whose lifetime ran out.
     pub(super) fn expire_held(&mut self, now: Now, out: &mut Vec<Action>) {
         while let Some(&(at, seq)) = self.hold.expiry.first() {
@@ -1068,9 +578,14 @@ impl Delivery {
         }
         let age = now.mono.saturating_duration_since(job.received).as_secs();
         let kind = job.kind.as_str();
-        let ttl = self.settings.ttl_for(kind).unwrap_or_default().as_secs();
+        let ttl = self
+            .settings
+            .lifetimes
+            .ttl_for(job.kind)
+            .unwrap_or_default()
+            .as_secs();
         let camera = job.camera.clone().unwrap_or_default();
-        let which = self.settings.ttl_key(kind);
+        let which = self.settings.lifetimes.ttl_key(job.kind);
         self.log(out, Level::Warn, || {
             format!(
                 "expired {kind} for unit {} after {age} s held for camera {camera}, which was not \
@@ -1092,9 +607,14 @@ impl Delivery {
         }
         let age = now.mono.saturating_duration_since(job.received).as_secs();
         let kind = job.kind.as_str();
-        let ttl = self.settings.ttl_for(kind).unwrap_or_default().as_secs();
+        let ttl = self
+            .settings
+            .lifetimes
+            .ttl_for(job.kind)
+            .unwrap_or_default()
+            .as_secs();
         let camera = job.camera.clone().unwrap_or_default();
-        let which = self.settings.ttl_key(kind);
+        let which = self.settings.lifetimes.ttl_key(job.kind);
         self.log(out, Level::Warn, || {
             format!(
                 "expired {kind} for unit {} after {age} s: published, but camera {camera} never \
@@ -1118,7 +638,8 @@ impl Delivery {
         let settings = &self.settings;
         let expires = |job: &Accepted| {
             settings
-                .ttl_for(job.kind.as_str())
+                .lifetimes
+                .ttl_for(job.kind)
                 .and_then(|ttl| job.received.checked_add(ttl))
         };
         for (seq, h) in self.hold.held.iter_mut() {
@@ -1196,224 +717,6 @@ impl Delivery {
     }
 }
 
-fn reason_says(reason: &str) -> &'static str {
-    match reason {
-        "reconnect" => "it reconnected: a heartbeat came early",
-        "absence" => "it was away: a heartbeat came after a long gap",
-        "reboot" => "it restarted: its timestamp went backwards",
-        "offline" => "it went offline",
-        _ => "the relay lost sight of it",
-    }
-}
-
-/// What an operator asked (`protocol::control`), answered with lines to
-/// `to`: the relay's side of `ms500-relay held` and `cancel`.
-impl Delivery {
-    pub(super) fn operator(
-        &mut self,
-        request: Control,
-        to: &Outbox,
-        by: &str,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
-        match request {
-            Control::Held { camera } => self.list_held(camera.as_deref(), to, now, out),
-            Control::Cancel { camera, types } => {
-                self.cancel(&camera, &types, to, by, now, out);
-            }
-        }
-    }
-
-    /// One line per command held or unconfirmed (for `camera`, or all),
-    /// camera by camera, then a closing line with the totals.
-    fn list_held(&self, camera: Option<&str>, to: &Outbox, now: Now, out: &mut Vec<Action>) {
-        let timeout = self.settings.device_timeout;
-        let only = camera.map(|c| self.hold.seen.fingerprint(&c.to_ascii_lowercase()));
-        let mut queues: Vec<(&u64, &Queue)> = self
-            .hold
-            .queues
-            .iter()
-            .filter(|(fp, _)| only.is_none_or(|o| o == **fp))
-            .collect();
-        queues.sort_by(|a, b| a.1.camera.cmp(&b.1.camera));
-        let (mut held, mut unconfirmed) = (0, 0);
-        for (fp, q) in &queues {
-            let state = self
-                .hold
-                .seen
-                .state(**fp, timeout, now.mono)
-                .map_or("unknown", State::as_str);
-            let waiting = q
-                .held
-                .iter()
-                .filter_map(|s| Some((*s, &self.hold.held.get(s)?.job, "held")));
-            let sent = q
-                .sent
-                .iter()
-                .filter_map(|s| Some((*s, &self.hold.sent.get(s)?.job, "unconfirmed")));
-            for (_, job, how) in waiting.chain(sent) {
-                if how == "held" {
-                    held += 1;
-                } else {
-                    unconfirmed += 1;
-                }
-                let line = self.held_line(job, state, how, now);
-                out.push(Action::Notice {
-                    to: to.clone(),
-                    line,
-                });
-            }
-        }
-        let end = ordered(&[
-            ("control", "held".into()),
-            ("done", true.into()),
-            ("held", held.into()),
-            ("unconfirmed", unconfirmed.into()),
-            ("cameras", queues.len().into()),
-        ]);
-        out.push(Action::Notice {
-            to: to.clone(),
-            line: end,
-        });
-    }
-
-    /// `{"control":"held",…}`: one command as `ms500-relay held` shows it.
-    fn held_line(&self, job: &Accepted, state: &str, how: &str, now: Now) -> Vec<u8> {
-        let age = now.mono.saturating_duration_since(job.received).as_secs();
-        let left = self
-            .expires(job)
-            .map(|at| at.saturating_duration_since(now.mono).as_secs());
-        let id: Option<serde_json::Value> = job
-            .id
-            .as_deref()
-            .and_then(|id| serde_json::from_str(id).ok());
-        let from = job.peer.map_or("spool".to_string(), |p| p.to_string());
-        ordered(&[
-            ("control", "held".into()),
-            ("camera", job.camera.clone().into()),
-            ("state", state.into()),
-            ("waiting", how.into()),
-            ("type", job.kind.as_str().into()),
-            ("unit", job.unit.clone().into()),
-            ("id", id.into()),
-            ("age_s", age.into()),
-            ("bytes", job.payload.len().into()),
-            ("lifetime_left_s", left.into()),
-            ("from", from.into()),
-        ])
-    }
-
-    /// Drops what is held or unconfirmed for `camera` (of `types`, when
-    /// named): never published (again), `D` in the spool, an error line to
-    /// its connection when still open, a log line; the operator gets a line
-    /// per command and one with the count.
-    fn cancel(
-        &mut self,
-        camera: &str,
-        types: &[CommandType],
-        to: &Outbox,
-        by: &str,
-        now: Now,
-        out: &mut Vec<Action>,
-    ) {
-        let fp = self.hold.seen.fingerprint(&camera.to_ascii_lowercase());
-        let seqs: Vec<u64> = self
-            .hold
-            .queues
-            .get(&fp)
-            .map(|q| q.held.iter().chain(q.sent.iter()).copied().collect())
-            .unwrap_or_default();
-        let mut cancelled = 0;
-        for seq in seqs {
-            let wanted = |job: &Accepted| types.is_empty() || types.contains(&job.kind);
-            let (job, was) = if self.hold.held.get(&seq).is_some_and(|h| wanted(&h.job)) {
-                match self.hold.remove_held(seq) {
-                    Some(h) => (h.job, "held"),
-                    None => continue,
-                }
-            } else if self.hold.sent.get(&seq).is_some_and(|s| wanted(&s.job)) {
-                match self.hold.remove_sent(seq) {
-                    Some(s) => (s.job, "unconfirmed"),
-                    None => continue,
-                }
-            } else {
-                continue;
-            };
-            cancelled += 1;
-            self.cancelled(seq, job, was, to, by, out);
-        }
-        self.reschedule(fp, now.mono);
-        self.hold.tidy(fp);
-        let end = ordered(&[
-            ("control", "cancel".into()),
-            ("done", true.into()),
-            ("camera", camera.into()),
-            ("cancelled", cancelled.into()),
-        ]);
-        out.push(Action::Notice {
-            to: to.clone(),
-            line: end,
-        });
-    }
-
-    fn cancelled(
-        &mut self,
-        seq: u64,
-        mut job: Accepted,
-        was: &'static str,
-        to: &Outbox,
-        by: &str,
-        out: &mut Vec<Action>,
-    ) {
-        if !job.published {
-            out.push(Action::Count(Count::Cancelled));
-        }
-        if matches!(self.spool, Durability::Writing) {
-            out.push(Action::Spool(SpoolOp::Done(seq)));
-        }
-        let camera = job.camera.clone().unwrap_or_default();
-        self.log(out, Level::Info, || {
-            format!(
-                "cancelled {} for unit {} id {} for camera {camera} ({was}) by the operator ({by})",
-                job.kind.as_str(),
-                job.unit,
-                job.id.as_deref().unwrap_or("-")
-            )
-        });
-        let id: Option<serde_json::Value> = job
-            .id
-            .as_deref()
-            .and_then(|id| serde_json::from_str(id).ok());
-        let line = ordered(&[
-            ("control", "cancel".into()),
-            ("camera", camera.into()),
-            ("was", was.into()),
-            ("type", job.kind.as_str().into()),
-            ("unit", job.unit.clone().into()),
-            ("id", id.into()),
-        ]);
-        out.push(Action::Notice {
-            to: to.clone(),
-            line,
-        });
-        report(&mut job, Some("cancelled by the operator"), out);
-    }
-}
-
-/// A JSON object line with its members in this order (as PROTOCOL.md
-/// §1.4 shows them).
-fn ordered(members: &[(&str, serde_json::Value)]) -> Vec<u8> {
-    let mut line = b"{".to_vec();
-    for (i, (key, value)) in members.iter().enumerate() {
-        if i > 0 {
-            line.push(b',');
-        }
-        // Writing JSON to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut line, key);
-        line.push(b':');
-        let _ = serde_json::to_writer(&mut line, value);
-    }
-    line.push(b'}');
-    line
-}
+mod operator;
+mod sightings;
+mod timers;

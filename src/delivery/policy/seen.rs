@@ -1,11 +1,7 @@
-//! Part of the delivery policy (publisher thread, no I/O): which cameras
-//! the relay has seen and whether each is present now (PROTOCOL.md §2.7).
-//! Fed by the device side's classified heartbeats and by the relay's own
-//! losses of sight (a start, a lost broker or device link); asked by the
-//! hold whether a command may go to its camera now.
-//!
-//! A fleet can be 100,000 cameras: each costs a keyed 8-byte fingerprint
-//! of its lower-case id and 16 bytes of times, no string.
+//! Part of the delivery policy (publisher thread, no I/O): which cameras the
+//! relay has seen and whether each is present now (PROTOCOL.md §2.7), each
+//! kept as a keyed fingerprint of its id. Fed heartbeats and losses of sight;
+//! asked by the hold whether a command may go to its camera.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

@@ -1,8 +1,6 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! Shutdown: once intake stops, the publisher keeps publishing for up to
-//! `SHUTDOWN_GRACE`, leaves the rest in the spool, then publishes the
-//! "offline" state (with `STATE_TOPIC`) and DISCONNECT.
+//! Part of the delivery policy (publisher thread, no I/O): shutdown. What is
+//! said of the commands left when the grace runs out, and the last words to
+//! the broker ("offline" state, DISCONNECT).
 
 use log::Level;
 
@@ -53,9 +51,10 @@ impl Delivery {
             return;
         }
         let mut bye = Vec::new();
-        if let Some((topic, offline)) = &self.settings.state {
+        if let Some(state) = &self.settings.state {
+            let (topic, message) = (&state.topic, &state.message);
             // check-config bounds STATE_TOPIC and the client id: cannot fail.
-            if let Err(e) = codec::publish(&mut bye, topic, Some(codec::STATE_PKID), true, offline)
+            if let Err(e) = codec::publish(&mut bye, topic, Some(codec::STATE_PKID), true, message)
             {
                 self.log(out, Level::Error, || {
                     format!("cannot publish the offline state: {e}")

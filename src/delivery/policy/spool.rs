@@ -1,12 +1,6 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! Durability: the spool's state as the policy sees it. The spool is the
-//! source of truth. While it cannot be written (a full or read-only file
-//! system, an I/O error), a command is accepted only when the broker is
-//! connected and it can be published at once (see [`Delivery::room`]).
-//! Writing is retried every [`SPOOL_RETRY`] and resumes by itself. A spool
-//! deleted, truncated or replaced under the relay is noticed at the next
-//! write and written again from what is pending.
+//! Part of the delivery policy (publisher thread, no I/O): the spool's state
+//! as the policy sees it. Start and replay, the requests to write it and
+//! their answers, failing and retrying, rewriting a lost one.
 
 use std::ops::Range;
 
@@ -15,9 +9,7 @@ use log::Level;
 use super::{
     Action, Awaiting, Delivery, Durability, Found, Now, Opening, SpoolOp, SpoolOutcome, SPOOL_RETRY,
 };
-use crate::config::Config;
-use crate::delivery::spool::Recovery;
-use crate::delivery::spool::SpoolError;
+use crate::delivery::spool::{Aside, Recovery, Region, SpoolError};
 
 impl Delivery {
     /// With `SPOOL_FILE` set, replays what the last run left there (its live
@@ -25,36 +17,35 @@ impl Delivery {
     /// holding just them. A spool that cannot be read or written does not
     /// stop the start (that is for configuration errors): the relay runs
     /// without it, logged at error, until it can be written again.
-    pub fn start(&mut self, found: Found, config: &Config, now: Now) -> Vec<Action> {
-        let mut out = Vec::new();
+    pub(super) fn start(&mut self, found: Found, now: Now, out: &mut Vec<Action>) {
         let Some(path) = self.settings.spool.clone() else {
-            return out;
+            return;
         };
         let path = path.display();
         let (recovery, mut move_first) = match found {
             Found::Untrusted(why) => {
-                self.log(&mut out, Level::Error, || {
+                self.log(out, Level::Error, || {
                     format!(
                         "spool {path}: {why}: another user could have written it, so its commands \
                          are not replayed (the file is moved aside as untrusted and a new \
                          spool is started)"
                     )
                 });
-                (Recovery::default(), Some("untrusted"))
+                (Recovery::default(), Some(Aside::Untrusted))
             }
             Found::Unreadable(e) => {
-                self.log(&mut out, Level::Error, || {
+                self.log(out, Level::Error, || {
                     format!(
                         "spool {path}: cannot be read: {e}; its commands are not replayed \
                          (the file is kept, moved aside before a new spool is written)"
                     )
                 });
-                (Recovery::default(), Some("unreadable"))
+                (Recovery::default(), Some(Aside::Unreadable))
             }
             Found::Read(recovery) => (recovery, None),
         };
         if !recovery.damaged.is_empty() {
-            self.log(&mut out, Level::Warn, || {
+            self.log(out, Level::Warn, || {
                 format!(
                     "spool {path}: {} damaged bytes in {} places skipped; the {} intact commands \
                      around them are kept, and the file is moved aside for inspection",
@@ -63,34 +54,33 @@ impl Delivery {
                     recovery.live.len()
                 )
             });
-            move_first = Some("damaged");
+            move_first = Some(Aside::Damaged);
         }
-        if let Some((offset, len)) = recovery.torn_tail {
-            self.log(&mut out, Level::Warn, || {
+        if let Some(Region { offset, len }) = recovery.torn_tail {
+            self.log(out, Level::Warn, || {
                 format!(
                     "spool {path}: a record cut short at offset {offset} ({len} bytes, a write \
                      interrupted by a crash) skipped"
                 )
             });
         }
-        self.replay(recovery.live, config, now, &mut out);
+        self.replay(recovery.live, now, out);
         if !self.ledger.is_empty() {
             let queued = self.ledger.len();
-            self.log(&mut out, Level::Info, || {
+            self.log(out, Level::Info, || {
                 format!(
                     "spool {path}: {queued} unacknowledged commands from the last run queued first"
                 )
             });
         }
-        self.request_open(Opening::Start, move_first, None, &mut out);
-        out
+        self.request_open(Opening::Start, move_first, None, out);
     }
 
     /// Asks for the spool to be written afresh with everything pending.
     pub(super) fn request_open(
         &mut self,
         why: Opening,
-        move_first: Option<&'static str>,
+        move_first: Option<Aside>,
         batch: Option<Range<u64>>,
         out: &mut Vec<Action>,
     ) {
@@ -235,7 +225,7 @@ impl Delivery {
     }
 
     /// The spool cannot be written from now on; retried in [`SPOOL_RETRY`].
-    fn fail(&mut self, reason: String, move_first: Option<&'static str>, now: Now) {
+    fn fail(&mut self, reason: String, move_first: Option<Aside>, now: Now) {
         self.spool = Durability::Failing {
             reason,
             retry_at: now.mono + SPOOL_RETRY,

@@ -1,26 +1,32 @@
+//! The policy alone: events in, actions out, checked as the publisher
+//! would perform them. No outbox, channel, socket, file or thread: status
+//! lines are recorded by connection number, and claims counted.
+
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter};
 
 use super::{
-    Action, Count, Delivery, Ending, Event, Found, Now, Settings, SpoolOp, SpoolOutcome, IDLE_WAIT,
-    WINDOW,
+    Action, Count, Delivery, Ending, Event, Found, Now, OfflineState, Reload, Settings, SpoolOp,
+    SpoolOutcome, WriteError, IDLE_WAIT, WINDOW,
 };
-use crate::config::Config;
-use crate::delivery::item::Accepted;
-use crate::delivery::outbox::{Outbox, StatusOwed};
-use crate::delivery::spool::{Recovery, Replayed, SpoolError};
+use crate::config::{self, Lifetimes};
+use crate::delivery::item::{Accepted, ReplyTo};
+use crate::delivery::spool::{Aside, Recovery, Region, Replayed, SpoolError};
 use crate::protocol::command::{self, CommandType};
 
 const PEER: &str = "192.0.2.7:4000";
+/// The connection commands come from.
+const CONN: u64 = 1;
+/// The connection an operator asks on.
+const OPERATOR: u64 = 2;
+const COMMAND_TOPIC: &str = "/service/ms500/{unit}/socket";
 
 fn settings() -> Settings {
     Settings {
         qos1: true,
-        ttl: None,
-        ttls: Vec::new(),
+        lifetimes: Lifetimes::default(),
         hold_offline: true,
         hold_max_per_camera: 100,
         hold_max_bytes: 8 * 1024 * 1024,
@@ -34,6 +40,7 @@ fn settings() -> Settings {
         puback_within: Duration::from_secs(120),
         max_packet: None,
         device_timeout: Duration::from_secs(90),
+        command_topic: COMMAND_TOPIC.to_string(),
         serial_after: vec![
             CommandType::Fmw,
             CommandType::App,
@@ -42,6 +49,25 @@ fn settings() -> Settings {
         ],
         serial_timeout: Duration::from_secs(600),
         unseen_wait: Duration::from_secs(90),
+    }
+}
+
+/// `COMMAND_TTL = secs`, no `COMMAND_TTLS`.
+fn ttl(secs: u64) -> Lifetimes {
+    Lifetimes {
+        ttl: Some(Duration::from_secs(secs)),
+        per_type: Vec::new(),
+    }
+}
+
+/// A reload that sets `lifetimes` and leaves [`settings`] as they are.
+fn reload(lifetimes: Lifetimes) -> Reload {
+    let s = settings();
+    Reload {
+        lifetimes,
+        device_timeout: s.device_timeout,
+        puback_within: s.puback_within,
+        max_packet: s.max_packet,
     }
 }
 
@@ -116,22 +142,26 @@ struct Rig {
     at: Duration,
     logs: Vec<(Level, String)>,
     counts: Vec<Count>,
+    /// Lines to [`CONN`], in order.
     status: Vec<String>,
+    /// Lines to [`OPERATOR`], in order, and the requests answered.
+    answers: Vec<String>,
+    answered: usize,
     published: Vec<Published>,
     spool_ops: Vec<SpoolOp>,
     disconnects: Vec<Published>,
     /// Connections dropped by the policy, with the reason.
     drops: Vec<String>,
     spool_answers: VecDeque<SpoolOutcome>,
-    write_answers: VecDeque<Result<(), String>>,
-    outbox: Outbox,
-    /// Status claims handed back (with or without a line).
+    write_answers: VecDeque<Result<(), WriteError>>,
+    /// Commands handed over with a [`ReplyTo`] (a claim on a status line
+    /// each), and claims handed back (with or without a line).
+    claims_taken: usize,
     claims_ended: usize,
 }
 
 impl Rig {
     fn new(settings: Settings) -> Rig {
-        let peer: SocketAddr = PEER.parse().expect("an address");
         let (t0, wall0) = (Instant::now(), SystemTime::now());
         Rig {
             d: Delivery::new(
@@ -147,13 +177,15 @@ impl Rig {
             logs: Vec::new(),
             counts: Vec::new(),
             status: Vec::new(),
+            answers: Vec::new(),
+            answered: 0,
             published: Vec::new(),
             spool_ops: Vec::new(),
             disconnects: Vec::new(),
             drops: Vec::new(),
             spool_answers: VecDeque::new(),
             write_answers: VecDeque::new(),
-            outbox: Outbox::new(1, peer.into()).0,
+            claims_taken: 0,
             claims_ended: 0,
         }
     }
@@ -170,6 +202,9 @@ impl Rig {
     }
 
     fn event(&mut self, event: Event) {
+        if let Event::Batch(jobs) = &event {
+            self.claims_taken += jobs.iter().filter(|job| job.reply.is_some()).count();
+        }
         let actions = self.d.handle(event, self.now());
         self.perform(actions);
     }
@@ -189,16 +224,25 @@ impl Rig {
                     self.logs.push((level, line))
                 }
                 Action::Count(c) => self.counts.push(c),
-                Action::Status { to, line } => {
-                    assert_eq!(to.outbox.id(), 1);
+                Action::Done { reply, line } => {
+                    assert_eq!(reply.conn, CONN);
                     if let Some(line) = line {
                         self.status.push(String::from_utf8(line).expect("UTF-8"));
                     }
                     self.claims_ended += 1;
+                    assert!(self.claims_ended <= self.claims_taken, "one end per claim");
                 }
-                Action::Notice { to, line } => {
-                    assert_eq!(to.id(), 1);
-                    self.status.push(String::from_utf8(line).expect("UTF-8"));
+                Action::Line { conn, line } => {
+                    let line = String::from_utf8(line).expect("UTF-8");
+                    match conn {
+                        CONN => self.status.push(line),
+                        OPERATOR => self.answers.push(line),
+                        other => panic!("a line to connection {other}"),
+                    }
+                }
+                Action::Answered { conn } => {
+                    assert_eq!(conn, OPERATOR);
+                    self.answered += 1;
                 }
                 Action::Spool(op) => {
                     let answer = match &op {
@@ -235,8 +279,7 @@ impl Rig {
     }
 
     fn start(&mut self, found: Found) {
-        let actions = self.d.start(found, &Config::default(), self.now());
-        self.perform(actions);
+        self.event(Event::Start(found));
     }
 
     fn tick(&mut self) {
@@ -253,10 +296,21 @@ impl Rig {
     fn job(&self, cmd: &str, ok_lines: bool) -> Accepted {
         let cmd = command::validate(&payload(cmd), true).expect("a valid command");
         let now = self.now();
-        let mut job = Accepted::new(cmd, &Config::default(), now.mono, now.wall);
+        let topic = config::topic_for_unit(COMMAND_TOPIC, &cmd.unit);
+        let mut job = Accepted::new(cmd, topic, now.mono, now.wall);
         job.peer = Some(PEER.parse().expect("an address"));
-        job.reply = Some(StatusOwed::new(&self.outbox, ok_lines));
+        job.reply = Some(ReplyTo {
+            conn: CONN,
+            ok_lines,
+            camera_lines: false,
+        });
         job
+    }
+
+    /// Commands whose last line is not decided yet: a half-closed backend
+    /// would linger for them.
+    fn owed(&self) -> usize {
+        self.claims_taken - self.claims_ended
     }
 
     fn up(&mut self) {
@@ -447,10 +501,13 @@ fn a_spool_that_cannot_be_written_at_start_is_retried_and_still_moved_aside_firs
     r.spool_answers.push_back(SpoolOutcome::OpenFailed {
         kept_as: None,
         reason: "cannot move the damaged file aside: Permission denied".into(),
-        move_first: Some("damaged"),
+        move_first: Some(Aside::Damaged),
     });
     let recovery = Recovery {
-        damaged: vec![(12, 40)],
+        damaged: vec![Region {
+            offset: 12,
+            len: 40,
+        }],
         ..Recovery::default()
     };
     r.start(Found::Read(recovery));
@@ -472,10 +529,10 @@ fn a_spool_that_cannot_be_written_at_start_is_retried_and_still_moved_aside_firs
         r.spool_ops,
         [
             SpoolOp::Open {
-                move_first: Some("damaged")
+                move_first: Some(Aside::Damaged)
             },
             SpoolOp::Open {
-                move_first: Some("damaged")
+                move_first: Some(Aside::Damaged)
             }
         ]
     );
@@ -491,9 +548,12 @@ fn an_untrusted_or_unreadable_spool_is_not_replayed_and_moved_aside() {
     for (found, kind) in [
         (
             Found::Untrusted("is writable by group or others".into()),
-            "untrusted",
+            Aside::Untrusted,
         ),
-        (Found::Unreadable("Permission denied".into()), "unreadable"),
+        (
+            Found::Unreadable("Permission denied".into()),
+            Aside::Unreadable,
+        ),
     ] {
         let mut r = Rig::new(spooled_settings());
         r.start(found);
@@ -532,7 +592,7 @@ fn ok_lines_go_only_to_connections_that_asked_for_them() {
     assert_eq!(r.counts, [Count::Published]);
     assert!(r.status.is_empty());
     assert_eq!(r.claims_ended, 1, "the claim ends with no line");
-    assert_eq!(r.outbox.owed(), 0);
+    assert_eq!(r.owed(), 0);
     assert_eq!(r.d.queued_bytes(), 0);
 }
 
@@ -592,7 +652,8 @@ fn acks_older_than_a_second_are_not_published_again() {
 fn a_failed_write_loses_the_connection_until_the_next_one() {
     let mut r = Rig::new(settings());
     r.up();
-    r.write_answers.push_back(Err("Broken pipe".into()));
+    r.write_answers
+        .push_back(Err(WriteError::Io(std::io::Error::other("Broken pipe"))));
     r.send(&["a/1"], false);
     assert_eq!(
         r.logged(Level::Debug, "write to the broker failed: Broken pipe"),
@@ -609,7 +670,7 @@ fn a_failed_write_loses_the_connection_until_the_next_one() {
 #[test]
 fn an_idle_publisher_waits_for_events_only_once_nothing_can_come_due() {
     let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(600)),
+        lifetimes: ttl(600),
         ..settings()
     });
     r.up();
@@ -669,7 +730,7 @@ fn with_qos_0_written_is_delivered() {
 #[test]
 fn a_command_past_its_ttl_while_queued_is_dropped_with_an_error_line() {
     let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(10)),
+        lifetimes: ttl(10),
         ..spooled_settings()
     });
     r.start(Found::Read(Recovery::default()));
@@ -707,7 +768,7 @@ fn replayed(cmd: &str, received: SystemTime) -> Replayed {
 #[test]
 fn replayed_commands_expire_by_their_spooled_age_unless_the_clock_cannot_be_right() {
     let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(60)),
+        lifetimes: ttl(60),
         ..spooled_settings()
     });
     // Well after this binary was built, so that a minute ago was too.
@@ -772,7 +833,7 @@ fn replayed_commands_expire_by_their_spooled_age_unless_the_clock_cannot_be_righ
 #[test]
 fn a_clock_jump_does_not_expire_what_waits() {
     let mut r = Rig::new(Settings {
-        ttl: Some(Duration::from_secs(10)),
+        lifetimes: ttl(10),
         ..settings()
     });
     r.send(&["a/1"], false);
@@ -785,7 +846,10 @@ fn a_clock_jump_does_not_expire_what_waits() {
 #[test]
 fn shutdown_with_commands_left_says_what_is_lost_and_says_goodbye() {
     let mut r = Rig::new(Settings {
-        state: Some(("relay/state".into(), b"offline".to_vec())),
+        state: Some(OfflineState {
+            topic: "relay/state".into(),
+            message: b"offline".to_vec(),
+        }),
         ..settings()
     });
     r.send(&["a/1", "a/2"], false);
@@ -878,7 +942,7 @@ fn copies_published_again_are_not_written_to_the_spool() {
     let sent = r.take_published();
     r.event(Event::Acked(vec![sent[1].0.expect("QoS 1")]));
     r.event(Event::LinkDown);
-    let spooled: Vec<String> = r.d.spooled().map(|(_, _, p, _)| label(p)).collect();
+    let spooled: Vec<String> = r.d.spooled().map(|c| label(c.payload)).collect();
     assert_eq!(spooled, ["a/1", "c/1"]);
     assert_eq!(r.d.spooled_in(1..3).count(), 1);
 }
@@ -1050,7 +1114,7 @@ fn the_smaller_of_the_configured_and_the_announced_limit_applies() {
         max_packet: Some(1000),
         ..settings()
     });
-    r.d.set_broker_limit(Some(70));
+    r.event(Event::BrokerLimit(Some(70)));
     r.up();
     let big = format!("a/{}", "9".repeat(40));
     r.send(&["b/1", &big], true);

@@ -1,16 +1,15 @@
-//! Part of the delivery policy (run on the publisher thread, no I/O).
-//!
-//! The write window and hold, acknowledgements, resend after a lost link
-//! (with the "again" copies of what a dying broker may not have passed on),
-//! and expiry of commands that waited longer than `COMMAND_TTL`.
+//! Part of the delivery policy (publisher thread, no I/O): the write window
+//! and hold, acknowledgements, resend after a lost link (with the "again"
+//! copies), expiry, and [`report`], the one place a command's last status line
+//! is decided.
 
 use std::time::Duration;
 
 use log::Level;
 
 use super::{
-    Action, Awaiting, Count, Delivery, Durability, Now, SpoolOp, AGAIN_WITHIN, MAX_HOLD, MIN_WRITE,
-    WINDOW,
+    Action, Awaiting, Count, Delivery, Durability, Now, SpoolOp, WriteError, AGAIN_WITHIN,
+    MAX_HOLD, MIN_WRITE, WINDOW,
 };
 use crate::delivery::item::Accepted;
 use crate::mqtt::codec;
@@ -28,7 +27,7 @@ impl Delivery {
         let mut confirmed = Vec::new();
         while let Some((seq, job)) = self.ledger.next_due() {
             let kind = job.kind;
-            let ttl = self.settings.ttl_for(kind.as_str());
+            let ttl = self.settings.lifetimes.ttl_for(kind);
             if let Some(ttl) =
                 ttl.filter(|ttl| now.mono.saturating_duration_since(job.received) > *ttl)
             {
@@ -134,7 +133,7 @@ impl Delivery {
         }
     }
 
-    /// Each command written has [`Settings::puback_within`] to be
+    /// Each command written has `puback_within` (2 × `MQTT_KEEPALIVE`) to be
     /// acknowledged, whatever other PUBACKs arrive: the oldest one overdue
     /// drops the connection, and everything unacknowledged is published
     /// again on the next.
@@ -203,7 +202,12 @@ impl Delivery {
     /// The answer to a write: with QoS 0, written is delivered; a failed
     /// write loses the connection (the publish link reports it down too, and
     /// what was written stays unacknowledged and goes out again).
-    pub(super) fn written(&mut self, result: Result<(), String>, now: Now, out: &mut Vec<Action>) {
+    pub(super) fn written(
+        &mut self,
+        result: Result<(), WriteError>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
         match (self.awaiting.take(), result) {
             (Some(Awaiting::Write { qos0 }), Ok(())) => {
                 for seq in qos0 {
@@ -445,7 +449,7 @@ impl Delivery {
         }
         let age = now.mono.saturating_duration_since(job.received).as_secs();
         let ttl = ttl.as_secs();
-        let which = self.settings.ttl_key(job.kind.as_str());
+        let which = self.settings.lifetimes.ttl_key(job.kind);
         self.log(out, Level::Warn, || {
             format!(
                 "expired {} for unit {} after {age} s in the queue ({which} {ttl} s): not published",
@@ -461,9 +465,9 @@ impl Delivery {
 /// The status line `job` owes its connection, if that wants it (errors
 /// always, `ok` only when asked for); its claim on a line ends either way.
 pub(super) fn report(job: &mut Accepted, error: Option<&str>, out: &mut Vec<Action>) {
-    let Some(to) = job.reply.take() else {
+    let Some(reply) = job.reply.take() else {
         return;
     };
-    let line = (error.is_some() || to.ok_lines).then(|| job.status_line(error));
-    out.push(Action::Status { to, line });
+    let line = (error.is_some() || reply.ok_lines).then(|| job.status_line(error));
+    out.push(Action::Done { reply, line });
 }

@@ -1,3 +1,6 @@
+//! The spool file: round trips through a real file in a scratch directory,
+//! recovery of damaged and torn images, compaction, moving aside.
+
 use super::*;
 
 fn image(records: &[(u8, Vec<u8>)]) -> Vec<u8> {
@@ -44,7 +47,7 @@ fn empty_file_and_header_only_hold_nothing() {
 fn a_foreign_file_is_damaged_from_offset_zero() {
     let r = recover(b"hello, this is not a spool");
     assert!(r.live.is_empty());
-    assert_eq!(r.damaged, vec![(0, 26)]);
+    assert_eq!(r.damaged, vec![region(0, 26)]);
 }
 
 #[test]
@@ -69,10 +72,7 @@ fn every_truncation_of_the_last_record_is_a_torn_tail_keeping_the_others() {
         assert_eq!(payloads(&r), vec![&b"{\"a\":1}"[..]], "cut at {cut}");
         assert!(r.damaged.is_empty(), "cut at {cut}: {:?}", r.damaged);
         if cut > last_start {
-            assert_eq!(
-                r.torn_tail,
-                Some((last_start as u64, (cut - last_start) as u64))
-            );
+            assert_eq!(r.torn_tail, Some(region(last_start, cut - last_start)));
         } else {
             assert_eq!(r.torn_tail, None);
         }
@@ -86,7 +86,7 @@ fn zeros_at_the_end_are_a_torn_tail() {
     bytes.extend_from_slice(&[0; 40]);
     let r = recover(&bytes);
     assert_eq!(payloads(&r), vec![&b"one"[..]]);
-    assert_eq!(r.torn_tail, Some((end as u64, 40)));
+    assert_eq!(r.torn_tail, Some(region(end, 40)));
     assert!(r.damaged.is_empty());
 }
 
@@ -110,7 +110,7 @@ fn a_flipped_byte_costs_only_its_own_record() {
         assert_eq!(r.live.len(), 99, "flip at {at}: {:?}", r.damaged);
         assert!(!r.live.iter().any(|l| l.payload == b"{\"n\":50}"));
         assert_eq!(r.damaged.len(), 1, "flip at {at}");
-        assert_eq!(r.damaged[0].0, start as u64, "flip at {at}");
+        assert_eq!(r.damaged[0].offset, start as u64, "flip at {at}");
         assert_eq!(r.torn_tail, None);
     }
 }
@@ -178,6 +178,16 @@ fn a_first_version_spool_is_still_replayed() {
     assert_eq!(payloads(&r), vec![&b"a"[..], b"b"]);
     assert!(r.torn_tail.is_some());
 }
+/// A live command `seq` received at `received`, not held.
+fn live(seq: u64, received: SystemTime, payload: &[u8]) -> LiveCommand<'_> {
+    LiveCommand {
+        seq,
+        received,
+        payload,
+        held: false,
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     crate::ops::files::scratch_dir(&format!("spool-{name}")).join("relay.spool")
 }
@@ -188,9 +198,9 @@ fn open_append_sync_and_reopen_round_trip() {
     assert!(Spool::read(&path).unwrap().live.is_empty());
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
-    spool.accepted(0, t, b"first", false);
-    spool.accepted(1, t, b"second", false);
-    spool.accepted(2, t, b"third", false);
+    spool.accepted(live(0, t, b"first"));
+    spool.accepted(live(1, t, b"second"));
+    spool.accepted(live(2, t, b"third"));
     spool.done(1);
     spool.sync().unwrap();
     assert_eq!(spool.bytes(), std::fs::metadata(&path).unwrap().len());
@@ -203,7 +213,7 @@ fn open_append_sync_and_reopen_round_trip() {
         .live
         .iter()
         .enumerate()
-        .map(|(i, r)| (i as u64, r.received, r.payload.as_slice(), false));
+        .map(|(i, r)| live(i as u64, r.received, &r.payload));
     let _spool = Spool::create(&path, live).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let again = recover(&bytes);
@@ -227,7 +237,7 @@ fn a_deleted_truncated_or_replaced_file_is_noticed_at_the_next_write() {
     let now = SystemTime::now();
     for how in ["delete", "truncate", "replace"] {
         let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
-        spool.accepted(0, now, b"x", false);
+        spool.accepted(live(0, now, b"x"));
         spool.sync().unwrap();
         match how {
             "delete" => std::fs::remove_file(&path).unwrap(),
@@ -242,7 +252,7 @@ fn a_deleted_truncated_or_replaced_file_is_noticed_at_the_next_write() {
                 std::fs::write(&path, HEADER).unwrap();
             }
         }
-        spool.accepted(1, now, b"y", false);
+        spool.accepted(live(1, now, b"y"));
         match spool.sync() {
             Err(SpoolError::Lost(why)) => assert!(!why.is_empty(), "{how}"),
             other => panic!("{how}: {other:?}"),
@@ -258,7 +268,7 @@ fn moving_aside_keeps_the_newest_three() {
     for i in 0..5u64 {
         std::fs::write(&path, format!("damaged {i}")).unwrap();
         let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000 + i);
-        let aside = Spool::move_aside(&path, "damaged", at).unwrap();
+        let aside = Spool::move_aside(&path, Aside::Damaged, at).unwrap();
         // Distinct modification times, oldest first.
         let f = File::options().write(true).open(&aside).unwrap();
         f.set_modified(at).unwrap();
@@ -279,14 +289,14 @@ fn compaction_cuts_the_file_back_when_nothing_is_live() {
     let path = scratch("compact");
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
-    spool.accepted(0, now, b"x", false);
+    spool.accepted(live(0, now, b"x"));
     spool.sync().unwrap();
     spool.done(0);
     assert!(spool.wants_compaction());
     spool.compact(std::iter::empty()).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), HEADER);
     // Appending after the cut still yields a valid file, and is not taken for a truncation.
-    spool.accepted(1, now, b"y", false);
+    spool.accepted(live(1, now, b"y"));
     spool.sync().unwrap();
     assert_eq!(
         payloads(&recover(&std::fs::read(&path).unwrap())),
@@ -300,15 +310,15 @@ fn compaction_rewrites_when_dead_records_pile_up() {
     let path = scratch("rewrite");
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
-    spool.accepted(0, now, b"keep", false);
+    spool.accepted(live(0, now, b"keep"));
     for seq in 1..=COMPACT_MIN_DEAD {
-        spool.accepted(seq, now, b"gone", false);
+        spool.accepted(live(seq, now, b"gone"));
         spool.done(seq);
     }
     spool.sync().unwrap();
     assert!(spool.wants_compaction());
     spool
-        .compact(std::iter::once((0, now, &b"keep"[..], false)))
+        .compact(std::iter::once(live(0, now, b"keep")))
         .unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert!(
@@ -326,10 +336,10 @@ fn compaction_rewrites_when_a_few_large_dead_records_take_megabytes() {
     let mut spool = Spool::create(&path, std::iter::empty()).unwrap();
     let now = SystemTime::now();
     let big = vec![b'x'; 60 * 1024];
-    spool.accepted(0, now, b"keep", false);
+    spool.accepted(live(0, now, b"keep"));
     let mut seq = 1;
     while spool.bytes() < COMPACT_MIN_BYTES {
-        spool.accepted(seq, now, &big, false);
+        spool.accepted(live(seq, now, &big));
         spool.done(seq);
         seq += 1;
     }
@@ -340,7 +350,7 @@ fn compaction_rewrites_when_a_few_large_dead_records_take_megabytes() {
     );
     assert!(spool.wants_compaction());
     spool
-        .compact(std::iter::once((0, now, &b"keep"[..], false)))
+        .compact(std::iter::once(live(0, now, b"keep")))
         .unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() < 100);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());

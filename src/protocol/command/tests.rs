@@ -1058,12 +1058,6 @@ fn a_rejection_describes_the_command_for_the_log() {
 }
 
 #[test]
-fn config_knows_the_same_command_types() {
-    let names: Vec<&str> = CommandType::ALL.iter().map(|t| t.as_str()).collect();
-    assert_eq!(names, crate::config::COMMAND_TYPES);
-}
-
-#[test]
 fn the_camera_field_is_read_when_it_is_a_short_string() {
     let camera = |text: &str| {
         validate_with_camera(text.as_bytes(), true, Some("camera"))

@@ -57,13 +57,14 @@ impl Cams {
         let (cmd, camera) =
             command::validate_with_camera(&payload, true, Some("camera")).expect("a valid command");
         let now = self.r.now();
-        let mut job = Accepted::new(cmd, &Config::default(), now.mono, now.wall);
+        let topic = config::topic_for_unit(COMMAND_TOPIC, &cmd.unit);
+        let mut job = Accepted::new(cmd, topic, now.mono, now.wall);
         job.camera = camera;
         job.peer = Some(PEER.parse().expect("an address"));
-        job.reply = Some(match lines {
-            Lines::Errors => StatusOwed::new(&self.r.outbox, false),
-            Lines::All => StatusOwed::new(&self.r.outbox, true),
-            Lines::Camera => StatusOwed::until_confirmed(&self.r.outbox),
+        job.reply = Some(ReplyTo {
+            conn: CONN,
+            ok_lines: lines != Lines::Errors,
+            camera_lines: lines == Lines::Camera,
         });
         job
     }
@@ -496,11 +497,11 @@ fn a_camera_never_seen_waits_unseen_wait_then_goes_unconfirmed() {
 #[test]
 fn a_camera_remembered_waits_for_its_heartbeat_however_long_it_takes() {
     let mut r = Rig::new(spooled_settings());
-    r.d.remember(&[Remembered {
+    r.event(Event::Remember(vec![Remembered {
         camera: "cam".into(),
         offline: true,
         interval: Some(I),
-    }]);
+    }]));
     let now = r.now().wall;
     let live = vec![Replayed {
         received: now,
@@ -561,8 +562,7 @@ fn a_reload_shortens_the_lifetime_of_held_and_unconfirmed_commands() {
     c.learn("cam");
     c.send("cam", &["v/1"], Lines::Camera);
     c.r.ack_all();
-    c.r.d
-        .set_lifetimes(Some(Duration::from_secs(10)), Vec::new());
+    c.r.event(Event::Reload(reload(ttl(10))));
     c.wait(Duration::from_secs(11));
     assert_eq!(c.r.d.held(), 0, "held past its new lifetime");
     assert_eq!(c.r.d.unconfirmed(), 0, "unconfirmed past its new lifetime");
@@ -587,12 +587,12 @@ fn a_held_command_keeps_its_claim_on_a_line_until_it_is_answered() {
     let mut c = Cams::new(settings());
     c.send("new-cam", &["u/1"], Lines::All);
     assert_eq!(c.r.claims_ended, 0);
-    assert_eq!(c.r.outbox.owed(), 1, "a half-closed backend lingers for it");
+    assert_eq!(c.r.owed(), 1, "a half-closed backend lingers for it");
     c.beat("new-cam");
     c.wait(Duration::from_secs(1));
     c.r.ack_all();
     assert_eq!(c.r.claims_ended, 1);
-    assert_eq!(c.r.outbox.owed(), 0);
+    assert_eq!(c.r.owed(), 0);
 }
 
 #[test]
@@ -615,7 +615,7 @@ fn held_commands_are_spooled_and_come_back_held_after_a_restart() {
     let spooled: Vec<(String, bool)> =
         c.r.d
             .spooled()
-            .map(|(_, _, p, held)| (label(p), held))
+            .map(|c| (label(c.payload), c.held))
             .collect();
     assert!(spooled.contains(&("u/1".to_string(), true)), "{spooled:?}");
 }
@@ -623,7 +623,7 @@ fn held_commands_are_spooled_and_come_back_held_after_a_restart() {
 #[test]
 fn an_idle_policy_wakes_for_its_next_camera_deadline_only() {
     let mut c = Cams::new(Settings {
-        ttl: Some(Duration::from_secs(600)),
+        lifetimes: ttl(600),
         ..settings()
     });
     assert_eq!(c.r.d.wait(c.r.now()), IDLE_WAIT);
@@ -642,18 +642,17 @@ fn an_operator_lists_and_cancels_what_waits_for_a_camera() {
     c.r.start(Found::Read(Recovery::default()));
     c.send("cam", &["u/1", "u/2"], Lines::All);
     c.send("other", &["v/1"], Lines::All);
-    let to = c.r.outbox.clone();
     c.r.event(Event::Operator {
         request: Control::Held {
             camera: Some("CAM".into()),
         },
-        to: to.clone(),
+        conn: OPERATOR,
         by: "unix:uid=0:pid=1".into(),
     });
+    assert_eq!(c.r.answered, 1);
     let listed: Vec<serde_json::Value> =
-        c.r.status
+        c.r.answers
             .iter()
-            .filter(|l| l.starts_with(r#"{"control""#))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
     assert_eq!(listed.len(), 3, "{listed:?}");
@@ -666,9 +665,15 @@ fn an_operator_lists_and_cancels_what_waits_for_a_camera() {
             camera: "cam".into(),
             types: vec![CommandType::Img],
         },
-        to,
+        conn: OPERATOR,
         by: "unix:uid=0:pid=1".into(),
     });
+    assert_eq!(c.r.answered, 2);
+    assert_eq!(
+        c.r.answers.len(),
+        3 + 3,
+        "a line per command, and the count"
+    );
     assert_eq!(
         c.lines("error"),
         [
