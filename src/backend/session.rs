@@ -32,7 +32,8 @@ use crate::ops::transport::{Peer, Stream};
 use crate::ops::{peers, sys};
 use crate::protocol::command;
 use crate::protocol::control::{self, Control};
-use crate::protocol::frame::{Frame, FrameDecoder, Json};
+use crate::protocol::frame::{Frame, FrameDecoder};
+use crate::protocol::json::Json;
 
 /// How often a blocked queue push looks at the stop signal; also the read
 /// timeout (a read only starts once poll(2) says the socket is readable).

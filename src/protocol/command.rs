@@ -24,7 +24,8 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 
 use crate::config::AckMode;
-use crate::protocol::frame::{self, Json};
+use crate::protocol::frame;
+use crate::protocol::json::{self, Json};
 
 #[cfg(test)]
 mod tests;
@@ -203,7 +204,7 @@ pub fn validate_json(json: Json<'_>, check_fields: bool) -> Result<Command, Reje
         reason,
         kind: type_text.as_string(),
         unit: unit_text.as_string(),
-        id: object.get("id").map(frame::compact),
+        id: object.get("id").map(json::compact),
     };
 
     let kind = match &type_text {
@@ -236,7 +237,7 @@ pub fn validate_json(json: Json<'_>, check_fields: bool) -> Result<Command, Reje
     Ok(Command {
         kind,
         unit,
-        id: object.get("id").map(frame::compact),
+        id: object.get("id").map(json::compact),
         payload: json.bytes().to_vec(),
     })
 }
@@ -251,11 +252,11 @@ pub const MAX_CAMERA_BYTES: usize = 128;
 pub fn text_field(json: &Json<'_>, name: &str) -> Option<String> {
     let member = json
         .members()
-        .find(|m| frame::decode_string(m.key).is_some_and(|k| k == name))?;
+        .find(|m| json::decode_string(m.key).is_some_and(|k| k == name))?;
     if !member.value.starts_with(b"\"") {
         return None;
     }
-    let text = frame::decode_string(member.value)?;
+    let text = json::decode_string(member.value)?;
     (!text.is_empty() && text.len() <= MAX_CAMERA_BYTES).then(|| text.into_owned())
 }
 
@@ -265,7 +266,7 @@ pub fn validate_with_camera(
     check_fields: bool,
     presence: Option<&str>,
 ) -> Result<(Command, Option<String>), Rejection> {
-    let mut spans = frame::Spans::default();
+    let mut spans = json::Spans::default();
     let json = frame::parse(value, &mut spans).map_err(|err| {
         Rejection::bare(match err {
             frame::FrameError::Syntax { reason, .. } => format!("invalid JSON: {reason}"),
@@ -293,11 +294,11 @@ pub fn ack_request(json: &Json<'_>) -> Option<Result<AckMode, String>> {
     let (Some(only), None) = (members.next(), members.next()) else {
         return None;
     };
-    if frame::decode_string(only.key)? != "ack_mode" {
+    if json::decode_string(only.key)? != "ack_mode" {
         return None;
     }
     Some(
-        frame::decode_string(only.value)
+        json::decode_string(only.value)
             .filter(|_| only.value.starts_with(b"\""))
             .and_then(|mode| crate::config::parse_ack_mode(&mode).ok())
             .ok_or_else(|| must_be("ack_mode", "\"none\", \"errors\", \"all\" or \"camera\"")),
@@ -376,7 +377,7 @@ fn update_fields(object: &Object<'_>, id_field: &str) -> Result<(), String> {
         return Err(must_be("link", "a non-empty string"));
     }
     let md5 = required(object, "md5")?;
-    let hex = match frame::decode_string(md5) {
+    let hex = match json::decode_string(md5) {
         Some(text) => text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()),
         None => false,
     };
@@ -488,7 +489,7 @@ impl<'a> Object<'a> {
         // Enough for a typical command without growing.
         let mut members = Vec::with_capacity(16);
         for member in json.members() {
-            let key = frame::decode_string(member.key).ok_or_else(|| {
+            let key = json::decode_string(member.key).ok_or_else(|| {
                 "invalid JSON: unpaired surrogate escape in a field name".to_owned()
             })?;
             members.push(Member {
@@ -508,7 +509,7 @@ impl<'a> Object<'a> {
         match self.get(name) {
             None => Text::Missing,
             Some(raw) if !raw.starts_with(b"\"") => Text::NotString,
-            Some(raw) => frame::decode_string(raw).map_or(Text::Undecodable, Text::Str),
+            Some(raw) => json::decode_string(raw).map_or(Text::Undecodable, Text::Str),
         }
     }
 

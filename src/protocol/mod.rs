@@ -5,4 +5,5 @@
 pub mod command;
 pub mod control;
 pub mod frame;
+pub mod json;
 pub mod reply;
