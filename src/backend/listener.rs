@@ -39,6 +39,7 @@ use crate::ops::peers;
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::transport::{Peer, Stream};
+use crate::protocol::status;
 
 /// Connections the kernel keeps waiting for accept() while every place is
 /// taken: a burst of one-shot backends waits here instead of being dropped.
@@ -358,18 +359,20 @@ impl Listener {
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             }
-            let line = format!(
-                "{{\"status\":\"error\",\"type\":null,\"unit\":null,\"error\":\"refused: all {} \
-                 MAX_CONNECTIONS places stayed taken for {} s; nothing read, send again later\"}}\n",
+            let why = format!(
+                "refused: all {} MAX_CONNECTIONS places stayed taken for {} s; nothing read, \
+                 send again later",
                 config.max_connections,
                 CONNECTION_WAIT.as_secs()
             );
+            let mut line = status::status_line(None, None, None, Some(&why));
+            line.push(b'\n');
             // Counted before the peer can read the line: whoever reads it
             // and then looks at the metrics sees the refusal there.
             let counters = &self.shared.counters;
             counters.connections_refused.fetch_add(1, Ordering::Relaxed);
             counters.connections_waited.fetch_add(1, Ordering::Relaxed);
-            refuse_with(stream, line.as_bytes());
+            refuse_with(stream, &line);
             refused_now += 1;
         }
         let _ = listener.set_nonblocking(false);
@@ -691,8 +694,11 @@ mod tests {
             .unwrap();
         let mut line = String::new();
         let _ = second.read_to_string(&mut line);
-        assert!(line.contains("\"status\":\"error\""), "{line}");
-        assert!(line.contains("MAX_CONNECTIONS"), "{line}");
+        assert_eq!(
+            line,
+            "{\"status\":\"error\",\"type\":null,\"unit\":null,\"error\":\"refused: all 1 \
+             MAX_CONNECTIONS places stayed taken for 10 s; nothing read, send again later\"}\n"
+        );
         assert_eq!(fixture.count(|c| &c.connections_refused), 1);
         assert!(fixture.jobs.try_recv().is_err(), "nothing of it was queued");
         drop(first);

@@ -34,6 +34,7 @@ use crate::protocol::command;
 use crate::protocol::control::{self, Control};
 use crate::protocol::frame::{Frame, FrameDecoder};
 use crate::protocol::json::Json;
+use crate::protocol::status;
 
 /// How often a blocked queue push looks at the stop signal; also the read
 /// timeout (a read only starts once poll(2) says the socket is readable).
@@ -554,7 +555,7 @@ impl Reader<'_> {
             // Always answered: the tool waits for a line.
             self.outbox.offer(
                 "status line",
-                outbox::status_line(None, None, None, Some(&why)),
+                status::status_line(None, None, None, Some(&why)),
             );
         }
     }
@@ -580,7 +581,7 @@ impl Reader<'_> {
         if self.ack_mode != AckMode::None {
             self.outbox.offer(
                 "status line",
-                outbox::status_line(kind, unit, id, Some(reason)),
+                status::status_line(kind, unit, id, Some(reason)),
             );
         }
     }

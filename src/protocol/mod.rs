@@ -7,3 +7,4 @@ pub mod control;
 pub mod frame;
 pub mod json;
 pub mod reply;
+pub mod status;
