@@ -1,11 +1,12 @@
 //! Everything the run refuses before it serves, checked by one function
-//! for all who need it: `check-config` (every problem at once), the start
-//! and a reload (the first one refuses: exit 2, or the reload's error
-//! line), and the watchdog before it starts a relay. [`run`] is
-//! `ops::preflight`'s checks (the places of the files written, the TLS
-//! files' trust, users, group, the address to listen on) plus the TLS
-//! configuration built from those files. No side effects: nothing is
-//! created, no probe written; runs on the caller's (main) thread.
+//! for all who need it: `check-config` (every problem at once), the start,
+//! a reload and the watchdog (the first problem refuses). [`run`] is the
+//! checks of `preflight.rs` (files, users, group, address; the places of
+//! the files written are `places.rs`) plus the TLS configuration built from
+//! those files. Creates nothing; runs on the caller's (main) thread.
+
+pub(crate) mod places;
+pub mod preflight;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use rustls::ClientConfig;
 use crate::config::Config;
 use crate::error::Error;
 use crate::mqtt::tls;
-use crate::ops::preflight;
 
 /// What the checks found.
 pub struct Checked {

@@ -5,11 +5,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use ms500_relay::checks::preflight;
 use ms500_relay::cli::args::{self as cli, Action};
 use ms500_relay::cli::journal::Journal;
 use ms500_relay::cli::{manual, operator, send, watchdog};
 use ms500_relay::error::Error;
-use ms500_relay::ops::{logging, preflight};
+use ms500_relay::ops::logging;
 use ms500_relay::report::status;
 use ms500_relay::{checks, config, relay};
 

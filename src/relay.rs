@@ -33,6 +33,7 @@ use crate::backend::routes::ReplyRoutes;
 use crate::backend::session::Shared;
 use crate::backend::sockets::{self, Listening};
 use crate::checks;
+use crate::checks::{places, preflight};
 use crate::config::{self, Changes, Config, Live};
 use crate::delivery::item::{Accepted, OperatorRequest, OPERATOR_CHANNEL};
 use crate::delivery::presence::{HeldView, Presence};
@@ -47,6 +48,7 @@ use crate::mqtt::dialing::Dialing;
 use crate::mqtt::publish_link::{Dialer, LinkEvent, LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
+use crate::ops::files;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::logging::{self, Destination, LogHandle};
 use crate::ops::notify::Notifier;
@@ -55,7 +57,6 @@ use crate::ops::record::{Claim, Taken};
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::sys::{self, Received};
-use crate::ops::{files, places, preflight};
 use crate::report::writer::{self, StatusWriter};
 
 /// Batches of commands parsed by sessions and not yet taken by the

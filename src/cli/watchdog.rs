@@ -36,6 +36,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::checks;
+use crate::checks::places;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::ops::notify::Notifier;
@@ -43,7 +44,7 @@ use crate::ops::pidfile::{self, Holders};
 use crate::ops::record::{self, Lookup, Running};
 use crate::ops::sys::{self, Signal};
 use crate::ops::time::iso8601;
-use crate::ops::{files, logging, places};
+use crate::ops::{files, logging};
 use crate::report::status::STALE_INTERVALS;
 
 /// How long a run waits for an overlapping run of the same configuration.

@@ -14,7 +14,7 @@
 //! them passed.
 //!
 //! No thread of its own, no state: called by whoever writes a file (main
-//! thread, publisher, logger) and by the checks of `preflight.rs`, which
+//! thread, publisher, logger) and by the checks (`checks/places.rs`), which
 //! only walk ([`reach`]) and create nothing.
 
 use std::collections::VecDeque;

@@ -10,8 +10,6 @@ pub mod logging;
 pub(crate) mod notify;
 pub(crate) mod peers;
 pub(crate) mod pidfile;
-pub(crate) mod places;
-pub mod preflight;
 pub(crate) mod record;
 pub(crate) mod redact;
 pub(crate) mod shutdown;

@@ -7,9 +7,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::checks::places::{self, Found};
 use crate::config::{writable_by_others, Config};
 use crate::ops::files::GROUP_OTHER_READ;
-use crate::ops::places::{self, Found};
 use crate::ops::{peers, sys};
 
 /// The relay's own user: whose files, besides root's, it trusts (relay.conf,
