@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{SendTimeoutError, Sender};
 
 use crate::backend::lingering::Lingering;
+use crate::backend::peers;
 use crate::backend::routes::ReplyRoutes;
 use crate::config::{AckMode, Live};
 use crate::delivery::item::{Accepted, OperatorRequest};
@@ -28,8 +29,8 @@ use crate::delivery::outbox::{self, Finish, Outbox, StatusOwed};
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::shutdown::Stop;
+use crate::ops::sys;
 use crate::ops::transport::{Peer, Stream};
-use crate::ops::{peers, sys};
 use crate::protocol::command;
 use crate::protocol::control::{self, Control};
 use crate::protocol::frame::{Frame, FrameDecoder};

@@ -7,10 +7,11 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::backend::peers;
 use crate::checks::places::{self, Found};
 use crate::config::{writable_by_others, Config};
 use crate::ops::files::GROUP_OTHER_READ;
-use crate::ops::{peers, sys};
+use crate::ops::sys;
 
 /// The relay's own user: whose files, besides root's, it trusts (relay.conf,
 /// the TLS files, what it writes).

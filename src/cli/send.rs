@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::backend::peers;
 use crate::config::Config;
 use crate::error::Error;
 use crate::ops::transport::Stream;
-use crate::ops::{peers, redact, sys};
+use crate::ops::{redact, sys};
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder};
 use crate::protocol::reply;

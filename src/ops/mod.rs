@@ -8,7 +8,6 @@ pub(crate) mod files;
 pub(crate) mod log_limit;
 pub mod logging;
 pub(crate) mod notify;
-pub(crate) mod peers;
 pub(crate) mod pidfile;
 pub(crate) mod record;
 pub(crate) mod redact;
