@@ -30,10 +30,11 @@ use serde_json::Value;
 use crate::backend::peers;
 use crate::config::Config;
 use crate::error::Error;
+use crate::ops::sys;
 use crate::ops::transport::Stream;
-use crate::ops::{redact, sys};
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder};
+use crate::protocol::redact;
 use crate::protocol::reply;
 
 /// What `send` asks of the relay before its commands.

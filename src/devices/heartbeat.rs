@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::ops::log_limit::cut_to;
-use crate::ops::redact;
+use crate::protocol::redact;
 
 /// Longest string kept from a heartbeat (and longest device id), in
 /// characters: what is stored, shown and logged is cut to this.

@@ -44,9 +44,9 @@ use crate::mqtt::brokers::{Broker, InUse};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
-use crate::ops::redact;
 use crate::ops::shutdown::{Nudge, Stop};
 use crate::ops::sync::{lock, Bell};
+use crate::protocol::redact;
 use crate::protocol::reply;
 
 mod client;

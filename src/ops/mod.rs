@@ -10,7 +10,6 @@ pub mod logging;
 pub(crate) mod notify;
 pub(crate) mod pidfile;
 pub(crate) mod record;
-pub(crate) mod redact;
 pub(crate) mod shutdown;
 pub(crate) mod sync;
 pub(crate) mod sys;

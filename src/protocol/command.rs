@@ -26,6 +26,7 @@ use std::fmt;
 use crate::config::AckMode;
 use crate::protocol::frame;
 use crate::protocol::json::{self, Json};
+use crate::protocol::redact;
 
 #[cfg(test)]
 mod tests;
@@ -164,7 +165,7 @@ impl Rejection {
             // An id may be an object: its secret fields are masked too.
             out.push_str(", id ");
             out.push_str(&crate::ops::log_limit::cut_to(
-                &crate::ops::redact::shown(id.as_bytes()),
+                &redact::shown(id.as_bytes()),
                 QUOTED_CHARS,
             ));
         }

@@ -6,5 +6,6 @@ pub mod command;
 pub mod control;
 pub mod frame;
 pub mod json;
+pub(crate) mod redact;
 pub mod reply;
 pub mod status;

@@ -14,8 +14,9 @@ use super::{Action, Count, Delivery, Durability, Now, SpoolOp, CONNECTED_BACKLOG
 use crate::config::Config;
 use crate::delivery::item::Accepted;
 use crate::delivery::spool::Replayed;
-use crate::ops::{redact, time};
+use crate::ops::time;
 use crate::protocol::command;
+use crate::protocol::redact;
 
 impl Delivery {
     /// How many commands the ledger may hold now. With the broker connected a
