@@ -8,11 +8,12 @@
 pub(crate) mod places;
 pub mod preflight;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ClientConfig;
 
+use crate::checks::places::RunDir;
 use crate::config::Config;
 use crate::error::Error;
 use crate::mqtt::tls;
@@ -22,7 +23,7 @@ pub struct Checked {
     /// Each problem as `KEY PATH: why` (or `KEY: why`), in key order.
     pub problems: Vec<String>,
     /// The run-time directories the start will make, by key.
-    pub to_make: Vec<(&'static str, PathBuf)>,
+    pub to_make: Vec<RunDir>,
     /// The TLS configuration, when `MQTT_TLS` is on and its files are usable.
     pub tls: Option<Arc<ClientConfig>>,
 }

@@ -763,18 +763,28 @@ pub fn writable_by_others(path: &Path) -> Option<u32> {
     (mode & 0o022 != 0).then_some(mode)
 }
 
+/// relay.conf as read: its configuration, the file (None: none found, the
+/// built-in defaults) and the lines that could not be used.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub source: Option<PathBuf>,
+    /// What a tool may go on without ([`load_all`]); empty from [`load`].
+    pub problems: Vec<ConfigError>,
+}
+
 /// Reads relay.conf: the file given with `-c`, or else `./relay.conf`, or
 /// else `/etc/ms500-relay/relay.conf`. A file writable by group or others
 /// is refused, as ssh and mosquitto refuse theirs, and so is one that belongs
 /// to another user than root or `relay_uid` (the relay's own user, given
 /// by the caller). With no file given and none found, the
 /// defaults apply and no path is returned.
-pub fn load(path: Option<&Path>, relay_uid: u32) -> Result<(Config, Option<PathBuf>), ConfigError> {
-    let (config, source, mut errors) = load_all(path, relay_uid)?;
-    if errors.is_empty() {
-        Ok((config, source))
+pub fn load(path: Option<&Path>, relay_uid: u32) -> Result<Loaded, ConfigError> {
+    let mut loaded = load_all(path, relay_uid)?;
+    if loaded.problems.is_empty() {
+        Ok(loaded)
     } else {
-        Err(errors.remove(0))
+        Err(loaded.problems.remove(0))
     }
 }
 
@@ -782,12 +792,13 @@ pub fn load(path: Option<&Path>, relay_uid: u32) -> Result<(Config, Option<PathB
 /// the configuration of its good lines comes with every error
 /// ([`parse_all`]). A file that cannot be read, that others may write, or
 /// that belongs to another user than root or `relay_uid`, is still refused.
-pub fn load_all(
-    path: Option<&Path>,
-    relay_uid: u32,
-) -> Result<(Config, Option<PathBuf>, Vec<ConfigError>), ConfigError> {
+pub fn load_all(path: Option<&Path>, relay_uid: u32) -> Result<Loaded, ConfigError> {
     let Some((path, text)) = find(path)? else {
-        return Ok((Config::default(), None, Vec::new()));
+        return Ok(Loaded {
+            config: Config::default(),
+            source: None,
+            problems: Vec::new(),
+        });
     };
     if let Some(mode) = writable_by_others(&path) {
         return Err(ConfigError::WritableByOthers {
@@ -806,8 +817,12 @@ pub fn load_all(
             relay: relay_uid,
         });
     }
-    let (config, errors) = parse_all(&text, &path.display().to_string());
-    Ok((config, Some(path), errors))
+    let (config, problems) = parse_all(&text, &path.display().to_string());
+    Ok(Loaded {
+        config,
+        source: Some(path),
+        problems,
+    })
 }
 
 /// The configuration file to read and its text: `path`, or the first of the

@@ -736,7 +736,7 @@ fn reloaded(changes: &Changes) -> String {
 /// at their values in `running`; a new STATUS_FILE or METRICS_FILE place
 /// has its missing directories made as at start.
 fn read_again(source: Option<&Path>, running: &Config) -> Result<(Config, Changes), Error> {
-    let (config, _) = config::load(source, preflight::relay_user())?;
+    let config = config::load(source, preflight::relay_user())?.config;
     checks::passed(&config, source)?;
     let (config, changes) = config.keeping_fixed(running);
     places::make_run_dirs(&config)?;

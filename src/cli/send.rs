@@ -28,10 +28,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::backend::peers;
+use crate::cli::conf;
 use crate::config::Config;
 use crate::error::Error;
-use crate::ops::sys;
 use crate::ops::transport::Stream;
+use crate::ops::{logging, sys};
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder};
 use crate::protocol::redact;
@@ -65,6 +66,37 @@ fn expected(input: &[u8], max_message_bytes: usize) -> usize {
         log::warn!("the input ends in an incomplete JSON value: it will not be sent on");
     }
     lines
+}
+
+/// `ms500-relay send [-c FILE] [-w SECS] [JSON...]`: [`run`] with relay.conf
+/// read and warnings logged to stderr; on failure it also says which
+/// relay.conf told it where the relay is (the answer to most "cannot
+/// connect" surprises: ./relay.conf is read first).
+pub fn main(path: Option<&Path>, commands: &[String], wait: Duration) -> Result<(), Error> {
+    let loaded = conf::load(path)?;
+    let config = &loaded.config;
+    let log = logging::init(log::LevelFilter::Warn, &logging::Destination::Stderr)?;
+    let sent = run(config, commands, wait);
+    log.finish();
+    if sent.is_err() {
+        let read = loaded
+            .source
+            .map_or("no relay.conf found: built-in defaults".into(), |p| {
+                format!("configuration from {}", p.display())
+            });
+        let socket = match &config.socket_path {
+            Some(path) => format!("SOCKET_PATH {}", path.display()),
+            None => format!(
+                "SOCKET_HOST {}, SOCKET_PORT {}",
+                config.socket_host, config.socket_port
+            ),
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "ms500-relay: send used {read} ({socket})"
+        );
+    }
+    sent
 }
 
 pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), Error> {

@@ -37,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::checks;
 use crate::checks::places;
+use crate::cli::conf;
+use crate::cli::journal::Journal;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::ops::notify::Notifier;
@@ -56,6 +58,37 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
 /// Longest wait for a stale-looking status file to be rewritten.
 const CONFIRM_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// `ms500-relay watchdog [-c FILE]`: [`run`] with relay.conf read as the
+/// watchdog needs it, its output through the journal (timestamped,
+/// bounded, and an identical failure, a broken relay.conf every minute,
+/// said once an hour).
+pub fn main(path: Option<&Path>) -> Result<(), Error> {
+    let loaded = conf::load_quietly(path, &["PID_FILE", "STATUS_FILE", "STATUS_INTERVAL"]);
+    let pid_file = loaded
+        .as_ref()
+        .ok()
+        .and_then(|loaded| loaded.config.pid_file.clone());
+    let journal = Journal::new(pid_file.as_deref());
+    let mut failure = Vec::new();
+    let result = loaded.and_then(|loaded| {
+        failure.extend(conf::warnings(&loaded.problems, "watchdog"));
+        run(
+            &loaded.config,
+            loaded.source.as_deref(),
+            loaded.problems.first(),
+        )
+    });
+    if let Err(e) = &result {
+        failure.push(format!("ms500-relay: {e}"));
+    }
+    if failure.is_empty() {
+        journal.succeeded();
+        return result;
+    }
+    journal.fail(&failure);
+    result.map_err(|e| Error::Reported(e.exit_code()))
+}
 
 /// `ms500-relay watchdog`: `Ok` when a relay is running at the end (exit 0).
 /// `source` is the configuration file the relay is to be started with;
