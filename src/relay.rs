@@ -41,7 +41,7 @@ use crate::delivery::publisher::Publisher;
 use crate::devices::link::DeviceLink;
 use crate::devices::registry;
 use crate::devices::summary::{self, Summary};
-use crate::devices::table::DeviceTable;
+use crate::devices::table::{DeviceTable, WentOffline};
 use crate::error::Error;
 use crate::mqtt::brokers::{Brokers, InUse};
 use crate::mqtt::dialing::Dialing;
@@ -175,7 +175,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let wiring = Wiring::new(config, started);
     let (cameras, remembered) = load_cameras(&wiring.config);
     lock(&wiring.devices).remember(&remembered, Instant::now());
-    let remembered: Vec<_> = remembered.into_iter().map(|(_, r, _)| r).collect();
+    let remembered: Vec<_> = remembered.into_iter().map(|e| e.remembered).collect();
     let mut status = StatusWriter::new(
         &wiring.config,
         started,
@@ -592,8 +592,8 @@ impl Running {
         sweep_devices(&w.devices, &config);
         let heartbeats = w.counters.heartbeats.load(Ordering::Relaxed);
         if let Some(rate) = self.device_summary.due(Instant::now(), heartbeats) {
-            let (total, online) = lock(&w.devices).counts();
-            log::info!("{}", summary::line(total, online, rate));
+            let counts = lock(&w.devices).counts();
+            log::info!("{}", summary::line(counts.known, counts.online, rate));
         }
         log_limit::tick();
         self.status.tick(&config, &w.counters, &w.devices);
@@ -831,7 +831,7 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
     // The log takes the first few (a fleet that goes dark together is
     // summed up by log_limit).
     let many = gone.len() >= MANY_DEVICES;
-    for (id, silent) in gone {
+    for WentOffline { id, silent } in gone {
         if log_limit::allow(Kind::DeviceOffline) {
             log::warn!(
                 "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",

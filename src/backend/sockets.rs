@@ -60,7 +60,7 @@ impl Listening {
             Listening::Tcp(l) => l.accept().map(|(s, a)| (Stream::Tcp(s), Peer::Tcp(a))),
             Listening::Unix(u) => {
                 let (s, _) = u.listener.accept()?;
-                let (uid, pid) = sys::peer_credentials(&s)?;
+                let sys::Credentials { uid, pid } = sys::peer_credentials(&s)?;
                 Ok((Stream::Unix(s), Peer::Unix { uid, pid }))
             }
         }

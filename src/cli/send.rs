@@ -189,7 +189,7 @@ fn relay_holds(stream: &UnixStream, path: &Path) -> Result<(), Error> {
         .ok()
         .filter(|m| !m.file_type().is_symlink())
         .map(|m| m.uid());
-    let holder = sys::peer_credentials(stream).ok().map(|(uid, _)| uid);
+    let holder = sys::peer_credentials(stream).ok().map(|peer| peer.uid);
     let at = path.display();
     match (file, holder) {
         (Some(uid), _) | (_, Some(uid)) if uid != 0 && uid != me => Err(Error::runtime(format!(

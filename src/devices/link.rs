@@ -731,7 +731,7 @@ impl DeviceLink {
         let (recorded, online) = {
             let mut table = lock(&self.devices);
             let recorded = table.record(device, status, arrival);
-            (recorded, table.counts().1)
+            (recorded, table.counts().online)
         };
         if let Some(class) = recorded.class.filter(|_| self.tracks_presence()) {
             self.presence.report(Sighting::Beat {

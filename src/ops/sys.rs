@@ -115,9 +115,16 @@ pub fn set_backlog(listener: &impl std::os::fd::AsRawFd, backlog: i32) -> io::Re
     Ok(())
 }
 
+/// Who is on the other end of a connected Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub pid: u32,
+}
+
 /// The user and process on the other end of a connected Unix socket, as
-/// the kernel recorded them when it connected (`SO_PEERCRED`): (uid, pid).
-pub fn peer_credentials(socket: &impl std::os::fd::AsRawFd) -> io::Result<(u32, u32)> {
+/// the kernel recorded them when it connected (`SO_PEERCRED`).
+pub fn peer_credentials(socket: &impl std::os::fd::AsRawFd) -> io::Result<Credentials> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -137,7 +144,10 @@ pub fn peer_credentials(socket: &impl std::os::fd::AsRawFd) -> io::Result<(u32, 
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((cred.uid, u32::try_from(cred.pid).unwrap_or(0)))
+    Ok(Credentials {
+        uid: cred.uid,
+        pid: u32::try_from(cred.pid).unwrap_or(0),
+    })
 }
 
 /// Runs `f` with the process umask set to `mask`, then puts the old one

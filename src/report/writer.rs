@@ -23,6 +23,7 @@ use crate::mqtt::publish_link::LinkShared;
 use crate::ops::counters::Counters;
 use crate::ops::sync::lock;
 use crate::ops::time::mono_ms;
+use crate::report::status::ConfigFile;
 use crate::report::{metrics, status};
 
 /// Where the status snapshot stands.
@@ -158,10 +159,10 @@ impl StatusWriter {
             devices,
             held: self.held.get(),
             stopped: self.stopped,
-            config_file: self
-                .config_file
-                .as_ref()
-                .map(|(path, loaded)| (path.display().to_string(), modified(path) != *loaded)),
+            config_file: self.config_file.as_ref().map(|(path, loaded)| ConfigFile {
+                path: path.display().to_string(),
+                changed: modified(path) != *loaded,
+            }),
         };
         let mut failed = Vec::new();
         if let Some(path) = &config.status_file {
