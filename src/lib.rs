@@ -32,6 +32,8 @@
 //! - info: one line per command, heartbeat, connection and state change;
 //! - debug: internals.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod backend;
 pub mod checks;
 pub mod cli;

@@ -8,7 +8,8 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Signals the relay sends (the watchdog to a hung relay).
+/// Signals the relay's tools send (the watchdog to a hung relay, `stop`,
+/// `reload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     Term,
@@ -28,7 +29,6 @@ impl Signal {
     }
 }
 
-/// Sends `signal` to process `pid`.
 /// At most two malloc arenas (glibc makes up to 8 per core, one per
 /// allocating thread, each keeping its own freed memory): the relay's
 /// threads allocate little, and a table of 100,000 devices must not carry
@@ -53,6 +53,7 @@ pub fn release_free_memory() {
     }
 }
 
+/// Sends `signal` to process `pid`.
 pub fn kill(pid: u32, signal: Signal) -> io::Result<()> {
     let pid = to_pid(pid)?;
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
