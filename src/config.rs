@@ -1,34 +1,10 @@
-//! Configuration: the relay.conf keys and how their text becomes a [`Config`].
-//!
-//! The `config_keys!` table below is the single place where every relay.conf
-//! key is defined: its name, the [`Config`] field and type it fills, its
-//! default as written in relay.conf, how its text is parsed and rendered back,
-//! and its one-line doc. From it come the struct, [`KEYS`],
-//! `Config::default()` (the default strings parsed), parsing and
-//! [`Config::effective`]. Unit tests hold the shipped `relay.conf`, README's
-//! key table and docs/PROTOCOL.md to the same table. Adding a key is one
-//! table entry plus its use.
-//!
-//! Runs on the main thread at start-up (and in `check-config`, `send` and
-//! `status`); it owns no state and talks to no channel. Parsing is pure: it
-//! takes the file's text and the name to use in messages. The only I/O is
-//! [`load`] reading the file and [`Config::client_id`] reading the host name.
-//!
-//! # File syntax
-//!
-//! - One `KEY = value` per line; whitespace around key and value is ignored.
-//!   Keys are upper case and matched exactly. A key given twice: the last wins.
-//! - Blank lines and lines whose first non-blank character is `#` are ignored.
-//!   In an unquoted value, a `#` at its start or after whitespace starts a
-//!   comment; a `#` inside a word (`a#b`) is kept.
-//! - A value may be quoted with `"…"` or `'…'`: the quotes are removed, `#` and
-//!   surrounding spaces inside them are kept, there are no escapes, and only a
-//!   comment may follow the closing quote.
-//! - Lists (`SOCKET_ALLOW`) are comma-separated.
-//! - Every key is optional, so an empty file is valid.
-//!
-//! Files named by keys (`MQTT_CA_FILE`, `SPOOL_FILE`, …) are not checked here:
-//! whoever opens them reports what is wrong with them.
+//! The relay.conf keys and how their text becomes a [`Config`]. The
+//! `config_keys!` table below defines every key once (name, field, type,
+//! default, parser, one-line doc); the struct, [`KEYS`], the defaults,
+//! parsing and [`Config::effective`] come from it, and tests hold relay.conf,
+//! README and PROTOCOL.md §3 to it. Pure but for [`load`] (reads the file)
+//! and [`Config::client_id`] (the host name); called by the start, a
+//! reload and every command. The file's syntax: README, "Configuration".
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,20 +1,9 @@
-//! Wiring and shutdown, run on the main thread. `run` is three steps:
-//! `start` takes the pid lock, starts the logger, binds the backend socket
-//! and starts the threads (signals; publish link; device link; publisher;
-//! lingering; listener → sessions → job channel → publisher → publish link);
-//! `serve_signals` then waits for signals: SIGHUP reopens LOG_FILE and
-//! reloads relay.conf (`reload`: the new configuration replaces the shared
-//! [`Live`] one whole, keys that need a restart keep their values), SIGUSR1
-//! writes the status snapshot at once, and between signals the main thread
-//! sleeps until its next deadline (a device going silent, a summary line,
-//! the status snapshot and metrics: `report/writer.rs`) or until its bell
-//! (`Counters::state_bell`, `log_limit::bell`) rings; on SIGINT/SIGTERM
-//! `shut_down` stops the intake, lets the publisher flush for up to
-//! `SHUTDOWN_GRACE` seconds and joins every thread in order (a second
-//! signal exits at once). Under systemd (`ops/notify.rs`) the main thread
-//! also says READY=1 once the relay listens, RELOADING=1 and READY=1 around
-//! a reload, STOPPING=1 at shutdown, and pings the watchdog among its
-//! deadlines while the publisher keeps its turns.
+//! Start and shutdown, as lists of steps, on the main thread: [`run`]
+//! takes the pid lock, starts the logger, binds the sockets and starts the
+//! threads; then serves signals (SIGHUP: reopen the log and reload
+//! relay.conf; SIGUSR1: write the status; SIGINT/SIGTERM: shut down) and,
+//! between them, its deadlines (status file, device sweep, summaries,
+//! systemd's watchdog). Called by `main.rs` for `run`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -67,6 +56,8 @@ use crate::report::writer::{self, StatusWriter};
 /// sessions, which is the TCP backpressure.
 const JOB_CHANNEL: usize = 2;
 
+/// `ms500-relay run`: starts, serves signals until SIGINT or SIGTERM, then
+/// stops every thread in order (a second signal exits at once).
 pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     let mut relay = start(config, source)?;
     relay.serve_signals();

@@ -1,17 +1,9 @@
-//! One backend connection. The session thread reads the socket, frames and
-//! validates commands, claims reply routes for SCS/UDS and pushes accepted
-//! commands onto the bounded job channel read by the publisher (blocking
-//! there is the TCP backpressure of PROTOCOL.md §2.6). A writer thread
-//! (`outbox::write_loop`) shares the socket for everything written back; the
-//! session joins it on exit, or, when the peer has closed its side but is
-//! still owed status lines, hands the socket to the lingering thread.
-//!
-//! An idle connection costs nothing: the session sleeps in poll(2) on its
-//! socket and the intake's stop pipe ([`Stop::fd`]), not in a read timeout.
-//!
-//! On shutdown the session reads on until the kernel holds nothing more for
-//! it (bounded by `SHUTDOWN_GRACE`): a command whose bytes reached the relay
-//! is published, spooled, or reported as left unread, never dropped silently.
+//! One backend connection's session thread: reads the socket (sleeping in
+//! poll(2) while idle), frames and validates commands, claims reply routes
+//! for SCS/UDS and pushes accepted commands onto the bounded job channel the
+//! publisher reads (blocking there is the backpressure of PROTOCOL.md §2.6).
+//! Its writer thread (`outbox::write_loop`) writes back; a closed peer still
+//! owed lines goes to the lingering thread. Started by the listener.
 
 use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -155,7 +155,7 @@ fn readable_by_others(mode: u32, gid: u32, relay_gid: u32) -> bool {
 
 /// Every problem the run would refuse before serving, each naming its key,
 /// path and why, so that `check-config` can report them all at once: the
-/// places of the files the relay writes ([`places::problems`]: every
+/// places of the files the relay writes (`places::problems`: every
 /// directory on the way trusted, a missing one that can be made, nothing
 /// of another user's or special where a file goes, no file named twice or
 /// relay.conf itself), the TLS files' trust, the users and group named,

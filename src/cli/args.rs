@@ -87,7 +87,7 @@ pub enum Action {
     CheckConfig,
     Send {
         commands: Vec<String>,
-        /// At most [`MAX_WAIT_SECS`], so `Instant::now() + wait` cannot overflow.
+        /// At most `MAX_WAIT_SECS`, so `Instant::now() + wait` cannot overflow.
         wait: Duration,
     },
     Status {

@@ -1,22 +1,8 @@
-//! `ms500-relay send`: a tiny backend for operators. Connects to the running
-//! relay's socket (its Unix socket when `SOCKET_PATH` is set, else its TCP
-//! listener), asks for a status line per command whatever `ACK_MODE`
-//! says (the `{"ack_mode":"all"}` value of the wire contract), writes each
-//! command (arguments, or stdin copied as is), then prints every line that
-//! comes back until each command has its outcome (`ok` or `error`; a
-//! command held for its camera gets a `held` line first, and its outcome
-//! when it is released or expires; where relay.conf says `ACK_MODE =
-//! camera` it asks for `{"ack_mode":"camera"}` and a command whose `ok`
-//! names its camera is settled by `delivered`) and each SCS/UDS that went
-//! out its device reply, or `--wait` runs out. Succeeds only when every
-//! command was published (and, in camera mode, confirmed). Runs on the main
-//! thread; nothing else is started.
-//!
-//! What it prints goes through [`redact::shown`], as log lines do: a line
-//! without secret fields is printed as it came; one with secret fields
-//! (`wifi_password`, `api_key`, ... at any depth: a device's SCS reply, an
-//! `id` object) is printed with their values as `"***"`, and a line that is
-//! not JSON as its length only. Commands themselves are never echoed.
+//! `ms500-relay send`: a tiny backend for operators. Connects to the
+//! running relay's socket, asks for a status line per command, writes the
+//! commands, and prints what comes back (secret fields as `"***"`, through
+//! `redact::shown`) until each command has its outcome or `--wait` runs
+//! out (PROTOCOL.md §4). Runs on the main thread; nothing else is started.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

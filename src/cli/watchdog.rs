@@ -1,33 +1,9 @@
-//! `ms500-relay watchdog [-c FILE]`: keeps one relay running for a
-//! configuration, made for a `* * * * *` crontab line on a gateway that has
-//! nothing but this binary (no shell features, no external commands).
-//! Also `stop` and `reload`, which find the relay the same way.
-//!
-//! Runs on the main thread of its own short-lived process. It shares nothing
-//! with the relay it watches but the files and signals a person would use:
-//! the runtime record of the configuration and its lock (`ops/record.rs`:
-//! found from relay.conf's path, whatever was edited in it since the relay
-//! started), else the lock on `PID_FILE.lock` and the pid in `PID_FILE`
-//! (`pidfile.rs`), and the age of the relay's `STATUS_FILE` (a relay
-//! rewrites it every `STATUS_INTERVAL`). A pid is signalled only when the
-//! kernel shows that very process holding the lock.
-//!
-//! Each run:
-//! - no relay runs the configuration: start one detached (own session,
-//!   stdin from /dev/null, output appended to the log) and wait until it
-//!   holds the lock and has written `STATUS_FILE`; unless another
-//!   configuration's relay runs with the same client id on the same
-//!   broker (it would be knocked off it): then it says which, and starts none;
-//! - a relay runs it and its `STATUS_FILE` is at most 3 × `STATUS_INTERVAL`
-//!   old: do nothing, print nothing;
-//! - a relay runs it but its status is stale or missing (hung, or stopped
-//!   with SIGSTOP): SIGTERM and SIGCONT, wait `SHUTDOWN_GRACE` + 1 s (at least
-//!   5 s) for the lock to be released, else SIGKILL; then start a new one.
-//!
-//! Runs for the same configuration (the watchdog's, `stop`'s) take turns on
-//! a lock file only the relay's user can open (`record::take_turn`), so
-//! overlapping cron runs never start two relays and no other user can
-//! block them.
+//! `ms500-relay watchdog`, `stop` and `reload`: find the relay running a
+//! configuration (by its runtime record, else the `PID_FILE` lock, whose
+//! holder the kernel proves) and keep it running, stop it, or have it
+//! reload. Runs on the main thread of its own short-lived process and
+//! shares nothing with the relay but files and signals. What each run does:
+//! README, "Started by cron"; the contract: PROTOCOL.md §4 and §5.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -1,11 +1,8 @@
-//! The cameras the relay has seen, kept across restarts (PROTOCOL.md §5,
-//! `SPOOL_FILE.cameras`): each camera's id, whether it was offline, its
-//! learned heartbeat interval and when it was last heard. Read once at
-//! start (the device table shows them, the publisher's policy knows them:
-//! their commands wait for their next heartbeat however long it takes, as
-//! for any known camera); written by the main thread from the device table
-//! when devices appeared or changed state (at most once a minute), and at a
-//! clean stop. One line per camera, so an operator can read it.
+//! The cameras the relay has seen, kept across restarts
+//! (`SPOOL_FILE.cameras`, PROTOCOL.md §5): one line per camera ([`Entry`]).
+//! Read once at start; written by the main thread from the device table
+//! when devices appeared or changed state (at most once a minute), and at
+//! a clean stop.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,22 +1,9 @@
-//! The device table: last-seen time and latest heartbeat per device, and the
-//! online/offline transitions of PROTOCOL.md §2.3. Pure bookkeeping with the clock
-//! passed in. Shared as `Arc<Mutex<DeviceTable>>`: the device link thread
-//! records heartbeats, the main thread sweeps for silent devices when the
-//! next one is due ([`DeviceTable::next_offline_at`], at most once a
-//! second) and takes snapshots for the status file.
-//!
-//! The sweep costs what changes, not what is known: devices are ordered by
-//! last heartbeat, and the offline ones are exactly those older than the
-//! timeout, so each sweep visits only the devices whose last heartbeat
-//! crossed the timeout since the previous sweep. A device id is stored once
-//! (`Arc<str>`, shared by both indexes): a heartbeat of a known device
-//! allocates nothing here.
-//!
-//! Bounded: at most `MAX_DEVICES` devices; a new one past that makes the
-//! table forget the device silent the longest (counted, and logged at most
-//! once a minute by the sweep). Ids and heartbeat strings are cut to
-//! [`crate::devices::heartbeat::MAX_FIELD_CHARS`] before they are stored, so a
-//! device cannot make the table, the status file or a log line large.
+//! The device table: each device's last heartbeat and when it came, and
+//! the online/offline transitions of PROTOCOL.md §2.3, bounded by
+//! `MAX_DEVICES`. Pure bookkeeping with the clock passed in, shared as
+//! `Arc<Mutex<DeviceTable>>`: the device link thread records heartbeats;
+//! the main thread sweeps for silent devices ([`DeviceTable::sweep`]) and
+//! takes snapshots for the status file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -197,6 +184,13 @@ pub struct TableSnapshot {
     pub states: [usize; 3],
 }
 
+/// Every device seen, ordered by last heartbeat too (so a sweep costs what
+/// changes, not what is known). An id is stored once (`Arc<str>`, shared by
+/// both indexes): a heartbeat of a known device allocates nothing here. At
+/// most `MAX_DEVICES`: a new one past that makes the table forget the
+/// device silent the longest (counted, logged at most once a minute). Ids
+/// and heartbeat strings are cut to
+/// [`crate::devices::heartbeat::MAX_FIELD_CHARS`] before they are stored.
 #[derive(Debug)]
 pub struct DeviceTable {
     /// Boxed: the hash table then holds 24 bytes a device, so its growth
@@ -493,6 +487,8 @@ impl DeviceTable {
     /// Marks devices silent for longer than `timeout` as offline; returns the
     /// ids that just went offline (each is reported once). Visits only the
     /// devices last seen between the previous sweep's limit and this one's.
+    /// Run by the main thread when the next one is due
+    /// ([`DeviceTable::next_offline_at`], at most once a second).
     pub fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<WentOffline> {
         let mut gone = Vec::new();
         // Silent longer than the timeout: seen before `limit`.

@@ -1,5 +1,5 @@
 //! The relay's logger: every thread logs through the `log` facade;
-//! [`RelayLogger`] filters (`LOG_LEVEL`, or `RUST_LOG` when set), formats
+//! `RelayLogger` filters (`LOG_LEVEL`, or `RUST_LOG` when set), formats
 //! one line per record (`line.rs`) and queues it in the sink (`sink.rs`),
 //! whose writer thread writes it to stderr, `LOG_FILE` (`rotation.rs`) or
 //! syslog (`syslog.rs`). Installed by the relay's start ([`init`]) and by
@@ -37,7 +37,7 @@ pub enum Destination {
     },
     /// The local syslog socket; while it cannot be reached (syslogd not up
     /// yet at boot, restarted), lines go to the fallback (a file or stderr)
-    /// and the socket is tried again every [`SYSLOG_RETRY`].
+    /// and the socket is tried again every 10 s (`syslog.rs`).
     Syslog(Box<Destination>),
 }
 

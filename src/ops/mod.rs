@@ -1,6 +1,8 @@
-//! Operations: what every thread uses to run on a gateway: logging and its rate
-//! limits, redaction, counters, the files the relay writes, the pid lock, stop
-//! signals, time, systemd's notifications and the few system calls std lacks.
+//! Operations: what every side uses to run on a gateway: logging and its
+//! rate limits, counters, the files the relay writes (trusted directories,
+//! the pid lock, the runtime record), a backend connection's socket
+//! (`transport.rs`: the backend and delivery's outbox both hold it), stop
+//! signals, time, systemd's notifications and the system calls std lacks.
 
 pub(crate) mod counters;
 pub(crate) mod dirs;

@@ -1,23 +1,9 @@
-//! Command validation (PROTOCOL.md §1.2).
-//!
-//! Runs on the backend session threads, right after framing. Pure: turns one
-//! framed JSON value into a validated [`Command`] to publish, or a
-//! [`Rejection`] whose reason names the offending field. Owns and shares
-//! nothing.
-//!
-//! It takes the [`Json`] the framer produced: the value's bytes with the
-//! spans of its top-level members and of its long or exponent numbers, so
-//! nothing is scanned again here. Only `type`, `unit`, `id` and the fields a
-//! rule needs are decoded, and the payload is the received bytes, untouched.
-//! Reasons never quote a field's value (a secret field's least of all): the
-//! only values they quote are `type` and `unit`; field names they quote are
-//! escaped like `type` and `unit` values, so no name can break a log line.
-//!
-//! Field names are case-sensitive (`Type` is not `type`), but a command
-//! whose top-level names include two that differ only in ASCII letter case
-//! (`"Type"` and `"type"`, `"Wifi_Password"` and `"wifi_password"`) is
-//! refused like one with a duplicate name: a device whose parser folds case
-//! would read another command than the one validated.
+//! Command validation (PROTOCOL.md §1.2): one framed [`Json`] value becomes
+//! a validated [`Command`] to publish, or a [`Rejection`] whose reason names
+//! the offending field (never quoting a value but `type` and `unit`). Only
+//! the fields a rule needs are decoded, from the spans the framer noted;
+//! the payload is the received bytes, untouched. Pure; called by the
+//! session threads after framing and by the publisher reading the spool.
 
 use std::borrow::Cow;
 use std::collections::hash_map::{Entry, HashMap};
@@ -559,6 +545,9 @@ fn fold_case(name: &str) -> Cow<'_, str> {
 }
 
 /// Two top-level field names equal under ASCII case folding, in order.
+/// Names are case-sensitive (`Type` is not `type`), but two that differ only
+/// in case are refused like a duplicate: a device whose parser folds case
+/// would read another command than the one validated.
 struct Clash<'a> {
     earlier: &'a str,
     later: &'a str,
