@@ -11,6 +11,7 @@
 //! (`lingering.rs`) until the status lines still owed are written: the
 //! session and writer threads end, and only the socket's descriptor remains.
 
+// Built in protocol (status.rs); delivery's call sites name them through here.
 pub use crate::protocol::status::{camera_line, held_line, ok_line_for_camera, status_line};
 
 use crate::ops::counters::Counter;
