@@ -1,28 +1,29 @@
 //! Everything the run refuses before it serves, checked by one function
-//! for all who need it: `check-config` (every problem at once), the start
-//! and a reload (the first one refuses: exit 2, or the reload's error
-//! line), and the watchdog before it starts a relay. [`run`] is
-//! `ops::preflight`'s checks (the places of the files written, the TLS
-//! files' trust, users, group, the address to listen on) plus the TLS
-//! configuration built from those files. No side effects: nothing is
-//! created, no probe written; runs on the caller's (main) thread.
+//! for all who need it: `check-config` (every problem at once), the start,
+//! a reload and the watchdog (the first problem refuses). [`run`] is the
+//! checks of `preflight.rs` (files, users, group, address; the places of
+//! the files written are `places.rs`) plus the TLS configuration built from
+//! those files. Creates nothing; runs on the caller's (main) thread.
 
-use std::path::{Path, PathBuf};
+pub(crate) mod places;
+pub mod preflight;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ClientConfig;
 
+use crate::checks::places::RunDir;
 use crate::config::Config;
 use crate::error::Error;
 use crate::mqtt::tls;
-use crate::ops::preflight;
 
 /// What the checks found.
 pub struct Checked {
     /// Each problem as `KEY PATH: why` (or `KEY: why`), in key order.
     pub problems: Vec<String>,
     /// The run-time directories the start will make, by key.
-    pub to_make: Vec<(&'static str, PathBuf)>,
+    pub to_make: Vec<RunDir>,
     /// The TLS configuration, when `MQTT_TLS` is on and its files are usable.
     pub tls: Option<Arc<ClientConfig>>,
 }

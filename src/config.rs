@@ -1,34 +1,10 @@
-//! Configuration: the relay.conf keys and how their text becomes a [`Config`].
-//!
-//! The `config_keys!` table below is the single place where every relay.conf
-//! key is defined: its name, the [`Config`] field and type it fills, its
-//! default as written in relay.conf, how its text is parsed and rendered back,
-//! and its one-line doc. From it come the struct, [`KEYS`],
-//! `Config::default()` (the default strings parsed), parsing and
-//! [`Config::effective`]. Unit tests hold the shipped `relay.conf`, README's
-//! key table and docs/PROTOCOL.md to the same table. Adding a key is one
-//! table entry plus its use.
-//!
-//! Runs on the main thread at start-up (and in `check-config`, `send` and
-//! `status`); it owns no state and talks to no channel. Parsing is pure: it
-//! takes the file's text and the name to use in messages. The only I/O is
-//! [`load`] reading the file and [`Config::client_id`] reading the host name.
-//!
-//! # File syntax
-//!
-//! - One `KEY = value` per line; whitespace around key and value is ignored.
-//!   Keys are upper case and matched exactly. A key given twice: the last wins.
-//! - Blank lines and lines whose first non-blank character is `#` are ignored.
-//!   In an unquoted value, a `#` at its start or after whitespace starts a
-//!   comment; a `#` inside a word (`a#b`) is kept.
-//! - A value may be quoted with `"…"` or `'…'`: the quotes are removed, `#` and
-//!   surrounding spaces inside them are kept, there are no escapes, and only a
-//!   comment may follow the closing quote.
-//! - Lists (`SOCKET_ALLOW`) are comma-separated.
-//! - Every key is optional, so an empty file is valid.
-//!
-//! Files named by keys (`MQTT_CA_FILE`, `SPOOL_FILE`, …) are not checked here:
-//! whoever opens them reports what is wrong with them.
+//! The relay.conf keys and how their text becomes a [`Config`]. The
+//! `config_keys!` table below defines every key once (name, field, type,
+//! default, parser, one-line doc); the struct, [`KEYS`], the defaults,
+//! parsing and [`Config::effective`] come from it, and tests hold relay.conf,
+//! README and PROTOCOL.md §3 to it. Pure but for [`load`] (reads the file)
+//! and [`Config::client_id`] (the host name); called by the start, a
+//! reload and every command. The file's syntax: README, "Configuration".
 
 use std::collections::HashMap;
 use std::fmt;
@@ -769,18 +745,28 @@ pub fn writable_by_others(path: &Path) -> Option<u32> {
     (mode & 0o022 != 0).then_some(mode)
 }
 
+/// relay.conf as read: its configuration, the file (None: none found, the
+/// built-in defaults) and the lines that could not be used.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub source: Option<PathBuf>,
+    /// What a tool may go on without ([`load_all`]); empty from [`load`].
+    pub problems: Vec<ConfigError>,
+}
+
 /// Reads relay.conf: the file given with `-c`, or else `./relay.conf`, or
 /// else `/etc/ms500-relay/relay.conf`. A file writable by group or others
 /// is refused, as ssh and mosquitto refuse theirs, and so is one that belongs
 /// to another user than root or `relay_uid` (the relay's own user, given
 /// by the caller). With no file given and none found, the
 /// defaults apply and no path is returned.
-pub fn load(path: Option<&Path>, relay_uid: u32) -> Result<(Config, Option<PathBuf>), ConfigError> {
-    let (config, source, mut errors) = load_all(path, relay_uid)?;
-    if errors.is_empty() {
-        Ok((config, source))
+pub fn load(path: Option<&Path>, relay_uid: u32) -> Result<Loaded, ConfigError> {
+    let mut loaded = load_all(path, relay_uid)?;
+    if loaded.problems.is_empty() {
+        Ok(loaded)
     } else {
-        Err(errors.remove(0))
+        Err(loaded.problems.remove(0))
     }
 }
 
@@ -788,12 +774,13 @@ pub fn load(path: Option<&Path>, relay_uid: u32) -> Result<(Config, Option<PathB
 /// the configuration of its good lines comes with every error
 /// ([`parse_all`]). A file that cannot be read, that others may write, or
 /// that belongs to another user than root or `relay_uid`, is still refused.
-pub fn load_all(
-    path: Option<&Path>,
-    relay_uid: u32,
-) -> Result<(Config, Option<PathBuf>, Vec<ConfigError>), ConfigError> {
+pub fn load_all(path: Option<&Path>, relay_uid: u32) -> Result<Loaded, ConfigError> {
     let Some((path, text)) = find(path)? else {
-        return Ok((Config::default(), None, Vec::new()));
+        return Ok(Loaded {
+            config: Config::default(),
+            source: None,
+            problems: Vec::new(),
+        });
     };
     if let Some(mode) = writable_by_others(&path) {
         return Err(ConfigError::WritableByOthers {
@@ -812,8 +799,12 @@ pub fn load_all(
             relay: relay_uid,
         });
     }
-    let (config, errors) = parse_all(&text, &path.display().to_string());
-    Ok((config, Some(path), errors))
+    let (config, problems) = parse_all(&text, &path.display().to_string());
+    Ok(Loaded {
+        config,
+        source: Some(path),
+        problems,
+    })
 }
 
 /// The configuration file to read and its text: `path`, or the first of the

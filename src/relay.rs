@@ -1,20 +1,9 @@
-//! Wiring and shutdown, run on the main thread. `run` is three steps:
-//! `start` takes the pid lock, starts the logger, binds the backend socket
-//! and starts the threads (signals; publish link; device link; publisher;
-//! lingering; listener → sessions → job channel → publisher → publish link);
-//! `serve_signals` then waits for signals: SIGHUP reopens LOG_FILE and
-//! reloads relay.conf (`reload`: the new configuration replaces the shared
-//! [`Live`] one whole, keys that need a restart keep their values), SIGUSR1
-//! writes the status snapshot at once, and between signals the main thread
-//! sleeps until its next deadline (a device going silent, a summary line,
-//! the status snapshot and metrics: `report/writer.rs`) or until its bell
-//! (`Counters::state_bell`, `log_limit::bell`) rings; on SIGINT/SIGTERM
-//! `shut_down` stops the intake, lets the publisher flush for up to
-//! `SHUTDOWN_GRACE` seconds and joins every thread in order (a second
-//! signal exits at once). Under systemd (`ops/notify.rs`) the main thread
-//! also says READY=1 once the relay listens, RELOADING=1 and READY=1 around
-//! a reload, STOPPING=1 at shutdown, and pings the watchdog among its
-//! deadlines while the publisher keeps its turns.
+//! Start and shutdown, as lists of steps, on the main thread: [`run`]
+//! takes the pid lock, starts the logger, binds the sockets and starts the
+//! threads; then serves signals (SIGHUP: reopen the log and reload
+//! relay.conf; SIGUSR1: write the status; SIGINT/SIGTERM: shut down) and,
+//! between them, its deadlines (status file, device sweep, summaries,
+//! systemd's watchdog). Called by `main.rs` for `run`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -33,6 +22,7 @@ use crate::backend::routes::ReplyRoutes;
 use crate::backend::session::Shared;
 use crate::backend::sockets::{self, Listening};
 use crate::checks;
+use crate::checks::{places, preflight};
 use crate::config::{self, Changes, Config, Live};
 use crate::delivery::item::{Handover, OperatorRequest, OPERATOR_CHANNEL};
 use crate::delivery::presence::{HeldView, Presence};
@@ -40,7 +30,7 @@ use crate::delivery::publisher::Publisher;
 use crate::devices::link::DeviceLink;
 use crate::devices::registry;
 use crate::devices::summary::{self, Summary};
-use crate::devices::table::DeviceTable;
+use crate::devices::table::{DeviceTable, WentOffline};
 use crate::error::Error;
 use crate::mqtt::brokers::{Brokers, InUse};
 use crate::mqtt::connect::Dialer;
@@ -49,6 +39,7 @@ use crate::mqtt::link_messages::{FromPublisher, LinkEvent, Told, FROM_PUBLISHER_
 use crate::mqtt::publish_link::{LinkShared, PublishLink, StateMessages};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
+use crate::ops::files;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::logging::{self, Destination, LogHandle};
 use crate::ops::notify::Notifier;
@@ -57,7 +48,6 @@ use crate::ops::record::{Claim, Taken};
 use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::sys::{self, Received};
-use crate::ops::{files, places, preflight};
 use crate::report::writer::{self, StatusWriter};
 
 /// Batches of commands parsed by sessions and not yet taken by the
@@ -68,6 +58,8 @@ use crate::report::writer::{self, StatusWriter};
 /// sessions, which is the TCP backpressure.
 const JOB_CHANNEL: usize = 2;
 
+/// `ms500-relay run`: starts, serves signals until SIGINT or SIGTERM, then
+/// stops every thread in order (a second signal exits at once).
 pub fn run(config: Config, source: Option<PathBuf>) -> Result<(), Error> {
     let mut relay = start(config, source)?;
     relay.serve_signals();
@@ -178,7 +170,7 @@ fn start(config: Config, source: Option<PathBuf>) -> Result<Running, Error> {
     let wiring = Wiring::new(config, started);
     let (cameras, remembered) = load_cameras(&wiring.config);
     lock(&wiring.devices).remember(&remembered, Instant::now());
-    let remembered: Vec<_> = remembered.into_iter().map(|(_, r, _)| r).collect();
+    let remembered: Vec<_> = remembered.into_iter().map(|e| e.remembered).collect();
     let mut status = StatusWriter::new(
         &wiring.config,
         started,
@@ -596,8 +588,8 @@ impl Running {
         sweep_devices(&w.devices, &config);
         let heartbeats = w.counters.heartbeats.load(Ordering::Relaxed);
         if let Some(rate) = self.device_summary.due(Instant::now(), heartbeats) {
-            let (total, online) = lock(&w.devices).counts();
-            log::info!("{}", summary::line(total, online, rate));
+            let counts = lock(&w.devices).counts();
+            log::info!("{}", summary::line(counts.known, counts.online, rate));
         }
         log_limit::tick();
         self.status.tick(&config, &w.counters, &w.devices);
@@ -740,7 +732,7 @@ fn reloaded(changes: &Changes) -> String {
 /// at their values in `running`; a new STATUS_FILE or METRICS_FILE place
 /// has its missing directories made as at start.
 fn read_again(source: Option<&Path>, running: &Config) -> Result<(Config, Changes), Error> {
-    let (config, _) = config::load(source, preflight::relay_user())?;
+    let config = config::load(source, preflight::relay_user())?.config;
     checks::passed(&config, source)?;
     let (config, changes) = config.keeping_fixed(running);
     places::make_run_dirs(&config)?;
@@ -835,7 +827,7 @@ fn sweep_devices(devices: &Mutex<DeviceTable>, config: &Config) {
     // The log takes the first few (a fleet that goes dark together is
     // summed up by log_limit).
     let many = gone.len() >= MANY_DEVICES;
-    for (id, silent) in gone {
+    for WentOffline { id, silent } in gone {
         if log_limit::allow(Kind::DeviceOffline) {
             log::warn!(
                 "device {id} offline: no heartbeat for {} s (DEVICE_TIMEOUT {} s)",

@@ -29,7 +29,8 @@
 #[allow(dead_code)]
 mod json;
 
-use ms500_relay::protocol::frame::{self, check_value, parse, Frame, FrameDecoder, FrameError, Json, Spans};
+use ms500_relay::protocol::frame::{check_value, parse, Frame, FrameDecoder, FrameError};
+use ms500_relay::protocol::json::{self as scanner, Json, Spans};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: [usize; 8] = [4096, 4096, 4096, 4096, 1, 7, 32, 300];
@@ -209,7 +210,7 @@ fn check_frames(stream: &[u8], limit: usize, run: &Run) {
                     err,
                     FrameError::Syntax { .. }
                         | FrameError::InvalidUtf8 { .. }
-                        | FrameError::TooDeep { limit: frame::MAX_DEPTH }
+                        | FrameError::TooDeep { limit: scanner::MAX_DEPTH }
                 ),
                 "unexpected Invalid({err:?})"
             ),
@@ -227,7 +228,7 @@ fuzz_target!(|data: &[u8]| {
         _ => (0, 0, &[][..]),
     };
     let limit = LIMITS[usize::from(sel & 7)];
-    assert_eq!(frame::MAX_DEPTH, json::MAX_DEPTH);
+    assert_eq!(scanner::MAX_DEPTH, json::MAX_DEPTH);
 
     let mut decoder = FrameDecoder::new(limit);
     let whole = feed(&mut decoder, limit, &[stream]);

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-/// Deepest nesting `frame::MAX_DEPTH` accepts (kept as a literal so a change
+/// Deepest nesting `protocol::json::MAX_DEPTH` accepts (kept as a literal so a change
 /// in src/ is noticed instead of followed).
 pub const MAX_DEPTH: usize = 128;
 

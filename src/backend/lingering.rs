@@ -1,18 +1,9 @@
-//! The lingering thread: backend connections whose peer has closed its side
-//! (a one-shot sender: connect, send, shut down writing) but that are still
-//! owed status lines, because their commands wait for the broker. One thread
-//! for all of them: each holds nothing but its socket's descriptor and its
-//! outbox, so a broker outage with thousands of one-shot senders costs
-//! neither threads nor a descriptor per pending command.
-//!
-//! It owns the sockets handed over by sessions (through a bounded channel)
-//! and is woken by their outboxes when a line is queued or a claim ends.
-//! Sockets are non-blocking here (nobody else uses them any more): a line
-//! that does not fit is retried shortly, never waited for. A connection is
-//! released when nothing more is owed, after [`LINGER_MAX`], when its socket
-//! fails, or, past the cap, oldest first, so closed peers can never exhaust
-//! the descriptors the relay needs for new connections and its broker link.
-//! On shutdown it keeps writing for the shutdown grace, then releases all.
+//! The lingering thread: one for every backend connection whose peer has
+//! closed its side but is still owed status lines (a one-shot sender whose
+//! commands wait for the broker). Owns the sockets sessions hand over on a
+//! bounded channel; woken by their outboxes; releases each when nothing is
+//! owed, after [`LINGER_MAX`], when it fails, or past the cap, oldest first.
+//! Started and joined by the relay.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
@@ -87,7 +78,13 @@ impl Drop for Lingering {
 
 /// Runs until every session has gone (the channel of handed-over
 /// connections is closed) and no connection lingers, or, after `stop`, for
-/// at most `grace`.
+/// at most `grace`. One thread for all: each connection holds nothing but
+/// its socket's descriptor and its outbox, so a broker outage with
+/// thousands of one-shot senders costs no thread per connection. Sockets
+/// are non-blocking here (nobody else uses them any more): a line that does
+/// not fit is retried shortly, never waited for; and the cap, oldest
+/// released first, keeps closed peers from taking the descriptors new
+/// connections and the broker links need.
 pub fn run(
     handed: Receiver<Lingering>,
     woken: Receiver<()>,

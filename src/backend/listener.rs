@@ -1,73 +1,38 @@
-//! The backend listener thread: accepts TCP connections on
-//! `SOCKET_HOST:SOCKET_PORT`, refuses peers outside `SOCKET_ALLOW` and local
-//! peers whose socket belongs to a user outside `SOCKET_ALLOW_USERS` (both
-//! before they take a place), and
-//! spawns one session thread per connection. With every `MAX_CONNECTIONS`
-//! place taken it stops accepting: further peers wait in the kernel's
-//! backlog ([`BACKLOG`]) until a session frees a place (its [`Slot`] wakes
-//! the listener through the `freed` channel); peers still waiting after
-//! [`CONNECTION_WAIT`] without any place freeing are refused with an error
-//! line they can read (PROTOCOL.md §1). On stop
-//! it wakes its own blocking `accept()` by connecting to itself, accepts the
-//! connections still waiting in the kernel's backlog (their bytes reached
-//! the relay too), and joins every session, each of which reads what its
-//! peer already sent before it ends.
-//!
-//! With the Unix socket (`SOCKET_PATH`) too, a second listener thread runs
-//! the same loop on it (see [`run`]): both share the `MAX_CONNECTIONS`
-//! places, and a freed place wakes both. Unix peers are admitted by the
-//! uid the kernel gives for them (`SOCKET_ALLOW_USERS`).
+//! The backend listener threads, one per socket (TCP, the Unix socket):
+//! each accepts peers, lets in those `admission.rs` admits and starts a
+//! session thread for each. Both share the `MAX_CONNECTIONS` places; at the
+//! cap peers wait in the kernel's backlog ([`BACKLOG`]) until a session's
+//! [`Slot`] frees one, and are refused with an error line after
+//! [`CONNECTION_WAIT`]. On stop (woken by `waker.rs`) each serves what is
+//! in its backlog and joins its sessions. Run by the relay's start.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::backend::admission::{Admission, Refusal};
 use crate::backend::session::{self, Shared, Slot};
-use crate::backend::sockets::Listening;
-use crate::config::allowed;
-use crate::error::Error;
+use crate::backend::sockets::{Listening, BACKLOG};
+use crate::backend::waker::Waker;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
-use crate::ops::peers;
-use crate::ops::shutdown::Stop;
 use crate::ops::sync::lock;
 use crate::ops::transport::{Peer, Stream};
+use crate::protocol::status;
 
-/// Connections the kernel keeps waiting for accept() while every place is
-/// taken: a burst of one-shot backends waits here instead of being dropped.
-pub const BACKLOG: i32 = 128;
 /// How long peers may wait in the backlog with no place freeing before they
 /// are refused with an error line.
 pub const CONNECTION_WAIT: Duration = Duration::from_secs(10);
 /// How often a listener at the cap looks for peers in the backlog while
 /// none wait yet, when it cannot sleep on the socket (no stop pipe).
 const FULL_TICK: Duration = Duration::from_secs(1);
-
-pub fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
-    let addr = format!("{}:{port}", bracket_v6(host));
-    let listener = TcpListener::bind(addr.as_str()).map_err(|source| Error::Listen {
-        addr: addr.clone(),
-        source,
-    })?;
-    crate::ops::sys::set_backlog(&listener, BACKLOG)
-        .map_err(|source| Error::Listen { addr, source })?;
-    Ok(listener)
-}
-
-fn bracket_v6(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
-}
 
 /// The listener's own state, touched by its thread only.
 struct Listener {
@@ -83,11 +48,8 @@ struct Listener {
     active: Arc<AtomicUsize>,
     /// Shared with the other listener: one admits at a time.
     turn: Arc<Mutex<()>>,
-    /// The uids of `SOCKET_ALLOW_USERS`; `None` admits every local user.
-    local_users: Option<Vec<u32>>,
-    /// The `SOCKET_ALLOW_USERS` entries `local_users` was resolved from: a
-    /// reload that changes them applies to the next peer.
-    local_users_from: Vec<String>,
+    /// Who is let in: `SOCKET_ALLOW`, `SOCKET_ALLOW_USERS`.
+    admission: Admission,
     /// Told of a freed place (by a Slot's drop) while a listener waits at
     /// the cap: this one's and the other listener's.
     freed_tx: Vec<Sender<()>>,
@@ -156,68 +118,6 @@ fn serve(listener: Listening, shared: Arc<Shared>, places: Places) {
     log::debug!("listener stopped");
 }
 
-/// Wakes the listener's blocking accept() once the intake stops, by
-/// connecting to it; the listener knows that connection by its address
-/// (on the Unix socket: made by this process once the waker woke) and
-/// does not take it for a backend.
-struct Waker {
-    own: Arc<Mutex<Option<SocketAddr>>>,
-    woke: Arc<AtomicBool>,
-    thread: std::io::Result<JoinHandle<()>>,
-}
-
-impl Waker {
-    fn start(stop: Stop, listener: &Listening) -> Waker {
-        let (local, path) = match listener {
-            Listening::Tcp(l) => (l.local_addr().ok(), None),
-            Listening::Unix(u) => (None, Some(u.path.clone())),
-        };
-        let own: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let woke: Arc<AtomicBool> = Arc::default();
-        let thread = {
-            let (own, woke) = (Arc::clone(&own), Arc::clone(&woke));
-            std::thread::Builder::new()
-                .name("listener-waker".into())
-                .spawn(move || {
-                    while !stop.sleep(Duration::from_secs(3600)) {}
-                    woke.store(true, Ordering::SeqCst);
-                    if let Some(addr) = local {
-                        // Hold the lock across connect: the listener reads the
-                        // address only after accept(), so it sees it set.
-                        let mut own = lock(&own);
-                        if let Ok(s) =
-                            TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1))
-                        {
-                            *own = s.local_addr().ok();
-                        }
-                    }
-                    if let Some(path) = path {
-                        let _ = std::os::unix::net::UnixStream::connect(path);
-                    }
-                })
-        };
-        Waker { own, woke, thread }
-    }
-
-    /// Whether `peer` is the waker's own connection (on the Unix socket:
-    /// one this process made after the waker woke; no backend runs inside
-    /// the relay, only unit tests connect from it, and before the stop).
-    fn is(&self, peer: &Peer) -> bool {
-        match peer {
-            Peer::Tcp(addr) => *lock(&self.own) == Some(*addr),
-            Peer::Unix { pid, .. } => {
-                *pid == std::process::id() && self.woke.load(Ordering::SeqCst)
-            }
-        }
-    }
-
-    fn join(self) {
-        if let Ok(thread) = self.thread {
-            let _ = thread.join();
-        }
-    }
-}
-
 impl Listener {
     fn new(shared: Arc<Shared>, places: Places) -> Listener {
         let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
@@ -234,8 +134,7 @@ impl Listener {
             next_id: 0,
             active,
             turn,
-            local_users: allowed_local_users(&shared.config.get().socket_allow_users),
-            local_users_from: shared.config.get().socket_allow_users.clone(),
+            admission: Admission::new(&shared.config.get()),
             shared,
             freed_tx,
             freed_rx,
@@ -353,23 +252,25 @@ impl Listener {
                 continue;
             }
             let config = self.shared.config.get();
-            if let Err(why) = self.admissible(&stream, peer) {
+            if let Err(why) = self.admission.check(&config, &stream, peer) {
                 refused(peer, &why);
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             }
-            let line = format!(
-                "{{\"status\":\"error\",\"type\":null,\"unit\":null,\"error\":\"refused: all {} \
-                 MAX_CONNECTIONS places stayed taken for {} s; nothing read, send again later\"}}\n",
+            let why = format!(
+                "refused: all {} MAX_CONNECTIONS places stayed taken for {} s; nothing read, \
+                 send again later",
                 config.max_connections,
                 CONNECTION_WAIT.as_secs()
             );
+            let mut line = status::status_line(None, None, None, Some(&why));
+            line.push(b'\n');
             // Counted before the peer can read the line: whoever reads it
             // and then looks at the metrics sees the refusal there.
             let counters = &self.shared.counters;
             counters.connections_refused.fetch_add(1, Ordering::Relaxed);
             counters.connections_waited.fetch_add(1, Ordering::Relaxed);
-            refuse_with(stream, line.as_bytes());
+            refuse_with(stream, &line);
             refused_now += 1;
         }
         let _ = listener.set_nonblocking(false);
@@ -425,7 +326,10 @@ impl Listener {
     /// peer that is not allowed takes no place. The caller made sure a
     /// place is free (`limited`), or is stopping and serves the backlog.
     fn admit(&mut self, stream: Stream, peer: Peer, limited: bool) {
-        if let Err(why) = self.admissible(&stream, peer) {
+        if let Err(why) = self
+            .admission
+            .check(&self.shared.config.get(), &stream, peer)
+        {
             refused(peer, &why);
             let _ = stream.shutdown(Shutdown::Both);
             return;
@@ -457,90 +361,6 @@ impl Listener {
             Err(e) => log::error!("cannot start a thread for backend {peer}: {e}"),
         }
     }
-}
-
-impl Listener {
-    /// Why `peer` is not a backend: a TCP peer outside `SOCKET_ALLOW`, or a
-    /// local one (TCP or Unix) of a user outside `SOCKET_ALLOW_USERS`.
-    fn admissible(&mut self, stream: &Stream, peer: Peer) -> Result<(), String> {
-        let config = self.shared.config.get();
-        if config.socket_allow_users != self.local_users_from {
-            self.local_users = allowed_local_users(&config.socket_allow_users);
-            self.local_users_from.clone_from(&config.socket_allow_users);
-        }
-        let tcp = match (peer, stream) {
-            (Peer::Tcp(addr), Stream::Tcp(tcp)) => Some((addr, tcp)),
-            _ => None,
-        };
-        if let Some((addr, _)) = tcp {
-            if !allowed(&config.socket_allow, addr.ip()) {
-                return Err("not in SOCKET_ALLOW".into());
-            }
-        }
-        match (tcp, peer) {
-            (Some((addr, tcp)), _) => self.local_user_allowed(tcp, addr),
-            (None, Peer::Unix { uid, .. }) => self.local_uid_allowed(Some(uid)),
-            (None, Peer::Tcp(_)) => Ok(()),
-        }
-    }
-
-    /// A peer on this machine is admitted only when its socket belongs to
-    /// a user of `SOCKET_ALLOW_USERS` (the kernel's socket table says whose).
-    fn local_user_allowed(&self, stream: &TcpStream, peer: SocketAddr) -> Result<(), String> {
-        let (Some(_), Ok(ours)) = (&self.local_users, stream.local_addr()) else {
-            return Ok(());
-        };
-        if !peers::is_local(peer, ours) {
-            return Ok(());
-        }
-        self.local_uid_allowed(peers::connection_owner(
-            &peers::read_sockets(),
-            peer,
-            ours,
-            false,
-        ))
-    }
-
-    /// Whether the local user `uid` (None: unknown) is in `SOCKET_ALLOW_USERS`.
-    fn local_uid_allowed(&self, uid: Option<u32>) -> Result<(), String> {
-        let Some(users) = &self.local_users else {
-            return Ok(());
-        };
-        match uid {
-            Some(uid) if users.contains(&uid) => Ok(()),
-            Some(uid) => Err(format!("local user {uid} is not in SOCKET_ALLOW_USERS")),
-            None => Err("the owner of its socket is unknown (SOCKET_ALLOW_USERS)".into()),
-        }
-    }
-}
-
-/// The uids of `SOCKET_ALLOW_USERS`, or `None` (every local user) when empty.
-/// A name that names nobody admits nobody (the start refused it already).
-fn allowed_local_users(entries: &[String]) -> Option<Vec<u32>> {
-    if entries.is_empty() {
-        return None;
-    }
-    Some(peers::resolve_users(entries).unwrap_or_else(|unknown| {
-        log::error!("SOCKET_ALLOW_USERS: no such user: {}", unknown.join(", "));
-        let known: Vec<String> = entries
-            .iter()
-            .filter(|e| !unknown.contains(e))
-            .cloned()
-            .collect();
-        peers::resolve_users(&known).unwrap_or_default()
-    }))
-}
-
-/// The address to connect to in order to wake our own accept().
-fn wake_addr(local: SocketAddr) -> SocketAddr {
-    let mut addr = local;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
 }
 
 /// Waits until a peer is in `listener`'s backlog (or a signal interrupts).
@@ -576,7 +396,7 @@ fn refuse_with(stream: Stream, line: &[u8]) {
 
 /// A refused peer is logged, within the remote-input budget: a connection
 /// flood must not fill the disk.
-fn refused(peer: Peer, why: &str) {
+fn refused(peer: Peer, why: &Refusal) {
     if log_limit::allow(Kind::RefusedPeer) {
         log::warn!("refused backend {peer}: {why}");
     }
@@ -586,14 +406,16 @@ fn refused(peer: Peer, why: &str) {
 mod tests {
     use super::*;
     use crate::backend::session::Fixture;
+    use crate::backend::sockets;
     use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
 
     const WAIT: Duration = Duration::from_secs(10);
 
     /// The listener on a port the OS picked, in its own thread; the
     /// receiver says when it has stopped.
     fn start(fixture: &Fixture) -> (SocketAddr, crossbeam_channel::Receiver<()>) {
-        let socket = bind("127.0.0.1", 0).expect("a loopback port");
+        let socket = sockets::bind("127.0.0.1", 0).expect("a loopback port");
         let addr = socket.local_addr().expect("its address");
         let shared = Arc::clone(&fixture.shared);
         let (done_tx, done) = crossbeam_channel::bounded(1);
@@ -691,31 +513,16 @@ mod tests {
             .unwrap();
         let mut line = String::new();
         let _ = second.read_to_string(&mut line);
-        assert!(line.contains("\"status\":\"error\""), "{line}");
-        assert!(line.contains("MAX_CONNECTIONS"), "{line}");
+        assert_eq!(
+            line,
+            "{\"status\":\"error\",\"type\":null,\"unit\":null,\"error\":\"refused: all 1 \
+             MAX_CONNECTIONS places stayed taken for 10 s; nothing read, send again later\"}\n"
+        );
         assert_eq!(fixture.count(|c| &c.connections_refused), 1);
         assert!(fixture.jobs.try_recv().is_err(), "nothing of it was queued");
         drop(first);
         fixture.shared.intake.trigger();
         done.recv_timeout(WAIT).expect("stops");
-    }
-
-    #[test]
-    fn the_waker_connects_to_loopback_when_bound_to_every_address() {
-        let v4: SocketAddr = "0.0.0.0:7000".parse().unwrap();
-        assert_eq!(wake_addr(v4), "127.0.0.1:7000".parse().unwrap());
-        let v6: SocketAddr = "[::]:7000".parse().unwrap();
-        assert_eq!(wake_addr(v6), "[::1]:7000".parse().unwrap());
-        let one: SocketAddr = "10.1.2.3:7000".parse().unwrap();
-        assert_eq!(wake_addr(one), one);
-    }
-
-    #[test]
-    fn ipv6_hosts_are_bracketed_for_binding() {
-        assert_eq!(bracket_v6("::1"), "[::1]");
-        assert_eq!(bracket_v6("[::1]"), "[::1]");
-        assert_eq!(bracket_v6("0.0.0.0"), "0.0.0.0");
-        assert_eq!(bracket_v6("localhost"), "localhost");
     }
 
     /// The listeners on loopback TCP and on a Unix socket in a scratch
@@ -728,10 +535,10 @@ mod tests {
         std::path::PathBuf,
         crossbeam_channel::Receiver<()>,
     ) {
-        let tcp = bind("127.0.0.1", 0).expect("a loopback port");
+        let tcp = sockets::bind("127.0.0.1", 0).expect("a loopback port");
         let addr = tcp.local_addr().expect("its address");
         let path = crate::ops::files::scratch_dir(tag).join("relay.sock");
-        let unix = crate::backend::sockets::bind_unix(&path, 0o600, None).expect("a socket");
+        let unix = sockets::bind_unix(&path, 0o600, None).expect("a socket");
         let shared = Arc::clone(&fixture.shared);
         let (done_tx, done) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {

@@ -1,15 +1,8 @@
-//! Reply routes (PROTOCOL.md §1.3): which backend connection gets the replies of
-//! which unit. Written by session threads (an accepted SCS/UDS claims the
-//! unit, a closing session drops its claims), read by the MQTT event loop
-//! when a reply arrives. One mutex, held only for a map operation. It also
-//! says whether a reply is awaited ([`ReplyRoutes::reply_awaited`]): the
-//! device link batches messages under load only while none is.
-//!
-//! Bounded: at most `max` units have a route (MAX_DEVICES); a claim for
-//! one more drops the oldest claim of the same connection (its replies are
-//! then unrouted), so a backend claiming ever new units on one connection
-//! cannot grow it, nor take another connection's routes away. A connection
-//! with no route to give up gets none for the new unit.
+//! Reply routes (PROTOCOL.md §1.3): which backend connection gets the
+//! replies of which unit, at most `MAX_DEVICES` of them. Written by session
+//! threads (an accepted SCS/UDS claims its unit, a closing session drops
+//! its claims), read by the device link thread when a reply arrives. One
+//! mutex, held only for a map operation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,8 +55,10 @@ impl ReplyRoutes {
     }
 
     /// The session behind `outbox` becomes the route for `unit`, replacing
-    /// any other. False when the table is full and this connection holds no
-    /// route it could give up for it.
+    /// any other. With the table full, the oldest claim of this same
+    /// connection is dropped for it (its replies are then unrouted), so one
+    /// connection claiming ever new units cannot grow the table nor take
+    /// another's routes; false when it holds none to give up.
     pub fn claim(&self, unit: &str, outbox: &Outbox) -> bool {
         let mut routes = self.lock();
         let seq = routes.next;

@@ -1,17 +1,9 @@
-//! One backend connection. The session thread reads the socket, frames and
-//! validates commands, claims reply routes for SCS/UDS and pushes accepted
-//! commands onto the bounded job channel read by the publisher (blocking
-//! there is the TCP backpressure of PROTOCOL.md §2.6). A writer thread
-//! (`outbox::write_loop`) shares the socket for everything written back; the
-//! session joins it on exit, or, when the peer has closed its side but is
-//! still owed status lines, hands the socket to the lingering thread.
-//!
-//! An idle connection costs nothing: the session sleeps in poll(2) on its
-//! socket and the intake's stop pipe ([`Stop::fd`]), not in a read timeout.
-//!
-//! On shutdown the session reads on until the kernel holds nothing more for
-//! it (bounded by `SHUTDOWN_GRACE`): a command whose bytes reached the relay
-//! is published, spooled, or reported as left unread, never dropped silently.
+//! One backend connection's session thread: reads the socket (sleeping in
+//! poll(2) while idle), frames and validates commands, claims reply routes
+//! for SCS/UDS and pushes accepted commands onto the bounded job channel the
+//! publisher reads (blocking there is the backpressure of PROTOCOL.md §2.6).
+//! Its writer thread (`outbox::write_loop`) writes back; a closed peer still
+//! owed lines goes to the lingering thread. Started by the listener.
 
 use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{SendTimeoutError, Sender};
 
 use crate::backend::lingering::Lingering;
+use crate::backend::peers;
 use crate::backend::routes::ReplyRoutes;
 use crate::config::{AckMode, Live};
 use crate::delivery::item::{Accepted, Handover, OperatorRequest, ReplyTo};
@@ -28,11 +21,13 @@ use crate::delivery::outbox::{self, Claims, Finish, Outbox};
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::shutdown::Stop;
+use crate::ops::sys;
 use crate::ops::transport::{Peer, Stream};
-use crate::ops::{peers, sys};
 use crate::protocol::command;
 use crate::protocol::control::{self, Control};
-use crate::protocol::frame::{Frame, FrameDecoder, Json};
+use crate::protocol::frame::{Frame, FrameDecoder};
+use crate::protocol::json::Json;
+use crate::protocol::status;
 
 /// How often a blocked queue push looks at the stop signal; also the read
 /// timeout (a read only starts once poll(2) says the socket is readable).
@@ -573,7 +568,7 @@ impl Reader<'_> {
             // Always answered: the tool waits for a line.
             self.outbox.offer(
                 "status line",
-                outbox::status_line(None, None, None, Some(&why)),
+                status::status_line(None, None, None, Some(&why)),
             );
         }
     }
@@ -599,7 +594,7 @@ impl Reader<'_> {
         if self.ack_mode != AckMode::None {
             self.outbox.offer(
                 "status line",
-                outbox::status_line(kind, unit, id, Some(reason)),
+                status::status_line(kind, unit, id, Some(reason)),
             );
         }
     }

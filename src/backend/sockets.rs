@@ -13,14 +13,18 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use crate::backend::peers;
 use crate::config::Config;
 use crate::error::Error;
+use crate::ops::sys;
 use crate::ops::transport::{Peer, Stream};
-use crate::ops::{peers, sys};
 
 /// Mode bits nobody but the relay's user has while the socket is being set
 /// up: bind(2) creates it under this umask (0600), before chmod/chown.
 const BIND_UMASK: u32 = 0o177;
+/// Connections the kernel keeps waiting for accept() while every place is
+/// taken: a burst of one-shot backends waits here instead of being dropped.
+pub const BACKLOG: i32 = 128;
 
 /// One socket backends connect to.
 pub enum Listening {
@@ -56,7 +60,7 @@ impl Listening {
             Listening::Tcp(l) => l.accept().map(|(s, a)| (Stream::Tcp(s), Peer::Tcp(a))),
             Listening::Unix(u) => {
                 let (s, _) = u.listener.accept()?;
-                let (uid, pid) = sys::peer_credentials(&s)?;
+                let sys::Credentials { uid, pid } = sys::peer_credentials(&s)?;
                 Ok((Stream::Unix(s), Peer::Unix { uid, pid }))
             }
         }
@@ -84,7 +88,7 @@ impl AsRawFd for Listening {
 pub fn bind_all(config: &Config) -> Result<Vec<Listening>, Error> {
     let mut sockets = Vec::new();
     if !config.socket_host.is_empty() {
-        let tcp = super::listener::bind(&config.socket_host, config.socket_port)?;
+        let tcp = bind(&config.socket_host, config.socket_port)?;
         sockets.push(Listening::Tcp(tcp));
     }
     if let Some(path) = &config.socket_path {
@@ -98,6 +102,26 @@ pub fn bind_all(config: &Config) -> Result<Vec<Listening>, Error> {
         );
     }
     Ok(sockets)
+}
+
+/// Binds the TCP listener to `host:port` (an IPv6 address with or without
+/// brackets), with a backlog of [`BACKLOG`].
+pub fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
+    let addr = format!("{}:{port}", bracket_v6(host));
+    let listener = TcpListener::bind(addr.as_str()).map_err(|source| Error::Listen {
+        addr: addr.clone(),
+        source,
+    })?;
+    sys::set_backlog(&listener, BACKLOG).map_err(|source| Error::Listen { addr, source })?;
+    Ok(listener)
+}
+
+fn bracket_v6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
 }
 
 /// Where backends connect, for the "listening on" line: the TCP address,
@@ -132,7 +156,7 @@ pub fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixSock
         path: path.to_path_buf(),
         inode: (meta.dev(), meta.ino()),
     };
-    sys::set_backlog(&socket.listener, super::listener::BACKLOG).map_err(listen)?;
+    sys::set_backlog(&socket.listener, BACKLOG).map_err(listen)?;
     if let Some(group) = group {
         let gid = peers::resolve_group(group)
             .ok_or_else(|| Error::setup(format!("SOCKET_GROUP {group}: no such group")))?;
@@ -200,6 +224,14 @@ fn clear_stale(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::ops::files::scratch_dir;
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_for_binding() {
+        assert_eq!(bracket_v6("::1"), "[::1]");
+        assert_eq!(bracket_v6("[::1]"), "[::1]");
+        assert_eq!(bracket_v6("0.0.0.0"), "0.0.0.0");
+        assert_eq!(bracket_v6("localhost"), "localhost");
+    }
 
     #[test]
     fn a_stale_socket_is_replaced_and_a_live_one_refused() {

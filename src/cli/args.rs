@@ -7,6 +7,18 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+/// `--version`: what was built, for which target, from which commit, when
+/// (build.rs). The first words stay `ms500-relay VERSION`.
+pub fn version_line() -> String {
+    format!(
+        "ms500-relay {} (target {}, commit {}, built {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("MS500_TARGET"),
+        env!("MS500_COMMIT"),
+        env!("MS500_BUILD_DATE"),
+    )
+}
+
 pub const HELP: &str = "\
 ms500-relay: relays backend JSON commands to MS500 cameras over MQTT
 
@@ -75,7 +87,7 @@ pub enum Action {
     CheckConfig,
     Send {
         commands: Vec<String>,
-        /// At most [`MAX_WAIT_SECS`], so `Instant::now() + wait` cannot overflow.
+        /// At most `MAX_WAIT_SECS`, so `Instant::now() + wait` cannot overflow.
         wait: Duration,
     },
     Status {

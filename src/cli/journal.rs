@@ -1,15 +1,8 @@
 //! The watchdog's own output, made for cron's `>>watchdog.log 2>&1`: every
-//! line starts with the UTC time; the file stays bounded (past
-//! [`MAX_BYTES`] it becomes `….1`, replacing the previous one, and starts
-//! over); and a failure that repeats word for word (a broken relay.conf,
-//! every minute) is written once an hour, not sixty times.
-//!
-//! Runs on the main thread of the short-lived watchdog process. Its memory
-//! across runs is one small file next to `PID_FILE` ([`Journal::new`]):
-//! the last failure line and when it was written. Like every file a tool
-//! writes, it is replaced in its checked directory (`ops/files.rs`), never
-//! written through a symlink; in a directory that fails the checks the
-//! watchdog remembers nothing and says every failure.
+//! line timestamped, the file bounded ([`MAX_BYTES`]), and a failure that
+//! repeats word for word said once an hour ([`REPEAT_EVERY`]), remembered
+//! next to `PID_FILE` ([`Journal::new`]). Used by the watchdog on the main
+//! thread of its short-lived process.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::cli::send;
 use crate::config::Config;
 use crate::error::Error;
-use crate::ops::redact;
+use crate::protocol::redact;
 
 /// How long the relay may take to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);

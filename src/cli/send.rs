@@ -1,22 +1,8 @@
-//! `ms500-relay send`: a tiny backend for operators. Connects to the running
-//! relay's socket (its Unix socket when `SOCKET_PATH` is set, else its TCP
-//! listener), asks for a status line per command whatever `ACK_MODE`
-//! says (the `{"ack_mode":"all"}` value of the wire contract), writes each
-//! command (arguments, or stdin copied as is), then prints every line that
-//! comes back until each command has its outcome (`ok` or `error`; a
-//! command held for its camera gets a `held` line first, and its outcome
-//! when it is released or expires; where relay.conf says `ACK_MODE =
-//! camera` it asks for `{"ack_mode":"camera"}` and a command whose `ok`
-//! names its camera is settled by `delivered`) and each SCS/UDS that went
-//! out its device reply, or `--wait` runs out. Succeeds only when every
-//! command was published (and, in camera mode, confirmed). Runs on the main
-//! thread; nothing else is started.
-//!
-//! What it prints goes through [`redact::shown`], as log lines do: a line
-//! without secret fields is printed as it came; one with secret fields
-//! (`wifi_password`, `api_key`, ... at any depth: a device's SCS reply, an
-//! `id` object) is printed with their values as `"***"`, and a line that is
-//! not JSON as its length only. Commands themselves are never echoed.
+//! `ms500-relay send`: a tiny backend for operators. Connects to the
+//! running relay's socket, asks for a status line per command, writes the
+//! commands, and prints what comes back (secret fields as `"***"`, through
+//! `redact::shown`) until each command has its outcome or `--wait` runs
+//! out (PROTOCOL.md §4). Runs on the main thread; nothing else is started.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -27,12 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::backend::peers;
+use crate::cli::conf;
 use crate::config::Config;
 use crate::error::Error;
 use crate::ops::transport::Stream;
-use crate::ops::{peers, redact, sys};
+use crate::ops::{logging, sys};
 use crate::protocol::command;
 use crate::protocol::frame::{Frame, FrameDecoder};
+use crate::protocol::redact;
 use crate::protocol::reply;
 
 /// What `send` asks of the relay before its commands.
@@ -63,6 +52,37 @@ fn expected(input: &[u8], max_message_bytes: usize) -> usize {
         log::warn!("the input ends in an incomplete JSON value: it will not be sent on");
     }
     lines
+}
+
+/// `ms500-relay send [-c FILE] [-w SECS] [JSON...]`: [`run`] with relay.conf
+/// read and warnings logged to stderr; on failure it also says which
+/// relay.conf told it where the relay is (the answer to most "cannot
+/// connect" surprises: ./relay.conf is read first).
+pub fn main(path: Option<&Path>, commands: &[String], wait: Duration) -> Result<(), Error> {
+    let loaded = conf::load(path)?;
+    let config = &loaded.config;
+    let log = logging::init(log::LevelFilter::Warn, &logging::Destination::Stderr)?;
+    let sent = run(config, commands, wait);
+    log.finish();
+    if sent.is_err() {
+        let read = loaded
+            .source
+            .map_or("no relay.conf found: built-in defaults".into(), |p| {
+                format!("configuration from {}", p.display())
+            });
+        let socket = match &config.socket_path {
+            Some(path) => format!("SOCKET_PATH {}", path.display()),
+            None => format!(
+                "SOCKET_HOST {}, SOCKET_PORT {}",
+                config.socket_host, config.socket_port
+            ),
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "ms500-relay: send used {read} ({socket})"
+        );
+    }
+    sent
 }
 
 pub fn run(config: &Config, commands: &[String], wait: Duration) -> Result<(), Error> {
@@ -155,7 +175,7 @@ fn relay_holds(stream: &UnixStream, path: &Path) -> Result<(), Error> {
         .ok()
         .filter(|m| !m.file_type().is_symlink())
         .map(|m| m.uid());
-    let holder = sys::peer_credentials(stream).ok().map(|(uid, _)| uid);
+    let holder = sys::peer_credentials(stream).ok().map(|peer| peer.uid);
     let at = path.display();
     match (file, holder) {
         (Some(uid), _) | (_, Some(uid)) if uid != 0 && uid != me => Err(Error::runtime(format!(

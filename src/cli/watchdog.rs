@@ -1,33 +1,9 @@
-//! `ms500-relay watchdog [-c FILE]`: keeps one relay running for a
-//! configuration, made for a `* * * * *` crontab line on a gateway that has
-//! nothing but this binary (no shell features, no external commands).
-//! Also `stop` and `reload`, which find the relay the same way.
-//!
-//! Runs on the main thread of its own short-lived process. It shares nothing
-//! with the relay it watches but the files and signals a person would use:
-//! the runtime record of the configuration and its lock (`ops/record.rs`:
-//! found from relay.conf's path, whatever was edited in it since the relay
-//! started), else the lock on `PID_FILE.lock` and the pid in `PID_FILE`
-//! (`pidfile.rs`), and the age of the relay's `STATUS_FILE` (a relay
-//! rewrites it every `STATUS_INTERVAL`). A pid is signalled only when the
-//! kernel shows that very process holding the lock.
-//!
-//! Each run:
-//! - no relay runs the configuration: start one detached (own session,
-//!   stdin from /dev/null, output appended to the log) and wait until it
-//!   holds the lock and has written `STATUS_FILE`; unless another
-//!   configuration's relay runs with the same client id on the same
-//!   broker (it would be knocked off it): then it says which, and starts none;
-//! - a relay runs it and its `STATUS_FILE` is at most 3 × `STATUS_INTERVAL`
-//!   old: do nothing, print nothing;
-//! - a relay runs it but its status is stale or missing (hung, or stopped
-//!   with SIGSTOP): SIGTERM and SIGCONT, wait `SHUTDOWN_GRACE` + 1 s (at least
-//!   5 s) for the lock to be released, else SIGKILL; then start a new one.
-//!
-//! Runs for the same configuration (the watchdog's, `stop`'s) take turns on
-//! a lock file only the relay's user can open (`record::take_turn`), so
-//! overlapping cron runs never start two relays and no other user can
-//! block them.
+//! `ms500-relay watchdog`, `stop` and `reload`: find the relay running a
+//! configuration (by its runtime record, else the `PID_FILE` lock, whose
+//! holder the kernel proves) and keep it running, stop it, or have it
+//! reload. Runs on the main thread of its own short-lived process and
+//! shares nothing with the relay but files and signals. What each run does:
+//! README, "Started by cron"; the contract: PROTOCOL.md §4 and §5.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -36,6 +12,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::checks;
+use crate::checks::places;
+use crate::cli::conf;
+use crate::cli::journal::Journal;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::ops::notify::Notifier;
@@ -43,7 +22,7 @@ use crate::ops::pidfile::{self, Holders};
 use crate::ops::record::{self, Lookup, Running};
 use crate::ops::sys::{self, Signal};
 use crate::ops::time::iso8601;
-use crate::ops::{files, logging, places};
+use crate::ops::{files, logging};
 use crate::report::status::STALE_INTERVALS;
 
 /// How long a run waits for an overlapping run of the same configuration.
@@ -55,6 +34,37 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
 /// Longest wait for a stale-looking status file to be rewritten.
 const CONFIRM_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// `ms500-relay watchdog [-c FILE]`: [`run`] with relay.conf read as the
+/// watchdog needs it, its output through the journal (timestamped,
+/// bounded, and an identical failure, a broken relay.conf every minute,
+/// said once an hour).
+pub fn main(path: Option<&Path>) -> Result<(), Error> {
+    let loaded = conf::load_quietly(path, &["PID_FILE", "STATUS_FILE", "STATUS_INTERVAL"]);
+    let pid_file = loaded
+        .as_ref()
+        .ok()
+        .and_then(|loaded| loaded.config.pid_file.clone());
+    let journal = Journal::new(pid_file.as_deref());
+    let mut failure = Vec::new();
+    let result = loaded.and_then(|loaded| {
+        failure.extend(conf::warnings(&loaded.problems, "watchdog"));
+        run(
+            &loaded.config,
+            loaded.source.as_deref(),
+            loaded.problems.first(),
+        )
+    });
+    if let Err(e) = &result {
+        failure.push(format!("ms500-relay: {e}"));
+    }
+    if failure.is_empty() {
+        journal.succeeded();
+        return result;
+    }
+    journal.fail(&failure);
+    result.map_err(|e| Error::Reported(e.exit_code()))
+}
 
 /// `ms500-relay watchdog`: `Ok` when a relay is running at the end (exit 0).
 /// `source` is the configuration file the relay is to be started with;

@@ -1,16 +1,8 @@
-//! The running configuration, swappable by SIGHUP. The main thread owns the
-//! reload (`relay.rs`); every thread that reads a setting which may change
-//! live (sessions, the listener, the links at each new connection, the
-//! publisher's lifetimes) holds an `Arc<Live>` and takes the current
-//! [`Config`] with [`Live::get`] where it decides something: a mutex
-//! around an `Arc`, held only to clone the `Arc` (the `ArcSwap` pattern
-//! without a crate). A thread that sleeps between its looks (the publish
-//! link's wait between attempts) is woken by a channel of one
-//! ([`Live::watch`]).
-//!
-//! [`FIXED_KEYS`] says which keys only a restart can change; a reloaded
-//! configuration keeps their running values ([`Config::keeping_fixed`]), so
-//! no thread ever sees a setting the relay cannot honour.
+//! The running configuration, replaced whole by a reload: every thread that
+//! reads a setting which may change live holds an `Arc<Live>` and takes the
+//! current [`Config`] ([`Live::get`]) where it decides something; a thread
+//! that sleeps between looks is woken by [`Live::watch`]. [`FIXED_KEYS`]
+//! only a restart changes. The main thread's reload (`relay.rs`) replaces it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +11,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::Config;
 
-/// Keys read once at start: the listener's socket, the files the relay
+/// Keys read once at start, which a reloaded configuration keeps at their
+/// running values ([`Config::keeping_fixed`]), so that no thread ever sees
+/// a setting the relay cannot honour: the listener's socket, the files the relay
 /// holds open or locked, the log's destination, the MQTT identity,
 /// subscriptions and device link version (what `auto` learned per broker
 /// is kept for the run), and the sizes the queues and tables were made with.
@@ -159,7 +153,9 @@ impl Config {
     }
 }
 
-/// The configuration in effect, replaced whole by a reload.
+/// The configuration in effect, replaced whole by a reload: a mutex around
+/// an `Arc`, held only to clone the `Arc` (the `ArcSwap` pattern without a
+/// crate).
 #[derive(Debug)]
 pub struct Live {
     current: Mutex<Arc<Config>>,

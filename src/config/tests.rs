@@ -913,7 +913,11 @@ fn load_reads_the_given_file() {
     };
     let _ = std::fs::remove_dir_all(&dir);
     match loaded {
-        Ok((config, Some(used))) => {
+        Ok(Loaded {
+            config,
+            source: Some(used),
+            ..
+        }) => {
             assert_eq!(config.mqtt_port, 1884);
             assert_eq!(used, good);
         }

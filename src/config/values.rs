@@ -671,7 +671,7 @@ pub fn plus_filter(value: &str) -> Result<String, String> {
 }
 
 /// `SOCKET_ALLOW_USERS`: user names or uids, comma-separated; empty = every
-/// local user. Names are resolved when the listener starts (`ops::peers`).
+/// local user. Names are resolved when the listener starts (`backend::peers`).
 pub fn user_list(value: &str) -> Result<Vec<String>, String> {
     value
         .split(',')

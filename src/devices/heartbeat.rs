@@ -1,12 +1,7 @@
-//! Device heartbeats (PROTOCOL.md §2.3): the payload parsed into a [`Heartbeat`]
-//! and its one-line rendering for the log. Pure; called on the device link
-//! thread for every message on `HEARTBEAT_TOPIC`, so it reads only the
-//! fields it shows and skips the rest.
-//!
-//! Every field is optional. A field that is missing stays `None` and is shown
-//! as `absent`, never as zero. A payload that is not a JSON object, or a known
-//! field with a type that makes no sense, makes the heartbeat "odd": the
-//! caller logs one warn line and does nothing else with it.
+//! Device heartbeats (PROTOCOL.md §2.3): the payload parsed into a
+//! [`Heartbeat`] (every field optional, missing shown as `absent`) and its
+//! one-line rendering for the log. Pure; called on the device link thread
+//! for every message on `HEARTBEAT_TOPIC`.
 
 use std::fmt;
 
@@ -15,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::ops::log_limit::cut_to;
-use crate::ops::redact;
+use crate::protocol::redact;
 
 /// Longest string kept from a heartbeat (and longest device id), in
 /// characters: what is stored, shown and logged is cut to this.
@@ -144,7 +139,10 @@ impl Visitor<'_> for FieldName {
     }
 }
 
-/// Parses a heartbeat payload; `Err` says why it is odd.
+/// Parses a heartbeat payload, reading only the fields it shows and
+/// skipping the rest. `Err` says why it is odd: not a JSON object, or a
+/// known field of a type that makes no sense (the caller logs one warn
+/// line and does nothing else with it).
 pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
     if payload.len() > MAX_HEARTBEAT_BYTES {
         return Err(format!(

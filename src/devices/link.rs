@@ -1,30 +1,10 @@
-//! The device link thread: the MQTT connection (client id `…-sub`, through
-//! rumqttc: MQTT 5, or 3.1.1 for a broker that refuses 5 as `MQTT_PROTOCOL`
-//! says, see `link/client.rs`) that subscribes to the heartbeat and reply
-//! topics. It shows its state in the counters (subscribed, since when
-//! not, the version spoken) for the status file, `status` and the metrics. It
+//! The device link thread: the MQTT connection `…-sub` (rumqttc, set up in
+//! `link/client.rs`) that subscribes to the heartbeat and reply topics,
 //! records heartbeats in the device table and routes device replies to the
-//! backend holding the unit's route; it never blocks on a backend (replies
-//! go through `Outbox::offer`). It follows the publish link to whichever
-//! broker that one uses ([`InUse`]: the broker itself, so a reload that
-//! reorders or replaces the list never leaves it on a removed one), at
-//! once: a move ends a wait between attempts. Each connection attempt
-//! after a failure is a new rumqttc client, made from the configuration in
-//! effect then (a reload's login, a renewed certificate).
-//!
-//! Device traffic can never stop or duplicate commands: commands travel on
-//! the publish link's own connection. And a message larger than the relay
-//! takes costs only that message: the CONNECT announces a maximum packet
-//! size ([`client::MAX_DEVICE_MESSAGE`], MQTT 5; every rumqttc setting is in
-//! `device_link/client.rs`), and the broker drops what is
-//! larger instead of sending it (MQTT 3.1.1 has no such property: a retained
-//! 17 MB heartbeat broke the link on every subscribe, forever). A link that
-//! dies right after its CONNACK backs off like one that cannot connect
-//! (the backoff the publish link uses too: `mqtt/backoff.rs`).
-//! Connection failures are logged as the publish link's are (`log_limit.rs`:
-//! once per kind and broker, again after a "connected" line), at warn: a
-//! failure that needs a human (certificate, credentials) is the publish
-//! link's error line already.
+//! backend holding the unit's route, never blocking on one. It follows the
+//! publish link to its broker ([`InUse`]) and shows its state in the
+//! counters. Started and joined by the relay; why it is a connection of its
+//! own: README, "MQTT side".
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -44,9 +24,9 @@ use crate::mqtt::brokers::{Broker, InUse};
 use crate::mqtt::tls;
 use crate::ops::counters::Counters;
 use crate::ops::log_limit::{self, Failures, Kind};
-use crate::ops::redact;
 use crate::ops::shutdown::{Nudge, Stop};
 use crate::ops::sync::{lock, Bell};
+use crate::protocol::redact;
 use crate::protocol::reply;
 
 mod client;
@@ -731,7 +711,7 @@ impl DeviceLink {
         let (recorded, online) = {
             let mut table = lock(&self.devices);
             let recorded = table.record(device, status, arrival);
-            (recorded, table.counts().1)
+            (recorded, table.counts().online)
         };
         if let Some(class) = recorded.class.filter(|_| self.tracks_presence()) {
             self.presence.report(Sighting::Beat {

@@ -1,11 +1,8 @@
-//! The cameras the relay has seen, kept across restarts (PROTOCOL.md §5,
-//! `SPOOL_FILE.cameras`): each camera's id, whether it was offline, its
-//! learned heartbeat interval and when it was last heard. Read once at
-//! start (the device table shows them, the publisher's policy knows them:
-//! their commands wait for their next heartbeat however long it takes, as
-//! for any known camera); written by the main thread from the device table
-//! when devices appeared or changed state (at most once a minute), and at a
-//! clean stop. One line per camera, so an operator can read it.
+//! The cameras the relay has seen, kept across restarts
+//! (`SPOOL_FILE.cameras`, PROTOCOL.md §5): one line per camera ([`Entry`]).
+//! Read once at start; written by the main thread from the device table
+//! when devices appeared or changed state (at most once a minute), and at
+//! a clean stop.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,9 +16,16 @@ const HEADER: &str = "# ms500-relay cameras 1: id, state (offline or unknown), i
 /// A file larger than this is not ours (a million cameras fit in 64 MiB).
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
 
-/// One camera as the file keeps it: its id as it heartbeats, what the
-/// policy needs, and when it was last heard.
-pub type Entry = (String, Remembered, u32);
+/// One camera as the file keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Its device id, as it heartbeats.
+    pub id: String,
+    /// What the publisher's policy needs of it.
+    pub remembered: Remembered,
+    /// When it was last heard, in unix seconds.
+    pub last_seen: u32,
+}
 
 /// Where the cameras are kept: next to `SPOOL_FILE` (nothing is kept
 /// across restarts without one).
@@ -36,7 +40,12 @@ pub fn render(entries: &[Entry]) -> String {
     let mut out = String::with_capacity(64 + entries.len() * 40);
     out.push_str(HEADER);
     out.push('\n');
-    for (id, r, last_seen) in entries {
+    for Entry {
+        id,
+        remembered: r,
+        last_seen,
+    } in entries
+    {
         // A device id is a topic level: only one with a blank in it could
         // not be read back, and it is not kept.
         if id.is_empty() || id.contains(char::is_whitespace) {
@@ -73,7 +82,11 @@ pub fn parse(text: &str, max: usize) -> Vec<Entry> {
                 offline,
                 interval,
             };
-            Some((id.to_string(), r, last_seen))
+            Some(Entry {
+                id: id.to_string(),
+                remembered: r,
+                last_seen,
+            })
         })
         .take(max)
         .collect()
@@ -81,16 +94,14 @@ pub fn parse(text: &str, max: usize) -> Vec<Entry> {
 
 /// The cameras kept at `path` (none when it is missing); why not, when it
 /// cannot be read (the relay starts knowing none).
-pub fn load(path: &Path, max: usize) -> Result<Vec<Entry>, String> {
+pub fn load(path: &Path, max: usize) -> std::io::Result<Vec<Entry>> {
     let file = match files::open_read(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e),
     };
     let mut text = String::new();
-    file.take(MAX_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
+    file.take(MAX_BYTES).read_to_string(&mut text)?;
     Ok(parse(&text, max))
 }
 
@@ -106,24 +117,24 @@ mod tests {
     #[test]
     fn what_is_written_reads_back() {
         let entries = vec![
-            (
-                "A0B1C2D3E4F5".to_string(),
-                Remembered {
+            Entry {
+                id: "A0B1C2D3E4F5".to_string(),
+                remembered: Remembered {
                     camera: "a0b1c2d3e4f5".into(),
                     offline: true,
                     interval: Some(Duration::from_millis(5000)),
                 },
-                1_795_931_998,
-            ),
-            (
-                "cam-01".to_string(),
-                Remembered {
+                last_seen: 1_795_931_998,
+            },
+            Entry {
+                id: "cam-01".to_string(),
+                remembered: Remembered {
                     camera: "cam-01".into(),
                     offline: false,
                     interval: None,
                 },
-                7,
-            ),
+                last_seen: 7,
+            },
         ];
         let text = render(&entries);
         assert!(text.starts_with("# ms500-relay cameras 1"));
@@ -134,7 +145,7 @@ mod tests {
     #[test]
     fn lines_that_cannot_be_read_are_skipped() {
         let text = "# x\ncam offline 10 5\nbad line\ncam2 maybe - 1\ncam3 unknown - 3\n";
-        let ids: Vec<String> = parse(text, 10).into_iter().map(|e| e.0).collect();
+        let ids: Vec<String> = parse(text, 10).into_iter().map(|e| e.id).collect();
         assert_eq!(ids, ["cam", "cam3"]);
     }
 
@@ -145,6 +156,11 @@ mod tests {
             offline: false,
             interval: None,
         };
-        assert_eq!(render(&[("a b".into(), r, 1)]).lines().count(), 1);
+        let entry = Entry {
+            id: "a b".into(),
+            remembered: r,
+            last_seen: 1,
+        };
+        assert_eq!(render(&[entry]).lines().count(), 1);
     }
 }

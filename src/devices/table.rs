@@ -1,22 +1,9 @@
-//! The device table: last-seen time and latest heartbeat per device, and the
-//! online/offline transitions of PROTOCOL.md §2.3. Pure bookkeeping with the clock
-//! passed in. Shared as `Arc<Mutex<DeviceTable>>`: the device link thread
-//! records heartbeats, the main thread sweeps for silent devices when the
-//! next one is due ([`DeviceTable::next_offline_at`], at most once a
-//! second) and takes snapshots for the status file.
-//!
-//! The sweep costs what changes, not what is known: devices are ordered by
-//! last heartbeat, and the offline ones are exactly those older than the
-//! timeout, so each sweep visits only the devices whose last heartbeat
-//! crossed the timeout since the previous sweep. A device id is stored once
-//! (`Arc<str>`, shared by both indexes): a heartbeat of a known device
-//! allocates nothing here.
-//!
-//! Bounded: at most `MAX_DEVICES` devices; a new one past that makes the
-//! table forget the device silent the longest (counted, and logged at most
-//! once a minute by the sweep). Ids and heartbeat strings are cut to
-//! [`crate::devices::heartbeat::MAX_FIELD_CHARS`] before they are stored, so a
-//! device cannot make the table, the status file or a log line large.
+//! The device table: each device's last heartbeat and when it came, and
+//! the online/offline transitions of PROTOCOL.md §2.3, bounded by
+//! `MAX_DEVICES`. Pure bookkeeping with the clock passed in, shared as
+//! `Arc<Mutex<DeviceTable>>`: the device link thread records heartbeats;
+//! the main thread sweeps for silent devices ([`DeviceTable::sweep`]) and
+//! takes snapshots for the status file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -25,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::delivery::policy::{cadence, Cadence, Class, Remembered, State};
 use crate::devices::heartbeat::Heartbeat;
+use crate::devices::registry::Entry;
 
 /// The device's address or network as it was, when `new` changes either.
 fn moved(old: &Packed, new: &Heartbeat) -> Option<(String, String)> {
@@ -196,6 +184,13 @@ pub struct TableSnapshot {
     pub states: [usize; 3],
 }
 
+/// Every device seen, ordered by last heartbeat too (so a sweep costs what
+/// changes, not what is known). An id is stored once (`Arc<str>`, shared by
+/// both indexes): a heartbeat of a known device allocates nothing here. At
+/// most `MAX_DEVICES`: a new one past that makes the table forget the
+/// device silent the longest (counted, logged at most once a minute). Ids
+/// and heartbeat strings are cut to
+/// [`crate::devices::heartbeat::MAX_FIELD_CHARS`] before they are stored.
 #[derive(Debug)]
 pub struct DeviceTable {
     /// Boxed: the hash table then holds 24 bytes a device, so its growth
@@ -231,6 +226,21 @@ pub struct Arrival {
     /// Sent now: not a retained message, nor one the broker kept for the
     /// device link while it was away.
     pub live: bool,
+}
+
+/// A device a sweep found silent past `DEVICE_TIMEOUT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WentOffline {
+    pub id: Arc<str>,
+    /// How long it has been silent.
+    pub silent: Duration,
+}
+
+/// The devices known, and how many of them are online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub known: usize,
+    pub online: usize,
 }
 
 /// What recording a heartbeat changed and said.
@@ -281,8 +291,13 @@ impl DeviceTable {
 
     /// Devices remembered from the last run: shown (offline, or presence
     /// unknown) until their first heartbeat, their interval kept.
-    pub fn remember(&mut self, devices: &[(String, Remembered, u32)], now: Instant) {
-        for (id, r, last_seen_unix) in devices {
+    pub fn remember(&mut self, devices: &[Entry], now: Instant) {
+        for Entry {
+            id,
+            remembered: r,
+            last_seen: last_seen_unix,
+        } in devices
+        {
             if self.devices.contains_key(id.as_str()) || self.devices.len() >= self.max {
                 continue;
             }
@@ -317,17 +332,21 @@ impl DeviceTable {
     }
 
     /// What the relay remembers of each device for its next start.
-    pub fn to_remember(&self, now: Instant, timeout: Duration) -> Vec<(String, Remembered, u32)> {
+    pub fn to_remember(&self, now: Instant, timeout: Duration) -> Vec<Entry> {
         self.devices
             .iter()
             .map(|(id, d)| {
                 let offline = self.state(d, now, timeout) == State::Offline;
-                let r = Remembered {
+                let remembered = Remembered {
                     camera: id.to_ascii_lowercase(),
                     offline,
                     interval: d.cadence.interval(),
                 };
-                (id.to_string(), r, d.last_seen_unix)
+                Entry {
+                    id: id.to_string(),
+                    remembered,
+                    last_seen: d.last_seen_unix,
+                }
             })
             .collect()
     }
@@ -468,7 +487,9 @@ impl DeviceTable {
     /// Marks devices silent for longer than `timeout` as offline; returns the
     /// ids that just went offline (each is reported once). Visits only the
     /// devices last seen between the previous sweep's limit and this one's.
-    pub fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<(Arc<str>, Duration)> {
+    /// Run by the main thread when the next one is due
+    /// ([`DeviceTable::next_offline_at`], at most once a second).
+    pub fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<WentOffline> {
         let mut gone = Vec::new();
         // Silent longer than the timeout: seen before `limit`.
         let Some(limit) = now.checked_sub(timeout) else {
@@ -483,7 +504,10 @@ impl DeviceTable {
                 if d.online {
                     d.online = false;
                     self.online -= 1;
-                    gone.push((Arc::clone(id), now.saturating_duration_since(*seen)));
+                    gone.push(WentOffline {
+                        id: Arc::clone(id),
+                        silent: now.saturating_duration_since(*seen),
+                    });
                 }
             }
         }
@@ -521,8 +545,11 @@ impl DeviceTable {
     }
 
     /// How many devices are known and how many of them are online.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.devices.len(), self.online)
+    pub fn counts(&self) -> Counts {
+        Counts {
+            known: self.devices.len(),
+            online: self.online,
+        }
     }
 
     /// Devices forgotten since the last call, when a minute has passed since
@@ -658,14 +685,25 @@ mod tests {
             offline: true,
             interval: Some(Duration::from_secs(5)),
         };
-        t.remember(&[("CAM".to_string(), r, 7)], t0);
+        let entry = Entry {
+            id: "CAM".to_string(),
+            remembered: r,
+            last_seen: 7,
+        };
+        t.remember(&[entry], t0);
         let snap = t.snapshot(10, t0, Duration::from_secs(90));
         assert_eq!(snap.shown[0].state, State::Offline);
         assert_eq!(snap.shown[0].interval, Some(Duration::from_secs(5)));
-        assert_eq!(t.counts(), (1, 0));
+        assert_eq!(
+            t.counts(),
+            Counts {
+                known: 1,
+                online: 0
+            }
+        );
         let to_keep = t.to_remember(t0, Duration::from_secs(90));
-        assert_eq!(to_keep[0].0, "CAM");
-        assert!(to_keep[0].1.offline);
+        assert_eq!(to_keep[0].id, "CAM");
+        assert!(to_keep[0].remembered.offline);
     }
 
     #[test]
@@ -691,7 +729,7 @@ mod tests {
         );
         let gone = t.sweep(t0 + Duration::from_secs(91), timeout);
         assert_eq!(gone.len(), 1);
-        assert_eq!(&*gone[0].0, "cam");
+        assert_eq!(&*gone[0].id, "cam");
         assert!(
             t.sweep(t0 + Duration::from_secs(500), timeout).is_empty(),
             "offline is reported once"
@@ -734,15 +772,21 @@ mod tests {
         let at = |s: u64| t0 + Duration::from_secs(s);
         rec(&mut t, "a", hb("1"), t0, wall);
         rec(&mut t, "b", hb("1"), at(10), wall);
-        let ids = |gone: Vec<(Arc<str>, Duration)>| -> Vec<String> {
-            gone.iter().map(|(id, _)| id.to_string()).collect()
+        let ids = |gone: Vec<WentOffline>| -> Vec<String> {
+            gone.iter().map(|g| g.id.to_string()).collect()
         };
         assert_eq!(ids(t.sweep(at(95), timeout)), ["a"]);
         assert_eq!(rec(&mut t, "a", hb("2"), at(100), wall), Seen::BackOnline);
         assert_eq!(ids(t.sweep(at(101), timeout)), ["b"]);
         assert!(t.sweep(at(150), timeout).is_empty());
         assert_eq!(ids(t.sweep(at(191), timeout)), ["a"]);
-        assert_eq!(t.counts(), (2, 0));
+        assert_eq!(
+            t.counts(),
+            Counts {
+                known: 2,
+                online: 0
+            }
+        );
     }
 
     #[test]

@@ -1,21 +1,9 @@
-//! Directories reached one trusted step at a time. Every file the relay or
-//! its tools write is opened, replaced, renamed or removed in a [`Dir`]:
-//! a descriptor of its directory, got by walking from `/` one name at a
-//! time (`openat` with `O_NOFOLLOW`, never a whole path the kernel resolves
-//! again), each step checked before anything is looked up or created in
-//! it. A step on the way must belong to root or the relay's user and not
-//! be writable by others without the sticky bit (group-writable ones, such
-//! as a `root:syslog 0775` /var/log, are let be); a symlink on the way must
-//! belong to root or the relay's user, and is followed by the same walk;
-//! the file's own directory must in addition not be writable by group
-//! without the sticky bit. Nobody else can then swap anything on the way.
-//! Missing directories are made one level at a time ([`make`]: `mkdirat`,
-//! then walked into like any other step), never before the steps above
-//! them passed.
-//!
-//! No thread of its own, no state: called by whoever writes a file (main
-//! thread, publisher, logger) and by the checks of `preflight.rs`, which
-//! only walk ([`reach`]) and create nothing.
+//! Directories reached one trusted step at a time: a [`Dir`] is a
+//! descriptor got by walking from `/` one name at a time (`openat`,
+//! `O_NOFOLLOW`), each step checked before anything is looked up or made
+//! in it (the rules: PROTOCOL.md §5.1); every file the relay or its tools
+//! write is opened, replaced or removed in one. No thread, no state: called
+//! by whoever writes a file and by the checks, which only walk ([`reach`]).
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};

@@ -1,23 +1,10 @@
-//! Log lines caused by remote input (an odd heartbeat, a reply nobody asked
-//! for, a refused peer, a rejected command) are rate-limited per kind: the
-//! first [`PER_MINUTE`] of a kind in a minute ([`DEVICE_CHANGES_PER_MINUTE`]
-//! device online/offline lines) are logged, the rest counted
-//! and summed up in one line when the minute is over. A peer or a device can
-//! therefore never fill a gateway's flash through the log. Used by every
-//! thread that logs remote input; the main thread calls [`tick`] when a
-//! window with lines not logged is over ([`next_due`], [`bell`]) to write
-//! the summaries.
-//!
-//! Strings from remote input are cut before they are logged ([`cut`]).
-//!
-//! Broker connection failures (both links) follow one rule ([`Failures`]):
-//! a failure is logged once per kind and broker, with its reason
-//! normalised ([`failure_reason`]); a retry that fails the same way is not
-//! logged again (debug at most) until the kind changes or the link comes
-//! back (its "connected" line starts over). Two reasons are of the same kind
-//! when they differ only in numbers ([`failure_kind`]: a port, a counter, a
-//! duration), so an expired broker certificate gives one line, not one per
-//! retry.
+//! Rate limits for log lines caused by remote input (an odd heartbeat, a
+//! reply nobody asked for, a refused peer, a rejected command): the first
+//! [`PER_MINUTE`] of a kind in a minute are logged, the rest summed up in
+//! one line ([`tick`], run by the main thread when [`next_due`] or its
+//! [`bell`] says), and remote strings are cut ([`cut`]); broker connection
+//! failures are logged once per kind and broker ([`Failures`]). Used by
+//! every thread that logs what a peer, device or broker sent.
 
 use crate::ops::sync::{lock, Bell};
 use std::borrow::Cow;

@@ -1,15 +1,8 @@
-//! systemd's service notifications (`sd_notify`), sent by the main thread:
-//! `READY=1` once the relay listens, `RELOADING=1` and `READY=1` around the
-//! reload a SIGHUP asks for, `STOPPING=1` when it begins to stop, and
-//! `WATCHDOG=1` every half `WATCHDOG_USEC` while the publisher thread keeps
-//! its turns (the main thread decides that; this module only keeps the
-//! schedule). Each message is one datagram to `$NOTIFY_SOCKET`, a path or
-//! an abstract name written with a leading `@`, sent without blocking: a
-//! systemd that does not read must never stall the main thread.
-//!
-//! Without `$NOTIFY_SOCKET` (not started by systemd as `Type=notify`) every
-//! call does nothing. Owns the unbound datagram socket it sends from. The
-//! parsing of the environment is pure and unit-tested below.
+//! systemd's service notifications (`sd_notify`, PROTOCOL.md §4): one
+//! datagram each to `$NOTIFY_SOCKET`, sent without blocking, and the
+//! schedule of `WATCHDOG=1`. Sent by the main thread of the relay (and by
+//! `reload`); without `$NOTIFY_SOCKET` every call does nothing. Owns the
+//! datagram socket it sends from.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -1,16 +1,9 @@
-//! `PID_FILE`: one relay per configuration. The main thread takes an
-//! exclusive lock (`flock`) on `PID_FILE.lock` before anything else starts
-//! and holds it for the life of the process; `PID_FILE` holds the pid. The
-//! lock file has mode 0600: a user who can read `PID_FILE` (mode 0644)
-//! cannot open the lock file, so cannot hold its lock and keep a relay from
-//! starting or the watchdog from working. `PID_FILE` itself is locked too
-//! when nobody else holds it, for tools that look there. The lock, not the
-//! file's existence, is what counts: a file left by a dead process is
-//! unlocked and simply taken over. The lock file stays (removing it would
-//! let a second relay lock a new file while the first holds the old one).
-//!
-//! [`lock_holders`] reads `/proc/locks`: who holds the lock, proved by the
-//! kernel, before `stop` or the watchdog signals a pid.
+//! `PID_FILE`: one relay per configuration. The main thread locks
+//! `PID_FILE.lock` (mode 0600, so no reader of `PID_FILE` can hold it)
+//! before anything else starts and holds it for its life; `PID_FILE` holds
+//! the pid. [`lock_holders`] reads `/proc/locks` so that `stop` and the
+//! watchdog signal only the process the kernel shows holding it.
+//! PROTOCOL.md §5 is the contract.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -34,6 +27,11 @@ pub fn lock_path(pid_file: &Path) -> PathBuf {
 }
 
 impl PidFile {
+    /// Locks `PID_FILE.lock` (exit 3 when a relay holds it) and writes the
+    /// pid. The lock, not the file's existence, counts: a file a dead
+    /// process left is unlocked and taken over. The lock file stays at a
+    /// clean stop: removing it would let a second relay lock a new file
+    /// while the first still holds the old one.
     pub fn acquire(path: &Path) -> Result<PidFile, Error> {
         let shown = path.display().to_string();
         let lock_at = lock_path(path);

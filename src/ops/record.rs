@@ -1,25 +1,9 @@
-//! The runtime record: which relay runs a configuration, findable from the
-//! configuration file's path whatever was edited in that file since.
-//!
-//! For each relay.conf (its canonical path, hashed: [`names`]) the runtime
-//! directory ([`runtime_dir`]: `/run/ms500-relay-by-config/` for root)
-//! holds three files:
-//! - `KEY.lock` (mode 0600): the relay takes an exclusive `flock` and a
-//!   POSIX lock on it at start and holds them for its life, so a second
-//!   relay for the same file exits 3 whatever `PID_FILE` says, and the
-//!   kernel names the holder (`pidfile::holders`);
-//! - `KEY.json` (mode 0644): what the relay wrote once it held the lock,
-//!   rewritten after it bound its sockets and after each accepted reload
-//!   ([`Record`]: its pid, relay.conf, `PID_FILE`, `STATUS_FILE`, where it
-//!   listens, its client id and brokers), removed at a clean stop;
-//! - `KEY.turn` (mode 0600): the watchdog and `stop` take turns on it
-//!   ([`take_turn`]); no other user can open it, so none can block them.
-//!
-//! The tools ([`find`]) believe a record only when the kernel shows its
-//! pid holding `KEY.lock`; without one (a relay of an older version, a
-//! runtime directory that cannot be used) they fall back to `PID_FILE`'s
-//! lock. Runs on the main thread of the relay (start, reload, stop) and of
-//! the tools; no channel.
+//! The runtime record: which relay runs a configuration, found from
+//! relay.conf's path whatever was edited in it since. Per relay.conf, in
+//! the runtime directory ([`runtime_dir`]): `KEY.lock` (held by the relay
+//! for its life), `KEY.json` ([`Record`]) and `KEY.turn` ([`take_turn`]);
+//! PROTOCOL.md §5 says what each holds. Used on the main thread by the
+//! start, a reload and the stop, and by the tools ([`find`]); no channel.
 
 use std::fs::{File, TryLockError};
 use std::io::Read;

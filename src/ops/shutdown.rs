@@ -1,18 +1,9 @@
-//! Stop signals shared by every thread. A [`Stop`] is triggered once; threads
-//! either poll [`Stop::is_set`] between blocking calls or sleep on
-//! [`Stop::sleep`], which returns early the moment it is triggered.
-//!
-//! A thread that waits on a socket with poll(2) can wait on the stop too:
-//! [`Stop::fd`] is a pipe that becomes readable once triggered, so an idle
-//! backend connection costs no periodic wake-up.
-//!
-//! A thread blocked where neither reaches (in rumqttc's event loop)
-//! registers a [`Nudge`] ([`Stop::nudge_when_triggered`]): a closure the
-//! trigger calls, which wakes it its own way.
-//!
-//! The relay uses two: `intake` (set by the main thread on SIGINT/SIGTERM:
-//! stop accepting and reading backends) and `link` (set by the publisher once
-//! it has flushed or given up: the MQTT event loop may now end).
+//! Stop signals shared by every thread: a [`Stop`] is triggered once, and a
+//! thread polls it ([`Stop::is_set`]), sleeps on it ([`Stop::sleep`]), waits
+//! on its pipe with poll(2) ([`Stop::fd`]) or registers a [`Nudge`] that
+//! wakes it its own way. The relay has two: `intake` (set on SIGINT or
+//! SIGTERM: stop taking commands) and `link` (set by the publisher once it
+//! has flushed or given up: the broker links may end).
 
 use std::fs::File;
 use std::io::Write;
@@ -23,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-/// What wakes a thread blocked where a [`Stop`] cannot reach; called from
-/// the thread that triggers (so it must not block).
+/// What wakes a thread blocked where a [`Stop`] cannot reach (in rumqttc's
+/// event loop); called from the thread that triggers (so it must not block).
 pub type Nudge = Arc<dyn Fn() + Send + Sync>;
 
 /// The nudges to call at an event, held weakly: a nudge dropped by its
@@ -110,7 +101,9 @@ impl Stop {
     }
 
     /// A descriptor that polls readable once triggered (None if no pipe
-    /// could be made: the caller then polls with a timeout).
+    /// could be made: the caller then polls with a timeout). A thread that
+    /// waits on a socket with poll(2) waits on this too, so an idle backend
+    /// connection costs no periodic wake-up.
     pub fn fd(&self) -> Option<RawFd> {
         let pipe = self.inner.pipe.get_or_init(|| {
             let (read, write) = crate::ops::sys::pipe().ok()?;

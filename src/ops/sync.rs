@@ -1,12 +1,6 @@
-//! The one way the relay takes a mutex. The release build aborts on panic,
-//! so no lock is ever poisoned there; under `cargo test` (unwinding) a test
-//! that panicked while holding one must not turn every later lock into a
-//! second panic. Every lock guards data that stays consistent between
-//! statements (counters, maps, queues of whole lines), so the guard is taken
-//! as it is.
-//!
-//! A [`Bell`] wakes one thread that sleeps until its next deadline when
-//! something it shows changed meanwhile (the main thread's status file).
+//! The one way the relay takes a mutex ([`lock`]), and the [`Bell`] that
+//! wakes a thread sleeping until its next deadline when something it shows
+//! changed meanwhile. Used by every thread.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -38,6 +32,11 @@ impl Bell {
     }
 }
 
+/// Takes `mutex` as it is, poisoned or not. The release build aborts on
+/// panic, so no lock is ever poisoned there; under `cargo test` a test that
+/// panicked holding one must not turn every later lock into a second panic.
+/// Every lock guards data that stays consistent between statements
+/// (counters, maps, queues of whole lines).
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()

@@ -8,7 +8,8 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Signals the relay sends (the watchdog to a hung relay).
+/// Signals the relay's tools send (the watchdog to a hung relay, `stop`,
+/// `reload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     Term,
@@ -28,7 +29,6 @@ impl Signal {
     }
 }
 
-/// Sends `signal` to process `pid`.
 /// At most two malloc arenas (glibc makes up to 8 per core, one per
 /// allocating thread, each keeping its own freed memory): the relay's
 /// threads allocate little, and a table of 100,000 devices must not carry
@@ -53,6 +53,7 @@ pub fn release_free_memory() {
     }
 }
 
+/// Sends `signal` to process `pid`.
 pub fn kill(pid: u32, signal: Signal) -> io::Result<()> {
     let pid = to_pid(pid)?;
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
@@ -115,9 +116,16 @@ pub fn set_backlog(listener: &impl std::os::fd::AsRawFd, backlog: i32) -> io::Re
     Ok(())
 }
 
+/// Who is on the other end of a connected Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub pid: u32,
+}
+
 /// The user and process on the other end of a connected Unix socket, as
-/// the kernel recorded them when it connected (`SO_PEERCRED`): (uid, pid).
-pub fn peer_credentials(socket: &impl std::os::fd::AsRawFd) -> io::Result<(u32, u32)> {
+/// the kernel recorded them when it connected (`SO_PEERCRED`).
+pub fn peer_credentials(socket: &impl std::os::fd::AsRawFd) -> io::Result<Credentials> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -137,7 +145,10 @@ pub fn peer_credentials(socket: &impl std::os::fd::AsRawFd) -> io::Result<(u32, 
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((cred.uid, u32::try_from(cred.pid).unwrap_or(0)))
+    Ok(Credentials {
+        uid: cred.uid,
+        pid: u32::try_from(cred.pid).unwrap_or(0),
+    })
 }
 
 /// Runs `f` with the process umask set to `mask`, then puts the old one

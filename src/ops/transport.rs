@@ -1,9 +1,8 @@
-//! The two ways a backend reaches the relay: a TCP connection or one on the
-//! Unix socket (`SOCKET_PATH`). [`Stream`] is either kind of connected
-//! socket and [`Peer`] says who is on the other end; sessions, outboxes,
-//! reply routes and the lingering thread hold these, so one code path
-//! serves both. No thread or state of its own; the delivery side (outbox)
-//! needs them too, which is why they live down here and not in `backend`.
+//! A backend connection, TCP or on the Unix socket: [`Stream`] is either
+//! kind of connected socket and [`Peer`] says who is on the other end, so
+//! one code path serves both. Held by sessions, the lingering thread, reply
+//! routes and `send`, and by delivery's outbox, which is why it lives here
+//! and not in `backend`. No thread or state of its own.
 
 use std::fmt;
 use std::io::{self, Read, Write};

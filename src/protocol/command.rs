@@ -1,30 +1,18 @@
-//! Command validation (PROTOCOL.md §1.2).
-//!
-//! Runs on the backend session threads, right after framing. Pure: turns one
-//! framed JSON value into a validated [`Command`] to publish, or a
-//! [`Rejection`] whose reason names the offending field. Owns and shares
-//! nothing.
-//!
-//! It takes the [`Json`] the framer produced: the value's bytes with the
-//! spans of its top-level members and of its long or exponent numbers, so
-//! nothing is scanned again here. Only `type`, `unit`, `id` and the fields a
-//! rule needs are decoded, and the payload is the received bytes, untouched.
-//! Reasons never quote a field's value (a secret field's least of all): the
-//! only values they quote are `type` and `unit`; field names they quote are
-//! escaped like `type` and `unit` values, so no name can break a log line.
-//!
-//! Field names are case-sensitive (`Type` is not `type`), but a command
-//! whose top-level names include two that differ only in ASCII letter case
-//! (`"Type"` and `"type"`, `"Wifi_Password"` and `"wifi_password"`) is
-//! refused like one with a duplicate name: a device whose parser folds case
-//! would read another command than the one validated.
+//! Command validation (PROTOCOL.md §1.2): one framed [`Json`] value becomes
+//! a validated [`Command`] to publish, or a [`Rejection`] whose reason names
+//! the offending field (never quoting a value but `type` and `unit`). Only
+//! the fields a rule needs are decoded, from the spans the framer noted;
+//! the payload is the received bytes, untouched. Pure; called by the
+//! session threads after framing and by the publisher reading the spool.
 
 use std::borrow::Cow;
 use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 
 use crate::config::AckMode;
-use crate::protocol::frame::{self, Json};
+use crate::protocol::frame;
+use crate::protocol::json::{self, Json};
+use crate::protocol::redact;
 
 #[cfg(test)]
 mod tests;
@@ -92,7 +80,7 @@ impl Rejection {
             // An id may be an object: its secret fields are masked too.
             out.push_str(", id ");
             out.push_str(&crate::ops::log_limit::cut_to(
-                &crate::ops::redact::shown(id.as_bytes()),
+                &redact::shown(id.as_bytes()),
                 QUOTED_CHARS,
             ));
         }
@@ -132,7 +120,7 @@ pub fn validate_json(json: Json<'_>, check_fields: bool) -> Result<Command, Reje
         reason,
         kind: type_text.as_string(),
         unit: unit_text.as_string(),
-        id: object.get("id").map(frame::compact),
+        id: object.get("id").map(json::compact),
     };
 
     let kind = match &type_text {
@@ -165,7 +153,7 @@ pub fn validate_json(json: Json<'_>, check_fields: bool) -> Result<Command, Reje
     Ok(Command {
         kind,
         unit,
-        id: object.get("id").map(frame::compact),
+        id: object.get("id").map(json::compact),
         payload: json.bytes().to_vec(),
     })
 }
@@ -180,11 +168,11 @@ pub const MAX_CAMERA_BYTES: usize = 128;
 pub fn text_field(json: &Json<'_>, name: &str) -> Option<String> {
     let member = json
         .members()
-        .find(|m| frame::decode_string(m.key).is_some_and(|k| k == name))?;
+        .find(|m| json::decode_string(m.key).is_some_and(|k| k == name))?;
     if !member.value.starts_with(b"\"") {
         return None;
     }
-    let text = frame::decode_string(member.value)?;
+    let text = json::decode_string(member.value)?;
     (!text.is_empty() && text.len() <= MAX_CAMERA_BYTES).then(|| text.into_owned())
 }
 
@@ -194,7 +182,7 @@ pub fn validate_with_camera(
     check_fields: bool,
     presence: Option<&str>,
 ) -> Result<(Command, Option<String>), Rejection> {
-    let mut spans = frame::Spans::default();
+    let mut spans = json::Spans::default();
     let json = frame::parse(value, &mut spans).map_err(|err| {
         Rejection::bare(match err {
             frame::FrameError::Syntax { reason, .. } => format!("invalid JSON: {reason}"),
@@ -222,11 +210,11 @@ pub fn ack_request(json: &Json<'_>) -> Option<Result<AckMode, String>> {
     let (Some(only), None) = (members.next(), members.next()) else {
         return None;
     };
-    if frame::decode_string(only.key)? != "ack_mode" {
+    if json::decode_string(only.key)? != "ack_mode" {
         return None;
     }
     Some(
-        frame::decode_string(only.value)
+        json::decode_string(only.value)
             .filter(|_| only.value.starts_with(b"\""))
             .and_then(|mode| crate::config::parse_ack_mode(&mode).ok())
             .ok_or_else(|| must_be("ack_mode", "\"none\", \"errors\", \"all\" or \"camera\"")),
@@ -305,7 +293,7 @@ fn update_fields(object: &Object<'_>, id_field: &str) -> Result<(), String> {
         return Err(must_be("link", "a non-empty string"));
     }
     let md5 = required(object, "md5")?;
-    let hex = match frame::decode_string(md5) {
+    let hex = match json::decode_string(md5) {
         Some(text) => text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()),
         None => false,
     };
@@ -417,7 +405,7 @@ impl<'a> Object<'a> {
         // Enough for a typical command without growing.
         let mut members = Vec::with_capacity(16);
         for member in json.members() {
-            let key = frame::decode_string(member.key).ok_or_else(|| {
+            let key = json::decode_string(member.key).ok_or_else(|| {
                 "invalid JSON: unpaired surrogate escape in a field name".to_owned()
             })?;
             members.push(Member {
@@ -437,7 +425,7 @@ impl<'a> Object<'a> {
         match self.get(name) {
             None => Text::Missing,
             Some(raw) if !raw.starts_with(b"\"") => Text::NotString,
-            Some(raw) => frame::decode_string(raw).map_or(Text::Undecodable, Text::Str),
+            Some(raw) => json::decode_string(raw).map_or(Text::Undecodable, Text::Str),
         }
     }
 
@@ -486,6 +474,9 @@ fn fold_case(name: &str) -> Cow<'_, str> {
 }
 
 /// Two top-level field names equal under ASCII case folding, in order.
+/// Names are case-sensitive (`Type` is not `type`), but two that differ only
+/// in case are refused like a duplicate: a device whose parser folds case
+/// would read another command than the one validated.
 struct Clash<'a> {
     earlier: &'a str,
     later: &'a str,

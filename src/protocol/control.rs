@@ -6,7 +6,7 @@
 //! session checks who sent it).
 
 use crate::protocol::command::CommandType;
-use crate::protocol::frame::{self, Json};
+use crate::protocol::json::{self, Json};
 
 /// Longest camera id an operator may name (as in `PRESENCE_FIELD`).
 const MAX_CAMERA: usize = 128;
@@ -30,12 +30,12 @@ pub enum Control {
 pub fn request(json: &Json<'_>) -> Option<Result<Control, String>> {
     let member = |name: &str| {
         json.members()
-            .find(|m| frame::decode_string(m.key).as_deref() == Some(name))
+            .find(|m| json::decode_string(m.key).as_deref() == Some(name))
             .map(|m| m.value)
     };
     let op = member("control")?;
     let other = json.members().find_map(|m| {
-        let key = frame::decode_string(m.key).unwrap_or_default();
+        let key = json::decode_string(m.key).unwrap_or_default();
         (!matches!(key.as_ref(), "control" | "camera" | "types")).then(|| key.into_owned())
     });
     if let Some(key) = other {
@@ -52,7 +52,7 @@ fn parse(op: &[u8], camera: Option<&[u8]>, types: Option<&[u8]>) -> Result<Contr
         None => None,
         Some(raw) => Some(camera_name(raw)?),
     };
-    match frame::decode_string(op)
+    match json::decode_string(op)
         .filter(|_| op.starts_with(b"\""))
         .as_deref()
     {
@@ -67,7 +67,7 @@ fn parse(op: &[u8], camera: Option<&[u8]>, types: Option<&[u8]>) -> Result<Contr
 }
 
 fn camera_name(raw: &[u8]) -> Result<String, String> {
-    let name = frame::decode_string(raw)
+    let name = json::decode_string(raw)
         .filter(|_| raw.starts_with(b"\""))
         .ok_or("field \"camera\" must be a string")?;
     if name.is_empty() || name.len() > MAX_CAMERA {

@@ -44,7 +44,14 @@ pub struct Snapshot<'a> {
     /// The last snapshot of a clean stop: `state` says "stopped".
     pub stopped: bool,
     /// relay.conf as loaded, and whether it changed since.
-    pub config_file: Option<(String, bool)>,
+    pub config_file: Option<ConfigFile>,
+}
+
+/// relay.conf as the relay loaded it.
+pub struct ConfigFile {
+    pub path: String,
+    /// Changed on disk since it was loaded (`reload` would apply it).
+    pub changed: bool,
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
@@ -67,8 +74,8 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
     };
     json!({
         "state": if s.stopped { "stopped" } else { "running" },
-        "config_file": s.config_file.as_ref().map(|(path, _)| path),
-        "config_changed": s.config_file.as_ref().is_some_and(|(_, changed)| *changed),
+        "config_file": s.config_file.as_ref().map(|file| &file.path),
+        "config_changed": s.config_file.as_ref().is_some_and(|file| file.changed),
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
         "started": iso8601(s.started),

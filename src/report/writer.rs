@@ -1,14 +1,8 @@
-//! When the main thread writes the status snapshot (`STATUS_FILE` and
-//! `METRICS_FILE`): every `STATUS_INTERVAL` ([`StatusWriter::next_due`]
-//! says when the main thread must wake for it), at once when the publish
-//! link, the device link's subscriptions or the spool change state (the
-//! threads that change them ring `Counters::state_bell`), and only while the
-//! publisher thread keeps its word, so a stale file is how a watchdog
-//! learns the relay is hung. The publisher does not turn when it has
-//! nothing to do; it shows when it will turn again at the latest
-//! (`Counters::publisher_due_ms`), and it is stuck when it is long past
-//! that. A write that fails is logged at error once, until one succeeds
-//! again. The schedule takes the time as a value; only
+//! When the main thread writes `STATUS_FILE` and `METRICS_FILE`: every
+//! `STATUS_INTERVAL` ([`StatusWriter::next_due`]), at once when a link or the
+//! spool changes state (`Counters::state_bell`), and only while the
+//! publisher keeps its turns, so a stale file tells a watchdog the relay
+//! hangs. The schedule takes the time as a value; only
 //! [`StatusWriter::report`] touches files.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +17,7 @@ use crate::mqtt::publish_link::LinkShared;
 use crate::ops::counters::Counters;
 use crate::ops::sync::lock;
 use crate::ops::time::mono_ms;
+use crate::report::status::ConfigFile;
 use crate::report::{metrics, status};
 
 /// Where the status snapshot stands.
@@ -158,10 +153,10 @@ impl StatusWriter {
             devices,
             held: self.held.get(),
             stopped: self.stopped,
-            config_file: self
-                .config_file
-                .as_ref()
-                .map(|(path, loaded)| (path.display().to_string(), modified(path) != *loaded)),
+            config_file: self.config_file.as_ref().map(|(path, loaded)| ConfigFile {
+                path: path.display().to_string(),
+                changed: modified(path) != *loaded,
+            }),
         };
         let mut failed = Vec::new();
         if let Some(path) = &config.status_file {

@@ -11,8 +11,9 @@ use super::seen::Remembered;
 use super::{Action, Count, Delivery, Durability, Now, SpoolOp, CONNECTED_BACKLOG, WINDOW};
 use crate::delivery::item::Accepted;
 use crate::delivery::spool::Replayed;
-use crate::ops::{redact, time};
+use crate::ops::time;
 use crate::protocol::command;
+use crate::protocol::redact;
 
 impl Delivery {
     /// How many commands the ledger may hold now. With the broker connected a

@@ -1,35 +1,9 @@
-//! Every setting the relay gives rumqttc, and why, in one place; and the
-//! one face ([`Session`], [`Polled`]) its two clients show the device link
-//! thread: MQTT 5 (`rumqttc::v5`) and MQTT 3.1.1 (`rumqttc::Client`, for
-//! brokers that refuse 5: RabbitMQ before 3.13, amqtt, rumqttd's v4
-//! listener). rumqttc only carries the device link (subscribe only);
-//! commands travel on the relay's own link (`publish_link.rs`). These facts were read from the
-//! rumqttc 0.25.1 source, which is why Cargo.toml pins `~0.25.1`: re-read
-//! them before moving to another minor version.
-//!
-//! - The outgoing packet-id table is allocated at its upper limit (65,536
-//!   entries, about 16 MB by default); the link only subscribes, so
-//!   [`PACKET_IDS`] is plenty.
-//! - The maximum packet size is announced in CONNECT (MQTT 5), so the broker
-//!   drops a larger message for this client instead of sending it; without
-//!   it one oversized retained heartbeat would break the link on every
-//!   subscribe. MQTT 3.1.1 has no such property: there a larger message
-//!   breaks the connection (rumqttc refuses it), the one thing 3.1.1 costs.
-//! - The session is kept for [`SESSION_EXPIRY`] (clean start off, a stable
-//!   client id, QoS 1 subscriptions; on 3.1.1 clean session off, kept as
-//!   long as the broker keeps sessions): a heartbeat or a reply a camera
-//!   publishes while this link is away (a cut connection, a restart) waits
-//!   in the broker and arrives when it is back. Subscriptions are still made
-//!   again on every CONNACK: the broker may have expired the session.
-//! - The request channel holds [`REQUESTS`] requests; the link thread only
-//!   queues subscriptions and a disconnect, with `try_` calls that never
-//!   block the thread that polls the connection.
-//! - `TCP_NODELAY` is set (rumqttc's default is off): a device reply and
-//!   the PUBACK of a heartbeat go out at once instead of waiting on Nagle's
-//!   algorithm for the broker's delayed ACK. The connection timeout stays
-//!   rumqttc's 5 s.
-//! - Polling never backs off and never ends by itself: the link thread
-//!   sleeps between failed attempts and checks its stop signal itself.
+//! The device link's MQTT client: every setting the relay gives rumqttc,
+//! each said where it is set, and the one face ([`Session`], [`Polled`])
+//! its MQTT 5 and 3.1.1 clients show the device link thread, its only
+//! user. Subscribe only: commands go out on the relay's own link
+//! (`mqtt/publish_link.rs`). Read from rumqttc 0.25.1's source, hence the
+//! `~0.25.1` pin: re-read them before moving to another minor version.
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
@@ -41,19 +15,30 @@ use rumqttc::{NetworkOptions, RecvTimeoutError, SubscribeFilter, Transport, TryR
 use crate::config::{Config, MqttProtocol};
 use crate::mqtt::brokers::Broker;
 use crate::ops::log_limit;
-/// Largest device message the relay takes (heartbeats, replies); the broker
-/// drops larger ones for this connection.
+/// Largest device message the relay takes (heartbeats, replies). Announced
+/// in CONNECT (MQTT 5), so the broker drops a larger message for this client
+/// instead of sending it: one oversized retained heartbeat would otherwise
+/// break the link at every subscribe. MQTT 3.1.1 has no such property:
+/// there a larger message breaks the connection, the one thing 3.1.1 costs.
 pub const MAX_DEVICE_MESSAGE: u32 = 1024 * 1024;
 
-/// Outgoing packet ids (see the module doc).
+/// Outgoing packet ids: rumqttc allocates its table at the upper limit
+/// (65,536 entries, about 16 MB by default); the link only subscribes.
 pub const PACKET_IDS: u16 = 16;
 
 /// How long the broker keeps the device link's session while it is away:
 /// a broker or network hiccup, a relay restart or a watchdog replacing it
 /// fit in it; a relay gone for good costs the broker nothing after it.
+/// With clean start off, a stable client id and QoS 1 subscriptions (on
+/// 3.1.1 clean session off, kept as long as the broker keeps sessions), a
+/// heartbeat or reply a camera publishes meanwhile waits in the broker.
+/// Subscriptions are still made again at every CONNACK: the broker may
+/// have expired the session.
 pub const SESSION_EXPIRY: u32 = 300;
 
-/// Capacity of rumqttc's request channel.
+/// Capacity of rumqttc's request channel: the link thread only queues
+/// subscriptions and a disconnect, with `try_` calls that never block the
+/// thread that polls the connection.
 pub const REQUESTS: usize = 16;
 
 /// The connection options for `broker` on MQTT 5.
@@ -78,8 +63,11 @@ pub fn options(
     opts
 }
 
-/// `TCP_NODELAY` on (see the module doc); on 3.1.1 rumqttc takes these on
-/// the event loop rather than in the options.
+/// `TCP_NODELAY` on (rumqttc's default is off): a device reply and the
+/// PUBACK of a heartbeat go out at once instead of waiting on Nagle's
+/// algorithm for the broker's delayed ACK. The connection timeout stays
+/// rumqttc's 5 s. On 3.1.1 rumqttc takes these on the event loop rather
+/// than in the options.
 fn nodelay() -> NetworkOptions {
     let mut network = NetworkOptions::new();
     network.set_tcp_nodelay(true);
@@ -280,7 +268,9 @@ impl Session {
         }
     }
 
-    /// Waits up to `wait` for what the connection brings.
+    /// Waits up to `wait` for what the connection brings. rumqttc's polling
+    /// never backs off and never ends by itself: the link thread sleeps
+    /// between failed attempts and checks its stop signal itself.
     pub fn poll(&mut self, wait: Duration) -> Polled {
         match self {
             Session::V5(_, connection) => match connection.recv_timeout(wait) {

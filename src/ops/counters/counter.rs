@@ -1,18 +1,7 @@
 //! [`Counter`]: one 64-bit number that any thread adds to, sets and reads
 //! (the counters and gauges of [`super::Counters`], a connection's dropped
-//! lines). No thread owns it and no channel is involved.
-//!
-//! Counts and byte totals must go on past 2^32 on every gateway, but not
-//! every gateway CPU has 64-bit atomics: 32-bit MIPS (mipsel, e.g. MT7621
-//! routers) has none, so `AtomicU64` does not exist there. Where the target
-//! has them, a `Counter` is an `AtomicU64`; elsewhere it is a `u64` behind a
-//! mutex ([`Locked`]): a counter is touched a few times per command, so the
-//! lock costs nothing that matters, and the value stays a whole u64.
-//!
-//! The methods are those of `AtomicU64` that the relay uses, with the same
-//! names and arguments, so code written against `AtomicU64` reads the same.
-//! The `Ordering` is honoured with 64-bit atomics; the mutex is stronger than
-//! any ordering, so there it is not needed.
+//! lines), with `AtomicU64`'s methods, also where the target has no 64-bit
+//! atomics (32-bit MIPS). No thread owns it and no channel is involved.
 
 use std::sync::atomic::Ordering;
 
@@ -21,7 +10,13 @@ type Cell = std::sync::atomic::AtomicU64;
 #[cfg(not(target_has_atomic = "64"))]
 type Cell = Locked;
 
-/// A u64 shared between threads (see the module doc).
+/// A u64 shared between threads. Counts and byte totals must go on past
+/// 2^32 on every gateway, but 32-bit MIPS (mipsel, MT7621 routers) has no
+/// 64-bit atomics: where the target has them this is an `AtomicU64`,
+/// elsewhere a `u64` behind a mutex (`Locked`), which costs nothing that
+/// matters at a few touches per command. The methods are `AtomicU64`'s
+/// that the relay uses, same names and arguments; the mutex is stronger
+/// than any `Ordering`, so there it is not needed.
 #[derive(Default, Debug)]
 pub struct Counter(Cell);
 

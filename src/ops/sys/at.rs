@@ -155,9 +155,10 @@ pub fn open_at(
 /// The entry `name` of `dir`, a symlink itself rather than its target.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
     let name = c_name(name)?;
-    // SAFETY: an all-zero stat is a valid value; fstatat(2) writes into the
-    // struct we own and reads the name we own.
+    // SAFETY: an all-zero stat is a valid value (plain integers).
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatat(2) writes into the struct we own and reads the
+    // NUL-terminated name we own; `dir` stays open for the call.
     let rc = unsafe {
         libc::fstatat(
             dir.as_raw_fd(),
@@ -171,8 +172,10 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
 
 /// What an open descriptor (a path-only one too) refers to.
 pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
-    // SAFETY: an all-zero stat is a valid value; fstat(2) writes into it.
+    // SAFETY: an all-zero stat is a valid value (plain integers).
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat(2) writes into the struct we own; `fd` is borrowed,
+    // so open for the call.
     let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
     result(rc).map(|()| Stat::from(&st))
 }

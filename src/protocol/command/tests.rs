@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::frame::decode_string;
+use crate::protocol::json::decode_string;
 
 /// One realistic command per type, as a backend sends them.
 pub(crate) const SAMPLES: [(CommandType, &str); 12] = [

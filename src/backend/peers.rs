@@ -1,9 +1,8 @@
-//! Who is on the other end of a local TCP socket: the kernel's socket
-//! tables (`/proc/net/tcp` and `tcp6`) name each socket's owner (uid).
-//! Used by the listener thread to admit only `SOCKET_ALLOW_USERS` among
-//! local peers, and by `send` to check that the listener it talks to is
-//! the relay's. Parsing is pure ([`parse_table`], [`parse_passwd`]); the
-//! readers only open those files.
+//! Whose socket is it: the kernel's socket tables (`/proc/net/tcp`, `tcp6`)
+//! name each local socket's owner, and `/etc/passwd` and `/etc/group` the
+//! users and groups relay.conf names. Used by the listener (admission), the
+//! sessions (who sends a control request), the sockets (`SOCKET_GROUP`),
+//! `send` and the checks. Parsing is pure; the readers only open the files.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

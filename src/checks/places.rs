@@ -153,7 +153,14 @@ impl Identity {
 #[derive(Debug, Default)]
 pub struct Found {
     pub problems: Vec<String>,
-    pub to_make: Vec<(&'static str, PathBuf)>,
+    pub to_make: Vec<RunDir>,
+}
+
+/// A run-time directory the start makes, for the file of `key` in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    pub key: &'static str,
+    pub dir: PathBuf,
 }
 
 /// Checks every place the relay writes, and that no two name one file and
@@ -281,7 +288,10 @@ fn missing_dir(place: &Written, dir_path: &Path, deepest: &Dir, found: &mut Foun
         return;
     }
     match deepest.may_create() {
-        Ok(()) => found.to_make.push((place.key, dir_path.to_path_buf())),
+        Ok(()) => found.to_make.push(RunDir {
+            key: place.key,
+            dir: dir_path.to_path_buf(),
+        }),
         Err(e) if passing(place, &e) => {}
         Err(e) => found.problems.push(place.problem(format!(
             "the directory {} cannot be made in {}: {e}",
@@ -394,7 +404,13 @@ mod tests {
         let fine = format!("PID_FILE = {d}/p\nSTATUS_FILE = {d}/new/s\nSPOOL_FILE = {d}/spool\n");
         let found = problems(&config(&fine), Some(&conf));
         assert!(found.problems.is_empty(), "{:?}", found.problems);
-        assert_eq!(found.to_make, [("STATUS_FILE", dir.join("new"))]);
+        assert_eq!(
+            found.to_make,
+            [RunDir {
+                key: "STATUS_FILE",
+                dir: dir.join("new")
+            }]
+        );
         assert!(!dir.join("new").exists(), "checked, not made");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -1,27 +1,9 @@
-//! The one redaction function: how any payload (command, device reply,
-//! heartbeat) is shown in a log line or printed by `ms500-relay send`. Pure;
-//! used by every thread that prints a payload.
-//!
-//! The values of secret fields, at any depth and whatever their type
-//! (string, number, object, array), become `"***"`. A field is secret when its
-//! name (as decoded: `"pass\u0077ord"` is `password`; compared in ASCII
-//! lower case) either
-//!
-//! * contains one of [`SECRET_WORDS`]: `password`, `passwd`, `pwd`,
-//!   `passphrase`, `psk`, `secret`, `token`, `credential` (`wifi_password`,
-//!   `cs_psk`, `Passphrase`, `credentials`, `x_pwd`, `Api_TOKEN`), or
-//! * ends in the word `key`: the name is split into words at `_`, `-`, `.`,
-//!   spaces and where a lower-case letter or a digit is followed by an
-//!   upper-case one, trailing digits are dropped, and the last word is `key`
-//!   (`key`, `api_key`, `API-KEY`, `apiKey`, `privateKey`, `key_2`) or one of
-//!   [`KEY_COMPOUNDS`] run together (`apikey`, `APIKey`, `privatekey`,
-//!   `passkey`). `key` anywhere else is an ordinary word: `keyframe`,
-//!   `keyboard`, `monkey`, `key_id`, `keys_count` and `keys` (a list of
-//!   setting names, say) are shown.
-//!
-//! None of the field names of the contract (PROTOCOL.md §1.2 and §2.3) is
-//! secret but `wifi_password`. Bytes that are not JSON are never shown, only
-//! counted: a secret could hide in them and there is no way to tell.
+//! How any payload (command, device reply, heartbeat) is shown in a log
+//! line or printed by `send`: the value of every secret field becomes
+//! `"***"`, at any depth (which fields are secret: PROTOCOL.md §5.1 and
+//! [`SECRET_WORDS`], [`KEY_COMPOUNDS`]); bytes that are not JSON are only
+//! counted; control and format characters are escaped. Pure; called by
+//! every thread that prints a payload.
 
 use std::borrow::Cow;
 
@@ -66,7 +48,15 @@ pub const KEY_COMPOUNDS: [&str; 19] = [
 /// What is shown instead of a secret value.
 const MASK: &str = "***";
 
-/// Whether the value of a field called `name` (decoded) is never shown.
+/// Whether the value of a field called `name` (decoded: `"pass\u0077ord"`
+/// is `password`; compared in ASCII lower case) is never shown: when it
+/// contains one of [`SECRET_WORDS`] (`wifi_password`, `cs_psk`,
+/// `Api_TOKEN`), or its last word is `key` or one of [`KEY_COMPOUNDS`] run
+/// together with `key`. Words are split at `_`, `-`, `.`, spaces and where
+/// a lower-case letter or a digit is followed by an upper-case one, and
+/// trailing digits are dropped: `api_key`, `apiKey`, `APIKey`, `key_2` are
+/// secret; `keyframe`, `monkey`, `key_id`, `keys` are shown. Of the
+/// contract's fields (PROTOCOL.md §1.2, §2.3) only `wifi_password` is.
 pub fn is_secret_field(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
@@ -84,7 +74,7 @@ fn is_separator(b: u8) -> bool {
     matches!(b, b'_' | b'-' | b'.' | b' ')
 }
 
-/// The last word of a field name (see the module doc), trailing digits and
+/// The last word of a field name (see [`is_secret_field`]), trailing digits and
 /// separators dropped first: `"apiKey"` → `"Key"`, `"api_key_2"` → `"key"`.
 fn last_word(name: &str) -> &str {
     let name = name

@@ -7,10 +7,11 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::backend::peers;
+use crate::checks::places::{self, Found};
 use crate::config::{writable_by_others, Config};
 use crate::ops::files::GROUP_OTHER_READ;
-use crate::ops::places::{self, Found};
-use crate::ops::{peers, sys};
+use crate::ops::sys;
 
 /// The relay's own user: whose files, besides root's, it trusts (relay.conf,
 /// the TLS files, what it writes).
@@ -154,7 +155,7 @@ fn readable_by_others(mode: u32, gid: u32, relay_gid: u32) -> bool {
 
 /// Every problem the run would refuse before serving, each naming its key,
 /// path and why, so that `check-config` can report them all at once: the
-/// places of the files the relay writes ([`places::problems`]: every
+/// places of the files the relay writes (`places::problems`: every
 /// directory on the way trusted, a missing one that can be made, nothing
 /// of another user's or special where a file goes, no file named twice or
 /// relay.conf itself), the TLS files' trust, the users and group named,
