@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -42,7 +42,8 @@ struct Listener {
     /// Ids of sessions that have ended.
     ended_tx: Sender<u64>,
     ended_rx: Receiver<u64>,
-    next_id: u64,
+    /// Shared by every listener: a connection's id is unique in the process.
+    ids: Arc<AtomicU64>,
     /// Sessions still reading their peer: what MAX_CONNECTIONS limits. A
     /// session frees its place the moment it stops reading (see session::Slot).
     active: Arc<AtomicUsize>,
@@ -62,6 +63,9 @@ struct Listener {
 /// on its own thread (this one for the first), until the intake stops.
 pub fn run(sockets: Vec<Listening>, shared: Arc<Shared>) {
     let active = Arc::new(AtomicUsize::new(0));
+    // One count for every listener: a connection's id (what its reply
+    // routes are released by) is unique across TCP and the Unix socket.
+    let ids = Arc::new(AtomicU64::new(0));
     let turn = Arc::new(Mutex::new(()));
     let (freed_tx, freed_rx): (Vec<_>, Vec<_>) = sockets
         .iter()
@@ -70,6 +74,7 @@ pub fn run(sockets: Vec<Listening>, shared: Arc<Shared>) {
     let mut serving = sockets.into_iter().zip(freed_rx).map(|(socket, freed_rx)| {
         let places = Places {
             active: Arc::clone(&active),
+            ids: Arc::clone(&ids),
             turn: Arc::clone(&turn),
             freed_tx: freed_tx.clone(),
             freed_rx,
@@ -99,6 +104,8 @@ pub fn run(sockets: Vec<Listening>, shared: Arc<Shared>) {
 /// wake-up when one frees.
 struct Places {
     active: Arc<AtomicUsize>,
+    /// The last connection id given, by any listener.
+    ids: Arc<AtomicU64>,
     /// Held from the look at the places to the admission.
     turn: Arc<Mutex<()>>,
     freed_tx: Vec<Sender<()>>,
@@ -123,6 +130,7 @@ impl Listener {
         let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
         let Places {
             active,
+            ids,
             turn,
             freed_tx,
             freed_rx,
@@ -131,7 +139,7 @@ impl Listener {
             sessions: HashMap::new(),
             ended_tx,
             ended_rx,
-            next_id: 0,
+            ids,
             active,
             turn,
             admission: Admission::new(&shared.config.get()),
@@ -337,8 +345,7 @@ impl Listener {
         if limited && std::mem::take(&mut self.peer_waited) {
             Counters::add(&self.shared.counters.connections_waited);
         }
-        self.next_id += 1;
-        let id = self.next_id;
+        let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
         log::info!("backend {peer} connected");
         self.active.fetch_add(1, Ordering::SeqCst);
         let slot = Slot {

@@ -364,3 +364,42 @@ fn send_refuses_a_unix_socket_that_is_not_the_relays() {
         "nothing reached her socket"
     );
 }
+
+/// A TCP and a Unix socket connection each claim a unit's replies; when the
+/// TCP one closes, the Unix one keeps its route (the two listeners once
+/// numbered their connections each from 1, and the routes of "connection 1"
+/// went with whichever closed first).
+#[test]
+fn closing_a_tcp_connection_leaves_a_unix_connections_routes_alone() {
+    let broker = Broker::start();
+    let dir = TempDir::new("unix-routes");
+    let path = socket_in(&dir);
+    let relay = Relay::start(
+        broker.port,
+        &[("SOCKET_PATH", &text(&path)), ("ACK_MODE", "all")],
+    );
+    relay.expect_ready();
+    let mut unix = UnixStream::connect(&path).expect("the relay's Unix socket");
+    unix.write_all(br#"{"type":"SCS","unit":"cam-unix"}"#)
+        .unwrap();
+    assert_eq!(read_lines(&unix, 1, WAIT).len(), 1);
+    let mut tcp = relay.connect();
+    tcp.write_all(br#"{"type":"SCS","unit":"cam-tcp"}"#)
+        .unwrap();
+    relay.expect_log("accepted SCS for unit cam-tcp", WAIT);
+    drop(tcp);
+    relay.expect_log("backend 127.0.0.1:", WAIT);
+    relay.expect_log("connection lost", WAIT);
+    publish(
+        broker.port,
+        "/device/ms500/cam-unix/socket_reply",
+        b"{\"fw\":2}",
+        QoS::AtLeastOnce,
+    );
+    assert_eq!(
+        read_lines(&unix, 1, WAIT),
+        [r#"{"reply":{"fw":2},"unit":"cam-unix"}"#],
+        "{}",
+        relay.log()
+    );
+}
