@@ -856,7 +856,7 @@ fn held_lists_what_waits_and_cancel_drops_it_for_good() {
 #[test]
 #[ignore = "needs root to create and act as another user"]
 fn only_root_and_the_relays_user_may_see_or_cancel_held_commands() {
-    let other = crate::local_users::other_user();
+    let other = crate::support::local_users::other_user();
     let broker = Broker::start();
     let relay = relay_on(broker.port, "5", &[]);
     let conf = relay.conf.to_string_lossy().into_owned();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::local_users::other_user;
+use crate::support::local_users::other_user;
 use crate::support::{
     alive, read_json, relay_command, run_bin, send_signal, wait_until, Broker, Relay, TempDir, WAIT,
 };

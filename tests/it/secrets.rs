@@ -5,13 +5,11 @@
 //! certificate) is logged once, not at every retry.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{
-    make_ca, openssl, read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
-};
+use crate::support::certs::make_expired_certs;
+use crate::support::{read_lines, run_bin, wait_until, Broker, Relay, Subscriber, TempDir, WAIT};
 
 /// Members with secret values, each value distinctive (tagged so that the
 /// copies in a CFG, a UDS and a reply differ). `pass\u0077ord` is
@@ -184,60 +182,6 @@ fn send_prints_device_replies_with_secret_values_masked() {
             .iter()
             .any(|l| l.contains(r#""psk":"***""#) && l.contains("KeyfrV4lueIsShown4")),
         "the reply, masked:\n{out}"
-    );
-}
-
-/// A CA, and a server certificate for 127.0.0.1 it signed that expired in
-/// January 2020 (`openssl ca` takes explicit dates; `-days` cannot be negative).
-fn make_expired_certs(dir: &Path) {
-    make_ca(dir);
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=server",
-        ],
-    );
-    std::fs::write(dir.join("index.txt"), "").unwrap();
-    std::fs::write(dir.join("serial"), "01\n").unwrap();
-    std::fs::write(
-        dir.join("ca.cnf"),
-        "[ca]\ndefault_ca = test_ca\n[test_ca]\ndatabase = index.txt\nserial = serial\n\
-         new_certs_dir = .\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
-         [any]\ncommonName = supplied\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "ca",
-            "-batch",
-            "-config",
-            "ca.cnf",
-            "-cert",
-            "ca.pem",
-            "-keyfile",
-            "ca.key",
-            "-in",
-            "server.csr",
-            "-out",
-            "server.pem",
-            "-notext",
-            "-startdate",
-            "20200101000000Z",
-            "-enddate",
-            "20200102000000Z",
-            "-extfile",
-            "san.ext",
-        ],
     );
 }
 

@@ -3,13 +3,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support;
+use crate::support::certs::make_certs;
 use crate::support::{
-    closed_by_peer, make_ca, openssl, run_bin, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
+    closed_by_peer, run_bin, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
 };
 
 const VALID: &str = r#"{"type":"IMG","unit":"ok"}"#;
@@ -364,67 +364,6 @@ fn secrets_never_reach_the_log_even_at_debug() {
     assert!(
         log.contains(r#""wifi_password":"***""#),
         "debug dumps show the field, masked"
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
-fn make_certs(dir: &Path) {
-    make_ca(dir);
-    for name in ["server", "client"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-            ],
-        );
-    }
-    // A second, unrelated CA the broker does not use.
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "other.key",
-            "-out",
-            "other.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=someone else",
-        ],
     );
 }
 

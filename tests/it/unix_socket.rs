@@ -11,7 +11,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::local_users::{her_conf_with, other_user};
+use crate::support::local_users::{her_conf_with, other_user};
 use crate::support::{
     publish, read_lines, run_bin, samples, topic, Broker, Relay, Subscriber, TempDir, WAIT,
 };

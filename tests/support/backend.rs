@@ -1,0 +1,66 @@
+//! A backend's connection to the relay (TCP or the Unix socket): the lines
+//! it reads back, and whether the relay closed it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A backend's connection to the relay: TCP or the Unix socket.
+pub trait Session {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Session for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl Session for std::os::unix::net::UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// Reads lines from a backend socket until `n` lines or `timeout`.
+pub fn read_lines<S: Session>(stream: &S, n: usize, timeout: Duration) -> Vec<String>
+where
+    for<'a> &'a S: Read,
+{
+    let mut reader = BufReader::new(stream);
+    let deadline = Instant::now() + timeout;
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    lines.push(line.trim_end_matches('\n').to_string());
+                    line.clear();
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    lines
+}
+
+/// True when the relay closed the connection (read returns 0) within `timeout`.
+pub fn closed_by_peer(stream: &mut TcpStream, timeout: Duration) -> bool {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
