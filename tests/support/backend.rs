@@ -1,8 +1,11 @@
 //! A backend's connection to the relay (TCP or the Unix socket): the lines
 //! it reads back, and whether the relay closed it.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
+
+use super::TempDir;
 use std::time::{Duration, Instant};
 
 /// A backend's connection to the relay: TCP or the Unix socket.
@@ -63,4 +66,46 @@ pub fn closed_by_peer(stream: &mut TcpStream, timeout: Duration) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// Whether the relay closes `stream` (end of stream or a reset) within
+/// `limit`; a read interrupted by a signal (the tests' children come and
+/// go) is retried.
+pub fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+                return true;
+            }
+        }
+    }
+}
+
+pub fn json_line(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+}
+
+/// Writes `cmd` and a newline on a backend connection.
+pub fn send(stream: &mut TcpStream, cmd: &str) {
+    stream.write_all(cmd.as_bytes()).unwrap();
+    stream.write_all(b"\n").unwrap();
+}
+
+/// Where a test puts the relay's Unix socket (`SOCKET_PATH`) in `dir`.
+pub fn socket_in(dir: &TempDir) -> PathBuf {
+    dir.path().join("relay.sock")
 }

@@ -162,3 +162,16 @@ pub fn expect_all_in_order(sub: &Subscriber, n: usize, quiet: Duration, what: &s
         &out_of_order[..out_of_order.len().min(5)]
     );
 }
+
+pub fn reply_topic(unit: &str) -> String {
+    format!("/device/ms500/{unit}/socket_reply")
+}
+
+pub fn heartbeat_topic(id: &str) -> String {
+    format!("/device/ms500/{id}/online")
+}
+
+pub const VALID: &str = r#"{"type":"IMG","unit":"ok"}"#;
+
+/// The filter for every command on its default topic.
+pub const COMMANDS: &str = "/service/ms500/+/socket";

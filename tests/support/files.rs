@@ -3,10 +3,11 @@
 //! a disk that fills up or turns read-only.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::require;
 
@@ -131,4 +132,63 @@ pub fn free_bytes(dir: &Path) -> u64 {
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0)
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+pub fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).expect("chown");
+}
+
+/// The mode as `stat` prints it (`%a`, octal without leading zeros).
+pub fn stat_mode(path: &Path) -> String {
+    let out = Command::new("stat")
+        .args(["-c", "%a"])
+        .arg(path)
+        .output()
+        .expect("stat");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A directory like /tmp: everyone may create entries, only their owner
+/// may remove or rename them.
+pub fn sticky_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("tmp");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o1777);
+    dir
+}
+
+/// The modification time of `dir`: creating or removing anything in it
+/// changes it.
+pub fn mtime(dir: &Path) -> SystemTime {
+    std::fs::metadata(dir).unwrap().modified().unwrap()
+}
+
+/// Sets `dir`'s modification time a minute back, so that any change shows.
+pub fn age_dir(dir: &Path) {
+    let out = Command::new("touch")
+        .args(["-d", "1 minute ago"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(out.success());
+}
+
+pub fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(made.success());
+}
+
+pub fn append(conf: &Path, lines: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(conf).unwrap();
+    file.write_all(lines.as_bytes()).unwrap();
+}
+
+/// `path` as text, for relay.conf and the command line.
+pub fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }

@@ -99,3 +99,18 @@ pub fn her_conf_with(dir: &Path, other: Other, text: &str) -> String {
     std::fs::set_permissions(dir, perms).unwrap();
     path.to_string_lossy().into_owned()
 }
+
+pub const NOBODY: u32 = 65534;
+
+/// Fails a test that needs root (chown to another user) without it; such
+/// tests are also `#[ignore]`d, and CI runs them as root.
+pub fn needs_root() {
+    require(
+        running_as_root(),
+        "needs root to chown files to another user",
+    );
+}
+
+pub fn chown_to(path: &Path, other: Other) {
+    std::os::unix::fs::lchown(path, Some(other.uid), Some(other.gid)).unwrap();
+}

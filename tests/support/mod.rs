@@ -15,6 +15,21 @@
 //! whose prerequisite is missing fails with the reason ([`require`]).
 #![allow(dead_code)]
 
+/// Runs each of the named tests (`fn name(protocol: &str)`) on each MQTT
+/// version the device link speaks (issue 21), as `on_5::name` and
+/// `on_3_1_1::name`: mosquitto takes both.
+#[allow(unused_macros)]
+macro_rules! on_each_version {
+    ($($name:ident),* $(,)?) => {
+        mod on_5 {
+            $( #[test] fn $name() { super::$name("5") } )*
+        }
+        mod on_3_1_1 {
+            $( #[test] fn $name() { super::$name("3.1.1") } )*
+        }
+    };
+}
+
 pub mod backend;
 pub mod binary;
 pub mod broker;
@@ -31,7 +46,9 @@ pub mod prerequisites;
 pub mod process;
 pub mod proxy;
 pub mod rabbit;
+
 pub mod relay;
+pub mod tools;
 pub mod wait;
 
 // What nearly every test uses, by its name alone (the benchmark and the

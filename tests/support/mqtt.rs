@@ -199,3 +199,13 @@ fn publish_with(broker_port: u16, topic: &str, payload: &[u8], qos: QoS, retain:
         }
     }
 }
+
+/// A device-side MQTT client (large packets allowed) and a thread polling it.
+pub fn device(broker: u16, name: &str) -> Client {
+    let mut opts = MqttOptions::new(name, "127.0.0.1", broker);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    opts.set_inflight(100);
+    let (client, conn) = Client::new(opts, 256);
+    crate::support::pump(conn);
+    client
+}

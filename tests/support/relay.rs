@@ -356,3 +356,13 @@ impl Drop for Relay {
 pub fn accepted_count(relay: &Relay) -> usize {
     relay.log().matches("INFO  accepted ").count()
 }
+
+/// `settings` with the device link on `protocol` (`MQTT_PROTOCOL`).
+pub fn with_protocol<'a>(
+    protocol: &'a str,
+    settings: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut all = settings.to_vec();
+    all.push(("MQTT_PROTOCOL", protocol));
+    all
+}
