@@ -95,6 +95,7 @@ pub fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     }
 }
 
+/// A line the relay wrote (a status line), as JSON; panics on anything else.
 pub fn json_line(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
 }

@@ -2,6 +2,8 @@
 //! `MS500_RELAY_EXE` (a static build under qemu-user), and running it to
 //! completion for the commands that end (`check-config`, `send`, `status`...).
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -36,7 +38,7 @@ pub fn relay_words() -> Vec<String> {
 }
 
 /// Runs the binary to completion with `args`, returning (exit code, stdout, stderr).
-pub fn run_bin(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+pub fn run_bin<S: AsRef<OsStr> + Debug>(args: &[S], stdin: Option<&[u8]>) -> (i32, String, String) {
     let mut child = relay_command()
         .args(args)
         .env_remove("RUST_LOG")

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use super::{cpu_seconds, port_open, send_signal, wait_until, ReservedPort, TempDir, WAIT};
+use crate::support::Subscriber;
+use crate::support::COMMANDS;
 
 /// A real mosquitto on 127.0.0.1, on ports the OS picked and kept for it
 /// ([`ReservedPort`]) so that a restart comes back on the same ones.
@@ -212,4 +214,11 @@ fn mosquitto_bin() -> &'static str {
     } else {
         "mosquitto"
     }
+}
+
+/// Starts `broker` again and subscribes to every command on it: what the
+/// relay sends once the broker is back.
+pub fn broker_back(broker: &mut Broker) -> Subscriber {
+    broker.restart();
+    Subscriber::new(broker.port, COMMANDS)
 }

@@ -2,9 +2,29 @@
 //! the checks that every one of them arrived.
 
 use std::collections::HashMap;
+use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use super::{Message, Relay, Subscriber};
+
+/// The commands of [`samples`], without their types.
+pub fn sample_commands(unit: &str) -> Vec<String> {
+    samples(unit).into_iter().map(|(_, json)| json).collect()
+}
+
+/// `commands` as the payloads the broker delivers.
+pub fn bytes_of(commands: &[String]) -> Vec<&[u8]> {
+    commands.iter().map(String::as_bytes).collect()
+}
+
+/// `n` IMG commands for units `prefix-NNNN-xxx…`, the unit padded with
+/// `pad` x's (each command is logged with its unit), one after the other.
+pub fn padded_commands(prefix: &str, n: usize, pad: usize) -> String {
+    let x = "x".repeat(pad);
+    (0..n)
+        .map(|i| format!(r#"{{"type":"IMG","unit":"{prefix}-{i:04}-{x}"}}"#))
+        .collect()
+}
 
 /// The twelve command types with a realistic, valid sample each, for `unit`.
 pub fn samples(unit: &str) -> Vec<(&'static str, String)> {
@@ -69,6 +89,7 @@ pub fn samples(unit: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Where the relay publishes `unit`'s commands (the default COMMAND_TOPIC).
 pub fn topic(unit: &str) -> String {
     format!("/service/ms500/{unit}/socket")
 }
@@ -78,6 +99,12 @@ pub fn numbered_command(i: usize) -> String {
     format!(r#"{{"type":"IMG","unit":"d{}","id":{i}}}"#, i % 7)
 }
 
+/// [`numbered_command`]s `ids`, one after the other.
+pub fn numbered_commands(ids: Range<usize>) -> String {
+    ids.map(numbered_command).collect()
+}
+
+/// The id of a [`numbered_command`] the broker delivered.
 pub fn id_of(m: &Message) -> u64 {
     let v: serde_json::Value =
         serde_json::from_slice(&m.payload).expect("published payload is JSON");
@@ -86,42 +113,17 @@ pub fn id_of(m: &Message) -> u64 {
 
 /// Collects until every id in 0..n was seen or nothing arrives for `quiet`; returns (ids seen, messages seen).
 pub fn collect_ids(sub: &Subscriber, n: usize, quiet: Duration) -> (HashMap<u64, usize>, usize) {
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    let mut total = 0;
-    while seen.len() < n {
-        match sub.recv(quiet) {
-            Some(m) => {
-                total += 1;
-                *seen.entry(id_of(&m)).or_default() += 1;
-            }
-            None => break,
-        }
-    }
+    let (seen, total, _) = collect_in_order(sub, n, quiet);
     (seen, total)
 }
 
-/// Asserts that every id in 0..n arrived (at least once) and reports the duplicates.
-pub fn expect_all(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &Relay) {
-    let (seen, total) = collect_ids(sub, n, quiet);
-    let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains_key(i)).collect();
-    println!(
-        "{what}: {} distinct of {n} delivered, {} duplicates",
-        seen.len(),
-        total - seen.len()
-    );
-    assert!(
-        missing.is_empty(),
-        "lost {} commands, first {:?}; log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        relay.log()
-    );
-}
-
-/// [`expect_all`] for [`numbered_command`]s, and also that each unit's
-/// commands first arrived in the order sent (ids increasing); a duplicate
-/// published again after a broken link may come later, out of order.
-pub fn expect_all_in_order(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &Relay) {
+/// [`collect_ids`], and each (later, earlier) pair of [`numbered_command`]
+/// ids of one unit whose first arrivals came in the wrong order.
+fn collect_in_order(
+    sub: &Subscriber,
+    n: usize,
+    quiet: Duration,
+) -> (HashMap<u64, usize>, usize, Vec<(u64, u64)>) {
     let mut seen: HashMap<u64, usize> = HashMap::new();
     let mut last_first: HashMap<u64, u64> = HashMap::new();
     let mut out_of_order = Vec::new();
@@ -142,7 +144,49 @@ pub fn expect_all_in_order(sub: &Subscriber, n: usize, quiet: Duration, what: &s
             last_first.insert(unit, id);
         }
     }
-    let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains_key(i)).collect();
+    (seen, total, out_of_order)
+}
+
+/// Asserts that every id in 0..n arrived (at least once) and reports the duplicates.
+pub fn expect_all(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &Relay) {
+    expect_ids(sub, 0..=n as u64 - 1, quiet, what, relay);
+}
+
+/// [`expect_all`] for the ids in `ids`.
+pub fn expect_ids(
+    sub: &Subscriber,
+    ids: RangeInclusive<u64>,
+    quiet: Duration,
+    what: &str,
+    relay: &Relay,
+) {
+    let (seen, total, _) = collect_in_order(sub, ids.clone().count(), quiet);
+    expect_none_lost(&seen, total, ids, what, relay);
+}
+
+/// [`expect_all`] for [`numbered_command`]s, and also that each unit's
+/// commands first arrived in the order sent (ids increasing); a duplicate
+/// published again after a broken link may come later, out of order.
+pub fn expect_all_in_order(sub: &Subscriber, n: usize, quiet: Duration, what: &str, relay: &Relay) {
+    let (seen, total, out_of_order) = collect_in_order(sub, n, quiet);
+    expect_none_lost(&seen, total, 0..=n as u64 - 1, what, relay);
+    assert!(
+        out_of_order.is_empty(),
+        "{} commands first arrived after a later one of their unit, e.g. (later, earlier) {:?}",
+        out_of_order.len(),
+        &out_of_order[..out_of_order.len().min(5)]
+    );
+}
+
+fn expect_none_lost(
+    seen: &HashMap<u64, usize>,
+    total: usize,
+    ids: RangeInclusive<u64>,
+    what: &str,
+    relay: &Relay,
+) {
+    let n = ids.clone().count();
+    let missing: Vec<u64> = ids.filter(|i| !seen.contains_key(i)).collect();
     println!(
         "{what}: {} distinct of {n} delivered, {} duplicates",
         seen.len(),
@@ -155,23 +199,24 @@ pub fn expect_all_in_order(sub: &Subscriber, n: usize, quiet: Duration, what: &s
         &missing[..missing.len().min(10)],
         relay.log()
     );
-    assert!(
-        out_of_order.is_empty(),
-        "{} commands first arrived after a later one of their unit, e.g. (later, earlier) {:?}",
-        out_of_order.len(),
-        &out_of_order[..out_of_order.len().min(5)]
-    );
 }
 
+/// Where a device's reply to `unit` goes.
 pub fn reply_topic(unit: &str) -> String {
     format!("/device/ms500/{unit}/socket_reply")
 }
 
+/// Where camera `id` publishes its heartbeats.
 pub fn heartbeat_topic(id: &str) -> String {
     format!("/device/ms500/{id}/online")
 }
 
+/// A valid command: the one the tests write after a bad one.
 pub const VALID: &str = r#"{"type":"IMG","unit":"ok"}"#;
 
 /// The filter for every command on its default topic.
 pub const COMMANDS: &str = "/service/ms500/+/socket";
+
+/// The filter for every topic under /service/ms500, whatever unit a bad
+/// command names.
+pub const ANY_COMMAND: &str = "/service/ms500/#";

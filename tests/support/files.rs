@@ -57,14 +57,17 @@ pub fn age(path: &Path) -> Option<Duration> {
 /// that fills up, or one that is read-only.
 pub struct Tmpfs {
     pub dir: PathBuf,
+    /// Removed once the tmpfs is unmounted (fields drop after `drop`).
+    _parent: TempDir,
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size_kib` at a fresh directory under `parent`;
-    /// fails the test ([`require`]) where mounting is not permitted.
+    /// Mounts a tmpfs of `size_kib` at a fresh directory (`dir`); fails the
+    /// test ([`require`]) where mounting is not permitted.
     #[track_caller]
-    pub fn mount(parent: &Path, size_kib: u64, read_only: bool) -> Tmpfs {
-        let dir = parent.join("tmpfs");
+    pub fn mount(size_kib: u64, read_only: bool) -> Tmpfs {
+        let parent = TempDir::new("tmpfs");
+        let dir = parent.path().join("tmpfs");
         std::fs::create_dir_all(&dir).unwrap();
         let mut options = format!("size={size_kib}k,mode=0755");
         if read_only {
@@ -89,7 +92,10 @@ impl Tmpfs {
             Err(e) => Some(format!("cannot run mount: {e}")),
         };
         require(refused.is_none(), refused.as_deref().unwrap_or_default());
-        Tmpfs { dir }
+        Tmpfs {
+            dir,
+            _parent: parent,
+        }
     }
 
     /// Fills the file system up to about `free_kib` of free space.
@@ -122,34 +128,36 @@ impl Drop for Tmpfs {
 
 /// Free bytes on the file system holding `dir`, from `df`.
 pub fn free_bytes(dir: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["-B1", "--output=avail"])
-        .arg(dir)
-        .output()
-        .expect("df");
-    String::from_utf8_lossy(&out.stdout)
+    stdout_of("df", &["-B1", "--output=avail"], dir)
         .lines()
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0)
 }
 
+/// Sets the mode of `path`.
 pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// Gives `path` (not what it links to) to user and group `uid`.
 pub fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(uid)).expect("chown");
 }
 
 /// The mode as `stat` prints it (`%a`, octal without leading zeros).
 pub fn stat_mode(path: &Path) -> String {
-    let out = Command::new("stat")
-        .args(["-c", "%a"])
+    stdout_of("stat", &["-c", "%a"], path).trim().to_string()
+}
+
+/// What `program` with `args` and `path` prints.
+fn stdout_of(program: &str, args: &[&str], path: &Path) -> String {
+    let out = Command::new(program)
+        .args(args)
         .arg(path)
         .output()
-        .expect("stat");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A directory like /tmp: everyone may create entries, only their owner
@@ -177,11 +185,13 @@ pub fn age_dir(dir: &Path) {
     assert!(out.success());
 }
 
+/// A FIFO at `path`.
 pub fn mkfifo(path: &Path) {
     let made = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(made.success());
 }
 
+/// Appends `lines` to `conf` (in relay.conf, the last value of a key wins).
 pub fn append(conf: &Path, lines: &str) {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new().append(true).open(conf).unwrap();

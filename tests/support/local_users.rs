@@ -4,12 +4,13 @@
 //! (`setfsuid`, per thread on Linux): the kernel then records her as the
 //! socket's owner.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use super::{relay_words, require, running_as_root};
+use super::{relay_words, require, running_as_root, sticky_dir, TempDir};
 
+/// Her name.
 pub const USER: &str = "ms500-other";
 
 /// The unprivileged user of these tests, created once.
@@ -100,6 +101,7 @@ pub fn her_conf_with(dir: &Path, other: Other, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// The uid of nobody: another user for a test that only chowns files.
 pub const NOBODY: u32 = 65534;
 
 /// Fails a test that needs root (chown to another user) without it; such
@@ -111,6 +113,16 @@ pub fn needs_root() {
     );
 }
 
+/// Gives `path` (not what it links to) to her.
 pub fn chown_to(path: &Path, other: Other) {
     std::os::unix::fs::lchown(path, Some(other.uid), Some(other.gid)).unwrap();
+}
+
+/// The other user ([`other_user`]), a scratch directory, and in it `tmp`:
+/// sticky and open to all like /tmp, where she may create entries.
+pub fn sharing_a_tmp_with_her(tag: &str) -> (Other, TempDir, PathBuf) {
+    let other = other_user();
+    let dir = TempDir::new(tag);
+    let tmp = sticky_dir(dir.path());
+    (other, dir, tmp)
 }

@@ -4,11 +4,12 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-use super::WAIT;
+use super::{heartbeat_topic, reply_topic, COMMANDS, WAIT};
 
 /// One message seen by a subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +120,14 @@ impl Subscriber {
         out
     }
 
+    /// The payloads of [`Subscriber::collect`].
+    pub fn payloads(&self, n: usize, quiet: Duration) -> Vec<Vec<u8>> {
+        self.collect(n, quiet)
+            .into_iter()
+            .map(|m| m.payload)
+            .collect()
+    }
+
     /// Asserts nothing arrives within `wait`.
     pub fn assert_silent(&self, wait: Duration) {
         if let Ok(m) = self.rx.recv_timeout(wait) {
@@ -208,4 +217,28 @@ pub fn device(broker: u16, name: &str) -> Client {
     let (client, conn) = Client::new(opts, 256);
     crate::support::pump(conn);
     client
+}
+
+/// A heartbeat of camera `id` (at QoS 0, as the tests' devices send them).
+pub fn heartbeat(broker: u16, id: &str, payload: &[u8]) {
+    publish(broker, &heartbeat_topic(id), payload, QoS::AtMostOnce);
+}
+
+/// A camera's reply to `unit`'s last SCS or UDS, published (at QoS 1) as
+/// the camera does.
+pub fn device_reply(broker: u16, unit: &str, payload: &[u8]) {
+    publish(broker, &reply_topic(unit), payload, QoS::AtLeastOnce);
+}
+
+/// A simulated camera for `send`'s tests: it takes the next command on the
+/// command topics and answers it on `unit`'s reply topic with `reply`.
+/// Subscribed before it returns; joining it gives the command it took.
+pub fn answering_camera(broker: u16, unit: &str, reply: &[u8]) -> JoinHandle<Vec<u8>> {
+    let sub = Subscriber::new(broker, COMMANDS);
+    let (unit, reply) = (unit.to_string(), reply.to_vec());
+    std::thread::spawn(move || {
+        let command = sub.recv(WAIT).expect("the command reaches the camera");
+        device_reply(broker, &unit, &reply);
+        command.payload
+    })
 }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{
-    cpu_seconds, relay_words, send_signal, wait_listening_port, wait_until, TempDir, WAIT,
+    cpu_seconds, read_json, relay_words, send_signal, tools, wait_listening_port, wait_until,
+    Broker, Subscriber, TempDir, WAIT,
 };
 
 /// How a [`Relay`] process is started, beyond its relay.conf.
@@ -50,7 +51,10 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts the relay against `broker_port` with `settings` added to relay.conf, and waits until it listens.
+    /// Starts the relay against `broker_port` with `settings` added to
+    /// relay.conf, and waits until it listens. `{dir}` in a value stands for
+    /// the relay's own scratch directory ([`Relay::path`]), where a test puts
+    /// the files it names (`("STATUS_FILE", "{dir}/status.json")`).
     pub fn start(broker_port: u16, settings: &[(&str, &str)]) -> Relay {
         Relay::start_with(broker_port, settings, Launch::default())
     }
@@ -72,6 +76,26 @@ impl Relay {
         relay
     }
 
+    /// [`Relay::start`] with a status file in the relay's directory
+    /// ([`Relay::status_file`]) written every second, and `settings`.
+    pub fn start_with_status(broker_port: u16, settings: &[(&str, &str)]) -> Relay {
+        let mut all = vec![
+            ("STATUS_FILE", "{dir}/status.json"),
+            ("STATUS_INTERVAL", "1"),
+        ];
+        all.extend_from_slice(settings);
+        Relay::start(broker_port, &all)
+    }
+
+    /// [`Relay::start`] with `MQTT_BROKER` naming the brokers on `ports` in
+    /// order ([`broker_list`]), and `settings`.
+    pub fn start_listing(ports: &[u16], settings: &[(&str, &str)]) -> Relay {
+        let list = broker_list(ports);
+        let mut all = vec![("MQTT_BROKER", list.as_str())];
+        all.extend_from_slice(settings);
+        Relay::start(ports[0], &all)
+    }
+
     /// Starts the relay without waiting for it to listen.
     pub fn spawn(broker_port: u16, settings: &[(&str, &str)]) -> Relay {
         Relay::spawn_with(broker_port, settings, Launch::default())
@@ -87,8 +111,10 @@ impl Relay {
             .unwrap_or(0);
         let mut conf =
             format!("MQTT_BROKER = 127.0.0.1\nMQTT_PORT = {broker_port}\nSOCKET_PORT = {port}\n");
+        let own = dir.path().to_string_lossy().into_owned();
         for (k, v) in settings {
             if *k != "SOCKET_PORT" {
+                let v = v.replace("{dir}", &own);
                 conf.push_str(&format!("{k} = \"{v}\"\n"));
             }
         }
@@ -160,8 +186,36 @@ impl Relay {
         self.child = Some(child);
     }
 
+    /// The relay's scratch directory, which holds its relay.conf.
     pub fn dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// `name` in the relay's scratch directory: what `{dir}/name` in a
+    /// setting stands for.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self._dir.path().join(name)
+    }
+
+    /// The status file of [`Relay::start_with_status`].
+    pub fn status_file(&self) -> PathBuf {
+        self.path("status.json")
+    }
+
+    /// The status file as JSON; `Null` while it is not written yet.
+    pub fn status(&self) -> serde_json::Value {
+        read_json(&self.status_file())
+    }
+
+    /// Runs one of the relay's tools (`status`, `send`, `stop`...) on this
+    /// relay's relay.conf: see [`tools::tool`].
+    pub fn tool(&self, args: &[&str]) -> (i32, String, String) {
+        tools::tool(args, &self.conf)
+    }
+
+    /// [`Relay::tool`] with `input` on its standard input.
+    pub fn tool_with_input(&self, args: &[&str], input: &[u8]) -> (i32, String, String) {
+        tools::tool_with_input(args, &self.conf, Some(input))
     }
 
     /// The backend port. With `SOCKET_PORT = 0` it is read from the running
@@ -214,6 +268,14 @@ impl Relay {
     /// Waits until the log contains `needle`; panics with the log otherwise.
     pub fn expect_log(&self, needle: &str, timeout: Duration) {
         self.expect_log_count(needle, 1, timeout);
+    }
+
+    /// Waits until the log has a line holding `needle`, and returns it.
+    pub fn log_line(&self, needle: &str, timeout: Duration) -> String {
+        self.expect_log(needle, timeout);
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains(needle)).unwrap_or_default();
+        line.to_string()
     }
 
     /// Waits until the log contains `needle` at least `n` times; panics with the log otherwise.
@@ -365,4 +427,65 @@ pub fn with_protocol<'a>(
     let mut all = settings.to_vec();
     all.push(("MQTT_PROTOCOL", protocol));
     all
+}
+
+/// A mosquitto, a subscriber to `filter` on it, then the relay started with
+/// `settings` ([`Relay::start`]): the subscriber misses nothing the relay
+/// publishes.
+pub fn relay_with_subscriber(
+    filter: &str,
+    settings: &[(&str, &str)],
+) -> (Broker, Relay, Subscriber) {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, filter);
+    let relay = Relay::start(broker.port, settings);
+    (broker, relay, sub)
+}
+
+/// `MQTT_BROKER` naming the brokers on these loopback ports, in order.
+pub fn broker_list(ports: &[u16]) -> String {
+    let each: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    each.join(", ")
+}
+
+/// The publish link's line once it is connected to the broker on `port`.
+pub fn publish_link_on(port: u16) -> String {
+    format!("{PUBLISH_LINK_UP}127.0.0.1:{port}")
+}
+
+/// The device link's line once it is connected to the broker on `port`.
+pub fn device_link_on(port: u16) -> String {
+    format!("device link connected to broker 127.0.0.1:{port}")
+}
+
+/// The relay on `broker_port` with its device link subscribed, at
+/// LOG_LEVEL debug (single heartbeats are debug lines) and with a status
+/// file ([`Relay::start_with_status`]): every heartbeat shows in both.
+pub fn showing_heartbeats(broker_port: u16) -> Relay {
+    let relay = Relay::start_with_status(broker_port, &[("LOG_LEVEL", "debug")]);
+    relay.expect_subscribed();
+    relay
+}
+
+/// A mosquitto and the relay started on it with `settings` ([`Relay::start`]).
+pub fn broker_and_relay(settings: &[(&str, &str)]) -> (Broker, Relay) {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, settings);
+    (broker, relay)
+}
+
+/// A mosquitto and the relay with `settings`, both links up.
+pub fn ready(settings: &[(&str, &str)]) -> (Broker, Relay) {
+    let (broker, relay) = broker_and_relay(settings);
+    relay.expect_ready();
+    (broker, relay)
+}
+
+/// A mosquitto and the relay with `settings`, its device link on MQTT
+/// `protocol` ([`with_protocol`]), both links up.
+pub fn ready_on(protocol: &str, settings: &[(&str, &str)]) -> (Broker, Relay) {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, &with_protocol(protocol, settings));
+    relay.expect_ready();
+    (broker, relay)
 }

@@ -3,18 +3,34 @@
 //! found by the configuration they run, and killed even when a test fails.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::{chmod, run_bin, send_signal, TempDir};
+use super::{alive, chmod, run_bin, send_signal, wait_until, WAIT};
 
-/// relay.conf in `dir` holding `text`; its path.
-pub fn write_conf(dir: &TempDir, text: &str) -> String {
-    let p = dir.path().join("relay.conf");
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
+/// The start of a relay.conf for a relay that stops at its checks or never
+/// reaches a broker (port 1), with SOCKET_ALLOW_USERS set so that no
+/// warning about local users joins what a test reads.
+pub const NO_BROKER: &str = "SOCKET_PORT = 0\nMQTT_PORT = 1\nSOCKET_ALLOW_USERS = root\n";
+
+/// `dir`/relay.conf holding `text`; its path.
+pub fn conf_in(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("relay.conf");
+    std::fs::write(&path, text).expect("write relay.conf");
+    path
 }
 
-/// relay.conf in `dir` (mode 0644: readable by every local user, which the
-/// checks allow without a password in it), pointing at `broker_port`.
+/// `dir`/relay.conf holding [`NO_BROKER`] and `lines`, mode 0600 (nobody
+/// else reads it, so no warning about that either).
+pub fn private_conf(dir: &Path, lines: &str) -> PathBuf {
+    let path = conf_in(dir, &format!("{NO_BROKER}{lines}"));
+    chmod(&path, 0o600);
+    path
+}
+
+/// relay.conf `name` in `dir` for the operator's tools, pointing at
+/// `broker_port`: mode 0644 (readable by every local user, which the checks
+/// allow without a password in it), a status file refreshed every second
+/// and a short shutdown grace.
 pub fn shared_conf(dir: &Path, name: &str, broker_port: u16, lines: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(
@@ -24,36 +40,46 @@ pub fn shared_conf(dir: &Path, name: &str, broker_port: u16, lines: &str) -> Pat
              SOCKET_ALLOW_USERS = root\nSTATUS_INTERVAL = 1\nSHUTDOWN_GRACE = 1\n{lines}"
         ),
     )
-    .unwrap();
+    .expect("write relay.conf");
     chmod(&path, 0o644);
     path
 }
 
-/// A relay.conf in `dir` with `lines`; the relay exits before it needs a broker.
-pub fn private_conf(dir: &Path, lines: &str) -> PathBuf {
-    let path = dir.join("relay.conf");
-    // SOCKET_ALLOW_USERS set: no warning about local users among those counted.
-    std::fs::write(
-        &path,
-        format!("SOCKET_PORT = 0\nMQTT_PORT = 1\nSOCKET_ALLOW_USERS = root\n{lines}"),
-    )
-    .unwrap();
-    chmod(&path, 0o600);
-    path
-}
-
-pub fn run_with(conf: &Path) -> (i32, String) {
-    let (code, _, err) = run_bin(&["-c", conf.to_str().unwrap()], None);
-    (code, err)
-}
-
+/// Runs the relay binary as `args` with `-c conf` after the first of them
+/// (the command; `&[]` runs the relay itself): exit code, stdout, stderr.
 pub fn tool(args: &[&str], conf: &Path) -> (i32, String, String) {
-    let mut all: Vec<&str> = args.to_vec();
-    let conf = conf.to_string_lossy().into_owned();
-    all.extend(["-c", conf.as_str()]);
-    run_bin(&all, None)
+    tool_with_input(args, conf, None)
 }
 
+/// [`tool`] with `input` on its standard input.
+pub fn tool_with_input(args: &[&str], conf: &Path, input: Option<&[u8]>) -> (i32, String, String) {
+    let conf = conf.to_string_lossy().into_owned();
+    let (command, rest) = args
+        .split_first()
+        .map_or((None, &[][..]), |(c, r)| (Some(*c), r));
+    let all: Vec<&str> = command
+        .into_iter()
+        .chain(["-c", conf.as_str()])
+        .chain(rest.iter().copied())
+        .collect();
+    run_bin(&all, input)
+}
+
+/// Asserts that each of `commands` (`""`: the start itself) refuses `conf`
+/// with exit 2 and a stderr that names every one of `needles`.
+#[track_caller]
+pub fn refused_by(commands: &[&str], conf: &Path, needles: &[&str]) {
+    for command in commands {
+        let args: &[&str] = if command.is_empty() { &[] } else { &[command] };
+        let (code, out, err) = tool(args, conf);
+        assert_eq!(code, 2, "{command:?}: {out}{err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{command:?}, {needle:?}: {err}");
+        }
+    }
+}
+
+/// The pid written in `pid_file`, if any.
 pub fn read_pid(pid_file: &Path) -> Option<u32> {
     std::fs::read_to_string(pid_file)
         .ok()
@@ -108,4 +134,74 @@ pub fn started_by_watchdog(conf: &Path, pid_file: &Path) -> u32 {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("started"), "{out}{err}");
     read_pid(pid_file).expect("a pid in PID_FILE")
+}
+
+/// A relay.conf for the tools ([`shared_conf`]) with PID_FILE and
+/// STATUS_FILE where the test says, and a [`Reaper`] for the relays the
+/// tools start with it.
+pub struct ToolConf {
+    pub path: PathBuf,
+    pub pid_file: PathBuf,
+    _reaper: Reaper,
+}
+
+impl ToolConf {
+    /// `dir`/relay.conf reaching the broker on `broker_port`.
+    pub fn new(dir: &Path, broker_port: u16, pid_file: PathBuf, status_file: &Path) -> ToolConf {
+        ToolConf::named("relay.conf", dir, broker_port, pid_file, status_file, "")
+    }
+
+    /// As [`ToolConf::new`], PID_FILE `pid` and STATUS_FILE `status.json`
+    /// in `dir`/run, a directory the relay makes at start.
+    pub fn in_run(dir: &Path, broker_port: u16, pid: &str) -> ToolConf {
+        let run = dir.join("run");
+        ToolConf::new(dir, broker_port, run.join(pid), &run.join("status.json"))
+    }
+
+    /// As [`ToolConf::new`], as `name` in `dir`, with more `lines`.
+    pub fn named(
+        name: &str,
+        dir: &Path,
+        broker_port: u16,
+        pid_file: PathBuf,
+        status_file: &Path,
+        lines: &str,
+    ) -> ToolConf {
+        let files = format!(
+            "PID_FILE = {}\nSTATUS_FILE = {}\n{lines}",
+            pid_file.display(),
+            status_file.display()
+        );
+        let path = shared_conf(dir, name, broker_port, &files);
+        ToolConf {
+            _reaper: Reaper(vec![path.clone()]),
+            path,
+            pid_file,
+        }
+    }
+
+    /// Runs a tool on it (see [`tool`]).
+    pub fn tool(&self, args: &[&str]) -> (i32, String, String) {
+        tool(args, &self.path)
+    }
+
+    /// Starts its relay with the watchdog; the relay's pid.
+    pub fn started_by_watchdog(&self) -> u32 {
+        started_by_watchdog(&self.path, &self.pid_file)
+    }
+
+    /// `stop` stops relay `pid`, and says so; how long `stop` took.
+    #[track_caller]
+    pub fn stops(&self, pid: u32) -> Duration {
+        let started = Instant::now();
+        let (code, out, err) = self.tool(&["stop"]);
+        let took = started.elapsed();
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains(&format!("stopping relay pid {pid}")),
+            "{out}{err}"
+        );
+        assert!(wait_until(WAIT, || !alive(pid)), "relay {pid} still runs");
+        took
+    }
 }

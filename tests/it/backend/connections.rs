@@ -13,14 +13,13 @@ use rumqttc::QoS;
 
 use crate::support::{
     accepted_count, closed_by_peer, closed_within, expect_all, numbered_command as command,
-    open_fds, reply_topic, wait_until, Broker, Launch, Relay, Subscriber, VALID, WAIT,
+    open_fds, relay_with_subscriber, reply_topic, wait_until, Broker, Launch, Relay, Subscriber,
+    ANY_COMMAND, COMMANDS, VALID, WAIT,
 };
 
 #[test]
 fn connection_past_max_connections_waits_for_a_freed_slot() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, &[("MAX_CONNECTIONS", "2")]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("MAX_CONNECTIONS", "2")]);
     let mut a = relay.connect();
     let mut b = relay.connect();
     a.write_all(VALID.as_bytes()).unwrap();
@@ -46,9 +45,7 @@ fn connection_past_max_connections_waits_for_a_freed_slot() {
 
 #[test]
 fn one_shot_connections_at_the_limit_are_served_back_to_back() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, &[("MAX_CONNECTIONS", "1")]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("MAX_CONNECTIONS", "1")]);
     for _ in 0..20 {
         let mut s = relay.connect();
         s.write_all(VALID.as_bytes()).unwrap();
@@ -66,9 +63,7 @@ fn one_shot_connections_at_the_limit_are_served_back_to_back() {
 
 #[test]
 fn twenty_bursts_of_32_one_shot_connections_at_default_settings_lose_no_command() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, &[]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[]);
     relay.expect_ready();
     let (rounds, burst) = (20, 32);
     for round in 0..rounds {
@@ -154,7 +149,7 @@ fn six_hundred_one_shot_connections_during_an_outage_under_ulimit_256() {
         .unwrap_or(0);
     assert!(threads < 30, "{threads} threads for closed connections");
     broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     expect_all(
         &sub,
         600,
@@ -168,9 +163,7 @@ fn six_hundred_one_shot_connections_during_an_outage_under_ulimit_256() {
 
 #[test]
 fn a_backend_that_never_reads_does_not_delay_other_connections() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[]);
+    let (broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
     relay.expect_ready();
     let mut lazy = relay.connect();
     lazy.write_all(br#"{"type":"SCS","unit":"flood"}"#).unwrap();
@@ -232,9 +225,7 @@ fn a_backend_that_never_reads_does_not_delay_other_connections() {
 /// for 60 s more; one that sent a value may stay idle.
 #[test]
 fn connections_that_never_send_a_value_are_closed_after_60_s() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, &[("MAX_CONNECTIONS", "2")]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("MAX_CONNECTIONS", "2")]);
     relay.expect_subscribed();
     let mut talker = relay.connect();
     talker
@@ -271,9 +262,7 @@ fn connections_that_never_send_a_value_are_closed_after_60_s() {
 
 #[test]
 fn a_value_left_incomplete_for_60_s_is_dropped_and_its_connection_closed_but_idle_ones_stay() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, &[]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[]);
     let mut slow = relay.connect();
     let mut idle = relay.connect();
     // Idle after one complete value: it may stay (one that never sent a

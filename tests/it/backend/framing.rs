@@ -3,18 +3,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::support::{samples, topic, Broker, Relay, Subscriber, WAIT};
-
-fn setup() -> (Broker, Relay, Subscriber) {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[]);
-    (broker, relay, sub)
-}
+use crate::support::{
+    bytes_of, relay_with_subscriber, sample_commands, samples, topic, COMMANDS, WAIT,
+};
 
 #[test]
 fn each_of_the_twelve_types_arrives_byte_exact_on_its_topic() {
-    let (_broker, relay, sub) = setup();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
     let mut s = relay.connect();
     for (kind, json) in samples("cam-01") {
         s.write_all(json.as_bytes()).unwrap();
@@ -34,7 +29,7 @@ fn each_of_the_twelve_types_arrives_byte_exact_on_its_topic() {
 
 #[test]
 fn utf8_text_and_a_60_kb_command_publish_unchanged() {
-    let (_broker, relay, sub) = setup();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
     let mut s = relay.connect();
     let piece = "ŽluťoučkýKůň☕";
     let big_text: String = piece.repeat(60_000 / piece.len());
@@ -48,28 +43,21 @@ fn utf8_text_and_a_60_kb_command_publish_unchanged() {
 
 #[test]
 fn many_commands_in_one_write_with_no_separator() {
-    let (_broker, relay, sub) = setup();
-    let all: Vec<String> = samples("u2").into_iter().map(|(_, j)| j).collect();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
+    let all = sample_commands("u2");
     relay.connect().write_all(all.concat().as_bytes()).unwrap();
-    let got = sub.collect(12, WAIT);
-    let payloads: Vec<Vec<u8>> = got.into_iter().map(|m| m.payload).collect();
-    let expected: Vec<Vec<u8>> = all.iter().map(|j| j.as_bytes().to_vec()).collect();
-    assert_eq!(payloads, expected);
+    assert_eq!(sub.payloads(12, WAIT), bytes_of(&all));
 }
 
 #[test]
 fn newline_delimited_json() {
-    let (_broker, relay, sub) = setup();
-    let all: Vec<String> = samples("u3").into_iter().map(|(_, j)| j).collect();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
+    let all = sample_commands("u3");
     relay
         .connect()
         .write_all((all.join("\n") + "\n").as_bytes())
         .unwrap();
-    let got: Vec<Vec<u8>> = sub
-        .collect(12, WAIT)
-        .into_iter()
-        .map(|m| m.payload)
-        .collect();
+    let got = sub.payloads(12, WAIT);
     assert_eq!(got.len(), 12);
     for (g, e) in got.iter().zip(&all) {
         assert_eq!(g, e.as_bytes());
@@ -78,7 +66,7 @@ fn newline_delimited_json() {
 
 #[test]
 fn pretty_printed_with_crlf_is_published_trimmed_but_otherwise_exact() {
-    let (_broker, relay, sub) = setup();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
     let pretty = "{\r\n  \"type\": \"FRS\",\r\n  \"unit\": \"u4\",\r\n  \"reset_level\": 0\r\n}";
     let other = "{\r\n\t\"type\" : \"IMG\" ,\r\n\t\"unit\" : \"u4\"\r\n}";
     let mut s = relay.connect();
@@ -92,24 +80,18 @@ fn pretty_printed_with_crlf_is_published_trimmed_but_otherwise_exact() {
 
 #[test]
 fn one_byte_writes() {
-    let (_broker, relay, sub) = setup();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
     let mut s = relay.connect();
-    let all: Vec<String> = samples("u5").into_iter().map(|(_, j)| j).collect();
+    let all = sample_commands("u5");
     for b in all.concat().as_bytes() {
         s.write_all(&[*b]).unwrap();
     }
-    let got: Vec<Vec<u8>> = sub
-        .collect(12, WAIT)
-        .into_iter()
-        .map(|m| m.payload)
-        .collect();
-    let expected: Vec<Vec<u8>> = all.iter().map(|j| j.as_bytes().to_vec()).collect();
-    assert_eq!(got, expected);
+    assert_eq!(sub.payloads(12, WAIT), bytes_of(&all));
 }
 
 #[test]
 fn a_command_split_across_writes_with_pauses() {
-    let (_broker, relay, sub) = setup();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
     let mut s = relay.connect();
     let cmd = r#"{"type":"AIM","unit":"u6","model_id":"m-9","link":"https://x/y","md5":"0123456789abcdef0123456789abcdef"}"#;
     let (a, rest) = cmd.split_at(10);
@@ -130,7 +112,7 @@ fn a_command_split_across_writes_with_pauses() {
 
 #[test]
 fn a_burst_of_2000_on_one_connection_arrives_complete_and_in_order() {
-    let (_broker, relay, sub) = setup();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[]);
     let mut burst = String::new();
     let expected: Vec<String> = (0..2000)
         .map(|i| format!(r#"{{"type":"IMG","unit":"burst","id":{i}}}"#))
@@ -153,9 +135,7 @@ fn a_burst_of_2000_on_one_connection_arrives_complete_and_in_order() {
 
 #[test]
 fn qos_0_also_delivers() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("MQTT_QOS", "0")]);
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("MQTT_QOS", "0")]);
     let cmd = r#"{"type":"RSR","unit":"q0"}"#;
     relay.connect().write_all(cmd.as_bytes()).unwrap();
     assert_eq!(sub.recv(WAIT).expect("published").payload, cmd.as_bytes());
@@ -163,9 +143,8 @@ fn qos_0_also_delivers() {
 
 #[test]
 fn custom_command_topic() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "site/7/#");
-    let relay = Relay::start(broker.port, &[("COMMAND_TOPIC", "site/7/{unit}/cmd")]);
+    let (_broker, relay, sub) =
+        relay_with_subscriber("site/7/#", &[("COMMAND_TOPIC", "site/7/{unit}/cmd")]);
     relay
         .connect()
         .write_all(br#"{"type":"IMG","unit":"cam.9:A_b-c"}"#)

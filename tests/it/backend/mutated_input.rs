@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
-use crate::support::{samples, Broker, Relay, Subscriber};
+use crate::support::{relay_with_subscriber, samples, ANY_COMMAND};
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -97,9 +97,7 @@ fn valid_unit(u: &str) -> bool {
 
 #[test]
 fn mutated_commands_never_escape_and_every_sentinel_arrives() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "error")]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("LOG_LEVEL", "error")]);
     let connections = 4;
     let per_connection = 6_000;
     let bases: Vec<Vec<u8>> = samples("cam-7")

@@ -7,21 +7,19 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use rumqttc::QoS;
-
 use crate::support;
-use crate::support::tools::write_conf;
-use crate::support::{publish, reply_topic, run_bin, Broker, Relay, Subscriber, TempDir, WAIT};
+use crate::support::tools::{conf_in, tool};
+use crate::support::{
+    answering_camera, broker_and_relay, relay_with_subscriber, Broker, Relay, TempDir, COMMANDS,
+    WAIT,
+};
 
 #[test]
 fn send_delivers_arguments_and_stdin_and_prints_replies() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
-    let conf = relay.conf.to_str().unwrap().to_string();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("ACK_MODE", "all")]);
     let a = r#"{"type":"IMG","unit":"s1","id":1}"#;
     let b = r#"{"type":"RSR","unit":"s1","id":2}"#;
-    let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "2", a, b], None);
+    let (code, out, err) = relay.tool(&["send", "-w", "2", a, b]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(sub.recv(WAIT).unwrap().payload, a.as_bytes());
     assert_eq!(sub.recv(WAIT).unwrap().payload, b.as_bytes());
@@ -31,7 +29,7 @@ fn send_delivers_arguments_and_stdin_and_prints_replies() {
     );
 
     let c = r#"{"type":"FRS","unit":"s1","reset_level":1}"#;
-    let (code, _, err) = run_bin(&["send", "-c", &conf, "-w", "0.5"], Some(c.as_bytes()));
+    let (code, _, err) = relay.tool_with_input(&["send", "-w", "0.5"], c.as_bytes());
     assert_eq!(code, 0, "{err}");
     assert_eq!(sub.recv(WAIT).unwrap().payload, c.as_bytes());
 }
@@ -44,8 +42,8 @@ fn send_without_a_relay_fails_with_exit_1() {
         .local_addr()
         .unwrap()
         .port();
-    let conf = write_conf(&dir, &format!("SOCKET_PORT = {port}\n"));
-    let (code, _, err) = run_bin(&["send", "-c", &conf, "{}"], None);
+    let conf = conf_in(dir.path(), &format!("SOCKET_PORT = {port}\n"));
+    let (code, _, err) = tool(&["send", "{}"], &conf);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot connect"), "{err}");
 }
@@ -54,10 +52,7 @@ fn send_without_a_relay_fails_with_exit_1() {
 /// still being written, so none is dropped and every command is confirmed.
 #[test]
 fn send_confirms_every_command_of_a_large_input() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "warn")]);
-    let conf = relay.conf.to_string_lossy().into_owned();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("LOG_LEVEL", "warn")]);
     let n = 30_000;
     let input: String = (0..n)
         .map(|i| {
@@ -67,7 +62,7 @@ fn send_confirms_every_command_of_a_large_input() {
             )
         })
         .collect();
-    let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "20"], Some(input.as_bytes()));
+    let (code, out, err) = relay.tool_with_input(&["send", "-w", "20"], input.as_bytes());
     assert_eq!(code, 0, "{err}");
     let ok = out
         .lines()
@@ -79,13 +74,10 @@ fn send_confirms_every_command_of_a_large_input() {
 
 #[test]
 fn send_says_what_became_of_each_command_whatever_ack_mode() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "none")]);
-    let conf = relay.conf.to_string_lossy().into_owned();
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("ACK_MODE", "none")]);
     let a = r#"{"type":"IMG","unit":"s1","id":1}"#;
     let b = r#"{"type":"RSR","unit":"s1","id":2}"#;
-    let (code, out, err) = run_bin(&["send", "-c", &conf, a, b], None);
+    let (code, out, err) = relay.tool(&["send", a, b]);
     assert_eq!(code, 0, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -98,7 +90,7 @@ fn send_says_what_became_of_each_command_whatever_ack_mode() {
     sub.collect(2, WAIT);
 
     let bad = r#"{"type":"AIM","unit":"s1","id":3,"model_id":1,"link":"l"}"#;
-    let (code, out, err) = run_bin(&["send", "-c", &conf, a, bad], None);
+    let (code, out, err) = relay.tool(&["send", a, bad]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         out.contains(
@@ -109,7 +101,7 @@ fn send_says_what_became_of_each_command_whatever_ack_mode() {
     assert!(err.contains("1 of 2 commands were refused"), "{err}");
 
     // Not JSON at all: one error line, exit 1.
-    let (code, out, _) = run_bin(&["send", "-c", &conf, "-"], Some(b"hello\n"));
+    let (code, out, _) = relay.tool_with_input(&["send", "-"], b"hello\n");
     assert_eq!(code, 1);
     assert!(out.contains(r#""status":"error""#), "{out}");
 
@@ -124,18 +116,7 @@ fn send_says_what_became_of_each_command_whatever_ack_mode() {
 fn send_exits_1_when_the_broker_does_not_confirm_in_time() {
     let broker = Broker::unstarted("");
     let relay = Relay::start(broker.port, &[]);
-    let conf = relay.conf.to_string_lossy().into_owned();
-    let (code, out, err) = run_bin(
-        &[
-            "send",
-            "-c",
-            &conf,
-            "-w",
-            "1",
-            r#"{"type":"IMG","unit":"s1"}"#,
-        ],
-        None,
-    );
+    let (code, out, err) = relay.tool(&["send", "-w", "1", r#"{"type":"IMG","unit":"s1"}"#]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("1 of 1 commands not confirmed within 1.0 s"),
@@ -145,49 +126,36 @@ fn send_exits_1_when_the_broker_does_not_confirm_in_time() {
 
 #[test]
 fn send_says_the_relay_refused_it_and_which_file_it_read() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("SOCKET_ALLOW", "10.0.0.1")]);
-    let conf = relay.conf.to_string_lossy().into_owned();
-    let (code, _, err) = run_bin(&["send", "-c", &conf, r#"{"type":"IMG","unit":"u"}"#], None);
+    let (_broker, relay) = broker_and_relay(&[("SOCKET_ALLOW", "10.0.0.1")]);
+    let (code, _, err) = relay.tool(&["send", r#"{"type":"IMG","unit":"u"}"#]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("closed the connection without a word"),
         "{err}"
     );
     assert!(!err.contains("broker"), "the broker is not to blame: {err}");
+    let conf = relay.conf.display();
     assert!(err.contains(&format!("configuration from {conf}")), "{err}");
 }
 
 #[test]
 fn send_tells_no_listener_from_a_wrong_peer() {
     let dir = TempDir::new("op-send");
-    let conf = dir.path().join("relay.conf");
     let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = stranger.local_addr().unwrap().port();
-    std::fs::write(&conf, format!("SOCKET_PORT = {port}\n")).unwrap();
-    let conf = conf.to_string_lossy().into_owned();
+    let conf = conf_in(dir.path(), &format!("SOCKET_PORT = {port}\n"));
     let talker = std::thread::spawn(move || {
         let (mut peer, _) = stranger.accept().unwrap();
         peer.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
         // Reads what send writes until it gives up, as a server would.
         let _ = std::io::copy(&mut peer, &mut std::io::sink());
     });
-    let (code, _, err) = run_bin(
-        &[
-            "send",
-            "-c",
-            &conf,
-            "-w",
-            "1",
-            r#"{"type":"IMG","unit":"u"}"#,
-        ],
-        None,
-    );
+    let (code, _, err) = tool(&["send", "-w", "1", r#"{"type":"IMG","unit":"u"}"#], &conf);
     talker.join().unwrap();
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("is not the relay"), "{err}");
     // The listener is gone now: nobody listens on the port.
-    let (code, _, err) = run_bin(&["send", "-c", &conf, r#"{"type":"IMG","unit":"u"}"#], None);
+    let (code, _, err) = tool(&["send", r#"{"type":"IMG","unit":"u"}"#], &conf);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nothing listens at"), "{err}");
 }
@@ -195,33 +163,15 @@ fn send_tells_no_listener_from_a_wrong_peer() {
 /// Finding 4: a reply shaped like an error line does not make `send` fail.
 #[test]
 fn send_tells_a_reply_shaped_like_an_error_from_a_status_line() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let (broker, relay) = broker_and_relay(&[]);
     relay.expect_subscribed();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let port = broker.port;
-    let device = std::thread::spawn(move || {
-        sub.recv(WAIT).expect("the SCS reaches the camera");
-        publish(
-            port,
-            &reply_topic("cam-01"),
-            br#"{"status":"error","type":"AIM","unit":"cam-01","error":"x"}"#,
-            QoS::AtLeastOnce,
-        );
-    });
-    let conf = relay.conf.to_string_lossy().into_owned();
-    let (code, out, err) = support::run_bin(
-        &[
-            "send",
-            "-c",
-            &conf,
-            "-w",
-            "10",
-            r#"{"type":"SCS","unit":"cam-01"}"#,
-        ],
-        None,
+    let camera = answering_camera(
+        broker.port,
+        "cam-01",
+        br#"{"status":"error","type":"AIM","unit":"cam-01","error":"x"}"#,
     );
-    device.join().unwrap();
+    let (code, out, err) = relay.tool(&["send", "-w", "10", r#"{"type":"SCS","unit":"cam-01"}"#]);
+    camera.join().unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(r#"{"reply":{"status":"error""#),

@@ -5,17 +5,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use rumqttc::QoS;
-
 use crate::support::{
-    json_line, publish, read_lines, reply_topic, Broker, Relay, Subscriber, WAIT,
+    device_reply, json_line, read_lines, ready, relay_with_subscriber, Relay, COMMANDS, WAIT,
 };
 
 #[test]
 fn ack_mode_all_writes_one_ok_line_per_command_and_error_lines_naming_the_field() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("ACK_MODE", "all")]);
     relay.expect_ready();
     let mut s = relay.connect();
     for i in 0..5 {
@@ -48,9 +44,7 @@ fn ack_mode_all_writes_one_ok_line_per_command_and_error_lines_naming_the_field(
 
 #[test]
 fn ack_mode_all_ok_line_comes_only_after_the_broker_took_the_command() {
-    let mut broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
-    relay.expect_ready();
+    let (mut broker, relay) = ready(&[("ACK_MODE", "all")]);
     broker.stop();
     relay.expect_log("lost connection to broker", WAIT);
     let mut s = relay.connect();
@@ -74,9 +68,7 @@ fn ack_mode_all_ok_line_comes_only_after_the_broker_took_the_command() {
 
 #[test]
 fn ack_mode_errors_writes_only_error_lines_and_none_writes_only_replies() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
-    relay.expect_ready();
+    let (broker, relay) = ready(&[("ACK_MODE", "errors")]);
     let mut s = relay.connect();
     s.write_all(br#"{"type":"IMG","unit":"e1","id":1}"#)
         .unwrap();
@@ -105,21 +97,14 @@ fn ack_mode_errors_writes_only_error_lines_and_none_writes_only_replies() {
     s.write_all(br#"{"type":"SCS","unit":"n1"}"#).unwrap();
     s.write_all(br#"{"type":"CDN","unit":"n1"}"#).unwrap();
     relay.expect_log("accepted SCS for unit n1", WAIT);
-    publish(
-        broker.port,
-        &reply_topic("n1"),
-        b"{\"r\":1}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "n1", b"{\"r\":1}");
     let lines = read_lines(&s, 2, Duration::from_secs(3));
     assert_eq!(lines, vec!["{\"r\":1}".to_string()]);
 }
 
 #[test]
 fn a_backend_that_half_closes_still_gets_its_status_lines() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
-    relay.expect_ready();
+    let (_broker, relay) = ready(&[("ACK_MODE", "all")]);
     // One-shot: write, shut down the write side, read what comes back.
     for i in 0..10 {
         let mut s = relay.connect();

@@ -7,35 +7,34 @@
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 
-use rumqttc::QoS;
-
+use crate::support::tools::{conf_in, refused_by, tool};
 use crate::support::{
-    path_text, publish, read_lines, run_bin, samples, socket_in, topic, Broker, Relay, Subscriber,
-    TempDir, WAIT,
+    broker_and_relay, bytes_of, device_reply, path_text, read_lines, relay_with_subscriber,
+    sample_commands, socket_in, topic, Broker, Relay, Subscriber, TempDir, COMMANDS, WAIT,
 };
+
+/// The relay's Unix socket in its own directory ([`Relay::path`]).
+const SOCKET: (&str, &str) = ("SOCKET_PATH", "{dir}/relay.sock");
+
+/// An IMG for `unit` on a new connection to the Unix socket at `path`.
+fn img_through(path: &Path, unit: &str) {
+    let cmd = format!(r#"{{"type":"IMG","unit":"{unit}"}}"#);
+    let mut backend = UnixStream::connect(path).expect("the relay's Unix socket");
+    backend.write_all(cmd.as_bytes()).unwrap();
+}
 
 #[test]
 fn a_unix_session_publishes_byte_exact_and_gets_status_lines_and_replies() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let dir = TempDir::new("unix-session");
-    let path = socket_in(&dir);
-    let relay = Relay::start(
-        broker.port,
-        &[("SOCKET_PATH", &path_text(&path)), ("ACK_MODE", "all")],
-    );
+    let (broker, relay, sub) = relay_with_subscriber(COMMANDS, &[SOCKET, ("ACK_MODE", "all")]);
+    let path = relay.path("relay.sock");
     relay.expect_ready();
     let mut backend = UnixStream::connect(&path).expect("the relay's Unix socket");
-    let all: Vec<String> = samples("cam-u").into_iter().map(|(_, j)| j).collect();
+    let all = sample_commands("cam-u");
     backend.write_all(all.concat().as_bytes()).unwrap();
-    let payloads: Vec<Vec<u8>> = sub
-        .collect(12, WAIT)
-        .into_iter()
-        .map(|m| m.payload)
-        .collect();
-    let expected: Vec<Vec<u8>> = all.iter().map(|j| j.as_bytes().to_vec()).collect();
-    assert_eq!(payloads, expected, "byte-exact, in order");
+    let payloads = sub.payloads(12, WAIT);
+    assert_eq!(payloads, bytes_of(&all), "byte-exact, in order");
     let status = read_lines(&backend, 12, WAIT);
     assert_eq!(status.len(), 12, "{status:?}\n{}", relay.log());
     assert!(
@@ -43,12 +42,7 @@ fn a_unix_session_publishes_byte_exact_and_gets_status_lines_and_replies() {
         "{status:?}"
     );
     // The SCS claimed the reply route: the device's reply comes back here.
-    publish(
-        broker.port,
-        "/device/ms500/cam-u/socket_reply",
-        b"{\"fw\":1}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-u", b"{\"fw\":1}");
     let reply = read_lines(&backend, 1, WAIT);
     assert_eq!(
         reply,
@@ -91,11 +85,11 @@ fn my_uid() -> u32 {
 #[test]
 fn a_stale_socket_is_replaced_and_a_live_one_is_not_taken_over() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let dir = TempDir::new("unix-stale");
     let path = socket_in(&dir);
-    let settings = [("SOCKET_PATH", path_text(&path))];
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let socket = path_text(&path);
+    let settings = [("SOCKET_PATH", socket.as_str())];
     let mut relay = Relay::start(broker.port, &settings);
     let inode = std::fs::metadata(&path).unwrap().ino();
     // A second relay (no PID_FILE to stop it first) meets the live socket.
@@ -108,10 +102,7 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not_taken_over() {
         second.log()
     );
     assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "left alone");
-    UnixStream::connect(&path)
-        .unwrap()
-        .write_all(br#"{"type":"IMG","unit":"cam-1"}"#)
-        .unwrap();
+    img_through(&path, "cam-1");
     assert_eq!(
         sub.recv(WAIT).expect("the first still serves").topic,
         topic("cam-1")
@@ -121,10 +112,7 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not_taken_over() {
     assert!(path.exists(), "a killed relay leaves its socket");
     relay.relaunch();
     relay.expect_log("removed the stale socket", WAIT);
-    UnixStream::connect(&path)
-        .unwrap()
-        .write_all(br#"{"type":"IMG","unit":"cam-2"}"#)
-        .unwrap();
+    img_through(&path, "cam-2");
     assert_eq!(sub.recv(WAIT).expect("served again").topic, topic("cam-2"));
 }
 
@@ -145,10 +133,8 @@ fn a_test_process_listening_on_the_path_is_not_taken_over() {
 
 #[test]
 fn the_socket_is_removed_on_sigterm() {
-    let broker = Broker::start();
-    let dir = TempDir::new("unix-term");
-    let path = socket_in(&dir);
-    let mut relay = Relay::start(broker.port, &[("SOCKET_PATH", &path_text(&path))]);
+    let (_broker, mut relay) = broker_and_relay(&[SOCKET]);
+    let path = relay.path("relay.sock");
     let meta = std::fs::symlink_metadata(&path).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o660, "SOCKET_MODE's default");
     relay.signal("TERM");
@@ -159,26 +145,22 @@ fn the_socket_is_removed_on_sigterm() {
 
 #[test]
 fn send_talks_to_the_unix_socket_when_socket_path_is_set() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let dir = TempDir::new("unix-send");
-    let path = socket_in(&dir);
-    let relay = Relay::start(broker.port, &[("SOCKET_PATH", &path_text(&path))]);
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[SOCKET]);
     relay.expect_ready();
     // Port 1: nothing listens there, so only the socket can answer.
-    let conf = dir.path().join("send.conf");
-    std::fs::write(
-        &conf,
-        format!("SOCKET_PATH = {}\nSOCKET_PORT = 1\n", path_text(&path)),
-    )
-    .unwrap();
+    let dir = TempDir::new("unix-send");
+    let socket = path_text(&relay.path("relay.sock"));
+    let conf = conf_in(
+        dir.path(),
+        &format!("SOCKET_PATH = {socket}\nSOCKET_PORT = 1\n"),
+    );
     let cmd = r#"{"type":"IMG","unit":"cam-s","id":"i1"}"#;
-    let (code, out, err) = run_bin(&["send", "-c", &path_text(&conf), cmd], None);
+    let (code, out, err) = tool(&["send", cmd], &conf);
     assert_eq!(code, 0, "{out}{err}\n{}", relay.log());
     assert!(out.contains(r#""status":"ok""#), "{out}");
     assert_eq!(sub.recv(WAIT).expect("published").payload, cmd.as_bytes());
     drop(relay);
-    let (code, _, err) = run_bin(&["send", "-c", &path_text(&conf), cmd], None);
+    let (code, _, err) = tool(&["send", cmd], &conf);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nothing listens at"), "{err}");
     assert!(err.contains("SOCKET_PATH"), "{err}");
@@ -187,24 +169,20 @@ fn send_talks_to_the_unix_socket_when_socket_path_is_set() {
 #[test]
 fn with_socket_host_empty_only_the_unix_socket_listens() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let dir = TempDir::new("unix-only");
-    let path = socket_in(&dir);
-    let relay = Relay::spawn(
-        broker.port,
-        &[("SOCKET_HOST", ""), ("SOCKET_PATH", &path_text(&path))],
-    );
+    let sub = Subscriber::new(broker.port, COMMANDS);
+    let relay = Relay::spawn(broker.port, &[("SOCKET_HOST", ""), SOCKET]);
+    let path = relay.path("relay.sock");
     relay.expect_log(&format!(" listening on {}, broker", path_text(&path)), WAIT);
-    UnixStream::connect(&path)
-        .unwrap()
-        .write_all(br#"{"type":"IMG","unit":"cam-o"}"#)
-        .unwrap();
+    img_through(&path, "cam-o");
     assert_eq!(sub.recv(WAIT).expect("published").topic, topic("cam-o"));
-    let conf = dir.path().join("none.conf");
-    std::fs::write(&conf, "SOCKET_HOST = \"\"\n").unwrap();
-    let (code, _, err) = run_bin(&["check-config", "-c", &path_text(&conf)], None);
-    assert_eq!(code, 2, "no listener at all is refused: {err}");
-    assert!(err.contains("SOCKET_HOST: must not be empty"), "{err}");
+    // No listener at all is refused.
+    let dir = TempDir::new("unix-only");
+    let conf = conf_in(dir.path(), "SOCKET_HOST = \"\"\n");
+    refused_by(
+        &["check-config"],
+        &conf,
+        &["SOCKET_HOST: must not be empty"],
+    );
 }
 
 #[test]
@@ -215,40 +193,26 @@ fn check_config_lists_the_unix_socket_problems() {
     std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let file = dir.path().join("plain");
     std::fs::write(&file, "").unwrap();
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "SOCKET_PATH = {}\nSOCKET_GROUP = ms500-no-such-group\n",
-            path_text(&open.join("relay.sock"))
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = run_bin(&["check-config", "-c", &path_text(&conf)], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("SOCKET_GROUP: no such group: ms500-no-such-group"),
-        "{err}"
+    let socket_at = |path: &Path, more: &str| {
+        let text = format!("SOCKET_PATH = {}\n{more}", path_text(path));
+        conf_in(dir.path(), &text)
+    };
+    let conf = socket_at(
+        &open.join("relay.sock"),
+        "SOCKET_GROUP = ms500-no-such-group\n",
     );
-    assert!(err.contains("writable by group or others"), "{err}");
-    std::fs::write(
-        &conf,
-        format!("SOCKET_PATH = {}\nSOCKET_MODE = 0999\n", path_text(&file)),
-    )
-    .unwrap();
-    let (code, _, err) = run_bin(&["check-config", "-c", &path_text(&conf)], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("SOCKET_MODE: \"0999\" is not a mode in octal"),
-        "{err}"
-    );
-    std::fs::write(&conf, format!("SOCKET_PATH = {}\n", path_text(&file))).unwrap();
-    let (code, _, err) = run_bin(&["check-config", "-c", &path_text(&conf)], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("exists and is not a socket"), "{err}");
-    let later = dir.path().join("run").join("relay.sock");
-    std::fs::write(&conf, format!("SOCKET_PATH = {}\n", path_text(&later))).unwrap();
-    let (code, out, err) = run_bin(&["check-config", "-c", &path_text(&conf)], None);
+    let needles = [
+        "SOCKET_GROUP: no such group: ms500-no-such-group",
+        "writable by group or others",
+    ];
+    refused_by(&["check-config"], &conf, &needles);
+    let conf = socket_at(&file, "SOCKET_MODE = 0999\n");
+    let needle = "SOCKET_MODE: \"0999\" is not a mode in octal";
+    refused_by(&["check-config"], &conf, &[needle]);
+    let conf = socket_at(&file, "");
+    refused_by(&["check-config"], &conf, &["exists and is not a socket"]);
+    let conf = socket_at(&dir.path().join("run").join("relay.sock"), "");
+    let (code, out, err) = tool(&["check-config"], &conf);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("# SOCKET_PATH: the directory"), "{out}");
     assert!(out.contains("SOCKET_MODE = 0660"), "{out}");

@@ -6,15 +6,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::support::{
-    closed_by_peer, read_lines, send, topic, Broker, Relay, Subscriber, VALID, WAIT,
+    closed_by_peer, read_lines, relay_with_subscriber, send, topic, ANY_COMMAND, VALID, WAIT,
 };
-
-fn setup(settings: &[(&str, &str)]) -> (Broker, Relay, Subscriber) {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, settings);
-    (broker, relay, sub)
-}
 
 /// (input, what the warn line must mention)
 fn rejection_cases() -> Vec<(&'static str, &'static str)> {
@@ -91,7 +84,7 @@ fn rejection_cases() -> Vec<(&'static str, &'static str)> {
 
 #[test]
 fn every_rejection_class_publishes_nothing_and_the_next_command_still_arrives() {
-    let (_broker, relay, sub) = setup(&[("ACK_MODE", "errors")]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("ACK_MODE", "errors")]);
     let mut s = relay.connect();
     let cases = rejection_cases();
     for (i, (input, reason)) in cases.iter().enumerate() {
@@ -125,7 +118,7 @@ fn every_rejection_class_publishes_nothing_and_the_next_command_still_arrives() 
 
 #[test]
 fn rejection_reasons_go_back_when_ack_mode_is_errors() {
-    let (_broker, relay, sub) = setup(&[("ACK_MODE", "errors")]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("ACK_MODE", "errors")]);
     let s = relay.connect();
     let mut w = s.try_clone().unwrap();
     w.write_all(br#"{"type":"AIM","unit":"u1","id":"a-1","model_id":1,"link":"l"}"#)
@@ -143,7 +136,7 @@ fn rejection_reasons_go_back_when_ack_mode_is_errors() {
 
 #[test]
 fn a_garbage_line_then_a_valid_line() {
-    let (_broker, relay, sub) = setup(&[]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[]);
     let mut s = relay.connect();
     s.write_all(format!("hello there {{]\n{VALID}\n").as_bytes())
         .unwrap();
@@ -154,7 +147,7 @@ fn a_garbage_line_then_a_valid_line() {
 
 #[test]
 fn invalid_utf8_and_nul_bytes_are_refused_and_the_next_line_is_read() {
-    let (_broker, relay, sub) = setup(&[]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[]);
     let mut s = relay.connect();
     s.write_all(b"{\"type\":\"IMG\",\"unit\":\"\xff\xfe\"}\n")
         .unwrap();
@@ -168,7 +161,10 @@ fn invalid_utf8_and_nul_bytes_are_refused_and_the_next_line_is_read() {
 
 #[test]
 fn a_value_over_max_message_bytes_is_refused_and_the_connection_closed() {
-    let (_broker, relay, sub) = setup(&[("MAX_MESSAGE_BYTES", "1024"), ("ACK_MODE", "errors")]);
+    let (_broker, relay, sub) = relay_with_subscriber(
+        ANY_COMMAND,
+        &[("MAX_MESSAGE_BYTES", "1024"), ("ACK_MODE", "errors")],
+    );
     let mut s = relay.connect();
     let big = format!(
         r#"{{"type":"CFG","unit":"big","configs":{{"x":"{}"}}}}"#,
@@ -186,7 +182,8 @@ fn a_value_over_max_message_bytes_is_refused_and_the_connection_closed() {
 
 #[test]
 fn a_command_exactly_at_the_limit_is_published() {
-    let (_broker, relay, sub) = setup(&[("MAX_MESSAGE_BYTES", "1024")]);
+    let (_broker, relay, sub) =
+        relay_with_subscriber(ANY_COMMAND, &[("MAX_MESSAGE_BYTES", "1024")]);
     let head = r#"{"type":"CFG","unit":"edge","configs":{"x":""#;
     let tail = r#""}}"#;
     let cmd = format!("{head}{}{tail}", "b".repeat(1024 - head.len() - tail.len()));
@@ -197,7 +194,7 @@ fn a_command_exactly_at_the_limit_is_published() {
 
 #[test]
 fn a_partial_value_at_close_is_not_published() {
-    let (_broker, relay, sub) = setup(&[]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[]);
     {
         let mut s = relay.connect();
         s.write_all(br#"{"type":"IMG","unit":"half""#).unwrap();
@@ -211,7 +208,7 @@ fn a_partial_value_at_close_is_not_published() {
 
 #[test]
 fn validate_fields_false_only_checks_type_and_unit() {
-    let (_broker, relay, sub) = setup(&[("VALIDATE_FIELDS", "false")]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("VALIDATE_FIELDS", "false")]);
     let mut s = relay.connect();
     let loose = r#"{"type":"AIM","unit":"u1"}"#;
     s.write_all(br#"{"type":"AIM","unit":"a/b"}"#).unwrap();
@@ -222,9 +219,10 @@ fn validate_fields_false_only_checks_type_and_unit() {
 
 #[test]
 fn the_backends_factory_reset_with_a_level_name_is_published() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, &topic("cam-01"));
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "all"), ("UNSEEN_WAIT", "0")]);
+    let (_broker, relay, sub) = relay_with_subscriber(
+        &topic("cam-01"),
+        &[("ACK_MODE", "all"), ("UNSEEN_WAIT", "0")],
+    );
     relay.expect_ready();
     let mut backend = relay.connect();
     let frs =

@@ -10,8 +10,8 @@ use rumqttc::QoS;
 use crate::support::fake_broker::{FakeBroker, Script};
 use crate::support::rabbit::Rabbit;
 use crate::support::{
-    heartbeat_topic, publish, read_lines, require, wait_until, with_protocol, Broker, Relay,
-    Subscriber, TempDir, WAIT,
+    device_reply, heartbeat, publish, read_lines, require, wait_until, with_protocol, Broker,
+    Relay, Subscriber, COMMANDS, WAIT,
 };
 
 on_each_version!(a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link,);
@@ -26,17 +26,8 @@ fn on_rabbitmq_3_10_the_device_link_speaks_3_1_1_and_replies_come_back() {
         "rabbitmq-server is not installed (scripts/test.sh installs it)",
     );
     let rabbit = Rabbit::start();
-    let dir = TempDir::new("rabbit-status");
-    let status = dir.path().join("status.json");
-    let status_str = status.display().to_string();
-    let relay = Relay::start(
-        rabbit.port,
-        &[
-            ("LOG_LEVEL", "debug"), // heartbeat lines are debug
-            ("STATUS_FILE", status_str.as_str()),
-            ("STATUS_INTERVAL", "1"),
-        ],
-    );
+    // Heartbeat lines are debug.
+    let relay = Relay::start_with_status(rabbit.port, &[("LOG_LEVEL", "debug")]);
     relay.expect_log(
         "does not take MQTT 5: the device link speaks MQTT 3.1.1 to it from now on",
         WAIT,
@@ -49,26 +40,17 @@ fn on_rabbitmq_3_10_the_device_link_speaks_3_1_1_and_replies_come_back() {
         QoS::AtLeastOnce,
     );
     relay.expect_log("heartbeat cam-r:", WAIT);
-    let sub = Subscriber::new(rabbit.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(rabbit.port, COMMANDS);
     let mut backend = relay.connect();
     backend
         .write_all(br#"{"type":"SCS","unit":"cam-r"}"#)
         .unwrap();
     assert!(sub.recv(WAIT).is_some(), "the command reached RabbitMQ");
-    publish(
-        rabbit.port,
-        "/device/ms500/cam-r/socket_reply",
-        br#"{"fps":12}"#,
-        QoS::AtLeastOnce,
-    );
+    device_reply(rabbit.port, "cam-r", br#"{"fps":12}"#);
     assert_eq!(read_lines(&backend, 1, WAIT), [r#"{"fps":12}"#]);
     assert!(wait_until(WAIT, || {
-        std::fs::read(&status)
-            .ok()
-            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
-            .is_some_and(|v| {
-                v["device_link"]["protocol"] == "3.1.1" && v["device_link"]["subscribed"] == true
-            })
+        let link = &relay.status()["device_link"];
+        link["protocol"] == "3.1.1" && link["subscribed"] == true
     }));
 }
 
@@ -127,12 +109,7 @@ fn a_broker_whose_connack_takes_two_seconds_is_still_reached_by_the_device_link(
     let relay = Relay::start(slow, &with_protocol(protocol, &[("LOG_LEVEL", "debug")]));
     relay.expect_log("device link connected to broker", WAIT);
     relay.expect_subscribed();
-    publish(
-        broker.port,
-        &heartbeat_topic("cam-slow"),
-        b"{}",
-        QoS::AtMostOnce,
-    );
+    heartbeat(broker.port, "cam-slow", b"{}");
     relay.expect_log("heartbeat cam-slow:", WAIT);
 }
 

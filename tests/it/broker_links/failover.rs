@@ -9,13 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::support;
 use crate::support::{
-    collect_ids, id_of, numbered_command as command, wait_until, Broker, Relay, Subscriber,
-    COMMANDS, PUBLISH_LINK_UP, WAIT,
+    collect_ids, id_of, numbered_command as command, publish_link_on, wait_until, Broker, Relay,
+    Subscriber, COMMANDS, WAIT,
 };
-
-fn brokers(a: &Broker, b: &Broker) -> String {
-    format!("127.0.0.1:{}, 127.0.0.1:{}", a.port, b.port)
-}
 
 /// Drains both subscribers until every id in 0..n was seen by one of them,
 /// or nothing arrives for `quiet`; returns the ids seen on each.
@@ -48,11 +44,7 @@ fn collect_both(
 /// subscriber's connection over PUBACKs it had not read yet, which would
 /// throw away what it had already sent on (the relay cannot see that).
 fn subscriber(broker: &Broker) -> Subscriber {
-    Subscriber::with_qos(
-        broker.port,
-        "/service/ms500/+/socket",
-        rumqttc::QoS::AtMostOnce,
-    )
+    Subscriber::with_qos(broker.port, COMMANDS, rumqttc::QoS::AtMostOnce)
 }
 
 #[test]
@@ -60,8 +52,8 @@ fn the_first_broker_killed_in_the_middle_of_a_3000_command_stream_loses_nothing(
     let mut a = Broker::start();
     let b = Broker::start();
     let (sub_a, sub_b) = (subscriber(&a), subscriber(&b));
-    let relay = Relay::start(a.port, &[("MQTT_BROKER", brokers(&a, &b).as_str())]);
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", a.port), WAIT);
+    let relay = Relay::start_listing(&[a.port, b.port], &[]);
+    relay.expect_log(&publish_link_on(a.port), WAIT);
     let n = 3000;
     let sender = {
         let mut s = relay.connect();
@@ -111,7 +103,7 @@ fn the_first_broker_killed_in_the_middle_of_a_3000_command_stream_loses_nothing(
         log.contains(&format!("trying broker 127.0.0.1:{} now", b.port)),
         "{log}"
     );
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
+    relay.expect_log(&publish_link_on(b.port), WAIT);
 }
 
 #[test]
@@ -119,14 +111,8 @@ fn a_frozen_broker_is_left_within_one_and_a_half_keepalives_and_the_first_is_tak
     let a = Broker::start();
     let b = Broker::start();
     let (sub_a, sub_b) = (subscriber(&a), subscriber(&b));
-    let relay = Relay::start(
-        a.port,
-        &[
-            ("MQTT_BROKER", brokers(&a, &b).as_str()),
-            ("MQTT_KEEPALIVE", "5"),
-        ],
-    );
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", a.port), WAIT);
+    let relay = Relay::start_listing(&[a.port, b.port], &[("MQTT_KEEPALIVE", "5")]);
+    relay.expect_log(&publish_link_on(a.port), WAIT);
     let mut s = relay.connect();
     s.write_all(command(0).as_bytes()).unwrap();
     assert_eq!(sub_a.recv(WAIT).map(|m| id_of(&m)), Some(0));
@@ -161,7 +147,7 @@ fn a_frozen_broker_is_left_within_one_and_a_half_keepalives_and_the_first_is_tak
     // keepalive the relay moves back to it.
     a.freeze(false);
     relay.expect_log("answers again: moving back to it", Duration::from_secs(30));
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", a.port), WAIT);
+    relay.expect_log(&publish_link_on(a.port), WAIT);
     while sub_a.recv(Duration::from_millis(100)).is_some() {}
     s.write_all(command(500).as_bytes()).unwrap();
     let back = sub_a.recv(WAIT).map(|m| id_of(&m));
@@ -172,7 +158,7 @@ fn a_frozen_broker_is_left_within_one_and_a_half_keepalives_and_the_first_is_tak
 fn with_every_broker_away_commands_wait_and_reach_the_first_one_back() {
     let a = Broker::unstarted("");
     let mut b = Broker::unstarted("");
-    let relay = Relay::start(a.port, &[("MQTT_BROKER", brokers(&a, &b).as_str())]);
+    let relay = Relay::start_listing(&[a.port, b.port], &[]);
     relay.expect_log("every broker failed", WAIT);
     let mut s = relay.connect();
     let burst: String = (0..50).map(command).collect();
@@ -191,12 +177,8 @@ fn with_every_broker_away_commands_wait_and_reach_the_first_one_back() {
 fn moving_back_to_the_first_broker_says_goodbye_and_duplicates_nothing() {
     let mut a = Broker::unstarted("");
     let b = Broker::start();
-    let list = format!("127.0.0.1:{}, 127.0.0.1:{}", a.port, b.port);
-    let relay = Relay::start(
-        b.port,
-        &[("MQTT_BROKER", list.as_str()), ("MQTT_KEEPALIVE", "5")],
-    );
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
+    let relay = Relay::start_listing(&[a.port, b.port], &[("MQTT_KEEPALIVE", "5")]);
+    relay.expect_log(&publish_link_on(b.port), WAIT);
     a.restart();
     let (sub_a, sub_b) = (
         Subscriber::new(a.port, COMMANDS),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::fake_broker::{FakeBroker, Script};
 use crate::support::{
-    collect_ids, numbered_command as command, read_lines, Broker, Relay, Subscriber, COMMANDS,
-    PUBLISH_LINK_UP, WAIT,
+    collect_ids, numbered_command as command, numbered_commands, publish_link_on, read_lines,
+    Broker, Relay, Subscriber, COMMANDS, WAIT,
 };
 
 #[test]
@@ -18,11 +18,7 @@ fn a_broker_trickling_its_connack_costs_one_attempt_and_sigterm_is_honoured() {
     let trickler = FakeBroker::start(Script::Trickle);
     let b = Broker::start();
     let sub = Subscriber::new(b.port, COMMANDS);
-    let list = format!("127.0.0.1:{}, 127.0.0.1:{}", trickler.port, b.port);
-    let mut relay = Relay::start(
-        b.port,
-        &[("MQTT_BROKER", list.as_str()), ("SHUTDOWN_GRACE", "2")],
-    );
+    let mut relay = Relay::start_listing(&[trickler.port, b.port], &[("SHUTDOWN_GRACE", "2")]);
     relay.expect_log(
         &format!(
             "cannot connect to broker 127.0.0.1:{}: no CONNACK from the broker within",
@@ -30,7 +26,7 @@ fn a_broker_trickling_its_connack_costs_one_attempt_and_sigterm_is_honoured() {
         ),
         WAIT,
     );
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
+    relay.expect_log(&publish_link_on(b.port), WAIT);
     let mut backend = relay.connect();
     let n = 100;
     let burst: String = (0..n).map(command).collect();
@@ -41,16 +37,7 @@ fn a_broker_trickling_its_connack_costs_one_attempt_and_sigterm_is_honoured() {
     // must still end it within SHUTDOWN_GRACE + 1 s. (The backend leaves
     // first: a backend that stays is given SHUTDOWN_GRACE + 1 s itself.)
     drop(backend);
-    let asked = Instant::now();
-    relay.signal("TERM");
-    let status = relay.wait_exit(WAIT).expect("the relay stops");
-    let took = asked.elapsed();
-    assert!(status.success(), "{status:?}");
-    assert!(
-        took <= Duration::from_secs(3),
-        "stopping took {took:?}\n{}",
-        relay.log()
-    );
+    stops_on_sigterm_within(&mut relay, Duration::from_secs(3));
 }
 
 #[test]
@@ -58,17 +45,19 @@ fn sigterm_is_honoured_while_the_only_broker_trickles() {
     let trickler = FakeBroker::start(Script::Trickle);
     let mut relay = Relay::start(trickler.port, &[("SHUTDOWN_GRACE", "5")]);
     relay.expect_log("no CONNACK from the broker within", WAIT);
+    stops_on_sigterm_within(&mut relay, Duration::from_secs(6));
+}
+
+/// SIGTERM stops the relay, with exit 0, within `limit`.
+#[track_caller]
+fn stops_on_sigterm_within(relay: &mut Relay, limit: Duration) {
     let asked = Instant::now();
     relay.signal("TERM");
     let status = relay.wait_exit(WAIT).expect("the relay stops");
     let took = asked.elapsed();
     println!("stopped {took:?} after SIGTERM");
     assert!(status.success(), "{status:?}");
-    assert!(
-        took <= Duration::from_secs(6),
-        "stopping took {took:?}\n{}",
-        relay.log()
-    );
+    assert!(took <= limit, "stopping took {took:?}\n{}", relay.log());
 }
 
 #[test]
@@ -107,16 +96,11 @@ fn a_trickling_first_broker_being_probed_never_slows_the_live_link() {
     // MQTT_KEEPALIVE 5: the first broker is probed every 2.5 s.
     let trickler = FakeBroker::start(Script::Trickle);
     let b = Broker::start();
-    let list = format!("127.0.0.1:{}, 127.0.0.1:{}", trickler.port, b.port);
-    let relay = Relay::start(
-        b.port,
-        &[
-            ("MQTT_BROKER", list.as_str()),
-            ("MQTT_KEEPALIVE", "5"),
-            ("ACK_MODE", "all"),
-        ],
+    let relay = Relay::start_listing(
+        &[trickler.port, b.port],
+        &[("MQTT_KEEPALIVE", "5"), ("ACK_MODE", "all")],
     );
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
+    relay.expect_log(&publish_link_on(b.port), WAIT);
     let mut backend = relay.connect();
     let reader = backend.try_clone().unwrap();
     let n = 600;
@@ -146,16 +130,12 @@ fn a_trickling_first_broker_being_probed_never_slows_the_live_link() {
 fn a_first_broker_that_takes_no_publish_is_not_taken_back() {
     let deaf = FakeBroker::start(Script::NoPuback);
     let b = Broker::start();
-    let list = format!("127.0.0.1:{}, 127.0.0.1:{}", deaf.port, b.port);
-    let relay = Relay::start(
-        b.port,
-        &[("MQTT_BROKER", list.as_str()), ("MQTT_KEEPALIVE", "5")],
-    );
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", deaf.port), WAIT);
+    let relay = Relay::start_listing(&[deaf.port, b.port], &[("MQTT_KEEPALIVE", "5")]);
+    relay.expect_log(&publish_link_on(deaf.port), WAIT);
     let mut backend = relay.connect();
     backend.write_all(command(0).as_bytes()).unwrap();
     // No PUBACK: the link is dropped and the relay moves to the second.
-    relay.expect_log(&format!("{PUBLISH_LINK_UP}127.0.0.1:{}", b.port), WAIT);
+    relay.expect_log(&publish_link_on(b.port), WAIT);
     // Time is the test: answered probes for 2 × MQTT_KEEPALIVE (10 s)
     // would take the first back; it answers CONNECT but takes no publish.
     std::thread::sleep(Duration::from_secs(14));
@@ -170,41 +150,46 @@ fn a_first_broker_that_takes_no_publish_is_not_taken_back() {
     );
 }
 
-/// A mosquitto that closes the connection over a packet above 20,000 bytes.
-fn small_broker() -> Broker {
-    Broker::start_with("max_packet_size 20000\n")
+/// A mosquitto that closes the connection over a packet above 20,000
+/// bytes, a subscriber to the commands on it, and the relay with
+/// ACK_MODE errors and `settings`, its publish link up.
+fn small_broker_and_relay(settings: &[(&str, &str)]) -> (Broker, Subscriber, Relay) {
+    let broker = Broker::start_with("max_packet_size 20000\n");
+    let sub = Subscriber::new(broker.port, COMMANDS);
+    let mut all = vec![("ACK_MODE", "errors")];
+    all.extend_from_slice(settings);
+    let relay = Relay::start(broker.port, &all);
+    relay.expect_connected();
+    (broker, sub, relay)
 }
 
-fn big_then_small(relay: &Relay, small: usize) -> std::net::TcpStream {
+/// A command of 30,000 bytes, then 20 small ones, on one connection:
+/// every small one arrives (each within `quiet` of the last); the first
+/// line the backend reads back.
+fn big_then_20_small(relay: &Relay, sub: &Subscriber, quiet: Duration) -> Vec<String> {
     let mut backend = relay.connect();
     let blob = "b".repeat(30_000);
     let big = format!(r#"{{"type":"CFG","unit":"big","id":"big","configs":{{"blob":"{blob}"}}}}"#);
     backend.write_all(big.as_bytes()).unwrap();
-    let rest: String = (0..small).map(command).collect();
-    backend.write_all(rest.as_bytes()).unwrap();
     backend
-}
-
-#[test]
-fn a_command_the_broker_cannot_take_is_set_aside_after_two_breaks_and_the_rest_flows() {
-    let broker = small_broker();
-    let sub = Subscriber::new(broker.port, COMMANDS);
-    // On MQTT 3.1.1 the device link learns no limit from the broker.
-    let relay = Relay::start(
-        broker.port,
-        &[("ACK_MODE", "errors"), ("MQTT_PROTOCOL", "3.1.1")],
-    );
-    relay.expect_connected();
-    relay.expect_subscribed();
-    let backend = big_then_small(&relay, 20);
-    let (ids, _) = collect_ids(&sub, 20, Duration::from_secs(15));
+        .write_all(numbered_commands(0..20).as_bytes())
+        .unwrap();
+    let (ids, _) = collect_ids(sub, 20, quiet);
     assert_eq!(
         ids.len(),
         20,
         "every small command arrived\n{}",
         relay.log()
     );
-    let lines = read_lines(&backend, 1, WAIT);
+    read_lines(&backend, 1, WAIT)
+}
+
+#[test]
+fn a_command_the_broker_cannot_take_is_set_aside_after_two_breaks_and_the_rest_flows() {
+    // On MQTT 3.1.1 the device link learns no limit from the broker.
+    let (_broker, sub, relay) = small_broker_and_relay(&[("MQTT_PROTOCOL", "3.1.1")]);
+    relay.expect_subscribed();
+    let lines = big_then_20_small(&relay, &sub, Duration::from_secs(15));
     assert!(
         lines.len() == 1 && lines[0].contains("set aside") && lines[0].contains("\"big\""),
         "{lines:?}"
@@ -218,17 +203,8 @@ fn a_command_the_broker_cannot_take_is_set_aside_after_two_breaks_and_the_rest_f
 
 #[test]
 fn with_mqtt_max_packet_bytes_a_larger_command_is_set_aside_at_once() {
-    let broker = small_broker();
-    let sub = Subscriber::new(broker.port, COMMANDS);
-    let relay = Relay::start(
-        broker.port,
-        &[("ACK_MODE", "errors"), ("MQTT_MAX_PACKET_BYTES", "20000")],
-    );
-    relay.expect_connected();
-    let backend = big_then_small(&relay, 20);
-    let (ids, _) = collect_ids(&sub, 20, Duration::from_secs(10));
-    assert_eq!(ids.len(), 20, "every small command arrived");
-    let lines = read_lines(&backend, 1, WAIT);
+    let (_broker, sub, relay) = small_broker_and_relay(&[("MQTT_MAX_PACKET_BYTES", "20000")]);
+    let lines = big_then_20_small(&relay, &sub, Duration::from_secs(10));
     assert!(
         lines[0].contains("MQTT_MAX_PACKET_BYTES 20000"),
         "{lines:?}"
@@ -246,16 +222,10 @@ fn with_mqtt_max_packet_bytes_a_larger_command_is_set_aside_at_once() {
 
 #[test]
 fn the_maximum_packet_size_a_broker_announces_sets_a_larger_command_aside_at_once() {
-    let broker = small_broker();
-    let sub = Subscriber::new(broker.port, COMMANDS);
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
-    relay.expect_connected();
+    let (_broker, sub, relay) = small_broker_and_relay(&[]);
     // The device link's MQTT 5 CONNACK carries the broker's limit.
     relay.expect_subscribed();
-    let backend = big_then_small(&relay, 20);
-    let (ids, _) = collect_ids(&sub, 20, Duration::from_secs(10));
-    assert_eq!(ids.len(), 20, "every small command arrived");
-    let lines = read_lines(&backend, 1, WAIT);
+    let lines = big_then_20_small(&relay, &sub, Duration::from_secs(10));
     assert!(
         lines[0].contains("the broker's Maximum Packet Size 20000"),
         "{lines:?}"

@@ -6,23 +6,17 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    append, numbered_command as command, read_json, run_bin, wait_until, Broker, Relay, Subscriber,
-    TempDir, COMMANDS, PUBLISH_LINK_UP, WAIT,
+    append, broker_list, device_link_on, numbered_command as command, publish_link_on, read_json,
+    run_bin, wait_until, Broker, Relay, Subscriber, TempDir, COMMANDS, WAIT,
 };
 
-/// `MQTT_BROKER` naming these brokers, in order.
-fn list(brokers: &[&Broker]) -> String {
-    brokers
-        .iter()
-        .map(|b| format!("127.0.0.1:{}", b.port))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Reloads with `MQTT_BROKER = brokers` and waits for the line saying so.
-fn reload_brokers(relay: &Relay, brokers: &[&Broker]) {
+fn reload_brokers(relay: &Relay, brokers: &[u16]) {
     let before = relay.log().matches("MQTT_BROKER").count();
-    append(&relay.conf, &format!("MQTT_BROKER = {}\n", list(brokers)));
+    append(
+        &relay.conf,
+        &format!("MQTT_BROKER = {}\n", broker_list(brokers)),
+    );
     relay.signal("HUP");
     relay.expect_log_count("MQTT_BROKER", before + 1, WAIT);
     assert!(
@@ -30,14 +24,6 @@ fn reload_brokers(relay: &Relay, brokers: &[&Broker]) {
         "{}",
         relay.log()
     );
-}
-
-fn device_link_on(broker: &Broker) -> String {
-    format!("device link connected to broker 127.0.0.1:{}", broker.port)
-}
-
-fn publish_link_on(broker: &Broker) -> String {
-    format!("{PUBLISH_LINK_UP}127.0.0.1:{}", broker.port)
 }
 
 /// The relay is still running (no panic, no abort).
@@ -58,17 +44,14 @@ fn a_broker_list_grown_and_shrunk_by_reload_is_failed_over_across_by_both_links(
     let mut a = Broker::start();
     let (x, y) = (Broker::unstarted(""), Broker::unstarted(""));
     let mut b = Broker::start();
-    let mut relay = Relay::start(
-        a.port,
-        &[("MQTT_BROKER", &list(&[&a, &x])), ("MQTT_KEEPALIVE", "5")],
-    );
-    relay.expect_log(&publish_link_on(&a), WAIT);
+    let mut relay = Relay::start_listing(&[a.port, x.port], &[("MQTT_KEEPALIVE", "5")]);
+    relay.expect_log(&publish_link_on(a.port), WAIT);
     relay.expect_subscribed();
 
-    reload_brokers(&relay, &[&a, &x, &y, &b]);
+    reload_brokers(&relay, &[a.port, x.port, y.port, b.port]);
     a.stop();
-    relay.expect_log(&publish_link_on(&b), WAIT);
-    relay.expect_log(&device_link_on(&b), WAIT);
+    relay.expect_log(&publish_link_on(b.port), WAIT);
+    relay.expect_log(&device_link_on(b.port), WAIT);
     relay.expect_subscribed_times(2);
     expect_alive(&mut relay);
     let sub_b = Subscriber::new(b.port, COMMANDS);
@@ -79,12 +62,12 @@ fn a_broker_list_grown_and_shrunk_by_reload_is_failed_over_across_by_both_links(
     // Shrunk to A alone while on B: B is left at the next connection, and
     // neither link dials it again.
     a.restart();
-    reload_brokers(&relay, &[&a]);
+    reload_brokers(&relay, &[a.port]);
     let shrunk_at = relay.log().len();
     b.stop();
-    relay.expect_log(&publish_link_on(&a), WAIT);
+    relay.expect_log(&publish_link_on(a.port), WAIT);
     let moved = Instant::now();
-    relay.expect_log(&device_link_on(&a), WAIT);
+    relay.expect_log(&device_link_on(a.port), WAIT);
     assert!(
         moved.elapsed() < Duration::from_secs(10),
         "the device link followed late; log:\n{}",
@@ -109,10 +92,9 @@ fn after_a_reload_to_another_broker_the_device_link_follows_the_publish_link_at_
     let dir = TempDir::new("reload-follow");
     let status_file = dir.path().join("status.json");
     let pid_file = dir.path().join("relay.pid");
-    let relay = Relay::start(
-        a.port,
+    let relay = Relay::start_listing(
+        &[a.port],
         &[
-            ("MQTT_BROKER", &list(&[&a])),
             ("STATUS_FILE", &status_file.to_string_lossy()),
             ("PID_FILE", &pid_file.to_string_lossy()),
             ("STATUS_INTERVAL", "600"),
@@ -120,11 +102,11 @@ fn after_a_reload_to_another_broker_the_device_link_follows_the_publish_link_at_
     );
     relay.expect_connected();
     relay.expect_subscribed();
-    reload_brokers(&relay, &[&b]);
+    reload_brokers(&relay, &[b.port]);
     let killed = Instant::now();
     a.stop();
-    relay.expect_log(&publish_link_on(&b), WAIT);
-    relay.expect_log(&device_link_on(&b), WAIT);
+    relay.expect_log(&publish_link_on(b.port), WAIT);
+    relay.expect_log(&device_link_on(b.port), WAIT);
     relay.expect_subscribed_times(2);
     let took = killed.elapsed();
     assert!(
@@ -157,9 +139,9 @@ fn a_new_broker_list_ends_the_wait_after_every_broker_failed() {
     // 1 + 2 + 4 s of failures: the next wait is 8 s.
     relay.expect_log("retrying in 8 s", WAIT);
     let reloaded = Instant::now();
-    reload_brokers(&relay, &[&b]);
-    relay.expect_log(&publish_link_on(&b), WAIT);
-    relay.expect_log(&device_link_on(&b), WAIT);
+    reload_brokers(&relay, &[b.port]);
+    relay.expect_log(&publish_link_on(b.port), WAIT);
+    relay.expect_log(&device_link_on(b.port), WAIT);
     let took = reloaded.elapsed();
     assert!(
         took < Duration::from_secs(4),

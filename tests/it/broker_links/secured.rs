@@ -7,39 +7,40 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::certs::{make_certs, make_expired_certs};
-use crate::support::{run_bin, wait_until, Broker, Relay, Subscriber, TempDir, VALID, WAIT};
+use crate::support::certs::Certs;
+use crate::support::tools::{conf_in, refused_by};
+use crate::support::{wait_until, Broker, Relay, Subscriber, TempDir, ANY_COMMAND, VALID, WAIT};
 
-/// The publish link's debug line for each retry after the first failure on `port`.
-fn retried(port: u16) -> String {
-    format!("DEBUG broker 127.0.0.1:{port} still unreachable: ")
+/// Waits until `relay`, at debug, has tried broker `port` twice since it
+/// refused the connection, and asserts that the refusal is one error line,
+/// not one per attempt; the log.
+fn refused_in_one_error_line(relay: &Relay, port: u16) -> String {
+    relay.expect_log("ERROR broker 127.0.0.1", WAIT);
+    relay.expect_log_count(
+        &format!("DEBUG broker 127.0.0.1:{port} still unreachable: "),
+        2,
+        WAIT,
+    );
+    let log = relay.log();
+    assert_eq!(
+        log.matches("ERROR").count(),
+        1,
+        "one error line per state change, not per attempt:\n{log}"
+    );
+    log
 }
 
 /// rustls buffers at most 64 KiB of plaintext: a batch larger than that
 /// (one big command, or a window of mid-sized ones) must still go out whole.
 #[test]
 fn commands_larger_than_tls_buffers_are_published_whole_over_tls() {
-    let certs = TempDir::new("certs-big");
-    make_certs(certs.path());
-    let p = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
-    let broker = Broker::start_with_listeners(
-        "",
-        &[format!(
-            "cafile {}\ncertfile {}\nkeyfile {}\n",
-            p("ca.pem"),
-            p("server.pem"),
-            p("server.key")
-        )],
-    );
-    let tls_port = broker.listener_port(0);
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(
-        tls_port,
-        &[
-            ("MQTT_TLS", "true"),
-            ("MQTT_CA_FILE", &p("ca.pem")),
-            ("MAX_MESSAGE_BYTES", "300000"),
-        ],
+    let certs = Certs::new();
+    let broker = Broker::start_with_listeners("", &[certs.listener()]);
+    let sub = Subscriber::new(broker.port, ANY_COMMAND);
+    let relay = certs.relay_trusting(
+        "ca.pem",
+        broker.listener_port(0),
+        &[("MAX_MESSAGE_BYTES", "300000")],
     );
     relay.expect_connected();
     let big = format!(
@@ -71,24 +72,14 @@ fn commands_larger_than_tls_buffers_are_published_whole_over_tls() {
 
 #[test]
 fn delivery_through_a_tls_listener_with_and_without_client_certificates() {
-    let certs = TempDir::new("certs");
-    make_certs(certs.path());
-    let p = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
-    let tls = format!(
-        "cafile {}\ncertfile {}\nkeyfile {}\n",
-        p("ca.pem"),
-        p("server.pem"),
-        p("server.key")
-    );
+    let certs = Certs::new();
+    let tls = certs.listener();
     let broker =
         Broker::start_with_listeners("", &[tls.clone(), tls + "require_certificate true\n"]);
     let (tls_port, mtls_port) = (broker.listener_port(0), broker.listener_port(1));
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
+    let sub = Subscriber::new(broker.port, ANY_COMMAND);
 
-    let relay = Relay::start(
-        tls_port,
-        &[("MQTT_TLS", "true"), ("MQTT_CA_FILE", &p("ca.pem"))],
-    );
+    let relay = certs.relay_trusting("ca.pem", tls_port, &[]);
     relay.expect_connected();
     relay.connect().write_all(VALID.as_bytes()).unwrap();
     assert_eq!(
@@ -96,13 +87,12 @@ fn delivery_through_a_tls_listener_with_and_without_client_certificates() {
         VALID.as_bytes()
     );
 
-    let mtls = Relay::start(
+    let mtls = certs.relay_trusting(
+        "ca.pem",
         mtls_port,
         &[
-            ("MQTT_TLS", "true"),
-            ("MQTT_CA_FILE", &p("ca.pem")),
-            ("MQTT_CLIENT_CERT", &p("client.pem")),
-            ("MQTT_CLIENT_KEY", &p("client.key")),
+            ("MQTT_CLIENT_CERT", &certs.file("client.pem")),
+            ("MQTT_CLIENT_KEY", &certs.file("client.key")),
         ],
     );
     mtls.expect_connected();
@@ -113,24 +103,9 @@ fn delivery_through_a_tls_listener_with_and_without_client_certificates() {
     );
 
     // A broker certificate from an unknown CA: logged at error once, retried, survived.
-    // At debug, each retry shows: two of them, and still one error line.
-    let wrong = Relay::start(
-        tls_port,
-        &[
-            ("MQTT_TLS", "true"),
-            ("MQTT_CA_FILE", &p("other.pem")),
-            ("LOG_LEVEL", "debug"),
-        ],
-    );
-    wrong.expect_log("ERROR broker 127.0.0.1", WAIT);
-    wrong.expect_log_count(&retried(tls_port), 2, WAIT);
-    let log = wrong.log();
+    let wrong = certs.relay_trusting("other.pem", tls_port, &[("LOG_LEVEL", "debug")]);
+    let log = refused_in_one_error_line(&wrong, tls_port);
     assert!(log.contains("TLS"), "{log}");
-    assert_eq!(
-        log.matches("ERROR").count(),
-        1,
-        "one error line per state change:\n{log}"
-    );
     wrong.connect().write_all(VALID.as_bytes()).unwrap();
     wrong.expect_log("accepted IMG", WAIT);
 }
@@ -138,59 +113,31 @@ fn delivery_through_a_tls_listener_with_and_without_client_certificates() {
 #[test]
 fn unreadable_tls_files_are_configuration_errors() {
     let dir = TempDir::new("tlsconf");
-    let conf = dir.path().join("relay.conf");
-    let missing = dir.path().join("missing-ca.pem");
-    std::fs::write(
+    let ca_file = |name: &str| {
+        let ca = dir.path().join(name);
+        conf_in(
+            dir.path(),
+            &format!("MQTT_TLS = true\nMQTT_CA_FILE = {}\n", ca.display()),
+        )
+    };
+    let conf = ca_file("missing-ca.pem");
+    refused_by(
+        &["check-config"],
         &conf,
-        format!("MQTT_TLS = true\nMQTT_CA_FILE = {}\n", missing.display()),
-    )
-    .unwrap();
-    let (code, _, err) = run_bin(&["check-config", "-c", conf.to_str().unwrap()], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("MQTT_CA_FILE") && err.contains("missing-ca.pem"),
-        "{err}"
+        &["MQTT_CA_FILE", "missing-ca.pem"],
     );
-    let (code, _, err) = run_bin(&["-c", conf.to_str().unwrap()], None);
-    assert_eq!(code, 2, "{err}");
+    refused_by(&[""], &conf, &[]);
 
     std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
-    std::fs::write(
-        &conf,
-        format!(
-            "MQTT_TLS = true\nMQTT_CA_FILE = {}\n",
-            dir.path().join("junk.pem").display()
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = run_bin(&["check-config", "-c", conf.to_str().unwrap()], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no certificate"), "{err}");
+    refused_by(&["check-config"], &ca_file("junk.pem"), &["no certificate"]);
 }
 
 #[test]
 fn an_expired_broker_certificate_is_one_error_line_not_one_per_retry() {
-    let certs = TempDir::new("certs");
-    make_expired_certs(certs.path());
-    let p = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
-    let broker = Broker::start_with_listeners(
-        "",
-        &[format!(
-            "cafile {}\ncertfile {}\nkeyfile {}\n",
-            p("ca.pem"),
-            p("server.pem"),
-            p("server.key")
-        )],
-    );
+    let certs = Certs::expired();
+    let broker = Broker::start_with_listeners("", &[certs.listener()]);
     let tls_port = broker.listener_port(0);
-    let relay = Relay::start(
-        tls_port,
-        &[
-            ("MQTT_TLS", "true"),
-            ("MQTT_CA_FILE", &p("ca.pem")),
-            ("LOG_LEVEL", "debug"),
-        ],
-    );
+    let relay = certs.relay_trusting("ca.pem", tls_port, &[("LOG_LEVEL", "debug")]);
     relay.expect_log("ERROR broker 127.0.0.1", WAIT);
     // Attempts at 0, 1, 3 and 7 s (backoff 1 s doubling): wait for the third.
     let retries = |log: &str| {
@@ -208,10 +155,11 @@ fn an_expired_broker_certificate_is_one_error_line_not_one_per_retry() {
         .lines()
         .filter(|l| l.contains("certificate expired") && !l.contains(" DEBUG "))
         .collect();
-    let errors: Vec<&&str> = about_the_certificate
-        .iter()
-        .filter(|l| l.contains(" ERROR "))
-        .collect();
+    let lines_with = |part: &str| -> Vec<&str> {
+        let lines = about_the_certificate.iter().copied();
+        lines.filter(|l| l.contains(part)).collect()
+    };
+    let errors = lines_with(" ERROR ");
     assert_eq!(errors.len(), 1, "one error line:\n{log}");
     assert!(
         errors[0].contains(&format!(
@@ -221,10 +169,7 @@ fn an_expired_broker_certificate_is_one_error_line_not_one_per_retry() {
         "{log}"
     );
     // The device link (its own connection) says it once too, at warn.
-    let device_link: Vec<&&str> = about_the_certificate
-        .iter()
-        .filter(|l| l.contains(" WARN  device link to broker"))
-        .collect();
+    let device_link = lines_with(" WARN  device link to broker");
     assert_eq!(device_link.len(), 1, "{log}");
     assert_eq!(
         about_the_certificate.len(),
@@ -265,7 +210,7 @@ fn delivery_through_a_listener_that_requires_a_password_and_a_wrong_one_is_survi
         )],
     );
     let secure_port = broker.listener_port(0);
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
+    let sub = Subscriber::new(broker.port, ANY_COMMAND);
 
     let good = Relay::start(
         secure_port,
@@ -294,15 +239,7 @@ fn delivery_through_a_listener_that_requires_a_password_and_a_wrong_one_is_survi
             ("LOG_LEVEL", "debug"),
         ],
     );
-    // At debug, each retry shows: two of them, and still one error line.
-    bad.expect_log("ERROR broker 127.0.0.1", WAIT);
-    bad.expect_log_count(&retried(secure_port), 2, WAIT);
-    let log = bad.log();
-    assert_eq!(
-        log.matches("ERROR").count(),
-        1,
-        "logged once, not per attempt:\n{log}"
-    );
+    let log = refused_in_one_error_line(&bad, secure_port);
     assert!(log.contains("refused"), "{log}");
     assert!(!log.contains("WrongPassw0rd"));
     // Still alive and accepting.

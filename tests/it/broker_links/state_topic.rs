@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Broker, Cutter, Message, Relay, Subscriber, WAIT};
+use crate::support::{relay_with_subscriber, Broker, Cutter, Message, Relay, Subscriber, WAIT};
 
 fn state_subscriber(broker: &Broker) -> Subscriber {
     Subscriber::new(broker.port, "/service/ms500-relay/+/state")
@@ -14,21 +14,29 @@ fn state_of(m: &Message) -> serde_json::Value {
     serde_json::from_slice(&m.payload).expect("state is JSON")
 }
 
+/// The `state` of the next state message on `sub`, if one comes.
+fn next_state(sub: &Subscriber) -> Option<serde_json::Value> {
+    sub.recv(WAIT).map(|m| state_of(&m)["state"].clone())
+}
+
+/// The `state` a new subscriber learns at once: the retained one.
+fn retained_state(broker: &Broker) -> Option<serde_json::Value> {
+    next_state(&state_subscriber(broker))
+}
+
 #[test]
 fn after_a_lost_connection_the_relay_says_online_again_over_its_will() {
     let broker = Broker::start();
     let cutter = Cutter::new(broker.port);
     let sub = state_subscriber(&broker);
     let relay = Relay::start(cutter.port, &[("MQTT_CLIENT_ID", "gw-cut")]);
-    let state = |m: Option<Message>| m.map(|m| state_of(&m)["state"].clone());
-    assert_eq!(state(sub.recv(WAIT)), Some("online".into()));
+    assert_eq!(next_state(&sub), Some("online".into()));
     // The network drops the connection: the broker publishes the will...
     cutter.cut();
-    assert_eq!(state(sub.recv(WAIT)), Some("offline".into()));
+    assert_eq!(next_state(&sub), Some("offline".into()));
     // ...and the relay, connected again, replaces it.
-    assert_eq!(state(sub.recv(WAIT)), Some("online".into()));
-    let late = state_subscriber(&broker);
-    assert_eq!(state(late.recv(WAIT)), Some("online".into()), "retained");
+    assert_eq!(next_state(&sub), Some("online".into()));
+    assert_eq!(retained_state(&broker), Some("online".into()), "retained");
     drop(relay);
 }
 
@@ -55,42 +63,28 @@ fn the_state_topic_says_online_then_offline_on_a_clean_stop_and_by_the_will_afte
     let offline = sub.recv(WAIT).expect("offline on a clean stop");
     assert_eq!(state_of(&offline)["state"], "offline");
     // Retained: a newcomer learns it at once.
-    let late = state_subscriber(&broker);
-    assert_eq!(
-        late.recv(WAIT).map(|m| state_of(&m)["state"].clone()),
-        Some("offline".into())
-    );
+    assert_eq!(retained_state(&broker), Some("offline".into()));
 
     // Killed: the broker publishes the last will.
     relay.relaunch();
-    assert_eq!(
-        sub.recv(WAIT).map(|m| state_of(&m)["state"].clone()),
-        Some("online".into())
-    );
+    assert_eq!(next_state(&sub), Some("online".into()));
     relay.crash();
     let will = sub.recv(WAIT).expect("the last will");
     assert_eq!(state_of(&will)["state"], "offline");
-    let late = state_subscriber(&broker);
-    assert_eq!(
-        late.recv(WAIT).map(|m| state_of(&m)["state"].clone()),
-        Some("offline".into())
-    );
+    assert_eq!(retained_state(&broker), Some("offline".into()));
 }
 
 #[test]
 fn an_empty_state_topic_publishes_nothing() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500-relay/#");
-    let relay = Relay::start(broker.port, &[("STATE_TOPIC", "")]);
+    let (_broker, relay, sub) =
+        relay_with_subscriber("/service/ms500-relay/#", &[("STATE_TOPIC", "")]);
     relay.expect_connected();
     sub.assert_silent(Duration::from_millis(800));
 }
 
 #[test]
 fn the_default_client_id_is_stable_and_two_relays_on_one_host_set_their_own() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500-relay/+/state");
-    let mut relay = Relay::start(broker.port, &[]);
+    let (_broker, mut relay, sub) = relay_with_subscriber("/service/ms500-relay/+/state", &[]);
     let first = sub.recv(WAIT).expect("state").topic;
     assert!(
         first.starts_with("/service/ms500-relay/ms500-relay-"),

@@ -2,20 +2,20 @@
 //! and never published, in the queue or in the spool at the next start; a
 //! clock that jumped between runs expires nothing.
 
-use super::{as_refs, spool_settings, spooled_relay_with_the_broker_away};
 use std::io::Write;
 use std::time::Duration;
 
+use super::{replayed, spooling_with_the_broker_away};
 use crate::support;
 use crate::support::{
-    accepted_count, expect_all, id_of, numbered_command as command, require, testing_own_build,
-    wait_until, Broker, Launch, Relay, Subscriber, TempDir, WAIT,
+    accepted_count, expect_all, id_of, numbered_command as command, numbered_commands, require,
+    testing_own_build, wait_until, Broker, Launch, Relay, Subscriber, COMMANDS, WAIT,
 };
 
 #[test]
 fn expired_commands_are_logged_reported_and_never_published() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     broker.freeze(true);
     let relay = Relay::start(broker.port, &[("COMMAND_TTL", "1"), ("ACK_MODE", "errors")]);
     let mut s = relay.connect();
@@ -42,15 +42,14 @@ fn expired_commands_are_logged_reported_and_never_published() {
 
 #[test]
 fn spooled_commands_older_than_the_ttl_expire_at_the_next_start() {
-    let (_dir, mut broker, mut relay) = spooled_relay_with_the_broker_away(&[("COMMAND_TTL", "1")]);
+    let (mut broker, mut relay) =
+        spooling_with_the_broker_away("{dir}/relay.spool", &[("COMMAND_TTL", "1")]);
     relay.connect().write_all(command(5).as_bytes()).unwrap();
     assert!(wait_until(WAIT, || accepted_count(&relay) == 1));
     relay.crash();
     // Time is the test: the spooled command outlives its COMMAND_TTL of 1 s.
     std::thread::sleep(Duration::from_millis(1500));
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    relay.relaunch();
+    let sub = replayed(&mut broker, &mut relay);
     relay.expect_log("in the spool (COMMAND_TTL 1 s): not published", WAIT);
     relay.expect_connected();
     sub.assert_silent(Duration::from_millis(500));
@@ -84,17 +83,14 @@ fn spooled_commands_survive_a_clock_that_jumped_between_runs() {
     );
     let lib = lib.unwrap_or_default();
     for (first, second) in [(true, false), (false, true)] {
-        let dir = TempDir::new("edge-clock");
-        let spool = dir.path().join("spool.bin");
         let mut broker = Broker::unstarted("");
-        let mut settings = spool_settings(&spool);
-        settings.push(("COMMAND_TTL", "60".into()));
+        let settings = [("SPOOL_FILE", "{dir}/spool.bin"), ("COMMAND_TTL", "60")];
         let launch = if first {
             at_1970(&lib)
         } else {
             Launch::default()
         };
-        let mut relay = Relay::start_with(broker.port, &as_refs(&settings), launch);
+        let mut relay = Relay::start_with(broker.port, &settings, launch);
         if first {
             assert!(
                 relay.log().starts_with("1970-"),
@@ -103,19 +99,16 @@ fn spooled_commands_survive_a_clock_that_jumped_between_runs() {
             );
         }
         let mut s = relay.connect();
-        let burst: String = (0..5).map(command).collect();
-        s.write_all(burst.as_bytes()).unwrap();
+        s.write_all(numbered_commands(0..5).as_bytes()).unwrap();
         assert!(wait_until(WAIT, || accepted_count(&relay) == 5));
         relay.crash();
 
-        broker.restart();
-        let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
         relay.launch = if second {
             at_1970(&lib)
         } else {
             Launch::default()
         };
-        relay.relaunch();
+        let sub = replayed(&mut broker, &mut relay);
         expect_all(
             &sub,
             5,

@@ -8,31 +8,27 @@ mod outage;
 mod shutdown;
 mod spool;
 
-use std::path::Path;
+use crate::support::{Broker, Relay, Subscriber, COMMANDS};
 
-use crate::support::{Broker, Relay, TempDir};
-
-/// A relay with `SPOOL_FILE` (relay.spool in the returned dir) whose broker is not running yet.
-pub(crate) fn spooled_relay_with_the_broker_away(
+/// A relay spooling to `spool` (`{dir}/…` for a file in its own directory,
+/// [`Relay::path`]) with `settings` besides, and its broker, not running yet.
+pub(crate) fn spooling_with_the_broker_away(
+    spool: &str,
     settings: &[(&str, &str)],
-) -> (TempDir, Broker, Relay) {
-    let dir = TempDir::new("spool");
-    let spool = dir
-        .path()
-        .join("relay.spool")
-        .to_string_lossy()
-        .into_owned();
+) -> (Broker, Relay) {
     let broker = Broker::unstarted("");
-    let mut all = vec![("SPOOL_FILE", spool.as_str())];
+    let mut all = vec![("SPOOL_FILE", spool)];
     all.extend_from_slice(settings);
     let relay = Relay::start(broker.port, &all);
-    (dir, broker, relay)
+    (broker, relay)
 }
 
-pub(crate) fn spool_settings(spool: &Path) -> Vec<(&'static str, String)> {
-    vec![("SPOOL_FILE", spool.to_string_lossy().into_owned())]
-}
-
-pub(crate) fn as_refs<'a>(settings: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    settings.iter().map(|(k, v)| (*k, v.as_str())).collect()
+/// The broker back, a subscriber to every command on it, and the relay
+/// started again after it stopped or was killed: the subscriber gets what
+/// the relay replays from its spool.
+pub(crate) fn replayed(broker: &mut Broker, relay: &mut Relay) -> Subscriber {
+    broker.restart();
+    let sub = Subscriber::new(broker.port, COMMANDS);
+    relay.relaunch();
+    sub
 }

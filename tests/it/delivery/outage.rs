@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use crate::support;
 use crate::support::{
-    accepted_count, collect_ids, expect_all_in_order, numbered_command as command, peak_rss_kib,
-    wait_until, Broker, Cutter, Relay, Subscriber, TempDir, RSS_LIMIT_KIB, WAIT,
+    accepted_count, broker_and_relay, broker_back, bytes_of, collect_ids, expect_all_in_order,
+    numbered_commands, peak_rss_kib, relay_with_subscriber, wait_until, Broker, Cutter, Relay,
+    Subscriber, TempDir, COMMANDS, RSS_LIMIT_KIB, WAIT,
 };
 
 #[test]
@@ -29,10 +30,7 @@ fn broker_absent_at_start_commands_wait_without_burning_cpu_then_arrive() {
     relay.expect_log("cannot connect to broker", Duration::from_secs(10));
     relay.expect_log("accepted IMG for unit late", Duration::from_secs(10));
 
-    let before = relay.cpu_seconds();
-    // Time is the test: CPU used over 3 s of waiting.
-    std::thread::sleep(Duration::from_secs(3));
-    let used = relay.cpu_seconds() - before;
+    let used = cpu_seconds_in_3_s(&relay);
     assert!(
         used < 0.5,
         "relay used {used} CPU s in 3 s with the broker away: busy loop"
@@ -57,22 +55,15 @@ fn broker_absent_at_start_commands_wait_without_burning_cpu_then_arrive() {
         "no retry logged:\n{}",
         relay.log()
     );
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let got: Vec<Vec<u8>> = sub
-        .collect(50, Duration::from_secs(40))
-        .into_iter()
-        .map(|m| m.payload)
-        .collect();
-    let expected: Vec<Vec<u8>> = cmds.iter().map(|c| c.as_bytes().to_vec()).collect();
-    assert_eq!(got, expected);
+    let sub = broker_back(&mut broker);
+    let got = sub.payloads(50, Duration::from_secs(40));
+    assert_eq!(got, bytes_of(&cmds));
     relay.expect_connected();
 }
 
 #[test]
 fn a_broker_killed_in_the_middle_of_a_burst_leaves_the_relay_idle_until_it_is_back() {
-    let mut broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let (mut broker, relay) = broker_and_relay(&[]);
     relay.expect_connected();
     let mut s = relay.connect();
     // Enough to keep the window full (the publisher holds writes for room).
@@ -84,15 +75,10 @@ fn a_broker_killed_in_the_middle_of_a_burst_leaves_the_relay_idle_until_it_is_ba
         s
     });
     // Mid-burst: the first commands are in.
-    assert!(support::wait_until(WAIT, || support::accepted_count(
-        &relay
-    ) > 0));
+    assert!(wait_until(WAIT, || accepted_count(&relay) > 0));
     broker.stop();
     relay.expect_log("lost connection to broker", Duration::from_secs(10));
-    let before = relay.cpu_seconds();
-    // Time is the test: CPU used over 3 s of waiting.
-    std::thread::sleep(Duration::from_secs(3));
-    let used = relay.cpu_seconds() - before;
+    let used = cpu_seconds_in_3_s(&relay);
     assert!(
         used < 0.5,
         "relay used {used} CPU s in 3 s with the broker gone mid-burst: busy loop"
@@ -103,24 +89,15 @@ fn a_broker_killed_in_the_middle_of_a_burst_leaves_the_relay_idle_until_it_is_ba
 
 #[test]
 fn broker_restart_in_the_middle_of_a_5000_command_stream_loses_nothing() {
-    let state = TempDir::new("persist");
-    let mut broker = Broker::start_with(&Broker::persistent_config(state.path()));
-    let sub = Subscriber::with_session(
-        broker.port,
-        "/service/ms500/+/socket",
-        Some(&format!("durable-{}", std::process::id())),
-    );
+    let (_state, mut broker, sub) = persistent_broker_and_subscriber("durable");
     let relay = Relay::start(broker.port, &[]);
     relay.expect_connected();
 
     let mut s = relay.connect();
     let writer = std::thread::spawn(move || {
         for chunk in 0..50 {
-            let mut out = String::new();
-            for i in chunk * 100..(chunk + 1) * 100 {
-                out.push_str(&command(i));
-            }
-            s.write_all(out.as_bytes()).unwrap();
+            let ids = chunk * 100..(chunk + 1) * 100;
+            s.write_all(numbered_commands(ids).as_bytes()).unwrap();
             // Paced over 2 s, so that the broker's restart falls mid-stream.
             std::thread::sleep(Duration::from_millis(40));
         }
@@ -150,6 +127,25 @@ fn broker_restart_in_the_middle_of_a_5000_command_stream_loses_nothing() {
     );
 }
 
+/// A broker that keeps its sessions across a SIGTERM restart (in the
+/// returned directory), and a subscriber to every command whose session it
+/// keeps, under a client id starting with `tag`.
+fn persistent_broker_and_subscriber(tag: &str) -> (TempDir, Broker, Subscriber) {
+    let state = TempDir::new(tag);
+    let broker = Broker::start_with(&Broker::persistent_config(state.path()));
+    let id = format!("{tag}-{}", std::process::id());
+    let sub = Subscriber::with_session(broker.port, COMMANDS, Some(&id));
+    (state, broker, sub)
+}
+
+/// The CPU seconds the relay uses in the next 3 s.
+fn cpu_seconds_in_3_s(relay: &Relay) -> f64 {
+    let before = relay.cpu_seconds();
+    // Time is the test: CPU used over 3 s of waiting.
+    std::thread::sleep(Duration::from_secs(3));
+    relay.cpu_seconds() - before
+}
+
 /// The publish link's log lines: each connection made, each one lost.
 fn link_ups_and_downs(relay: &Relay) -> (usize, usize) {
     let log = relay.log();
@@ -162,7 +158,7 @@ fn link_ups_and_downs(relay: &Relay) -> (usize, usize) {
 #[test]
 fn cutting_the_broker_connection_again_and_again_loses_nothing() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let cutter = Cutter::new(broker.port);
     let relay = Relay::start(cutter.port, &[]);
     relay.expect_log("INFO  connected to broker ", WAIT);
@@ -178,8 +174,8 @@ fn cutting_the_broker_connection_again_and_again_loses_nothing() {
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
-                let out: String = (n..n + 10).map(command).collect();
-                s.write_all(out.as_bytes()).unwrap();
+                s.write_all(numbered_commands(n..n + 10).as_bytes())
+                    .unwrap();
                 n += 10;
                 // Paced (500 a second): the stream must outlast the cuts.
                 std::thread::sleep(Duration::from_millis(20));
@@ -226,16 +222,16 @@ fn cutting_the_broker_connection_again_and_again_loses_nothing() {
 
 #[test]
 fn a_connection_that_stops_making_progress_is_dropped_and_rebuilt() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("MQTT_KEEPALIVE", "10")]);
+    let (broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("MQTT_KEEPALIVE", "10")]);
     relay.expect_connected();
     // A frozen broker keeps the TCP connection open and answers nothing: the
     // link is dropped after 1.5 x MQTT_KEEPALIVE without an answer or a PUBACK.
     broker.freeze(true);
     let n = 50;
-    let burst: String = (0..n).map(command).collect();
-    relay.connect().write_all(burst.as_bytes()).unwrap();
+    relay
+        .connect()
+        .write_all(numbered_commands(0..n).as_bytes())
+        .unwrap();
     relay.expect_log("lost connection to broker", Duration::from_secs(25));
     let log = relay.log();
     assert!(
@@ -249,9 +245,7 @@ fn a_connection_that_stops_making_progress_is_dropped_and_rebuilt() {
 
 #[test]
 fn a_full_queue_blocks_the_backend_and_drops_nothing() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("QUEUE_CAPACITY", "50")]);
+    let (broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("QUEUE_CAPACITY", "50")]);
     relay.expect_connected();
     broker.freeze(true);
 
@@ -298,13 +292,7 @@ fn a_full_queue_blocks_the_backend_and_drops_nothing() {
 fn broker_away_and_commands_of_64_kb_the_queue_stays_within_its_byte_budget() {
     // The subscriber's session outlives the broker's absence, so it misses
     // nothing the relay sends the moment the broker is back.
-    let state = TempDir::new("bounds-persist");
-    let mut broker = Broker::start_with(&Broker::persistent_config(state.path()));
-    let sub = Subscriber::with_session(
-        broker.port,
-        "/service/ms500/+/socket",
-        Some(&format!("bounds-{}", std::process::id())),
-    );
+    let (_state, mut broker, sub) = persistent_broker_and_subscriber("bounds");
     broker.terminate();
     let relay = Relay::start(broker.port, &[]);
     let blob = "b".repeat(64_000);

@@ -2,19 +2,18 @@
 //! exits 0, also what the kernel held for a stopped relay; what the grace
 //! cannot publish is counted in the log; a second signal ends it at once.
 
-use super::{as_refs, spool_settings};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    accepted_count, collect_ids, id_of, numbered_command as command, peer_kernel_has_all,
-    wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
+    accepted_count, broker_and_relay, collect_ids, expect_ids, id_of, numbered_command as command,
+    numbered_commands, peer_kernel_has_all, relay_with_subscriber, wait_until, Broker, Relay,
+    COMMANDS, WAIT,
 };
 
 #[test]
 fn sigterm_stops_cleanly_with_exit_0() {
-    let broker = Broker::start();
-    let mut relay = Relay::start(broker.port, &[]);
+    let (_broker, mut relay) = broker_and_relay(&[]);
     relay.expect_connected();
     relay.signal("TERM");
     let status = relay.wait_exit(WAIT).expect("relay stops on SIGTERM");
@@ -23,15 +22,13 @@ fn sigterm_stops_cleanly_with_exit_0() {
 
 #[test]
 fn sigterm_with_commands_queued_delivers_them_all_and_exits_0_within_the_grace() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let mut relay = Relay::start(broker.port, &[("SHUTDOWN_GRACE", "15")]);
+    let (broker, mut relay, sub) = relay_with_subscriber(COMMANDS, &[("SHUTDOWN_GRACE", "15")]);
     relay.expect_connected();
     broker.freeze(true);
     // Fewer than the 400 the relay holds while connected, so all are accepted (spooled
     // and logged) before the signal; more would wait in the socket as backpressure.
     let n = 300;
-    let burst: String = (0..n).map(command).collect();
+    let burst = numbered_commands(0..n);
     relay.connect().write_all(burst.as_bytes()).unwrap();
     assert!(wait_until(WAIT, || accepted_count(&relay) == n));
     let started = Instant::now();
@@ -71,38 +68,30 @@ fn a_second_signal_exits_at_once() {
 /// watchdog does: SIGTERM + SIGCONT. Every command whose bytes reached the
 /// relay's socket is published before it exits 0, on an open connection and
 /// on one still waiting in the listen backlog.
-fn stopped_relay_publishes_what_the_kernel_held(settings: &[(&'static str, String)]) {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let mut all = as_refs(settings);
+fn stopped_relay_publishes_what_the_kernel_held(settings: &[(&str, &str)]) {
+    let mut all = settings.to_vec();
     all.push(("SHUTDOWN_GRACE", "5"));
-    let mut relay = Relay::start(broker.port, &all);
+    let (_broker, mut relay, sub) = relay_with_subscriber(COMMANDS, &all);
     let mut open = relay.connect();
     open.write_all(command(0).as_bytes()).unwrap();
     assert_eq!(id_of(&sub.recv(WAIT).expect("relay works")), 0);
 
     relay.signal("STOP");
-    let burst: String = (1..=200).map(command).collect();
-    open.write_all(burst.as_bytes()).unwrap();
+    open.write_all(numbered_commands(1..201).as_bytes())
+        .unwrap();
     // A connection the relay has not accepted yet: it waits in the backlog.
     let mut waiting = relay.connect();
-    let late: String = (201..=250).map(command).collect();
-    waiting.write_all(late.as_bytes()).unwrap();
+    waiting
+        .write_all(numbered_commands(201..251).as_bytes())
+        .unwrap();
     assert!(wait_until(WAIT, || peer_kernel_has_all(&open)
         && peer_kernel_has_all(&waiting)));
     relay.signal("TERM");
     relay.signal("CONT");
     let status = relay.wait_exit(WAIT).expect("relay exits");
     assert_eq!(status.code(), Some(0), "log:\n{}", relay.log());
-    let (seen, _) = collect_ids(&sub, 250, Duration::from_secs(3));
-    let missing: Vec<u64> = (1..=250).filter(|i| !seen.contains_key(i)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of 250 lost: {:?}...; log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        relay.log()
-    );
+    let what = "held by the kernel for a stopped relay";
+    expect_ids(&sub, 1..=250, Duration::from_secs(3), what, &relay);
 }
 
 #[test]
@@ -112,8 +101,7 @@ fn sigterm_to_a_stopped_relay_publishes_what_the_kernel_held_without_spool() {
 
 #[test]
 fn sigterm_to_a_stopped_relay_publishes_what_the_kernel_held_with_spool() {
-    let dir = TempDir::new("edge-spool");
-    stopped_relay_publishes_what_the_kernel_held(&spool_settings(&dir.path().join("spool.bin")));
+    stopped_relay_publishes_what_the_kernel_held(&[("SPOOL_FILE", "{dir}/spool.bin")]);
 }
 
 #[test]
@@ -129,8 +117,7 @@ fn when_the_grace_runs_out_the_unread_commands_are_counted_in_the_log() {
     );
     let mut s = relay.connect();
     let n = 1000;
-    let burst: String = (0..n).map(command).collect();
-    s.write_all(burst.as_bytes()).unwrap();
+    s.write_all(numbered_commands(0..n).as_bytes()).unwrap();
     assert!(wait_until(WAIT, || accepted_count(&relay) == 1));
     // Nothing reports a batch the publisher was handed but cannot take:
     // give the session time to read on and hand one over.

@@ -3,24 +3,46 @@
 //! record, the file deleted or truncated under the relay, and a full or
 //! read-only disk (a small tmpfs, as root).
 
-use super::{as_refs, spool_settings, spooled_relay_with_the_broker_away};
 use std::io::Write;
 use std::net::TcpStream;
+use std::ops::Range;
 use std::time::Duration;
 
+use super::{replayed, spooling_with_the_broker_away};
 use crate::support::{
-    accepted_count, collect_ids, expect_all, id_of, numbered_command as command, wait_until,
-    Broker, Relay, Subscriber, TempDir, Tmpfs, WAIT,
+    accepted_count, broker_back, collect_ids, expect_all, id_of, numbered_command as command,
+    numbered_commands, path_text, relay_with_subscriber, wait_until, Broker, Relay, Tmpfs,
+    COMMANDS, WAIT,
 };
+
+/// A relay with the broker away that spooled `n` commands to `{dir}/spool.bin`,
+/// one record each (each accepted before the next is sent), and was killed.
+fn spooled_one_by_one(n: usize) -> (Broker, Relay) {
+    let (broker, mut relay) = spooling_with_the_broker_away("{dir}/spool.bin", &[]);
+    let mut s = relay.connect();
+    for i in 0..n {
+        s.write_all(command(i).as_bytes()).unwrap();
+        assert!(wait_until(WAIT, || accepted_count(&relay) == i + 1));
+    }
+    relay.crash();
+    (broker, relay)
+}
+
+/// A relay spooling to a tmpfs of `size_kib` (see [`Tmpfs`]), and its
+/// broker, not running yet.
+fn spooling_to_a_tmpfs(size_kib: u64) -> (Tmpfs, Broker, Relay) {
+    let fs = Tmpfs::mount(size_kib, false);
+    let spool = path_text(&fs.dir.join("spool.bin"));
+    let (broker, relay) = spooling_with_the_broker_away(&spool, &[]);
+    (fs, broker, relay)
+}
 
 #[test]
 fn kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command() {
-    let (dir, mut broker, mut relay) = spooled_relay_with_the_broker_away(&[]);
-    let spool = dir.path().join("relay.spool");
+    let (mut broker, mut relay) = spooling_with_the_broker_away("{dir}/relay.spool", &[]);
     let mut s = relay.connect();
     let n = 300;
-    let burst: String = (0..n).map(command).collect();
-    s.write_all(burst.as_bytes()).unwrap();
+    s.write_all(numbered_commands(0..n).as_bytes()).unwrap();
     assert!(
         wait_until(WAIT, || accepted_count(&relay) == n),
         "accepted {} of {n}",
@@ -28,11 +50,9 @@ fn kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command(
     );
     relay.crash();
     drop(s);
-    assert!(std::fs::metadata(&spool).unwrap().len() > 0);
+    assert!(std::fs::metadata(relay.path("relay.spool")).unwrap().len() > 0);
 
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    relay.relaunch();
+    let sub = replayed(&mut broker, &mut relay);
     let (seen, total) = collect_ids(&sub, n, WAIT);
     assert_eq!(seen.len(), n, "log:\n{}", relay.log());
     println!(
@@ -44,15 +64,9 @@ fn kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command(
 
 #[test]
 fn a_spool_with_a_torn_last_record_replays_the_intact_ones() {
-    let (dir, mut broker, mut relay) = spooled_relay_with_the_broker_away(&[]);
-    let spool = dir.path().join("relay.spool");
-    let mut s = relay.connect();
-    for i in 0..10 {
-        s.write_all(command(i).as_bytes()).unwrap();
-        // One record each, so the last record is command 9.
-        assert!(wait_until(WAIT, || accepted_count(&relay) == i + 1));
-    }
-    relay.crash();
+    // One record each, so the last record is command 9.
+    let (mut broker, mut relay) = spooled_one_by_one(10);
+    let spool = relay.path("spool.bin");
     let len = std::fs::metadata(&spool).unwrap().len();
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -61,9 +75,7 @@ fn a_spool_with_a_torn_last_record_replays_the_intact_ones() {
     f.set_len(len - 3).unwrap();
     drop(f);
     // Garbage after a torn record must not matter either.
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    relay.relaunch();
+    let sub = replayed(&mut broker, &mut relay);
     let got = sub.collect(10, Duration::from_secs(5));
     let ids: Vec<u64> = got.iter().map(id_of).collect();
     assert_eq!(ids, (0..9).collect::<Vec<u64>>(), "log:\n{}", relay.log());
@@ -76,10 +88,10 @@ fn a_spool_with_a_torn_last_record_replays_the_intact_ones() {
 
 #[test]
 fn sigterm_with_the_broker_away_leaves_the_queue_in_the_spool_for_the_next_start() {
-    let (_dir, mut broker, mut relay) =
-        spooled_relay_with_the_broker_away(&[("SHUTDOWN_GRACE", "1")]);
+    let (mut broker, mut relay) =
+        spooling_with_the_broker_away("{dir}/relay.spool", &[("SHUTDOWN_GRACE", "1")]);
     let n = 40;
-    let burst: String = (0..n).map(command).collect();
+    let burst = numbered_commands(0..n);
     relay.connect().write_all(burst.as_bytes()).unwrap();
     assert!(wait_until(WAIT, || accepted_count(&relay) == n));
     relay.signal("TERM");
@@ -87,46 +99,32 @@ fn sigterm_with_the_broker_away_leaves_the_queue_in_the_spool_for_the_next_start
     assert_eq!(status.code(), Some(0), "log:\n{}", relay.log());
     relay.expect_log("stay in the spool", WAIT);
 
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    relay.relaunch();
+    let sub = replayed(&mut broker, &mut relay);
     let (seen, _) = collect_ids(&sub, n, WAIT);
     assert_eq!(seen.len(), n, "log:\n{}", relay.log());
 }
 
 #[test]
 fn a_flipped_byte_in_the_middle_of_the_spool_costs_one_command_and_the_file_is_kept() {
-    let dir = TempDir::new("edge-flip");
-    let spool = dir.path().join("spool.bin");
-    let mut broker = Broker::unstarted("");
-    let settings = spool_settings(&spool);
-    let mut relay = Relay::start(broker.port, &as_refs(&settings));
-    let mut s = relay.connect();
-    for i in 0..100 {
-        s.write_all(command(i).as_bytes()).unwrap();
-        // One record per command.
-        assert!(wait_until(WAIT, || accepted_count(&relay) == i + 1));
-    }
-    relay.crash();
+    let (mut broker, mut relay) = spooled_one_by_one(100);
+    let spool = relay.path("spool.bin");
     let mut bytes = std::fs::read(&spool).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
     std::fs::write(&spool, &bytes).unwrap();
 
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    relay.relaunch();
+    let sub = replayed(&mut broker, &mut relay);
     let (seen, _) = collect_ids(&sub, 100, Duration::from_secs(3));
     assert_eq!(seen.len(), 99, "log:\n{}", relay.log());
     relay.expect_log("damaged bytes in 1 places skipped", WAIT);
-    let aside: Vec<String> = std::fs::read_dir(dir.path())
+    let aside: Vec<String> = std::fs::read_dir(relay.dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("spool.bin.damaged-"))
         .collect();
     assert_eq!(aside.len(), 1, "the damaged file is kept aside");
     assert_eq!(
-        std::fs::read(dir.path().join(&aside[0])).unwrap(),
+        std::fs::read(relay.path(&aside[0])).unwrap(),
         bytes,
         "kept as it was"
     );
@@ -134,15 +132,11 @@ fn a_flipped_byte_in_the_middle_of_the_spool_costs_one_command_and_the_file_is_k
 
 #[test]
 fn a_spool_deleted_or_truncated_under_the_relay_is_written_again() {
-    let dir = TempDir::new("edge-deleted");
-    let spool = dir.path().join("spool.bin");
-    let mut broker = Broker::unstarted("");
-    let settings = spool_settings(&spool);
-    let mut relay = Relay::start(broker.port, &as_refs(&settings));
+    let (mut broker, mut relay) = spooling_with_the_broker_away("{dir}/spool.bin", &[]);
+    let spool = relay.path("spool.bin");
     let mut s = relay.connect();
-    let send = |s: &mut TcpStream, range: std::ops::Range<usize>| {
-        let burst: String = range.map(command).collect();
-        s.write_all(burst.as_bytes()).unwrap();
+    let send = |s: &mut TcpStream, ids: Range<usize>| {
+        s.write_all(numbered_commands(ids).as_bytes()).unwrap();
     };
     send(&mut s, 0..10);
     assert!(wait_until(WAIT, || accepted_count(&relay) == 10));
@@ -161,9 +155,7 @@ fn a_spool_deleted_or_truncated_under_the_relay_is_written_again() {
     relay.expect_log("the file was truncated", WAIT);
     relay.crash();
 
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    relay.relaunch();
+    let sub = replayed(&mut broker, &mut relay);
     expect_all(
         &sub,
         30,
@@ -176,18 +168,12 @@ fn a_spool_deleted_or_truncated_under_the_relay_is_written_again() {
 #[test]
 #[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
 fn a_full_disk_stops_intake_without_losing_what_was_accepted() {
-    let dir = TempDir::new("edge-full");
-    let fs = Tmpfs::mount(dir.path(), 256, false);
-    let spool = fs.dir.join("spool.bin");
-    let mut broker = Broker::unstarted("");
-    let settings = spool_settings(&spool);
-    let mut relay = Relay::start(broker.port, &as_refs(&settings));
+    let (fs, mut broker, mut relay) = spooling_to_a_tmpfs(256);
     fs.fill_leaving(24);
     let sender = {
         let mut s = relay.connect();
         std::thread::spawn(move || {
-            let burst: String = (0..1000).map(command).collect();
-            let _ = s.write_all(burst.as_bytes());
+            let _ = s.write_all(numbered_commands(0..1000).as_bytes());
             s
         })
     };
@@ -211,9 +197,7 @@ fn a_full_disk_stops_intake_without_losing_what_was_accepted() {
     // Everything accepted is in the spool: after kill -9, with space back and
     // the broker up, each one arrives.
     fs.free();
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    relay.relaunch();
+    let sub = replayed(&mut broker, &mut relay);
     // One connection: the accepted commands are the first `stalled` ids.
     expect_all(
         &sub,
@@ -227,18 +211,12 @@ fn a_full_disk_stops_intake_without_losing_what_was_accepted() {
 #[test]
 #[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
 fn spooling_resumes_by_itself_when_space_returns() {
-    let dir = TempDir::new("edge-resume");
-    let fs = Tmpfs::mount(dir.path(), 512, false);
-    let spool = fs.dir.join("spool.bin");
-    let mut broker = Broker::unstarted("");
-    let settings = spool_settings(&spool);
-    let relay = Relay::start(broker.port, &as_refs(&settings));
+    let (fs, mut broker, relay) = spooling_to_a_tmpfs(512);
     fs.fill_leaving(24);
     let sender = {
         let mut s = relay.connect();
         std::thread::spawn(move || {
-            let burst: String = (0..1000).map(command).collect();
-            s.write_all(burst.as_bytes()).unwrap();
+            s.write_all(numbered_commands(0..1000).as_bytes()).unwrap();
             s
         })
     };
@@ -253,8 +231,7 @@ fn spooling_resumes_by_itself_when_space_returns() {
         relay.log()
     );
     let _s = sender.join().unwrap();
-    broker.restart();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = broker_back(&mut broker);
     expect_all(
         &sub,
         1000,
@@ -267,17 +244,12 @@ fn spooling_resumes_by_itself_when_space_returns() {
 #[test]
 #[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
 fn a_read_only_spool_directory_does_not_stop_the_start_and_commands_flow_while_connected() {
-    let dir = TempDir::new("edge-ro");
-    let fs = Tmpfs::mount(dir.path(), 64, true);
-    let spool = fs.dir.join("spool.bin");
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let settings = spool_settings(&spool);
-    let relay = Relay::start(broker.port, &as_refs(&settings));
+    let fs = Tmpfs::mount(64, true);
+    let spool = path_text(&fs.dir.join("spool.bin"));
+    let (_broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("SPOOL_FILE", &spool)]);
     relay.expect_log("cannot be written", WAIT);
     let mut s = relay.connect();
-    let burst: String = (0..300).map(command).collect();
-    s.write_all(burst.as_bytes()).unwrap();
+    s.write_all(numbered_commands(0..300).as_bytes()).unwrap();
     expect_all(&sub, 300, Duration::from_secs(5), "read-only spool", &relay);
     assert!(
         relay.log().contains("ERROR"),
@@ -288,14 +260,10 @@ fn a_read_only_spool_directory_does_not_stop_the_start_and_commands_flow_while_c
 #[test]
 #[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
 fn a_spool_on_a_full_disk_at_start_does_not_stop_the_start() {
-    let dir = TempDir::new("edge-full-start");
-    let fs = Tmpfs::mount(dir.path(), 64, false);
+    let fs = Tmpfs::mount(64, false);
     fs.fill_leaving(0);
-    let spool = fs.dir.join("spool.bin");
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let settings = spool_settings(&spool);
-    let mut relay = Relay::start(broker.port, &as_refs(&settings));
+    let spool = path_text(&fs.dir.join("spool.bin"));
+    let (_broker, mut relay, sub) = relay_with_subscriber(COMMANDS, &[("SPOOL_FILE", &spool)]);
     relay.expect_log("cannot be written", WAIT);
     relay.connect().write_all(command(1).as_bytes()).unwrap();
     assert_eq!(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, QoS};
 
 use crate::support::{
-    device, heartbeat_topic, peak_rss_kib, publish, run_bin, wait_until, with_protocol, Broker,
-    Relay, Subscriber, TempDir, RSS_LIMIT_KIB, WAIT,
+    device, heartbeat, heartbeat_topic, peak_rss_kib, publish, ready_on, showing_heartbeats,
+    wait_until, Broker, Relay, Subscriber, COMMANDS, RSS_LIMIT_KIB, WAIT,
 };
 
 on_each_version!(
@@ -20,20 +20,10 @@ on_each_version!(
 );
 
 fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived(protocol: &str) {
-    let broker = Broker::start();
-    let relay = Relay::start(
-        broker.port,
-        &with_protocol(protocol, &[("LOG_LEVEL", "debug")]),
-    );
-    relay.expect_ready();
+    let (broker, relay) = ready_on(protocol, &[("LOG_LEVEL", "debug")]);
     let hb = br#"{"device_id":"cam-07","msg_type":"online","timestamp":1764391000,"ip":"10.1.2.3","network":"wifi","eth_connected":false,"wifi_connected":true,"lte_connected":0,"cpu_temp":51.5,"sense_temp":40.25,"video_fps":14.5,"spi_fps":29,"lte_signal":-77}"#;
-    publish(broker.port, &heartbeat_topic("cam-07"), hb, QoS::AtMostOnce);
-    relay.expect_log("heartbeat cam-07:", WAIT);
-    let log = relay.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("heartbeat cam-07:"))
-        .unwrap();
+    heartbeat(broker.port, "cam-07", hb);
+    let line = relay.log_line("heartbeat cam-07:", WAIT);
     for part in [
         "ts=1764391000",
         "ip=10.1.2.3",
@@ -51,38 +41,18 @@ fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived(protocol: &str) 
     }
 
     // Missing fields are absent, not zero.
-    publish(
-        broker.port,
-        &heartbeat_topic("cam-08"),
-        br#"{"ip":"10.1.2.4"}"#,
-        QoS::AtMostOnce,
-    );
-    relay.expect_log("heartbeat cam-08:", WAIT);
-    let log = relay.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("heartbeat cam-08:"))
-        .unwrap();
+    heartbeat(broker.port, "cam-08", br#"{"ip":"10.1.2.4"}"#);
+    let line = relay.log_line("heartbeat cam-08:", WAIT);
     assert!(
         line.contains("cpu=absent") && !line.contains("lte_signal"),
         "{line}"
     );
 
     // Non-JSON and odd heartbeats: one warn line, and the relay carries on.
-    publish(
-        broker.port,
-        &heartbeat_topic("cam-09"),
-        b"\xff\xfeonline",
-        QoS::AtMostOnce,
-    );
-    publish(
-        broker.port,
-        &heartbeat_topic("cam-09"),
-        b"[1,2]",
-        QoS::AtMostOnce,
-    );
+    heartbeat(broker.port, "cam-09", b"\xff\xfeonline");
+    heartbeat(broker.port, "cam-09", b"[1,2]");
     relay.expect_log("odd heartbeat from device cam-09", WAIT);
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     relay
         .connect()
         .write_all(br#"{"type":"IMG","unit":"cam-09"}"#)
@@ -98,18 +68,8 @@ fn heartbeat_fields_appear_in_the_log_and_odd_ones_are_survived(protocol: &str) 
 }
 
 fn silent_device_goes_offline_once_and_comes_back_online(protocol: &str) {
-    let broker = Broker::start();
-    let relay = Relay::start(
-        broker.port,
-        &with_protocol(protocol, &[("DEVICE_TIMEOUT", "2")]),
-    );
-    relay.expect_ready();
-    publish(
-        broker.port,
-        &heartbeat_topic("cam-q"),
-        br#"{"ip":"10.0.0.1"}"#,
-        QoS::AtMostOnce,
-    );
+    let (broker, relay) = ready_on(protocol, &[("DEVICE_TIMEOUT", "2")]);
+    heartbeat(broker.port, "cam-q", br#"{"ip":"10.0.0.1"}"#);
     relay.expect_log("device cam-q offline", WAIT);
     // Time is the test here: "offline" must not come again in the next 1.5
     // DEVICE_TIMEOUTs of silence.
@@ -119,12 +79,7 @@ fn silent_device_goes_offline_once_and_comes_back_online(protocol: &str) {
         1,
         "offline is logged once"
     );
-    publish(
-        broker.port,
-        &heartbeat_topic("cam-q"),
-        br#"{"ip":"10.0.0.1"}"#,
-        QoS::AtMostOnce,
-    );
+    heartbeat(broker.port, "cam-q", br#"{"ip":"10.0.0.1"}"#);
     relay.expect_log("device cam-q is back online", WAIT);
 }
 
@@ -163,7 +118,7 @@ fn a_retained_17_mb_heartbeat_costs_only_itself_while_commands_flow() {
             }
         }
     }
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let relay = Relay::start(broker.port, &[("LOG_LEVEL", "debug")]);
     let mut s = relay.connect();
     for i in 0..100 {
@@ -199,7 +154,18 @@ fn a_retained_17_mb_heartbeat_costs_only_itself_while_commands_flow() {
     );
 }
 
-fn heartbeat(client: &Client, id: &str) {
+/// A broker, the relay with `settings` and its device link subscribed, and
+/// one client `name` that heartbeats for a fleet of cameras.
+fn relay_and_a_fleet(settings: &[(&str, &str)], name: &str) -> (Broker, Relay, Client) {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.port, settings);
+    relay.expect_subscribed();
+    let fleet = device(broker.port, name);
+    (broker, relay, fleet)
+}
+
+/// A heartbeat of camera `id` from a fleet's client.
+fn fleet_heartbeat(client: &Client, id: &str) {
     client
         .publish(
             format!("/device/ms500/{id}/online"),
@@ -212,13 +178,11 @@ fn heartbeat(client: &Client, id: &str) {
 
 #[test]
 fn heartbeats_are_debug_lines_and_one_summary_line_sums_them_up_at_info() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("DEVICE_SUMMARY_INTERVAL", "1")]);
-    relay.expect_subscribed();
-    let cams = device(broker.port, "fleet-info");
+    let (broker, relay, cams) =
+        relay_and_a_fleet(&[("DEVICE_SUMMARY_INTERVAL", "1")], "fleet-info");
     for round in 0..3 {
         for i in 0..5 {
-            heartbeat(&cams, &format!("cam-{i}"));
+            fleet_heartbeat(&cams, &format!("cam-{i}"));
         }
         if round == 0 {
             relay.expect_log("device cam-4 online (first heartbeat since start)", WAIT);
@@ -238,18 +202,15 @@ fn heartbeats_are_debug_lines_and_one_summary_line_sums_them_up_at_info() {
 
     let debug = Relay::start(broker.port, &[("LOG_LEVEL", "debug")]);
     debug.expect_subscribed();
-    heartbeat(&cams, "cam-9");
+    fleet_heartbeat(&cams, "cam-9");
     debug.expect_log("heartbeat cam-9: ts=absent ip=10.0.0.7 net=wifi", WAIT);
 }
 
 #[test]
 fn each_camera_of_a_fleet_gone_silent_is_offline_exactly_once() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("DEVICE_TIMEOUT", "2")]);
-    relay.expect_subscribed();
-    let cams = device(broker.port, "fleet-offline");
+    let (_broker, relay, cams) = relay_and_a_fleet(&[("DEVICE_TIMEOUT", "2")], "fleet-offline");
     for i in 0..8 {
-        heartbeat(&cams, &format!("dark-{i}"));
+        fleet_heartbeat(&cams, &format!("dark-{i}"));
     }
     for i in 0..8 {
         relay.expect_log(&format!("device dark-{i} offline"), WAIT);
@@ -264,7 +225,7 @@ fn each_camera_of_a_fleet_gone_silent_is_offline_exactly_once() {
             "{log}"
         );
     }
-    heartbeat(&cams, "dark-3");
+    fleet_heartbeat(&cams, "dark-3");
     relay.expect_log("device dark-3 is back online", WAIT);
     relay.expect_log_count("device dark-3 offline", 2, WAIT);
 }
@@ -293,17 +254,8 @@ fn subscribed_quietly(relay: &Relay, broker: u16, status: &Path) {
 #[test]
 fn a_hundred_thousand_devices_stay_within_max_devices_and_the_status_file_stays_small() {
     let broker = Broker::start();
-    let dir = TempDir::new("bounds-devices");
-    let status = dir.path().join("status.json");
-    let status_str = status.to_string_lossy().into_owned();
-    let relay = Relay::start(
-        broker.port,
-        &[
-            ("STATUS_FILE", status_str.as_str()),
-            ("STATUS_INTERVAL", "1"),
-            ("LOG_LEVEL", "warn"),
-        ],
-    );
+    let relay = Relay::start_with_status(broker.port, &[("LOG_LEVEL", "warn")]);
+    let status = relay.status_file();
     subscribed_quietly(&relay, broker.port, &status);
     let dev = device(broker.port, "fleet");
     let n = 100_000;
@@ -352,8 +304,7 @@ fn a_hundred_thousand_devices_stay_within_max_devices_and_the_status_file_stays_
         "once a minute at most:\n{}",
         relay.log()
     );
-    let conf = relay.conf.to_string_lossy().into_owned();
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("devices: 10000"), "{out}");
 }
@@ -361,18 +312,8 @@ fn a_hundred_thousand_devices_stay_within_max_devices_and_the_status_file_stays_
 #[test]
 fn a_70000_character_heartbeat_field_is_cut_and_status_still_prints() {
     let broker = Broker::start();
-    let dir = TempDir::new("bounds-field");
-    let status = dir.path().join("status.json");
-    let status_str = status.to_string_lossy().into_owned();
-    let relay = Relay::start(
-        broker.port,
-        &[
-            ("LOG_LEVEL", "debug"),
-            ("STATUS_FILE", status_str.as_str()),
-            ("STATUS_INTERVAL", "1"),
-        ],
-    );
-    relay.expect_subscribed();
+    let relay = showing_heartbeats(broker.port);
+    let status = relay.status_file();
     let huge = "1".repeat(70_000);
     let dev = device(broker.port, "longfield");
     dev.publish(
@@ -382,19 +323,12 @@ fn a_70000_character_heartbeat_field_is_cut_and_status_still_prints() {
         format!(r#"{{"ip":"{huge}","network":"{huge}"}}"#),
     )
     .unwrap();
-    relay.expect_log("heartbeat cam-long:", WAIT);
-    let line = relay
-        .log()
-        .lines()
-        .find(|l| l.contains("heartbeat cam-long:"))
-        .unwrap()
-        .to_string();
+    let line = relay.log_line("heartbeat cam-long:", WAIT);
     assert!(line.len() < 400, "log line of {} bytes", line.len());
     assert!(line.contains("(70000 characters)"), "{line}");
     assert!(wait_until(WAIT, || std::fs::read_to_string(&status)
         .is_ok_and(|t| t.contains("cam-long"))));
-    let conf = relay.conf.to_string_lossy().into_owned();
-    let (code, out, err) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("cam-long"), "{out}");
     assert!(out.lines().all(|l| l.len() < 500), "{out}");

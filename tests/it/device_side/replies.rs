@@ -10,8 +10,8 @@ use rumqttc::QoS;
 
 use crate::support;
 use crate::support::{
-    closed_by_peer, device, heartbeat_topic, peak_rss_kib, publish, read_lines, reply_topic,
-    with_protocol, Broker, Relay, RSS_LIMIT_KIB, WAIT,
+    broker_and_relay, closed_by_peer, device, device_reply, heartbeat_topic, peak_rss_kib, publish,
+    read_lines, ready_on, reply_topic, with_protocol, Broker, Relay, RSS_LIMIT_KIB, WAIT,
 };
 
 on_each_version!(
@@ -35,12 +35,7 @@ fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route(protocol
     a.write_all(br#"{"type":"SCS","unit":"cam-r"}"#).unwrap();
     relay.expect_log("accepted SCS for unit cam-r", WAIT);
     let reply = "{\"fps\": 15, \"name\": \"caf\u{e9}\"}";
-    publish(
-        broker.port,
-        &reply_topic("cam-r"),
-        reply.as_bytes(),
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-r", reply.as_bytes());
     assert_eq!(
         read_lines(&a, 1, WAIT),
         vec![reply.to_string()],
@@ -56,12 +51,7 @@ fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route(protocol
         .unwrap();
     // The session claims the route before it hands the command on.
     relay.expect_log("accepted UDS for unit cam-r", WAIT);
-    publish(
-        broker.port,
-        &reply_topic("cam-r"),
-        b"{\"ok\":true}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-r", b"{\"ok\":true}");
     assert_eq!(read_lines(&b, 1, WAIT), vec!["{\"ok\":true}".to_string()]);
     assert!(
         read_lines(&a, 1, Duration::from_millis(500)).is_empty(),
@@ -73,12 +63,7 @@ fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route(protocol
     // The session drops its routes right after this line; the reply below
     // takes far longer to come back through the broker.
     relay.expect_log("closed the connection", WAIT);
-    publish(
-        broker.port,
-        &reply_topic("cam-r"),
-        b"{\"late\":1}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-r", b"{\"late\":1}");
     relay.expect_log("reply from unit cam-r has no backend route", WAIT);
     assert!(read_lines(&a, 1, Duration::from_millis(500)).is_empty());
 
@@ -87,22 +72,12 @@ fn scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route(protocol
     relay.expect_log("reply from unit ghost has no backend route", WAIT);
     a.write_all(br#"{"type":"SCS","unit":"cam-s"}"#).unwrap();
     relay.expect_log("accepted SCS for unit cam-s", WAIT);
-    publish(
-        broker.port,
-        &reply_topic("cam-s"),
-        b"{\"s\":1}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-s", b"{\"s\":1}");
     assert_eq!(read_lines(&a, 1, WAIT), vec!["{\"s\":1}".to_string()]);
 }
 
 fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_again(protocol: &str) {
-    let mut broker = Broker::start();
-    let relay = Relay::start(
-        broker.port,
-        &with_protocol(protocol, &[("LOG_LEVEL", "debug")]),
-    );
-    relay.expect_ready();
+    let (mut broker, relay) = ready_on(protocol, &[("LOG_LEVEL", "debug")]);
     let mut a = relay.connect();
     a.write_all(br#"{"type":"SCS","unit":"cam-re"}"#).unwrap();
     relay.expect_log("accepted SCS for unit cam-re", WAIT);
@@ -132,12 +107,7 @@ fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_agai
     );
     relay.expect_log("heartbeat cam-re:", WAIT);
     // The route lives in the relay: it outlived the broker.
-    publish(
-        broker.port,
-        &reply_topic("cam-re"),
-        b"{\"after\":\"restart\"}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-re", b"{\"after\":\"restart\"}");
     let line = read_lines(&a, 1, WAIT);
     assert_eq!(
         line,
@@ -150,9 +120,7 @@ fn after_a_broker_restart_heartbeats_are_seen_and_replies_reach_their_route_agai
 fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_claimed_again(
     protocol: &str,
 ) {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &with_protocol(protocol, &[]));
-    relay.expect_ready();
+    let (broker, relay) = ready_on(protocol, &[]);
     let mut a = relay.connect();
     let mut b = relay.connect();
     a.write_all(br#"{"type":"SCS","unit":"cam-t"}"#).unwrap();
@@ -165,12 +133,7 @@ fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_
     drop(a);
     // Whenever a's routes go, b's claim on cam-t is not among them.
     relay.expect_log("closed the connection", WAIT);
-    publish(
-        broker.port,
-        &reply_topic("cam-t"),
-        b"{\"to\":\"b\"}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-t", b"{\"to\":\"b\"}");
     assert_eq!(read_lines(&b, 1, WAIT), vec!["{\"to\":\"b\"}".to_string()]);
 
     // b leaves too; a new connection claims the same unit and gets its replies.
@@ -179,12 +142,7 @@ fn a_route_taken_over_survives_the_old_holder_closing_and_a_closed_route_can_be_
     let mut c = relay.connect();
     c.write_all(br#"{"type":"SCS","unit":"cam-t"}"#).unwrap();
     relay.expect_log_count("accepted SCS for unit cam-t from", 2, WAIT);
-    publish(
-        broker.port,
-        &reply_topic("cam-t"),
-        b"{\"to\":\"c\"}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-t", b"{\"to\":\"c\"}");
     assert_eq!(read_lines(&c, 1, WAIT), vec!["{\"to\":\"c\"}".to_string()]);
 }
 
@@ -209,12 +167,7 @@ fn a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session(protoco
     cutter.refuse(true);
     cutter.cut();
     relay.expect_log("device link to broker", WAIT);
-    publish(
-        broker.port,
-        "/device/ms500/cam-s/socket_reply",
-        br#"{"fps":15}"#,
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-s", br#"{"fps":15}"#);
     publish(
         broker.port,
         &heartbeat_topic("cam-away"),
@@ -238,8 +191,7 @@ fn a_reply_sent_while_the_device_link_is_cut_arrives_through_its_session(protoco
 /// own oldest routes, never another connection's.
 #[test]
 fn a_flood_of_scs_evicts_only_its_own_routes() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("MAX_DEVICES", "4")]);
+    let (broker, relay) = broker_and_relay(&[("MAX_DEVICES", "4")]);
     relay.expect_subscribed();
     let mut root = relay.connect();
     root.write_all(br#"{"type":"SCS","unit":"cam-01"}"#)
@@ -252,12 +204,7 @@ fn a_flood_of_scs_evicts_only_its_own_routes() {
             .unwrap();
     }
     relay.expect_log("accepted SCS for unit made-up-49", WAIT);
-    publish(
-        broker.port,
-        "/device/ms500/cam-01/socket_reply",
-        b"{\"fw\":1}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-01", b"{\"fw\":1}");
     assert_eq!(
         read_lines(&root, 1, WAIT),
         ["{\"fw\":1}"],
@@ -267,8 +214,7 @@ fn a_flood_of_scs_evicts_only_its_own_routes() {
 
 #[test]
 fn a_backend_that_never_reads_its_replies_costs_its_budget_and_is_closed_after_5_s() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let (broker, relay) = broker_and_relay(&[]);
     let mut backend = relay.connect();
     backend
         .write_all(br#"{"type":"SCS","unit":"cam-big"}"#)

@@ -4,10 +4,9 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
-use std::process::Stdio;
 
 use crate::support;
-use crate::support::tools::write_conf;
+use crate::support::tools::conf_in;
 use crate::support::{run_bin, TempDir, WAIT};
 
 #[test]
@@ -16,22 +15,6 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2, "{err}");
     let (code, _, _) = run_bin(&["-c"], None);
     assert_eq!(code, 2);
-}
-
-/// Runs the binary with `args` (not necessarily UTF-8); its exit code and stderr.
-fn run_os(args: &[&OsStr]) -> (Option<i32>, String) {
-    let out = support::relay_command()
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run relay binary");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -51,9 +34,9 @@ fn no_argument_makes_it_panic_non_utf8_or_an_unusable_wait() {
         vec![OsStr::new("send"), OsStr::new("-w"), OsStr::new(&huge)],
     ];
     for args in cases {
-        let (code, err) = run_os(&args);
+        let (code, _, err) = run_bin(&args, None);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(code, 2, "{args:?}: {err}");
         assert!(
             err.starts_with("ms500-relay: ") && err.contains("(see --help)"),
             "{args:?}: {err}"
@@ -86,13 +69,14 @@ fn help_and_version() {
 #[test]
 fn rust_log_wins_over_log_level() {
     let dir = TempDir::new("cli");
-    let conf = write_conf(
-        &dir,
+    let conf = conf_in(
+        dir.path(),
         // Port 1: no broker there.
         "LOG_LEVEL = debug\nSOCKET_PORT = 0\nMQTT_PORT = 1\n",
     );
     let mut child = support::relay_command()
-        .args(["-c", &conf])
+        .arg("-c")
+        .arg(&conf)
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::piped())
         .spawn()

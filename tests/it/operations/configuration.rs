@@ -8,25 +8,26 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::tools::{shared_conf, tool, write_conf};
+use crate::support::tools::{conf_in, refused_by, shared_conf, tool};
 use crate::support::{
-    append, chmod, mkfifo, relay_command, run_bin, wait_until, Broker, Relay, TempDir, WAIT,
+    append, broker_and_relay, chmod, mkfifo, relay_command, wait_until, Broker, Relay, TempDir,
+    WAIT,
 };
 
 #[test]
 fn check_config_passes_on_the_shipped_relay_conf_and_masks_the_password() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.conf");
-    let (code, out, err) = run_bin(&["check-config", "-c", shipped], None);
+    let (code, out, err) = tool(&["check-config"], Path::new(shipped));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("MQTT_PORT = 1883"), "{out}");
     assert!(out.contains("ACK_MODE = none"), "{out}");
 
     let dir = TempDir::new("cli");
-    let conf = write_conf(
-        &dir,
+    let conf = conf_in(
+        dir.path(),
         "MQTT_PASSWORD = s3cr3t-value\nMQTT_USERNAME = relay\n",
     );
-    let (code, out, _) = run_bin(&["check-config", "-c", &conf], None);
+    let (code, out, _) = tool(&["check-config"], &conf);
     assert_eq!(code, 0);
     assert!(out.contains("MQTT_PASSWORD = ***"), "{out}");
     assert!(!out.contains("s3cr3t-value"), "{out}");
@@ -35,89 +36,59 @@ fn check_config_passes_on_the_shipped_relay_conf_and_masks_the_password() {
 #[test]
 fn bad_configuration_exits_2_naming_file_line_and_key() {
     let dir = TempDir::new("cli");
-    let conf = write_conf(&dir, "# comment\nMQTT_PORT = 1883\nMQTT_QOS = 7\n");
-    for args in [vec!["check-config", "-c", &conf], vec!["-c", &conf]] {
-        let (code, _, err) = run_bin(&args, None);
-        assert_eq!(code, 2, "{err}");
-        assert!(err.contains("relay.conf:3"), "{err}");
-        assert!(err.contains("MQTT_QOS"), "{err}");
-    }
-    let conf = write_conf(&dir, "NOT_A_KEY = 1\n");
-    let (code, _, err) = run_bin(&["-c", &conf], None);
-    assert_eq!(code, 2);
-    assert!(
-        err.contains("relay.conf:1") && err.contains("NOT_A_KEY"),
-        "{err}"
-    );
-
-    let missing = dir.path().join("nope.conf");
-    let (code, _, err) = run_bin(&["-c", missing.to_str().unwrap()], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("nope.conf"), "{err}");
+    let conf = conf_in(dir.path(), "# comment\nMQTT_PORT = 1883\nMQTT_QOS = 7\n");
+    refused_by(&["check-config", ""], &conf, &["relay.conf:3", "MQTT_QOS"]);
+    let conf = conf_in(dir.path(), "NOT_A_KEY = 1\n");
+    refused_by(&[""], &conf, &["relay.conf:1", "NOT_A_KEY"]);
+    refused_by(&[""], &dir.path().join("nope.conf"), &["nope.conf"]);
 }
 
 #[test]
 fn check_config_reports_every_problem_at_once() {
     let dir = TempDir::new("op-all");
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(
-        &conf,
+    let conf = conf_in(
+        dir.path(),
         "LOG_LEVL = debug\nMQTT_PORT = 0\nSPOOL_FILE = /no/such/dir/spool\n",
-    )
-    .unwrap();
-    let (code, _, err) = run_bin(&["check-config", "-c", &conf.to_string_lossy()], None);
-    assert_eq!(code, 2, "{err}");
-    for needle in ["LOG_LEVL", "MQTT_PORT", "SPOOL_FILE", "3 problem(s)"] {
-        assert!(err.contains(needle), "{needle}: {err}");
-    }
+    );
+    let every_problem = ["LOG_LEVL", "MQTT_PORT", "SPOOL_FILE", "3 problem(s)"];
+    refused_by(&["check-config"], &conf, &every_problem);
 }
 
 #[test]
 fn an_error_in_a_key_the_tool_needs_refuses_the_file() {
     let dir = TempDir::new("op-needs");
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(&conf, "LOG_LEVL = x\nPID_FILE = \"/run/x.pid\n").unwrap();
-    let (code, _, err) = run_bin(&["stop", "-c", &conf.to_string_lossy()], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("PID_FILE: missing closing quote"), "{err}");
+    let conf = conf_in(dir.path(), "LOG_LEVL = x\nPID_FILE = \"/run/x.pid\n");
+    refused_by(&["stop"], &conf, &["PID_FILE: missing closing quote"]);
 }
 
 #[test]
 fn a_typo_in_relay_conf_leaves_stop_status_and_the_watchdog_working() {
-    let broker = Broker::start();
-    let dir = TempDir::new("op-typo");
-    let pid_file = dir.path().join("run/relay.pid");
-    let status_file = dir.path().join("run/status.json");
-    let mut relay = Relay::start(
-        broker.port,
-        &[
-            ("PID_FILE", &pid_file.to_string_lossy()),
-            ("STATUS_FILE", &status_file.to_string_lossy()),
-        ],
-    );
+    let (_broker, mut relay) = broker_and_relay(&[
+        ("PID_FILE", "{dir}/run/relay.pid"),
+        ("STATUS_FILE", "{dir}/run/status.json"),
+    ]);
     relay.expect_connected();
     append(&relay.conf, "LOG_LEVL = debug\n");
-    let conf = relay.conf.to_string_lossy().into_owned();
 
-    let (code, out, err) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains("LOG_LEVL: unknown key"), "{err}");
 
     // A healthy relay is left alone by the watchdog.
-    let (code, out, err) = run_bin(&["watchdog", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["watchdog"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         relay.wait_exit(Duration::from_millis(200)).is_none(),
         "{err}"
     );
 
-    let (code, out, err) = run_bin(&["stop", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["stop"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("stopping relay pid"), "{out}");
     assert!(!out.contains("watchdog:"), "stop speaks for itself: {out}");
 
     // Stopped, with a broken file: the watchdog does not start one and says why.
-    let (code, _, err) = run_bin(&["watchdog", "-c", &conf], None);
+    let (code, _, err) = relay.tool(&["watchdog"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot be started until"), "{err}");
 }
@@ -138,13 +109,11 @@ fn the_relay_creates_its_run_time_directories_and_check_config_says_so() {
         .map(|(k, v)| (*k, v.to_string_lossy().into_owned()))
         .collect();
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let conf = dir.path().join("relay.conf");
     let text: String = settings
         .iter()
         .map(|(k, v)| format!("{k} = {v}\n"))
         .collect();
-    std::fs::write(&conf, &text).unwrap();
-    let (code, out, err) = run_bin(&["check-config", "-c", &conf.to_string_lossy()], None);
+    let (code, out, err) = tool(&["check-config"], &conf_in(dir.path(), &text));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("is created at start"), "{out}");
     assert!(out.contains("# in effect: client id ms500-relay-"), "{out}");
@@ -163,24 +132,13 @@ fn check_config_refuses_what_the_run_would_refuse() {
     let missing = dir.path().join("no-such-dir");
     // The run-time files' directories are created at start (operator.rs);
     // the spool's is persistent storage that must be mounted, not made.
-    let conf = dir.path().join("relay.conf");
     let spool = missing.join("file");
-    std::fs::write(&conf, format!("SPOOL_FILE = {}\n", spool.display())).unwrap();
-    let conf_s = conf.to_string_lossy().into_owned();
-    let (code, _, err) = run_bin(&["check-config", "-c", &conf_s], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("SPOOL_FILE") && err.contains("does not exist"),
-        "{err}"
-    );
+    let conf = conf_in(dir.path(), &format!("SPOOL_FILE = {}\n", spool.display()));
+    refused_by(&["check-config"], &conf, &["SPOOL_FILE", "does not exist"]);
     // And the run refuses it the same way, before anything else.
-    let (code, _, err) = run_bin(&["-c", &conf_s], None);
-    assert_eq!(code, 2, "{err}");
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(&conf, "SOCKET_HOST = 0.0.0.0.0\n").unwrap();
-    let (code, _, err) = run_bin(&["check-config", "-c", conf.to_str().unwrap()], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("SOCKET_HOST"), "{err}");
+    refused_by(&[""], &conf, &[]);
+    let conf = conf_in(dir.path(), "SOCKET_HOST = 0.0.0.0.0\n");
+    refused_by(&["check-config"], &conf, &["SOCKET_HOST"]);
 }
 
 /// Finding: a relative `PID_FILE` meant another file from another working
@@ -198,22 +156,10 @@ fn relative_paths_in_file_keys_are_refused() {
         "MQTT_CA_FILE",
     ] {
         let conf = shared_conf(dir.path(), "relay.conf", 1, &format!("{key} = run/x\n"));
-        for args in [vec!["check-config"], vec!["run"]] {
-            let (code, out, err) = tool(&args, &conf);
-            assert_eq!(code, 2, "{key} {args:?}: {out}{err}");
-            assert!(
-                err.contains(key) && err.contains("absolute"),
-                "{key}: {err}"
-            );
-        }
+        refused_by(&["check-config", "run"], &conf, &[key, "absolute"]);
     }
     let conf = shared_conf(dir.path(), "relay.conf", 1, "PID_FILE = run/relay.pid\n");
-    let (code, out, err) = tool(&["stop"], &conf);
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(
-        err.contains("PID_FILE") && err.contains("absolute"),
-        "{err}"
-    );
+    refused_by(&["stop"], &conf, &["PID_FILE", "absolute"]);
 }
 
 /// The run's exit code for `conf`: what it exits with, or 0 once it

@@ -5,8 +5,8 @@
 
 use std::net::TcpListener;
 
-use crate::support::tools::{relays_of, shared_conf, started_by_watchdog, tool, Reaper};
-use crate::support::{alive, append, read_json, run_bin, wait_until, Broker, Relay, TempDir, WAIT};
+use crate::support::tools::{relays_of, tool, ToolConf};
+use crate::support::{alive, append, read_json, wait_until, Broker, Relay, TempDir, WAIT};
 
 #[test]
 fn a_second_instance_exits_3_naming_the_holder_and_a_stale_pid_file_is_taken_over() {
@@ -27,7 +27,7 @@ fn a_second_instance_exits_3_naming_the_holder_and_a_stale_pid_file_is_taken_ove
     );
     assert!(!first.log().contains("WARN"), "{}", first.log());
 
-    let (code, _, err) = run_bin(&["-c", first.conf.to_str().unwrap()], None);
+    let (code, _, err) = first.tool(&[]);
     assert_eq!(code, 3, "{err}");
     assert!(
         err.contains(&first.pid().to_string()),
@@ -55,23 +55,24 @@ fn a_taken_port_exits_4() {
 #[test]
 fn a_second_instance_on_a_taken_port_leaves_the_first_ones_status_file_alone() {
     let broker = Broker::start();
-    let dir = TempDir::new("op-second");
-    let status_file = dir.path().join("status.json");
-    let st = status_file.to_string_lossy().into_owned();
     let first = Relay::start(
         broker.port,
-        &[("STATUS_FILE", st.as_str()), ("STATUS_INTERVAL", "60")],
+        &[
+            ("STATUS_FILE", "{dir}/status.json"),
+            ("STATUS_INTERVAL", "60"),
+        ],
     );
+    let status_file = first.status_file();
     assert!(wait_until(WAIT, || read_json(&status_file)["pid"] == first.pid()));
     let before = std::fs::read(&status_file).unwrap();
     // The same relay.conf again: the relay running it is named (exit 3).
-    let (code, _, err) = run_bin(&["-c", first.conf.to_str().unwrap()], None);
+    let (code, _, err) = first.tool(&[]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
     // A copy of it (another configuration) finds the port taken.
-    let copy = dir.path().join("copy.conf");
+    let copy = first.path("copy.conf");
     std::fs::copy(&first.conf, &copy).unwrap();
-    let (code, _, err) = run_bin(&["-c", copy.to_str().unwrap()], None);
+    let (code, _, err) = tool(&[], &copy);
     assert_eq!(code, 4, "{err}");
     assert_eq!(
         std::fs::read(&status_file).unwrap(),
@@ -90,24 +91,13 @@ fn a_second_instance_on_a_taken_port_leaves_the_first_ones_status_file_alone() {
 fn the_tools_find_the_relay_after_pid_file_was_edited() {
     let broker = Broker::start();
     let dir = TempDir::new("pid-edited");
+    let conf = ToolConf::in_run(dir.path(), broker.port, "a.pid");
+    let pid = conf.started_by_watchdog();
     let run = dir.path().join("run");
-    let pid_file = run.join("a.pid");
-    let conf = shared_conf(
-        dir.path(),
-        "relay.conf",
-        broker.port,
-        &format!(
-            "PID_FILE = {}\nSTATUS_FILE = {}\n",
-            pid_file.display(),
-            run.join("status.json").display()
-        ),
-    );
-    let _reaper = Reaper(vec![conf.clone()]);
-    let pid = started_by_watchdog(&conf, &pid_file);
     let edited = run.join("b.pid");
-    append(&conf, &format!("PID_FILE = {}\n", edited.display()));
+    append(&conf.path, &format!("PID_FILE = {}\n", edited.display()));
 
-    let (code, out, err) = tool(&["reload"], &conf);
+    let (code, out, err) = conf.tool(&["reload"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&format!("relay pid {pid}")), "{out}");
     let log = run.join("ms500-relay.log");
@@ -121,19 +111,16 @@ fn the_tools_find_the_relay_after_pid_file_was_edited() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     for _ in 0..2 {
-        let (code, out, err) = tool(&["watchdog"], &conf);
+        let (code, out, err) = conf.tool(&["watchdog"]);
         assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
     }
-    assert_eq!(relays_of(&conf), [pid], "one relay, the first");
+    assert_eq!(relays_of(&conf.path), [pid], "one relay, the first");
     assert!(!edited.exists());
-    let (code, out, err) = tool(&["status"], &conf);
+    let (code, out, err) = conf.tool(&["status"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&format!("pid {pid}")), "{out}");
 
-    let (code, out, err) = tool(&["stop"], &conf);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains(&format!("stopping relay pid {pid}")), "{out}");
-    assert!(wait_until(WAIT, || !alive(pid)), "relay {pid} still runs");
+    conf.stops(pid);
 }
 
 /// Finding: with PID_FILE's directory removed, `stop` said "relay is not
@@ -143,27 +130,11 @@ fn stop_finds_the_relay_after_the_pid_files_directory_was_removed() {
     let broker = Broker::start();
     let dir = TempDir::new("pid-dir-gone");
     let run = dir.path().join("run");
-    let pid_file = run.join("relay.pid");
-    let conf = shared_conf(
-        dir.path(),
-        "relay.conf",
-        broker.port,
-        &format!(
-            "PID_FILE = {}\nSTATUS_FILE = {}\n",
-            pid_file.display(),
-            dir.path().join("status.json").display()
-        ),
-    );
-    let _reaper = Reaper(vec![conf.clone()]);
-    let pid = started_by_watchdog(&conf, &pid_file);
+    let status_file = dir.path().join("status.json");
+    let conf = ToolConf::new(dir.path(), broker.port, run.join("relay.pid"), &status_file);
+    let pid = conf.started_by_watchdog();
     std::fs::remove_dir_all(&run).unwrap();
-    let (code, out, err) = tool(&["stop"], &conf);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains(&format!("stopping relay pid {pid}")),
-        "{out}{err}"
-    );
-    assert!(wait_until(WAIT, || !alive(pid)), "relay {pid} still runs");
+    conf.stops(pid);
 }
 
 /// Finding: two relays with one client id on one broker knock each other
@@ -173,39 +144,28 @@ fn stop_finds_the_relay_after_the_pid_files_directory_was_removed() {
 fn the_watchdog_starts_no_second_relay_with_the_same_client_id() {
     let broker = Broker::start();
     let dir = TempDir::new("twin-ids");
-    let pid_a = dir.path().join("a.pid");
-    let pid_b = dir.path().join("b.pid");
-    let conf_a = shared_conf(
-        dir.path(),
-        "a.conf",
-        broker.port,
-        &format!(
-            "MQTT_CLIENT_ID = twin\nPID_FILE = {}\nSTATUS_FILE = {}\n",
-            pid_a.display(),
-            dir.path().join("a.json").display()
-        ),
-    );
-    let conf_b = shared_conf(
-        dir.path(),
-        "b.conf",
-        broker.port,
-        &format!(
-            "MQTT_CLIENT_ID = twin\nPID_FILE = {}\nSTATUS_FILE = {}\n",
-            pid_b.display(),
-            dir.path().join("b.json").display()
-        ),
-    );
-    let _reaper = Reaper(vec![conf_a.clone(), conf_b.clone()]);
-    let pid = started_by_watchdog(&conf_a, &pid_a);
-    let (code, out, err) = tool(&["watchdog"], &conf_b);
+    let twin = |name: &str| {
+        let (pid_file, status_file) = (format!("{name}.pid"), format!("{name}.json"));
+        ToolConf::named(
+            &format!("{name}.conf"),
+            dir.path(),
+            broker.port,
+            dir.path().join(pid_file),
+            &dir.path().join(status_file),
+            "MQTT_CLIENT_ID = twin\n",
+        )
+    };
+    let (conf_a, conf_b) = (twin("a"), twin("b"));
+    let pid = conf_a.started_by_watchdog();
+    let (code, out, err) = conf_b.tool(&["watchdog"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!("pid {pid}"))
             && err.contains("twin")
-            && err.contains(&conf_a.display().to_string()),
+            && err.contains(&conf_a.path.display().to_string()),
         "{err}"
     );
-    assert!(relays_of(&conf_b).is_empty(), "no second relay");
-    assert!(!pid_b.exists());
+    assert!(relays_of(&conf_b.path).is_empty(), "no second relay");
+    assert!(!conf_b.pid_file.exists());
     assert!(alive(pid));
 }

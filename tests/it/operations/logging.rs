@@ -12,17 +12,28 @@ use rumqttc::QoS;
 
 use crate::support;
 use crate::support::{
-    device, expect_all, numbered_command as command, read_lines, read_text, wait_until, Broker,
-    Relay, Subscriber, TempDir, Tmpfs, WAIT,
+    broker_and_relay, device, expect_all, numbered_commands, padded_commands, pump, read_lines,
+    read_text, relay_with_subscriber, wait_until, Broker, Relay, Subscriber, TempDir, Tmpfs,
+    ANY_COMMAND, COMMANDS, WAIT,
 };
+
+/// The relay's log in a file in its own directory ([`Relay::path`]).
+const LOG_FILE: (&str, &str) = ("LOG_FILE", "{dir}/relay.log");
+
+/// The log in file `log`, rotated at 64 KiB, two old files kept.
+fn rotated_at_64_kib(log: &str) -> [(&str, &str); 3] {
+    [
+        ("LOG_FILE", log),
+        ("LOG_MAX_BYTES", "65536"),
+        ("LOG_KEEP", "2"),
+    ]
+}
 
 #[test]
 fn sighup_reopens_the_log_file_and_the_relay_keeps_running() {
     let broker = Broker::start();
-    let dir = TempDir::new("op-hup");
-    let log = dir.path().join("relay.log");
-    let log_s = log.to_string_lossy().into_owned();
-    let mut relay = Relay::spawn(broker.port, &[("LOG_FILE", log_s.as_str())]);
+    let mut relay = Relay::spawn(broker.port, &[LOG_FILE]);
+    let log = relay.path("relay.log");
     assert!(
         wait_until(WAIT, || read_text(&log).contains("listening on")),
         "{}",
@@ -31,7 +42,7 @@ fn sighup_reopens_the_log_file_and_the_relay_keeps_running() {
     assert!(relay.log().is_empty(), "nothing on stderr: {}", relay.log());
 
     // logrotate moves the file away, then signals.
-    let moved = dir.path().join("relay.log.old");
+    let moved = relay.path("relay.log.old");
     std::fs::rename(&log, &moved).unwrap();
     relay.signal("HUP");
     assert!(
@@ -81,20 +92,17 @@ fn log_flood_stays_within_bounds(named_by_the_watchdog: bool) {
     let dir = TempDir::new("op-flood");
     let log = dir.path().join("relay.log");
     let log_s = log.to_string_lossy().into_owned();
-    let mut settings = vec![
-        ("LOG_MAX_BYTES", "65536"),
-        ("LOG_KEEP", "2"),
-        ("LOG_LEVEL", "debug"),
-    ];
+    let mut settings = rotated_at_64_kib(&log_s).to_vec();
+    settings.push(("LOG_LEVEL", "debug"));
     let mut launch = support::Launch::default();
     if named_by_the_watchdog {
+        // No LOG_FILE: the watchdog's variable names the file.
+        settings.retain(|(key, _)| *key != "LOG_FILE");
         launch.env.push(("MS500_RELAY_LOG".into(), log_s.clone()));
-    } else {
-        settings.push(("LOG_FILE", log_s.as_str()));
     }
     let relay = Relay::spawn_with(broker.port, &settings, launch);
     assert!(wait_until(WAIT, || read_text(&log).contains("listening on")));
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let mut s = relay.connect();
     let n = 3000;
     let burst: String = (0..n)
@@ -160,21 +168,11 @@ fn whole_log(log: &Path) -> String {
 #[test]
 fn a_heartbeat_flood_keeps_the_log_history() {
     let broker = Broker::start();
-    let dir = TempDir::new("hb-flood");
-    let log = dir.path().join("relay.log");
-    let log_arg = log.to_string_lossy().into_owned();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let _relay = Relay::spawn(
-        broker.port,
-        &[
-            ("LOG_FILE", log_arg.as_str()),
-            ("LOG_MAX_BYTES", "65536"),
-            ("LOG_KEEP", "2"),
-        ],
-    );
-    assert!(crate::support::wait_until(WAIT, || whole_log(&log).contains("device link subscribed")));
-    let port = crate::support::wait_listening_port(_relay.pid());
-    let mut backend = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let sub = Subscriber::new(broker.port, ANY_COMMAND);
+    let relay = Relay::spawn(broker.port, &rotated_at_64_kib("{dir}/relay.log"));
+    let log = relay.path("relay.log");
+    assert!(wait_until(WAIT, || whole_log(&log).contains("device link subscribed")));
+    let mut backend = relay.connect();
     backend
         .write_all(br#"{"type":"FRS","unit":"cam-01","reset_level":1}"#)
         .unwrap();
@@ -182,7 +180,7 @@ fn a_heartbeat_flood_keeps_the_log_history() {
     let mut opts = rumqttc::MqttOptions::new("hb-flooder", "127.0.0.1", broker.port);
     opts.set_inflight(100);
     let (device, conn) = rumqttc::Client::new(opts, 1024);
-    crate::support::pump(conn);
+    pump(conn);
     let beat = br#"{"ip":"10.0.0.7","network":"wifi","cpu_temp":47.5,"video_fps":15.0}"#;
     for _ in 0..25_000 {
         device
@@ -204,7 +202,7 @@ fn a_heartbeat_flood_keeps_the_log_history() {
         )
         .unwrap();
     assert!(
-        crate::support::wait_until(Duration::from_secs(60), || whole_log(&log)
+        wait_until(Duration::from_secs(60), || whole_log(&log)
             .contains("device flood-end online")),
         "the state change is logged"
     );
@@ -230,20 +228,12 @@ fn a_rotation_that_cannot_rename_keeps_logging() {
         std::fs::create_dir_all(dir.path().join(format!("relay.log.{n}/kept"))).unwrap();
     }
     let log_arg = log.to_string_lossy().into_owned();
-    let relay = Relay::spawn(
-        broker.port,
-        &[
-            ("LOG_FILE", log_arg.as_str()),
-            ("LOG_MAX_BYTES", "65536"),
-            ("LOG_KEEP", "2"),
-        ],
-    );
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(crate::support::wait_until(WAIT, || read().contains("device link subscribed")));
-    let port = crate::support::wait_listening_port(relay.pid());
-    let mut backend = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let relay = Relay::spawn(broker.port, &rotated_at_64_kib(&log_arg));
+    let read = || read_text(&log);
+    assert!(wait_until(WAIT, || read().contains("device link subscribed")));
+    let mut backend = relay.connect();
     // One "accepted" line per command: 1200 of them fill 64 KiB twice over.
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
+    let sub = Subscriber::new(broker.port, ANY_COMMAND);
     for i in 0..1200 {
         backend
             .write_all(
@@ -256,7 +246,7 @@ fn a_rotation_that_cannot_rename_keeps_logging() {
         .write_all(br#"{"type":"IMG","unit":"the-last-one"}"#)
         .unwrap();
     assert!(
-        crate::support::wait_until(WAIT, || read()
+        wait_until(WAIT, || read()
             .contains("accepted IMG for unit the-last-one")),
         "lines after the failed rotation are written"
     );
@@ -274,8 +264,7 @@ fn a_rotation_that_cannot_rename_keeps_logging() {
 
 #[test]
 fn floods_of_remote_input_are_logged_within_a_budget() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let (broker, relay) = broker_and_relay(&[]);
     relay.expect_subscribed();
     let dev = device(broker.port, "noisy");
     for i in 0..50 {
@@ -343,8 +332,7 @@ fn floods_of_remote_input_are_logged_within_a_budget() {
 #[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
 fn a_full_log_disk_loses_whole_lines_and_says_how_many_afterwards() {
     let broker = Broker::start();
-    let dir = TempDir::new("op-logfull");
-    let fs = Tmpfs::mount(dir.path(), 256, false);
+    let fs = Tmpfs::mount(256, false);
     let log = fs.dir.join("relay.log");
     let relay = Relay::spawn(
         broker.port,
@@ -356,15 +344,9 @@ fn a_full_log_disk_loses_whole_lines_and_says_how_many_afterwards() {
     assert!(wait_until(WAIT, || read_text(&log).contains("connected to broker")));
     fs.fill_leaving(8);
     let mut backend = relay.connect();
-    let burst: String = (0..400)
-        .map(|i| {
-            format!(
-                "{{\"type\":\"IMG\",\"unit\":\"full-{i:04}-{}\"}}",
-                "x".repeat(40)
-            )
-        })
-        .collect();
-    backend.write_all(burst.as_bytes()).unwrap();
+    backend
+        .write_all(padded_commands("full", 400, 40).as_bytes())
+        .unwrap();
     // The relay writes the log in batches at most 200 ms apart: the burst
     // is logged (or lost) within a second.
     std::thread::sleep(Duration::from_secs(1));
@@ -394,14 +376,11 @@ fn a_full_log_disk_loses_whole_lines_and_says_how_many_afterwards() {
 #[test]
 #[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
 fn a_read_only_disk_under_log_status_and_metrics_does_not_stop_the_start() {
-    let dir = TempDir::new("edge-ro-all");
-    let fs = Tmpfs::mount(dir.path(), 64, true);
+    let fs = Tmpfs::mount(64, true);
     let at = |name: &str| fs.dir.join(name).to_string_lossy().into_owned();
     let (log, status, metrics) = (at("relay.log"), at("status.json"), at("relay.prom"));
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(
-        broker.port,
+    let (_broker, relay, sub) = relay_with_subscriber(
+        COMMANDS,
         &[
             ("LOG_FILE", log.as_str()),
             ("STATUS_FILE", status.as_str()),
@@ -411,8 +390,7 @@ fn a_read_only_disk_under_log_status_and_metrics_does_not_stop_the_start() {
     relay.expect_log("cannot be written", WAIT);
     relay.expect_log("cannot write STATUS_FILE", WAIT);
     let mut s = relay.connect();
-    let burst: String = (0..100).map(command).collect();
-    s.write_all(burst.as_bytes()).unwrap();
+    s.write_all(numbered_commands(0..100).as_bytes()).unwrap();
     expect_all(
         &sub,
         100,
@@ -428,8 +406,7 @@ fn a_read_only_disk_under_log_status_and_metrics_does_not_stop_the_start() {
 
 #[test]
 fn syslog_out_of_reach_falls_back_instead_of_exiting() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("LOG_SYSLOG", "true")]);
+    let (_broker, relay) = broker_and_relay(&[("LOG_SYSLOG", "true")]);
     if !std::path::Path::new("/dev/log").exists() {
         relay.expect_log("cannot reach syslog at /dev/log", WAIT);
         relay.expect_log("trying syslog again every 10 s", WAIT);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::{
-    accepted_count, read_json, read_text, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
+    accepted_count, read_text, wait_until, Broker, Relay, Subscriber, COMMANDS, WAIT,
 };
 
 /// Parses the metrics file with the Prometheus client's own parser
@@ -50,22 +50,9 @@ fn metric(metrics: &[(String, f64)], name: &str) -> f64 {
 #[test]
 fn metrics_parse_as_prometheus_text_and_the_counters_add_up() {
     let broker = Broker::start();
-    let dir = TempDir::new("op-metrics");
-    let metrics_file = dir.path().join("ms500.prom");
-    let status_file = dir.path().join("status.json");
-    let (m, st) = (
-        metrics_file.to_string_lossy().into_owned(),
-        status_file.to_string_lossy().into_owned(),
-    );
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(
-        broker.port,
-        &[
-            ("METRICS_FILE", m.as_str()),
-            ("STATUS_FILE", st.as_str()),
-            ("STATUS_INTERVAL", "1"),
-        ],
-    );
+    let sub = Subscriber::new(broker.port, COMMANDS);
+    let relay = Relay::start_with_status(broker.port, &[("METRICS_FILE", "{dir}/ms500.prom")]);
+    let metrics_file = relay.path("ms500.prom");
     let mut s = relay.connect();
     // 3 good, 2 not JSON, 2 invalid commands.
     s.write_all(b"{\"type\":\"IMG\",\"unit\":\"m1\"}\nnot json at all\n{\"type\":\"IMG\",\"unit\":\"m2\"}\n").unwrap();
@@ -73,7 +60,7 @@ fn metrics_parse_as_prometheus_text_and_the_counters_add_up() {
     assert_eq!(sub.collect(3, WAIT).len(), 3);
     relay.signal("USR1");
     assert!(wait_until(WAIT, || {
-        let v = read_json(&status_file);
+        let v = relay.status();
         v["counters"]["published"] == 3 && v["counters"]["rejected"] == 4
     }));
     // The metrics file is rewritten on its own schedule: wait for the counts.
@@ -110,13 +97,13 @@ fn metrics_parse_as_prometheus_text_and_the_counters_add_up() {
     );
     assert_eq!(metric(&metrics, &build), 1.0);
     // The same numbers in STATUS_FILE.
-    let v = read_json(&status_file);
+    let v = relay.status();
     assert_eq!(v["counters"]["received"], 7);
     assert_eq!(v["queue_depth"], 0);
     // The rejected command's log line says which one it was.
     relay.expect_log(r#"rejected command (type "NOPE", unit "m4") from"#, WAIT);
     // Written atomically: no temporary file left in the directory.
-    let names: Vec<String> = std::fs::read_dir(dir.path())
+    let names: Vec<String> = std::fs::read_dir(relay.dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -126,22 +113,14 @@ fn metrics_parse_as_prometheus_text_and_the_counters_add_up() {
 #[test]
 fn the_counters_add_up_with_commands_still_queued() {
     let broker = Broker::unstarted("");
-    let dir = TempDir::new("op-queued");
-    let status_file = dir.path().join("status.json");
-    let st = status_file.to_string_lossy().into_owned();
-    let relay = Relay::start(
-        broker.port,
-        &[("STATUS_FILE", st.as_str()), ("STATUS_INTERVAL", "1")],
-    );
+    let relay = Relay::start_with_status(broker.port, &[]);
     let mut s = relay.connect();
     s.write_all(b"{\"type\":\"IMG\",\"unit\":\"q1\"}{\"type\":\"IMG\",\"unit\":\"q2\"}garbage\n")
         .unwrap();
     assert!(wait_until(WAIT, || accepted_count(&relay) == 2));
     relay.signal("USR1");
-    assert!(wait_until(WAIT, || read_json(&status_file)["counters"]
-        ["rejected"]
-        == 1));
-    let v = read_json(&status_file);
+    assert!(wait_until(WAIT, || relay.status()["counters"]["rejected"] == 1));
+    let v = relay.status();
     let c = &v["counters"];
     assert_eq!(
         (c["received"].as_u64(), v["queue_depth"].as_u64()),

@@ -6,12 +6,11 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::support::{append, read_lines, run_bin, Broker, Relay, TempDir, WAIT};
+use crate::support::{append, broker_and_relay, read_lines, run_bin, Broker, Relay, TempDir, WAIT};
 
 #[test]
 fn sighup_applies_live_settings_and_keeps_connections() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    let (_broker, relay) = broker_and_relay(&[("ACK_MODE", "all")]);
     relay.expect_connected();
     let backend = relay.connect();
     (&backend)
@@ -40,8 +39,7 @@ fn sighup_applies_live_settings_and_keeps_connections() {
 
 #[test]
 fn sighup_with_a_broken_file_keeps_the_running_configuration() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "all")]);
+    let (_broker, relay) = broker_and_relay(&[("ACK_MODE", "all")]);
     relay.expect_connected();
     append(&relay.conf, "LOG_LEVL = debug\nSOCKET_ALLOW = 10.0.0.1\n");
     relay.signal("HUP");
@@ -69,8 +67,7 @@ fn sighup_with_a_broken_file_keeps_the_running_configuration() {
 
 #[test]
 fn sighup_changes_the_log_level() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "info")]);
+    let (_broker, relay) = broker_and_relay(&[("LOG_LEVEL", "info")]);
     relay.expect_connected();
     append(&relay.conf, "LOG_LEVEL = warn\n");
     relay.signal("HUP");
@@ -97,11 +94,8 @@ fn sighup_changes_the_log_level() {
 /// restart-only and named so.
 #[test]
 fn the_reload_line_names_as_applied_only_what_takes_effect() {
-    let broker = Broker::start();
-    let relay = Relay::start(
-        broker.port,
-        &[("DEVICE_SUMMARY_INTERVAL", "3600"), ("ACK_MODE", "all")],
-    );
+    let (_broker, relay) =
+        broker_and_relay(&[("DEVICE_SUMMARY_INTERVAL", "3600"), ("ACK_MODE", "all")]);
     relay.expect_connected();
     relay.expect_subscribed();
     append(
@@ -111,13 +105,7 @@ fn the_reload_line_names_as_applied_only_what_takes_effect() {
     relay.signal("HUP");
     // (SOCKET_PORT is named too: the test pinned the port the system picked.)
     relay.expect_log("WARN  SIGHUP: MQTT_PROTOCOL, SOCKET_PORT changed", WAIT);
-    relay.expect_log("relay.conf reloaded: ", WAIT);
-    let line = relay
-        .log()
-        .lines()
-        .find(|l| l.contains("relay.conf reloaded: "))
-        .map(str::to_string)
-        .unwrap_or_default();
+    let line = relay.log_line("relay.conf reloaded: ", WAIT);
     assert!(
         line.ends_with("reloaded: MQTT_MAX_PACKET_BYTES, DEVICE_SUMMARY_INTERVAL applied"),
         "{line}"
@@ -132,7 +120,7 @@ fn the_reload_line_names_as_applied_only_what_takes_effect() {
         "x".repeat(2000)
     );
     backend.write_all(big.as_bytes()).unwrap();
-    let lines = crate::support::read_lines(&backend, 1, WAIT);
+    let lines = read_lines(&backend, 1, WAIT);
     assert!(
         lines
             .first()

@@ -8,27 +8,19 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
+use crate::support::tools::{conf_in, refused_by, tool};
 use crate::support::{
-    append, publish, read_json, read_text, run_bin, send_signal, wait_until, Broker, Relay,
+    append, padded_commands, publish, read_json, read_text, send_signal, wait_until, Broker, Relay,
     TempDir, Tmpfs, WAIT,
 };
 
 #[test]
 fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
     let broker = Broker::start();
-    let dir = TempDir::new("status");
-    let status_file = dir.path().join("status.json");
-    let relay = Relay::start(
-        broker.port,
-        &[
-            ("LOG_LEVEL", "debug"),
-            ("STATUS_FILE", status_file.to_str().unwrap()),
-            ("STATUS_INTERVAL", "1"),
-        ],
-    );
+    let relay = Relay::start_with_status(broker.port, &[("LOG_LEVEL", "debug")]);
     relay.expect_connected();
-    assert!(wait_until(WAIT, || status_file.exists()));
-    let first = read_json(&status_file);
+    assert!(wait_until(WAIT, || relay.status_file().exists()));
+    let first = relay.status();
     for key in [
         "pid",
         "started",
@@ -66,13 +58,13 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
     let updated0 = first["updated_unix"].as_u64().unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let v = read_json(&status_file);
+            let v = relay.status();
             v["updated_unix"].as_u64().unwrap() > updated0
                 && v["devices"].as_array().is_some_and(|d| !d.is_empty())
         }),
         "status file not refreshed with the device"
     );
-    let v = read_json(&status_file);
+    let v = relay.status();
     let dev = &v["devices"][0];
     assert_eq!(dev["id"], "cam-42");
     assert_eq!(dev["online"], true);
@@ -81,8 +73,7 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
     assert!(dev["sense_temp"].is_null(), "absent stays absent");
     assert_eq!(v["broker"]["connected"], true);
 
-    let conf = relay.conf.to_str().unwrap().to_string();
-    let (code, out, err) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("FRESH") && out.contains("connected"), "{out}");
     let row = out
@@ -102,7 +93,7 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
     // Time is the test: the snapshot ages past 3 intervals, plus a second
     // for whole-second timestamps.
     std::thread::sleep(Duration::from_millis(4500));
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, _) = relay.tool(&["status"]);
     send_signal(relay.pid(), "CONT");
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("STALE"), "{out}");
@@ -111,156 +102,120 @@ fn the_status_file_is_refreshed_and_shows_devices_and_status_prints_it() {
 #[test]
 fn status_exits_1_when_the_file_is_missing_and_2_when_not_configured() {
     let dir = TempDir::new("status");
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(
-        &conf,
-        format!("STATUS_FILE = {}\n", dir.path().join("nope.json").display()),
-    )
-    .unwrap();
-    let (code, out, _) = run_bin(&["status", "-c", conf.to_str().unwrap()], None);
+    let nope = dir.path().join("nope.json");
+    let conf = conf_in(dir.path(), &format!("STATUS_FILE = {}\n", nope.display()));
+    let (code, out, _) = tool(&["status"], &conf);
     assert_eq!(code, 1);
     assert!(out.contains("nope.json"), "{out}");
-    std::fs::write(&conf, "").unwrap();
-    let (code, _, err) = run_bin(&["status", "-c", conf.to_str().unwrap()], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("STATUS_FILE"), "{err}");
+    refused_by(&["status"], &conf_in(dir.path(), ""), &["STATUS_FILE"]);
 }
 
 #[test]
 fn a_status_file_that_cannot_be_written_stops_the_start_with_exit_2() {
     let dir = TempDir::new("status");
-    let conf = dir.path().join("relay.conf");
     // A missing directory is made at start; one that cannot be made (a
     // file is in the way) stops the start.
     std::fs::write(dir.path().join("no-such-dir"), "a file, not a directory").unwrap();
-    std::fs::write(
-        &conf,
-        format!(
+    let status_file = dir.path().join("no-such-dir/status.json");
+    let conf = conf_in(
+        dir.path(),
+        &format!(
             "SOCKET_PORT = 0\nMQTT_PORT = 1\nSTATUS_FILE = {}\n",
-            dir.path().join("no-such-dir/status.json").display()
+            status_file.display()
         ),
-    )
-    .unwrap();
-    let (code, _, err) = run_bin(&["-c", conf.to_str().unwrap()], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("STATUS_FILE") && err.contains("no-such-dir"),
-        "{err}"
     );
+    refused_by(&[""], &conf, &["STATUS_FILE", "no-such-dir"]);
 }
 
 #[test]
 fn status_is_a_health_check_through_a_broker_outage() {
     let mut broker = Broker::start();
-    let dir = TempDir::new("op-health");
-    let status_file = dir.path().join("status.json");
-    let st = status_file.to_string_lossy().into_owned();
-    let mut relay = Relay::start(
-        broker.port,
-        &[
-            ("STATUS_FILE", st.as_str()),
-            ("STATUS_INTERVAL", "1"),
-            ("MQTT_KEEPALIVE", "5"),
-        ],
-    );
-    let conf = relay.conf.to_string_lossy().into_owned();
+    let mut relay = Relay::start_with_status(broker.port, &[("MQTT_KEEPALIVE", "5")]);
+    let connected = |relay: &Relay| relay.status()["broker"]["connected"].clone();
     relay.expect_connected();
-    assert!(wait_until(WAIT, || read_json(&status_file)["broker"]
-        ["connected"]
-        == true));
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert!(wait_until(WAIT, || connected(&relay) == true));
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}");
 
     broker.stop();
     // Away for less than 2 x keepalive: still healthy (a reconnect is normal).
-    assert!(wait_until(WAIT, || read_json(&status_file)["broker"]
-        ["connected"]
-        == false));
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert!(wait_until(WAIT, || connected(&relay) == false));
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}");
     // Longer: its own exit code, 3.
-    assert!(wait_until(Duration::from_secs(20), || run_bin(
-        &["status", "-c", &conf],
-        None
-    )
-    .0 == 3));
-    let (_, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert!(wait_until(Duration::from_secs(20), || relay
+        .tool(&["status"])
+        .0
+        == 3));
+    let (_, out, _) = relay.tool(&["status"]);
     assert!(
         out.contains("NOT connected for") && out.contains("2 x MQTT_KEEPALIVE"),
         "{out}"
     );
-    let (code, raw, _) = run_bin(&["status", "--json", "-c", &conf], None);
+    let (code, raw, _) = relay.tool(&["status", "--json"]);
     assert_eq!(code, 3);
     let v: serde_json::Value = serde_json::from_str(&raw).expect("--json prints the snapshot");
     assert_eq!(v["broker"]["connected"], false);
     assert!(v["broker"]["down_since_unix"].is_u64());
 
     broker.restart();
-    assert!(wait_until(Duration::from_secs(40), || run_bin(
-        &["status", "-c", &conf],
-        None
-    )
-    .0 == 0));
+    assert!(wait_until(Duration::from_secs(40), || relay
+        .tool(&["status"])
+        .0
+        == 0));
     relay.kill();
     // Stopped: the snapshot goes stale, exit 1.
-    std::fs::remove_file(&status_file).ok();
-    assert_eq!(run_bin(&["status", "-c", &conf], None).0, 1);
+    std::fs::remove_file(relay.status_file()).ok();
+    assert_eq!(relay.tool(&["status"]).0, 1);
 }
 
-/// A relay with PID_FILE and STATUS_FILE (rarely refreshed: every change
-/// seen in the file is one written at the change), and its relay.conf.
-fn relay_with_status(broker: &Broker, dir: &TempDir) -> (Relay, String, std::path::PathBuf) {
-    let pid_file = dir.path().join("relay.pid");
-    let status_file = dir.path().join("status.json");
-    let relay = Relay::start(
+/// A relay with PID_FILE, a spool and STATUS_FILE, rarely refreshed: every
+/// change seen in the file is one written at the change.
+fn relay_writing_status_at_changes(broker: &Broker) -> Relay {
+    Relay::start(
         broker.port,
         &[
-            ("PID_FILE", &pid_file.to_string_lossy()),
-            ("STATUS_FILE", &status_file.to_string_lossy()),
+            ("PID_FILE", "{dir}/relay.pid"),
+            ("STATUS_FILE", "{dir}/status.json"),
             ("STATUS_INTERVAL", "600"),
-            ("SPOOL_FILE", &dir.path().join("spool").to_string_lossy()),
+            ("SPOOL_FILE", "{dir}/spool"),
         ],
-    );
-    let conf = relay.conf.to_string_lossy().into_owned();
-    (relay, conf, status_file)
+    )
 }
 
 #[test]
 fn status_follows_the_broker_at_once_and_a_stopped_relay_says_so() {
     let broker = Broker::start();
-    let dir = TempDir::new("op-status");
-    let (relay, conf, status_file) = relay_with_status(&broker, &dir);
+    let relay = relay_writing_status_at_changes(&broker);
     relay.expect_connected();
     // STATUS_INTERVAL is 600 s: only the change itself writes the snapshot.
     assert!(
-        wait_until(WAIT, || read_json(&status_file)["broker"]["connected"]
-            == true),
+        wait_until(WAIT, || relay.status()["broker"]["connected"] == true),
         "{}",
-        read_text(&status_file)
+        read_text(&relay.status_file())
     );
-    let snapshot = read_json(&status_file);
+    let snapshot = relay.status();
     assert_eq!(snapshot["state"], "running");
     assert_eq!(snapshot["spool"]["ok"], true, "{snapshot}");
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}");
 
-    let (code, out, err) = run_bin(&["stop", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["stop"]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("STOPPED"), "{out}");
-    assert_eq!(read_json(&status_file)["state"], "stopped");
+    assert_eq!(relay.status()["state"], "stopped");
 }
 
 #[test]
 fn status_of_a_killed_relay_is_not_running_at_once() {
     let broker = Broker::start();
-    let dir = TempDir::new("op-killed");
-    let (mut relay, conf, _) = relay_with_status(&broker, &dir);
+    let mut relay = relay_writing_status_at_changes(&broker);
     relay.expect_connected();
-    assert_eq!(run_bin(&["status", "-c", &conf], None).0, 0);
+    assert_eq!(relay.tool(&["status"]).0, 0);
     relay.crash();
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("NOT RUNNING"), "{out}");
 }
@@ -271,9 +226,9 @@ fn status_of_a_killed_relay_is_not_running_at_once() {
 #[test]
 fn status_shows_the_device_link_as_it_is_within_a_second_at_start_and_after_a_broker_return() {
     let mut broker = Broker::start();
-    let dir = TempDir::new("op-subscribed");
-    let (relay, conf, status_file) = relay_with_status(&broker, &dir);
-    let subscribed = || read_json(&status_file)["device_link"]["subscribed"] == true;
+    let relay = relay_writing_status_at_changes(&broker);
+    let status_file = relay.status_file();
+    let subscribed = || relay.status()["device_link"]["subscribed"] == true;
     relay.expect_subscribed();
     // STATUS_INTERVAL is 600 s: only the change itself writes the snapshot.
     assert!(
@@ -281,7 +236,7 @@ fn status_shows_the_device_link_as_it_is_within_a_second_at_start_and_after_a_br
         "{}",
         read_text(&status_file)
     );
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("device link: subscribed"), "{out}");
 
@@ -299,62 +254,47 @@ fn status_shows_the_device_link_as_it_is_within_a_second_at_start_and_after_a_br
         read_text(&status_file),
         relay.log()
     );
-    let (_, out, _) = run_bin(&["status", "-c", &conf], None);
+    let (_, out, _) = relay.tool(&["status"]);
     assert!(out.contains("device link: subscribed"), "{out}");
 }
 
 #[test]
 fn status_says_relay_conf_changed_until_a_reload_takes_it() {
     let broker = Broker::start();
-    let dir = TempDir::new("op-changed");
-    let (relay, conf, status_file) = relay_with_status(&broker, &dir);
+    let relay = relay_writing_status_at_changes(&broker);
     relay.expect_connected();
-    assert_eq!(read_json(&status_file)["config_changed"], false);
+    assert_eq!(relay.status()["config_changed"], false);
     // A whole second later, so the modification time differs on any file system.
     std::thread::sleep(Duration::from_millis(1100));
     append(&relay.conf, "ACK_MODE = errors\n");
     relay.signal("USR1");
-    assert!(wait_until(WAIT, || read_json(&status_file)
-        ["config_changed"]
-        == true));
-    let (_, out, _) = run_bin(&["status", "-c", &conf], None);
+    assert!(wait_until(WAIT, || relay.status()["config_changed"] == true));
+    let (_, out, _) = relay.tool(&["status"]);
     assert!(out.contains("changed since the relay read it"), "{out}");
     relay.signal("HUP");
     relay.expect_log("relay.conf reloaded", WAIT);
-    assert!(wait_until(WAIT, || read_json(&status_file)
-        ["config_changed"]
-        == false));
+    assert!(wait_until(WAIT, || relay.status()["config_changed"] == false));
 }
 
 #[test]
 #[ignore = "needs root to mount a tmpfs; scripts/test.sh runs it with --ignored"]
 fn a_failing_spool_shows_in_the_status_file_the_metrics_and_the_exit_code() {
     let broker = Broker::start();
-    let dir = TempDir::new("op-spoolfull");
-    let fs = Tmpfs::mount(dir.path(), 256, false);
-    let status_file = dir.path().join("status.json");
-    let metrics = dir.path().join("relay.prom");
+    let fs = Tmpfs::mount(256, false);
     let relay = Relay::start(
         broker.port,
         &[
             ("SPOOL_FILE", &fs.dir.join("spool.bin").to_string_lossy()),
-            ("STATUS_FILE", &status_file.to_string_lossy()),
-            ("METRICS_FILE", &metrics.to_string_lossy()),
+            ("STATUS_FILE", "{dir}/status.json"),
+            ("METRICS_FILE", "{dir}/relay.prom"),
             ("STATUS_INTERVAL", "600"),
         ],
     );
+    let (status_file, metrics) = (relay.status_file(), relay.path("relay.prom"));
     relay.expect_connected();
     fs.fill_leaving(8);
     let mut backend = relay.connect();
-    let burst: String = (0..500)
-        .map(|i| {
-            format!(
-                "{{\"type\":\"IMG\",\"unit\":\"s-{i:04}-{}\"}}",
-                "x".repeat(60)
-            )
-        })
-        .collect();
-    let _ = backend.write_all(burst.as_bytes());
+    let _ = backend.write_all(padded_commands("s", 500, 60).as_bytes());
     relay.expect_log("cannot be written", WAIT);
     // Written at the change itself (STATUS_INTERVAL is 600 s).
     assert!(
@@ -369,8 +309,7 @@ fn a_failing_spool_shows_in_the_status_file_the_metrics_and_the_exit_code() {
         "{spool}"
     );
     assert!(read_text(&metrics).contains("ms500_relay_spool_failing 1"));
-    let conf = relay.conf.to_string_lossy().into_owned();
-    let (code, out, _) = run_bin(&["status", "-c", &conf], None);
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("FAILING"), "{out}");
 }

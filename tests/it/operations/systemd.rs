@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::notify::NotifySocket;
-use crate::support::{relay_command, Broker, Launch, Relay, TempDir, WAIT};
+use crate::support::{relay_command, Broker, Launch, Relay, WAIT};
 
 fn launched_under(notify: &NotifySocket, env: &[(&str, &str)]) -> Launch {
     let mut vars = vec![("NOTIFY_SOCKET".to_string(), notify.name.clone())];
@@ -31,14 +31,9 @@ fn ready_once_listening_reloading_then_ready_on_sighup_and_stopping_at_sigterm()
     let broker = Broker::start();
     let notify = NotifySocket::at_path();
     // A log file: what the relay wrote before READY=1 is in it when READY=1 arrives.
-    let dir = TempDir::new("notify-log");
-    let log_file = dir.path().join("relay.log");
-    let log_s = log_file.to_string_lossy().into_owned();
-    let mut relay = Relay::spawn_with(
-        broker.port,
-        &[("LOG_FILE", log_s.as_str())],
-        launched_under(&notify, &[]),
-    );
+    let settings = [("LOG_FILE", "{dir}/relay.log")];
+    let mut relay = Relay::spawn_with(broker.port, &settings, launched_under(&notify, &[]));
+    let log_file = relay.path("relay.log");
 
     let ready = notify.expect_next("READY=1 at start");
     let log = std::fs::read_to_string(&log_file).unwrap_or_default();
@@ -164,14 +159,8 @@ fn an_abstract_notify_socket_is_reached() {
 fn reload_as_exec_reload_says_reloading_before_the_signal() {
     let broker = Broker::start();
     let notify = NotifySocket::at_path();
-    let dir = TempDir::new("notify-reload");
-    let pid_file = dir.path().join("relay.pid");
-    let pid_s = pid_file.to_string_lossy().into_owned();
-    let relay = Relay::spawn_with(
-        broker.port,
-        &[("PID_FILE", pid_s.as_str())],
-        launched_under(&notify, &[]),
-    );
+    let settings = [("PID_FILE", "{dir}/relay.pid")];
+    let relay = Relay::spawn_with(broker.port, &settings, launched_under(&notify, &[]));
     assert!(notify.expect_next("READY=1").starts_with("READY=1\n"));
 
     let reload = |main_pid: u32| {

@@ -314,7 +314,7 @@ fn the_watchdog_log_is_timestamped_bounded_and_says_a_repeated_failure_once() {
     std::fs::write(&log, "old line\n".repeat(40_000)).unwrap();
     let cron = || {
         let out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        crate::support::relay_command()
+        relay_command()
             .args(["watchdog", "-c"])
             .arg(&conf)
             .stdout(out.try_clone().unwrap())

@@ -10,7 +10,7 @@ use crate::support;
 use crate::support::local_users::{chown_to, needs_root, other_user, NOBODY};
 use crate::support::tools::private_conf;
 use crate::support::{
-    chmod, run_bin, stat_mode, wait_until, Broker, Launch, Relay, Subscriber, TempDir,
+    chmod, run_bin, stat_mode, wait_until, Broker, Launch, Relay, Subscriber, TempDir, COMMANDS,
     PUBLISH_LINK_UP, WAIT,
 };
 
@@ -53,7 +53,7 @@ fn files_get_their_modes_whatever_the_umask_and_fixed_temporary_names_are_not_us
     assert!(wait_until(WAIT, || std::fs::read_to_string(&log)
         .unwrap_or_default()
         .contains(PUBLISH_LINK_UP)));
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let port = support::wait_listening_port(relay.pid());
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(br#"{"type":"WFI","unit":"m1","wifi_enabled":true,"wifi_password":"x"}"#)

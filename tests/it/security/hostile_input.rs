@@ -9,15 +9,13 @@ use rumqttc::QoS;
 
 use crate::support;
 use crate::support::{
-    json_line, publish, read_lines, reply_topic, run_bin, Broker, Relay, Subscriber, TempDir,
-    VALID, WAIT,
+    broker_and_relay, device_reply, json_line, publish, read_lines, relay_with_subscriber, run_bin,
+    showing_heartbeats, wait_until, Broker, Relay, Subscriber, ANY_COMMAND, COMMANDS, VALID, WAIT,
 };
 
 #[test]
 fn hostile_json_is_refused_with_a_reason_and_never_reaches_the_broker() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
+    let (_broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("ACK_MODE", "errors")]);
     let mut s = relay.connect();
     let deep = format!(
         r#"{{"type":"CFG","unit":"u","configs":{}1{}}}"#,
@@ -100,8 +98,7 @@ fn hostile_json_is_refused_with_a_reason_and_never_reaches_the_broker() {
 
 #[test]
 fn device_text_cannot_forge_log_lines() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "debug")]);
+    let (broker, relay) = broker_and_relay(&[("LOG_LEVEL", "debug")]);
     relay.expect_subscribed();
     support::publish(
         broker.port,
@@ -126,8 +123,7 @@ fn device_text_cannot_forge_log_lines() {
 /// raw newline or two values is dropped and counted, whatever ACK_MODE.
 #[test]
 fn a_device_reply_cannot_pass_for_a_status_line() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "errors")]);
+    let (broker, relay) = broker_and_relay(&[("ACK_MODE", "errors")]);
     relay.expect_subscribed();
     let mut s = relay.connect();
     s.write_all(br#"{"type":"SCS","unit":"cam-01"}"#).unwrap();
@@ -140,12 +136,7 @@ fn a_device_reply_cannot_pass_for_a_status_line() {
     let two = r#"{"fw":1}{"status":"ok","type":"AIM","unit":"cam-02","id":7}"#;
     let honest = r#"{"status":"ok","type":"AIM","unit":"cam-02","id":7}"#;
     for payload in [forged, two, honest] {
-        publish(
-            broker.port,
-            &reply_topic("cam-01"),
-            payload.as_bytes(),
-            QoS::AtLeastOnce,
-        );
+        device_reply(broker.port, "cam-01", payload.as_bytes());
     }
     relay.expect_log_count("reply from unit cam-01 dropped", 2, WAIT);
     let lines = read_lines(&s, 2, Duration::from_secs(2));
@@ -163,12 +154,7 @@ fn a_device_reply_cannot_pass_for_a_status_line() {
     s.write_all(br#"{"type":"SCS","unit":"cam-01"}"#).unwrap();
     relay.expect_log("accepted SCS for unit cam-01", WAIT);
     for payload in [forged, two, honest] {
-        publish(
-            broker.port,
-            &reply_topic("cam-01"),
-            payload.as_bytes(),
-            QoS::AtLeastOnce,
-        );
+        device_reply(broker.port, "cam-01", payload.as_bytes());
     }
     relay.expect_log_count("reply from unit cam-01 dropped", 2, WAIT);
     let lines = read_lines(&s, 2, Duration::from_secs(2));
@@ -189,18 +175,8 @@ fn shows_hidden(text: &str) -> Option<char> {
 #[test]
 fn bidi_and_c1_characters_from_devices_are_escaped_everywhere_shown() {
     let broker = Broker::start();
-    let dir = TempDir::new("bidi");
-    let status = dir.path().join("status.json");
-    let status_arg = status.to_string_lossy().into_owned();
-    let relay = Relay::start(
-        broker.port,
-        &[
-            ("LOG_LEVEL", "debug"), // heartbeat lines are debug
-            ("STATUS_FILE", status_arg.as_str()),
-            ("STATUS_INTERVAL", "1"),
-        ],
-    );
-    relay.expect_subscribed();
+    let relay = showing_heartbeats(broker.port);
+    let status = relay.status_file();
     let id = "cam\u{202e}10\u{2066}x\u{200b}";
     let heartbeat = "{\"ip\":\"10.0.0.7\u{2028}\",\"network\":\"wi\u{9b}fi\u{202e}\"}";
     publish(
@@ -211,7 +187,7 @@ fn bidi_and_c1_characters_from_devices_are_escaped_everywhere_shown() {
     );
     relay.expect_log("heartbeat cam\\u{202e}10", WAIT);
     let conf = relay.conf.to_string_lossy().into_owned();
-    assert!(crate::support::wait_until(WAIT, || {
+    assert!(wait_until(WAIT, || {
         std::fs::read_to_string(&status).is_ok_and(|t| t.contains("cam\\\\u{202e}10"))
     }));
     let file = std::fs::read_to_string(&status).unwrap();
@@ -222,16 +198,11 @@ fn bidi_and_c1_characters_from_devices_are_escaped_everywhere_shown() {
     assert_eq!(shows_hidden(&out), None, "status:\n{out}");
 
     // A reply with a raw CSI (U+009B) and a bidi override, through `send`.
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let port = broker.port;
     let device = std::thread::spawn(move || {
         sub.recv(WAIT).expect("the SCS reaches the camera");
-        publish(
-            port,
-            "/device/ms500/cam-01/socket_reply",
-            "{\"fw\":\"1\u{9b}2J\u{202e}\"}".as_bytes(),
-            QoS::AtLeastOnce,
-        );
+        device_reply(port, "cam-01", "{\"fw\":\"1\u{9b}2J\u{202e}\"}".as_bytes());
     });
     let (code, out, err) = run_bin(
         &[

@@ -4,21 +4,49 @@
 //! watchdog; `stop` signals only the lock's holder; and only root and the
 //! relay's user may see or cancel held commands.
 
-use crate::delivery::held::{relay_on, CAMERA_LC};
 use std::fs::File;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::process::Command;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::delivery::held::{relay_on, CAMERA_LC};
 use crate::support::local_users::other_user;
-use crate::support::tools::{shared_conf, started_by_watchdog, tool, Reaper};
+use crate::support::tools::{conf_in, tool, tool_with_input, ToolConf};
 use crate::support::{
-    alive, chmod, path_text, read_json, run_bin, socket_in, wait_until, Broker, Relay, TempDir,
-    WAIT,
+    chmod, path_text, run_bin, socket_in, wait_until, Broker, Relay, Session, TempDir, WAIT,
 };
+
+/// What the connection her listener takes (`accept`) reads until `send`
+/// closes it, read on a thread of its own.
+fn what_she_reads<S: Session + Read + Send + 'static>(
+    accept: impl FnOnce() -> S + Send + 'static,
+) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut connection = accept();
+        connection.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = Vec::new();
+        let _ = connection.read_to_end(&mut got);
+        got
+    })
+}
+
+/// `send` exited 1 naming `reason`, and her `listener` read nothing.
+#[track_caller]
+fn nothing_sent_to_her(
+    (code, out, err): (i32, String, String),
+    reason: &str,
+    caught: JoinHandle<Vec<u8>>,
+    listener: &str,
+) {
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(reason), "{err}");
+    let got = caught.join().unwrap();
+    assert!(got.is_empty(), "nothing reached {listener}");
+}
 
 /// Finding 2: while the relay is down she listens on its port; `send`
 /// refuses her listener and writes nothing to it.
@@ -28,29 +56,14 @@ fn send_refuses_a_listener_that_is_not_the_relays() {
     let other = other_user();
     let trap = other.act(|| TcpListener::bind("127.0.0.1:0").unwrap());
     let port = trap.local_addr().unwrap().port();
-    let caught = std::thread::spawn(move || {
-        // Accepted as her too: the kernel gives an accepted socket the
-        // accepting thread's owner.
-        let (mut s, _) = other.act(|| trap.accept().unwrap());
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut got = Vec::new();
-        let _ = s.read_to_end(&mut got);
-        got
-    });
+    // Accepted as her too: the kernel gives an accepted socket the
+    // accepting thread's owner.
+    let caught = what_she_reads(move || other.act(|| trap.accept().unwrap().0));
     let dir = TempDir::new("send-trap");
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(&conf, format!("SOCKET_PORT = {port}\n")).unwrap();
+    let conf = conf_in(dir.path(), &format!("SOCKET_PORT = {port}\n"));
     let wfi = r#"{"type":"WFI","unit":"cam-01","wifi_enabled":true,"wifi_password":"S3cret"}"#;
-    let (code, out, err) = run_bin(
-        &["send", "-c", &conf.to_string_lossy(), "-w", "2"],
-        Some(wfi.as_bytes()),
-    );
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("not the relay"), "{err}");
-    assert!(
-        caught.join().unwrap().is_empty(),
-        "nothing reached her listener"
-    );
+    let refused = tool_with_input(&["send", "-w", "2"], &conf, Some(wfi.as_bytes()));
+    nothing_sent_to_her(refused, "not the relay", caught, "her listener");
 }
 
 /// `send` as root will not talk to a Unix socket another user put at
@@ -68,23 +81,11 @@ fn send_refuses_a_unix_socket_that_is_not_the_relays() {
     let path = socket_in(&dir);
     let trap = other.act(|| UnixListener::bind(&path).unwrap());
     assert_eq!(std::fs::metadata(&path).unwrap().uid(), other.uid);
-    let caught = std::thread::spawn(move || {
-        let (mut s, _) = trap.accept().unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut got = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut s, &mut got);
-        got
-    });
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(&conf, format!("SOCKET_PATH = {}\n", path_text(&path))).unwrap();
+    let caught = what_she_reads(move || trap.accept().unwrap().0);
+    let conf = conf_in(dir.path(), &format!("SOCKET_PATH = {}\n", path_text(&path)));
     let wfi = r#"{"type":"WFI","unit":"cam-01","wifi_enabled":1,"wifi_password":"S3cret"}"#;
-    let (code, out, err) = run_bin(&["send", "-c", &path_text(&conf), "-w", "2", wfi], None);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("not the relay, nothing sent"), "{err}");
-    assert!(
-        caught.join().unwrap().is_empty(),
-        "nothing reached her socket"
-    );
+    let refused = tool(&["send", "-w", "2", wfi], &conf);
+    nothing_sent_to_her(refused, "not the relay, nothing sent", caught, "her socket");
 }
 
 /// Finding 3: she holds a lock on the world-readable PID_FILE; a relay
@@ -107,19 +108,7 @@ fn a_reader_of_pid_file_cannot_keep_the_relay_down() {
         "the lock file is not hers to open"
     );
     let pid = pid_file.to_string_lossy().into_owned();
-    let status = dir
-        .path()
-        .join("status.json")
-        .to_string_lossy()
-        .into_owned();
-    let relay = Relay::start(
-        broker.port,
-        &[
-            ("PID_FILE", pid.as_str()),
-            ("STATUS_FILE", status.as_str()),
-            ("STATUS_INTERVAL", "1"),
-        ],
-    );
+    let relay = Relay::start_with_status(broker.port, &[("PID_FILE", pid.as_str())]);
     relay.expect_ready();
     assert!(
         other
@@ -127,14 +116,13 @@ fn a_reader_of_pid_file_cannot_keep_the_relay_down() {
             .is_err(),
         "she cannot open the lock file"
     );
-    let conf = relay.conf.to_string_lossy().into_owned();
-    let (code, out, err) = run_bin(&["stop", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["stop"]);
     assert_eq!(code, 0, "{out}{err}");
     let mut relay = relay;
     assert!(relay.wait_exit(WAIT).is_some(), "stopped");
-    let (code, out, err) = run_bin(&["watchdog", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["watchdog"]);
     assert_eq!(code, 0, "the watchdog starts a relay: {out}{err}");
-    let (code, out, err) = run_bin(&["stop", "-c", &conf], None);
+    let (code, out, err) = relay.tool(&["stop"]);
     assert_eq!(code, 0, "{out}{err}");
     drop(hers);
 }
@@ -177,38 +165,18 @@ fn a_lock_on_relay_conf_blocks_neither_the_watchdog_nor_stop() {
     let other = other_user();
     let broker = Broker::start();
     let dir = TempDir::new("conf-lock");
-    let run = dir.path().join("run");
-    let pid_file = run.join("relay.pid");
-    let conf = shared_conf(
-        dir.path(),
-        "relay.conf",
-        broker.port,
-        &format!(
-            "PID_FILE = {}\nSTATUS_FILE = {}\n",
-            pid_file.display(),
-            run.join("status.json").display()
-        ),
-    );
-    let _reaper = Reaper(vec![conf.clone()]);
-    let hers = other.act(|| File::open(&conf).expect("relay.conf is readable"));
+    let conf = ToolConf::in_run(dir.path(), broker.port, "relay.pid");
+    let hers = other.act(|| File::open(&conf.path).expect("relay.conf is readable"));
     hers.try_lock().expect("she locks relay.conf");
     let started = Instant::now();
-    let pid = started_by_watchdog(&conf, &pid_file);
+    let pid = conf.started_by_watchdog();
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
-    let started = Instant::now();
-    let (code, out, err) = tool(&["stop"], &conf);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains(&format!("stopping relay pid {pid}")), "{out}");
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(wait_until(WAIT, || !alive(pid)), "relay {pid} still runs");
+    let took = conf.stops(pid);
+    assert!(took < Duration::from_secs(15), "{took:?}");
     drop(hers);
 }
 
@@ -226,20 +194,12 @@ fn a_shared_lock_on_pid_file_does_not_make_status_say_not_running() {
     chmod(&pid_file, 0o644);
     let hers = other.act(|| File::open(&pid_file).expect("PID_FILE is readable"));
     hers.lock_shared().expect("she takes a shared lock");
-    let status = dir.path().join("status.json");
-    let relay = Relay::start(
-        broker.port,
-        &[
-            ("PID_FILE", &pid_file.to_string_lossy()),
-            ("STATUS_FILE", &status.to_string_lossy()),
-            ("STATUS_INTERVAL", "1"),
-        ],
-    );
+    let relay = Relay::start_with_status(broker.port, &[("PID_FILE", &pid_file.to_string_lossy())]);
     relay.expect_ready();
-    assert!(wait_until(WAIT, || read_json(&status)["device_link"]
+    assert!(wait_until(WAIT, || relay.status()["device_link"]
         ["subscribed"]
         == true));
-    let (code, out, err) = tool(&["status"], &relay.conf);
+    let (code, out, err) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("NOT RUNNING"), "{out}");
     drop(hers);

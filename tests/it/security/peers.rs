@@ -9,12 +9,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rumqttc::QoS;
-
 use crate::support::local_users::{her_conf_with, other_user, Other};
 use crate::support::{
-    closed_by_peer, closed_within, path_text, publish, read_lines, run_bin, socket_in, topic,
-    wait_until, Broker, Relay, Subscriber, TempDir, VALID, WAIT,
+    broker_and_relay, closed_by_peer, closed_within, device_reply, path_text, read_lines,
+    relay_with_subscriber, run_bin, socket_in, topic, wait_until, Broker, Relay, Subscriber,
+    TempDir, ANY_COMMAND, COMMANDS, VALID, WAIT,
 };
 
 /// Connects to the relay from a chosen loopback source address.
@@ -30,7 +29,7 @@ fn connect_from(source: &str, relay: &Relay) -> TcpStream {
 #[test]
 fn a_peer_outside_socket_allow_is_closed_at_once_and_one_inside_a_cidr_is_served() {
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
+    let sub = Subscriber::new(broker.port, ANY_COMMAND);
     let strict = Relay::start(broker.port, &[("SOCKET_ALLOW", "127.0.0.1")]);
     let mut outsider = connect_from("127.0.0.2", &strict);
     let _ = outsider.write_all(VALID.as_bytes());
@@ -58,9 +57,7 @@ fn a_peer_outside_socket_allow_is_closed_at_once_and_one_inside_a_cidr_is_served
 
 #[test]
 fn an_ipv6_listener_serves_ipv6_loopback_by_default() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(broker.port, &[("SOCKET_HOST", "::1")]);
+    let (broker, relay, sub) = relay_with_subscriber(ANY_COMMAND, &[("SOCKET_HOST", "::1")]);
     let mut s = TcpStream::connect(("::1", relay.port())).expect("connect to [::1]");
     s.write_all(VALID.as_bytes()).unwrap();
     assert_eq!(sub.recv(WAIT).expect("published").payload, VALID.as_bytes());
@@ -79,8 +76,7 @@ fn an_ipv6_listener_serves_ipv6_loopback_by_default() {
 
 #[test]
 fn refusal_logging_is_rate_limited_under_a_flood() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("SOCKET_ALLOW", "127.0.0.1")]);
+    let (broker, relay) = broker_and_relay(&[("SOCKET_ALLOW", "127.0.0.1")]);
     let refusals = |relay: &Relay| relay.log().matches("refused backend 127.0.0.3").count();
     let summaries = |relay: &Relay| relay.log().matches("more refused-connection lines").count();
     let flood_started = Instant::now();
@@ -119,7 +115,7 @@ fn refusal_logging_is_rate_limited_under_a_flood() {
     // ... the other 190 in one line once the minute is over.
     assert_eq!(summaries(&relay), 0, "log:\n{}", relay.log());
     // The relay still serves its own.
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
+    let sub = Subscriber::new(broker.port, ANY_COMMAND);
     relay.connect().write_all(VALID.as_bytes()).unwrap();
     assert!(sub.recv(WAIT).is_some());
     assert!(
@@ -151,10 +147,8 @@ fn her_conf(dir: &Path, other: Other, port: u16) -> String {
 #[ignore = "needs root to create another user"]
 fn a_local_user_outside_socket_allow_users_is_no_backend_and_takes_no_place() {
     let other = other_user();
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/#");
-    let relay = Relay::start(
-        broker.port,
+    let (broker, relay, sub) = relay_with_subscriber(
+        ANY_COMMAND,
         &[("SOCKET_ALLOW_USERS", "root"), ("MAX_CONNECTIONS", "2")],
     );
     relay.expect_subscribed();
@@ -190,12 +184,7 @@ fn a_local_user_outside_socket_allow_users_is_no_backend_and_takes_no_place() {
     let published = sub.collect(1, WAIT);
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].payload, br#"{"type":"SCS","unit":"cam-01"}"#);
-    publish(
-        broker.port,
-        "/device/ms500/cam-01/socket_reply",
-        b"{\"fw\":1}",
-        QoS::AtLeastOnce,
-    );
+    device_reply(broker.port, "cam-01", b"{\"fw\":1}");
     assert_eq!(read_lines(&root, 1, WAIT), ["{\"fw\":1}"]);
     sub.assert_silent(Duration::from_millis(300));
 }
@@ -204,8 +193,7 @@ fn a_local_user_outside_socket_allow_users_is_no_backend_and_takes_no_place() {
 /// and check-config say that every local user is a backend.
 #[test]
 fn the_start_and_check_config_say_when_every_local_user_is_a_backend() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let (broker, relay) = broker_and_relay(&[]);
     relay.expect_log("every local user can command the cameras", WAIT);
     let conf = relay.conf.to_string_lossy().into_owned();
     let (code, _, err) = run_bin(&["check-config", "-c", &conf], None);
@@ -228,7 +216,7 @@ fn the_start_and_check_config_say_when_every_local_user_is_a_backend() {
 fn socket_mode_and_group_decide_who_may_connect() {
     let other = other_user();
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let dir = TempDir::new("unix-group");
     let path = socket_in(&dir);
     let conf = her_conf_with(

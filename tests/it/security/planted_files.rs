@@ -9,11 +9,13 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use crate::support::local_users::{chown_to, needs_root, other_user, NOBODY};
-use crate::support::tools::{private_conf, relays_of, run_with, shared_conf, tool, Reaper};
+use crate::support::local_users::{
+    chown_to, needs_root, other_user, sharing_a_tmp_with_her, NOBODY,
+};
+use crate::support::tools::{private_conf, refused_by, relays_of, shared_conf, tool, ToolConf};
 use crate::support::{
-    age_dir, append, chmod, chown, mtime, read_json, relay_words, run_bin, sticky_dir, wait_until,
-    Broker, Relay, TempDir, WAIT,
+    age_dir, append, chmod, chown, mkfifo, mtime, read_json, relay_words, wait_until, Broker,
+    Relay, TempDir, WAIT,
 };
 
 #[test]
@@ -31,7 +33,7 @@ fn a_symlink_planted_where_a_file_goes_stops_the_start_and_its_target_is_untouch
         let _ = std::fs::remove_file(&planted);
         symlink(&victim, &planted).unwrap();
         let conf = private_conf(dir.path(), &format!("{key} = {}\n", planted.display()));
-        let (code, err) = run_with(&conf);
+        let (code, _, err) = tool(&[], &conf);
         assert_eq!(code, 2, "{key}: {err}");
         assert!(
             err.contains(key)
@@ -57,7 +59,7 @@ fn a_file_of_another_user_where_a_file_goes_stops_the_start() {
     std::fs::write(&status, "{}").unwrap();
     chown(&status, NOBODY);
     let conf = private_conf(dir.path(), &format!("STATUS_FILE = {}\n", status.display()));
-    let (code, err) = run_with(&conf);
+    let (code, _, err) = tool(&[], &conf);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("STATUS_FILE") && err.contains("uid 65534"),
@@ -76,7 +78,7 @@ fn a_directory_others_can_write_stops_the_start_unless_it_is_sticky() {
         dir.path(),
         &format!("STATUS_FILE = {}\n", shared.join("status.json").display()),
     );
-    let (code, err) = run_with(&conf);
+    let (code, _, err) = tool(&[], &conf);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(&shared.display().to_string())
@@ -84,12 +86,12 @@ fn a_directory_others_can_write_stops_the_start_unless_it_is_sticky() {
             && err.contains("sticky"),
         "{err}"
     );
-    let (code, out, err) = run_bin(&["check-config", "-c", conf.to_str().unwrap()], None);
+    let (code, out, err) = tool(&["check-config"], &conf);
     assert_eq!(code, 2, "check-config refuses it too: {out}{err}");
 
     // Sticky, like /tmp: others cannot replace what the relay owns there.
     chmod(&shared, 0o1777);
-    let (code, out, err) = run_bin(&["check-config", "-c", conf.to_str().unwrap()], None);
+    let (code, out, err) = tool(&["check-config"], &conf);
     assert_eq!(code, 0, "{out}{err}");
 }
 
@@ -104,22 +106,13 @@ fn a_directory_on_the_way_owned_by_another_user_is_refused() {
     let checked = hers.join("run");
     std::fs::create_dir_all(&checked).unwrap();
     chown_to(&hers, other);
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(
+    let pid_file = checked.join("relay.pid");
+    let conf = private_conf(dir.path(), &format!("PID_FILE = {}\n", pid_file.display()));
+    refused_by(
+        &["check-config", ""],
         &conf,
-        format!(
-            "SOCKET_PORT = 0\nMQTT_PORT = 1\nSOCKET_ALLOW_USERS = root\nPID_FILE = {}\n",
-            checked.join("relay.pid").display()
-        ),
-    )
-    .unwrap();
-    chmod(&conf, 0o600);
-    let c = conf.to_string_lossy().into_owned();
-    for args in [vec!["check-config", "-c", &c], vec!["-c", &c]] {
-        let (code, out, err) = run_bin(&args, None);
-        assert_eq!(code, 2, "{args:?}: {out}{err}");
-        assert!(err.contains("on the way to it belongs to uid"), "{err}");
-    }
+        &["on the way to it belongs to uid"],
+    );
     assert!(!checked.join("relay.pid").exists());
 }
 
@@ -154,28 +147,20 @@ fn a_relay_conf_of_another_user_is_refused() {
 #[test]
 #[ignore = "needs root to create another user"]
 fn the_watchdog_uses_no_log_file_another_user_planted() {
-    let other = other_user();
-    let dir = TempDir::new("sticky-log");
-    let shared = dir.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    chmod(&shared, 0o1777);
+    let (other, dir, shared) = sharing_a_tmp_with_her("sticky-log");
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
-    let conf = dir.path().join("relay.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "SOCKET_PORT = 0\nMQTT_PORT = 1\nSOCKET_ALLOW_USERS = root\nPID_FILE = {}\nSTATUS_FILE = {}\n",
+    let conf = private_conf(
+        dir.path(),
+        &format!(
+            "PID_FILE = {}\nSTATUS_FILE = {}\n",
             run.join("relay.pid").display(),
             shared.join("status.json").display()
         ),
-    )
-    .unwrap();
-    chmod(&conf, 0o600);
-    let c = conf.to_string_lossy().into_owned();
+    );
     let log = shared.join("ms500-relay.log");
     other.act(|| std::fs::write(&log, "").unwrap());
-    let (code, out, err) = run_bin(&["watchdog", "-c", &c], None);
+    let (code, out, err) = tool(&["watchdog"], &conf);
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("belongs to uid"), "{err}");
     assert_eq!(
@@ -184,11 +169,10 @@ fn the_watchdog_uses_no_log_file_another_user_planted() {
         "nothing written into her file"
     );
     std::fs::remove_file(&log).unwrap();
-    let made = Command::new("mkfifo").arg(&log).status().unwrap();
-    assert!(made.success());
+    mkfifo(&log);
     chown_to(&log, other);
     let started = std::time::Instant::now();
-    let (code, out, err) = run_bin(&["watchdog", "-c", &c], None);
+    let (code, out, err) = tool(&["watchdog"], &conf);
     assert_ne!(code, 0, "{out}{err}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -203,30 +187,18 @@ fn the_watchdog_uses_no_log_file_another_user_planted() {
 #[test]
 #[ignore = "needs root to create another user"]
 fn the_watchdog_never_writes_its_memory_through_a_symlink() {
-    let other = other_user();
-    let dir = TempDir::new("journal-link");
-    let shared = sticky_dir(dir.path());
+    let (other, dir, shared) = sharing_a_tmp_with_her("journal-link");
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "precious\n").unwrap();
     chmod(&victim, 0o644);
-    let pid_file = shared.join("r.pid");
-    let conf = shared_conf(
-        dir.path(),
-        "relay.conf",
-        1,
-        &format!(
-            "PID_FILE = {}\nSTATUS_FILE = {}\n",
-            pid_file.display(),
-            dir.path().join("status.json").display()
-        ),
-    );
+    let status_file = dir.path().join("status.json");
+    let conf = ToolConf::new(dir.path(), 1, shared.join("r.pid"), &status_file);
     other.act(|| {
         symlink(&victim, shared.join("r.pid.watchdog")).unwrap();
         File::create(shared.join("r.pid.lock")).unwrap();
     });
-    let _reaper = Reaper(vec![conf.clone()]);
     for _ in 0..2 {
-        let (code, out, err) = tool(&["watchdog"], &conf);
+        let (code, out, err) = conf.tool(&["watchdog"]);
         assert_ne!(code, 0, "{out}{err}");
         assert_eq!(
             std::fs::read_to_string(&victim).unwrap(),
@@ -234,7 +206,7 @@ fn the_watchdog_never_writes_its_memory_through_a_symlink() {
             "{out}{err}"
         );
     }
-    assert!(relays_of(&conf).is_empty(), "no relay was started");
+    assert!(relays_of(&conf.path).is_empty(), "no relay was started");
 }
 
 /// Finding: for a file two levels below another user's directory, or
@@ -243,9 +215,7 @@ fn the_watchdog_never_writes_its_memory_through_a_symlink() {
 #[test]
 #[ignore = "needs root to create another user"]
 fn no_directory_is_created_below_another_users_directory_or_symlink() {
-    let other = other_user();
-    let dir = TempDir::new("her-dir");
-    let shared = sticky_dir(dir.path());
+    let (other, dir, shared) = sharing_a_tmp_with_her("her-dir");
     let hers = dir.path().join("userdir");
     std::fs::create_dir(&hers).unwrap();
     std::os::unix::fs::chown(&hers, Some(other.uid), Some(other.gid)).unwrap();
@@ -254,20 +224,10 @@ fn no_directory_is_created_below_another_users_directory_or_symlink() {
     let link = shared.join("link");
     other.act(|| symlink(&roots, &link).unwrap());
     for (base, created) in [(&hers, hers.join("run")), (&link, roots.join("run"))] {
-        let pid_file = base.join("run/relay.pid");
-        let conf = shared_conf(
-            dir.path(),
-            "relay.conf",
-            1,
-            &format!(
-                "PID_FILE = {}\nSTATUS_FILE = {}\n",
-                pid_file.display(),
-                dir.path().join("status.json").display()
-            ),
-        );
-        let _reaper = Reaper(vec![conf.clone()]);
-        for args in [vec!["check-config"], vec!["run"], vec!["watchdog"]] {
-            let (code, out, err) = tool(&args, &conf);
+        let status_file = dir.path().join("status.json");
+        let conf = ToolConf::new(dir.path(), 1, base.join("run/relay.pid"), &status_file);
+        for args in [["check-config"], ["run"], ["watchdog"]] {
+            let (code, out, err) = conf.tool(&args);
             assert_eq!(code, 2, "{args:?}: {out}{err}");
             assert!(
                 err.contains("PID_FILE") && err.contains(&format!("uid {}", other.uid)),
@@ -283,9 +243,7 @@ fn no_directory_is_created_below_another_users_directory_or_symlink() {
 #[test]
 #[ignore = "needs root to create another user"]
 fn check_config_writes_nothing_and_refuses_a_users_symlink_on_the_way() {
-    let other = other_user();
-    let dir = TempDir::new("no-probe");
-    let shared = sticky_dir(dir.path());
+    let (other, dir, shared) = sharing_a_tmp_with_her("no-probe");
     let roots = dir.path().join("rootdir");
     std::fs::create_dir(&roots).unwrap();
     other.act(|| symlink(&roots, shared.join("link")).unwrap());
@@ -348,10 +306,8 @@ fn check_config_writes_nothing_and_refuses_a_users_symlink_on_the_way() {
 #[test]
 #[ignore = "needs root to create another user"]
 fn a_reload_that_moves_the_status_file_checks_its_place_like_a_start() {
-    let other = other_user();
+    let (other, dir, shared) = sharing_a_tmp_with_her("reload-place");
     let broker = Broker::start();
-    let dir = TempDir::new("reload-place");
-    let shared = sticky_dir(dir.path());
     let first = dir.path().join("status.json");
     let relay = Relay::start(
         broker.port,
@@ -421,9 +377,7 @@ fn a_reload_that_moves_the_status_file_checks_its_place_like_a_start() {
 #[test]
 #[ignore = "needs root to create another user"]
 fn status_never_shows_a_snapshot_another_user_wrote() {
-    let other = other_user();
-    let dir = TempDir::new("her-status");
-    let shared = sticky_dir(dir.path());
+    let (other, dir, shared) = sharing_a_tmp_with_her("her-status");
     let status = shared.join("status.json");
     let conf = shared_conf(
         dir.path(),

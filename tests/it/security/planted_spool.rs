@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::support::local_users::{needs_root, NOBODY};
 use crate::support::{
-    accepted_count, chmod, chown, stat_mode, wait_until, Broker, Relay, Subscriber, TempDir, WAIT,
+    accepted_count, chmod, chown, stat_mode, wait_until, Broker, Relay, Subscriber, TempDir,
+    COMMANDS, WAIT,
 };
 
 /// Runs a relay with the broker away, accepts `n` commands into its spool,
@@ -47,7 +48,7 @@ fn planted_spool_is_not_replayed(tag: &str, plant: impl Fn(&Path)) {
     let spool = spool_with_commands(dir.path(), 3);
     plant(&spool);
     let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let spool_s = spool.to_string_lossy().into_owned();
     let relay = Relay::start(broker.port, &[("SPOOL_FILE", spool_s.as_str())]);
     relay.expect_connected();

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{read_lines, run_bin, Broker, Relay, Subscriber, WAIT};
+use crate::support::{
+    broker_and_relay, read_lines, relay_with_subscriber, run_bin, Subscriber, COMMANDS, WAIT,
+};
 
 /// Members with secret values, each value distinctive (tagged so that the
 /// copies in a CFG, a UDS and a reply differ). `pass\u0077ord` is
@@ -38,9 +40,7 @@ fn secrets(tag: &str) -> Vec<String> {
 
 #[test]
 fn secret_fields_are_published_unchanged_and_never_logged_even_at_trace() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "trace")]);
+    let (broker, relay, sub) = relay_with_subscriber(COMMANDS, &[("LOG_LEVEL", "trace")]);
     relay.expect_log("device link connected to broker", WAIT);
     relay.expect_subscribed();
 
@@ -84,12 +84,7 @@ fn secret_fields_are_published_unchanged_and_never_logged_even_at_trace() {
         r#"{{"unit":"cam-7","settings":{{{}}}}}"#,
         secret_members("3")
     );
-    support::publish(
-        broker.port,
-        "/device/ms500/cam-7/socket_reply",
-        reply.as_bytes(),
-        rumqttc::QoS::AtLeastOnce,
-    );
+    support::device_reply(broker.port, "cam-7", reply.as_bytes());
     // This connection gets status lines: the reply comes wrapped, byte-exact inside.
     assert_eq!(
         read_lines(&s, 1, WAIT),
@@ -139,9 +134,8 @@ const SECRETS: [&str; 7] = [
 
 #[test]
 fn secrets_never_reach_the_log_even_at_debug() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
-    let relay = Relay::start(broker.port, &[("LOG_LEVEL", "debug"), ("ACK_MODE", "all")]);
+    let (broker, relay, sub) =
+        relay_with_subscriber(COMMANDS, &[("LOG_LEVEL", "debug"), ("ACK_MODE", "all")]);
     relay.expect_ready();
     let mut s = relay.connect();
     let inputs = [
@@ -162,11 +156,10 @@ fn secrets_never_reach_the_log_even_at_debug() {
         "the valid WFI, CFG and SCS are published"
     );
     relay.expect_log("accepted SCS for unit cam-1", WAIT);
-    support::publish(
+    support::device_reply(
         broker.port,
-        "/device/ms500/cam-1/socket_reply",
+        "cam-1",
         br#"{"wifi":{"ssid":"site","wifi_password":"R3plyWifiPass"}}"#,
-        rumqttc::QoS::AtLeastOnce,
     );
     // Three ok lines, three error lines, then the reply.
     let lines = support::read_lines(&s, 7, WAIT);
@@ -191,11 +184,10 @@ fn secrets_never_reach_the_log_even_at_debug() {
 
 #[test]
 fn send_prints_device_replies_with_secret_values_masked() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let (broker, relay) = broker_and_relay(&[]);
     relay.expect_log("device link connected to broker", WAIT);
     relay.expect_subscribed();
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let port = broker.port;
     let reply = format!(
         r#"{{"unit":"cam-8","settings":{{{}}}}}"#,
@@ -205,12 +197,7 @@ fn send_prints_device_replies_with_secret_values_masked() {
     // A simulated camera: answers the UDS once it arrives.
     let device = std::thread::spawn(move || {
         let command = sub.recv(WAIT).expect("the UDS reaches the camera");
-        support::publish(
-            port,
-            "/device/ms500/cam-8/socket_reply",
-            device_reply.as_bytes(),
-            rumqttc::QoS::AtLeastOnce,
-        );
+        support::device_reply(port, "cam-8", device_reply.as_bytes());
         command.payload
     });
     let uds = format!(
@@ -247,8 +234,7 @@ fn send_prints_device_replies_with_secret_values_masked() {
 
 #[test]
 fn the_running_relay_allows_no_core_dump() {
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[]);
+    let (_broker, relay) = broker_and_relay(&[]);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", relay.pid())).unwrap();
     let core = limits
         .lines()

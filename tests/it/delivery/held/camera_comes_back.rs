@@ -3,14 +3,17 @@
 //! blind window, a quick reconnect, a broker or relay restart, a stale
 //! heartbeat, a late SUBSCRIBE), it gets each command once.
 
-use super::{cmd, fast_camera, ids_with, online, read_until, relay_on, CAMERA, UNIT};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 
-use crate::support::camera::{Camera, CameraOptions};
-use crate::support::{publish, read_lines, send, topic, Broker, Subscriber, TempDir, WAIT};
+use super::{
+    camera_gets_imgs, camera_online, cmd, fast_camera, ids_with, power_off, read_until, send_all,
+    CAMERA, UNIT,
+};
+use crate::support::camera::CameraOptions;
+use crate::support::{publish, publish_retained, read_lines, send, topic, Subscriber, WAIT};
 
 on_each_version!(
     firmware_then_three_configurations_arrive_after_the_restart,
@@ -27,10 +30,7 @@ on_each_version!(
 /// Row 1: FMW then 3 CFG; the camera runs the update inside its MQTT task
 /// and restarts. Before: the FMW and 0/3 CFG; `ok` ×4.
 fn firmware_then_three_configurations_arrive_after_the_restart(protocol: &str) {
-    let broker = Broker::start();
-    let relay = relay_on(broker.port, protocol, &[]);
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
+    let (_broker, relay, camera) = camera_online(protocol, &[], fast_camera());
     let mut backend = relay.connect();
     let mut batch = cmd("FMW", 1);
     for id in 2..=4 {
@@ -61,10 +61,7 @@ fn firmware_then_three_configurations_arrive_after_the_restart(protocol: &str) {
 /// Row 2: the camera drops right after a heartbeat (heartbeat 1 s, timeout
 /// 4 s here), 5 commands in the next 2 s, back after 8 s. Before: 0/5.
 fn the_blind_window_loses_nothing(protocol: &str) {
-    let broker = Broker::start();
-    let relay = relay_on(broker.port, protocol, &[]);
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
+    let (_broker, relay, camera) = camera_online(protocol, &[], fast_camera());
     // Its interval is learned: the relay judges its cadence.
     assert!(camera.wait_until(WAIT, |log| log.heartbeats.len() >= 5));
     let beats = camera.log().heartbeats.len();
@@ -77,24 +74,15 @@ fn the_blind_window_loses_nothing(protocol: &str) {
     }
     std::thread::sleep(Duration::from_secs(6)); // the camera is away for 8 s
     camera.power_on();
-    assert!(
-        camera.wait_until(WAIT * 2, |log| log.received.len() >= 5),
-        "camera got {:?}; log:\n{}",
-        camera.received().len(),
-        relay.log()
-    );
-    let expected: Vec<String> = (1..=5).map(|id| cmd("IMG", id)).collect();
-    camera.assert_in_order(&expected);
+    camera_gets_imgs(&camera, &relay, 5, WAIT * 2);
     let lines = read_until(&backend, |l| ids_with(l, "delivered").len() == 5);
     assert_eq!(ids_with(&lines, "delivered").len(), 5, "{lines:?}");
 }
 
 /// Row 3: away for a moment, one command in the gap. Before: 0/6, all `ok`.
 fn a_quick_reconnect_loses_nothing(protocol: &str) {
-    let broker = Broker::start();
-    let relay = relay_on(broker.port, protocol, &[("LOG_LEVEL", "debug")]);
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
+    let (_broker, relay, camera) =
+        camera_online(protocol, &[("LOG_LEVEL", "debug")], fast_camera());
     let mut backend = relay.connect();
     for trial in 1..=3 {
         let beats = camera.log().heartbeats.len();
@@ -117,52 +105,31 @@ fn a_quick_reconnect_loses_nothing(protocol: &str) {
 /// Row 4: the broker restarts (down 2 s); the cameras come back 3 s later.
 /// Before: 5/7 lost, the queue flushed before they resubscribed.
 fn a_broker_restart_waits_for_the_cameras_to_come_back(protocol: &str) {
-    let mut broker = Broker::start();
-    let relay = relay_on(broker.port, protocol, &[]);
-    let camera = Camera::start(
-        broker.port,
+    let (mut broker, relay, camera) = camera_online(
+        protocol,
+        &[],
         CameraOptions {
             reconnect_delay: Duration::from_secs(5),
             ..fast_camera()
         },
     );
-    online(&relay, &camera);
     let mut backend = relay.connect();
     broker.stop();
-    for id in 1..=7 {
-        send(&mut backend, &cmd("IMG", id));
-    }
+    send_all(&mut backend, "IMG", 1..=7);
     std::thread::sleep(Duration::from_secs(2));
     broker.restart();
-    assert!(
-        camera.wait_until(WAIT * 2, |log| log.received.len() >= 7),
-        "camera got {}; log:\n{}",
-        camera.received().len(),
-        relay.log()
-    );
-    let expected: Vec<String> = (1..=7).map(|id| cmd("IMG", id)).collect();
-    camera.assert_in_order(&expected);
+    camera_gets_imgs(&camera, &relay, 7, WAIT * 2);
 }
 
 /// Row 5: a camera known offline before a relay restart counts as known
 /// after it (not "never seen"). Before: 3/3 published and lost.
 fn a_camera_offline_before_a_relay_restart_is_offline_after_it(protocol: &str) {
-    let broker = Broker::start();
-    let dir = TempDir::new("held-restart");
-    let spool = dir
-        .path()
-        .join("relay.spool")
-        .to_string_lossy()
-        .into_owned();
-    let mut relay = relay_on(
-        broker.port,
+    let (_broker, mut relay, camera) = camera_online(
         protocol,
-        &[("SPOOL_FILE", &spool), ("UNSEEN_WAIT", "1")],
+        &[("SPOOL_FILE", "{dir}/relay.spool"), ("UNSEEN_WAIT", "1")],
+        fast_camera(),
     );
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    power_off(&relay, &camera);
     relay.signal("TERM");
     relay.wait_exit(WAIT).expect("the relay stops");
     relay.relaunch();
@@ -170,9 +137,7 @@ fn a_camera_offline_before_a_relay_restart_is_offline_after_it(protocol: &str) {
     relay.expect_subscribed_times(2);
     relay.expect_log("1 cameras seen before", WAIT);
     let mut backend = relay.connect();
-    for id in 1..=3 {
-        send(&mut backend, &cmd("IMG", id));
-    }
+    send_all(&mut backend, "IMG", 1..=3);
     let lines = read_until(&backend, |l| ids_with(l, "held").len() == 3);
     assert_eq!(
         ids_with(&lines, "held"),
@@ -184,31 +149,21 @@ fn a_camera_offline_before_a_relay_restart_is_offline_after_it(protocol: &str) {
     std::thread::sleep(Duration::from_secs(3));
     assert!(camera.received().is_empty());
     camera.power_on();
-    assert!(camera.wait_until(WAIT, |log| log.received.len() >= 3));
-    let expected: Vec<String> = (1..=3).map(|id| cmd("IMG", id)).collect();
-    camera.assert_in_order(&expected);
+    camera_gets_imgs(&camera, &relay, 3, WAIT);
 }
 
 /// Row 6: a retained heartbeat, and one kept in the relay's persistent
 /// device session while it was down, are not the camera being there.
 /// Before: held commands released, 0/3 reached the camera.
 fn a_retained_or_kept_heartbeat_does_not_release_held_commands(protocol: &str) {
-    let broker = Broker::start();
-    let dir = TempDir::new("held-stale");
-    let spool = dir
-        .path()
-        .join("relay.spool")
-        .to_string_lossy()
-        .into_owned();
-    let mut relay = relay_on(broker.port, protocol, &[("SPOOL_FILE", &spool)]);
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    let (broker, mut relay, camera) = camera_online(
+        protocol,
+        &[("SPOOL_FILE", "{dir}/relay.spool")],
+        fast_camera(),
+    );
+    power_off(&relay, &camera);
     let mut backend = relay.connect();
-    for id in 1..=3 {
-        send(&mut backend, &cmd("IMG", id));
-    }
+    send_all(&mut backend, "IMG", 1..=3);
     assert_eq!(read_lines(&backend, 3, WAIT).len(), 3);
     relay.signal("TERM");
     relay.wait_exit(WAIT).expect("the relay stops");
@@ -217,7 +172,7 @@ fn a_retained_or_kept_heartbeat_does_not_release_held_commands(protocol: &str) {
     let hb = format!(r#"{{"device_id":"{CAMERA}","msg_type":"online","timestamp":999}}"#);
     let hb_topic = format!("/device/ms500/{CAMERA}/online");
     publish(broker.port, &hb_topic, hb.as_bytes(), QoS::AtLeastOnce);
-    crate::support::publish_retained(broker.port, &hb_topic, hb.as_bytes());
+    publish_retained(broker.port, &hb_topic, hb.as_bytes());
     relay.relaunch();
     relay.expect_subscribed_times(2);
     let cam_sub = Subscriber::with_qos(broker.port, &topic(UNIT), QoS::AtLeastOnce);
@@ -230,50 +185,35 @@ fn a_retained_or_kept_heartbeat_does_not_release_held_commands(protocol: &str) {
     );
     drop(cam_sub);
     camera.power_on();
-    assert!(camera.wait_until(WAIT, |log| log.received.len() >= 3));
-    let expected: Vec<String> = (1..=3).map(|id| cmd("IMG", id)).collect();
-    camera.assert_in_order(&expected);
+    camera_gets_imgs(&camera, &relay, 3, WAIT);
 }
 
 /// Row 7: the camera publishes its heartbeat and subscribes 5 ms later.
 /// Before: 0/3 released commands arrived.
 fn a_camera_that_heartbeats_before_it_subscribes_gets_its_released_commands(protocol: &str) {
-    let broker = Broker::start();
-    let relay = relay_on(broker.port, protocol, &[]);
-    let camera = Camera::start(
-        broker.port,
+    let (_broker, relay, camera) = camera_online(
+        protocol,
+        &[],
         CameraOptions {
             subscribe_after_heartbeat: Some(Duration::from_millis(5)),
             ..fast_camera()
         },
     );
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    power_off(&relay, &camera);
     let mut backend = relay.connect();
-    for id in 1..=3 {
-        send(&mut backend, &cmd("IMG", id));
-    }
+    send_all(&mut backend, "IMG", 1..=3);
     assert_eq!(read_lines(&backend, 3, WAIT).len(), 3);
     camera.power_on();
-    assert!(camera.wait_until(WAIT, |log| log.received.len() >= 3));
-    let expected: Vec<String> = (1..=3).map(|id| cmd("IMG", id)).collect();
-    camera.assert_in_order(&expected);
+    camera_gets_imgs(&camera, &relay, 3, WAIT);
 }
 
 /// Row 9: a half-closed backend whose held commands are released 3 s
 /// later. Before: delivered, but 0/3 `ok` lines.
 fn a_half_closed_backend_gets_the_lines_of_commands_released_later(protocol: &str) {
-    let broker = Broker::start();
-    let relay = relay_on(broker.port, protocol, &[("ACK_MODE", "all")]);
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    let (_broker, relay, camera) = camera_online(protocol, &[("ACK_MODE", "all")], fast_camera());
+    power_off(&relay, &camera);
     let mut backend = relay.connect();
-    for id in 1..=3 {
-        send(&mut backend, &cmd("IMG", id));
-    }
+    send_all(&mut backend, "IMG", 1..=3);
     backend.shutdown(Shutdown::Write).unwrap();
     assert_eq!(ids_with(&read_lines(&backend, 3, WAIT), "held"), [1, 2, 3]);
     std::thread::sleep(Duration::from_secs(3));
@@ -286,10 +226,9 @@ fn a_half_closed_backend_gets_the_lines_of_commands_released_later(protocol: &st
 /// now and then, gets every one of 300 commands sent over a minute once,
 /// and each is confirmed (issue 29, item 3).
 fn a_camera_that_stays_connected_gets_nothing_twice(protocol: &str) {
-    let broker = Broker::start();
-    let relay = relay_on(broker.port, protocol, &[("DEVICE_TIMEOUT", "10")]);
-    let camera = Camera::start(
-        broker.port,
+    let (_broker, relay, camera) = camera_online(
+        protocol,
+        &[("DEVICE_TIMEOUT", "10")],
         CameraOptions {
             heartbeat_every: Duration::from_secs(2),
             jitter_percent: 20,
@@ -297,7 +236,6 @@ fn a_camera_that_stays_connected_gets_nothing_twice(protocol: &str) {
             ..fast_camera()
         },
     );
-    online(&relay, &camera);
     let mut backend = relay.connect();
     let start = Instant::now();
     for id in 1..=300u32 {

@@ -3,11 +3,14 @@
 //! while others flow, held commands survive kill -9, and thousands of
 //! cameras around DEVICE_TIMEOUT are never stuck offline.
 
-use super::{cmd, fast_camera, ids_with, online, read_until, relay_on, CAMERA, CAMERA_LC, UNIT};
 use std::time::{Duration, Instant};
 
-use crate::support::camera::Camera;
-use crate::support::{read_lines, send, topic, Broker, Relay, Subscriber, TempDir, WAIT};
+use super::{
+    camera_online, cmd, fast_camera, ids_with, power_off, read_until, send_all, CAMERA_LC, UNIT,
+};
+use crate::support::{
+    read_lines, ready, relay_with_subscriber, send, topic, Subscriber, COMMANDS, WAIT,
+};
 
 #[test]
 fn row_8_cameras_heartbeating_around_device_timeout_are_never_stuck_offline() {
@@ -18,9 +21,7 @@ fn row_8_cameras_heartbeating_around_device_timeout_are_never_stuck_offline() {
     // device link saw them: 300 cameras heartbeating every ~1 s with
     // DEVICE_TIMEOUT 1 s, then a command each: none waits longer than the
     // camera's next heartbeat and a second.
-    let broker = Broker::start();
-    let relay = Relay::start(broker.port, &[("DEVICE_TIMEOUT", "1"), ("ACK_MODE", "all")]);
-    relay.expect_ready();
+    let (broker, relay) = ready(&[("DEVICE_TIMEOUT", "1"), ("ACK_MODE", "all")]);
     let fleet = crate::support::camera::HeartbeatFleet::start(
         broker.port,
         300,
@@ -28,7 +29,7 @@ fn row_8_cameras_heartbeating_around_device_timeout_are_never_stuck_offline() {
     );
     relay.expect_log("online (first heartbeat since start)", WAIT);
     std::thread::sleep(Duration::from_secs(8));
-    let sub = Subscriber::new(broker.port, "/service/ms500/+/socket");
+    let sub = Subscriber::new(broker.port, COMMANDS);
     let mut backend = relay.connect();
     for i in 0..300 {
         send(
@@ -54,9 +55,10 @@ fn row_8_cameras_heartbeating_around_device_timeout_are_never_stuck_offline() {
 
 #[test]
 fn a_command_for_a_camera_never_seen_waits_unseen_wait_then_goes() {
-    let broker = Broker::start();
-    let sub = Subscriber::new(broker.port, &topic("cam-new"));
-    let relay = Relay::start(broker.port, &[("ACK_MODE", "all"), ("UNSEEN_WAIT", "2")]);
+    let (_broker, relay, sub) = relay_with_subscriber(
+        &topic("cam-new"),
+        &[("ACK_MODE", "all"), ("UNSEEN_WAIT", "2")],
+    );
     relay.expect_ready();
     let mut backend = relay.connect();
     send(
@@ -78,12 +80,9 @@ fn a_command_for_a_camera_never_seen_waits_unseen_wait_then_goes() {
 
 #[test]
 fn a_held_command_past_its_types_lifetime_expires_and_is_never_published() {
-    let broker = Broker::start();
-    let relay = relay_on(broker.port, "5", &[("COMMAND_TTLS", "IMG:1, FMW:3600")]);
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    let (_broker, relay, camera) =
+        camera_online("5", &[("COMMAND_TTLS", "IMG:1, FMW:3600")], fast_camera());
+    power_off(&relay, &camera);
     let mut backend = relay.connect();
     send(&mut backend, &cmd("IMG", 1));
     send(&mut backend, &cmd("FMW", 2));
@@ -113,25 +112,19 @@ fn a_held_command_past_its_types_lifetime_expires_and_is_never_published() {
 
 #[test]
 fn the_hold_is_bounded_per_camera_and_others_keep_flowing() {
-    let broker = Broker::start();
-    let relay = relay_on(
-        broker.port,
+    let (broker, relay, camera) = camera_online(
         "5",
         &[
             ("HOLD_MAX_PER_CAMERA", "2"),
             ("QUEUE_CAPACITY", "1"),
             ("ACK_MODE", "all"),
         ],
+        fast_camera(),
     );
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    power_off(&relay, &camera);
     let others = Subscriber::new(broker.port, &topic("cam-untracked"));
     let mut backend = relay.connect();
-    for id in 1..=3 {
-        send(&mut backend, &cmd("IMG", id));
-    }
+    send_all(&mut backend, "IMG", 1..=3);
     send(
         &mut backend,
         r#"{"type":"IMG","unit":"cam-untracked","id":9}"#,
@@ -151,18 +144,9 @@ fn the_hold_is_bounded_per_camera_and_others_keep_flowing() {
 
 #[test]
 fn held_and_unconfirmed_commands_survive_kill_9() {
-    let broker = Broker::start();
-    let dir = TempDir::new("held-spool");
-    let spool = dir
-        .path()
-        .join("relay.spool")
-        .to_string_lossy()
-        .into_owned();
-    let mut relay = relay_on(broker.port, "5", &[("SPOOL_FILE", &spool)]);
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    let (_broker, mut relay, camera) =
+        camera_online("5", &[("SPOOL_FILE", "{dir}/relay.spool")], fast_camera());
+    power_off(&relay, &camera);
     let mut backend = relay.connect();
     send(&mut backend, &cmd("FMW", 1));
     assert_eq!(ids_with(&read_lines(&backend, 1, WAIT), "held"), [1]);

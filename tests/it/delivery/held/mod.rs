@@ -10,10 +10,11 @@ mod operator_view;
 
 use std::io::Read;
 use std::net::TcpStream;
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use crate::support::camera::{Camera, CameraOptions};
-use crate::support::{Relay, WAIT};
+use crate::support::{send, Broker, Relay, WAIT};
 
 /// The camera's id as its heartbeat topic names it (its MAC in hex).
 pub(crate) const CAMERA: &str = "A0B1C2D3E4F5";
@@ -105,4 +106,49 @@ pub(crate) fn online(relay: &Relay, camera: &Camera) {
     relay.expect_log(&format!("device {CAMERA} online"), WAIT);
     let beats = camera.log().heartbeats.len();
     assert!(camera.wait_until(WAIT, |log| log.heartbeats.len() > beats));
+}
+
+/// A broker, a relay on it ([`relay_on`]) and a camera behaving as
+/// `options` say, [`online`].
+pub(crate) fn camera_online(
+    protocol: &str,
+    settings: &[(&str, &str)],
+    options: CameraOptions,
+) -> (Broker, Relay, Camera) {
+    let broker = Broker::start();
+    let relay = relay_on(broker.port, protocol, settings);
+    let camera = Camera::start(broker.port, options);
+    online(&relay, &camera);
+    (broker, relay, camera)
+}
+
+/// Powers the camera off and waits until the relay counts it offline.
+pub(crate) fn power_off(relay: &Relay, camera: &Camera) {
+    camera.kill();
+    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+}
+
+/// The commands of type `kind` numbered `ids` ([`cmd`]).
+pub(crate) fn cmds(kind: &str, ids: RangeInclusive<u32>) -> Vec<String> {
+    ids.map(|id| cmd(kind, id)).collect()
+}
+
+/// Sends [`cmds`] on `backend`, a line each.
+pub(crate) fn send_all(backend: &mut TcpStream, kind: &str, ids: RangeInclusive<u32>) {
+    for command in cmds(kind, ids) {
+        send(backend, &command);
+    }
+}
+
+/// Waits up to `timeout` until the camera got `n` commands, and asserts
+/// that they are IMG 1 to `n`, each once, in that order.
+#[track_caller]
+pub(crate) fn camera_gets_imgs(camera: &Camera, relay: &Relay, n: u32, timeout: Duration) {
+    assert!(
+        camera.wait_until(timeout, |log| log.received.len() >= n as usize),
+        "camera got {}; log:\n{}",
+        camera.received().len(),
+        relay.log()
+    );
+    camera.assert_in_order(&cmds("IMG", 1..=n));
 }

@@ -2,35 +2,22 @@
 //! camera, `send` exiting 0 only once a held command is published, and
 //! `held` and `cancel` (issue 30).
 
-use super::{cmd, fast_camera, ids_with, online, relay_on, CAMERA, CAMERA_LC, UNIT};
 use std::time::Duration;
 
-use crate::support::camera::Camera;
-use crate::support::{read_json, read_lines, read_text, run_bin, send, Broker, TempDir, WAIT};
+use super::{camera_online, cmd, fast_camera, ids_with, power_off, CAMERA, CAMERA_LC, UNIT};
+use crate::support::{read_json, read_lines, read_text, run_bin, send, wait_until, WAIT};
 
 #[test]
 fn status_and_metrics_show_each_cameras_state_interval_and_commands() {
-    let broker = Broker::start();
-    let dir = TempDir::new("held-status");
-    let status = dir.path().join("status.json");
-    let metrics = dir.path().join("metrics.prom");
-    let (status_s, metrics_s) = (
-        status.to_string_lossy().into_owned(),
-        metrics.to_string_lossy().into_owned(),
-    );
-    let relay = relay_on(
-        broker.port,
-        "5",
-        &[
-            ("STATUS_FILE", &status_s),
-            ("METRICS_FILE", &metrics_s),
-            ("STATUS_INTERVAL", "1"),
-        ],
-    );
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
+    let files = [
+        ("STATUS_FILE", "{dir}/status.json"),
+        ("METRICS_FILE", "{dir}/metrics.prom"),
+        ("STATUS_INTERVAL", "1"),
+    ];
+    let (_broker, relay, camera) = camera_online("5", &files, fast_camera());
+    let (status, metrics) = (relay.status_file(), relay.path("metrics.prom"));
     assert!(
-        crate::support::wait_until(WAIT, || {
+        wait_until(WAIT, || {
             status.exists() && read_json(&status)["devices"][0]["interval_s"].is_f64()
         }),
         "the interval is learned and shown"
@@ -38,14 +25,13 @@ fn status_and_metrics_show_each_cameras_state_interval_and_commands() {
     let v = read_json(&status);
     assert_eq!(v["devices"][0]["state"], "present");
     assert_eq!(v["cameras"]["present"], 1);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    power_off(&relay, &camera);
     let mut backend = relay.connect();
     send(&mut backend, &cmd("FMW", 1));
     send(&mut backend, &cmd("IMG", 2));
     assert_eq!(read_lines(&backend, 2, WAIT).len(), 2);
     assert!(
-        crate::support::wait_until(WAIT, || read_json(&status)["held"] == 2),
+        wait_until(WAIT, || read_json(&status)["held"] == 2),
         "status file never showed 2 held"
     );
     let v = read_json(&status);
@@ -57,20 +43,19 @@ fn status_and_metrics_show_each_cameras_state_interval_and_commands() {
     assert_eq!(device["state"], "offline");
     assert_eq!(device["held"], 2);
     assert!(
-        crate::support::wait_until(WAIT, || read_text(&metrics)
+        wait_until(WAIT, || read_text(&metrics)
             .contains("ms500_relay_commands_held 2\n")),
         "metrics never showed 2 held"
     );
     assert!(read_text(&metrics).contains("ms500_relay_cameras{state=\"offline\"} 1\n"));
     camera.power_on();
     assert!(
-        crate::support::wait_until(WAIT * 2, || read_text(&metrics)
+        wait_until(WAIT * 2, || read_text(&metrics)
             .contains("ms500_relay_commands_confirmed_total 2\n")),
         "metrics never showed 2 confirmed:\n{}",
         read_text(&metrics)
     );
-    let (code, out, _) =
-        crate::support::run_bin(&["status", "-c", &relay.conf.to_string_lossy()], None);
+    let (code, out, _) = relay.tool(&["status"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 present, 0 unknown, 0 offline"), "{out}");
 }
@@ -81,16 +66,12 @@ fn status_and_metrics_show_each_cameras_state_interval_and_commands() {
 /// command's outcome, prints it, and exits 0 only once it was published.
 #[test]
 fn send_succeeds_only_once_a_held_command_is_published_and_names_what_is_not() {
-    let broker = Broker::start();
-    let relay = relay_on(
-        broker.port,
+    let (_broker, relay, camera) = camera_online(
         "5",
         &[("COMMAND_TTLS", "IMG:2"), ("ACK_MODE", "all")],
+        fast_camera(),
     );
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    power_off(&relay, &camera);
     let conf = relay.conf.to_string_lossy().into_owned();
 
     // Held, and still held when the wait runs out.
@@ -140,10 +121,7 @@ fn send_succeeds_only_once_a_held_command_is_published_and_names_what_is_not() {
 
 #[test]
 fn send_in_camera_mode_settles_on_delivered() {
-    let broker = Broker::start();
-    let relay = relay_on(broker.port, "5", &[]);
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
+    let (_broker, relay, camera) = camera_online("5", &[], fast_camera());
     let conf = relay.conf.to_string_lossy().into_owned();
     let (code, out, err) = run_bin(&["send", "-c", &conf, "-w", "15", &cmd("IMG", 7)], None);
     assert_eq!(code, 0, "{out}{err}\n{}", relay.log());
@@ -165,22 +143,12 @@ fn send_in_camera_mode_settles_on_delivered() {
 /// the stale ones (the firmware update of a camera that will not return).
 #[test]
 fn held_lists_what_waits_and_cancel_drops_it_for_good() {
-    let broker = Broker::start();
-    let dir = TempDir::new("held-cancel");
-    let spool = dir
-        .path()
-        .join("relay.spool")
-        .to_string_lossy()
-        .into_owned();
-    let mut relay = relay_on(
-        broker.port,
+    let (_broker, mut relay, camera) = camera_online(
         "5",
-        &[("SPOOL_FILE", &spool), ("ACK_MODE", "all")],
+        &[("SPOOL_FILE", "{dir}/relay.spool"), ("ACK_MODE", "all")],
+        fast_camera(),
     );
-    let camera = Camera::start(broker.port, fast_camera());
-    online(&relay, &camera);
-    camera.kill();
-    relay.expect_log(&format!("device {CAMERA} offline"), WAIT);
+    power_off(&relay, &camera);
     let mut backend = relay.connect();
     send(&mut backend, &cmd("FMW", 1));
     send(&mut backend, &cmd("IMG", 2));
