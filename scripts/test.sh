@@ -117,7 +117,7 @@ for arch in aarch64 armv7 mipsel; do
     MS500_RELAY_EXE="$qemu $bin" cargo test --locked "${subset[@]}"
     MS500_RELAY_EXE="$qemu $bin" MS500_GATEWAY_ARCH=$arch \
         cargo test --locked --test gateway -- --ignored --test-threads=1 --exact \
-        the_package_unpacks_and_its_binary_runs \
+        packages::tarball::the_tarball_unpacks_and_its_binary_runs \
         packages::each_package_unpacks_as_its_manager_does_and_its_binary_runs \
-        a_busybox_root_finds_the_broker_through_its_dns_server
+        busybox_root::a_busybox_root_finds_the_broker_through_its_dns_server
 done
