@@ -9,16 +9,44 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::delivery::held::{relay_on, CAMERA_LC};
-use crate::support::local_users::other_user;
+use crate::support::local_users::{other_user, Other};
 use crate::support::tools::{conf_in, tool, tool_with_input, ToolConf};
 use crate::support::{
     chmod, path_text, run_bin, socket_in, wait_until, Broker, Relay, Session, TempDir, WAIT,
 };
+
+/// How she locks a file she can read.
+enum Lock {
+    Exclusive,
+    Shared,
+}
+
+/// PID_FILE in a new directory `name`, holding `content` and readable by
+/// all, opened and locked by `other`: the directory, PID_FILE and her
+/// handle (her lock lasts as long as it).
+fn pid_file_she_locks(
+    other: Other,
+    name: &str,
+    content: &str,
+    lock: Lock,
+) -> (TempDir, PathBuf, File) {
+    let dir = TempDir::new(name);
+    let pid_file = dir.path().join("relay.pid");
+    std::fs::write(&pid_file, content).unwrap();
+    chmod(&pid_file, 0o644);
+    let hers = other.act(|| File::open(&pid_file).expect("PID_FILE is readable"));
+    match lock {
+        Lock::Exclusive => hers.try_lock().expect("she locks PID_FILE"),
+        Lock::Shared => hers.lock_shared().expect("she takes a shared lock"),
+    }
+    (dir, pid_file, hers)
+}
 
 /// What the connection her listener takes (`accept`) reads until `send`
 /// closes it, read on a thread of its own.
@@ -94,12 +122,7 @@ fn send_refuses_a_unix_socket_that_is_not_the_relays() {
 #[ignore = "needs root to create another user"]
 fn a_reader_of_pid_file_cannot_keep_the_relay_down() {
     let other = other_user();
-    let broker = Broker::start();
-    let dir = TempDir::new("pid-reader");
-    let pid_file = dir.path().join("relay.pid");
-    std::fs::write(&pid_file, "1\n").unwrap();
-    let hers = other.act(|| File::open(&pid_file).expect("PID_FILE is readable"));
-    hers.try_lock().expect("she locks PID_FILE");
+    let (dir, pid_file, hers) = pid_file_she_locks(other, "pid-reader", "1\n", Lock::Exclusive);
     assert!(
         other
             .act(|| File::open(dir.path().join("relay.pid.lock")))
@@ -107,6 +130,7 @@ fn a_reader_of_pid_file_cannot_keep_the_relay_down() {
             || !dir.path().join("relay.pid.lock").exists(),
         "the lock file is not hers to open"
     );
+    let broker = Broker::start();
     let pid = pid_file.to_string_lossy().into_owned();
     let relay = Relay::start_with_status(broker.port, &[("PID_FILE", pid.as_str())]);
     relay.expect_ready();
@@ -187,13 +211,8 @@ fn a_lock_on_relay_conf_blocks_neither_the_watchdog_nor_stop() {
 #[ignore = "needs root to create another user"]
 fn a_shared_lock_on_pid_file_does_not_make_status_say_not_running() {
     let other = other_user();
+    let (_dir, pid_file, hers) = pid_file_she_locks(other, "status-lock", "", Lock::Shared);
     let broker = Broker::start();
-    let dir = TempDir::new("status-lock");
-    let pid_file = dir.path().join("relay.pid");
-    std::fs::write(&pid_file, "").unwrap();
-    chmod(&pid_file, 0o644);
-    let hers = other.act(|| File::open(&pid_file).expect("PID_FILE is readable"));
-    hers.lock_shared().expect("she takes a shared lock");
     let relay = Relay::start_with_status(broker.port, &[("PID_FILE", &pid_file.to_string_lossy())]);
     relay.expect_ready();
     assert!(wait_until(WAIT, || relay.status()["device_link"]
@@ -208,7 +227,7 @@ fn a_shared_lock_on_pid_file_does_not_make_status_say_not_running() {
 #[test]
 #[ignore = "needs root to create and act as another user"]
 fn only_root_and_the_relays_user_may_see_or_cancel_held_commands() {
-    let other = crate::support::local_users::other_user();
+    let other = other_user();
     let broker = Broker::start();
     let relay = relay_on(broker.port, "5", &[]);
     let conf = relay.conf.to_string_lossy().into_owned();
