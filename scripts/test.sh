@@ -84,15 +84,15 @@ cargo test --locked --test gateway -- --ignored --test-threads=1
 subset=(
     --test it --
     --exact
-    publish::each_of_the_twelve_types_arrives_byte_exact_on_its_topic
-    publish::newline_delimited_json
-    publish::many_commands_in_one_write_with_no_separator
-    publish::one_byte_writes
-    publish::a_command_split_across_writes_with_pauses
-    rejections::rejection_reasons_go_back_when_ack_mode_is_errors
-    device_side::on_5::scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route
-    durability::kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command
-    cli::sigterm_stops_cleanly_with_exit_0
+    backend::framing::each_of_the_twelve_types_arrives_byte_exact_on_its_topic
+    backend::framing::newline_delimited_json
+    backend::framing::many_commands_in_one_write_with_no_separator
+    backend::framing::one_byte_writes
+    backend::framing::a_command_split_across_writes_with_pauses
+    backend::validation::rejection_reasons_go_back_when_ack_mode_is_errors
+    device_side::replies::on_5::scs_reply_reaches_the_asking_connection_only_and_uds_moves_the_route
+    delivery::spool::kill_9_while_the_broker_is_away_then_restart_delivers_every_accepted_command
+    delivery::shutdown::sigterm_stops_cleanly_with_exit_0
 )
 # A renamed test would silently drop out of an --exact subset: every name
 # must still be one the binary lists.
@@ -117,7 +117,7 @@ for arch in aarch64 armv7 mipsel; do
     MS500_RELAY_EXE="$qemu $bin" cargo test --locked "${subset[@]}"
     MS500_RELAY_EXE="$qemu $bin" MS500_GATEWAY_ARCH=$arch \
         cargo test --locked --test gateway -- --ignored --test-threads=1 --exact \
-        the_package_unpacks_and_its_binary_runs \
+        packages::tarball::the_tarball_unpacks_and_its_binary_runs \
         packages::each_package_unpacks_as_its_manager_does_and_its_binary_runs \
-        a_busybox_root_finds_the_broker_through_its_dns_server
+        busybox_root::a_busybox_root_finds_the_broker_through_its_dns_server
 done

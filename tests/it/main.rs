@@ -1,38 +1,24 @@
-//! The integration tests, one binary: each module is one area of the relay,
-//! driven through the real binary against a real mosquitto (see `support`).
-//! Linking the crate and the support code once, instead of once per area, is
-//! what keeps `cargo test` quick; the gateway tests (static builds, a
-//! BusyBox root) stay in their own binary, run by `scripts/test.sh`.
+//! The integration tests, one binary: each module is what a user of the
+//! relay checks, driven through the real binary against a real mosquitto
+//! (see `support`): what a backend sends and reads back (`backend`), that
+//! nothing accepted is lost on the way to the broker and the camera
+//! (`delivery`), heartbeats and replies (`device_side`), the links to the
+//! broker (`broker_links`), running it on a gateway (`operations`), and
+//! safety among hostile peers and other local users (`security`). Linking
+//! the crate and the support code once, instead of once per area, is what
+//! keeps `cargo test` quick; the gateway tests (static builds, a BusyBox
+//! root) stay in their own binary, run by `scripts/test.sh`.
 //!
 //! The tests run in parallel threads: each takes its own scratch directory,
 //! broker port, relay port and MQTT client ids from `support`.
 
+#[macro_use]
 #[path = "../support/mod.rs"]
 mod support;
 
-mod bounds;
-mod brokers;
-mod camera_fixture;
-mod cli;
+mod backend;
+mod broker_links;
+mod delivery;
 mod device_side;
-mod durability;
-mod edges;
-mod failover;
-mod fleet;
-mod hardening;
-mod held;
-mod local_users;
-mod operate;
 mod operations;
-mod operator;
-mod operator_safety;
-mod outage;
-mod publish;
-mod rejections;
-mod reload;
-mod secrets;
 mod security;
-mod stress;
-mod systemd;
-mod unix_socket;
-mod watchdog;
