@@ -103,6 +103,18 @@ for name in "${subset[@]:4}"; do
         exit 1
     }
 done
+gateway_subset=(
+    packages::tarball::the_tarball_unpacks_and_its_binary_runs
+    packages::each_package_unpacks_as_its_manager_does_and_its_binary_runs
+    busybox_root::a_busybox_root_finds_the_broker_through_its_dns_server
+)
+listed=$(cargo test --locked --test gateway -- --ignored --list 2>/dev/null)
+for name in "${gateway_subset[@]}"; do
+    printf '%s\n' "$listed" | grep -qx "$name: test" || {
+        echo "the qemu subset names $name, which is not a test of tests/gateway" >&2
+        exit 1
+    }
+done
 for arch in aarch64 armv7 mipsel; do
     case $arch in
         aarch64) qemu=qemu-aarch64-static ;;
@@ -117,7 +129,5 @@ for arch in aarch64 armv7 mipsel; do
     MS500_RELAY_EXE="$qemu $bin" cargo test --locked "${subset[@]}"
     MS500_RELAY_EXE="$qemu $bin" MS500_GATEWAY_ARCH=$arch \
         cargo test --locked --test gateway -- --ignored --test-threads=1 --exact \
-        packages::tarball::the_tarball_unpacks_and_its_binary_runs \
-        packages::each_package_unpacks_as_its_manager_does_and_its_binary_runs \
-        busybox_root::a_busybox_root_finds_the_broker_through_its_dns_server
+        "${gateway_subset[@]}"
 done
