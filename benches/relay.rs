@@ -8,7 +8,9 @@
 //! scenario (`fleet/mod.rs`: cameras' heartbeats, commands and SCS round
 //! trips, then idle with 10,000 and 100,000 silent devices), which the full
 //! run ends with. Under `cargo test` it runs with N = 2,000 as a smoke test
-//! that fails on any lost command.
+//! that fails on any lost command. `cargo bench --bench relay -- baseline
+//! REV [REV…]` builds each REV and compares it with this build in the same
+//! run (`compare/mod.rs`).
 //!
 //! CPU is utime + stime from /proc for the relay and for mosquitto over the
 //! same burst, so "relay / broker" compares the relay's cost per command
@@ -19,6 +21,8 @@
 //! cost figures are measured for it too, in the same run, against the same
 //! broker.
 
+#[path = "compare/mod.rs"]
+mod compare;
 #[path = "fleet/mod.rs"]
 mod fleet;
 #[path = "../tests/support/mod.rs"]
@@ -415,6 +419,21 @@ fn main() {
             .find_map(|a| a.parse().ok())
             .unwrap_or(if full { 50_000 } else { 2_000 });
     let broker = Broker::start();
+    if let Some(at) = args.iter().position(|a| a == "baseline") {
+        let revs: Vec<String> = args[at + 1..]
+            .iter()
+            .filter(|a| !a.starts_with('-'))
+            .cloned()
+            .collect();
+        if revs.is_empty() {
+            eprintln!(
+                "baseline needs at least one revision: cargo bench --bench relay -- baseline REV"
+            );
+            std::process::exit(2);
+        }
+        compare::run(&revs);
+        return;
+    }
     if args.iter().any(|a| a == "fleet") {
         let rows = fleet_rows(&broker);
         print_rows(&rows);

@@ -162,11 +162,22 @@ ensure_toolchain() {
 # with TLS leaves no room for it. The heap, stacks and mappings are still
 # placed at random; only the binary's own code and data sit at fixed addresses.
 static_flags="-C target-feature=+crt-static -C relocation-model=static"
-# Panic messages keep their text but not the source file and line they came
-# from (-Zlocation-detail=none, accepted under the same RUSTC_BOOTSTRAP as
-# -Zbuild-std): 60 KB less on x86_64, which was 10 KB under the 3 MB goal.
-# The relay's expect() messages say what was wrong; the line is in git.
+# No source file and line of panics and callers in the binary
+# (-Zlocation-detail=none, accepted under the same RUSTC_BOOTSTRAP as
+# -Zbuild-std): 60 KB less on x86_64.
 static_flags="$static_flags -Zlocation-detail=none"
+# A panic aborts at once, without formatting a message first
+# (-Cpanic=immediate-abort): the relay is built with panic = "abort"
+# already, so a panic ends the process either way; what goes is the
+# machinery that prints "thread … panicked at …: message", 170 KB on
+# x86_64. No input reaches a panic (PROTOCOL.md §5.1); a bug that does
+# ends the process with SIGILL, which the watchdog, procd and systemd see
+# and restart it on. Debug builds and `cargo test` keep their messages.
+static_flags="$static_flags -Zunstable-options -Cpanic=immediate-abort"
+# #[derive(Debug)] prints a value's type or variant name only
+# (-Zfmt-debug=shallow): 50 KB less. The relay never shows a derived Debug
+# output to a person; strings, numbers and errors keep their text.
+static_flags="$static_flags -Zfmt-debug=shallow"
 # std's optimize_for_size: smaller sort, formatting and collection code in
 # core, alloc and std, the same behaviour (the relay waits on sockets, not
 # on those). 200 KB less on x86_64. It replaces std's default features,

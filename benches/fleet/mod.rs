@@ -59,7 +59,7 @@ fn client_id(what: &str) -> String {
 }
 
 /// A client for many simulated cameras (one connection, like a load rig).
-fn cameras(broker: u16, name: &str) -> Client {
+pub fn cameras(broker: u16, name: &str) -> Client {
     let mut opts = MqttOptions::new(client_id(name), "127.0.0.1", broker);
     opts.set_inflight(1000);
     let (client, conn) = Client::new(opts, 4096);
@@ -68,10 +68,15 @@ fn cameras(broker: u16, name: &str) -> Client {
 }
 
 fn heartbeat(client: &Client, i: usize) {
+    heartbeat_at(client, i, QoS::AtLeastOnce);
+}
+
+/// Camera `i`'s heartbeat, published at `qos`.
+pub fn heartbeat_at(client: &Client, i: usize, qos: QoS) {
     let id = format!("fleet-{i:06}");
     let _ = client.publish(
         format!("/device/ms500/{id}/online"),
-        QoS::AtLeastOnce,
+        qos,
         false,
         HEARTBEAT.replace("DEV", &id).into_bytes(),
     );
