@@ -420,18 +420,20 @@ fn main() {
             .unwrap_or(if full { 50_000 } else { 2_000 });
     let broker = Broker::start();
     if let Some(at) = args.iter().position(|a| a == "baseline") {
-        let revs: Vec<String> = args[at + 1..]
-            .iter()
-            .filter(|a| !a.starts_with('-'))
-            .cloned()
-            .collect();
+        let (plan, revs) = match compare::Plan::parse(&args[at + 1..]) {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                eprintln!("baseline: {why}");
+                std::process::exit(2);
+            }
+        };
         if revs.is_empty() {
             eprintln!(
-                "baseline needs at least one revision: cargo bench --bench relay -- baseline REV"
+                "baseline needs at least one revision: cargo bench --bench relay -- baseline REV [--rounds N] [--only commands|heartbeats]"
             );
             std::process::exit(2);
         }
-        compare::run(&revs);
+        compare::run(&revs, &plan);
         return;
     }
     if args.iter().any(|a| a == "fleet") {

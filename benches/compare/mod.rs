@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Broker, Relay, Subscriber};
 
-/// Rounds each build runs (the best is kept).
+/// Rounds each build runs unless `--rounds N` says (the best is kept).
 const ROUNDS: usize = 2;
 const COMMANDS: usize = 60_000;
 const CONNECTIONS: [usize; 3] = [1, 4, 8];
@@ -54,8 +54,48 @@ fn keep_best(slot: &mut Option<(f64, f64)>, run: (f64, f64)) {
     }
 }
 
+/// Which loads to run and how often.
+pub struct Plan {
+    pub rounds: usize,
+    pub commands: bool,
+    pub heartbeats: bool,
+}
+
+impl Plan {
+    /// From the words after `baseline`: `--rounds N`, and `--only commands`
+    /// or `--only heartbeats` (both loads by default). The rest are revisions.
+    pub fn parse(words: &[String]) -> Result<(Plan, Vec<String>), String> {
+        let mut plan = Plan {
+            rounds: ROUNDS,
+            commands: true,
+            heartbeats: true,
+        };
+        let mut revs = Vec::new();
+        let mut words = words.iter();
+        while let Some(word) = words.next() {
+            match word.as_str() {
+                "--rounds" => {
+                    plan.rounds = words
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--rounds needs a number above 0")?;
+                }
+                "--only" => match words.next().map(String::as_str) {
+                    Some("commands") => plan.heartbeats = false,
+                    Some("heartbeats") => plan.commands = false,
+                    _ => return Err("--only takes commands or heartbeats".into()),
+                },
+                w if w.starts_with('-') => {}
+                rev => revs.push(rev.to_string()),
+            }
+        }
+        Ok((plan, revs))
+    }
+}
+
 /// Runs the comparison of this build against `revs`, and prints it.
-pub fn run(revs: &[String]) {
+pub fn run(revs: &[String], plan: &Plan) {
     let mut builds = Vec::new();
     for rev in revs {
         match build(rev) {
@@ -74,10 +114,10 @@ pub fn run(revs: &[String]) {
         exe: crate::support::relay_words().join(" "),
     });
     let mut best = vec![Best::default(); builds.len()];
-    for round in 1..=ROUNDS {
+    for round in 1..=plan.rounds {
         for (b, build) in builds.iter().enumerate() {
             eprintln!("round {round}: {}", build.name);
-            for (c, conns) in CONNECTIONS.iter().enumerate() {
+            for (c, conns) in CONNECTIONS.iter().enumerate().filter(|_| plan.commands) {
                 let (cpu, lost) = commands(&build.exe, *conns);
                 best[b].lost += lost;
                 keep_best(&mut best[b].commands[c], cpu);
@@ -85,12 +125,13 @@ pub fn run(revs: &[String]) {
             for (q, qos) in [rumqttc::QoS::AtLeastOnce, rumqttc::QoS::AtMostOnce]
                 .into_iter()
                 .enumerate()
+                .filter(|_| plan.heartbeats)
             {
                 keep_best(&mut best[b].heartbeats[q], heartbeats(&build.exe, qos));
             }
         }
     }
-    report(&builds, &best);
+    report(&builds, &best, plan.rounds);
 }
 
 /// The binary of `rev`, built once and kept.
@@ -255,14 +296,14 @@ fn settle(relay: &Relay) {
     }
 }
 
-fn report(builds: &[Build], best: &[Best]) {
+fn report(builds: &[Build], best: &[Best], rounds: usize) {
     let cell = |v: Option<(f64, f64)>| {
         v.map_or("-".to_string(), |(r, b)| {
             format!("{r:.3} / {b:.3} ({:.2} ×)", r / b)
         })
     };
     println!(
-        "\nsame-run comparison, best of {ROUNDS} interleaved rounds; relay / broker CPU s per 10,000 (relay ÷ broker)"
+        "\nsame-run comparison, best of {rounds} interleaved rounds; relay / broker CPU s per 10,000 (relay ÷ broker)"
     );
     println!(
         "{:<14} | {:<26} | {:<26} | {:<26} | {:<26} | {:<26} | lost",
