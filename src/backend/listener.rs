@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use crate::backend::admission::{Admission, Refusal};
 use crate::backend::session::{self, Shared, Slot};
 use crate::backend::sockets::{Listening, BACKLOG};
 use crate::backend::waker::Waker;
-use crate::ops::counters::Counters;
+use crate::ops::counters::{Counter, Counters};
 use crate::ops::log_limit::{self, Kind};
 use crate::ops::sync::lock;
 use crate::ops::transport::{Peer, Stream};
@@ -43,7 +43,7 @@ struct Listener {
     ended_tx: Sender<u64>,
     ended_rx: Receiver<u64>,
     /// Shared by every listener: a connection's id is unique in the process.
-    ids: Arc<AtomicU64>,
+    ids: Arc<Counter>,
     /// Sessions still reading their peer: what MAX_CONNECTIONS limits. A
     /// session frees its place the moment it stops reading (see session::Slot).
     active: Arc<AtomicUsize>,
@@ -65,7 +65,7 @@ pub fn run(sockets: Vec<Listening>, shared: Arc<Shared>) {
     let active = Arc::new(AtomicUsize::new(0));
     // One count for every listener: a connection's id (what its reply
     // routes are released by) is unique across TCP and the Unix socket.
-    let ids = Arc::new(AtomicU64::new(0));
+    let ids = Arc::new(Counter::new(0));
     let turn = Arc::new(Mutex::new(()));
     let (freed_tx, freed_rx): (Vec<_>, Vec<_>) = sockets
         .iter()
@@ -105,7 +105,7 @@ pub fn run(sockets: Vec<Listening>, shared: Arc<Shared>) {
 struct Places {
     active: Arc<AtomicUsize>,
     /// The last connection id given, by any listener.
-    ids: Arc<AtomicU64>,
+    ids: Arc<Counter>,
     /// Held from the look at the places to the admission.
     turn: Arc<Mutex<()>>,
     freed_tx: Vec<Sender<()>>,

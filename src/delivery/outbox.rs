@@ -13,7 +13,7 @@ use crate::ops::transport::{Peer, Stream};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,8 @@ pub const MAX_BYTES: usize = 1024 * 1024;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// One warn line per this many dropped lines.
 const DROPS_PER_WARNING: u64 = 1000;
-/// The next [`Outbox::conn`].
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// The next [`Outbox::conn`] (a [`Counter`]: 32-bit MIPS has no `AtomicU64`).
+static NEXT_CONN: Counter = Counter::new(1);
 
 /// The queue of lines for one connection; cheap to clone (shared).
 #[derive(Clone)]
