@@ -21,6 +21,9 @@ pub struct Ledger<T> {
     due: BTreeSet<u64>,
     /// Written on the current connection, waiting for the PUBACK with this packet id.
     in_flight: HashMap<u16, u64>,
+    /// The same, by sequence number, oldest first: asked once per command
+    /// acknowledged ([`Ledger::is_in_flight`]), so not a scan of the window.
+    flying: BTreeMap<u64, u16>,
     /// The packet id tried next.
     next_pkid: u16,
     window: usize,
@@ -36,6 +39,7 @@ impl<T: Weighed> Ledger<T> {
             next_seq: 0,
             due: BTreeSet::new(),
             in_flight: HashMap::new(),
+            flying: BTreeMap::new(),
             next_pkid: 1,
             window: window.clamp(1, usize::from(u16::MAX)),
             link_up: false,
@@ -116,12 +120,12 @@ impl<T: Weighed> Ledger<T> {
 
     /// Whether `seq` is written on this connection and awaits its PUBACK.
     pub fn is_in_flight(&self, seq: u64) -> bool {
-        self.in_flight.values().any(|s| *s == seq)
+        self.flying.contains_key(&seq)
     }
 
     /// The oldest command awaiting its PUBACK on this connection.
     pub fn oldest_in_flight(&self) -> Option<u64> {
-        self.in_flight.values().min().copied()
+        self.flying.keys().next().copied()
     }
 
     /// The command `seq` (from [`Ledger::next_due`]) is written with QoS 1:
@@ -137,6 +141,7 @@ impl<T: Weighed> Ledger<T> {
         }
         self.next_pkid = next(pkid);
         self.in_flight.insert(pkid, seq);
+        self.flying.insert(seq, pkid);
         self.due.remove(&seq);
         pkid
     }
@@ -163,7 +168,9 @@ impl<T: Weighed> Ledger<T> {
     /// Takes out a command that was just marked sent but cannot be written:
     /// its packet id is free again.
     pub fn drop_unsendable(&mut self, seq: u64) -> Option<T> {
-        self.in_flight.retain(|_, s| *s != seq);
+        if let Some(pkid) = self.flying.remove(&seq) {
+            self.in_flight.remove(&pkid);
+        }
         self.remove(seq)
     }
 
@@ -171,6 +178,7 @@ impl<T: Weighed> Ledger<T> {
     /// copy was acknowledged already or the id is not ours.
     pub fn on_acked(&mut self, pkid: u16) -> Option<(u64, T)> {
         let seq = self.in_flight.remove(&pkid)?;
+        self.flying.remove(&seq);
         self.remove(seq).map(|t| (seq, t))
     }
 
@@ -178,12 +186,14 @@ impl<T: Weighed> Ledger<T> {
     pub fn on_link_lost(&mut self) {
         self.link_up = false;
         self.in_flight.clear();
+        self.flying.clear();
     }
 
     /// A new connection: everything unacknowledged is due again, oldest first.
     pub fn on_link_up(&mut self) {
         self.link_up = true;
         self.in_flight.clear();
+        self.flying.clear();
         self.due = self.entries.keys().copied().collect();
     }
 

@@ -155,3 +155,30 @@ fn commands_pushed_after_a_write_are_due_next() {
     l.push("b");
     assert_eq!(items(&send_all(&mut l)), vec!["b"]);
 }
+
+#[test]
+fn what_is_in_flight_and_the_oldest_of_it_follow_acks_drops_and_links() {
+    let mut l = Ledger::new(10);
+    l.on_link_up();
+    let seqs: Vec<u64> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(|s| l.push(s))
+        .collect();
+    let sent = send_all(&mut l);
+    assert!(seqs.iter().all(|s| l.is_in_flight(*s)));
+    assert_eq!(l.oldest_in_flight(), Some(seqs[0]));
+    l.on_acked(sent[0].1);
+    assert!(!l.is_in_flight(seqs[0]));
+    assert_eq!(l.oldest_in_flight(), Some(seqs[1]));
+    l.drop_unsendable(seqs[1]);
+    assert!(!l.is_in_flight(seqs[1]));
+    assert_eq!(l.in_flight(), 2);
+    assert_eq!(l.oldest_in_flight(), Some(seqs[2]));
+    assert_eq!(l.on_acked(sent[1].1), None, "its packet id is free again");
+    l.on_link_lost();
+    assert!(!l.is_in_flight(seqs[2]) && l.oldest_in_flight().is_none());
+    l.on_link_up();
+    let again = send_all(&mut l);
+    assert_eq!(items(&again), vec!["c", "d"]);
+    assert_eq!(l.oldest_in_flight(), Some(seqs[2]));
+}
