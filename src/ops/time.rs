@@ -48,8 +48,7 @@ pub fn unix(t: SystemTime) -> u64 {
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn iso8601(t: SystemTime) -> String {
-    let (date, time) = civil(unix(t));
-    format!("{date}T{time}Z")
+    Stamp::seconds(t).to_string()
 }
 
 /// `YYYYMMDDTHHMMSSZ`, for file names.
@@ -57,21 +56,55 @@ pub fn compact(t: SystemTime) -> String {
     iso8601(t).replace(['-', ':'], "")
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, for log lines.
-pub fn iso8601_millis(t: SystemTime) -> String {
-    let millis = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_millis())
-        .unwrap_or(0);
-    let (date, time) = civil(unix(t));
-    format!("{date}T{time}.{millis:03}Z")
+/// A time in ISO 8601 (UTC), written straight into whatever formats it:
+/// a log line takes its stamp without a string of its own.
+pub struct Stamp {
+    secs: u64,
+    millis: Option<u32>,
 }
 
-/// ("YYYY-MM-DD", "HH:MM:SS") of a Unix time, by Howard Hinnant's days-from-civil inverse.
-fn civil(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
+impl Stamp {
+    /// `YYYY-MM-DDTHH:MM:SSZ`.
+    pub fn seconds(t: SystemTime) -> Stamp {
+        Stamp {
+            secs: unix(t),
+            millis: None,
+        }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    pub fn millis(t: SystemTime) -> Stamp {
+        let millis = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_millis())
+            .unwrap_or(0);
+        Stamp {
+            secs: unix(t),
+            millis: Some(millis),
+        }
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (year, month, day) = civil(self.secs / 86_400);
+        let rem = self.secs % 86_400;
+        let (hour, minute, second) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"
+        )?;
+        match self.millis {
+            Some(millis) => write!(f, ".{millis:03}Z"),
+            None => f.write_str("Z"),
+        }
+    }
+}
+
+/// (year, month, day) of a count of days since 1970-01-01, by Howard
+/// Hinnant's days-from-civil inverse.
+fn civil(days: u64) -> (i64, i64, i64) {
+    let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -80,10 +113,7 @@ fn civil(secs: u64) -> (String, String) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        format!("{year:04}-{month:02}-{day:02}"),
-        format!("{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60),
-    )
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -126,7 +156,7 @@ mod tests {
     #[test]
     fn millis_are_zero_padded() {
         let t = at(0) + Duration::from_millis(7);
-        assert_eq!(iso8601_millis(t), "1970-01-01T00:00:00.007Z");
+        assert_eq!(Stamp::millis(t).to_string(), "1970-01-01T00:00:00.007Z");
     }
 
     #[test]

@@ -161,7 +161,10 @@ impl Delivery {
             let Some(job) = self.ledger.get(seq) else {
                 continue;
             };
-            let from = from(job);
+            let from: &dyn std::fmt::Display = match &job.peer {
+                Some(peer) => peer,
+                None => &"spool",
+            };
             out.push(Action::Log(
                 Level::Info,
                 format!(

@@ -14,12 +14,11 @@ pub(super) const MAX_LINE: usize = 8 * 1024;
 
 /// One line as the relay logs it: time, level, text, cut at [`MAX_LINE`].
 pub(super) fn format_line(level: Level, text: fmt::Arguments<'_>) -> String {
-    let mut line = format!(
-        "{} {:<5} {}",
-        time::iso8601_millis(SystemTime::now()),
-        level,
-        text
-    );
+    use fmt::Write;
+    // One allocation for the usual line: stamp, level and a short text.
+    let mut line = String::with_capacity(160);
+    let stamp = time::Stamp::millis(SystemTime::now());
+    let _ = write!(line, "{stamp} {level:<5} {text}");
     if line.len() > MAX_LINE {
         let mut cut = MAX_LINE;
         while !line.is_char_boundary(cut) {
