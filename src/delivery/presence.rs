@@ -1,10 +1,12 @@
 //! What the device side and the publisher tell each other about cameras.
 //! [`Presence`]: the device link's sightings (heartbeats, lost sight, replies)
 //! in the order it saw them, taken whole by the publisher when the bell
-//! rings; bounded by [`MAX_WAITING`]. [`HeldView`]: what the publisher holds
-//! for cameras, read by the status file's writer.
+//! rings and before every decision it makes; bounded by [`MAX_WAITING`].
+//! [`HeldView`]: what the publisher holds for cameras, read by the status
+//! file's writer.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -15,18 +17,38 @@ use crate::ops::sync::lock;
 /// fleet's heartbeats is about 24,000).
 pub const MAX_WAITING: usize = 100_000;
 
+/// A heartbeat that only says "still here, on time" waits up to this long
+/// for the publisher, with the others that came meanwhile: a fleet's
+/// 400 heartbeats a second wake it about ten times, not 400. The publisher
+/// looks again this long after every ring ([`Presence::FOLLOW_UP`]), so
+/// none waits longer, and it takes the board before every decision, so
+/// none is judged without them.
+const GATHER: Duration = Duration::from_millis(100);
+
+/// Sightings that wake the publisher at once however recent the last ring.
+const RING_AT: usize = 1024;
+
 /// Sightings on their way to the publisher.
 pub struct Presence {
-    board: Mutex<Vec<Sighting>>,
+    board: Mutex<Board>,
     bell: Sender<()>,
     rung: Receiver<()>,
+}
+
+struct Board {
+    sightings: Vec<Sighting>,
+    /// When the bell last rang.
+    rang: Option<Instant>,
 }
 
 impl Default for Presence {
     fn default() -> Self {
         let (bell, rung) = crossbeam_channel::bounded(1);
         Presence {
-            board: Mutex::new(Vec::new()),
+            board: Mutex::new(Board {
+                sightings: Vec::new(),
+                rang: None,
+            }),
             bell,
             rung,
         }
@@ -34,18 +56,35 @@ impl Default for Presence {
 }
 
 impl Presence {
-    /// Records what the device side saw.
-    pub fn report(&self, sighting: Sighting) {
-        {
+    /// How soon the publisher looks at the board again after a ring.
+    pub const FOLLOW_UP: Duration = GATHER;
+
+    /// Records what the device side saw at `now`. An `urgent` sighting
+    /// (anything but a heartbeat on time) rings the bell; another rings it
+    /// when the last ring is [`GATHER`] old or the board is long, and
+    /// otherwise waits for the publisher's follow-up look.
+    pub fn report(&self, sighting: Sighting, urgent: bool, now: Instant) {
+        let ring = {
             let mut board = lock(&self.board);
-            if board.len() >= MAX_WAITING {
-                board.clear();
-                board.push(Sighting::LostSight);
+            if board.sightings.len() >= MAX_WAITING {
+                board.sightings.clear();
+                board.sightings.push(Sighting::LostSight);
             }
-            board.push(sighting);
+            board.sightings.push(sighting);
+            let ring = urgent
+                || board.sightings.len() >= RING_AT
+                || board
+                    .rang
+                    .is_none_or(|at| now.saturating_duration_since(at) >= GATHER);
+            if ring {
+                board.rang = Some(now);
+            }
+            ring
+        };
+        if ring {
+            // A full bell has rung already: the publisher takes everything.
+            let _ = self.bell.try_send(());
         }
-        // A full bell has rung already: the publisher takes everything.
-        let _ = self.bell.try_send(());
     }
 
     /// Rings when there are sightings to take.
@@ -55,7 +94,7 @@ impl Presence {
 
     /// The sightings since the last call, oldest first.
     pub fn take(&self) -> Vec<Sighting> {
-        std::mem::take(&mut *lock(&self.board))
+        std::mem::take(&mut lock(&self.board).sightings)
     }
 }
 
@@ -91,8 +130,9 @@ mod tests {
     #[test]
     fn sightings_keep_their_order_and_one_ring_covers_a_burst() {
         let presence = Presence::default();
-        presence.report(Sighting::Reply { unit: "u".into() });
-        presence.report(Sighting::LostSight);
+        let now = Instant::now();
+        presence.report(Sighting::Reply { unit: "u".into() }, true, now);
+        presence.report(Sighting::LostSight, true, now);
         assert!(presence.bell().try_recv().is_ok());
         assert!(presence.bell().try_recv().is_err(), "one ring");
         assert_eq!(
@@ -105,13 +145,48 @@ mod tests {
     #[test]
     fn too_many_untaken_sightings_become_one_lost_sight() {
         let presence = Presence::default();
+        let now = Instant::now();
         for _ in 0..MAX_WAITING {
-            presence.report(Sighting::Reply { unit: "u".into() });
+            presence.report(Sighting::Reply { unit: "u".into() }, true, now);
         }
-        presence.report(Sighting::Reply { unit: "v".into() });
+        presence.report(Sighting::Reply { unit: "v".into() }, true, now);
         assert_eq!(
             presence.take(),
             [Sighting::LostSight, Sighting::Reply { unit: "v".into() }]
         );
+    }
+
+    fn beat(n: usize) -> Sighting {
+        Sighting::Reply {
+            unit: format!("cam-{n}"),
+        }
+    }
+
+    #[test]
+    fn heartbeats_on_time_gather_until_the_last_ring_is_old_or_the_board_long() {
+        let presence = Presence::default();
+        let t0 = Instant::now();
+        presence.report(beat(0), false, t0);
+        assert!(presence.bell().try_recv().is_ok(), "the first rings");
+        for n in 1..10 {
+            presence.report(beat(n), false, t0 + Duration::from_millis(n as u64));
+        }
+        assert!(presence.bell().try_recv().is_err(), "gathered, no ring");
+        presence.report(beat(10), true, t0 + Duration::from_millis(20));
+        assert!(presence.bell().try_recv().is_ok(), "an urgent one rings");
+        presence.report(beat(11), false, t0 + Duration::from_millis(60));
+        assert!(presence.bell().try_recv().is_err());
+        presence.report(beat(12), false, t0 + GATHER + Duration::from_millis(20));
+        assert!(presence.bell().try_recv().is_ok(), "the last ring is old");
+        assert_eq!(presence.take().len(), 13, "all kept, in order");
+        let t1 = t0 + GATHER * 3;
+        presence.report(beat(0), false, t1);
+        assert!(presence.bell().try_recv().is_ok(), "the last ring is old");
+        for n in 1..RING_AT - 1 {
+            presence.report(beat(n), false, t1);
+        }
+        assert!(presence.bell().try_recv().is_err());
+        presence.report(beat(RING_AT), false, t1);
+        assert!(presence.bell().try_recv().is_ok(), "a long board rings");
     }
 }

@@ -58,6 +58,8 @@ pub struct Publisher {
     operator: Receiver<OperatorRequest>,
     /// The broker limit the policy was last told of.
     broker_limit: Option<usize>,
+    /// After a ring of the presence bell: look at the board again by then.
+    follow_up: Option<Instant>,
     /// The connections owed lines, which the policy knows by number only.
     replies: Replies,
 }
@@ -87,6 +89,7 @@ impl Publisher {
             live: None,
             operator: crossbeam_channel::never(),
             broker_limit: None,
+            follow_up: None,
             replies: Replies::default(),
         };
         // Before the spool's commands come back: a camera remembered is
@@ -219,8 +222,9 @@ impl Publisher {
                     }
                 },
                 recv(self.presence.bell()) -> _ => {
-                    let sightings = self.presence.take();
-                    self.step(Event::Sightings(sightings));
+                    self.catch_up();
+                    // Heartbeats that did not ring are taken within FOLLOW_UP.
+                    self.follow_up = Some(Instant::now() + Presence::FOLLOW_UP);
                 },
                 default(wait) => {},
             }
@@ -234,13 +238,20 @@ impl Publisher {
 
     /// How long to wait for the next event: as the policy says, and soon
     /// when the link's channel was full.
-    fn wait(&self) -> Duration {
-        let wait = self.delivery.wait(now());
+    fn wait(&mut self) -> Duration {
+        let mut wait = self.delivery.wait(now());
         if self.to_link.behind() {
-            wait.min(LINK_RETRY)
-        } else {
-            wait
+            wait = wait.min(LINK_RETRY);
         }
+        // Kept until it has passed (this turn took the board already): a
+        // turn for anything else before then must not forget it.
+        if let Some(at) = self.follow_up {
+            match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => wait = wait.min(left),
+                _ => self.follow_up = None,
+            }
+        }
+        wait
     }
 
     /// Everything that arrived together is one batch: one spool sync.
@@ -331,7 +342,17 @@ impl Publisher {
     /// is not woken for a reload).
     fn step(&mut self, event: Event) {
         self.follow_reload();
+        self.catch_up();
         self.handle(event);
+    }
+
+    /// Hands the policy what the device side saw since the last look, so
+    /// that no decision is made without it.
+    fn catch_up(&mut self) {
+        let sightings = self.presence.take();
+        if !sightings.is_empty() {
+            self.handle(Event::Sightings(sightings));
+        }
     }
 
     /// Hands `event` to the policy and performs what it says; the answer

@@ -15,7 +15,7 @@ use rumqttc::Transport;
 
 use crate::backend::routes::ReplyRoutes;
 use crate::config::{self, Config, Live};
-use crate::delivery::policy::Sighting;
+use crate::delivery::policy::{Class, Sighting};
 use crate::delivery::presence::Presence;
 use crate::devices::heartbeat;
 use crate::devices::table::{Arrival, DeviceTable, Seen};
@@ -500,7 +500,8 @@ impl DeviceLink {
         if was_up {
             lock(&self.devices).lose_sight();
             if self.tracks_presence() {
-                self.presence.report(Sighting::LostSight);
+                self.presence
+                    .report(Sighting::LostSight, true, Instant::now());
             }
         }
     }
@@ -619,9 +620,9 @@ impl DeviceLink {
         if let Some(raw_unit) = config::plus_level(&config.reply_topic, topic) {
             // A reply shows the camera had the SCS or UDS it answers.
             if self.tracks_presence() {
-                self.presence.report(Sighting::Reply {
-                    unit: raw_unit.to_string(),
-                });
+                let unit = raw_unit.to_string();
+                self.presence
+                    .report(Sighting::Reply { unit }, true, Instant::now());
             }
             // Routes exist only for valid units; the shown form is for the log.
             match self.routes.route(raw_unit) {
@@ -714,12 +715,16 @@ impl DeviceLink {
             (recorded, table.counts().online)
         };
         if let Some(class) = recorded.class.filter(|_| self.tracks_presence()) {
-            self.presence.report(Sighting::Beat {
+            // One on time is news to a camera with commands out, but it
+            // may wait a moment with others (presence.rs's GATHER).
+            let urgent = class != Class::Regular;
+            let beat = Sighting::Beat {
                 camera: device.to_ascii_lowercase(),
                 at: arrival.at,
                 class,
                 interval: recorded.interval,
-            });
+            };
+            self.presence.report(beat, urgent, arrival.at);
         }
         let shown = shown.unwrap_or_default();
         if let Some((ip, network)) = &recorded.moved {
