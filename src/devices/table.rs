@@ -216,6 +216,10 @@ pub struct DeviceTable {
     /// Bumped when a device appears, goes offline, returns or is
     /// forgotten: what the registry keeps changed.
     changes: u64,
+    /// Bumped by every change at all (a heartbeat, a device remembered,
+    /// sight lost): a snapshot taken at the same count with no device
+    /// online shows the same (the status file keeps its rendering).
+    edits: u64,
 }
 
 /// One heartbeat as it arrived.
@@ -281,6 +285,7 @@ impl DeviceTable {
             epoch: 1,
             unheard: 0,
             changes: 0,
+            edits: 0,
         }
     }
 
@@ -289,9 +294,15 @@ impl DeviceTable {
         self.changes
     }
 
+    /// Moves whenever anything in the table changed (see `edits`).
+    pub fn edits(&self) -> u64 {
+        self.edits
+    }
+
     /// Devices remembered from the last run: shown (offline, or presence
     /// unknown) until their first heartbeat, their interval kept.
     pub fn remember(&mut self, devices: &[Entry], now: Instant) {
+        self.edits += 1;
         for Entry {
             id,
             remembered: r,
@@ -325,6 +336,7 @@ impl DeviceTable {
     /// The device link lost sight of every device: none is present until
     /// its next live heartbeat, and no cadence runs across the gap.
     pub fn lose_sight(&mut self) {
+        self.edits += 1;
         self.epoch = self.epoch.wrapping_add(1).max(1);
         for d in self.devices.values_mut() {
             d.cadence.lose_sight();
@@ -381,6 +393,7 @@ impl DeviceTable {
     /// kept by the broker while the device link was away) only updates
     /// what is shown of the device.
     pub fn record(&mut self, id: &str, status: Heartbeat, arrival: Arrival) -> Recorded {
+        self.edits += 1;
         let ts = status.timestamp.as_deref().and_then(cadence::timestamp);
         let epoch = self.epoch;
         if let Some(d) = self.devices.get_mut(id) {
@@ -512,6 +525,7 @@ impl DeviceTable {
             }
         }
         self.changes += u64::from(!gone.is_empty());
+        self.edits += u64::from(!gone.is_empty());
         self.swept_to = Some(limit);
         gone
     }

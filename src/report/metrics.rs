@@ -265,7 +265,7 @@ mod tests {
             now: SystemTime::now(),
             counters: &counters,
             broker: "127.0.0.1:1883".into(),
-            devices: TableSnapshot {
+            devices: &TableSnapshot {
                 shown: vec![],
                 total: 3,
                 online: 2,
@@ -312,7 +312,7 @@ mod tests {
             now: SystemTime::now(),
             counters: &counters,
             broker: "127.0.0.1:1883".into(),
-            devices: TableSnapshot {
+            devices: &TableSnapshot {
                 shown: vec![],
                 total: 0,
                 online: 0,

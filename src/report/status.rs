@@ -38,7 +38,7 @@ pub struct Snapshot<'a> {
     pub counters: &'a Counters,
     /// The broker in use (or being tried), `host:port`.
     pub broker: String,
-    pub devices: TableSnapshot,
+    pub devices: &'a TableSnapshot,
     /// What the publisher holds for cameras, or waits for them to confirm.
     pub held: Held,
     /// The last snapshot of a clean stop: `state` says "stopped".
@@ -55,6 +55,11 @@ pub struct ConfigFile {
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
+    document(s, Value::Array(devices_json(s)))
+}
+
+/// The snapshot with `devices` as its device list.
+fn document(s: &Snapshot<'_>, devices: Value) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let down_since = Some(s.counters.broker_down_since_unix.load(Relaxed)).filter(|t| *t > 0);
     let counters: serde_json::Map<String, Value> = s
@@ -63,7 +68,6 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         .iter()
         .map(|(counted, v)| (counted.key.to_string(), json!(v)))
         .collect();
-    let devices = devices_json(s);
     let held_cameras = held_json(s);
     let device_link = device_link_json(s);
     // Both under the problem's lock, as the publisher changes them together.
@@ -207,11 +211,48 @@ fn age_s(t: SystemTime, now: SystemTime) -> u64 {
     now.duration_since(t).unwrap_or_default().as_secs()
 }
 
-/// Replaces `path` atomically with the snapshot.
-pub fn write(path: &Path, snapshot: &Snapshot<'_>) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(&to_json(snapshot)).map_err(std::io::Error::other)?;
+/// The `devices` list of the file as it is written there (one level
+/// indented): the writer keeps it and writes it again while nothing it
+/// shows changed, which with a large idle fleet is most of the file.
+pub fn devices_text(s: &Snapshot<'_>) -> std::io::Result<Vec<u8>> {
+    let list = Value::Array(devices_json(s));
+    let pretty = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
+    // A JSON string holds no raw newline: each starts a line to indent.
+    let mut text = Vec::with_capacity(pretty.len() + pretty.len() / 4);
+    for line in pretty.split_inclusive(|b| *b == b'\n') {
+        text.extend_from_slice(line);
+        if line.ends_with(b"\n") {
+            text.extend_from_slice(INDENT);
+        }
+    }
+    Ok(text)
+}
+
+/// One level of the file's indentation.
+const INDENT: &[u8] = b"  ";
+
+/// Replaces `path` atomically with the snapshot, its device list being
+/// `devices` (from [`devices_text`]).
+pub fn write(path: &Path, snapshot: &Snapshot<'_>, devices: &[u8]) -> std::io::Result<()> {
+    files::replace(path, &file_bytes(snapshot, devices)?, files::STATUS_MODE)
+}
+
+/// The file's bytes: the snapshot as pretty JSON, `devices` spliced in.
+fn file_bytes(snapshot: &Snapshot<'_>, devices: &[u8]) -> std::io::Result<Vec<u8>> {
+    const MARK: &str = "devices listed here";
+    let doc = document(snapshot, Value::String(MARK.into()));
+    let mut bytes = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
+    // The top level's key, on a line of its own: no value (a camera name
+    // in `held_cameras` is deeper and quoted) can look like it.
+    let key = format!("\n  \"devices\": \"{MARK}\"");
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .ok_or_else(|| std::io::Error::other("the device list has no place in the snapshot"))?;
+    let value_at = at + key.len() - MARK.len() - 2;
+    bytes.splice(value_at..at + key.len(), devices.iter().copied());
     bytes.push(b'\n');
-    files::replace(path, &bytes, files::STATUS_MODE)
+    Ok(bytes)
 }
 
 /// What `status` concludes from a snapshot; its exit code says the same.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::delivery::presence::HeldView;
-use crate::devices::table::DeviceTable;
+use crate::devices::table::{DeviceTable, TableSnapshot};
 use crate::mqtt::publish_link::LinkShared;
 use crate::ops::counters::Counters;
 use crate::ops::sync::lock;
@@ -40,6 +40,21 @@ pub struct StatusWriter {
     /// The states of the last snapshot ([`States`]): a change is written
     /// at once, not at the next interval.
     shown_states: States,
+    /// The device table as the last snapshot showed it, and its rendering.
+    shown: Option<Shown>,
+}
+
+/// The device part of a snapshot, kept for the next one: with no device
+/// online and nothing held, it depends on the table alone, so while the
+/// table's edit count stays the same it is written again as it is (an idle
+/// fleet of 100,000 offline cameras costs a copy, not a rendering).
+struct Shown {
+    edits: u64,
+    /// Whether it can serve again at the same edit count.
+    timeless: bool,
+    table: TableSnapshot,
+    /// Its `devices` list as written in `STATUS_FILE`, once written.
+    text: Option<Vec<u8>>,
 }
 
 impl StatusWriter {
@@ -59,6 +74,7 @@ impl StatusWriter {
             stopped: false,
             config_file: None,
             shown_states: States::default(),
+            shown: None,
         }
     }
 
@@ -141,17 +157,16 @@ impl StatusWriter {
         }
         self.last = Some(Instant::now());
         self.shown_states = Self::states(counters);
-        let devices =
-            lock(devices).snapshot(status::DEVICES_SHOWN, Instant::now(), config.device_timeout);
-        let broker = self.link.broker_in_use.get().0.to_string();
+        let held = self.held.get();
+        let mut shown = self.take_shown(config, devices, held.by_camera.is_empty());
         let snapshot = status::Snapshot {
             config,
             started: self.started,
             now: SystemTime::now(),
             counters,
-            broker,
-            devices,
-            held: self.held.get(),
+            broker: self.link.broker_in_use.get().0.to_string(),
+            devices: &shown.table,
+            held,
             stopped: self.stopped,
             config_file: self.config_file.as_ref().map(|(path, loaded)| ConfigFile {
                 path: path.display().to_string(),
@@ -159,8 +174,17 @@ impl StatusWriter {
             }),
         };
         let mut failed = Vec::new();
+        let mut text = None;
         if let Some(path) = &config.status_file {
-            if let Err(e) = status::write(path, &snapshot) {
+            let written = match &shown.text {
+                Some(kept) => status::write(path, &snapshot, kept),
+                None => status::devices_text(&snapshot).and_then(|t| {
+                    let written = status::write(path, &snapshot, &t);
+                    text = Some(t);
+                    written
+                }),
+            };
+            if let Err(e) = written {
                 failed.push(format!("STATUS_FILE {}: {e}", path.display()));
             }
         }
@@ -169,11 +193,41 @@ impl StatusWriter {
                 failed.push(format!("METRICS_FILE {}: {e}", path.display()));
             }
         }
+        drop(snapshot);
+        if text.is_some() {
+            shown.text = text;
+        }
+        self.shown = Some(shown);
         if failed.is_empty() {
             self.failing = false;
         } else if !self.failing {
             self.failing = true;
             log::error!("cannot write {}", failed.join("; nor "));
+        }
+    }
+
+    /// The device part of the snapshot: the last one again when it cannot
+    /// have changed, else taken afresh (and rendered when written).
+    fn take_shown(
+        &mut self,
+        config: &Config,
+        devices: &Mutex<DeviceTable>,
+        none_held: bool,
+    ) -> Shown {
+        let table = lock(devices);
+        let edits = table.edits();
+        match self.shown.take() {
+            Some(kept) if kept.timeless && none_held && kept.edits == edits => kept,
+            _ => {
+                let snap =
+                    table.snapshot(status::DEVICES_SHOWN, Instant::now(), config.device_timeout);
+                Shown {
+                    edits,
+                    timeless: snap.online == 0 && none_held,
+                    table: snap,
+                    text: None,
+                }
+            }
         }
     }
 }

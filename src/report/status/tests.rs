@@ -26,7 +26,7 @@ fn snapshot_value(devices: Vec<DeviceSnapshot>, now: u64) -> Value {
         now: at(now),
         counters: &counters,
         broker: "127.0.0.1:1883".into(),
-        devices: TableSnapshot {
+        devices: &TableSnapshot {
             online: devices.iter().filter(|d| d.online).count() + 100,
             shown: devices,
             total,
@@ -237,13 +237,13 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
             },
         ],
     };
-    let v = to_json(&Snapshot {
+    let snapshot = Snapshot {
         config: &config,
         started: at(now - 9000),
         now: at(now),
         counters: &counters,
         broker: "127.0.0.1:1883".into(),
-        devices: TableSnapshot {
+        devices: &TableSnapshot {
             online: 0,
             total: 1,
             shown: devices,
@@ -253,7 +253,16 @@ fn held_commands_show_per_device_in_totals_and_per_camera() {
         held,
         stopped: false,
         config_file: None,
-    });
+    };
+    let v = to_json(&snapshot);
+    let mut whole = serde_json::to_vec_pretty(&v).unwrap();
+    whole.push(b'\n');
+    let spliced = file_bytes(&snapshot, &devices_text(&snapshot).unwrap()).unwrap();
+    assert_eq!(
+        String::from_utf8(spliced).unwrap(),
+        String::from_utf8(whole).unwrap(),
+        "the file with its device list rendered apart is the same text"
+    );
     assert_eq!(v["held"], 3);
     assert_eq!(v["held_bytes"], 420);
     assert_eq!(v["devices"][0]["held"], 2, "matched ignoring case");
