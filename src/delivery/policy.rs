@@ -265,6 +265,12 @@ pub enum Action {
     /// Drop the broker's connection, for this reason (a command overdue for
     /// its PUBACK): the publish link reports it down and connects again.
     DropLink(String),
+    /// The heartbeats of `camera` (lower case) are news to the policy
+    /// (`on`: it has commands held or unconfirmed), or no longer.
+    Watch {
+        camera: String,
+        on: bool,
+    },
 }
 
 impl std::fmt::Debug for Action {
@@ -291,6 +297,7 @@ impl std::fmt::Debug for Action {
             Action::Write(packets) => write!(f, "Write({} bytes)", packets.len()),
             Action::Disconnect(packets) => write!(f, "Disconnect({} bytes)", packets.len()),
             Action::DropLink(why) => write!(f, "DropLink({why:?})"),
+            Action::Watch { camera, on } => write!(f, "Watch({camera:?}, {on})"),
         }
     }
 }
@@ -488,7 +495,27 @@ impl Delivery {
             }
         }
         self.resume(now, &mut out);
+        self.tell_watched(&mut out);
         out
+    }
+
+    /// The cameras whose heartbeats became news, or stopped being (their
+    /// queue of held or unconfirmed commands appeared or emptied): the
+    /// device side wakes the publisher at once for theirs only. Put before
+    /// a request that ends the list.
+    fn tell_watched(&mut self, out: &mut Vec<Action>) {
+        let news = self.hold.take_watch_news();
+        if news.is_empty() {
+            return;
+        }
+        let at = match out.last() {
+            Some(Action::Spool(_) | Action::Write(_) | Action::Disconnect(_)) => out.len() - 1,
+            _ => out.len(),
+        };
+        let watch = news
+            .into_iter()
+            .map(|(camera, on)| Action::Watch { camera, on });
+        out.splice(at..at, watch);
     }
 
     /// A SIGHUP's settings, in effect from the next check on.

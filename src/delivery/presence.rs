@@ -5,6 +5,7 @@
 //! [`HeldView`]: what the publisher holds for cameras, read by the status
 //! file's writer.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,13 +18,13 @@ use crate::ops::sync::lock;
 /// fleet's heartbeats is about 24,000).
 pub const MAX_WAITING: usize = 100_000;
 
-/// A heartbeat that only says "still here, on time" waits up to this long
-/// for the publisher, with the others that came meanwhile: a fleet's
-/// 400 heartbeats a second wake it about ten times, not 400. The publisher
-/// looks again this long after every ring ([`Presence::FOLLOW_UP`]), so
-/// none waits longer, and it takes the board before every decision, so
-/// none is judged without them.
-const GATHER: Duration = Duration::from_millis(100);
+/// A heartbeat of a camera the publisher has nothing out for waits up to
+/// this long, with the others that came meanwhile: a fleet's 400
+/// heartbeats a second wake it about once a second, not 400 times. The
+/// publisher looks again this long after every ring
+/// ([`Presence::FOLLOW_UP`]), so none waits longer, and it takes the
+/// board before every decision, so none is judged without them.
+const GATHER: Duration = Duration::from_secs(1);
 
 /// Sightings that wake the publisher at once however recent the last ring.
 const RING_AT: usize = 1024;
@@ -39,6 +40,9 @@ struct Board {
     sightings: Vec<Sighting>,
     /// When the bell last rang.
     rang: Option<Instant>,
+    /// Cameras (lower case) with commands held or unconfirmed: their
+    /// heartbeats release or confirm them, and ring at once.
+    watched: HashSet<String>,
 }
 
 impl Default for Presence {
@@ -48,6 +52,7 @@ impl Default for Presence {
             board: Mutex::new(Board {
                 sightings: Vec::new(),
                 rang: None,
+                watched: HashSet::new(),
             }),
             bell,
             rung,
@@ -59,13 +64,17 @@ impl Presence {
     /// How soon the publisher looks at the board again after a ring.
     pub const FOLLOW_UP: Duration = GATHER;
 
-    /// Records what the device side saw at `now`. An `urgent` sighting
-    /// (anything but a heartbeat on time) rings the bell; another rings it
-    /// when the last ring is [`GATHER`] old or the board is long, and
-    /// otherwise waits for the publisher's follow-up look.
-    pub fn report(&self, sighting: Sighting, urgent: bool, now: Instant) {
+    /// Records what the device side saw at `now`. A heartbeat of a watched
+    /// camera, lost sight or a device reply rings the bell; another
+    /// heartbeat rings it when the last ring is [`GATHER`] old or the board
+    /// is long, and otherwise waits for the publisher's follow-up look.
+    pub fn report(&self, sighting: Sighting, now: Instant) {
         let ring = {
             let mut board = lock(&self.board);
+            let urgent = match &sighting {
+                Sighting::Beat { camera, .. } => board.watched.contains(camera),
+                Sighting::LostSight | Sighting::Reply { .. } => true,
+            };
             if board.sightings.len() >= MAX_WAITING {
                 board.sightings.clear();
                 board.sightings.push(Sighting::LostSight);
@@ -84,6 +93,17 @@ impl Presence {
         if ring {
             // A full bell has rung already: the publisher takes everything.
             let _ = self.bell.try_send(());
+        }
+    }
+
+    /// The publisher has commands out for `camera` (lower case), or no
+    /// longer (`on` false).
+    pub fn watch(&self, camera: String, on: bool) {
+        let mut board = lock(&self.board);
+        if on {
+            board.watched.insert(camera);
+        } else {
+            board.watched.remove(&camera);
         }
     }
 
@@ -131,8 +151,8 @@ mod tests {
     fn sightings_keep_their_order_and_one_ring_covers_a_burst() {
         let presence = Presence::default();
         let now = Instant::now();
-        presence.report(Sighting::Reply { unit: "u".into() }, true, now);
-        presence.report(Sighting::LostSight, true, now);
+        presence.report(Sighting::Reply { unit: "u".into() }, now);
+        presence.report(Sighting::LostSight, now);
         assert!(presence.bell().try_recv().is_ok());
         assert!(presence.bell().try_recv().is_err(), "one ring");
         assert_eq!(
@@ -147,9 +167,9 @@ mod tests {
         let presence = Presence::default();
         let now = Instant::now();
         for _ in 0..MAX_WAITING {
-            presence.report(Sighting::Reply { unit: "u".into() }, true, now);
+            presence.report(Sighting::Reply { unit: "u".into() }, now);
         }
-        presence.report(Sighting::Reply { unit: "v".into() }, true, now);
+        presence.report(Sighting::Reply { unit: "v".into() }, now);
         assert_eq!(
             presence.take(),
             [Sighting::LostSight, Sighting::Reply { unit: "v".into() }]
@@ -157,36 +177,46 @@ mod tests {
     }
 
     fn beat(n: usize) -> Sighting {
-        Sighting::Reply {
-            unit: format!("cam-{n}"),
+        Sighting::Beat {
+            camera: format!("cam-{n}"),
+            at: Instant::now(),
+            class: crate::delivery::policy::Class::Regular,
+            interval: None,
         }
     }
 
     #[test]
-    fn heartbeats_on_time_gather_until_the_last_ring_is_old_or_the_board_long() {
+    fn heartbeats_of_unwatched_cameras_gather_until_the_last_ring_is_old_or_the_board_long() {
         let presence = Presence::default();
         let t0 = Instant::now();
-        presence.report(beat(0), false, t0);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        presence.report(beat(0), t0);
         assert!(presence.bell().try_recv().is_ok(), "the first rings");
         for n in 1..10 {
-            presence.report(beat(n), false, t0 + Duration::from_millis(n as u64));
+            presence.report(beat(n), ms(n as u64));
         }
         assert!(presence.bell().try_recv().is_err(), "gathered, no ring");
-        presence.report(beat(10), true, t0 + Duration::from_millis(20));
-        assert!(presence.bell().try_recv().is_ok(), "an urgent one rings");
-        presence.report(beat(11), false, t0 + Duration::from_millis(60));
+        presence.watch("cam-7".into(), true);
+        presence.report(beat(7), ms(20));
+        assert!(presence.bell().try_recv().is_ok(), "a watched camera rings");
+        presence.watch("cam-7".into(), false);
+        presence.report(beat(7), ms(30));
+        assert!(presence.bell().try_recv().is_err(), "no longer watched");
+        presence.report(Sighting::LostSight, ms(40));
+        assert!(presence.bell().try_recv().is_ok(), "lost sight rings");
+        presence.report(beat(11), ms(60));
         assert!(presence.bell().try_recv().is_err());
-        presence.report(beat(12), false, t0 + GATHER + Duration::from_millis(20));
+        presence.report(beat(12), ms(40) + GATHER);
         assert!(presence.bell().try_recv().is_ok(), "the last ring is old");
-        assert_eq!(presence.take().len(), 13, "all kept, in order");
+        assert_eq!(presence.take().len(), 15, "all kept, in order");
         let t1 = t0 + GATHER * 3;
-        presence.report(beat(0), false, t1);
+        presence.report(beat(0), t1);
         assert!(presence.bell().try_recv().is_ok(), "the last ring is old");
         for n in 1..RING_AT - 1 {
-            presence.report(beat(n), false, t1);
+            presence.report(beat(n), t1);
         }
         assert!(presence.bell().try_recv().is_err());
-        presence.report(beat(RING_AT), false, t1);
+        presence.report(beat(RING_AT), t1);
         assert!(presence.bell().try_recv().is_ok(), "a long board rings");
     }
 }

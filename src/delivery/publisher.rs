@@ -393,6 +393,7 @@ impl Publisher {
                     };
                     answer = Some(Event::Written(written));
                 }
+                Action::Watch { camera, on } => self.presence.watch(camera, on),
                 Action::DropLink(why) => {
                     // The publish link hears of it and reports the link down.
                     self.to_link.tell(FromPublisher::Dropped(why));

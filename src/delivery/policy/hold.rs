@@ -122,6 +122,9 @@ pub(super) struct Hold {
     bytes: usize,
     /// Bumped at every change: the publisher republishes the status view only when it moved.
     changes: u64,
+    /// Cameras whose queue appeared (true) or went (false) since the last
+    /// [`Hold::take_watch_news`], in order.
+    watch_news: Vec<(String, bool)>,
 }
 
 /// One camera's share, for the status file.
@@ -150,6 +153,7 @@ impl Hold {
             timers: BTreeSet::new(),
             bytes: 0,
             changes: 0,
+            watch_news: Vec::new(),
         }
     }
 
@@ -182,14 +186,23 @@ impl Hold {
             .map_or(0, |q| q.held.len() + q.sent.len())
     }
 
+    /// The cameras watched and no longer watched since the last call.
+    pub fn take_watch_news(&mut self) -> Vec<(String, bool)> {
+        std::mem::take(&mut self.watch_news)
+    }
+
     fn queue(&mut self, camera: u64, name: &str) -> &mut Queue {
-        self.queues.entry(camera).or_insert_with(|| Queue {
-            camera: name.to_string(),
-            held: BTreeSet::new(),
-            sent: BTreeSet::new(),
-            release_at: None,
-            gate: None,
-            timer: None,
+        let news = &mut self.watch_news;
+        self.queues.entry(camera).or_insert_with(|| {
+            news.push((name.to_string(), true));
+            Queue {
+                camera: name.to_string(),
+                held: BTreeSet::new(),
+                sent: BTreeSet::new(),
+                release_at: None,
+                gate: None,
+                timer: None,
+            }
         })
     }
 
@@ -253,6 +266,7 @@ impl Hold {
                 if let Some(at) = q.timer {
                     self.timers.remove(&(at, camera));
                 }
+                self.watch_news.push((q.camera, false));
             }
         }
     }

@@ -152,6 +152,8 @@ struct Rig {
     disconnects: Vec<Published>,
     /// Connections dropped by the policy, with the reason.
     drops: Vec<String>,
+    /// The cameras the policy watches, as its `Watch` actions left them.
+    watched: std::collections::BTreeSet<String>,
     spool_answers: VecDeque<SpoolOutcome>,
     write_answers: VecDeque<Result<(), WriteError>>,
     /// Commands handed over with a [`ReplyTo`] (a claim on a status line
@@ -183,6 +185,7 @@ impl Rig {
             spool_ops: Vec::new(),
             disconnects: Vec::new(),
             drops: Vec::new(),
+            watched: Default::default(),
             spool_answers: VecDeque::new(),
             write_answers: VecDeque::new(),
             claims_taken: 0,
@@ -274,6 +277,14 @@ impl Rig {
                     self.event(Event::Written(Ok(())));
                 }
                 Action::DropLink(why) => self.drops.push(why),
+                Action::Watch { camera, on } => {
+                    let changed = if on {
+                        self.watched.insert(camera)
+                    } else {
+                        self.watched.remove(&camera)
+                    };
+                    assert!(changed, "each watch news is news");
+                }
             }
         }
     }

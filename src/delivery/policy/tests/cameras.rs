@@ -203,6 +203,24 @@ fn steady_heartbeats_confirm_a_command_after_two_regular_ones() {
 }
 
 #[test]
+fn a_camera_is_watched_while_it_has_commands_held_or_unconfirmed() {
+    let mut c = Cams::new(spooled_settings());
+    c.r.start(Found::Read(Recovery::default()));
+    c.learn("Cam");
+    assert!(
+        c.r.watched.is_empty(),
+        "nothing out: its heartbeats are no news"
+    );
+    c.send("Cam", &["u/1"], Lines::Camera);
+    c.r.ack_all();
+    assert_eq!(c.r.watched, ["cam".to_string()].into(), "in lower case");
+    c.next_beat("Cam");
+    c.next_beat("Cam");
+    assert_eq!(c.confirmed(), 1);
+    assert!(c.r.watched.is_empty(), "confirmed: no longer watched");
+}
+
+#[test]
 fn jittered_heartbeats_and_a_lost_one_send_nothing_twice() {
     let mut c = Cams::new(settings());
     c.learn("cam");
