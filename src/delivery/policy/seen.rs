@@ -100,12 +100,18 @@ impl Seen {
 
     /// A classified heartbeat of `fp` at `at`.
     pub fn beat(&mut self, fp: u64, at: Instant, class: Class, interval: Option<Duration>) {
-        if !self.cameras.contains_key(&fp) && self.cameras.len() >= self.max {
-            self.forget_one();
-        }
         let tenths = self.tenths(at);
         let epoch = self.epoch;
-        let camera = self.cameras.entry(fp).or_default();
+        // One lookup for a camera known (a fleet's every heartbeat).
+        let camera = match self.cameras.get_mut(&fp) {
+            Some(camera) => camera,
+            None => {
+                if self.cameras.len() >= self.max {
+                    self.forget_one();
+                }
+                self.cameras.entry(fp).or_default()
+            }
+        };
         camera.seen = tenths;
         camera.offline = false;
         if let Some(i) = interval {

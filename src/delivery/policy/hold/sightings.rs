@@ -57,12 +57,14 @@ impl Delivery {
         out: &mut Vec<Action>,
     ) {
         let fp = self.hold.seen.fingerprint(camera);
+        if !self.hold.queues.contains_key(&fp) {
+            // Nothing out for it: only its presence is noted.
+            self.hold.seen.beat(fp, at, class, interval);
+            return;
+        }
         let timeout = self.settings.device_timeout;
         let was_present = self.hold.seen.state(fp, timeout, now.mono) == Some(State::Present);
         self.hold.seen.beat(fp, at, class, interval);
-        if !self.hold.queues.contains_key(&fp) {
-            return;
-        }
         let margin = self
             .hold
             .seen
