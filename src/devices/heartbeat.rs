@@ -3,11 +3,12 @@
 //! one-line rendering for the log. Pure; called on the device link thread
 //! for every message on `HEARTBEAT_TOPIC`.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::Number;
 
 use crate::ops::log_limit::cut_to;
 use crate::protocol::redact;
@@ -75,18 +76,83 @@ const FIELDS: [&str; 13] = [
 
 /// The values of the [`FIELDS`] a heartbeat has. Read straight from the
 /// bytes (one a few hundred bytes long arrives hundreds of times a second):
-/// no JSON tree of the whole object, no copy of a key or of a member the
-/// relay does not show.
-struct Fields([Option<Value>; FIELDS.len()]);
+/// no JSON tree of the whole object, no copy of a key, of a member the
+/// relay does not show, or of a string without escapes.
+struct Fields<'de>([Option<Field<'de>>; FIELDS.len()]);
 
-impl Fields {
-    fn get(&self, key: &str) -> Option<&Value> {
+/// One member's value, as far as the relay tells them apart.
+enum Field<'de> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Text(Cow<'de, str>),
+    /// An object or an array.
+    Nested,
+}
+
+impl<'de> Fields<'de> {
+    fn get(&self, key: &str) -> Option<&Field<'de>> {
         let i = FIELDS.iter().position(|f| *f == key)?;
         self.0[i].as_ref()
     }
 }
 
-impl<'de> Deserialize<'de> for Fields {
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Field<'de>, E> {
+        Ok(Field::Bool(b))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(n.into()))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Field<'de>, E> {
+        // JSON has no NaN or infinity: always a number.
+        Ok(Number::from_f64(n).map_or(Field::Null, Field::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Text(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Text(Cow::Owned(s.to_string())))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::Nested)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::Nested)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(FieldsVisitor)
     }
@@ -95,13 +161,13 @@ impl<'de> Deserialize<'de> for Fields {
 struct FieldsVisitor;
 
 impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields;
+    type Value = Fields<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
         let mut fields = Fields(Default::default());
         while let Some(known) = map.next_key_seed(FieldName)? {
             match known {
@@ -157,9 +223,11 @@ pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
     Ok(Heartbeat {
         device_id: text(&map, "device_id")?,
         msg_type: text(&map, "msg_type")?,
+        // As JSON text: a string keeps its quotes.
         timestamp: match map.get("timestamp") {
-            None | Some(Value::Null) => None,
-            Some(v @ (Value::Number(_) | Value::String(_))) => Some(shown(&v.to_string())),
+            None | Some(Field::Null) => None,
+            Some(Field::Number(n)) => Some(shown(&n.to_string())),
+            Some(Field::Text(s)) => Some(shown(&serde_json::Value::from(&**s).to_string())),
             Some(_) => return Err(r#"field "timestamp" must be a number or a string"#.into()),
         },
         ip: text(&map, "ip")?,
@@ -175,32 +243,32 @@ pub fn parse(payload: &[u8]) -> Result<Heartbeat, String> {
     })
 }
 
-fn text(map: &Fields, key: &str) -> Result<Option<String>, String> {
+fn text(map: &Fields<'_>, key: &str) -> Result<Option<String>, String> {
     match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
+        None | Some(Field::Null) => Ok(None),
         // Shown in log lines and the status output: no control characters.
-        Some(Value::String(s)) => Ok(Some(shown(s))),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Field::Text(s)) => Ok(Some(shown(s))),
+        Some(Field::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(format!("field {key:?} must be a string")),
     }
 }
 
-fn flag(map: &Fields, key: &str) -> Result<Option<bool>, String> {
+fn flag(map: &Fields<'_>, key: &str) -> Result<Option<bool>, String> {
     match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Bool(b)) => Ok(Some(*b)),
+        Some(Field::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+        Some(Field::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
         Some(_) => Err(format!("field {key:?} must be true, false, 0 or 1")),
     }
 }
 
-fn number(map: &Fields, key: &str) -> Result<Option<f64>, String> {
+fn number(map: &Fields<'_>, key: &str) -> Result<Option<f64>, String> {
     match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Number(n)) => Ok(n.as_f64()),
         // Some firmware sends numbers as strings; accept them when they parse.
-        Some(Value::String(s)) => s
+        Some(Field::Text(s)) => s
             .trim()
             .parse::<f64>()
             .ok()
