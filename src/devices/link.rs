@@ -15,7 +15,7 @@ use rumqttc::Transport;
 
 use crate::backend::routes::ReplyRoutes;
 use crate::config::{self, Config, Live};
-use crate::delivery::policy::{Class, Sighting};
+use crate::delivery::policy::Sighting;
 use crate::delivery::presence::Presence;
 use crate::devices::heartbeat;
 use crate::devices::table::{Arrival, DeviceTable, Seen};
@@ -384,7 +384,7 @@ impl DeviceLink {
                 payload,
                 retain,
             } => {
-                if topic == self.sync_topic() {
+                if self.is_sync_topic(&topic) {
                     self.echo(&payload, state.backlog);
                 } else {
                     let live = !retain && !state.backlog.kept;
@@ -500,33 +500,31 @@ impl DeviceLink {
         if was_up {
             lock(&self.devices).lose_sight();
             if self.tracks_presence() {
-                self.presence
-                    .report(Sighting::LostSight, true, Instant::now());
+                self.presence.report(Sighting::LostSight, Instant::now());
             }
         }
     }
 
     /// Whether the publisher's hold asks for heartbeats at all.
     fn tracks_presence(&self) -> bool {
-        let config = self.config.get();
-        config.hold_offline && config.presence_field.is_some()
+        tracks_presence(&self.config.get())
     }
 
     /// The topic of the link's own sync marker (see [`Backlog`]): under
     /// `ms500-relay/sync/`, the client id made a single topic level.
     fn sync_topic(&self) -> String {
-        let level: String = self
-            .client_id
-            .chars()
-            .map(|c| {
-                if matches!(c, '+' | '#' | '/') || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        format!("ms500-relay/sync/{level}")
+        let level: String = self.client_id.chars().map(topic_level_char).collect();
+        format!("{SYNC_PREFIX}{level}")
+    }
+
+    /// Whether `topic` is [`DeviceLink::sync_topic`], without building it
+    /// (asked of every message the link receives).
+    fn is_sync_topic(&self, topic: &str) -> bool {
+        topic.strip_prefix(SYNC_PREFIX).is_some_and(|level| {
+            level
+                .chars()
+                .eq(self.client_id.chars().map(topic_level_char))
+        })
     }
 
     /// The session was kept: subscribes to the marker's topic, and sends
@@ -619,10 +617,10 @@ impl DeviceLink {
         let config = self.config.get();
         if let Some(raw_unit) = config::plus_level(&config.reply_topic, topic) {
             // A reply shows the camera had the SCS or UDS it answers.
-            if self.tracks_presence() {
+            if tracks_presence(&config) {
                 let unit = raw_unit.to_string();
                 self.presence
-                    .report(Sighting::Reply { unit }, true, Instant::now());
+                    .report(Sighting::Reply { unit }, Instant::now());
             }
             // Routes exist only for valid units; the shown form is for the log.
             match self.routes.route(raw_unit) {
@@ -657,7 +655,8 @@ impl DeviceLink {
                 }
             }
         } else if let Some(device) = config::plus_level(&config.heartbeat_topic, topic) {
-            self.on_heartbeat(&heartbeat::shown_ref(device), payload, live);
+            let tracks = tracks_presence(&config);
+            self.on_heartbeat(&heartbeat::shown_ref(device), payload, live, tracks);
         } else {
             log::debug!(
                 "message on unexpected topic {}: ignored",
@@ -679,7 +678,8 @@ impl DeviceLink {
         }
     }
 
-    fn on_heartbeat(&self, device: &str, payload: &[u8], live: bool) {
+    /// A heartbeat of `device`; `tracks`: the publisher's hold asks for it.
+    fn on_heartbeat(&self, device: &str, payload: &[u8], live: bool, tracks: bool) {
         let status = match heartbeat::parse(payload) {
             Ok(status) => status,
             Err(why) => {
@@ -703,28 +703,30 @@ impl DeviceLink {
             };
             log::debug!("heartbeat {device}: {}{kind}", status.summary());
         }
-        let shown = log::log_enabled!(log::Level::Info).then(|| status.brief());
         let arrival = Arrival {
             at: Instant::now(),
             wall: SystemTime::now(),
             live,
         };
-        let (recorded, online) = {
+        let (recorded, online, shown) = {
             let mut table = lock(&self.devices);
             let recorded = table.record(device, status, arrival);
-            (recorded, table.counts().online)
+            // Rendered only for the lines below (a device new, back or moved).
+            let news = recorded.moved.is_some()
+                || (recorded.class.is_some() && recorded.seen != Seen::Again);
+            let shown = (news && log::log_enabled!(log::Level::Info))
+                .then(|| table.brief(device))
+                .flatten();
+            (recorded, table.counts().online, shown)
         };
-        if let Some(class) = recorded.class.filter(|_| self.tracks_presence()) {
-            // One on time is news to a camera with commands out, but it
-            // may wait a moment with others (presence.rs's GATHER).
-            let urgent = class != Class::Regular;
+        if let Some(class) = recorded.class.filter(|_| tracks) {
             let beat = Sighting::Beat {
                 camera: device.to_ascii_lowercase(),
                 at: arrival.at,
                 class,
                 interval: recorded.interval,
             };
-            self.presence.report(beat, urgent, arrival.at);
+            self.presence.report(beat, arrival.at);
         }
         let shown = shown.unwrap_or_default();
         if let Some((ip, network)) = &recorded.moved {
@@ -748,6 +750,24 @@ impl DeviceLink {
         if log_limit::allow(Kind::DeviceOnline) {
             log::info!("device {device} {change}: {shown}");
         }
+    }
+}
+
+/// Whether the publisher's hold asks for heartbeats at all.
+fn tracks_presence(config: &Config) -> bool {
+    config.hold_offline && config.presence_field.is_some()
+}
+
+/// Where the link's sync marker is published: this, then its client id
+/// made one topic level.
+const SYNC_PREFIX: &str = "ms500-relay/sync/";
+
+/// A character of the client id as it stands in the sync topic's level.
+fn topic_level_char(c: char) -> char {
+    if matches!(c, '+' | '#' | '/') || c.is_control() {
+        '_'
+    } else {
+        c
     }
 }
 

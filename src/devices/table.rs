@@ -294,6 +294,11 @@ impl DeviceTable {
         self.changes
     }
 
+    /// The short form of `id`'s last heartbeat ([`Heartbeat::brief`]).
+    pub fn brief(&self, id: &str) -> Option<String> {
+        self.devices.get(id).map(|d| d.status.unpack().brief())
+    }
+
     /// Moves whenever anything in the table changed (see `edits`).
     pub fn edits(&self) -> u64 {
         self.edits
