@@ -719,14 +719,20 @@ fn fleet_rows(broker: &Broker) -> Vec<(String, String)> {
         // extrapolated from the part of it they are spent in.
         heartbeats: 24_000,
         commands_per_s: 50,
-        idle_secs: 10,
+        // A whole minute: the status file is written every 5 s, and a
+        // snapshot is a burst of work a short window may miss or catch.
+        idle_secs: 60,
     };
     let mut rows = Vec::new();
     let this = fleet::run(broker, None, &scenario);
     rows.extend(fleet::rows("this build", &this));
+    let released = fleet::release::run(broker, None);
+    rows.extend(fleet::release::rows("this build", released.as_ref()));
     if let Ok(exe) = std::env::var("MS500_BENCH_BASELINE") {
         let old = fleet::run(broker, Some(&exe), &scenario);
         rows.extend(fleet::rows("baseline", &old));
+        let released = fleet::release::run(broker, Some(&exe));
+        rows.extend(fleet::release::rows("baseline", released.as_ref()));
         // Both idle CPUs below a tick read 0: "-" rather than NaN.
         let ratio = |a: f64, b: f64| {
             if b > 0.0 {

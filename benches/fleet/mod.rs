@@ -21,6 +21,8 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 use crate::support::{Broker, Relay, Subscriber};
 
+pub mod release;
+
 /// What one build cost in the fleet scenario.
 pub struct FleetCost {
     pub relay_cpu_per_10k: f64,
@@ -238,7 +240,12 @@ pub fn run(broker: &Broker, exe: Option<&str>, fleet: &Fleet) -> FleetCost {
     let relay = crate::start_relay(
         broker,
         exe,
-        &[("MAX_DEVICES", "100000"), ("DEVICE_TIMEOUT", &timeout)],
+        &[
+            ("MAX_DEVICES", "100000"),
+            ("DEVICE_TIMEOUT", &timeout),
+            // As every package has it (STATUS_INTERVAL 5, the default).
+            ("STATUS_FILE", "{dir}/status.json"),
+        ],
     );
     let sub = Subscriber::new(broker.port, "/service/ms500/fleet-cmd/#");
     let _responder = responder(broker.port);
