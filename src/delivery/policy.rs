@@ -454,7 +454,9 @@ impl Delivery {
             Event::BrokerLimit(limit) => self.broker_limit = limit,
             Event::Batch(jobs) => self.wait_for_room(jobs),
             Event::Tick => {
-                self.steps = [
+                // Into the queue kept from the last turn: no allocation a turn.
+                self.steps.clear();
+                self.steps.extend([
                     Step::Admit,
                     Step::Overdue,
                     Step::ExpireHeld,
@@ -462,8 +464,7 @@ impl Delivery {
                     Step::Write,
                     Step::Tidy,
                     Step::Forget,
-                ]
-                .into();
+                ]);
             }
             Event::LinkUp => self.link_up(&mut out),
             Event::Sightings(sightings) => self.sightings(sightings, now, &mut out),
