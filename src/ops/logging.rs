@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use line::format_line;
+use line::{format_line, write_line};
 use rotation::RotatingFile;
 use sink::{Output, Sink};
 use syslog::{Syslog, SYSLOG_RETRY};
@@ -48,6 +48,14 @@ struct RelayLogger {
     sink: Arc<Sink>,
 }
 
+thread_local! {
+    /// Each thread's line being written (one allocation per thread, not per line).
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Room of a thread's line buffer kept between lines.
+const KEPT_LINE_ROOM: usize = 1024;
+
 impl Log for RelayLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         read(&self.filter).enabled(metadata)
@@ -57,9 +65,22 @@ impl Log for RelayLogger {
         if !read(&self.filter).matches(record) {
             return;
         }
-        let line = format_line(record.level(), *record.args());
-        self.sink
-            .push(line.as_bytes(), record.level() <= Level::Warn);
+        let urgent = record.level() <= Level::Warn;
+        LINE.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut line) => {
+                write_line(&mut line, record.level(), *record.args());
+                self.sink.push(line.as_bytes(), urgent);
+                // A long line's room is not kept for the thread's life.
+                if line.capacity() > KEPT_LINE_ROOM {
+                    *line = String::new();
+                }
+            }
+            // Logging from inside a value being logged: a line of its own.
+            Err(_) => {
+                let line = format_line(record.level(), *record.args());
+                self.sink.push(line.as_bytes(), urgent);
+            }
+        });
     }
 
     fn flush(&self) {

@@ -14,9 +14,16 @@ pub(super) const MAX_LINE: usize = 8 * 1024;
 
 /// One line as the relay logs it: time, level, text, cut at [`MAX_LINE`].
 pub(super) fn format_line(level: Level, text: fmt::Arguments<'_>) -> String {
-    use fmt::Write;
-    // One allocation for the usual line: stamp, level and a short text.
     let mut line = String::with_capacity(160);
+    write_line(&mut line, level, text);
+    line
+}
+
+/// [`format_line`] into `line` (emptied first): a thread that logs often
+/// keeps one buffer instead of a string per line.
+pub(super) fn write_line(line: &mut String, level: Level, text: fmt::Arguments<'_>) {
+    use fmt::Write;
+    line.clear();
     let stamp = time::Stamp::millis(SystemTime::now());
     let _ = write!(line, "{stamp} {level:<5} {text}");
     if line.len() > MAX_LINE {
@@ -28,5 +35,4 @@ pub(super) fn format_line(level: Level, text: fmt::Arguments<'_>) -> String {
         line.push_str("… (line cut)");
     }
     line.push('\n');
-    line
 }
