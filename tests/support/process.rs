@@ -31,6 +31,22 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds of the threads `pid` has now, to the nanosecond
+/// (`/proc/PID/task/*/schedstat`): for a load no thread ends during (a
+/// thread's time leaves with it, unlike [`cpu_seconds`]'s, which counts in
+/// hundredths of a second).
+pub fn thread_cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
+}
+
 /// Descriptors the process holds now.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
