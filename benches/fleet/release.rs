@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Broker, Relay, Subscriber};
 
-use super::{cameras, fill, heartbeat, TIMEOUT_S};
+use super::{cameras, fill, heartbeat};
 
 pub const CAMERAS: usize = 10_000;
 pub const EACH: usize = 3;
 /// The cameras' return is spread over this long.
 const RETURN_OVER: Duration = Duration::from_millis(1500);
+/// `DEVICE_TIMEOUT`: long enough that a camera back (one heartbeat, then
+/// silent in this scenario, where a real one heartbeats on) stays present
+/// while the fleet's commands go out.
+const TIMEOUT_S: u64 = 20;
 
 /// What one build did with the fleet's return.
 pub struct Released {
