@@ -166,9 +166,7 @@ pub const MAX_CAMERA_BYTES: usize = 128;
 /// one, as for `type` and `unit`): for `PRESENCE_FIELD`. None when missing,
 /// not a string, empty or longer than [`MAX_CAMERA_BYTES`].
 pub fn text_field(json: &Json<'_>, name: &str) -> Option<String> {
-    let member = json
-        .members()
-        .find(|m| json::decode_string(m.key).is_some_and(|k| k == name))?;
+    let member = json.members().find(|m| json::string_is(m.key, name))?;
     if !member.value.starts_with(b"\"") {
         return None;
     }
@@ -210,7 +208,7 @@ pub fn ack_request(json: &Json<'_>) -> Option<Result<AckMode, String>> {
     let (Some(only), None) = (members.next(), members.next()) else {
         return None;
     };
-    if json::decode_string(only.key)? != "ack_mode" {
+    if !json::string_is(only.key, "ack_mode") {
         return None;
     }
     Some(

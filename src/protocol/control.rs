@@ -30,7 +30,7 @@ pub enum Control {
 pub fn request(json: &Json<'_>) -> Option<Result<Control, String>> {
     let member = |name: &str| {
         json.members()
-            .find(|m| json::decode_string(m.key).as_deref() == Some(name))
+            .find(|m| json::string_is(m.key, name))
             .map(|m| m.value)
     };
     let op = member("control")?;

@@ -186,6 +186,19 @@ pub fn compact(raw: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Whether a JSON string literal (quotes included, syntax checked) says
+/// `text`: the bytes compared as they are unless an escape needs decoding
+/// (asked of every member key of every command).
+pub fn string_is(raw: &[u8], text: &str) -> bool {
+    let Some(inner) = raw.get(1..raw.len().saturating_sub(1)) else {
+        return false;
+    };
+    if !inner.contains(&b'\\') {
+        return inner == text.as_bytes();
+    }
+    decode_string(raw).is_some_and(|s| s == text)
+}
+
 /// Decodes a JSON string literal (quotes included) whose syntax is already
 /// checked. None when a `\u` escape holds an unpaired surrogate.
 pub fn decode_string(raw: &[u8]) -> Option<Cow<'_, str>> {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::json::decode_string;
+use crate::protocol::json::{decode_string, string_is};
 
 /// One realistic command per type, as a backend sends them.
 pub(crate) const SAMPLES: [(CommandType, &str); 12] = [
@@ -922,6 +922,23 @@ fn decode_string_agrees_with_serde_json() {
     ] {
         assert_eq!(decode_string(raw.as_bytes()), None, "{raw}");
     }
+}
+
+#[test]
+fn a_key_is_compared_as_decoded_escaped_or_not() {
+    assert!(string_is(br#""camera""#, "camera"));
+    assert!(
+        string_is(br#""c\u0061mera""#, "camera"),
+        "an escape is decoded"
+    );
+    assert!(!string_is(br#""cameras""#, "camera"));
+    assert!(!string_is(br#""Camera""#, "camera"));
+    assert!(
+        !string_is(br#""\ud800""#, "\u{fffd}"),
+        "an unpaired surrogate is nothing"
+    );
+    assert!(string_is(b"\"\"", ""));
+    assert!(!string_is(b"", ""), "no literal at all");
 }
 
 #[test]
