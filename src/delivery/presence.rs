@@ -138,6 +138,14 @@ impl HeldView {
         *lock(&self.0) = held;
     }
 
+    /// The totals alone, the cameras' list left as it was set last.
+    pub fn set_totals(&self, commands: usize, unconfirmed: usize, bytes: usize) {
+        let mut held = lock(&self.0);
+        held.commands = commands;
+        held.unconfirmed = unconfirmed;
+        held.bytes = bytes;
+    }
+
     pub fn get(&self) -> Held {
         lock(&self.0).clone()
     }

@@ -36,6 +36,12 @@ use crate::ops::time::{mono_ms, unix};
 /// full channel did not take.
 const LINK_RETRY: Duration = Duration::from_millis(10);
 
+/// The status file's list of cameras with commands is taken at most this
+/// often while it keeps changing (its totals at every turn)...
+const CAMERAS_SHOWN_EVERY: Duration = Duration::from_secs(1);
+/// ...unless this few cameras have commands: then at every change.
+const FEW_CAMERAS: usize = 100;
+
 pub struct Publisher {
     delivery: Delivery,
     /// The publish link's connection, while it is up.
@@ -51,6 +57,8 @@ pub struct Publisher {
     /// change count it was last set at.
     held_view: Arc<HeldView>,
     held_shown: u64,
+    /// When the list per camera of `held_view` was last taken.
+    cameras_shown: Option<Instant>,
     /// The configuration SIGHUP may replace, and the generation last taken
     /// from it: lifetimes and the log level follow it.
     live: Option<(Arc<Live>, u64)>,
@@ -86,6 +94,7 @@ impl Publisher {
             presence: Arc::default(),
             held_view: Arc::default(),
             held_shown: 0,
+            cameras_shown: None,
             live: None,
             operator: crossbeam_channel::never(),
             broker_limit: None,
@@ -245,6 +254,9 @@ impl Publisher {
         }
         // Kept until it has passed (this turn took the board already): a
         // turn for anything else before then must not forget it.
+        if let Some(at) = self.cameras_due() {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
         if let Some(at) = self.follow_up {
             match at.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => wait = wait.min(left),
@@ -313,21 +325,49 @@ impl Publisher {
             .spool_bytes
             .store(spool_bytes, Ordering::Relaxed);
         let changes = self.delivery.hold_changes();
-        if changes != self.held_shown {
-            self.held_shown = changes;
-            let held = Held {
-                commands: self.delivery.held(),
-                unconfirmed: self.delivery.unconfirmed(),
-                bytes: self.delivery.held_bytes(),
-                by_camera: self.delivery.held_by_camera(Instant::now()),
-            };
-            let c = &self.counters;
-            c.held.store(held.commands as u64, Ordering::Relaxed);
-            c.held_bytes.store(held.bytes as u64, Ordering::Relaxed);
-            c.unconfirmed
-                .store(held.unconfirmed as u64, Ordering::Relaxed);
-            self.held_view.set(held);
+        if changes == self.held_shown {
+            return;
         }
+        let (commands, unconfirmed, bytes) = (
+            self.delivery.held(),
+            self.delivery.unconfirmed(),
+            self.delivery.held_bytes(),
+        );
+        let c = &self.counters;
+        c.held.store(commands as u64, Ordering::Relaxed);
+        c.held_bytes.store(bytes as u64, Ordering::Relaxed);
+        c.unconfirmed.store(unconfirmed as u64, Ordering::Relaxed);
+        // The list per camera is sorted from every camera's queue: while a
+        // fleet's commands are released it changes every turn, and is
+        // taken at most once per CAMERAS_SHOWN_EVERY (the totals always).
+        let now = Instant::now();
+        let few = self.delivery.cameras_with_commands() <= FEW_CAMERAS;
+        if few
+            || self
+                .cameras_shown
+                .is_none_or(|at| now >= at + CAMERAS_SHOWN_EVERY)
+        {
+            self.held_shown = changes;
+            self.cameras_shown = Some(now);
+            self.held_view.set(Held {
+                commands,
+                unconfirmed,
+                bytes,
+                by_camera: self.delivery.held_by_camera(now),
+            });
+        } else {
+            self.held_view.set_totals(commands, unconfirmed, bytes);
+        }
+    }
+
+    /// When the list per camera left behind by [`Publisher::show_gauges`]
+    /// is due, if it is.
+    fn cameras_due(&self) -> Option<Instant> {
+        let changed = self.delivery.hold_changes() != self.held_shown;
+        changed.then(|| {
+            self.cameras_shown
+                .map_or_else(Instant::now, |at| at + CAMERAS_SHOWN_EVERY)
+        })
     }
 
     /// Tells the status writer when this loop turns again at the latest:

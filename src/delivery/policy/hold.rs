@@ -718,6 +718,11 @@ impl Delivery {
     }
 
     /// Each camera's held and unconfirmed commands, the longest waiting first.
+    /// Cameras with commands held or unconfirmed.
+    pub fn cameras_with_commands(&self) -> usize {
+        self.hold.queues.len()
+    }
+
     pub fn held_by_camera(&self, now: Instant) -> Vec<HeldFor> {
         self.hold.by_camera(self.settings.device_timeout, now)
     }
