@@ -436,6 +436,17 @@ fn main() {
         compare::run(&revs, &plan);
         return;
     }
+    if args.iter().any(|a| a == "release") {
+        // The fleet release row alone (also part of `fleet`).
+        let mut rows =
+            fleet::release::rows("this build", fleet::release::run(&broker, None).as_ref());
+        if let Ok(exe) = std::env::var("MS500_BENCH_BASELINE") {
+            let old = fleet::release::run(&broker, Some(&exe));
+            rows.extend(fleet::release::rows("baseline", old.as_ref()));
+        }
+        print_rows(&rows);
+        return;
+    }
     if args.iter().any(|a| a == "fleet") {
         let rows = fleet_rows(&broker);
         print_rows(&rows);

@@ -26,6 +26,10 @@ const TIMEOUT_S: u64 = 20;
 pub struct Released {
     /// From the first returning heartbeat to the last command at the broker.
     pub seconds: f64,
+    /// From a camera's returning heartbeat to its last command at the
+    /// broker: the median and the longest (`RELEASE_DELAY`, 1 s, is the
+    /// floor: a camera's commands wait that long for its subscription).
+    pub per_camera: (f64, f64),
     pub delivered: usize,
     pub lost: usize,
     pub duplicates: usize,
@@ -81,26 +85,38 @@ pub fn run(broker: &Broker, exe: Option<&str>) -> Option<Released> {
         "a command for an offline camera was published before its camera returned"
     );
     let back = Instant::now();
+    let mut returned = HashMap::new();
     for i in 0..CAMERAS {
         let due = back + RETURN_OVER.mul_f64(i as f64 / CAMERAS as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
+        returned.insert(camera(i), Instant::now());
         heartbeat(&cams, i);
     }
     let got = sub.collect(CAMERAS * EACH * 2, Duration::from_secs(10));
     let last = got.iter().map(|m| m.at).max().unwrap_or(back);
     let mut per_camera: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut last_at: HashMap<String, Instant> = HashMap::new();
     for m in &got {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
             continue;
         };
         let unit = v["unit"].as_str().unwrap_or_default().to_string();
+        last_at.insert(unit.clone(), m.at);
         per_camera
             .entry(unit)
             .or_default()
             .push(v["id"].as_u64().unwrap_or(u64::MAX));
     }
+    let mut waits: Vec<f64> = last_at
+        .iter()
+        .filter_map(|(unit, at)| Some(at.saturating_duration_since(*returned.get(unit)?)))
+        .map(|d| d.as_secs_f64())
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    let median = waits.get(waits.len() / 2).copied().unwrap_or(f64::NAN);
+    let longest = waits.last().copied().unwrap_or(f64::NAN);
     let (mut unique, mut misordered) = (0, 0);
     for ids in per_camera.values() {
         let mut seen = ids.clone();
@@ -111,6 +127,7 @@ pub fn run(broker: &Broker, exe: Option<&str>) -> Option<Released> {
     }
     Some(Released {
         seconds: last.saturating_duration_since(back).as_secs_f64(),
+        per_camera: (median, longest),
         delivered: unique,
         lost: CAMERAS * EACH - unique.min(CAMERAS * EACH),
         duplicates: got.len() - unique,
@@ -153,8 +170,10 @@ pub fn rows(name: &str, r: Option<&Released>) -> Vec<(String, String)> {
     vec![(
         what,
         format!(
-            "all at the broker {:.2} s after the first returned; {}/{} delivered, {} lost, {} duplicates, {} cameras misordered; {} info lines",
+            "all at the broker {:.2} s after the first returned (a camera's last {:.2} s after its return, at most {:.2} s); {}/{} delivered, {} lost, {} duplicates, {} cameras misordered; {} info lines",
             r.seconds,
+            r.per_camera.0,
+            r.per_camera.1,
             r.delivered,
             CAMERAS * EACH,
             r.lost,
