@@ -15,7 +15,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use crate::backend::lingering::Lingering;
 use crate::backend::peers;
 use crate::backend::routes::ReplyRoutes;
-use crate::config::{AckMode, Live};
+use crate::config::{AckMode, Config, Live};
 use crate::delivery::item::{Accepted, Handover, OperatorRequest, ReplyTo};
 use crate::delivery::outbox::{self, Claims, Finish, Outbox};
 use crate::ops::counters::Counters;
@@ -121,6 +121,9 @@ struct Reader<'a> {
     claims: Option<Claims>,
     /// A complete value came (a command, an `ack_mode` request, or one refused).
     sent_a_value: bool,
+    /// The configuration as of the reload generation it was taken at:
+    /// looked up again only after a reload, not for every command.
+    config: (u64, Arc<Config>),
 }
 
 /// Most commands handed to the publisher in one batch.
@@ -157,6 +160,7 @@ pub fn run(stream: Stream, peer: Peer, id: u64, shared: Arc<Shared>, slot: Slot)
         batch_bytes: 0,
         claims: None,
         sent_a_value: false,
+        config: (shared.config.generation(), shared.config.get()),
     };
     let end = reader.read_loop();
     // No longer reading this peer: its MAX_CONNECTIONS place is free.
@@ -425,7 +429,11 @@ impl Reader<'_> {
             return Ok(());
         }
         let shared = self.shared;
-        let config = shared.config.get();
+        let generation = shared.config.generation();
+        if generation != self.config.0 {
+            self.config = (generation, shared.config.get());
+        }
+        let config = &*self.config.1;
         Counters::add(&shared.counters.received);
         let camera =
             (config.presence_field.as_deref()).and_then(|field| command::text_field(&json, field));
