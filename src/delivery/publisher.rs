@@ -245,18 +245,19 @@ impl Publisher {
         log::debug!("publisher stopped");
     }
 
-    /// How long to wait for the next event: as the policy says, and soon
-    /// when the link's channel was full.
+    /// How long to wait for the next event: as the policy says, soon when
+    /// the link's channel was full, and no later than the status view's
+    /// list of cameras or the look at the presence board are due.
     fn wait(&mut self) -> Duration {
         let mut wait = self.delivery.wait(now());
         if self.to_link.behind() {
             wait = wait.min(LINK_RETRY);
         }
-        // Kept until it has passed (this turn took the board already): a
-        // turn for anything else before then must not forget it.
         if let Some(at) = self.cameras_due() {
             wait = wait.min(at.saturating_duration_since(Instant::now()));
         }
+        // Kept until it has passed (this turn took the board already): a
+        // turn for anything else before then must not forget it.
         if let Some(at) = self.follow_up {
             match at.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => wait = wait.min(left),
