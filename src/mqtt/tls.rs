@@ -13,6 +13,7 @@ use rustls::{ClientConfig, RootCertStore};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::ops::files;
 
 /// Where the system's CA bundle lives on Debian-like gateways, unless `SSL_CERT_FILE` says otherwise.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -89,23 +90,17 @@ pub fn client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>, Error
     Ok(Some(Arc::new(client_config)))
 }
 
-/// The file's bytes. Opened without blocking and read only when it is a
-/// regular file: a FIFO planted as the CA file must not hang the relay.
+/// The file's bytes, read the trusted way ([`files::read_trusted`]): a
+/// FIFO planted as the CA file must not hang the relay, nor a symlink or
+/// file another user planted decide whom it trusts.
 fn read(key: &str, path: &Path) -> Result<Vec<u8>, Error> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let cannot = |e| Error::setup_because(format!("{key} {}: cannot be read", path.display()), e);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(cannot)?;
-    if !file.metadata().map_err(cannot)?.is_file() {
-        return Err(setup(key, path, "is not a regular file: not read"));
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(cannot)?;
-    Ok(bytes)
+    files::read_trusted(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            setup(key, path, "is not a regular file: not read")
+        } else {
+            Error::setup_because(format!("{key} {}: cannot be read", path.display()), e)
+        }
+    })
 }
 
 fn setup(key: &str, path: &Path, what: &str) -> Error {

@@ -17,7 +17,7 @@ use crate::ops::sys::at::{self, Stat};
 
 const STICKY: u32 = 0o1000;
 /// Symlinks followed at most in one walk (the kernel's own limit).
-const MAX_LINKS: usize = 40;
+pub const MAX_LINKS: usize = 40;
 /// Mode of the directories a walk makes, whatever the umask.
 pub const MADE_DIR_MODE: u32 = 0o755;
 
@@ -104,6 +104,11 @@ impl Dir {
     /// Opens `name` in it with `flags`, never through a symlink.
     pub fn open(&self, name: &OsStr, flags: libc::c_int, mode: u32) -> io::Result<File> {
         at::open_at(self.fd.as_fd(), name, flags, mode)
+    }
+
+    /// Where the symlink `name` in it points.
+    pub fn read_link(&self, name: &OsStr) -> io::Result<OsString> {
+        at::read_link_at(self.fd.as_fd(), name)
     }
 
     /// What `name` in it is (a symlink itself, not its target).

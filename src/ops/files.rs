@@ -10,7 +10,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::ops::dirs::{self, Dir};
 use crate::ops::sys;
@@ -163,6 +163,57 @@ pub fn read_checked(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// The bytes of a file the relay trusts for what it says (the TLS files:
+/// whom it trusts, who it is): reached through checked directories, a
+/// symlink at its name followed only when it is root's or the relay's
+/// user's (certbot's `live/` links), and read only when it is a regular
+/// file of root or of the relay's user that group and others cannot
+/// write, as found on the open file itself. Never blocks on a FIFO.
+pub fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
+    let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    let mut at = path.to_path_buf();
+    for _ in 0..dirs::MAX_LINKS {
+        let (dir, name) = place(&at)?;
+        let stat = dir.stat(name)?;
+        if stat.is_symlink() {
+            if stat.uid != 0 && stat.uid != sys::euid() {
+                return Err(refuse(format!(
+                    "{} is a symlink of uid {}, not of root or the relay's user: not followed",
+                    at.display(),
+                    stat.uid
+                )));
+            }
+            let target = PathBuf::from(dir.read_link(name)?);
+            at = dir.path().join(target);
+            continue;
+        }
+        let mut file = dir.open(name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file: not read",
+            ));
+        }
+        if meta.uid() != 0 && meta.uid() != sys::euid() {
+            return Err(refuse(format!(
+                "belongs to uid {}, not to root or the relay's user: not read",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(refuse(format!(
+                "writable by group or others (mode {:04o}): not read",
+                meta.mode() & 0o7777
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        return Ok(bytes);
+    }
+    Err(refuse(format!("{}: too many symlinks", path.display())))
 }
 
 /// Opens an existing file of the relay's to append to it, in its checked
@@ -319,6 +370,34 @@ mod tests {
 
     fn scratch(name: &str) -> std::path::PathBuf {
         scratch_dir(&format!("files-{name}"))
+    }
+
+    #[test]
+    fn a_trusted_file_is_read_through_the_relays_own_symlinks_and_nothing_else() {
+        let dir = scratch("trusted");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, b"PEM").unwrap();
+        std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_trusted(&ca).unwrap(), b"PEM");
+        // certbot's layout: live/x.pem -> ../archive/x.pem, both the relay user's.
+        std::fs::create_dir(dir.join("live")).unwrap();
+        std::os::unix::fs::symlink("../ca.pem", dir.join("live/ca.pem")).unwrap();
+        assert_eq!(read_trusted(&dir.join("live/ca.pem")).unwrap(), b"PEM");
+        std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let e = read_trusted(&ca).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        let fifo = dir.join("fifo.pem");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let e = read_trusted(&fifo).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::InvalidInput,
+            "a FIFO is not read: {e}"
+        );
+        std::os::unix::fs::symlink("loop.pem", dir.join("loop.pem")).unwrap();
+        assert!(read_trusted(&dir.join("loop.pem")).is_err(), "a loop ends");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
