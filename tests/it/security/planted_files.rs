@@ -407,3 +407,43 @@ fn status_never_shows_a_snapshot_another_user_wrote() {
         assert!(out.contains(&format!("uid {}", other.uid)), "{out}");
     }
 }
+
+/// Finding (review of issue 32's change): the TLS files were opened by
+/// path after the checks had looked at the path, so her symlink to a CA
+/// file of root's passed both. Now a symlink at the name is followed only
+/// when it is root's or the relay's user's, and check-config refuses hers.
+#[test]
+#[ignore = "needs root to create another user"]
+fn a_tls_file_is_never_read_through_another_users_symlink() {
+    let (other, dir, shared) = sharing_a_tmp_with_her("tls-link");
+    let certs = crate::support::certs::Certs::new();
+    let link = shared.join("ca.pem");
+    other.act(|| symlink(certs.file("ca.pem"), &link).unwrap());
+    let status_file = dir.path().join("status.json");
+    let lines = format!("MQTT_TLS = true\nMQTT_CA_FILE = {}\n", link.display());
+    let conf = ToolConf::named(
+        "relay.conf",
+        dir.path(),
+        1,
+        dir.path().join("r.pid"),
+        &status_file,
+        &lines,
+    );
+    let (code, out, err) = conf.tool(&["check-config"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("not followed"), "{out}{err}");
+    // The relay's own symlink to the same file is followed.
+    let mine = dir.path().join("mine.pem");
+    symlink(certs.file("ca.pem"), &mine).unwrap();
+    let lines = format!("MQTT_TLS = true\nMQTT_CA_FILE = {}\n", mine.display());
+    let conf = ToolConf::named(
+        "relay2.conf",
+        dir.path(),
+        1,
+        dir.path().join("r2.pid"),
+        &status_file,
+        &lines,
+    );
+    let (code, out, err) = conf.tool(&["check-config"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
